@@ -1,0 +1,51 @@
+//! Command-line interface: what the operator and git can ask for.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "atomdeploy-hook",
+    version,
+    about = "Atomic, zero-downtime deploys of PHP applications on `git push`",
+    long_about = "Atomic, zero-downtime deploys of PHP applications on `git push`.\n\n\
+        Installed as the post-receive hook of a bare repository, it checks the pushed commit \
+        out, runs composer, snapshots the result into builds/<UTC timestamp> and flips the \
+        `latest` symlink to it with one rename(2)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct RootArg {
+    /// The deploy root (holds application/, builds/, shared/, latest and deploy.yml).
+    #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set up a bare repository and a deploy root, and print the remote to add.
+    Install {
+        /// The bare repository to push to (created if missing; an existing one is kept).
+        #[arg(long, value_name = "PATH")]
+        repo: PathBuf,
+        #[command(flatten)]
+        root: RootArg,
+        /// The branch whose pushes deploy.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// How developers reach the repository, e.g. `deploy@example.com:/srv/app.git`
+        /// (default: the repository's local path).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Run by git after a push: reads `<old> <new> <ref>` lines on stdin and deploys.
+    PostReceive {
+        #[command(flatten)]
+        root: RootArg,
+    },
+}

@@ -1,0 +1,192 @@
+//! `atomdeploy-hook install`: a bare repository, its post-receive hook and a deploy root.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use git2::Repository;
+
+use crate::plan::{Layout, Plan};
+
+const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
+const CONFIG_TEMPLATE: &str = include_str!("../deploy.yml");
+/// Identifies a hook we wrote, so that reinstalling never replaces somebody else's hook.
+const HOOK_MARKER: &str = "installed by `atomdeploy-hook install`";
+
+pub struct Install<'a> {
+    pub repo: &'a Path,
+    pub root: &'a Path,
+    pub branch: &'a str,
+    pub url: Option<&'a str>,
+}
+
+pub fn install(args: &Install) -> Result<()> {
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{}", args.branch)) {
+        bail!("`{}` is not a valid branch name", args.branch);
+    }
+    let remote_url = remote_url(args.url, args.repo)?;
+
+    fs::create_dir_all(args.root)
+        .with_context(|| format!("cannot create {}", args.root.display()))?;
+    let root = fs::canonicalize(args.root)?;
+    let layout = Layout::new(&root);
+    for dir in [
+        &layout.application,
+        &layout.builds,
+        &layout.shared,
+        &layout.state,
+    ] {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+
+    let repo_path = open_or_init_bare(args.repo)?;
+    write_hook(&repo_path, &root)?;
+
+    if layout.config_file.exists() {
+        println!("kept the existing {}", layout.config_file.display());
+    } else {
+        let text = config_text(&repo_path, args.branch)?;
+        write_atomically(&layout.config_file, &text, 0o644)?;
+        println!("wrote {}", layout.config_file.display());
+    }
+    // Whatever deploy.yml holds now, say at once if a push would fail on it.
+    Plan::load(&root)?;
+
+    println!(
+        "installed: pushes to {} deploy into {}",
+        repo_path.display(),
+        root.display()
+    );
+    println!("on your machine, run:");
+    println!("    git remote add production {remote_url}");
+    println!("    git push production {}", args.branch);
+    Ok(())
+}
+
+/// The URL developers add as a remote: `--url` if given (ssh `user@host:path`, `ssh://…`),
+/// otherwise the repository's own path, both checked by gix-url.
+fn remote_url(url: Option<&str>, repo: &Path) -> Result<String> {
+    let text = match url {
+        Some(url) => url.to_string(),
+        None => std::path::absolute(repo)?.to_string_lossy().into_owned(),
+    };
+    let parsed = gix_url::parse(text.as_bytes())
+        .with_context(|| format!("`{text}` is not a URL git can push to"))?;
+    if url.is_some() && parsed.path.is_empty() {
+        bail!("`{text}` names no repository path");
+    }
+    Ok(parsed.to_bstring().to_string())
+}
+
+fn open_or_init_bare(path: &Path) -> Result<PathBuf> {
+    let exists = path.exists();
+    if exists {
+        match Repository::open_bare(path) {
+            Ok(repo) => return Ok(fs::canonicalize(repo.path())?),
+            Err(_) if fs::read_dir(path)?.next().is_some() => {
+                bail!(
+                    "{} exists and is not a bare git repository; choose another --repo",
+                    path.display()
+                )
+            }
+            Err(_) => {}
+        }
+    }
+    let repo = Repository::init_bare(path)
+        .with_context(|| format!("cannot create a bare repository at {}", path.display()))?;
+    Ok(fs::canonicalize(repo.path())?)
+}
+
+fn write_hook(repo: &Path, root: &Path) -> Result<()> {
+    let hook = repo.join("hooks").join("post-receive");
+    if let Ok(existing) = fs::read_to_string(&hook)
+        && !existing.contains(HOOK_MARKER)
+    {
+        bail!(
+            "{} exists and was not written by atomdeploy-hook; move it aside (or call it from a hook of your own) and install again",
+            hook.display()
+        );
+    }
+    let binary = std::env::current_exe()
+        .and_then(fs::canonicalize)
+        .context("cannot find the path of this program")?;
+    let text = HOOK_TEMPLATE
+        .replace("@ATOMDEPLOY_BIN@", &shell_quote(&binary.to_string_lossy()))
+        .replace("@ATOMDEPLOY_ROOT@", &shell_quote(&root.to_string_lossy()));
+    fs::create_dir_all(hook.parent().expect("hook has a parent"))?;
+    write_atomically(&hook, &text, 0o755)
+}
+
+/// The documented template with `repository` and `branch` filled in.
+fn config_text(repo: &Path, branch: &str) -> Result<String> {
+    let scalar = |value: &str| -> Result<String> {
+        Ok(serde_yaml::to_string(value)?.trim_end().to_string())
+    };
+    let mut out = String::new();
+    for line in CONFIG_TEMPLATE.lines() {
+        if line.starts_with("repository:") {
+            out.push_str(&format!("repository: {}", scalar(&repo.to_string_lossy())?));
+        } else if line.starts_with("branch:") {
+            out.push_str(&format!("branch: {}", scalar(branch)?));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn write_atomically(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let dir = path.parent().expect("a file has a parent");
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    fs::write(tmp.path(), text)?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_urls_and_paths_are_accepted() {
+        assert_eq!(
+            remote_url(Some("deploy@example.com:/srv/app.git"), Path::new("x")).unwrap(),
+            "deploy@example.com:/srv/app.git"
+        );
+        assert_eq!(
+            remote_url(Some("ssh://deploy@example.com/srv/app.git"), Path::new("x")).unwrap(),
+            "ssh://deploy@example.com/srv/app.git"
+        );
+        assert_eq!(
+            remote_url(None, Path::new("/srv/app.git")).unwrap(),
+            "/srv/app.git"
+        );
+    }
+
+    #[test]
+    fn a_url_without_a_path_is_refused() {
+        assert!(remote_url(Some("ssh://example.com"), Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn the_template_becomes_a_valid_config() {
+        let text = config_text(Path::new("/srv/my app.git"), "production").unwrap();
+        let config =
+            crate::config::parse(&text, Path::new("deploy.yml"), Path::new("/srv")).unwrap();
+        assert_eq!(config.repository, Path::new("/srv/my app.git"));
+        assert_eq!(config.branch, "production");
+    }
+
+    #[test]
+    fn quoting_survives_quotes() {
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+}

@@ -1,0 +1,29 @@
+//! atomdeploy-hook: `git push production main` as an atomic deploy of a PHP application.
+
+mod builds;
+mod checkout;
+mod child;
+mod cli;
+mod composer;
+mod config;
+mod deploy;
+mod install;
+mod lock;
+mod plan;
+mod push;
+mod report;
+mod run;
+mod shared;
+mod snapshot;
+mod switch;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    if let Err(err) = run::run(cli) {
+        // `{:#}` prints anyhow's whole chain on one line, which git shows as one red `error:` line.
+        report::error(&format!("{err:#}"));
+        std::process::exit(1);
+    }
+}

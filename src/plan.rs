@@ -1,0 +1,87 @@
+//! The deploy root's layout and its validated configuration: everything decided before any
+//! file is touched.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{self, Config};
+
+/// Where everything lives under one deploy root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub application: PathBuf,
+    pub builds: PathBuf,
+    pub shared: PathBuf,
+    pub latest: PathBuf,
+    pub config_file: PathBuf,
+    /// Private state: the lock, the deploy log, the checkout's index, builds in the making.
+    pub state: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        let state = root.join(".atomdeploy");
+        Layout {
+            root: root.to_path_buf(),
+            application: root.join("application"),
+            builds: root.join("builds"),
+            shared: root.join("shared"),
+            latest: root.join("latest"),
+            config_file: root.join("deploy.yml"),
+            state,
+        }
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.state.join("lock")
+    }
+    pub fn deploy_log(&self) -> PathBuf {
+        self.state.join("deploys.jsonl")
+    }
+    /// The index of `application/`, kept out of the bare repository so that git's own tools
+    /// on the server never see a half-updated index of a working tree they do not know.
+    pub fn index_file(&self) -> PathBuf {
+        self.state.join("application.index")
+    }
+    /// Builds in the making; on the same filesystem as `builds/` so a rename publishes them.
+    pub fn tmp(&self) -> PathBuf {
+        self.state.join("tmp")
+    }
+    /// Builds being removed: renamed here first so `builds/` never shows a half-deleted one.
+    pub fn trash(&self) -> PathBuf {
+        self.state.join("trash")
+    }
+}
+
+/// A validated deploy root: its layout and its configuration.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub layout: Layout,
+    pub config: Config,
+}
+
+impl Plan {
+    pub fn load(root: &Path) -> Result<Plan> {
+        let root = std::fs::canonicalize(root)
+            .with_context(|| format!("deploy root {} is not usable", root.display()))?;
+        let layout = Layout::new(&root);
+        let text = std::fs::read_to_string(&layout.config_file).with_context(|| {
+            format!(
+                "cannot read {} (run `atomdeploy-hook install` to create it)",
+                layout.config_file.display()
+            )
+        })?;
+        let config = config::parse(&text, &layout.config_file, &root)?;
+        for dir in [&layout.builds, &layout.shared, &layout.state] {
+            if !dir.is_dir() {
+                bail!(
+                    "{} is missing: this is not an installed deploy root (run `atomdeploy-hook install`)",
+                    dir.display()
+                );
+            }
+        }
+        Ok(Plan { layout, config })
+    }
+}

@@ -1,0 +1,233 @@
+//! What the person who pushed sees: step headers with durations, progress, `error:` lines and
+//! a one-line summary.
+//!
+//! Inside a hook, stderr is a pipe that git relays line by line as `remote: …`; a redraw with
+//! `\r` is relayed too, so progress bars work there if they are drawn that way and not too
+//! often. When output goes to a file, bars are hidden and only whole lines are written.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+
+/// How stderr is drawn on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A terminal: indicatif's own drawing.
+    Terminal,
+    /// git's sideband: redraws with `\r`, a few times a second.
+    Sideband,
+    /// A file or a pipe nobody watches live: whole lines only.
+    Plain,
+}
+
+impl Output {
+    /// `in_hook`: we were started by git, whose sideband relays `\r` redraws to the pusher.
+    pub fn detect(in_hook: bool) -> Output {
+        if std::io::stderr().is_terminal() {
+            Output::Terminal
+        } else if in_hook {
+            Output::Sideband
+        } else {
+            Output::Plain
+        }
+    }
+}
+
+/// Prints an error the way git colours it on the pusher's terminal.
+pub fn error(message: &str) {
+    let mut err = std::io::stderr().lock();
+    for (i, line) in message.lines().enumerate() {
+        let _ = if i == 0 {
+            writeln!(err, "error: {line}")
+        } else {
+            writeln!(err, "error:   {line}")
+        };
+    }
+}
+
+pub struct Reporter {
+    output: Output,
+    started: Instant,
+    steps: Mutex<Vec<(String, Duration)>>,
+}
+
+/// A step under way; hand it back to [`Reporter::done`].
+#[must_use]
+pub struct Step {
+    name: &'static str,
+    started: Instant,
+}
+
+impl Reporter {
+    pub fn new(output: Output) -> Reporter {
+        Reporter {
+            output,
+            started: Instant::now(),
+            steps: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn line(&self, text: &str) {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+
+    /// Output of a child process, indented under its step header.
+    pub fn child_line(&self, text: &str) {
+        self.line(&format!("    {text}"));
+    }
+
+    pub fn warn(&self, text: &str) {
+        self.line(&format!("warning: {text}"));
+    }
+
+    pub fn step(&self, name: &'static str) -> Step {
+        self.line(&format!("==> {name}"));
+        Step {
+            name,
+            started: Instant::now(),
+        }
+    }
+
+    /// Closes a step with its duration and, if given, what it did.
+    pub fn done(&self, step: Step, detail: &str) -> Duration {
+        let took = step.started.elapsed();
+        let sep = if detail.is_empty() { "" } else { ": " };
+        self.line(&format!("    {} {}{sep}{detail}", step.name, seconds(took)));
+        self.steps
+            .lock()
+            .unwrap()
+            .push((step.name.to_string(), took));
+        took
+    }
+
+    /// Durations of the finished steps, in order, for the deploy log.
+    pub fn step_durations(&self) -> Vec<(String, Duration)> {
+        self.steps.lock().unwrap().clone()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A bar counting `len` items, drawn where the pusher can see it.
+    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
+        let target = match self.output {
+            Output::Terminal => ProgressDrawTarget::stderr_with_hz(10),
+            Output::Sideband => ProgressDrawTarget::term_like_with_hz(Box::new(Sideband::new()), 4),
+            Output::Plain => ProgressDrawTarget::hidden(),
+        };
+        let style = ProgressStyle::with_template("    {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> ");
+        ProgressBar::with_draw_target(Some(len), target)
+            .with_style(style)
+            .with_message(what.to_string())
+    }
+}
+
+/// `0.04s`, or milliseconds for the steps that take less than one.
+pub fn seconds(d: Duration) -> String {
+    if d < Duration::from_millis(10) {
+        format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
+/// Draws on stderr for git's sideband: no cursor movement, only `\r` and a padded line.
+///
+/// Every redraw is relayed to the pusher as a packet, so frames are buffered and let through
+/// only once a step has run long enough to need a bar, and then a few times a second.
+#[derive(Debug)]
+struct Sideband {
+    frames: Mutex<Frames>,
+}
+
+#[derive(Debug)]
+struct Frames {
+    created: Instant,
+    last_shown: Option<Instant>,
+    pending: String,
+    pending_has_text: bool,
+}
+
+const SIDEBAND_WIDTH: u16 = 70; // 80 columns less git's `remote: ` prefix
+const SIDEBAND_DELAY: Duration = Duration::from_millis(500);
+const SIDEBAND_INTERVAL: Duration = Duration::from_millis(250);
+
+impl Sideband {
+    fn new() -> Sideband {
+        Sideband {
+            frames: Mutex::new(Frames {
+                created: Instant::now(),
+                last_shown: None,
+                pending: String::new(),
+                pending_has_text: false,
+            }),
+        }
+    }
+
+    fn push(&self, text: &str, is_text: bool) {
+        let mut frames = self.frames.lock().unwrap();
+        frames.pending.push_str(text);
+        frames.pending_has_text |= is_text && !text.trim().is_empty();
+    }
+}
+
+impl TermLike for Sideband {
+    fn width(&self) -> u16 {
+        SIDEBAND_WIDTH
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.push(s, true);
+        self.push("\n", false);
+        Ok(())
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.push(s, true);
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.push(
+            &format!("\r{}\r", " ".repeat(SIDEBAND_WIDTH as usize)),
+            false,
+        );
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        let mut frames = self.frames.lock().unwrap();
+        let now = Instant::now();
+        let show = if frames.pending_has_text {
+            now.duration_since(frames.created) >= SIDEBAND_DELAY
+                && frames
+                    .last_shown
+                    .is_none_or(|last| now.duration_since(last) >= SIDEBAND_INTERVAL)
+        } else {
+            // A clear: only needed if a bar was ever shown.
+            frames.last_shown.is_some()
+        };
+        let frame = std::mem::take(&mut frames.pending);
+        frames.pending_has_text = false;
+        if show {
+            frames.last_shown = Some(now);
+            let mut err = std::io::stderr().lock();
+            err.write_all(frame.as_bytes())?;
+            err.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! Linking `shared/` entries (sessions, uploads, `.env`) into a build.
+//!
+//! What is in `shared/` belongs to the users of the site and is never replaced: an entry is
+//! seeded from the build only when `shared/` does not have it yet, and the build's own copy
+//! is then swapped for a relative symlink.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::SharedEntry;
+use crate::plan::Layout;
+
+/// What happened to one entry, for the step's line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Linked {
+    Existing,
+    SeededFromBuild,
+    CreatedEmpty,
+}
+
+/// Links every entry into `build`, a directory exactly two levels below the deploy root
+/// (`builds/<name>` or a build in the making in the state folder).
+pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Result<Vec<Linked>> {
+    entries
+        .iter()
+        .map(|entry| link(layout, build, entry).with_context(|| format!("shared entry `{entry}`")))
+        .collect()
+}
+
+fn link(layout: &Layout, build: &Path, entry: &SharedEntry) -> Result<Linked> {
+    let in_build = build.join(&entry.path);
+    let in_shared = layout.shared.join(&entry.path);
+    ensure_real_parents(build, &entry.path)?;
+    let build_copy = fs::symlink_metadata(&in_build).ok();
+    if let Some(meta) = &build_copy {
+        if meta.file_type().is_symlink() {
+            // Following it could read anything on the server into shared/.
+            bail!(
+                "the commit has a symlink at {}; a shared path must not be one in git",
+                entry.path.display()
+            );
+        }
+        if meta.is_dir() != entry.is_dir {
+            bail!(
+                "the commit has a {} at {}, but deploy.yml lists it as a {}",
+                kind(meta.is_dir()),
+                entry.path.display(),
+                kind(entry.is_dir)
+            );
+        }
+    }
+
+    let outcome = match fs::symlink_metadata(&in_shared) {
+        Ok(meta) => {
+            let is_dir = fs::metadata(&in_shared)
+                .map(|m| m.is_dir())
+                .unwrap_or(meta.is_dir());
+            if is_dir != entry.is_dir {
+                bail!(
+                    "{} is a {}, but deploy.yml lists it as a {}",
+                    in_shared.display(),
+                    kind(is_dir),
+                    kind(entry.is_dir)
+                );
+            }
+            Linked::Existing
+        }
+        Err(_) => {
+            if let Some(parent) = in_shared.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            if build_copy.is_some() {
+                // One rename: the entry is in the build or in shared/, never half in each.
+                fs::rename(&in_build, &in_shared)
+                    .with_context(|| format!("cannot seed {}", in_shared.display()))?;
+                Linked::SeededFromBuild
+            } else if entry.is_dir {
+                fs::create_dir(&in_shared)
+                    .with_context(|| format!("cannot create {}", in_shared.display()))?;
+                Linked::CreatedEmpty
+            } else {
+                bail!(
+                    "{} does not exist and the commit has no {} to seed it from; create it on the server",
+                    in_shared.display(),
+                    entry.path.display()
+                );
+            }
+        }
+    };
+
+    match fs::symlink_metadata(&in_build) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(&in_build)?,
+        Ok(_) => fs::remove_file(&in_build)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(link_target(&entry.path), &in_build)
+        .with_context(|| format!("cannot link {}", in_build.display()))?;
+    Ok(outcome)
+}
+
+/// Creates the directories above an entry inside the build, refusing to pass through a
+/// symlink that the commit put there (it could point anywhere on the server).
+fn ensure_real_parents(build: &Path, entry: &Path) -> Result<()> {
+    let mut dir = build.to_path_buf();
+    let parents: Vec<Component> = entry
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    for part in parents {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_symlink() => bail!(
+                "the commit has a symlink at {}; shared entries are never linked through one",
+                dir.strip_prefix(build).unwrap_or(&dir).display()
+            ),
+            Ok(meta) if !meta.is_dir() => bail!(
+                "the commit has a file at {} where a directory is needed",
+                dir.strip_prefix(build).unwrap_or(&dir).display()
+            ),
+            Ok(_) => {}
+            Err(_) => {
+                fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// From `<root>/builds/<name>/<entry>` back up to `<root>/shared/<entry>`.
+fn link_target(entry: &Path) -> PathBuf {
+    let depth = entry.components().count() - 1 + 2;
+    let mut target: PathBuf = std::iter::repeat_n("..", depth).collect();
+    target.push("shared");
+    target.push(entry);
+    target
+}
+
+fn kind(is_dir: bool) -> &'static str {
+    if is_dir { "directory" } else { "file" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_climb_out_of_the_build_to_shared() {
+        assert_eq!(
+            link_target(Path::new(".env")),
+            Path::new("../../shared/.env")
+        );
+        assert_eq!(
+            link_target(Path::new("storage/framework/sessions")),
+            Path::new("../../../../shared/storage/framework/sessions")
+        );
+    }
+}
