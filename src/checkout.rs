@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use git2::build::CheckoutBuilder;
-use git2::{CheckoutNotificationType, Delta, Index, Oid, Repository};
+use git2::{Delta, DiffOptions, Index, Oid, Repository};
 
 use crate::plan::Layout;
 use crate::report::Reporter;
@@ -55,24 +55,14 @@ pub fn checkout(
         }
     }
 
+    result.overwritten = edited_on_server(&repo, &index)?;
+
     let bar = reporter.progress(result.files as u64, "checking out");
-    let mut overwritten = Vec::new();
     let mut builder = CheckoutBuilder::new();
-    builder
-        .force()
-        .notify_on(CheckoutNotificationType::CONFLICT | CheckoutNotificationType::DIRTY)
-        .notify(|kind, path, _, _, _| {
-            if let Some(path) = path
-                && !kind.is_empty()
-            {
-                overwritten.push(path.to_string_lossy().into_owned());
-            }
-            true
-        })
-        .progress(|_, completed, total| {
-            bar.set_length(total as u64);
-            bar.set_position(completed as u64);
-        });
+    builder.force().progress(|_, completed, total| {
+        bar.set_length(total as u64);
+        bar.set_position(completed as u64);
+    });
     repo.checkout_tree(tree.as_object(), Some(&mut builder))
         .with_context(|| {
             format!(
@@ -83,10 +73,26 @@ pub fn checkout(
     drop(builder);
     bar.finish_and_clear();
     index.write().context("cannot save the checkout's index")?;
-    overwritten.sort();
-    overwritten.dedup();
-    result.overwritten = overwritten;
     Ok(result)
+}
+
+/// Tracked files whose content in `application/` differs from the last checkout: edits made
+/// by hand on the server, which the forced checkout is about to replace.
+fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<String>> {
+    let mut options = DiffOptions::new();
+    options
+        .include_untracked(false)
+        .include_ignored(false)
+        .include_typechange(true);
+    let diff = repo.diff_index_to_workdir(Some(index), Some(&mut options))?;
+    Ok(diff
+        .deltas()
+        .filter_map(|d| {
+            d.old_file()
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .collect())
 }
 
 fn count_files(tree: &git2::Tree) -> Result<usize> {

@@ -40,7 +40,7 @@ pub fn install(args: &Install) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
-    let repo_path = open_or_init_bare(args.repo)?;
+    let repo_path = open_or_init_bare(args.repo, args.branch)?;
     write_hook(&repo_path, &root)?;
 
     if layout.config_file.exists() {
@@ -79,7 +79,7 @@ fn remote_url(url: Option<&str>, repo: &Path) -> Result<String> {
     Ok(parsed.to_bstring().to_string())
 }
 
-fn open_or_init_bare(path: &Path) -> Result<PathBuf> {
+fn open_or_init_bare(path: &Path, branch: &str) -> Result<PathBuf> {
     let exists = path.exists();
     if exists {
         match Repository::open_bare(path) {
@@ -93,8 +93,14 @@ fn open_or_init_bare(path: &Path) -> Result<PathBuf> {
             Err(_) => {}
         }
     }
-    let repo = Repository::init_bare(path)
-        .with_context(|| format!("cannot create a bare repository at {}", path.display()))?;
+    // HEAD names the deploy branch, so that `git clone` of the server checks it out.
+    let repo = Repository::init_opts(
+        path,
+        git2::RepositoryInitOptions::new()
+            .bare(true)
+            .initial_head(branch),
+    )
+    .with_context(|| format!("cannot create a bare repository at {}", path.display()))?;
     Ok(fs::canonicalize(repo.path())?)
 }
 

@@ -1,0 +1,813 @@
+//! Push-to-deploy, end to end: real `install`, real `git push`, real composer.
+
+mod harness;
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use harness::{Server, is_executable, wait_until};
+
+#[test]
+fn first_push_deploys_a_complete_build_and_makes_it_live() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let commit = clone.head();
+
+    let push = clone.push_main().success();
+
+    let live = server.live().expect("latest points at a build");
+    assert_eq!(server.builds(), std::slice::from_ref(&live));
+    assert_eq!(server.live_revision(), commit);
+    assert!(server.latest().join("vendor/autoload.php").is_file());
+    assert!(
+        server
+            .latest()
+            .join("vendor/atomdeploy/greeting/src/Greeter.php")
+            .is_file()
+    );
+    // The composer script ran, so scripts are not silently skipped.
+    assert_eq!(server.read_live("composer-script-ran"), "yes\n");
+    assert_eq!(
+        server.page(),
+        format!("Hello from the example app v1\nbuild: {commit}\n")
+    );
+    assert!(!server.latest().join(".git").exists());
+
+    // What the pusher saw: each step with its duration, composer's own output, the summary.
+    for step in ["checkout", "composer", "snapshot", "switch", "cleanup"] {
+        assert!(
+            push.stderr.contains(&format!("remote: ==> {step}")),
+            "no {step} header:\n{}",
+            push.stderr
+        );
+    }
+    assert!(
+        push.stderr.contains("remote:     post-install script ran"),
+        "{}",
+        push.stderr
+    );
+    let summary = push.remote_line("deployed ").expect("a summary line");
+    let short = &commit[..7];
+    assert!(
+        summary.starts_with(&format!("deployed {short} as builds/{live} in ")),
+        "{summary}"
+    );
+    assert!(summary.ends_with('s'), "{summary}");
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+
+    let log = server.deploy_log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["outcome"], "deployed");
+    assert_eq!(log[0]["commit"], commit.as_str());
+    assert_eq!(log[0]["build"], live.as_str());
+    assert_eq!(log[0]["ref"], "refs/heads/main");
+    let steps: Vec<&str> = log[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["checkout", "composer", "snapshot", "switch", "cleanup"]
+    );
+}
+
+#[test]
+fn second_push_adds_changes_and_removes_files_and_leaves_the_old_build_alone() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone
+        .write("public/old.txt", "old\n")
+        .write("public/robots.txt", "v1\n");
+    let first = clone.commit("v1");
+    clone.push_main().success();
+    let first_build = server.live().unwrap();
+
+    clone
+        .set_version("v2")
+        .write("public/robots.txt", "v2\n")
+        .write("public/new.txt", "new\n")
+        .remove("public/old.txt");
+    let second = clone.commit("v2");
+    clone.push_main().success();
+
+    let second_build = server.live().unwrap();
+    assert_ne!(first_build, second_build);
+    assert_eq!(server.live_revision(), second);
+    assert!(server.page().starts_with("Hello from the example app v2\n"));
+    assert_eq!(server.read_live("public/robots.txt"), "v2\n");
+    assert_eq!(server.read_live("public/new.txt"), "new\n");
+    assert!(!server.latest().join("public/old.txt").exists());
+    assert!(server.latest().join("vendor/autoload.php").is_file());
+
+    // The previous build is untouched: a rollback target must be exactly what it was.
+    let old = server.build_path(&first_build);
+    assert_eq!(
+        fs::read_to_string(old.join("REVISION")).unwrap().trim(),
+        first
+    );
+    assert_eq!(
+        fs::read_to_string(old.join("public/robots.txt")).unwrap(),
+        "v1\n"
+    );
+    assert!(old.join("public/old.txt").is_file());
+    assert!(!old.join("public/new.txt").exists());
+    assert!(
+        fs::read_to_string(old.join("src/Version.php"))
+            .unwrap()
+            .contains("'v1'")
+    );
+}
+
+#[test]
+fn a_push_of_the_live_commit_changes_nothing() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+    // A push of another branch at the same commit; the deploy branch is not touched.
+    clone.push(&["main:refs/heads/main", "--force"]).success();
+    assert_eq!(server.state(), before);
+}
+
+#[test]
+fn pushes_to_other_branches_and_tags_deploy_nothing() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.git(&["tag", "v1.0"]);
+    clone.git(&["branch", "feature"]);
+
+    let push = clone.push(&["feature", "v1.0"]).success();
+
+    assert!(
+        push.stderr
+            .contains("remote: atomdeploy: refs/heads/feature is not the deploy branch"),
+        "{}",
+        push.stderr
+    );
+    assert!(
+        push.stderr
+            .contains("remote: atomdeploy: refs/tags/v1.0 is not the deploy branch"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.live(), None);
+    assert!(server.builds().is_empty());
+    assert!(!server.root.join("application/composer.json").exists());
+}
+
+#[test]
+fn several_refs_in_one_push_deploy_the_branch_once() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.git(&["tag", "v1.0"]);
+    clone.git(&["branch", "feature"]);
+
+    let push = clone.push(&["main", "feature", "v1.0"]).success();
+
+    assert_eq!(
+        push.stderr.matches("remote: deployed ").count(),
+        1,
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.builds().len(), 1);
+    assert_eq!(server.live_revision(), clone.head());
+}
+
+#[test]
+fn deleting_the_deploy_branch_leaves_the_site_alone() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+
+    // git itself refuses to delete the branch HEAD names (install points HEAD at it).
+    let refused = clone.push(&[":main"]);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused
+            .stderr
+            .contains("deletion of the current branch prohibited"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(server.state(), before);
+
+    // Where an operator allows it, the hook sees the deletion and still leaves the site alone.
+    let out = server
+        .command("git")
+        .arg("--git-dir")
+        .arg(&server.repo)
+        .args(["config", "receive.denyDeleteCurrent", "ignore"])
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "git config");
+    let push = clone.push(&[":main"]).success();
+
+    assert!(
+        push.stderr.contains(
+            "remote: atomdeploy: refs/heads/main was deleted; the live build stays as it is"
+        ),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.branch_head("main"), None);
+    assert_eq!(server.state(), before);
+    assert!(server.page().contains("v1"));
+}
+
+#[test]
+fn a_configured_deploy_branch_is_the_one_that_deploys() {
+    let server = Server::builder().branch("production").install();
+    let clone = server.clone_fixture("example-app");
+    clone
+        .push_main()
+        .success()
+        .stderr_has("refs/heads/main is not the deploy branch (refs/heads/production)");
+    assert_eq!(server.live(), None);
+
+    clone.push(&["main:production"]).success();
+    assert_eq!(server.live_revision(), clone.head());
+}
+
+#[test]
+fn shared_entries_are_seeded_linked_and_survive_deploys() {
+    let server = Server::builder()
+        .config("shared", "[.env, storage/sessions/, public/uploads/]")
+        .install();
+    fs::write(server.root.join("shared/.env"), "APP_KEY=secret\n").unwrap();
+    let clone = server.clone_fixture("example-app");
+    clone.write("storage/sessions/seed", "from git\n");
+    clone.commit("seed a session file");
+    clone.push_main().success().stderr_has("==> shared");
+
+    let live = server.latest();
+    // Each shared path in the build is a relative link into shared/.
+    assert_eq!(
+        fs::read_link(live.join(".env")).unwrap(),
+        Path::new("../../shared/.env")
+    );
+    assert_eq!(
+        fs::read_link(live.join("storage/sessions")).unwrap(),
+        Path::new("../../../shared/storage/sessions")
+    );
+    assert_eq!(
+        fs::read_link(live.join("public/uploads")).unwrap(),
+        Path::new("../../../shared/public/uploads")
+    );
+    assert_eq!(server.read_live(".env"), "APP_KEY=secret\n");
+    // Seeded from the commit on the first deploy; created empty when the commit has nothing.
+    assert_eq!(
+        fs::read_to_string(server.root.join("shared/storage/sessions/seed")).unwrap(),
+        "from git\n"
+    );
+    assert!(server.root.join("shared/public/uploads").is_dir());
+
+    // Users write through the links.
+    fs::write(live.join("public/uploads/avatar.png"), "png").unwrap();
+    fs::write(live.join("storage/sessions/sess_1"), "user 1").unwrap();
+    let shared_before = harness::tree_listing(&server.root.join("shared"));
+
+    // A later commit with its own copy of a shared path does not replace what is in shared/.
+    clone
+        .write("storage/sessions/seed", "changed in git\n")
+        .write(".env", "APP_KEY=from-git\n")
+        .set_version("v2");
+    clone.commit("v2");
+    clone.push_main().success();
+
+    assert!(server.page().contains("v2"));
+    assert_eq!(
+        harness::tree_listing(&server.root.join("shared")),
+        shared_before
+    );
+    assert_eq!(server.read_live("public/uploads/avatar.png"), "png");
+    assert_eq!(server.read_live("storage/sessions/sess_1"), "user 1");
+    assert_eq!(server.read_live(".env"), "APP_KEY=secret\n");
+}
+
+#[test]
+fn a_shared_file_missing_everywhere_fails_the_deploy_and_names_it() {
+    let server = Server::builder().config("shared", "[.env]").install();
+    let clone = server.clone_fixture("example-app");
+
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("shared/.env does not exist");
+
+    assert_eq!(server.live(), None);
+    assert!(server.builds().is_empty());
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+}
+
+#[test]
+fn a_symlink_in_the_commit_at_a_shared_path_is_never_followed() {
+    let server = Server::builder()
+        .config("shared", "[.env, storage/]")
+        .install();
+    let clone = server.clone_fixture("example-app");
+    fs::remove_dir_all(clone.path.join("storage")).unwrap();
+    std::os::unix::fs::symlink("/etc", clone.path.join("storage")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", clone.path.join(".env")).unwrap();
+    clone.commit("hostile links");
+
+    clone.push_main().deploy_failed().stderr_has("symlink");
+
+    assert_eq!(server.live(), None);
+    assert!(
+        harness::tree_listing(&server.root.join("shared")).is_empty(),
+        "nothing may be read into shared/"
+    );
+}
+
+#[test]
+fn keep_builds_removes_the_oldest_builds_but_never_the_live_one() {
+    let server = Server::builder().config("keep_builds", "2").install();
+    let clone = server.clone_fixture("example-app");
+    let mut all = Vec::new();
+    for version in ["v1", "v2", "v3", "v4"] {
+        clone.set_version(version);
+        clone.commit(version);
+        clone.push_main().success();
+        all.push(server.live().unwrap());
+    }
+    assert_eq!(server.builds(), all[2..]);
+    assert_eq!(server.live().as_ref(), all.last());
+    assert!(server.page().contains("v4"));
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+
+    // Even with keep_builds: 1, the live build stays, when it is not the newest on disk.
+    server.set_config("keep_builds", "1");
+    std::os::unix::fs::symlink(format!("builds/{}", all[2]), server.root.join("latest.tmp"))
+        .unwrap();
+    fs::rename(server.root.join("latest.tmp"), server.latest()).unwrap();
+    clone.set_version("v5");
+    clone.commit("v5");
+    clone.push_main().success();
+    assert_eq!(
+        server.builds().len(),
+        1,
+        "only the live build is left: {:?}",
+        server.builds()
+    );
+    assert!(server.page().contains("v5"));
+}
+
+#[test]
+fn two_deploys_within_one_second_get_distinct_names() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("tiny");
+    clone.write("public/index.php", "<?php echo 'tiny';\n");
+    // Deploys of this app take milliseconds, so pairs of them land in one second; retry the
+    // rare pair that straddles a second boundary.
+    for attempt in 0..20 {
+        clone.write("n.txt", &format!("{attempt}a"));
+        clone.commit("a");
+        clone.push_main().success();
+        let a = server.live().unwrap();
+        clone.write("n.txt", &format!("{attempt}b"));
+        clone.commit("b");
+        clone.push_main().success();
+        let b = server.live().unwrap();
+        if b.starts_with(&a[..15]) {
+            let suffix = b[15..]
+                .strip_prefix('-')
+                .expect("a sequence suffix")
+                .parse::<u32>()
+                .unwrap();
+            assert!(suffix >= 2, "{a} then {b}");
+            assert_eq!(
+                fs::read_to_string(server.build_path(&a).join("n.txt")).unwrap(),
+                format!("{attempt}a")
+            );
+            assert_eq!(server.read_live("n.txt"), format!("{attempt}b"));
+            return;
+        }
+    }
+    panic!("no two deploys landed in one second in 20 tries");
+}
+
+#[test]
+fn a_failing_composer_leaves_the_live_build_serving() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+
+    // Require a package no repository has: composer install fails.
+    let json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
+    clone.write(
+        "composer.json",
+        &json.replace(
+            "\"atomdeploy/greeting\": \"^1.0\"",
+            "\"atomdeploy/greeting\": \"^1.0\", \"atomdeploy/missing\": \"^9\"",
+        ),
+    );
+    clone.set_version("broken");
+    clone.commit("broken composer.json");
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.starts_with("error: composer failed: `composer install"),
+        "{error}"
+    );
+    assert_eq!(server.state(), before);
+    assert!(server.page().contains("v1"));
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    assert_eq!(server.deploy_log().last().unwrap()["outcome"], "failed");
+}
+
+#[test]
+fn a_failing_before_switch_command_aborts_the_deploy() {
+    let server = Server::builder()
+        .config(
+            "before_switch",
+            "['echo checking', 'echo broken >&2; exit 3']",
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+    server.set_config("before_switch", "[]");
+    clone.push_main().success();
+    let before = server.state();
+    server.set_config(
+        "before_switch",
+        "['echo checking', 'echo broken >&2; exit 3']",
+    );
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+
+    let push = push
+        .stderr_has("remote:     checking")
+        .stderr_has("remote:     broken");
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains("before_switch failed: `echo broken >&2; exit 3` failed with exit status 3"),
+        "{error}"
+    );
+    assert_eq!(server.state(), before);
+    assert!(server.page().contains("v1"));
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+}
+
+#[test]
+fn commands_run_in_the_new_build_without_the_hooks_git_variables() {
+    // `git` in a deploy command must see the build, not the bare repository git set GIT_DIR to.
+    let check = "test -z \"$GIT_DIR\" && test -z \"$GIT_QUARANTINE_PATH\" && git init -q probe && git -C probe rev-parse --is-inside-work-tree && pwd > where.txt";
+    let server = Server::builder()
+        .config("before_switch", &format!("['{check}']"))
+        .config(
+            "after_switch",
+            "['echo \"$ATOMDEPLOY_BUILD\" > \"$ATOMDEPLOY_ROOT/after.txt\"']",
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+
+    clone.push_main().success().stderr_has("remote:     true");
+
+    let live = server.live().unwrap();
+    let build = server.build_path(&live);
+    assert_eq!(
+        server.read_live("where.txt").trim(),
+        build.to_str().unwrap()
+    );
+    assert_eq!(
+        fs::read_to_string(server.root.join("after.txt"))
+            .unwrap()
+            .trim(),
+        build.to_str().unwrap()
+    );
+    // The composer script refuses to run with GIT_DIR set; it ran.
+    assert_eq!(server.read_live("composer-script-ran"), "yes\n");
+}
+
+#[test]
+fn a_failing_after_switch_command_is_reported_but_the_build_stays_live() {
+    let server = Server::builder()
+        .config("after_switch", "['exit 7']")
+        .install();
+    let clone = server.clone_fixture("example-app");
+
+    let push = clone.push(&["main"]);
+
+    assert!(push.stderr.contains("remote: deployed "), "{}", push.stderr);
+    let error = push.remote_line("error: ").expect("an error line");
+    assert!(
+        error.contains("after_switch") && error.contains("exit status 7"),
+        "{error}"
+    );
+    assert_eq!(server.live_revision(), clone.head());
+}
+
+#[test]
+fn concurrent_pushes_wait_their_turn_and_the_branch_head_ends_live() {
+    for pushers in [2, 4] {
+        concurrent_pushes(pushers);
+    }
+}
+
+/// One deploy is held inside before_switch while `pushers - 1` more pushes arrive; each must
+/// wait for the lock, and once released the branch head must be what is live.
+fn concurrent_pushes(pushers: usize) {
+    let server = Server::install();
+    let gate = server.base().join("gate");
+    let entered = server.base().join("entered");
+    let first = server.clone_fixture("example-app");
+    first.push_main().success();
+    server.set_config(
+        "before_switch",
+        &format!(
+            "['touch {}; while [ ! -e {} ]; do sleep 0.01; done']",
+            entered.display(),
+            gate.display()
+        ),
+    );
+
+    let clones: Vec<_> = (0..pushers)
+        .map(|i| server.clone_repo(&format!("dev{i}")))
+        .collect();
+    let mut running = Vec::new();
+    for (i, clone) in clones.iter().enumerate() {
+        clone.set_version(&format!("dev{i}"));
+        clone.commit(&format!("dev{i}"));
+        let push = clone.spawn_push(&["--force", "main"]);
+        if i == 0 {
+            wait_until(
+                std::time::Duration::from_secs(60),
+                || entered.exists(),
+                || {
+                    format!(
+                        "the first deploy never reached before_switch:\n{}",
+                        push.seen()
+                    )
+                },
+            );
+        } else {
+            push.wait_for_output("waiting for the deploy lock, held by pid");
+        }
+        running.push(push);
+    }
+    fs::write(&gate, "").unwrap();
+    let pushes: Vec<_> = running.into_iter().map(|p| p.finish()).collect();
+
+    for push in &pushes {
+        assert_eq!(push.code, Some(0), "{}", push.stderr);
+        assert!(!push.stderr.contains("remote: error:"), "{}", push.stderr);
+    }
+    for push in &pushes[1..] {
+        assert!(
+            push.stderr.contains("deploying"),
+            "the holder's commit is named: {}",
+            push.stderr
+        );
+    }
+    let head = server.branch_head("main").unwrap();
+    assert_eq!(head, clones.last().unwrap().head());
+    assert_eq!(server.live_revision(), head);
+    assert!(server.page().contains(&format!("dev{}", pushers - 1)));
+
+    // Deploys never overlapped: each took the lock after the one before had finished.
+    let log = server.deploy_log();
+    for pair in log.windows(2) {
+        assert!(
+            pair[1]["locked_at"].as_str().unwrap() >= pair[0]["finished_at"].as_str().unwrap(),
+            "overlapping deploys: {pair:?}"
+        );
+    }
+    // The first push, the held one, then one deploy of the head; the other waiters found the
+    // head live already.
+    let deployed: Vec<_> = log.iter().filter(|e| e["outcome"] == "deployed").collect();
+    assert_eq!(deployed.len(), 3, "{log:?}");
+    assert_eq!(
+        log.iter().filter(|e| e["outcome"] == "unchanged").count(),
+        pushers - 2,
+        "{log:?}"
+    );
+    assert_eq!(server.builds().len(), 3);
+}
+
+#[test]
+fn odd_names_symlinks_and_executable_bits_are_kept_exactly() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("odd");
+    clone.write("public/index.php", "<?php echo 'odd';\n");
+    clone.write("name with spaces.txt", "spaces\n");
+    clone.write("unicodé/ファイル.txt", "unicode\n");
+    let non_utf8 = std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9.txt");
+    fs::write(clone.path.join(non_utf8), "bytes\n").unwrap();
+    clone.write("bin/console", "#!/bin/sh\necho console\n");
+    fs::set_permissions(
+        clone.path.join("bin/console"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("name with spaces.txt", clone.path.join("link-to-file")).unwrap();
+    std::os::unix::fs::symlink("unicodé", clone.path.join("link-to-dir")).unwrap();
+    clone.commit("odd files");
+
+    clone.push_main().success();
+
+    let live = server.latest();
+    assert_eq!(server.read_live("name with spaces.txt"), "spaces\n");
+    assert_eq!(server.read_live("unicodé/ファイル.txt"), "unicode\n");
+    assert_eq!(fs::read_to_string(live.join(non_utf8)).unwrap(), "bytes\n");
+    assert!(is_executable(&live.join("bin/console")));
+    assert!(!is_executable(&live.join("name with spaces.txt")));
+    assert_eq!(
+        fs::read_link(live.join("link-to-file")).unwrap(),
+        Path::new("name with spaces.txt")
+    );
+    assert_eq!(
+        fs::read_link(live.join("link-to-dir")).unwrap(),
+        Path::new("unicodé")
+    );
+
+    // A mode change alone deploys too.
+    fs::set_permissions(
+        clone.path.join("bin/console"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    clone.commit("not executable any more");
+    clone.push_main().success();
+    assert!(!is_executable(&server.latest().join("bin/console")));
+}
+
+#[test]
+fn edits_made_on_the_server_to_tracked_files_are_overwritten_and_reported() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let app = server.root.join("application");
+    fs::write(app.join("public/index.php"), "<?php echo 'hacked';\n").unwrap();
+    fs::write(app.join("public/extra.txt"), "untracked\n").unwrap();
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().success();
+
+    let warning = push
+        .remote_line("warning: overwrote")
+        .expect("a warning naming the file");
+    assert!(warning.contains("public/index.php"), "{warning}");
+    assert!(server.page().starts_with("Hello from the example app v2"));
+    // Untracked files in application/ are kept there (vendor/ is one).
+    assert!(app.join("public/extra.txt").is_file());
+}
+
+#[test]
+fn without_composer_on_path_a_composer_app_fails_clearly() {
+    let probe = Server::install();
+    // A PATH with git only: the hook finds no composer.
+    let bin = probe.base().join("only-git");
+    fs::create_dir(&bin).unwrap();
+    let git = which_git();
+    std::os::unix::fs::symlink(&git, bin.join("git")).unwrap();
+    let server = Server::builder().path(bin.to_str().unwrap()).install();
+    let clone = server.clone_fixture("example-app");
+
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains("`composer` is not on the hook's PATH"),
+        "{error}"
+    );
+    assert_eq!(server.live(), None);
+    assert!(server.builds().is_empty());
+    assert!(server.leftovers().is_empty());
+}
+
+fn which_git() -> std::path::PathBuf {
+    std::env::var("PATH")
+        .unwrap()
+        .split(':')
+        .map(|dir| Path::new(dir).join("git"))
+        .find(|p| p.is_file())
+        .expect("git on PATH")
+}
+
+#[test]
+fn a_broken_deploy_yml_is_reported_with_its_position_and_changes_nothing() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+    let config = fs::read_to_string(server.config_path()).unwrap();
+    fs::write(server.config_path(), format!("{config}keep_bulds: 3\n")).unwrap();
+    let line = config.lines().count() + 1;
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    let expected = format!(
+        "error: {}:{line}:1: unknown field `keep_bulds`",
+        server.config_path().display()
+    );
+    assert!(
+        error.starts_with(&expected),
+        "{error}\nexpected: {expected}"
+    );
+    assert_eq!(server.state(), before);
+}
+
+#[test]
+fn a_latest_that_is_a_real_directory_is_refused_and_kept() {
+    let server = Server::install();
+    fs::create_dir(server.latest()).unwrap();
+    fs::write(server.latest().join("index.html"), "hand-made").unwrap();
+    let clone = server.clone_fixture("example-app");
+
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains("is a real directory, not a symlink") && error.contains("mv "),
+        "{error}"
+    );
+    assert_eq!(
+        fs::read_to_string(server.latest().join("index.html")).unwrap(),
+        "hand-made"
+    );
+    assert!(server.builds().is_empty());
+}
+
+#[test]
+fn install_twice_is_harmless_and_keeps_config_and_refs() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    server.set_config("keep_builds", "3");
+    let config = fs::read_to_string(server.config_path()).unwrap();
+
+    let out = server
+        .command(harness::BIN)
+        .args([
+            "install",
+            "--branch",
+            "main",
+            "--url",
+            "deploy@example.com:/srv/app.git",
+            "--repo",
+        ])
+        .arg(&server.repo)
+        .arg("--root")
+        .arg(&server.root)
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "second install");
+
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("kept the existing"), "{stdout}");
+    assert!(
+        stdout.contains("git remote add production deploy@example.com:/srv/app.git"),
+        "{stdout}"
+    );
+    assert_eq!(fs::read_to_string(server.config_path()).unwrap(), config);
+    assert_eq!(server.branch_head("main"), Some(clone.head()));
+    assert!(server.page().contains("v1"));
+    // The hook still deploys.
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone.push_main().success();
+    assert!(server.page().contains("v2"));
+}
+
+#[test]
+fn install_refuses_a_bad_url_and_someone_elses_hook() {
+    let server = Server::install();
+    let run_install = |url: &str| {
+        server
+            .command(harness::BIN)
+            .args(["install", "--url", url, "--repo"])
+            .arg(&server.repo)
+            .arg("--root")
+            .arg(&server.root)
+            .output()
+            .unwrap()
+    };
+    let out = run_install("ssh://example.com");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+        "{out:?}"
+    );
+
+    let hook = server.repo.join("hooks/post-receive");
+    fs::write(&hook, "#!/bin/sh\necho mine\n").unwrap();
+    let out = run_install("deploy@example.com:/srv/app.git");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was not written by atomdeploy-hook"),
+        "{out:?}"
+    );
+    assert_eq!(fs::read_to_string(&hook).unwrap(), "#!/bin/sh\necho mine\n");
+}

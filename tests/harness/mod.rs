@@ -1,0 +1,646 @@
+//! One harness for the integration tests: a temporary server made by the real `install`, a
+//! developer's clone, commits, real `git push`es, and assertions on what the server holds and
+//! what the pusher saw.
+//!
+//! Every command runs in a cleared environment with pinned `GIT_*` variables and no system or
+//! global git configuration, so the machine's settings cannot change what a test sees.
+
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_atomdeploy-hook");
+
+/// Where the example apps live.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A deploy server: a bare repository and a deploy root made by `atomdeploy-hook install`.
+pub struct Server {
+    _tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub root: PathBuf,
+    pub env: TestEnv,
+}
+
+/// The environment every command of a test runs in.
+#[derive(Clone)]
+pub struct TestEnv {
+    base: PathBuf,
+    /// PATH for everything the test runs, the hook included.
+    path: String,
+}
+
+impl TestEnv {
+    /// A command with the test environment: cleared, pinned git identity, no system or
+    /// global git config, composer allowed to run scripts as root.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", &self.path)
+            .env("HOME", self.base.join("home"))
+            .env("LANG", "C.UTF-8")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Test Author")
+            .env("GIT_AUTHOR_EMAIL", "author@example.com")
+            .env("GIT_COMMITTER_NAME", "Test Committer")
+            .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("COMPOSER_HOME", self.base.join("composer-home"))
+            // Tests run as root; without this composer silently skips scripts and plugins.
+            .env("COMPOSER_ALLOW_SUPERUSER", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+#[must_use]
+pub struct ServerBuilder {
+    config: Vec<(String, String)>,
+    path: Option<String>,
+    branch: String,
+}
+
+impl ServerBuilder {
+    /// Sets a top-level key of deploy.yml to a YAML value.
+    pub fn config(mut self, key: &str, yaml: &str) -> Self {
+        self.config.push((key.to_string(), yaml.to_string()));
+        self
+    }
+
+    pub fn branch(mut self, branch: &str) -> Self {
+        self.branch = branch.to_string();
+        self
+    }
+
+    /// Replaces PATH for the test's commands and so for the hook.
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = Some(path.to_string());
+        self
+    }
+
+    #[track_caller]
+    pub fn install(self) -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix("atomdeploy-test-")
+            .tempdir()
+            .unwrap();
+        let base = fs::canonicalize(tmp.path()).unwrap();
+        let path = self.path.unwrap_or_else(|| std::env::var("PATH").unwrap());
+        let env = TestEnv {
+            base: base.clone(),
+            path,
+        };
+        let server = Server {
+            repo: base.join("app.git"),
+            root: base.join("srv"),
+            _tmp: tmp,
+            env,
+        };
+        fs::create_dir_all(base.join("home")).unwrap();
+        let out = server
+            .command(BIN)
+            .arg("install")
+            .arg("--repo")
+            .arg(&server.repo)
+            .arg("--root")
+            .arg(&server.root)
+            .arg("--branch")
+            .arg(&self.branch)
+            .output()
+            .unwrap();
+        assert_success(&out, "install");
+        for (key, value) in &self.config {
+            server.set_config(key, value);
+        }
+        server
+    }
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            config: Vec::new(),
+            path: None,
+            branch: "main".into(),
+        }
+    }
+
+    #[track_caller]
+    pub fn install() -> Server {
+        Server::builder().install()
+    }
+
+    pub fn base(&self) -> PathBuf {
+        self.env.base.clone()
+    }
+
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        self.env.command(program)
+    }
+
+    /// Runs the binary against this server's root.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(BIN)
+            .args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .output()
+            .unwrap()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("deploy.yml")
+    }
+
+    /// Sets (or adds) a top-level key of deploy.yml, keeping the rest of the file.
+    pub fn set_config(&self, key: &str, yaml: &str) {
+        let text = fs::read_to_string(self.config_path()).unwrap();
+        let mut out = String::new();
+        let mut skipping = false;
+        let mut found = false;
+        for line in text.lines() {
+            let starts_key = !line.starts_with([' ', '#', '-']) && !line.is_empty();
+            if starts_key {
+                skipping = false;
+            }
+            if line.starts_with(&format!("{key}:")) {
+                out.push_str(&format!("{key}: {yaml}\n"));
+                skipping = true;
+                found = true;
+                continue;
+            }
+            if skipping && (line.starts_with(' ') || line.starts_with('-')) {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        if !found {
+            out.push_str(&format!("{key}: {yaml}\n"));
+        }
+        fs::write(self.config_path(), out).unwrap();
+    }
+
+    /// A developer's clone holding a copy of `fixtures/<name>`, committed on the deploy branch,
+    /// with `production` pointing at this server.
+    #[track_caller]
+    pub fn clone_fixture(&self, name: &str) -> Clone {
+        let clone = self.empty_clone(name);
+        copy_tree(&fixture(name), &clone.path);
+        clone.commit("initial version");
+        clone
+    }
+
+    /// An empty repository on the deploy branch with the `production` remote.
+    #[track_caller]
+    pub fn empty_clone(&self, label: &str) -> Clone {
+        let path = unique_dir(&self.base(), &format!("clone-{label}"));
+        let clone = Clone {
+            path,
+            env: self.env.clone(),
+        };
+        clone.git(&["init", "-q", "-b", "main"]);
+        clone.git(&["remote", "add", "production", self.repo.to_str().unwrap()]);
+        clone
+    }
+
+    /// Another developer's clone of what the server's repository holds.
+    #[track_caller]
+    pub fn clone_repo(&self, label: &str) -> Clone {
+        let path = unique_dir(&self.base(), &format!("clone-{label}"));
+        fs::remove_dir(&path).unwrap();
+        let out = self
+            .command("git")
+            .args(["clone", "-q", "-o", "production"])
+            .arg(&self.repo)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_success(&out, "git clone");
+        Clone {
+            path,
+            env: self.env.clone(),
+        }
+    }
+
+    pub fn latest(&self) -> PathBuf {
+        self.root.join("latest")
+    }
+
+    /// The build `latest` points at, or None.
+    pub fn live(&self) -> Option<String> {
+        let target = fs::read_link(self.latest()).ok()?;
+        assert!(
+            target.is_relative(),
+            "latest must be a relative symlink, is {target:?}"
+        );
+        assert_eq!(
+            target.parent(),
+            Some(Path::new("builds")),
+            "latest -> {target:?}"
+        );
+        Some(target.file_name()?.to_str()?.to_string())
+    }
+
+    #[track_caller]
+    pub fn live_revision(&self) -> String {
+        self.read_live("REVISION").trim().to_string()
+    }
+
+    #[track_caller]
+    pub fn read_live(&self, path: &str) -> String {
+        fs::read_to_string(self.latest().join(path))
+            .unwrap_or_else(|e| panic!("latest/{path}: {e}"))
+    }
+
+    /// Names in builds/, sorted.
+    pub fn builds(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("builds"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn build_path(&self, name: &str) -> PathBuf {
+        self.root.join("builds").join(name)
+    }
+
+    /// The head of a branch in the bare repository.
+    #[track_caller]
+    pub fn branch_head(&self, branch: &str) -> Option<String> {
+        let out = self
+            .command("git")
+            .arg("--git-dir")
+            .arg(&self.repo)
+            .args([
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/heads/{branch}"),
+            ])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+
+    /// The example page as PHP renders it from `latest/public`.
+    #[track_caller]
+    pub fn page(&self) -> String {
+        let out = self
+            .command("php")
+            .arg(self.latest().join("public/index.php"))
+            .output()
+            .unwrap();
+        assert_success(&out, "php latest/public/index.php");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Entries of the state folder's temporary area: builds in the making that were left.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for dir in ["tmp", "trash"] {
+            if let Ok(entries) = fs::read_dir(self.root.join(".atomdeploy").join(dir)) {
+                found.extend(
+                    entries.map(|e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy())),
+                );
+            }
+        }
+        for entry in fs::read_dir(&self.root).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name.starts_with(".latest") {
+                found.push(name);
+            }
+        }
+        found
+    }
+
+    /// The deploy log, one JSON value a line.
+    pub fn deploy_log(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.root.join(".atomdeploy/deploys.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A snapshot of what a failed deploy must not change.
+    pub fn state(&self) -> ServerState {
+        ServerState {
+            live: self.live(),
+            builds: self.builds(),
+            shared: tree_listing(&self.root.join("shared")),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerState {
+    pub live: Option<String>,
+    pub builds: Vec<String>,
+    pub shared: Vec<(String, String)>,
+}
+
+/// Every path under `dir` with its content (files) or target (links), sorted.
+pub fn tree_listing(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let ft = entry.file_type();
+        let what = if ft.is_symlink() {
+            format!("-> {}", fs::read_link(entry.path()).unwrap().display())
+        } else if ft.is_file() {
+            String::from_utf8_lossy(&fs::read(entry.path()).unwrap()).into_owned()
+        } else {
+            "/".to_string()
+        };
+        out.push((rel, what));
+    }
+    out
+}
+
+/// A developer's working copy.
+pub struct Clone {
+    pub path: PathBuf,
+    env: TestEnv,
+}
+
+impl Clone {
+    #[track_caller]
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = self
+            .env
+            .command("git")
+            .args(args)
+            .current_dir(&self.path)
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("git {}", args.join(" ")));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn write(&self, path: impl AsRef<Path>, content: &str) -> &Self {
+        let full = self.path.join(path);
+        fs::create_dir_all(full.parent().unwrap()).unwrap();
+        fs::write(full, content).unwrap();
+        self
+    }
+
+    pub fn remove(&self, path: &str) -> &Self {
+        fs::remove_file(self.path.join(path)).unwrap();
+        self
+    }
+
+    /// Sets the example app's version string, the visible change of most tests.
+    pub fn set_version(&self, version: &str) -> &Self {
+        self.write(
+            "src/Version.php",
+            &format!("<?php\n\nnamespace App;\n\nfinal class Version\n{{\n    public const NAME = '{version}';\n}}\n"),
+        )
+    }
+
+    /// Commits everything; returns the commit id.
+    #[track_caller]
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.head()
+    }
+
+    #[track_caller]
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// `git push production <args>`, waiting for it.
+    #[must_use = "assert on what the pusher saw"]
+    pub fn push(&self, args: &[&str]) -> Push {
+        let out = self.push_command(args).output().unwrap();
+        Push {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        }
+    }
+
+    /// `git push production main`.
+    #[must_use = "assert on what the pusher saw"]
+    pub fn push_main(&self) -> Push {
+        self.push(&["main"])
+    }
+
+    /// Starts a push and returns while it runs; its output is collected as it comes.
+    pub fn spawn_push(&self, args: &[&str]) -> RunningPush {
+        let mut child = self
+            .push_command(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&seen);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n') {
+                let mut text = String::from_utf8_lossy(&line.unwrap()).into_owned();
+                text.push('\n');
+                sink.lock().unwrap().push_str(&text);
+            }
+        });
+        RunningPush {
+            child,
+            seen,
+            reader: Some(reader),
+        }
+    }
+
+    fn push_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.env.command("git");
+        cmd.arg("push")
+            .arg("production")
+            .args(args)
+            .current_dir(&self.path);
+        cmd
+    }
+}
+
+/// What the pusher saw.
+#[derive(Debug)]
+pub struct Push {
+    pub code: Option<i32>,
+    pub stderr: String,
+    pub stdout: String,
+}
+
+impl Push {
+    #[track_caller]
+    pub fn success(self) -> Self {
+        assert_eq!(self.code, Some(0), "push failed:\n{}", self.stderr);
+        assert!(
+            !self.stderr.contains("remote: error:"),
+            "push reported an error:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// A push git accepted but whose deploy failed: the hook's `error:` line reached the pusher.
+    #[track_caller]
+    pub fn deploy_failed(self) -> Self {
+        assert!(
+            self.stderr.contains("remote: error: "),
+            "no error line:\n{}",
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("remote: deployed "),
+            "said deployed:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(self, text: &str) -> Self {
+        assert!(
+            self.stderr.contains(text),
+            "expected {text:?} in:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_lacks(self, text: &str) -> Self {
+        assert!(
+            !self.stderr.contains(text),
+            "did not expect {text:?} in:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// The line from the hook that starts with `prefix` (without git's `remote: `).
+    pub fn remote_line(&self, prefix: &str) -> Option<String> {
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("remote: "))
+            .map(|l| l.trim_end())
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_string)
+    }
+}
+
+pub struct RunningPush {
+    child: Child,
+    seen: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningPush {
+    /// Waits until the pusher has seen `text` (the push still running), failing after a minute.
+    #[track_caller]
+    pub fn wait_for_output(&self, text: &str) {
+        wait_until(
+            Duration::from_secs(60),
+            || self.seen.lock().unwrap().contains(text),
+            || {
+                format!(
+                    "{text:?} never showed; so far:\n{}",
+                    self.seen.lock().unwrap()
+                )
+            },
+        );
+    }
+
+    /// What the pusher has seen so far.
+    pub fn seen(&self) -> String {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn finish(mut self) -> Push {
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        let stderr = self.seen.lock().unwrap().clone();
+        Push {
+            code: status.code(),
+            stderr,
+            stdout: String::new(),
+        }
+    }
+}
+
+/// Polls `done` until it holds; a test's way to wait for another process without guessing
+/// how long it takes.
+#[track_caller]
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{}", why());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[track_caller]
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn unique_dir(base: &Path, prefix: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir_in(base)
+        .unwrap()
+        .keep()
+}
+
+/// Copies a fixture (files, links, modes), without what composer made in it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "vendor")
+    {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.path().strip_prefix(from).unwrap());
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&dest).unwrap();
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path()).unwrap(), &dest).unwrap();
+        } else {
+            fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+pub fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).unwrap().permissions().mode() & 0o111 != 0
+}
