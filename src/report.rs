@@ -6,6 +6,7 @@
 //! often. When output goes to a file, bars are hidden and only whole lines are written.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,14 +26,25 @@ pub enum Output {
 impl Output {
     /// `in_hook`: we were started by git, whose sideband relays `\r` redraws to the pusher.
     pub fn detect(in_hook: bool) -> Output {
-        if std::io::stderr().is_terminal() {
+        let stderr = std::io::stderr();
+        if stderr.is_terminal() {
             Output::Terminal
-        } else if in_hook {
+        } else if in_hook && !is_regular_file(&stderr) {
             Output::Sideband
         } else {
             Output::Plain
         }
     }
+}
+
+/// Output redirected to a file (a hook run by hand, `2> deploy.log`) gets no redraws.
+fn is_regular_file(stream: &impl AsFd) -> bool {
+    stream
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
 }
 
 /// Prints an error the way git colours it on the pusher's terminal.

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use harness::{Server, is_executable, wait_until};
+use harness::{Server, is_executable};
 
 #[test]
 fn first_push_deploys_a_complete_build_and_makes_it_live() {
@@ -122,14 +122,29 @@ fn second_push_adds_changes_and_removes_files_and_leaves_the_old_build_alone() {
 }
 
 #[test]
-fn a_push_of_the_live_commit_changes_nothing() {
+fn a_push_that_moves_the_branch_back_to_the_live_commit_changes_nothing() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
+    let v1 = clone.head();
     clone.push_main().success();
+    // v2 fails to deploy, so the branch is at v2 while v1 stays live.
+    server.set_config("before_switch", "['exit 1']");
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone.push_main().deploy_failed();
+    server.set_config("before_switch", "[]");
     let before = server.state();
-    // A push of another branch at the same commit; the deploy branch is not touched.
-    clone.push(&["main:refs/heads/main", "--force"]).success();
+
+    clone.git(&["reset", "-q", "--hard", &v1]);
+    let push = clone.push(&["--force", "main"]).success();
+
+    let live = server.live().unwrap();
+    push.stderr_has(&format!(
+        "remote: atomdeploy: {} is already live as builds/{live}; nothing to do",
+        &v1[..7]
+    ));
     assert_eq!(server.state(), before);
+    assert_eq!(server.deploy_log().last().unwrap()["outcome"], "unchanged");
 }
 
 #[test]
@@ -516,18 +531,9 @@ fn concurrent_pushes_wait_their_turn_and_the_branch_head_ends_live() {
 /// wait for the lock, and once released the branch head must be what is live.
 fn concurrent_pushes(pushers: usize) {
     let server = Server::install();
-    let gate = server.base().join("gate");
-    let entered = server.base().join("entered");
     let first = server.clone_fixture("example-app");
     first.push_main().success();
-    server.set_config(
-        "before_switch",
-        &format!(
-            "['touch {}; while [ ! -e {} ]; do sleep 0.01; done']",
-            entered.display(),
-            gate.display()
-        ),
-    );
+    let gate = server.gate_deploys();
 
     let clones: Vec<_> = (0..pushers)
         .map(|i| server.clone_repo(&format!("dev{i}")))
@@ -538,22 +544,13 @@ fn concurrent_pushes(pushers: usize) {
         clone.commit(&format!("dev{i}"));
         let push = clone.spawn_push(&["--force", "main"]);
         if i == 0 {
-            wait_until(
-                std::time::Duration::from_secs(60),
-                || entered.exists(),
-                || {
-                    format!(
-                        "the first deploy never reached before_switch:\n{}",
-                        push.seen()
-                    )
-                },
-            );
+            gate.wait_held(&push);
         } else {
             push.wait_for_output("waiting for the deploy lock, held by pid");
         }
         running.push(push);
     }
-    fs::write(&gate, "").unwrap();
+    gate.open();
     let pushes: Vec<_> = running.into_iter().map(|p| p.finish()).collect();
 
     for push in &pushes {
@@ -590,6 +587,49 @@ fn concurrent_pushes(pushers: usize) {
         "{log:?}"
     );
     assert_eq!(server.builds().len(), 3);
+}
+
+#[test]
+fn a_deploy_that_waits_past_lock_timeout_gives_up_naming_the_holder() {
+    let server = Server::builder().config("lock_timeout", "1").install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let gate = server.gate_deploys();
+    clone.set_version("v2");
+    let held_commit = clone.commit("v2");
+    let held = clone.spawn_push(&["main"]);
+    gate.wait_held(&held);
+    let before = server.state();
+
+    let other = server.clone_repo("other");
+    other.set_version("v3");
+    other.commit("v3");
+    let push = other.push(&["--force", "main"]).deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    let holder = format!(
+        "it is held by pid {} deploying {} since ",
+        held_pid(&server),
+        &held_commit[..7]
+    );
+    assert!(
+        error.starts_with("error: gave up waiting for the deploy lock after 1s; "),
+        "{error}"
+    );
+    assert!(error.contains(&holder), "{error}\nexpected: {holder}");
+    assert_eq!(server.state(), before);
+
+    gate.open();
+    held.finish().success();
+    assert!(server.page().contains("v2"));
+}
+
+/// The pid the lock file names as its holder.
+fn held_pid(server: &Server) -> u64 {
+    let text = fs::read_to_string(server.root.join(".atomdeploy/lock")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
+        .as_u64()
+        .unwrap()
 }
 
 #[test]

@@ -339,6 +339,24 @@ impl Server {
             .collect()
     }
 
+    /// Makes every deploy from now on stop in before_switch (holding the lock) until the gate
+    /// opens.
+    pub fn gate_deploys(&self) -> Gate {
+        let gate = Gate {
+            entered: self.base().join("gate-entered"),
+            open: self.base().join("gate-open"),
+        };
+        self.set_config(
+            "before_switch",
+            &format!(
+                "['touch {}; while [ ! -e {} ]; do sleep 0.01; done']",
+                gate.entered.display(),
+                gate.open.display()
+            ),
+        );
+        gate
+    }
+
     /// A snapshot of what a failed deploy must not change.
     pub fn state(&self) -> ServerState {
         ServerState {
@@ -346,6 +364,33 @@ impl Server {
             builds: self.builds(),
             shared: tree_listing(&self.root.join("shared")),
         }
+    }
+}
+
+/// Holds deploys inside before_switch; see [`Server::gate_deploys`].
+pub struct Gate {
+    entered: PathBuf,
+    open: PathBuf,
+}
+
+impl Gate {
+    /// Waits until a deploy, started by `push`, is held at the gate.
+    #[track_caller]
+    pub fn wait_held(&self, push: &RunningPush) {
+        wait_until(
+            Duration::from_secs(60),
+            || self.entered.exists(),
+            || {
+                format!(
+                    "no deploy reached the gate; the pusher saw:\n{}",
+                    push.seen()
+                )
+            },
+        );
+    }
+
+    pub fn open(&self) {
+        fs::write(&self.open, "").unwrap();
     }
 }
 
