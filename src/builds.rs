@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -116,13 +117,77 @@ pub fn revision(layout: &Layout, build: &BuildName) -> Option<String> {
     Some(text.trim().to_string())
 }
 
-/// Removes the oldest builds beyond `keep`, never the live one. Returns what it removed.
+/// What is recorded of a build beside its files (in the state folder, since builds are
+/// immutable and `builds/` holds nothing but builds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub commit: String,
+    /// The ref that was deployed, or the revision `replay` was given.
+    pub source: String,
+    pub deployed_at: String,
+    /// Rolled back from, or failed its health check: never a rollback target again.
+    #[serde(default)]
+    pub bad: bool,
+}
+
+pub fn read_meta(layout: &Layout, build: &BuildName) -> Option<Meta> {
+    let text = std::fs::read_to_string(layout.meta_file(&build.to_string())).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn write_meta(layout: &Layout, build: &BuildName, meta: &Meta) -> Result<()> {
+    let path = layout.meta_file(&build.to_string());
+    let dir = path.parent().expect("meta files live in a folder");
+    std::fs::create_dir_all(dir)?;
+    // Written whole under a temporary name, then renamed: never a half-written record.
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), serde_json::to_vec_pretty(meta)?)?;
+    tmp.persist(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+pub fn is_bad(layout: &Layout, build: &BuildName) -> bool {
+    read_meta(layout, build).is_some_and(|m| m.bad)
+}
+
+pub fn mark_bad(layout: &Layout, build: &BuildName) -> Result<()> {
+    let mut meta = read_meta(layout, build).unwrap_or_else(|| Meta {
+        commit: revision(layout, build).unwrap_or_default(),
+        source: String::new(),
+        deployed_at: String::new(),
+        bad: false,
+    });
+    meta.bad = true;
+    write_meta(layout, build, &meta)
+}
+
+/// Where a rollback from the live build goes: the newest older build that is not bad.
+pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
+    let Some(live) = live(layout) else {
+        return Ok(None);
+    };
+    Ok(list(layout)?
+        .into_iter()
+        .rev()
+        .find(|b| *b < live && !is_bad(layout, b)))
+}
+
+/// Removes every bad build and the oldest good builds beyond `keep`; never the live one.
+/// Returns what it removed.
 pub fn cleanup(layout: &Layout, keep: usize) -> Result<Vec<BuildName>> {
     let live = live(layout);
     let mut removed = Vec::new();
-    let all = list(layout)?;
-    for name in all.iter().rev().skip(keep) {
+    let mut good_kept = 0;
+    for name in list(layout)?.iter().rev() {
         if Some(name) == live.as_ref() {
+            if !is_bad(layout, name) {
+                good_kept += 1;
+            }
+            continue;
+        }
+        if !is_bad(layout, name) && good_kept < keep {
+            good_kept += 1;
             continue;
         }
         remove_build(layout, name)?;
@@ -131,10 +196,27 @@ pub fn cleanup(layout: &Layout, keep: usize) -> Result<Vec<BuildName>> {
     Ok(removed)
 }
 
+/// Disk space a build takes, each file counted once however many names it has.
+pub fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| seen.insert((m.dev(), m.ino())))
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
 /// Moves a build out of `builds/` in one rename, then deletes it, so `builds/` never holds a
 /// half-deleted build.
 pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
-    remove_dir(layout, &layout.builds.join(name.to_string()))
+    remove_dir(layout, &layout.builds.join(name.to_string()))?;
+    // Its record and output go with it; a build that is gone is never shown.
+    let _ = std::fs::remove_file(layout.meta_file(&name.to_string()));
+    let _ = std::fs::remove_file(layout.output_dir().join(format!("{name}.log")));
+    Ok(())
 }
 
 /// Removes a directory tree by first renaming it into the trash.

@@ -2,10 +2,13 @@
 //! output streamed to the pusher as it comes.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use wait_timeout::ChildExt;
 
 use crate::report::Reporter;
 
@@ -32,7 +35,22 @@ pub fn shell(script: &str, cwd: &Path) -> Command {
 
 /// Runs `cmd` to completion, each line of its stdout and stderr shown to the pusher.
 /// `what` names it in errors.
-pub fn run_streamed(mut cmd: Command, what: &str, reporter: &Reporter) -> Result<()> {
+pub fn run_streamed(cmd: Command, what: &str, reporter: &Reporter) -> Result<()> {
+    run_limited(cmd, what, None, reporter)
+}
+
+/// Like [`run_streamed`], but kills the command and everything it started once `limit` has
+/// passed. Such a command runs in a process group of its own, so that the kill reaches its
+/// children too and none is left holding its output open.
+pub fn run_limited(
+    mut cmd: Command,
+    what: &str,
+    limit: Option<Duration>,
+    reporter: &Reporter,
+) -> Result<()> {
+    if limit.is_some() {
+        cmd.process_group(0);
+    }
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,13 +58,28 @@ pub fn run_streamed(mut cmd: Command, what: &str, reporter: &Reporter) -> Result
         .with_context(|| format!("cannot start {what}"))?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    std::thread::scope(|scope| {
+    let (status, timed_out) = std::thread::scope(|scope| -> Result<_> {
         scope.spawn(|| relay(stdout, reporter));
         scope.spawn(|| relay(stderr, reporter));
-    });
-    let status = child
-        .wait()
-        .with_context(|| format!("cannot wait for {what}"))?;
+        let waited = match limit {
+            Some(limit) => child.wait_timeout(limit),
+            None => child.wait().map(Some),
+        };
+        match waited.with_context(|| format!("cannot wait for {what}"))? {
+            Some(status) => Ok((status, false)),
+            None => {
+                // SAFETY: kill(2) with the negated id of the group the child leads.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                Ok((child.wait()?, true))
+            }
+        }
+    })?;
+    if timed_out {
+        bail!(
+            "{what} did not finish within {}s and was killed",
+            limit.unwrap_or_default().as_secs_f64()
+        );
+    }
     if !status.success() {
         match status.code() {
             Some(code) => bail!("{what} failed with exit status {code}"),

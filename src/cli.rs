@@ -48,4 +48,38 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// Deploy again without a push: always a new build, even of the live commit.
+    ///
+    /// For a deploy that failed for a passing reason, or a server that lost application/.
+    Replay {
+        /// Any commit-ish of the bare repository (default: the deploy branch's head).
+        rev: Option<String>,
+        #[command(flatten)]
+        root: RootArg,
+    },
+    /// Switch back to the newest older build that is not bad, and mark the live one bad.
+    ///
+    /// The same as `git push production :rollback`.
+    Rollback {
+        /// Switch to this build instead (a name from `atomdeploy-hook builds`).
+        #[arg(long, value_name = "BUILD")]
+        to: Option<String>,
+        #[command(flatten)]
+        root: RootArg,
+    },
+    /// List every build, newest first, and the failed deploys since the oldest.
+    Builds {
+        /// Print a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        root: RootArg,
+    },
+    /// Show the full output of a deploy (default: the latest attempt, failed or not).
+    Log {
+        /// The build whose deploy to show.
+        build: Option<String>,
+        #[command(flatten)]
+        root: RootArg,
+    },
 }

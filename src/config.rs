@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
@@ -31,7 +32,28 @@ pub struct Config {
     pub composer: Option<Composer>,
     pub before_switch: Vec<String>,
     pub after_switch: Vec<String>,
-    pub lock_timeout: std::time::Duration,
+    pub lock_timeout: Duration,
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Checked after the switch; a build that fails it is rolled back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Healthcheck {
+    pub probe: Probe,
+    /// Further attempts after a failed one.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub interval: Duration,
+    /// Limit of one attempt.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// `sh -c` in the deploy root; healthy when it exits 0.
+    Command(String),
+    /// An HTTP GET; healthy when it answers 2xx.
+    Url(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +98,8 @@ struct RawConfig {
     after_switch: Vec<String>,
     #[serde(default = "default_lock_timeout")]
     lock_timeout: u64,
+    #[serde(default, deserialize_with = "healthcheck")]
+    healthcheck: Option<Healthcheck>,
 }
 
 fn default_branch() -> String {
@@ -114,7 +138,8 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         composer: raw.composer.0,
         before_switch: raw.before_switch,
         after_switch: raw.after_switch,
-        lock_timeout: std::time::Duration::from_secs(raw.lock_timeout),
+        lock_timeout: Duration::from_secs(raw.lock_timeout),
+        healthcheck: raw.healthcheck,
     })
 }
 
@@ -137,8 +162,16 @@ fn located(origin: &Path, err: &serde_yaml::Error) -> anyhow::Error {
     }
 }
 
+/// The branch atomdeploy-hook keeps at the commit a rollback would go to.
+pub const ROLLBACK_BRANCH: &str = "rollback";
+
 fn branch_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
+    if name == ROLLBACK_BRANCH {
+        return Err(de::Error::custom(
+            "`rollback` is the branch atomdeploy-hook keeps at the rollback target; deploy another branch",
+        ));
+    }
     if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
         Ok(name)
     } else {
@@ -146,6 +179,64 @@ fn branch_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
             "`{name}` is not a valid branch name"
         )))
     }
+}
+
+fn healthcheck<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Healthcheck>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawHealthcheck {
+        command: Option<String>,
+        url: Option<String>,
+        #[serde(default = "default_retries")]
+        retries: u32,
+        #[serde(default = "default_interval")]
+        interval: f64,
+        #[serde(default = "default_timeout")]
+        timeout: f64,
+    }
+    fn default_retries() -> u32 {
+        2
+    }
+    fn default_interval() -> f64 {
+        1.0
+    }
+    fn default_timeout() -> f64 {
+        10.0
+    }
+    let Some(raw) = Option::<RawHealthcheck>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let probe = match (raw.command, raw.url) {
+        (Some(command), None) if !command.trim().is_empty() => Probe::Command(command),
+        (None, Some(url)) if url.starts_with("http://") => Probe::Url(url),
+        (None, Some(url)) => {
+            return Err(de::Error::custom(format!(
+                "healthcheck.url `{url}` must be plain http:// (check the server's own web server)"
+            )));
+        }
+        _ => {
+            return Err(de::Error::custom(
+                "healthcheck needs exactly one of `command` (non-empty) or `url`",
+            ));
+        }
+    };
+    let seconds = |name: &str, value: f64| {
+        Duration::try_from_secs_f64(value).map_err(|_| {
+            de::Error::custom(format!(
+                "healthcheck.{name} must be a number of seconds, at least 0"
+            ))
+        })
+    };
+    let timeout = seconds("timeout", raw.timeout)?;
+    if timeout.is_zero() {
+        return Err(de::Error::custom("healthcheck.timeout must be more than 0"));
+    }
+    Ok(Some(Healthcheck {
+        probe,
+        retries: raw.retries,
+        interval: seconds("interval", raw.interval)?,
+        timeout,
+    }))
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -388,6 +479,61 @@ mod tests {
         assert!(parse_err("repository: r\nshared: [./]\n").contains("names the app itself"));
         assert!(parse_err("repository: r\nshared: [.env, ./.env]\n").contains("listed twice"));
         assert!(parse_err("repository: r\nshared: [storage/, storage/logs/]\n").contains("nest"));
+    }
+
+    #[test]
+    fn healthcheck_takes_a_command_or_a_url() {
+        let config = parse_ok("repository: r\nhealthcheck:\n  command: curl -fsS localhost\n");
+        let check = config.healthcheck.unwrap();
+        assert_eq!(check.probe, Probe::Command("curl -fsS localhost".into()));
+        assert_eq!(
+            (check.retries, check.interval, check.timeout),
+            (2, Duration::from_secs(1), Duration::from_secs(10))
+        );
+        let config = parse_ok(
+            "repository: r\nhealthcheck: {url: 'http://127.0.0.1:8080/health', retries: 0, interval: 0.2, timeout: 1.5}\n",
+        );
+        let check = config.healthcheck.unwrap();
+        assert_eq!(
+            check.probe,
+            Probe::Url("http://127.0.0.1:8080/health".into())
+        );
+        assert_eq!(
+            (check.retries, check.interval, check.timeout),
+            (0, Duration::from_millis(200), Duration::from_millis(1500))
+        );
+        assert_eq!(parse_ok("repository: r\n").healthcheck, None);
+    }
+
+    #[test]
+    fn a_healthcheck_needs_exactly_one_probe() {
+        assert!(parse_err("repository: r\nhealthcheck: {retries: 1}\n").contains("exactly one of"));
+        assert!(
+            parse_err("repository: r\nhealthcheck: {command: x, url: 'http://a/'}\n")
+                .contains("exactly one of")
+        );
+        assert!(
+            parse_err("repository: r\nhealthcheck: {url: 'https://a/'}\n")
+                .contains("plain http://")
+        );
+        assert!(
+            parse_err("repository: r\nhealthcheck: {command: x, timeout: -1}\n")
+                .contains("at least 0")
+        );
+        assert!(
+            parse_err("repository: r\nhealthcheck: {command: x, timeout: 0}\n")
+                .contains("more than 0")
+        );
+        let err = parse_err("repository: r\nhealthcheck:\n  comand: x\n");
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:3:3: ") && err.contains("unknown field `comand`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_rollback_branch_cannot_be_the_deploy_branch() {
+        assert!(parse_err("repository: r\nbranch: rollback\n").contains("rollback target"));
     }
 
     #[test]

@@ -1,21 +1,22 @@
 //! The deploy pipeline: lock, decide, checkout, composer, snapshot, shared, before_switch,
-//! switch, after_switch, cleanup, log — in that order, each step a module of its own.
+//! switch, after_switch, health check, cleanup, log — in that order, each step a module of
+//! its own.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use git2::{ErrorCode, Oid, Repository};
-use serde::Serialize;
 
 use crate::builds::{self, BuildName};
+use crate::history::{self, StepTime};
 use crate::lock::DeployLock;
 use crate::plan::Plan;
 use crate::report::{self, Reporter};
-use crate::{checkout, child, composer, push, shared, snapshot, switch};
+use crate::{checkout, child, composer, health, push, rollback, shared, snapshot, switch};
 
-/// Handles one post-receive invocation: deploys if the push touched the deploy branch.
+/// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
+/// back if it deleted the rollback branch.
 pub fn post_receive(plan: &Plan, input: &str, reporter: &Reporter) -> Result<()> {
     let request = push::parse(input, &plan.config.branch)?;
     let deploy_ref = format!("refs/heads/{}", plan.config.branch);
@@ -30,40 +31,42 @@ pub fn post_receive(plan: &Plan, input: &str, reporter: &Reporter) -> Result<()>
             "atomdeploy: {deploy_ref} was deleted; the live build stays as it is"
         ));
     }
-    match request.deploy {
-        Some(update) => deploy(plan, &update.refname, reporter),
-        None => Ok(()),
+    if let Some(update) = &request.deploy {
+        deploy(
+            plan,
+            &Request {
+                source: &update.refname,
+                rev: None,
+                always_new: false,
+            },
+            reporter,
+        )?;
     }
+    if request.rollback {
+        rollback::rollback(plan, None, "refs/heads/rollback", reporter)?;
+    } else if request.rollback_moved {
+        reporter.line("atomdeploy: refs/heads/rollback is kept at the rollback target by atomdeploy-hook; reset it");
+        let _lock =
+            DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
+        rollback::sync_ref(plan, reporter);
+    }
+    Ok(())
 }
 
-/// One line of the deploy log.
-#[derive(Serialize)]
-struct LogEntry<'a> {
-    started_at: &'a str,
-    /// When the lock was ours: the deploys of one root never overlap from here to `finished_at`.
-    locked_at: &'a str,
-    finished_at: String,
-    pid: u32,
-    #[serde(rename = "ref")]
-    refname: &'a str,
-    commit: &'a str,
-    build: Option<String>,
-    outcome: &'static str,
-    error: Option<String>,
-    steps: Vec<StepTime>,
-    seconds: f64,
+/// What to deploy.
+pub struct Request<'a> {
+    /// The ref or command that asked, for the log.
+    pub source: &'a str,
+    /// A revision to deploy instead of the deploy branch's head.
+    pub rev: Option<&'a str>,
+    /// Make a new build even when the commit is live already (`replay`).
+    pub always_new: bool,
 }
 
-#[derive(Serialize)]
-struct StepTime {
-    step: String,
-    seconds: f64,
-}
-
-/// Deploys the deploy branch's head as it is once the lock is ours. Taking the head under the
-/// lock, not the commit a push named, is what makes concurrent pushes end with the branch head
-/// live whatever order their hooks ran in.
-pub fn deploy(plan: &Plan, refname: &str, reporter: &Reporter) -> Result<()> {
+/// Deploys, under the lock, the deploy branch's head as it is once the lock is ours (or the
+/// revision asked for). Taking the head under the lock, not the commit a push named, is what
+/// makes concurrent pushes end with the branch head live whatever order their hooks ran in.
+pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()> {
     let layout = &plan.layout;
     let config = &plan.config;
     let started_at = builds::utc_now_rfc3339();
@@ -72,16 +75,8 @@ pub fn deploy(plan: &Plan, refname: &str, reporter: &Reporter) -> Result<()> {
 
     let repo = Repository::open_bare(&config.repository)
         .with_context(|| format!("cannot open the repository {}", config.repository.display()))?;
-    let branch_ref = format!("refs/heads/{}", config.branch);
-    let commit = match repo.find_reference(&branch_ref) {
-        Ok(reference) => reference.peel_to_commit()?.id(),
-        Err(e) if e.code() == ErrorCode::NotFound => {
-            reporter.line(&format!(
-                "atomdeploy: {branch_ref} does not exist any more; nothing to deploy"
-            ));
-            return Ok(());
-        }
-        Err(e) => return Err(e).context(format!("cannot read {branch_ref}")),
+    let Some(commit) = resolve(&repo, &config.branch, request.rev, reporter)? else {
+        return Ok(());
     };
     let commit_id = commit.to_string();
     let short = short_id(&commit_id);
@@ -89,78 +84,169 @@ pub fn deploy(plan: &Plan, refname: &str, reporter: &Reporter) -> Result<()> {
     switch::check_latest(layout)?;
 
     let live = builds::live(layout);
-    let unchanged = live
-        .as_ref()
-        .filter(|live| builds::revision(layout, live).as_deref() == Some(commit_id.as_str()));
-    let outcome = match unchanged {
-        Some(live) => {
+    let live_commit = live.as_ref().and_then(|l| builds::revision(layout, l));
+    let mut entry = history::Entry {
+        started_at: started_at.clone(),
+        locked_at,
+        finished_at: String::new(),
+        pid: std::process::id(),
+        refname: request.source.to_string(),
+        commit: commit_id.clone(),
+        build: None,
+        from: None,
+        outcome: String::new(),
+        error: None,
+        steps: Vec::new(),
+        seconds: 0.0,
+        output: None,
+    };
+    if !request.always_new && live_commit.as_deref() == Some(commit_id.as_str()) {
+        let live = live.expect("a live commit has a live build");
+        reporter.line(&format!(
+            "atomdeploy: {short} is already live as builds/{live}; nothing to do"
+        ));
+        entry.build = Some(live.to_string());
+        entry.outcome = "unchanged".into();
+        return finish(plan, entry, reporter, None);
+    }
+
+    reporter.line(&format!(
+        "atomdeploy: deploying {short} from {}",
+        request.source
+    ));
+    let result = pipeline(plan, commit, request.source, live.as_ref(), reporter);
+    entry.steps = reporter
+        .step_durations()
+        .into_iter()
+        .map(|(step, d)| StepTime {
+            step,
+            seconds: d.as_secs_f64(),
+        })
+        .collect();
+    let result = match result {
+        Ok(done) => {
+            entry.build = Some(done.build.to_string());
+            match done.problem {
+                Problem::None => {
+                    entry.outcome = "deployed".into();
+                    reporter.line(&format!(
+                        "deployed {short} as builds/{} in {:.2}s",
+                        done.build,
+                        reporter.elapsed().as_secs_f64()
+                    ));
+                    Ok(())
+                }
+                Problem::AfterSwitch(err) => {
+                    entry.outcome = "deployed".into();
+                    reporter.line(&format!(
+                        "deployed {short} as builds/{} in {:.2}s",
+                        done.build,
+                        reporter.elapsed().as_secs_f64()
+                    ));
+                    Err(err.context(format!(
+                        "after_switch failed; builds/{} is live",
+                        done.build
+                    )))
+                }
+                Problem::Unhealthy(err) => {
+                    entry.outcome = "unhealthy".into();
+                    Err(err)
+                }
+            }
+        }
+        Err(err) => {
+            entry.outcome = "failed".into();
+            Err(err)
+        }
+    };
+    finish(plan, entry, reporter, result.err())
+}
+
+/// Resolves what to deploy; `None` when the deploy branch is gone (nothing to do).
+fn resolve(
+    repo: &Repository,
+    branch: &str,
+    rev: Option<&str>,
+    reporter: &Reporter,
+) -> Result<Option<Oid>> {
+    if let Some(rev) = rev {
+        let object = repo
+            .revparse_single(rev)
+            .with_context(|| format!("`{rev}` is not a revision in {}", repo.path().display()))?;
+        let commit = object
+            .peel_to_commit()
+            .with_context(|| format!("`{rev}` is not a commit"))?;
+        return Ok(Some(commit.id()));
+    }
+    let branch_ref = format!("refs/heads/{branch}");
+    match repo.find_reference(&branch_ref) {
+        Ok(reference) => Ok(Some(reference.peel_to_commit()?.id())),
+        Err(e) if e.code() == ErrorCode::NotFound => {
             reporter.line(&format!(
-                "atomdeploy: {short} is already live as builds/{live}; nothing to do"
+                "atomdeploy: {branch_ref} does not exist; nothing to deploy"
             ));
             Ok(None)
         }
-        None => {
-            reporter.line(&format!("atomdeploy: deploying {short} from {branch_ref}"));
-            pipeline(plan, commit, reporter).map(Some)
+        Err(e) => Err(e).context(format!("cannot read {branch_ref}")),
+    }
+}
+
+/// Logs the attempt, keeps its output, points the rollback branch at the new target.
+fn finish(
+    plan: &Plan,
+    mut entry: history::Entry,
+    reporter: &Reporter,
+    error: Option<anyhow::Error>,
+) -> Result<()> {
+    let layout = &plan.layout;
+    if entry.outcome != "unchanged" {
+        rollback::sync_ref(plan, reporter);
+    }
+    if let Some(err) = &error {
+        let message = format!("{err:#}");
+        reporter.record_error(&message);
+        entry.error = Some(message);
+    }
+    entry.finished_at = builds::utc_now_rfc3339();
+    entry.seconds = reporter.elapsed().as_secs_f64();
+    if entry.outcome != "unchanged" {
+        let build = entry
+            .build
+            .as_deref()
+            .filter(|b| layout.builds.join(b).is_dir());
+        match history::save_output(layout, build, &entry.started_at, &reporter.transcript()) {
+            Ok(name) => entry.output = Some(name),
+            Err(e) => reporter.warn(&format!("could not keep the deploy's output: {e:#}")),
         }
-    };
-    let (build, outcome_name, error) = match &outcome {
-        Ok(None) => (live.map(|l| l.to_string()), "unchanged", None),
-        Ok(Some(done)) => (
-            Some(done.build.to_string()),
-            "deployed",
-            done.after_switch.as_ref().map(|e| format!("{e:#}")),
-        ),
-        Err(e) => (None, "failed", Some(format!("{e:#}"))),
-    };
-    let entry = LogEntry {
-        started_at: &started_at,
-        locked_at: &locked_at,
-        finished_at: builds::utc_now_rfc3339(),
-        pid: std::process::id(),
-        refname,
-        commit: &commit_id,
-        build,
-        outcome: outcome_name,
-        error,
-        steps: reporter
-            .step_durations()
-            .into_iter()
-            .map(|(step, d)| StepTime {
-                step,
-                seconds: d.as_secs_f64(),
-            })
-            .collect(),
-        seconds: reporter.elapsed().as_secs_f64(),
-    };
-    if let Err(e) = append_log(&layout.deploy_log(), &entry) {
+    }
+    if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
-    drop(lock);
-
-    let Some(done) = outcome? else { return Ok(()) };
-    reporter.line(&format!(
-        "deployed {short} as builds/{} in {:.2}s",
-        done.build,
-        reporter.elapsed().as_secs_f64()
-    ));
-    match done.after_switch {
-        Some(err) => Err(err.context(format!(
-            "after_switch failed; builds/{} is live",
-            done.build
-        ))),
-        None => Ok(()),
-    }
+    error.map_or(Ok(()), Err)
 }
 
 struct Deployed {
     build: BuildName,
-    /// after_switch runs once the build is live; its failure is reported, not undone.
-    after_switch: Option<anyhow::Error>,
+    problem: Problem,
 }
 
-/// Steps 3 to 10. Until the switch, any failure leaves `latest` and `builds/` as they were.
-fn pipeline(plan: &Plan, commit: Oid, reporter: &Reporter) -> Result<Deployed> {
+/// What went wrong once the new build was live.
+enum Problem {
+    None,
+    /// after_switch failed: reported, not undone.
+    AfterSwitch(anyhow::Error),
+    /// The health check failed: the build was rolled back (or could not be).
+    Unhealthy(anyhow::Error),
+}
+
+/// Steps 3 to 12. Until the switch, any failure leaves `latest` and `builds/` as they were.
+fn pipeline(
+    plan: &Plan,
+    commit: Oid,
+    source: &str,
+    previous: Option<&BuildName>,
+    reporter: &Reporter,
+) -> Result<Deployed> {
     let layout = &plan.layout;
     let config = &plan.config;
     let commit_id = commit.to_string();
@@ -215,6 +301,13 @@ fn pipeline(plan: &Plan, commit: Oid, reporter: &Reporter) -> Result<Deployed> {
         );
     }
 
+    let meta = builds::Meta {
+        commit: commit_id.clone(),
+        source: source.to_string(),
+        deployed_at: builds::utc_now_rfc3339(),
+        bad: false,
+    };
+    builds::write_meta(layout, &name, &meta).context("snapshot failed")?;
     let build_dir = snap
         .publish(&layout.builds.join(name.to_string()))
         .context("snapshot failed")?;
@@ -249,7 +342,7 @@ fn pipeline(plan: &Plan, commit: Oid, reporter: &Reporter) -> Result<Deployed> {
         return Err(err);
     }
 
-    let mut after_switch = None;
+    let mut problem = Problem::None;
     if !config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
         match run_commands(&config.after_switch, &env, reporter) {
@@ -257,8 +350,23 @@ fn pipeline(plan: &Plan, commit: Oid, reporter: &Reporter) -> Result<Deployed> {
                 reporter.done(step, "");
             }
             Err(err) => {
-                report::error(&format!("after_switch: {err:#} (builds/{name} stays live)"));
-                after_switch = Some(err);
+                reporter.error(&format!("after_switch: {err:#} (builds/{name} stays live)"));
+                problem = Problem::AfterSwitch(err);
+            }
+        }
+    }
+
+    if let Some(check) = &config.healthcheck {
+        let step = reporter.step("healthcheck");
+        match health::check(check, &layout.root, &build_dir, reporter) {
+            Ok(attempts) => {
+                reporter.done(step, &format!("healthy (attempt {attempts})"));
+            }
+            Err(err) => {
+                return Ok(Deployed {
+                    problem: Problem::Unhealthy(unhealthy(plan, &name, previous, err, reporter)),
+                    build: name,
+                });
             }
         }
     }
@@ -279,8 +387,36 @@ fn pipeline(plan: &Plan, commit: Oid, reporter: &Reporter) -> Result<Deployed> {
     }
     Ok(Deployed {
         build: name,
-        after_switch,
+        problem,
     })
+}
+
+/// The new build failed its health check: back to the build that was live before, if any.
+/// Returns the error that ends the deploy.
+fn unhealthy(
+    plan: &Plan,
+    build: &BuildName,
+    previous: Option<&BuildName>,
+    err: anyhow::Error,
+    reporter: &Reporter,
+) -> anyhow::Error {
+    let err = err.context("health check failed");
+    let Some(previous) = previous else {
+        if let Err(mark) = builds::mark_bad(&plan.layout, build) {
+            reporter.warn(&format!("could not mark builds/{build} bad: {mark:#}"));
+        }
+        return err.context(format!(
+            "there is no earlier build to roll back to; builds/{build} stays live"
+        ));
+    };
+    match rollback::restore(plan, build, previous, reporter) {
+        Ok(()) => err.context(format!(
+            "rolled back to builds/{previous}; builds/{build} is marked bad"
+        )),
+        Err(restore) => anyhow!("{restore:#}").context(format!(
+            "{err:#}; rolling back to builds/{previous} failed too"
+        )),
+    }
 }
 
 struct DeployEnv<'a> {
@@ -302,17 +438,16 @@ fn run_commands(commands: &[String], env: &DeployEnv, reporter: &Reporter) -> Re
     Ok(())
 }
 
-fn append_log(path: &Path, entry: &LogEntry) -> Result<()> {
-    let mut line = serde_json::to_string(entry)?;
-    line.push('\n');
-    // One write of one line to a file opened for appending: concurrent writers cannot
-    // interleave within it.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?
-        .write_all(line.as_bytes())?;
-    Ok(())
+/// after_switch for a build that has just gone live (deployed or rolled back to).
+pub fn run_after_switch(plan: &Plan, build: &BuildName, reporter: &Reporter) -> Result<()> {
+    let build_dir = plan.layout.builds.join(build.to_string());
+    let commit = builds::revision(&plan.layout, build).unwrap_or_default();
+    let env = DeployEnv {
+        root: &plan.layout.root,
+        build: &build_dir,
+        commit: &commit,
+    };
+    run_commands(&plan.config.after_switch, &env, reporter)
 }
 
 pub fn short_id(id: &str) -> &str {

@@ -53,6 +53,14 @@ impl Layout {
     pub fn trash(&self) -> PathBuf {
         self.state.join("trash")
     }
+    /// What is known of each build beyond its files: commit, ref, time, whether it is bad.
+    pub fn meta_file(&self, build: &str) -> PathBuf {
+        self.state.join("builds").join(format!("{build}.json"))
+    }
+    /// The full output of each deploy attempt, as the pusher saw it.
+    pub fn output_dir(&self) -> PathBuf {
+        self.state.join("output")
+    }
 }
 
 /// A validated deploy root: its layout and its configuration.

@@ -2,6 +2,8 @@
 
 use anyhow::{Result, bail};
 
+use crate::config::ROLLBACK_BRANCH;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefUpdate {
     pub old: String,
@@ -22,6 +24,10 @@ pub struct PushRequest {
     pub deploy: Option<RefUpdate>,
     /// The deploy branch was deleted: the site is left alone.
     pub branch_deleted: bool,
+    /// `refs/heads/rollback` was deleted: `git push production :rollback`.
+    pub rollback: bool,
+    /// `refs/heads/rollback` was pushed to: it is ours to keep, so it is reset.
+    pub rollback_moved: bool,
     /// Every other ref in the push; they only get a notice.
     pub ignored: Vec<RefUpdate>,
 }
@@ -62,7 +68,13 @@ pub fn parse(input: &str, branch: &str) -> Result<PushRequest> {
             new: new.into(),
             refname: refname.into(),
         };
-        if refname != deploy_ref {
+        if refname.strip_prefix("refs/heads/") == Some(ROLLBACK_BRANCH) {
+            if update.is_deletion() {
+                request.rollback = true;
+            } else {
+                request.rollback_moved = true;
+            }
+        } else if refname != deploy_ref {
             request.ignored.push(update);
         } else if update.is_deletion() {
             request.branch_deleted = true;
@@ -134,6 +146,15 @@ mod tests {
         let request = parse(&format!("{A} {ZERO} refs/heads/main\n"), "main").unwrap();
         assert!(request.branch_deleted);
         assert_eq!(request.deploy, None);
+    }
+
+    #[test]
+    fn deleting_the_rollback_branch_asks_for_a_rollback() {
+        let request = parse(&format!("{A} {ZERO} refs/heads/rollback\n"), "main").unwrap();
+        assert!(request.rollback && !request.rollback_moved);
+        assert!(request.deploy.is_none() && request.ignored.is_empty());
+        let request = parse(&format!("{A} {B} refs/heads/rollback\n"), "main").unwrap();
+        assert!(request.rollback_moved && !request.rollback);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Reporter {
     output: Output,
     started: Instant,
     steps: Mutex<Vec<(String, Duration)>>,
+    /// Every line shown, kept for `atomdeploy-hook log`.
+    transcript: Mutex<String>,
 }
 
 /// A step under way; hand it back to [`Reporter::done`].
@@ -78,11 +80,31 @@ impl Reporter {
             output,
             started: Instant::now(),
             steps: Mutex::new(Vec::new()),
+            transcript: Mutex::new(String::new()),
         }
     }
 
     pub fn line(&self, text: &str) {
+        let mut transcript = self.transcript.lock().unwrap();
         let _ = writeln!(std::io::stderr().lock(), "{text}");
+        transcript.push_str(text);
+        transcript.push('\n');
+    }
+
+    /// Keeps an error in the transcript; showing it is left to whoever handles the error.
+    pub fn record_error(&self, message: &str) {
+        let mut transcript = self.transcript.lock().unwrap();
+        transcript.push_str(&format!("error: {message}\n"));
+    }
+
+    /// Reports an error now, for one that does not end the run.
+    pub fn error(&self, message: &str) {
+        error(message);
+        self.record_error(message);
+    }
+
+    pub fn transcript(&self) -> String {
+        self.transcript.lock().unwrap().clone()
     }
 
     /// Output of a child process, indented under its step header.

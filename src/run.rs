@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command};
 use crate::plan::Plan;
 use crate::report::{Output, Reporter};
-use crate::{deploy, install};
+use crate::{deploy, install, inventory, rollback};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -30,6 +30,31 @@ pub fn run(cli: Cli) -> Result<()> {
             let plan = Plan::load(&root.root)?;
             let reporter = Reporter::new(Output::detect(true));
             deploy::post_receive(&plan, &input, &reporter)
+        }
+        Command::Replay { rev, root } => {
+            let plan = Plan::load(&root.root)?;
+            let reporter = Reporter::new(Output::detect(false));
+            let source = match &rev {
+                Some(rev) => format!("replay {rev}"),
+                None => "replay".to_string(),
+            };
+            let request = deploy::Request {
+                source: &source,
+                rev: rev.as_deref(),
+                always_new: true,
+            };
+            deploy::deploy(&plan, &request, &reporter)
+        }
+        Command::Rollback { to, root } => {
+            let plan = Plan::load(&root.root)?;
+            let reporter = Reporter::new(Output::detect(false));
+            rollback::rollback(&plan, to.as_deref(), "rollback command", &reporter)
+        }
+        Command::Builds { json, root } => {
+            inventory::print_builds(&Plan::load(&root.root)?.layout, json)
+        }
+        Command::Log { build, root } => {
+            inventory::print_log(&Plan::load(&root.root)?.layout, build.as_deref())
         }
     }
 }

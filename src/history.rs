@@ -1,0 +1,112 @@
+//! The deploy log: one JSON line per attempt (deploy, rollback, or a push that found its
+//! commit live), and the full output of each deploy, as the pusher saw it.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Layout;
+
+/// How many outputs of failed deploys (which left no build to keep them with) are kept.
+const FAILED_OUTPUTS_KEPT: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub started_at: String,
+    /// When the lock was ours: the attempts on one root never overlap from here to
+    /// `finished_at`.
+    pub locked_at: String,
+    pub finished_at: String,
+    pub pid: u32,
+    /// The ref that triggered it (`refs/heads/main`, `refs/heads/rollback`), or the command.
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub commit: String,
+    /// The build made or switched to.
+    pub build: Option<String>,
+    /// For rollbacks: the build that was live before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `deployed`, `failed`, `unchanged`, `rolled back`, `unhealthy`.
+    pub outcome: String,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<StepTime>,
+    pub seconds: f64,
+    /// The file in the output folder holding what the pusher saw.
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepTime {
+    pub step: String,
+    pub seconds: f64,
+}
+
+pub fn append(layout: &Layout, entry: &Entry) -> Result<()> {
+    let mut line = serde_json::to_string(entry)?;
+    line.push('\n');
+    // One write of one line to a file opened for appending.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.deploy_log())?
+        .write_all(line.as_bytes())?;
+    Ok(())
+}
+
+/// Every entry, oldest first. Lines that do not parse (a torn last line after a crash) are
+/// skipped rather than failing the listing.
+pub fn read(layout: &Layout) -> Result<Vec<Entry>> {
+    let text = match std::fs::read_to_string(layout.deploy_log()) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("cannot read the deploy log"),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// Keeps a deploy's output: with its build's name when it made one, else as a failed
+/// attempt. Returns the file's name.
+pub fn save_output(
+    layout: &Layout,
+    build: Option<&str>,
+    started_at: &str,
+    text: &str,
+) -> Result<String> {
+    let dir = layout.output_dir();
+    std::fs::create_dir_all(&dir)?;
+    let name = match build {
+        Some(build) => format!("{build}.log"),
+        None => format!(
+            "failed-{}-{}.log",
+            started_at.replace([':', '.'], ""),
+            std::process::id()
+        ),
+    };
+    std::fs::write(dir.join(&name), text)?;
+    if build.is_none() {
+        prune_failed(&dir)?;
+    }
+    Ok(name)
+}
+
+fn prune_failed(dir: &Path) -> Result<()> {
+    let mut failed: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("failed-"))
+        .collect();
+    failed.sort();
+    let excess = failed.len().saturating_sub(FAILED_OUTPUTS_KEPT);
+    for name in &failed[..excess] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! What is on the server: `atomdeploy-hook builds` and `atomdeploy-hook log`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::builds;
+use crate::history;
+use crate::plan::Layout;
+
+/// One row of `builds`: a build on disk, or a failed deploy that left none.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// The build's name; `null` for a failed deploy.
+    pub name: Option<String>,
+    pub commit: String,
+    #[serde(rename = "ref")]
+    pub source: String,
+    /// UTC, RFC 3339.
+    pub deployed_at: String,
+    /// `live`, `bad`, `rollback target` (comma-separated when several hold), `failed`, or "".
+    pub state: String,
+    pub size_bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// Every build, newest first, with the failed deploys since the oldest of them.
+pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
+    let live = builds::live(layout);
+    let target = builds::rollback_target(layout)?;
+    let mut rows = Vec::new();
+    for build in builds::list(layout)? {
+        let meta = builds::read_meta(layout, &build);
+        let mut states = Vec::new();
+        if Some(&build) == live.as_ref() {
+            states.push("live");
+        }
+        if meta.as_ref().is_some_and(|m| m.bad) {
+            states.push("bad");
+        }
+        if Some(&build) == target.as_ref() {
+            states.push("rollback target");
+        }
+        rows.push(Row {
+            name: Some(build.to_string()),
+            commit: meta
+                .as_ref()
+                .map(|m| m.commit.clone())
+                .or_else(|| builds::revision(layout, &build))
+                .unwrap_or_default(),
+            source: meta.as_ref().map(|m| m.source.clone()).unwrap_or_default(),
+            deployed_at: meta.map(|m| m.deployed_at).unwrap_or_default(),
+            state: states.join(", "),
+            size_bytes: Some(builds::disk_usage(&layout.builds.join(build.to_string()))),
+            error: None,
+        });
+    }
+    let oldest = rows
+        .iter()
+        .map(|r| r.deployed_at.clone())
+        .filter(|t| !t.is_empty())
+        .min();
+    for entry in history::read(layout)? {
+        if entry.outcome == "failed" && oldest.as_ref().is_none_or(|o| entry.started_at >= *o) {
+            rows.push(Row {
+                name: None,
+                commit: entry.commit,
+                source: entry.refname,
+                deployed_at: entry.started_at,
+                state: "failed".into(),
+                size_bytes: None,
+                error: entry.error,
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.deployed_at
+            .cmp(&a.deployed_at)
+            .then_with(|| b.name.cmp(&a.name))
+    });
+    Ok(rows)
+}
+
+pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
+    let rows = rows(layout)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        writeln!(out, "no builds yet")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9}",
+        "BUILD", "COMMIT", "REF", "DEPLOYED (UTC)", "STATE", "SIZE"
+    )?;
+    for row in &rows {
+        writeln!(
+            out,
+            "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9}",
+            row.name.as_deref().unwrap_or("-"),
+            &row.commit[..row.commit.len().min(7)],
+            row.source,
+            row.deployed_at
+                .get(..19)
+                .unwrap_or(&row.deployed_at)
+                .replace('T', " "),
+            row.state,
+            row.size_bytes.map(human_size).unwrap_or_default(),
+        )?;
+        if let Some(error) = &row.error {
+            writeln!(out, "    error: {error}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The full output of a deploy: of `build`, or of the latest attempt.
+pub fn print_log(layout: &Layout, build: Option<&str>) -> Result<()> {
+    let file = match build {
+        Some(build) => {
+            if builds::BuildName::parse(build).is_none() {
+                bail!("`{build}` is not a build name (`atomdeploy-hook builds` lists them)");
+            }
+            format!("{build}.log")
+        }
+        None => history::read(layout)?
+            .into_iter()
+            .rev()
+            .find_map(|e| e.output)
+            .context("no deploy has run yet")?,
+    };
+    let path = layout.output_dir().join(&file);
+    let text = std::fs::read_to_string(&path).with_context(|| match build {
+        Some(build) => format!("no output is kept for builds/{build}"),
+        None => format!(
+            "the output of the latest deploy is gone ({})",
+            path.display()
+        ),
+    })?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_du() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1_234_567), "1.2 MB");
+        assert_eq!(human_size(5_000_000_000_000), "5000.0 GB");
+    }
+}

@@ -1,0 +1,162 @@
+//! Going back: `git push production :rollback`, `atomdeploy-hook rollback [--to BUILD]`, and
+//! the automatic rollback after a failed health check. Every way back is the same atomic
+//! switch as a deploy, under the same lock.
+//!
+//! Stock git refuses to delete a ref the server does not have, so the bare repository keeps
+//! `refs/heads/rollback` at the commit of the build a rollback would go to: deleting it is the
+//! request, and `git ls-remote production rollback` shows where it would land.
+
+use anyhow::{Context, Result, anyhow};
+use git2::{Oid, Repository};
+
+use crate::builds::{self, BuildName};
+use crate::config::ROLLBACK_BRANCH;
+use crate::history;
+use crate::lock::DeployLock;
+use crate::plan::Plan;
+use crate::report::{self, Reporter};
+use crate::{deploy, switch};
+
+/// Rolls back from the live build to the newest older good build, or to `to`.
+/// `source` names who asked, for the log.
+pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter) -> Result<()> {
+    let layout = &plan.layout;
+    let started_at = builds::utc_now_rfc3339();
+    let mut lock = DeployLock::acquire(&layout.lock_file(), plan.config.lock_timeout, reporter)?;
+    let locked_at = builds::utc_now_rfc3339();
+    switch::check_latest(layout)?;
+    let result = choose_target(plan, to, reporter);
+    let (live, target) = match result {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            // Whatever the reason, the branch should show the truth afterwards.
+            sync_ref(plan, reporter);
+            return Err(err);
+        }
+    };
+    let commit = builds::revision(layout, &target).unwrap_or_default();
+    lock.record(Some(&commit))?;
+    reporter.line(&format!(
+        "atomdeploy: rolling back from builds/{live} to builds/{target}"
+    ));
+    restore(plan, &live, &target, reporter)?;
+    sync_ref(plan, reporter);
+    let summary = format!(
+        "rolled back to builds/{target} ({})",
+        deploy::short_id(&commit)
+    );
+    reporter.line(&summary);
+
+    let entry = history::Entry {
+        started_at,
+        locked_at,
+        finished_at: builds::utc_now_rfc3339(),
+        pid: std::process::id(),
+        refname: source.to_string(),
+        commit,
+        build: Some(target.to_string()),
+        from: Some(live.to_string()),
+        outcome: "rolled back".into(),
+        error: None,
+        steps: Vec::new(),
+        seconds: reporter.elapsed().as_secs_f64(),
+        output: None,
+    };
+    if let Err(e) = history::append(layout, &entry) {
+        reporter.warn(&format!("could not write the deploy log: {e:#}"));
+    }
+    Ok(())
+}
+
+/// `(live, target)`, or `None` when the target is live already.
+fn choose_target(
+    plan: &Plan,
+    to: Option<&str>,
+    reporter: &Reporter,
+) -> Result<Option<(BuildName, BuildName)>> {
+    let layout = &plan.layout;
+    let live = builds::live(layout)
+        .ok_or_else(|| anyhow!("nothing is live yet, so there is nothing to roll back"))?;
+    let target = match to {
+        Some(name) => {
+            let target = BuildName::parse(name)
+                .filter(|b| layout.builds.join(b.to_string()).is_dir())
+                .ok_or_else(|| anyhow!("there is no build `{name}` in builds/ (`atomdeploy-hook builds` lists them)"))?;
+            if target == live {
+                reporter.line(&format!("atomdeploy: builds/{live} is live already; nothing to do"));
+                return Ok(None);
+            }
+            if builds::is_bad(layout, &target) {
+                reporter.warn(&format!("builds/{target} is marked bad; switching to it as asked"));
+            }
+            target
+        }
+        None => builds::rollback_target(layout)?.ok_or_else(|| {
+            anyhow!("there is no build to roll back to: no build older than builds/{live} is left that is not bad")
+        })?,
+    };
+    Ok(Some((live, target)))
+}
+
+/// Switches from `from` (live) to `to`, marking `from` bad when going back in time, then runs
+/// after_switch for `to`. A failing after_switch is reported; `to` stays live.
+pub fn restore(plan: &Plan, from: &BuildName, to: &BuildName, reporter: &Reporter) -> Result<()> {
+    let layout = &plan.layout;
+    if to < from {
+        builds::mark_bad(layout, from).with_context(|| format!("cannot mark builds/{from} bad"))?;
+    }
+    let step = reporter.step("switch");
+    let took = switch::switch(layout, to).context("switch failed")?;
+    reporter.done(
+        step,
+        &format!(
+            "latest -> builds/{to} (rename took {})",
+            report::seconds(took)
+        ),
+    );
+    if !plan.config.after_switch.is_empty() {
+        let step = reporter.step("after_switch");
+        match deploy::run_after_switch(plan, to, reporter) {
+            Ok(()) => {
+                reporter.done(step, "");
+            }
+            Err(err) => reporter.error(&format!("after_switch: {err:#} (builds/{to} stays live)")),
+        }
+    }
+    Ok(())
+}
+
+/// Points `refs/heads/rollback` at the commit of the current rollback target, or deletes it
+/// when there is none. Call under the lock. A failure only warns: the site is unaffected.
+pub fn sync_ref(plan: &Plan, reporter: &Reporter) {
+    if let Err(err) = try_sync_ref(plan) {
+        reporter.warn(&format!(
+            "could not update refs/heads/{ROLLBACK_BRANCH}: {err:#}"
+        ));
+    }
+}
+
+fn try_sync_ref(plan: &Plan) -> Result<()> {
+    let layout = &plan.layout;
+    let repo = Repository::open_bare(&plan.config.repository)?;
+    let refname = format!("refs/heads/{ROLLBACK_BRANCH}");
+    let target = builds::rollback_target(layout)?;
+    match target.and_then(|t| builds::revision(layout, &t).map(|c| (t, c))) {
+        Some((target, commit)) => {
+            let oid = Oid::from_str(&commit)?;
+            repo.reference(
+                &refname,
+                oid,
+                true,
+                &format!("atomdeploy: rollback target builds/{target}"),
+            )?;
+        }
+        None => {
+            if let Ok(mut reference) = repo.find_reference(&refname) {
+                reference.delete()?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Ways back: `git push production :rollback`, `rollback --to`, `replay`, the health check's
+//! automatic rollback, and the views `builds` and `log`.
+
+mod harness;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use harness::{Clone, Server};
+
+/// Deploys one version per name; returns each version's build and commit.
+fn deploy_versions(server: &Server, clone: &Clone, versions: &[&str]) -> Vec<(String, String)> {
+    versions
+        .iter()
+        .map(|v| {
+            clone.set_version(v);
+            clone.write("public/status.txt", "healthy\n");
+            let commit = clone.commit(v);
+            clone.push_main().success();
+            (server.live().unwrap(), commit)
+        })
+        .collect()
+}
+
+/// Where `git push production :rollback` would land, as the developer sees it.
+fn rollback_ref(clone: &Clone) -> Option<String> {
+    let out = clone.git(&["ls-remote", "production", "rollback"]);
+    out.split_whitespace().next().map(str::to_string)
+}
+
+fn builds_json(server: &Server) -> Vec<serde_json::Value> {
+    let out = server.run(&["builds", "--json"]);
+    harness::assert_success(&out, "builds --json");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn state_of(rows: &[serde_json::Value], build: &str) -> String {
+    rows.iter()
+        .find(|r| r["name"] == build)
+        .unwrap_or_else(|| panic!("{build} not listed"))["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn push_rollback_goes_back_one_build_at_a_time_until_git_refuses() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2", "v3"]);
+    assert_eq!(rollback_ref(&clone).as_deref(), Some(v[1].1.as_str()));
+
+    let push = clone.push(&[":rollback"]).success();
+    let line = push.remote_line("rolled back to ").expect("a summary");
+    assert_eq!(
+        line,
+        format!("rolled back to builds/{} ({})", v[1].0, &v[1].1[..7])
+    );
+    assert_eq!(server.live(), Some(v[1].0.clone()));
+    assert!(server.page().contains("v2"));
+    assert_eq!(rollback_ref(&clone).as_deref(), Some(v[0].1.as_str()));
+
+    clone.push(&[":rollback"]).success();
+    assert_eq!(server.live(), Some(v[0].0.clone()));
+    assert!(server.page().contains("v1"));
+    assert_eq!(rollback_ref(&clone), None, "nothing left to go back to");
+
+    // git itself refuses now, and nothing changes.
+    let before = server.state();
+    let refused = clone.push(&[":rollback"]);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("remote ref does not exist"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(server.state(), before);
+
+    // Rolled-back builds are bad, still on disk for inspection.
+    let rows = builds_json(&server);
+    assert_eq!(state_of(&rows, &v[2].0), "bad");
+    assert_eq!(state_of(&rows, &v[1].0), "bad");
+    assert_eq!(state_of(&rows, &v[0].0), "live");
+    let log = server.deploy_log();
+    let last = log.last().unwrap();
+    assert_eq!(last["outcome"], "rolled back");
+    assert_eq!(last["from"], v[1].0.as_str());
+    assert_eq!(last["build"], v[0].0.as_str());
+
+    // A normal push deploys as usual afterwards, and its cleanup removes the bad builds.
+    let v4 = deploy_versions(&server, &clone, &["v4"]);
+    assert!(server.page().contains("v4"));
+    assert_eq!(server.builds(), [v[0].0.clone(), v4[0].0.clone()]);
+    assert_eq!(rollback_ref(&clone).as_deref(), Some(v[0].1.as_str()));
+}
+
+#[test]
+fn bad_builds_are_never_rollback_targets() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2", "v3", "v4"]);
+    clone.push(&[":rollback"]).success(); // v4 bad, v3 live
+    clone.push(&[":rollback"]).success(); // v3 bad, v2 live
+
+    // Forward to a bad build on purpose: allowed, with a warning; v2 is not marked bad.
+    let out = server.run(&["rollback", "--to", &v[3].0]);
+    harness::assert_success(&out, "rollback --to");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("warning: builds/{} is marked bad", v[3].0))
+    );
+    assert!(server.page().contains("v4"));
+
+    // From v4 the next rollback skips bad v3 and lands on v2.
+    assert_eq!(rollback_ref(&clone).as_deref(), Some(v[1].1.as_str()));
+    clone.push(&[":rollback"]).success();
+    assert_eq!(server.live(), Some(v[1].0.clone()));
+}
+
+#[test]
+fn cleanup_counts_only_good_builds_and_removes_bad_ones() {
+    let server = Server::builder().config("keep_builds", "2").install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2", "v3"]);
+    assert_eq!(server.builds(), [v[1].0.clone(), v[2].0.clone()]);
+    clone.push(&[":rollback"]).success(); // v3 bad, v2 live
+    // Rollbacks do not clean up: the bad build stays for inspection.
+    assert_eq!(server.builds(), [v[1].0.clone(), v[2].0.clone()]);
+
+    let v4 = deploy_versions(&server, &clone, &["v4"]);
+
+    assert_eq!(server.builds(), [v[1].0.clone(), v4[0].0.clone()]);
+    assert!(
+        !server
+            .root
+            .join(".atomdeploy/output")
+            .join(format!("{}.log", v[2].0))
+            .exists()
+    );
+}
+
+#[test]
+fn rollback_to_a_missing_build_is_refused_and_changes_nothing() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    deploy_versions(&server, &clone, &["v1", "v2"]);
+    let before = server.state();
+
+    for name in ["20200101-000000", "../../etc", "latest"] {
+        let out = server.run(&["rollback", "--to", name]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: there is no build"), "{stderr}");
+        assert_eq!(server.state(), before);
+    }
+}
+
+#[test]
+fn rollback_with_nothing_older_is_refused() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    deploy_versions(&server, &clone, &["v1"]);
+    let before = server.state();
+
+    let out = server.run(&["rollback"]);
+
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error: there is no build to roll back to")
+    );
+    assert_eq!(server.state(), before);
+}
+
+#[test]
+fn replay_makes_a_new_build_of_the_live_commit_or_of_any_revision() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2"]);
+
+    let out = server.run(&["replay"]);
+    harness::assert_success(&out, "replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("==> composer") && stderr.contains("deployed "),
+        "{stderr}"
+    );
+    let replayed = server.live().unwrap();
+    assert_ne!(replayed, v[1].0, "a new build");
+    assert_eq!(server.live_revision(), v[1].1);
+    assert_eq!(server.builds().len(), 3);
+
+    // A server that lost application/ gets it back.
+    fs::remove_dir_all(server.root.join("application")).unwrap();
+    let out = server.run(&["replay", &v[0].1[..10]]);
+    harness::assert_success(&out, "replay REV");
+    assert_eq!(server.live_revision(), v[0].1);
+    assert!(server.page().contains("v1"));
+    assert!(server.latest().join("vendor/autoload.php").is_file());
+
+    let out = server.run(&["replay", "no-such-rev"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: `no-such-rev` is not a revision")
+    );
+}
+
+#[test]
+fn builds_lists_every_build_and_failed_deploys_with_their_error() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2"]);
+    server.set_config("before_switch", "['echo no >&2; exit 4']");
+    clone.set_version("v3");
+    let failed_commit = clone.commit("v3");
+    clone.push_main().deploy_failed();
+
+    let rows = builds_json(&server);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // Newest first: the failed attempt, then v2 (live), then v1 (rollback target).
+    assert_eq!(rows[0]["name"], serde_json::Value::Null);
+    assert_eq!(rows[0]["state"], "failed");
+    assert_eq!(rows[0]["commit"], failed_commit.as_str());
+    assert!(
+        rows[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("before_switch failed"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1]["name"], v[1].0.as_str());
+    assert_eq!(rows[1]["state"], "live");
+    assert_eq!(rows[1]["commit"], v[1].1.as_str());
+    assert_eq!(rows[1]["ref"], "refs/heads/main");
+    assert!(
+        rows[1]["size_bytes"].as_u64().unwrap() > 10_000,
+        "vendor/ and all: {rows:?}"
+    );
+    assert_eq!(rows[2]["state"], "rollback target");
+    assert!(rows[2]["deployed_at"].as_str().unwrap() < rows[1]["deployed_at"].as_str().unwrap());
+
+    let out = server.run(&["builds"]);
+    harness::assert_success(&out, "builds");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("BUILD"), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&v[1].0) && l.contains(&v[1].1[..7]) && l.contains("live")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&v[0].0) && l.contains("rollback target")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("error: before_switch failed")),
+        "{table}"
+    );
+}
+
+#[test]
+fn log_shows_the_full_output_of_a_deploy() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1"]);
+    server.set_config("before_switch", "['echo about to fail; exit 4']");
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone.push_main().deploy_failed();
+
+    // Default: the latest attempt, here the failed one, with its error.
+    let out = server.run(&["log"]);
+    harness::assert_success(&out, "log");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("==> before_switch") && text.contains("    about to fail"),
+        "{text}"
+    );
+    assert!(text.contains("error: before_switch failed"), "{text}");
+
+    // A build's own deploy, as its pusher saw it.
+    let out = server.run(&["log", &v[0].0]);
+    harness::assert_success(&out, "log BUILD");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("    post-install script ran"), "{text}");
+    assert!(
+        text.contains(&format!("deployed {} as builds/{}", &v[0].1[..7], v[0].0)),
+        "{text}"
+    );
+
+    let out = server.run(&["log", "20200101-000000"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no output is kept for builds/20200101-000000")
+    );
+}
+
+#[test]
+fn a_failing_health_command_rolls_back_automatically() {
+    let server = Server::builder()
+        .config("healthcheck", "{command: 'grep -q healthy latest/public/status.txt && test -d \"$ATOMDEPLOY_BUILD\"', retries: 2, interval: 0.05}")
+        .install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1"]);
+
+    clone.set_version("v2");
+    clone.write("public/status.txt", "sick\n");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains(&format!("rolled back to builds/{}", v[0].0))
+            && error.contains("health check failed"),
+        "{error}"
+    );
+    assert_eq!(
+        push.stderr.matches("failed: `grep -q healthy").count(),
+        3,
+        "3 attempts:\n{}",
+        push.stderr
+    );
+    assert_eq!(server.live(), Some(v[0].0.clone()));
+    assert!(server.page().contains("v1"));
+    let rows = builds_json(&server);
+    let sick = rows
+        .iter()
+        .find(|r| r["name"] != v[0].0.as_str() && r["name"].is_string())
+        .unwrap();
+    assert_eq!(sick["state"], "bad");
+    assert_eq!(server.deploy_log().last().unwrap()["outcome"], "unhealthy");
+    assert_eq!(rollback_ref(&clone), None);
+}
+
+/// A tiny web server that answers 200 while the live build's status.txt says healthy, 503
+/// otherwise. Stands in for the site's own web server; the live build decides the answer.
+fn status_server(latest: PathBuf) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/status", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let healthy = fs::read_to_string(latest.join("public/status.txt"))
+                .is_ok_and(|s| s.trim() == "healthy");
+            let status = if healthy {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_failing_health_url_rolls_back_and_a_passing_one_keeps_the_build() {
+    let server = Server::install();
+    let url = status_server(server.latest());
+    server.set_config(
+        "healthcheck",
+        &format!("{{url: '{url}', retries: 1, interval: 0.05, timeout: 5}}"),
+    );
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2"]);
+    assert!(
+        server.page().contains("v2"),
+        "a passing check keeps the new build"
+    );
+
+    clone.set_version("v3");
+    clone.write("public/status.txt", "sick\n");
+    clone.commit("v3");
+    let push = clone.push_main().deploy_failed();
+
+    push.stderr_has("answered 503");
+    assert_eq!(server.live(), Some(v[1].0.clone()));
+    assert!(server.page().contains("v2"));
+    assert_eq!(rollback_ref(&clone).as_deref(), Some(v[0].1.as_str()));
+}
