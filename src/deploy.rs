@@ -124,34 +124,24 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         })
         .collect();
     let result = match result {
-        Ok(done) => {
-            entry.build = Some(done.build.to_string());
-            match done.problem {
-                Problem::None => {
-                    entry.outcome = "deployed".into();
-                    reporter.line(&format!(
-                        "deployed {short} as builds/{} in {:.2}s",
-                        done.build,
-                        reporter.elapsed().as_secs_f64()
-                    ));
-                    Ok(())
-                }
+        Ok(Deployed {
+            build,
+            problem: Problem::Unhealthy(err),
+        }) => {
+            entry.build = Some(build.to_string());
+            entry.outcome = "unhealthy".into();
+            Err(err)
+        }
+        Ok(Deployed { build, problem }) => {
+            entry.build = Some(build.to_string());
+            entry.outcome = "deployed".into();
+            let took = reporter.elapsed().as_secs_f64();
+            reporter.line(&format!("deployed {short} as builds/{build} in {took:.2}s"));
+            match problem {
                 Problem::AfterSwitch(err) => {
-                    entry.outcome = "deployed".into();
-                    reporter.line(&format!(
-                        "deployed {short} as builds/{} in {:.2}s",
-                        done.build,
-                        reporter.elapsed().as_secs_f64()
-                    ));
-                    Err(err.context(format!(
-                        "after_switch failed; builds/{} is live",
-                        done.build
-                    )))
+                    Err(err.context(format!("after_switch failed; builds/{build} is live")))
                 }
-                Problem::Unhealthy(err) => {
-                    entry.outcome = "unhealthy".into();
-                    Err(err)
-                }
+                _ => Ok(()),
             }
         }
         Err(err) => {
@@ -349,10 +339,8 @@ fn pipeline(
             Ok(()) => {
                 reporter.done(step, "");
             }
-            Err(err) => {
-                reporter.error(&format!("after_switch: {err:#} (builds/{name} stays live)"));
-                problem = Problem::AfterSwitch(err);
-            }
+            // Reported once, as the deploy's last line, after the summary.
+            Err(err) => problem = Problem::AfterSwitch(err),
         }
     }
 

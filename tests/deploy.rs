@@ -512,12 +512,49 @@ fn a_failing_after_switch_command_is_reported_but_the_build_stays_live() {
     let push = clone.push(&["main"]);
 
     assert!(push.stderr.contains("remote: deployed "), "{}", push.stderr);
-    let error = push.remote_line("error: ").expect("an error line");
+    // One error line, the last thing the pusher reads.
+    assert_eq!(
+        push.stderr.matches("remote: error:").count(),
+        1,
+        "{}",
+        push.stderr
+    );
+    let hook_lines: Vec<&str> = push
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("remote: "))
+        .collect();
+    let last = hook_lines.last().unwrap();
     assert!(
-        error.contains("after_switch") && error.contains("exit status 7"),
-        "{error}"
+        last.starts_with("remote: error: after_switch failed; builds/")
+            && last.contains("exit status 7"),
+        "{last}"
     );
     assert_eq!(server.live_revision(), clone.head());
+}
+
+#[test]
+fn a_command_that_leaves_a_process_in_the_background_does_not_hold_the_deploy() {
+    // A worker started with `&` keeps the output pipe open as long as it runs.
+    let pidfile = "$ATOMDEPLOY_ROOT/worker.pid";
+    let server = Server::builder()
+        .config(
+            "after_switch",
+            &format!("['sh -c \"echo \\$$ > {pidfile}; exec sleep 300\" &']"),
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+
+    clone.push_main().success();
+
+    // The push is over while the worker still runs: the deploy did not wait for it.
+    let pid = fs::read_to_string(server.root.join("worker.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let alive = Path::new("/proc").join(&pid).exists();
+    let _ = std::process::Command::new("kill").arg(&pid).status();
+    assert!(alive, "the background worker should still be running");
 }
 
 #[test]
