@@ -297,6 +297,85 @@ mod tests {
         );
     }
 
+    /// A deploy root holding the named builds, `latest` pointing at `live`.
+    fn root_with(builds: &[&str], live: &str) -> (tempfile::TempDir, Layout) {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        for build in builds {
+            std::fs::create_dir_all(layout.builds.join(build)).unwrap();
+            std::fs::write(
+                layout.builds.join(build).join("REVISION"),
+                format!("{build}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(&layout.state).unwrap();
+        std::os::unix::fs::symlink(format!("builds/{live}"), &layout.latest).unwrap();
+        (tmp, layout)
+    }
+
+    fn names(layout: &Layout) -> Vec<String> {
+        list(layout)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn cleanup_never_removes_the_live_build_even_when_it_is_the_oldest() {
+        let all = [
+            "20260101-000000",
+            "20260102-000000",
+            "20260103-000000",
+            "20260104-000000",
+        ];
+        let (_tmp, layout) = root_with(&all, all[0]);
+        let removed = cleanup(&layout, 1).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert_eq!(names(&layout), [all[0], all[3]]);
+        assert!(
+            std::fs::read_dir(layout.trash()).unwrap().next().is_none(),
+            "trash emptied"
+        );
+    }
+
+    #[test]
+    fn bad_builds_do_not_count_toward_keep_and_are_removed_unless_live() {
+        let all = [
+            "20260101-000000",
+            "20260102-000000",
+            "20260103-000000",
+            "20260104-000000",
+        ];
+        let (_tmp, layout) = root_with(&all, all[2]);
+        mark_bad(&layout, &name(all[3])).unwrap();
+        mark_bad(&layout, &name(all[2])).unwrap();
+        // Live and bad: kept. Newest: bad, removed. Two good ones kept for keep=2.
+        cleanup(&layout, 2).unwrap();
+        assert_eq!(names(&layout), [all[0], all[1], all[2]]);
+        assert!(
+            !layout.meta_file(all[3]).exists(),
+            "its record went with it"
+        );
+    }
+
+    #[test]
+    fn the_rollback_target_is_the_newest_older_good_build() {
+        let all = [
+            "20260101-000000",
+            "20260102-000000",
+            "20260103-000000",
+            "20260104-000000",
+        ];
+        let (_tmp, layout) = root_with(&all, all[2]);
+        assert_eq!(rollback_target(&layout).unwrap(), Some(name(all[1])));
+        mark_bad(&layout, &name(all[1])).unwrap();
+        assert_eq!(rollback_target(&layout).unwrap(), Some(name(all[0])));
+        mark_bad(&layout, &name(all[0])).unwrap();
+        assert_eq!(rollback_target(&layout).unwrap(), None);
+    }
+
     #[test]
     fn a_clock_that_went_back_still_gives_the_newest_name() {
         let now = datetime!(2026-11-26 03:24:00 UTC);

@@ -4,6 +4,8 @@
 //! is incremental). Its index lives in the state folder, not in the bare repository, so the
 //! repository stays an ordinary bare repository for git's own tools.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -23,6 +25,8 @@ pub struct Checkout {
     pub removed: usize,
     /// Tracked files that had been edited on the server; their edits are gone now.
     pub overwritten: Vec<String>,
+    /// Symlinks made on the server where the commit has a file or a directory; removed.
+    pub unlinked: Vec<String>,
 }
 
 pub fn checkout(
@@ -41,10 +45,7 @@ pub fn checkout(
     repo.set_index(&mut index)?;
 
     let tree = repo.find_commit(commit)?.tree()?;
-    let mut result = Checkout {
-        files: count_files(&tree)?,
-        ..Checkout::default()
-    };
+    let mut result = Checkout::default();
     let diff = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
     for delta in diff.deltas() {
         // The diff runs from the new tree to the old index, so its sides are swapped.
@@ -56,6 +57,8 @@ pub fn checkout(
     }
 
     result.overwritten = edited_on_server(&repo, &index)?;
+    (result.unlinked, result.files) =
+        clear_symlinks_in_the_way(&repo, &tree, &index, &layout.application)?;
 
     let bar = reporter.progress(result.files as u64, "checking out");
     let mut builder = CheckoutBuilder::new();
@@ -95,13 +98,65 @@ fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<String>> {
         .collect())
 }
 
-fn count_files(tree: &git2::Tree) -> Result<usize> {
-    let mut count = 0;
-    tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+/// Removes every symlink in `app` that stands where the commit has a file or a directory.
+///
+/// libgit2 does not replace a symlink with a directory: it writes the directory's files
+/// through the link, wherever it points (a tracked `public/uploads -> ../../shared/uploads`
+/// that becomes a directory would overwrite uploads in shared/). Removing a link loses
+/// nothing; what it points to is left alone. Returns the links git did not track, and the
+/// number of files in the commit (counted in the same walk).
+fn clear_symlinks_in_the_way(
+    repo: &Repository,
+    tree: &git2::Tree,
+    index: &Index,
+    app: &Path,
+) -> Result<(Vec<String>, usize)> {
+    let mut untracked = Vec::new();
+    let mut files = 0;
+    walk(repo, tree, &mut Vec::new(), &mut |relative, entry| {
         if entry.kind() != Some(git2::ObjectType::Tree) {
-            count += 1;
+            files += 1;
         }
-        git2::TreeWalkResult::Ok
+        if entry.filemode() == LINK_MODE {
+            return Ok(());
+        }
+        let relative = Path::new(OsStr::from_bytes(relative));
+        let path = app.join(relative);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove the symlink {}", path.display()))?;
+            if index
+                .get_path(relative, 0)
+                .is_none_or(|e| e.mode != LINK_MODE as u32)
+            {
+                untracked.push(relative.to_string_lossy().into_owned());
+            }
+        }
+        Ok(())
     })?;
-    Ok(count)
+    Ok((untracked, files))
+}
+
+const LINK_MODE: i32 = 0o120000;
+
+/// Visits every entry of `tree`, parents before children, with its path as bytes. (git2's
+/// own walk gives up on directory names that are not UTF-8, which git allows.)
+fn walk(
+    repo: &Repository,
+    tree: &git2::Tree,
+    prefix: &mut Vec<u8>,
+    visit: &mut impl FnMut(&[u8], &git2::TreeEntry) -> Result<()>,
+) -> Result<()> {
+    for entry in tree.iter() {
+        let len = prefix.len();
+        prefix.extend_from_slice(entry.name_bytes());
+        visit(prefix, &entry)?;
+        if entry.kind() == Some(git2::ObjectType::Tree) {
+            let subtree = repo.find_tree(entry.id())?;
+            prefix.push(b'/');
+            walk(repo, &subtree, prefix, visit)?;
+        }
+        prefix.truncate(len);
+    }
+    Ok(())
 }

@@ -250,6 +250,12 @@ fn pipeline(
             co.overwritten.join(", ")
         ));
     }
+    if !co.unlinked.is_empty() {
+        reporter.warn(&format!(
+            "removed symlinks made on the server in application/ where the commit has files: {}",
+            co.unlinked.join(", ")
+        ));
+    }
     reporter.done(
         step,
         &format!(

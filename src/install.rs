@@ -27,6 +27,7 @@ pub fn install(args: &Install) -> Result<()> {
     }
     let remote_url = remote_url(args.url, args.repo)?;
 
+    refuse_other_repository(args.root, args.repo)?;
     fs::create_dir_all(args.root)
         .with_context(|| format!("cannot create {}", args.root.display()))?;
     let root = fs::canonicalize(args.root)?;
@@ -62,6 +63,37 @@ pub fn install(args: &Install) -> Result<()> {
     println!("    git remote add production {remote_url}");
     println!("    git push production {}", args.branch);
     Ok(())
+}
+
+/// An existing deploy.yml that deploys another repository would make pushes to `repo` deploy
+/// that other one: refuse before anything is written.
+fn refuse_other_repository(root: &Path, repo: &Path) -> Result<()> {
+    let config_file = Layout::new(root).config_file;
+    let Ok(text) = fs::read_to_string(&config_file) else {
+        return Ok(());
+    };
+    let root = fs::canonicalize(root)?;
+    let config = crate::config::parse(&text, &config_file, &root)?;
+    if !same_path(&config.repository, repo) {
+        bail!(
+            "{} deploys {}, not {}; edit its `repository:` or install with --repo {}",
+            config_file.display(),
+            config.repository.display(),
+            repo.display(),
+            config.repository.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same place, whether or not it exists yet.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    resolve(a) == resolve(b)
 }
 
 /// The URL developers add as a remote: `--url` if given (ssh `user@host:path`, `ssh://…`),

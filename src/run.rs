@@ -2,7 +2,9 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
 
 use crate::cli::{Cli, Command};
 use crate::plan::Plan;
@@ -28,6 +30,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 .read_to_string(&mut input)
                 .context("cannot read the pushed refs from stdin")?;
             let plan = Plan::load(&root.root)?;
+            // git runs hooks in the repository that received the push.
+            if let Some(git_dir) = std::env::var_os("GIT_DIR")
+                && !install::same_path(Path::new(&git_dir), &plan.config.repository)
+            {
+                bail!(
+                    "this hook runs for {}, but {} deploys {}; fix its `repository:`",
+                    std::fs::canonicalize(&git_dir)
+                        .unwrap_or_else(|_| git_dir.into())
+                        .display(),
+                    plan.layout.config_file.display(),
+                    plan.config.repository.display()
+                );
+            }
             let reporter = Reporter::new(Output::detect(true));
             deploy::post_receive(&plan, &input, &reporter)
         }

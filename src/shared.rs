@@ -5,7 +5,7 @@
 //! is then swapped for a relative symlink.
 
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -22,17 +22,31 @@ pub enum Linked {
 
 /// Links every entry into `build`, a directory exactly two levels below the deploy root
 /// (`builds/<name>` or a build in the making in the state folder).
+///
+/// Every entry is checked before any is touched, so that a refused entry leaves shared/ as it
+/// was. Seeding then moves the build's copy into shared/ in one rename per entry: an entry is
+/// in the build or in shared/, never half in each.
 pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Result<Vec<Linked>> {
+    let planned = entries
+        .iter()
+        .map(|entry| plan(layout, build, entry).with_context(|| format!("shared entry `{entry}`")))
+        .collect::<Result<Vec<_>>>()?;
     entries
         .iter()
-        .map(|entry| link(layout, build, entry).with_context(|| format!("shared entry `{entry}`")))
+        .zip(planned)
+        .map(|(entry, linked)| {
+            apply(layout, build, entry, &linked)
+                .map(|()| linked)
+                .with_context(|| format!("shared entry `{entry}`"))
+        })
         .collect()
 }
 
-fn link(layout: &Layout, build: &Path, entry: &SharedEntry) -> Result<Linked> {
+/// What linking `entry` will do, or why it cannot be done. Touches nothing.
+fn plan(layout: &Layout, build: &Path, entry: &SharedEntry) -> Result<Linked> {
     let in_build = build.join(&entry.path);
     let in_shared = layout.shared.join(&entry.path);
-    ensure_real_parents(build, &entry.path)?;
+    check_parents(build, &entry.path)?;
     let build_copy = fs::symlink_metadata(&in_build).ok();
     if let Some(meta) = &build_copy {
         if meta.file_type().is_symlink() {
@@ -51,8 +65,7 @@ fn link(layout: &Layout, build: &Path, entry: &SharedEntry) -> Result<Linked> {
             );
         }
     }
-
-    let outcome = match fs::symlink_metadata(&in_shared) {
+    match fs::symlink_metadata(&in_shared) {
         Ok(meta) => {
             let is_dir = fs::metadata(&in_shared)
                 .map(|m| m.is_dir())
@@ -65,32 +78,35 @@ fn link(layout: &Layout, build: &Path, entry: &SharedEntry) -> Result<Linked> {
                     kind(entry.is_dir)
                 );
             }
-            Linked::Existing
+            Ok(Linked::Existing)
         }
-        Err(_) => {
-            if let Some(parent) = in_shared.parent() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
-            }
-            if build_copy.is_some() {
-                // One rename: the entry is in the build or in shared/, never half in each.
-                fs::rename(&in_build, &in_shared)
-                    .with_context(|| format!("cannot seed {}", in_shared.display()))?;
-                Linked::SeededFromBuild
-            } else if entry.is_dir {
-                fs::create_dir(&in_shared)
-                    .with_context(|| format!("cannot create {}", in_shared.display()))?;
-                Linked::CreatedEmpty
-            } else {
-                bail!(
-                    "{} does not exist and the commit has no {} to seed it from; create it on the server",
-                    in_shared.display(),
-                    entry.path.display()
-                );
-            }
-        }
-    };
+        Err(_) if build_copy.is_some() => Ok(Linked::SeededFromBuild),
+        Err(_) if entry.is_dir => Ok(Linked::CreatedEmpty),
+        Err(_) => bail!(
+            "{} does not exist and the commit has no {} to seed it from; create it on the server",
+            in_shared.display(),
+            entry.path.display()
+        ),
+    }
+}
 
+fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) -> Result<()> {
+    let in_build = build.join(&entry.path);
+    let in_shared = layout.shared.join(&entry.path);
+    if *linked != Linked::Existing
+        && let Some(parent) = in_shared.parent()
+    {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match linked {
+        Linked::Existing => {}
+        Linked::SeededFromBuild => fs::rename(&in_build, &in_shared)
+            .with_context(|| format!("cannot seed {}", in_shared.display()))?,
+        Linked::CreatedEmpty => fs::create_dir(&in_shared)
+            .with_context(|| format!("cannot create {}", in_shared.display()))?,
+    }
+    make_parents(build, &entry.path)?;
     match fs::symlink_metadata(&in_build) {
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(&in_build)?,
         Ok(_) => fs::remove_file(&in_build)?,
@@ -98,33 +114,37 @@ fn link(layout: &Layout, build: &Path, entry: &SharedEntry) -> Result<Linked> {
     }
     std::os::unix::fs::symlink(link_target(&entry.path), &in_build)
         .with_context(|| format!("cannot link {}", in_build.display()))?;
-    Ok(outcome)
+    Ok(())
 }
 
-/// Creates the directories above an entry inside the build, refusing to pass through a
-/// symlink that the commit put there (it could point anywhere on the server).
-fn ensure_real_parents(build: &Path, entry: &Path) -> Result<()> {
+/// Refuses an entry whose parents in the build are not directories: a symlink there (from
+/// the commit) could point anywhere on the server, and linking through it would write there.
+fn check_parents(build: &Path, entry: &Path) -> Result<()> {
     let mut dir = build.to_path_buf();
-    let parents: Vec<Component> = entry
-        .parent()
-        .map(|p| p.components().collect())
-        .unwrap_or_default();
-    for part in parents {
+    for part in entry.parent().into_iter().flat_map(Path::components) {
         dir.push(part);
+        let shown = dir.strip_prefix(build).unwrap_or(&dir).display();
         match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_symlink() => bail!(
-                "the commit has a symlink at {}; shared entries are never linked through one",
-                dir.strip_prefix(build).unwrap_or(&dir).display()
-            ),
-            Ok(meta) if !meta.is_dir() => bail!(
-                "the commit has a file at {} where a directory is needed",
-                dir.strip_prefix(build).unwrap_or(&dir).display()
-            ),
-            Ok(_) => {}
-            Err(_) => {
-                fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?
+            Ok(meta) if meta.file_type().is_symlink() => {
+                bail!(
+                    "the commit has a symlink at {shown}; shared entries are never linked through one"
+                )
             }
+            Ok(meta) if !meta.is_dir() => {
+                bail!("the commit has a file at {shown} where a directory is needed")
+            }
+            Ok(_) => {}
+            Err(_) => break, // created by make_parents, below anything the commit has
         }
+    }
+    Ok(())
+}
+
+/// Creates the directories above an entry that the build does not have yet.
+fn make_parents(build: &Path, entry: &Path) -> Result<()> {
+    if let Some(parent) = entry.parent() {
+        let dir = build.join(parent);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     Ok(())
 }

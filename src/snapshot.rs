@@ -77,7 +77,9 @@ pub fn snapshot(layout: &Layout, commit: &str, reporter: &Reporter) -> Result<Sn
         let copied = if kind.is_dir() {
             fs::create_dir(&dest).map(|_| dir_modes.push((dest.clone(), meta.permissions())))
         } else if kind.is_symlink() {
-            fs::read_link(entry.path()).and_then(|target| std::os::unix::fs::symlink(target, &dest))
+            fs::read_link(entry.path()).and_then(|target| {
+                std::os::unix::fs::symlink(within_build(&target, source, relative), &dest)
+            })
         } else if kind.is_file() {
             copy_file(entry.path(), &dest, &meta).map(|bytes| {
                 snapshot.files += 1;
@@ -97,13 +99,55 @@ pub fn snapshot(layout: &Layout, commit: &str, reporter: &Reporter) -> Result<Sn
     for (path, permissions) in dir_modes.into_iter().rev() {
         fs::set_permissions(&path, permissions)?;
     }
-    fs::write(snapshot.path().join("REVISION"), format!("{commit}\n"))
-        .context("cannot write REVISION")?;
+    write_revision(snapshot.path(), commit, reporter).context("cannot write REVISION")?;
     // The web server reads the build as another user: give it application/'s mode, not
     // the 0700 of a fresh temporary directory.
     let mode = fs::metadata(source)?.permissions().mode();
     fs::set_permissions(snapshot.path(), Permissions::from_mode(mode))?;
     Ok(snapshot)
+}
+
+/// A link made in application/ with an absolute target inside it (as `php artisan
+/// storage:link` makes them) would tie the build to the working copy, which the next deploy
+/// rewrites before its switch. It is made relative, pointing at the same file in the build.
+fn within_build(target: &Path, app: &Path, link: &Path) -> PathBuf {
+    match target.strip_prefix(app) {
+        Ok(inside) if target.is_absolute() => {
+            let depth = link.components().count().saturating_sub(1);
+            let mut relative: PathBuf = std::iter::repeat_n("..", depth).collect();
+            relative.push(inside);
+            if relative.as_os_str().is_empty() {
+                relative.push(".");
+            }
+            relative
+        }
+        _ => target.to_path_buf(),
+    }
+}
+
+/// Writes the commit id to `REVISION`, replacing whatever the commit had there without
+/// following it: a `REVISION` symlink in the commit must not redirect the write.
+fn write_revision(build: &Path, commit: &str, reporter: &Reporter) -> io::Result<()> {
+    let path = build.join("REVISION");
+    match fs::symlink_metadata(&path) {
+        Ok(meta) => {
+            reporter
+                .warn("the commit has its own REVISION; it is replaced by the deployed commit id");
+            if meta.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&path)?;
+    io::Write::write_all(&mut file, format!("{commit}\n").as_bytes())
 }
 
 /// Contents, mode and modification time; the copy itself goes through `io::copy`, which uses
@@ -120,4 +164,52 @@ fn copy_file(from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<u64> {
     dst.set_permissions(meta.permissions())?;
     dst.set_modified(meta.modified()?)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_links_into_the_app_become_relative() {
+        let app = Path::new("/srv/app/application");
+        let link = Path::new("public/storage");
+        assert_eq!(
+            within_build(
+                Path::new("/srv/app/application/storage/app/public"),
+                app,
+                link
+            ),
+            Path::new("../storage/app/public")
+        );
+        assert_eq!(
+            within_build(Path::new("/srv/app/application/x"), app, Path::new("top")),
+            Path::new("x")
+        );
+        assert_eq!(
+            within_build(
+                Path::new("/srv/app/application"),
+                app,
+                Path::new("a/b/self")
+            ),
+            Path::new("../..")
+        );
+        assert_eq!(
+            within_build(Path::new("/srv/app/application"), app, Path::new("self")),
+            Path::new(".")
+        );
+        // Anything else is kept as it is.
+        assert_eq!(
+            within_build(Path::new("/usr/share/php"), app, link),
+            Path::new("/usr/share/php")
+        );
+        assert_eq!(
+            within_build(Path::new("../shared/x"), app, link),
+            Path::new("../shared/x")
+        );
+        assert_eq!(
+            within_build(Path::new("/srv/app/application-old/x"), app, link),
+            Path::new("/srv/app/application-old/x")
+        );
+    }
 }

@@ -321,26 +321,180 @@ fn a_shared_file_missing_everywhere_fails_the_deploy_and_names_it() {
 
 #[test]
 fn a_symlink_in_the_commit_at_a_shared_path_is_never_followed() {
-    let server = Server::builder()
-        .config("shared", "[.env, storage/]")
-        .install();
+    // The entry itself is a link in the commit.
+    let server = Server::builder().config("shared", "[.env]").install();
     let clone = server.clone_fixture("example-app");
-    fs::remove_dir_all(clone.path.join("storage")).unwrap();
-    std::os::unix::fs::symlink("/etc", clone.path.join("storage")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", clone.path.join(".env")).unwrap();
-    clone.commit("hostile links");
-
-    clone.push_main().deploy_failed().stderr_has("symlink");
-
-    assert_eq!(server.live(), None);
+    clone.commit("hostile .env");
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("the commit has a symlink at .env");
     assert!(
         harness::tree_listing(&server.root.join("shared")).is_empty(),
         "nothing may be read into shared/"
     );
+
+    // A parent of the entry is a link in the commit; shared/ already has the entry.
+    let server = Server::builder()
+        .config("shared", "[storage/sessions/]")
+        .install();
+    fs::create_dir_all(server.root.join("shared/storage/sessions")).unwrap();
+    fs::write(server.root.join("shared/storage/sessions/sess_1"), "user").unwrap();
+    let outside = server.base().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let clone = server.clone_fixture("example-app");
+    fs::remove_dir_all(clone.path.join("storage")).unwrap();
+    std::os::unix::fs::symlink(&outside, clone.path.join("storage")).unwrap();
+    clone.commit("hostile storage");
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("the commit has a symlink at storage;");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+    assert_eq!(
+        fs::read_to_string(server.root.join("shared/storage/sessions/sess_1")).unwrap(),
+        "user"
+    );
+    assert!(server.builds().is_empty());
 }
 
 #[test]
-fn keep_builds_removes_the_oldest_builds_but_never_the_live_one() {
+fn a_refused_shared_entry_leaves_shared_untouched() {
+    // storage/ could be seeded, but .env cannot: nothing at all may move.
+    let server = Server::builder()
+        .config("shared", "[storage/, .env]")
+        .install();
+    let clone = server.clone_fixture("example-app");
+    clone.write("storage/seed.txt", "from git\n");
+    clone.commit("seed");
+
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("shared/.env does not exist");
+
+    assert!(harness::tree_listing(&server.root.join("shared")).is_empty());
+}
+
+#[test]
+fn a_symlink_that_becomes_a_directory_never_writes_through_the_old_link() {
+    let server = Server::builder().config("composer", "false").install();
+    fs::create_dir(server.root.join("shared/uploads")).unwrap();
+    fs::write(server.root.join("shared/uploads/avatar.png"), "USER DATA").unwrap();
+    let clone = server.empty_clone("links");
+    clone.write("public/index.php", "<?php echo 'links';\n");
+    std::os::unix::fs::symlink("../../shared/uploads", clone.path.join("public/uploads")).unwrap();
+    clone.commit("uploads is a link");
+    clone.push_main().success();
+
+    fs::remove_file(clone.path.join("public/uploads")).unwrap();
+    clone.write("public/uploads/avatar.png", "placeholder from git");
+    clone.commit("uploads is a directory");
+    clone.push_main().success();
+
+    assert_eq!(
+        fs::read_to_string(server.root.join("shared/uploads/avatar.png")).unwrap(),
+        "USER DATA"
+    );
+    let uploads = server.latest().join("public/uploads");
+    assert!(
+        fs::symlink_metadata(&uploads).unwrap().is_dir(),
+        "a real directory, as in the commit"
+    );
+    assert_eq!(
+        server.read_live("public/uploads/avatar.png"),
+        "placeholder from git"
+    );
+}
+
+#[test]
+fn a_symlink_made_on_the_server_in_application_is_not_written_through() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("links");
+    clone.write("public/index.php", "<?php echo 'links';\n");
+    clone.commit("v1");
+    clone.push_main().success();
+    let outside = server.base().join("outside");
+    fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, server.root.join("application/public/assets")).unwrap();
+
+    clone.write("public/assets/app.css", "body {}");
+    clone.commit("assets");
+    let push = clone.push_main().success();
+
+    let warning = push
+        .remote_line("warning: removed symlinks made on the server")
+        .unwrap_or_else(|| panic!("no warning:\n{}", push.stderr));
+    assert!(warning.contains("public/assets"), "{warning}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(server.read_live("public/assets/app.css"), "body {}");
+}
+
+#[test]
+fn a_revision_symlink_in_the_commit_cannot_redirect_the_write() {
+    let server = Server::builder().config("shared", "[.env]").install();
+    fs::write(server.root.join("shared/.env"), "APP_KEY=precious\n").unwrap();
+    let clone = server.clone_fixture("example-app");
+    std::os::unix::fs::symlink(server.root.join("shared/.env"), clone.path.join("REVISION"))
+        .unwrap();
+    let commit = clone.commit("hostile REVISION");
+
+    clone
+        .push_main()
+        .success()
+        .stderr_has("warning: the commit has its own REVISION");
+
+    assert_eq!(
+        fs::read_to_string(server.root.join("shared/.env")).unwrap(),
+        "APP_KEY=precious\n"
+    );
+    assert!(
+        !fs::symlink_metadata(server.latest().join("REVISION"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(server.live_revision(), commit);
+}
+
+#[test]
+fn absolute_links_into_application_are_made_relative_in_the_build() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("links");
+    clone
+        .write("public/index.php", "<?php echo 'links';\n")
+        .write("storage/app/public/logo.txt", "v1");
+    clone.commit("v1");
+    clone.push_main().success();
+    // What `php artisan storage:link` makes: an absolute link into the working copy.
+    let app = server.root.join("application");
+    std::os::unix::fs::symlink(app.join("storage/app/public"), app.join("public/storage")).unwrap();
+
+    clone.write("storage/app/public/logo.txt", "v2");
+    clone.commit("v2");
+    clone.push_main().success();
+    let v2 = server.live().unwrap();
+    clone.write("storage/app/public/logo.txt", "v3");
+    clone.commit("v3");
+    clone.push_main().success();
+
+    // Each build serves its own files, not the working copy's.
+    let link = server.build_path(&v2).join("public/storage");
+    assert_eq!(
+        fs::read_link(&link).unwrap(),
+        Path::new("../storage/app/public")
+    );
+    assert_eq!(fs::read_to_string(link.join("logo.txt")).unwrap(), "v2");
+    assert_eq!(server.read_live("public/storage/logo.txt"), "v3");
+}
+
+#[test]
+fn keep_builds_removes_the_oldest_builds() {
     let server = Server::builder().config("keep_builds", "2").install();
     let clone = server.clone_fixture("example-app");
     let mut all = Vec::new();
@@ -354,22 +508,6 @@ fn keep_builds_removes_the_oldest_builds_but_never_the_live_one() {
     assert_eq!(server.live().as_ref(), all.last());
     assert!(server.page().contains("v4"));
     assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
-
-    // Even with keep_builds: 1, the live build stays, when it is not the newest on disk.
-    server.set_config("keep_builds", "1");
-    std::os::unix::fs::symlink(format!("builds/{}", all[2]), server.root.join("latest.tmp"))
-        .unwrap();
-    fs::rename(server.root.join("latest.tmp"), server.latest()).unwrap();
-    clone.set_version("v5");
-    clone.commit("v5");
-    clone.push_main().success();
-    assert_eq!(
-        server.builds().len(),
-        1,
-        "only the live build is left: {:?}",
-        server.builds()
-    );
-    assert!(server.page().contains("v5"));
 }
 
 #[test]
@@ -856,6 +994,57 @@ fn install_twice_is_harmless_and_keeps_config_and_refs() {
     clone.commit("v2");
     clone.push_main().success();
     assert!(server.page().contains("v2"));
+}
+
+#[test]
+fn install_refuses_to_point_a_deploy_root_at_another_repository() {
+    let server = Server::install();
+    let config = fs::read_to_string(server.config_path()).unwrap();
+    let other = server.base().join("other.git");
+
+    let out = server
+        .command(harness::BIN)
+        .arg("install")
+        .arg("--repo")
+        .arg(&other)
+        .arg("--root")
+        .arg(&server.root)
+        .output()
+        .unwrap();
+
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("edit its `repository:`"),
+        "{stderr}"
+    );
+    assert!(!other.exists(), "nothing created");
+    assert_eq!(fs::read_to_string(server.config_path()).unwrap(), config);
+}
+
+#[test]
+fn a_hook_in_a_repository_that_deploy_yml_does_not_name_refuses_to_deploy() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    // A copy of the repository (hook included) that deploy.yml knows nothing of.
+    let copy = server.base().join("copy.git");
+    harness::copy_tree(&server.repo, &copy);
+    clone.git(&["remote", "add", "copy", copy.to_str().unwrap()]);
+
+    let out = server
+        .command("git")
+        .args(["push", "copy", "main"])
+        .current_dir(&clone.path)
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("remote: error: this hook runs for")
+            && stderr.contains("fix its `repository:`"),
+        "{stderr}"
+    );
+    assert_eq!(server.live(), None);
 }
 
 #[test]

@@ -668,6 +668,7 @@ fn unique_dir(base: &Path, prefix: &str) -> PathBuf {
 
 /// Copies a fixture (files, links, modes), without what composer made in it.
 pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
     for entry in walkdir::WalkDir::new(from)
         .min_depth(1)
         .into_iter()
