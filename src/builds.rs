@@ -128,6 +128,14 @@ pub struct Meta {
     /// Rolled back from, or failed its health check: never a rollback target again.
     #[serde(default)]
     pub bad: bool,
+    /// Set once `latest` pointed at it. A build that never went live and is not live was
+    /// left by an interrupted deploy. (Records without the field predate it: live once.)
+    #[serde(default = "went_live_default")]
+    pub went_live: bool,
+}
+
+fn went_live_default() -> bool {
+    true
 }
 
 pub fn read_meta(layout: &Layout, build: &BuildName) -> Option<Meta> {
@@ -157,9 +165,25 @@ pub fn mark_bad(layout: &Layout, build: &BuildName) -> Result<()> {
         source: String::new(),
         deployed_at: String::new(),
         bad: false,
+        went_live: true,
     });
     meta.bad = true;
     write_meta(layout, build, &meta)
+}
+
+/// Notes that `build` went live (see [`Meta::went_live`]).
+pub fn record_went_live(layout: &Layout, build: &BuildName) -> Result<()> {
+    match read_meta(layout, build) {
+        Some(meta) if !meta.went_live => write_meta(
+            layout,
+            build,
+            &Meta {
+                went_live: true,
+                ..meta
+            },
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Where a rollback from the live build goes: the newest older build that is not bad.
@@ -229,6 +253,7 @@ pub fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
     let target = parked.join("tree");
     std::fs::rename(dir, &target)
         .with_context(|| format!("cannot move {} out of the way", dir.display()))?;
+    crate::fault::point("removing");
     std::fs::remove_dir_all(&parked).with_context(|| format!("cannot remove {}", parked.display()))
 }
 

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use git2::build::CheckoutBuilder;
 use git2::{Delta, DiffOptions, Index, Oid, Repository};
 
+use crate::fault;
 use crate::plan::Layout;
 use crate::report::Reporter;
 
@@ -56,7 +57,21 @@ pub fn checkout(
         }
     }
 
-    result.overwritten = edited_on_server(&repo, &index)?;
+    // A checkout killed half-way leaves files the index does not know: those of the commit
+    // it was writing. Remember which, to remove the ones this commit does not have.
+    let pending = layout.state.join("checkout.pending");
+    let interrupted = std::fs::read_to_string(&pending)
+        .ok()
+        .and_then(|text| Oid::from_str(text.trim()).ok());
+    let strays = match interrupted {
+        Some(other) => untracked_files_of(&repo, other, &index)?,
+        // After an interruption, differences are the interrupted checkout's, not edits.
+        None => {
+            result.overwritten = edited_on_server(&repo, &index)?;
+            Vec::new()
+        }
+    };
+    std::fs::write(&pending, commit.to_string()).context("cannot note the checkout in progress")?;
     (result.unlinked, result.files) =
         clear_symlinks_in_the_way(&repo, &tree, &index, &layout.application)?;
 
@@ -65,6 +80,7 @@ pub fn checkout(
     builder.force().progress(|_, completed, total| {
         bar.set_length(total as u64);
         bar.set_position(completed as u64);
+        fault::point("checkout-file");
     });
     repo.checkout_tree(tree.as_object(), Some(&mut builder))
         .with_context(|| {
@@ -76,6 +92,12 @@ pub fn checkout(
     drop(builder);
     bar.finish_and_clear();
     index.write().context("cannot save the checkout's index")?;
+    for stray in strays {
+        if tree.get_path(&stray).is_err() {
+            let _ = std::fs::remove_file(layout.application.join(&stray));
+        }
+    }
+    std::fs::remove_file(&pending).context("cannot note the checkout as done")?;
     Ok(result)
 }
 
@@ -138,6 +160,26 @@ fn clear_symlinks_in_the_way(
 }
 
 const LINK_MODE: i32 = 0o120000;
+
+/// Files of `commit` that `index` does not track.
+fn untracked_files_of(
+    repo: &Repository,
+    commit: Oid,
+    index: &Index,
+) -> Result<Vec<std::path::PathBuf>> {
+    let Ok(tree) = repo.find_commit(commit).and_then(|c| c.tree()) else {
+        return Ok(Vec::new()); // gone from the repository: nothing to go by
+    };
+    let mut files = Vec::new();
+    walk(repo, &tree, &mut Vec::new(), &mut |relative, entry| {
+        let path = Path::new(OsStr::from_bytes(relative));
+        if entry.kind() != Some(git2::ObjectType::Tree) && index.get_path(path, 0).is_none() {
+            files.push(path.to_path_buf());
+        }
+        Ok(())
+    })?;
+    Ok(files)
+}
 
 /// Visits every entry of `tree`, parents before children, with its path as bytes. (git2's
 /// own walk gives up on directory names that are not UTF-8, which git allows.)

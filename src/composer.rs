@@ -25,6 +25,6 @@ pub fn install(app: &Path, composer: &Composer, reporter: &Reporter) -> Result<O
     let mut cmd = child::command(&program, app);
     cmd.args(&composer.args);
     let what = format!("`composer {}`", composer.args.join(" "));
-    child::run_streamed(cmd, &what, reporter)?;
+    child::run_limited(cmd, &what, Some(composer.timeout), reporter)?;
     Ok(Outcome::Ran)
 }

@@ -59,6 +59,17 @@ pub enum Probe {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Composer {
     pub args: Vec<String>,
+    /// A composer run (scripts included) that takes longer is killed and the deploy fails.
+    pub timeout: Duration,
+}
+
+const DEFAULT_COMPOSER_TIMEOUT: u64 = 900;
+
+fn default_composer_args() -> Vec<String> {
+    DEFAULT_COMPOSER_ARGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// One `shared:` entry: a normalized relative path inside the build.
@@ -113,10 +124,8 @@ fn default_lock_timeout() -> u64 {
 }
 fn default_composer() -> ComposerSetting {
     ComposerSetting(Some(Composer {
-        args: DEFAULT_COMPOSER_ARGS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        args: default_composer_args(),
+        timeout: Duration::from_secs(DEFAULT_COMPOSER_TIMEOUT),
     }))
 }
 
@@ -356,7 +365,13 @@ impl<'de> Deserialize<'de> for ComposerSetting {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct RawComposer {
+                    #[serde(default = "default_composer_args")]
                     args: Vec<String>,
+                    #[serde(default = "default_composer_timeout")]
+                    timeout: u64,
+                }
+                fn default_composer_timeout() -> u64 {
+                    DEFAULT_COMPOSER_TIMEOUT
                 }
                 let raw = RawComposer::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 if raw.args.is_empty() {
@@ -364,7 +379,15 @@ impl<'de> Deserialize<'de> for ComposerSetting {
                         "composer.args must not be empty; use `composer: false` to skip composer",
                     ));
                 }
-                Ok(ComposerSetting(Some(Composer { args: raw.args })))
+                if raw.timeout == 0 {
+                    return Err(de::Error::custom(
+                        "composer.timeout must be at least 1 second",
+                    ));
+                }
+                Ok(ComposerSetting(Some(Composer {
+                    args: raw.args,
+                    timeout: Duration::from_secs(raw.timeout),
+                })))
             }
         }
         d.deserialize_any(SettingVisitor)
@@ -429,6 +452,20 @@ mod tests {
         assert_eq!(config.before_switch, ["php artisan migrate --force"]);
         assert_eq!(config.after_switch, ["echo done"]);
         assert_eq!(config.lock_timeout.as_secs(), 30);
+    }
+
+    #[test]
+    fn composer_timeout_defaults_to_15_minutes() {
+        let composer = parse_ok("repository: r\n").composer.unwrap();
+        assert_eq!(composer.timeout, Duration::from_secs(900));
+        let composer = parse_ok("repository: r\ncomposer: {timeout: 60}\n")
+            .composer
+            .unwrap();
+        assert_eq!(
+            (composer.timeout, composer.args.len()),
+            (Duration::from_secs(60), DEFAULT_COMPOSER_ARGS.len())
+        );
+        assert!(parse_err("repository: r\ncomposer: {timeout: 0}\n").contains("at least 1 second"));
     }
 
     #[test]

@@ -12,8 +12,10 @@ use crate::builds::{self, BuildName};
 use crate::history::{self, StepTime};
 use crate::lock::DeployLock;
 use crate::plan::Plan;
-use crate::report::{self, Reporter};
-use crate::{checkout, child, composer, health, push, rollback, shared, snapshot, switch};
+use crate::report::Reporter;
+use crate::{
+    checkout, child, composer, fault, health, push, recover, rollback, shared, snapshot, switch,
+};
 
 /// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
 /// back if it deleted the rollback branch.
@@ -72,6 +74,8 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let started_at = builds::utc_now_rfc3339();
     let mut lock = DeployLock::acquire(&layout.lock_file(), config.lock_timeout, reporter)?;
     let locked_at = builds::utc_now_rfc3339();
+    fault::point("locked");
+    recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
 
     let repo = Repository::open_bare(&config.repository)
         .with_context(|| format!("cannot open the repository {}", config.repository.display()))?;
@@ -146,7 +150,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         }
         Err(err) => {
             entry.outcome = "failed".into();
-            Err(err)
+            Err(explain_disk_full(err))
         }
     };
     finish(plan, entry, reporter, result.err())
@@ -188,6 +192,7 @@ fn finish(
     reporter: &Reporter,
     error: Option<anyhow::Error>,
 ) -> Result<()> {
+    fault::point("finish");
     let layout = &plan.layout;
     if entry.outcome != "unchanged" {
         rollback::sync_ref(plan, reporter);
@@ -302,11 +307,14 @@ fn pipeline(
         source: source.to_string(),
         deployed_at: builds::utc_now_rfc3339(),
         bad: false,
+        went_live: false,
     };
+    fault::point("snapshot-done");
     builds::write_meta(layout, &name, &meta).context("snapshot failed")?;
     let build_dir = snap
         .publish(&layout.builds.join(name.to_string()))
         .context("snapshot failed")?;
+    fault::point("published");
     let env = DeployEnv {
         root: &layout.root,
         build: &build_dir,
@@ -316,18 +324,11 @@ fn pipeline(
     let before = (|| {
         if !config.before_switch.is_empty() {
             let step = reporter.step("before_switch");
+            fault::point("before_switch");
             run_commands(&config.before_switch, &env, reporter).context("before_switch failed")?;
             reporter.done(step, "");
         }
-        let step = reporter.step("switch");
-        let took = switch::switch(layout, &name).context("switch failed")?;
-        reporter.done(
-            step,
-            &format!(
-                "latest -> builds/{name} (rename took {})",
-                report::seconds(took)
-            ),
-        );
+        switch::switch_step(layout, &name, reporter)?;
         Ok(())
     })();
     if let Err(err) = before {
@@ -341,6 +342,7 @@ fn pipeline(
     let mut problem = Problem::None;
     if !config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
+        fault::point("after_switch");
         match run_commands(&config.after_switch, &env, reporter) {
             Ok(()) => {
                 reporter.done(step, "");
@@ -366,6 +368,7 @@ fn pipeline(
     }
 
     let step = reporter.step("cleanup");
+    fault::point("cleanup");
     match builds::cleanup(layout, config.keep_builds) {
         Ok(removed) => {
             reporter.done(
@@ -442,6 +445,21 @@ pub fn run_after_switch(plan: &Plan, build: &BuildName, reporter: &Reporter) -> 
         commit: &commit,
     };
     run_commands(&plan.config.after_switch, &env, reporter)
+}
+
+/// Says so plainly when a step failed because the disk is full (ENOSPC, EDQUOT).
+fn explain_disk_full(err: anyhow::Error) -> anyhow::Error {
+    let full = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+    });
+    if full {
+        err.context("the disk is full; free space and push again (the live build was not touched)")
+    } else {
+        err
+    }
 }
 
 pub fn short_id(id: &str) -> &str {

@@ -54,8 +54,11 @@ impl Layout {
         self.state.join("trash")
     }
     /// What is known of each build beyond its files: commit, ref, time, whether it is bad.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.state.join("builds")
+    }
     pub fn meta_file(&self, build: &str) -> PathBuf {
-        self.state.join("builds").join(format!("{build}.json"))
+        self.meta_dir().join(format!("{build}.json"))
     }
     /// The full output of each deploy attempt, as the pusher saw it.
     pub fn output_dir(&self) -> PathBuf {

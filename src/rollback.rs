@@ -14,8 +14,8 @@ use crate::config::ROLLBACK_BRANCH;
 use crate::history;
 use crate::lock::DeployLock;
 use crate::plan::Plan;
-use crate::report::{self, Reporter};
-use crate::{deploy, switch};
+use crate::report::Reporter;
+use crate::{deploy, fault, recover, switch};
 
 /// Rolls back from the live build to the newest older good build, or to `to`.
 /// `source` names who asked, for the log.
@@ -24,6 +24,8 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     let started_at = builds::utc_now_rfc3339();
     let mut lock = DeployLock::acquire(&layout.lock_file(), plan.config.lock_timeout, reporter)?;
     let locked_at = builds::utc_now_rfc3339();
+    fault::point("rollback-locked");
+    recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
     switch::check_latest(layout)?;
     let result = choose_target(plan, to, reporter);
     let (live, target) = match result {
@@ -41,6 +43,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         "atomdeploy: rolling back from builds/{live} to builds/{target}"
     ));
     restore(plan, &live, &target, reporter)?;
+    fault::point("rollback-switched");
     sync_ref(plan, reporter);
     let summary = format!(
         "rolled back to builds/{target} ({})",
@@ -106,15 +109,8 @@ pub fn restore(plan: &Plan, from: &BuildName, to: &BuildName, reporter: &Reporte
     if to < from {
         builds::mark_bad(layout, from).with_context(|| format!("cannot mark builds/{from} bad"))?;
     }
-    let step = reporter.step("switch");
-    let took = switch::switch(layout, to).context("switch failed")?;
-    reporter.done(
-        step,
-        &format!(
-            "latest -> builds/{to} (rename took {})",
-            report::seconds(took)
-        ),
-    );
+    fault::point("rollback-marked");
+    switch::switch_step(layout, to, reporter)?;
     if !plan.config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
         match deploy::run_after_switch(plan, to, reporter) {

@@ -114,6 +114,7 @@ fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) ->
     }
     std::os::unix::fs::symlink(link_target(&entry.path), &in_build)
         .with_context(|| format!("cannot link {}", in_build.display()))?;
+    crate::fault::point("shared-entry");
     Ok(())
 }
 

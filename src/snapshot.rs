@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use tempfile::TempDir;
 use walkdir::WalkDir;
 
+use crate::fault;
 use crate::plan::Layout;
 use crate::report::Reporter;
 
@@ -94,6 +95,7 @@ pub fn snapshot(layout: &Layout, commit: &str, reporter: &Reporter) -> Result<Sn
         };
         copied.with_context(|| format!("cannot copy {} into the build", relative.display()))?;
         bar.inc(1);
+        fault::point("snapshot-file");
     }
     bar.finish_and_clear();
     for (path, permissions) in dir_modes.into_iter().rev() {

@@ -5,13 +5,16 @@
 //! over it: every reader sees either the old build or the new one, never nothing.
 
 use std::fs::{self, File};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::builds::BuildName;
+use crate::builds::{self, BuildName};
+use crate::fault;
 use crate::plan::Layout;
+use crate::report::{self, Reporter};
 
 /// Refuses a `latest` that is not a symlink (a hand-made layout): replacing it would delete
 /// what someone put there.
@@ -30,11 +33,42 @@ pub fn check_latest(layout: &Layout) -> Result<()> {
     }
 }
 
-/// Points `latest` at `builds/<build>`. Returns how long the flip itself took.
-pub fn switch(layout: &Layout, build: &BuildName) -> Result<Duration> {
+/// The switch as a step of a deploy or rollback, with what it took shown to the pusher.
+pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> Result<()> {
+    let step = reporter.step("switch");
+    let switched = switch(layout, build).context("switch failed")?;
+    reporter.done(
+        step,
+        &format!(
+            "latest -> builds/{build} (flush {}, rename {})",
+            report::seconds(switched.flush),
+            report::seconds(switched.rename)
+        ),
+    );
+    Ok(())
+}
+
+/// How long the parts of a switch took.
+pub struct Switched {
+    /// Writing the build's files to disk before it may go live.
+    pub flush: Duration,
+    /// The rename itself: the instant readers go from one build to the other.
+    pub rename: Duration,
+}
+
+/// Points `latest` at `builds/<build>`.
+///
+/// The build's filesystem is flushed first (syncfs(2)), so that a power cut right after the
+/// switch cannot leave `latest` pointing at files that never reached the disk; the root folder
+/// is flushed after, so that the new `latest` itself survives one.
+pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
     check_latest(layout)?;
-    let target = Path::new("builds").join(build.to_string());
+    let build_dir = layout.builds.join(build.to_string());
     let started = Instant::now();
+    syncfs(&build_dir).with_context(|| format!("cannot flush {} to disk", build_dir.display()))?;
+    let flush = started.elapsed();
+
+    let target = Path::new("builds").join(build.to_string());
     let temp = layout
         .root
         .join(format!(".latest.{}.{}", std::process::id(), build));
@@ -42,15 +76,28 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Duration> {
     let _ = fs::remove_file(&temp);
     std::os::unix::fs::symlink(&target, &temp)
         .with_context(|| format!("cannot create the symlink {}", temp.display()))?;
+    fault::point("switch-linked");
+    let started = Instant::now();
     if let Err(err) = fs::rename(&temp, &layout.latest) {
         let _ = fs::remove_file(&temp);
         return Err(err)
             .with_context(|| format!("cannot rename a symlink over {}", layout.latest.display()));
     }
-    let took = started.elapsed();
-    // Make the new `latest` survive a power cut.
+    let rename = started.elapsed();
+    fault::point("switched");
     File::open(&layout.root)
         .and_then(|dir| dir.sync_all())
         .with_context(|| format!("cannot flush {}", layout.root.display()))?;
-    Ok(took)
+    builds::record_went_live(layout, build)?;
+    Ok(Switched { flush, rename })
+}
+
+fn syncfs(path: &Path) -> std::io::Result<()> {
+    let dir = File::open(path)?;
+    // SAFETY: syncfs(2) on a descriptor we own for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

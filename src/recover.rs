@@ -1,0 +1,75 @@
+//! Cleaning up after a deploy that was killed (power cut, OOM, kill -9): run at the start of
+//! the next deploy or rollback, under the lock, so nothing else is working on these files.
+
+use std::fs;
+
+use anyhow::{Context, Result};
+
+use crate::builds::{self, BuildName};
+use crate::plan::Layout;
+use crate::report::Reporter;
+
+pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
+    // Builds in the making and builds being removed.
+    for dir in [layout.tmp(), layout.trash()] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let removed = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            removed.with_context(|| {
+                format!(
+                    "cannot remove {}, left by an interrupted deploy",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    // Symlinks made for a switch that did not happen.
+    for entry in fs::read_dir(&layout.root)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(".latest.") {
+            fs::remove_file(entry.path())?;
+        }
+    }
+
+    // A deploy killed right after its switch did not get to record it.
+    let live = builds::live(layout);
+    if let Some(live) = &live {
+        builds::record_went_live(layout, live)?;
+    }
+    // A build that never went live was left between its snapshot and its switch.
+    for build in builds::list(layout)? {
+        if Some(&build) != live.as_ref()
+            && builds::read_meta(layout, &build).is_some_and(|m| !m.went_live)
+        {
+            builds::remove_build(layout, &build)?;
+            reporter.warn(&format!(
+                "removed builds/{build}, left by an interrupted deploy; it was never live"
+            ));
+        }
+    }
+
+    // Records and outputs whose build is gone.
+    let orphaned = |name: &str, suffix: &str| {
+        name.strip_suffix(suffix)
+            .and_then(BuildName::parse)
+            .is_some_and(|b| !layout.builds.join(b.to_string()).exists())
+    };
+    for (dir, suffix) in [(layout.meta_dir(), ".json"), (layout.output_dir(), ".log")] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            if orphaned(&entry.file_name().to_string_lossy(), suffix) {
+                fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
