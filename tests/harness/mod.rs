@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,7 @@ pub struct ServerBuilder {
     config: Vec<(String, String)>,
     path: Option<String>,
     branch: String,
+    root: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -81,6 +83,12 @@ impl ServerBuilder {
 
     pub fn branch(mut self, branch: &str) -> Self {
         self.branch = branch.to_string();
+        self
+    }
+
+    /// Puts the deploy root at `root` (on another filesystem, say) instead of in the temp dir.
+    pub fn root(mut self, root: &Path) -> Self {
+        self.root = Some(root.to_path_buf());
         self
     }
 
@@ -104,7 +112,7 @@ impl ServerBuilder {
         };
         let server = Server {
             repo: base.join("app.git"),
-            root: base.join("srv"),
+            root: self.root.unwrap_or_else(|| base.join("srv")),
             _tmp: tmp,
             env,
         };
@@ -134,6 +142,7 @@ impl Server {
             config: Vec::new(),
             path: None,
             branch: "main".into(),
+            root: None,
         }
     }
 
@@ -148,6 +157,82 @@ impl Server {
 
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         self.env.command(program)
+    }
+
+    /// Runs the binary against this server's root with a fault armed, in a process group of
+    /// its own (see [`Clone::push_with_fault`]).
+    pub fn run_with_fault(&self, args: &[&str], fault: &str) -> Output {
+        self.command(BIN)
+            .args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .env("ATOMDEPLOY_FAULT", fault)
+            .process_group(0)
+            .output()
+            .unwrap()
+    }
+
+    /// Every path of `commit` in the bare repository, as git lists them.
+    pub fn files_of(&self, commit: &str) -> Vec<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        let out = self
+            .command("git")
+            .arg("--git-dir")
+            .arg(&self.repo)
+            .args(["ls-tree", "-r", "-z", "--name-only", commit])
+            .output()
+            .unwrap();
+        assert_success(&out, "git ls-tree");
+        out.stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .collect()
+    }
+
+    /// Panics unless `build` is complete: its REVISION names a commit every file of which is
+    /// there (shared entries, linked instead, aside), and composer's autoloader is there when
+    /// the commit has a composer.json.
+    #[track_caller]
+    pub fn assert_complete(&self, build: &str, shared: &[&str]) {
+        let dir = self.build_path(build);
+        let revision = fs::read_to_string(dir.join("REVISION"))
+            .unwrap_or_else(|e| panic!("builds/{build} has no REVISION: {e}"));
+        let files = self.files_of(revision.trim());
+        assert!(
+            !files.is_empty(),
+            "builds/{build}: REVISION {revision} is not a commit"
+        );
+        for file in &files {
+            if shared.iter().any(|s| file.starts_with(s)) {
+                continue;
+            }
+            assert!(
+                fs::symlink_metadata(dir.join(file)).is_ok(),
+                "builds/{build} lacks {}",
+                file.display()
+            );
+        }
+        if files.iter().any(|f| f == Path::new("composer.json")) {
+            assert!(
+                dir.join("vendor/autoload.php").is_file(),
+                "builds/{build} lacks vendor/autoload.php"
+            );
+        }
+    }
+
+    /// Invariants 1 and 4 of the README's guarantees: `latest` resolves to a complete build,
+    /// and builds/ holds only complete builds.
+    #[track_caller]
+    pub fn assert_only_complete_builds(&self, shared: &[&str]) {
+        let live = self.live().expect("latest points at a build");
+        assert!(
+            self.build_path(&live).is_dir(),
+            "latest -> builds/{live}, which does not exist"
+        );
+        for build in self.builds() {
+            self.assert_complete(&build, shared);
+        }
     }
 
     /// Runs the binary against this server's root.
@@ -517,6 +602,21 @@ impl Clone {
             child,
             seen,
             reader: Some(reader),
+        }
+    }
+
+    /// `git push production <args>` with a fault armed in the hook (see src/fault.rs). The push
+    /// runs in a process group of its own: the fault kills that whole group, as a dropped
+    /// session would, and must not reach the test.
+    #[must_use = "assert on what the pusher saw"]
+    pub fn push_with_fault(&self, args: &[&str], fault: &str) -> Push {
+        let mut cmd = self.push_command(args);
+        cmd.env("ATOMDEPLOY_FAULT", fault).process_group(0);
+        let out = cmd.output().unwrap();
+        Push {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
     }
 

@@ -1,0 +1,513 @@
+//! Nothing lost, nothing let in: kill -9 at every step, a full disk, a killed lock holder,
+//! rewritten histories and hostile trees. Each test checks the README's guarantees:
+//!
+//! 1. `latest` resolves to a complete build at every instant;
+//! 2. nothing in shared/ is lost, overwritten or replaced;
+//! 3. after any failure or crash the next deploy succeeds and leaves nothing behind;
+//! 4. builds/ only ever holds complete builds.
+
+mod harness;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use harness::{Clone, Server, tree_listing};
+
+const SHARED: &[&str] = &[".env", "storage/sessions"];
+
+/// A server with shared data a user wrote, and hooks in every step, so that every fault
+/// point is on the path of a deploy.
+fn busy_server() -> (Server, Clone) {
+    let server = Server::builder()
+        .config("shared", "[.env, storage/sessions/]")
+        .config("keep_builds", "2")
+        .config("before_switch", "['true']")
+        .config("after_switch", "['true']")
+        .install();
+    fs::write(server.root.join("shared/.env"), "APP_KEY=precious\n").unwrap();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    fs::write(
+        server.latest().join("storage/sessions/sess_user"),
+        "logged in",
+    )
+    .unwrap();
+    (server, clone)
+}
+
+/// A commit that changes a dozen files, so that a checkout has steps to be killed in.
+fn commit_many(clone: &Clone, label: &str) -> String {
+    clone.set_version(label);
+    for n in 0..12 {
+        clone.write(
+            format!("content/page{n}.txt"),
+            &format!("{label} page {n}\n"),
+        );
+    }
+    clone.commit(label)
+}
+
+fn shared_listing(server: &Server) -> Vec<(String, String)> {
+    tree_listing(&server.root.join("shared"))
+}
+
+/// Kills at these points, in this order, on one server; after each, the next deploy must
+/// succeed. `NAME@N` is the N-th time the point is reached (see src/fault.rs).
+const DEPLOY_FAULTS: &[&str] = &[
+    "locked",
+    "checkout-file@1",
+    "checkout-file@6",
+    "checkout-file@12",
+    "child-output@1",
+    "child-output@3",
+    "child-output@6",
+    "snapshot-file@1",
+    "snapshot-file@15",
+    "snapshot-file@40",
+    "shared-entry@1",
+    "shared-entry@2",
+    "snapshot-done",
+    "published",
+    "before_switch",
+    "switch-linked",
+    "switched",
+    "after_switch",
+    "cleanup",
+    "removing@1",
+    "finish",
+];
+
+#[test]
+fn kill_9_anywhere_in_a_deploy_breaks_nothing_and_the_next_deploy_succeeds() {
+    let (server, clone) = busy_server();
+    for (i, fault) in DEPLOY_FAULTS.iter().enumerate() {
+        let shared_before = shared_listing(&server);
+        let live_before = server.live().unwrap();
+        let commit = commit_many(&clone, &format!("k{i}"));
+
+        let push = clone.push_with_fault(&["main"], fault);
+
+        // git push itself was in the killed group: no exit code means the kill happened.
+        assert_eq!(
+            push.code, None,
+            "{fault} was never reached:\n{}",
+            push.stderr
+        );
+        server.assert_only_complete_builds(SHARED);
+        let live = server.live().unwrap();
+        let new_live = server.live_revision() == commit;
+        assert!(
+            live == live_before || new_live,
+            "{fault}: latest -> {live}, neither old nor new"
+        );
+        assert_eq!(
+            shared_listing(&server),
+            shared_before,
+            "{fault}: shared/ changed"
+        );
+
+        // The next deploy cleans up and succeeds.
+        let commit = commit_many(&clone, &format!("r{i}"));
+        clone.push_main().success();
+        assert_eq!(server.live_revision(), commit, "after {fault}");
+        assert!(
+            server.leftovers().is_empty(),
+            "after {fault}: {:?}",
+            server.leftovers()
+        );
+        server.assert_only_complete_builds(SHARED);
+        assert_eq!(
+            shared_listing(&server),
+            shared_before,
+            "after {fault}: shared/ changed"
+        );
+        assert!(server.page().contains(&format!("r{i}")));
+        let index_ok = server.root.join(".atomdeploy/checkout.pending").exists();
+        assert!(
+            !index_ok,
+            "after {fault}: a checkout still marked as interrupted"
+        );
+    }
+    // No file of any killed commit survives in application/ unless the live commit has it.
+    let live = server.live_revision();
+    let expected: Vec<PathBuf> = server.files_of(&live);
+    for entry in fs::read_dir(server.root.join("application/content")).unwrap() {
+        let name = Path::new("content").join(entry.unwrap().file_name());
+        assert!(
+            expected.contains(&name),
+            "stray {} in application/",
+            name.display()
+        );
+    }
+    eprintln!(
+        "{} kills across every deploy step: 0 broken states",
+        DEPLOY_FAULTS.len()
+    );
+}
+
+const ROLLBACK_FAULTS: &[&str] = &[
+    "rollback-locked",
+    "rollback-marked",
+    "switch-linked",
+    "switched",
+    "rollback-switched",
+];
+
+#[test]
+fn kill_9_during_a_rollback_breaks_nothing() {
+    let (server, clone) = busy_server();
+    commit_many(&clone, "v2");
+    clone.push_main().success();
+    for (i, fault) in ROLLBACK_FAULTS.iter().enumerate() {
+        let shared_before = shared_listing(&server);
+        let commit = commit_many(&clone, &format!("k{i}"));
+        clone.push_main().success();
+        let before = server.live().unwrap();
+
+        let push = clone.push_with_fault(&[":rollback"], fault);
+
+        assert_eq!(
+            push.code, None,
+            "{fault} was never reached:\n{}",
+            push.stderr
+        );
+        server.assert_only_complete_builds(SHARED);
+        let live = server.live().unwrap();
+        assert!(
+            live == before || server.live_revision() != commit,
+            "{fault}: latest -> {live}"
+        );
+        assert_eq!(shared_listing(&server), shared_before);
+
+        // The next push deploys, cleans up, and puts the rollback branch back.
+        let commit = commit_many(&clone, &format!("r{i}"));
+        clone.push_main().success();
+        assert_eq!(server.live_revision(), commit);
+        assert!(
+            server.leftovers().is_empty(),
+            "after {fault}: {:?}",
+            server.leftovers()
+        );
+        assert!(
+            !clone
+                .git(&["ls-remote", "production", "rollback"])
+                .is_empty(),
+            "after {fault}"
+        );
+        clone
+            .push(&[":rollback"])
+            .success()
+            .stderr_has("rolled back to builds/");
+        server.assert_only_complete_builds(SHARED);
+    }
+    eprintln!(
+        "{} kills across a rollback: 0 broken states",
+        ROLLBACK_FAULTS.len()
+    );
+}
+
+#[test]
+fn a_lock_holder_killed_with_9_frees_the_lock_at_once() {
+    let server = Server::builder().config("lock_timeout", "30").install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let gate = server.gate_deploys();
+    commit_many(&clone, "held");
+    let held = clone.spawn_push(&["main"]);
+    gate.wait_held(&held);
+    let holder = lock_holder(&server);
+    let other = server.clone_repo("other");
+    let head = commit_many(&other, "next");
+    let waiting = other.spawn_push(&["--force", "main"]);
+    waiting.wait_for_output("waiting for the deploy lock");
+
+    // SAFETY: kill(2) of the hook process that holds the lock.
+    assert_eq!(unsafe { libc::kill(holder, libc::SIGKILL) }, 0);
+    let _ = held.finish();
+    gate.open();
+    let push = waiting.finish().success();
+
+    push.stderr_has("removed builds/")
+        .stderr_has("left by an interrupted deploy");
+    assert_eq!(server.live_revision(), head);
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    server.assert_only_complete_builds(&[]);
+}
+
+fn lock_holder(server: &Server) -> i32 {
+    let text = fs::read_to_string(server.root.join(".atomdeploy/lock")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
+        .as_i64()
+        .unwrap() as i32
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// None when this machine does not let us mount (not root, or no mount namespace).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            Some(Tmpfs(dir))
+        } else {
+            let _ = fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
+    let Some(disk) = Tmpfs::mount("12m") else {
+        // CI runs as root, where this must not be skipped.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs (run as root)"
+        );
+        eprintln!("SKIPPED a_full_disk_fails_the_deploy_clearly: mounting a tmpfs needs root");
+        return;
+    };
+    let server = Server::builder()
+        .root(&disk.0.join("srv"))
+        .config("shared", "[storage/sessions/]")
+        .install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    fs::write(
+        server.latest().join("storage/sessions/sess_user"),
+        "logged in",
+    )
+    .unwrap();
+    let before = server.state();
+
+    // 7 MB fits in application/, but not a second time in a build.
+    clone.write("public/video.bin", "");
+    fs::write(clone.path.join("public/video.bin"), noise(7_000_000)).unwrap();
+    clone.set_version("too big");
+    clone.commit("too big");
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    assert!(error.starts_with("error: the disk is full"), "{error}");
+    assert!(error.contains("No space left on device"), "{error}");
+    assert_eq!(server.state(), before);
+    assert!(server.page().contains("v1"));
+    assert!(
+        server.leftovers().is_empty(),
+        "the partial build is gone: {:?}",
+        server.leftovers()
+    );
+
+    clone.remove("public/video.bin");
+    clone.set_version("fits");
+    clone.commit("fits");
+    clone.push_main().success();
+    assert!(server.page().contains("fits"));
+    assert_eq!(server.read_live("storage/sessions/sess_user"), "logged in");
+    drop(server);
+}
+
+/// Bytes that do not compress, so that sizes on disk are what they say.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn force_pushes_and_unrelated_histories_deploy_the_branch_as_pushed() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.write("public/old.txt", "old\n");
+    clone.commit("v1");
+    clone.push_main().success();
+
+    // History rewritten: the amended commit deploys.
+    clone.set_version("amended");
+    clone.git(&["add", "-A"]);
+    clone.git(&["commit", "-q", "--amend", "-m", "amended"]);
+    clone.push(&["--force", "main"]).success();
+    assert_eq!(server.live_revision(), clone.head());
+    assert!(server.page().contains("amended"));
+
+    // A history with nothing in common: every file of the old one goes.
+    clone.git(&["checkout", "-q", "--orphan", "fresh"]);
+    clone.git(&["rm", "-rq", "--cached", "."]);
+    for entry in fs::read_dir(&clone.path).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != ".git" {
+            if path.is_dir() {
+                fs::remove_dir_all(&path).unwrap()
+            } else {
+                fs::remove_file(&path).unwrap()
+            }
+        }
+    }
+    clone.write("public/index.php", "<?php echo 'a new start';\n");
+    let fresh = clone.commit("a new start");
+    clone.push(&["--force", "fresh:main"]).success();
+
+    assert_eq!(server.live_revision(), fresh);
+    assert!(!server.latest().join("public/old.txt").exists());
+    assert!(!server.latest().join("composer.json").exists());
+    assert!(!server.root.join("application/public/old.txt").exists());
+}
+
+#[test]
+fn a_missing_deploy_yml_is_a_clear_error_that_changes_nothing() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+    fs::remove_file(server.config_path()).unwrap();
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains(&format!("cannot read {}", server.config_path().display())),
+        "{error}"
+    );
+    assert_eq!(server.state(), before);
+}
+
+#[test]
+fn push_options_and_the_hooks_git_variables_never_reach_commands() {
+    let server = Server::builder()
+        .config("before_switch", "['env > \"$ATOMDEPLOY_ROOT/env.txt\"']")
+        .install();
+    let out = server
+        .command("git")
+        .arg("--git-dir")
+        .arg(&server.repo)
+        .args(["config", "receive.advertisePushOptions", "true"])
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "git config");
+    let marker = server.base().join("pwned");
+    let clone = server.clone_fixture("example-app");
+
+    clone
+        .push(&[
+            "-o",
+            &format!("$(touch {})", marker.display()),
+            "-o",
+            "ci.skip",
+            "main",
+        ])
+        .success();
+
+    let env = fs::read_to_string(server.root.join("env.txt")).unwrap();
+    let git_vars: Vec<&str> = env.lines().filter(|l| l.starts_with("GIT_")).collect();
+    // Only the test's own pinned identity may be there; nothing git set for the hook.
+    for var in &git_vars {
+        let name = var.split('=').next().unwrap();
+        assert!(
+            [
+                "GIT_CONFIG_NOSYSTEM",
+                "GIT_CONFIG_GLOBAL",
+                "GIT_AUTHOR_NAME",
+                "GIT_AUTHOR_EMAIL",
+                "GIT_COMMITTER_NAME",
+                "GIT_COMMITTER_EMAIL",
+                "GIT_TERMINAL_PROMPT"
+            ]
+            .contains(&name),
+            "{var} reached a deploy command"
+        );
+    }
+    assert!(!marker.exists(), "a push option was executed");
+}
+
+#[test]
+fn a_huge_odd_tree_is_kept_exactly() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("huge");
+    clone.write("public/index.php", "<?php echo 'huge';\n");
+    for d in 0..50 {
+        for f in 0..1000 {
+            clone.write(format!("src/d{d}/f{f}.php"), &format!("<?php // {d}/{f}\n"));
+        }
+    }
+    let deep: PathBuf = std::iter::repeat_n("deep", 100).collect();
+    clone.write(deep.join("bottom.txt"), "down here\n");
+    let long = "l".repeat(250);
+    clone.write(format!("{long}.txt"), "long name\n");
+    fs::write(clone.path.join("big.bin"), noise(200 * 1024 * 1024)).unwrap();
+    clone.write("bin/tool", "#!/bin/sh\n");
+    fs::set_permissions(
+        clone.path.join("bin/tool"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../big.bin", clone.path.join("bin/big-link")).unwrap();
+    clone.commit("huge");
+
+    clone.push_main().success();
+
+    let build = server.latest();
+    let mut compared = 0;
+    for entry in walkdir::WalkDir::new(&clone.path)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git")
+    {
+        let entry = entry.unwrap();
+        let relative = entry.path().strip_prefix(&clone.path).unwrap();
+        let ours = fs::symlink_metadata(build.join(relative))
+            .unwrap_or_else(|_| panic!("missing {}", relative.display()));
+        let theirs = entry.path().symlink_metadata().unwrap();
+        assert_eq!(
+            ours.file_type().is_symlink(),
+            theirs.file_type().is_symlink(),
+            "{}",
+            relative.display()
+        );
+        if theirs.file_type().is_symlink() {
+            assert_eq!(
+                fs::read_link(build.join(relative)).unwrap(),
+                fs::read_link(entry.path()).unwrap()
+            );
+        } else if theirs.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(ours.len(), theirs.len(), "{}", relative.display());
+            assert_eq!(
+                ours.permissions().mode() & 0o111 != 0,
+                theirs.permissions().mode() & 0o111 != 0,
+                "{}",
+                relative.display()
+            );
+            assert!(
+                fs::read(build.join(relative)).unwrap() == fs::read(entry.path()).unwrap(),
+                "{} differs",
+                relative.display()
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 50_000 + 5);
+}
