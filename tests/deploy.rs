@@ -1077,3 +1077,48 @@ fn install_refuses_a_bad_url_and_someone_elses_hook() {
     );
     assert_eq!(fs::read_to_string(&hook).unwrap(), "#!/bin/sh\necho mine\n");
 }
+
+#[test]
+fn composer_that_never_finishes_is_killed_at_its_timeout() {
+    let server = Server::builder()
+        .config("composer", "{timeout: 3}")
+        .install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+
+    // A composer script that floods its output and never ends.
+    let json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
+    let endless = r#""@php -r \"while (true) { echo 'atomdeploy-endless ', str_repeat('x', 80), PHP_EOL; }\"""#;
+    clone.write(
+        "composer.json",
+        &json.replace(r#""@php bin/post-install.php""#, endless),
+    );
+    clone.commit("endless script");
+    let push = clone.push_main().deploy_failed();
+
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains("composer failed")
+            && error.contains("did not finish within 3s and was killed"),
+        "{error}"
+    );
+    let shown = push.stderr.matches("atomdeploy-endless").count();
+    assert!((100..=5000).contains(&shown), "{shown} lines shown");
+    assert!(
+        push.stderr
+            .contains("more lines of output from `composer install"),
+        "no note of the cut"
+    );
+    assert_eq!(server.state(), before);
+    // The script was killed with composer, not left running.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "atomdeploy-endless"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "still running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

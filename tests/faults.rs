@@ -511,3 +511,53 @@ fn a_huge_odd_tree_is_kept_exactly() {
     }
     assert_eq!(compared, 50_000 + 5);
 }
+
+#[test]
+fn the_build_is_flushed_before_latest_moves_and_latest_is_flushed_after() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let trace = server.base().join("trace.txt");
+
+    // strace follows the real syscalls of a deploy (`replay`, the same pipeline as a push).
+    let out = server
+        .command("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=syncfs,fsync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(harness::BIN)
+        .args(["replay", "--root"])
+        .arg(&server.root)
+        .output()
+        .expect("strace is installed by scripts/install-deps");
+    harness::assert_success(&out, "strace atomdeploy-hook replay");
+
+    let calls: Vec<String> = fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let flip = calls
+        .iter()
+        .position(|c| c.contains("rename") && c.contains(".latest.") && c.contains("/latest\""))
+        .unwrap_or_else(|| panic!("no rename onto latest in:\n{}", calls.join("\n")));
+    assert!(
+        calls[..flip]
+            .iter()
+            .any(|c| c.contains("syncfs(") && c.ends_with("= 0")),
+        "no syncfs before the flip:\n{}",
+        calls.join("\n")
+    );
+    assert!(
+        calls[flip..]
+            .iter()
+            .any(|c| c.contains("fsync(") && c.ends_with("= 0")),
+        "no fsync of the root after the flip:\n{}",
+        calls.join("\n")
+    );
+}
