@@ -98,6 +98,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         commit: commit_id.clone(),
         build: None,
         from: None,
+        switched_at: None,
         outcome: String::new(),
         error: None,
         steps: Vec::new(),
@@ -130,14 +131,21 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let result = match result {
         Ok(Deployed {
             build,
+            switched_at,
             problem: Problem::Unhealthy(err),
         }) => {
             entry.build = Some(build.to_string());
+            entry.switched_at = Some(switched_at);
             entry.outcome = "unhealthy".into();
             Err(err)
         }
-        Ok(Deployed { build, problem }) => {
+        Ok(Deployed {
+            build,
+            switched_at,
+            problem,
+        }) => {
             entry.build = Some(build.to_string());
+            entry.switched_at = Some(switched_at);
             entry.outcome = "deployed".into();
             let took = reporter.elapsed().as_secs_f64();
             reporter.line(&format!("deployed {short} as builds/{build} in {took:.2}s"));
@@ -222,6 +230,7 @@ fn finish(
 
 struct Deployed {
     build: BuildName,
+    switched_at: String,
     problem: Problem,
 }
 
@@ -328,16 +337,18 @@ fn pipeline(
             run_commands(&config.before_switch, &env, reporter).context("before_switch failed")?;
             reporter.done(step, "");
         }
-        switch::switch_step(layout, &name, reporter)?;
-        Ok(())
+        switch::switch_step(layout, &name, reporter)
     })();
-    if let Err(err) = before {
-        // Never live: take it out of builds/ so that only builds that made it stay there.
-        if let Err(cleanup) = builds::remove_build(layout, &name) {
-            reporter.warn(&format!("could not remove builds/{name}: {cleanup:#}"));
+    let switched_at = match before {
+        Ok(at) => at,
+        Err(err) => {
+            // Never live: take it out of builds/ so that only builds that made it stay there.
+            if let Err(cleanup) = builds::remove_build(layout, &name) {
+                reporter.warn(&format!("could not remove builds/{name}: {cleanup:#}"));
+            }
+            return Err(err);
         }
-        return Err(err);
-    }
+    };
 
     let mut problem = Problem::None;
     if !config.after_switch.is_empty() {
@@ -362,6 +373,7 @@ fn pipeline(
                 return Ok(Deployed {
                     problem: Problem::Unhealthy(unhealthy(plan, &name, previous, err, reporter)),
                     build: name,
+                    switched_at,
                 });
             }
         }
@@ -384,6 +396,7 @@ fn pipeline(
     }
     Ok(Deployed {
         build: name,
+        switched_at,
         problem,
     })
 }
@@ -407,7 +420,7 @@ fn unhealthy(
         ));
     };
     match rollback::restore(plan, build, previous, reporter) {
-        Ok(()) => err.context(format!(
+        Ok(_) => err.context(format!(
             "rolled back to builds/{previous}; builds/{build} is marked bad"
         )),
         Err(restore) => anyhow!("{restore:#}").context(format!(

@@ -29,6 +29,9 @@ pub struct Entry {
     /// For rollbacks: the build that was live before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// When `latest` was switched, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<String>,
     /// `deployed`, `failed`, `unchanged`, `rolled back`, `unhealthy`.
     pub outcome: String,
     pub error: Option<String>,

@@ -42,7 +42,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     reporter.line(&format!(
         "atomdeploy: rolling back from builds/{live} to builds/{target}"
     ));
-    restore(plan, &live, &target, reporter)?;
+    let switched_at = restore(plan, &live, &target, reporter)?;
     fault::point("rollback-switched");
     sync_ref(plan, reporter);
     let summary = format!(
@@ -60,6 +60,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         commit,
         build: Some(target.to_string()),
         from: Some(live.to_string()),
+        switched_at: Some(switched_at),
         outcome: "rolled back".into(),
         error: None,
         steps: Vec::new(),
@@ -104,13 +105,19 @@ fn choose_target(
 
 /// Switches from `from` (live) to `to`, marking `from` bad when going back in time, then runs
 /// after_switch for `to`. A failing after_switch is reported; `to` stays live.
-pub fn restore(plan: &Plan, from: &BuildName, to: &BuildName, reporter: &Reporter) -> Result<()> {
+/// Returns when the switch happened.
+pub fn restore(
+    plan: &Plan,
+    from: &BuildName,
+    to: &BuildName,
+    reporter: &Reporter,
+) -> Result<String> {
     let layout = &plan.layout;
     if to < from {
         builds::mark_bad(layout, from).with_context(|| format!("cannot mark builds/{from} bad"))?;
     }
     fault::point("rollback-marked");
-    switch::switch_step(layout, to, reporter)?;
+    let switched_at = switch::switch_step(layout, to, reporter)?;
     if !plan.config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
         match deploy::run_after_switch(plan, to, reporter) {
@@ -120,7 +127,7 @@ pub fn restore(plan: &Plan, from: &BuildName, to: &BuildName, reporter: &Reporte
             Err(err) => reporter.error(&format!("after_switch: {err:#} (builds/{to} stays live)")),
         }
     }
-    Ok(())
+    Ok(switched_at)
 }
 
 /// Points `refs/heads/rollback` at the commit of the current rollback target, or deletes it

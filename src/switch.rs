@@ -34,7 +34,8 @@ pub fn check_latest(layout: &Layout) -> Result<()> {
 }
 
 /// The switch as a step of a deploy or rollback, with what it took shown to the pusher.
-pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> Result<()> {
+/// Returns when the rename happened (UTC, as in the deploy log).
+pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> Result<String> {
     let step = reporter.step("switch");
     let switched = switch(layout, build).context("switch failed")?;
     reporter.done(
@@ -45,7 +46,7 @@ pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> R
             report::seconds(switched.rename)
         ),
     );
-    Ok(())
+    Ok(switched.at)
 }
 
 /// How long the parts of a switch took.
@@ -54,6 +55,8 @@ pub struct Switched {
     pub flush: Duration,
     /// The rename itself: the instant readers go from one build to the other.
     pub rename: Duration,
+    /// When the rename happened.
+    pub at: String,
 }
 
 /// Points `latest` at `builds/<build>`.
@@ -84,12 +87,13 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
             .with_context(|| format!("cannot rename a symlink over {}", layout.latest.display()));
     }
     let rename = started.elapsed();
+    let at = builds::utc_now_rfc3339();
     fault::point("switched");
     File::open(&layout.root)
         .and_then(|dir| dir.sync_all())
         .with_context(|| format!("cannot flush {}", layout.root.display()))?;
     builds::record_went_live(layout, build)?;
-    Ok(Switched { flush, rename })
+    Ok(Switched { flush, rename, at })
 }
 
 fn syncfs(path: &Path) -> std::io::Result<()> {

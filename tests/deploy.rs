@@ -30,7 +30,7 @@ fn first_push_deploys_a_complete_build_and_makes_it_live() {
     assert_eq!(server.read_live("composer-script-ran"), "yes\n");
     assert_eq!(
         server.page(),
-        format!("Hello from the example app v1\nbuild: {commit}\n")
+        format!("Hello from the example app v1\nbuild: {commit}\npart: {commit}\n")
     );
     assert!(!server.latest().join(".git").exists());
 

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod web;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,216 @@
+//! Zero downtime, proven with real nginx and php-fpm under load: requests never fail and
+//! never mix two builds while deploys and rollbacks switch `latest` underneath them.
+
+mod harness;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use harness::web::WebServer;
+use harness::{Server, wait_until};
+
+const CLIENTS: usize = 4;
+const DEPLOYS: usize = 30;
+const ROLLBACKS: usize = 10;
+
+/// One answer: when it came and which build each of the page's two files came from.
+struct Sample {
+    at: SystemTime,
+    version: String,
+    build: String,
+}
+
+#[derive(Default)]
+struct Traffic {
+    samples: Vec<Sample>,
+    failures: Vec<String>,
+}
+
+/// Parses the example page: `Hello from the example app VERSION`, `build: SHA`, `part: SHA`.
+fn parse(body: &str) -> Result<(String, String), String> {
+    let mut lines = body.lines();
+    let version = lines
+        .next()
+        .and_then(|l| l.strip_prefix("Hello from the example app "))
+        .ok_or(body)?;
+    let build = lines
+        .next()
+        .and_then(|l| l.strip_prefix("build: "))
+        .ok_or(body)?;
+    let part = lines
+        .next()
+        .and_then(|l| l.strip_prefix("part: "))
+        .ok_or(body)?;
+    if build != part {
+        return Err(format!("index.php from {build} but part.php from {part}"));
+    }
+    Ok((version.to_string(), build.to_string()))
+}
+
+fn client(url: String, stop: Arc<AtomicBool>, traffic: Arc<Mutex<Traffic>>) {
+    // One agent per thread: its connection is kept alive across requests and switches.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let started = Instant::now();
+    // Bounded in time whatever happens to the test around it.
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
+        let outcome = agent
+            .get(&url)
+            .call()
+            .map_err(|e| e.to_string())
+            .and_then(|mut response| {
+                let status = response.status();
+                let body = response
+                    .body_mut()
+                    .read_to_string()
+                    .map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!("{status}: {body}"));
+                }
+                parse(&body)
+            });
+        let mut traffic = traffic.lock().unwrap();
+        match outcome {
+            Ok((version, build)) => traffic.samples.push(Sample {
+                at: SystemTime::now(),
+                version,
+                build,
+            }),
+            Err(failure) => traffic.failures.push(failure),
+        }
+    }
+}
+
+fn parse_time(text: &str) -> SystemTime {
+    let parsed =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+    SystemTime::from(parsed)
+}
+
+#[test]
+fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
+    let server = Server::builder().config("keep_builds", "3").install();
+    let clone = server.clone_fixture("example-app");
+    let mut versions: HashMap<String, String> = HashMap::new();
+    clone.set_version("d0");
+    versions.insert(clone.commit("d0"), "d0".into());
+    clone.push_main().success();
+    let web = WebServer::start(&server.root, &server.base().join("web"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = Arc::new(Mutex::new(Traffic::default()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (url, stop, traffic) = (web.url("/"), Arc::clone(&stop), Arc::clone(&traffic));
+            std::thread::spawn(move || client(url, stop, traffic))
+        })
+        .collect();
+    let started = Instant::now();
+    let traffic_from = SystemTime::now();
+
+    // Waits until the clients have been answered by `build`, which is live now.
+    let wait_served = |build: &str| {
+        wait_until(
+            Duration::from_secs(30),
+            || {
+                traffic
+                    .lock()
+                    .unwrap()
+                    .samples
+                    .iter()
+                    .rev()
+                    .take(50)
+                    .any(|s| s.build == build)
+            },
+            || format!("{build} was never served; errors:\n{}", web.error_log()),
+        )
+    };
+    wait_served(&server.live_revision());
+    let mut rollbacks = 0;
+    for i in 1..=DEPLOYS {
+        let version = format!("d{i}");
+        clone.set_version(&version);
+        versions.insert(clone.commit(&version), version);
+        clone.push_main().success();
+        wait_served(&server.live_revision());
+        if i % 3 == 0 && rollbacks < ROLLBACKS {
+            clone
+                .push(&[":rollback"])
+                .success()
+                .stderr_has("rolled back to builds/");
+            rollbacks += 1;
+            wait_served(&server.live_revision());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    let traffic = traffic.lock().unwrap();
+
+    assert!(
+        traffic.failures.is_empty(),
+        "{} failed or mixed answers, e.g. {:?}",
+        traffic.failures.len(),
+        &traffic.failures[..traffic.failures.len().min(5)]
+    );
+    for sample in &traffic.samples {
+        assert_eq!(
+            versions.get(&sample.build),
+            Some(&sample.version),
+            "code of one build, REVISION of another"
+        );
+    }
+    let served: HashSet<&str> = traffic.samples.iter().map(|s| s.build.as_str()).collect();
+    for build in versions.keys() {
+        assert!(
+            served.contains(build.as_str()),
+            "{build} was deployed but never served"
+        );
+    }
+    assert_eq!(rollbacks, ROLLBACKS);
+
+    // From each switch to the first answer from the build switched to.
+    let mut longest = Duration::ZERO;
+    let mut switches = 0;
+    for entry in server.deploy_log() {
+        let (Some(at), Some(commit)) = (entry["switched_at"].as_str(), entry["commit"].as_str())
+        else {
+            continue;
+        };
+        let switched = parse_time(at);
+        if switched < traffic_from {
+            continue; // the first deploy, before the web server started
+        }
+        if let Some(first) = traffic
+            .samples
+            .iter()
+            .find(|s| s.at >= switched && s.build == commit)
+        {
+            longest = longest.max(first.at.duration_since(switched).unwrap_or_default());
+            switches += 1;
+        }
+    }
+    let requests = traffic.samples.len();
+    eprintln!(
+        "zero downtime: {requests} requests from {CLIENTS} keep-alive clients in {:.1}s ({:.0} req/s), \
+         {DEPLOYS} deploys and {rollbacks} rollbacks, 0 failed, 0 mixed, {} builds served; \
+         longest switch-to-first-answer {:.1} ms over {switches} switches",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64(),
+        served.len(),
+        longest.as_secs_f64() * 1000.0
+    );
+    assert_eq!(
+        switches,
+        DEPLOYS + ROLLBACKS,
+        "a switch whose build was never served after it"
+    );
+}
