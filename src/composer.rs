@@ -1,30 +1,279 @@
-//! Running composer in `application/`, where `vendor/` persists between deploys.
+//! Running composer in `application/`, where `vendor/` persists between deploys, and only
+//! as much of it as the commit needs.
+//!
+//! The rule: a build's `vendor/` and autoloader are always exactly what the configured
+//! composer command would produce for its commit. A git tree diff against the commit composer
+//! last ran for tells cheaply what changed:
+//! - `composer.json`, `composer.lock`, a path repository, the configured arguments or
+//!   `vendor/` itself (compared with a fingerprint taken after the last run) → `install`;
+//! - only files under the root package's autoload paths → `dump-autoload` with the
+//!   configured optimisation (the class map may have changed);
+//! - nothing of that → composer is skipped.
 
-use std::path::Path;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
 
 use crate::child;
 use crate::config::Composer;
+use crate::plan::Layout;
 use crate::report::Reporter;
 
 /// What composer did, for the step's line.
 pub enum Outcome {
-    Ran,
+    Install(&'static str),
+    /// vendor/ was changed by hand since composer last ran: composer would not notice (it
+    /// trusts its installed.json), so vendor/ is removed and installed afresh.
+    Reinstall,
+    DumpAutoload,
+    Skipped,
     NoComposerJson,
 }
 
-pub fn install(app: &Path, composer: &Composer, reporter: &Reporter) -> Result<Outcome> {
+/// What the last successful run was for, kept in the state folder.
+#[derive(Serialize, Deserialize, PartialEq)]
+struct LastRun {
+    commit: String,
+    args: Vec<String>,
+    vendor: u64,
+}
+
+pub fn run(
+    repo: &Path,
+    commit: Oid,
+    layout: &Layout,
+    composer: &Composer,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    let app = &layout.application;
+    let state_file = layout.state.join("composer.json");
     if !app.join("composer.json").is_file() {
+        let _ = std::fs::remove_file(&state_file);
         return Ok(Outcome::NoComposerJson);
     }
+    let last: Option<LastRun> = std::fs::read(&state_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let outcome = match &last {
+        _ if composer.args.first().map(String::as_str) != Some("install") => {
+            Outcome::Install("custom arguments")
+        }
+        None => Outcome::Install("first run"),
+        Some(last) => decide(repo, last, commit, app, composer)?,
+    };
+    let args = match outcome {
+        Outcome::Install(_) => composer.args.clone(),
+        Outcome::Reinstall => {
+            let vendor = app.join("vendor");
+            std::fs::remove_dir_all(&vendor)
+                .with_context(|| format!("cannot remove {}", vendor.display()))?;
+            composer.args.clone()
+        }
+        Outcome::DumpAutoload => dump_autoload_args(&composer.args),
+        Outcome::Skipped | Outcome::NoComposerJson => return Ok(outcome),
+    };
+    // Whatever happens next, vendor/ may no longer be what the record says.
+    let _ = std::fs::remove_file(&state_file);
     let program = which::which("composer").context(
         "the app has a composer.json but `composer` is not on the hook's PATH \
          (install it, e.g. `apt-get install composer`, or set `composer: false` in deploy.yml)",
     )?;
     let mut cmd = child::command(&program, app);
-    cmd.args(&composer.args);
-    let what = format!("`composer {}`", composer.args.join(" "));
+    cmd.args(&args);
+    let what = format!("`composer {}`", args.join(" "));
     child::run_limited(cmd, &what, Some(composer.timeout), reporter)?;
-    Ok(Outcome::Ran)
+    let record = LastRun {
+        commit: commit.to_string(),
+        args: composer.args.clone(),
+        vendor: fingerprint(&app.join("vendor")),
+    };
+    std::fs::write(&state_file, serde_json::to_vec(&record)?)
+        .context("cannot record the composer run")?;
+    Ok(outcome)
+}
+
+fn decide(
+    repo: &Path,
+    last: &LastRun,
+    commit: Oid,
+    app: &Path,
+    composer: &Composer,
+) -> Result<Outcome> {
+    if last.args != composer.args {
+        return Ok(Outcome::Install("composer arguments changed"));
+    }
+    if fingerprint(&app.join("vendor")) != last.vendor {
+        return Ok(Outcome::Reinstall);
+    }
+    let repo = Repository::open_bare(repo)?;
+    let Ok(before) = Oid::from_str(&last.commit).and_then(|id| repo.find_commit(id)) else {
+        return Ok(Outcome::Install("the last commit composer ran for is gone"));
+    };
+    let diff = repo.diff_tree_to_tree(
+        Some(&before.tree()?),
+        Some(&repo.find_commit(commit)?.tree()?),
+        None,
+    )?;
+    let changed: Vec<PathBuf> = diff
+        .deltas()
+        .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+        .flatten()
+        .map(Path::to_path_buf)
+        .collect();
+    let inputs = Inputs::read(&app.join("composer.json"))?;
+    if changed
+        .iter()
+        .any(|p| p == Path::new("composer.json") || p == Path::new("composer.lock"))
+    {
+        return Ok(Outcome::Install("composer.json or composer.lock changed"));
+    }
+    if changed
+        .iter()
+        .any(|p| inputs.packages.iter().any(|dir| p.starts_with(dir)))
+    {
+        return Ok(Outcome::Install("a path repository changed"));
+    }
+    if changed
+        .iter()
+        .any(|p| inputs.autoload.iter().any(|dir| p.starts_with(dir)))
+    {
+        return Ok(Outcome::DumpAutoload);
+    }
+    Ok(Outcome::Skipped)
+}
+
+/// The paths of the root package that composer's output depends on.
+struct Inputs {
+    /// Autoload paths (psr-4, psr-0, classmap, files; dev ones too, to be safe).
+    autoload: Vec<PathBuf>,
+    /// Directories of `path` repositories.
+    packages: Vec<PathBuf>,
+}
+
+impl Inputs {
+    fn read(composer_json: &Path) -> Result<Inputs> {
+        let text = std::fs::read_to_string(composer_json)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", composer_json.display()))?;
+        let mut autoload = Vec::new();
+        for section in ["autoload", "autoload-dev"] {
+            for kind in ["psr-4", "psr-0", "classmap", "files"] {
+                collect_paths(&json[section][kind], &mut autoload);
+            }
+        }
+        let mut packages = Vec::new();
+        if let Some(repositories) = json["repositories"].as_array() {
+            for repository in repositories.iter().filter(|r| r["type"] == "path") {
+                collect_paths(&repository["url"], &mut packages);
+            }
+        }
+        Ok(Inputs { autoload, packages })
+    }
+}
+
+/// Paths in an autoload value: a string, a list, or a map of namespace to either.
+fn collect_paths(value: &serde_json::Value, out: &mut Vec<PathBuf>) {
+    match value {
+        serde_json::Value::String(path) => {
+            // Globs (`packages/*`) count from their fixed part.
+            let fixed = path.split(['*', '?', '[']).next().unwrap_or("");
+            let clean = fixed.trim_start_matches("./").trim_end_matches('/');
+            out.push(PathBuf::from(clean)); // "" is the whole app: any change counts
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_paths(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| collect_paths(v, out)),
+        _ => {}
+    }
+}
+
+/// `dump-autoload` with the optimisation the configured install would apply.
+fn dump_autoload_args(install_args: &[String]) -> Vec<String> {
+    let mut args = vec!["dump-autoload".to_string(), "--no-interaction".to_string()];
+    for arg in install_args {
+        let mapped = match arg.as_str() {
+            "--optimize-autoloader" | "-o" => "--optimize",
+            "--classmap-authoritative" | "-a" => "--classmap-authoritative",
+            "--apcu-autoloader" => "--apcu",
+            "--no-dev" => "--no-dev",
+            "--no-scripts" => "--no-scripts",
+            _ => continue,
+        };
+        args.push(mapped.to_string());
+    }
+    args
+}
+
+/// A fingerprint of everything in `vendor/`: names, sizes, modes and modification times. A
+/// file changed, added or removed by hand changes it.
+fn fingerprint(vendor: &Path) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for entry in walkdir::WalkDir::new(vendor)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        entry.path().hash(&mut hasher);
+        if let Ok(meta) = entry.metadata() {
+            (meta.len(), meta.mode(), meta.mtime(), meta.mtime_nsec()).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_autoload_keeps_the_configured_optimisation() {
+        let args: Vec<String> = crate::config::DEFAULT_COMPOSER_ARGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            dump_autoload_args(&args),
+            [
+                "dump-autoload",
+                "--no-interaction",
+                "--no-dev",
+                "--optimize"
+            ]
+        );
+        let args = ["install".to_string(), "-a".to_string()];
+        assert_eq!(
+            dump_autoload_args(&args),
+            [
+                "dump-autoload",
+                "--no-interaction",
+                "--classmap-authoritative"
+            ]
+        );
+    }
+
+    #[test]
+    fn autoload_paths_are_read_from_every_form() {
+        let json = serde_json::json!({
+            "autoload": {"psr-4": {"App\\": "src/", "Lib\\": ["lib/a", "./lib/b/"]}, "classmap": ["legacy/"], "files": ["helpers.php"]},
+            "autoload-dev": {"psr-4": {"Tests\\": "tests/"}},
+            "repositories": [{"type": "path", "url": "packages/*"}, {"packagist.org": false}]
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("composer.json"), json.to_string()).unwrap();
+        let inputs = Inputs::read(&dir.path().join("composer.json")).unwrap();
+        let autoload: Vec<_> = inputs
+            .autoload
+            .iter()
+            .map(|p| p.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            autoload,
+            ["src", "lib/a", "lib/b", "legacy", "helpers.php", "tests"]
+        );
+        assert_eq!(inputs.packages, [PathBuf::from("packages")]);
+    }
 }

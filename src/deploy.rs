@@ -280,13 +280,18 @@ fn pipeline(
 
     if let Some(settings) = &config.composer {
         let step = reporter.step("composer");
-        let outcome = composer::install(&layout.application, settings, reporter)
+        let outcome = composer::run(&config.repository, commit, layout, settings, reporter)
             .context("composer failed")?;
         let detail = match outcome {
-            composer::Outcome::Ran => "",
-            composer::Outcome::NoComposerJson => "skipped, no composer.json",
+            composer::Outcome::Install(why) => format!("install ({why})"),
+            composer::Outcome::Reinstall => {
+                "install into an empty vendor/ (vendor/ was changed since composer last ran)".into()
+            }
+            composer::Outcome::DumpAutoload => "dump-autoload (autoload sources changed)".into(),
+            composer::Outcome::Skipped => "skipped (its inputs and vendor/ are unchanged)".into(),
+            composer::Outcome::NoComposerJson => "skipped (no composer.json)".into(),
         };
-        reporter.done(step, detail);
+        reporter.done(step, &detail);
     }
 
     let step = reporter.step("snapshot");

@@ -35,9 +35,23 @@ fn busy_server() -> (Server, Clone) {
     (server, clone)
 }
 
-/// A commit that changes a dozen files, so that a checkout has steps to be killed in.
+/// A commit that changes a dozen files, so that a checkout has steps to be killed in, and
+/// composer.json, so that composer runs in full and has output to be killed in.
 fn commit_many(clone: &Clone, label: &str) -> String {
     clone.set_version(label);
+    let json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
+    let description = json
+        .lines()
+        .find(|l| l.contains("\"description\""))
+        .unwrap()
+        .to_string();
+    clone.write(
+        "composer.json",
+        &json.replace(
+            &description,
+            &format!("    \"description\": \"deploy {label}\","),
+        ),
+    );
     for n in 0..12 {
         clone.write(
             format!("content/page{n}.txt"),

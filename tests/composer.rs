@@ -1,0 +1,183 @@
+//! Composer runs only as much as a commit needs, and the result is always what a full
+//! `composer install` would make of that commit.
+
+mod harness;
+
+use std::fs;
+
+use harness::{Clone, Server};
+
+/// The class map composer wrote into the live build.
+fn classmap(server: &Server) -> String {
+    server.read_live("vendor/composer/autoload_classmap.php")
+}
+
+fn push_expecting(clone: &Clone, composer_did: &str) {
+    let push = clone.push_main().success();
+    // The step's closing line: `    composer 0.12s: install (first run)`.
+    let line = push
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("remote:     composer "))
+        .next()
+        .unwrap_or_else(|| panic!("no composer line:\n{}", push.stderr));
+    assert!(
+        line.contains(composer_did),
+        "expected composer to {composer_did:?}, got: {line}"
+    );
+}
+
+/// The class map a fresh `composer install` (the configured arguments) makes of `commit`.
+fn fresh_classmap(server: &Server, commit: &str) -> String {
+    let dir = server.base().join(format!("fresh-{commit}"));
+    fs::create_dir(&dir).unwrap();
+    let archive = server
+        .command("git")
+        .arg("--git-dir")
+        .arg(&server.repo)
+        .args(["archive", commit])
+        .output()
+        .unwrap();
+    harness::assert_success(&archive, "git archive");
+    let mut tar = server
+        .command("tar")
+        .arg("-x")
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &archive.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    let out = server
+        .command("composer")
+        .args([
+            "install",
+            "--no-dev",
+            "--prefer-dist",
+            "--no-interaction",
+            "--optimize-autoloader",
+            "--no-progress",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "composer install");
+    fs::read_to_string(dir.join("vendor/composer/autoload_classmap.php")).unwrap()
+}
+
+#[test]
+fn composer_runs_only_as_much_as_each_commit_needs() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    push_expecting(&clone, "install (first run)");
+    assert!(classmap(&server).contains("'Legacy_Helper' => $baseDir . '/lib/Legacy/Helper.php'"));
+
+    // Content only: nothing composer reads changed.
+    clone.write("public/robots.txt", "User-agent: *\n");
+    clone.commit("content");
+    push_expecting(&clone, "skipped (its inputs and vendor/ are unchanged)");
+    assert!(server.latest().join("vendor/autoload.php").is_file());
+    assert!(server.page().contains("v1"));
+
+    // A class added under PSR-4: the optimised class map must list it.
+    clone.write(
+        "src/Added.php",
+        "<?php\n\nnamespace App;\n\nfinal class Added {}\n",
+    );
+    clone.commit("psr-4 class added");
+    push_expecting(&clone, "dump-autoload (autoload sources changed)");
+    assert!(
+        classmap(&server).contains("'App\\\\Added' => $baseDir . '/src/Added.php'"),
+        "{}",
+        classmap(&server)
+    );
+
+    // Under a classmap path: added, moved, removed.
+    clone.write("lib/Legacy/Extra.php", "<?php\n\nclass Legacy_Extra {}\n");
+    clone.commit("classmap class added");
+    push_expecting(&clone, "dump-autoload");
+    assert!(classmap(&server).contains("'Legacy_Extra' => $baseDir . '/lib/Legacy/Extra.php'"));
+    clone.git(&["mv", "lib/Legacy/Extra.php", "lib/Moved.php"]);
+    clone.commit("classmap class moved");
+    push_expecting(&clone, "dump-autoload");
+    assert!(
+        classmap(&server).contains("'Legacy_Extra' => $baseDir . '/lib/Moved.php'"),
+        "{}",
+        classmap(&server)
+    );
+    clone.remove("lib/Moved.php");
+    clone.commit("classmap class removed");
+    push_expecting(&clone, "dump-autoload");
+    assert!(!classmap(&server).contains("Legacy_Extra"));
+    let commit = clone.head();
+    assert_eq!(
+        classmap(&server),
+        fresh_classmap(&server, &commit),
+        "the same as a full install would make"
+    );
+
+    // vendor/ damaged by hand in application/: a full install repairs it.
+    let app = server.root.join("application");
+    fs::remove_file(app.join("vendor/atomdeploy/greeting/src/Greeter.php")).unwrap();
+    clone.write("public/robots.txt", "User-agent: none\n");
+    clone.commit("content again");
+    push_expecting(
+        &clone,
+        "install into an empty vendor/ (vendor/ was changed since composer last ran)",
+    );
+    assert!(
+        server
+            .latest()
+            .join("vendor/atomdeploy/greeting/src/Greeter.php")
+            .is_file()
+    );
+    assert!(server.page().contains("Hello from the example app"));
+
+    // A new composer.lock: a full install, with the new version in vendor/.
+    let package = clone.path.join("packages/greeting/composer.json");
+    fs::write(
+        &package,
+        fs::read_to_string(&package)
+            .unwrap()
+            .replace("\"1.0.0\"", "\"1.0.1\""),
+    )
+    .unwrap();
+    let out = server
+        .command("composer")
+        .args([
+            "update",
+            "--no-install",
+            "--no-interaction",
+            "atomdeploy/greeting",
+        ])
+        .current_dir(&clone.path)
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "composer update --no-install");
+    clone.commit("greeting 1.0.1");
+    push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    assert!(
+        server
+            .read_live("vendor/composer/installed.json")
+            .contains("\"version\": \"1.0.1\"")
+    );
+}
+
+#[test]
+fn changed_composer_arguments_mean_a_full_install() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    server.set_config(
+        "composer",
+        "{args: [install, --no-dev, --no-interaction, --classmap-authoritative]}",
+    );
+    clone.write("public/robots.txt", "x\n");
+    clone.commit("content");
+    push_expecting(&clone, "install (composer arguments changed)");
+    assert!(
+        server
+            .read_live("vendor/composer/autoload_real.php")
+            .contains("setClassMapAuthoritative(true)")
+    );
+}
