@@ -70,8 +70,12 @@ pub fn run(
         Outcome::Install(_) => composer.args.clone(),
         Outcome::Reinstall => {
             let vendor = app.join("vendor");
-            std::fs::remove_dir_all(&vendor)
-                .with_context(|| format!("cannot remove {}", vendor.display()))?;
+            match std::fs::remove_dir_all(&vendor) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", vendor.display()));
+                }
+                _ => {}
+            }
             composer.args.clone()
         }
         Outcome::DumpAutoload => dump_autoload_args(&composer.args),
