@@ -34,6 +34,18 @@ pub struct Config {
     pub after_switch: Vec<String>,
     pub lock_timeout: Duration,
     pub healthcheck: Option<Healthcheck>,
+    pub snapshot: SnapshotMode,
+}
+
+/// How a build gets the files of application/.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    /// Every file copied: builds share nothing.
+    #[default]
+    Copy,
+    /// Files unchanged since the live build hard-linked to it, and all files made read-only.
+    Link,
 }
 
 /// Checked after the switch; a build that fails it is rolled back.
@@ -111,6 +123,8 @@ struct RawConfig {
     lock_timeout: u64,
     #[serde(default, deserialize_with = "healthcheck")]
     healthcheck: Option<Healthcheck>,
+    #[serde(default)]
+    snapshot: SnapshotMode,
 }
 
 fn default_branch() -> String {
@@ -149,6 +163,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         after_switch: raw.after_switch,
         lock_timeout: Duration::from_secs(raw.lock_timeout),
         healthcheck: raw.healthcheck,
+        snapshot: raw.snapshot,
     })
 }
 
@@ -466,6 +481,21 @@ mod tests {
             (Duration::from_secs(60), DEFAULT_COMPOSER_ARGS.len())
         );
         assert!(parse_err("repository: r\ncomposer: {timeout: 0}\n").contains("at least 1 second"));
+    }
+
+    #[test]
+    fn snapshot_mode_is_copy_or_link() {
+        assert_eq!(parse_ok("repository: r\n").snapshot, SnapshotMode::Copy);
+        assert_eq!(
+            parse_ok("repository: r\nsnapshot: link\n").snapshot,
+            SnapshotMode::Link
+        );
+        let err = parse_err("repository: r\nsnapshot: reflink\n");
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:2:11: ")
+                && err.contains("unknown variant `reflink`"),
+            "{err}"
+        );
     }
 
     #[test]

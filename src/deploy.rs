@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use git2::{ErrorCode, Oid, Repository};
 
 use crate::builds::{self, BuildName};
+use crate::config::SnapshotMode;
 use crate::history::{self, StepTime};
 use crate::lock::DeployLock;
 use crate::plan::Plan;
@@ -148,7 +149,10 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
             entry.switched_at = Some(switched_at);
             entry.outcome = "deployed".into();
             let took = reporter.elapsed().as_secs_f64();
-            reporter.line(&format!("deployed {short} as builds/{build} in {took:.2}s"));
+            reporter.line(&format!(
+                "deployed {short} as builds/{build} in {took:.2}s ({})",
+                reporter.breakdown()
+            ));
             match problem {
                 Problem::AfterSwitch(err) => {
                     Err(err.context(format!("after_switch failed; builds/{build} is live")))
@@ -282,24 +286,50 @@ fn pipeline(
         let step = reporter.step("composer");
         let outcome = composer::run(&config.repository, commit, layout, settings, reporter)
             .context("composer failed")?;
-        let detail = match outcome {
-            composer::Outcome::Install(why) => format!("install ({why})"),
-            composer::Outcome::Reinstall => {
-                "install into an empty vendor/ (vendor/ was changed since composer last ran)".into()
+        match outcome {
+            composer::Outcome::Install(why) => reporter.done(step, &format!("install ({why})")),
+            composer::Outcome::Reinstall => reporter.done(
+                step,
+                "install into an empty vendor/ (vendor/ was changed since composer last ran)",
+            ),
+            composer::Outcome::DumpAutoload => {
+                reporter.done(step, "dump-autoload (autoload sources changed)")
             }
-            composer::Outcome::DumpAutoload => "dump-autoload (autoload sources changed)".into(),
-            composer::Outcome::Skipped => "skipped (its inputs and vendor/ are unchanged)".into(),
-            composer::Outcome::NoComposerJson => "skipped (no composer.json)".into(),
+            composer::Outcome::Skipped => {
+                reporter.skipped(step, "skipped (its inputs and vendor/ are unchanged)")
+            }
+            composer::Outcome::NoComposerJson => {
+                reporter.skipped(step, "skipped (no composer.json)")
+            }
         };
-        reporter.done(step, &detail);
     }
 
     let step = reporter.step("snapshot");
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
-    let snap = snapshot::snapshot(layout, &commit_id, reporter).context("snapshot failed")?;
+    let previous_dir = previous.map(|b| layout.builds.join(b.to_string()));
+    let never_link: Vec<_> = config.shared.iter().map(|e| e.path.clone()).collect();
+    let options = snapshot::Options {
+        link_from: previous_dir
+            .as_deref()
+            .filter(|_| config.snapshot == SnapshotMode::Link),
+        read_only: config.snapshot == SnapshotMode::Link,
+        never_link: &never_link,
+    };
+    let snap =
+        snapshot::snapshot(layout, &commit_id, &options, reporter).context("snapshot failed")?;
     reporter.done(
         step,
-        &format!("{} files, {}", snap.files, megabytes(snap.bytes)),
+        &match config.snapshot {
+            SnapshotMode::Copy => {
+                format!("{} files copied, {}", snap.copied, megabytes(snap.bytes))
+            }
+            SnapshotMode::Link => format!(
+                "{} files linked to the live build, {} copied ({})",
+                snap.linked,
+                snap.copied,
+                megabytes(snap.bytes)
+            ),
+        },
     );
 
     if !config.shared.is_empty() {

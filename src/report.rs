@@ -63,6 +63,8 @@ pub struct Reporter {
     output: Output,
     started: Instant,
     steps: Mutex<Vec<(String, Duration)>>,
+    /// Steps that had nothing to do.
+    skipped: Mutex<Vec<String>>,
     /// Every line shown, kept for `atomdeploy-hook log`.
     transcript: Mutex<String>,
 }
@@ -80,6 +82,7 @@ impl Reporter {
             output,
             started: Instant::now(),
             steps: Mutex::new(Vec::new()),
+            skipped: Mutex::new(Vec::new()),
             transcript: Mutex::new(String::new()),
         }
     }
@@ -139,6 +142,28 @@ impl Reporter {
     /// Durations of the finished steps, in order, for the deploy log.
     pub fn step_durations(&self) -> Vec<(String, Duration)> {
         self.steps.lock().unwrap().clone()
+    }
+
+    /// Where the time went, for the summary line:
+    /// `checkout 0.04s · composer skipped · snapshot 0.21s · switch 0.1ms`.
+    pub fn breakdown(&self) -> String {
+        let skipped = self.skipped.lock().unwrap();
+        self.steps
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, took)| match skipped.contains(name) {
+                true => format!("{name} skipped"),
+                false => format!("{name} {}", seconds(*took)),
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+
+    /// Closes a step that had nothing to do.
+    pub fn skipped(&self, step: Step, why: &str) -> Duration {
+        self.skipped.lock().unwrap().push(step.name.to_string());
+        self.done(step, why)
     }
 
     pub fn elapsed(&self) -> Duration {

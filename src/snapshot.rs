@@ -5,10 +5,12 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use tempfile::TempDir;
 use walkdir::WalkDir;
 
@@ -19,8 +21,11 @@ use crate::report::Reporter;
 /// A build in the making. Dropping it before [`Snapshot::publish`] removes it.
 pub struct Snapshot {
     dir: TempDir,
-    pub files: usize,
+    /// Files copied, and their bytes.
+    pub copied: u64,
     pub bytes: u64,
+    /// Files hard-linked from the previous build.
+    pub linked: u64,
 }
 
 impl Snapshot {
@@ -38,8 +43,30 @@ impl Snapshot {
     }
 }
 
+/// How a build gets its files.
+pub struct Options<'a> {
+    /// `snapshot: link`: hard-link files unchanged since this build (the live one) instead of
+    /// copying them, as `rsync --link-dest` does. Files of such builds are made read-only, so
+    /// that writing one in place fails loudly instead of changing every build that shares it.
+    pub link_from: Option<&'a Path>,
+    /// Drop the write bits of every file copied: set for every build in `snapshot: link`, the
+    /// first one too, since the next build will share its files.
+    pub read_only: bool,
+    /// Paths that are always copied, never linked (the shared entries: they may be seeded
+    /// into shared/, where users write).
+    pub never_link: &'a [PathBuf],
+}
+
 /// Copies `application/` (all of it but a top-level `.git`) and writes `REVISION`.
-pub fn snapshot(layout: &Layout, commit: &str, reporter: &Reporter) -> Result<Snapshot> {
+///
+/// Directories are made first, in order; files and links are then copied in parallel, since
+/// a deploy's snapshot is many small files and one thread waits on each in turn.
+pub fn snapshot(
+    layout: &Layout,
+    commit: &str,
+    options: &Options,
+    reporter: &Reporter,
+) -> Result<Snapshot> {
     fs::create_dir_all(layout.tmp())?;
     // Same depth below the root as builds/<name>, so relative links made in it stay right
     // after the rename.
@@ -56,57 +83,102 @@ pub fn snapshot(layout: &Layout, commit: &str, reporter: &Reporter) -> Result<Sn
         .filter_entry(|e| !(e.depth() == 1 && e.file_name() == ".git"))
         .collect::<Result<_, _>>()
         .with_context(|| format!("cannot read {}", source.display()))?;
-
-    let bar = reporter.progress(entries.len() as u64, "copying");
-    let mut snapshot = Snapshot {
-        dir,
-        files: 0,
-        bytes: 0,
-    };
-    // Directory modes are applied last, so a read-only directory can still be filled.
-    let mut dir_modes = Vec::new();
-    for entry in &entries {
-        let relative = entry
+    let build = dir.path().to_path_buf();
+    let relative = |entry: &walkdir::DirEntry| {
+        entry
             .path()
             .strip_prefix(source)
-            .expect("walk stays below its root");
-        let dest = snapshot.path().join(relative);
+            .expect("walk stays below its root")
+            .to_path_buf()
+    };
+
+    // Directory modes are applied last, so a read-only directory can still be filled.
+    let mut dir_modes = Vec::new();
+    for entry in entries.iter().filter(|e| e.file_type().is_dir()) {
+        let dest = build.join(relative(entry));
+        fs::create_dir(&dest)
+            .with_context(|| format!("cannot create {} in the build", relative(entry).display()))?;
         let meta = entry
             .metadata()
             .with_context(|| format!("cannot read {}", entry.path().display()))?;
-        let kind = meta.file_type();
-        let copied = if kind.is_dir() {
-            fs::create_dir(&dest).map(|_| dir_modes.push((dest.clone(), meta.permissions())))
-        } else if kind.is_symlink() {
-            fs::read_link(entry.path()).and_then(|target| {
-                std::os::unix::fs::symlink(within_build(&target, source, relative), &dest)
-            })
-        } else if kind.is_file() {
-            copy_file(entry.path(), &dest, &meta).map(|bytes| {
-                snapshot.files += 1;
-                snapshot.bytes += bytes;
-            })
-        } else {
-            reporter.warn(&format!(
-                "skipped {} (not a file, directory or symlink)",
-                relative.display()
-            ));
-            Ok(())
-        };
-        copied.with_context(|| format!("cannot copy {} into the build", relative.display()))?;
-        bar.inc(1);
-        fault::point("snapshot-file");
+        dir_modes.push((dest, meta.permissions()));
     }
+
+    let bar = reporter.progress(entries.len() as u64, "copying");
+    bar.inc(dir_modes.len() as u64);
+    let copied = AtomicU64::new(0);
+    let linked = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    entries
+        .par_iter()
+        .filter(|e| !e.file_type().is_dir())
+        .try_for_each(|entry| -> Result<()> {
+            let relative = relative(entry);
+            let dest = build.join(&relative);
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("cannot read {}", entry.path().display()))?;
+            let kind = meta.file_type();
+            let done = if kind.is_symlink() {
+                fs::read_link(entry.path()).and_then(|target| {
+                    std::os::unix::fs::symlink(within_build(&target, source, &relative), &dest)
+                })
+            } else if kind.is_file() {
+                let shareable = !options.never_link.iter().any(|p| relative.starts_with(p));
+                let previous = options
+                    .link_from
+                    .filter(|_| shareable)
+                    .map(|from| from.join(&relative));
+                if previous.as_deref().is_some_and(|p| unchanged(p, &meta)) {
+                    fs::hard_link(previous.expect("checked"), &dest).map(|()| {
+                        linked.fetch_add(1, Ordering::Relaxed);
+                    })
+                } else {
+                    copy_file(entry.path(), &dest, &meta, options.read_only && shareable).map(|n| {
+                        copied.fetch_add(1, Ordering::Relaxed);
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    })
+                }
+            } else {
+                reporter.warn(&format!(
+                    "skipped {} (not a file, directory or symlink)",
+                    relative.display()
+                ));
+                Ok(())
+            };
+            done.with_context(|| format!("cannot copy {} into the build", relative.display()))?;
+            bar.inc(1);
+            fault::point("snapshot-file");
+            Ok(())
+        })?;
     bar.finish_and_clear();
     for (path, permissions) in dir_modes.into_iter().rev() {
         fs::set_permissions(&path, permissions)?;
     }
-    write_revision(snapshot.path(), commit, reporter).context("cannot write REVISION")?;
+    write_revision(&build, commit, reporter).context("cannot write REVISION")?;
     // The web server reads the build as another user: give it application/'s mode, not
     // the 0700 of a fresh temporary directory.
     let mode = fs::metadata(source)?.permissions().mode();
-    fs::set_permissions(snapshot.path(), Permissions::from_mode(mode))?;
-    Ok(snapshot)
+    fs::set_permissions(&build, Permissions::from_mode(mode))?;
+    Ok(Snapshot {
+        dir,
+        copied: copied.into_inner(),
+        linked: linked.into_inner(),
+        bytes: bytes.into_inner(),
+    })
+}
+
+/// Whether the previous build's file is the one in application/: same size, modification
+/// time and mode (write bits aside, which linked builds drop). Files checkout or composer
+/// rewrote have a new modification time.
+fn unchanged(previous: &Path, meta: &fs::Metadata) -> bool {
+    fs::symlink_metadata(previous).is_ok_and(|p| {
+        p.file_type().is_file()
+            && p.len() == meta.len()
+            && p.mtime() == meta.mtime()
+            && p.mtime_nsec() == meta.mtime_nsec()
+            && p.mode() & 0o7555 == meta.mode() & 0o7555
+    })
 }
 
 /// A link made in application/ with an absolute target inside it (as `php artisan
@@ -153,8 +225,8 @@ fn write_revision(build: &Path, commit: &str, reporter: &Reporter) -> io::Result
 }
 
 /// Contents, mode and modification time; the copy itself goes through `io::copy`, which uses
-/// copy_file_range(2) on Linux.
-fn copy_file(from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<u64> {
+/// copy_file_range(2) on Linux. `read_only` drops the write bits (builds that share files).
+fn copy_file(from: &Path, to: &Path, meta: &fs::Metadata, read_only: bool) -> io::Result<u64> {
     let mut src = File::open(from)?;
     let mut dst = OpenOptions::new()
         .write(true)
@@ -163,7 +235,8 @@ fn copy_file(from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<u64> {
         .open(to)?;
     let bytes = io::copy(&mut src, &mut dst)?;
     // The umask may have narrowed the mode given at creation.
-    dst.set_permissions(meta.permissions())?;
+    let mode = meta.permissions().mode() & if read_only { !0o222 } else { !0 };
+    dst.set_permissions(Permissions::from_mode(mode))?;
     dst.set_modified(meta.modified()?)?;
     Ok(bytes)
 }

@@ -181,3 +181,18 @@ fn changed_composer_arguments_mean_a_full_install() {
             .contains("setClassMapAuthoritative(true)")
     );
 }
+
+#[test]
+fn the_summary_says_when_composer_was_skipped() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    clone.write("public/robots.txt", "x\n");
+    clone.commit("content");
+    let push = clone.push_main().success();
+    let summary = push.remote_line("deployed ").unwrap();
+    assert!(
+        summary.contains("(checkout ") && summary.contains(" · composer skipped · snapshot "),
+        "{summary}"
+    );
+}

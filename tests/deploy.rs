@@ -53,7 +53,17 @@ fn first_push_deploys_a_complete_build_and_makes_it_live() {
         summary.starts_with(&format!("deployed {short} as builds/{live} in ")),
         "{summary}"
     );
-    assert!(summary.ends_with('s'), "{summary}");
+    // Where the time went, step by step.
+    let breakdown = summary.split_once(" (").map(|(_, b)| b).unwrap_or_default();
+    for step in [
+        "checkout ",
+        " · composer ",
+        " · snapshot ",
+        " · switch ",
+        " · cleanup ",
+    ] {
+        assert!(breakdown.contains(step), "{step:?} missing from {summary}");
+    }
     assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
 
     let log = server.deploy_log();
@@ -1121,4 +1131,70 @@ fn composer_that_never_finishes_is_killed_at_its_timeout() {
         "still running: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+#[test]
+fn link_mode_shares_unchanged_files_read_only_and_never_shared_entries() {
+    use std::os::unix::fs::MetadataExt;
+    let server = Server::builder()
+        .config("snapshot", "link")
+        .config("keep_builds", "2")
+        .install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let first = server.live().unwrap();
+    // shared: added once a build exists, so its seed comes from files that could be linked.
+    server.set_config("shared", "[storage/sessions/]");
+    clone
+        .write("storage/sessions/seed", "seeded\n")
+        .set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().success();
+    let second = server.live().unwrap();
+
+    let line = push
+        .stderr
+        .lines()
+        .find(|l| l.contains("files linked to the live build"))
+        .expect("a snapshot line");
+    assert!(line.contains(" copied"), "{line}");
+    let old = server.build_path(&first);
+    let new = server.build_path(&second);
+    let same = |p: &str| {
+        fs::metadata(old.join(p)).unwrap().ino() == fs::metadata(new.join(p)).unwrap().ino()
+    };
+    assert!(same("public/index.php"), "an unchanged file is shared");
+    assert!(
+        same("vendor/autoload.php"),
+        "vendor/ is shared when composer left it alone"
+    );
+    assert!(!same("src/Version.php"), "a changed file is not");
+    assert!(
+        fs::read_to_string(old.join("src/Version.php"))
+            .unwrap()
+            .contains("'v1'"),
+        "the old build keeps its own"
+    );
+    for p in ["public/index.php", "src/Version.php", "vendor/autoload.php"] {
+        let mode = fs::metadata(new.join(p)).unwrap().mode();
+        assert_eq!(
+            mode & 0o222,
+            0,
+            "{p} is writable ({mode:o}) in a build that shares files"
+        );
+    }
+    // What went into shared/ is the user's own file: not shared with a build, writable.
+    let seeded = fs::metadata(server.root.join("shared/storage/sessions/seed")).unwrap();
+    assert_eq!(seeded.nlink(), 1);
+    assert_ne!(seeded.mode() & 0o200, 0);
+
+    // Read-only builds are still removed by cleanup.
+    for v in ["v3", "v4"] {
+        clone.set_version(v);
+        clone.commit(v);
+        clone.push_main().success();
+    }
+    assert_eq!(server.builds().len(), 2);
+    assert!(!old.exists());
+    assert!(server.page().contains("v4"));
 }

@@ -77,7 +77,7 @@ const DEPLOY_FAULTS: &[&str] = &[
     "child-output@6",
     "snapshot-file@1",
     "snapshot-file@15",
-    "snapshot-file@40",
+    "snapshot-file@25",
     "shared-entry@1",
     "shared-entry@2",
     "snapshot-done",
