@@ -322,6 +322,13 @@ mod tests {
         );
     }
 
+    const FOUR: [&str; 4] = [
+        "20260101-000000",
+        "20260102-000000",
+        "20260103-000000",
+        "20260104-000000",
+    ];
+
     /// A deploy root holding the named builds, `latest` pointing at `live`.
     fn root_with(builds: &[&str], live: &str) -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().unwrap();
@@ -349,12 +356,7 @@ mod tests {
 
     #[test]
     fn cleanup_never_removes_the_live_build_even_when_it_is_the_oldest() {
-        let all = [
-            "20260101-000000",
-            "20260102-000000",
-            "20260103-000000",
-            "20260104-000000",
-        ];
+        let all = FOUR;
         let (_tmp, layout) = root_with(&all, all[0]);
         let removed = cleanup(&layout, 1).unwrap();
         assert_eq!(removed.len(), 2);
@@ -367,12 +369,7 @@ mod tests {
 
     #[test]
     fn bad_builds_do_not_count_toward_keep_and_are_removed_unless_live() {
-        let all = [
-            "20260101-000000",
-            "20260102-000000",
-            "20260103-000000",
-            "20260104-000000",
-        ];
+        let all = FOUR;
         let (_tmp, layout) = root_with(&all, all[2]);
         mark_bad(&layout, &name(all[3])).unwrap();
         mark_bad(&layout, &name(all[2])).unwrap();
@@ -387,12 +384,7 @@ mod tests {
 
     #[test]
     fn the_rollback_target_is_the_newest_older_good_build() {
-        let all = [
-            "20260101-000000",
-            "20260102-000000",
-            "20260103-000000",
-            "20260104-000000",
-        ];
+        let all = FOUR;
         let (_tmp, layout) = root_with(&all, all[2]);
         assert_eq!(rollback_target(&layout).unwrap(), Some(name(all[1])));
         mark_bad(&layout, &name(all[1])).unwrap();
