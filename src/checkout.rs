@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use git2::build::CheckoutBuilder;
@@ -48,10 +48,15 @@ pub fn checkout(
     let tree = repo.find_commit(commit)?.tree()?;
     let mut result = Checkout::default();
     let diff = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
+    // Paths the checkout is about to write.
+    let mut to_write: Vec<PathBuf> = Vec::new();
     for delta in diff.deltas() {
         // The diff runs from the new tree to the old index, so its sides are swapped.
         match delta.status() {
-            Delta::Deleted | Delta::Modified | Delta::Typechange => result.written += 1,
+            Delta::Deleted | Delta::Modified | Delta::Typechange => {
+                result.written += 1;
+                to_write.extend(delta.old_file().path().map(Path::to_path_buf));
+            }
             Delta::Added => result.removed += 1,
             _ => {}
         }
@@ -71,9 +76,15 @@ pub fn checkout(
             Vec::new()
         }
     };
+    // Forced, the checkout also rewrites what was edited on the server; after an
+    // interruption the index says too little to know what it will write: every path.
+    if interrupted.is_some() {
+        to_write = tree_files(&repo, &tree)?;
+    } else {
+        to_write.extend(result.overwritten.iter().map(PathBuf::from));
+    }
     std::fs::write(&pending, commit.to_string()).context("cannot note the checkout in progress")?;
-    (result.unlinked, result.files) =
-        clear_symlinks_in_the_way(&repo, &tree, &index, &layout.application)?;
+    result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
 
     let bar = reporter.progress(result.files as u64, "checking out");
     let mut builder = CheckoutBuilder::new();
@@ -92,6 +103,7 @@ pub fn checkout(
     drop(builder);
     bar.finish_and_clear();
     index.write().context("cannot save the checkout's index")?;
+    result.files = index.len();
     for stray in strays {
         if tree.get_path(&stray).is_err() {
             let _ = std::fs::remove_file(layout.application.join(&stray));
@@ -120,43 +132,60 @@ fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Removes every symlink in `app` that stands where the commit has a file or a directory.
+/// Removes every symlink in `app` that stands where the checkout will write a file, or above
+/// such a file.
 ///
 /// libgit2 does not replace a symlink with a directory: it writes the directory's files
 /// through the link, wherever it points (a tracked `public/uploads -> ../../shared/uploads`
 /// that becomes a directory would overwrite uploads in shared/). Removing a link loses
-/// nothing; what it points to is left alone. Returns the links git did not track, and the
-/// number of files in the commit (counted in the same walk).
+/// nothing; what it points to is left alone. Only the paths being written are looked at, so
+/// a deploy of a few changed files stays cheap. Returns the links git did not track.
 fn clear_symlinks_in_the_way(
-    repo: &Repository,
+    to_write: &[PathBuf],
     tree: &git2::Tree,
     index: &Index,
     app: &Path,
-) -> Result<(Vec<String>, usize)> {
+) -> Result<Vec<String>> {
     let mut untracked = Vec::new();
-    let mut files = 0;
+    let mut seen = std::collections::HashSet::new();
+    for file in to_write {
+        for path in file.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+            if !seen.insert(path.to_path_buf()) {
+                break; // this and everything above it was looked at already
+            }
+            // A link the commit itself has at this very path is the checkout's to update.
+            if path == file.as_path()
+                && tree.get_path(path).is_ok_and(|e| e.filemode() == LINK_MODE)
+            {
+                continue;
+            }
+            let full = app.join(path);
+            if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+                std::fs::remove_file(&full)
+                    .with_context(|| format!("cannot remove the symlink {}", full.display()))?;
+                if index
+                    .get_path(path, 0)
+                    .is_none_or(|e| e.mode != LINK_MODE as u32)
+                {
+                    untracked.push(path.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    untracked.sort();
+    Ok(untracked)
+}
+
+/// Every file of `tree`.
+fn tree_files(repo: &Repository, tree: &git2::Tree) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     walk(repo, tree, &mut Vec::new(), &mut |relative, entry| {
         if entry.kind() != Some(git2::ObjectType::Tree) {
-            files += 1;
-        }
-        if entry.filemode() == LINK_MODE {
-            return Ok(());
-        }
-        let relative = Path::new(OsStr::from_bytes(relative));
-        let path = app.join(relative);
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("cannot remove the symlink {}", path.display()))?;
-            if index
-                .get_path(relative, 0)
-                .is_none_or(|e| e.mode != LINK_MODE as u32)
-            {
-                untracked.push(relative.to_string_lossy().into_owned());
-            }
+            files.push(PathBuf::from(OsStr::from_bytes(relative)));
         }
         Ok(())
     })?;
-    Ok((untracked, files))
+    Ok(files)
 }
 
 const LINK_MODE: i32 = 0o120000;
