@@ -43,8 +43,54 @@ struct LastRun {
     vendor: u64,
 }
 
-pub fn run(
+/// What composer's run for a commit will write, decided before it runs.
+pub fn decide_for(
     repo: &Path,
+    commit: Oid,
+    layout: &Layout,
+    composer: &Composer,
+) -> Result<Outcome> {
+    let app = &layout.application;
+    if !app.join("composer.json").is_file() {
+        return Ok(Outcome::NoComposerJson);
+    }
+    let last: Option<LastRun> = std::fs::read(layout.state.join("composer.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(match &last {
+        _ if composer.args.first().map(String::as_str) != Some("install") => {
+            Outcome::Install("custom arguments")
+        }
+        None => Outcome::Install("first run"),
+        Some(last) => decide(repo, last, commit, app, composer)?,
+    })
+}
+
+/// The only paths `outcome` writes, when they are known: `dump-autoload` of an app whose
+/// composer.json has no autoload-dump scripts and the usual vendor-dir writes nothing but
+/// the autoloader. A snapshot may copy everything else while composer runs.
+pub fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
+    if !matches!(outcome, Outcome::DumpAutoload) {
+        return None;
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.join("composer.json")).ok()?).ok()?;
+    let scripts = &json["scripts"];
+    if !scripts["pre-autoload-dump"].is_null()
+        || !scripts["post-autoload-dump"].is_null()
+        || !json["config"]["vendor-dir"].is_null()
+    {
+        return None;
+    }
+    Some(vec![
+        PathBuf::from("vendor/autoload.php"),
+        PathBuf::from("vendor/composer"),
+    ])
+}
+
+/// Runs what `outcome` says (see [`decide_for`]).
+pub fn run(
+    outcome: Outcome,
     commit: Oid,
     layout: &Layout,
     composer: &Composer,
@@ -52,20 +98,6 @@ pub fn run(
 ) -> Result<Outcome> {
     let app = &layout.application;
     let state_file = layout.state.join("composer.json");
-    if !app.join("composer.json").is_file() {
-        let _ = std::fs::remove_file(&state_file);
-        return Ok(Outcome::NoComposerJson);
-    }
-    let last: Option<LastRun> = std::fs::read(&state_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let outcome = match &last {
-        _ if composer.args.first().map(String::as_str) != Some("install") => {
-            Outcome::Install("custom arguments")
-        }
-        None => Outcome::Install("first run"),
-        Some(last) => decide(repo, last, commit, app, composer)?,
-    };
     let args = match outcome {
         Outcome::Install(_) => composer.args.clone(),
         Outcome::Reinstall => {
@@ -79,7 +111,11 @@ pub fn run(
             composer.args.clone()
         }
         Outcome::DumpAutoload => dump_autoload_args(&composer.args),
-        Outcome::Skipped | Outcome::NoComposerJson => return Ok(outcome),
+        Outcome::NoComposerJson => {
+            let _ = std::fs::remove_file(&state_file);
+            return Ok(outcome);
+        }
+        Outcome::Skipped => return Ok(outcome),
     };
     // Whatever happens next, vendor/ may no longer be what the record says.
     let _ = std::fs::remove_file(&state_file);

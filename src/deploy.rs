@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use git2::{ErrorCode, Oid, Repository};
@@ -13,7 +14,7 @@ use crate::config::SnapshotMode;
 use crate::history::{self, StepTime};
 use crate::lock::DeployLock;
 use crate::plan::Plan;
-use crate::report::Reporter;
+use crate::report::{self, Reporter};
 use crate::{
     checkout, child, composer, fault, health, push, recover, rollback, shared, snapshot, switch,
 };
@@ -282,11 +283,49 @@ fn pipeline(
         ),
     );
 
-    if let Some(settings) = &config.composer {
+    let outcome = match &config.composer {
+        Some(settings) => Some(
+            composer::decide_for(&config.repository, commit, layout, settings)
+                .context("composer failed")?,
+        ),
+        None => None,
+    };
+    // When composer will write only its autoloader, everything else is copied meanwhile.
+    let later = outcome
+        .as_ref()
+        .and_then(|o| composer::writes_only(o, &layout.application))
+        .unwrap_or_default();
+    let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
+    let previous_dir = previous.map(|b| layout.builds.join(b.to_string()));
+    let never_link: Vec<_> = config.shared.iter().map(|e| e.path.clone()).collect();
+    let options = snapshot::Options {
+        link_from: previous_dir
+            .as_deref()
+            .filter(|_| config.snapshot == SnapshotMode::Link),
+        read_only: config.snapshot == SnapshotMode::Link,
+        never_link: &never_link,
+        later: &later,
+        progress: later.is_empty(),
+    };
+
+    let mut early = None;
+    if let (Some(settings), Some(outcome)) = (&config.composer, outcome) {
         let step = reporter.step("composer");
-        let outcome = composer::run(&config.repository, commit, layout, settings, reporter)
-            .context("composer failed")?;
-        match outcome {
+        let ran = std::thread::scope(|scope| {
+            let copying = (!later.is_empty()).then(|| {
+                scope.spawn(|| {
+                    let started = Instant::now();
+                    let snap = snapshot::snapshot(layout, &commit_id, &options, reporter);
+                    (snap, started.elapsed())
+                })
+            });
+            let ran = composer::run(outcome, commit, layout, settings, reporter);
+            if let Some(copying) = copying {
+                early = Some(copying.join().expect("the snapshot does not panic"));
+            }
+            ran
+        });
+        match ran.context("composer failed")? {
             composer::Outcome::Install(why) => reporter.done(step, &format!("install ({why})")),
             composer::Outcome::Reinstall => reporter.done(
                 step,
@@ -305,32 +344,32 @@ fn pipeline(
     }
 
     let step = reporter.step("snapshot");
-    let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
-    let previous_dir = previous.map(|b| layout.builds.join(b.to_string()));
-    let never_link: Vec<_> = config.shared.iter().map(|e| e.path.clone()).collect();
-    let options = snapshot::Options {
-        link_from: previous_dir
-            .as_deref()
-            .filter(|_| config.snapshot == SnapshotMode::Link),
-        read_only: config.snapshot == SnapshotMode::Link,
-        never_link: &never_link,
+    let (mut snap, meanwhile) = match early {
+        Some((snap, took)) => (snap.context("snapshot failed")?, took),
+        None => (
+            snapshot::snapshot(layout, &commit_id, &options, reporter)
+                .context("snapshot failed")?,
+            Duration::ZERO,
+        ),
     };
-    let snap =
-        snapshot::snapshot(layout, &commit_id, &options, reporter).context("snapshot failed")?;
-    reporter.done(
-        step,
-        &match config.snapshot {
-            SnapshotMode::Copy => {
-                format!("{} files copied, {}", snap.copied, megabytes(snap.bytes))
-            }
-            SnapshotMode::Link => format!(
-                "{} files linked to the live build, {} copied ({})",
-                snap.linked,
-                snap.copied,
-                megabytes(snap.bytes)
-            ),
-        },
-    );
+    snap.add(&layout.application, &later, &options)
+        .context("snapshot failed")?;
+    let mut detail = match config.snapshot {
+        SnapshotMode::Copy => format!("{} files copied, {}", snap.copied, megabytes(snap.bytes)),
+        SnapshotMode::Link => format!(
+            "{} files linked to the live build, {} copied ({})",
+            snap.linked,
+            snap.copied,
+            megabytes(snap.bytes)
+        ),
+    };
+    if !meanwhile.is_zero() {
+        detail.push_str(&format!(
+            "; {} of it while composer ran",
+            report::seconds(meanwhile)
+        ));
+    }
+    reporter.done_after(step, meanwhile, &detail);
 
     if !config.shared.is_empty() {
         let step = reporter.step("shared");

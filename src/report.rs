@@ -129,7 +129,12 @@ impl Reporter {
 
     /// Closes a step with its duration and, if given, what it did.
     pub fn done(&self, step: Step, detail: &str) -> Duration {
-        let took = step.started.elapsed();
+        self.done_after(step, Duration::ZERO, detail)
+    }
+
+    /// Closes a step part of whose work (`before`) was done before it started.
+    pub fn done_after(&self, step: Step, before: Duration, detail: &str) -> Duration {
+        let took = step.started.elapsed() + before;
         let sep = if detail.is_empty() { "" } else { ": " };
         self.line(&format!("    {} {}{sep}{detail}", step.name, seconds(took)));
         self.steps

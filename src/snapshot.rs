@@ -33,6 +33,47 @@ impl Snapshot {
         self.dir.path()
     }
 
+    /// Copies what [`Options::later`] left out, now that it is written.
+    pub fn add(&mut self, app: &Path, paths: &[PathBuf], options: &Options) -> Result<()> {
+        for path in paths {
+            for entry in WalkDir::new(app.join(path))
+                .follow_links(false)
+                .sort_by_file_name()
+            {
+                let entry = match entry {
+                    Err(e)
+                        if e.io_error()
+                            .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
+                    {
+                        continue;
+                    }
+                    entry => entry?,
+                };
+                let relative = entry
+                    .path()
+                    .strip_prefix(app)
+                    .expect("walk stays below its root");
+                let dest = self.path().join(relative);
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    fs::create_dir(&dest)?;
+                    fs::set_permissions(&dest, meta.permissions())?;
+                } else if meta.file_type().is_symlink() {
+                    std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
+                } else {
+                    match place_file(entry.path(), relative, &dest, &meta, options)? {
+                        Placed::Linked => self.linked += 1,
+                        Placed::Copied(n) => {
+                            self.copied += 1;
+                            self.bytes += n;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Renames the finished build to `dest` in one step.
     pub fn publish(self, dest: &Path) -> Result<PathBuf> {
         fs::rename(self.dir.path(), dest)
@@ -55,6 +96,11 @@ pub struct Options<'a> {
     /// Paths that are always copied, never linked (the shared entries: they may be seeded
     /// into shared/, where users write).
     pub never_link: &'a [PathBuf],
+    /// Paths left out, to be added with [`Snapshot::add`] once written (composer's autoloader
+    /// while composer runs).
+    pub later: &'a [PathBuf],
+    /// Show a progress bar (not while another step prints).
+    pub progress: bool,
 }
 
 /// Copies `application/` (all of it but a top-level `.git`) and writes `REVISION`.
@@ -80,7 +126,14 @@ pub fn snapshot(
         .follow_links(false)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == ".git"))
+        .filter_entry(|e| {
+            let git = e.depth() == 1 && e.file_name() == ".git";
+            let later = options
+                .later
+                .iter()
+                .any(|p| e.path().strip_prefix(source).is_ok_and(|r| r == p));
+            !(git || later)
+        })
         .collect::<Result<_, _>>()
         .with_context(|| format!("cannot read {}", source.display()))?;
     let build = dir.path().to_path_buf();
@@ -104,7 +157,10 @@ pub fn snapshot(
         dir_modes.push((dest, meta.permissions()));
     }
 
-    let bar = reporter.progress(entries.len() as u64, "copying");
+    let bar = match options.progress {
+        true => reporter.progress(entries.len() as u64, "copying"),
+        false => indicatif::ProgressBar::hidden(),
+    };
     bar.inc(dir_modes.len() as u64);
     let copied = AtomicU64::new(0);
     let linked = AtomicU64::new(0);
@@ -124,21 +180,17 @@ pub fn snapshot(
                     std::os::unix::fs::symlink(within_build(&target, source, &relative), &dest)
                 })
             } else if kind.is_file() {
-                let shareable = !options.never_link.iter().any(|p| relative.starts_with(p));
-                let previous = options
-                    .link_from
-                    .filter(|_| shareable)
-                    .map(|from| from.join(&relative));
-                if previous.as_deref().is_some_and(|p| unchanged(p, &meta)) {
-                    fs::hard_link(previous.expect("checked"), &dest).map(|()| {
-                        linked.fetch_add(1, Ordering::Relaxed);
-                    })
-                } else {
-                    copy_file(entry.path(), &dest, &meta, options.read_only && shareable).map(|n| {
-                        copied.fetch_add(1, Ordering::Relaxed);
-                        bytes.fetch_add(n, Ordering::Relaxed);
-                    })
-                }
+                place_file(entry.path(), &relative, &dest, &meta, options).map(
+                    |placed| match placed {
+                        Placed::Linked => {
+                            linked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Placed::Copied(n) => {
+                            copied.fetch_add(1, Ordering::Relaxed);
+                            bytes.fetch_add(n, Ordering::Relaxed);
+                        }
+                    },
+                )
             } else {
                 reporter.warn(&format!(
                     "skipped {} (not a file, directory or symlink)",
@@ -166,6 +218,33 @@ pub fn snapshot(
         linked: linked.into_inner(),
         bytes: bytes.into_inner(),
     })
+}
+
+enum Placed {
+    Linked,
+    Copied(u64),
+}
+
+/// Puts one file of application/ into the build: a hard link to the previous build's copy
+/// when that is unchanged (link mode, shared entries aside), a copy otherwise.
+fn place_file(
+    source: &Path,
+    relative: &Path,
+    dest: &Path,
+    meta: &fs::Metadata,
+    options: &Options,
+) -> io::Result<Placed> {
+    let shareable = !options.never_link.iter().any(|p| relative.starts_with(p));
+    let previous = options
+        .link_from
+        .filter(|_| shareable)
+        .map(|from| from.join(relative));
+    match previous {
+        Some(previous) if unchanged(&previous, meta) => {
+            fs::hard_link(previous, dest).map(|()| Placed::Linked)
+        }
+        _ => copy_file(source, dest, meta, options.read_only && shareable).map(Placed::Copied),
+    }
 }
 
 /// Whether the previous build's file is the one in application/: same size, modification
