@@ -86,7 +86,15 @@ fn first_push_deploys_a_complete_build_and_makes_it_live() {
 
 #[test]
 fn second_push_adds_changes_and_removes_files_and_leaves_the_old_build_alone() {
-    let server = Server::install();
+    for mode in ["link", "copy"] {
+        second_push_in(mode);
+    }
+}
+
+fn second_push_in(snapshot_mode: &str) {
+    let server = Server::builder()
+        .config("snapshot", snapshot_mode)
+        .install();
     let clone = server.clone_fixture("example-app");
     clone
         .write("public/old.txt", "old\n")
@@ -129,6 +137,16 @@ fn second_push_adds_changes_and_removes_files_and_leaves_the_old_build_alone() {
             .unwrap()
             .contains("'v1'")
     );
+    // Copied builds share nothing with each other.
+    if snapshot_mode == "copy" {
+        use std::os::unix::fs::MetadataExt;
+        let inode = |build: &str| {
+            fs::metadata(server.build_path(build).join("public/index.php"))
+                .unwrap()
+                .ino()
+        };
+        assert_ne!(inode(&first_build), inode(&second_build));
+    }
 }
 
 #[test]
