@@ -311,20 +311,21 @@ fn pipeline(
     let mut early = None;
     if let (Some(settings), Some(outcome)) = (&config.composer, outcome) {
         let step = reporter.step("composer");
-        let ran = std::thread::scope(|scope| {
-            let copying = (!later.is_empty()).then(|| {
-                scope.spawn(|| {
-                    let started = Instant::now();
-                    let snap = snapshot::snapshot(layout, &commit_id, &options, reporter);
-                    (snap, started.elapsed())
-                })
-            });
-            let ran = composer::run(outcome, commit, layout, settings, reporter);
-            if let Some(copying) = copying {
-                early = Some(copying.join().expect("the snapshot does not panic"));
-            }
-            ran
-        });
+        let ran = if later.is_empty() {
+            composer::run(outcome, commit, layout, settings, reporter)
+        } else {
+            // composer waits on its child in a thread of its own; the copy stays on this one,
+            // where the memory the checkout freed is reused (a new thread's allocator arena
+            // would start empty and add to the peak).
+            std::thread::scope(|scope| {
+                let composer =
+                    scope.spawn(|| composer::run(outcome, commit, layout, settings, reporter));
+                let started = Instant::now();
+                let snap = snapshot::snapshot(layout, &commit_id, &options, reporter);
+                early = Some((snap, started.elapsed()));
+                composer.join().expect("composer's thread does not panic")
+            })
+        };
         match ran.context("composer failed")? {
             composer::Outcome::Install(why) => reporter.done(step, &format!("install ({why})")),
             composer::Outcome::Reinstall => reporter.done(
