@@ -74,7 +74,8 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let layout = &plan.layout;
     let config = &plan.config;
     let started_at = builds::utc_now_rfc3339();
-    let mut lock = DeployLock::acquire(&layout.lock_file(), config.lock_timeout, reporter)?;
+    let mut lock = DeployLock::acquire(&layout.lock_file(), config.lock_timeout, reporter)
+        .inspect_err(|err| log_refusal(plan, request, &started_at, "", err, reporter))?;
     let locked_at = builds::utc_now_rfc3339();
     fault::point("locked");
     recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
@@ -87,26 +88,12 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let commit_id = commit.to_string();
     let short = short_id(&commit_id);
     lock.record(Some(&commit_id))?;
-    switch::check_latest(layout)?;
+    switch::check_latest(layout)
+        .inspect_err(|err| log_refusal(plan, request, &started_at, &commit_id, err, reporter))?;
 
     let live = builds::live(layout);
     let live_commit = live.as_ref().and_then(|l| builds::revision(layout, l));
-    let mut entry = history::Entry {
-        started_at: started_at.clone(),
-        locked_at,
-        finished_at: String::new(),
-        pid: std::process::id(),
-        refname: request.source.to_string(),
-        commit: commit_id.clone(),
-        build: None,
-        from: None,
-        switched_at: None,
-        outcome: String::new(),
-        error: None,
-        steps: Vec::new(),
-        seconds: 0.0,
-        output: None,
-    };
+    let mut entry = history::Entry::begin(&started_at, &locked_at, request.source, &commit_id);
     if !request.always_new && live_commit.as_deref() == Some(commit_id.as_str()) {
         let live = live.expect("a live commit has a live build");
         reporter.line(&format!(
@@ -167,6 +154,29 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         }
     };
     finish(plan, entry, reporter, result.err())
+}
+
+/// Logs a deploy that was refused before it began (no lock, a `latest` that is not a
+/// symlink), so that `atomdeploy-hook builds` lists it with the other failures.
+fn log_refusal(
+    plan: &Plan,
+    request: &Request,
+    started_at: &str,
+    commit: &str,
+    err: &anyhow::Error,
+    reporter: &Reporter,
+) {
+    let entry = history::Entry {
+        finished_at: builds::utc_now_rfc3339(),
+        outcome: "failed".into(),
+        error: Some(format!("{err:#}")),
+        seconds: reporter.elapsed().as_secs_f64(),
+        ..history::Entry::begin(started_at, "", request.source, commit)
+    };
+    // A single appended line: safe without the lock.
+    if let Err(e) = history::append(&plan.layout, &entry) {
+        reporter.warn(&format!("could not write the deploy log: {e:#}"));
+    }
 }
 
 /// Resolves what to deploy; `None` when the deploy branch is gone (nothing to do).

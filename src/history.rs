@@ -49,6 +49,28 @@ pub struct StepTime {
     pub seconds: f64,
 }
 
+impl Entry {
+    /// An attempt by this process, its outcome and the rest still to be filled in.
+    pub fn begin(started_at: &str, locked_at: &str, refname: &str, commit: &str) -> Entry {
+        Entry {
+            started_at: started_at.to_string(),
+            locked_at: locked_at.to_string(),
+            finished_at: String::new(),
+            pid: std::process::id(),
+            refname: refname.to_string(),
+            commit: commit.to_string(),
+            build: None,
+            from: None,
+            switched_at: None,
+            outcome: String::new(),
+            error: None,
+            steps: Vec::new(),
+            seconds: 0.0,
+            output: None,
+        }
+    }
+}
+
 pub fn append(layout: &Layout, entry: &Entry) -> Result<()> {
     let mut line = serde_json::to_string(entry)?;
     line.push('\n');

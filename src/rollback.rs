@@ -52,20 +52,13 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     reporter.line(&summary);
 
     let entry = history::Entry {
-        started_at,
-        locked_at,
         finished_at: builds::utc_now_rfc3339(),
-        pid: std::process::id(),
-        refname: source.to_string(),
-        commit,
         build: Some(target.to_string()),
         from: Some(live.to_string()),
         switched_at: Some(switched_at),
         outcome: "rolled back".into(),
-        error: None,
-        steps: Vec::new(),
         seconds: reporter.elapsed().as_secs_f64(),
-        output: None,
+        ..history::Entry::begin(&started_at, &locked_at, source, &commit)
     };
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));

@@ -821,6 +821,18 @@ fn a_deploy_that_waits_past_lock_timeout_gives_up_naming_the_holder() {
     );
     assert!(error.contains(&holder), "{error}\nexpected: {holder}");
     assert_eq!(server.state(), before);
+    // The refused deploy is on record, with its error.
+    let refused = server
+        .deploy_log()
+        .into_iter()
+        .find(|e| e["outcome"] == "failed")
+        .expect("a failed entry");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up waiting for the deploy lock")
+    );
 
     gate.open();
     held.finish().success();
