@@ -236,6 +236,9 @@ pub fn disk_usage(path: &Path) -> u64 {
 /// Moves a build out of `builds/` in one rename, then deletes it, so `builds/` never holds a
 /// half-deleted build.
 pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
+    if live(layout).as_ref() == Some(name) {
+        anyhow::bail!("refusing to remove builds/{name}: it is live");
+    }
     remove_dir(layout, &layout.builds.join(name.to_string()))?;
     // Its record and output go with it; a build that is gone is never shown.
     let _ = std::fs::remove_file(layout.meta_file(&name.to_string()));

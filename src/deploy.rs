@@ -428,7 +428,10 @@ fn pipeline(
         Ok(at) => at,
         Err(err) => {
             // Never live: take it out of builds/ so that only builds that made it stay there.
-            if let Err(cleanup) = builds::remove_build(layout, &name) {
+            // (Checked, not assumed: the one build that must never be removed is the live one.)
+            if builds::live(layout).as_ref() != Some(&name)
+                && let Err(cleanup) = builds::remove_build(layout, &name)
+            {
                 reporter.warn(&format!("could not remove builds/{name}: {cleanup:#}"));
             }
             return Err(err);

@@ -38,6 +38,9 @@ pub fn check_latest(layout: &Layout) -> Result<()> {
 pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> Result<String> {
     let step = reporter.step("switch");
     let switched = switch(layout, build).context("switch failed")?;
+    if let Some(err) = &switched.after {
+        reporter.warn(&format!("builds/{build} is live, but {err:#}"));
+    }
     reporter.done(
         step,
         &format!(
@@ -57,6 +60,8 @@ pub struct Switched {
     pub rename: Duration,
     /// When the rename happened.
     pub at: String,
+    /// What went wrong after the rename (the build is live all the same).
+    pub after: Option<anyhow::Error>,
 }
 
 /// Points `latest` at `builds/<build>`.
@@ -89,11 +94,20 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
     let rename = started.elapsed();
     let at = builds::utc_now_rfc3339();
     fault::point("switched");
-    File::open(&layout.root)
+    // The build is live from here on: nothing after this point may fail the switch, or the
+    // caller would treat a live build as one that never went live. These can only warn
+    // (the next deploy's recovery records a missed went-live).
+    let after = File::open(&layout.root)
         .and_then(|dir| dir.sync_all())
-        .with_context(|| format!("cannot flush {}", layout.root.display()))?;
-    builds::record_went_live(layout, build)?;
-    Ok(Switched { flush, rename, at })
+        .with_context(|| format!("cannot flush {}", layout.root.display()))
+        .and_then(|()| builds::record_went_live(layout, build))
+        .err();
+    Ok(Switched {
+        flush,
+        rename,
+        at,
+        after,
+    })
 }
 
 fn syncfs(path: &Path) -> std::io::Result<()> {

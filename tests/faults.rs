@@ -337,6 +337,52 @@ fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
     drop(server);
 }
 
+#[test]
+fn a_disk_that_fills_up_right_at_the_switch_never_takes_the_live_build_away() {
+    let Some(disk) = Tmpfs::mount("20m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs (run as root)"
+        );
+        eprintln!("SKIPPED a_disk_that_fills_up_right_at_the_switch: mounting a tmpfs needs root");
+        return;
+    };
+    let server = Server::builder()
+        .root(&disk.0.join("srv"))
+        .config("composer", "false")
+        .install();
+    let clone = server.empty_clone("fill");
+    clone.write("public/index.php", "<?php echo 'v1';\n");
+    clone.commit("v1");
+    clone.push_main().success();
+    // The last thing before the switch fills the disk: what the switch writes after its
+    // rename (the build's record) cannot be written.
+    server.set_config(
+        "before_switch",
+        "['dd if=/dev/zero of=\"$ATOMDEPLOY_ROOT/filler\" bs=1M count=100 2>/dev/null || true']",
+    );
+    clone.write("public/index.php", "<?php echo 'v2';\n");
+    let v2 = clone.commit("v2");
+
+    let push = clone.push_main();
+
+    // Whatever else it says, latest points at a build that exists and is complete.
+    let live = server.live().expect("latest points at a build");
+    assert!(
+        server.build_path(&live).is_dir(),
+        "latest -> builds/{live}, which is gone:\n{}",
+        push.stderr
+    );
+    server.assert_complete(&live, &[]);
+    assert_eq!(server.live_revision(), v2, "{}", push.stderr);
+    fs::remove_file(server.root.join("filler")).unwrap();
+    server.set_config("before_switch", "[]");
+    clone.write("public/index.php", "<?php echo 'v3';\n");
+    clone.commit("v3");
+    clone.push_main().success();
+    server.assert_only_complete_builds(&[]);
+}
+
 /// Bytes that do not compress, so that sizes on disk are what they say.
 fn noise(len: usize) -> Vec<u8> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
