@@ -242,6 +242,7 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     remove_dir(layout, &layout.builds.join(name.to_string()))?;
     // Its record and output go with it; a build that is gone is never shown.
     let _ = std::fs::remove_file(layout.meta_file(&name.to_string()));
+    let _ = std::fs::remove_file(layout.manifest_file(&name.to_string()));
     let _ = std::fs::remove_file(layout.output_dir().join(format!("{name}.log")));
     Ok(())
 }

@@ -27,9 +27,9 @@ use crate::report::Reporter;
 /// What composer did, for the step's line.
 pub enum Outcome {
     Install(&'static str),
-    /// vendor/ was changed by hand since composer last ran: composer would not notice (it
-    /// trusts its installed.json), so vendor/ is removed and installed afresh.
-    Reinstall,
+    /// vendor/ is removed and installed afresh, for what composer would not notice (it
+    /// trusts its installed.json): vendor/ changed by hand, a path package's files changed.
+    Reinstall(&'static str),
     DumpAutoload,
     Skipped,
     NoComposerJson,
@@ -58,9 +58,7 @@ pub fn decide_for(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(match &last {
-        _ if composer.args.first().map(String::as_str) != Some("install") => {
-            Outcome::Install("custom arguments")
-        }
+        _ if !incremental_safe(&composer.args) => Outcome::Install("custom arguments"),
         None => Outcome::Install("first run"),
         Some(last) => decide(repo, last, commit, app, composer)?,
     })
@@ -75,6 +73,13 @@ pub fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(app.join("composer.json")).ok()?).ok()?;
+    // A composer plugin may write anywhere on the autoload-dump event.
+    let installed = std::fs::read(app.join("vendor/composer/installed.json")).ok()?;
+    let installed: serde_json::Value = serde_json::from_slice(&installed).ok()?;
+    let packages = installed["packages"].as_array().or(installed.as_array())?;
+    if packages.iter().any(|p| p["type"] == "composer-plugin") {
+        return None;
+    }
     let scripts = &json["scripts"];
     if !scripts["pre-autoload-dump"].is_null()
         || !scripts["post-autoload-dump"].is_null()
@@ -91,6 +96,7 @@ pub fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
 /// Runs what `outcome` says (see [`decide_for`]).
 pub fn run(
     outcome: Outcome,
+    repo: &Path,
     commit: Oid,
     layout: &Layout,
     composer: &Composer,
@@ -100,19 +106,17 @@ pub fn run(
     let state_file = layout.state.join("composer.json");
     let args = match outcome {
         Outcome::Install(_) => composer.args.clone(),
-        Outcome::Reinstall => {
-            let vendor = app.join("vendor");
-            match std::fs::remove_dir_all(&vendor) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("cannot remove {}", vendor.display()));
-                }
-                _ => {}
-            }
+        Outcome::Reinstall(_) => {
+            remove_dir_if_present(&app.join("vendor"))?;
             composer.args.clone()
         }
         Outcome::DumpAutoload => dump_autoload_args(&composer.args),
         Outcome::NoComposerJson => {
-            let _ = std::fs::remove_file(&state_file);
+            // A vendor/ composer made for an earlier commit is not this commit's (unless the
+            // commit itself has one, which checkout keeps).
+            if std::fs::remove_file(&state_file).is_ok() && !commit_has_vendor(repo, commit)? {
+                remove_dir_if_present(&app.join("vendor"))?;
+            }
             return Ok(outcome);
         }
         Outcome::Skipped => return Ok(outcome),
@@ -148,7 +152,9 @@ fn decide(
         return Ok(Outcome::Install("composer arguments changed"));
     }
     if fingerprint(&app.join("vendor")) != last.vendor {
-        return Ok(Outcome::Reinstall);
+        return Ok(Outcome::Reinstall(
+            "vendor/ was changed since composer last ran",
+        ));
     }
     let repo = Repository::open_bare(repo)?;
     let Ok(before) = Oid::from_str(&last.commit).and_then(|id| repo.find_commit(id)) else {
@@ -176,7 +182,9 @@ fn decide(
         .iter()
         .any(|p| inputs.packages.iter().any(|dir| p.starts_with(dir)))
     {
-        return Ok(Outcome::Install("a path repository changed"));
+        // composer install trusts the lock's reference of a path package and would keep the
+        // old copy in vendor/: only a fresh install picks up its changed files.
+        return Ok(Outcome::Reinstall("a path repository changed"));
     }
     if changed
         .iter()
@@ -229,6 +237,52 @@ fn collect_paths(value: &serde_json::Value, out: &mut Vec<PathBuf>) {
         serde_json::Value::Object(map) => map.values().for_each(|v| collect_paths(v, out)),
         _ => {}
     }
+}
+
+/// Arguments of `composer install` whose effect on the autoloader `dump-autoload` knows how
+/// to repeat (or that have none). With any other (`--ignore-platform-reqs`, say, which also
+/// changes the platform check the autoloader does), composer always runs in full.
+const INCREMENTAL_SAFE_ARGS: &[&str] = &[
+    "--no-dev",
+    "--prefer-dist",
+    "--prefer-source",
+    "--no-interaction",
+    "-n",
+    "--optimize-autoloader",
+    "-o",
+    "--classmap-authoritative",
+    "-a",
+    "--apcu-autoloader",
+    "--no-progress",
+    "--no-scripts",
+    "--quiet",
+    "-q",
+    "--ansi",
+    "--no-ansi",
+    "--no-suggest",
+    "--no-audit",
+];
+
+fn incremental_safe(args: &[String]) -> bool {
+    args.first().map(String::as_str) == Some("install")
+        && args[1..]
+            .iter()
+            .all(|a| INCREMENTAL_SAFE_ARGS.contains(&a.as_str()))
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn commit_has_vendor(repo: &Path, commit: Oid) -> Result<bool> {
+    let repo = Repository::open_bare(repo)?;
+    let tree = repo.find_commit(commit)?.tree()?;
+    Ok(tree.get_path(Path::new("vendor")).is_ok())
 }
 
 /// `dump-autoload` with the optimisation the configured install would apply.

@@ -13,6 +13,7 @@ use crate::builds::{self, BuildName};
 use crate::config::SnapshotMode;
 use crate::history::{self, StepTime};
 use crate::lock::DeployLock;
+use crate::manifest::Manifest;
 use crate::plan::Plan;
 use crate::report::{self, Reporter};
 use crate::{
@@ -308,10 +309,17 @@ fn pipeline(
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
     let previous_dir = previous.map(|b| layout.builds.join(b.to_string()));
     let never_link: Vec<_> = config.shared.iter().map(|e| e.path.clone()).collect();
+    let previous_manifest = match (previous, config.snapshot) {
+        (Some(previous), SnapshotMode::Link) => {
+            Manifest::read(&layout.manifest_file(&previous.to_string()))
+        }
+        _ => Manifest::default(),
+    };
     let options = snapshot::Options {
         link_from: previous_dir
             .as_deref()
-            .filter(|_| config.snapshot == SnapshotMode::Link),
+            .filter(|_| config.snapshot == SnapshotMode::Link)
+            .map(|dir| (dir, &previous_manifest)),
         read_only: config.snapshot == SnapshotMode::Link,
         never_link: &never_link,
         later: &later,
@@ -322,14 +330,29 @@ fn pipeline(
     if let (Some(settings), Some(outcome)) = (&config.composer, outcome) {
         let step = reporter.step("composer");
         let ran = if later.is_empty() {
-            composer::run(outcome, commit, layout, settings, reporter)
+            composer::run(
+                outcome,
+                &config.repository,
+                commit,
+                layout,
+                settings,
+                reporter,
+            )
         } else {
             // composer waits on its child in a thread of its own; the copy stays on this one,
             // where the memory the checkout freed is reused (a new thread's allocator arena
             // would start empty and add to the peak).
             std::thread::scope(|scope| {
-                let composer =
-                    scope.spawn(|| composer::run(outcome, commit, layout, settings, reporter));
+                let composer = scope.spawn(|| {
+                    composer::run(
+                        outcome,
+                        &config.repository,
+                        commit,
+                        layout,
+                        settings,
+                        reporter,
+                    )
+                });
                 let started = Instant::now();
                 let snap = snapshot::snapshot(layout, &commit_id, &options, reporter);
                 early = Some((snap, started.elapsed()));
@@ -338,10 +361,9 @@ fn pipeline(
         };
         match ran.context("composer failed")? {
             composer::Outcome::Install(why) => reporter.done(step, &format!("install ({why})")),
-            composer::Outcome::Reinstall => reporter.done(
-                step,
-                "install into an empty vendor/ (vendor/ was changed since composer last ran)",
-            ),
+            composer::Outcome::Reinstall(why) => {
+                reporter.done(step, &format!("install into an empty vendor/ ({why})"))
+            }
             composer::Outcome::DumpAutoload => {
                 reporter.done(step, "dump-autoload (autoload sources changed)")
             }
@@ -405,6 +427,9 @@ fn pipeline(
     };
     fault::point("snapshot-done");
     builds::write_meta(layout, &name, &meta).context("snapshot failed")?;
+    snap.manifest()
+        .write(&layout.manifest_file(&name.to_string()))
+        .context("snapshot failed")?;
     let build_dir = snap
         .publish(&layout.builds.join(name.to_string()))
         .context("snapshot failed")?;

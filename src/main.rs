@@ -13,6 +13,7 @@ mod history;
 mod install;
 mod inventory;
 mod lock;
+mod manifest;
 mod plan;
 mod push;
 mod recover;

@@ -60,6 +60,10 @@ impl Layout {
     pub fn meta_file(&self, build: &str) -> PathBuf {
         self.meta_dir().join(format!("{build}.json"))
     }
+    /// Which application/ files the build's files came from (see `manifest`).
+    pub fn manifest_file(&self, build: &str) -> PathBuf {
+        self.meta_dir().join(format!("{build}.files"))
+    }
     /// The full output of each deploy attempt, as the pusher saw it.
     pub fn output_dir(&self) -> PathBuf {
         self.state.join("output")

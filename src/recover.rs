@@ -60,7 +60,11 @@ pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
             .and_then(BuildName::parse)
             .is_some_and(|b| !layout.builds.join(b.to_string()).exists())
     };
-    for (dir, suffix) in [(layout.meta_dir(), ".json"), (layout.output_dir(), ".log")] {
+    for (dir, suffix) in [
+        (layout.meta_dir(), ".json"),
+        (layout.meta_dir(), ".files"),
+        (layout.output_dir(), ".log"),
+    ] {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };

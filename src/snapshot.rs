@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +15,7 @@ use tempfile::TempDir;
 use walkdir::WalkDir;
 
 use crate::fault;
+use crate::manifest::{Identity, Manifest};
 use crate::plan::Layout;
 use crate::report::Reporter;
 
@@ -26,11 +27,18 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Files hard-linked from the previous build.
     pub linked: u64,
+    /// Which application/ file each file came from.
+    files: Vec<(PathBuf, Identity)>,
 }
 
 impl Snapshot {
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Which application/ file each of the build's files came from, to be kept beside it.
+    pub fn manifest(&self) -> Manifest {
+        Manifest::from_entries(self.files.clone())
     }
 
     /// Copies what [`Options::later`] left out, now that it is written.
@@ -61,6 +69,8 @@ impl Snapshot {
                 } else if meta.file_type().is_symlink() {
                     std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
                 } else {
+                    self.files
+                        .push((relative.to_path_buf(), Identity::of(&meta)));
                     match place_file(entry.path(), relative, &dest, &meta, options)? {
                         Placed::Linked => self.linked += 1,
                         Placed::Copied(n) => {
@@ -89,7 +99,7 @@ pub struct Options<'a> {
     /// `snapshot: link`: hard-link files unchanged since this build (the live one) instead of
     /// copying them, as `rsync --link-dest` does. Files of such builds are made read-only, so
     /// that writing one in place fails loudly instead of changing every build that shares it.
-    pub link_from: Option<&'a Path>,
+    pub link_from: Option<(&'a Path, &'a Manifest)>,
     /// Drop the write bits of every file copied: set for every build in `snapshot: link`, the
     /// first one too, since the next build will share its files.
     pub read_only: bool,
@@ -165,6 +175,7 @@ pub fn snapshot(
     let copied = AtomicU64::new(0);
     let linked = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
+    let files = std::sync::Mutex::new(Vec::with_capacity(entries.len()));
     entries
         .par_iter()
         .filter(|e| !e.file_type().is_dir())
@@ -180,6 +191,10 @@ pub fn snapshot(
                     std::os::unix::fs::symlink(within_build(&target, source, &relative), &dest)
                 })
             } else if kind.is_file() {
+                files
+                    .lock()
+                    .expect("no thread panicked holding it")
+                    .push((relative.clone(), Identity::of(&meta)));
                 place_file(entry.path(), &relative, &dest, &meta, options).map(
                     |placed| match placed {
                         Placed::Linked => {
@@ -217,6 +232,7 @@ pub fn snapshot(
         copied: copied.into_inner(),
         linked: linked.into_inner(),
         bytes: bytes.into_inner(),
+        files: files.into_inner().expect("no thread panicked holding it"),
     })
 }
 
@@ -238,26 +254,13 @@ fn place_file(
     let previous = options
         .link_from
         .filter(|_| shareable)
-        .map(|from| from.join(relative));
+        .filter(|(_, manifest)| manifest.get(relative) == Some(&Identity::of(meta)))
+        .map(|(from, _)| from.join(relative))
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()));
     match previous {
-        Some(previous) if unchanged(&previous, meta) => {
-            fs::hard_link(previous, dest).map(|()| Placed::Linked)
-        }
-        _ => copy_file(source, dest, meta, options.read_only && shareable).map(Placed::Copied),
+        Some(previous) => fs::hard_link(previous, dest).map(|()| Placed::Linked),
+        None => copy_file(source, dest, meta, options.read_only && shareable).map(Placed::Copied),
     }
-}
-
-/// Whether the previous build's file is the one in application/: same size, modification
-/// time and mode (write bits aside, which linked builds drop). Files checkout or composer
-/// rewrote have a new modification time.
-fn unchanged(previous: &Path, meta: &fs::Metadata) -> bool {
-    fs::symlink_metadata(previous).is_ok_and(|p| {
-        p.file_type().is_file()
-            && p.len() == meta.len()
-            && p.mtime() == meta.mtime()
-            && p.mtime_nsec() == meta.mtime_nsec()
-            && p.mode() & 0o7555 == meta.mode() & 0o7555
-    })
 }
 
 /// A link made in application/ with an absolute target inside it (as `php artisan

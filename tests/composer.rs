@@ -199,3 +199,49 @@ fn the_summary_says_when_composer_was_skipped() {
         "{summary}"
     );
 }
+
+#[test]
+fn changed_files_of_a_path_package_reach_vendor() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    // The package's code changes, its composer.json and the lock do not: composer install
+    // alone would keep the old copy in vendor/.
+    let greeter = clone.path.join("packages/greeting/src/Greeter.php");
+    fs::write(
+        &greeter,
+        fs::read_to_string(&greeter)
+            .unwrap()
+            .replace("Hello from", "Howdy from"),
+    )
+    .unwrap();
+    clone.commit("greeting says howdy");
+    let _ = push_expecting(
+        &clone,
+        "install into an empty vendor/ (a path repository changed)",
+    );
+    assert!(
+        server.page().starts_with("Howdy from the example app"),
+        "{}",
+        server.page()
+    );
+}
+
+#[test]
+fn arguments_dump_autoload_cannot_repeat_mean_a_full_install_every_time() {
+    let server = Server::builder()
+        .config(
+            "composer",
+            "{args: [install, --no-dev, --no-interaction, -o, --ignore-platform-reqs]}",
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    clone.write(
+        "src/Added.php",
+        "<?php\n\nnamespace App;\n\nfinal class Added {}\n",
+    );
+    clone.commit("class added");
+    let _ = push_expecting(&clone, "install (custom arguments)");
+    assert!(classmap(&server).contains("App\\\\Added"));
+}

@@ -432,6 +432,10 @@ fn force_pushes_and_unrelated_histories_deploy_the_branch_as_pushed() {
     assert_eq!(server.live_revision(), fresh);
     assert!(!server.latest().join("public/old.txt").exists());
     assert!(!server.latest().join("composer.json").exists());
+    assert!(
+        !server.latest().join("vendor").exists(),
+        "composer's vendor/ of the old history"
+    );
     assert!(!server.root.join("application/public/old.txt").exists());
 }
 
