@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use git2::build::CheckoutBuilder;
-use git2::{Delta, DiffOptions, Index, Oid, Repository};
+use git2::{CheckoutNotificationType, Delta, DiffOptions, Index, Oid, Repository};
 
 use crate::fault;
 use crate::plan::Layout;
@@ -28,6 +28,8 @@ pub struct Checkout {
     pub overwritten: Vec<String>,
     /// Symlinks made on the server where the commit has a file or a directory; removed.
     pub unlinked: Vec<String>,
+    /// Files added on the server that git neither tracks nor ignores; removed.
+    pub added_by_hand: Vec<String>,
 }
 
 pub fn checkout(
@@ -87,12 +89,23 @@ pub fn checkout(
     result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
 
     let bar = reporter.progress(result.files as u64, "checking out");
+    let mut added_by_hand = Vec::new();
     let mut builder = CheckoutBuilder::new();
-    builder.force().progress(|_, completed, total| {
-        bar.set_length(total as u64);
-        bar.set_position(completed as u64);
-        fault::point("checkout-file");
-    });
+    // Files added on the server that git neither tracks nor ignores go too, so that the
+    // working copy is the commit (ignored ones, vendor/ above all, stay).
+    builder
+        .force()
+        .remove_untracked(true)
+        .notify_on(CheckoutNotificationType::UNTRACKED)
+        .notify(|_, path, _, _, _| {
+            added_by_hand.extend(path.map(|p| p.to_string_lossy().into_owned()));
+            true
+        })
+        .progress(|_, completed, total| {
+            bar.set_length(total as u64);
+            bar.set_position(completed as u64);
+            fault::point("checkout-file");
+        });
     repo.checkout_tree(tree.as_object(), Some(&mut builder))
         .with_context(|| {
             format!(
@@ -101,6 +114,7 @@ pub fn checkout(
             )
         })?;
     drop(builder);
+    result.added_by_hand = added_by_hand;
     bar.finish_and_clear();
     index.write().context("cannot save the checkout's index")?;
     result.files = index.len();

@@ -280,6 +280,12 @@ fn pipeline(
             co.overwritten.join(", ")
         ));
     }
+    if !co.added_by_hand.is_empty() {
+        reporter.warn(&format!(
+            "removed files added on the server to application/ that git neither tracks nor ignores: {}",
+            co.added_by_hand.join(", ")
+        ));
+    }
     if !co.unlinked.is_empty() {
         reporter.warn(&format!(
             "removed symlinks made on the server in application/ where the commit has files: {}",

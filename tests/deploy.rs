@@ -496,7 +496,9 @@ fn absolute_links_into_application_are_made_relative_in_the_build() {
     let clone = server.empty_clone("links");
     clone
         .write("public/index.php", "<?php echo 'links';\n")
-        .write("storage/app/public/logo.txt", "v1");
+        .write("storage/app/public/logo.txt", "v1")
+        // As Laravel's own .gitignore has it.
+        .write(".gitignore", "/public/storage\n");
     clone.commit("v1");
     clone.push_main().success();
     // What `php artisan storage:link` makes: an absolute link into the working copy.
@@ -895,7 +897,7 @@ fn odd_names_symlinks_and_executable_bits_are_kept_exactly() {
 }
 
 #[test]
-fn edits_made_on_the_server_to_tracked_files_are_overwritten_and_reported() {
+fn edits_and_files_added_on_the_server_are_undone_and_reported() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
     clone.push_main().success();
@@ -907,13 +909,20 @@ fn edits_made_on_the_server_to_tracked_files_are_overwritten_and_reported() {
     clone.commit("v2");
     let push = clone.push_main().success();
 
+    let removed = push
+        .remote_line("warning: removed files added on the server")
+        .expect("a warning naming the added file");
+    assert!(removed.contains("public/extra.txt"), "{removed}");
     let warning = push
         .remote_line("warning: overwrote")
         .expect("a warning naming the file");
     assert!(warning.contains("public/index.php"), "{warning}");
     assert!(server.page().starts_with("Hello from the example app v2"));
-    // Untracked files in application/ are kept there (vendor/ is one).
-    assert!(app.join("public/extra.txt").is_file());
+    // The working copy is the commit again: the added file is gone from it and from the
+    // build, while what git ignores (vendor/) stays.
+    assert!(!app.join("public/extra.txt").exists());
+    assert!(!server.latest().join("public/extra.txt").exists());
+    assert!(app.join("vendor/autoload.php").is_file());
 }
 
 #[test]
