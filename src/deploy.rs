@@ -484,6 +484,7 @@ fn pipeline(
 
     if let Some(check) = &config.healthcheck {
         let step = reporter.step("healthcheck");
+        fault::point("healthcheck");
         match health::check(check, &layout.root, &build_dir, reporter) {
             Ok(attempts) => {
                 reporter.done(step, &format!("healthy (attempt {attempts})"));

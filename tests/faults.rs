@@ -159,6 +159,84 @@ fn kill_9_anywhere_in_a_deploy_breaks_nothing_and_the_next_deploy_succeeds() {
     );
 }
 
+/// Kills while composer's dump-autoload and the snapshot run side by side, in the health
+/// check, and in the automatic rollback after a failed one. `true`: the commit fails its
+/// health check.
+const OVERLAP_AND_HEALTH_FAULTS: &[(&str, bool)] = &[
+    ("child-output@1", false),
+    ("snapshot-file@3", false),
+    ("healthcheck", false),
+    ("rollback-marked", true),
+    ("switched@2", true),
+];
+
+#[test]
+fn kill_9_while_composer_and_the_snapshot_overlap_and_in_the_health_check() {
+    let (server, clone) = busy_server();
+    server.set_config(
+        "healthcheck",
+        "{command: '! test -e latest/public/sick', retries: 0}",
+    );
+    for (i, (fault, sick)) in OVERLAP_AND_HEALTH_FAULTS.iter().enumerate() {
+        let shared_before = shared_listing(&server);
+        let live_before = server.live().unwrap();
+        // A class added under src/: composer dumps the autoloader while the rest is copied.
+        clone.write(
+            format!("src/K{i}.php"),
+            &format!("<?php\n\nnamespace App;\n\nfinal class K{i} {{}}\n"),
+        );
+        if *sick {
+            clone.write("public/sick", "");
+        }
+        let commit = clone.commit(&format!("k{i}"));
+
+        let push = clone.push_with_fault(&["main"], fault);
+
+        assert_eq!(
+            push.code, None,
+            "{fault} was never reached:\n{}",
+            push.stderr
+        );
+        server.assert_only_complete_builds(SHARED);
+        let live = server.live().unwrap();
+        assert!(
+            live == live_before || server.live_revision() == commit,
+            "{fault}: latest -> {live}"
+        );
+        assert_eq!(
+            shared_listing(&server),
+            shared_before,
+            "{fault}: shared/ changed"
+        );
+
+        if *sick {
+            clone.remove("public/sick");
+        }
+        clone.write(
+            format!("src/R{i}.php"),
+            &format!("<?php\n\nnamespace App;\n\nfinal class R{i} {{}}\n"),
+        );
+        let commit = clone.commit(&format!("r{i}"));
+        clone.push_main().success();
+        assert_eq!(server.live_revision(), commit, "after {fault}");
+        assert!(
+            server.leftovers().is_empty(),
+            "after {fault}: {:?}",
+            server.leftovers()
+        );
+        server.assert_only_complete_builds(SHARED);
+        assert!(
+            server
+                .read_live("vendor/composer/autoload_classmap.php")
+                .contains(&format!("App\\\\R{i}"))
+        );
+    }
+    eprintln!(
+        "{} kills with composer and the snapshot overlapping and in health checks: 0 broken states",
+        OVERLAP_AND_HEALTH_FAULTS.len()
+    );
+}
+
 const ROLLBACK_FAULTS: &[&str] = &[
     "rollback-locked",
     "rollback-marked",
