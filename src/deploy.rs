@@ -361,6 +361,11 @@ fn pipeline(
                 });
                 let started = Instant::now();
                 let snap = snapshot::snapshot(layout, &commit_id, &options, reporter);
+                // Start writing the copy out while composer still runs, so that the flush
+                // before the switch finds little left to do. (It is repeated there.)
+                if let Ok(snap) = &snap {
+                    let _ = switch::syncfs(snap.path());
+                }
                 early = Some((snap, started.elapsed()));
                 composer.join().expect("composer's thread does not panic")
             })

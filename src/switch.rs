@@ -110,7 +110,8 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
     })
 }
 
-fn syncfs(path: &Path) -> std::io::Result<()> {
+/// Flushes the filesystem `path` is on (syncfs(2)).
+pub fn syncfs(path: &Path) -> std::io::Result<()> {
     let dir = File::open(path)?;
     // SAFETY: syncfs(2) on a descriptor we own for the duration of the call.
     if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
