@@ -398,6 +398,8 @@ fn pipeline(
     };
     snap.add(&layout.application, &later, &options)
         .context("snapshot failed")?;
+    // The previous build's manifest is a map of every file: let it go before what follows.
+    drop(previous_manifest);
     let mut detail = match config.snapshot {
         SnapshotMode::Copy => format!("{} files copied, {}", snap.copied, megabytes(snap.bytes)),
         SnapshotMode::Link => format!(
@@ -438,8 +440,7 @@ fn pipeline(
     };
     fault::point("snapshot-done");
     builds::write_meta(layout, &name, &meta).context("snapshot failed")?;
-    snap.manifest()
-        .write(&layout.manifest_file(&name.to_string()))
+    snap.write_manifest(&layout.manifest_file(&name.to_string()))
         .context("snapshot failed")?;
     let build_dir = snap
         .publish(&layout.builds.join(name.to_string()))

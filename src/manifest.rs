@@ -44,6 +44,7 @@ impl Manifest {
         self.0.get(relative)
     }
 
+    #[cfg(test)]
     pub fn from_entries(entries: Vec<(PathBuf, Identity)>) -> Manifest {
         Manifest(entries.into_iter().collect())
     }
@@ -87,24 +88,46 @@ impl Manifest {
         Manifest(map)
     }
 
+    #[cfg(test)]
     pub fn write(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().expect("a manifest lives in a folder");
-        std::fs::create_dir_all(dir)?;
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let mut out = BufWriter::new(tmp.as_file());
+        let mut writer = ManifestWriter::new(path.parent().unwrap())?;
         for (name, id) in &self.0 {
-            out.write_all(name.as_os_str().as_bytes())?;
-            writeln!(
-                out,
-                "\0{} {} {} {} {}",
-                id.ino, id.ctime, id.ctime_nsec, id.size, id.mode
-            )?;
+            writer.add(name, id)?;
         }
-        out.flush()?;
-        drop(out);
-        tmp.persist(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        writer.finish(path)
+    }
+}
+
+/// Writes a manifest as a snapshot goes, file by file, into a temporary file that
+/// [`ManifestWriter::finish`] puts in place.
+pub struct ManifestWriter {
+    out: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl ManifestWriter {
+    pub fn new(dir: &Path) -> Result<ManifestWriter> {
+        std::fs::create_dir_all(dir)?;
+        Ok(ManifestWriter {
+            out: BufWriter::new(tempfile::NamedTempFile::new_in(dir)?),
+        })
+    }
+
+    pub fn add(&mut self, name: &Path, id: &Identity) -> std::io::Result<()> {
+        self.out.write_all(name.as_os_str().as_bytes())?;
+        writeln!(
+            self.out,
+            "\0{} {} {} {} {}",
+            id.ino, id.ctime, id.ctime_nsec, id.size, id.mode
+        )
+    }
+
+    /// Puts the manifest at `path` (on the same filesystem as the temporary file).
+    pub fn finish(&mut self, path: &Path) -> Result<()> {
+        self.out.flush()?;
+        std::fs::create_dir_all(path.parent().expect("a manifest lives in a folder"))?;
+        std::fs::hard_link(self.out.get_ref().path(), path)
+            .or_else(|_| std::fs::copy(self.out.get_ref().path(), path).map(|_| ()))
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use walkdir::WalkDir;
 
 use crate::fault;
-use crate::manifest::{Identity, Manifest};
+use crate::manifest::{Identity, Manifest, ManifestWriter};
 use crate::plan::Layout;
 use crate::report::Reporter;
 
@@ -28,7 +28,9 @@ pub struct Snapshot {
     /// Files hard-linked from the previous build.
     pub linked: u64,
     /// Which application/ file each file came from.
-    files: Vec<(PathBuf, Identity)>,
+    /// (Written as the files are placed, not kept in memory: at 50,000 files a list would be
+    /// a good part of the hook's memory.)
+    files: std::sync::Mutex<ManifestWriter>,
 }
 
 impl Snapshot {
@@ -37,8 +39,11 @@ impl Snapshot {
     }
 
     /// Which application/ file each of the build's files came from, to be kept beside it.
-    pub fn manifest(&self) -> Manifest {
-        Manifest::from_entries(self.files.clone())
+    pub fn write_manifest(self: &mut Snapshot, path: &Path) -> Result<()> {
+        self.files
+            .get_mut()
+            .expect("no thread panicked holding it")
+            .finish(path)
     }
 
     /// Copies what [`Options::later`] left out, now that it is written.
@@ -70,7 +75,9 @@ impl Snapshot {
                     std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
                 } else {
                     self.files
-                        .push((relative.to_path_buf(), Identity::of(&meta)));
+                        .get_mut()
+                        .expect("no thread panicked holding it")
+                        .add(relative, &Identity::of(&meta))?;
                     match place_file(entry.path(), relative, &dest, &meta, options)? {
                         Placed::Linked => self.linked += 1,
                         Placed::Copied(n) => {
@@ -175,7 +182,7 @@ pub fn snapshot(
     let copied = AtomicU64::new(0);
     let linked = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    let files = std::sync::Mutex::new(Vec::with_capacity(entries.len()));
+    let files = std::sync::Mutex::new(ManifestWriter::new(&layout.tmp())?);
     entries
         .par_iter()
         .filter(|e| !e.file_type().is_dir())
@@ -194,7 +201,7 @@ pub fn snapshot(
                 files
                     .lock()
                     .expect("no thread panicked holding it")
-                    .push((relative.clone(), Identity::of(&meta)));
+                    .add(&relative, &Identity::of(&meta))?;
                 place_file(entry.path(), &relative, &dest, &meta, options).map(
                     |placed| match placed {
                         Placed::Linked => {
@@ -232,7 +239,7 @@ pub fn snapshot(
         copied: copied.into_inner(),
         linked: linked.into_inner(),
         bytes: bytes.into_inner(),
-        files: files.into_inner().expect("no thread panicked holding it"),
+        files,
     })
 }
 
