@@ -335,7 +335,7 @@ fn pipeline(
     let mut early = None;
     if let (Some(settings), Some(outcome)) = (&config.composer, outcome) {
         let step = reporter.step("composer");
-        let ran = if later.is_empty() {
+        let run = || {
             composer::run(
                 outcome,
                 &config.repository,
@@ -344,21 +344,15 @@ fn pipeline(
                 settings,
                 reporter,
             )
+        };
+        let ran = if later.is_empty() {
+            run()
         } else {
             // composer waits on its child in a thread of its own; the copy stays on this one,
             // where the memory the checkout freed is reused (a new thread's allocator arena
             // would start empty and add to the peak).
             std::thread::scope(|scope| {
-                let composer = scope.spawn(|| {
-                    composer::run(
-                        outcome,
-                        &config.repository,
-                        commit,
-                        layout,
-                        settings,
-                        reporter,
-                    )
-                });
+                let composer = scope.spawn(run);
                 let started = Instant::now();
                 let snap = snapshot::snapshot(layout, &commit_id, &options, reporter);
                 // Start writing the copy out while composer still runs, so that the flush

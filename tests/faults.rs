@@ -357,6 +357,22 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Mounts one, or says clearly that the test is skipped (never under CI, which runs as
+    /// root).
+    fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        let disk = Tmpfs::mount(size);
+        if disk.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must be able to mount a tmpfs (run as root)"
+            );
+            eprintln!("SKIPPED: mounting a tmpfs needs root; this disk-full test did not run");
+        }
+        disk
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
@@ -369,13 +385,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
-    let Some(disk) = Tmpfs::mount("12m") else {
-        // CI runs as root, where this must not be skipped.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs (run as root)"
-        );
-        eprintln!("SKIPPED a_full_disk_fails_the_deploy_clearly: mounting a tmpfs needs root");
+    let Some(disk) = Tmpfs::mount_or_skip("12m") else {
         return;
     };
     let server = Server::builder()
@@ -420,12 +430,7 @@ fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
 
 #[test]
 fn a_disk_that_fills_up_right_at_the_switch_never_takes_the_live_build_away() {
-    let Some(disk) = Tmpfs::mount("20m") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs (run as root)"
-        );
-        eprintln!("SKIPPED a_disk_that_fills_up_right_at_the_switch: mounting a tmpfs needs root");
+    let Some(disk) = Tmpfs::mount_or_skip("20m") else {
         return;
     };
     let server = Server::builder()
