@@ -91,54 +91,73 @@ const DEPLOY_FAULTS: &[&str] = &[
     "finish",
 ];
 
+/// Pushes `args` with `fault` armed and checks what must hold right after the kill: the kill
+/// happened, builds/ holds only complete builds, `latest` is where it was (`before`) or a
+/// build of `allowed`, and shared/ is as it was.
+#[track_caller]
+fn push_killed(
+    server: &Server,
+    clone: &Clone,
+    args: &[&str],
+    fault: &str,
+    allowed: &str,
+    shared: &[(String, String)],
+) {
+    let before = server.live().unwrap();
+    let push = clone.push_with_fault(args, fault);
+    // git push itself was in the killed group: no exit code means the kill happened.
+    assert_eq!(
+        push.code, None,
+        "{fault} was never reached:\n{}",
+        push.stderr
+    );
+    server.assert_only_complete_builds(SHARED);
+    let live = server.live().unwrap();
+    assert!(
+        live == before || server.live_revision() == allowed,
+        "{fault}: latest -> {live}, neither {before} nor a build of {allowed}"
+    );
+    assert_eq!(shared_listing(server), shared, "{fault}: shared/ changed");
+}
+
+/// The push after a kill: it deploys `commit` and leaves nothing behind.
+#[track_caller]
+fn deploys_after_kill(
+    server: &Server,
+    clone: &Clone,
+    commit: &str,
+    fault: &str,
+    shared: &[(String, String)],
+) {
+    clone.push_main().success();
+    assert_eq!(server.live_revision(), commit, "after {fault}");
+    assert!(
+        server.leftovers().is_empty(),
+        "after {fault}: {:?}",
+        server.leftovers()
+    );
+    server.assert_only_complete_builds(SHARED);
+    assert_eq!(
+        shared_listing(server),
+        shared,
+        "after {fault}: shared/ changed"
+    );
+}
+
 #[test]
 fn kill_9_anywhere_in_a_deploy_breaks_nothing_and_the_next_deploy_succeeds() {
     let (server, clone) = busy_server();
     for (i, fault) in DEPLOY_FAULTS.iter().enumerate() {
-        let shared_before = shared_listing(&server);
-        let live_before = server.live().unwrap();
+        let shared = shared_listing(&server);
         let commit = commit_many(&clone, &format!("k{i}"));
+        push_killed(&server, &clone, &["main"], fault, &commit, &shared);
 
-        let push = clone.push_with_fault(&["main"], fault);
-
-        // git push itself was in the killed group: no exit code means the kill happened.
-        assert_eq!(
-            push.code, None,
-            "{fault} was never reached:\n{}",
-            push.stderr
-        );
-        server.assert_only_complete_builds(SHARED);
-        let live = server.live().unwrap();
-        let new_live = server.live_revision() == commit;
-        assert!(
-            live == live_before || new_live,
-            "{fault}: latest -> {live}, neither old nor new"
-        );
-        assert_eq!(
-            shared_listing(&server),
-            shared_before,
-            "{fault}: shared/ changed"
-        );
-
-        // The next deploy cleans up and succeeds.
         let commit = commit_many(&clone, &format!("r{i}"));
-        clone.push_main().success();
-        assert_eq!(server.live_revision(), commit, "after {fault}");
-        assert!(
-            server.leftovers().is_empty(),
-            "after {fault}: {:?}",
-            server.leftovers()
-        );
-        server.assert_only_complete_builds(SHARED);
-        assert_eq!(
-            shared_listing(&server),
-            shared_before,
-            "after {fault}: shared/ changed"
-        );
+        deploys_after_kill(&server, &clone, &commit, fault, &shared);
         assert!(server.page().contains(&format!("r{i}")));
-        let index_ok = server.root.join(".atomdeploy/checkout.pending").exists();
+        let pending = server.root.join(".atomdeploy/checkout.pending").exists();
         assert!(
-            !index_ok,
+            !pending,
             "after {fault}: a checkout still marked as interrupted"
         );
     }
@@ -177,59 +196,25 @@ fn kill_9_while_composer_and_the_snapshot_overlap_and_in_the_health_check() {
         "healthcheck",
         "{command: '! test -e latest/public/sick', retries: 0}",
     );
+    let class = |name: &str| format!("<?php\n\nnamespace App;\n\nfinal class {name} {{}}\n");
     for (i, (fault, sick)) in OVERLAP_AND_HEALTH_FAULTS.iter().enumerate() {
-        let shared_before = shared_listing(&server);
-        let live_before = server.live().unwrap();
+        let shared = shared_listing(&server);
         // A class added under src/: composer dumps the autoloader while the rest is copied.
-        clone.write(
-            format!("src/K{i}.php"),
-            &format!("<?php\n\nnamespace App;\n\nfinal class K{i} {{}}\n"),
-        );
+        clone.write(format!("src/K{i}.php"), &class(&format!("K{i}")));
         if *sick {
             clone.write("public/sick", "");
         }
         let commit = clone.commit(&format!("k{i}"));
-
-        let push = clone.push_with_fault(&["main"], fault);
-
-        assert_eq!(
-            push.code, None,
-            "{fault} was never reached:\n{}",
-            push.stderr
-        );
-        server.assert_only_complete_builds(SHARED);
-        let live = server.live().unwrap();
-        assert!(
-            live == live_before || server.live_revision() == commit,
-            "{fault}: latest -> {live}"
-        );
-        assert_eq!(
-            shared_listing(&server),
-            shared_before,
-            "{fault}: shared/ changed"
-        );
+        push_killed(&server, &clone, &["main"], fault, &commit, &shared);
 
         if *sick {
             clone.remove("public/sick");
         }
-        clone.write(
-            format!("src/R{i}.php"),
-            &format!("<?php\n\nnamespace App;\n\nfinal class R{i} {{}}\n"),
-        );
+        clone.write(format!("src/R{i}.php"), &class(&format!("R{i}")));
         let commit = clone.commit(&format!("r{i}"));
-        clone.push_main().success();
-        assert_eq!(server.live_revision(), commit, "after {fault}");
-        assert!(
-            server.leftovers().is_empty(),
-            "after {fault}: {:?}",
-            server.leftovers()
-        );
-        server.assert_only_complete_builds(SHARED);
-        assert!(
-            server
-                .read_live("vendor/composer/autoload_classmap.php")
-                .contains(&format!("App\\\\R{i}"))
-        );
+        deploys_after_kill(&server, &clone, &commit, fault, &shared);
+        let classmap = server.read_live("vendor/composer/autoload_classmap.php");
+        assert!(classmap.contains(&format!("App\\\\R{i}")));
     }
     eprintln!(
         "{} kills with composer and the snapshot overlapping and in health checks: 0 broken states",
@@ -251,44 +236,19 @@ fn kill_9_during_a_rollback_breaks_nothing() {
     commit_many(&clone, "v2");
     clone.push_main().success();
     for (i, fault) in ROLLBACK_FAULTS.iter().enumerate() {
-        let shared_before = shared_listing(&server);
+        let shared = shared_listing(&server);
         commit_many(&clone, &format!("k{i}"));
         clone.push_main().success();
-        let before = server.live().unwrap();
         let target = clone.git(&["ls-remote", "production", "rollback"]);
         let target = target.split_whitespace().next().unwrap().to_string();
-
-        let push = clone.push_with_fault(&[":rollback"], fault);
-
-        assert_eq!(
-            push.code, None,
-            "{fault} was never reached:\n{}",
-            push.stderr
-        );
-        server.assert_only_complete_builds(SHARED);
-        // Either the rollback did not happen yet, or it went exactly where it should.
-        let live = server.live().unwrap();
-        assert!(
-            live == before || server.live_revision() == target,
-            "{fault}: latest -> {live}, neither {before} nor the rollback target {target}"
-        );
-        assert_eq!(shared_listing(&server), shared_before);
+        // Either the rollback did not happen yet, or it went exactly to its target.
+        push_killed(&server, &clone, &[":rollback"], fault, &target, &shared);
 
         // The next push deploys, cleans up, and puts the rollback branch back.
         let commit = commit_many(&clone, &format!("r{i}"));
-        clone.push_main().success();
-        assert_eq!(server.live_revision(), commit);
-        assert!(
-            server.leftovers().is_empty(),
-            "after {fault}: {:?}",
-            server.leftovers()
-        );
-        assert!(
-            !clone
-                .git(&["ls-remote", "production", "rollback"])
-                .is_empty(),
-            "after {fault}"
-        );
+        deploys_after_kill(&server, &clone, &commit, fault, &shared);
+        let rollback = clone.git(&["ls-remote", "production", "rollback"]);
+        assert!(!rollback.is_empty(), "after {fault}");
         clone
             .push(&[":rollback"])
             .success()
