@@ -32,14 +32,7 @@ fn push_expecting(clone: &Clone, composer_did: &str) -> harness::Push {
 fn fresh_classmap(server: &Server, commit: &str) -> String {
     let dir = server.base().join(format!("fresh-{commit}"));
     fs::create_dir(&dir).unwrap();
-    let archive = server
-        .command("git")
-        .arg("--git-dir")
-        .arg(&server.repo)
-        .args(["archive", commit])
-        .output()
-        .unwrap();
-    harness::assert_success(&archive, "git archive");
+    let archive = server.repo_git(&["archive", commit]);
     let mut tar = server
         .command("tar")
         .arg("-x")
@@ -47,7 +40,7 @@ fn fresh_classmap(server: &Server, commit: &str) -> String {
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &archive.stdout).unwrap();
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &archive).unwrap();
     assert!(tar.wait().unwrap().success());
     let out = server
         .command("composer")

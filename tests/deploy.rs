@@ -240,14 +240,7 @@ fn deleting_the_deploy_branch_leaves_the_site_alone() {
     assert_eq!(server.state(), before);
 
     // Where an operator allows it, the hook sees the deletion and still leaves the site alone.
-    let out = server
-        .command("git")
-        .arg("--git-dir")
-        .arg(&server.repo)
-        .args(["config", "receive.denyDeleteCurrent", "ignore"])
-        .output()
-        .unwrap();
-    harness::assert_success(&out, "git config");
+    server.repo_git(&["config", "receive.denyDeleteCurrent", "ignore"]);
     let push = clone.push(&[":main"]).success();
 
     assert!(

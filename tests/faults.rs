@@ -510,14 +510,7 @@ fn push_options_and_the_hooks_git_variables_never_reach_commands() {
     let server = Server::builder()
         .config("before_switch", "['env > \"$ATOMDEPLOY_ROOT/env.txt\"']")
         .install();
-    let out = server
-        .command("git")
-        .arg("--git-dir")
-        .arg(&server.repo)
-        .args(["config", "receive.advertisePushOptions", "true"])
-        .output()
-        .unwrap();
-    harness::assert_success(&out, "git config");
+    server.repo_git(&["config", "receive.advertisePushOptions", "true"]);
     let marker = server.base().join("pwned");
     let clone = server.clone_fixture("example-app");
 

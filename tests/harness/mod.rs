@@ -174,18 +174,24 @@ impl Server {
             .unwrap()
     }
 
-    /// Every path of `commit` in the bare repository, as git lists them.
-    pub fn files_of(&self, commit: &str) -> Vec<PathBuf> {
-        use std::os::unix::ffi::OsStrExt;
+    /// `git ARGS` in the server's bare repository; its output, once it succeeded.
+    #[track_caller]
+    pub fn repo_git(&self, args: &[&str]) -> Vec<u8> {
         let out = self
             .command("git")
             .arg("--git-dir")
             .arg(&self.repo)
-            .args(["ls-tree", "-r", "-z", "--name-only", commit])
+            .args(args)
             .output()
             .unwrap();
-        assert_success(&out, "git ls-tree");
+        assert_success(&out, &format!("git {}", args.join(" ")));
         out.stdout
+    }
+
+    /// Every path of `commit` in the bare repository, as git lists them.
+    pub fn files_of(&self, commit: &str) -> Vec<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        self.repo_git(&["ls-tree", "-r", "-z", "--name-only", commit])
             .split(|b| *b == 0)
             .filter(|p| !p.is_empty())
             .map(|p| PathBuf::from(OsStr::from_bytes(p)))
