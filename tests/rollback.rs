@@ -93,7 +93,18 @@ fn push_rollback_goes_back_one_build_at_a_time_until_git_refuses() {
     assert_eq!(last["from"], v[1].0.as_str());
     assert_eq!(last["build"], v[0].0.as_str());
 
-    // A normal push deploys as usual afterwards, and its cleanup removes the bad builds.
+    // Pushing the rolled-back-from commit again changes no ref: git says so and nothing
+    // deploys (the README tells the user to run `replay` for that).
+    let before = server.state();
+    let again = clone.push_main().success();
+    assert!(
+        again.stderr.contains("Everything up-to-date"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(server.state(), before);
+
+    // A push of a new commit deploys as usual afterwards, and its cleanup removes the bad builds.
     let v4 = deploy_versions(&server, &clone, &["v4"]);
     assert!(server.page().contains("v4"));
     assert_eq!(server.builds(), [v[0].0.clone(), v4[0].0.clone()]);
@@ -320,11 +331,21 @@ fn a_failing_health_command_rolls_back_automatically() {
     clone.commit("v2");
     let push = clone.push_main().deploy_failed();
 
+    // Word for word what the README shows.
     let error = push.remote_line("error: ").unwrap();
-    assert!(
-        error.contains(&format!("rolled back to builds/{}", v[0].0))
-            && error.contains("health check failed"),
-        "{error}"
+    let sick = server
+        .builds()
+        .into_iter()
+        .find(|b| *b != v[0].0)
+        .expect("the unhealthy build stays on disk");
+    assert_eq!(
+        error,
+        format!(
+            "error: rolled back to builds/{}; builds/{sick} is marked bad: health check failed: \
+             unhealthy after 3 attempts; the last: `grep -q healthy latest/public/status.txt && \
+             test -d \"$ATOMDEPLOY_BUILD\"` failed with exit status 1",
+            v[0].0
+        )
     );
     assert_eq!(
         push.stderr.matches("failed: `grep -q healthy").count(),
