@@ -32,6 +32,9 @@ pub struct Config {
     pub composer: Option<Composer>,
     pub before_switch: Vec<String>,
     pub after_switch: Vec<String>,
+    /// Limit of each before_switch and after_switch command (its children included).
+    pub command_timeout: Duration,
+    /// Zero: give up at once when another deploy holds the lock.
     pub lock_timeout: Duration,
     pub healthcheck: Option<Healthcheck>,
     pub snapshot: SnapshotMode,
@@ -77,6 +80,229 @@ pub struct Composer {
 }
 
 const DEFAULT_COMPOSER_TIMEOUT: u64 = 900;
+const DEFAULT_COMMAND_TIMEOUT: u64 = 900;
+
+/// The range of one number in deploy.yml. Every number has one, checked while the file is
+/// read, so that no value a file can hold reaches a clock or a counter at run time: an
+/// `Instant + Duration` of 2^64 seconds panics, and a panic after the switch would leave an
+/// unchecked build live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    /// As written in deploy.yml, with its section: `healthcheck.timeout`.
+    pub key: &'static str,
+    pub min: f64,
+    pub max: f64,
+    /// Seconds (else a count).
+    pub seconds: bool,
+    /// Fractions allowed (else a whole number).
+    pub fractional: bool,
+    /// What the smallest value means, when that needs saying.
+    pub min_means: Option<&'static str>,
+}
+
+/// A day: no deploy step should take longer, and no clock overflows adding it.
+const DAY: f64 = 86_400.0;
+const HOUR: f64 = 3_600.0;
+
+pub const KEEP_BUILDS: Limit = Limit {
+    key: "keep_builds",
+    min: 1.0,
+    max: 1000.0,
+    seconds: false,
+    fractional: false,
+    min_means: Some("the live build only"),
+};
+pub const LOCK_TIMEOUT: Limit = Limit {
+    key: "lock_timeout",
+    min: 0.0,
+    max: DAY,
+    seconds: true,
+    fractional: false,
+    min_means: Some("do not wait"),
+};
+pub const COMMAND_TIMEOUT: Limit = Limit {
+    key: "command_timeout",
+    min: 1.0,
+    max: DAY,
+    seconds: true,
+    fractional: false,
+    min_means: None,
+};
+pub const COMPOSER_TIMEOUT: Limit = Limit {
+    key: "composer.timeout",
+    min: 1.0,
+    max: DAY,
+    seconds: true,
+    fractional: false,
+    min_means: None,
+};
+pub const HEALTHCHECK_RETRIES: Limit = Limit {
+    key: "healthcheck.retries",
+    min: 0.0,
+    max: 100.0,
+    seconds: false,
+    fractional: false,
+    min_means: Some("one attempt only"),
+};
+pub const HEALTHCHECK_INTERVAL: Limit = Limit {
+    key: "healthcheck.interval",
+    min: 0.0,
+    max: HOUR,
+    seconds: true,
+    fractional: true,
+    min_means: Some("retry at once"),
+};
+pub const HEALTHCHECK_TIMEOUT: Limit = Limit {
+    key: "healthcheck.timeout",
+    min: 0.001,
+    max: DAY,
+    seconds: true,
+    fractional: true,
+    min_means: None,
+};
+
+/// Every number deploy.yml holds (the tests go through them all).
+#[cfg(test)]
+pub const NUMBERS: [Limit; 7] = [
+    KEEP_BUILDS,
+    LOCK_TIMEOUT,
+    COMMAND_TIMEOUT,
+    COMPOSER_TIMEOUT,
+    HEALTHCHECK_RETRIES,
+    HEALTHCHECK_INTERVAL,
+    HEALTHCHECK_TIMEOUT,
+];
+
+impl Limit {
+    /// `a whole number of seconds from 0 (do not wait) to 86400 (24 hours)`.
+    pub fn range(&self) -> String {
+        let what = match (self.fractional, self.seconds) {
+            (false, false) => "a whole number",
+            (false, true) => "a whole number of seconds",
+            (true, _) => "a number of seconds",
+        };
+        let min = match self.min_means {
+            Some(means) => format!("{} ({means})", self.min),
+            None => self.min.to_string(),
+        };
+        let max = if self.max == DAY {
+            format!("{} (24 hours)", self.max)
+        } else if self.max == HOUR {
+            format!("{} (1 hour)", self.max)
+        } else {
+            self.max.to_string()
+        };
+        format!("{what} from {min} to {max}")
+    }
+
+    /// serde_yaml puts the key's path (`healthcheck.timeout: `) before the message itself.
+    fn refuse<E: de::Error>(&self, got: impl fmt::Display) -> E {
+        E::custom(format!("must be {}; got {got}", self.range()))
+    }
+
+    /// False for NaN too.
+    fn contains(&self, value: f64) -> bool {
+        value >= self.min && value <= self.max
+    }
+
+    /// Reads the value at this key: any YAML scalar is looked at, so that every wrong one is
+    /// refused with this key's name and range, at its line and column.
+    fn read<'de, D: Deserializer<'de>>(&'static self, d: D) -> Result<f64, D::Error> {
+        d.deserialize_any(NumberVisitor(self))
+    }
+
+    fn whole<'de, D: Deserializer<'de>>(&'static self, d: D) -> Result<u64, D::Error> {
+        // Exact: `read` admits only whole numbers within a range far below 2^53 here.
+        self.read(d).map(|v| v as u64)
+    }
+
+    fn duration<'de, D: Deserializer<'de>>(&'static self, d: D) -> Result<Duration, D::Error> {
+        let seconds = self.read(d)?;
+        Ok(Duration::from_secs_f64(seconds))
+    }
+}
+
+struct NumberVisitor(&'static Limit);
+
+/// A float the way YAML spells it, so that the error quotes what the user wrote.
+fn yaml_float(v: f64) -> String {
+    if v.is_nan() {
+        ".nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { ".inf" } else { "-.inf" }.into()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+impl<'de> Visitor<'de> for NumberVisitor {
+    type Value = f64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0.range())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        self.visit_i128(v.into())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        self.visit_i128(v.into())
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<f64, E> {
+        match i128::try_from(v) {
+            Ok(v) => self.visit_i128(v),
+            Err(_) => Err(self.0.refuse(v)),
+        }
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<f64, E> {
+        // Compared as integers: a huge one must not round into the range as a float.
+        if v < self.0.min.ceil() as i128 || v > self.0.max.floor() as i128 {
+            return Err(self.0.refuse(v));
+        }
+        Ok(v as f64)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        let shown = yaml_float(v);
+        if !self.0.fractional {
+            // `3.0` and `1e2` are in range and whole, yet written as YAML floats: say why.
+            let hint = if self.0.contains(v) && v.fract() == 0.0 {
+                " (write it without a decimal point or exponent)"
+            } else {
+                ""
+            };
+            return Err(self.0.refuse(format_args!("{shown}{hint}")));
+        }
+        if self.0.contains(v) {
+            // `-0.0` becomes 0.
+            Ok(v + 0.0)
+        } else {
+            Err(self.0.refuse(shown))
+        }
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<f64, E> {
+        Err(self.0.refuse(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+        Err(self.0.refuse(format_args!("the text {v:?}")))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+        Err(self.0.refuse("nothing"))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<f64, A::Error> {
+        Err(self.0.refuse("a list"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<f64, A::Error> {
+        Err(self.0.refuse("a map"))
+    }
+}
+
+fn keep_builds<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    KEEP_BUILDS.whole(d).map(|n| n as usize)
+}
+fn lock_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    LOCK_TIMEOUT.whole(d)
+}
+fn command_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    COMMAND_TIMEOUT.whole(d)
+}
 
 fn default_composer_args() -> Vec<String> {
     DEFAULT_COMPOSER_ARGS
@@ -110,7 +336,7 @@ struct RawConfig {
     repository: PathBuf,
     #[serde(default = "default_branch", deserialize_with = "branch_name")]
     branch: String,
-    #[serde(default = "default_keep_builds", deserialize_with = "at_least_one")]
+    #[serde(default = "default_keep_builds", deserialize_with = "keep_builds")]
     keep_builds: usize,
     #[serde(default, deserialize_with = "shared_list")]
     shared: Vec<SharedEntry>,
@@ -120,7 +346,12 @@ struct RawConfig {
     before_switch: Vec<String>,
     #[serde(default, deserialize_with = "command_list")]
     after_switch: Vec<String>,
-    #[serde(default = "default_lock_timeout")]
+    #[serde(
+        default = "default_command_timeout",
+        deserialize_with = "command_timeout"
+    )]
+    command_timeout: u64,
+    #[serde(default = "default_lock_timeout", deserialize_with = "lock_timeout")]
     lock_timeout: u64,
     #[serde(default, deserialize_with = "healthcheck")]
     healthcheck: Option<Healthcheck>,
@@ -136,6 +367,9 @@ fn default_keep_builds() -> usize {
 }
 fn default_lock_timeout() -> u64 {
     600
+}
+fn default_command_timeout() -> u64 {
+    DEFAULT_COMMAND_TIMEOUT
 }
 fn default_composer() -> ComposerSetting {
     ComposerSetting(Some(Composer {
@@ -162,6 +396,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         composer: raw.composer.0,
         before_switch: raw.before_switch,
         after_switch: raw.after_switch,
+        command_timeout: Duration::from_secs(raw.command_timeout),
         lock_timeout: Duration::from_secs(raw.lock_timeout),
         healthcheck: raw.healthcheck,
         snapshot: raw.snapshot,
@@ -212,21 +447,30 @@ fn healthcheck<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Healthcheck>, D
     struct RawHealthcheck {
         command: Option<String>,
         url: Option<String>,
-        #[serde(default = "default_retries")]
+        #[serde(default = "default_retries", deserialize_with = "retries")]
         retries: u32,
-        #[serde(default = "default_interval")]
-        interval: f64,
-        #[serde(default = "default_timeout")]
-        timeout: f64,
+        #[serde(default = "default_interval", deserialize_with = "interval")]
+        interval: Duration,
+        #[serde(default = "default_timeout", deserialize_with = "timeout")]
+        timeout: Duration,
     }
     fn default_retries() -> u32 {
         2
     }
-    fn default_interval() -> f64 {
-        1.0
+    fn default_interval() -> Duration {
+        Duration::from_secs(1)
     }
-    fn default_timeout() -> f64 {
-        10.0
+    fn default_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn retries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        HEALTHCHECK_RETRIES.whole(d).map(|n| n as u32)
+    }
+    fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        HEALTHCHECK_INTERVAL.duration(d)
+    }
+    fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        HEALTHCHECK_TIMEOUT.duration(d)
     }
     let Some(raw) = Option::<RawHealthcheck>::deserialize(d)? else {
         return Ok(None);
@@ -245,32 +489,12 @@ fn healthcheck<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Healthcheck>, D
             ));
         }
     };
-    let seconds = |name: &str, value: f64| {
-        Duration::try_from_secs_f64(value).map_err(|_| {
-            de::Error::custom(format!(
-                "healthcheck.{name} must be a number of seconds, at least 0"
-            ))
-        })
-    };
-    let timeout = seconds("timeout", raw.timeout)?;
-    if timeout.is_zero() {
-        return Err(de::Error::custom("healthcheck.timeout must be more than 0"));
-    }
     Ok(Some(Healthcheck {
         probe,
         retries: raw.retries,
-        interval: seconds("interval", raw.interval)?,
-        timeout,
+        interval: raw.interval,
+        timeout: raw.timeout,
     }))
-}
-
-fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    match usize::deserialize(d)? {
-        0 => Err(de::Error::custom(
-            "keep_builds must be at least 1 (the live build is always kept)",
-        )),
-        n => Ok(n),
-    }
 }
 
 fn command_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -327,14 +551,45 @@ impl SharedEntry {
         if normal.as_os_str().is_empty() {
             return Err(format!("shared entry `{text}` names the app itself"));
         }
-        if normal == Path::new(".git") || normal.starts_with(".git") {
-            return Err(format!("shared entry `{text}` is inside .git"));
+        if let Some(why) = part_of_the_build(&normal) {
+            return Err(format!("shared entry `{text}` is refused: {why}"));
         }
         Ok(SharedEntry {
             path: normal,
             is_dir,
         })
     }
+}
+
+/// Why a path cannot be shared: it is what makes a build the build of its commit, and a
+/// copy kept across deploys would make every build claim, or run, another commit's.
+fn part_of_the_build(path: &Path) -> Option<&'static str> {
+    // git itself refuses a `.git` component in any case, at any depth.
+    if path
+        .components()
+        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
+    {
+        return Some("`.git` belongs to git and is never part of a build");
+    }
+    if path.starts_with("vendor") {
+        return Some(
+            "vendor/ is installed by composer for each build's composer.lock; shared, \
+             every build would run the packages of whichever deploy wrote it last",
+        );
+    }
+    if path == Path::new("REVISION") {
+        return Some(
+            "REVISION is written into each build with its commit id; shared, every build \
+             would claim the same commit",
+        );
+    }
+    if path == Path::new("composer.json") || path == Path::new("composer.lock") {
+        return Some(
+            "composer.json and composer.lock must be the commit's own, or the build's vendor/ \
+             would not match its code",
+        );
+    }
+    None
 }
 
 fn shared_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SharedEntry>, D::Error> {
@@ -383,21 +638,22 @@ impl<'de> Deserialize<'de> for ComposerSetting {
                 struct RawComposer {
                     #[serde(default = "default_composer_args")]
                     args: Vec<String>,
-                    #[serde(default = "default_composer_timeout")]
+                    #[serde(
+                        default = "default_composer_timeout",
+                        deserialize_with = "composer_timeout"
+                    )]
                     timeout: u64,
                 }
                 fn default_composer_timeout() -> u64 {
                     DEFAULT_COMPOSER_TIMEOUT
                 }
+                fn composer_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+                    COMPOSER_TIMEOUT.whole(d)
+                }
                 let raw = RawComposer::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 if raw.args.is_empty() {
                     return Err(de::Error::custom(
                         "composer.args must not be empty; use `composer: false` to skip composer",
-                    ));
-                }
-                if raw.timeout == 0 {
-                    return Err(de::Error::custom(
-                        "composer.timeout must be at least 1 second",
                     ));
                 }
                 Ok(ComposerSetting(Some(Composer {
@@ -481,7 +737,10 @@ mod tests {
             (composer.timeout, composer.args.len()),
             (Duration::from_secs(60), DEFAULT_COMPOSER_ARGS.len())
         );
-        assert!(parse_err("repository: r\ncomposer: {timeout: 0}\n").contains("at least 1 second"));
+        assert!(
+            parse_err("repository: r\ncomposer: {timeout: 0}\n")
+                .contains("composer.timeout: must be a whole number of seconds from 1 to 86400")
+        );
     }
 
     #[test]
@@ -590,11 +849,10 @@ mod tests {
         );
         assert!(
             parse_err("repository: r\nhealthcheck: {command: x, timeout: -1}\n")
-                .contains("at least 0")
+                .contains("healthcheck.timeout: must be a number of seconds from 0.001")
         );
         assert!(
-            parse_err("repository: r\nhealthcheck: {command: x, timeout: 0}\n")
-                .contains("more than 0")
+            parse_err("repository: r\nhealthcheck: {command: x, timeout: 0}\n").contains("got 0")
         );
         let err = parse_err("repository: r\nhealthcheck:\n  comand: x\n");
         assert!(
@@ -610,11 +868,329 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(parse_err("repository: r\nkeep_builds: 0\n").contains("at least 1"));
+        assert!(
+            parse_err("repository: r\nkeep_builds: 0\n").contains("from 1 (the live build only)")
+        );
         assert!(parse_err("repository: r\nbranch: 'a..b'\n").contains("not a valid branch"));
         assert!(parse_err("repository: r\ncomposer: {args: []}\n").contains("must not be empty"));
         assert!(parse_err("repository: r\ncomposer: {arg: [x]}\n").contains("unknown field `arg`"));
         assert!(parse_err("repository: r\nbefore_switch: ['']\n").contains("must not be empty"));
         assert!(parse_err("repository: r\nlock_timeout: -1\n").contains("lock_timeout"));
+    }
+
+    /// deploy.yml text with `value` written at `limit`'s key, and where the value starts.
+    fn with_number(limit: &Limit, value: &str) -> (String, usize, usize) {
+        let mut text = String::from("repository: r\n");
+        let field = match limit.key.split_once('.') {
+            Some((section, field)) => {
+                text.push_str(&format!("{section}:\n"));
+                if section == "healthcheck" {
+                    text.push_str("  command: x\n");
+                }
+                format!("  {field}: ")
+            }
+            None => format!("{}: ", limit.key),
+        };
+        let line = text.lines().count() + 1;
+        text.push_str(&format!("{field}{value}\n"));
+        (text, line, field.len() + 1)
+    }
+
+    /// The value a parsed config holds for `limit`'s key, as a number of its unit.
+    fn number_at(config: &Config, limit: &Limit) -> f64 {
+        let check = || config.healthcheck.as_ref().unwrap();
+        match limit.key {
+            "keep_builds" => config.keep_builds as f64,
+            "lock_timeout" => config.lock_timeout.as_secs_f64(),
+            "command_timeout" => config.command_timeout.as_secs_f64(),
+            "composer.timeout" => config.composer.as_ref().unwrap().timeout.as_secs_f64(),
+            "healthcheck.retries" => check().retries as f64,
+            "healthcheck.interval" => check().interval.as_secs_f64(),
+            "healthcheck.timeout" => check().timeout.as_secs_f64(),
+            other => panic!("no test knows the key {other}"),
+        }
+    }
+
+    /// Parses `value` at `limit`'s key; never panics, and either accepts a value within the
+    /// range or refuses it at the value's position, naming the key and the range.
+    fn try_number(limit: &Limit, value: &str) -> Option<f64> {
+        let (text, line, column) = with_number(limit, value);
+        let origin = Path::new("/srv/app/deploy.yml");
+        let parsed = std::panic::catch_unwind(|| parse(&text, origin, Path::new("/srv/app")))
+            .unwrap_or_else(|_| panic!("parsing panicked on {text:?}"));
+        match parsed {
+            Ok(config) => {
+                let got = number_at(&config, limit);
+                assert!(
+                    limit.contains(got),
+                    "{}: {value} was accepted as {got}, outside {}",
+                    limit.key,
+                    limit.range()
+                );
+                Some(got)
+            }
+            Err(err) => {
+                let err = format!("{err:#}");
+                let head = format!("/srv/app/deploy.yml:{line}:{column}: {}: ", limit.key);
+                assert!(
+                    err.starts_with(&head),
+                    "{value:?}: want {head:?} in {err:?}"
+                );
+                assert!(
+                    err.contains(&limit.range()),
+                    "{value:?}: no range in {err:?}"
+                );
+                None
+            }
+        }
+    }
+
+    const EXTREMES: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "2",
+        "100",
+        "101",
+        "1000",
+        "1001",
+        "3600",
+        "3601",
+        "86400",
+        "86401",
+        "4294967295",
+        "4294967296",
+        "-2147483649",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "340282366920938463463374607431768211456",
+        "1e19",
+        "-1e19",
+        "1e308",
+        "1e309",
+        "-1e309",
+        ".inf",
+        "-.inf",
+        "+.inf",
+        ".Inf",
+        ".INF",
+        ".nan",
+        ".NaN",
+        ".NAN",
+        "0.5",
+        "1.5",
+        "-0.0",
+        "0.0",
+        "2.0",
+        "1e2",
+        "1E2",
+        "1e-2",
+        "5e-324",
+        "0.001",
+        "0.0009",
+        "0x10",
+        "0xffffffffffffffffff",
+        "0o17",
+        "-0x1",
+        "+5",
+        "007",
+        "~",
+        "null",
+        "''",
+        "'5'",
+        "\"600\"",
+        "10m",
+        "true",
+        "no",
+        "[]",
+        "[5]",
+        "{}",
+        "{a: 1}",
+        "!!str 5",
+        "!!float 5",
+        "!!int 5",
+        "!custom 5",
+    ];
+
+    #[test]
+    fn every_number_at_its_extremes_is_in_range_or_refused_with_key_and_position() {
+        for limit in &NUMBERS {
+            for value in EXTREMES {
+                try_number(limit, value);
+            }
+        }
+    }
+
+    #[test]
+    fn every_number_accepts_its_bounds_and_refuses_just_past_them() {
+        for limit in &NUMBERS {
+            let (min, max) = (limit.min.to_string(), limit.max.to_string());
+            assert_eq!(try_number(limit, &min), Some(limit.min), "{}", limit.key);
+            assert_eq!(try_number(limit, &max), Some(limit.max), "{}", limit.key);
+            let (below, above) = if limit.fractional {
+                (limit.min - 0.0001, limit.max + 0.0001)
+            } else {
+                (limit.min - 1.0, limit.max + 1.0)
+            };
+            assert_eq!(try_number(limit, &below.to_string()), None, "{}", limit.key);
+            assert_eq!(try_number(limit, &above.to_string()), None, "{}", limit.key);
+            assert_eq!(try_number(limit, "1e19"), None, "{}", limit.key);
+            assert_eq!(try_number(limit, "-1"), None, "{}", limit.key);
+            assert_eq!(try_number(limit, ".nan"), None, "{}", limit.key);
+            assert_eq!(try_number(limit, ".inf"), None, "{}", limit.key);
+            if !limit.fractional {
+                let err = parse_err(&with_number(limit, "2.0").0);
+                assert!(err.contains("without a decimal point"), "{err}");
+                assert_eq!(try_number(limit, "1.5"), None, "{}", limit.key);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_is_accepted_where_it_means_something() {
+        let config = parse_ok("repository: r\nlock_timeout: 0\n");
+        assert_eq!(config.lock_timeout, Duration::ZERO);
+        let check = parse_ok("repository: r\nhealthcheck: {command: x, retries: 0, interval: 0}\n")
+            .healthcheck
+            .unwrap();
+        assert_eq!((check.retries, check.interval), (0, Duration::ZERO));
+    }
+
+    #[test]
+    fn command_timeout_defaults_to_15_minutes() {
+        assert_eq!(
+            parse_ok("repository: r\n").command_timeout,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            parse_ok("repository: r\ncommand_timeout: 5\n").command_timeout,
+            Duration::from_secs(5)
+        );
+    }
+
+    /// A tiny xorshift: the same sequence on every run, so a failure can be replayed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn digits(&mut self, max_len: u64) -> String {
+            let len = 1 + self.below(max_len);
+            (0..len)
+                .map(|_| char::from(b'0' + self.below(10) as u8))
+                .collect()
+        }
+    }
+
+    /// A random number as YAML might spell it: any sign, length, fraction, exponent, base
+    /// or special value.
+    fn random_number(rng: &mut Rng) -> String {
+        let sign = ["", "", "-", "+"][rng.below(4) as usize];
+        let body = match rng.below(9) {
+            0..=2 => rng.digits(6),
+            3 => rng.digits(45),
+            4 => format!("{}.{}", rng.digits(8), rng.digits(8)),
+            5 => {
+                let e = ["e", "E", "e+", "e-"][rng.below(4) as usize];
+                format!("{}{e}{}", rng.digits(3), rng.digits(3))
+            }
+            6 => format!("{}.{}e{}", rng.digits(2), rng.digits(2), rng.digits(4)),
+            7 => [
+                ".inf", ".Inf", ".nan", ".NaN", "0x1f", "0o17", "0b101", "1_000", "0.",
+            ][rng.below(9) as usize]
+                .to_string(),
+            _ => format!("0x{:x}", rng.next()),
+        };
+        format!("{sign}{body}")
+    }
+
+    #[test]
+    fn random_numbers_never_panic_and_accepted_ones_are_in_range() {
+        let mut rng = Rng(0x5eed_2026_1126_0008);
+        let mut accepted = 0;
+        for _ in 0..3000 {
+            let value = random_number(&mut rng);
+            for limit in &NUMBERS {
+                let got = try_number(limit, &value);
+                accepted += usize::from(got.is_some());
+                // A plain decimal integer in range must be accepted as itself.
+                let plain = value.strip_prefix('-').unwrap_or(&value);
+                if !limit.fractional
+                    && plain.bytes().all(|b| b.is_ascii_digit())
+                    && !(plain.len() > 1 && plain.starts_with('0'))
+                    && let Ok(n) = value.parse::<i128>()
+                    && limit.contains(n as f64)
+                {
+                    assert_eq!(got, Some(n as f64), "{}: {value}", limit.key);
+                }
+            }
+        }
+        // The generator reaches both sides of the ranges.
+        eprintln!("{accepted} of {} accepted", 3000 * NUMBERS.len());
+        assert!(
+            accepted > 1000 && accepted < 3000 * NUMBERS.len() - 1000,
+            "{accepted}"
+        );
+    }
+
+    #[test]
+    fn shared_refuses_what_makes_a_build_its_commit() {
+        for (entry, why) in [
+            ("REVISION", "REVISION is written into each build"),
+            ("vendor/", "vendor/ is installed by composer"),
+            ("vendor", "vendor/ is installed by composer"),
+            ("./vendor/autoload.php", "vendor/ is installed by composer"),
+            ("vendor/composer/", "vendor/ is installed by composer"),
+            ("composer.json", "must be the commit's own"),
+            ("composer.lock", "must be the commit's own"),
+            (".git", "`.git` belongs to git"),
+            (".GIT/hooks/", "`.git` belongs to git"),
+            ("storage/.Git", "`.git` belongs to git"),
+            ("public/.gIt/config", "`.git` belongs to git"),
+        ] {
+            let err = parse_err(&format!("repository: r\nshared:\n  - .env\n  - {entry}\n"));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:4:5: ")
+                    && err.contains(&format!("shared entry `{entry}` is refused: "))
+                    && err.contains(why),
+                "{entry}: {err}"
+            );
+        }
+        // Names that only look alike are the app's own.
+        let config = parse_ok(
+            "repository: r\nshared: [storage/REVISION, vendors/, app/vendor/, .gitignore-data, config/composer.json]\n",
+        );
+        assert_eq!(config.shared.len(), 5);
+    }
+
+    #[test]
+    fn the_shipped_deploy_yml_holds_the_defaults_and_states_every_range() {
+        let text = include_str!("../deploy.yml");
+        let shipped = parse(text, Path::new("deploy.yml"), Path::new("/srv")).unwrap();
+        let defaults = parse_ok("repository: /srv/app.git\n");
+        assert_eq!(shipped, defaults);
+        for limit in &NUMBERS {
+            let field = limit.key.rsplit('.').next().unwrap();
+            let range = format!("{field} {}-{}", limit.min, limit.max);
+            let stated = text.contains(&range)
+                || text.contains(&format!(
+                    "{field} and composer.timeout {}-{}",
+                    limit.min, limit.max
+                ));
+            assert!(
+                stated,
+                "deploy.yml does not state {}'s range ({range})",
+                limit.key
+            );
+        }
     }
 }

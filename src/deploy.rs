@@ -22,13 +22,13 @@ use crate::{
 
 /// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
 /// back if it deleted the rollback branch.
-pub fn post_receive(plan: &Plan, input: &str, reporter: &Reporter) -> Result<()> {
+pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()> {
     let request = push::parse(input, &plan.config.branch)?;
     let deploy_ref = format!("refs/heads/{}", plan.config.branch);
     for update in &request.ignored {
         reporter.line(&format!(
             "atomdeploy: {} is not the deploy branch ({deploy_ref}); not deployed",
-            update.refname
+            update.name()
         ));
     }
     if request.branch_deleted {
@@ -36,11 +36,11 @@ pub fn post_receive(plan: &Plan, input: &str, reporter: &Reporter) -> Result<()>
             "atomdeploy: {deploy_ref} was deleted; the live build stays as it is"
         ));
     }
-    if let Some(update) = &request.deploy {
+    if request.deploy.is_some() {
         deploy(
             plan,
             &Request {
-                source: &update.refname,
+                source: &deploy_ref,
                 rev: None,
                 always_new: false,
             },
@@ -450,7 +450,13 @@ fn pipeline(
         if !config.before_switch.is_empty() {
             let step = reporter.step("before_switch");
             fault::point("before_switch");
-            run_commands(&config.before_switch, &env, reporter).context("before_switch failed")?;
+            run_commands(
+                &config.before_switch,
+                &env,
+                config.command_timeout,
+                reporter,
+            )
+            .context("before_switch failed")?;
             reporter.done(step, "");
         }
         switch::switch_step(layout, &name, reporter)
@@ -473,7 +479,7 @@ fn pipeline(
     if !config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
         fault::point("after_switch");
-        match run_commands(&config.after_switch, &env, reporter) {
+        match run_commands(&config.after_switch, &env, config.command_timeout, reporter) {
             Ok(()) => {
                 reporter.done(step, "");
             }
@@ -556,14 +562,20 @@ struct DeployEnv<'a> {
 }
 
 /// Runs deploy.yml commands in the build, one after the other; the first failure stops them.
-fn run_commands(commands: &[String], env: &DeployEnv, reporter: &Reporter) -> Result<()> {
+/// Each is killed, with everything it started, after `limit` (`command_timeout`).
+fn run_commands(
+    commands: &[String],
+    env: &DeployEnv,
+    limit: Duration,
+    reporter: &Reporter,
+) -> Result<()> {
     for script in commands {
         reporter.child_line(&format!("$ {script}"));
         let mut cmd: Command = child::shell(script, env.build);
         cmd.env("ATOMDEPLOY_ROOT", env.root)
             .env("ATOMDEPLOY_BUILD", env.build)
             .env("ATOMDEPLOY_COMMIT", env.commit);
-        child::run_streamed(cmd, &format!("`{script}`"), reporter)?;
+        child::run_limited(cmd, &format!("`{script}`"), Some(limit), reporter)?;
     }
     Ok(())
 }
@@ -577,7 +589,12 @@ pub fn run_after_switch(plan: &Plan, build: &BuildName, reporter: &Reporter) -> 
         build: &build_dir,
         commit: &commit,
     };
-    run_commands(&plan.config.after_switch, &env, reporter)
+    run_commands(
+        &plan.config.after_switch,
+        &env,
+        plan.config.command_timeout,
+        reporter,
+    )
 }
 
 /// Says so plainly when a step failed because the disk is full (ENOSPC, EDQUOT).

@@ -12,7 +12,8 @@ use crate::report::Reporter;
 /// Probes until one attempt succeeds or the retries are spent. Returns how many attempts it
 /// took.
 pub fn check(check: &Healthcheck, root: &Path, build: &Path, reporter: &Reporter) -> Result<u32> {
-    let attempts = check.retries + 1;
+    // deploy.yml bounds retries; saturating all the same, as no count here may panic.
+    let attempts = check.retries.saturating_add(1);
     let mut last = anyhow!("not probed");
     for attempt in 1..=attempts {
         match probe(check, root, build, reporter) {

@@ -1,7 +1,9 @@
 //! The deploy log: one JSON line per attempt (deploy, rollback, or a push that found its
 //! commit live), and the full output of each deploy, as the pusher saw it.
 
+use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -74,13 +76,30 @@ impl Entry {
 pub fn append(layout: &Layout, entry: &Entry) -> Result<()> {
     let mut line = serde_json::to_string(entry)?;
     line.push('\n');
-    // One write of one line to a file opened for appending.
-    std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
-        .open(layout.deploy_log())?
-        .write_all(line.as_bytes())?;
+        .open(layout.deploy_log())?;
+    // A crash mid-append leaves a last line without its newline; glued onto it, this entry
+    // would be unreadable too. (Two appenders racing here make at most an empty line.)
+    if ends_torn(&file)? {
+        line.insert(0, '\n');
+    }
+    // One write of one line to a file opened for appending.
+    file.write_all(line.as_bytes())?;
     Ok(())
+}
+
+/// True when the file holds something and does not end with a newline.
+fn ends_torn(file: &File) -> std::io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] != b'\n')
 }
 
 /// Every entry, oldest first. Lines that do not parse (a torn last line after a crash) are
@@ -134,4 +153,57 @@ fn prune_failed(dir: &Path) -> Result<()> {
         let _ = std::fs::remove_file(dir.join(name));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(commit: &str) -> Entry {
+        Entry {
+            outcome: "deployed".into(),
+            ..Entry::begin(
+                "2026-11-26T00:00:00Z",
+                "2026-11-26T00:00:00Z",
+                "refs/heads/main",
+                commit,
+            )
+        }
+    }
+
+    #[test]
+    fn an_entry_after_a_torn_last_line_starts_on_a_line_of_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        std::fs::create_dir_all(layout.deploy_log().parent().unwrap()).unwrap();
+        append(&layout, &entry("a")).unwrap();
+        append(&layout, &entry("b")).unwrap();
+        // A crash in the middle of writing "b"'s line.
+        let text = std::fs::read_to_string(layout.deploy_log()).unwrap();
+        std::fs::write(layout.deploy_log(), &text[..text.len() - 20]).unwrap();
+
+        append(&layout, &entry("c")).unwrap();
+        append(&layout, &entry("d")).unwrap();
+
+        let commits: Vec<_> = read(&layout)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.commit)
+            .collect();
+        assert_eq!(commits, ["a", "c", "d"]);
+        let text = std::fs::read_to_string(layout.deploy_log()).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    #[test]
+    fn a_whole_log_gets_no_empty_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        std::fs::create_dir_all(layout.deploy_log().parent().unwrap()).unwrap();
+        append(&layout, &entry("a")).unwrap();
+        append(&layout, &entry("b")).unwrap();
+        let text = std::fs::read_to_string(layout.deploy_log()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(!text.contains("\n\n"));
+    }
 }

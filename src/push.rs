@@ -1,4 +1,9 @@
 //! The `<old> <new> <ref>` lines git hands a post-receive hook, and what each asks of us.
+//!
+//! Read as bytes: a ref name is any bytes git accepts (`caf\xe9` from a Latin-1 shell is one),
+//! and one such ref in a push must not stop the deploy branch from deploying.
+
+use std::borrow::Cow;
 
 use anyhow::{Result, bail};
 
@@ -8,12 +13,18 @@ use crate::config::ROLLBACK_BRANCH;
 pub struct RefUpdate {
     pub old: String,
     pub new: String,
-    pub refname: String,
+    /// As git sent it; see [`RefUpdate::name`] to show it.
+    pub refname: Vec<u8>,
 }
 
 impl RefUpdate {
     pub fn is_deletion(&self) -> bool {
         is_zero(&self.new)
+    }
+
+    /// The ref's name for people: bytes that are not UTF-8 shown as U+FFFD.
+    pub fn name(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.refname)
     }
 }
 
@@ -36,45 +47,52 @@ fn is_zero(id: &str) -> bool {
     id.bytes().all(|b| b == b'0')
 }
 
-fn is_object_id(id: &str) -> bool {
-    // SHA-1 (40) and SHA-256 (64) repositories.
-    (id.len() == 40 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+/// The id as text, if it is one: SHA-1 (40 hex digits) or SHA-256 (64).
+fn object_id(field: &[u8]) -> Option<String> {
+    ((field.len() == 40 || field.len() == 64) && field.iter().all(u8::is_ascii_hexdigit))
+        .then(|| String::from_utf8_lossy(field).into_owned())
 }
 
 /// Parses git's post-receive input. Malformed lines are an error: git never writes them, so
 /// something other than git is calling us and guessing would be worse than stopping.
-pub fn parse(input: &str, branch: &str) -> Result<PushRequest> {
+pub fn parse(input: &[u8], branch: &str) -> Result<PushRequest> {
     let deploy_ref = format!("refs/heads/{branch}");
+    let rollback_ref = format!("refs/heads/{ROLLBACK_BRANCH}");
     let mut request = PushRequest::default();
-    for (n, line) in input.lines().enumerate() {
-        if line.trim().is_empty() {
+    for (n, line) in input.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split_whitespace().collect();
+        let shown = String::from_utf8_lossy(line);
+        let fields: Vec<&[u8]> = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty())
+            .collect();
         let [old, new, refname] = fields[..] else {
             bail!(
-                "line {} of the hook's input is not `<old> <new> <ref>`: {line:?}",
+                "line {} of the hook's input is not `<old> <new> <ref>`: {shown:?}",
                 n + 1
             );
         };
-        if !is_object_id(old) || !is_object_id(new) {
+        let (Some(old), Some(new)) = (object_id(old), object_id(new)) else {
             bail!(
-                "line {} of the hook's input has no object ids: {line:?}",
+                "line {} of the hook's input has no object ids: {shown:?}",
                 n + 1
             );
-        }
-        let update = RefUpdate {
-            old: old.into(),
-            new: new.into(),
-            refname: refname.into(),
         };
-        if refname.strip_prefix("refs/heads/") == Some(ROLLBACK_BRANCH) {
+        let update = RefUpdate {
+            old,
+            new,
+            refname: refname.to_vec(),
+        };
+        if refname == rollback_ref.as_bytes() {
             if update.is_deletion() {
                 request.rollback = true;
             } else {
                 request.rollback_moved = true;
             }
-        } else if refname != deploy_ref {
+        } else if refname != deploy_ref.as_bytes() {
             request.ignored.push(update);
         } else if update.is_deletion() {
             request.branch_deleted = true;
@@ -95,13 +113,13 @@ mod tests {
 
     #[test]
     fn a_push_to_the_deploy_branch_deploys() {
-        let request = parse(&format!("{A} {B} refs/heads/main\n"), "main").unwrap();
+        let request = parse(format!("{A} {B} refs/heads/main\n").as_bytes(), "main").unwrap();
         assert_eq!(
             request.deploy,
             Some(RefUpdate {
                 old: A.into(),
                 new: B.into(),
-                refname: "refs/heads/main".into()
+                refname: b"refs/heads/main".to_vec()
             })
         );
         assert!(request.ignored.is_empty() && !request.branch_deleted);
@@ -109,7 +127,7 @@ mod tests {
 
     #[test]
     fn the_first_push_creates_the_branch() {
-        let request = parse(&format!("{ZERO} {B} refs/heads/main\n"), "main").unwrap();
+        let request = parse(format!("{ZERO} {B} refs/heads/main\n").as_bytes(), "main").unwrap();
         assert!(request.deploy.is_some());
     }
 
@@ -118,9 +136,9 @@ mod tests {
         let input = format!(
             "{A} {B} refs/heads/feature\n{ZERO} {B} refs/tags/v1.0\n{A} {B} refs/heads/main-old\n"
         );
-        let request = parse(&input, "main").unwrap();
+        let request = parse(input.as_bytes(), "main").unwrap();
         assert_eq!(request.deploy, None);
-        let names: Vec<_> = request.ignored.iter().map(|u| u.refname.as_str()).collect();
+        let names: Vec<_> = request.ignored.iter().map(|u| u.name()).collect();
         assert_eq!(
             names,
             [
@@ -136,30 +154,38 @@ mod tests {
         let input = format!(
             "{A} {B} refs/heads/feature\n{A} {B} refs/heads/main\n{ZERO} {A} refs/tags/v1\n"
         );
-        let request = parse(&input, "main").unwrap();
+        let request = parse(input.as_bytes(), "main").unwrap();
         assert!(request.deploy.is_some());
         assert_eq!(request.ignored.len(), 2);
     }
 
     #[test]
     fn deleting_the_deploy_branch_is_not_a_deploy() {
-        let request = parse(&format!("{A} {ZERO} refs/heads/main\n"), "main").unwrap();
+        let request = parse(format!("{A} {ZERO} refs/heads/main\n").as_bytes(), "main").unwrap();
         assert!(request.branch_deleted);
         assert_eq!(request.deploy, None);
     }
 
     #[test]
     fn deleting_the_rollback_branch_asks_for_a_rollback() {
-        let request = parse(&format!("{A} {ZERO} refs/heads/rollback\n"), "main").unwrap();
+        let request = parse(
+            format!("{A} {ZERO} refs/heads/rollback\n").as_bytes(),
+            "main",
+        )
+        .unwrap();
         assert!(request.rollback && !request.rollback_moved);
         assert!(request.deploy.is_none() && request.ignored.is_empty());
-        let request = parse(&format!("{A} {B} refs/heads/rollback\n"), "main").unwrap();
+        let request = parse(format!("{A} {B} refs/heads/rollback\n").as_bytes(), "main").unwrap();
         assert!(request.rollback_moved && !request.rollback);
     }
 
     #[test]
     fn a_configured_branch_is_honoured() {
-        let request = parse(&format!("{A} {B} refs/heads/main\n"), "production").unwrap();
+        let request = parse(
+            format!("{A} {B} refs/heads/main\n").as_bytes(),
+            "production",
+        )
+        .unwrap();
         assert_eq!(request.deploy, None);
         assert_eq!(request.ignored.len(), 1);
     }
@@ -167,14 +193,47 @@ mod tests {
     #[test]
     fn sha256_ids_and_blank_lines_are_accepted() {
         let (a, b) = ("a".repeat(64), "b".repeat(64));
-        let request = parse(&format!("\n{a} {b} refs/heads/main\n\n"), "main").unwrap();
+        let request = parse(format!("\n{a} {b} refs/heads/main\n\n").as_bytes(), "main").unwrap();
         assert!(request.deploy.is_some());
     }
 
     #[test]
     fn malformed_lines_are_refused() {
-        assert!(parse("garbage\n", "main").is_err());
-        assert!(parse(&format!("{A} {B}\n"), "main").is_err());
-        assert!(parse(&format!("{A} xyz refs/heads/main\n"), "main").is_err());
+        assert!(parse(b"garbage\n", "main").is_err());
+        assert!(parse(format!("{A} {B}\n").as_bytes(), "main").is_err());
+        assert!(parse(format!("{A} xyz refs/heads/main\n").as_bytes(), "main").is_err());
+    }
+
+    #[test]
+    fn a_ref_name_that_is_not_utf8_does_not_stop_the_deploy_branch() {
+        let mut input = format!("{A} {B} refs/heads/caf").into_bytes();
+        input.push(0xE9);
+        input.extend_from_slice(format!("\n{ZERO} {B} refs/heads/main\n").as_bytes());
+        let request = parse(&input, "main").unwrap();
+        assert_eq!(
+            request.deploy.map(|u| u.refname),
+            Some(b"refs/heads/main".to_vec())
+        );
+        assert_eq!(request.ignored.len(), 1);
+        assert_eq!(request.ignored[0].refname, b"refs/heads/caf\xe9");
+        assert_eq!(request.ignored[0].name(), "refs/heads/caf\u{fffd}");
+    }
+
+    #[test]
+    fn a_deploy_branch_lookalike_with_other_bytes_is_not_the_deploy_branch() {
+        let mut input = format!("{A} {B} refs/heads/main").into_bytes();
+        input.push(0xFF);
+        input.push(b'\n');
+        let request = parse(&input, "main").unwrap();
+        assert_eq!(request.deploy, None);
+        assert_eq!(request.ignored.len(), 1);
+    }
+
+    #[test]
+    fn object_ids_that_are_not_ascii_are_refused_plainly() {
+        let mut input = vec![0xE9; 40];
+        input.extend_from_slice(format!(" {B} refs/heads/main\n").as_bytes());
+        let err = parse(&input, "main").unwrap_err().to_string();
+        assert!(err.contains("has no object ids"), "{err}");
     }
 }

@@ -25,9 +25,10 @@ pub fn run(cli: Cli) -> Result<()> {
             url: url.as_deref(),
         }),
         Command::PostReceive { root } => {
-            let mut input = String::new();
+            // Bytes, not text: a ref name need not be UTF-8 (see push.rs).
+            let mut input = Vec::new();
             std::io::stdin()
-                .read_to_string(&mut input)
+                .read_to_end(&mut input)
                 .context("cannot read the pushed refs from stdin")?;
             let plan = Plan::load(&root.root)?;
             // git runs hooks in the repository that received the push.
