@@ -131,11 +131,7 @@ pub fn run(
     let app = &layout.application;
     let state_file = layout.state.join("composer.json");
     let args = match outcome {
-        Outcome::Install(_) => composer.args.clone(),
-        Outcome::Reinstall(_) => {
-            remove_dir_if_present(&app.join("vendor"))?;
-            composer.args.clone()
-        }
+        Outcome::Install(_) | Outcome::Reinstall(_) => composer.args.clone(),
         Outcome::DumpAutoload => dump_autoload_args(&composer.args),
         Outcome::NoComposerJson => {
             // A vendor/ (and lock) composer made for an earlier commit is not this commit's
@@ -152,21 +148,24 @@ pub fn run(
         }
         Outcome::Skipped => return Ok(outcome),
     };
+    let program = which::which("composer").context(
+        "the app has a composer.json but `composer` is not on the hook's PATH \
+         (install it, e.g. `apt-get install composer`, or set `composer: false` in deploy.yml)",
+    )?;
     if remove_stale_lock(repo, commit, app)? {
         reporter.line(
             "    notice: the commit has no composer.lock, so every deploy resolves versions afresh \
              and runs composer install; commit composer.lock for repeatable builds",
         );
     }
-    // Whatever happens next, vendor/ may no longer be what the record says; until the run is
-    // recorded, the marker says it did not finish.
+    // From here on vendor/ may no longer be what the record says; until the run is recorded,
+    // the marker says it did not finish.
     std::fs::write(unfinished_marker(layout), commit.to_string())
         .context("cannot record that composer is starting")?;
     let _ = std::fs::remove_file(&state_file);
-    let program = which::which("composer").context(
-        "the app has a composer.json but `composer` is not on the hook's PATH \
-         (install it, e.g. `apt-get install composer`, or set `composer: false` in deploy.yml)",
-    )?;
+    if matches!(outcome, Outcome::Reinstall(_)) {
+        remove_dir_if_present(&app.join("vendor"))?;
+    }
     let mut cmd = child::command(&program, app);
     cmd.args(&args);
     let what = format!("`composer {}`", args.join(" "));
