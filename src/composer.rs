@@ -9,6 +9,12 @@
 //! - only files under the root package's autoload paths → `dump-autoload` with the
 //!   configured optimisation (the class map may have changed);
 //! - nothing of that → composer is skipped.
+//!
+//! Files composer reads that the commit does not carry would make a build depend on what ran
+//! before it in `application/`: an ignored `composer.lock` that an earlier run wrote, when
+//! the commit has none, is removed before composer runs, as a fresh clone would not have it.
+//! Without a lock in the commit, what composer installs depends on the repositories' state,
+//! not only on the tree, so it is never skipped then.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -35,6 +41,9 @@ pub enum Outcome {
     NoComposerJson,
 }
 
+/// Why composer runs in full when the commit has no composer.lock.
+const NO_LOCK: &str = "the commit has no composer.lock";
+
 /// What the last successful run was for, kept in the state folder.
 #[derive(Serialize, Deserialize, PartialEq)]
 struct LastRun {
@@ -59,9 +68,26 @@ pub fn decide_for(
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(match &last {
         _ if !incremental_safe(&composer.args) => Outcome::Install("custom arguments"),
+        None if unfinished_marker(layout).exists() => {
+            Outcome::Install("the last run did not finish")
+        }
         None => Outcome::Install("first run"),
-        Some(last) => decide(repo, last, commit, app, composer)?,
+        Some(last) => match decide(repo, last, commit, app, composer)? {
+            // The tree diff cannot tell whether composer would resolve differently today.
+            Outcome::Skipped | Outcome::DumpAutoload if !commit_has(repo, commit, LOCK)? => {
+                Outcome::Install(NO_LOCK)
+            }
+            outcome => outcome,
+        },
     })
+}
+
+const LOCK: &str = "composer.lock";
+
+/// Present from just before composer starts until its run is recorded: a run that failed or
+/// was killed leaves it, so the next one can say why it installs.
+fn unfinished_marker(layout: &Layout) -> PathBuf {
+    layout.state.join("composer.unfinished")
 }
 
 /// The only paths `outcome` writes, when they are known: `dump-autoload` of an app whose
@@ -105,28 +131,41 @@ pub fn run(
     let app = &layout.application;
     let state_file = layout.state.join("composer.json");
     let args = match outcome {
-        Outcome::Install(_) => composer.args.clone(),
-        Outcome::Reinstall(_) => {
-            remove_dir_if_present(&app.join("vendor"))?;
-            composer.args.clone()
-        }
+        Outcome::Install(_) | Outcome::Reinstall(_) => composer.args.clone(),
         Outcome::DumpAutoload => dump_autoload_args(&composer.args),
         Outcome::NoComposerJson => {
-            // A vendor/ composer made for an earlier commit is not this commit's (unless the
-            // commit itself has one, which checkout keeps).
-            if std::fs::remove_file(&state_file).is_ok() && !commit_has_vendor(repo, commit)? {
-                remove_dir_if_present(&app.join("vendor"))?;
+            // A vendor/ (and lock) composer made for an earlier commit is not this commit's
+            // (unless the commit itself has one, which checkout keeps).
+            let recorded = std::fs::remove_file(&state_file).is_ok();
+            let unfinished = std::fs::remove_file(unfinished_marker(layout)).is_ok();
+            if recorded || unfinished {
+                if !commit_has(repo, commit, "vendor")? {
+                    remove_dir_if_present(&app.join("vendor"))?;
+                }
+                remove_stale_lock(repo, commit, app)?;
             }
             return Ok(outcome);
         }
         Outcome::Skipped => return Ok(outcome),
     };
-    // Whatever happens next, vendor/ may no longer be what the record says.
-    let _ = std::fs::remove_file(&state_file);
     let program = which::which("composer").context(
         "the app has a composer.json but `composer` is not on the hook's PATH \
          (install it, e.g. `apt-get install composer`, or set `composer: false` in deploy.yml)",
     )?;
+    if remove_stale_lock(repo, commit, app)? {
+        reporter.line(
+            "    notice: the commit has no composer.lock, so every deploy resolves versions afresh \
+             and runs composer install; commit composer.lock for repeatable builds",
+        );
+    }
+    // From here on vendor/ may no longer be what the record says; until the run is recorded,
+    // the marker says it did not finish.
+    std::fs::write(unfinished_marker(layout), commit.to_string())
+        .context("cannot record that composer is starting")?;
+    let _ = std::fs::remove_file(&state_file);
+    if matches!(outcome, Outcome::Reinstall(_)) {
+        remove_dir_if_present(&app.join("vendor"))?;
+    }
     let mut cmd = child::command(&program, app);
     cmd.args(&args);
     let what = format!("`composer {}`", args.join(" "));
@@ -138,7 +177,25 @@ pub fn run(
     };
     std::fs::write(&state_file, serde_json::to_vec(&record)?)
         .context("cannot record the composer run")?;
+    let _ = std::fs::remove_file(unfinished_marker(layout));
     Ok(outcome)
+}
+
+/// When the commit carries no composer.lock, removes the one in `application/` (an earlier
+/// run wrote it; ignored, checkout keeps it) so that composer resolves from composer.json as
+/// on a fresh clone instead of installing an old resolution. Returns whether the commit has
+/// no lock.
+fn remove_stale_lock(repo: &Path, commit: Oid, app: &Path) -> Result<bool> {
+    if commit_has(repo, commit, LOCK)? {
+        return Ok(false);
+    }
+    let lock = app.join(LOCK);
+    match std::fs::remove_file(&lock) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove the stale {}", lock.display()))
+        }
+        _ => Ok(true),
+    }
 }
 
 fn decide(
@@ -279,10 +336,11 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
     }
 }
 
-fn commit_has_vendor(repo: &Path, commit: Oid) -> Result<bool> {
+/// Whether the commit's tree has `path` (a file or a directory).
+fn commit_has(repo: &Path, commit: Oid, path: &str) -> Result<bool> {
     let repo = Repository::open_bare(repo)?;
     let tree = repo.find_commit(commit)?.tree()?;
-    Ok(tree.get_path(Path::new("vendor")).is_ok())
+    Ok(tree.get_path(Path::new(path)).is_ok())
 }
 
 /// `dump-autoload` with the optimisation the configured install would apply.

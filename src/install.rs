@@ -42,6 +42,7 @@ pub fn install(args: &Install) -> Result<()> {
     }
 
     let repo_path = open_or_init_bare(args.repo, args.branch)?;
+    crate::rollback::hide_internal_refs(&repo_path)?;
     write_hook(&repo_path, &root)?;
 
     if layout.config_file.exists() {

@@ -115,35 +115,73 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
         if let Some(error) = &row.error {
             writeln!(out, "    error: {error}")?;
         }
+        if row.state == "failed" && failed_output(layout, &row.deployed_at).is_some() {
+            writeln!(
+                out,
+                "    log: atomdeploy-hook log {}",
+                failed_id(&row.deployed_at)
+            )?;
+        }
     }
     Ok(())
 }
 
-/// The full output of a deploy: of `build`, or of the latest attempt.
-pub fn print_log(layout: &Layout, build: Option<&str>) -> Result<()> {
-    let file = match build {
+/// The full output of a deploy attempt: of `id` — a build's name, or the `failed-…` id
+/// `builds` shows under a failed attempt — or of the latest attempt, failed or not.
+pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
+    let (file, what) = match id {
+        Some(id) if id.starts_with("failed-") => {
+            let entry = history::read(layout)?
+                .into_iter()
+                .find(|e| e.outcome == "failed" && failed_id(&e.started_at) == id)
+                .with_context(|| {
+                    format!("`{id}` is not a failed attempt that `atomdeploy-hook builds` lists")
+                })?;
+            let file = entry.output.with_context(|| {
+                format!(
+                    "no output is kept for {id}: it was refused before it began ({})",
+                    entry.error.unwrap_or_default()
+                )
+            })?;
+            (file, format!("the failed attempt {id}"))
+        }
         Some(build) => {
             if builds::BuildName::parse(build).is_none() {
-                bail!("`{build}` is not a build name (`atomdeploy-hook builds` lists them)");
+                bail!(
+                    "`{build}` is not a build name or a failed attempt's id (`atomdeploy-hook builds` lists them)"
+                );
             }
-            format!("{build}.log")
+            (format!("{build}.log"), format!("builds/{build}"))
         }
-        None => history::read(layout)?
-            .into_iter()
-            .rev()
-            .find_map(|e| e.output)
-            .context("no deploy has run yet")?,
+        None => (
+            history::read(layout)?
+                .into_iter()
+                .rev()
+                .find_map(|e| e.output)
+                .context("no deploy has run yet")?,
+            "the latest deploy".to_string(),
+        ),
     };
     let path = layout.output_dir().join(&file);
-    let text = std::fs::read_to_string(&path).with_context(|| match build {
-        Some(build) => format!("no output is kept for builds/{build}"),
-        None => format!(
-            "the output of the latest deploy is gone ({})",
-            path.display()
-        ),
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no output is kept for {what} ({})", path.display()))?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// The id of a failed attempt that left no build: its start time, as in its output's name.
+fn failed_id(started_at: &str) -> String {
+    format!("failed-{}", started_at.replace([':', '.'], ""))
+}
+
+/// The output file kept for the failed attempt that started at `started_at`, if any.
+fn failed_output(layout: &Layout, started_at: &str) -> Option<String> {
+    let prefix = format!("{}-", failed_id(started_at));
+    std::fs::read_dir(layout.output_dir())
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with(&prefix) && name.ends_with(".log"))
 }
 
 fn human_size(bytes: u64) -> String {

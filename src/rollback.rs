@@ -5,6 +5,13 @@
 //! Stock git refuses to delete a ref the server does not have, so the bare repository keeps
 //! `refs/heads/rollback` at the commit of the build a rollback would go to: deleting it is the
 //! request, and `git ls-remote production rollback` shows where it would land.
+//!
+//! That ref can only be moved to a commit the repository still has. After a force push, the
+//! commits of older builds are reachable from nothing else and `git gc` would prune them, so
+//! every build on disk also has a ref of its own, `refs/atomdeploy/builds/<name>`, hidden
+//! from clients (`transfer.hideRefs`), made and removed with the build.
+
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use git2::{Oid, Repository};
@@ -123,9 +130,19 @@ pub fn restore(
     Ok(switched_at)
 }
 
-/// Points `refs/heads/rollback` at the commit of the current rollback target, or deletes it
-/// when there is none. Call under the lock. A failure only warns: the site is unaffected.
+/// Where each build's own ref lives.
+const BUILD_REFS: &str = "refs/atomdeploy/builds/";
+
+/// Gives every build on disk a ref at its commit and removes the refs of builds that are gone,
+/// then points `refs/heads/rollback` at the commit of the current rollback target, or deletes
+/// it when there is none. Call under the lock, after every deploy and rollback. A failure only
+/// warns: the site is unaffected.
 pub fn sync_ref(plan: &Plan, reporter: &Reporter) {
+    if let Err(err) = sync_build_refs(plan) {
+        reporter.warn(&format!(
+            "could not keep the commits of the builds on disk in the repository: {err:#}"
+        ));
+    }
     if let Err(err) = try_sync_ref(plan) {
         reporter.warn(&format!(
             "could not update refs/heads/{ROLLBACK_BRANCH}: {err:#}"
@@ -153,6 +170,74 @@ fn try_sync_ref(plan: &Plan) -> Result<()> {
                 reference.delete()?;
             }
         }
+    }
+    Ok(())
+}
+
+fn sync_build_refs(plan: &Plan) -> Result<()> {
+    hide_internal_refs(&plan.config.repository)?;
+    let layout = &plan.layout;
+    let repo = Repository::open_bare(&plan.config.repository)?;
+    let on_disk = builds::list(layout)?;
+    let mut missing = Vec::new();
+    for build in &on_disk {
+        let refname = format!("{BUILD_REFS}{build}");
+        let Some(commit) = builds::revision(layout, build) else {
+            continue;
+        };
+        let oid = Oid::from_str(&commit)?;
+        if repo.refname_to_id(&refname).ok() == Some(oid) {
+            continue;
+        }
+        // Fails only when the commit is gone already (a build older than these refs).
+        if repo
+            .reference(&refname, oid, true, &format!("atomdeploy: builds/{build}"))
+            .is_err()
+        {
+            missing.push(format!("builds/{build} ({})", deploy::short_id(&commit)));
+        }
+    }
+    for reference in repo.references_glob(&format!("{BUILD_REFS}*"))? {
+        let mut reference = reference?;
+        let gone = reference
+            .name()
+            .ok()
+            .and_then(|n| n.strip_prefix(BUILD_REFS))
+            .is_none_or(|name| !on_disk.iter().any(|b| b.to_string() == name));
+        if gone {
+            reference.delete()?;
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the repository no longer has the commit of {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Hides the refs atomdeploy-hook keeps for itself (`refs/atomdeploy/…`, which keep the
+/// commits of the builds on disk from being pruned) from clients: git neither lists them, nor
+/// sends them, nor lets a push change them. Set by `install` for new and existing repositories,
+/// and by the hook when it is missing. Writes the config only when the value is not there yet.
+pub fn hide_internal_refs(repo: &Path) -> Result<()> {
+    const HIDDEN: &str = "refs/atomdeploy";
+    let repo = Repository::open_bare(repo)?;
+    let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
+    let mut present = false;
+    if let Ok(entries) = config.multivar("transfer.hiderefs", None) {
+        entries.for_each(|e| present |= e.value_bytes() == HIDDEN.as_bytes())?;
+    }
+    if !present {
+        config
+            .set_multivar("transfer.hideRefs", "^refs/atomdeploy$", HIDDEN)
+            .with_context(|| {
+                format!(
+                    "cannot set transfer.hideRefs in {}",
+                    repo.path().join("config").display()
+                )
+            })?;
     }
     Ok(())
 }
