@@ -77,7 +77,7 @@ pub enum Command {
     },
     /// Show the full output of a deploy (default: the latest attempt, failed or not).
     Log {
-        /// The build whose deploy to show.
+        /// A build's name, or the `failed-…` id that `builds` prints under a failed deploy.
         build: Option<String>,
         #[command(flatten)]
         root: RootArg,
