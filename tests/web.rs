@@ -4,18 +4,19 @@
 mod harness;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use harness::web::WebServer;
+use harness::web::{WebServer, living, naming};
 use harness::{Server, wait_until};
 
 const CLIENTS: usize = 4;
 const DEPLOYS: usize = 30;
 const ROLLBACKS: usize = 10;
 
-/// One answer: when it came and which build each of the page's two files came from.
+/// One answer: when it came, the version it showed and the build it came from.
 struct Sample {
     at: SystemTime,
     version: String,
@@ -28,25 +29,35 @@ struct Traffic {
     failures: Vec<String>,
 }
 
-/// Parses the example page: `Hello from the example app VERSION`, `build: SHA`, `part: SHA`.
+/// What shared/.env holds; the page prints it.
+const APP_NAME: &str = "zero-downtime";
+
+/// Parses the framework fixture's page: `framework app VERSION`, then the build (REVISION) as
+/// seen by the front controller, the app's src/ and the framework in vendor/, then the
+/// APP_NAME read from .env.
 fn parse(body: &str) -> Result<(String, String), String> {
     let mut lines = body.lines();
-    let version = lines
-        .next()
-        .and_then(|l| l.strip_prefix("Hello from the example app "))
-        .ok_or(body)?;
-    let build = lines
-        .next()
-        .and_then(|l| l.strip_prefix("build: "))
-        .ok_or(body)?;
-    let part = lines
-        .next()
-        .and_then(|l| l.strip_prefix("part: "))
-        .ok_or(body)?;
-    if build != part {
-        return Err(format!("index.php from {build} but part.php from {part}"));
+    let mut field = |prefix: &str| {
+        lines
+            .next()
+            .and_then(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .ok_or_else(|| format!("no `{prefix}` line in {body:?}"))
+    };
+    let version = field("framework app ")?;
+    let build = field("build: ")?;
+    let app = field("app: ")?;
+    let kernel = field("kernel: ")?;
+    let env = field("env: ")?;
+    if build != app || build != kernel {
+        return Err(format!(
+            "one request, several builds: front controller {build}, src/ {app}, vendor/ {kernel}"
+        ));
     }
-    Ok((version.to_string(), build.to_string()))
+    if env != APP_NAME {
+        return Err(format!("APP_NAME from shared/.env is {env:?}"));
+    }
+    Ok((version, build))
 }
 
 fn client(url: String, stop: Arc<AtomicBool>, traffic: Arc<Mutex<Traffic>>) {
@@ -95,8 +106,18 @@ fn parse_time(text: &str) -> SystemTime {
 
 #[test]
 fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
-    let server = Server::builder().config("keep_builds", "3").install();
-    let clone = server.clone_fixture("example-app");
+    let server = Server::builder()
+        .config("keep_builds", "3")
+        .config("shared", "[.env]")
+        .install();
+    std::fs::create_dir_all(server.root.join("shared")).unwrap();
+    std::fs::write(
+        server.root.join("shared/.env"),
+        format!("# made on the server, as for any framework app\nAPP_NAME={APP_NAME}\n"),
+    )
+    .unwrap();
+    // Its front controller answers 500 to any PHP diagnostic, as frameworks do in production.
+    let clone = server.clone_fixture("framework");
     let mut versions: HashMap<String, String> = HashMap::new();
     clone.set_version("d0");
     versions.insert(clone.commit("d0"), "d0".into());
@@ -199,9 +220,10 @@ fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
         }
     }
     let requests = traffic.samples.len();
+    let failed = traffic.failures.len();
     eprintln!(
         "zero downtime: {requests} requests from {CLIENTS} keep-alive clients in {:.1}s ({:.0} req/s), \
-         {DEPLOYS} deploys and {rollbacks} rollbacks, 0 failed, 0 mixed, {} builds served; \
+         {DEPLOYS} deploys and {rollbacks} rollbacks, {failed} failed or mixed, {} builds served; \
          longest switch-to-first-answer {:.1} ms over {switches} switches",
         elapsed.as_secs_f64(),
         requests as f64 / elapsed.as_secs_f64(),
@@ -213,4 +235,52 @@ fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
         DEPLOYS + ROLLBACKS,
         "a switch whose build was never served after it"
     );
+    drop(traffic);
+
+    // Nothing at all for PHP, php-fpm or nginx to complain about: a warning the shipped
+    // files cause is an error page for a framework app.
+    let groups = web.process_groups();
+    let dir = web.dir().to_path_buf();
+    let diagnostics_before_stop = web.diagnostics();
+    web.stop();
+    assert_eq!(
+        diagnostics_before_stop,
+        Vec::<String>::new(),
+        "PHP, php-fpm or nginx logged diagnostics"
+    );
+    assert_no_process_left(&groups, &dir);
+}
+
+/// Nothing nginx or php-fpm of this test, master or worker, is running any more.
+fn assert_no_process_left(groups: &[i32], dir: &Path) {
+    let mut left = living(groups);
+    left.extend(naming(dir));
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "web server processes outlived the test"
+    );
+}
+
+#[test]
+fn a_panicking_test_leaves_no_nginx_or_php_fpm_process_behind() {
+    let server = Server::install();
+    let dir = server.base().join("web");
+    let mut groups = [0; 2];
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let web = WebServer::start(&server.root, &dir);
+        groups = web.process_groups();
+        // Workers are up beside each master, and so would be orphaned by a careless stop.
+        for group in groups {
+            wait_until(
+                Duration::from_secs(20),
+                || living(&[group]).len() > 1,
+                || format!("no workers in group {group}: {:?}", living(&[group])),
+            );
+        }
+        panic!("the test fails while the web server runs");
+    }));
+    assert!(unwound.is_err());
+    assert_ne!(groups, [0; 2]);
+    assert_no_process_left(&groups, &dir);
 }

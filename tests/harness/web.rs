@@ -3,16 +3,17 @@
 
 use std::fs;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::wait_until;
 
 pub struct WebServer {
     pub port: u16,
-    nginx: Child,
-    fpm: Child,
+    nginx: Group,
+    fpm: Group,
     dir: PathBuf,
 }
 
@@ -44,7 +45,9 @@ impl WebServer {
         fs::write(
             &fpm_conf,
             format!(
-                "[global]\npid = {}\nerror_log = {}\ndaemonize = no\n\n{pool}",
+                "[global]\npid = {}\nerror_log = {}\ndaemonize = no\n\n{pool}\n\
+                 ; What a worker prints outside a request (a start-up warning) reaches fpm.log.\n\
+                 catch_workers_output = yes\n",
                 dir.join("fpm.pid").display(),
                 dir.join("fpm.log").display()
             ),
@@ -64,11 +67,15 @@ impl WebServer {
                 fpm.arg("-d").arg(line);
             }
         }
-        let fpm = fpm
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("php-fpm (scripts/install-deps installs it)");
+        // Stricter than Debian's php.ini (which leaves out E_DEPRECATED), and into a file of
+        // this test's own: any diagnostic the shipped files cause shows in php.log.
+        fpm.arg("-d")
+            .arg("error_reporting=-1")
+            .arg("-d")
+            .arg("log_errors=1")
+            .arg("-d")
+            .arg(format!("error_log={}", dir.join("php.log").display()));
+        let fpm = Group::spawn(fpm, "php-fpm (scripts/install-deps installs it)");
         wait_until(
             Duration::from_secs(20),
             || socket.exists(),
@@ -112,15 +119,9 @@ impl WebServer {
         );
         let nginx_conf = dir.join("nginx.conf");
         fs::write(&nginx_conf, conf).unwrap();
-        let nginx = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&nginx_conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx");
+        let mut nginx = Command::new("nginx");
+        nginx.arg("-p").arg(dir).arg("-c").arg(&nginx_conf);
+        let nginx = Group::spawn(nginx, "nginx (scripts/install-deps installs it)");
         wait_until(
             Duration::from_secs(20),
             || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
@@ -144,22 +145,190 @@ impl WebServer {
     }
 
     pub fn error_log(&self) -> String {
-        fs::read_to_string(self.dir.join("nginx.log")).unwrap_or_default()
-            + &fs::read_to_string(self.dir.join("fpm.log")).unwrap_or_default()
+        ["nginx.log", "fpm.log", "php.log"]
+            .iter()
+            .map(|log| fs::read_to_string(self.dir.join(log)).unwrap_or_default())
+            .collect()
+    }
+
+    /// Every diagnostic PHP, php-fpm or nginx logged: PHP's own log (any line), nginx's
+    /// error log (warn and above, e.g. "FastCGI sent in stderr: PHP message: ...") and
+    /// php-fpm's (anything but its NOTICEs about starting and stopping).
+    pub fn diagnostics(&self) -> Vec<String> {
+        let read = |log: &str| fs::read_to_string(self.dir.join(log)).unwrap_or_default();
+        let mut found: Vec<String> = read("php.log").lines().map(str::to_string).collect();
+        found.extend(read("nginx.log").lines().map(str::to_string));
+        found.extend(
+            read("fpm.log")
+                .lines()
+                .filter(|l| !l.contains("] NOTICE: "))
+                .map(str::to_string),
+        );
+        found
+    }
+
+    /// The process groups of nginx and php-fpm: each runs in its own, workers included.
+    pub fn process_groups(&self) -> [i32; 2] {
+        [self.nginx.pgid(), self.fpm.pgid()]
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops nginx and php-fpm, masters and workers, and waits until they are gone.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // SIGQUIT: a graceful stop for both (nginx closes idle keep-alive connections at
+        // once); then SIGKILL for whatever is left.
+        self.nginx.stop(libc::SIGQUIT);
+        self.fpm.stop(libc::SIGQUIT);
     }
 }
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        // SIGQUIT: a graceful stop for both; then make sure.
-        for child in [&mut self.nginx, &mut self.fpm] {
-            unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
+        // Also when the test panics: nothing may outlive it.
+        self.shutdown();
+    }
+}
+
+/// A server's master process, started as the leader of a new process group that its
+/// workers inherit, so that the whole server can be signalled and watched as one.
+struct Group {
+    child: Child,
+    stopped: bool,
+}
+
+impl Group {
+    fn spawn(mut command: Command, what: &str) -> Group {
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        // Should the thread that started it die without unwinding (the test process
+        // SIGKILLed, an abort), the master gets SIGTERM and stops its workers itself.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
-        for child in [&mut self.nginx, &mut self.fpm] {
-            let _ = child.kill();
-            let _ = child.wait();
+        Group {
+            child: command.spawn().expect(what),
+            stopped: false,
         }
     }
+
+    fn pgid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Signals the group, then SIGKILLs it if any member is still alive after a bounded
+    /// wait, then reaps the master. Never panics: it runs in Drop, during unwinding too.
+    fn stop(&mut self, signal: i32) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        // The master is not reaped before the end, so its pid, the group id, cannot be
+        // reused: these signals reach no one but the group.
+        let pgid = self.pgid();
+        // First the master alone, which stops its workers in order; the whole group only
+        // when the master is dead already, or with SIGKILL when the group outlives the wait.
+        let target = if living(&[pgid])
+            .iter()
+            .any(|p| p.starts_with(&format!("{pgid} ")))
+        {
+            pgid
+        } else {
+            -pgid
+        };
+        for (target, signal) in [(target, signal), (-pgid, libc::SIGKILL)] {
+            unsafe { libc::kill(target, signal) };
+            let until = Instant::now() + Duration::from_secs(10);
+            while !living(&[pgid]).is_empty() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if living(&[pgid]).is_empty() {
+                break;
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Live processes (zombies do not count) whose process group is one of `pgids`, as
+/// "pid cmdline".
+pub fn living(pgids: &[i32]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        // Gone between read_dir and here: not living.
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let (Some(state), Some(pgrp)) = (fields.first(), fields.get(2)) else {
+            continue;
+        };
+        if *state == "Z" || *state == "X" {
+            continue;
+        }
+        if pgrp.parse::<i32>().is_ok_and(|g| pgids.contains(&g)) {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("{pid} {}", cmdline.trim()));
+        }
+    }
+    found
+}
+
+/// Live processes whose command line names `dir`: what a server of this test started,
+/// wherever its process group is.
+pub fn naming(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(cmdline) = fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie && cmdline.contains(&dir) {
+            found.push(format!(
+                "{} {}",
+                entry.file_name().to_string_lossy(),
+                cmdline.trim()
+            ));
+        }
+    }
+    found
 }
 
 fn find_fpm() -> PathBuf {
