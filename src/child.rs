@@ -299,9 +299,11 @@ fn stat_of(pid: i32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
-/// The start time of process `pid` (clock ticks after boot), if it runs.
+/// The start time of process `pid` (clock ticks after boot), if it runs; a zombie does not.
 pub fn start_time(pid: i32) -> Option<u64> {
-    stat_of(pid).map(|(_, start)| start)
+    stat_of(pid)
+        .filter(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+        .map(|(_, start)| start)
 }
 
 impl Process {
