@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,9 @@ use crate::report::Reporter;
 /// running in the background (`queue:work &`) leaves it holding the output pipe; the deploy
 /// must not wait for it.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// How long processes may take to die after SIGKILL before a deploy says they would not.
+pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Lines of one command's output shown to the pusher (and kept for `log`); a command that
 /// prints without end must not flood the pusher's terminal or the hook's memory.
@@ -55,7 +59,12 @@ pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
-    if let Some(marker) = RUN.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    if let Some(run) = RUN.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        // `RUN:N`, N per child: the run's marker for the next deploy, and the command's own
+        // for its timeout (see [`run_limited`]).
+        static CHILDREN: AtomicU32 = AtomicU32::new(0);
+        let mut marker = run.clone();
+        marker.push(format!(":{}", CHILDREN.fetch_add(1, Ordering::Relaxed) + 1));
         cmd.env(RUN_VAR, marker);
     }
     let parent = std::process::id() as libc::pid_t;
@@ -95,7 +104,8 @@ enum Event {
 }
 
 /// Like [`run_streamed`], but kills the command and everything it started once `limit` has
-/// passed.
+/// passed: its tree of processes, and what left the tree (a double fork) but carries the
+/// command's marker.
 ///
 /// Children stay in the hook's process group, so that whoever kills that group (an SSH
 /// session that drops, an operator's kill -9) stops them too and none is left working in
@@ -112,6 +122,10 @@ pub fn run_limited(
         .spawn()
         .with_context(|| format!("cannot start {what}"))?;
     let pid = child.id() as i32;
+    let marker = cmd
+        .get_envs()
+        .find(|(key, _)| *key == RUN_VAR)
+        .and_then(|(_, value)| value.map(OsStr::to_os_string));
     let (tx, rx) = mpsc::channel();
     // Detached threads: a reader blocked on a pipe that a background process keeps open must
     // not keep the deploy waiting; it ends when that process closes the pipe or we exit.
@@ -139,6 +153,11 @@ pub fn run_limited(
                 Err(mpsc::RecvTimeoutError::Timeout) if status.is_some() => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     kill_tree(pid);
+                    if let Some(marker) = &marker
+                        && let Err(err) = stop_marked(std::slice::from_ref(marker), STOP_LIMIT)
+                    {
+                        reporter.warn(&format!("{what} timed out: {err:#}"));
+                    }
                     timed_out = true;
                     continue;
                 }
@@ -330,13 +349,20 @@ impl Process {
     }
 }
 
-/// Every process but this one whose environment holds `RUN_VAR=MARKER` for one of `markers`.
+/// Every process but this one whose environment holds `RUN_VAR=MARKER` or `RUN_VAR=MARKER:N`
+/// for one of `markers` (a run's marker finds the processes of all its commands).
 /// Processes whose environment cannot be read (another user's) are not seen.
 pub fn marked(markers: &[OsString]) -> Vec<Process> {
     let wanted: Vec<Vec<u8>> = markers
         .iter()
         .map(|m| [RUN_VAR.as_bytes(), b"=", m.as_bytes()].concat())
         .collect();
+    let matches = |var: &[u8]| {
+        wanted.iter().any(|w| {
+            var.strip_prefix(w.as_slice())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b":"))
+        })
+    };
     let me = std::process::id() as i32;
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -349,10 +375,7 @@ pub fn marked(markers: &[OsString]) -> Vec<Process> {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if !environ
-            .split(|b| *b == 0)
-            .any(|var| wanted.iter().any(|w| w == var))
-        {
+        if !environ.split(|b| *b == 0).any(matches) {
             continue;
         }
         let Some((_, start)) = stat_of(pid) else {
@@ -454,7 +477,7 @@ mod tests {
         let out = Command::new("sh")
             .arg("-c")
             .arg("setsid sleep 30 >/dev/null 2>&1 & echo $!")
-            .env(RUN_VAR, &marker)
+            .env(RUN_VAR, format!("{}:7", marker.to_string_lossy()))
             .output()
             .unwrap();
         let escaped: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
@@ -463,6 +486,10 @@ mod tests {
         poll_until(deadline, || {
             !marked(std::slice::from_ref(&marker)).is_empty()
         });
+        // The run's marker and the command's find it; another command's does not.
+        let command = |n: u32| OsString::from(format!("{}:{n}", marker.to_string_lossy()));
+        assert!(!marked(&[command(7)]).is_empty());
+        assert!(marked(&[command(70), command(8)]).is_empty());
 
         let killed = stop_marked(std::slice::from_ref(&marker), Duration::from_secs(10)).unwrap();
         assert!(!killed.is_empty(), "nothing found (escaped pid {escaped})");

@@ -27,9 +27,6 @@ use serde::{Deserialize, Serialize};
 use crate::child;
 use crate::report::Reporter;
 
-/// How long a killed run's processes may take to die after SIGKILL before the deploy gives up.
-const STOP_LIMIT: Duration = Duration::from_secs(10);
-
 #[derive(Debug, Serialize, Deserialize)]
 struct Holder {
     pid: u32,
@@ -179,8 +176,8 @@ fn stop_killed_runs(runs: &Path, reporter: &Reporter) -> Result<()> {
         if child::start_time(pid as i32) == Some(start) {
             continue;
         }
-        let stopped =
-            child::stop_marked(&[OsString::from(&record)], STOP_LIMIT).with_context(|| {
+        let stopped = child::stop_marked(&[OsString::from(&record)], child::STOP_LIMIT)
+            .with_context(|| {
                 format!("cannot stop what an interrupted deploy (pid {pid}) left running")
             })?;
         if !stopped.is_empty() {

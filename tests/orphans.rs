@@ -7,16 +7,17 @@
 mod harness;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::{Clone, Server, wait_until};
 
-/// Every process but this test whose command line or working directory is under `dir`: what
-/// a test started there (composer runs in application/, the scripts are named by path).
-fn processes_under(dir: &Path) -> Vec<(i32, String)> {
+/// Every process but this test that works in the deploy root (composer runs in
+/// application/, commands in a build) or runs a script of the test: what the hook started.
+/// (git's own `maintenance --detach` in the clone is not the hook's.)
+fn hooks_processes(server: &Server) -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
-    let needle = dir.to_string_lossy().into_owned();
+    let scripts = server.base().to_string_lossy().into_owned() + "/";
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -28,8 +29,9 @@ fn processes_under(dir: &Path) -> Vec<(i32, String)> {
         let cmdline = fs::read(entry.path().join("cmdline"))
             .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
             .unwrap_or_default();
-        let in_dir = fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir));
-        if in_dir || cmdline.contains(&needle) {
+        let in_root =
+            fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&server.root));
+        if in_root || (cmdline.contains(&scripts) && cmdline.contains(".sh")) {
             found.push((pid, cmdline));
         }
     }
@@ -50,13 +52,13 @@ fn kill(pid: i32) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
-/// Kills, when dropped, whatever still runs under the test's directory, so that a failing
-/// assertion leaves no process behind. Declared after the server, so dropped before it.
-struct Reaper(PathBuf);
+/// Kills, when dropped, whatever the hook started that still runs, so that a failing
+/// assertion leaves no process behind. Made after the server, so dropped before it.
+struct Reaper<'a>(&'a Server);
 
-impl Drop for Reaper {
+impl Drop for Reaper<'_> {
     fn drop(&mut self) {
-        for (pid, _) in processes_under(&self.0) {
+        for (pid, _) in hooks_processes(self.0) {
             kill(pid);
         }
     }
@@ -200,7 +202,7 @@ fn next_deploy_stops_the_orphan(server: &Server, clone: &Clone, orphan: i32, com
 /// the hook alone is killed while the command runs.
 fn hook_killed_alone_in(key: &str, yaml: impl Fn(&str) -> String) {
     let server = Server::install();
-    let _reaper = Reaper(server.base());
+    let _reaper = Reaper(&server);
     let orphan = Orphan::new(&server);
     server.set_config(key, &yaml(&orphan.command()));
     let clone = server.clone_fixture("example-app");
@@ -219,7 +221,7 @@ fn hook_killed_alone_in(key: &str, yaml: impl Fn(&str) -> String) {
 
     let commit = commit_content(&clone, "next");
     next_deploy_stops_the_orphan(&server, &clone, pid, &commit);
-    let left = processes_under(&server.base());
+    let left = hooks_processes(&server);
     assert!(left.is_empty(), "{key}: still running: {left:?}");
 }
 
@@ -249,7 +251,7 @@ fn lock_holder(server: &Server) -> i32 {
 #[test]
 fn a_composer_script_whose_hook_was_killed_alone_is_stopped_by_the_next_deploy() {
     let server = Server::install();
-    let _reaper = Reaper(server.base());
+    let _reaper = Reaper(&server);
     let orphan = Orphan::new(&server);
     let clone = server.clone_fixture("example-app");
     clone.push_main().success();
@@ -279,7 +281,7 @@ fn a_composer_script_whose_hook_was_killed_alone_is_stopped_by_the_next_deploy()
     let commit = commit_content(&clone, "next");
     next_deploy_stops_the_orphan(&server, &clone, pid, &commit);
     assert!(server.latest().join("vendor/autoload.php").exists());
-    let left = processes_under(&server.base());
+    let left = hooks_processes(&server);
     assert!(left.is_empty(), "still running: {left:?}");
 }
 
@@ -289,7 +291,7 @@ fn a_composer_script_whose_hook_was_killed_alone_is_stopped_by_the_next_deploy()
 #[test]
 fn a_worker_left_running_by_a_finished_deploy_survives_the_cleanup_after_a_kill() {
     let server = Server::install();
-    let _reaper = Reaper(server.base());
+    let _reaper = Reaper(&server);
     let orphan = Orphan::new(&server);
     let pids = server.base().join("worker.pids");
     fs::write(
@@ -351,7 +353,50 @@ fn a_worker_left_running_by_a_finished_deploy_survives_the_cleanup_after_a_kill(
     }
     wait_until(
         Duration::from_secs(10),
-        || processes_under(&server.base()).is_empty(),
-        || format!("still running: {:?}", processes_under(&server.base())),
+        || hooks_processes(&server).is_empty(),
+        || format!("still running: {:?}", hooks_processes(&server)),
     );
+}
+
+/// A health check that times out is killed with all it started, even a process that left its
+/// tree by a double fork and its session by setsid: the deploy that follows must not find it.
+#[test]
+fn a_timed_out_command_is_killed_with_what_escaped_its_process_tree() {
+    let server = Server::install();
+    let _reaper = Reaper(&server);
+    let base = server.base();
+    fs::write(
+        base.join("escapee.sh"),
+        format!(
+            "exec >/dev/null 2>&1\n\
+             echo $$ > {base}/escapee.pid\n\
+             i=0\n\
+             while [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\n",
+            base = base.display()
+        ),
+    )
+    .unwrap();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    server.set_config(
+        "healthcheck",
+        &format!(
+            "{{command: '(setsid sh {}/escapee.sh &); sleep 60', timeout: 2, retries: 0}}",
+            base.display()
+        ),
+    );
+    commit_content(&clone, "unhealthy");
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("did not finish within 2s and was killed");
+
+    let pid: i32 = fs::read_to_string(base.join("escapee.pid"))
+        .expect("the escapee started")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!running(pid), "the escapee {pid} outlived the deploy");
+    let left = hooks_processes(&server);
+    assert!(left.is_empty(), "still running: {left:?}");
 }
