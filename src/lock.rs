@@ -194,3 +194,81 @@ fn stop_killed_runs(runs: &Path, reporter: &Reporter) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Output;
+    use std::process::Command;
+
+    fn records(runs: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(runs)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One test, not three: the marker children get is global to the process.
+    #[test]
+    fn a_run_is_recorded_while_held_and_its_leftovers_are_stopped_by_the_next_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let runs = dir.path().join("runs");
+        let reporter = Reporter::new(Output::Plain);
+        let limit = Duration::from_secs(5);
+
+        // Held: recorded, and its children carry `RECORD:N`.
+        let lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
+        assert_eq!(records(&runs), std::slice::from_ref(&lock.run));
+        let out = child::shell("echo $ATOMDEPLOY_RUN", dir.path())
+            .output()
+            .unwrap();
+        let marker = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            marker.starts_with(&format!("{}:", lock.run.display())),
+            "{marker}"
+        );
+        drop(lock);
+        assert!(records(&runs).is_empty(), "a finished run stays recorded");
+
+        // A panic while held is a run that ended too.
+        let panicked = std::panic::catch_unwind(|| {
+            let _lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
+            panic!("a bug");
+        });
+        assert!(panicked.is_err());
+        assert!(records(&runs).is_empty(), "a panicked run stays recorded");
+
+        // A record whose holder is gone: its process is stopped, a finished run's is not.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        let killed_run = runs.join(format!("{pid}-1-1"));
+        std::fs::write(&killed_run, "").unwrap();
+        let marked = |run: &Path| {
+            Command::new("sleep")
+                .arg("30")
+                .env(child::RUN_VAR, format!("{}:3", run.display()))
+                .spawn()
+                .unwrap()
+        };
+        let mut orphan = marked(&killed_run);
+        let mut worker = marked(&runs.join("1-1-1"));
+        let lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
+        let orphan_ended = orphan.try_wait().unwrap();
+        let worker_ended = worker.try_wait().unwrap();
+        let _ = worker.kill();
+        let _ = worker.wait();
+        let _ = orphan.kill();
+        let _ = orphan.wait();
+        assert!(orphan_ended.is_some(), "the killed run's process runs on");
+        assert!(
+            worker_ended.is_none(),
+            "a finished run's process was stopped"
+        );
+        assert!(reporter.transcript().contains(&format!(
+            "warning: stopped 1 process that an interrupted deploy (pid {pid}) left running: {} `sleep 30`",
+            orphan.id()
+        )));
+        assert_eq!(records(&runs), std::slice::from_ref(&lock.run));
+    }
+}
