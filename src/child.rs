@@ -417,7 +417,8 @@ fn command_line(pid: i32) -> String {
 /// until no new one shows, so that none can fork away meanwhile. Returns what it killed, or
 /// an error naming what was still there after `limit`.
 pub fn stop_marked(markers: &[OsString], limit: Duration) -> Result<Vec<Process>> {
-    let deadline = Instant::now() + limit;
+    // A process that does not stop (in uninterruptible sleep) must leave the kill its time.
+    let deadline = Instant::now() + limit / 2;
     let mut found: Vec<Process> = Vec::new();
     loop {
         let new: Vec<Process> = marked(markers)
@@ -441,7 +442,7 @@ pub fn stop_marked(markers: &[OsString], limit: Duration) -> Result<Vec<Process>
     for process in &found {
         process.signal(libc::SIGKILL);
     }
-    poll_until(deadline, || found.iter().all(Process::gone));
+    poll_until(Instant::now() + limit, || found.iter().all(Process::gone));
     let left: Vec<String> = found
         .iter()
         .filter(|p| !p.gone())

@@ -48,8 +48,8 @@ impl std::fmt::Display for Holder {
 pub struct DeployLock {
     file: File,
     since: String,
-    /// This run's record in `runs/`.
-    run: PathBuf,
+    /// This run's record in `runs/`, once made.
+    run: Option<PathBuf>,
 }
 
 impl Drop for DeployLock {
@@ -57,7 +57,9 @@ impl Drop for DeployLock {
     /// this run for a killed one).
     fn drop(&mut self) {
         child::mark_run(None);
-        let _ = std::fs::remove_file(&self.run);
+        if let Some(run) = &self.run {
+            let _ = std::fs::remove_file(run);
+        }
     }
 }
 
@@ -85,15 +87,15 @@ impl DeployLock {
                 ))
             })?;
         }
-        let runs = path.with_file_name("runs");
-        stop_killed_runs(&runs, reporter)?;
-        let run = begin_run(&runs)?;
         let mut lock = DeployLock {
             file,
             since: crate::builds::utc_now_rfc3339(),
-            run,
+            run: None,
         };
         lock.record(None)?;
+        let runs = path.with_file_name("runs");
+        stop_killed_runs(&runs, reporter)?;
+        lock.run = Some(begin_run(&runs)?);
         Ok(lock)
     }
 
@@ -218,13 +220,13 @@ mod tests {
 
         // Held: recorded, and its children carry `RECORD:N`.
         let lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
-        assert_eq!(records(&runs), std::slice::from_ref(&lock.run));
+        assert_eq!(records(&runs), lock.run.as_slice());
         let out = child::shell("echo $ATOMDEPLOY_RUN", dir.path())
             .output()
             .unwrap();
         let marker = String::from_utf8(out.stdout).unwrap();
         assert!(
-            marker.starts_with(&format!("{}:", lock.run.display())),
+            marker.starts_with(&format!("{}:", lock.run.as_ref().unwrap().display())),
             "{marker}"
         );
         drop(lock);
@@ -269,6 +271,6 @@ mod tests {
             "warning: stopped 1 process that an interrupted deploy (pid {pid}) left running: {} `sleep 30`",
             orphan.id()
         )));
-        assert_eq!(records(&runs), std::slice::from_ref(&lock.run));
+        assert_eq!(records(&runs), lock.run.as_slice());
     }
 }
