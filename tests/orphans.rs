@@ -400,3 +400,41 @@ fn a_timed_out_command_is_killed_with_what_escaped_its_process_tree() {
     let left = hooks_processes(&server);
     assert!(left.is_empty(), "still running: {left:?}");
 }
+
+/// `atomdeploy-hook rollback` after a hook killed alone stops its leftovers too, before it
+/// switches.
+#[test]
+fn a_rollback_after_a_hook_killed_alone_stops_its_leftovers_first() {
+    let server = Server::install();
+    let _reaper = Reaper(&server);
+    let orphan = Orphan::new(&server);
+    server.set_config("before_switch", &format!("['{}']", orphan.command()));
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let first = server.live().unwrap();
+    commit_content(&clone, "second");
+    clone.push_main().success();
+
+    orphan.arm();
+    commit_content(&clone, "killed");
+    let push = clone.push_with_fault(&["main"], "child-output@1!pid");
+    assert!(push.stderr.contains("orphan-started"), "{}", push.stderr);
+    let pid = orphan.pid();
+    orphan.go(&server);
+
+    let out = server.run(&["rollback"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!running(pid), "the orphan {pid} still runs:\n{stderr}");
+    assert_eq!(server.live().unwrap(), first);
+    let stopped = stderr
+        .find("warning: stopped ")
+        .unwrap_or_else(|| panic!("no word of the orphan being stopped:\n{stderr}"));
+    assert!(
+        stderr[stopped..].contains(&format!("{pid} `sh ")),
+        "{stderr}"
+    );
+    assert!(stopped < stderr.find("rolling back").unwrap(), "{stderr}");
+    let left = hooks_processes(&server);
+    assert!(left.is_empty(), "still running: {left:?}");
+}
