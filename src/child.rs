@@ -1,10 +1,14 @@
 //! Running the programs a deploy calls (composer, `before_switch`, `after_switch`, the health
 //! check), with their output streamed to the pusher as it comes.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,22 +21,65 @@ use crate::report::Reporter;
 /// must not wait for it.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
+/// How long processes may take to die after SIGKILL before a deploy says they would not.
+pub const STOP_LIMIT: Duration = Duration::from_secs(10);
+
 /// Lines of one command's output shown to the pusher (and kept for `log`); a command that
 /// prints without end must not flood the pusher's terminal or the hook's memory.
 const MAX_LINES: usize = 5000;
 /// Bytes of one line shown; the rest of a longer line comes as further lines.
 const MAX_LINE: usize = 4096;
 
+/// The environment variable that marks every process a deploy starts, and so everything they
+/// start in turn: unlike a process group or a parent, an environment survives `setsid`, double
+/// forks and the death of the hook, so the next deploy can find a killed deploy's processes.
+pub const RUN_VAR: &str = "ATOMDEPLOY_RUN";
+
+/// The marker of the run that holds the deploy lock (see lock.rs), given to every child.
+static RUN: Mutex<Option<OsString>> = Mutex::new(None);
+
+/// Sets (or, with `None`, clears) the marker children get from now on.
+pub fn mark_run(marker: Option<OsString>) {
+    *RUN.lock().unwrap_or_else(|e| e.into_inner()) = marker;
+}
+
 /// A command for a child: git's `GIT_*` variables of the hook are removed, so that `git`
 /// run by composer scripts or deploy commands works on their own directory instead of the
 /// bare repository, and nothing the pusher sent as a push option reaches them.
-pub fn command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Command {
+///
+/// The child carries the run's marker ([`RUN_VAR`]) and dies with the thread that started it
+/// (`PR_SET_PDEATHSIG`): a hook killed alone (the OOM killer, an operator's `kill -9 PID`)
+/// does not leave composer or a command working on. That covers the child only, not what it
+/// started; those the next deploy finds by the marker.
+pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(cwd).stdin(Stdio::null());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("GIT_") {
             cmd.env_remove(key);
         }
+    }
+    if let Some(run) = RUN.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        // `RUN:N`, N per child: the run's marker for the next deploy, and the command's own
+        // for its timeout (see [`run_limited`]).
+        static CHILDREN: AtomicU32 = AtomicU32::new(0);
+        let mut marker = run.clone();
+        marker.push(format!(":{}", CHILDREN.fetch_add(1, Ordering::Relaxed) + 1));
+        cmd.env(RUN_VAR, marker);
+    }
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The hook died before the signal was armed: the child would run on unwatched.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
     cmd
 }
@@ -57,7 +104,8 @@ enum Event {
 }
 
 /// Like [`run_streamed`], but kills the command and everything it started once `limit` has
-/// passed.
+/// passed: its tree of processes, and what left the tree (a double fork) but carries the
+/// command's marker.
 ///
 /// Children stay in the hook's process group, so that whoever kills that group (an SSH
 /// session that drops, an operator's kill -9) stops them too and none is left working in
@@ -74,6 +122,10 @@ pub fn run_limited(
         .spawn()
         .with_context(|| format!("cannot start {what}"))?;
     let pid = child.id() as i32;
+    let marker = cmd
+        .get_envs()
+        .find(|(key, _)| *key == RUN_VAR)
+        .and_then(|(_, value)| value.map(OsStr::to_os_string));
     let (tx, rx) = mpsc::channel();
     // Detached threads: a reader blocked on a pipe that a background process keeps open must
     // not keep the deploy waiting; it ends when that process closes the pipe or we exit.
@@ -101,6 +153,11 @@ pub fn run_limited(
                 Err(mpsc::RecvTimeoutError::Timeout) if status.is_some() => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     kill_tree(pid);
+                    if let Some(marker) = &marker
+                        && let Err(err) = stop_marked(std::slice::from_ref(marker), STOP_LIMIT)
+                    {
+                        reporter.warn(&format!("{what} timed out: {err:#}"));
+                    }
                     timed_out = true;
                     continue;
                 }
@@ -231,4 +288,238 @@ fn spawn_relay(stream: impl Read + Send + 'static, tx: mpsc::Sender<Event>) {
         }
         let _ = tx.send(Event::Closed);
     });
+}
+
+/// A process as /proc showed it. The start time tells it from a later process that got the
+/// same pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: i32,
+    start: u64,
+    /// Its command line, for the pusher.
+    pub command: String,
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`", self.pid, self.command)
+    }
+}
+
+/// `(state, start time)` of a process from /proc/PID/stat.
+fn stat_of(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses. The start time is
+    // field 22, the 20th after comm.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The start time of process `pid` (clock ticks after boot), if it runs; a zombie does not.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_of(pid)
+        .filter(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+        .map(|(_, start)| start)
+}
+
+impl Process {
+    /// Whether it has ended: no such process any more, another process with its pid, or a
+    /// zombie (which runs no code; its parent may be slow to reap it).
+    fn gone(&self) -> bool {
+        match stat_of(self.pid) {
+            Some((state, start)) => start != self.start || matches!(state, 'Z' | 'X' | 'x'),
+            None => true,
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.gone() || matches!(stat_of(self.pid), Some(('T' | 't', _)))
+    }
+
+    /// kill(2), unless its pid now belongs to another process.
+    fn signal(&self, signal: i32) {
+        if !self.gone() {
+            // SAFETY: kill(2) of a process just checked to be this one; the window in which
+            // its pid could be reused is the few instructions since.
+            unsafe { libc::kill(self.pid, signal) };
+        }
+    }
+}
+
+/// Every process but this one whose environment holds `RUN_VAR=MARKER` or `RUN_VAR=MARKER:N`
+/// for one of `markers` (a run's marker finds the processes of all its commands).
+/// Processes whose environment cannot be read (another user's) are not seen.
+pub fn marked(markers: &[OsString]) -> Vec<Process> {
+    let wanted: Vec<Vec<u8>> = markers
+        .iter()
+        .map(|m| [RUN_VAR.as_bytes(), b"=", m.as_bytes()].concat())
+        .collect();
+    let matches = |var: &[u8]| {
+        wanted.iter().any(|w| {
+            var.strip_prefix(w.as_slice())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b":"))
+        })
+    };
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ.split(|b| *b == 0).any(matches) {
+            continue;
+        }
+        let Some((_, start)) = stat_of(pid) else {
+            continue;
+        };
+        let process = Process {
+            pid,
+            start,
+            command: command_line(pid),
+        };
+        if !process.gone() {
+            found.push(process);
+        }
+    }
+    found
+}
+
+fn command_line(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut text: String = String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if text.is_empty() {
+        text = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+    }
+    if text.chars().count() > 80 {
+        text = text.chars().take(79).collect::<String>() + "…";
+    }
+    text
+}
+
+/// Stops every process marked with one of `markers`, then kills them, and waits until they
+/// are gone. They are all stopped (SIGSTOP) before any is killed, and /proc is read again
+/// until no new one shows, so that none can fork away meanwhile. Returns what it killed, or
+/// an error naming what was still there after `limit`.
+pub fn stop_marked(markers: &[OsString], limit: Duration) -> Result<Vec<Process>> {
+    // A process that does not stop (in uninterruptible sleep) must leave the kill its time.
+    let deadline = Instant::now() + limit / 2;
+    let mut found: Vec<Process> = Vec::new();
+    loop {
+        let new: Vec<Process> = marked(markers)
+            .into_iter()
+            .filter(|p| !found.contains(p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for process in new {
+            process.signal(libc::SIGSTOP);
+            found.push(process);
+        }
+        // kill(2) returns before the process has stopped; a fork it is in the middle of
+        // would show only afterwards.
+        poll_until(deadline, || found.iter().all(Process::stopped));
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    for process in &found {
+        process.signal(libc::SIGKILL);
+    }
+    poll_until(Instant::now() + limit, || found.iter().all(Process::gone));
+    let left: Vec<String> = found
+        .iter()
+        .filter(|p| !p.gone())
+        .map(ToString::to_string)
+        .collect();
+    if !left.is_empty() {
+        bail!(
+            "still running {}s after SIGKILL: {}",
+            limit.as_secs(),
+            left.join(", ")
+        );
+    }
+    Ok(found)
+}
+
+/// Polls `done` every few milliseconds until it holds or `deadline` passes.
+fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) {
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child of a command that ended keeps running with the marker, in a session of its
+    /// own; it is found and killed, and nothing without the marker is.
+    #[test]
+    fn stop_marked_kills_marked_processes_that_escaped_and_only_those() {
+        let marker = OsString::from(format!("/test/{}-stop-marked", std::process::id()));
+        let mut unmarked = Command::new("sleep").arg("30").spawn().unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("setsid sleep 30 >/dev/null 2>&1 & echo $!")
+            .env(RUN_VAR, format!("{}:7", marker.to_string_lossy()))
+            .output()
+            .unwrap();
+        let escaped: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        // setsid forks when it leads a group; the marked sleep is the one that runs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        poll_until(deadline, || {
+            !marked(std::slice::from_ref(&marker)).is_empty()
+        });
+        // The run's marker and the command's find it; another command's does not.
+        let command = |n: u32| OsString::from(format!("{}:{n}", marker.to_string_lossy()));
+        assert!(!marked(&[command(7)]).is_empty());
+        assert!(marked(&[command(70), command(8)]).is_empty());
+
+        let killed = stop_marked(std::slice::from_ref(&marker), Duration::from_secs(10)).unwrap();
+        assert!(!killed.is_empty(), "nothing found (escaped pid {escaped})");
+        assert!(
+            killed.iter().all(|p| p.command.contains("sleep 30")),
+            "{killed:?}"
+        );
+        assert!(marked(std::slice::from_ref(&marker)).is_empty());
+        assert!(
+            unmarked.try_wait().unwrap().is_none(),
+            "an unmarked process was killed"
+        );
+        unmarked.kill().unwrap();
+        unmarked.wait().unwrap();
+    }
+
+    #[test]
+    fn a_process_that_started_later_with_the_same_pid_is_not_the_same() {
+        let me = std::process::id() as i32;
+        let real = Process {
+            pid: me,
+            start: start_time(me).unwrap(),
+            command: String::new(),
+        };
+        assert!(!real.gone());
+        let other = Process {
+            start: real.start + 1,
+            ..real.clone()
+        };
+        assert!(other.gone());
+    }
 }

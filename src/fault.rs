@@ -3,7 +3,9 @@
 //! OOM kill would, and nothing gets to clean up.
 //!
 //! `ATOMDEPLOY_FAULT=NAME` kills the first time `NAME` is reached; `NAME@N` the N-th time
-//! (points inside loops, such as one per copied file).
+//! (points inside loops, such as one per copied file). A trailing `!pid` (`NAME@N!pid`) kills
+//! the hook's own process alone, as the OOM killer or `kill -9 PID` would, leaving whatever
+//! it started running.
 
 #[cfg(debug_assertions)]
 pub fn point(name: &str) {
@@ -19,6 +21,10 @@ pub fn point(name: &str) {
         ARMED.store(false, Ordering::Relaxed);
         return;
     };
+    let (wanted, alone) = match wanted.strip_suffix("!pid") {
+        Some(wanted) => (wanted.to_string(), true),
+        None => (wanted, false),
+    };
     let (point, nth) = match wanted.split_once('@') {
         Some((point, n)) => (point.to_string(), n.parse().unwrap_or(1)),
         None => (wanted, 1),
@@ -29,8 +35,9 @@ pub fn point(name: &str) {
     let mut hits = HITS.lock().unwrap();
     *hits += 1;
     if *hits == nth {
-        // SAFETY: kill(2) of our own process group; nothing returns from it.
-        unsafe { libc::kill(0, libc::SIGKILL) };
+        let target = if alone { std::process::id() as i32 } else { 0 };
+        // SAFETY: kill(2) of our own process or group; nothing returns from it.
+        unsafe { libc::kill(target, libc::SIGKILL) };
     }
 }
 

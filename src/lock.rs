@@ -3,10 +3,20 @@
 //! An exclusive flock(2) on a file that is never deleted. The kernel drops it when its holder
 //! dies, however it dies, so it cannot go stale. The holder writes who it is into the file, so
 //! a waiting deploy can say whom it waits for.
+//!
+//! The kernel frees the lock of a holder killed alone (`kill -9 PID`, the OOM killer), but not
+//! what that holder had started: composer's scripts, a command's children. So each holder
+//! records its run in `runs/` next to the lock file and marks every child with it (see
+//! child.rs); the record goes when the holder lets go of the lock, whether it succeeded,
+//! failed or panicked. A holder that finds a record left behind stops every process marked
+//! with it before it does anything else. Processes left in the background by a run that did
+//! finish carry a marker no record names, and are left alone.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,6 +24,7 @@ use anyhow::{Context, Result, bail};
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
+use crate::child;
 use crate::report::Reporter;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +48,19 @@ impl std::fmt::Display for Holder {
 pub struct DeployLock {
     file: File,
     since: String,
+    /// This run's record in `runs/`, once made.
+    run: Option<PathBuf>,
+}
+
+impl Drop for DeployLock {
+    /// The run ended (the lock file itself is closed after this, so no next holder can take
+    /// this run for a killed one).
+    fn drop(&mut self) {
+        child::mark_run(None);
+        if let Some(run) = &self.run {
+            let _ = std::fs::remove_file(run);
+        }
+    }
 }
 
 impl DeployLock {
@@ -66,8 +90,12 @@ impl DeployLock {
         let mut lock = DeployLock {
             file,
             since: crate::builds::utc_now_rfc3339(),
+            run: None,
         };
         lock.record(None)?;
+        let runs = path.with_file_name("runs");
+        stop_killed_runs(&runs, reporter)?;
+        lock.run = Some(begin_run(&runs)?);
         Ok(lock)
     }
 
@@ -111,5 +139,138 @@ fn describe_holder(file: &File) -> String {
     match serde_json::from_str::<Holder>(&text) {
         Ok(holder) => holder.to_string(),
         Err(_) => "another deploy".to_string(),
+    }
+}
+
+/// Records this run in `runs/` and marks the children started from now on with it. The
+/// record's name is `PID-START-N`: the pid with its start time names this process whatever
+/// later reuses the pid, and N tells apart the runs of one process (a push that deploys and
+/// then rolls back).
+fn begin_run(runs: &Path) -> Result<PathBuf> {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    let start = child::start_time(pid as i32).unwrap_or_default();
+    let n = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
+    std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    let record = runs.join(format!("{pid}-{start}-{n}"));
+    std::fs::write(&record, format!("{}\n", crate::builds::utc_now_rfc3339()))
+        .with_context(|| format!("cannot write {}", record.display()))?;
+    child::mark_run(Some(OsString::from(&record)));
+    Ok(record)
+}
+
+/// Stops what runs killed before they let go of the lock left running, and forgets them.
+/// Called under the lock, before the holder touches anything. The warning names what was
+/// stopped; an error (nothing deployed) names what would not die.
+fn stop_killed_runs(runs: &Path, reporter: &Reporter) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let record = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.split('-').map(str::parse::<u64>);
+        let (Some(Ok(pid)), Some(Ok(start))) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        // A holder that is alive would still hold the lock; a record of one that does not
+        // (it could not remove it) is not this deploy's to end.
+        if child::start_time(pid as i32) == Some(start) {
+            continue;
+        }
+        let stopped = child::stop_marked(&[OsString::from(&record)], child::STOP_LIMIT)
+            .with_context(|| {
+                format!("cannot stop what an interrupted deploy (pid {pid}) left running")
+            })?;
+        if !stopped.is_empty() {
+            let list: Vec<String> = stopped.iter().map(ToString::to_string).collect();
+            reporter.warn(&format!(
+                "stopped {} process{} that an interrupted deploy (pid {pid}) left running: {}",
+                stopped.len(),
+                if stopped.len() == 1 { "" } else { "es" },
+                list.join(", ")
+            ));
+        }
+        std::fs::remove_file(&record)
+            .with_context(|| format!("cannot remove {}", record.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Output;
+    use std::process::Command;
+
+    fn records(runs: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(runs)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One test, not three: the marker children get is global to the process.
+    #[test]
+    fn a_run_is_recorded_while_held_and_its_leftovers_are_stopped_by_the_next_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let runs = dir.path().join("runs");
+        let reporter = Reporter::new(Output::Plain);
+        let limit = Duration::from_secs(5);
+
+        // Held: recorded, and its children carry `RECORD:N`.
+        let lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
+        assert_eq!(records(&runs), lock.run.as_slice());
+        let out = child::shell("echo $ATOMDEPLOY_RUN", dir.path())
+            .output()
+            .unwrap();
+        let marker = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            marker.starts_with(&format!("{}:", lock.run.as_ref().unwrap().display())),
+            "{marker}"
+        );
+        drop(lock);
+        assert!(records(&runs).is_empty(), "a finished run stays recorded");
+
+        // A panic while held is a run that ended too.
+        let panicked = std::panic::catch_unwind(|| {
+            let _lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
+            panic!("a bug");
+        });
+        assert!(panicked.is_err());
+        assert!(records(&runs).is_empty(), "a panicked run stays recorded");
+
+        // A record whose holder is gone: its process is stopped, a finished run's is not.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        let killed_run = runs.join(format!("{pid}-1-1"));
+        std::fs::write(&killed_run, "").unwrap();
+        let marked = |run: &Path| {
+            Command::new("sleep")
+                .arg("30")
+                .env(child::RUN_VAR, format!("{}:3", run.display()))
+                .spawn()
+                .unwrap()
+        };
+        let mut orphan = marked(&killed_run);
+        let mut worker = marked(&runs.join("1-1-1"));
+        let lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
+        let orphan_ended = orphan.try_wait().unwrap();
+        let worker_ended = worker.try_wait().unwrap();
+        let _ = worker.kill();
+        let _ = worker.wait();
+        let _ = orphan.kill();
+        let _ = orphan.wait();
+        assert!(orphan_ended.is_some(), "the killed run's process runs on");
+        assert!(
+            worker_ended.is_none(),
+            "a finished run's process was stopped"
+        );
+        assert!(reporter.transcript().contains(&format!(
+            "warning: stopped 1 process that an interrupted deploy (pid {pid}) left running: {} `sleep 30`",
+            orphan.id()
+        )));
+        assert_eq!(records(&runs), lock.run.as_slice());
     }
 }
