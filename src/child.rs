@@ -91,19 +91,14 @@ pub fn shell(script: &str, cwd: &Path) -> Command {
     cmd
 }
 
-/// Runs `cmd` to completion, each line of its stdout and stderr shown to the pusher.
-/// `what` names it in errors.
-pub fn run_streamed(cmd: Command, what: &str, reporter: &Reporter) -> Result<()> {
-    run_limited(cmd, what, None, reporter)
-}
-
 enum Event {
     Line(String),
     Closed,
     Exited(std::io::Result<ExitStatus>),
 }
 
-/// Like [`run_streamed`], but kills the command and everything it started once `limit` has
+/// Runs `cmd` to completion, each line of its stdout and stderr shown to the pusher (`what`
+/// names it in errors), and kills the command and everything it started once `limit` has
 /// passed: its tree of processes, and what left the tree (a double fork) but carries the
 /// command's marker.
 ///
@@ -135,7 +130,9 @@ pub fn run_limited(
         let _ = tx.send(Event::Exited(child.wait()));
     });
 
-    let deadline = limit.map(|limit| Instant::now() + limit);
+    // deploy.yml bounds every limit, but an overflow must never panic a deploy: a limit past
+    // what Instant can hold is no limit.
+    let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
     let mut status = None;
     let mut open_streams = 2;
     let mut drain_until = None;
