@@ -67,9 +67,10 @@ impl Snapshot {
             n => format!(" and {} more", n - 1),
         };
         Some(format!(
-            "{}{more} in the live build changed after it was deployed (in every build that \
+            "{}{more} of the live build changed after it was deployed (in every build that \
              shares it); the new build has the commit's copy. Something writes into builds/ \
-             as a user the read-only mode does not stop (root?)",
+             in place: a before_switch command (use `snapshot: copy` then) or a process the \
+             read-only mode does not stop (root)",
             first.display()
         ))
     }
@@ -336,7 +337,10 @@ impl Place<'_> {
         let options = self.options;
         let shareable = !options.never_link.iter().any(|p| relative.starts_with(p));
         let identity = Identity::of(meta);
-        let (outcome, placed) = match self.previous(relative, &identity).filter(|_| shareable) {
+        let (outcome, placed) = match shareable
+            .then(|| self.previous(relative, &identity))
+            .flatten()
+        {
             Some((previous, placed)) => {
                 fs::hard_link(previous, dest)?;
                 (Outcome::Linked, placed)

@@ -112,7 +112,7 @@ fn a_write_into_a_live_build_never_reaches_a_later_build_or_a_replay() {
     let second = server.live().unwrap();
     assert_build_is_its_commit(&server, &second, &[]);
     // Whoever deploys learns that something writes into builds/.
-    push.stderr_has("in the live build changed after it was deployed");
+    push.stderr_has("of the live build changed after it was deployed");
     assert!(server.page().contains("v2"), "{}", server.page());
     // The files the new build copied afresh are read-only again and its own.
     let index = fs::metadata(live_file(&server, "public/index.php")).unwrap();
