@@ -187,6 +187,23 @@ fn in_place_writes_across_many_files_and_builds_never_reach_a_new_build() {
         linked_seen |= !line.contains(" 0 files linked");
     }
     assert!(linked_seen, "files nobody wrote are still linked");
+
+    // An older build, written into while it was not live, then rolled back to: the next build
+    // is made from it and must not take what was written.
+    let builds = server.builds();
+    let target = &builds[builds.len() - 2];
+    for n in [1, 6, 11] {
+        let path = server
+            .build_path(target)
+            .join(format!("public/page{n}.php"));
+        write_in_place(&path, n);
+    }
+    harness::assert_success(&server.run(&["rollback"]), "rollback");
+    assert_eq!(server.live().as_ref(), Some(target));
+    clone.set_version("after-rollback");
+    clone.commit("after rollback");
+    clone.push_main().success();
+    assert_build_is_its_commit(&server, &server.live().unwrap(), &[]);
 }
 
 #[test]
