@@ -134,9 +134,9 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
     let total: u64 = rows.iter().filter_map(|r| r.disk_bytes).sum();
     writeln!(
         out,
-        "builds/ takes {} on disk. DISK: what a build adds to the newer ones (a file shared \
-         by several builds counts in the newest); deleting a build and all older ones frees \
-         the sum of theirs. APPARENT: a build's full size.",
+        "builds/ takes {} on disk.\nDISK: what a build adds to the newer ones (a file several \
+         builds share counts in the newest); deleting a build and all older ones frees the sum \
+         of theirs.\nAPPARENT: a build's full size.",
         human_size(total)
     )?;
     Ok(())
