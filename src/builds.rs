@@ -220,17 +220,39 @@ pub fn cleanup(layout: &Layout, keep: usize) -> Result<Vec<BuildName>> {
     Ok(removed)
 }
 
-/// Disk space a build takes, each file counted once however many names it has.
-pub fn disk_usage(path: &Path) -> u64 {
+/// The space builds take, for deciding which to delete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes on disk of the files (and directories) that no newer build shares: each file is
+    /// counted once, in the newest build that has it. The builds' figures add up to what
+    /// `builds/` takes on disk, and deleting a build together with every older one frees the
+    /// sum of their figures (the oldest build's own is what deleting it alone frees).
+    pub disk: u64,
+    /// The build's full size, as if it shared nothing: `du -s --apparent-size`.
+    pub apparent: u64,
+}
+
+/// The usage of each of `builds` (directories, given newest first), in that order.
+pub fn disk_usage(builds: &[std::path::PathBuf]) -> Vec<Usage> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| seen.insert((m.dev(), m.ino())))
-        .map(|m| m.blocks() * 512)
-        .sum()
+    builds
+        .iter()
+        .map(|build| {
+            let mut usage = Usage::default();
+            for meta in walkdir::WalkDir::new(build)
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+            {
+                usage.apparent += meta.len();
+                if seen.insert((meta.dev(), meta.ino())) {
+                    usage.disk += meta.blocks() * 512;
+                }
+            }
+            usage
+        })
+        .collect()
 }
 
 /// Moves a build out of `builds/` in one rename, then deletes it, so `builds/` never holds a

@@ -109,7 +109,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         "atomdeploy: deploying {short} from {}",
         request.source
     ));
-    let result = pipeline(plan, commit, request.source, live.as_ref(), reporter);
+    let result = pipeline(plan, commit, request, live.as_ref(), reporter);
     entry.steps = reporter
         .step_durations()
         .into_iter()
@@ -263,10 +263,11 @@ enum Problem {
 fn pipeline(
     plan: &Plan,
     commit: Oid,
-    source: &str,
+    request: &Request,
     previous: Option<&BuildName>,
     reporter: &Reporter,
 ) -> Result<Deployed> {
+    let source = request.source;
     let layout = &plan.layout;
     let config = &plan.config;
     let commit_id = commit.to_string();
@@ -315,16 +316,17 @@ fn pipeline(
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
     let previous_dir = previous.map(|b| layout.builds.join(b.to_string()));
     let never_link: Vec<_> = config.shared.iter().map(|e| e.path.clone()).collect();
-    let previous_manifest = match (previous, config.snapshot) {
-        (Some(previous), SnapshotMode::Link) => {
-            Manifest::read(&layout.manifest_file(&previous.to_string()))
-        }
+    // `replay` links nothing: it is how a build equal to a fresh checkout is made, whatever
+    // happened to the builds on disk.
+    let link = config.snapshot == SnapshotMode::Link && !request.always_new;
+    let previous_manifest = match previous {
+        Some(previous) if link => Manifest::read(&layout.manifest_file(&previous.to_string())),
         _ => Manifest::default(),
     };
     let options = snapshot::Options {
         link_from: previous_dir
             .as_deref()
-            .filter(|_| config.snapshot == SnapshotMode::Link)
+            .filter(|_| link)
             .map(|dir| (dir, &previous_manifest)),
         read_only: config.snapshot == SnapshotMode::Link,
         never_link: &never_link,
@@ -394,8 +396,16 @@ fn pipeline(
         .context("snapshot failed")?;
     // The previous build's manifest is a map of every file: let it go before what follows.
     drop(previous_manifest);
+    if let Some(warning) = snap.changed_warning() {
+        reporter.warn(&warning);
+    }
     let mut detail = match config.snapshot {
         SnapshotMode::Copy => format!("{} files copied, {}", snap.copied, megabytes(snap.bytes)),
+        SnapshotMode::Link if !link => format!(
+            "{} files copied, {} (replay: nothing linked)",
+            snap.copied,
+            megabytes(snap.bytes)
+        ),
         SnapshotMode::Link => format!(
             "{} files linked to the live build, {} copied ({})",
             snap.linked,

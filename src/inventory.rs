@@ -21,7 +21,12 @@ pub struct Row {
     pub deployed_at: String,
     /// `live`, `bad`, `rollback target` (comma-separated when several hold), `failed`, or "".
     pub state: String,
-    pub size_bytes: Option<u64>,
+    /// Bytes on disk this build adds to the builds newer than it (each file counted once, in
+    /// the newest build that has it): the figures of all builds add up to what `builds/` takes
+    /// on disk. `null` for a failed deploy.
+    pub disk_bytes: Option<u64>,
+    /// The build's full size, shared files included (`du -s --apparent-size`).
+    pub apparent_bytes: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -30,7 +35,14 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
     let live = builds::live(layout);
     let target = builds::rollback_target(layout)?;
     let mut rows = Vec::new();
-    for build in builds::list(layout)? {
+    let mut names = builds::list(layout)?;
+    names.reverse();
+    let dirs: Vec<_> = names
+        .iter()
+        .map(|b| layout.builds.join(b.to_string()))
+        .collect();
+    let usage = builds::disk_usage(&dirs);
+    for (build, usage) in names.into_iter().zip(usage) {
         let meta = builds::read_meta(layout, &build);
         let mut states = Vec::new();
         if Some(&build) == live.as_ref() {
@@ -52,7 +64,8 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
             source: meta.as_ref().map(|m| m.source.clone()).unwrap_or_default(),
             deployed_at: meta.map(|m| m.deployed_at).unwrap_or_default(),
             state: states.join(", "),
-            size_bytes: Some(builds::disk_usage(&layout.builds.join(build.to_string()))),
+            disk_bytes: Some(usage.disk),
+            apparent_bytes: Some(usage.apparent),
             error: None,
         });
     }
@@ -69,7 +82,8 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
                 source: entry.refname,
                 deployed_at: entry.started_at,
                 state: "failed".into(),
-                size_bytes: None,
+                disk_bytes: None,
+                apparent_bytes: None,
                 error: entry.error,
             });
         }
@@ -95,13 +109,13 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9}",
-        "BUILD", "COMMIT", "REF", "DEPLOYED (UTC)", "STATE", "SIZE"
+        "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9} {:>9}",
+        "BUILD", "COMMIT", "REF", "DEPLOYED (UTC)", "STATE", "DISK", "APPARENT"
     )?;
     for row in &rows {
         writeln!(
             out,
-            "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9}",
+            "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9} {:>9}",
             row.name.as_deref().unwrap_or("-"),
             &row.commit[..row.commit.len().min(7)],
             row.source,
@@ -110,7 +124,8 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
                 .unwrap_or(&row.deployed_at)
                 .replace('T', " "),
             row.state,
-            row.size_bytes.map(human_size).unwrap_or_default(),
+            row.disk_bytes.map(human_size).unwrap_or_default(),
+            row.apparent_bytes.map(human_size).unwrap_or_default(),
         )?;
         if let Some(error) = &row.error {
             writeln!(out, "    error: {error}")?;
@@ -123,6 +138,14 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
             )?;
         }
     }
+    let total: u64 = rows.iter().filter_map(|r| r.disk_bytes).sum();
+    writeln!(
+        out,
+        "builds/ takes {} on disk.\nDISK: what a build adds to the newer ones (a file several \
+         builds share counts in the newest); deleting a build and all older ones frees the sum \
+         of theirs.\nAPPARENT: a build's full size.",
+        human_size(total)
+    )?;
     Ok(())
 }
 

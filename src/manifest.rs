@@ -1,10 +1,26 @@
-//! Which file of application/ each file of a build came from, for `snapshot: link`.
+//! What each file of a build is, for `snapshot: link`: the application/ file it came from and
+//! the file as it was placed in the build.
 //!
-//! Size and modification time cannot tell whether a file changed: composer mirrors path
-//! packages with whole-second mtimes, so two versions deployed within a second look alike.
-//! The inode and its change time (ctime) can: no program can set a ctime, and every write,
-//! rename or creation updates it. A build records those of the application/ files it was
-//! made from; the next build links a file only when application/ still has that very file.
+//! A file is hard-linked from the live build into the next one only when both still hold:
+//!
+//! - **application/ still has the very file the build's copy came from.** Size and
+//!   modification time cannot tell: composer mirrors path packages with whole-second mtimes, so
+//!   two versions deployed within a second look alike. The inode and its change time (ctime)
+//!   can: no program can set a ctime, and every write, rename or creation updates it.
+//!   (application/'s files are never linked anywhere, so nothing of ours moves their ctime.)
+//! - **The build's file is still what was placed.** Builds share inodes, so a write into a
+//!   live build's file in place (PHP running as root ignores the read-only mode) changes it
+//!   in every build that shares it; linking it again would carry the change into every later
+//!   build. ctime cannot judge this one: making and removing hard links changes an inode's
+//!   ctime (and link count), and every deploy does both to the shared inodes — the next build
+//!   links them, cleanup unlinks the oldest build's names after the manifest is written, a
+//!   failed deploy drops its half-made build. So the build's file is recorded as placed by
+//!   inode, size, mode and modification time to the nanosecond: links and unlinks change none
+//!   of them, while a write sets the mtime to the time of the write (which is after the file
+//!   was placed, so never the recorded mtime, which is that of the application/ file it was
+//!   copied from), a truncation the size, a `chmod u+w` the mode, a replacement the inode.
+//!   What escapes is a writer that deliberately sets the mtime back, i.e. one that may as
+//!   well rewrite this manifest; `replay` never links, for a build made from scratch.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -37,11 +53,40 @@ impl Identity {
     }
 }
 
+/// A file of a build as it was placed there (see the module's comment for why not its ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    ino: u64,
+    size: u64,
+    mode: u32,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Placed {
+    pub fn of(meta: &std::fs::Metadata) -> Placed {
+        Placed {
+            ino: meta.ino(),
+            size: meta.len(),
+            mode: meta.mode(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
+/// One file of a build: where it came from and what was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub source: Identity,
+    pub placed: Placed,
+}
+
 /// Files by a 64-bit hash of their path, not the path itself: at 50,000 files the paths
 /// would be most of the hook's memory. A collision cannot link a wrong file: the identity
 /// found must still be that of the file at hand, and no two files share an inode and ctime.
 #[derive(Debug, Default)]
-pub struct Manifest(HashMap<u64, Identity>);
+pub struct Manifest(HashMap<u64, Record>);
 
 fn key(path: &Path) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -49,48 +94,82 @@ fn key(path: &Path) -> u64 {
     hasher.finish()
 }
 
+/// The first line of a manifest: an empty name, then the format. Manifests of format 1 had no
+/// such line and recorded no [`Placed`]; they start with a path, never with a NUL, so they
+/// (and any other format) read as empty: the next build is one full copy.
+const HEADER: &[u8] = b"\0atomdeploy-manifest 2\n";
+
 impl Manifest {
-    pub fn get(&self, relative: &Path) -> Option<&Identity> {
+    pub fn get(&self, relative: &Path) -> Option<&Record> {
         self.0.get(&key(relative))
     }
 
-    /// Reads a manifest; a missing or damaged one is empty (nothing is linked then).
+    /// Reads a manifest; a missing, damaged or older one is empty (nothing is linked then).
     pub fn read(path: &Path) -> Manifest {
         let Ok(file) = std::fs::File::open(path) else {
             return Manifest::default();
         };
-        let mut reader = BufReader::new(file);
+        Self::parse(BufReader::new(file)).unwrap_or_default()
+    }
+
+    fn parse(mut reader: impl BufRead) -> Option<Manifest> {
+        let mut header = vec![0; HEADER.len()];
+        reader.read_exact(&mut header).ok()?;
+        if header != HEADER {
+            return None;
+        }
         let mut map = HashMap::new();
         let (mut name, mut fields) = (Vec::new(), Vec::new());
         loop {
             name.clear();
             fields.clear();
-            // `<path>\0<ino> <ctime> <nsec> <size> <mode>\n`: paths may hold any byte but NUL.
-            match reader.read_until(0, &mut name) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            // `<path>\0<10 numbers>\n`: paths may hold any byte but NUL.
+            if reader.read_until(0, &mut name).ok()? == 0 {
+                return Some(Manifest(map));
             }
-            if reader.read_until(b'\n', &mut fields).is_err() || name.pop() != Some(0) {
-                break;
+            reader.read_until(b'\n', &mut fields).ok()?;
+            if name.pop() != Some(0) || fields.pop() != Some(b'\n') {
+                return None;
             }
-            let text = String::from_utf8_lossy(&fields);
+            let text = std::str::from_utf8(&fields).ok()?;
             let numbers: Vec<i64> = text
-                .split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect();
-            let [ino, ctime, ctime_nsec, size, mode] = numbers[..] else {
-                return Manifest::default();
-            };
-            let identity = Identity {
-                ino: ino as u64,
+                .split(' ')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let [
+                ino,
                 ctime,
                 ctime_nsec,
-                size: size as u64,
-                mode: mode as u32,
+                size,
+                mode,
+                p_ino,
+                p_size,
+                p_mode,
+                mtime,
+                mtime_nsec,
+            ] = numbers[..]
+            else {
+                return None;
             };
-            map.insert(key(Path::new(std::ffi::OsStr::from_bytes(&name))), identity);
+            let record = Record {
+                source: Identity {
+                    ino: ino as u64,
+                    ctime,
+                    ctime_nsec,
+                    size: size as u64,
+                    mode: mode as u32,
+                },
+                placed: Placed {
+                    ino: p_ino as u64,
+                    size: p_size as u64,
+                    mode: p_mode as u32,
+                    mtime,
+                    mtime_nsec,
+                },
+            };
+            map.insert(key(Path::new(std::ffi::OsStr::from_bytes(&name))), record);
         }
-        Manifest(map)
     }
 }
 
@@ -103,17 +182,27 @@ pub struct ManifestWriter {
 impl ManifestWriter {
     pub fn new(dir: &Path) -> Result<ManifestWriter> {
         std::fs::create_dir_all(dir)?;
-        Ok(ManifestWriter {
-            out: BufWriter::new(tempfile::NamedTempFile::new_in(dir)?),
-        })
+        let mut out = BufWriter::new(tempfile::NamedTempFile::new_in(dir)?);
+        out.write_all(HEADER)?;
+        Ok(ManifestWriter { out })
     }
 
-    pub fn add(&mut self, name: &Path, id: &Identity) -> std::io::Result<()> {
+    pub fn add(&mut self, name: &Path, record: &Record) -> std::io::Result<()> {
+        let (s, p) = (&record.source, &record.placed);
         self.out.write_all(name.as_os_str().as_bytes())?;
         writeln!(
             self.out,
-            "\0{} {} {} {} {}",
-            id.ino, id.ctime, id.ctime_nsec, id.size, id.mode
+            "\0{} {} {} {} {} {} {} {} {} {}",
+            s.ino,
+            s.ctime,
+            s.ctime_nsec,
+            s.size,
+            s.mode,
+            p.ino,
+            p.size,
+            p.mode,
+            p.mtime,
+            p.mtime_nsec
         )
     }
 
@@ -132,16 +221,28 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    fn record(n: u64) -> Record {
+        Record {
+            source: Identity {
+                ino: n,
+                ctime: 1_700_000_000,
+                ctime_nsec: 123,
+                size: 42,
+                mode: 0o100644,
+            },
+            placed: Placed {
+                ino: n + 1000,
+                size: 42,
+                mode: 0o100444,
+                mtime: -5,
+                mtime_nsec: 999_999_999,
+            },
+        }
+    }
+
     #[test]
     fn a_manifest_reads_back_what_was_written_whatever_the_names() {
         let dir = tempfile::tempdir().unwrap();
-        let id = |n: u64| Identity {
-            ino: n,
-            ctime: 1_700_000_000,
-            ctime_nsec: 123,
-            size: 42,
-            mode: 0o100644,
-        };
         let names = [
             PathBuf::from("a/b.php"),
             PathBuf::from("new\nline"),
@@ -150,17 +251,42 @@ mod tests {
         let path = dir.path().join("m");
         let mut writer = ManifestWriter::new(dir.path()).unwrap();
         for (i, name) in names.iter().enumerate() {
-            writer.add(name, &id(i as u64)).unwrap();
+            writer.add(name, &record(i as u64)).unwrap();
         }
         writer.finish(&path).unwrap();
         let back = Manifest::read(&path);
         for (i, name) in names.iter().enumerate() {
-            assert_eq!(back.get(name), Some(&id(i as u64)));
+            assert_eq!(back.get(name), Some(&record(i as u64)));
         }
         assert!(
             Manifest::read(&dir.path().join("missing"))
                 .get(&names[0])
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_older_or_damaged_manifest_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        // Format 1: no header, five numbers.
+        std::fs::write(&path, b"a/b.php\x001 2 3 4 5\n").unwrap();
+        assert!(Manifest::read(&path).get(Path::new("a/b.php")).is_none());
+        // A later format.
+        std::fs::write(
+            &path,
+            b"\0atomdeploy-manifest 3\na\x001 2 3 4 5 6 7 8 9 10\n",
+        )
+        .unwrap();
+        assert!(Manifest::read(&path).get(Path::new("a")).is_none());
+        // Cut short in the middle of a record, or a record with a number too few.
+        let mut whole = HEADER.to_vec();
+        whole.extend_from_slice(b"a\x001 2 3 4 5 6 7 8 9 10\nb\x001 2 3 4 5 6 7 8 9 10\n");
+        for bad in [&whole[..whole.len() - 1], &whole[..whole.len() - 4]] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(Manifest::read(&path).get(Path::new("a")).is_none());
+        }
+        std::fs::write(&path, &whole).unwrap();
+        assert!(Manifest::read(&path).get(Path::new("b")).is_some());
     }
 }

@@ -3,10 +3,12 @@
 //! The copy is made under a temporary name on the same filesystem as `builds/`; only a
 //! complete build is renamed into `builds/`, so a half-made build never carries a build name.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
@@ -15,7 +17,7 @@ use tempfile::TempDir;
 use walkdir::WalkDir;
 
 use crate::fault;
-use crate::manifest::{Identity, Manifest, ManifestWriter};
+use crate::manifest::{Identity, Manifest, ManifestWriter, Placed, Record};
 use crate::plan::Layout;
 use crate::report::Reporter;
 
@@ -27,10 +29,16 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Files hard-linked from the previous build.
     pub linked: u64,
-    /// Which application/ file each file came from.
+    /// Files of the previous build that application/ still has as they were, but that were
+    /// changed in the build since it was made: copied afresh instead of linked.
+    changed: Mutex<Vec<PathBuf>>,
+    /// Which application/ file each file came from, and what was placed.
     /// (Written as the files are placed, not kept in memory: at 50,000 files a list would be
     /// a good part of the hook's memory.)
-    files: std::sync::Mutex<ManifestWriter>,
+    files: Mutex<ManifestWriter>,
+    /// The directories of the previous build that are directories all the way down from it,
+    /// not reached through a symlink (see [`real_dir`]).
+    real_dirs: HashSet<PathBuf>,
 }
 
 impl Snapshot {
@@ -46,12 +54,35 @@ impl Snapshot {
             .finish(path)
     }
 
+    /// Says which files of the live build were written in place since it was made, if any.
+    pub fn changed_warning(&mut self) -> Option<String> {
+        let changed = self
+            .changed
+            .get_mut()
+            .expect("no thread panicked holding it");
+        changed.sort();
+        let first = changed.first()?;
+        let more = match changed.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        Some(format!(
+            "{}{more} of the live build changed after it was deployed (in every build that \
+             shares it); the new build has the commit's copy. Something writes into builds/ \
+             in place: a before_switch command (use `snapshot: copy` then) or a process the \
+             read-only mode does not stop (root)",
+            first.display()
+        ))
+    }
+
     /// Copies what [`Options::later`] left out, now that it is written.
     pub fn add(&mut self, app: &Path, paths: &[PathBuf], options: &Options) -> Result<()> {
         for path in paths {
             for entry in WalkDir::new(app.join(path))
                 .follow_links(false)
                 .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| e.file_name() != ".git")
             {
                 let entry = match entry {
                     Err(e)
@@ -71,16 +102,22 @@ impl Snapshot {
                 if meta.is_dir() {
                     fs::create_dir(&dest)?;
                     fs::set_permissions(&dest, meta.permissions())?;
+                    if let Some((from, _)) = options.link_from
+                        && real_dir(from, relative, &self.real_dirs)
+                    {
+                        self.real_dirs.insert(relative.to_path_buf());
+                    }
                 } else if meta.file_type().is_symlink() {
                     std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
                 } else {
-                    self.files
-                        .get_mut()
-                        .expect("no thread panicked holding it")
-                        .add(relative, &Identity::of(&meta))?;
-                    match place_file(entry.path(), relative, &dest, &meta, options)? {
-                        Placed::Linked => self.linked += 1,
-                        Placed::Copied(n) => {
+                    let place = Place {
+                        options,
+                        real_dirs: &self.real_dirs,
+                        changed: &self.changed,
+                    };
+                    match place.file(entry.path(), relative, &dest, &meta, &self.files)? {
+                        Outcome::Linked => self.linked += 1,
+                        Outcome::Copied(n) => {
                             self.copied += 1;
                             self.bytes += n;
                         }
@@ -110,8 +147,9 @@ pub struct Options<'a> {
     /// Drop the write bits of every file copied: set for every build in `snapshot: link`, the
     /// first one too, since the next build will share its files.
     pub read_only: bool,
-    /// Paths that are always copied, never linked (the shared entries: they may be seeded
-    /// into shared/, where users write).
+    /// Paths that are always copied, never linked, and kept out of the manifest (the shared
+    /// entries: they may be seeded into shared/, where users write, and the build has a
+    /// symlink into shared/ there, through which nothing may ever be linked back into a build).
     pub never_link: &'a [PathBuf],
     /// Paths left out, to be added with [`Snapshot::add`] once written (composer's autoloader
     /// while composer runs).
@@ -120,7 +158,8 @@ pub struct Options<'a> {
     pub progress: bool,
 }
 
-/// Copies `application/` (all of it but a top-level `.git`) and writes `REVISION`.
+/// Copies `application/` (all of it but `.git` directories and gitfiles, at any depth) and
+/// writes `REVISION`.
 ///
 /// Directories are made first, in order; files and links are then copied in parallel, since
 /// a deploy's snapshot is many small files and one thread waits on each in turn.
@@ -144,7 +183,9 @@ pub fn snapshot(
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
-            let git = e.depth() == 1 && e.file_name() == ".git";
+            // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
+            // clones composer leaves in vendor/ for source installs (most of some apps' size).
+            let git = e.file_name() == ".git";
             let later = options
                 .later
                 .iter()
@@ -162,12 +203,24 @@ pub fn snapshot(
             .to_path_buf()
     };
 
+    let mut real_dirs = HashSet::new();
+    if let Some((from, _)) = options.link_from
+        && fs::symlink_metadata(from).is_ok_and(|m| m.is_dir())
+    {
+        real_dirs.insert(PathBuf::new());
+    }
     // Directory modes are applied last, so a read-only directory can still be filled.
     let mut dir_modes = Vec::new();
     for entry in entries.iter().filter(|e| e.file_type().is_dir()) {
-        let dest = build.join(relative(entry));
+        let relative = relative(entry);
+        let dest = build.join(&relative);
         fs::create_dir(&dest)
-            .with_context(|| format!("cannot create {} in the build", relative(entry).display()))?;
+            .with_context(|| format!("cannot create {} in the build", relative.display()))?;
+        if let Some((from, _)) = options.link_from
+            && real_dir(from, &relative, &real_dirs)
+        {
+            real_dirs.insert(relative);
+        }
         let meta = entry
             .metadata()
             .with_context(|| format!("cannot read {}", entry.path().display()))?;
@@ -182,7 +235,13 @@ pub fn snapshot(
     let copied = AtomicU64::new(0);
     let linked = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    let files = std::sync::Mutex::new(ManifestWriter::new(&layout.tmp())?);
+    let files = Mutex::new(ManifestWriter::new(&layout.tmp())?);
+    let changed = Mutex::new(Vec::new());
+    let place = Place {
+        options,
+        real_dirs: &real_dirs,
+        changed: &changed,
+    };
     entries
         .par_iter()
         .filter(|e| !e.file_type().is_dir())
@@ -198,21 +257,17 @@ pub fn snapshot(
                     std::os::unix::fs::symlink(within_build(&target, source, &relative), &dest)
                 })
             } else if kind.is_file() {
-                files
-                    .lock()
-                    .expect("no thread panicked holding it")
-                    .add(&relative, &Identity::of(&meta))?;
-                place_file(entry.path(), &relative, &dest, &meta, options).map(
-                    |placed| match placed {
-                        Placed::Linked => {
+                place
+                    .file(entry.path(), &relative, &dest, &meta, &files)
+                    .map(|outcome| match outcome {
+                        Outcome::Linked => {
                             linked.fetch_add(1, Ordering::Relaxed);
                         }
-                        Placed::Copied(n) => {
+                        Outcome::Copied(n) => {
                             copied.fetch_add(1, Ordering::Relaxed);
                             bytes.fetch_add(n, Ordering::Relaxed);
                         }
-                    },
-                )
+                    })
             } else {
                 reporter.warn(&format!(
                     "skipped {} (not a file, directory or symlink)",
@@ -239,34 +294,103 @@ pub fn snapshot(
         copied: copied.into_inner(),
         linked: linked.into_inner(),
         bytes: bytes.into_inner(),
+        changed,
         files,
+        real_dirs,
     })
 }
 
-enum Placed {
+enum Outcome {
     Linked,
     Copied(u64),
 }
 
-/// Puts one file of application/ into the build: a hard link to the previous build's copy
-/// when that is unchanged (link mode, shared entries aside), a copy otherwise.
-fn place_file(
-    source: &Path,
-    relative: &Path,
-    dest: &Path,
-    meta: &fs::Metadata,
-    options: &Options,
-) -> io::Result<Placed> {
-    let shareable = !options.never_link.iter().any(|p| relative.starts_with(p));
-    let previous = options
-        .link_from
-        .filter(|_| shareable)
-        .filter(|(_, manifest)| manifest.get(relative) == Some(&Identity::of(meta)))
-        .map(|(from, _)| from.join(relative))
-        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()));
-    match previous {
-        Some(previous) => fs::hard_link(previous, dest).map(|()| Placed::Linked),
-        None => copy_file(source, dest, meta, options.read_only && shareable).map(Placed::Copied),
+/// Whether `relative`, a directory of application/, is a real directory in the previous build
+/// `from`, with every directory above it (in `real_dirs`) real too. A symlink there is the
+/// previous build's link to a shared entry (or anything else): a file looked up through it
+/// would be the users' data in shared/, and must never be linked into a build.
+fn real_dir(from: &Path, relative: &Path, real_dirs: &HashSet<PathBuf>) -> bool {
+    relative.parent().is_some_and(|p| real_dirs.contains(p))
+        && fs::symlink_metadata(from.join(relative)).is_ok_and(|m| m.is_dir())
+}
+
+/// What placing a file needs besides the file.
+struct Place<'a> {
+    options: &'a Options<'a>,
+    real_dirs: &'a HashSet<PathBuf>,
+    changed: &'a Mutex<Vec<PathBuf>>,
+}
+
+impl Place<'_> {
+    /// Puts one file of application/ into the build — a hard link to the previous build's
+    /// copy when application/ still has the file that copy came from and the copy is still
+    /// what was placed, a copy otherwise — and records it in the manifest (shared entries
+    /// aside: they are never linked, so never recorded).
+    fn file(
+        &self,
+        source: &Path,
+        relative: &Path,
+        dest: &Path,
+        meta: &fs::Metadata,
+        files: &Mutex<ManifestWriter>,
+    ) -> io::Result<Outcome> {
+        let options = self.options;
+        let shareable = !options.never_link.iter().any(|p| relative.starts_with(p));
+        let identity = Identity::of(meta);
+        let (outcome, placed) = match shareable
+            .then(|| self.previous(relative, &identity))
+            .flatten()
+        {
+            Some((previous, placed)) => {
+                fs::hard_link(previous, dest)?;
+                (Outcome::Linked, placed)
+            }
+            None => {
+                let (bytes, placed) =
+                    copy_file(source, dest, meta, options.read_only && shareable)?;
+                (Outcome::Copied(bytes), placed)
+            }
+        };
+        if shareable {
+            let record = Record {
+                source: identity,
+                placed,
+            };
+            files
+                .lock()
+                .expect("no thread panicked holding it")
+                .add(relative, &record)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The previous build's file at `relative`, if it can be linked: application/ still has
+    /// the file it came from, it is reached without following any symlink, and it is still
+    /// what was placed (written in place since, it is noted in `changed`).
+    fn previous(&self, relative: &Path, identity: &Identity) -> Option<(PathBuf, Placed)> {
+        let (from, manifest) = self.options.link_from?;
+        let record = manifest.get(relative).filter(|r| r.source == *identity)?;
+        if !relative
+            .parent()
+            .is_some_and(|p| self.real_dirs.contains(p))
+        {
+            return None;
+        }
+        let previous = from.join(relative);
+        let meta = fs::symlink_metadata(&previous).ok()?;
+        if !meta.file_type().is_file() {
+            return None;
+        }
+        if Placed::of(&meta) != record.placed {
+            self.changed
+                .lock()
+                .expect("no thread panicked holding it")
+                .push(relative.to_path_buf());
+            return None;
+        }
+        // A write between this check and the link lands in the new build as it would a moment
+        // later in the live one; the manifest keeps what was checked, so the next build copies.
+        Some((previous, record.placed))
     }
 }
 
@@ -315,7 +439,13 @@ fn write_revision(build: &Path, commit: &str, reporter: &Reporter) -> io::Result
 
 /// Contents, mode and modification time; the copy itself goes through `io::copy`, which uses
 /// copy_file_range(2) on Linux. `read_only` drops the write bits (builds that share files).
-fn copy_file(from: &Path, to: &Path, meta: &fs::Metadata, read_only: bool) -> io::Result<u64> {
+/// Returns the bytes copied and the copy as placed.
+fn copy_file(
+    from: &Path,
+    to: &Path,
+    meta: &fs::Metadata,
+    read_only: bool,
+) -> io::Result<(u64, Placed)> {
     let mut src = File::open(from)?;
     let mut dst = OpenOptions::new()
         .write(true)
@@ -327,7 +457,7 @@ fn copy_file(from: &Path, to: &Path, meta: &fs::Metadata, read_only: bool) -> io
     let mode = meta.permissions().mode() & if read_only { !0o222 } else { !0 };
     dst.set_permissions(Permissions::from_mode(mode))?;
     dst.set_modified(meta.modified()?)?;
-    Ok(bytes)
+    Ok((bytes, Placed::of(&dst.metadata()?)))
 }
 
 #[cfg(test)]

@@ -249,7 +249,7 @@ fn builds_lists_every_build_and_failed_deploys_with_their_error() {
     assert_eq!(rows[1]["commit"], v[1].1.as_str());
     assert_eq!(rows[1]["ref"], "refs/heads/main");
     assert!(
-        rows[1]["size_bytes"].as_u64().unwrap() > 10_000,
+        rows[1]["disk_bytes"].as_u64().unwrap() > 10_000,
         "vendor/ and all: {rows:?}"
     );
     assert_eq!(rows[2]["state"], "rollback target");
