@@ -156,7 +156,8 @@ fn turn_on_fsck(repo_path: &Path) -> Result<()> {
         .with_context(|| format!("cannot set receive.fsckObjects in {}", repo_path.display()))?;
     println!(
         "set receive.fsckObjects=true in {}: git refuses pushed objects fsck finds broken, \
-         trees with paths like `..` or `.git` among them",
+         trees with paths like `..` or `.git` among them (an old history fsck only warns \
+         about can be let in with `git config receive.fsck.<msg-id> ignore`)",
         repo_path.join("config").display()
     );
     Ok(())
