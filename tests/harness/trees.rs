@@ -221,6 +221,11 @@ pub const ODD_NAMES: &[&[u8]] = &[
     b".hidden",
     b"\xe2\x80\x8cgit",
     b"tab\there",
+    b"..\\x",
+    b" .git",
+    b".gi\xfft",
+    b"GIT~1x",
+    b".gitmodulesx",
 ];
 
 /// One name git's fsck or verify_path refuses, as a kind the generator can place.
