@@ -8,9 +8,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use git2::build::CheckoutBuilder;
-use git2::{CheckoutNotificationType, Delta, DiffOptions, Index, Oid, Repository};
+use git2::{CheckoutNotificationType, Delta, DiffOptions, FileMode, Index, Oid, Repository};
 
 use crate::fault;
 use crate::plan::Layout;
@@ -40,18 +40,34 @@ pub fn checkout(
 ) -> Result<Checkout> {
     let repo = Repository::open_bare(repo_path)
         .with_context(|| format!("cannot open the repository {}", repo_path.display()))?;
+    let tree = repo
+        .find_commit(commit)?
+        .tree()
+        .map_err(|e| unreadable(b"", &e))
+        .map_err(|refused| anyhow::anyhow!("refusing commit {commit}: {refused}"))?;
+    // Before anything is touched: a path git refuses would be joined onto application/ below
+    // (and by libgit2), and `..` or `.git` there reach outside it.
+    if let Err(refused) = check_tree(&repo, &tree) {
+        bail!(
+            "refusing commit {commit}: {refused}; nothing was changed (git refuses such trees \
+             at push time when receive.fsckObjects is on, as `atomdeploy-hook install` sets it)"
+        );
+    }
     std::fs::create_dir_all(&layout.application)
         .with_context(|| format!("cannot create {}", layout.application.display()))?;
     repo.set_workdir(&layout.application, false)?;
-    let mut index = Index::open(&layout.index_file())
-        .with_context(|| format!("cannot open {}", layout.index_file().display()))?;
+    remove_stale_index_lock(layout, reporter)?;
+    let (mut index, index_lost) = open_index(layout, reporter)?;
     repo.set_index(&mut index)?;
 
-    let tree = repo.find_commit(commit)?.tree()?;
     let mut result = Checkout::default();
     let diff = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
     // Paths the checkout is about to write.
     let mut to_write: Vec<PathBuf> = Vec::new();
+    // Submodule directories the commit no longer has as submodules: libgit2 leaves them.
+    let mut old_gitlinks: Vec<PathBuf> = Vec::new();
+    // Where the commit has a new submodule: libgit2 cannot make its directory over a file.
+    let mut new_gitlinks: Vec<PathBuf> = Vec::new();
     for delta in diff.deltas() {
         // The diff runs from the new tree to the old index, so its sides are swapped.
         match delta.status() {
@@ -62,6 +78,13 @@ pub fn checkout(
             Delta::Added => result.removed += 1,
             _ => {}
         }
+        let (commit_has, index_had) = (delta.old_file(), delta.new_file());
+        if index_had.mode() == FileMode::Commit && commit_has.mode() != FileMode::Commit {
+            old_gitlinks.extend(index_had.path().map(Path::to_path_buf));
+        }
+        if commit_has.mode() == FileMode::Commit && index_had.mode() != FileMode::Commit {
+            new_gitlinks.extend(commit_has.path().map(Path::to_path_buf));
+        }
     }
 
     // A checkout killed half-way leaves files the index does not know: those of the commit
@@ -71,22 +94,29 @@ pub fn checkout(
         .ok()
         .and_then(|text| Oid::from_str(text.trim()).ok());
     let strays = match interrupted {
-        Some(other) => untracked_files_of(&repo, other, &index)?,
-        // After an interruption, differences are the interrupted checkout's, not edits.
-        None => {
-            result.overwritten = edited_on_server(&repo, &index)?;
-            Vec::new()
-        }
+        Some(other) => untracked_files_of(&repo, other, &index, reporter)?,
+        None => Vec::new(),
     };
     // Forced, the checkout also rewrites what was edited on the server; after an
-    // interruption the index says too little to know what it will write: every path.
-    if interrupted.is_some() {
+    // interruption, or without an index, nothing says what it will write: every path.
+    if interrupted.is_some() || index_lost {
         to_write = tree_files(&repo, &tree)?;
     } else {
-        to_write.extend(result.overwritten.iter().map(PathBuf::from));
+        // (After an interruption, differences are the interrupted checkout's, not edits.)
+        let edited = edited_on_server(&repo, &index)?;
+        result.overwritten = edited.iter().map(|p| display(p)).collect();
+        to_write.extend(edited);
     }
     std::fs::write(&pending, commit.to_string()).context("cannot note the checkout in progress")?;
     result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
+    for path in &new_gitlinks {
+        if let Some(full) = inside(&layout.application, path)
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
+        {
+            std::fs::remove_file(&full)
+                .with_context(|| format!("cannot remove {}", full.display()))?;
+        }
+    }
 
     let bar = reporter.progress(result.files as u64, "checking out");
     let mut added_by_hand = Vec::new();
@@ -98,7 +128,7 @@ pub fn checkout(
         .remove_untracked(true)
         .notify_on(CheckoutNotificationType::UNTRACKED)
         .notify(|_, path, _, _, _| {
-            added_by_hand.extend(path.map(|p| p.to_string_lossy().into_owned()));
+            added_by_hand.extend(path.map(display));
             true
         })
         .progress(|_, completed, total| {
@@ -116,20 +146,98 @@ pub fn checkout(
     drop(builder);
     result.added_by_hand = added_by_hand;
     bar.finish_and_clear();
+    if remove_old_gitlinks(&old_gitlinks, &tree, &layout.application)? {
+        // What the commit has where a submodule's directory stood could not be written.
+        let mut builder = CheckoutBuilder::new();
+        builder.force().disable_pathspec_match(true);
+        for path in &old_gitlinks {
+            builder.path(path);
+        }
+        repo.checkout_tree(tree.as_object(), Some(&mut builder))
+            .with_context(|| format!("cannot check {commit} out where submodules were"))?;
+    }
     index.write().context("cannot save the checkout's index")?;
     result.files = index.len();
     for stray in strays {
-        if tree.get_path(&stray).is_err() {
-            let _ = std::fs::remove_file(layout.application.join(&stray));
+        if tree.get_path(&stray).is_err()
+            && let Some(full) = inside(&layout.application, &stray)
+        {
+            let _ = std::fs::remove_file(full);
         }
     }
     std::fs::remove_file(&pending).context("cannot note the checkout as done")?;
     Ok(result)
 }
 
+/// libgit2 writes the index through `<index>.lock`; a checkout killed at that moment leaves
+/// the lock, and every later write of the index fails on it. The deploy lock, held by the
+/// caller, proves that nobody else is writing the index: the lock is stale.
+fn remove_stale_index_lock(layout: &Layout, reporter: &Reporter) -> Result<()> {
+    let lock = layout.state.join("application.index.lock");
+    match std::fs::remove_file(&lock) {
+        Ok(()) => {
+            reporter.warn(
+                "removed .atomdeploy/application.index.lock, left by a checkout that was killed \
+                 (the deploy lock shows nobody else is using it)",
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", lock.display())),
+    }
+}
+
+/// The checkout's index, or a new empty one when the file cannot be read (garbage, cut
+/// short): the working copy is then checked out in full, as after an interruption. The
+/// second value says whether the index was lost.
+fn open_index(layout: &Layout, reporter: &Reporter) -> Result<(Index, bool)> {
+    let file = layout.index_file();
+    match Index::open(&file) {
+        Ok(index) => Ok((index, false)),
+        Err(err) => {
+            std::fs::remove_file(&file)
+                .with_context(|| format!("cannot remove the unreadable {}", file.display()))?;
+            reporter.warn(&format!(
+                "removed .atomdeploy/application.index, which could not be read ({}); \
+                 checking out every file",
+                err.message()
+            ));
+            let index =
+                Index::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            Ok((index, true))
+        }
+    }
+}
+
+/// Removes the directories libgit2 leaves where the commit before had a submodule and this
+/// one has none (or a file): empty ones only, since a submodule's directory is not ours to
+/// empty. Returns whether the commit has something of its own at one of those paths, which
+/// libgit2 could not write while the directory stood.
+fn remove_old_gitlinks(paths: &[PathBuf], tree: &git2::Tree, app: &Path) -> Result<bool> {
+    let mut rewrite = false;
+    for path in paths {
+        let Some(full) = inside(app, path) else {
+            continue;
+        };
+        let in_commit = tree.get_path(path).ok().map(|e| e.kind());
+        if in_commit == Some(Some(git2::ObjectType::Tree))
+            || in_commit == Some(Some(git2::ObjectType::Commit))
+        {
+            continue; // a directory here is the commit's
+        }
+        let is_dir = std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir());
+        if is_dir && std::fs::read_dir(&full).is_ok_and(|mut d| d.next().is_none()) {
+            std::fs::remove_dir(&full)
+                .with_context(|| format!("cannot remove {}", full.display()))?;
+            rewrite |= in_commit.is_some();
+        }
+    }
+    Ok(rewrite)
+}
+
 /// Tracked files whose content in `application/` differs from the last checkout: edits made
 /// by hand on the server, which the forced checkout is about to replace.
-fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<String>> {
+fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<PathBuf>> {
     let mut options = DiffOptions::new();
     options
         .include_untracked(false)
@@ -138,11 +246,7 @@ fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<String>> {
     let diff = repo.diff_index_to_workdir(Some(index), Some(&mut options))?;
     Ok(diff
         .deltas()
-        .filter_map(|d| {
-            d.old_file()
-                .path()
-                .map(|p| p.to_string_lossy().into_owned())
-        })
+        .filter_map(|d| d.old_file().path().map(Path::to_path_buf))
         .collect())
 }
 
@@ -163,6 +267,11 @@ fn clear_symlinks_in_the_way(
     let mut untracked = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for file in to_write {
+        // Index paths were never checked (an index written by an older version may hold
+        // anything); a path that is not a plain relative path is not looked at.
+        if inside(app, file).is_none() {
+            continue;
+        }
         for path in file.ancestors().filter(|p| !p.as_os_str().is_empty()) {
             if !seen.insert(path.to_path_buf()) {
                 break; // this and everything above it was looked at already
@@ -181,7 +290,7 @@ fn clear_symlinks_in_the_way(
                     .get_path(path, 0)
                     .is_none_or(|e| e.mode != LINK_MODE as u32)
                 {
-                    untracked.push(path.to_string_lossy().into_owned());
+                    untracked.push(display(path));
                 }
             }
         }
@@ -209,10 +318,18 @@ fn untracked_files_of(
     repo: &Repository,
     commit: Oid,
     index: &Index,
+    reporter: &Reporter,
 ) -> Result<Vec<std::path::PathBuf>> {
     let Ok(tree) = repo.find_commit(commit).and_then(|c| c.tree()) else {
         return Ok(Vec::new()); // gone from the repository: nothing to go by
     };
+    // Noted by a version that did not check trees: its paths may lead anywhere.
+    if let Err(refused) = check_tree(repo, &tree) {
+        reporter.warn(&format!(
+            "ignoring the files of {commit}, whose checkout was interrupted: {refused}"
+        ));
+        return Ok(Vec::new());
+    }
     let mut files = Vec::new();
     walk(repo, &tree, &mut Vec::new(), &mut |relative, entry| {
         let path = Path::new(OsStr::from_bytes(relative));
@@ -244,4 +361,330 @@ fn walk(
         prefix.truncate(len);
     }
     Ok(())
+}
+
+/// A path of a tree that git refuses, and why.
+#[derive(Debug)]
+pub struct Refused {
+    pub path: Vec<u8>,
+    pub why: String,
+}
+
+/// A tree libgit2 cannot parse (an empty name, say, which git itself cannot even push): the
+/// path of the directory, with a `/`.
+fn unreadable(dir: &[u8], err: &git2::Error) -> Refused {
+    let mut path = dir.to_vec();
+    path.push(b'/');
+    Refused {
+        path,
+        why: format!("a directory that cannot be read ({})", err.message()),
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "its tree has `{}`, {}",
+            display(Path::new(OsStr::from_bytes(&self.path))),
+            self.why
+        )
+    }
+}
+
+/// Checks every entry of `tree` the way git's fsck and `verify_path` do, before any of its
+/// paths is used. Trees met twice (the same directory in two places) are read once.
+fn check_tree(repo: &Repository, tree: &git2::Tree) -> Result<(), Refused> {
+    let mut seen = std::collections::HashSet::new();
+    check_entries(repo, tree, &mut Vec::new(), &mut seen)
+}
+
+fn check_entries(
+    repo: &Repository,
+    tree: &git2::Tree,
+    prefix: &mut Vec<u8>,
+    seen: &mut std::collections::HashSet<Oid>,
+) -> Result<(), Refused> {
+    let mut names = std::collections::HashSet::with_capacity(tree.len());
+    for entry in tree.iter() {
+        let name = entry.name_bytes();
+        let len = prefix.len();
+        prefix.extend_from_slice(name);
+        let refuse = |why: &str| Refused {
+            path: prefix.clone(),
+            why: why.to_string(),
+        };
+        if let Some(why) = refused_name(name, entry.filemode()) {
+            return Err(refuse(why));
+        }
+        // A symlink and a directory of one name: libgit2 would write the directory's files
+        // through the link.
+        if !names.insert(name.to_vec()) {
+            return Err(refuse("a name the directory has twice"));
+        }
+        if entry.kind() == Some(git2::ObjectType::Tree) && seen.insert(entry.id()) {
+            let subtree = repo
+                .find_tree(entry.id())
+                .map_err(|e| unreadable(prefix, &e))?;
+            prefix.push(b'/');
+            check_entries(repo, &subtree, prefix, seen)?;
+        }
+        prefix.truncate(len);
+    }
+    Ok(())
+}
+
+/// Why git refuses `name` as a tree entry of `mode` (fsck.c and read-cache.c's
+/// verify_path, NTFS and HFS+ protections included), or None.
+fn refused_name(name: &[u8], mode: i32) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("an empty name");
+    }
+    if name.contains(&0) {
+        return Some("a NUL byte in a name");
+    }
+    if name.contains(&b'/') {
+        return Some("a `/` in a name");
+    }
+    if name == b"." || name == b".." {
+        return Some("a name that means this or the parent directory");
+    }
+    // NTFS takes `\` as a separator: every part after one counts as a name of its own.
+    let parts = || name.split(|b| *b == b'\\');
+    if hfs_is(name, b"git") || parts().any(ntfs_is_dotgit) {
+        return Some("a name that means `.git` (on NTFS or HFS+, if not here)");
+    }
+    if mode == LINK_MODE
+        && (hfs_is(name, b"gitmodules")
+            || parts().any(|p| ntfs_is_dot(p, b"gitmodules", b"gi7eba")))
+    {
+        return Some("`.gitmodules` as a symlink");
+    }
+    None
+}
+
+/// Whether HFS+ reads `name` as `.` + `needle` (ASCII, any case): it ignores some invisible
+/// code points, wherever they are. Invalid UTF-8 (and U+FFFE, U+FFFF) ends the name, as
+/// for git.
+fn hfs_is(name: &[u8], needle: &[u8]) -> bool {
+    let valid = match std::str::from_utf8(name) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&name[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    let mut chars = valid
+        .chars()
+        .take_while(|c| !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+        .filter(|c| {
+            !matches!(c,
+                '\u{200C}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{206A}'..='\u{206F}' | '\u{FEFF}')
+        });
+    chars.next() == Some('.')
+        && needle.iter().all(|n| {
+            chars
+                .next()
+                .is_some_and(|c| c.eq_ignore_ascii_case(&char::from(*n)))
+        })
+        && chars.next().is_none()
+}
+
+/// Whether NTFS reads `name` as `.git`: `.git` or its short name `git~1`, in any case, with
+/// any trailing dots and spaces, or with an alternate data stream (`.git::$INDEX_ALLOCATION`).
+fn ntfs_is_dotgit(name: &[u8]) -> bool {
+    let rest = if name.len() >= 4 && name[0] == b'.' && name[1..4].eq_ignore_ascii_case(b"git") {
+        &name[4..]
+    } else if name.len() >= 5 && name[..3].eq_ignore_ascii_case(b"git") && &name[3..5] == b"~1" {
+        &name[5..]
+    } else {
+        return false;
+    };
+    only_dots_and_spaces(rest)
+}
+
+/// Whether NTFS reads `name` as `.` + `needle`: the name itself, its usual short name (the
+/// first six letters, `~1` to `~4`), or the hashed short name `prefix~N` NTFS falls back on;
+/// with trailing dots, spaces or a data stream.
+fn ntfs_is_dot(name: &[u8], needle: &[u8], prefix: &[u8]) -> bool {
+    if name.first() == Some(&b'.')
+        && name.len() > needle.len()
+        && name[1..=needle.len()].eq_ignore_ascii_case(needle)
+    {
+        return only_dots_and_spaces(&name[needle.len() + 1..]);
+    }
+    if name.len() >= 8
+        && name[..6].eq_ignore_ascii_case(&needle[..6])
+        && name[6] == b'~'
+        && (b'1'..=b'4').contains(&name[7])
+    {
+        return only_dots_and_spaces(&name[8..]);
+    }
+    // The fall-back: up to six letters of `prefix`, `~`, a digit 1-9, more digits; 8 bytes.
+    let mut i = 0;
+    let mut saw_tilde = false;
+    while i < 8 {
+        let Some(&c) = name.get(i) else {
+            return false;
+        };
+        if saw_tilde {
+            if !c.is_ascii_digit() {
+                return false;
+            }
+        } else if c == b'~' {
+            i += 1;
+            if !name.get(i).is_some_and(|d| (b'1'..=b'9').contains(d)) {
+                return false;
+            }
+            saw_tilde = true;
+        } else if i >= 6 || !c.is_ascii() || c.to_ascii_lowercase() != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    only_dots_and_spaces(&name[i..])
+}
+
+/// Whether `rest` is empty up to its end or a `:` (a data stream), dots and spaces aside.
+fn only_dots_and_spaces(rest: &[u8]) -> bool {
+    for &c in rest {
+        if c == b':' {
+            return true;
+        }
+        if c != b'.' && c != b' ' {
+            return false;
+        }
+    }
+    true
+}
+
+/// `dir` joined with `path` when `path` is a relative path of names git accepts (no `..`,
+/// no `.git`, no empty part), so that the result is inside `dir`; otherwise None.
+fn inside(dir: &Path, path: &Path) -> Option<PathBuf> {
+    let bytes = path.as_os_str().as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes
+            .split(|b| *b == b'/')
+            .all(|name| refused_name(name, 0).is_none());
+    ok.then(|| dir.join(path))
+}
+
+/// A path as the pusher is shown it: bytes that are not UTF-8 replaced, control characters
+/// escaped so that a name cannot forge lines of output.
+fn display(path: &Path) -> String {
+    path.to_string_lossy()
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(name: &[u8]) -> bool {
+        refused_name(name, 0o100644).is_some()
+    }
+
+    fn refused_link(name: &[u8]) -> bool {
+        refused_name(name, LINK_MODE).is_some()
+    }
+
+    #[test]
+    fn names_git_refuses_are_refused() {
+        for name in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/b",
+            b"a\0b",
+            b".git",
+            b".GIT",
+            b".Git",
+            b"git~1",
+            b"GIT~1",
+            b".git.",
+            b".git ",
+            b".git. . ",
+            b"GIT~1 . ",
+            b".git::$INDEX_ALLOCATION",
+            b".git\\hooks",
+            b"x\\.git",
+            b".g\xe2\x80\x8cit",
+            b"\xef\xbb\xbf.git",
+            b".git\xe2\x80\x8f",
+            b".git\xff",
+            b".git\xef\xbf\xbe",
+        ] {
+            assert!(refused(name), "{:?}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
+    fn near_misses_git_accepts_are_kept() {
+        for name in [
+            &b"..."[..],
+            b".gitx",
+            b"git~2",
+            b"gi7eba~1",
+            b"..\\x",
+            b" .git",
+            b".gi\xfft",
+            b"\xe2\x80\x8cgit",
+            b"d\xff",
+            b".gitmodules",
+            b".hidden",
+            b"x\\y",
+        ] {
+            assert!(!refused(name), "{:?}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
+    fn gitmodules_is_refused_as_a_symlink_only() {
+        for name in [
+            &b".gitmodules"[..],
+            b".GITMODULES",
+            b".gitmodules .",
+            b".gitmodules:x",
+            b"gi7eba~1",
+            b"GITMOD~1",
+            b"a\\.gitmodules",
+            b".git\xe2\x80\x8cmodules",
+        ] {
+            assert!(refused_link(name), "{:?}", String::from_utf8_lossy(name));
+            assert!(!refused(name) || name.starts_with(b".git\xe2"));
+        }
+        assert!(!refused_link(b".gitmodulesx"));
+        assert!(!refused_link(b".gitattributes"));
+    }
+
+    #[test]
+    fn only_plain_relative_paths_are_joined() {
+        let dir = Path::new("/app");
+        assert_eq!(
+            inside(dir, Path::new("a/b")),
+            Some(PathBuf::from("/app/a/b"))
+        );
+        for bad in [
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "/etc",
+            "a//b",
+            "a/.git/config",
+            "",
+        ] {
+            assert_eq!(inside(dir, Path::new(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_are_shown_lossily_and_without_control_characters() {
+        let path = Path::new(OsStr::from_bytes(b"d\xff/a\nb"));
+        assert_eq!(display(path), "d\u{FFFD}/a\\nb");
+    }
 }

@@ -21,13 +21,26 @@ pub struct Install<'a> {
     pub url: Option<&'a str>,
 }
 
+/// Branches the hook gives a meaning of its own: `rollback` (kept at the rollback target,
+/// deleting it rolls back) and `replay`, reserved for the same kind of use.
+const RESERVED_BRANCHES: &[&str] = &["rollback", "replay"];
+
 pub fn install(args: &Install) -> Result<()> {
     if !git2::Reference::is_valid_name(&format!("refs/heads/{}", args.branch)) {
         bail!("`{}` is not a valid branch name", args.branch);
     }
+    // Refused before anything exists: a repository whose HEAD and deploy.yml name a reserved
+    // branch cannot deploy at all.
+    if RESERVED_BRANCHES.contains(&args.branch) {
+        bail!(
+            "`{}` is reserved: atomdeploy-hook keeps a `rollback` branch at the rollback target \
+             (deleting it rolls back), and `replay` is kept for its own use too; choose another --branch",
+            args.branch
+        );
+    }
     let remote_url = remote_url(args.url, args.repo)?;
 
-    refuse_other_repository(args.root, args.repo)?;
+    let repaired = refuse_other_repository(args.root, args.repo, args.branch)?;
     fs::create_dir_all(args.root)
         .with_context(|| format!("cannot create {}", args.root.display()))?;
     let root = fs::canonicalize(args.root)?;
@@ -43,9 +56,17 @@ pub fn install(args: &Install) -> Result<()> {
 
     let repo_path = open_or_init_bare(args.repo, args.branch)?;
     crate::rollback::hide_internal_refs(&repo_path)?;
+    turn_on_fsck(&repo_path)?;
     write_hook(&repo_path, &root)?;
 
-    if layout.config_file.exists() {
+    if let Some(text) = repaired {
+        write_atomically(&layout.config_file, &text, 0o644)?;
+        println!(
+            "repaired {}: its branch was a reserved name; it is now `{}`",
+            layout.config_file.display(),
+            args.branch
+        );
+    } else if layout.config_file.exists() {
         println!("kept the existing {}", layout.config_file.display());
     } else {
         let text = config_text(&repo_path, args.branch)?;
@@ -68,13 +89,26 @@ pub fn install(args: &Install) -> Result<()> {
 
 /// An existing deploy.yml that deploys another repository would make pushes to `repo` deploy
 /// that other one: refuse before anything is written.
-fn refuse_other_repository(root: &Path, repo: &Path) -> Result<()> {
+///
+/// A deploy.yml whose only fault is a reserved branch (what `install --branch rollback` left
+/// before such names were refused) is repaired instead: returned with `branch` in place, to
+/// be written once the rest is installed.
+fn refuse_other_repository(root: &Path, repo: &Path, branch: &str) -> Result<Option<String>> {
     let config_file = Layout::new(root).config_file;
     let Ok(text) = fs::read_to_string(&config_file) else {
-        return Ok(());
+        return Ok(None);
     };
     let root = fs::canonicalize(root)?;
-    let config = crate::config::parse(&text, &config_file, &root)?;
+    let (config, repaired) = match crate::config::parse(&text, &config_file, &root) {
+        Ok(config) => (config, None),
+        Err(err) => {
+            let Some(fixed) = with_branch_replaced(&text, branch) else {
+                return Err(err);
+            };
+            let config = crate::config::parse(&fixed, &config_file, &root).map_err(|_| err)?;
+            (config, Some(fixed))
+        }
+    };
     if !same_path(&config.repository, repo) {
         bail!(
             "{} deploys {}, not {}; edit its `repository:` or install with --repo {}",
@@ -84,6 +118,49 @@ fn refuse_other_repository(root: &Path, repo: &Path) -> Result<()> {
             config.repository.display()
         );
     }
+    Ok(repaired)
+}
+
+/// `text` with its top-level `branch:` line set to `branch`, if that line names a reserved
+/// branch.
+fn with_branch_replaced(text: &str, branch: &str) -> Option<String> {
+    let mut found = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let value = line.strip_prefix("branch:").map(|v| {
+            let v = v.split('#').next().unwrap_or_default().trim();
+            v.trim_matches(|c| c == '"' || c == '\'')
+        });
+        match value {
+            Some(value) if RESERVED_BRANCHES.contains(&value) => {
+                out.push_str(&format!(
+                    "branch: {}",
+                    serde_yaml::to_string(branch).ok()?.trim_end()
+                ));
+                found = true;
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    found.then_some(out)
+}
+
+/// With receive.fsckObjects git checks every object of a push and refuses trees with paths
+/// like `..` or `.git` before they are stored; the hook checks them again (a repository
+/// installed before, or an operator turning it off).
+fn turn_on_fsck(repo_path: &Path) -> Result<()> {
+    let repo = Repository::open_bare(repo_path)?;
+    let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
+    config
+        .set_bool("receive.fsckObjects", true)
+        .with_context(|| format!("cannot set receive.fsckObjects in {}", repo_path.display()))?;
+    println!(
+        "set receive.fsckObjects=true in {}: git refuses pushed objects fsck finds broken, \
+         trees with paths like `..` or `.git` among them (an old history fsck only warns \
+         about can be let in with `git config receive.fsck.<msg-id> ignore`)",
+        repo_path.join("config").display()
+    );
     Ok(())
 }
 
@@ -116,7 +193,10 @@ fn open_or_init_bare(path: &Path, branch: &str) -> Result<PathBuf> {
     let exists = path.exists();
     if exists {
         match Repository::open_bare(path) {
-            Ok(repo) => return Ok(fs::canonicalize(repo.path())?),
+            Ok(repo) => {
+                repair_head(&repo, branch)?;
+                return Ok(fs::canonicalize(repo.path())?);
+            }
             Err(_) if fs::read_dir(path)?.next().is_some() => {
                 bail!(
                     "{} exists and is not a bare git repository; choose another --repo",
@@ -135,6 +215,27 @@ fn open_or_init_bare(path: &Path, branch: &str) -> Result<PathBuf> {
     )
     .with_context(|| format!("cannot create a bare repository at {}", path.display()))?;
     Ok(fs::canonicalize(repo.path())?)
+}
+
+/// A HEAD on a reserved branch (left by `install --branch rollback` before such names were
+/// refused) makes `git clone` of the server check out the rollback target: point it at the
+/// deploy branch.
+fn repair_head(repo: &Repository, branch: &str) -> Result<()> {
+    let Ok(head) = repo.find_reference("HEAD") else {
+        return Ok(());
+    };
+    let Ok(Some(target)) = head.symbolic_target() else {
+        return Ok(());
+    };
+    if RESERVED_BRANCHES
+        .iter()
+        .any(|r| target == format!("refs/heads/{r}"))
+    {
+        repo.set_head(&format!("refs/heads/{branch}"))
+            .context("cannot point HEAD at the deploy branch")?;
+        println!("pointed HEAD, which named {target}, at refs/heads/{branch}");
+    }
+    Ok(())
 }
 
 fn write_hook(repo: &Path, root: &Path) -> Result<()> {
@@ -222,6 +323,18 @@ mod tests {
             crate::config::parse(&text, Path::new("deploy.yml"), Path::new("/srv")).unwrap();
         assert_eq!(config.repository, Path::new("/srv/my app.git"));
         assert_eq!(config.branch, "production");
+    }
+
+    #[test]
+    fn only_a_reserved_branch_line_is_replaced() {
+        let text = "repository: /srv/app.git\nbranch: rollback # old\nkeep_builds: 3\n";
+        assert_eq!(
+            with_branch_replaced(text, "main").unwrap(),
+            "repository: /srv/app.git\nbranch: main\nkeep_builds: 3\n"
+        );
+        assert!(with_branch_replaced("branch: 'replay'\n", "main").is_some());
+        assert!(with_branch_replaced("branch: production\n", "main").is_none());
+        assert!(with_branch_replaced("  branch: rollback\n", "main").is_none());
     }
 
     #[test]

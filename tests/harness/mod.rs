@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod trees;
 pub mod web;
 
 use std::ffi::OsStr;
