@@ -138,6 +138,12 @@ const BUILD_REFS: &str = "refs/atomdeploy/builds/";
 /// it when there is none. Call under the lock, after every deploy and rollback. A failure only
 /// warns: the site is unaffected.
 pub fn sync_ref(plan: &Plan, reporter: &Reporter) {
+    for lock in clear_stale_ref_locks(&plan.config.repository) {
+        reporter.warn(&format!(
+            "removed {}, left by an interrupted deploy",
+            lock.display()
+        ));
+    }
     if let Err(err) = sync_build_refs(plan) {
         reporter.warn(&format!(
             "could not keep the commits of the builds on disk in the repository: {err:#}"
@@ -148,6 +154,38 @@ pub fn sync_ref(plan: &Plan, reporter: &Reporter) {
             "could not update refs/heads/{ROLLBACK_BRANCH}: {err:#}"
         ));
     }
+}
+
+/// A ref lock outlives a hook killed while libgit2 wrote the ref, and makes every later write
+/// of that ref fail. Under the deploy lock, the locks of `refs/atomdeploy/` are stale for sure:
+/// nothing but the hook writes those refs. `refs/heads/rollback` and `packed-refs` are also
+/// written by git itself (a client's push, `git gc`), which holds their locks for a moment: their
+/// locks are stale only once they are old. Returns what was removed.
+fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
+    const OLD: std::time::Duration = std::time::Duration::from_secs(60);
+    let mut removed = Vec::new();
+    let ours = walkdir::WalkDir::new(repo.join(BUILD_REFS.trim_end_matches('/')))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .filter(|p| p.extension().is_some_and(|x| x == "lock"));
+    let shared = [
+        repo.join(format!("refs/heads/{ROLLBACK_BRANCH}.lock")),
+        repo.join("packed-refs.lock"),
+    ]
+    .into_iter()
+    .filter(|p| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > OLD))
+    });
+    for lock in ours.collect::<Vec<_>>().into_iter().chain(shared) {
+        if std::fs::remove_file(&lock).is_ok() {
+            removed.push(lock);
+        }
+    }
+    removed
 }
 
 fn try_sync_ref(plan: &Plan) -> Result<()> {

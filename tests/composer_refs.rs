@@ -436,3 +436,39 @@ fn log_shows_any_attempt_builds_lists_failed_ones_included() {
         "{stderr}"
     );
 }
+
+/// A hook killed while libgit2 wrote a ref leaves `<ref>.lock`; every later write of that ref
+/// would fail. The next deploy clears the ones that are surely stale and keeps the refs right.
+#[test]
+fn ref_locks_left_by_a_killed_hook_do_not_wedge_later_deploys() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    deploy(&server, &clone, "A");
+    let (second, b) = deploy(&server, &clone, "B");
+
+    let refs = server.repo.join("refs");
+    fs::create_dir_all(refs.join("atomdeploy/builds")).unwrap();
+    let ours = refs.join(format!("atomdeploy/builds/{second}.lock"));
+    fs::write(&ours, "").unwrap();
+    // The rollback branch's lock is git's too (a client's push holds it for a moment): only an
+    // old one is stale. A fresh one is left alone.
+    let rollback = refs.join("heads/rollback.lock");
+    fs::write(&rollback, "").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&rollback)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let fresh = server.repo.join("packed-refs.lock");
+    fs::write(&fresh, "").unwrap();
+
+    let (third, _) = deploy(&server, &clone, "C");
+    assert!(!ours.exists() && !rollback.exists());
+    assert!(fresh.exists(), "a fresh packed-refs.lock may be git's own");
+    fs::remove_file(&fresh).unwrap();
+    assert_eq!(build_refs(&server), builds_with_commits(&server));
+    assert!(build_refs(&server).iter().any(|(b, _)| *b == third));
+    assert_eq!(server.branch_head("rollback").as_deref(), Some(b.as_str()));
+}
