@@ -36,6 +36,7 @@ pub fn checkout(
     repo_path: &Path,
     commit: Oid,
     layout: &Layout,
+    composer: bool,
     reporter: &Reporter,
 ) -> Result<Checkout> {
     let repo = Repository::open_bare(repo_path)
@@ -56,6 +57,13 @@ pub fn checkout(
     std::fs::create_dir_all(&layout.application)
         .with_context(|| format!("cannot create {}", layout.application.display()))?;
     repo.set_workdir(&layout.application, false)?;
+    if composer {
+        // What composer writes is its own, not files added by hand: an app that ignores
+        // neither vendor/ nor its lock must not lose vendor/ (a full install every deploy) or
+        // be told on every push that they were removed. For this checkout only; a tracked
+        // path stays tracked whatever an ignore rule says.
+        repo.add_ignore_rule("/vendor/\n/composer.lock\n")?;
+    }
     remove_stale_index_lock(layout, reporter)?;
     let (mut index, index_lost) = open_index(layout, reporter)?;
     repo.set_index(&mut index)?;

@@ -273,8 +273,14 @@ fn pipeline(
     let commit_id = commit.to_string();
 
     let step = reporter.step("checkout");
-    let co = checkout::checkout(&config.repository, commit, layout, reporter)
-        .context("checkout failed")?;
+    let co = checkout::checkout(
+        &config.repository,
+        commit,
+        layout,
+        config.composer.is_some(),
+        reporter,
+    )
+    .context("checkout failed")?;
     if !co.overwritten.is_empty() {
         reporter.warn(&format!(
             "overwrote edits made on the server to tracked files in application/: {}",

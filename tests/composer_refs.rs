@@ -472,3 +472,42 @@ fn ref_locks_left_by_a_killed_hook_do_not_wedge_later_deploys() {
     assert!(build_refs(&server).iter().any(|(b, _)| *b == third));
     assert_eq!(server.branch_head("rollback").as_deref(), Some(b.as_str()));
 }
+
+/// An app whose .gitignore says nothing of composer's output (many do not have one at all):
+/// vendor/ and the lock composer writes are composer's, not files added by hand. Neither is
+/// removed by the next checkout (which would mean a full install on every deploy) nor reported.
+#[test]
+fn composer_output_the_app_does_not_ignore_is_neither_removed_nor_reported() {
+    let server = Server::install();
+    let clone = server.clone_fixture("unlocked-app");
+    clone.remove(".gitignore");
+    clone.commit("no .gitignore");
+    clone.push_main().success();
+
+    clone.write("public/robots.txt", "User-agent: *\n");
+    clone.commit("content");
+    let push = clone
+        .push_main()
+        .success()
+        .stderr_lacks("removed files added on the server");
+    assert_eq!(
+        composer_line(&push).split_once(": ").unwrap().1,
+        "install (the commit has no composer.lock)",
+        "vendor/ was kept: no install into an empty vendor/"
+    );
+
+    // With the lock committed and nothing composer reads changed, composer is skipped: vendor/
+    // survived the checkout.
+    let app = server.root.join("application");
+    fs::copy(app.join("composer.lock"), clone.path.join("composer.lock")).unwrap();
+    clone.commit("lock committed");
+    clone.push_main().success();
+    clone.write("public/robots.txt", "User-agent: none\n");
+    clone.commit("content again");
+    let push = clone
+        .push_main()
+        .success()
+        .stderr_lacks("removed files added on the server");
+    assert!(composer_line(&push).contains("skipped"), "{}", push.stderr);
+    server.assert_only_complete_builds(&[]);
+}
