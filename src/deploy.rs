@@ -2,8 +2,6 @@
 //! switch, after_switch, health check, cleanup, log — in that order, each step a module of
 //! its own.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -17,46 +15,8 @@ use crate::manifest::Manifest;
 use crate::plan::Plan;
 use crate::report::{self, Reporter};
 use crate::{
-    checkout, child, composer, fault, health, push, recover, rollback, shared, snapshot, switch,
+    checkout, commands, composer, fault, health, recover, refs, rollback, shared, snapshot, switch,
 };
-
-/// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
-/// back if it deleted the rollback branch.
-pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()> {
-    let request = push::parse(input, &plan.config.branch)?;
-    let deploy_ref = format!("refs/heads/{}", plan.config.branch);
-    for update in &request.ignored {
-        reporter.line(&format!(
-            "atomdeploy: {} is not the deploy branch ({deploy_ref}); not deployed",
-            update.name()
-        ));
-    }
-    if request.branch_deleted {
-        reporter.line(&format!(
-            "atomdeploy: {deploy_ref} was deleted; the live build stays as it is"
-        ));
-    }
-    if request.deploy.is_some() {
-        deploy(
-            plan,
-            &Request {
-                source: &deploy_ref,
-                rev: None,
-                always_new: false,
-            },
-            reporter,
-        )?;
-    }
-    if request.rollback {
-        rollback::rollback(plan, None, "refs/heads/rollback", reporter)?;
-    } else if request.rollback_moved {
-        reporter.line("atomdeploy: refs/heads/rollback is kept at the rollback target by atomdeploy-hook; reset it");
-        let _lock =
-            DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
-        rollback::sync_ref(plan, reporter);
-    }
-    Ok(())
-}
 
 /// What to deploy.
 pub struct Request<'a> {
@@ -87,7 +47,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         return Ok(());
     };
     let commit_id = commit.to_string();
-    let short = short_id(&commit_id);
+    let short = report::short_id(&commit_id);
     lock.record(Some(&commit_id))?;
     switch::check_latest(layout)
         .inspect_err(|err| log_refusal(plan, request, &started_at, &commit_id, err, reporter))?;
@@ -219,7 +179,7 @@ fn finish(
     fault::point("finish");
     let layout = &plan.layout;
     if entry.outcome != "unchanged" {
-        rollback::sync_ref(plan, reporter);
+        refs::sync_ref(plan, reporter);
     }
     if let Some(err) = &error {
         let message = format!("{err:#}");
@@ -456,7 +416,7 @@ fn pipeline(
         .publish(&layout.builds.join(name.to_string()))
         .context("snapshot failed")?;
     fault::point("published");
-    let env = DeployEnv {
+    let env = commands::DeployEnv {
         root: &layout.root,
         build: &build_dir,
         commit: &commit_id,
@@ -466,7 +426,7 @@ fn pipeline(
         if !config.before_switch.is_empty() {
             let step = reporter.step("before_switch");
             fault::point("before_switch");
-            run_commands(
+            commands::run_commands(
                 &config.before_switch,
                 &env,
                 config.command_timeout,
@@ -495,7 +455,7 @@ fn pipeline(
     if !config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
         fault::point("after_switch");
-        match run_commands(&config.after_switch, &env, config.command_timeout, reporter) {
+        match commands::run_commands(&config.after_switch, &env, config.command_timeout, reporter) {
             Ok(()) => {
                 reporter.done(step, "");
             }
@@ -571,48 +531,6 @@ fn unhealthy(
     }
 }
 
-struct DeployEnv<'a> {
-    root: &'a Path,
-    build: &'a Path,
-    commit: &'a str,
-}
-
-/// Runs deploy.yml commands in the build, one after the other; the first failure stops them.
-/// Each is killed, with everything it started, after `limit` (`command_timeout`).
-fn run_commands(
-    commands: &[String],
-    env: &DeployEnv,
-    limit: Duration,
-    reporter: &Reporter,
-) -> Result<()> {
-    for script in commands {
-        reporter.child_line(&format!("$ {script}"));
-        let mut cmd: Command = child::shell(script, env.build);
-        cmd.env("ATOMDEPLOY_ROOT", env.root)
-            .env("ATOMDEPLOY_BUILD", env.build)
-            .env("ATOMDEPLOY_COMMIT", env.commit);
-        child::run_limited(cmd, &format!("`{script}`"), Some(limit), reporter)?;
-    }
-    Ok(())
-}
-
-/// after_switch for a build that has just gone live (deployed or rolled back to).
-pub fn run_after_switch(plan: &Plan, build: &BuildName, reporter: &Reporter) -> Result<()> {
-    let build_dir = plan.layout.builds.join(build.to_string());
-    let commit = builds::revision(&plan.layout, build).unwrap_or_default();
-    let env = DeployEnv {
-        root: &plan.layout.root,
-        build: &build_dir,
-        commit: &commit,
-    };
-    run_commands(
-        &plan.config.after_switch,
-        &env,
-        plan.config.command_timeout,
-        reporter,
-    )
-}
-
 /// Says so plainly when a step failed because the disk is full (ENOSPC, EDQUOT).
 fn explain_disk_full(err: anyhow::Error) -> anyhow::Error {
     let full = err.chain().any(|cause| {
@@ -626,10 +544,6 @@ fn explain_disk_full(err: anyhow::Error) -> anyhow::Error {
     } else {
         err
     }
-}
-
-pub fn short_id(id: &str) -> &str {
-    &id[..id.len().min(7)]
 }
 
 fn megabytes(bytes: u64) -> String {
