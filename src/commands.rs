@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::builds::{self, BuildName};
+use crate::build_name::BuildName;
+use crate::builds;
 use crate::child;
 use crate::plan::Plan;
 use crate::report::Reporter;
@@ -39,7 +40,7 @@ pub fn run_commands(
 
 /// after_switch for a build that has just gone live (deployed or rolled back to).
 pub fn run_after_switch(plan: &Plan, build: &BuildName, reporter: &Reporter) -> Result<()> {
-    let build_dir = plan.layout.builds.join(build.to_string());
+    let build_dir = plan.layout.build_dir(build);
     let commit = builds::revision(&plan.layout, build).unwrap_or_default();
     let env = DeployEnv {
         root: &plan.layout.root,

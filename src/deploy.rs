@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use git2::{ErrorCode, Oid, Repository};
 
-use crate::builds::{self, BuildName};
+use crate::build_name::BuildName;
+use crate::builds;
 use crate::config::SnapshotMode;
-use crate::history::{self, StepTime};
+use crate::history::{self, Outcome, StepTime};
 use crate::lock::DeployLock;
 use crate::manifest::Manifest;
 use crate::plan::Plan;
@@ -61,7 +62,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
             "atomdeploy: {short} is already live as builds/{live}; nothing to do"
         ));
         entry.build = Some(live.to_string());
-        entry.outcome = "unchanged".into();
+        entry.outcome = Outcome::Unchanged;
         return finish(plan, entry, reporter, None);
     }
 
@@ -86,7 +87,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         }) => {
             entry.build = Some(build.to_string());
             entry.switched_at = Some(switched_at);
-            entry.outcome = "unhealthy".into();
+            entry.outcome = Outcome::Unhealthy;
             Err(err)
         }
         Ok(Deployed {
@@ -96,7 +97,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         }) => {
             entry.build = Some(build.to_string());
             entry.switched_at = Some(switched_at);
-            entry.outcome = "deployed".into();
+            entry.outcome = Outcome::Deployed;
             let took = reporter.elapsed().as_secs_f64();
             reporter.line(&format!(
                 "deployed {short} as builds/{build} in {took:.2}s ({})",
@@ -110,7 +111,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
             }
         }
         Err(err) => {
-            entry.outcome = "failed".into();
+            entry.outcome = Outcome::Failed;
             Err(explain_disk_full(err))
         }
     };
@@ -129,7 +130,7 @@ fn log_refusal(
 ) {
     let entry = history::Entry {
         finished_at: builds::utc_now_rfc3339(),
-        outcome: "failed".into(),
+        outcome: Outcome::Failed,
         error: Some(format!("{err:#}")),
         seconds: reporter.elapsed().as_secs_f64(),
         ..history::Entry::begin(started_at, "", request.source, commit)
@@ -178,7 +179,7 @@ fn finish(
 ) -> Result<()> {
     fault::point("finish");
     let layout = &plan.layout;
-    if entry.outcome != "unchanged" {
+    if entry.outcome != Outcome::Unchanged {
         refs::sync_ref(plan, reporter);
     }
     if let Some(err) = &error {
@@ -188,11 +189,11 @@ fn finish(
     }
     entry.finished_at = builds::utc_now_rfc3339();
     entry.seconds = reporter.elapsed().as_secs_f64();
-    if entry.outcome != "unchanged" {
+    if entry.outcome != Outcome::Unchanged {
         let build = entry
             .build
             .as_deref()
-            .filter(|b| layout.builds.join(b).is_dir());
+            .filter(|b| BuildName::parse(b).is_some_and(|b| layout.build_dir(&b).is_dir()));
         match history::save_output(layout, build, &entry.started_at, &reporter.transcript()) {
             Ok(name) => entry.output = Some(name),
             Err(e) => reporter.warn(&format!("could not keep the deploy's output: {e:#}")),
@@ -280,13 +281,13 @@ fn pipeline(
         .and_then(|o| composer::writes_only(o, &layout.application))
         .unwrap_or_default();
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
-    let previous_dir = previous.map(|b| layout.builds.join(b.to_string()));
+    let previous_dir = previous.map(|b| layout.build_dir(b));
     let never_link: Vec<_> = config.shared.iter().map(|e| e.path.clone()).collect();
     // `replay` links nothing: it is how a build equal to a fresh checkout is made, whatever
     // happened to the builds on disk.
     let link = config.snapshot == SnapshotMode::Link && !request.always_new;
     let previous_manifest = match previous {
-        Some(previous) if link => Manifest::read(&layout.manifest_file(&previous.to_string())),
+        Some(previous) if link => Manifest::read(&layout.manifest_file(previous)),
         _ => Manifest::default(),
     };
     let options = snapshot::Options {
@@ -410,10 +411,10 @@ fn pipeline(
     };
     fault::point("snapshot-done");
     builds::write_meta(layout, &name, &meta).context("snapshot failed")?;
-    snap.write_manifest(&layout.manifest_file(&name.to_string()))
+    snap.write_manifest(&layout.manifest_file(&name))
         .context("snapshot failed")?;
     let build_dir = snap
-        .publish(&layout.builds.join(name.to_string()))
+        .publish(&layout.build_dir(&name))
         .context("snapshot failed")?;
     fault::point("published");
     let env = commands::DeployEnv {

@@ -16,6 +16,7 @@
 // Every unsafe block says why it is sound (see Cargo.toml for why this is not in [lints]).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod build_name;
 pub mod builds;
 pub mod checkout;
 pub mod child;

@@ -5,7 +5,8 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use crate::builds::{self, BuildName};
+use crate::build_name::BuildName;
+use crate::builds;
 use crate::plan::Layout;
 use crate::report::Reporter;
 
@@ -58,7 +59,7 @@ pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
     let orphaned = |name: &str, suffix: &str| {
         name.strip_suffix(suffix)
             .and_then(BuildName::parse)
-            .is_some_and(|b| !layout.builds.join(b.to_string()).exists())
+            .is_some_and(|b| !layout.build_dir(&b).exists())
     };
     for (dir, suffix) in [
         (layout.meta_dir(), ".json"),

@@ -7,8 +7,9 @@
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::builds::{self, BuildName};
-use crate::history;
+use crate::build_name::BuildName;
+use crate::builds;
+use crate::history::{self, Outcome};
 use crate::lock::DeployLock;
 use crate::plan::Plan;
 use crate::refs::sync_ref;
@@ -51,7 +52,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         build: Some(target.to_string()),
         from: Some(live.to_string()),
         switched_at: Some(switched_at),
-        outcome: "rolled back".into(),
+        outcome: Outcome::RolledBack,
         seconds: reporter.elapsed().as_secs_f64(),
         ..history::Entry::begin(&started_at, &locked_at, source, &commit)
     };
@@ -73,7 +74,7 @@ fn choose_target(
     let target = match to {
         Some(name) => {
             let target = BuildName::parse(name)
-                .filter(|b| layout.builds.join(b.to_string()).is_dir())
+                .filter(|b| layout.build_dir(b).is_dir())
                 .ok_or_else(|| anyhow!("there is no build `{name}` in builds/ (`atomdeploy-hook builds` lists them)"))?;
             if target == live {
                 reporter.line(&format!("atomdeploy: builds/{live} is live already; nothing to do"));

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::builds::{self, BuildName};
+use crate::build_name::BuildName;
+use crate::builds;
 use crate::fault;
 use crate::plan::Layout;
 use crate::report::{self, Reporter};
@@ -71,7 +72,7 @@ pub struct Switched {
 /// is flushed after, so that the new `latest` itself survives one.
 pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
     check_latest(layout)?;
-    let build_dir = layout.builds.join(build.to_string());
+    let build_dir = layout.build_dir(build);
     let started = Instant::now();
     syncfs(&build_dir).with_context(|| format!("cannot flush {} to disk", build_dir.display()))?;
     let flush = started.elapsed();
