@@ -75,7 +75,7 @@ pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()
         reporter.line("atomdeploy: refs/heads/rollback is kept at the rollback target by atomdeploy-hook; reset it");
         let _lock =
             DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
-        refs::sync_ref(plan, reporter);
+        refs::open_and_sync_ref(plan, reporter);
     }
     Ok(())
 }

@@ -55,7 +55,7 @@ pub fn install(args: &Install) -> Result<()> {
     }
 
     let repo_path = open_or_init_bare(args.repo, args.branch)?;
-    crate::refs::hide_internal_refs(&repo_path)?;
+    crate::refs::hide_internal_refs(&Repository::open_bare(&repo_path)?)?;
     turn_on_fsck(&repo_path)?;
     write_hook(&repo_path, &root)?;
 

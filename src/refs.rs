@@ -26,19 +26,38 @@ const BUILD_REFS: &str = "refs/atomdeploy/builds/";
 /// then points `refs/heads/rollback` at the commit of the current rollback target, or deletes
 /// it when there is none. Call under the lock, after every deploy and rollback. A failure only
 /// warns: the site is unaffected.
-pub fn sync_ref(plan: &Plan, reporter: &Reporter) {
+pub fn sync_ref(plan: &Plan, repo: &Repository, reporter: &Reporter) {
+    sync_in(plan, Ok(repo), reporter);
+}
+
+/// [`sync_ref`] for a caller that has not opened the repository (a rollback).
+pub fn open_and_sync_ref(plan: &Plan, reporter: &Reporter) {
+    match Repository::open_bare(&plan.config.repository) {
+        Ok(repo) => sync_in(plan, Ok(&repo), reporter),
+        Err(err) => sync_in(plan, Err(&err), reporter),
+    }
+}
+
+fn sync_in(plan: &Plan, repo: Result<&Repository, &git2::Error>, reporter: &Reporter) {
     for lock in clear_stale_ref_locks(&plan.config.repository) {
         reporter.warn(&format!(
             "removed {}, left by an interrupted deploy",
             lock.display()
         ));
     }
-    if let Err(err) = sync_build_refs(plan) {
+    let unopened = |err: &git2::Error| anyhow::anyhow!("{err}");
+    if let Err(err) = repo
+        .map_err(unopened)
+        .and_then(|repo| sync_build_refs(plan, repo))
+    {
         reporter.warn(&format!(
             "could not keep the commits of the builds on disk in the repository: {err:#}"
         ));
     }
-    if let Err(err) = try_sync_ref(plan) {
+    if let Err(err) = repo
+        .map_err(unopened)
+        .and_then(|repo| try_sync_ref(plan, repo))
+    {
         reporter.warn(&format!(
             "could not update refs/heads/{ROLLBACK_BRANCH}: {err:#}"
         ));
@@ -77,9 +96,8 @@ fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
     removed
 }
 
-fn try_sync_ref(plan: &Plan) -> Result<()> {
+fn try_sync_ref(plan: &Plan, repo: &Repository) -> Result<()> {
     let layout = &plan.layout;
-    let repo = Repository::open_bare(&plan.config.repository)?;
     let refname = format!("refs/heads/{ROLLBACK_BRANCH}");
     let target = builds::rollback_target(layout)?;
     match target.and_then(|t| builds::revision(layout, &t).map(|c| (t, c))) {
@@ -101,10 +119,9 @@ fn try_sync_ref(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-fn sync_build_refs(plan: &Plan) -> Result<()> {
-    hide_internal_refs(&plan.config.repository)?;
+fn sync_build_refs(plan: &Plan, repo: &Repository) -> Result<()> {
+    hide_internal_refs(repo)?;
     let layout = &plan.layout;
-    let repo = Repository::open_bare(&plan.config.repository)?;
     let on_disk = builds::list(layout)?;
     let mut missing = Vec::new();
     for build in &on_disk {
@@ -148,9 +165,8 @@ fn sync_build_refs(plan: &Plan) -> Result<()> {
 /// commits of the builds on disk from being pruned) from clients: git neither lists them, nor
 /// sends them, nor lets a push change them. Set by `install` for new and existing repositories,
 /// and by the hook when it is missing. Writes the config only when the value is not there yet.
-pub fn hide_internal_refs(repo: &Path) -> Result<()> {
+pub fn hide_internal_refs(repo: &Repository) -> Result<()> {
     const HIDDEN: &str = "refs/atomdeploy";
-    let repo = Repository::open_bare(repo)?;
     let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
     let mut present = false;
     if let Ok(entries) = config.multivar("transfer.hiderefs", None) {

@@ -12,9 +12,10 @@ use crate::builds;
 use crate::history::{self, Outcome};
 use crate::lock::DeployLock;
 use crate::plan::Plan;
-use crate::refs::sync_ref;
+use crate::refs::open_and_sync_ref;
 use crate::report::{Reporter, short_id};
-use crate::{commands, fault, recover, switch};
+use crate::steps::{commands, switch};
+use crate::{fault, recover};
 
 /// Rolls back from the live build to the newest older good build, or to `to`.
 /// `source` names who asked, for the log.
@@ -32,7 +33,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         Ok(None) => return Ok(()),
         Err(err) => {
             // Whatever the reason, the branch should show the truth afterwards.
-            sync_ref(plan, reporter);
+            open_and_sync_ref(plan, reporter);
             return Err(err);
         }
     };
@@ -43,7 +44,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     ));
     let switched_at = restore(plan, &live, &target, reporter)?;
     fault::point("rollback-switched");
-    sync_ref(plan, reporter);
+    open_and_sync_ref(plan, reporter);
     let summary = format!("rolled back to builds/{target} ({})", short_id(&commit));
     reporter.line(&summary);
 

@@ -16,6 +16,7 @@
 //! Without a lock in the commit, what composer installs depends on the repositories' state,
 //! not only on the tree, so it is never skipped then.
 
+use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,10 @@ use crate::child;
 use crate::config::Composer;
 use crate::plan::Layout;
 use crate::report::Reporter;
+use crate::steps::Summary;
 
 /// What composer did, for the step's line.
+#[derive(Debug)]
 pub enum Outcome {
     Install(&'static str),
     /// vendor/ is removed and installed afresh, for what composer would not notice (it
@@ -38,6 +41,35 @@ pub enum Outcome {
     DumpAutoload,
     Skipped,
     NoComposerJson,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Install(why) => write!(f, "install ({why})"),
+            Outcome::Reinstall(why) => write!(f, "install into an empty vendor/ ({why})"),
+            Outcome::DumpAutoload => f.write_str("dump-autoload (autoload sources changed)"),
+            Outcome::Skipped => f.write_str("skipped (its inputs and vendor/ are unchanged)"),
+            Outcome::NoComposerJson => f.write_str("skipped (no composer.json)"),
+        }
+    }
+}
+
+impl Summary for Outcome {
+    fn skipped(&self) -> bool {
+        matches!(self, Outcome::Skipped | Outcome::NoComposerJson)
+    }
+}
+
+/// What composer will do for a commit, and what it needs to know of the commit to do it:
+/// decided before it runs, with the repository, so that the run itself needs none (it may
+/// run on a thread of its own, where the deploy's repository cannot go).
+pub struct Decision {
+    pub outcome: Outcome,
+    commit: Oid,
+    /// Whether the commit's tree has composer.lock, and vendor/.
+    has_lock: bool,
+    has_vendor: bool,
 }
 
 /// Why composer runs in full when the commit has no composer.lock.
@@ -82,7 +114,21 @@ fn state_file(layout: &Layout) -> PathBuf {
 
 /// What composer's run for a commit will write, decided before it runs.
 pub fn decide_for(
-    repo: &Path,
+    repo: &Repository,
+    commit: Oid,
+    layout: &Layout,
+    composer: &Composer,
+) -> Result<Decision> {
+    Ok(Decision {
+        outcome: outcome_for(repo, commit, layout, composer)?,
+        commit,
+        has_lock: commit_has(repo, commit, LOCK)?,
+        has_vendor: commit_has(repo, commit, "vendor")?,
+    })
+}
+
+fn outcome_for(
+    repo: &Repository,
     commit: Oid,
     layout: &Layout,
     composer: &Composer,
@@ -145,15 +191,19 @@ pub fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
     ])
 }
 
-/// Runs what `outcome` says (see [`decide_for`]).
+/// Runs what `decision` says (see [`decide_for`]).
 pub fn run(
-    outcome: Outcome,
-    repo: &Path,
-    commit: Oid,
+    decision: Decision,
     layout: &Layout,
     composer: &Composer,
     reporter: &Reporter,
 ) -> Result<Outcome> {
+    let Decision {
+        outcome,
+        commit,
+        has_lock,
+        has_vendor,
+    } = decision;
     let app = &layout.application;
     let state_file = state_file(layout);
     let args = match outcome {
@@ -165,10 +215,10 @@ pub fn run(
             let recorded = std::fs::remove_file(&state_file).is_ok();
             let unfinished = std::fs::remove_file(unfinished_marker(layout)).is_ok();
             if recorded || unfinished {
-                if !commit_has(repo, commit, "vendor")? {
+                if !has_vendor {
                     remove_dir_if_present(&app.join("vendor"))?;
                 }
-                remove_stale_lock(repo, commit, app)?;
+                remove_stale_lock(has_lock, app)?;
             }
             return Ok(outcome);
         }
@@ -178,7 +228,7 @@ pub fn run(
         "the app has a composer.json but `composer` is not on the hook's PATH \
          (install it, e.g. `apt-get install composer`, or set `composer: false` in deploy.yml)",
     )?;
-    if remove_stale_lock(repo, commit, app)? {
+    if remove_stale_lock(has_lock, app)? {
         reporter.line(
             "    notice: the commit has no composer.lock, so every deploy resolves versions afresh \
              and runs composer install; commit composer.lock for repeatable builds",
@@ -211,8 +261,8 @@ pub fn run(
 /// run wrote it; ignored, checkout keeps it) so that composer resolves from composer.json as
 /// on a fresh clone instead of installing an old resolution. Returns whether the commit has
 /// no lock.
-fn remove_stale_lock(repo: &Path, commit: Oid, app: &Path) -> Result<bool> {
-    if commit_has(repo, commit, LOCK)? {
+fn remove_stale_lock(has_lock: bool, app: &Path) -> Result<bool> {
+    if has_lock {
         return Ok(false);
     }
     let lock = app.join(LOCK);
@@ -225,7 +275,7 @@ fn remove_stale_lock(repo: &Path, commit: Oid, app: &Path) -> Result<bool> {
 }
 
 fn decide(
-    repo: &Path,
+    repo: &Repository,
     last: &LastRun,
     commit: Oid,
     app: &Path,
@@ -239,7 +289,6 @@ fn decide(
             "vendor/ was changed since composer last ran",
         ));
     }
-    let repo = Repository::open_bare(repo)?;
     let Ok(before) = Oid::from_str(&last.commit).and_then(|id| repo.find_commit(id)) else {
         return Ok(Outcome::Install("the last commit composer ran for is gone"));
     };
@@ -363,8 +412,7 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
 }
 
 /// Whether the commit's tree has `path` (a file or a directory).
-fn commit_has(repo: &Path, commit: Oid, path: &str) -> Result<bool> {
-    let repo = Repository::open_bare(repo)?;
+fn commit_has(repo: &Repository, commit: Oid, path: &str) -> Result<bool> {
     let tree = repo.find_commit(commit)?.tree()?;
     Ok(tree.get_path(Path::new(path)).is_ok())
 }
@@ -498,10 +546,14 @@ mod tests {
                 .collect(),
             timeout: std::time::Duration::from_secs(60),
         };
-        // The record is not read past its format, so neither repository nor commit is needed.
-        let outcome = decide_for(dir.path(), Oid::ZERO_SHA1, &layout, &composer).unwrap();
+        let repo = Repository::init_bare(dir.path().join("repo.git")).unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let who = git2::Signature::now("t", "t@example.com").unwrap();
+        let commit = repo.commit(None, &who, &who, "empty", &tree, &[]).unwrap();
+        let decision = decide_for(&repo, commit, &layout, &composer).unwrap();
         assert!(matches!(
-            outcome,
+            decision.outcome,
             Outcome::Install("recorded by an older version")
         ));
         let new = r#"{"commit":"0123456789012345678901234567890123456789","args":["install"],"vendor_xxh3":"00000000000004d2"}"#;

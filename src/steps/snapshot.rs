@@ -4,12 +4,14 @@
 //! complete build is renamed into `builds/`, so a half-made build never carries a build name.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -19,7 +21,8 @@ use walkdir::WalkDir;
 use crate::fault;
 use crate::manifest::{Identity, Manifest, ManifestWriter, Placed, Record};
 use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::report::{self, Reporter};
+use crate::steps::Summary;
 
 /// A build in the making. Dropping it before [`Snapshot::publish`] removes it.
 pub struct Snapshot {
@@ -128,6 +131,17 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The step's line, once every file is placed.
+    pub fn summary(&self, linking: Linking, meanwhile: Duration) -> Made {
+        Made {
+            linking,
+            copied: self.copied,
+            linked: self.linked,
+            bytes: self.bytes,
+            meanwhile,
+        }
+    }
+
     /// Renames the finished build to `dest` in one step.
     pub fn publish(self, dest: &Path) -> Result<PathBuf> {
         fs::rename(self.dir.path(), dest)
@@ -136,6 +150,55 @@ impl Snapshot {
         let _ = self.dir.keep();
         Ok(dest.to_path_buf())
     }
+}
+
+/// How the files of a build were placed, as the step's line tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linking {
+    /// `snapshot: copy`.
+    Copy,
+    /// `snapshot: link`, linking from the live build.
+    Link,
+    /// `snapshot: link` in a `replay`, which links nothing.
+    Replay,
+}
+
+/// The snapshot step's line: what was linked and copied, and how much of it was done while
+/// composer ran.
+pub struct Made {
+    pub linking: Linking,
+    pub copied: u64,
+    pub linked: u64,
+    pub bytes: u64,
+    pub meanwhile: Duration,
+}
+
+impl fmt::Display for Made {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (copied, linked, size) = (self.copied, self.linked, megabytes(self.bytes));
+        match self.linking {
+            Linking::Copy => write!(f, "{copied} files copied, {size}")?,
+            Linking::Replay => write!(f, "{copied} files copied, {size} (replay: nothing linked)")?,
+            Linking::Link => write!(
+                f,
+                "{linked} files linked to the live build, {copied} copied ({size})"
+            )?,
+        }
+        if !self.meanwhile.is_zero() {
+            write!(
+                f,
+                "; {} of it while composer ran",
+                report::seconds(self.meanwhile)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Summary for Made {}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
 /// How a build gets its files.

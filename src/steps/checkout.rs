@@ -5,6 +5,7 @@
 //! repository stays an ordinary bare repository for git's own tools.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use git2::{CheckoutNotificationType, Delta, DiffOptions, FileMode, Index, Oid, R
 use crate::fault;
 use crate::plan::Layout;
 use crate::report::Reporter;
+use crate::steps::Summary;
 
 #[derive(Debug, Default)]
 pub struct Checkout {
@@ -32,15 +34,54 @@ pub struct Checkout {
     pub added_by_hand: Vec<String>,
 }
 
+impl Checkout {
+    /// What the pusher must know was undone on the server, one warning each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.overwritten.is_empty() {
+            warnings.push(format!(
+                "overwrote edits made on the server to tracked files in application/: {}",
+                self.overwritten.join(", ")
+            ));
+        }
+        if !self.added_by_hand.is_empty() {
+            warnings.push(format!(
+                "removed files added on the server to application/ that git neither tracks nor ignores: {}",
+                self.added_by_hand.join(", ")
+            ));
+        }
+        if !self.unlinked.is_empty() {
+            warnings.push(format!(
+                "removed symlinks made on the server in application/ where the commit has files: {}",
+                self.unlinked.join(", ")
+            ));
+        }
+        warnings
+    }
+}
+
+impl fmt::Display for Checkout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} files, {} written, {} removed",
+            self.files, self.written, self.removed
+        )
+    }
+}
+
+impl Summary for Checkout {}
+
+/// Checks `commit` out into `application/`. The deploy's repository gets `application/` as
+/// its working directory and the state folder's index for it; nothing after this step reads
+/// a working tree through it.
 pub fn checkout(
-    repo_path: &Path,
+    repo: &Repository,
     commit: Oid,
     layout: &Layout,
     composer: bool,
     reporter: &Reporter,
 ) -> Result<Checkout> {
-    let repo = Repository::open_bare(repo_path)
-        .with_context(|| format!("cannot open the repository {}", repo_path.display()))?;
     let tree = repo
         .find_commit(commit)?
         .tree()
@@ -48,7 +89,7 @@ pub fn checkout(
         .map_err(|refused| anyhow::anyhow!("refusing commit {commit}: {refused}"))?;
     // Before anything is touched: a path git refuses would be joined onto application/ below
     // (and by libgit2), and `..` or `.git` there reach outside it.
-    if let Err(refused) = check_tree(&repo, &tree) {
+    if let Err(refused) = check_tree(repo, &tree) {
         bail!(
             "refusing commit {commit}: {refused}; nothing was changed (git refuses such trees \
              at push time when receive.fsckObjects is on, as `atomdeploy-hook install` sets it)"
@@ -102,16 +143,16 @@ pub fn checkout(
         .ok()
         .and_then(|text| Oid::from_str(text.trim()).ok());
     let strays = match interrupted {
-        Some(other) => untracked_files_of(&repo, other, &index, reporter)?,
+        Some(other) => untracked_files_of(repo, other, &index, reporter)?,
         None => Vec::new(),
     };
     // Forced, the checkout also rewrites what was edited on the server; after an
     // interruption, or without an index, nothing says what it will write: every path.
     if interrupted.is_some() || index_lost {
-        to_write = tree_files(&repo, &tree)?;
+        to_write = tree_files(repo, &tree)?;
     } else {
         // (After an interruption, differences are the interrupted checkout's, not edits.)
-        let edited = edited_on_server(&repo, &index)?;
+        let edited = edited_on_server(repo, &index)?;
         result.overwritten = edited.iter().map(|p| display(p)).collect();
         to_write.extend(edited);
     }
