@@ -82,59 +82,14 @@ pub fn checkout(
     composer: bool,
     reporter: &Reporter,
 ) -> Result<Checkout> {
-    let tree = repo
-        .find_commit(commit)?
-        .tree()
-        .map_err(|e| unreadable(b"", &e))
-        .map_err(|refused| anyhow::anyhow!("refusing commit {commit}: {refused}"))?;
-    // Before anything is touched: a path git refuses would be joined onto application/ below
-    // (and by libgit2), and `..` or `.git` there reach outside it.
-    if let Err(refused) = check_tree(repo, &tree) {
-        bail!(
-            "refusing commit {commit}: {refused}; nothing was changed (git refuses such trees \
-             at push time when receive.fsckObjects is on, as `atomdeploy-hook install` sets it)"
-        );
-    }
-    std::fs::create_dir_all(&layout.application)
-        .with_context(|| format!("cannot create {}", layout.application.display()))?;
-    repo.set_workdir(&layout.application, false)?;
-    if composer {
-        // What composer writes is its own, not files added by hand: an app that ignores
-        // neither vendor/ nor its lock must not lose vendor/ (a full install every deploy) or
-        // be told on every push that they were removed. For this checkout only; a tracked
-        // path stays tracked whatever an ignore rule says.
-        repo.add_ignore_rule("/vendor/\n/composer.lock\n")?;
-    }
-    remove_stale_index_lock(layout, reporter)?;
-    let (mut index, index_lost) = open_index(layout, reporter)?;
-    repo.set_index(&mut index)?;
-
+    let tree = checked_tree(repo, commit)?;
+    let (mut index, index_lost) = prepare(repo, layout, composer, reporter)?;
     let mut result = Checkout::default();
-    let diff = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
-    // Paths the checkout is about to write.
-    let mut to_write: Vec<PathBuf> = Vec::new();
-    // Submodule directories the commit no longer has as submodules: libgit2 leaves them.
-    let mut old_gitlinks: Vec<PathBuf> = Vec::new();
-    // Where the commit has a new submodule: libgit2 cannot make its directory over a file.
-    let mut new_gitlinks: Vec<PathBuf> = Vec::new();
-    for delta in diff.deltas() {
-        // The diff runs from the new tree to the old index, so its sides are swapped.
-        match delta.status() {
-            Delta::Deleted | Delta::Modified | Delta::Typechange => {
-                result.written += 1;
-                to_write.extend(delta.old_file().path().map(Path::to_path_buf));
-            }
-            Delta::Added => result.removed += 1,
-            _ => {}
-        }
-        let (commit_has, index_had) = (delta.old_file(), delta.new_file());
-        if index_had.mode() == FileMode::Commit && commit_has.mode() != FileMode::Commit {
-            old_gitlinks.extend(index_had.path().map(Path::to_path_buf));
-        }
-        if commit_has.mode() == FileMode::Commit && index_had.mode() != FileMode::Commit {
-            new_gitlinks.extend(commit_has.path().map(Path::to_path_buf));
-        }
-    }
+    let Changes {
+        mut to_write,
+        old_gitlinks,
+        new_gitlinks,
+    } = changes(repo, &tree, &index, &mut result)?;
 
     // A checkout killed half-way leaves files the index does not know: those of the commit
     // it was writing. Remember which, to remove the ones this commit does not have.
@@ -167,7 +122,127 @@ pub fn checkout(
         }
     }
 
-    let bar = reporter.progress(result.files as u64, "checking out");
+    result.added_by_hand = write_tree(repo, &tree, commit, layout, reporter)?;
+    if remove_old_gitlinks(&old_gitlinks, &tree, &layout.application)? {
+        // What the commit has where a submodule's directory stood could not be written.
+        let mut builder = CheckoutBuilder::new();
+        builder.force().disable_pathspec_match(true);
+        for path in &old_gitlinks {
+            builder.path(path);
+        }
+        repo.checkout_tree(tree.as_object(), Some(&mut builder))
+            .with_context(|| format!("cannot check {commit} out where submodules were"))?;
+    }
+    index.write().context("cannot save the checkout's index")?;
+    result.files = index.len();
+    for stray in strays {
+        if tree.get_path(&stray).is_err()
+            && let Some(full) = inside(&layout.application, &stray)
+        {
+            let _ = std::fs::remove_file(full);
+        }
+    }
+    std::fs::remove_file(&pending).context("cannot note the checkout as done")?;
+    Ok(result)
+}
+
+/// The commit's tree, once every path in it is one git accepts.
+fn checked_tree(repo: &Repository, commit: Oid) -> Result<git2::Tree<'_>> {
+    let tree = repo
+        .find_commit(commit)?
+        .tree()
+        .map_err(|e| unreadable(b"", &e))
+        .map_err(|refused| anyhow::anyhow!("refusing commit {commit}: {refused}"))?;
+    // Before anything is touched: a path git refuses would be joined onto application/ below
+    // (and by libgit2), and `..` or `.git` there reach outside it.
+    if let Err(refused) = check_tree(repo, &tree) {
+        bail!(
+            "refusing commit {commit}: {refused}; nothing was changed (git refuses such trees \
+             at push time when receive.fsckObjects is on, as `atomdeploy-hook install` sets it)"
+        );
+    }
+    Ok(tree)
+}
+
+/// Gives the repository `application/` as its working directory and the state folder's
+/// index. Returns the index, and whether it was lost (see [`open_index`]).
+fn prepare(
+    repo: &Repository,
+    layout: &Layout,
+    composer: bool,
+    reporter: &Reporter,
+) -> Result<(Index, bool)> {
+    std::fs::create_dir_all(&layout.application)
+        .with_context(|| format!("cannot create {}", layout.application.display()))?;
+    repo.set_workdir(&layout.application, false)?;
+    if composer {
+        // What composer writes is its own, not files added by hand: an app that ignores
+        // neither vendor/ nor its lock must not lose vendor/ (a full install every deploy) or
+        // be told on every push that they were removed. For this checkout only; a tracked
+        // path stays tracked whatever an ignore rule says.
+        repo.add_ignore_rule("/vendor/\n/composer.lock\n")?;
+    }
+    remove_stale_index_lock(layout, reporter)?;
+    let (mut index, index_lost) = open_index(layout, reporter)?;
+    repo.set_index(&mut index)?;
+    Ok((index, index_lost))
+}
+
+/// What the commit changes against the index, beyond the counts it adds to `result`.
+struct Changes {
+    /// Paths the checkout is about to write.
+    to_write: Vec<PathBuf>,
+    /// Submodule directories the commit no longer has as submodules: libgit2 leaves them.
+    old_gitlinks: Vec<PathBuf>,
+    /// Where the commit has a new submodule: libgit2 cannot make its directory over a file.
+    new_gitlinks: Vec<PathBuf>,
+}
+
+fn changes(
+    repo: &Repository,
+    tree: &git2::Tree,
+    index: &Index,
+    result: &mut Checkout,
+) -> Result<Changes> {
+    let diff = repo.diff_tree_to_index(Some(tree), Some(index), None)?;
+    let mut to_write: Vec<PathBuf> = Vec::new();
+    let mut old_gitlinks: Vec<PathBuf> = Vec::new();
+    let mut new_gitlinks: Vec<PathBuf> = Vec::new();
+    for delta in diff.deltas() {
+        // The diff runs from the new tree to the old index, so its sides are swapped.
+        match delta.status() {
+            Delta::Deleted | Delta::Modified | Delta::Typechange => {
+                result.written += 1;
+                to_write.extend(delta.old_file().path().map(Path::to_path_buf));
+            }
+            Delta::Added => result.removed += 1,
+            _ => {}
+        }
+        let (commit_has, index_had) = (delta.old_file(), delta.new_file());
+        if index_had.mode() == FileMode::Commit && commit_has.mode() != FileMode::Commit {
+            old_gitlinks.extend(index_had.path().map(Path::to_path_buf));
+        }
+        if commit_has.mode() == FileMode::Commit && index_had.mode() != FileMode::Commit {
+            new_gitlinks.extend(commit_has.path().map(Path::to_path_buf));
+        }
+    }
+    Ok(Changes {
+        to_write,
+        old_gitlinks,
+        new_gitlinks,
+    })
+}
+
+/// The checkout itself, forced. Returns the files added by hand that it removed.
+fn write_tree(
+    repo: &Repository,
+    tree: &git2::Tree,
+    commit: Oid,
+    layout: &Layout,
+    reporter: &Reporter,
+) -> Result<Vec<String>> {
+    // Its length comes with the first progress call.
+    let bar = reporter.progress(0, "checking out");
     let mut added_by_hand = Vec::new();
     let mut builder = CheckoutBuilder::new();
     // Files added on the server that git neither tracks nor ignores go too, so that the
@@ -193,29 +268,8 @@ pub fn checkout(
             )
         })?;
     drop(builder);
-    result.added_by_hand = added_by_hand;
     bar.finish_and_clear();
-    if remove_old_gitlinks(&old_gitlinks, &tree, &layout.application)? {
-        // What the commit has where a submodule's directory stood could not be written.
-        let mut builder = CheckoutBuilder::new();
-        builder.force().disable_pathspec_match(true);
-        for path in &old_gitlinks {
-            builder.path(path);
-        }
-        repo.checkout_tree(tree.as_object(), Some(&mut builder))
-            .with_context(|| format!("cannot check {commit} out where submodules were"))?;
-    }
-    index.write().context("cannot save the checkout's index")?;
-    result.files = index.len();
-    for stray in strays {
-        if tree.get_path(&stray).is_err()
-            && let Some(full) = inside(&layout.application, &stray)
-        {
-            let _ = std::fs::remove_file(full);
-        }
-    }
-    std::fs::remove_file(&pending).context("cannot note the checkout as done")?;
-    Ok(result)
+    Ok(added_by_hand)
 }
 
 /// libgit2 writes the index through `<index>.lock`; a checkout killed at that moment leaves

@@ -232,31 +232,9 @@ pub fn snapshot(
     options: &Options,
     reporter: &Reporter,
 ) -> Result<Snapshot> {
-    fs::create_dir_all(layout.tmp())?;
-    // Same depth below the root as builds/<name>, so relative links made in it stay right
-    // after the rename.
-    let dir = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(layout.tmp())
-        .with_context(|| format!("cannot create a build under {}", layout.tmp().display()))?;
+    let dir = build_in_making(layout)?;
     let source = &layout.application;
-    let entries: Vec<walkdir::DirEntry> = WalkDir::new(source)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
-            // clones composer leaves in vendor/ for source installs (most of some apps' size).
-            let git = e.file_name() == ".git";
-            let later = options
-                .later
-                .iter()
-                .any(|p| e.path().strip_prefix(source).is_ok_and(|r| r == p));
-            !(git || later)
-        })
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot read {}", source.display()))?;
+    let entries = entries(source, options)?;
     let build = dir.path().to_path_buf();
     let relative = |entry: &walkdir::DirEntry| {
         entry
@@ -265,30 +243,7 @@ pub fn snapshot(
             .expect("walk stays below its root")
             .to_path_buf()
     };
-
-    let mut real_dirs = HashSet::new();
-    if let Some((from, _)) = options.link_from
-        && fs::symlink_metadata(from).is_ok_and(|m| m.is_dir())
-    {
-        real_dirs.insert(PathBuf::new());
-    }
-    // Directory modes are applied last, so a read-only directory can still be filled.
-    let mut dir_modes = Vec::new();
-    for entry in entries.iter().filter(|e| e.file_type().is_dir()) {
-        let relative = relative(entry);
-        let dest = build.join(&relative);
-        fs::create_dir(&dest)
-            .with_context(|| format!("cannot create {} in the build", relative.display()))?;
-        if let Some((from, _)) = options.link_from
-            && real_dir(from, &relative, &real_dirs)
-        {
-            real_dirs.insert(relative);
-        }
-        let meta = entry
-            .metadata()
-            .with_context(|| format!("cannot read {}", entry.path().display()))?;
-        dir_modes.push((dest, meta.permissions()));
-    }
+    let (dir_modes, real_dirs) = make_dirs(&entries, &build, source, options)?;
 
     let bar = match options.progress {
         true => reporter.progress(entries.len() as u64, "copying"),
@@ -361,6 +316,79 @@ pub fn snapshot(
         files,
         real_dirs,
     })
+}
+
+/// A new, empty build under a temporary name in the state folder.
+fn build_in_making(layout: &Layout) -> Result<TempDir> {
+    fs::create_dir_all(layout.tmp())?;
+    // Same depth below the root as builds/<name>, so relative links made in it stay right
+    // after the rename.
+    tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(layout.tmp())
+        .with_context(|| format!("cannot create a build under {}", layout.tmp().display()))
+}
+
+/// Everything of application/ a snapshot copies now, in file-name order.
+fn entries(source: &Path, options: &Options) -> Result<Vec<walkdir::DirEntry>> {
+    WalkDir::new(source)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
+            // clones composer leaves in vendor/ for source installs (most of some apps' size).
+            let git = e.file_name() == ".git";
+            let later = options
+                .later
+                .iter()
+                .any(|p| e.path().strip_prefix(source).is_ok_and(|r| r == p));
+            !(git || later)
+        })
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read {}", source.display()))
+}
+
+/// A directory of the build, and the mode it gets once it is filled.
+type DirMode = (PathBuf, Permissions);
+
+/// Makes the build's directories, in order. Returns their modes, to apply last, and which
+/// are real directories in the build linked from (see [`real_dir`]).
+fn make_dirs(
+    entries: &[walkdir::DirEntry],
+    build: &Path,
+    source: &Path,
+    options: &Options,
+) -> Result<(Vec<DirMode>, HashSet<PathBuf>)> {
+    let mut real_dirs = HashSet::new();
+    if let Some((from, _)) = options.link_from
+        && fs::symlink_metadata(from).is_ok_and(|m| m.is_dir())
+    {
+        real_dirs.insert(PathBuf::new());
+    }
+    // Directory modes are applied last, so a read-only directory can still be filled.
+    let mut dir_modes = Vec::new();
+    for entry in entries.iter().filter(|e| e.file_type().is_dir()) {
+        let relative = entry
+            .path()
+            .strip_prefix(source)
+            .expect("walk stays below its root")
+            .to_path_buf();
+        let dest = build.join(&relative);
+        fs::create_dir(&dest)
+            .with_context(|| format!("cannot create {} in the build", relative.display()))?;
+        if let Some((from, _)) = options.link_from
+            && real_dir(from, &relative, &real_dirs)
+        {
+            real_dirs.insert(relative);
+        }
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("cannot read {}", entry.path().display()))?;
+        dir_modes.push((dest, meta.permissions()));
+    }
+    Ok((dir_modes, real_dirs))
 }
 
 enum Outcome {
