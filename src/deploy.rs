@@ -1,5 +1,5 @@
 //! A deploy: steps 1, 2 and 12 (see [`crate::steps`]) around the pipeline. Under the lock,
-//! it decides what to build, runs [`pipeline`] and logs the attempt, whatever its end.
+//! it decides what to build, runs [`pipeline()`] and logs the attempt, whatever its end.
 
 use anyhow::{Context, Result};
 use git2::{ErrorCode, Oid, Repository};

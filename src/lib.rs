@@ -3,15 +3,17 @@
 //! The binary (`main.rs`) only parses its command line and calls [`run::run`]; everything
 //! else is here, so that a test can call a deploy in-process.
 //!
-//! - Entry points: [`run`] dispatches a command; [`hook`] is the `post-receive` hook, which
-//!   asks [`deploy`] or [`rollback`]; [`install`] sets a server up; [`inventory`] lists what
+//! - Entry points: [`run`] dispatches a command; [`hook`] is the `post-receive` hook, above
+//!   both [`deploy`] and [`rollback`]; [`install`] sets a server up; [`inventory`] lists what
 //!   is on it.
-//! - The pipeline: [`deploy`] runs its steps in order (see its doc); [`rollback`] goes back.
-//! - State on disk: [`plan`] (the layout of a deploy root and its configuration),
-//!   [`builds`], [`history`] (the deploy log), [`manifest`] (what each build file came from),
-//!   [`refs`] (the refs kept in the bare repository), [`lock`].
+//! - A deploy: [`deploy`] takes the lock, decides, runs [`pipeline`] and logs; the pipeline
+//!   runs the [`steps`] (one module each, in the README's order); [`rollback`] goes back.
+//! - State on disk: [`plan`] (the layout of a deploy root and its configuration, [`config`]),
+//!   [`build_name`], [`builds`], [`history`] (the deploy log), [`manifest`] (what each build
+//!   file came from), [`refs`] (the refs kept in the bare repository), [`lock`].
 //! - Infrastructure: [`child`] (running programs), [`report`] (what the pusher sees),
-//!   [`fault`] (crash points for the kill tests), [`recover`] (after a killed deploy).
+//!   [`fault`] (crash points for the kill tests), [`recover`] (after a killed deploy),
+//!   [`push`] (the ref updates git hands the hook), [`cli`].
 
 // Every unsafe block says why it is sound (see Cargo.toml for why this is not in [lints]).
 #![deny(clippy::undocumented_unsafe_blocks)]

@@ -2,6 +2,13 @@
 //!
 //! The copy is made under a temporary name on the same filesystem as `builds/`; only a
 //! complete build is renamed into `builds/`, so a half-made build never carries a build name.
+//!
+//! In `snapshot: link` mode a file is hard-linked from the live build instead of copied only
+//! while both hold: `application/` still has the very file the live build's copy came from
+//! (its inode and ctime, recorded with each build in its manifest), and that copy is still
+//! what was placed (inode, size, mode, mtime). Why these and not others: see `manifest.rs`.
+//! Nothing is looked up through a symlink, shared entries are never linked, and `replay`
+//! links nothing.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -203,8 +210,9 @@ fn megabytes(bytes: u64) -> String {
 
 /// How a build gets its files.
 pub struct Options<'a> {
-    /// `snapshot: link`: hard-link files unchanged since this build (the live one) instead of
-    /// copying them, as `rsync --link-dest` does. Files of such builds are made read-only, so
+    /// `snapshot: link`: hard-link files from this build (the live one) instead of copying
+    /// them, as `rsync --link-dest` does, when its manifest shows that application/ still has
+    /// the very file its copy came from and that the copy is still what was placed. Files of such builds are made read-only, so
     /// that writing one in place fails loudly instead of changing every build that shares it.
     pub link_from: Option<(&'a Path, &'a Manifest)>,
     /// Drop the write bits of every file copied: set for every build in `snapshot: link`, the
