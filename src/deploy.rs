@@ -4,15 +4,15 @@
 use anyhow::{Context, Result};
 use git2::{ErrorCode, Oid, Repository};
 
-use crate::build_name::BuildName;
-use crate::builds;
-use crate::history::{self, Outcome, StepTime};
-use crate::lock::DeployLock;
+use crate::infra::lock::DeployLock;
+use crate::infra::report::{self, Reporter};
 use crate::pipeline::{self, Deployed, Problem, pipeline};
-use crate::plan::Plan;
-use crate::report::{self, Reporter};
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::history::{self, Outcome, StepTime};
+use crate::state::plan::Plan;
 use crate::steps::switch;
-use crate::{fault, recover, refs};
+use crate::{infra::fault, infra::recover, state::refs};
 
 /// What to deploy.
 pub struct Request<'a> {

@@ -7,10 +7,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::deploy::{self, Request};
-use crate::lock::DeployLock;
-use crate::plan::Plan;
-use crate::report::{Output, Reporter};
-use crate::{install, push, refs, rollback};
+use crate::infra::lock::DeployLock;
+use crate::infra::report::{Output, Reporter};
+use crate::state::plan::Plan;
+use crate::{install, push, rollback, state::refs};
 
 /// Runs the hook for the deploy root `root`, reading the pushed refs from stdin.
 pub fn run(root: &Path) -> Result<()> {

@@ -5,9 +5,9 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::builds;
-use crate::history::{self, Outcome};
-use crate::plan::Layout;
+use crate::state::builds;
+use crate::state::history::{self, Outcome};
+use crate::state::plan::Layout;
 
 /// One row of `builds`: a build on disk, or a failed deploy that left none.
 #[derive(Debug, Serialize)]
@@ -168,7 +168,7 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
             (file, format!("the failed attempt {id}"))
         }
         Some(build) => {
-            if crate::build_name::BuildName::parse(build).is_none() {
+            if crate::state::build_name::BuildName::parse(build).is_none() {
                 bail!(
                     "`{build}` is not a build name or a failed attempt's id (`atomdeploy-hook builds` lists them)"
                 );

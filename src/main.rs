@@ -3,7 +3,8 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use atomdeploy_hook::{cli, report, run};
+use atomdeploy_hook::infra::report;
+use atomdeploy_hook::{cli, run};
 use clap::Parser;
 
 fn main() {

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use git2::{Oid, Repository};
 
-use crate::build_name::BuildName;
-use crate::builds;
 use crate::config::SnapshotMode;
-use crate::manifest::Manifest;
-use crate::plan::Plan;
-use crate::report::Reporter;
+use crate::infra::report::Reporter;
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::manifest::Manifest;
+use crate::state::plan::Plan;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::snapshot::{self, Linking, Snapshot};
 use crate::steps::{self, checkout, cleanup, health, shared, switch};
-use crate::{fault, rollback};
+use crate::{infra::fault, rollback};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {

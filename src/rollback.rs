@@ -2,20 +2,20 @@
 //! the automatic rollback after a failed health check. Every way back is the same atomic
 //! switch as a deploy, under the same lock.
 //!
-//! `git push production :rollback` deletes the `rollback` branch that [`crate::refs`] keeps at
+//! `git push production :rollback` deletes the `rollback` branch that [`crate::state::refs`] keeps at
 //! the rollback target.
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::build_name::BuildName;
-use crate::builds;
-use crate::history::{self, Outcome};
-use crate::lock::DeployLock;
-use crate::plan::Plan;
-use crate::refs::open_and_sync_ref;
-use crate::report::{Reporter, short_id};
+use crate::infra::lock::DeployLock;
+use crate::infra::report::{Reporter, short_id};
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::history::{self, Outcome};
+use crate::state::plan::Plan;
+use crate::state::refs::open_and_sync_ref;
 use crate::steps::{commands, switch};
-use crate::{fault, recover};
+use crate::{infra::fault, infra::recover};
 
 /// Rolls back from the live build to the newest older good build, or to `to`.
 /// `source` names who asked, for the log.

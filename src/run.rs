@@ -3,8 +3,8 @@
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
-use crate::plan::Plan;
-use crate::report::{Output, Reporter};
+use crate::infra::report::{Output, Reporter};
+use crate::state::plan::Plan;
 use crate::{deploy, hook, install, inventory, rollback};
 
 pub fn run(cli: Cli) -> Result<()> {

@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail};
 use git2::build::CheckoutBuilder;
 use git2::{CheckoutNotificationType, Delta, DiffOptions, FileMode, Index, Oid, Repository};
 
-use crate::fault;
-use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::infra::fault;
+use crate::infra::report::Reporter;
+use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 #[derive(Debug, Default)]

@@ -4,8 +4,8 @@ use std::fmt;
 
 use anyhow::Result;
 
-use crate::builds;
-use crate::plan::Layout;
+use crate::state::builds;
+use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 /// How many builds went, and the setting that decided it.

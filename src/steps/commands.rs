@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::build_name::BuildName;
-use crate::builds;
-use crate::child;
-use crate::plan::Plan;
-use crate::report::Reporter;
+use crate::infra::child;
+use crate::infra::report::Reporter;
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::plan::Plan;
 
 /// What a command learns of the deploy, as `ATOMDEPLOY_*` variables.
 pub struct DeployEnv<'a> {

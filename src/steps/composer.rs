@@ -25,10 +25,10 @@ use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use crate::child;
 use crate::config::Composer;
-use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::infra::child;
+use crate::infra::report::Reporter;
+use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 /// What composer did, for the step's line.

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::child;
 use crate::config::{Healthcheck, Probe};
-use crate::report::Reporter;
+use crate::infra::child;
+use crate::infra::report::Reporter;
 use crate::steps::Summary;
 
 /// A check that passed, and at which attempt.

@@ -1,26 +1,27 @@
 //! The steps of a deploy, each a module of its own, in the order a deploy runs them (the
 //! README's "The deploy, step by step" tells the same list):
 //!
-//! 1. **lock** — `lock.rs`, then `recover.rs` cleans up what a killed deploy left;
+//! 1. **lock** — `infra/lock.rs`, then `infra/recover.rs` cleans up what a killed deploy left;
 //! 2. **decide** — `deploy.rs`: the branch head under the lock, or nothing when it is live;
 //! 3. **checkout** — [`checkout`]: the commit into `application/`;
 //! 4. **composer** — [`composer`]: only as much as the commit needs;
-//! 5. **snapshot** — [`snapshot`]: `application/` into a new build (with `manifest.rs`), while
-//!    composer runs when composer writes only its autoloader (`pipeline::composer_and_snapshot`);
+//! 5. **snapshot** — [`snapshot`]: `application/` into a new build (with
+//!    `state/manifest.rs`), while composer runs when composer writes only its autoloader
+//!    (`pipeline::composer_while_copying`);
 //! 6. **shared** — [`shared`]: the `shared:` entries linked into the build;
 //! 7. **before_switch** — [`commands`], in the build;
 //! 8. **switch** — [`switch`]: `latest` flipped in one rename;
 //! 9. **after_switch** — [`commands`];
 //! 10. **healthcheck** — [`health`]; failing, `rollback.rs` puts the previous build back;
-//! 11. **cleanup** — `builds.rs`: old and bad builds removed, never the live one;
-//! 12. **log** — `history.rs`, and `refs.rs` moves the `rollback` branch.
+//! 11. **cleanup** — [`cleanup`]: old and bad builds removed, never the live one;
+//! 12. **log** — `state/history.rs`, and `state/refs.rs` moves the `rollback` branch.
 //!
 //! `pipeline.rs` runs 3 to 11; every step there returns a summary that knows its own line.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::report::{Reporter, Step};
+use crate::infra::report::{Reporter, Step};
 
 pub mod checkout;
 pub mod cleanup;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::config::SharedEntry;
-use crate::plan::Layout;
+use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 /// What happened to one entry, for the step's line.
@@ -129,7 +129,7 @@ fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) ->
     }
     std::os::unix::fs::symlink(link_target(&entry.path), &in_build)
         .with_context(|| format!("cannot link {}", in_build.display()))?;
-    crate::fault::point("shared-entry");
+    crate::infra::fault::point("shared-entry");
     Ok(())
 }
 

@@ -25,10 +25,10 @@ use rayon::prelude::*;
 use tempfile::TempDir;
 use walkdir::WalkDir;
 
-use crate::fault;
-use crate::manifest::{Identity, Manifest, ManifestWriter, Placed, Record};
-use crate::plan::Layout;
-use crate::report::{self, Reporter};
+use crate::infra::fault;
+use crate::infra::report::{self, Reporter};
+use crate::state::manifest::{Identity, Manifest, ManifestWriter, Placed, Record};
+use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 /// A build in the making. Dropping it before [`Snapshot::publish`] removes it.

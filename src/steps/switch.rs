@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::build_name::BuildName;
-use crate::builds;
-use crate::fault;
-use crate::plan::Layout;
-use crate::report::{self, Reporter};
+use crate::infra::fault;
+use crate::infra::report::{self, Reporter};
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::plan::Layout;
 
 /// Refuses a `latest` that is not a symlink (a hand-made layout): replacing it would delete
 /// what someone put there.

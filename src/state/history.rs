@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Layout;
+use crate::state::plan::Layout;
 
 /// How many outputs of failed deploys (which left no build to keep them with) are kept.
 const FAILED_OUTPUTS_KEPT: usize = 20;

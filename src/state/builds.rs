@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::build_name::BuildName;
-use crate::plan::Layout;
+use crate::state::build_name::BuildName;
+use crate::state::plan::Layout;
 
 /// RFC 3339 in UTC with a fixed number of digits, so that times sort as text.
 pub fn utc_now_rfc3339() -> String {
@@ -209,7 +209,7 @@ pub fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
     let target = parked.join("tree");
     std::fs::rename(dir, &target)
         .with_context(|| format!("cannot move {} out of the way", dir.display()))?;
-    crate::fault::point("removing");
+    crate::infra::fault::point("removing");
     std::fs::remove_dir_all(&parked).with_context(|| format!("cannot remove {}", parked.display()))
 }
 

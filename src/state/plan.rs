@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::build_name::BuildName;
 use crate::config::{self, Config};
+use crate::state::build_name::BuildName;
 
 /// Where everything lives under one deploy root.
 #[derive(Debug, Clone)]

@@ -5,10 +5,10 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use crate::build_name::BuildName;
-use crate::builds;
-use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::infra::report::Reporter;
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::plan::Layout;
 
 pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
     // Builds in the making and builds being removed.

@@ -14,10 +14,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
-use crate::builds;
 use crate::config::ROLLBACK_BRANCH;
-use crate::plan::Plan;
-use crate::report::{Reporter, short_id};
+use crate::infra::report::{Reporter, short_id};
+use crate::state::builds;
+use crate::state::plan::Plan;
 
 /// Where each build's own ref lives.
 const BUILD_REFS: &str = "refs/atomdeploy/builds/";
