@@ -4,6 +4,7 @@
 //! at all. Instead a new symlink is made under a unique name next to `latest` and renamed
 //! over it: every reader sees either the old build or the new one, never nothing.
 
+use std::fmt;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -16,6 +17,7 @@ use crate::infra::report::{self, Reporter};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Layout;
+use crate::steps::{self, Summary};
 
 /// Refuses a `latest` that is not a symlink (a hand-made layout): replacing it would delete
 /// what someone put there.
@@ -42,19 +44,13 @@ pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> R
     if let Some(err) = &switched.after {
         reporter.warn(&format!("builds/{build} is live, but {err:#}"));
     }
-    reporter.done(
-        step,
-        &format!(
-            "latest -> builds/{build} (flush {}, rename {})",
-            report::seconds(switched.flush),
-            report::seconds(switched.rename)
-        ),
-    );
+    steps::close(reporter, step, Duration::ZERO, &switched);
     Ok(switched.at)
 }
 
-/// How long the parts of a switch took.
+/// The build that went live, and how long the parts of the switch took.
 pub struct Switched {
+    pub build: BuildName,
     /// Writing the build's files to disk before it may go live.
     pub flush: Duration,
     /// The rename itself: the instant readers go from one build to the other.
@@ -64,6 +60,20 @@ pub struct Switched {
     /// What went wrong after the rename (the build is live all the same).
     pub after: Option<anyhow::Error>,
 }
+
+impl fmt::Display for Switched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "latest -> builds/{} (flush {}, rename {})",
+            self.build,
+            report::seconds(self.flush),
+            report::seconds(self.rename)
+        )
+    }
+}
+
+impl Summary for Switched {}
 
 /// Points `latest` at `builds/<build>`.
 ///
@@ -104,6 +114,7 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
         .and_then(|()| builds::record_went_live(layout, build))
         .err();
     Ok(Switched {
+        build: build.clone(),
         flush,
         rename,
         at,
