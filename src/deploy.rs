@@ -4,15 +4,17 @@
 use anyhow::{Context, Result};
 use git2::{ErrorCode, Oid, Repository};
 
+use crate::infra::fault;
 use crate::infra::lock::DeployLock;
+use crate::infra::recover;
 use crate::infra::report::{self, Reporter};
 use crate::pipeline::{self, Deployed, Problem, pipeline};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::history::{self, Outcome, StepTime};
 use crate::state::plan::Plan;
+use crate::state::refs;
 use crate::steps::switch;
-use crate::{infra::fault, infra::recover, state::refs};
 
 /// What to deploy.
 pub struct Request<'a> {

@@ -10,7 +10,8 @@ use crate::deploy::{self, Request};
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{Output, Reporter};
 use crate::state::plan::Plan;
-use crate::{install, push, rollback, state::refs};
+use crate::state::refs;
+use crate::{install, push, rollback};
 
 /// Runs the hook for the deploy root `root`, reading the pushed refs from stdin.
 pub fn run(root: &Path) -> Result<()> {

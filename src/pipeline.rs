@@ -9,7 +9,9 @@ use anyhow::{Context, Result, anyhow};
 use git2::{Oid, Repository};
 
 use crate::config::SnapshotMode;
+use crate::infra::fault;
 use crate::infra::report::Reporter;
+use crate::rollback;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::manifest::Manifest;
@@ -18,7 +20,6 @@ use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::snapshot::{self, Linking, Snapshot};
 use crate::steps::{self, checkout, cleanup, health, shared, switch};
-use crate::{infra::fault, rollback};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {

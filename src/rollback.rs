@@ -7,7 +7,9 @@
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::infra::fault;
 use crate::infra::lock::DeployLock;
+use crate::infra::recover;
 use crate::infra::report::{Reporter, short_id};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
@@ -15,7 +17,6 @@ use crate::state::history::{self, Outcome};
 use crate::state::plan::Plan;
 use crate::state::refs::open_and_sync_ref;
 use crate::steps::{commands, switch};
-use crate::{infra::fault, infra::recover};
 
 /// Rolls back from the live build to the newest older good build, or to `to`.
 /// `source` names who asked, for the log.
