@@ -46,7 +46,9 @@ pub struct Config {
 pub enum SnapshotMode {
     /// Every file copied: builds share nothing.
     Copy,
-    /// Files unchanged since the live build hard-linked to it, and all files made read-only.
+    /// Files of the live build hard-linked into the next one while application/ still has the
+    /// very file each came from and it is still what was placed (see `manifest.rs`); all
+    /// files made read-only.
     /// The default: 2-3 times faster deploys and a fraction of the disk (see BENCHMARKS.md).
     #[default]
     Link,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use git2::Repository;
 
-use crate::plan::{Layout, Plan};
+use crate::state::plan::{Layout, Plan};
 
 const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
 const CONFIG_TEMPLATE: &str = include_str!("../deploy.yml");
@@ -55,7 +55,7 @@ pub fn install(args: &Install) -> Result<()> {
     }
 
     let repo_path = open_or_init_bare(args.repo, args.branch)?;
-    crate::rollback::hide_internal_refs(&repo_path)?;
+    crate::state::refs::hide_internal_refs(&Repository::open_bare(&repo_path)?)?;
     turn_on_fsck(&repo_path)?;
     write_hook(&repo_path, &root)?;
 

@@ -5,9 +5,9 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::builds;
-use crate::history;
-use crate::plan::Layout;
+use crate::state::builds;
+use crate::state::history::{self, Outcome};
+use crate::state::plan::Layout;
 
 /// One row of `builds`: a build on disk, or a failed deploy that left none.
 #[derive(Debug, Serialize)]
@@ -37,10 +37,7 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut names = builds::list(layout)?;
     names.reverse();
-    let dirs: Vec<_> = names
-        .iter()
-        .map(|b| layout.builds.join(b.to_string()))
-        .collect();
+    let dirs: Vec<_> = names.iter().map(|b| layout.build_dir(b)).collect();
     let usage = builds::disk_usage(&dirs);
     for (build, usage) in names.into_iter().zip(usage) {
         let meta = builds::read_meta(layout, &build);
@@ -75,7 +72,9 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
         .filter(|t| !t.is_empty())
         .min();
     for entry in history::read(layout)? {
-        if entry.outcome == "failed" && oldest.as_ref().is_none_or(|o| entry.started_at >= *o) {
+        if entry.outcome == Outcome::Failed
+            && oldest.as_ref().is_none_or(|o| entry.started_at >= *o)
+        {
             rows.push(Row {
                 name: None,
                 commit: entry.commit,
@@ -156,7 +155,7 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
         Some(id) if id.starts_with("failed-") => {
             let entry = history::read(layout)?
                 .into_iter()
-                .find(|e| e.outcome == "failed" && failed_id(&e.started_at) == id)
+                .find(|e| e.outcome == Outcome::Failed && failed_id(&e.started_at) == id)
                 .with_context(|| {
                     format!("`{id}` is not a failed attempt that `atomdeploy-hook builds` lists")
                 })?;
@@ -169,7 +168,7 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
             (file, format!("the failed attempt {id}"))
         }
         Some(build) => {
-            if builds::BuildName::parse(build).is_none() {
+            if crate::state::build_name::BuildName::parse(build).is_none() {
                 bail!(
                     "`{build}` is not a build name or a failed attempt's id (`atomdeploy-hook builds` lists them)"
                 );

@@ -1,29 +1,10 @@
 //! atomdeploy-hook: `git push production main` as an atomic deploy of a PHP application.
+//! Everything but the command line is in the library (lib.rs).
 
-mod builds;
-mod checkout;
-mod child;
-mod cli;
-mod composer;
-mod config;
-mod deploy;
-mod fault;
-mod health;
-mod history;
-mod install;
-mod inventory;
-mod lock;
-mod manifest;
-mod plan;
-mod push;
-mod recover;
-mod report;
-mod rollback;
-mod run;
-mod shared;
-mod snapshot;
-mod switch;
+#![deny(clippy::undocumented_unsafe_blocks)]
 
+use atomdeploy_hook::infra::report;
+use atomdeploy_hook::{cli, run};
 use clap::Parser;
 
 fn main() {

@@ -2,27 +2,21 @@
 //! the automatic rollback after a failed health check. Every way back is the same atomic
 //! switch as a deploy, under the same lock.
 //!
-//! Stock git refuses to delete a ref the server does not have, so the bare repository keeps
-//! `refs/heads/rollback` at the commit of the build a rollback would go to: deleting it is the
-//! request, and `git ls-remote production rollback` shows where it would land.
-//!
-//! That ref can only be moved to a commit the repository still has. After a force push, the
-//! commits of older builds are reachable from nothing else and `git gc` would prune them, so
-//! every build on disk also has a ref of its own, `refs/atomdeploy/builds/<name>`, hidden
-//! from clients (`transfer.hideRefs`), made and removed with the build.
-
-use std::path::Path;
+//! `git push production :rollback` deletes the `rollback` branch that [`crate::state::refs`] keeps at
+//! the rollback target.
 
 use anyhow::{Context, Result, anyhow};
-use git2::{Oid, Repository};
 
-use crate::builds::{self, BuildName};
-use crate::config::ROLLBACK_BRANCH;
-use crate::history;
-use crate::lock::DeployLock;
-use crate::plan::Plan;
-use crate::report::Reporter;
-use crate::{deploy, fault, recover, switch};
+use crate::infra::fault;
+use crate::infra::lock::DeployLock;
+use crate::infra::recover;
+use crate::infra::report::{Reporter, short_id};
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::history::{self, Outcome};
+use crate::state::plan::Plan;
+use crate::state::refs::open_and_sync_ref;
+use crate::steps::{commands, switch};
 
 /// Rolls back from the live build to the newest older good build, or to `to`.
 /// `source` names who asked, for the log.
@@ -40,7 +34,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         Ok(None) => return Ok(()),
         Err(err) => {
             // Whatever the reason, the branch should show the truth afterwards.
-            sync_ref(plan, reporter);
+            open_and_sync_ref(plan, reporter);
             return Err(err);
         }
     };
@@ -51,11 +45,8 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     ));
     let switched_at = restore(plan, &live, &target, reporter)?;
     fault::point("rollback-switched");
-    sync_ref(plan, reporter);
-    let summary = format!(
-        "rolled back to builds/{target} ({})",
-        deploy::short_id(&commit)
-    );
+    open_and_sync_ref(plan, reporter);
+    let summary = format!("rolled back to builds/{target} ({})", short_id(&commit));
     reporter.line(&summary);
 
     let entry = history::Entry {
@@ -63,7 +54,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         build: Some(target.to_string()),
         from: Some(live.to_string()),
         switched_at: Some(switched_at),
-        outcome: "rolled back".into(),
+        outcome: Outcome::RolledBack,
         seconds: reporter.elapsed().as_secs_f64(),
         ..history::Entry::begin(&started_at, &locked_at, source, &commit)
     };
@@ -85,7 +76,7 @@ fn choose_target(
     let target = match to {
         Some(name) => {
             let target = BuildName::parse(name)
-                .filter(|b| layout.builds.join(b.to_string()).is_dir())
+                .filter(|b| layout.build_dir(b).is_dir())
                 .ok_or_else(|| anyhow!("there is no build `{name}` in builds/ (`atomdeploy-hook builds` lists them)"))?;
             if target == live {
                 reporter.line(&format!("atomdeploy: builds/{live} is live already; nothing to do"));
@@ -120,7 +111,7 @@ pub fn restore(
     let switched_at = switch::switch_step(layout, to, reporter)?;
     if !plan.config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
-        match deploy::run_after_switch(plan, to, reporter) {
+        match commands::run_after_switch(plan, to, reporter) {
             Ok(()) => {
                 reporter.done(step, "");
             }
@@ -128,154 +119,4 @@ pub fn restore(
         }
     }
     Ok(switched_at)
-}
-
-/// Where each build's own ref lives.
-const BUILD_REFS: &str = "refs/atomdeploy/builds/";
-
-/// Gives every build on disk a ref at its commit and removes the refs of builds that are gone,
-/// then points `refs/heads/rollback` at the commit of the current rollback target, or deletes
-/// it when there is none. Call under the lock, after every deploy and rollback. A failure only
-/// warns: the site is unaffected.
-pub fn sync_ref(plan: &Plan, reporter: &Reporter) {
-    for lock in clear_stale_ref_locks(&plan.config.repository) {
-        reporter.warn(&format!(
-            "removed {}, left by an interrupted deploy",
-            lock.display()
-        ));
-    }
-    if let Err(err) = sync_build_refs(plan) {
-        reporter.warn(&format!(
-            "could not keep the commits of the builds on disk in the repository: {err:#}"
-        ));
-    }
-    if let Err(err) = try_sync_ref(plan) {
-        reporter.warn(&format!(
-            "could not update refs/heads/{ROLLBACK_BRANCH}: {err:#}"
-        ));
-    }
-}
-
-/// A ref lock outlives a hook killed while libgit2 wrote the ref, and makes every later write
-/// of that ref fail. Under the deploy lock, the locks of `refs/atomdeploy/` are stale for sure:
-/// nothing but the hook writes those refs. `refs/heads/rollback` and `packed-refs` are also
-/// written by git itself (a client's push, `git gc`), which holds their locks for a moment: their
-/// locks are stale only once they are old. Returns what was removed.
-fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
-    const OLD: std::time::Duration = std::time::Duration::from_secs(60);
-    let mut removed = Vec::new();
-    let ours = walkdir::WalkDir::new(repo.join(BUILD_REFS.trim_end_matches('/')))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(walkdir::DirEntry::into_path)
-        .filter(|p| p.extension().is_some_and(|x| x == "lock"));
-    let shared = [
-        repo.join(format!("refs/heads/{ROLLBACK_BRANCH}.lock")),
-        repo.join("packed-refs.lock"),
-    ]
-    .into_iter()
-    .filter(|p| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > OLD))
-    });
-    for lock in ours.collect::<Vec<_>>().into_iter().chain(shared) {
-        if std::fs::remove_file(&lock).is_ok() {
-            removed.push(lock);
-        }
-    }
-    removed
-}
-
-fn try_sync_ref(plan: &Plan) -> Result<()> {
-    let layout = &plan.layout;
-    let repo = Repository::open_bare(&plan.config.repository)?;
-    let refname = format!("refs/heads/{ROLLBACK_BRANCH}");
-    let target = builds::rollback_target(layout)?;
-    match target.and_then(|t| builds::revision(layout, &t).map(|c| (t, c))) {
-        Some((target, commit)) => {
-            let oid = Oid::from_str(&commit)?;
-            repo.reference(
-                &refname,
-                oid,
-                true,
-                &format!("atomdeploy: rollback target builds/{target}"),
-            )?;
-        }
-        None => {
-            if let Ok(mut reference) = repo.find_reference(&refname) {
-                reference.delete()?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn sync_build_refs(plan: &Plan) -> Result<()> {
-    hide_internal_refs(&plan.config.repository)?;
-    let layout = &plan.layout;
-    let repo = Repository::open_bare(&plan.config.repository)?;
-    let on_disk = builds::list(layout)?;
-    let mut missing = Vec::new();
-    for build in &on_disk {
-        let refname = format!("{BUILD_REFS}{build}");
-        let Some(commit) = builds::revision(layout, build) else {
-            continue;
-        };
-        let oid = Oid::from_str(&commit)?;
-        if repo.refname_to_id(&refname).ok() == Some(oid) {
-            continue;
-        }
-        // Fails only when the commit is gone already (a build older than these refs).
-        if repo
-            .reference(&refname, oid, true, &format!("atomdeploy: builds/{build}"))
-            .is_err()
-        {
-            missing.push(format!("builds/{build} ({})", deploy::short_id(&commit)));
-        }
-    }
-    for reference in repo.references_glob(&format!("{BUILD_REFS}*"))? {
-        let mut reference = reference?;
-        let gone = reference
-            .name()
-            .ok()
-            .and_then(|n| n.strip_prefix(BUILD_REFS))
-            .is_none_or(|name| !on_disk.iter().any(|b| b.to_string() == name));
-        if gone {
-            reference.delete()?;
-        }
-    }
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "the repository no longer has the commit of {}",
-            missing.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// Hides the refs atomdeploy-hook keeps for itself (`refs/atomdeploy/…`, which keep the
-/// commits of the builds on disk from being pruned) from clients: git neither lists them, nor
-/// sends them, nor lets a push change them. Set by `install` for new and existing repositories,
-/// and by the hook when it is missing. Writes the config only when the value is not there yet.
-pub fn hide_internal_refs(repo: &Path) -> Result<()> {
-    const HIDDEN: &str = "refs/atomdeploy";
-    let repo = Repository::open_bare(repo)?;
-    let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
-    let mut present = false;
-    if let Ok(entries) = config.multivar("transfer.hiderefs", None) {
-        entries.for_each(|e| present |= e.value_bytes() == HIDDEN.as_bytes())?;
-    }
-    if !present {
-        config
-            .set_multivar("transfer.hideRefs", "^refs/atomdeploy$", HIDDEN)
-            .with_context(|| {
-                format!(
-                    "cannot set transfer.hideRefs in {}",
-                    repo.path().join("config").display()
-                )
-            })?;
-    }
-    Ok(())
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Layout;
+use crate::state::plan::Layout;
 
 /// How many outputs of failed deploys (which left no build to keep them with) are kept.
 const FAILED_OUTPUTS_KEPT: usize = 20;
@@ -34,8 +34,7 @@ pub struct Entry {
     /// When `latest` was switched, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switched_at: Option<String>,
-    /// `deployed`, `failed`, `unchanged`, `rolled back`, `unhealthy`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub error: Option<String>,
     #[serde(default)]
     pub steps: Vec<StepTime>,
@@ -43,6 +42,26 @@ pub struct Entry {
     /// The file in the output folder holding what the pusher saw.
     #[serde(default)]
     pub output: Option<String>,
+}
+
+/// How an attempt ended, as the log spells it (scripts read these strings: keep them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A new build went live (after_switch may have failed).
+    #[serde(rename = "deployed")]
+    Deployed,
+    /// Nothing went live: refused, or a step before the switch failed.
+    #[serde(rename = "failed")]
+    Failed,
+    /// The commit was live already.
+    #[serde(rename = "unchanged")]
+    Unchanged,
+    /// A rollback switched to an older build (or to the one asked for).
+    #[serde(rename = "rolled back")]
+    RolledBack,
+    /// The new build went live, failed its health check and was rolled back (or could not be).
+    #[serde(rename = "unhealthy")]
+    Unhealthy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,7 +83,8 @@ impl Entry {
             build: None,
             from: None,
             switched_at: None,
-            outcome: String::new(),
+            // Until it says otherwise, an attempt did not make it.
+            outcome: Outcome::Failed,
             error: None,
             steps: Vec::new(),
             seconds: 0.0,
@@ -161,7 +181,7 @@ mod tests {
 
     fn entry(commit: &str) -> Entry {
         Entry {
-            outcome: "deployed".into(),
+            outcome: Outcome::Deployed,
             ..Entry::begin(
                 "2026-11-26T00:00:00Z",
                 "2026-11-26T00:00:00Z",
@@ -193,6 +213,23 @@ mod tests {
         assert_eq!(commits, ["a", "c", "d"]);
         let text = std::fs::read_to_string(layout.deploy_log()).unwrap();
         assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    /// The log is read by scripts and by older and newer versions of the hook.
+    #[test]
+    fn outcomes_are_written_as_the_log_always_spelled_them() {
+        let all = [
+            (Outcome::Deployed, "deployed"),
+            (Outcome::Failed, "failed"),
+            (Outcome::Unchanged, "unchanged"),
+            (Outcome::RolledBack, "rolled back"),
+            (Outcome::Unhealthy, "unhealthy"),
+        ];
+        for (outcome, text) in all {
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //! Without a lock in the commit, what composer installs depends on the repositories' state,
 //! not only on the tree, so it is never skipped then.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -25,12 +25,14 @@ use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use crate::child;
 use crate::config::Composer;
-use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::infra::child;
+use crate::infra::report::Reporter;
+use crate::state::plan::Layout;
+use crate::steps::Summary;
 
 /// What composer did, for the step's line.
+#[derive(Debug)]
 pub enum Outcome {
     Install(&'static str),
     /// vendor/ is removed and installed afresh, for what composer would not notice (it
@@ -41,6 +43,35 @@ pub enum Outcome {
     NoComposerJson,
 }
 
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Install(why) => write!(f, "install ({why})"),
+            Outcome::Reinstall(why) => write!(f, "install into an empty vendor/ ({why})"),
+            Outcome::DumpAutoload => f.write_str("dump-autoload (autoload sources changed)"),
+            Outcome::Skipped => f.write_str("skipped (its inputs and vendor/ are unchanged)"),
+            Outcome::NoComposerJson => f.write_str("skipped (no composer.json)"),
+        }
+    }
+}
+
+impl Summary for Outcome {
+    fn skipped(&self) -> bool {
+        matches!(self, Outcome::Skipped | Outcome::NoComposerJson)
+    }
+}
+
+/// What composer will do for a commit, and what it needs to know of the commit to do it:
+/// decided before it runs, with the repository, so that the run itself needs none (it may
+/// run on a thread of its own, where the deploy's repository cannot go).
+pub struct Decision {
+    pub outcome: Outcome,
+    commit: Oid,
+    /// Whether the commit's tree has composer.lock, and vendor/.
+    has_lock: bool,
+    has_vendor: bool,
+}
+
 /// Why composer runs in full when the commit has no composer.lock.
 const NO_LOCK: &str = "the commit has no composer.lock";
 
@@ -49,12 +80,55 @@ const NO_LOCK: &str = "the commit has no composer.lock";
 struct LastRun {
     commit: String,
     args: Vec<String>,
-    vendor: u64,
+    /// [`fingerprint`] of vendor/ after the run, as 16 hex digits. (Versions before it was
+    /// fixed wrote `vendor`, a number from std's `DefaultHasher`, whose output the standard
+    /// library may change in any release: such a record is not compared, see [`Recorded`].)
+    vendor_xxh3: String,
+}
+
+/// The record of the last run, as found in the state folder.
+enum Recorded {
+    Run(LastRun),
+    /// Written by a version whose vendor/ fingerprint cannot be computed any more: what it
+    /// says of vendor/ is unknown, so composer installs once and the record is rewritten.
+    Older,
+}
+
+impl Recorded {
+    fn read(layout: &Layout) -> Option<Recorded> {
+        let bytes = std::fs::read(state_file(layout)).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        if value.get("vendor_xxh3").is_some() {
+            serde_json::from_value(value).ok().map(Recorded::Run)
+        } else if value.get("vendor").is_some() {
+            Some(Recorded::Older)
+        } else {
+            None
+        }
+    }
+}
+
+fn state_file(layout: &Layout) -> PathBuf {
+    layout.state.join("composer.json")
 }
 
 /// What composer's run for a commit will write, decided before it runs.
 pub fn decide_for(
-    repo: &Path,
+    repo: &Repository,
+    commit: Oid,
+    layout: &Layout,
+    composer: &Composer,
+) -> Result<Decision> {
+    Ok(Decision {
+        outcome: outcome_for(repo, commit, layout, composer)?,
+        commit,
+        has_lock: commit_has(repo, commit, LOCK)?,
+        has_vendor: commit_has(repo, commit, "vendor")?,
+    })
+}
+
+fn outcome_for(
+    repo: &Repository,
     commit: Oid,
     layout: &Layout,
     composer: &Composer,
@@ -63,16 +137,14 @@ pub fn decide_for(
     if !app.join("composer.json").is_file() {
         return Ok(Outcome::NoComposerJson);
     }
-    let last: Option<LastRun> = std::fs::read(layout.state.join("composer.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    Ok(match &last {
+    Ok(match &Recorded::read(layout) {
         _ if !incremental_safe(&composer.args) => Outcome::Install("custom arguments"),
         None if unfinished_marker(layout).exists() => {
             Outcome::Install("the last run did not finish")
         }
         None => Outcome::Install("first run"),
-        Some(last) => match decide(repo, last, commit, app, composer)? {
+        Some(Recorded::Older) => Outcome::Install("recorded by an older version"),
+        Some(Recorded::Run(last)) => match decide(repo, last, commit, app, composer)? {
             // The tree diff cannot tell whether composer would resolve differently today.
             Outcome::Skipped | Outcome::DumpAutoload if !commit_has(repo, commit, LOCK)? => {
                 Outcome::Install(NO_LOCK)
@@ -119,17 +191,21 @@ pub fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
     ])
 }
 
-/// Runs what `outcome` says (see [`decide_for`]).
+/// Runs what `decision` says (see [`decide_for`]).
 pub fn run(
-    outcome: Outcome,
-    repo: &Path,
-    commit: Oid,
+    decision: Decision,
     layout: &Layout,
     composer: &Composer,
     reporter: &Reporter,
 ) -> Result<Outcome> {
+    let Decision {
+        outcome,
+        commit,
+        has_lock,
+        has_vendor,
+    } = decision;
     let app = &layout.application;
-    let state_file = layout.state.join("composer.json");
+    let state_file = state_file(layout);
     let args = match outcome {
         Outcome::Install(_) | Outcome::Reinstall(_) => composer.args.clone(),
         Outcome::DumpAutoload => dump_autoload_args(&composer.args),
@@ -139,10 +215,10 @@ pub fn run(
             let recorded = std::fs::remove_file(&state_file).is_ok();
             let unfinished = std::fs::remove_file(unfinished_marker(layout)).is_ok();
             if recorded || unfinished {
-                if !commit_has(repo, commit, "vendor")? {
+                if !has_vendor {
                     remove_dir_if_present(&app.join("vendor"))?;
                 }
-                remove_stale_lock(repo, commit, app)?;
+                remove_stale_lock(has_lock, app)?;
             }
             return Ok(outcome);
         }
@@ -152,7 +228,7 @@ pub fn run(
         "the app has a composer.json but `composer` is not on the hook's PATH \
          (install it, e.g. `apt-get install composer`, or set `composer: false` in deploy.yml)",
     )?;
-    if remove_stale_lock(repo, commit, app)? {
+    if remove_stale_lock(has_lock, app)? {
         reporter.line(
             "    notice: the commit has no composer.lock, so every deploy resolves versions afresh \
              and runs composer install; commit composer.lock for repeatable builds",
@@ -173,7 +249,7 @@ pub fn run(
     let record = LastRun {
         commit: commit.to_string(),
         args: composer.args.clone(),
-        vendor: fingerprint(&app.join("vendor")),
+        vendor_xxh3: fingerprint(&app.join("vendor")),
     };
     std::fs::write(&state_file, serde_json::to_vec(&record)?)
         .context("cannot record the composer run")?;
@@ -185,8 +261,8 @@ pub fn run(
 /// run wrote it; ignored, checkout keeps it) so that composer resolves from composer.json as
 /// on a fresh clone instead of installing an old resolution. Returns whether the commit has
 /// no lock.
-fn remove_stale_lock(repo: &Path, commit: Oid, app: &Path) -> Result<bool> {
-    if commit_has(repo, commit, LOCK)? {
+fn remove_stale_lock(has_lock: bool, app: &Path) -> Result<bool> {
+    if has_lock {
         return Ok(false);
     }
     let lock = app.join(LOCK);
@@ -199,7 +275,7 @@ fn remove_stale_lock(repo: &Path, commit: Oid, app: &Path) -> Result<bool> {
 }
 
 fn decide(
-    repo: &Path,
+    repo: &Repository,
     last: &LastRun,
     commit: Oid,
     app: &Path,
@@ -208,12 +284,11 @@ fn decide(
     if last.args != composer.args {
         return Ok(Outcome::Install("composer arguments changed"));
     }
-    if fingerprint(&app.join("vendor")) != last.vendor {
+    if fingerprint(&app.join("vendor")) != last.vendor_xxh3 {
         return Ok(Outcome::Reinstall(
             "vendor/ was changed since composer last ran",
         ));
     }
-    let repo = Repository::open_bare(repo)?;
     let Ok(before) = Oid::from_str(&last.commit).and_then(|id| repo.find_commit(id)) else {
         return Ok(Outcome::Install("the last commit composer ran for is gone"));
     };
@@ -337,8 +412,7 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
 }
 
 /// Whether the commit's tree has `path` (a file or a directory).
-fn commit_has(repo: &Path, commit: Oid, path: &str) -> Result<bool> {
-    let repo = Repository::open_bare(repo)?;
+fn commit_has(repo: &Repository, commit: Oid, path: &str) -> Result<bool> {
     let tree = repo.find_commit(commit)?.tree()?;
     Ok(tree.get_path(Path::new(path)).is_ok())
 }
@@ -362,19 +436,30 @@ fn dump_autoload_args(install_args: &[String]) -> Vec<String> {
 
 /// A fingerprint of everything in `vendor/`: names, sizes, modes and modification times. A
 /// file changed, added or removed by hand changes it.
-fn fingerprint(vendor: &Path) -> u64 {
-    let mut hasher = DefaultHasher::new();
+///
+/// It is stored, and compared by the next version of the hook too, so it must not depend on
+/// the toolchain: XXH3-64 (seed 0, a specified algorithm with a fixed output) of, for each
+/// entry in file-name order, its path below `vendor/` as bytes, a 0 byte, then, when its
+/// metadata can be read, size (u64), mode (u32), mtime seconds (i64) and nanoseconds (i64),
+/// little-endian. Written as 16 lowercase hex digits.
+fn fingerprint(vendor: &Path) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for entry in walkdir::WalkDir::new(vendor)
         .sort_by_file_name()
         .into_iter()
         .filter_map(Result::ok)
     {
-        entry.path().hash(&mut hasher);
+        let relative = entry.path().strip_prefix(vendor).unwrap_or(entry.path());
+        hasher.update(relative.as_os_str().as_bytes());
+        hasher.update(&[0]);
         if let Ok(meta) = entry.metadata() {
-            (meta.len(), meta.mode(), meta.mtime(), meta.mtime_nsec()).hash(&mut hasher);
+            hasher.update(&meta.len().to_le_bytes());
+            hasher.update(&meta.mode().to_le_bytes());
+            hasher.update(&meta.mtime().to_le_bytes());
+            hasher.update(&meta.mtime_nsec().to_le_bytes());
         }
     }
-    hasher.finish()
+    format!("{:016x}", hasher.digest())
 }
 
 #[cfg(test)]
@@ -405,6 +490,79 @@ mod tests {
                 "--classmap-authoritative"
             ]
         );
+    }
+
+    /// The value is stored and compared across versions of the hook: a change of algorithm
+    /// (or of what it reads) must be a decision, with a way to read the old records.
+    #[test]
+    fn the_vendor_fingerprint_is_a_fixed_function_of_the_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let vendor = dir.path().join("vendor");
+        std::fs::create_dir_all(vendor.join("pkg")).unwrap();
+        std::fs::write(vendor.join("pkg/a.php"), "<?php\n").unwrap();
+        let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+        for (path, mode) in [("pkg/a.php", 0o100644), ("pkg", 0o40755), ("", 0o40755)] {
+            let path = vendor.join(path);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::File::open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        let dir_len = std::fs::metadata(&vendor).unwrap().len();
+        let mut expected = xxhash_rust::xxh3::Xxh3::new();
+        for (path, len, mode) in [
+            ("", dir_len, 0o40755u32),
+            ("pkg", dir_len, 0o40755),
+            ("pkg/a.php", 6, 0o100644),
+        ] {
+            expected.update(path.as_bytes());
+            expected.update(&[0]);
+            expected.update(&len.to_le_bytes());
+            expected.update(&mode.to_le_bytes());
+            expected.update(&1_700_000_000i64.to_le_bytes());
+            expected.update(&5i64.to_le_bytes());
+        }
+        assert_eq!(fingerprint(&vendor), format!("{:016x}", expected.digest()));
+        // XXH3-64's own test vector: the empty input, seed 0.
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2d06800538d394c2);
+    }
+
+    #[test]
+    fn a_record_of_an_older_version_is_never_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(&layout.state).unwrap();
+        let old = r#"{"commit":"0123456789012345678901234567890123456789","args":["install"],"vendor":1234}"#;
+        std::fs::write(state_file(&layout), old).unwrap();
+        assert!(matches!(Recorded::read(&layout), Some(Recorded::Older)));
+        std::fs::create_dir_all(&layout.application).unwrap();
+        std::fs::write(layout.application.join("composer.json"), "{}").unwrap();
+        let composer = Composer {
+            args: crate::config::DEFAULT_COMPOSER_ARGS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            timeout: std::time::Duration::from_secs(60),
+        };
+        let repo = Repository::init_bare(dir.path().join("repo.git")).unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let who = git2::Signature::now("t", "t@example.com").unwrap();
+        let commit = repo.commit(None, &who, &who, "empty", &tree, &[]).unwrap();
+        let decision = decide_for(&repo, commit, &layout, &composer).unwrap();
+        assert!(matches!(
+            decision.outcome,
+            Outcome::Install("recorded by an older version")
+        ));
+        let new = r#"{"commit":"0123456789012345678901234567890123456789","args":["install"],"vendor_xxh3":"00000000000004d2"}"#;
+        std::fs::write(state_file(&layout), new).unwrap();
+        assert!(
+            matches!(Recorded::read(&layout), Some(Recorded::Run(r)) if r.vendor_xxh3 == "00000000000004d2")
+        );
+        std::fs::write(state_file(&layout), "{").unwrap();
+        assert!(Recorded::read(&layout).is_none());
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! The builds on disk: their names, which one is live, and cleaning up old ones.
 
-use std::cmp::Ordering;
-use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -9,75 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::plan::Layout;
-
-/// `YYYYMMDD-HHMMSS` in UTC, with `-2`, `-3`… when several builds land in one second.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildName {
-    stamp: String,
-    seq: u32,
-}
-
-impl BuildName {
-    pub fn parse(name: &str) -> Option<BuildName> {
-        let (stamp, seq) = match name.get(15..) {
-            Some("") => (name, 1),
-            Some(rest) => (
-                &name[..15],
-                rest.strip_prefix('-')?.parse().ok().filter(|n| *n >= 2)?,
-            ),
-            None => return None,
-        };
-        let bytes = stamp.as_bytes();
-        let shape_ok = bytes.len() == 15
-            && bytes[8] == b'-'
-            && bytes
-                .iter()
-                .enumerate()
-                .all(|(i, b)| i == 8 || b.is_ascii_digit());
-        // `-02` would parse as 2 but is not a name we make; keep names canonical.
-        let canonical = seq == 1 || name.ends_with(&format!("-{seq}"));
-        (shape_ok && canonical).then(|| BuildName {
-            stamp: stamp.to_string(),
-            seq,
-        })
-    }
-
-    /// The name for a build made at `now`, after every build in `existing`. If the clock went
-    /// back, the newest stamp is reused with a higher sequence, so names keep sorting by age.
-    pub fn next(now: OffsetDateTime, existing: &[BuildName]) -> BuildName {
-        let format = format_description!("[year][month][day]-[hour][minute][second]");
-        let stamp = now.format(format).expect("a UTC time always formats");
-        match existing.iter().max() {
-            Some(newest) if newest.stamp >= stamp => BuildName {
-                stamp: newest.stamp.clone(),
-                seq: newest.seq + 1,
-            },
-            _ => BuildName { stamp, seq: 1 },
-        }
-    }
-}
-
-impl Ord for BuildName {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (&self.stamp, self.seq).cmp(&(&other.stamp, other.seq))
-    }
-}
-
-impl PartialOrd for BuildName {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl fmt::Display for BuildName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.seq {
-            1 => f.write_str(&self.stamp),
-            n => write!(f, "{}-{n}", self.stamp),
-        }
-    }
-}
+use crate::state::build_name::BuildName;
+use crate::state::plan::Layout;
 
 /// RFC 3339 in UTC with a fixed number of digits, so that times sort as text.
 pub fn utc_now_rfc3339() -> String {
@@ -112,8 +43,7 @@ pub fn live(layout: &Layout) -> Option<BuildName> {
 
 /// The commit a build was made from (its `REVISION` file).
 pub fn revision(layout: &Layout, build: &BuildName) -> Option<String> {
-    let text =
-        std::fs::read_to_string(layout.builds.join(build.to_string()).join("REVISION")).ok()?;
+    let text = std::fs::read_to_string(layout.build_dir(build).join("REVISION")).ok()?;
     Some(text.trim().to_string())
 }
 
@@ -139,12 +69,12 @@ fn went_live_default() -> bool {
 }
 
 pub fn read_meta(layout: &Layout, build: &BuildName) -> Option<Meta> {
-    let text = std::fs::read_to_string(layout.meta_file(&build.to_string())).ok()?;
+    let text = std::fs::read_to_string(layout.meta_file(build)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 pub fn write_meta(layout: &Layout, build: &BuildName, meta: &Meta) -> Result<()> {
-    let path = layout.meta_file(&build.to_string());
+    let path = layout.meta_file(build);
     let dir = path.parent().expect("meta files live in a folder");
     std::fs::create_dir_all(dir)?;
     // Written whole under a temporary name, then renamed: never a half-written record.
@@ -261,10 +191,10 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     if live(layout).as_ref() == Some(name) {
         anyhow::bail!("refusing to remove builds/{name}: it is live");
     }
-    remove_dir(layout, &layout.builds.join(name.to_string()))?;
+    remove_dir(layout, &layout.build_dir(name))?;
     // Its record and output go with it; a build that is gone is never shown.
-    let _ = std::fs::remove_file(layout.meta_file(&name.to_string()));
-    let _ = std::fs::remove_file(layout.manifest_file(&name.to_string()));
+    let _ = std::fs::remove_file(layout.meta_file(name));
+    let _ = std::fs::remove_file(layout.manifest_file(name));
     let _ = std::fs::remove_file(layout.output_dir().join(format!("{name}.log")));
     Ok(())
 }
@@ -279,73 +209,16 @@ pub fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
     let target = parked.join("tree");
     std::fs::rename(dir, &target)
         .with_context(|| format!("cannot move {} out of the way", dir.display()))?;
-    crate::fault::point("removing");
+    crate::infra::fault::point("removing");
     std::fs::remove_dir_all(&parked).with_context(|| format!("cannot remove {}", parked.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
 
     fn name(s: &str) -> BuildName {
         BuildName::parse(s).unwrap_or_else(|| panic!("{s} should parse"))
-    }
-
-    #[test]
-    fn names_parse_and_print_back() {
-        for s in ["20261126-032400", "20261126-032400-2", "20261126-032400-10"] {
-            assert_eq!(name(s).to_string(), s);
-        }
-        for s in [
-            "latest",
-            "20261126-0324",
-            "20261126-032400-1",
-            "20261126-032400-02",
-            "2026112x-032400",
-            "20261126_032400",
-        ] {
-            assert_eq!(BuildName::parse(s), None, "{s}");
-        }
-    }
-
-    #[test]
-    fn names_sort_by_age_even_past_nine_in_one_second() {
-        let mut names = [
-            name("20261126-032400-10"),
-            name("20261126-032401"),
-            name("20261126-032400-2"),
-            name("20261126-032400"),
-        ];
-        names.sort();
-        let printed: Vec<_> = names.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            printed,
-            [
-                "20261126-032400",
-                "20261126-032400-2",
-                "20261126-032400-10",
-                "20261126-032401"
-            ]
-        );
-    }
-
-    #[test]
-    fn next_name_is_the_utc_second_or_a_sequence_within_it() {
-        let now = datetime!(2026-11-26 03:24:00 UTC);
-        assert_eq!(BuildName::next(now, &[]).to_string(), "20261126-032400");
-        assert_eq!(
-            BuildName::next(now, &[name("20261126-032359")]).to_string(),
-            "20261126-032400"
-        );
-        assert_eq!(
-            BuildName::next(now, &[name("20261126-032400")]).to_string(),
-            "20261126-032400-2"
-        );
-        assert_eq!(
-            BuildName::next(now, &[name("20261126-032400"), name("20261126-032400-2")]).to_string(),
-            "20261126-032400-3"
-        );
     }
 
     const FOUR: [&str; 4] = [
@@ -403,7 +276,7 @@ mod tests {
         cleanup(&layout, 2).unwrap();
         assert_eq!(names(&layout), [all[0], all[1], all[2]]);
         assert!(
-            !layout.meta_file(all[3]).exists(),
+            !layout.meta_file(&name(all[3])).exists(),
             "its record went with it"
         );
     }
@@ -417,14 +290,5 @@ mod tests {
         assert_eq!(rollback_target(&layout).unwrap(), Some(name(all[0])));
         mark_bad(&layout, &name(all[0])).unwrap();
         assert_eq!(rollback_target(&layout).unwrap(), None);
-    }
-
-    #[test]
-    fn a_clock_that_went_back_still_gives_the_newest_name() {
-        let now = datetime!(2026-11-26 03:24:00 UTC);
-        assert_eq!(
-            BuildName::next(now, &[name("20261127-000000")]).to_string(),
-            "20261127-000000-2"
-        );
     }
 }

@@ -4,6 +4,7 @@
 //! at all. Instead a new symlink is made under a unique name next to `latest` and renamed
 //! over it: every reader sees either the old build or the new one, never nothing.
 
+use std::fmt;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -11,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::builds::{self, BuildName};
-use crate::fault;
-use crate::plan::Layout;
-use crate::report::{self, Reporter};
+use crate::infra::fault;
+use crate::infra::report::{self, Reporter};
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::plan::Layout;
+use crate::steps::{self, Summary};
 
 /// Refuses a `latest` that is not a symlink (a hand-made layout): replacing it would delete
 /// what someone put there.
@@ -41,19 +44,13 @@ pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> R
     if let Some(err) = &switched.after {
         reporter.warn(&format!("builds/{build} is live, but {err:#}"));
     }
-    reporter.done(
-        step,
-        &format!(
-            "latest -> builds/{build} (flush {}, rename {})",
-            report::seconds(switched.flush),
-            report::seconds(switched.rename)
-        ),
-    );
+    steps::close(reporter, step, Duration::ZERO, &switched);
     Ok(switched.at)
 }
 
-/// How long the parts of a switch took.
+/// The build that went live, and how long the parts of the switch took.
 pub struct Switched {
+    pub build: BuildName,
     /// Writing the build's files to disk before it may go live.
     pub flush: Duration,
     /// The rename itself: the instant readers go from one build to the other.
@@ -64,6 +61,20 @@ pub struct Switched {
     pub after: Option<anyhow::Error>,
 }
 
+impl fmt::Display for Switched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "latest -> builds/{} (flush {}, rename {})",
+            self.build,
+            report::seconds(self.flush),
+            report::seconds(self.rename)
+        )
+    }
+}
+
+impl Summary for Switched {}
+
 /// Points `latest` at `builds/<build>`.
 ///
 /// The build's filesystem is flushed first (syncfs(2)), so that a power cut right after the
@@ -71,7 +82,7 @@ pub struct Switched {
 /// is flushed after, so that the new `latest` itself survives one.
 pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
     check_latest(layout)?;
-    let build_dir = layout.builds.join(build.to_string());
+    let build_dir = layout.build_dir(build);
     let started = Instant::now();
     syncfs(&build_dir).with_context(|| format!("cannot flush {} to disk", build_dir.display()))?;
     let flush = started.elapsed();
@@ -103,6 +114,7 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
         .and_then(|()| builds::record_went_live(layout, build))
         .err();
     Ok(Switched {
+        build: build.clone(),
         flush,
         rename,
         at,

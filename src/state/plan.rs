@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::config::{self, Config};
+use crate::state::build_name::BuildName;
 
 /// Where everything lives under one deploy root.
 #[derive(Debug, Clone)]
@@ -34,6 +35,10 @@ impl Layout {
         }
     }
 
+    /// `builds/<name>`: the build's files.
+    pub fn build_dir(&self, build: &BuildName) -> PathBuf {
+        self.builds.join(build.to_string())
+    }
     pub fn lock_file(&self) -> PathBuf {
         self.state.join("lock")
     }
@@ -57,11 +62,11 @@ impl Layout {
     pub fn meta_dir(&self) -> PathBuf {
         self.state.join("builds")
     }
-    pub fn meta_file(&self, build: &str) -> PathBuf {
+    pub fn meta_file(&self, build: &BuildName) -> PathBuf {
         self.meta_dir().join(format!("{build}.json"))
     }
     /// Which application/ files the build's files came from (see `manifest`).
-    pub fn manifest_file(&self, build: &str) -> PathBuf {
+    pub fn manifest_file(&self, build: &BuildName) -> PathBuf {
         self.meta_dir().join(format!("{build}.files"))
     }
     /// The full output of each deploy attempt, as the pusher saw it.

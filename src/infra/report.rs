@@ -191,6 +191,11 @@ impl Reporter {
     }
 }
 
+/// A commit id as the report lines show it: its first seven characters.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(7)]
+}
+
 /// `0.04s`, or milliseconds for the steps that take less than one.
 pub fn seconds(d: Duration) -> String {
     if d < Duration::from_millis(10) {

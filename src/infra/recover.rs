@@ -5,9 +5,10 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use crate::builds::{self, BuildName};
-use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::infra::report::Reporter;
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::plan::Layout;
 
 pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
     // Builds in the making and builds being removed.
@@ -58,7 +59,7 @@ pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
     let orphaned = |name: &str, suffix: &str| {
         name.strip_suffix(suffix)
             .and_then(BuildName::parse)
-            .is_some_and(|b| !layout.builds.join(b.to_string()).exists())
+            .is_some_and(|b| !layout.build_dir(&b).exists())
     };
     for (dir, suffix) in [
         (layout.meta_dir(), ".json"),

@@ -24,8 +24,8 @@ use anyhow::{Context, Result, bail};
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
-use crate::child;
-use crate::report::Reporter;
+use crate::infra::child;
+use crate::infra::report::Reporter;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Holder {
@@ -89,7 +89,7 @@ impl DeployLock {
         }
         let mut lock = DeployLock {
             file,
-            since: crate::builds::utc_now_rfc3339(),
+            since: crate::state::builds::utc_now_rfc3339(),
             run: None,
         };
         lock.record(None)?;
@@ -153,8 +153,11 @@ fn begin_run(runs: &Path) -> Result<PathBuf> {
     let n = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
     std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
     let record = runs.join(format!("{pid}-{start}-{n}"));
-    std::fs::write(&record, format!("{}\n", crate::builds::utc_now_rfc3339()))
-        .with_context(|| format!("cannot write {}", record.display()))?;
+    std::fs::write(
+        &record,
+        format!("{}\n", crate::state::builds::utc_now_rfc3339()),
+    )
+    .with_context(|| format!("cannot write {}", record.display()))?;
     child::mark_run(Some(OsString::from(&record)));
     Ok(record)
 }
@@ -200,7 +203,7 @@ fn stop_killed_runs(runs: &Path, reporter: &Reporter) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Output;
+    use crate::infra::report::Output;
     use std::process::Command;
 
     fn records(runs: &Path) -> Vec<PathBuf> {

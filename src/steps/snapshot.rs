@@ -2,24 +2,34 @@
 //!
 //! The copy is made under a temporary name on the same filesystem as `builds/`; only a
 //! complete build is renamed into `builds/`, so a half-made build never carries a build name.
+//!
+//! In `snapshot: link` mode a file is hard-linked from the live build instead of copied only
+//! while both hold: `application/` still has the very file the live build's copy came from
+//! (its inode and ctime, recorded with each build in its manifest), and that copy is still
+//! what was placed (inode, size, mode, mtime). Why these and not others: see `manifest.rs`.
+//! Nothing is looked up through a symlink, shared entries are never linked, and `replay`
+//! links nothing.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use tempfile::TempDir;
 use walkdir::WalkDir;
 
-use crate::fault;
-use crate::manifest::{Identity, Manifest, ManifestWriter, Placed, Record};
-use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::infra::fault;
+use crate::infra::report::{self, Reporter};
+use crate::state::manifest::{Identity, Manifest, ManifestWriter, Placed, Record};
+use crate::state::plan::Layout;
+use crate::steps::Summary;
 
 /// A build in the making. Dropping it before [`Snapshot::publish`] removes it.
 pub struct Snapshot {
@@ -128,6 +138,17 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The step's line, once every file is placed.
+    pub fn summary(&self, linking: Linking, meanwhile: Duration) -> Made {
+        Made {
+            linking,
+            copied: self.copied,
+            linked: self.linked,
+            bytes: self.bytes,
+            meanwhile,
+        }
+    }
+
     /// Renames the finished build to `dest` in one step.
     pub fn publish(self, dest: &Path) -> Result<PathBuf> {
         fs::rename(self.dir.path(), dest)
@@ -138,10 +159,60 @@ impl Snapshot {
     }
 }
 
+/// How the files of a build were placed, as the step's line tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linking {
+    /// `snapshot: copy`.
+    Copy,
+    /// `snapshot: link`, linking from the live build.
+    Link,
+    /// `snapshot: link` in a `replay`, which links nothing.
+    Replay,
+}
+
+/// The snapshot step's line: what was linked and copied, and how much of it was done while
+/// composer ran.
+pub struct Made {
+    pub linking: Linking,
+    pub copied: u64,
+    pub linked: u64,
+    pub bytes: u64,
+    pub meanwhile: Duration,
+}
+
+impl fmt::Display for Made {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (copied, linked, size) = (self.copied, self.linked, megabytes(self.bytes));
+        match self.linking {
+            Linking::Copy => write!(f, "{copied} files copied, {size}")?,
+            Linking::Replay => write!(f, "{copied} files copied, {size} (replay: nothing linked)")?,
+            Linking::Link => write!(
+                f,
+                "{linked} files linked to the live build, {copied} copied ({size})"
+            )?,
+        }
+        if !self.meanwhile.is_zero() {
+            write!(
+                f,
+                "; {} of it while composer ran",
+                report::seconds(self.meanwhile)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Summary for Made {}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
 /// How a build gets its files.
 pub struct Options<'a> {
-    /// `snapshot: link`: hard-link files unchanged since this build (the live one) instead of
-    /// copying them, as `rsync --link-dest` does. Files of such builds are made read-only, so
+    /// `snapshot: link`: hard-link files from this build (the live one) instead of copying
+    /// them, as `rsync --link-dest` does, when its manifest shows that application/ still has
+    /// the very file its copy came from and that the copy is still what was placed. Files of such builds are made read-only, so
     /// that writing one in place fails loudly instead of changing every build that shares it.
     pub link_from: Option<(&'a Path, &'a Manifest)>,
     /// Drop the write bits of every file copied: set for every build in `snapshot: link`, the
@@ -169,31 +240,9 @@ pub fn snapshot(
     options: &Options,
     reporter: &Reporter,
 ) -> Result<Snapshot> {
-    fs::create_dir_all(layout.tmp())?;
-    // Same depth below the root as builds/<name>, so relative links made in it stay right
-    // after the rename.
-    let dir = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(layout.tmp())
-        .with_context(|| format!("cannot create a build under {}", layout.tmp().display()))?;
+    let dir = build_in_making(layout)?;
     let source = &layout.application;
-    let entries: Vec<walkdir::DirEntry> = WalkDir::new(source)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
-            // clones composer leaves in vendor/ for source installs (most of some apps' size).
-            let git = e.file_name() == ".git";
-            let later = options
-                .later
-                .iter()
-                .any(|p| e.path().strip_prefix(source).is_ok_and(|r| r == p));
-            !(git || later)
-        })
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot read {}", source.display()))?;
+    let entries = entries(source, options)?;
     let build = dir.path().to_path_buf();
     let relative = |entry: &walkdir::DirEntry| {
         entry
@@ -202,30 +251,7 @@ pub fn snapshot(
             .expect("walk stays below its root")
             .to_path_buf()
     };
-
-    let mut real_dirs = HashSet::new();
-    if let Some((from, _)) = options.link_from
-        && fs::symlink_metadata(from).is_ok_and(|m| m.is_dir())
-    {
-        real_dirs.insert(PathBuf::new());
-    }
-    // Directory modes are applied last, so a read-only directory can still be filled.
-    let mut dir_modes = Vec::new();
-    for entry in entries.iter().filter(|e| e.file_type().is_dir()) {
-        let relative = relative(entry);
-        let dest = build.join(&relative);
-        fs::create_dir(&dest)
-            .with_context(|| format!("cannot create {} in the build", relative.display()))?;
-        if let Some((from, _)) = options.link_from
-            && real_dir(from, &relative, &real_dirs)
-        {
-            real_dirs.insert(relative);
-        }
-        let meta = entry
-            .metadata()
-            .with_context(|| format!("cannot read {}", entry.path().display()))?;
-        dir_modes.push((dest, meta.permissions()));
-    }
+    let (dir_modes, real_dirs) = make_dirs(&entries, &build, source, options)?;
 
     let bar = match options.progress {
         true => reporter.progress(entries.len() as u64, "copying"),
@@ -298,6 +324,79 @@ pub fn snapshot(
         files,
         real_dirs,
     })
+}
+
+/// A new, empty build under a temporary name in the state folder.
+fn build_in_making(layout: &Layout) -> Result<TempDir> {
+    fs::create_dir_all(layout.tmp())?;
+    // Same depth below the root as builds/<name>, so relative links made in it stay right
+    // after the rename.
+    tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(layout.tmp())
+        .with_context(|| format!("cannot create a build under {}", layout.tmp().display()))
+}
+
+/// Everything of application/ a snapshot copies now, in file-name order.
+fn entries(source: &Path, options: &Options) -> Result<Vec<walkdir::DirEntry>> {
+    WalkDir::new(source)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
+            // clones composer leaves in vendor/ for source installs (most of some apps' size).
+            let git = e.file_name() == ".git";
+            let later = options
+                .later
+                .iter()
+                .any(|p| e.path().strip_prefix(source).is_ok_and(|r| r == p));
+            !(git || later)
+        })
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read {}", source.display()))
+}
+
+/// A directory of the build, and the mode it gets once it is filled.
+type DirMode = (PathBuf, Permissions);
+
+/// Makes the build's directories, in order. Returns their modes, to apply last, and which
+/// are real directories in the build linked from (see [`real_dir`]).
+fn make_dirs(
+    entries: &[walkdir::DirEntry],
+    build: &Path,
+    source: &Path,
+    options: &Options,
+) -> Result<(Vec<DirMode>, HashSet<PathBuf>)> {
+    let mut real_dirs = HashSet::new();
+    if let Some((from, _)) = options.link_from
+        && fs::symlink_metadata(from).is_ok_and(|m| m.is_dir())
+    {
+        real_dirs.insert(PathBuf::new());
+    }
+    // Directory modes are applied last, so a read-only directory can still be filled.
+    let mut dir_modes = Vec::new();
+    for entry in entries.iter().filter(|e| e.file_type().is_dir()) {
+        let relative = entry
+            .path()
+            .strip_prefix(source)
+            .expect("walk stays below its root")
+            .to_path_buf();
+        let dest = build.join(&relative);
+        fs::create_dir(&dest)
+            .with_context(|| format!("cannot create {} in the build", relative.display()))?;
+        if let Some((from, _)) = options.link_from
+            && real_dir(from, &relative, &real_dirs)
+        {
+            real_dirs.insert(relative);
+        }
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("cannot read {}", entry.path().display()))?;
+        dir_modes.push((dest, meta.permissions()));
+    }
+    Ok((dir_modes, real_dirs))
 }
 
 enum Outcome {

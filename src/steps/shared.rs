@@ -4,13 +4,15 @@
 //! seeded from the build only when `shared/` does not have it yet, and the build's own copy
 //! is then swapped for a relative symlink.
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::config::SharedEntry;
-use crate::plan::Layout;
+use crate::state::plan::Layout;
+use crate::steps::Summary;
 
 /// What happened to one entry, for the step's line.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,7 +28,19 @@ pub enum Linked {
 /// Every entry is checked before any is touched, so that a refused entry leaves shared/ as it
 /// was. Seeding then moves the build's copy into shared/ in one rename per entry: an entry is
 /// in the build or in shared/, never half in each.
-pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Result<Vec<Linked>> {
+/// What the step did to every entry, for its line.
+pub struct Shared(pub Vec<Linked>);
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seeded = self.0.iter().filter(|l| **l != Linked::Existing).count();
+        write!(f, "{} linked, {seeded} new in shared/", self.0.len())
+    }
+}
+
+impl Summary for Shared {}
+
+pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Result<Shared> {
     let planned = entries
         .iter()
         .map(|entry| plan(layout, build, entry).with_context(|| format!("shared entry `{entry}`")))
@@ -39,7 +53,8 @@ pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Resul
                 .map(|()| linked)
                 .with_context(|| format!("shared entry `{entry}`"))
         })
-        .collect()
+        .collect::<Result<_>>()
+        .map(Shared)
 }
 
 /// What linking `entry` will do, or why it cannot be done. Touches nothing.
@@ -114,7 +129,7 @@ fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) ->
     }
     std::os::unix::fs::symlink(link_target(&entry.path), &in_build)
         .with_context(|| format!("cannot link {}", in_build.display()))?;
-    crate::fault::point("shared-entry");
+    crate::infra::fault::point("shared-entry");
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! repository stays an ordinary bare repository for git's own tools.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -12,9 +13,10 @@ use anyhow::{Context, Result, bail};
 use git2::build::CheckoutBuilder;
 use git2::{CheckoutNotificationType, Delta, DiffOptions, FileMode, Index, Oid, Repository};
 
-use crate::fault;
-use crate::plan::Layout;
-use crate::report::Reporter;
+use crate::infra::fault;
+use crate::infra::report::Reporter;
+use crate::state::plan::Layout;
+use crate::steps::Summary;
 
 #[derive(Debug, Default)]
 pub struct Checkout {
@@ -32,15 +34,120 @@ pub struct Checkout {
     pub added_by_hand: Vec<String>,
 }
 
+impl Checkout {
+    /// What the pusher must know was undone on the server, one warning each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.overwritten.is_empty() {
+            warnings.push(format!(
+                "overwrote edits made on the server to tracked files in application/: {}",
+                self.overwritten.join(", ")
+            ));
+        }
+        if !self.added_by_hand.is_empty() {
+            warnings.push(format!(
+                "removed files added on the server to application/ that git neither tracks nor ignores: {}",
+                self.added_by_hand.join(", ")
+            ));
+        }
+        if !self.unlinked.is_empty() {
+            warnings.push(format!(
+                "removed symlinks made on the server in application/ where the commit has files: {}",
+                self.unlinked.join(", ")
+            ));
+        }
+        warnings
+    }
+}
+
+impl fmt::Display for Checkout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} files, {} written, {} removed",
+            self.files, self.written, self.removed
+        )
+    }
+}
+
+impl Summary for Checkout {}
+
+/// Checks `commit` out into `application/`. The deploy's repository gets `application/` as
+/// its working directory and the state folder's index for it; nothing after this step reads
+/// a working tree through it.
 pub fn checkout(
-    repo_path: &Path,
+    repo: &Repository,
     commit: Oid,
     layout: &Layout,
     composer: bool,
     reporter: &Reporter,
 ) -> Result<Checkout> {
-    let repo = Repository::open_bare(repo_path)
-        .with_context(|| format!("cannot open the repository {}", repo_path.display()))?;
+    let tree = checked_tree(repo, commit)?;
+    let (mut index, index_lost) = prepare(repo, layout, composer, reporter)?;
+    let mut result = Checkout::default();
+    let Changes {
+        mut to_write,
+        old_gitlinks,
+        new_gitlinks,
+    } = changes(repo, &tree, &index, &mut result)?;
+
+    // A checkout killed half-way leaves files the index does not know: those of the commit
+    // it was writing. Remember which, to remove the ones this commit does not have.
+    let pending = layout.state.join("checkout.pending");
+    let interrupted = std::fs::read_to_string(&pending)
+        .ok()
+        .and_then(|text| Oid::from_str(text.trim()).ok());
+    let strays = match interrupted {
+        Some(other) => untracked_files_of(repo, other, &index, reporter)?,
+        None => Vec::new(),
+    };
+    // Forced, the checkout also rewrites what was edited on the server; after an
+    // interruption, or without an index, nothing says what it will write: every path.
+    if interrupted.is_some() || index_lost {
+        to_write = tree_files(repo, &tree)?;
+    } else {
+        // (After an interruption, differences are the interrupted checkout's, not edits.)
+        let edited = edited_on_server(repo, &index)?;
+        result.overwritten = edited.iter().map(|p| display(p)).collect();
+        to_write.extend(edited);
+    }
+    std::fs::write(&pending, commit.to_string()).context("cannot note the checkout in progress")?;
+    result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
+    for path in &new_gitlinks {
+        if let Some(full) = inside(&layout.application, path)
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
+        {
+            std::fs::remove_file(&full)
+                .with_context(|| format!("cannot remove {}", full.display()))?;
+        }
+    }
+
+    result.added_by_hand = write_tree(repo, &tree, commit, layout, reporter)?;
+    if remove_old_gitlinks(&old_gitlinks, &tree, &layout.application)? {
+        // What the commit has where a submodule's directory stood could not be written.
+        let mut builder = CheckoutBuilder::new();
+        builder.force().disable_pathspec_match(true);
+        for path in &old_gitlinks {
+            builder.path(path);
+        }
+        repo.checkout_tree(tree.as_object(), Some(&mut builder))
+            .with_context(|| format!("cannot check {commit} out where submodules were"))?;
+    }
+    index.write().context("cannot save the checkout's index")?;
+    result.files = index.len();
+    for stray in strays {
+        if tree.get_path(&stray).is_err()
+            && let Some(full) = inside(&layout.application, &stray)
+        {
+            let _ = std::fs::remove_file(full);
+        }
+    }
+    std::fs::remove_file(&pending).context("cannot note the checkout as done")?;
+    Ok(result)
+}
+
+/// The commit's tree, once every path in it is one git accepts.
+fn checked_tree(repo: &Repository, commit: Oid) -> Result<git2::Tree<'_>> {
     let tree = repo
         .find_commit(commit)?
         .tree()
@@ -48,12 +155,23 @@ pub fn checkout(
         .map_err(|refused| anyhow::anyhow!("refusing commit {commit}: {refused}"))?;
     // Before anything is touched: a path git refuses would be joined onto application/ below
     // (and by libgit2), and `..` or `.git` there reach outside it.
-    if let Err(refused) = check_tree(&repo, &tree) {
+    if let Err(refused) = check_tree(repo, &tree) {
         bail!(
             "refusing commit {commit}: {refused}; nothing was changed (git refuses such trees \
              at push time when receive.fsckObjects is on, as `atomdeploy-hook install` sets it)"
         );
     }
+    Ok(tree)
+}
+
+/// Gives the repository `application/` as its working directory and the state folder's
+/// index. Returns the index, and whether it was lost (see [`open_index`]).
+fn prepare(
+    repo: &Repository,
+    layout: &Layout,
+    composer: bool,
+    reporter: &Reporter,
+) -> Result<(Index, bool)> {
     std::fs::create_dir_all(&layout.application)
         .with_context(|| format!("cannot create {}", layout.application.display()))?;
     repo.set_workdir(&layout.application, false)?;
@@ -67,14 +185,28 @@ pub fn checkout(
     remove_stale_index_lock(layout, reporter)?;
     let (mut index, index_lost) = open_index(layout, reporter)?;
     repo.set_index(&mut index)?;
+    Ok((index, index_lost))
+}
 
-    let mut result = Checkout::default();
-    let diff = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
-    // Paths the checkout is about to write.
+/// What the commit changes against the index, beyond the counts it adds to `result`.
+struct Changes {
+    /// Paths the checkout is about to write.
+    to_write: Vec<PathBuf>,
+    /// Submodule directories the commit no longer has as submodules: libgit2 leaves them.
+    old_gitlinks: Vec<PathBuf>,
+    /// Where the commit has a new submodule: libgit2 cannot make its directory over a file.
+    new_gitlinks: Vec<PathBuf>,
+}
+
+fn changes(
+    repo: &Repository,
+    tree: &git2::Tree,
+    index: &Index,
+    result: &mut Checkout,
+) -> Result<Changes> {
+    let diff = repo.diff_tree_to_index(Some(tree), Some(index), None)?;
     let mut to_write: Vec<PathBuf> = Vec::new();
-    // Submodule directories the commit no longer has as submodules: libgit2 leaves them.
     let mut old_gitlinks: Vec<PathBuf> = Vec::new();
-    // Where the commit has a new submodule: libgit2 cannot make its directory over a file.
     let mut new_gitlinks: Vec<PathBuf> = Vec::new();
     for delta in diff.deltas() {
         // The diff runs from the new tree to the old index, so its sides are swapped.
@@ -94,39 +226,23 @@ pub fn checkout(
             new_gitlinks.extend(commit_has.path().map(Path::to_path_buf));
         }
     }
+    Ok(Changes {
+        to_write,
+        old_gitlinks,
+        new_gitlinks,
+    })
+}
 
-    // A checkout killed half-way leaves files the index does not know: those of the commit
-    // it was writing. Remember which, to remove the ones this commit does not have.
-    let pending = layout.state.join("checkout.pending");
-    let interrupted = std::fs::read_to_string(&pending)
-        .ok()
-        .and_then(|text| Oid::from_str(text.trim()).ok());
-    let strays = match interrupted {
-        Some(other) => untracked_files_of(&repo, other, &index, reporter)?,
-        None => Vec::new(),
-    };
-    // Forced, the checkout also rewrites what was edited on the server; after an
-    // interruption, or without an index, nothing says what it will write: every path.
-    if interrupted.is_some() || index_lost {
-        to_write = tree_files(&repo, &tree)?;
-    } else {
-        // (After an interruption, differences are the interrupted checkout's, not edits.)
-        let edited = edited_on_server(&repo, &index)?;
-        result.overwritten = edited.iter().map(|p| display(p)).collect();
-        to_write.extend(edited);
-    }
-    std::fs::write(&pending, commit.to_string()).context("cannot note the checkout in progress")?;
-    result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
-    for path in &new_gitlinks {
-        if let Some(full) = inside(&layout.application, path)
-            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
-        {
-            std::fs::remove_file(&full)
-                .with_context(|| format!("cannot remove {}", full.display()))?;
-        }
-    }
-
-    let bar = reporter.progress(result.files as u64, "checking out");
+/// The checkout itself, forced. Returns the files added by hand that it removed.
+fn write_tree(
+    repo: &Repository,
+    tree: &git2::Tree,
+    commit: Oid,
+    layout: &Layout,
+    reporter: &Reporter,
+) -> Result<Vec<String>> {
+    // Its length comes with the first progress call.
+    let bar = reporter.progress(0, "checking out");
     let mut added_by_hand = Vec::new();
     let mut builder = CheckoutBuilder::new();
     // Files added on the server that git neither tracks nor ignores go too, so that the
@@ -152,29 +268,8 @@ pub fn checkout(
             )
         })?;
     drop(builder);
-    result.added_by_hand = added_by_hand;
     bar.finish_and_clear();
-    if remove_old_gitlinks(&old_gitlinks, &tree, &layout.application)? {
-        // What the commit has where a submodule's directory stood could not be written.
-        let mut builder = CheckoutBuilder::new();
-        builder.force().disable_pathspec_match(true);
-        for path in &old_gitlinks {
-            builder.path(path);
-        }
-        repo.checkout_tree(tree.as_object(), Some(&mut builder))
-            .with_context(|| format!("cannot check {commit} out where submodules were"))?;
-    }
-    index.write().context("cannot save the checkout's index")?;
-    result.files = index.len();
-    for stray in strays {
-        if tree.get_path(&stray).is_err()
-            && let Some(full) = inside(&layout.application, &stray)
-        {
-            let _ = std::fs::remove_file(full);
-        }
-    }
-    std::fs::remove_file(&pending).context("cannot note the checkout as done")?;
-    Ok(result)
+    Ok(added_by_hand)
 }
 
 /// libgit2 writes the index through `<index>.lock`; a checkout killed at that moment leaves

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::fault;
-use crate::report::Reporter;
+use crate::infra::fault;
+use crate::infra::report::Reporter;
 
 /// How long output is still relayed after the command exited. A command that left a process
 /// running in the background (`queue:work &`) leaves it holding the output pipe; the deploy

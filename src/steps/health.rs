@@ -1,23 +1,40 @@
 //! The health check after a switch: a command or an HTTP GET that must succeed, or the new
 //! build is rolled back.
 
+use std::fmt;
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::child;
 use crate::config::{Healthcheck, Probe};
-use crate::report::Reporter;
+use crate::infra::child;
+use crate::infra::report::Reporter;
+use crate::steps::Summary;
 
-/// Probes until one attempt succeeds or the retries are spent. Returns how many attempts it
-/// took.
-pub fn check(check: &Healthcheck, root: &Path, build: &Path, reporter: &Reporter) -> Result<u32> {
+/// A check that passed, and at which attempt.
+pub struct Healthy(pub u32);
+
+impl fmt::Display for Healthy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "healthy (attempt {})", self.0)
+    }
+}
+
+impl Summary for Healthy {}
+
+/// Probes until one attempt succeeds or the retries are spent.
+pub fn check(
+    check: &Healthcheck,
+    root: &Path,
+    build: &Path,
+    reporter: &Reporter,
+) -> Result<Healthy> {
     // deploy.yml bounds retries; saturating all the same, as no count here may panic.
     let attempts = check.retries.saturating_add(1);
     let mut last = anyhow!("not probed");
     for attempt in 1..=attempts {
         match probe(check, root, build, reporter) {
-            Ok(()) => return Ok(attempt),
+            Ok(()) => return Ok(Healthy(attempt)),
             Err(err) => {
                 reporter.child_line(&format!("attempt {attempt}/{attempts} failed: {err:#}"));
                 last = err;

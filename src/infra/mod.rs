@@ -1,0 +1,9 @@
+//! What the steps lean on: running programs ([`child`]), what the pusher sees ([`report`]),
+//! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
+//! crash points of the kill tests ([`fault`]).
+
+pub mod child;
+pub mod fault;
+pub mod lock;
+pub mod recover;
+pub mod report;

@@ -1,0 +1,358 @@
+//! Steps 3 to 11 of a deploy (see [`crate::steps`]), from the checkout to the cleanup: what
+//! runs once `deploy` holds the lock and has decided what to build. Until the switch, any
+//! failure leaves `latest` and `builds/` as they were.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use git2::{Oid, Repository};
+
+use crate::config::SnapshotMode;
+use crate::infra::fault;
+use crate::infra::report::Reporter;
+use crate::rollback;
+use crate::state::build_name::BuildName;
+use crate::state::builds;
+use crate::state::manifest::Manifest;
+use crate::state::plan::Plan;
+use crate::steps::commands::{self, DeployEnv};
+use crate::steps::composer::{self, Decision, Outcome};
+use crate::steps::snapshot::{self, Linking, Snapshot};
+use crate::steps::{self, checkout, cleanup, health, shared, switch};
+
+/// One deploy, from the checkout on: what every step reads.
+pub struct Deploy<'a> {
+    pub plan: &'a Plan,
+    /// The bare repository, opened once for the whole deploy.
+    pub repo: &'a Repository,
+    pub commit: Oid,
+    /// The ref or command that asked, for the build's record.
+    pub source: &'a str,
+    /// `replay`: the build links nothing from the live one.
+    pub replay: bool,
+    /// The live build, which the new one replaces (and links from).
+    pub previous: Option<&'a BuildName>,
+    pub reporter: &'a Reporter,
+}
+
+/// A new build that went live, and what went wrong after it did.
+pub struct Deployed {
+    pub build: BuildName,
+    pub switched_at: String,
+    pub problem: Problem,
+}
+
+/// What went wrong once the new build was live.
+pub enum Problem {
+    None,
+    /// after_switch failed: reported, not undone.
+    AfterSwitch(anyhow::Error),
+    /// The health check failed: the build was rolled back (or could not be).
+    Unhealthy(anyhow::Error),
+}
+
+/// Runs steps 3 to 11 in order.
+pub fn pipeline(d: &Deploy) -> Result<Deployed> {
+    let layout = &d.plan.layout;
+    let config = &d.plan.config;
+    checkout_step(d)?;
+    let decision = match &config.composer {
+        Some(settings) => Some(
+            composer::decide_for(d.repo, d.commit, layout, settings).context("composer failed")?,
+        ),
+        None => None,
+    };
+    let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
+    let snap = composer_and_snapshot(d, decision)?;
+    shared_step(d, &snap)?;
+    let build_dir = publish(d, &name, snap)?;
+    let commit = d.commit.to_string();
+    let env = DeployEnv {
+        root: &layout.root,
+        build: &build_dir,
+        commit: &commit,
+    };
+    let switched_at = switch_unless_refused(d, &name, &env)?;
+    let problem = after_switch(d, &env);
+    if let Some(check) = &config.healthcheck {
+        let step = d.reporter.step("healthcheck");
+        fault::point("healthcheck");
+        match health::check(check, &layout.root, &build_dir, d.reporter) {
+            Ok(healthy) => steps::close(d.reporter, step, Duration::ZERO, &healthy),
+            Err(err) => {
+                return Ok(Deployed {
+                    problem: Problem::Unhealthy(unhealthy(d, &name, err)),
+                    build: name,
+                    switched_at,
+                });
+            }
+        }
+    }
+    cleanup_step(d);
+    Ok(Deployed {
+        build: name,
+        switched_at,
+        problem,
+    })
+}
+
+fn checkout_step(d: &Deploy) -> Result<()> {
+    let step = d.reporter.step("checkout");
+    let layout = &d.plan.layout;
+    let composer = d.plan.config.composer.is_some();
+    let done = checkout::checkout(d.repo, d.commit, layout, composer, d.reporter)
+        .context("checkout failed")?;
+    for warning in done.warnings() {
+        d.reporter.warn(&warning);
+    }
+    steps::close(d.reporter, step, Duration::ZERO, &done);
+    Ok(())
+}
+
+/// What a snapshot reads besides application/, kept here for as long as the snapshot borrows
+/// it through [`snapshot::Options`].
+struct SnapshotInputs {
+    previous_dir: Option<PathBuf>,
+    /// The previous build's manifest: a map of every file, dropped as soon as the snapshot is
+    /// made.
+    previous_manifest: Manifest,
+    never_link: Vec<PathBuf>,
+    later: Vec<PathBuf>,
+    linking: Linking,
+}
+
+impl SnapshotInputs {
+    fn new(d: &Deploy, later: Vec<PathBuf>) -> SnapshotInputs {
+        let layout = &d.plan.layout;
+        let config = &d.plan.config;
+        // `replay` links nothing: it is how a build equal to a fresh checkout is made, whatever
+        // happened to the builds on disk.
+        let linking = match config.snapshot {
+            SnapshotMode::Copy => Linking::Copy,
+            SnapshotMode::Link if d.replay => Linking::Replay,
+            SnapshotMode::Link => Linking::Link,
+        };
+        let previous_manifest = match d.previous {
+            Some(previous) if linking == Linking::Link => {
+                Manifest::read(&layout.manifest_file(previous))
+            }
+            _ => Manifest::default(),
+        };
+        SnapshotInputs {
+            previous_dir: d.previous.map(|b| layout.build_dir(b)),
+            previous_manifest,
+            never_link: config.shared.iter().map(|e| e.path.clone()).collect(),
+            later,
+            linking,
+        }
+    }
+
+    fn options(&self) -> snapshot::Options<'_> {
+        snapshot::Options {
+            link_from: self
+                .previous_dir
+                .as_deref()
+                .filter(|_| self.linking == Linking::Link)
+                .map(|dir| (dir, &self.previous_manifest)),
+            read_only: self.linking != Linking::Copy,
+            never_link: &self.never_link,
+            later: &self.later,
+            progress: self.later.is_empty(),
+        }
+    }
+}
+
+/// Steps 4 and 5: composer, then the snapshot; or both at once, when composer will write
+/// only its autoloader, everything else being copied meanwhile.
+fn composer_and_snapshot(d: &Deploy, decision: Option<Decision>) -> Result<Snapshot> {
+    let layout = &d.plan.layout;
+    let later = decision
+        .as_ref()
+        .and_then(|decision| composer::writes_only(&decision.outcome, &layout.application))
+        .unwrap_or_default();
+    let inputs = SnapshotInputs::new(d, later);
+    let options = inputs.options();
+    let mut early = None;
+    if let (Some(settings), Some(decision)) = (&d.plan.config.composer, decision) {
+        let step = d.reporter.step("composer");
+        let run = || composer::run(decision, layout, settings, d.reporter);
+        let ran = if options.later.is_empty() {
+            run()
+        } else {
+            let (ran, snap) = composer_while_copying(d, &options, run);
+            early = Some(snap);
+            ran
+        };
+        let outcome = ran.context("composer failed")?;
+        steps::close(d.reporter, step, Duration::ZERO, &outcome);
+    }
+
+    let step = d.reporter.step("snapshot");
+    let commit = d.commit.to_string();
+    let (mut snap, meanwhile) = match early {
+        Some((snap, took)) => (snap.context("snapshot failed")?, took),
+        None => (
+            snapshot::snapshot(layout, &commit, &options, d.reporter).context("snapshot failed")?,
+            Duration::ZERO,
+        ),
+    };
+    snap.add(&layout.application, &inputs.later, &options)
+        .context("snapshot failed")?;
+    let linking = inputs.linking;
+    // The previous build's manifest is a map of every file: let it go before what follows.
+    drop(inputs);
+    if let Some(warning) = snap.changed_warning() {
+        d.reporter.warn(&warning);
+    }
+    let summary = snap.summary(linking, meanwhile);
+    steps::close(d.reporter, step, meanwhile, &summary);
+    Ok(snap)
+}
+
+/// The overlap: composer waits on its child in a thread of its own while this one copies
+/// everything composer will not write. Returns composer's outcome, and the snapshot with the
+/// time it took.
+fn composer_while_copying(
+    d: &Deploy,
+    options: &snapshot::Options,
+    run: impl FnOnce() -> Result<Outcome> + Send,
+) -> (Result<Outcome>, (Result<Snapshot>, Duration)) {
+    let commit = d.commit.to_string();
+    // The copy stays on this thread, where the memory the checkout freed is reused (a new
+    // thread's allocator arena would start empty and add to the peak).
+    std::thread::scope(|scope| {
+        let composer = scope.spawn(run);
+        let started = Instant::now();
+        let snap = snapshot::snapshot(&d.plan.layout, &commit, options, d.reporter);
+        // Start writing the copy out while composer still runs, so that the flush before the
+        // switch finds little left to do. (It is repeated there.)
+        if let Ok(snap) = &snap {
+            let _ = switch::syncfs(snap.path());
+        }
+        let took = started.elapsed();
+        let ran = composer.join().expect("composer's thread does not panic");
+        (ran, (snap, took))
+    })
+}
+
+fn shared_step(d: &Deploy, snap: &Snapshot) -> Result<()> {
+    let entries = &d.plan.config.shared;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let step = d.reporter.step("shared");
+    let linked = shared::link_all(&d.plan.layout, snap.path(), entries)
+        .context("linking shared entries failed")?;
+    steps::close(d.reporter, step, Duration::ZERO, &linked);
+    Ok(())
+}
+
+/// Records the build and renames it into `builds/`. Returns its directory.
+fn publish(d: &Deploy, name: &BuildName, mut snap: Snapshot) -> Result<PathBuf> {
+    let layout = &d.plan.layout;
+    let meta = builds::Meta {
+        commit: d.commit.to_string(),
+        source: d.source.to_string(),
+        deployed_at: builds::utc_now_rfc3339(),
+        bad: false,
+        went_live: false,
+    };
+    fault::point("snapshot-done");
+    builds::write_meta(layout, name, &meta).context("snapshot failed")?;
+    snap.write_manifest(&layout.manifest_file(name))
+        .context("snapshot failed")?;
+    let build_dir = snap
+        .publish(&layout.build_dir(name))
+        .context("snapshot failed")?;
+    fault::point("published");
+    Ok(build_dir)
+}
+
+/// Steps 7 and 8: before_switch, then the switch. Returns when the switch happened.
+fn switch_unless_refused(d: &Deploy, name: &BuildName, env: &DeployEnv) -> Result<String> {
+    let layout = &d.plan.layout;
+    let config = &d.plan.config;
+    let before = (|| {
+        if !config.before_switch.is_empty() {
+            let step = d.reporter.step("before_switch");
+            fault::point("before_switch");
+            commands::run_commands(
+                &config.before_switch,
+                env,
+                config.command_timeout,
+                d.reporter,
+            )
+            .context("before_switch failed")?;
+            d.reporter.done(step, "");
+        }
+        switch::switch_step(layout, name, d.reporter)
+    })();
+    before.inspect_err(|_| {
+        // Never live: take it out of builds/ so that only builds that made it stay there.
+        // (Checked, not assumed: the one build that must never be removed is the live one.)
+        if builds::live(layout).as_ref() != Some(name)
+            && let Err(cleanup) = builds::remove_build(layout, name)
+        {
+            d.reporter
+                .warn(&format!("could not remove builds/{name}: {cleanup:#}"));
+        }
+    })
+}
+
+fn after_switch(d: &Deploy, env: &DeployEnv) -> Problem {
+    let config = &d.plan.config;
+    if config.after_switch.is_empty() {
+        return Problem::None;
+    }
+    let step = d.reporter.step("after_switch");
+    fault::point("after_switch");
+    match commands::run_commands(
+        &config.after_switch,
+        env,
+        config.command_timeout,
+        d.reporter,
+    ) {
+        Ok(()) => {
+            d.reporter.done(step, "");
+            Problem::None
+        }
+        // Reported once, as the deploy's last line, after the summary.
+        Err(err) => Problem::AfterSwitch(err),
+    }
+}
+
+/// The new build failed its health check: back to the build that was live before, if any.
+/// Returns the error that ends the deploy.
+fn unhealthy(d: &Deploy, build: &BuildName, err: anyhow::Error) -> anyhow::Error {
+    let err = err.context("health check failed");
+    let Some(previous) = d.previous else {
+        if let Err(mark) = builds::mark_bad(&d.plan.layout, build) {
+            d.reporter
+                .warn(&format!("could not mark builds/{build} bad: {mark:#}"));
+        }
+        return err.context(format!(
+            "there is no earlier build to roll back to; builds/{build} stays live"
+        ));
+    };
+    match rollback::restore(d.plan, build, previous, d.reporter) {
+        Ok(_) => err.context(format!(
+            "rolled back to builds/{previous}; builds/{build} is marked bad"
+        )),
+        Err(restore) => anyhow!("{restore:#}").context(format!(
+            "{err:#}; rolling back to builds/{previous} failed too"
+        )),
+    }
+}
+
+fn cleanup_step(d: &Deploy) {
+    let step = d.reporter.step("cleanup");
+    fault::point("cleanup");
+    let keep = d.plan.config.keep_builds;
+    match cleanup::cleanup(&d.plan.layout, keep) {
+        Ok(cleaned) => steps::close(d.reporter, step, Duration::ZERO, &cleaned),
+        Err(err) => d
+            .reporter
+            .warn(&format!("cleanup failed (the new build is live): {err:#}")),
+    }
+}

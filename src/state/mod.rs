@@ -1,0 +1,11 @@
+//! What a deploy root holds between runs, and the types that name it: the root's layout and
+//! configuration ([`plan`]), build names ([`build_name`]), the builds and their records
+//! ([`builds`]), the deploy log ([`history`]), what each build file came from ([`manifest`])
+//! and the refs kept in the bare repository ([`refs`]).
+
+pub mod build_name;
+pub mod builds;
+pub mod history;
+pub mod manifest;
+pub mod plan;
+pub mod refs;

@@ -1,0 +1,186 @@
+//! The refs the hook keeps in the bare repository.
+//!
+//! Stock git refuses to delete a ref the server does not have, so the bare repository keeps
+//! `refs/heads/rollback` at the commit of the build a rollback would go to: deleting it is the
+//! request, and `git ls-remote production rollback` shows where it would land.
+//!
+//! That ref can only be moved to a commit the repository still has. After a force push, the
+//! commits of older builds are reachable from nothing else and `git gc` would prune them, so
+//! every build on disk also has a ref of its own, `refs/atomdeploy/builds/<name>`, hidden
+//! from clients (`transfer.hideRefs`), made and removed with the build.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use git2::{Oid, Repository};
+
+use crate::config::ROLLBACK_BRANCH;
+use crate::infra::report::{Reporter, short_id};
+use crate::state::builds;
+use crate::state::plan::Plan;
+
+/// Where each build's own ref lives.
+const BUILD_REFS: &str = "refs/atomdeploy/builds/";
+
+/// Gives every build on disk a ref at its commit and removes the refs of builds that are gone,
+/// then points `refs/heads/rollback` at the commit of the current rollback target, or deletes
+/// it when there is none. Call under the lock, after every deploy and rollback. A failure only
+/// warns: the site is unaffected.
+pub fn sync_ref(plan: &Plan, repo: &Repository, reporter: &Reporter) {
+    sync_in(plan, Ok(repo), reporter);
+}
+
+/// [`sync_ref`] for a caller that has not opened the repository (a rollback).
+pub fn open_and_sync_ref(plan: &Plan, reporter: &Reporter) {
+    match Repository::open_bare(&plan.config.repository) {
+        Ok(repo) => sync_in(plan, Ok(&repo), reporter),
+        Err(err) => sync_in(plan, Err(&err), reporter),
+    }
+}
+
+fn sync_in(plan: &Plan, repo: Result<&Repository, &git2::Error>, reporter: &Reporter) {
+    for lock in clear_stale_ref_locks(&plan.config.repository) {
+        reporter.warn(&format!(
+            "removed {}, left by an interrupted deploy",
+            lock.display()
+        ));
+    }
+    let unopened = |err: &git2::Error| anyhow::anyhow!("{err}");
+    if let Err(err) = repo
+        .map_err(unopened)
+        .and_then(|repo| sync_build_refs(plan, repo))
+    {
+        reporter.warn(&format!(
+            "could not keep the commits of the builds on disk in the repository: {err:#}"
+        ));
+    }
+    if let Err(err) = repo
+        .map_err(unopened)
+        .and_then(|repo| try_sync_ref(plan, repo))
+    {
+        reporter.warn(&format!(
+            "could not update refs/heads/{ROLLBACK_BRANCH}: {err:#}"
+        ));
+    }
+}
+
+/// A ref lock outlives a hook killed while libgit2 wrote the ref, and makes every later write
+/// of that ref fail. Under the deploy lock, the locks of `refs/atomdeploy/` are stale for sure:
+/// nothing but the hook writes those refs. `refs/heads/rollback` and `packed-refs` are also
+/// written by git itself (a client's push, `git gc`), which holds their locks for a moment: their
+/// locks are stale only once they are old. Returns what was removed.
+fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
+    const OLD: std::time::Duration = std::time::Duration::from_secs(60);
+    let mut removed = Vec::new();
+    let ours = walkdir::WalkDir::new(repo.join(BUILD_REFS.trim_end_matches('/')))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .filter(|p| p.extension().is_some_and(|x| x == "lock"));
+    let shared = [
+        repo.join(format!("refs/heads/{ROLLBACK_BRANCH}.lock")),
+        repo.join("packed-refs.lock"),
+    ]
+    .into_iter()
+    .filter(|p| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > OLD))
+    });
+    for lock in ours.collect::<Vec<_>>().into_iter().chain(shared) {
+        if std::fs::remove_file(&lock).is_ok() {
+            removed.push(lock);
+        }
+    }
+    removed
+}
+
+fn try_sync_ref(plan: &Plan, repo: &Repository) -> Result<()> {
+    let layout = &plan.layout;
+    let refname = format!("refs/heads/{ROLLBACK_BRANCH}");
+    let target = builds::rollback_target(layout)?;
+    match target.and_then(|t| builds::revision(layout, &t).map(|c| (t, c))) {
+        Some((target, commit)) => {
+            let oid = Oid::from_str(&commit)?;
+            repo.reference(
+                &refname,
+                oid,
+                true,
+                &format!("atomdeploy: rollback target builds/{target}"),
+            )?;
+        }
+        None => {
+            if let Ok(mut reference) = repo.find_reference(&refname) {
+                reference.delete()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sync_build_refs(plan: &Plan, repo: &Repository) -> Result<()> {
+    hide_internal_refs(repo)?;
+    let layout = &plan.layout;
+    let on_disk = builds::list(layout)?;
+    let mut missing = Vec::new();
+    for build in &on_disk {
+        let refname = format!("{BUILD_REFS}{build}");
+        let Some(commit) = builds::revision(layout, build) else {
+            continue;
+        };
+        let oid = Oid::from_str(&commit)?;
+        if repo.refname_to_id(&refname).ok() == Some(oid) {
+            continue;
+        }
+        // Fails only when the commit is gone already (a build older than these refs).
+        if repo
+            .reference(&refname, oid, true, &format!("atomdeploy: builds/{build}"))
+            .is_err()
+        {
+            missing.push(format!("builds/{build} ({})", short_id(&commit)));
+        }
+    }
+    for reference in repo.references_glob(&format!("{BUILD_REFS}*"))? {
+        let mut reference = reference?;
+        let gone = reference
+            .name()
+            .ok()
+            .and_then(|n| n.strip_prefix(BUILD_REFS))
+            .is_none_or(|name| !on_disk.iter().any(|b| b.to_string() == name));
+        if gone {
+            reference.delete()?;
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the repository no longer has the commit of {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Hides the refs atomdeploy-hook keeps for itself (`refs/atomdeploy/…`, which keep the
+/// commits of the builds on disk from being pruned) from clients: git neither lists them, nor
+/// sends them, nor lets a push change them. Set by `install` for new and existing repositories,
+/// and by the hook when it is missing. Writes the config only when the value is not there yet.
+pub fn hide_internal_refs(repo: &Repository) -> Result<()> {
+    const HIDDEN: &str = "refs/atomdeploy";
+    let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
+    let mut present = false;
+    if let Ok(entries) = config.multivar("transfer.hiderefs", None) {
+        entries.for_each(|e| present |= e.value_bytes() == HIDDEN.as_bytes())?;
+    }
+    if !present {
+        config
+            .set_multivar("transfer.hideRefs", "^refs/atomdeploy$", HIDDEN)
+            .with_context(|| {
+                format!(
+                    "cannot set transfer.hideRefs in {}",
+                    repo.path().join("config").display()
+                )
+            })?;
+    }
+    Ok(())
+}

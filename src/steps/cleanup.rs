@@ -1,0 +1,33 @@
+//! The last step of a deploy that went live: old and bad builds go, never the live one.
+
+use std::fmt;
+
+use anyhow::Result;
+
+use crate::state::builds;
+use crate::state::plan::Layout;
+use crate::steps::Summary;
+
+/// How many builds went, and the setting that decided it.
+pub struct Cleaned {
+    pub removed: usize,
+    pub keep: usize,
+}
+
+impl fmt::Display for Cleaned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} old builds removed (keep_builds: {})",
+            self.removed, self.keep
+        )
+    }
+}
+
+impl Summary for Cleaned {}
+
+/// Removes every bad build and the oldest good ones beyond `keep` (see [`builds::cleanup`]).
+pub fn cleanup(layout: &Layout, keep: usize) -> Result<Cleaned> {
+    let removed = builds::cleanup(layout, keep)?.len();
+    Ok(Cleaned { removed, keep })
+}

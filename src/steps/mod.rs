@@ -1,0 +1,52 @@
+//! The steps of a deploy, each a module of its own, in the order a deploy runs them (the
+//! README's "The deploy, step by step" tells the same list):
+//!
+//! 1. **lock** — `infra/lock.rs`, then `infra/recover.rs` cleans up what a killed deploy left;
+//! 2. **decide** — `deploy.rs`: the branch head under the lock, or nothing when it is live;
+//! 3. **checkout** — [`checkout`]: the commit into `application/`;
+//! 4. **composer** — [`composer`]: only as much as the commit needs;
+//! 5. **snapshot** — [`snapshot`]: `application/` into a new build (with
+//!    `state/manifest.rs`), while composer runs when composer writes only its autoloader
+//!    (`pipeline::composer_while_copying`);
+//! 6. **shared** — [`shared`]: the `shared:` entries linked into the build;
+//! 7. **before_switch** — [`commands`], in the build;
+//! 8. **switch** — [`switch`]: `latest` flipped in one rename;
+//! 9. **after_switch** — [`commands`];
+//! 10. **healthcheck** — [`health`]; failing, `rollback.rs` puts the previous build back;
+//! 11. **cleanup** — [`cleanup`]: old and bad builds removed, never the live one;
+//! 12. **log** — `state/history.rs`, and `state/refs.rs` moves the `rollback` branch.
+//!
+//! `pipeline.rs` runs 3 to 11; every step there returns a summary that knows its own line.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::infra::report::{Reporter, Step};
+
+pub mod checkout;
+pub mod cleanup;
+pub mod commands;
+pub mod composer;
+pub mod health;
+pub mod shared;
+pub mod snapshot;
+pub mod switch;
+
+/// What a step did, as the detail of its line (`    checkout 0.04s: 12 files, …`).
+pub trait Summary: fmt::Display {
+    /// A step that had nothing to do: its line says why, and the summary line says `skipped`.
+    fn skipped(&self) -> bool {
+        false
+    }
+}
+
+/// Closes `step` with the line `summary` gives; `before` is work done before the step's
+/// header (the part of a snapshot made while composer ran).
+pub fn close(reporter: &Reporter, step: Step, before: Duration, summary: &impl Summary) {
+    let detail = summary.to_string();
+    if summary.skipped() {
+        reporter.skipped(step, &detail);
+    } else {
+        reporter.done_after(step, before, &detail);
+    }
+}
