@@ -5,8 +5,6 @@
 //! Every command runs in a cleared environment with pinned `GIT_*` variables and no system or
 //! global git configuration, so the machine's settings cannot change what a test sees.
 
-#![allow(dead_code)] // each test file uses its own part of the harness
-
 pub mod trees;
 pub mod web;
 
@@ -160,19 +158,6 @@ impl Server {
 
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         self.env.command(program)
-    }
-
-    /// Runs the binary against this server's root with a fault armed, in a process group of
-    /// its own (see [`Clone::push_with_fault`]).
-    pub fn run_with_fault(&self, args: &[&str], fault: &str) -> Output {
-        self.command(BIN)
-            .args(args)
-            .arg("--root")
-            .arg(&self.root)
-            .env("ATOMDEPLOY_FAULT", fault)
-            .process_group(0)
-            .output()
-            .unwrap()
     }
 
     /// `git ARGS` in the server's bare repository; its output, once it succeeded.
@@ -579,7 +564,6 @@ impl Clone {
         Push {
             code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
     }
 
@@ -625,7 +609,6 @@ impl Clone {
         Push {
             code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
     }
 
@@ -644,7 +627,6 @@ impl Clone {
 pub struct Push {
     pub code: Option<i32>,
     pub stderr: String,
-    pub stdout: String,
 }
 
 impl Push {
@@ -740,7 +722,6 @@ impl RunningPush {
         Push {
             code: status.code(),
             stderr,
-            stdout: String::new(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! `HOSTILE_SEED=N` runs that one sequence; `HOSTILE_SEQUENCES=N` runs seeds 1 to N instead
 //! of 1 to 40, `HOSTILE_PUSHES=N` makes each sequence N pushes long instead of 6.
 
-mod harness;
+use crate::harness;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -15,8 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use harness::trees::{self, Gen, HOSTILE, Hostile, Node, Objects, Rng, Tree, file};
-use harness::{Clone, Push, Server, ServerState, tree_listing};
+use crate::harness::trees::{self, Gen, HOSTILE, Hostile, Node, Objects, Rng, Tree, file};
+use crate::harness::{Clone, Push, Server, ServerState, tree_listing};
 
 const SHARED: &[&str] = &[".env", "uploads"];
 
@@ -282,7 +282,6 @@ fn run_sequence(
             Push {
                 code: Some(0),
                 stderr: String::new(),
-                stdout: String::new(),
             }
         } else {
             world.push(&commit)

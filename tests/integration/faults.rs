@@ -6,12 +6,12 @@
 //! 3. after any failure or crash the next deploy succeeds and leaves nothing behind;
 //! 4. builds/ only ever holds complete builds.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use harness::{Clone, Server, tree_listing};
+use crate::harness::{Clone, Server, tree_listing};
 
 const SHARED: &[&str] = &[".env", "storage/sessions"];
 

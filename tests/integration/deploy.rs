@@ -1,12 +1,12 @@
 //! Push-to-deploy, end to end: real `install`, real `git push`, real composer.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use harness::{Server, is_executable};
+use crate::harness::{Server, is_executable};
 
 #[test]
 fn first_push_deploys_a_complete_build_and_makes_it_live() {

@@ -1,16 +1,14 @@
 //! Zero downtime, proven with real nginx and php-fpm under load: requests never fail and
 //! never mix two builds while deploys and rollbacks switch `latest` underneath them.
 
-mod harness;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use harness::web::{WebServer, living, naming};
-use harness::{Server, wait_until};
+use crate::harness::web::{WebServer, living, naming};
+use crate::harness::{Server, wait_until};
 
 const CLIENTS: usize = 4;
 const DEPLOYS: usize = 30;

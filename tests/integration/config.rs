@@ -1,14 +1,12 @@
 //! deploy.yml at its limits, command_timeout, refused shared paths, and the hook's input and
 //! log when they hold what they should not: end to end, through real pushes.
 
-mod harness;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
-use harness::{Server, assert_success, wait_until};
+use crate::harness::{Server, assert_success, wait_until};
 
 /// Command lines of the running processes that contain `marker`.
 fn processes_with(marker: &str) -> Vec<String> {

@@ -1,14 +1,14 @@
 //! Ways back: `git push production :rollback`, `rollback --to`, `replay`, the health check's
 //! automatic rollback, and the views `builds` and `log`.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use harness::{Clone, Server};
+use crate::harness::{Clone, Server};
 
 /// Deploys one version per name; returns each version's build and commit.
 fn deploy_versions(server: &Server, clone: &Clone, versions: &[&str]) -> Vec<(String, String)> {
