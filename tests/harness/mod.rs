@@ -444,6 +444,39 @@ impl Server {
             shared: tree_listing(&self.root.join("shared")),
         }
     }
+
+    /// What a refused or failed deploy must leave: the live build, builds/ and shared/ as they
+    /// were at `before`, and nothing of the attempt behind (see
+    /// [`Server::assert_nothing_left_behind`]).
+    #[track_caller]
+    pub fn assert_unchanged_since(&self, before: &ServerState) {
+        self.assert_unchanged_since_in(before, "");
+    }
+
+    /// [`Server::assert_unchanged_since`], its failure prefixed with `what` (the case of a loop).
+    #[track_caller]
+    pub fn assert_unchanged_since_in(&self, before: &ServerState, what: &str) {
+        assert_eq!(&self.state(), before, "{what}: the server changed");
+        self.assert_nothing_left_behind_in(what);
+    }
+
+    /// No build in the making (`.atomdeploy/tmp`), none being removed (`.atomdeploy/trash`),
+    /// no `.latest.*` of an unfinished switch: what a deploy that ended, however it ended,
+    /// must not leave.
+    #[track_caller]
+    pub fn assert_nothing_left_behind(&self) {
+        self.assert_nothing_left_behind_in("");
+    }
+
+    /// [`Server::assert_nothing_left_behind`], its failure prefixed with `what`.
+    #[track_caller]
+    pub fn assert_nothing_left_behind_in(&self, what: &str) {
+        assert_eq!(
+            self.leftovers(),
+            Vec::<String>::new(),
+            "{what}: left behind in the deploy root"
+        );
+    }
 }
 
 /// Holds deploys inside before_switch; see [`Server::gate_deploys`].

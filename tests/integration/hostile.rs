@@ -151,11 +151,9 @@ fn assert_refused(
         ));
     }
     assert!(!output.contains("deployed "), "said deployed:\n{output}");
-    assert_eq!(
-        &world.server.state(),
-        before,
-        "a refused commit changed the server"
-    );
+    world
+        .server
+        .assert_unchanged_since_in(before, "a refused commit");
     if world
         .server
         .root
@@ -297,7 +295,7 @@ fn run_sequence(
         }
         assert_untouched(&world, &untouchable);
         world.server.assert_only_complete_builds(SHARED);
-        assert_eq!(world.server.leftovers(), Vec::<String>::new());
+        world.server.assert_nothing_left_behind();
         match &refused_path {
             Some(path) => {
                 if !unpushable {
@@ -543,7 +541,7 @@ fn with_installs_default_git_refuses_a_dotdot_tree_at_push_time() {
         push.stderr
     );
     assert_eq!(server.branch_head("main").as_deref(), Some(good.as_str()));
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 }
 
 fn canary_dir(server: &Server) -> PathBuf {

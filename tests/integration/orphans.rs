@@ -192,7 +192,7 @@ fn next_deploy_stops_the_orphan(server: &Server, clone: &Clone, orphan: i32, com
         "stopped only after the deploy began:\n{}",
         push.stderr
     );
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    server.assert_nothing_left_behind();
     server.assert_only_complete_builds(&[]);
 }
 
