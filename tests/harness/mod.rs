@@ -468,6 +468,32 @@ impl Server {
         self.assert_nothing_left_behind_in("");
     }
 
+    /// Running processes that this test's commands started, at any depth, as "pid cmdline":
+    /// those with this test's HOME in their environment, which the hook and what it runs
+    /// inherit. Every other test, in this process or another, has a HOME of its own.
+    pub fn processes(&self) -> Vec<String> {
+        use std::os::unix::ffi::OsStrExt;
+        let home = [b"HOME=", self.base().join("home").as_os_str().as_bytes()].concat();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let name = entry.file_name();
+            if !name.as_bytes().iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            // Gone already, or a zombie (its environment reads empty): neither runs.
+            let Ok(environ) = fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if !environ.split(|b| *b == 0).any(|var| var == home.as_slice()) {
+                continue;
+            }
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("{} {}", name.to_string_lossy(), cmdline.trim()));
+        }
+        found
+    }
+
     /// [`Server::assert_nothing_left_behind`], its failure prefixed with `what`.
     #[track_caller]
     pub fn assert_nothing_left_behind_in(&self, what: &str) {
@@ -812,4 +838,16 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 pub fn is_executable(path: &Path) -> bool {
     fs::metadata(path).unwrap().permissions().mode() & 0o111 != 0
+}
+
+/// Taken by the few tests that must not overlap one another now that every test shares one
+/// process: the web server under load, the syscall trace, the 200 MB tree. Each wants the
+/// machine's CPU and disk for long stretches, and two at once slow both past their waits on
+/// a small machine. Everything else runs alongside them.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it poisoned it; the next may run all the same.
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -539,6 +539,7 @@ fn push_options_and_the_hooks_git_variables_never_reach_commands() {
 
 #[test]
 fn a_huge_odd_tree_is_kept_exactly() {
+    let _heavy = harness::exclusive();
     let server = Server::builder().config("composer", "false").install();
     let clone = server.empty_clone("huge");
     clone.write("public/index.php", "<?php echo 'huge';\n");
@@ -608,6 +609,7 @@ fn a_huge_odd_tree_is_kept_exactly() {
 
 #[test]
 fn the_build_is_flushed_before_latest_moves_and_latest_is_flushed_after() {
+    let _heavy = harness::exclusive();
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
     clone.push_main().success();
