@@ -292,6 +292,7 @@ impl Server {
         };
         clone.git(&["init", "-q", "-b", "main"]);
         clone.git(&["remote", "add", "production", self.repo.to_str().unwrap()]);
+        clone.no_background_gc();
         clone
     }
 
@@ -308,10 +309,12 @@ impl Server {
             .output()
             .unwrap();
         assert_success(&out, "git clone");
-        Clone {
+        let clone = Clone {
             path,
             env: self.env.clone(),
-        }
+        };
+        clone.no_background_gc();
+        clone
     }
 
     pub fn latest(&self) -> PathBuf {
@@ -669,6 +672,15 @@ impl Clone {
             code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// A commit that leaves many loose objects (the 50,000 files of faults.rs) makes git start
+    /// `maintenance --detach` in the clone, which would outlive the test, burn the CPU of the
+    /// tests that run alongside and race the removal of the temp dir.
+    #[track_caller]
+    fn no_background_gc(&self) {
+        self.git(&["config", "maintenance.auto", "false"]);
+        self.git(&["config", "gc.auto", "0"]);
     }
 
     fn push_command(&self, args: &[&str]) -> Command {
