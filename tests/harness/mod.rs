@@ -853,9 +853,10 @@ pub fn is_executable(path: &Path) -> bool {
 }
 
 /// Taken by the few tests that must not overlap one another now that every test shares one
-/// process: the web server under load, the syscall trace, the 200 MB tree. Each wants the
-/// machine's CPU and disk for long stretches, and two at once slow both past their waits on
-/// a small machine. Everything else runs alongside them.
+/// process: the two that run nginx and php-fpm (a dozen processes, one of them under load)
+/// and the one that traces every syscall of a deploy. Everything else runs alongside them.
+/// Not the 200 MB tree of faults.rs: it runs for a minute or more, and the trace test,
+/// started right after it in name order, would hold one of the test threads idle meanwhile.
 pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
     // A test that failed while holding it poisoned it; the next may run all the same.

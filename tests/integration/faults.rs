@@ -539,7 +539,6 @@ fn push_options_and_the_hooks_git_variables_never_reach_commands() {
 
 #[test]
 fn a_huge_odd_tree_is_kept_exactly() {
-    let _heavy = harness::exclusive();
     let server = Server::builder().config("composer", "false").install();
     let clone = server.empty_clone("huge");
     clone.write("public/index.php", "<?php echo 'huge';\n");
