@@ -1,8 +1,6 @@
 //! atomdeploy-hook: `git push production main` as an atomic deploy of a PHP application.
 //! Everything but the command line is in the library (lib.rs).
 
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use atomdeploy_hook::infra::report;
 use atomdeploy_hook::{cli, run};
 use clap::Parser;

@@ -5,8 +5,6 @@
 //! Every command runs in a cleared environment with pinned `GIT_*` variables and no system or
 //! global git configuration, so the machine's settings cannot change what a test sees.
 
-#![allow(dead_code)] // each test file uses its own part of the harness
-
 pub mod trees;
 pub mod web;
 
@@ -162,19 +160,6 @@ impl Server {
         self.env.command(program)
     }
 
-    /// Runs the binary against this server's root with a fault armed, in a process group of
-    /// its own (see [`Clone::push_with_fault`]).
-    pub fn run_with_fault(&self, args: &[&str], fault: &str) -> Output {
-        self.command(BIN)
-            .args(args)
-            .arg("--root")
-            .arg(&self.root)
-            .env("ATOMDEPLOY_FAULT", fault)
-            .process_group(0)
-            .output()
-            .unwrap()
-    }
-
     /// `git ARGS` in the server's bare repository; its output, once it succeeded.
     #[track_caller]
     pub fn repo_git(&self, args: &[&str]) -> Vec<u8> {
@@ -307,6 +292,7 @@ impl Server {
         };
         clone.git(&["init", "-q", "-b", "main"]);
         clone.git(&["remote", "add", "production", self.repo.to_str().unwrap()]);
+        clone.no_background_gc();
         clone
     }
 
@@ -323,10 +309,12 @@ impl Server {
             .output()
             .unwrap();
         assert_success(&out, "git clone");
-        Clone {
+        let clone = Clone {
             path,
             env: self.env.clone(),
-        }
+        };
+        clone.no_background_gc();
+        clone
     }
 
     pub fn latest(&self) -> PathBuf {
@@ -459,6 +447,65 @@ impl Server {
             shared: tree_listing(&self.root.join("shared")),
         }
     }
+
+    /// What a refused or failed deploy must leave: the live build, builds/ and shared/ as they
+    /// were at `before`, and nothing of the attempt behind (see
+    /// [`Server::assert_nothing_left_behind`]).
+    #[track_caller]
+    pub fn assert_unchanged_since(&self, before: &ServerState) {
+        self.assert_unchanged_since_in(before, "");
+    }
+
+    /// [`Server::assert_unchanged_since`], its failure prefixed with `what` (the case of a loop).
+    #[track_caller]
+    pub fn assert_unchanged_since_in(&self, before: &ServerState, what: &str) {
+        assert_eq!(&self.state(), before, "{what}: the server changed");
+        self.assert_nothing_left_behind_in(what);
+    }
+
+    /// No build in the making (`.atomdeploy/tmp`), none being removed (`.atomdeploy/trash`),
+    /// no `.latest.*` of an unfinished switch: what a deploy that ended, however it ended,
+    /// must not leave.
+    #[track_caller]
+    pub fn assert_nothing_left_behind(&self) {
+        self.assert_nothing_left_behind_in("");
+    }
+
+    /// Running processes that this test's commands started, at any depth, as "pid cmdline":
+    /// those with this test's HOME in their environment, which the hook and what it runs
+    /// inherit. Every other test, in this process or another, has a HOME of its own.
+    pub fn processes(&self) -> Vec<String> {
+        use std::os::unix::ffi::OsStrExt;
+        let home = [b"HOME=", self.base().join("home").as_os_str().as_bytes()].concat();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let name = entry.file_name();
+            if !name.as_bytes().iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            // Gone already, or a zombie (its environment reads empty): neither runs.
+            let Ok(environ) = fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if !environ.split(|b| *b == 0).any(|var| var == home.as_slice()) {
+                continue;
+            }
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("{} {}", name.to_string_lossy(), cmdline.trim()));
+        }
+        found
+    }
+
+    /// [`Server::assert_nothing_left_behind`], its failure prefixed with `what`.
+    #[track_caller]
+    pub fn assert_nothing_left_behind_in(&self, what: &str) {
+        assert_eq!(
+            self.leftovers(),
+            Vec::<String>::new(),
+            "{what}: left behind in the deploy root"
+        );
+    }
 }
 
 /// Holds deploys inside before_switch; see [`Server::gate_deploys`].
@@ -579,7 +626,6 @@ impl Clone {
         Push {
             code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
     }
 
@@ -625,8 +671,16 @@ impl Clone {
         Push {
             code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
+    }
+
+    /// A commit that leaves many loose objects (the 50,000 files of faults.rs) makes git start
+    /// `maintenance --detach` in the clone, which would outlive the test, burn the CPU of the
+    /// tests that run alongside and race the removal of the temp dir.
+    #[track_caller]
+    fn no_background_gc(&self) {
+        self.git(&["config", "maintenance.auto", "false"]);
+        self.git(&["config", "gc.auto", "0"]);
     }
 
     fn push_command(&self, args: &[&str]) -> Command {
@@ -644,7 +698,6 @@ impl Clone {
 pub struct Push {
     pub code: Option<i32>,
     pub stderr: String,
-    pub stdout: String,
 }
 
 impl Push {
@@ -740,7 +793,6 @@ impl RunningPush {
         Push {
             code: status.code(),
             stderr,
-            stdout: String::new(),
         }
     }
 }
@@ -798,4 +850,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 pub fn is_executable(path: &Path) -> bool {
     fs::metadata(path).unwrap().permissions().mode() & 0o111 != 0
+}
+
+/// Taken by the few tests that must not overlap one another now that every test shares one
+/// process: the two that run nginx and php-fpm (a dozen processes, one of them under load)
+/// and the one that traces every syscall of a deploy. Everything else runs alongside them.
+/// Not the 200 MB tree of faults.rs: it runs for a minute or more, and the trace test,
+/// started right after it in name order, would hold one of the test threads idle meanwhile.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it poisoned it; the next may run all the same.
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -36,10 +36,6 @@ pub fn file(content: &str) -> Node {
     }
 }
 
-pub fn link(target: impl AsRef<[u8]>) -> Node {
-    Node::Link(target.as_ref().to_vec())
-}
-
 pub fn dir(entries: Vec<(&[u8], Node)>) -> Node {
     Node::Dir(tree(entries))
 }

@@ -23,6 +23,7 @@ impl WebServer {
     pub fn start(root: &Path, dir: &Path) -> WebServer {
         fs::create_dir_all(dir).unwrap();
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("webserver");
+        // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
         let as_root = unsafe { libc::geteuid() } == 0;
         let user = whoami();
         let socket = dir.join("fpm.sock");
@@ -87,51 +88,71 @@ impl WebServer {
             },
         );
 
-        // nginx: the shipped server block, pointed at this root, port and socket.
-        let port = free_port();
-        let site = fs::read_to_string(project.join("nginx-site.conf"))
-            .unwrap()
-            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
-            .replace(
-                "/srv/app/latest/public",
-                &root.join("latest/public").display().to_string(),
-            )
-            .replace(
-                "unix:/run/php/app.sock",
-                &format!("unix:{}", socket.display()),
+        // nginx: the shipped server block, pointed at this root, port and socket. The port was
+        // free when asked for, but another test of this process may take it before nginx binds
+        // it: then nginx exits at once and is started again on another one.
+        let mut attempt = 0;
+        let (port, nginx) = loop {
+            attempt += 1;
+            let port = free_port();
+            let site = fs::read_to_string(project.join("nginx-site.conf"))
+                .unwrap()
+                .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+                .replace(
+                    "/srv/app/latest/public",
+                    &root.join("latest/public").display().to_string(),
+                )
+                .replace(
+                    "unix:/run/php/app.sock",
+                    &format!("unix:{}", socket.display()),
+                );
+            assert!(
+                site.contains("$realpath_root$fastcgi_script_name"),
+                "the shipped block must use $realpath_root"
             );
-        assert!(
-            site.contains("$realpath_root$fastcgi_script_name"),
-            "the shipped block must use $realpath_root"
-        );
-        fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params"))
-            .expect("nginx (scripts/install-deps installs it)");
-        let temp = dir.join("nginx-temp");
-        fs::create_dir_all(&temp).unwrap();
-        let conf = format!(
-            "daemon off;\nworker_processes 2;\n{}pid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 512; }}\n\
+            fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params"))
+                .expect("nginx (scripts/install-deps installs it)");
+            let temp = dir.join("nginx-temp");
+            fs::create_dir_all(&temp).unwrap();
+            let conf = format!(
+                "daemon off;\nworker_processes 2;\n{}pid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 512; }}\n\
              http {{\n access_log off;\n client_body_temp_path {t}/body;\n proxy_temp_path {t}/proxy;\n fastcgi_temp_path {t}/fastcgi;\n \
              uwsgi_temp_path {t}/uwsgi;\n scgi_temp_path {t}/scgi;\n keepalive_requests 100000;\n{site}\n}}\n",
-            if as_root { "user root;\n" } else { "" },
-            pid = dir.join("nginx.pid").display(),
-            log = dir.join("nginx.log").display(),
-            t = temp.display(),
-        );
-        let nginx_conf = dir.join("nginx.conf");
-        fs::write(&nginx_conf, conf).unwrap();
-        let mut nginx = Command::new("nginx");
-        nginx.arg("-p").arg(dir).arg("-c").arg(&nginx_conf);
-        let nginx = Group::spawn(nginx, "nginx (scripts/install-deps installs it)");
-        wait_until(
-            Duration::from_secs(20),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            || {
-                format!(
-                    "nginx did not start: {}",
-                    fs::read_to_string(dir.join("nginx.log")).unwrap_or_default()
-                )
-            },
-        );
+                if as_root { "user root;\n" } else { "" },
+                pid = dir.join("nginx.pid").display(),
+                log = dir.join("nginx.log").display(),
+                t = temp.display(),
+            );
+            let nginx_conf = dir.join("nginx.conf");
+            fs::write(&nginx_conf, conf).unwrap();
+            let mut nginx = Command::new("nginx");
+            nginx.arg("-p").arg(dir).arg("-c").arg(&nginx_conf);
+            let mut nginx = Group::spawn(nginx, "nginx (scripts/install-deps installs it)");
+            let log = || fs::read_to_string(dir.join("nginx.log")).unwrap_or_default();
+            let mut exited = false;
+            // nginx writes its pid file once it has bound its port: only then is an answer on the
+            // port its own.
+            wait_until(
+                Duration::from_secs(20),
+                || {
+                    exited = nginx.reaped();
+                    exited
+                        || (dir.join("nginx.pid").exists()
+                            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+                },
+                || format!("nginx did not start: {}", log()),
+            );
+            if !exited {
+                break (port, nginx);
+            }
+            assert!(
+                attempt < 5 && log().contains("Address already in use"),
+                "nginx did not start: {}",
+                log()
+            );
+            // Its complaint about the port is not one the shipped files caused.
+            fs::remove_file(dir.join("nginx.log")).unwrap();
+        };
         WebServer {
             port,
             nginx,
@@ -211,6 +232,8 @@ impl Group {
             .process_group(0);
         // Should the thread that started it die without unwinding (the test process
         // SIGKILLed, an abort), the master gets SIGTERM and stops its workers itself.
+        // SAFETY: the closure runs between fork and exec and calls only prctl(2), which is
+        // async-signal-safe; it allocates nothing and takes no lock.
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
@@ -227,6 +250,14 @@ impl Group {
 
     fn pgid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Whether the master has exited; if so it is reaped, and the group is not signalled
+    /// again (its id may be another's by then).
+    fn reaped(&mut self) -> bool {
+        let gone = !matches!(self.child.try_wait(), Ok(None));
+        self.stopped |= gone;
+        gone
     }
 
     /// Signals the group, then SIGKILLs it if any member is still alive after a bounded
@@ -250,6 +281,7 @@ impl Group {
             -pgid
         };
         for (target, signal) in [(target, signal), (-pgid, libc::SIGKILL)] {
+            // SAFETY: kill(2) of the process group this harness started (or its master).
             unsafe { libc::kill(target, signal) };
             let until = Instant::now() + Duration::from_secs(10);
             while !living(&[pgid]).is_empty() && Instant::now() < until {

@@ -2,12 +2,12 @@
 //! next run names an unfinished one, rollbacks that survive `git gc` after a force push, and
 //! `log` for failed attempts.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::path::Path;
 
-use harness::{Clone, Server};
+use crate::harness::{Clone, Server};
 
 /// The configured (default) composer arguments.
 const COMPOSER_INSTALL: [&str; 6] = [

@@ -1,43 +1,31 @@
 //! deploy.yml at its limits, command_timeout, refused shared paths, and the hook's input and
 //! log when they hold what they should not: end to end, through real pushes.
 
-mod harness;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
-use harness::{Server, assert_success, wait_until};
+use crate::harness::{Server, assert_success, wait_until};
 
-/// Command lines of the running processes that contain `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name();
-        if !name.as_bytes().iter().all(u8::is_ascii_digit) {
-            continue;
-        }
-        // Gone already, or a zombie (empty): neither is running.
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains(marker) {
-            found.push(format!("{}: {text}", name.to_string_lossy()));
-        }
-    }
-    found
+/// The running processes of this test whose command line contains `marker`.
+fn processes_with(server: &Server, marker: &str) -> Vec<String> {
+    server
+        .processes()
+        .into_iter()
+        .filter(|p| p.contains(marker))
+        .collect()
 }
 
-/// Waits (a few seconds at most) until no process runs with `marker` in its command line:
-/// SIGKILL is delivered asynchronously, so a killed process may need a moment to be gone.
+/// Waits (a few seconds at most) until no process of this test runs with `marker` in its
+/// command line: SIGKILL is delivered asynchronously, so a killed process may need a moment
+/// to be gone.
 #[track_caller]
-fn assert_none_left(marker: &str) {
+fn assert_none_left(server: &Server, marker: &str) {
     wait_until(
         Duration::from_secs(5),
-        || processes_with(marker).is_empty(),
-        || format!("still running: {:?}", processes_with(marker)),
+        || processes_with(server, marker).is_empty(),
+        || format!("still running: {:?}", processes_with(server, marker)),
     );
 }
 
@@ -89,10 +77,9 @@ fn a_before_switch_command_past_command_timeout_is_killed_with_its_children_and_
         took >= Duration::from_secs(1) && took < Duration::from_secs(20),
         "{took:?}"
     );
-    assert_none_left("sleep 600.12");
-    assert_eq!(server.state(), before);
+    assert_none_left(&server, "sleep 600.12");
+    server.assert_unchanged_since(&before);
     assert!(server.page().contains("v1"));
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
 
     server.set_config("before_switch", "[]");
     clone.set_version("v3");
@@ -124,7 +111,7 @@ fn an_after_switch_command_past_command_timeout_is_reported_and_the_new_build_st
     );
     assert_eq!(server.live_revision(), commit);
     assert!(server.page().contains("v2"));
-    assert_none_left("sleep 600.13");
+    assert_none_left(&server, "sleep 600.13");
 }
 
 #[test]
@@ -178,7 +165,7 @@ fn numbers_past_their_range_are_refused_at_load_and_change_nothing() {
         let error = push.remote_line("error: ").unwrap();
         assert_eq!(error, format!("error: {at}: {says}"));
         assert!(!push.stderr.contains("panicked"), "{}", push.stderr);
-        assert_eq!(server.state(), before, "{key}: {yaml}");
+        server.assert_unchanged_since_in(&before, &format!("{key}: {yaml}"));
         fs::write(server.config_path(), original).unwrap();
     }
     clone.commit("with a sound deploy.yml");
@@ -244,7 +231,7 @@ fn shared_paths_that_make_a_build_its_commit_are_refused_with_their_position() {
             )) && error.contains(why),
             "{entry}: {error}"
         );
-        assert_eq!(server.state(), before, "{entry}");
+        server.assert_unchanged_since_in(&before, entry);
     }
 }
 

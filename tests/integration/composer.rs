@@ -1,11 +1,11 @@
 //! Composer runs only as much as a commit needs, and the result is always what a full
 //! `composer install` would make of that commit.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 
-use harness::{Clone, Server};
+use crate::harness::{Clone, Server};
 
 /// The class map composer wrote into the live build.
 fn classmap(server: &Server) -> String {

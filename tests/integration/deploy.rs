@@ -1,12 +1,12 @@
 //! Push-to-deploy, end to end: real `install`, real `git push`, real composer.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use harness::{Server, is_executable};
+use crate::harness::{Server, is_executable};
 
 #[test]
 fn first_push_deploys_a_complete_build_and_makes_it_live() {
@@ -64,7 +64,7 @@ fn first_push_deploys_a_complete_build_and_makes_it_live() {
     ] {
         assert!(breakdown.contains(step), "{step:?} missing from {summary}");
     }
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    server.assert_nothing_left_behind();
 
     let log = server.deploy_log();
     assert_eq!(log.len(), 1);
@@ -171,7 +171,7 @@ fn a_push_that_moves_the_branch_back_to_the_live_commit_changes_nothing() {
         "remote: atomdeploy: {} is already live as builds/{live}; nothing to do",
         &v1[..7]
     ));
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
     assert_eq!(server.deploy_log().last().unwrap()["outcome"], "unchanged");
 }
 
@@ -237,7 +237,7 @@ fn deleting_the_deploy_branch_leaves_the_site_alone() {
         "{}",
         refused.stderr
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 
     // Where an operator allows it, the hook sees the deletion and still leaves the site alone.
     server.repo_git(&["config", "receive.denyDeleteCurrent", "ignore"]);
@@ -251,7 +251,7 @@ fn deleting_the_deploy_branch_leaves_the_site_alone() {
         push.stderr
     );
     assert_eq!(server.branch_head("main"), None);
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
     assert!(server.page().contains("v1"));
 }
 
@@ -337,7 +337,7 @@ fn a_shared_file_missing_everywhere_fails_the_deploy_and_names_it() {
 
     assert_eq!(server.live(), None);
     assert!(server.builds().is_empty());
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    server.assert_nothing_left_behind();
 }
 
 #[test]
@@ -530,7 +530,7 @@ fn keep_builds_removes_the_oldest_builds() {
     assert_eq!(server.builds(), all[2..]);
     assert_eq!(server.live().as_ref(), all.last());
     assert!(server.page().contains("v4"));
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    server.assert_nothing_left_behind();
 }
 
 #[test]
@@ -592,9 +592,8 @@ fn a_failing_composer_leaves_the_live_build_serving() {
         error.starts_with("error: composer failed: `composer install"),
         "{error}"
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
     assert!(server.page().contains("v1"));
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
     assert_eq!(server.deploy_log().last().unwrap()["outcome"], "failed");
 }
 
@@ -627,9 +626,8 @@ fn a_failing_before_switch_command_aborts_the_deploy() {
         error.contains("before_switch failed: `echo broken >&2; exit 3` failed with exit status 3"),
         "{error}"
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
     assert!(server.page().contains("v1"));
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
 }
 
 #[test]
@@ -938,7 +936,7 @@ fn without_composer_on_path_a_composer_app_fails_clearly() {
     );
     assert_eq!(server.live(), None);
     assert!(server.builds().is_empty());
-    assert!(server.leftovers().is_empty());
+    server.assert_nothing_left_behind();
 }
 
 fn which_git() -> std::path::PathBuf {
@@ -973,7 +971,7 @@ fn a_broken_deploy_yml_is_reported_with_its_position_and_changes_nothing() {
         error.starts_with(&expected),
         "{error}\nexpected: {expected}"
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 }
 
 #[test]
@@ -1152,17 +1150,14 @@ fn composer_that_never_finishes_is_killed_at_its_timeout() {
             .contains("more lines of output from `composer install"),
         "no note of the cut"
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
     // The script was killed with composer, not left running.
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", "atomdeploy-endless"])
-        .output()
-        .unwrap();
-    assert!(
-        left.stdout.is_empty(),
-        "still running: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    let left: Vec<String> = server
+        .processes()
+        .into_iter()
+        .filter(|p| p.contains("atomdeploy-endless"))
+        .collect();
+    assert!(left.is_empty(), "still running: {left:?}");
 }
 
 #[test]

@@ -1,16 +1,14 @@
 //! Zero downtime, proven with real nginx and php-fpm under load: requests never fail and
 //! never mix two builds while deploys and rollbacks switch `latest` underneath them.
 
-mod harness;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use harness::web::{WebServer, living, naming};
-use harness::{Server, wait_until};
+use crate::harness::web::{WebServer, living, naming};
+use crate::harness::{Server, exclusive, wait_until};
 
 const CLIENTS: usize = 4;
 const DEPLOYS: usize = 30;
@@ -106,6 +104,7 @@ fn parse_time(text: &str) -> SystemTime {
 
 #[test]
 fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
+    let _heavy = exclusive();
     let server = Server::builder()
         .config("keep_builds", "3")
         .config("shared", "[.env]")
@@ -264,6 +263,7 @@ fn assert_no_process_left(groups: &[i32], dir: &Path) {
 
 #[test]
 fn a_panicking_test_leaves_no_nginx_or_php_fpm_process_behind() {
+    let _heavy = exclusive();
     let server = Server::install();
     let dir = server.base().join("web");
     let mut groups = [0; 2];

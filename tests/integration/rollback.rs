@@ -1,14 +1,14 @@
 //! Ways back: `git push production :rollback`, `rollback --to`, `replay`, the health check's
 //! automatic rollback, and the views `builds` and `log`.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use harness::{Clone, Server};
+use crate::harness::{Clone, Server};
 
 /// Deploys one version per name; returns each version's build and commit.
 fn deploy_versions(server: &Server, clone: &Clone, versions: &[&str]) -> Vec<(String, String)> {
@@ -80,7 +80,7 @@ fn push_rollback_goes_back_one_build_at_a_time_until_git_refuses() {
         "{}",
         refused.stderr
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 
     // Rolled-back builds are bad, still on disk for inspection.
     let rows = builds_json(&server);
@@ -102,7 +102,7 @@ fn push_rollback_goes_back_one_build_at_a_time_until_git_refuses() {
         "{}",
         again.stderr
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 
     // A push of a new commit deploys as usual afterwards, and its cleanup removes the bad builds.
     let v4 = deploy_versions(&server, &clone, &["v4"]);
@@ -168,7 +168,7 @@ fn rollback_to_a_missing_build_is_refused_and_changes_nothing() {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.starts_with("error: there is no build"), "{stderr}");
-        assert_eq!(server.state(), before);
+        server.assert_unchanged_since(&before);
     }
 }
 
@@ -185,7 +185,7 @@ fn rollback_with_nothing_older_is_refused() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("error: there is no build to roll back to")
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 }
 
 #[test]

@@ -4,13 +4,11 @@
 //! before it touches application/, say so, and leave alone what a finished deploy left running
 //! on purpose.
 
-mod harness;
-
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harness::{Clone, Server, wait_until};
+use crate::harness::{Clone, Server, wait_until};
 
 /// Every process but this test that works in the deploy root (composer runs in
 /// application/, commands in a build) or runs a script of the test: what the hook started.
@@ -194,7 +192,7 @@ fn next_deploy_stops_the_orphan(server: &Server, clone: &Clone, orphan: i32, com
         "stopped only after the deploy began:\n{}",
         push.stderr
     );
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    server.assert_nothing_left_behind();
     server.assert_only_complete_builds(&[]);
 }
 

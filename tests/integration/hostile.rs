@@ -7,7 +7,7 @@
 //! `HOSTILE_SEED=N` runs that one sequence; `HOSTILE_SEQUENCES=N` runs seeds 1 to N instead
 //! of 1 to 40, `HOSTILE_PUSHES=N` makes each sequence N pushes long instead of 6.
 
-mod harness;
+use crate::harness;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -15,8 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use harness::trees::{self, Gen, HOSTILE, Hostile, Node, Objects, Rng, Tree, file};
-use harness::{Clone, Push, Server, ServerState, tree_listing};
+use crate::harness::trees::{self, Gen, HOSTILE, Hostile, Node, Objects, Rng, Tree, file};
+use crate::harness::{Clone, Push, Server, ServerState, tree_listing};
 
 const SHARED: &[&str] = &[".env", "uploads"];
 
@@ -151,11 +151,9 @@ fn assert_refused(
         ));
     }
     assert!(!output.contains("deployed "), "said deployed:\n{output}");
-    assert_eq!(
-        &world.server.state(),
-        before,
-        "a refused commit changed the server"
-    );
+    world
+        .server
+        .assert_unchanged_since_in(before, "a refused commit");
     if world
         .server
         .root
@@ -282,7 +280,6 @@ fn run_sequence(
             Push {
                 code: Some(0),
                 stderr: String::new(),
-                stdout: String::new(),
             }
         } else {
             world.push(&commit)
@@ -298,7 +295,7 @@ fn run_sequence(
         }
         assert_untouched(&world, &untouchable);
         world.server.assert_only_complete_builds(SHARED);
-        assert_eq!(world.server.leftovers(), Vec::<String>::new());
+        world.server.assert_nothing_left_behind();
         match &refused_path {
             Some(path) => {
                 if !unpushable {
@@ -544,7 +541,7 @@ fn with_installs_default_git_refuses_a_dotdot_tree_at_push_time() {
         push.stderr
     );
     assert_eq!(server.branch_head("main").as_deref(), Some(good.as_str()));
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 }
 
 fn canary_dir(server: &Server) -> PathBuf {

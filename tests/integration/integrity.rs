@@ -1,14 +1,14 @@
 //! A build is its commit: what happens to other builds, to shared/ or to application/'s
 //! ignored files never reaches a new build, and `builds` tells what the builds take on disk.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use harness::{Clone, Server};
+use crate::harness::{Clone, Server};
 
 /// Every file and link of `commit`, as git has them, checked out afresh into a temp dir.
 fn fresh_checkout(server: &Server, commit: &str) -> tempfile::TempDir {

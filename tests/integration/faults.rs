@@ -6,12 +6,12 @@
 //! 3. after any failure or crash the next deploy succeeds and leaves nothing behind;
 //! 4. builds/ only ever holds complete builds.
 
-mod harness;
+use crate::harness;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use harness::{Clone, Server, tree_listing};
+use crate::harness::{Clone, Server, tree_listing};
 
 const SHARED: &[&str] = &[".env", "storage/sessions"];
 
@@ -131,11 +131,7 @@ fn deploys_after_kill(
 ) {
     clone.push_main().success();
     assert_eq!(server.live_revision(), commit, "after {fault}");
-    assert!(
-        server.leftovers().is_empty(),
-        "after {fault}: {:?}",
-        server.leftovers()
-    );
+    server.assert_nothing_left_behind_in(&format!("after {fault}"));
     server.assert_only_complete_builds(SHARED);
     assert_eq!(
         shared_listing(server),
@@ -285,7 +281,7 @@ fn a_lock_holder_killed_with_9_frees_the_lock_at_once() {
     push.stderr_has("removed builds/")
         .stderr_has("left by an interrupted deploy");
     assert_eq!(server.live_revision(), head);
-    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    server.assert_nothing_left_behind();
     server.assert_only_complete_builds(&[]);
 }
 
@@ -371,13 +367,8 @@ fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
     let error = push.remote_line("error: ").unwrap();
     assert!(error.starts_with("error: the disk is full"), "{error}");
     assert!(error.contains("No space left on device"), "{error}");
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
     assert!(server.page().contains("v1"));
-    assert!(
-        server.leftovers().is_empty(),
-        "the partial build is gone: {:?}",
-        server.leftovers()
-    );
 
     clone.remove("public/video.bin");
     clone.set_version("fits");
@@ -502,7 +493,7 @@ fn a_missing_deploy_yml_is_a_clear_error_that_changes_nothing() {
         error.contains(&format!("cannot read {}", server.config_path().display())),
         "{error}"
     );
-    assert_eq!(server.state(), before);
+    server.assert_unchanged_since(&before);
 }
 
 #[test]
@@ -617,6 +608,7 @@ fn a_huge_odd_tree_is_kept_exactly() {
 
 #[test]
 fn the_build_is_flushed_before_latest_moves_and_latest_is_flushed_after() {
+    let _heavy = harness::exclusive();
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
     clone.push_main().success();

@@ -1,0 +1,29 @@
+//! The integration tests, in one binary: the harness is compiled once, and every test runs in
+//! one process with one thread pool. Tests run concurrently, so a test may look only at its
+//! own processes and files (its temp dir).
+//!
+//! One module per area, each in tests/integration/; `cargo test --test integration deploy::`
+//! runs one of them.
+
+mod harness;
+
+#[path = "integration/composer.rs"]
+mod composer;
+#[path = "integration/composer_refs.rs"]
+mod composer_refs;
+#[path = "integration/config.rs"]
+mod config;
+#[path = "integration/deploy.rs"]
+mod deploy;
+#[path = "integration/faults.rs"]
+mod faults;
+#[path = "integration/hostile.rs"]
+mod hostile;
+#[path = "integration/integrity.rs"]
+mod integrity;
+#[path = "integration/orphans.rs"]
+mod orphans;
+#[path = "integration/rollback.rs"]
+mod rollback;
+#[path = "integration/web.rs"]
+mod web;
