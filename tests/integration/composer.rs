@@ -44,14 +44,8 @@ fn fresh_classmap(server: &Server, commit: &str) -> String {
     assert!(tar.wait().unwrap().success());
     let out = server
         .command("composer")
-        .args([
-            "install",
-            "--no-dev",
-            "--prefer-dist",
-            "--no-interaction",
-            "--optimize-autoloader",
-            "--no-progress",
-        ])
+        // What the hook runs by default, from the crate itself rather than a copy of it.
+        .args(atomdeploy_hook::config::DEFAULT_COMPOSER_ARGS)
         .current_dir(&dir)
         .output()
         .unwrap();

@@ -9,15 +9,8 @@ use std::path::Path;
 
 use crate::harness::{Clone, Server};
 
-/// The configured (default) composer arguments.
-const COMPOSER_INSTALL: [&str; 6] = [
-    "install",
-    "--no-dev",
-    "--prefer-dist",
-    "--no-interaction",
-    "--optimize-autoloader",
-    "--no-progress",
-];
+/// The configured (default) composer arguments, from the crate itself rather than a copy.
+const COMPOSER_INSTALL: &[&str] = atomdeploy_hook::config::DEFAULT_COMPOSER_ARGS;
 
 /// The closing line of the composer step: `install (first run)`, say.
 #[track_caller]
