@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -93,14 +94,19 @@ pub fn checkout(
 
     // A checkout killed half-way leaves files the index does not know: those of the commit
     // it was writing. Remember which, to remove the ones this commit does not have.
+    // Every interrupted commit is kept until a checkout completes: a second checkout killed
+    // (or failing) before then must not forget the first one's files.
     let pending = layout.state.join("checkout.pending");
-    let interrupted = std::fs::read_to_string(&pending)
-        .ok()
-        .and_then(|text| Oid::from_str(text.trim()).ok());
-    let strays = match interrupted {
-        Some(other) => untracked_files_of(repo, other, &index, reporter)?,
-        None => Vec::new(),
-    };
+    let interrupted: Vec<Oid> = std::fs::read_to_string(&pending)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| Oid::from_str(line.trim()).ok())
+        .collect();
+    let mut strays = Vec::new();
+    for other in &interrupted {
+        strays.extend(untracked_files_of(repo, *other, &index, reporter)?);
+    }
+    let interrupted = (!interrupted.is_empty()).then_some(interrupted);
     // Forced, the checkout also rewrites what was edited on the server; after an
     // interruption, or without an index, nothing says what it will write: every path.
     if interrupted.is_some() || index_lost {
@@ -111,10 +117,18 @@ pub fn checkout(
         result.overwritten = edited.iter().map(|p| display(p)).collect();
         to_write.extend(edited);
     }
-    std::fs::write(&pending, commit.to_string()).context("cannot note the checkout in progress")?;
+    let mut noted: Vec<String> = interrupted
+        .iter()
+        .flatten()
+        .filter(|id| **id != commit)
+        .map(Oid::to_string)
+        .collect();
+    noted.push(commit.to_string());
+    std::fs::write(&pending, noted.join("\n") + "\n")
+        .context("cannot note the checkout in progress")?;
     result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
     for path in &new_gitlinks {
-        if let Some(full) = inside(&layout.application, path)
+        if let Some(full) = inside_real(&layout.application, path)
             && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
         {
             std::fs::remove_file(&full)
@@ -123,21 +137,16 @@ pub fn checkout(
     }
 
     result.added_by_hand = write_tree(repo, &tree, commit, layout, reporter)?;
-    if remove_old_gitlinks(&old_gitlinks, &tree, &layout.application)? {
-        // What the commit has where a submodule's directory stood could not be written.
-        let mut builder = CheckoutBuilder::new();
-        builder.force().disable_pathspec_match(true);
-        for path in &old_gitlinks {
-            builder.path(path);
-        }
-        repo.checkout_tree(tree.as_object(), Some(&mut builder))
-            .with_context(|| format!("cannot check {commit} out where submodules were"))?;
-    }
+    remove_old_gitlinks(repo, &old_gitlinks, &tree, &layout.application)
+        .with_context(|| format!("cannot check {commit} out where submodules were"))?;
     index.write().context("cannot save the checkout's index")?;
     result.files = index.len();
     for stray in strays {
+        // Only where the path still leads through real directories of application/: the
+        // commit now live may have a symlink (into shared/, anywhere) above it.
         if tree.get_path(&stray).is_err()
-            && let Some(full) = inside(&layout.application, &stray)
+            && let Some(full) = inside_real(&layout.application, &stray)
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
         {
             let _ = std::fs::remove_file(full);
         }
@@ -314,17 +323,24 @@ fn open_index(layout: &Layout, reporter: &Reporter) -> Result<(Index, bool)> {
 
 /// Removes the directories libgit2 leaves where the commit before had a submodule and this
 /// one has none (or a file): empty ones only, since a submodule's directory is not ours to
-/// empty. Returns whether the commit has something of its own at one of those paths, which
-/// libgit2 could not write while the directory stood.
-fn remove_old_gitlinks(paths: &[PathBuf], tree: &git2::Tree, app: &Path) -> Result<bool> {
-    let mut rewrite = false;
+/// empty. What the commit has of its own at such a path (a file, a link), which libgit2 could
+/// not write while the directory stood, is then written here from its blob. (A second
+/// libgit2 checkout limited to those paths is no answer: its pathspec reads a `\` in a name
+/// as an escape, and a name git allows, `x\y`, then matches nothing.)
+fn remove_old_gitlinks(
+    repo: &Repository,
+    paths: &[PathBuf],
+    tree: &git2::Tree,
+    app: &Path,
+) -> Result<()> {
     for path in paths {
-        let Some(full) = inside(app, path) else {
+        let Some(full) = inside_real(app, path) else {
             continue;
         };
-        let in_commit = tree.get_path(path).ok().map(|e| e.kind());
-        if in_commit == Some(Some(git2::ObjectType::Tree))
-            || in_commit == Some(Some(git2::ObjectType::Commit))
+        let in_commit = tree.get_path(path).ok();
+        let kind = in_commit.as_ref().map(|e| e.kind());
+        if kind == Some(Some(git2::ObjectType::Tree))
+            || kind == Some(Some(git2::ObjectType::Commit))
         {
             continue; // a directory here is the commit's
         }
@@ -332,10 +348,34 @@ fn remove_old_gitlinks(paths: &[PathBuf], tree: &git2::Tree, app: &Path) -> Resu
         if is_dir && std::fs::read_dir(&full).is_ok_and(|mut d| d.next().is_none()) {
             std::fs::remove_dir(&full)
                 .with_context(|| format!("cannot remove {}", full.display()))?;
-            rewrite |= in_commit.is_some();
+            if let Some(entry) = in_commit {
+                write_blob(repo, &entry, &full)?;
+            }
         }
     }
-    Ok(rewrite)
+    Ok(())
+}
+
+/// Writes a tree entry's blob at `full` as git would: a symlink for mode 120000, else a file,
+/// executable for 100755.
+fn write_blob(repo: &Repository, entry: &git2::TreeEntry, full: &Path) -> Result<()> {
+    let blob = repo.find_blob(entry.id())?;
+    let written = if entry.filemode() == LINK_MODE {
+        std::os::unix::fs::symlink(OsStr::from_bytes(blob.content()), full)
+    } else {
+        let mode = if entry.filemode() == 0o100755 {
+            0o777
+        } else {
+            0o666
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(full)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, blob.content()))
+    };
+    written.with_context(|| format!("cannot write {}", full.display()))
 }
 
 /// Tracked files whose content in `application/` differs from the last checkout: edits made
@@ -667,6 +707,21 @@ fn inside(dir: &Path, path: &Path) -> Option<PathBuf> {
             .split(|b| *b == b'/')
             .all(|name| refused_name(name, 0).is_none());
     ok.then(|| dir.join(path))
+}
+
+/// [`inside`], and only while every directory above the path in `dir` is a real directory:
+/// what is removed by path must not be reached through a symlink the commit put above it
+/// (into shared/, or anywhere on the server).
+fn inside_real(dir: &Path, path: &Path) -> Option<PathBuf> {
+    let full = inside(dir, path)?;
+    let mut above = dir.to_path_buf();
+    for part in path.parent().into_iter().flat_map(Path::components) {
+        above.push(part);
+        if !std::fs::symlink_metadata(&above).is_ok_and(|m| m.file_type().is_dir()) {
+            return None;
+        }
+    }
+    Some(full)
 }
 
 /// A path as the pusher is shown it: bytes that are not UTF-8 replaced, control characters

@@ -208,6 +208,26 @@ fn assert_live_is(server: &Server, tree: &Tree) {
     }
 }
 
+/// `tree` with every link replaced by a directory of files named like what the links point at
+/// (the canaries, shared/'s files).
+fn links_as_dirs(tree: &Tree) -> Tree {
+    tree.iter()
+        .map(|(name, node)| {
+            let node = match node {
+                Node::Link(_) => trees::dir(vec![
+                    (b"file", file("interrupted\n")),
+                    (b"deep", file("interrupted\n")),
+                    (b"user.jpg", file("interrupted\n")),
+                    (b".env", file("interrupted\n")),
+                ]),
+                Node::Dir(sub) => Node::Dir(links_as_dirs(sub)),
+                other => other.clone(),
+            };
+            (name.clone(), node)
+        })
+        .collect()
+}
+
 /// Runs one seeded sequence; its steps are written to `log` as they happen.
 fn run_sequence(
     seed: u64,
@@ -274,6 +294,18 @@ fn run_sequence(
                 "  (on the server: application/{:?} replaced by a link to the canary: {real})",
                 String::from_utf8_lossy(&at)
             ));
+        }
+        // Sometimes the last checkout was killed half-way, through a commit that had real
+        // directories (holding names the canaries and shared/ have) where this one has links:
+        // what is left of it must be removed in application/, never through those links.
+        if refused_path.is_none() && generator.rng.chance(30) {
+            let interrupted = in_server.commit(&links_as_dirs(&tree), "interrupted");
+            fs::write(
+                world.server.root.join(".atomdeploy/checkout.pending"),
+                format!("{interrupted}\n"),
+            )
+            .unwrap();
+            log.push(format!("  (a checkout of {interrupted} was interrupted)"));
         }
         let before = world.server.state();
         let push = if unpushable {
