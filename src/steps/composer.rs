@@ -70,6 +70,9 @@ pub struct Decision {
     /// Whether the commit's tree has composer.lock, and vendor/.
     has_lock: bool,
     has_vendor: bool,
+    /// The files the commit itself tracks under vendor/ (paths from the app's root): a
+    /// reinstall empties vendor/ of everything else, never of these.
+    vendor_tracked: std::collections::HashSet<PathBuf>,
 }
 
 /// Why composer runs in full when the commit has no composer.lock.
@@ -124,7 +127,34 @@ pub fn decide_for(
         commit,
         has_lock: commit_has(repo, commit, LOCK)?,
         has_vendor: commit_has(repo, commit, "vendor")?,
+        vendor_tracked: tracked_under(repo, commit, "vendor")?,
     })
+}
+
+/// Every file (and link) the commit tracks under `dir`.
+fn tracked_under(
+    repo: &Repository,
+    commit: Oid,
+    dir: &str,
+) -> Result<std::collections::HashSet<PathBuf>> {
+    let mut found = std::collections::HashSet::new();
+    let tree = repo.find_commit(commit)?.tree()?;
+    let Ok(entry) = tree.get_path(Path::new(dir)) else {
+        return Ok(found);
+    };
+    let Ok(sub) = repo.find_tree(entry.id()) else {
+        return Ok(found);
+    };
+    sub.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+        if entry.kind() != Some(git2::ObjectType::Tree) {
+            let mut path = PathBuf::from(dir);
+            path.push(parent);
+            path.push(std::ffi::OsStr::from_bytes(entry.name_bytes()));
+            found.insert(path);
+        }
+        git2::TreeWalkResult::Ok
+    })?;
+    Ok(found)
 }
 
 fn outcome_for(
@@ -203,6 +233,7 @@ pub fn run(
         commit,
         has_lock,
         has_vendor,
+        vendor_tracked,
     } = decision;
     let app = &layout.application;
     let state_file = state_file(layout);
@@ -240,7 +271,13 @@ pub fn run(
         .context("cannot record that composer is starting")?;
     let _ = std::fs::remove_file(&state_file);
     if matches!(outcome, Outcome::Reinstall(_)) {
-        remove_dir_if_present(&app.join("vendor"))?;
+        if vendor_tracked.is_empty() {
+            remove_dir_if_present(&app.join("vendor"))?;
+        } else {
+            // The commit's own files there (a vendor/.htaccess, a patched class) are the
+            // checkout's, just written; composer would not make them again.
+            empty_but_tracked(app, &app.join("vendor"), &vendor_tracked)?;
+        }
     }
     let mut cmd = child::command(&program, app);
     cmd.args(&args);
@@ -412,6 +449,45 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
 }
 
 /// Whether the commit's tree has `path` (a file or a directory).
+/// Removes everything under `dir` but the paths in `keep` (relative to `app`), and the
+/// directories left empty. Never follows a symlink.
+fn empty_but_tracked(
+    app: &Path,
+    dir: &Path,
+    keep: &std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    for entry in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .contents_first(true)
+        .follow_links(false)
+    {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e).context("cannot read vendor/"),
+        };
+        let relative = entry.path().strip_prefix(app).unwrap_or(entry.path());
+        let removed = if entry.file_type().is_dir() {
+            match std::fs::remove_dir(entry.path()) {
+                // Holds a tracked file.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+                other => other,
+            }
+        } else if keep.contains(relative) {
+            Ok(())
+        } else {
+            std::fs::remove_file(entry.path())
+        };
+        removed.with_context(|| format!("cannot remove {}", entry.path().display()))?;
+    }
+    Ok(())
+}
+
 fn commit_has(repo: &Repository, commit: Oid, path: &str) -> Result<bool> {
     let tree = repo.find_commit(commit)?.tree()?;
     Ok(tree.get_path(Path::new(path)).is_ok())

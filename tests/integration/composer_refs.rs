@@ -504,3 +504,43 @@ fn composer_output_the_app_does_not_ignore_is_neither_removed_nor_reported() {
     assert!(composer_line(&push).contains("skipped"), "{}", push.stderr);
     server.assert_only_complete_builds(&[]);
 }
+
+/// A commit may track files under vendor/ (an Apache `vendor/.htaccess`, a patched class).
+/// A reinstall into an empty vendor/ (here: vendor/ changed by hand on the server) empties it
+/// of composer's files, never of the commit's own, which composer would not make again.
+#[test]
+fn a_reinstall_keeps_the_files_the_commit_tracks_under_vendor() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.write("vendor/.htaccess", "Require all denied\n");
+    clone.git(&["add", "-f", "vendor/.htaccess"]);
+    clone.commit("vendor/.htaccess tracked");
+    clone.push_main().success();
+    assert!(server.latest().join("vendor/.htaccess").is_file());
+
+    let app = server.root.join("application");
+    fs::write(app.join("vendor/added-by-hand.php"), "<?php\n").unwrap();
+    clone.write("public/robots.txt", "User-agent: *\n");
+    clone.commit("content");
+    let push = clone.push_main().success();
+    assert!(
+        composer_line(&push).contains("install into an empty vendor/"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(server.latest().join("vendor/.htaccess")).unwrap(),
+        "Require all denied\n"
+    );
+    assert!(!server.latest().join("vendor/added-by-hand.php").exists());
+    server.assert_only_complete_builds(&[]);
+
+    // And the next deploy sees nothing edited on the server.
+    clone.write("public/robots.txt", "User-agent: none\n");
+    clone.commit("content again");
+    clone
+        .push_main()
+        .success()
+        .stderr_lacks("overwrote edits made on the server");
+    assert!(server.latest().join("vendor/.htaccess").is_file());
+}
