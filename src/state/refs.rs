@@ -65,13 +65,12 @@ fn sync_in(plan: &Plan, repo: Result<&Repository, &git2::Error>, reporter: &Repo
 }
 
 /// A ref lock outlives a hook killed while libgit2 wrote the ref, and makes every later write
-/// of that ref fail. Under the deploy lock, the locks of `refs/atomdeploy/` are stale for sure:
-/// nothing but the hook writes those refs. `refs/heads/rollback` and `packed-refs` are also
-/// written by git itself (a client's push, `git gc`), which holds their locks for a moment: their
-/// locks are stale only once they are old. Returns what was removed.
+/// of that ref fail. The deploy lock does not make them all ours: git itself takes them too
+/// for a moment (a client's push to `rollback`, and `git gc --auto` packing refs or expiring
+/// reflogs, even of `refs/atomdeploy/`), so only a lock older than a minute is stale. Returns
+/// what was removed.
 fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
     const OLD: std::time::Duration = std::time::Duration::from_secs(60);
-    let mut removed = Vec::new();
     let ours = walkdir::WalkDir::new(repo.join(BUILD_REFS.trim_end_matches('/')))
         .into_iter()
         .filter_map(Result::ok)
@@ -81,19 +80,16 @@ fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
     let shared = [
         repo.join(format!("refs/heads/{ROLLBACK_BRANCH}.lock")),
         repo.join("packed-refs.lock"),
-    ]
-    .into_iter()
-    .filter(|p| {
+    ];
+    let old = |p: &std::path::PathBuf| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > OLD))
-    });
-    for lock in ours.collect::<Vec<_>>().into_iter().chain(shared) {
-        if std::fs::remove_file(&lock).is_ok() {
-            removed.push(lock);
-        }
-    }
-    removed
+    };
+    ours.chain(shared)
+        .filter(old)
+        .filter(|lock| std::fs::remove_file(lock).is_ok())
+        .collect()
 }
 
 fn try_sync_ref(plan: &Plan, repo: &Repository) -> Result<()> {

@@ -441,19 +441,22 @@ fn ref_locks_left_by_a_killed_hook_do_not_wedge_later_deploys() {
 
     let refs = server.repo.join("refs");
     fs::create_dir_all(refs.join("atomdeploy/builds")).unwrap();
-    let ours = refs.join(format!("atomdeploy/builds/{second}.lock"));
-    fs::write(&ours, "").unwrap();
-    // The rollback branch's lock is git's too (a client's push holds it for a moment): only an
-    // old one is stale. A fresh one is left alone.
-    let rollback = refs.join("heads/rollback.lock");
-    fs::write(&rollback, "").unwrap();
+    // git itself takes these locks for a moment too (a client's push, `git gc --auto`): only
+    // an old one is stale. A fresh one is left alone.
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(&rollback)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    let stale = |path: &Path| {
+        fs::write(path, "").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
+    let ours = refs.join(format!("atomdeploy/builds/{second}.lock"));
+    stale(&ours);
+    let rollback = refs.join("heads/rollback.lock");
+    stale(&rollback);
     let fresh = server.repo.join("packed-refs.lock");
     fs::write(&fresh, "").unwrap();
 
