@@ -111,24 +111,7 @@ pub fn run_limited(
     limit: Option<Duration>,
     reporter: &Reporter,
 ) -> Result<()> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let pid = child.id() as i32;
-    let marker = cmd
-        .get_envs()
-        .find(|(key, _)| *key == RUN_VAR)
-        .and_then(|(_, value)| value.map(OsStr::to_os_string));
-    let (tx, rx) = mpsc::channel();
-    // Detached threads: a reader blocked on a pipe that a background process keeps open must
-    // not keep the deploy waiting; it ends when that process closes the pipe or we exit.
-    spawn_relay(child.stdout.take().expect("piped"), tx.clone());
-    spawn_relay(child.stderr.take().expect("piped"), tx.clone());
-    std::thread::spawn(move || {
-        let _ = tx.send(Event::Exited(child.wait()));
-    });
+    let (pid, marker, rx) = spawn_watched(&mut cmd, what)?;
 
     // deploy.yml bounds every limit, but an overflow must never panic a deploy: a limit past
     // what Instant can hold is no limit.
@@ -138,24 +121,29 @@ pub fn run_limited(
     let mut drain_until = None;
     let mut timed_out = false;
     let mut lines = 0;
+    // Once killed, the command gets STOP_LIMIT to be reaped: a process stuck in the kernel
+    // (a hung NFS mount) would otherwise hold the deploy, and its lock, for ever.
+    let mut killed_at: Option<Instant> = None;
     while status.is_none() || open_streams > 0 {
         let wait_until = match (status.is_some(), drain_until, deadline) {
             (true, Some(drain), _) => Some(drain),
             (false, _, Some(deadline)) if !timed_out => Some(deadline),
+            (false, _, _) => killed_at.map(|at| at + STOP_LIMIT),
             _ => None,
         };
         let event = match wait_until {
             Some(until) => match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(event) => event,
                 Err(mpsc::RecvTimeoutError::Timeout) if status.is_some() => break,
+                Err(mpsc::RecvTimeoutError::Timeout) if timed_out => bail!(
+                    "{what} did not finish within {}s, was killed, and has not died {}s later",
+                    limit.unwrap_or_default().as_secs_f64(),
+                    STOP_LIMIT.as_secs()
+                ),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    kill_tree(pid);
-                    if let Some(marker) = &marker
-                        && let Err(err) = stop_marked(std::slice::from_ref(marker), STOP_LIMIT)
-                    {
-                        reporter.warn(&format!("{what} timed out: {err:#}"));
-                    }
+                    kill_timed_out(pid, marker.as_ref(), what, reporter);
                     timed_out = true;
+                    killed_at = Some(Instant::now());
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -193,13 +181,49 @@ pub fn run_limited(
             limit.unwrap_or_default().as_secs_f64()
         );
     }
-    if !status.success() {
-        match status.code() {
-            Some(code) => bail!("{what} failed with exit status {code}"),
-            None => bail!("{what} was killed by a signal ({status})"),
-        }
+    match status.code() {
+        _ if status.success() => Ok(()),
+        Some(code) => bail!("{what} failed with exit status {code}"),
+        None => bail!("{what} was killed by a signal ({status})"),
     }
-    Ok(())
+}
+
+/// Starts `cmd` with its output piped, and threads that send its lines and its exit as
+/// [`Event`]s. Returns its pid, its run marker and the events.
+fn spawn_watched(
+    cmd: &mut Command,
+    what: &str,
+) -> Result<(i32, Option<std::ffi::OsString>, mpsc::Receiver<Event>)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let pid = child.id() as i32;
+    let marker = cmd
+        .get_envs()
+        .find(|(key, _)| *key == RUN_VAR)
+        .and_then(|(_, value)| value.map(OsStr::to_os_string));
+    let (tx, rx) = mpsc::channel();
+    // Detached threads: a reader blocked on a pipe that a background process keeps open must
+    // not keep the deploy waiting; it ends when that process closes the pipe or we exit.
+    spawn_relay(child.stdout.take().expect("piped"), tx.clone());
+    spawn_relay(child.stderr.take().expect("piped"), tx.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Exited(child.wait()));
+    });
+    Ok((pid, marker, rx))
+}
+
+/// A command past its limit: its tree of processes, and what carries its marker outside the
+/// tree (a double fork), are killed.
+fn kill_timed_out(pid: i32, marker: Option<&std::ffi::OsString>, what: &str, reporter: &Reporter) {
+    kill_tree(pid);
+    if let Some(marker) = marker
+        && let Err(err) = stop_marked(std::slice::from_ref(marker), STOP_LIMIT)
+    {
+        reporter.warn(&format!("{what} timed out: {err:#}"));
+    }
 }
 
 /// SIGKILLs `root` and every process descended from it. They are stopped first, so that none
