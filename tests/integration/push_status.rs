@@ -1,0 +1,307 @@
+//! `git push` tells the truth: through `atomdeploy-hook receive-pack` (set as the remote's
+//! receivepack, or run by `serve` as an ssh forced command) a push whose deploy failed exits
+//! non-zero, after a summary of what failed, what is live and how to retry.
+
+use std::fs;
+
+use crate::harness::{BIN, Clone, Push, Server};
+
+/// Makes `git push production` in `clone` go through the wrapper, as a developer would.
+fn wrap(clone: &Clone) {
+    clone.git(&[
+        "config",
+        "remote.production.receivepack",
+        &format!("{BIN} receive-pack"),
+    ]);
+}
+
+/// A failed push as the wrapper ends it: exit 1, the summary from the hook, and the wrapper's
+/// own last line.
+#[track_caller]
+fn assert_failed_with_summary(push: &Push, step: &str) {
+    assert_eq!(
+        push.code,
+        Some(1),
+        "the push did not fail:\n{}",
+        push.stderr
+    );
+    let failed = push
+        .remote_line("atomdeploy:   failed in: ")
+        .unwrap_or_else(|| panic!("no summary:\n{}", push.stderr));
+    assert!(failed.contains(step), "{failed}");
+    assert!(push.remote_line("atomdeploy:   live now:  ").is_some());
+    assert!(
+        push.stderr
+            .contains("or deploy a commit again: `git push production <commit>:replay`"),
+        "{}",
+        push.stderr
+    );
+    let last = push
+        .stderr
+        .lines()
+        // git's own report of the refs comes after everything the remote said.
+        .rfind(|l| {
+            !l.starts_with("To ") && !l.starts_with(' ') && !l.starts_with("error: failed to push")
+        })
+        .unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "error: the push was received, but its deploy failed: {step}"
+        )),
+        "{}",
+        push.stderr
+    );
+}
+
+#[test]
+fn a_good_deploy_exits_0_and_a_failing_composer_exits_1_with_the_summary() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let live = server.live().unwrap();
+    let before = server.state();
+
+    clone.write("composer.json", "{ this is not json");
+    clone.commit("broken composer.json");
+    let push = clone.push_main().deploy_failed();
+    assert_failed_with_summary(&push, "composer");
+    let shown = push.remote_line("atomdeploy:   live now:  ").unwrap();
+    assert!(shown.contains(&format!("builds/{live}")), "{shown}");
+    server.assert_unchanged_since(&before);
+}
+
+#[test]
+fn a_failing_before_switch_exits_1_and_a_plain_push_still_exits_0() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    server.set_config("before_switch", "['echo no migrations today; exit 3']");
+    clone.set_version("v2");
+    clone.commit("v2");
+
+    // Without the wrapper: as before, git ignores the hook's status.
+    let plain = clone.push_main().deploy_failed();
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+
+    wrap(&clone);
+    clone.set_version("v3");
+    clone.commit("v3");
+    let push = clone.push_main().deploy_failed();
+    assert_failed_with_summary(&push, "before_switch");
+}
+
+#[test]
+fn a_failing_health_check_exits_1_after_the_rollback() {
+    let server = Server::builder()
+        .config(
+            "healthcheck",
+            "{command: 'grep -q healthy latest/public/status.txt', retries: 1, interval: 0.05}",
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.write("public/status.txt", "healthy\n");
+    clone.commit("healthy");
+    clone.push_main().success();
+    let good = server.live().unwrap();
+
+    clone.write("public/status.txt", "sick\n");
+    clone.commit("sick");
+    let push = clone.push_main().deploy_failed();
+    assert_failed_with_summary(&push, "healthcheck");
+    assert_eq!(server.live().unwrap(), good);
+    let shown = push.remote_line("atomdeploy:   live now:  ").unwrap();
+    assert!(shown.contains(&format!("builds/{good}")), "{shown}");
+}
+
+#[test]
+fn pushes_that_deploy_nothing_exit_0() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    clone.git(&["checkout", "-q", "-b", "feature"]);
+    clone.commit("feature work");
+    let push = clone.push(&["feature"]).success();
+    push.stderr_has("is not the deploy branch");
+    clone.git(&["tag", "v1"]);
+    clone.push(&["v1"]).success();
+    // Already up to date: no hook runs at all.
+    clone.push_main().success();
+}
+
+/// Two pushes at once through the wrapper, the second waiting for the first's lock: each exits
+/// with its own deploy's result, once with the first failing and once with the second.
+#[test]
+fn concurrent_pushes_each_get_their_own_result() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let gate = server.gate_deploys();
+    // The gate, then a check that fails for a commit that carries `fail-me`.
+    let gated = fs::read_to_string(server.config_path()).unwrap();
+    let gate_cmd = gated
+        .lines()
+        .find_map(|l| l.strip_prefix("before_switch: ['"))
+        .unwrap()
+        .trim_end_matches("']")
+        .to_string();
+    server.set_config(
+        "before_switch",
+        &format!("['{gate_cmd}', 'test ! -e fail-me']"),
+    );
+
+    clone.write("fail-me", "");
+    clone.commit("fails in before_switch");
+    let first = clone.spawn_push(&["main"]);
+    gate.wait_held(&first);
+
+    let other = server.clone_repo("other");
+    wrap(&other);
+    other.remove("fail-me");
+    other.commit("good again");
+    let second = other.spawn_push(&["HEAD:main"]);
+    second.wait_for_output("waiting for the deploy lock");
+    gate.open();
+
+    let first = first.finish();
+    let second = second.finish();
+    assert_failed_with_summary(&first, "before_switch");
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("remote: deployed "),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(server.live_revision(), other.head());
+}
+
+#[test]
+fn a_lock_timeout_exits_1_while_the_holder_exits_0() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let gate = server.gate_deploys();
+    clone.set_version("v2");
+    clone.commit("v2");
+    let holder = clone.spawn_push(&["main"]);
+    gate.wait_held(&holder);
+    server.set_config("lock_timeout", "0");
+
+    let other = server.clone_repo("other");
+    wrap(&other);
+    other.git(&["commit", "-q", "--allow-empty", "-m", "v3"]);
+    let push = other.push(&["HEAD:main"]);
+    gate.open();
+    let holder = holder.finish();
+
+    assert_eq!(holder.code, Some(0), "{}", holder.stderr);
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    push.stderr_has("gave up waiting for the deploy lock after 0s")
+        .stderr_has("remote: atomdeploy:   live now:  ")
+        .stderr_has("error: the push was received, but its deploy failed: ");
+}
+
+#[test]
+fn pushing_to_replay_deploys_again_after_a_rollback_twice_in_a_row() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let v1 = server.live().unwrap();
+    clone.set_version("v2");
+    let v2_commit = clone.commit("v2");
+    clone.push_main().success();
+
+    clone.push(&[":rollback"]).success();
+    assert_eq!(server.live().unwrap(), v1);
+    // Nothing new to push: git says so and nothing happens.
+    clone
+        .push_main()
+        .success()
+        .stderr_has("Everything up-to-date");
+    assert_eq!(server.live().unwrap(), v1);
+
+    let mut seen = vec![v1];
+    for round in 0..2 {
+        clone.push(&["main:replay"]).success();
+        let live = server.live().unwrap();
+        assert!(!seen.contains(&live), "round {round}: no new build");
+        assert_eq!(server.live_revision(), v2_commit);
+        assert_eq!(server.branch_head("replay"), None, "round {round}");
+        seen.push(live);
+    }
+}
+
+#[test]
+fn a_failing_replay_and_a_failing_rollback_exit_1() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone.push_main().success();
+
+    server.set_config("before_switch", "['exit 9']");
+    let push = clone.push(&["main:replay"]);
+    assert_failed_with_summary(&push, "before_switch");
+    assert_eq!(server.branch_head("replay"), None);
+    server.set_config("before_switch", "[]");
+
+    // A `latest` that is no symlink: the rollback refuses to switch anything.
+    let latest = server.latest();
+    let target = fs::read_link(&latest).unwrap();
+    fs::remove_file(&latest).unwrap();
+    fs::create_dir(&latest).unwrap();
+    let push = clone.push(&[":rollback"]);
+    fs::remove_dir(&latest).unwrap();
+    std::os::unix::fs::symlink(target, &latest).unwrap();
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    push.stderr_has("remote: atomdeploy: ---- the rollback FAILED ----");
+}
+
+#[test]
+fn serve_refuses_other_commands_and_other_repositories() {
+    let server = Server::install();
+    let other = server.base().join("other.git");
+    server
+        .command("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    for (asked, says) in [
+        ("sh -c id", "refused `sh -c id`"),
+        ("git-upload-archive 'app.git'", "refused"),
+        ("git-receive-pack 'app.git'; id", "refused"),
+        (
+            &format!("git-receive-pack '{}'", other.display()) as &str,
+            "may only push to and fetch from",
+        ),
+    ] {
+        let out = server
+            .command(BIN)
+            .args(["serve", "--repo"])
+            .arg(&server.repo)
+            .env("SSH_ORIGINAL_COMMAND", asked)
+            .current_dir(server.base())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{asked}: {stderr}");
+        assert!(stderr.contains(says), "{asked}: {stderr}");
+        assert!(out.stdout.is_empty(), "{asked}");
+    }
+    let out = server
+        .command(BIN)
+        .args(["serve", "--repo"])
+        .arg(&server.repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no shell"));
+}
