@@ -46,8 +46,9 @@ fn run_reported(root: &Path, status: &StatusFile) -> Result<()> {
         return Ok(());
     };
     let why = format!("{err:#}");
-    report::error(&why);
+    // The summary first: the `error:` line stays the last thing the pusher reads.
     summary(&plan, &request, &why, &reporter);
+    report::error(&why);
     status.failed(&failure(failed_step(&why, &reporter), &why));
     Err(Reported.into())
 }
@@ -93,7 +94,8 @@ fn first_line(text: &str) -> String {
     }
 }
 
-/// The block a failed push ends with: what failed, what is live, how to try again.
+/// The block a failed push ends with, just above its `error:` line: what failed, what is
+/// live, how to try again.
 fn summary(plan: &Plan, request: &PushRequest, why: &str, reporter: &Reporter) {
     let what = if request.deploy.is_some() || request.replay.is_some() {
         "deploy"
