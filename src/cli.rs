@@ -48,6 +48,19 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// A drop-in for git-receive-pack that makes `git push` exit non-zero when its deploy
+    /// failed: `git config remote.production.receivepack "atomdeploy-hook receive-pack"`.
+    ReceivePack {
+        /// The bare repository, as git names it.
+        repo: PathBuf,
+    },
+    /// An `authorized_keys` forced command: lets an ssh key push to (through `receive-pack`)
+    /// and fetch from one repository, and nothing else. Reads SSH_ORIGINAL_COMMAND.
+    Serve {
+        /// The only repository this key may reach.
+        #[arg(long, value_name = "PATH")]
+        repo: PathBuf,
+    },
     /// Deploy again without a push: always a new build, even of the live commit.
     ///
     /// For a deploy that failed for a passing reason, or a server that lost application/.

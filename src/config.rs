@@ -426,12 +426,19 @@ fn located(origin: &Path, err: &serde_yaml::Error) -> anyhow::Error {
 
 /// The branch atomdeploy-hook keeps at the commit a rollback would go to.
 pub const ROLLBACK_BRANCH: &str = "rollback";
+/// The branch a push to deploys its commit as a new build; the hook deletes it again.
+pub const REPLAY_BRANCH: &str = "replay";
 
 fn branch_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
     if name == ROLLBACK_BRANCH {
         return Err(de::Error::custom(
             "`rollback` is the branch atomdeploy-hook keeps at the rollback target; deploy another branch",
+        ));
+    }
+    if name == REPLAY_BRANCH {
+        return Err(de::Error::custom(
+            "`replay` is the branch a push to deploys again (`git push production main:replay`); deploy another branch",
         ));
     }
     if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
@@ -866,6 +873,7 @@ mod tests {
     #[test]
     fn the_rollback_branch_cannot_be_the_deploy_branch() {
         assert!(parse_err("repository: r\nbranch: rollback\n").contains("rollback target"));
+        assert!(parse_err("repository: r\nbranch: replay\n").contains("deploys again"));
     }
 
     #[test]

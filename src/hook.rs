@@ -8,13 +8,28 @@ use anyhow::{Context, Result, bail};
 
 use crate::deploy::{self, Request};
 use crate::infra::lock::DeployLock;
-use crate::infra::report::{Output, Reporter};
+use crate::infra::report::{self, Output, Reported, Reporter};
+use crate::push::PushRequest;
+use crate::push_status::StatusFile;
+use crate::state::builds;
 use crate::state::plan::Plan;
 use crate::state::refs;
 use crate::{install, push, rollback};
 
-/// Runs the hook for the deploy root `root`, reading the pushed refs from stdin.
+/// Runs the hook for the deploy root `root`, reading the pushed refs from stdin, and tells
+/// a waiting `atomdeploy-hook receive-pack` (if any) how it went.
 pub fn run(root: &Path) -> Result<()> {
+    let status = StatusFile::from_env();
+    let result = run_reported(root, &status);
+    match &result {
+        Ok(()) => status.ok(),
+        Err(err) if err.is::<Reported>() => {}
+        Err(err) => status.failed(&format!("{err:#}")),
+    }
+    result
+}
+
+fn run_reported(root: &Path, status: &StatusFile) -> Result<()> {
     // Bytes, not text: a ref name need not be UTF-8 (see push.rs).
     let mut input = Vec::new();
     std::io::stdin()
@@ -22,8 +37,90 @@ pub fn run(root: &Path) -> Result<()> {
         .context("cannot read the pushed refs from stdin")?;
     let plan = Plan::load(root)?;
     check_repository(&plan)?;
+    let request = push::parse(&input, &plan.config.branch)?;
+    if request.deploy.is_some() || request.replay.is_some() || request.rollback {
+        status.pending();
+    }
     let reporter = Reporter::new(Output::detect(true));
-    post_receive(&plan, &input, &reporter)
+    let Err(err) = handle(&plan, &request, &reporter) else {
+        return Ok(());
+    };
+    let why = format!("{err:#}");
+    // The summary first: the `error:` line stays the last thing the pusher reads.
+    summary(&plan, &request, &why, &reporter);
+    report::error(&why);
+    status.failed(&failure(failed_step(&why, &reporter), &why));
+    Err(Reported.into())
+}
+
+/// The step a failure happened in: the one its message names first (a step's errors say
+/// `<step> failed`, some before the step's header was shown), else the one begun last.
+fn failed_step<'a>(why: &str, reporter: &'a Reporter) -> &'a str {
+    const NAMED: &[(&str, &str)] = &[
+        ("checkout failed", "checkout"),
+        ("composer failed", "composer"),
+        ("snapshot failed", "snapshot"),
+        ("shared failed", "shared"),
+        ("before_switch failed", "before_switch"),
+        ("after_switch failed", "after_switch"),
+        ("health check failed", "healthcheck"),
+        ("switch failed", "switch"),
+        ("waiting for the deploy lock", "lock"),
+    ];
+    NAMED
+        .iter()
+        .filter_map(|(text, step)| why.find(text).map(|at| (at, *step)))
+        .min()
+        .map(|(_, step)| step)
+        .or(reporter.last_step())
+        .unwrap_or("deploy")
+}
+
+/// `step: why` in one line, the step not named twice.
+fn failure(step: &str, why: &str) -> String {
+    let why = first_line(why);
+    if why.starts_with(step) {
+        why
+    } else {
+        format!("{step}: {why}")
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    match line.char_indices().nth(240) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
+/// The block a failed push ends with, just above its `error:` line: what failed, what is
+/// live, how to try again.
+fn summary(plan: &Plan, request: &PushRequest, why: &str, reporter: &Reporter) {
+    let what = if request.deploy.is_some() || request.replay.is_some() {
+        "deploy"
+    } else {
+        "rollback"
+    };
+    let live = match builds::live(&plan.layout) {
+        Some(build) => {
+            let commit = builds::revision(&plan.layout, &build).unwrap_or_default();
+            format!("builds/{build} ({})", report::short_id(&commit))
+        }
+        None => "nothing (no build is live yet)".to_string(),
+    };
+    let step = failed_step(why, reporter);
+    let branch = &plan.config.branch;
+    for line in [
+        format!("atomdeploy: ---- the {what} FAILED ----"),
+        format!("atomdeploy:   failed in: {}", failure(step, why)),
+        format!("atomdeploy:   live now:  {live}"),
+        format!("atomdeploy:   retry:     fix it and `git push production {branch}`,"),
+        "atomdeploy:              or deploy a commit again: `git push production <commit>:replay`"
+            .to_string(),
+    ] {
+        reporter.line(&line);
+    }
 }
 
 /// git runs hooks in the repository that received the push: refuses to deploy another one's.
@@ -46,7 +143,10 @@ fn check_repository(plan: &Plan) -> Result<()> {
 /// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
 /// back if it deleted the rollback branch.
 pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()> {
-    let request = push::parse(input, &plan.config.branch)?;
+    handle(plan, &push::parse(input, &plan.config.branch)?, reporter)
+}
+
+fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
     let deploy_ref = format!("refs/heads/{}", plan.config.branch);
     for update in &request.ignored {
         reporter.line(&format!(
@@ -70,6 +170,19 @@ pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()
             reporter,
         )?;
     }
+    if let Some(update) = &request.replay {
+        let result = deploy::deploy(
+            plan,
+            &Request {
+                source: "refs/heads/replay",
+                rev: Some(&update.new),
+                always_new: true,
+            },
+            reporter,
+        );
+        drop_replay_branch(plan, &update.new, reporter);
+        result?;
+    }
     if request.rollback {
         rollback::rollback(plan, None, "refs/heads/rollback", reporter)?;
     } else if request.rollback_moved {
@@ -79,4 +192,26 @@ pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()
         refs::open_and_sync_ref(plan, reporter);
     }
     Ok(())
+}
+
+/// Deletes `refs/heads/replay` once its push was handled, so that the same
+/// `git push production main:replay` deploys again next time. Only if it still names `commit`:
+/// another push may have moved it meanwhile, and its own hook will delete it.
+fn drop_replay_branch(plan: &Plan, commit: &str, reporter: &Reporter) {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&plan.config.repository)
+        .args(["update-ref", "-d", "refs/heads/replay", commit])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => reporter.warn(&format!(
+            "could not delete refs/heads/replay: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => reporter.warn(&format!(
+            "could not run git to delete refs/heads/replay: {e}"
+        )),
+    }
 }

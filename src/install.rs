@@ -84,6 +84,25 @@ pub fn install(args: &Install) -> Result<()> {
     println!("on your machine, run:");
     println!("    git remote add production {remote_url}");
     println!("    git push production {}", args.branch);
+    print_exit_status_setup(&repo_path)?;
+    Ok(())
+}
+
+/// git ignores a post-receive hook's exit status: these are the two ways to make
+/// `git push` exit non-zero when its deploy failed.
+fn print_exit_status_setup(repo: &Path) -> Result<()> {
+    let binary = std::env::current_exe().context("cannot find atomdeploy-hook's own path")?;
+    let binary = quote_if_needed(&binary.to_string_lossy());
+    let repo = quote_if_needed(&repo.to_string_lossy());
+    println!("to make `git push` exit non-zero when its deploy fails, either:");
+    println!("  - on each developer's machine (or CI), once per clone:");
+    println!("    git config remote.production.receivepack \"{binary} receive-pack\"");
+    println!(
+        "  - or for everyone, on this server: start the deploy key's line in authorized_keys with"
+    );
+    println!(
+        "    command=\"{binary} serve --repo {repo}\",no-pty,no-port-forwarding,no-X11-forwarding,no-agent-forwarding ssh-ed25519 AAAA…"
+    );
     Ok(())
 }
 
@@ -285,6 +304,18 @@ fn write_atomically(path: &Path, text: &str, mode: u32) -> Result<()> {
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Plain paths stay plain in the lines people paste; others are quoted for the shell.
+fn quote_if_needed(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+@%:,".contains(c))
+    {
+        s.to_string()
+    } else {
+        shell_quote(s)
+    }
 }
 
 fn shell_quote(s: &str) -> String {

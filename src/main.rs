@@ -8,6 +8,9 @@ use clap::Parser;
 fn main() {
     let cli = cli::Cli::parse();
     if let Err(err) = run::run(cli) {
+        if err.is::<report::Reported>() {
+            std::process::exit(1);
+        }
         // `{:#}` prints anyhow's whole chain on one line, which git shows as one red `error:` line.
         report::error(&format!("{err:#}"));
         std::process::exit(1);

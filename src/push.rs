@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use anyhow::{Result, bail};
 
-use crate::config::ROLLBACK_BRANCH;
+use crate::config::{REPLAY_BRANCH, ROLLBACK_BRANCH};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefUpdate {
@@ -39,6 +39,8 @@ pub struct PushRequest {
     pub rollback: bool,
     /// `refs/heads/rollback` was pushed to: it is ours to keep, so it is reset.
     pub rollback_moved: bool,
+    /// `refs/heads/replay` was pushed to: deploy that commit as a new build.
+    pub replay: Option<RefUpdate>,
     /// Every other ref in the push; they only get a notice.
     pub ignored: Vec<RefUpdate>,
 }
@@ -58,6 +60,7 @@ fn object_id(field: &[u8]) -> Option<String> {
 pub fn parse(input: &[u8], branch: &str) -> Result<PushRequest> {
     let deploy_ref = format!("refs/heads/{branch}");
     let rollback_ref = format!("refs/heads/{ROLLBACK_BRANCH}");
+    let replay_ref = format!("refs/heads/{REPLAY_BRANCH}");
     let mut request = PushRequest::default();
     for (n, line) in input.split(|b| *b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -92,6 +95,8 @@ pub fn parse(input: &[u8], branch: &str) -> Result<PushRequest> {
             } else {
                 request.rollback_moved = true;
             }
+        } else if refname == replay_ref.as_bytes() && !update.is_deletion() {
+            request.replay = Some(update);
         } else if refname != deploy_ref.as_bytes() {
             request.ignored.push(update);
         } else if update.is_deletion() {
@@ -177,6 +182,15 @@ mod tests {
         assert!(request.deploy.is_none() && request.ignored.is_empty());
         let request = parse(format!("{A} {B} refs/heads/rollback\n").as_bytes(), "main").unwrap();
         assert!(request.rollback_moved && !request.rollback);
+    }
+
+    #[test]
+    fn a_push_to_replay_asks_for_a_new_build() {
+        let request = parse(format!("{ZERO} {B} refs/heads/replay\n").as_bytes(), "main").unwrap();
+        assert_eq!(request.replay.map(|u| u.new), Some(B.to_string()));
+        assert!(request.deploy.is_none() && request.ignored.is_empty());
+        let request = parse(format!("{B} {ZERO} refs/heads/replay\n").as_bytes(), "main").unwrap();
+        assert!(request.replay.is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::infra::report::{Output, Reporter};
 use crate::state::plan::Plan;
-use crate::{deploy, hook, install, inventory, rollback};
+use crate::{deploy, hook, install, inventory, push_status, rollback};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -21,6 +21,8 @@ pub fn run(cli: Cli) -> Result<()> {
             url: url.as_deref(),
         }),
         Command::PostReceive { root } => hook::run(&root.root),
+        Command::ReceivePack { repo } => exit_with(push_status::receive_pack(&repo)?),
+        Command::Serve { repo } => exit_with(push_status::serve(&repo)?),
         Command::Replay { rev, root } => {
             let plan = Plan::load(&root.root)?;
             let reporter = Reporter::new(Output::detect(false));
@@ -46,5 +48,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Log { build, root } => {
             inventory::print_log(&Plan::load(&root.root)?.layout, build.as_deref())
         }
+    }
+}
+
+/// The wrappers' status is git's answer to the pusher: passed on as it is.
+fn exit_with(code: i32) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        std::process::exit(code)
     }
 }

@@ -59,8 +59,22 @@ pub fn error(message: &str) {
     }
 }
 
+/// An error that was shown to the pusher already (with its summary); `main` only exits 1.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported above")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 pub struct Reporter {
     output: Output,
+    /// The step begun last: the one a failure happened in, for the summary.
+    last_step: Mutex<Option<&'static str>>,
     started: Instant,
     steps: Mutex<Vec<(String, Duration)>>,
     /// Steps that had nothing to do.
@@ -80,6 +94,7 @@ impl Reporter {
     pub fn new(output: Output) -> Reporter {
         Reporter {
             output,
+            last_step: Mutex::new(None),
             started: Instant::now(),
             steps: Mutex::new(Vec::new()),
             skipped: Mutex::new(Vec::new()),
@@ -121,6 +136,7 @@ impl Reporter {
 
     pub fn step(&self, name: &'static str) -> Step {
         self.line(&format!("==> {name}"));
+        *self.last_step.lock().unwrap() = Some(name);
         Step {
             name,
             started: Instant::now(),
@@ -142,6 +158,11 @@ impl Reporter {
             .unwrap()
             .push((step.name.to_string(), took));
         took
+    }
+
+    /// The step begun last, if any.
+    pub fn last_step(&self) -> Option<&'static str> {
+        *self.last_step.lock().unwrap()
     }
 
     /// Durations of the finished steps, in order, for the deploy log.

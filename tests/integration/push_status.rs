@@ -1,0 +1,538 @@
+//! `git push` tells the truth: through `atomdeploy-hook receive-pack` (set as the remote's
+//! receivepack, or run by `serve` as an ssh forced command) a push whose deploy failed exits
+//! non-zero, after a summary of what failed, what is live and how to retry.
+
+use std::fs;
+
+use crate::harness::{BIN, Clone, Push, Server};
+
+/// Makes `git push production` in `clone` go through the wrapper, as a developer would.
+fn wrap(clone: &Clone) {
+    clone.git(&[
+        "config",
+        "remote.production.receivepack",
+        &format!("{BIN} receive-pack"),
+    ]);
+}
+
+/// A failed push as the wrapper ends it: exit 1, the summary from the hook, and the wrapper's
+/// own `error:` line.
+#[track_caller]
+fn assert_failed_with_summary(push: &Push, step: &str) {
+    assert_eq!(
+        push.code,
+        Some(1),
+        "the push did not fail:\n{}",
+        push.stderr
+    );
+    let failed = push
+        .remote_line("atomdeploy:   failed in: ")
+        .unwrap_or_else(|| panic!("no summary:\n{}", push.stderr));
+    assert!(failed.contains(step), "{failed}");
+    assert!(push.remote_line("atomdeploy:   live now:  ").is_some());
+    assert!(
+        push.stderr
+            .contains("or deploy a commit again: `git push production <commit>:replay`"),
+        "{}",
+        push.stderr
+    );
+    // The wrapper writes it after receive-pack ended, but the client prints the `remote:`
+    // lines on a thread of its own (and over ssh they come on another stream): where it
+    // shows among them is the client's doing, so only its presence is asserted.
+    let wrapper = format!("error: the push was received, but its deploy failed: {step}");
+    assert!(
+        push.stderr.lines().any(|l| l.starts_with(&wrapper)),
+        "{}",
+        push.stderr
+    );
+}
+
+#[test]
+fn a_good_deploy_exits_0_and_a_failing_composer_exits_1_with_the_summary() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let live = server.live().unwrap();
+    let before = server.state();
+
+    clone.write("composer.json", "{ this is not json");
+    clone.commit("broken composer.json");
+    let push = clone.push_main().deploy_failed();
+    assert_failed_with_summary(&push, "composer");
+    let shown = push.remote_line("atomdeploy:   live now:  ").unwrap();
+    assert!(shown.contains(&format!("builds/{live}")), "{shown}");
+    server.assert_unchanged_since(&before);
+}
+
+#[test]
+fn a_failing_before_switch_exits_1_and_a_plain_push_still_exits_0() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    server.set_config("before_switch", "['echo no migrations today; exit 3']");
+    clone.set_version("v2");
+    clone.commit("v2");
+
+    // Without the wrapper: as before, git ignores the hook's status.
+    let plain = clone.push_main().deploy_failed();
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+
+    wrap(&clone);
+    clone.set_version("v3");
+    clone.commit("v3");
+    let push = clone.push_main().deploy_failed();
+    assert_failed_with_summary(&push, "before_switch");
+}
+
+#[test]
+fn a_failing_health_check_exits_1_after_the_rollback() {
+    let server = Server::builder()
+        .config(
+            "healthcheck",
+            "{command: 'grep -q healthy latest/public/status.txt', retries: 1, interval: 0.05}",
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.write("public/status.txt", "healthy\n");
+    clone.commit("healthy");
+    clone.push_main().success();
+    let good = server.live().unwrap();
+
+    clone.write("public/status.txt", "sick\n");
+    clone.commit("sick");
+    let push = clone.push_main().deploy_failed();
+    assert_failed_with_summary(&push, "healthcheck");
+    assert_eq!(server.live().unwrap(), good);
+    let shown = push.remote_line("atomdeploy:   live now:  ").unwrap();
+    assert!(shown.contains(&format!("builds/{good}")), "{shown}");
+}
+
+#[test]
+fn pushes_that_deploy_nothing_exit_0() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    clone.git(&["checkout", "-q", "-b", "feature"]);
+    clone.commit("feature work");
+    let push = clone.push(&["feature"]).success();
+    push.stderr_has("is not the deploy branch");
+    clone.git(&["tag", "v1"]);
+    clone.push(&["v1"]).success();
+    // Already up to date: no hook runs at all.
+    clone.push_main().success();
+}
+
+/// Two pushes at once through the wrapper, the second waiting for the first's lock: each exits
+/// with its own deploy's result, once with the first failing and once with the second.
+#[test]
+fn concurrent_pushes_each_get_their_own_result() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let gate = server.gate_deploys();
+    // The gate, then a check that fails for a commit that carries `fail-me`.
+    let gated = fs::read_to_string(server.config_path()).unwrap();
+    let gate_cmd = gated
+        .lines()
+        .find_map(|l| l.strip_prefix("before_switch: ['"))
+        .unwrap()
+        .trim_end_matches("']")
+        .to_string();
+    server.set_config(
+        "before_switch",
+        &format!("['{gate_cmd}', 'test ! -e fail-me']"),
+    );
+
+    clone.write("fail-me", "");
+    clone.commit("fails in before_switch");
+    let first = clone.spawn_push(&["main"]);
+    gate.wait_held(&first);
+
+    let other = server.clone_repo("other");
+    wrap(&other);
+    other.remove("fail-me");
+    other.commit("good again");
+    let second = other.spawn_push(&["HEAD:main"]);
+    second.wait_for_output("waiting for the deploy lock");
+    gate.open();
+
+    let first = first.finish();
+    let second = second.finish();
+    assert_failed_with_summary(&first, "before_switch");
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("remote: deployed "),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(server.live_revision(), other.head());
+}
+
+#[test]
+fn a_lock_timeout_exits_1_while_the_holder_exits_0() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let gate = server.gate_deploys();
+    clone.set_version("v2");
+    clone.commit("v2");
+    let holder = clone.spawn_push(&["main"]);
+    gate.wait_held(&holder);
+    server.set_config("lock_timeout", "0");
+
+    let other = server.clone_repo("other");
+    wrap(&other);
+    other.git(&["commit", "-q", "--allow-empty", "-m", "v3"]);
+    let push = other.push(&["HEAD:main"]);
+    gate.open();
+    let holder = holder.finish();
+
+    assert_eq!(holder.code, Some(0), "{}", holder.stderr);
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    push.stderr_has("gave up waiting for the deploy lock after 0s")
+        .stderr_has("remote: atomdeploy:   live now:  ")
+        .stderr_has("error: the push was received, but its deploy failed: ");
+}
+
+#[test]
+fn pushing_to_replay_deploys_again_after_a_rollback_twice_in_a_row() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    let v1 = server.live().unwrap();
+    clone.set_version("v2");
+    let v2_commit = clone.commit("v2");
+    clone.push_main().success();
+
+    clone.push(&[":rollback"]).success();
+    assert_eq!(server.live().unwrap(), v1);
+    // Nothing new to push: git says so and nothing happens.
+    clone
+        .push_main()
+        .success()
+        .stderr_has("Everything up-to-date");
+    assert_eq!(server.live().unwrap(), v1);
+
+    let mut seen = vec![v1];
+    for round in 0..2 {
+        clone.push(&["main:replay"]).success();
+        let live = server.live().unwrap();
+        assert!(!seen.contains(&live), "round {round}: no new build");
+        assert_eq!(server.live_revision(), v2_commit);
+        assert_eq!(server.branch_head("replay"), None, "round {round}");
+        seen.push(live);
+    }
+}
+
+#[test]
+fn a_failing_replay_and_a_failing_rollback_exit_1() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone.push_main().success();
+
+    server.set_config("before_switch", "['exit 9']");
+    let push = clone.push(&["main:replay"]);
+    assert_failed_with_summary(&push, "before_switch");
+    assert_eq!(server.branch_head("replay"), None);
+    server.set_config("before_switch", "[]");
+
+    // A `latest` that is no symlink: the rollback refuses to switch anything.
+    let latest = server.latest();
+    let target = fs::read_link(&latest).unwrap();
+    fs::remove_file(&latest).unwrap();
+    fs::create_dir(&latest).unwrap();
+    let push = clone.push(&[":rollback"]);
+    fs::remove_dir(&latest).unwrap();
+    std::os::unix::fs::symlink(target, &latest).unwrap();
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    push.stderr_has("remote: atomdeploy: ---- the rollback FAILED ----");
+}
+
+#[test]
+fn serve_refuses_other_commands_and_other_repositories() {
+    let server = Server::install();
+    let other = server.base().join("other.git");
+    server
+        .command("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    for (asked, says) in [
+        ("sh -c id", "refused `sh -c id`"),
+        ("git-upload-archive 'app.git'", "refused"),
+        ("git-receive-pack 'app.git'; id", "refused"),
+        (
+            &format!("git-receive-pack '{}'", other.display()) as &str,
+            "may only push to and fetch from",
+        ),
+    ] {
+        let out = server
+            .command(BIN)
+            .args(["serve", "--repo"])
+            .arg(&server.repo)
+            .env("SSH_ORIGINAL_COMMAND", asked)
+            .current_dir(server.base())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{asked}: {stderr}");
+        assert!(stderr.contains(says), "{asked}: {stderr}");
+        assert!(out.stdout.is_empty(), "{asked}");
+    }
+    let out = server
+        .command(BIN)
+        .args(["serve", "--repo"])
+        .arg(&server.repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no shell"));
+}
+
+/// The hook killed mid-deploy never says how it went: the push fails as "unknown", and the
+/// next push, with its own status file, gets its own answer.
+#[test]
+fn a_killed_hook_makes_the_result_unknown_and_misleads_no_later_push() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    wrap(&clone);
+    clone.push_main().success();
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_with_fault(&["main"], "locked!pid");
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    push.stderr_has("the deploy's result is unknown");
+
+    clone.set_version("v3");
+    clone.commit("v3");
+    clone.push_main().success();
+    assert_eq!(server.live_revision(), clone.head());
+}
+
+/// A real sshd on 127.0.0.1, run by the test, with an `authorized_keys` of its own.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    /// In the environment of sshd and every session: finds what they left running.
+    marker: String,
+}
+
+impl Sshd {
+    /// Starts sshd with `keys` (`(options, public key)` lines) as its authorized_keys.
+    fn start(dir: &std::path::Path, keys: &[(String, std::path::PathBuf)]) -> Sshd {
+        let host_key = dir.join("host_key");
+        keygen(&host_key);
+        let mut authorized = String::new();
+        for (options, key) in keys {
+            let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+            authorized.push_str(&format!("{options}{}", public.trim()));
+            authorized.push('\n');
+        }
+        fs::write(dir.join("authorized_keys"), authorized).unwrap();
+        // Privilege separation needs it; a fresh container lacks it.
+        fs::create_dir_all("/run/sshd").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let marker = format!("ATOMDEPLOY_SSHD_TEST={}", dir.display());
+        let config = dir.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 PidFile none\nSetEnv {marker} PATH={} COMPOSER_ALLOW_SUPERUSER=1\n",
+                host_key.display(),
+                dir.join("authorized_keys").display(),
+                std::env::var("PATH").unwrap(),
+            ),
+        )
+        .unwrap();
+        let (name, value) = marker.split_once('=').unwrap();
+        let mut child = std::process::Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .env(name, value)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Ready once it says it listens; its log is drained on a thread so it never blocks.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = String::new();
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(line) if line.contains("Server listening on") => break,
+                Ok(line) => log.push_str(&format!("{line}\n")),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("sshd did not start:\n{log}");
+                }
+            }
+        }
+        Sshd {
+            child,
+            port,
+            marker,
+        }
+    }
+
+    /// What sshd runs besides its listener: its children (one per connection; sshd's
+    /// process titles overwrite their environment) and every process with the marker that
+    /// sshd puts in each session's environment (the hook and what it started).
+    fn processes(&self) -> Vec<String> {
+        let listener = self.child.id().to_string();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let (Ok(environ), Ok(stat)) = (
+                fs::read(entry.path().join("environ")),
+                fs::read_to_string(entry.path().join("stat")),
+            ) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            let marked = environ
+                .split(|b| *b == 0)
+                .any(|var| var == self.marker.as_bytes());
+            if marked || ppid == Some(listener.as_str()) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // Sessions end after their client did: wait for them while the listener still
+        // stands, so that its children can be told apart.
+        let gone = crate::harness::wait_until_quietly(std::time::Duration::from_secs(10), || {
+            self.processes().is_empty()
+        });
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            assert!(gone, "left running: {:?}", self.processes());
+        }
+    }
+}
+
+fn keygen(path: &std::path::Path) {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    crate::harness::assert_success(&out, "ssh-keygen");
+}
+
+/// Over a real ssh: a deploy key whose authorized_keys line runs `serve`, and a key without one
+/// whose clone sets `remote.production.receivepack`. Each sees a failed deploy as exit 1 and a
+/// good one as exit 0.
+#[test]
+fn over_ssh_both_set_ups_tell_the_truth() {
+    let server = Server::install();
+    let dir = server.base().join("ssh");
+    fs::create_dir(&dir).unwrap();
+    let (forced_key, plain_key) = (dir.join("forced_key"), dir.join("plain_key"));
+    keygen(&forced_key);
+    keygen(&plain_key);
+    let forced = format!(
+        "command=\"{BIN} serve --repo {}\",no-pty,no-port-forwarding,no-X11-forwarding,no-agent-forwarding ",
+        server.repo.display()
+    );
+    let sshd = Sshd::start(
+        &dir,
+        &[
+            (forced, forced_key.clone()),
+            (String::new(), plain_key.clone()),
+        ],
+    );
+    let url = format!(
+        "ssh://root@127.0.0.1:{}{}",
+        sshd.port,
+        server.repo.display()
+    );
+    let ssh_with = |key: &std::path::Path| {
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes \
+             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            key.display()
+        )
+    };
+
+    let clone = server.clone_fixture("example-app");
+    clone.git(&["remote", "set-url", "production", &url]);
+    clone.git(&["config", "core.sshCommand", &ssh_with(&forced_key)]);
+    clone.push_main().success();
+    assert_eq!(server.live_revision(), clone.head());
+    server.set_config("before_switch", "['echo migrations failed; exit 3']");
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+    assert_failed_with_summary(&push, "before_switch");
+    // The forced command fetches too, and refuses a shell.
+    clone.git(&["fetch", "-q", "production"]);
+    let out = server
+        .command("ssh")
+        .args(ssh_with(&forced_key).split_whitespace().skip(1))
+        .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "id"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused `id`"));
+    server.set_config("before_switch", "[]");
+
+    // The other set-up: an ordinary key, the wrapper named in the clone's config.
+    let other = server.clone_repo("other");
+    other.git(&["remote", "set-url", "production", &url]);
+    other.git(&["config", "core.sshCommand", &ssh_with(&plain_key)]);
+    other.git(&[
+        "config",
+        "remote.production.receivepack",
+        &format!("{BIN} receive-pack"),
+    ]);
+    server.set_config("before_switch", "['exit 4']");
+    other.set_version("v3");
+    other.commit("v3");
+    let push = other.push(&["HEAD:main"]).deploy_failed();
+    assert_failed_with_summary(&push, "before_switch");
+    server.set_config("before_switch", "[]");
+    other.set_version("v4");
+    other.commit("v4");
+    other.push(&["HEAD:main"]).success();
+    assert_eq!(server.live_revision(), other.head());
+    drop(sshd);
+}
