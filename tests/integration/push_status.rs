@@ -503,6 +503,11 @@ fn over_ssh_both_set_ups_tell_the_truth() {
     clone.commit("v2");
     let push = clone.push_main().deploy_failed();
     assert_failed_with_summary(&push, "before_switch");
+    // What the pusher saw, for `--nocapture` (the README and closing notes quote it).
+    eprintln!(
+        "$ git push production main  # over ssh, forced command\n{}exit {:?}",
+        push.stderr, push.code
+    );
     // The forced command fetches too, and refuses a shell.
     clone.git(&["fetch", "-q", "production"]);
     let out = server
@@ -532,7 +537,11 @@ fn over_ssh_both_set_ups_tell_the_truth() {
     server.set_config("before_switch", "[]");
     other.set_version("v4");
     other.commit("v4");
-    other.push(&["HEAD:main"]).success();
+    let push = other.push(&["HEAD:main"]).success();
+    eprintln!(
+        "$ git push production HEAD:main  # over ssh, receivepack set in the clone\n{}exit {:?}",
+        push.stderr, push.code
+    );
     assert_eq!(server.live_revision(), other.head());
     drop(sshd);
 }
