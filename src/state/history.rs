@@ -191,13 +191,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_entry_after_a_torn_last_line_starts_on_a_line_of_its_own() {
+    /// A deploy log in a temporary root with one entry per commit.
+    fn log_of(commits: &[&str]) -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().unwrap();
         let layout = Layout::new(tmp.path());
         std::fs::create_dir_all(layout.deploy_log().parent().unwrap()).unwrap();
-        append(&layout, &entry("a")).unwrap();
-        append(&layout, &entry("b")).unwrap();
+        for commit in commits {
+            append(&layout, &entry(commit)).unwrap();
+        }
+        (tmp, layout)
+    }
+
+    #[test]
+    fn an_entry_after_a_torn_last_line_starts_on_a_line_of_its_own() {
+        let (_tmp, layout) = log_of(&["a", "b"]);
         // A crash in the middle of writing "b"'s line.
         let text = std::fs::read_to_string(layout.deploy_log()).unwrap();
         std::fs::write(layout.deploy_log(), &text[..text.len() - 20]).unwrap();
@@ -234,11 +241,7 @@ mod tests {
 
     #[test]
     fn a_whole_log_gets_no_empty_lines() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = Layout::new(tmp.path());
-        std::fs::create_dir_all(layout.deploy_log().parent().unwrap()).unwrap();
-        append(&layout, &entry("a")).unwrap();
-        append(&layout, &entry("b")).unwrap();
+        let (_tmp, layout) = log_of(&["a", "b"]);
         let text = std::fs::read_to_string(layout.deploy_log()).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(!text.contains("\n\n"));

@@ -118,17 +118,7 @@ impl ServerBuilder {
             env,
         };
         fs::create_dir_all(base.join("home")).unwrap();
-        let out = server
-            .command(BIN)
-            .arg("install")
-            .arg("--repo")
-            .arg(&server.repo)
-            .arg("--root")
-            .arg(&server.root)
-            .arg("--branch")
-            .arg(&self.branch)
-            .output()
-            .unwrap();
+        let out = server.run_install(&server.repo, &["--branch", &self.branch]);
         assert_success(&out, "install");
         for (key, value) in &self.config {
             server.set_config(key, value);
@@ -150,6 +140,20 @@ impl Server {
     #[track_caller]
     pub fn install() -> Server {
         Server::builder().install()
+    }
+
+    /// `atomdeploy-hook install --repo REPO --root <this root> ARGS`, as an operator runs it
+    /// (again).
+    pub fn run_install(&self, repo: &Path, args: &[&str]) -> Output {
+        self.command(BIN)
+            .arg("install")
+            .arg("--repo")
+            .arg(repo)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     pub fn base(&self) -> PathBuf {
@@ -606,6 +610,15 @@ impl Clone {
         )
     }
 
+    /// Sets the version, commits and pushes it, which must deploy; returns the commit id.
+    #[track_caller]
+    pub fn deploy_version(&self, version: &str) -> String {
+        self.set_version(version);
+        let commit = self.commit(version);
+        self.push_main().success();
+        commit
+    }
+
     /// Commits everything; returns the commit id.
     #[track_caller]
     pub fn commit(&self, message: &str) -> String {
@@ -746,6 +759,16 @@ impl Push {
             self.stderr
         );
         self
+    }
+
+    /// The closing line of a step, without its indent and name: for `composer`, say,
+    /// `0.12s: install (first run)`.
+    #[track_caller]
+    pub fn step_line(&self, step: &str) -> String {
+        let prefix = format!("    {step} ");
+        self.remote_line(&prefix)
+            .map(|l| l[prefix.len()..].to_string())
+            .unwrap_or_else(|| panic!("no {step} line:\n{}", self.stderr))
     }
 
     /// The line from the hook that starts with `prefix` (without git's `remote: `).

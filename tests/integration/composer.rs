@@ -15,12 +15,7 @@ fn classmap(server: &Server) -> String {
 fn push_expecting(clone: &Clone, composer_did: &str) -> harness::Push {
     let push = clone.push_main().success();
     // The step's closing line: `    composer 0.12s: install (first run)`.
-    let line = push
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("remote:     composer "))
-        .next()
-        .unwrap_or_else(|| panic!("no composer line:\n{}", push.stderr));
+    let line = push.step_line("composer");
     assert!(
         line.contains(composer_did),
         "expected composer to {composer_did:?}, got: {line}"

@@ -12,15 +12,10 @@ use crate::harness::{Clone, Server};
 /// The configured (default) composer arguments, from the crate itself rather than a copy.
 const COMPOSER_INSTALL: &[&str] = atomdeploy_hook::config::DEFAULT_COMPOSER_ARGS;
 
-/// The closing line of the composer step: `install (first run)`, say.
+/// The closing line of the composer step: `0.12s: install (first run)`, say.
 #[track_caller]
 fn composer_line(push: &harness::Push) -> String {
-    push.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("remote:     composer "))
-        .unwrap_or_else(|| panic!("no composer line:\n{}", push.stderr))
-        .trim_end()
-        .to_string()
+    push.step_line("composer")
 }
 
 /// vendor/composer/installed.json as a fresh clone of `commit` gets it from the configured
@@ -225,9 +220,7 @@ fn remote_refs(clone: &Clone) -> String {
 
 /// Deploys the example app at `version`; returns the new build and its commit.
 fn deploy(server: &Server, clone: &Clone, version: &str) -> (String, String) {
-    clone.set_version(version);
-    let commit = clone.commit(version);
-    clone.push_main().success();
+    let commit = clone.deploy_version(version);
     (server.live().unwrap(), commit)
 }
 
@@ -346,9 +339,7 @@ fn internal_refs_are_hidden_for_existing_repositories_and_by_the_hook() {
     let clone = server.clone_fixture("example-app");
     clone.push_main().success();
     assert_eq!(hidden(), "refs/atomdeploy\n");
-    clone.set_version("v2");
-    clone.commit("v2");
-    clone.push_main().success();
+    clone.deploy_version("v2");
     assert_eq!(hidden(), "refs/atomdeploy\n", "added once, not again");
     let listed = remote_refs(&clone);
     assert!(!listed.contains("refs/atomdeploy"), "{listed}");
@@ -357,15 +348,7 @@ fn internal_refs_are_hidden_for_existing_repositories_and_by_the_hook() {
     // Reinstalling over an existing repository sets it too (and only once).
     server.repo_git(&["config", "--unset-all", "transfer.hideRefs"]);
     for _ in 0..2 {
-        let out = server
-            .command(harness::BIN)
-            .arg("install")
-            .arg("--repo")
-            .arg(&server.repo)
-            .arg("--root")
-            .arg(&server.root)
-            .output()
-            .unwrap();
+        let out = server.run_install(&server.repo, &[]);
         harness::assert_success(&out, "install again");
     }
     assert_eq!(hidden(), "refs/atomdeploy\n");

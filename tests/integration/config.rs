@@ -82,9 +82,7 @@ fn a_before_switch_command_past_command_timeout_is_killed_with_its_children_and_
     assert!(server.page().contains("v1"));
 
     server.set_config("before_switch", "[]");
-    clone.set_version("v3");
-    clone.commit("v3");
-    clone.push_main().success();
+    clone.deploy_version("v3");
     assert!(server.page().contains("v3"));
 }
 
@@ -280,9 +278,7 @@ fn a_deploy_after_a_torn_log_line_is_listed_and_its_output_shown() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
     clone.push_main().success();
-    clone.set_version("v2");
-    clone.commit("v2");
-    clone.push_main().success();
+    clone.deploy_version("v2");
     // A crash in the middle of appending the last entry.
     let log = server.root.join(".atomdeploy/deploys.jsonl");
     let text = fs::read(&log).unwrap();

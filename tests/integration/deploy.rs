@@ -1003,21 +1003,15 @@ fn install_twice_is_harmless_and_keeps_config_and_refs() {
     server.set_config("keep_builds", "3");
     let config = fs::read_to_string(server.config_path()).unwrap();
 
-    let out = server
-        .command(harness::BIN)
-        .args([
-            "install",
+    let out = server.run_install(
+        &server.repo,
+        &[
             "--branch",
             "main",
             "--url",
             "deploy@example.com:/srv/app.git",
-            "--repo",
-        ])
-        .arg(&server.repo)
-        .arg("--root")
-        .arg(&server.root)
-        .output()
-        .unwrap();
+        ],
+    );
     harness::assert_success(&out, "second install");
 
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -1030,9 +1024,7 @@ fn install_twice_is_harmless_and_keeps_config_and_refs() {
     assert_eq!(server.branch_head("main"), Some(clone.head()));
     assert!(server.page().contains("v1"));
     // The hook still deploys.
-    clone.set_version("v2");
-    clone.commit("v2");
-    clone.push_main().success();
+    clone.deploy_version("v2");
     assert!(server.page().contains("v2"));
 }
 
@@ -1042,15 +1034,7 @@ fn install_refuses_to_point_a_deploy_root_at_another_repository() {
     let config = fs::read_to_string(server.config_path()).unwrap();
     let other = server.base().join("other.git");
 
-    let out = server
-        .command(harness::BIN)
-        .arg("install")
-        .arg("--repo")
-        .arg(&other)
-        .arg("--root")
-        .arg(&server.root)
-        .output()
-        .unwrap();
+    let out = server.run_install(&other, &[]);
 
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1090,16 +1074,7 @@ fn a_hook_in_a_repository_that_deploy_yml_does_not_name_refuses_to_deploy() {
 #[test]
 fn install_refuses_a_bad_url_and_someone_elses_hook() {
     let server = Server::install();
-    let run_install = |url: &str| {
-        server
-            .command(harness::BIN)
-            .args(["install", "--url", url, "--repo"])
-            .arg(&server.repo)
-            .arg("--root")
-            .arg(&server.root)
-            .output()
-            .unwrap()
-    };
+    let run_install = |url: &str| server.run_install(&server.repo, &["--url", url]);
     let out = run_install("ssh://example.com");
     assert!(!out.status.success());
     assert!(

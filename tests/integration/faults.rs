@@ -371,9 +371,7 @@ fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
     assert!(server.page().contains("v1"));
 
     clone.remove("public/video.bin");
-    clone.set_version("fits");
-    clone.commit("fits");
-    clone.push_main().success();
+    clone.deploy_version("fits");
     assert!(server.page().contains("fits"));
     assert_eq!(server.read_live("storage/sessions/sess_user"), "logged in");
     drop(server);

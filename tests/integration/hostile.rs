@@ -779,16 +779,7 @@ fn install_repairs_a_root_left_by_install_branch_rollback() {
     fs::write(server.config_path(), &old).unwrap();
     server.repo_git(&["symbolic-ref", "HEAD", "refs/heads/rollback"]);
 
-    let out = server
-        .command(harness::BIN)
-        .arg("install")
-        .arg("--repo")
-        .arg(&server.repo)
-        .arg("--root")
-        .arg(&server.root)
-        .args(["--branch", "main"])
-        .output()
-        .unwrap();
+    let out = server.run_install(&server.repo, &["--branch", "main"]);
     harness::assert_success(&out, "install --branch main");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("receive.fsckObjects"), "{stdout}");

@@ -224,9 +224,7 @@ fn a_shared_entry_taken_out_of_deploy_yml_never_brings_shared_data_into_a_build(
 
     // storage/ is no longer shared: the next build must have the commit's storage/.
     server.set_config("shared", "[]");
-    clone.set_version("v2");
-    clone.commit("v2");
-    clone.push_main().success();
+    clone.deploy_version("v2");
     let build = server.build_path(&server.live().unwrap());
     assert!(
         fs::symlink_metadata(build.join("storage"))
@@ -256,9 +254,7 @@ fn a_shared_entry_taken_out_of_deploy_yml_never_brings_shared_data_into_a_build(
 
     // And back: shared again, then a deploy that keeps the entry. shared/ is kept as it is.
     server.set_config("shared", "[storage/]");
-    clone.set_version("v3");
-    clone.commit("v3");
-    clone.push_main().success();
+    clone.deploy_version("v3");
     assert_eq!(harness::tree_listing(&server.root.join("shared")), before);
 }
 
@@ -287,9 +283,7 @@ fn nested_git_directories_and_gitfiles_never_reach_a_build() {
     fs::create_dir_all(app.join("cache/worktree")).unwrap();
     fs::write(app.join("cache/worktree/.git"), "gitdir: /elsewhere/.git\n").unwrap();
 
-    clone.set_version("v2");
-    clone.commit("v2");
-    clone.push_main().success();
+    clone.deploy_version("v2");
     let build = server.build_path(&server.live().unwrap());
     let found: Vec<_> = walkdir::WalkDir::new(&build)
         .into_iter()
@@ -383,9 +377,7 @@ fn builds_json(server: &Server) -> Vec<serde_json::Value> {
 
 fn push_versions(clone: &Clone, versions: &[&str]) {
     for v in versions {
-        clone.set_version(v);
-        clone.commit(v);
-        clone.push_main().success();
+        clone.deploy_version(v);
     }
 }
 

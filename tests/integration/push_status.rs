@@ -236,9 +236,7 @@ fn a_failing_replay_and_a_failing_rollback_exit_1() {
     let clone = server.clone_fixture("example-app");
     wrap(&clone);
     clone.push_main().success();
-    clone.set_version("v2");
-    clone.commit("v2");
-    clone.push_main().success();
+    clone.deploy_version("v2");
 
     server.set_config("before_switch", "['exit 9']");
     let push = clone.push(&["main:replay"]);
@@ -314,9 +312,7 @@ fn a_killed_hook_makes_the_result_unknown_and_misleads_no_later_push() {
     assert_eq!(push.code, Some(1), "{}", push.stderr);
     push.stderr_has("the deploy's result is unknown");
 
-    clone.set_version("v3");
-    clone.commit("v3");
-    clone.push_main().success();
+    clone.deploy_version("v3");
     assert_eq!(server.live_revision(), clone.head());
 }
 
