@@ -118,7 +118,9 @@ impl Snapshot {
                         self.real_dirs.insert(relative.to_path_buf());
                     }
                 } else if meta.file_type().is_symlink() {
-                    std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
+                    // As in the main copy: an absolute link into application/ becomes relative.
+                    let target = fs::read_link(entry.path())?;
+                    std::os::unix::fs::symlink(within_build(&target, app, relative), &dest)?;
                 } else {
                     let place = Place {
                         options,
