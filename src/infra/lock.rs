@@ -38,7 +38,7 @@ impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "pid {}", self.pid)?;
         if let Some(commit) = &self.commit {
-            write!(f, " deploying {}", &commit[..commit.len().min(7)])?;
+            write!(f, " deploying {}", crate::infra::report::short_id(commit))?;
         }
         write!(f, " since {}", self.since)
     }

@@ -122,12 +122,18 @@ pub fn decide_for(
     layout: &Layout,
     composer: &Composer,
 ) -> Result<Decision> {
+    let outcome = outcome_for(repo, commit, layout, composer)?;
+    // Only a reinstall needs them: no tree walk on the deploys that skip composer.
+    let vendor_tracked = match outcome {
+        Outcome::Reinstall(_) => tracked_under(repo, commit, "vendor")?,
+        _ => Default::default(),
+    };
     Ok(Decision {
-        outcome: outcome_for(repo, commit, layout, composer)?,
+        outcome,
         commit,
         has_lock: commit_has(repo, commit, LOCK)?,
         has_vendor: commit_has(repo, commit, "vendor")?,
-        vendor_tracked: tracked_under(repo, commit, "vendor")?,
+        vendor_tracked,
     })
 }
 
