@@ -133,6 +133,16 @@ fn deploys_after_kill(
     assert_eq!(server.live_revision(), commit, "after {fault}");
     server.assert_nothing_left_behind_in(&format!("after {fault}"));
     server.assert_only_complete_builds(SHARED);
+    // No stray build: one the killed deploy published but never switched to is gone, not
+    // merely complete.
+    for build in server.builds() {
+        let record = server.root.join(format!(".atomdeploy/builds/{build}.json"));
+        let meta: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+        assert_ne!(
+            meta["went_live"], false,
+            "after {fault}: builds/{build} never went live and is still there"
+        );
+    }
     assert_eq!(
         shared_listing(server),
         shared,
