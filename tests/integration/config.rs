@@ -316,3 +316,29 @@ fn a_deploy_after_a_torn_log_line_is_listed_and_its_output_shown() {
         "log shows another deploy:\n{shown}"
     );
 }
+
+/// A health check that never answers is killed at its `timeout`, with what it started, and
+/// counts as unhealthy: the build before goes back in.
+#[test]
+fn a_health_check_past_its_timeout_is_killed_and_the_build_rolled_back() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.live();
+    server.set_config(
+        "healthcheck",
+        r#"{command: "sleep 600.211 & sleep 600.212; wait", timeout: 1, retries: 0}"#,
+    );
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains("health check failed")
+            && error.contains("did not finish within 1s and was killed"),
+        "{error}"
+    );
+    assert_eq!(server.live(), before, "the build before is live again");
+    assert_none_left(&server, "sleep 600.21");
+}
