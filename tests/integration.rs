@@ -25,6 +25,8 @@ mod integrity;
 mod orphans;
 #[path = "integration/push_status.rs"]
 mod push_status;
+#[path = "integration/recipes.rs"]
+mod recipes;
 #[path = "integration/rollback.rs"]
 mod rollback;
 #[path = "integration/web.rs"]

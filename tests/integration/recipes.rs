@@ -1,0 +1,311 @@
+//! The README's recipes, each deployed exactly as printed: the test reads the recipe from
+//! `fixtures/recipes/<name>.deploy.yml`, the file the README shows, so the two cannot drift.
+//! The apps are framework-LIKE fixtures (the tests have no network to install Laravel or
+//! Symfony): their `artisan` and `bin/console` do what the real ones do where a deploy notices
+//! — which files they write, with which paths, where, and their exit status.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Clone, Server, fixture};
+
+/// The recipe's text, as the README prints it.
+fn recipe(name: &str) -> String {
+    let path = fixture("recipes").join(format!("{name}.deploy.yml"));
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A server whose deploy.yml is the recipe, with only the repository's path changed.
+#[track_caller]
+fn server_with_recipe(name: &str) -> Server {
+    let server = Server::install();
+    let text = recipe(name);
+    let line = "repository: /srv/app.git\n";
+    assert!(text.contains(line), "the {name} recipe names /srv/app.git");
+    let text = text.replace(line, &format!("repository: {}\n", server.repo.display()));
+    fs::write(server.config_path(), text).unwrap();
+    server
+}
+
+fn shared(server: &Server, path: &str) -> PathBuf {
+    server.root.join("shared").join(path)
+}
+
+/// What shared/.env holds for the Laravel app: APP_KEY set, as `php artisan key:generate` would.
+const LARAVEL_ENV: &str = "APP_NAME=\"Recipe Shop\"\nAPP_ENV=production\nAPP_KEY=base64:c2VjcmV0LWtleS1vZi10aGUtcmVjaXBlLXRlc3Q=\n";
+
+/// The Laravel-like app deployed once through the recipe, shared/.env made beforehand as the
+/// recipe says.
+#[track_caller]
+fn laravel_v1() -> (Server, Clone) {
+    let server = server_with_recipe("laravel");
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    fs::write(shared(&server, ".env"), LARAVEL_ENV).unwrap();
+    let clone = server.clone_fixture("laravel-app");
+    clone.push_main().success();
+    (server, clone)
+}
+
+/// The migrations table of the JSON database in shared storage: (name, batch) in order.
+fn migrations(server: &Server) -> Vec<(String, u64)> {
+    let path = shared(server, "storage/app/database.json");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let db: serde_json::Value = serde_json::from_str(&text).unwrap();
+    db["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["migration"].as_str().unwrap().to_string(),
+                m["batch"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn migration(name: &str, body: &str) -> (String, String) {
+    (
+        format!("database/migrations/{name}.php"),
+        format!(
+            "<?php\n\nreturn new class {{\n    public function up(array &$tables): void\n    {{\n        {body}\n    }}\n}};\n"
+        ),
+    )
+}
+
+/// The files of Laravel's file cache in shared storage (queue:restart's marker among them).
+fn cache_files(server: &Server) -> Vec<(PathBuf, String)> {
+    let dir = shared(server, "storage/framework/cache/data");
+    walkdir::WalkDir::new(&dir)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file() && e.file_name() != ".gitignore")
+        .map(|e| {
+            let text = fs::read_to_string(e.path()).unwrap();
+            (e.path().to_path_buf(), text)
+        })
+        .collect()
+}
+
+/// The one value queue:restart stored: `9999999999` (forever) then PHP's `i:<unix time>;`.
+#[track_caller]
+fn queue_restart_time(server: &Server) -> i64 {
+    let files = cache_files(server);
+    assert_eq!(files.len(), 1, "one cache entry: {files:?}");
+    let text = &files[0].1;
+    text.strip_prefix("9999999999i:")
+        .and_then(|t| t.strip_suffix(';'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("not a queue:restart marker: {text:?}"))
+}
+
+/// When `latest` was last flipped, in whole seconds (the switch makes a fresh symlink).
+fn switched_at(server: &Server) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(server.latest()).unwrap().mtime()
+}
+
+/// `base_path` as config:cache wrote it into a build's bootstrap/cache/config.php.
+#[track_caller]
+fn cached_base_path(build: &Path) -> String {
+    let path = build.join("bootstrap/cache/config.php");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let start = text
+        .find("'base_path' => '")
+        .expect("base_path in the cached config")
+        + 16;
+    text[start..][..text[start..].find('\'').unwrap()].to_string()
+}
+
+/// The file sessions in shared storage (what the front controller wrote, one per request).
+fn session_files(server: &Server) -> std::collections::BTreeSet<String> {
+    fs::read_dir(shared(server, "storage/framework/sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ".gitignore")
+        .collect()
+}
+
+fn page_lines(server: &Server) -> Vec<String> {
+    server.page().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues() {
+    let (server, clone) = laravel_v1();
+    let v1 = server.live().unwrap();
+    let v1_dir = server.build_path(&v1);
+
+    // composer's post-autoload-dump really ran (`@php artisan package:discover`), in
+    // application/, and the build has its output.
+    let packages = fs::read_to_string(v1_dir.join("bootstrap/cache/packages.php")).unwrap();
+    assert!(
+        packages.contains("Lara\\\\QueueServiceProvider"),
+        "{packages}"
+    );
+    // config:cache ran in the build, with the build's own path; never in application/.
+    assert_eq!(cached_base_path(&v1_dir), v1_dir.display().to_string());
+    assert!(
+        !server
+            .root
+            .join("application/bootstrap/cache/config.php")
+            .exists()
+    );
+    assert_eq!(
+        migrations(&server),
+        [("2024_01_01_000000_create_users_table".to_string(), 1)]
+    );
+    let restarted = queue_restart_time(&server);
+    assert!(
+        restarted >= switched_at(&server),
+        "queue:restart before the switch"
+    );
+    assert_eq!(
+        page_lines(&server),
+        [
+            "laravel app v1".to_string(),
+            "name: Recipe Shop".into(),
+            format!("base: {}", v1_dir.display()),
+            "config: cached".into(),
+            "providers: Lara\\QueueServiceProvider".into(),
+        ]
+    );
+
+    // What users stored between deploys, and an operator's edit of .env.
+    fs::write(shared(&server, "storage/app/avatar.png"), "an upload").unwrap();
+    let env = LARAVEL_ENV.replace("Recipe Shop", "Recipe Shop Renamed");
+    fs::write(shared(&server, ".env"), &env).unwrap();
+    // The configuration is cached: .env is read again only by the next config:cache.
+    assert_eq!(page_lines(&server)[1], "name: Recipe Shop");
+    let sessions = session_files(&server);
+    assert_eq!(sessions.len(), 2, "the pages' sessions, in shared/");
+    for (path, _) in cache_files(&server) {
+        fs::remove_file(path).unwrap();
+    }
+
+    let (path, text) = migration(
+        "2024_02_01_000000_create_posts_table",
+        "$tables['posts'] = ['columns' => ['id', 'title'], 'rows' => []];",
+    );
+    clone.write(&path, &text);
+    clone.write(
+        "resources/views/welcome.php",
+        "<?php\n\nreturn 'laravel app v2';\n",
+    );
+    clone.commit("v2: posts");
+    let push = clone.push_main().success();
+    let v2 = server.live().unwrap();
+    let v2_dir = server.build_path(&v2);
+    assert_ne!(v1, v2);
+
+    // Each migration ran once: v1's is not run again, v2's ran in a batch of its own.
+    assert_eq!(
+        migrations(&server),
+        [
+            ("2024_01_01_000000_create_users_table".to_string(), 1),
+            ("2024_02_01_000000_create_posts_table".to_string(), 2),
+        ]
+    );
+    let push = push
+        .stderr_has("2024_02_01_000000_create_posts_table .... DONE")
+        .stderr_lacks("2024_01_01_000000_create_users_table .... DONE");
+    // Each build's cache holds its own path: v1 can be rolled back to as it is.
+    assert_eq!(cached_base_path(&v2_dir), v2_dir.display().to_string());
+    assert_eq!(cached_base_path(&v1_dir), v1_dir.display().to_string());
+    // composer had nothing to do; the output of its earlier script is in the build all the same.
+    assert!(v2_dir.join("bootstrap/cache/packages.php").is_file());
+    // queue:restart ran again, after this switch.
+    assert!(queue_restart_time(&server) >= switched_at(&server));
+    let switch = push.stderr.find("==> switch").unwrap();
+    let restart = push.stderr.find("$ php artisan queue:restart").unwrap();
+    assert!(
+        switch < restart,
+        "queue:restart before the switch:\n{}",
+        push.stderr
+    );
+
+    assert_eq!(
+        page_lines(&server)[..3],
+        [
+            "laravel app v2".to_string(),
+            "name: Recipe Shop Renamed".into(),
+            format!("base: {}", v2_dir.display()),
+        ]
+    );
+    // shared/ survived: the upload, the operator's .env, v1's sessions.
+    assert_eq!(
+        fs::read_to_string(server.latest().join("storage/app/avatar.png")).unwrap(),
+        "an upload"
+    );
+    assert_eq!(fs::read_to_string(shared(&server, ".env")).unwrap(), env);
+    let now = session_files(&server);
+    assert!(now.is_superset(&sessions), "v1's sessions lost: {now:?}");
+    assert_eq!(now.len(), sessions.len() + 1, "v2's session added");
+    server.assert_only_complete_builds(&[".env", "storage"]);
+}
+
+#[test]
+fn a_failing_migration_fails_the_push_and_the_old_build_keeps_serving() {
+    let (server, clone) = laravel_v1();
+    let v1 = server.live().unwrap();
+    let db = shared(&server, "storage/app/database.json");
+    let before = fs::read(&db).unwrap();
+    for (path, _) in cache_files(&server) {
+        fs::remove_file(path).unwrap();
+    }
+
+    let broken = migration(
+        "2024_03_01_000000_alter_users_table",
+        "throw new RuntimeException(\"SQLSTATE[42S21]: Column already exists: 1060 Duplicate column name 'email'\");",
+    );
+    clone.write(&broken.0, &broken.1);
+    clone.write(
+        "resources/views/welcome.php",
+        "<?php\n\nreturn 'laravel app v2';\n",
+    );
+    clone.commit("v2: a migration that fails");
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("Duplicate column name")
+        .stderr_has("before_switch failed: `php artisan migrate --force` failed");
+    // Nothing changed: the old build serves, alone in builds/; the migrations table is as it
+    // was, byte for byte; after_switch (queue:restart) never ran.
+    assert_eq!(server.live().unwrap(), v1);
+    assert_eq!(server.builds(), [v1.clone()]);
+    assert_eq!(fs::read(&db).unwrap(), before);
+    assert!(cache_files(&server).is_empty(), "queue:restart ran");
+    assert_eq!(page_lines(&server)[0], "laravel app v1");
+
+    // The trade-off the recipe states: a migration that ran before the failing one stays
+    // applied (MySQL cannot roll DDL back) while the old code serves.
+    let good = migration(
+        "2024_02_01_000000_create_posts_table",
+        "$tables['posts'] = ['columns' => ['id'], 'rows' => []];",
+    );
+    clone.write(&good.0, &good.1);
+    clone.commit("v3: posts, and the migration that still fails");
+    clone.push_main().deploy_failed();
+    assert_eq!(server.live().unwrap(), v1);
+    assert_eq!(page_lines(&server)[0], "laravel app v1");
+    let applied = [
+        ("2024_01_01_000000_create_users_table".to_string(), 1),
+        ("2024_02_01_000000_create_posts_table".to_string(), 2),
+    ];
+    assert_eq!(migrations(&server), applied);
+
+    // Fixed: the next push runs only what has not run yet.
+    let fixed = migration(
+        "2024_03_01_000000_alter_users_table",
+        "$tables['users']['columns'][] = 'avatar';",
+    );
+    clone.write(&fixed.0, &fixed.1);
+    clone.commit("v4: the migration fixed");
+    clone.push_main().success();
+    let mut expected = applied.to_vec();
+    expected.push(("2024_03_01_000000_alter_users_table".to_string(), 3));
+    assert_eq!(migrations(&server), expected);
+    assert_eq!(page_lines(&server)[0], "laravel app v2");
+    assert!(queue_restart_time(&server) >= switched_at(&server));
+    server.assert_only_complete_builds(&[".env", "storage"]);
+}
