@@ -272,7 +272,7 @@ fn a_failing_migration_fails_the_push_and_the_old_build_keeps_serving() {
     // Nothing changed: the old build serves, alone in builds/; the migrations table is as it
     // was, byte for byte; after_switch (queue:restart) never ran.
     assert_eq!(server.live().unwrap(), v1);
-    assert_eq!(server.builds(), [v1.clone()]);
+    assert_eq!(server.builds(), std::slice::from_ref(&v1));
     assert_eq!(fs::read(&db).unwrap(), before);
     assert!(cache_files(&server).is_empty(), "queue:restart ran");
     assert_eq!(page_lines(&server)[0], "laravel app v1");
