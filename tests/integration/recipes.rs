@@ -309,3 +309,156 @@ fn a_failing_migration_fails_the_push_and_the_old_build_keeps_serving() {
     assert!(queue_restart_time(&server) >= switched_at(&server));
     server.assert_only_complete_builds(&[".env", "storage"]);
 }
+
+/// What shared/.env.local holds for the Symfony app on the server.
+const SYMFONY_ENV_LOCAL: &str = "APP_ENV=prod\nAPP_SECRET=4f1b2c3d5e6f7a8b9c0d\n";
+
+#[track_caller]
+fn symfony_v1() -> (Server, Clone) {
+    let server = server_with_recipe("symfony");
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    fs::write(shared(&server, ".env.local"), SYMFONY_ENV_LOCAL).unwrap();
+    let clone = server.clone_fixture("symfony-app");
+    clone.push_main().success();
+    (server, clone)
+}
+
+fn set_greeting(clone: &Clone, greeting: &str) {
+    clone.write(
+        "config/services.php",
+        &format!(
+            "<?php\n\nreturn [\n    'app.greeting' => '{greeting}',\n    'app.log_file' => '%kernel.logs_dir%/%kernel.environment%.log',\n];\n"
+        ),
+    );
+}
+
+/// The lines of shared/var/log/prod.log: one per request the front controller answered.
+fn prod_log(server: &Server) -> usize {
+    fs::read_to_string(shared(server, "var/log/prod.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[track_caller]
+fn assert_symfony_page(server: &Server, greeting: &str, build: &Path) {
+    assert_eq!(
+        page_lines(server),
+        [
+            greeting.to_string(),
+            "env: prod debug: false".into(),
+            format!("project: {}", build.display()),
+            format!(
+                "cache: {}/var/cache/prod/App_KernelProdContainer.php",
+                build.display()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn symfony_recipe_compiles_the_prod_container_in_the_build_and_keeps_logs() {
+    let (server, clone) = symfony_v1();
+    let v1 = server.build_path(&server.live().unwrap());
+    // The prod container was compiled in the build, with the build's paths, by before_switch.
+    let container = v1.join("var/cache/prod/App_KernelProdContainer.php");
+    let text = fs::read_to_string(&container).unwrap();
+    assert!(text.contains(&format!("'{}'", v1.display())), "{text}");
+    // --no-scripts: nothing ran in application/ (in the dev environment, it would fail).
+    assert!(!server.root.join("application/var").exists());
+    assert!(
+        fs::symlink_metadata(v1.join("var/log"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_symfony_page(&server, "symfony app v1", &v1);
+    assert_eq!(prod_log(&server), 1);
+
+    set_greeting(&clone, "symfony app v2");
+    clone.commit("v2");
+    clone.push_main().success();
+    let v2 = server.build_path(&server.live().unwrap());
+    assert_ne!(v1, v2);
+    assert_symfony_page(&server, "symfony app v2", &v2);
+    // The log and .env.local outlived v1's build; v1 keeps its own container to roll back to.
+    assert_eq!(prod_log(&server), 2);
+    assert_eq!(
+        fs::read_to_string(shared(&server, ".env.local")).unwrap(),
+        SYMFONY_ENV_LOCAL
+    );
+    let text = fs::read_to_string(&container).unwrap();
+    assert!(text.contains("symfony app v1"), "{text}");
+    server.assert_only_complete_builds(&[".env.local", "var/log"]);
+}
+
+/// Without debug, Symfony keeps any container it finds. One that a command run in
+/// application/ left in var/cache/prod/ is copied into the next build with the rest of
+/// application/'s ignored files: `cache:warmup` alone would serve it, with the old
+/// configuration and application/'s paths. The recipe's `cache:clear` compiles afresh.
+#[test]
+fn a_prod_container_left_in_application_is_never_served_by_a_later_build() {
+    let (server, clone) = symfony_v1();
+    let application = server.root.join("application");
+    let out = server
+        .command("php")
+        .args(["bin/console", "cache:warmup"])
+        .env("APP_ENV", "prod")
+        .current_dir(&application)
+        .output()
+        .unwrap();
+    crate::harness::assert_success(&out, "bin/console cache:warmup in application/");
+    assert!(
+        application
+            .join("var/cache/prod/App_KernelProdContainer.php")
+            .is_file()
+    );
+
+    set_greeting(&clone, "symfony app v2");
+    clone.commit("v2");
+    clone.push_main().success();
+    let v2 = server.build_path(&server.live().unwrap());
+    assert_symfony_page(&server, "symfony app v2", &v2);
+}
+
+#[test]
+fn plain_php_recipe_keeps_sessions_and_rolls_back_a_build_that_does_not_run() {
+    let server = server_with_recipe("plain-php");
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let v1 = server.live().unwrap();
+    // The composer script (post-install-cmd) ran, and its output is in the build.
+    assert!(server.build_path(&v1).join("composer-script-ran").is_file());
+    fs::write(shared(&server, "storage/sessions/sess_abc"), "user|i:7;").unwrap();
+    assert!(server.page().contains("build: "));
+
+    clone.deploy_version("2.0.0");
+    let v2 = server.live().unwrap();
+    assert_ne!(v1, v2);
+    assert!(
+        server.page().contains("the example app 2.0.0"),
+        "{}",
+        server.page()
+    );
+    assert_eq!(
+        fs::read_to_string(server.latest().join("storage/sessions/sess_abc")).unwrap(),
+        "user|i:7;"
+    );
+
+    // A build whose front controller dies: the health check puts v2 back, the push fails.
+    clone.write(
+        "public/index.php",
+        "<?php\n\nrequire __DIR__ . '/../vendor/autoload.php';\nnew App\\Missing();\n",
+    );
+    clone.commit("v3: broken");
+    clone
+        .push_main()
+        .stderr_has("health check failed")
+        .stderr_has(&format!("rolled back to builds/{v2}"));
+    assert_eq!(server.live().unwrap(), v2);
+    assert!(server.page().contains("the example app 2.0.0"));
+    assert_eq!(
+        fs::read_to_string(shared(&server, "storage/sessions/sess_abc")).unwrap(),
+        "user|i:7;"
+    );
+}
