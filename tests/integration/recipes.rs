@@ -462,3 +462,64 @@ fn plain_php_recipe_keeps_sessions_and_rolls_back_a_build_that_does_not_run() {
         "user|i:7;"
     );
 }
+
+/// GET `url`: the status and the body.
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// The Laravel recipe served by the shipped nginx block and php-fpm pool: the cached
+/// configuration of each build is what php-fpm runs, with no PHP diagnostic.
+#[test]
+fn laravel_recipe_served_by_nginx_and_php_fpm() {
+    let _heavy = crate::harness::exclusive();
+    let (server, clone) = laravel_v1();
+    let v1 = server.build_path(&server.live().unwrap());
+    let web = crate::harness::web::WebServer::start(&server.root, &server.base().join("web"));
+    let (status, body) = get(&web.url("/"));
+    assert_eq!(status, 200, "{body}\n{}", web.error_log());
+    assert!(
+        body.starts_with(&format!(
+            "laravel app v1\nname: Recipe Shop\nbase: {}\nconfig: cached\n",
+            v1.display()
+        )),
+        "{body}"
+    );
+
+    clone.write(
+        "resources/views/welcome.php",
+        "<?php\n\nreturn 'laravel app v2';\n",
+    );
+    clone.commit("v2");
+    clone.push_main().success();
+    let v2 = server.build_path(&server.live().unwrap());
+    let expected = format!(
+        "laravel app v2\nname: Recipe Shop\nbase: {}\n",
+        v2.display()
+    );
+    crate::harness::wait_until(
+        std::time::Duration::from_secs(10),
+        || {
+            let (status, body) = get(&web.url("/"));
+            status == 200 && body.starts_with(&expected)
+        },
+        || {
+            format!(
+                "v2 never served: {:?}\n{}",
+                get(&web.url("/")),
+                web.error_log()
+            )
+        },
+    );
+    let diagnostics = web.diagnostics();
+    web.stop();
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+}
