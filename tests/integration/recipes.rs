@@ -523,3 +523,113 @@ fn laravel_recipe_served_by_nginx_and_php_fpm() {
     web.stop();
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
 }
+
+/// The user the deploy runs as in [`laravel_recipe_works_for_a_deploy_user_with_read_only_builds`].
+const NOBODY: u32 = 65534;
+
+/// Hands the server (repository, deploy root, home) to the deploy user, as on a server that
+/// user set up, and lets it read the root-owned clone. Once: changing an owner changes a
+/// file's ctime, which link mode reads.
+fn hand_over_to_deploy_user(server: &Server, clone: &Clone) {
+    use std::os::unix::fs::PermissionsExt;
+    let base = server.base();
+    for dir in [
+        server.repo.clone(),
+        server.root.clone(),
+        base.join("home"),
+        base.join("composer-home"),
+    ] {
+        fs::create_dir_all(&dir).unwrap();
+        for entry in walkdir::WalkDir::new(dir) {
+            let entry = entry.unwrap();
+            std::os::unix::fs::lchown(entry.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+    for dir in [&base, &clone.path] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `git push <repository> HEAD:main` from `clone` as the deploy user (by path, so that git
+/// has no remote-tracking ref to write into the root-owned clone).
+#[track_caller]
+fn push_as_deploy_user(server: &Server, clone: &Clone) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = server
+        .command("git")
+        .arg("push")
+        .arg(&server.repo)
+        .arg("HEAD:main")
+        // The clone is root's: git reads another user's repository only when told to.
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
+        .current_dir(&clone.path)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && stderr.contains("remote: deployed ") && !stderr.contains("error:"),
+        "push as the deploy user failed:\n{stderr}"
+    );
+    stderr
+}
+
+/// Root writes through a file's mode; the deploy user does not. In `snapshot: link` mode every
+/// file of a build is read-only, and most are hard links shared with the build before: the
+/// recipe's commands must create files (config:cache unlinks and writes afresh, as Laravel's
+/// does), never rewrite one of the build's in place.
+#[test]
+fn laravel_recipe_works_for_a_deploy_user_with_read_only_builds() {
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: becoming the deploy user needs root");
+        return;
+    }
+    let server = server_with_recipe("laravel");
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    fs::write(shared(&server, ".env"), LARAVEL_ENV).unwrap();
+    let clone = server.clone_fixture("laravel-app");
+    hand_over_to_deploy_user(&server, &clone);
+    push_as_deploy_user(&server, &clone);
+    let v1 = server.build_path(&server.live().unwrap());
+
+    clone.write(
+        "resources/views/welcome.php",
+        "<?php\n\nreturn 'laravel app v2';\n",
+    );
+    let (path, text) = migration(
+        "2024_02_01_000000_create_posts_table",
+        "$tables['posts'] = ['columns' => ['id'], 'rows' => []];",
+    );
+    clone.write(&path, &text);
+    clone.commit("v2");
+    let pushed = push_as_deploy_user(&server, &clone);
+    let v2 = server.build_path(&server.live().unwrap());
+    assert_ne!(v1, v2);
+    assert!(
+        pushed.contains(" files linked to the live build"),
+        "{pushed}"
+    );
+
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let artisan = fs::metadata(v2.join("artisan")).unwrap();
+    assert_eq!(
+        artisan.permissions().mode() & 0o222,
+        0,
+        "artisan is read-only"
+    );
+    assert_eq!(
+        artisan.ino(),
+        fs::metadata(v1.join("artisan")).unwrap().ino(),
+        "artisan is shared with v1"
+    );
+    let config = fs::metadata(v2.join("bootstrap/cache/config.php")).unwrap();
+    assert_eq!(config.uid(), NOBODY);
+    assert_eq!(cached_base_path(&v2), v2.display().to_string());
+    assert_eq!(cached_base_path(&v1), v1.display().to_string());
+    assert_eq!(migrations(&server).len(), 2);
+    assert_eq!(page_lines(&server)[0], "laravel app v2");
+}
