@@ -117,6 +117,19 @@ fn cached_base_path(build: &Path) -> String {
     text[start..][..text[start..].find('\'').unwrap()].to_string()
 }
 
+/// The URL of the app's script as Laravel's @vite() prints it, from the build's Vite manifest.
+#[track_caller]
+fn vite_script(build: &Path) -> String {
+    let manifest = build.join("public/build/manifest.json");
+    let text =
+        fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    format!(
+        "/build/{}",
+        manifest["resources/js/app.js"]["file"].as_str().unwrap()
+    )
+}
+
 /// The file sessions in shared storage (what the front controller wrote, one per request).
 fn session_files(server: &Server) -> std::collections::BTreeSet<String> {
     fs::read_dir(shared(server, "storage/framework/sessions"))
@@ -160,6 +173,20 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
         restarted >= switched_at(&server),
         "queue:restart before the switch"
     );
+    // The build step (Vite) ran in application/; its output is in the build, node_modules/
+    // (excluded) is not.
+    let script = vite_script(&v1_dir);
+    assert!(
+        v1_dir.join("public").join(&script[1..]).is_file(),
+        "{script}"
+    );
+    assert!(
+        server
+            .root
+            .join("application/node_modules/asset-hash")
+            .exists()
+    );
+    assert!(!v1_dir.join("node_modules").exists());
     assert_eq!(
         page_lines(&server),
         [
@@ -168,6 +195,7 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
             format!("base: {}", v1_dir.display()),
             "config: cached".into(),
             "providers: Lara\\QueueServiceProvider".into(),
+            format!("script: {script}"),
         ]
     );
 
@@ -192,6 +220,7 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
         "resources/views/welcome.php",
         "<?php\n\nreturn 'laravel app v2';\n",
     );
+    clone.write("resources/js/app.js", "console.log('laravel app v2');\n");
     clone.commit("v2: posts");
     let push = clone.push_main().success();
     let v2 = server.live().unwrap();
@@ -224,14 +253,26 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
         push.stderr
     );
 
+    // resources/ changed: Vite ran again (npm ci did not: the lockfile is the same), and the
+    // new script has a new name; v1 keeps its own.
+    assert!(
+        push.step_line("build").contains("skipped `npm ci"),
+        "{}",
+        push.step_line("build")
+    );
+    let script2 = vite_script(&v2_dir);
+    assert_ne!(script, script2);
+    assert!(v1_dir.join("public").join(&script[1..]).is_file());
+    let page = page_lines(&server);
     assert_eq!(
-        page_lines(&server)[..3],
+        page[..3],
         [
             "laravel app v2".to_string(),
             "name: Recipe Shop Renamed".into(),
             format!("base: {}", v2_dir.display()),
         ]
     );
+    assert_eq!(page[5], format!("script: {script2}"));
     // shared/ survived: the upload, the operator's .env, v1's sessions.
     assert_eq!(
         fs::read_to_string(server.latest().join("storage/app/avatar.png")).unwrap(),
@@ -492,6 +533,13 @@ fn laravel_recipe_served_by_nginx_and_php_fpm() {
             v1.display()
         )),
         "{body}"
+    );
+    // The script Vite built, under the name the page gives it.
+    let script = vite_script(&v1);
+    assert!(body.contains(&format!("script: {script}\n")), "{body}");
+    assert_eq!(
+        get(&web.url(&script)),
+        (200, "console.log('laravel app v1');\n".into())
     );
 
     clone.write(
