@@ -282,6 +282,19 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
     let now = session_files(&server);
     assert!(now.is_superset(&sessions), "v1's sessions lost: {now:?}");
     assert_eq!(now.len(), sessions.len() + 1, "v2's session added");
+
+    // .env edited again: the README's way to have it read is a replay of the live commit,
+    // a fresh build whose config:cache reads it. No migration runs again.
+    fs::write(
+        shared(&server, ".env"),
+        LARAVEL_ENV.replace("Recipe Shop", "Replayed"),
+    )
+    .unwrap();
+    clone.push(&["main:replay"]).success();
+    let v3 = server.live().unwrap();
+    assert!(v3 != v1 && v3 != v2, "replay makes a new build");
+    assert_eq!(page_lines(&server)[1], "name: Replayed");
+    assert_eq!(migrations(&server).len(), 2);
     server.assert_only_complete_builds(&[".env", "storage"]);
 }
 
