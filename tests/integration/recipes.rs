@@ -418,8 +418,11 @@ fn symfony_recipe_compiles_the_prod_container_in_the_build_and_keeps_logs() {
     let container = v1.join("var/cache/prod/App_KernelProdContainer.php");
     let text = fs::read_to_string(&container).unwrap();
     assert!(text.contains(&format!("'{}'", v1.display())), "{text}");
-    // --no-scripts: nothing ran in application/ (in the dev environment, it would fail).
+    // --no-scripts: nothing ran in application/ (in the dev environment, it would fail);
+    // assets:install ran in the build.
     assert!(!server.root.join("application/var").exists());
+    assert!(!server.root.join("application/public/bundles").exists());
+    assert!(v1.join("public/bundles/framework/framework.css").is_file());
     assert!(
         fs::symlink_metadata(v1.join("var/log"))
             .unwrap()
@@ -693,4 +696,26 @@ fn laravel_recipe_works_for_a_deploy_user_with_read_only_builds() {
     assert_eq!(cached_base_path(&v1), v1.display().to_string());
     assert_eq!(migrations(&server).len(), 2);
     assert_eq!(page_lines(&server)[0], "laravel app v2");
+}
+
+/// The README prints each recipe verbatim, in a yaml block of its "Recipes" section: the text
+/// these tests deploy is the text users copy. (Vacuous until the section exists.)
+#[test]
+fn the_readme_prints_each_recipe_exactly_as_deployed() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let Some(start) = readme.find("\n## Recipes\n") else {
+        return;
+    };
+    let section = &readme[start..];
+    let section = &section[..section[1..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 1)];
+    for name in ["laravel", "symfony", "plain-php"] {
+        let block = format!("```yaml\n{}```\n", recipe(name));
+        assert!(
+            section.contains(&block),
+            "README's Recipes section must print fixtures/recipes/{name}.deploy.yml as is:\n{block}"
+        );
+    }
 }
