@@ -200,7 +200,11 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
     );
 
     // What users stored between deploys, and an operator's edit of .env.
-    fs::write(shared(&server, "storage/app/avatar.png"), "an upload").unwrap();
+    fs::write(
+        shared(&server, "storage/app/public/avatar.png"),
+        "an upload",
+    )
+    .unwrap();
     let env = LARAVEL_ENV.replace("Recipe Shop", "Recipe Shop Renamed");
     fs::write(shared(&server, ".env"), &env).unwrap();
     // The configuration is cached: .env is read again only by the next config:cache.
@@ -275,7 +279,7 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
     assert_eq!(page[5], format!("script: {script2}"));
     // shared/ survived: the upload, the operator's .env, v1's sessions.
     assert_eq!(
-        fs::read_to_string(server.latest().join("storage/app/avatar.png")).unwrap(),
+        fs::read_to_string(server.latest().join("public/storage/avatar.png")).unwrap(),
         "an upload"
     );
     assert_eq!(fs::read_to_string(shared(&server, ".env")).unwrap(), env);
@@ -556,6 +560,16 @@ fn laravel_recipe_served_by_nginx_and_php_fpm() {
     assert_eq!(
         get(&web.url(&script)),
         (200, "console.log('laravel app v1');\n".into())
+    );
+    // An upload in shared storage, through storage:link's public/storage.
+    fs::write(
+        shared(&server, "storage/app/public/avatar.png"),
+        "an upload",
+    )
+    .unwrap();
+    assert_eq!(
+        get(&web.url("/storage/avatar.png")),
+        (200, "an upload".into())
     );
 
     clone.write(
