@@ -733,3 +733,31 @@ fn the_readme_prints_each_recipe_exactly_as_deployed() {
         );
     }
 }
+
+/// Vite runs before the build exists, so a front-end build that fails stops the deploy before
+/// any migration touches the shared database.
+#[test]
+fn a_failing_vite_build_fails_the_push_before_any_migration_runs() {
+    let (server, clone) = laravel_v1();
+    let v1 = server.live().unwrap();
+    let before = fs::read(shared(&server, "storage/app/database.json")).unwrap();
+    let (path, text) = migration(
+        "2024_02_01_000000_create_posts_table",
+        "$tables['posts'] = ['columns' => ['id'], 'rows' => []];",
+    );
+    clone.write(&path, &text);
+    clone.remove("resources/js/app.js");
+    clone.commit("v2: the entry point is gone");
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("build failed")
+        .stderr_has("resources/js/app.js")
+        .stderr_lacks("$ php artisan migrate --force");
+    assert_eq!(server.builds(), std::slice::from_ref(&v1));
+    assert_eq!(
+        fs::read(shared(&server, "storage/app/database.json")).unwrap(),
+        before
+    );
+    assert_eq!(page_lines(&server)[0], "laravel app v1");
+}
