@@ -64,9 +64,14 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
         None => None,
     };
     let build_decision = match &config.build {
-        Some(settings) => Some(
-            build::decide(d.repo, d.commit, layout, settings, undone).context("build failed")?,
-        ),
+        Some(settings) => {
+            let force = match (d.replay, undone) {
+                (true, _) => build::Force::Replay,
+                (false, true) => build::Force::Undone,
+                (false, false) => build::Force::No,
+            };
+            Some(build::decide(d.repo, d.commit, layout, settings, force).context("build failed")?)
+        }
         None => None,
     };
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);

@@ -184,22 +184,35 @@ fn list(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// Decides what the step does for `commit`. `undone`: the checkout removed or rewrote files
-/// in application/ that the last run may have written.
+/// Why every command runs, whatever the records say.
+pub enum Force {
+    No,
+    /// The checkout removed or rewrote files in application/ that the last run may have
+    /// written.
+    Undone,
+    /// `replay`, which makes a build from scratch.
+    Replay,
+}
+
+/// Decides what the step does for `commit`.
 pub fn decide(
     repo: &Repository,
     commit: Oid,
     layout: &Layout,
     build: &Build,
-    undone: bool,
+    force: Force,
 ) -> Result<Decision> {
     let record = Record::read(layout);
-    let why = match (&record.step, &build.inputs) {
-        _ if undone => Some(
+    let forced = match force {
+        Force::No => None,
+        Force::Undone => Some(
             "the checkout removed or rewrote files in application/ that it may have written; \
-             every command runs"
-                .to_string(),
+             every command runs",
         ),
+        Force::Replay => Some("replay: every command runs"),
+    };
+    let why = match (&record.step, &build.inputs) {
+        _ if forced.is_some() => forced.map(str::to_string),
         _ if pending_marker(layout).exists() => Some("the last run did not finish".into()),
         (None, _) => Some("first run".into()),
         (Some(last), _) if last.config != config_key(build) => {
@@ -223,7 +236,7 @@ pub fn decide(
     let mut commands = Vec::new();
     for command in &build.commands {
         let skip = match (&command.inputs, record.commands.get(&command_key(command))) {
-            _ if undone => None,
+            _ if forced.is_some() => None,
             (None, _) | (Some(_), None) => None,
             (Some(inputs), Some(since)) => match changed_under(repo, since, commit, inputs)? {
                 Changed::Nothing => Some(format!(
