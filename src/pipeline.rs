@@ -56,7 +56,7 @@ pub enum Problem {
 pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
-    let undone = checkout_step(d)?;
+    let undone = build::around_checkout(layout, config.build.is_some(), || checkout_step(d))?;
     let decision = match &config.composer {
         Some(settings) => Some(
             composer::decide_for(d.repo, d.commit, layout, settings).context("composer failed")?,

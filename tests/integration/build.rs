@@ -340,6 +340,28 @@ fn build_output_the_app_does_not_ignore_is_rebuilt_after_the_checkout_removes_it
     assert_eq!(live_script(&server), first);
     assert!(server.latest().join("public/build").join(&first).is_file());
     assert!(!server.latest().join("node_modules").exists());
+
+    // The checkout removes the output, then the deploy fails before the build step (composer
+    // cannot read composer.json): the next deploy, whose checkout removes nothing more, must
+    // still rebuild.
+    let composer_json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
+    clone.write("composer.json", "{ not json");
+    clone.set_version("v3");
+    clone.commit("broken composer.json");
+    let push = clone.push_main().deploy_failed();
+    assert!(
+        push.remote_line("warning: removed files added on the server")
+            .is_some()
+    );
+    assert!(!push.stderr.contains("==> build"), "{}", push.stderr);
+    clone.write("composer.json", &composer_json);
+    clone.commit("composer.json fixed");
+    let push = clone.push_main().success();
+    assert!(push.remote_line("warning: removed files").is_none());
+    let line = build_line(&push);
+    assert!(line.contains("2 commands ran (first run)"), "{line}");
+    assert!(server.page().contains("v3"));
+    assert_eq!(live_script(&server), first);
 }
 
 #[test]
@@ -405,4 +427,31 @@ fn bad_build_and_exclude_settings_are_refused_at_their_position_and_change_nothi
     clone.commit("with a sound deploy.yml");
     clone.push_main().success();
     assert!(server.page().contains("v2"));
+}
+
+#[test]
+fn an_input_the_commit_does_not_have_is_warned_about() {
+    let server = Server::builder()
+        .config(
+            "build",
+            "{commands: [{run: npm ci, inputs: [package-lock.json, yarn.lock]}, npm run build], inputs: [resource/, package.json]}",
+        )
+        .install();
+    let clone = server.clone_fixture("frontend-app");
+    let push = clone.push_main().success();
+    for input in ["resource", "yarn.lock"] {
+        assert!(
+            push.remote_line(&format!(
+                "warning: build input `{input}` is not in the commit"
+            ))
+            .is_some(),
+            "{}",
+            push.stderr
+        );
+    }
+    assert!(
+        push.remote_line("warning: build input `package.json`")
+            .is_none()
+    );
+    live_script(&server);
 }
