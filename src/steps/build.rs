@@ -43,6 +43,8 @@ pub struct Decision {
     skipped: String,
     /// For each command, why it is skipped (when the step runs).
     commands: Vec<Option<String>>,
+    /// Inputs the commit does not have: a typo there would skip the step for ever.
+    missing: Vec<String>,
 }
 
 impl Decision {
@@ -143,6 +145,45 @@ fn app_tree<'r>(repo: &'r Repository, commit: Oid) -> Result<git2::Tree<'r>> {
     Ok(repo.find_commit(commit)?.tree()?)
 }
 
+/// Runs `checkout` (which returns whether it removed or rewrote files in application/ that
+/// were not the last commit's) so that the step's records never outlive its output: a
+/// checkout that undid such files, or that did not finish (killed, failed), may have removed
+/// what the step wrote, and the records are dropped before anything else can fail. Without a
+/// build step they are dropped too: nothing keeps them true meanwhile.
+pub fn around_checkout(
+    layout: &Layout,
+    configured: bool,
+    checkout: impl FnOnce() -> Result<bool>,
+) -> Result<bool> {
+    let marker = layout.state.join("build.checkout");
+    if !configured || marker.exists() {
+        forget(layout)?;
+    }
+    if !configured {
+        return checkout();
+    }
+    std::fs::write(&marker, "").context("cannot note the checkout for the build step")?;
+    let undone = checkout()?;
+    if undone {
+        forget(layout)?;
+    }
+    let _ = std::fs::remove_file(&marker);
+    Ok(undone)
+}
+
+/// Drops every record: the next run runs every command.
+fn forget(layout: &Layout) -> Result<()> {
+    for file in [record_file(layout), pending_marker(layout)] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether a path of the app under one of `inputs` differs between the two commits.
 enum Changed {
     Nothing,
@@ -184,22 +225,35 @@ fn list(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// Decides what the step does for `commit`. `undone`: the checkout removed or rewrote files
-/// in application/ that the last run may have written.
+/// Why every command runs, whatever the records say.
+pub enum Force {
+    No,
+    /// The checkout removed or rewrote files in application/ that the last run may have
+    /// written.
+    Undone,
+    /// `replay`, which makes a build from scratch.
+    Replay,
+}
+
+/// Decides what the step does for `commit`.
 pub fn decide(
     repo: &Repository,
     commit: Oid,
     layout: &Layout,
     build: &Build,
-    undone: bool,
+    force: Force,
 ) -> Result<Decision> {
     let record = Record::read(layout);
-    let why = match (&record.step, &build.inputs) {
-        _ if undone => Some(
+    let forced = match force {
+        Force::No => None,
+        Force::Undone => Some(
             "the checkout removed or rewrote files in application/ that it may have written; \
-             every command runs"
-                .to_string(),
+             every command runs",
         ),
+        Force::Replay => Some("replay: every command runs"),
+    };
+    let why = match (&record.step, &build.inputs) {
+        _ if forced.is_some() => forced.map(str::to_string),
         _ if pending_marker(layout).exists() => Some("the last run did not finish".into()),
         (None, _) => Some("first run".into()),
         (Some(last), _) if last.config != config_key(build) => {
@@ -220,10 +274,22 @@ pub fn decide(
         ),
         _ => String::new(),
     };
+    let tree = app_tree(repo, commit)?;
+    let mut missing = Vec::new();
+    let all_inputs = build
+        .inputs
+        .iter()
+        .chain(build.commands.iter().filter_map(|c| c.inputs.as_ref()));
+    for input in all_inputs.flatten() {
+        let shown = input.display().to_string();
+        if tree.get_path(input).is_err() && !missing.contains(&shown) {
+            missing.push(shown);
+        }
+    }
     let mut commands = Vec::new();
     for command in &build.commands {
         let skip = match (&command.inputs, record.commands.get(&command_key(command))) {
-            _ if undone => None,
+            _ if forced.is_some() => None,
             (None, _) | (Some(_), None) => None,
             (Some(inputs), Some(since)) => match changed_under(repo, since, commit, inputs)? {
                 Changed::Nothing => Some(format!(
@@ -242,6 +308,7 @@ pub fn decide(
         why,
         skipped,
         commands,
+        missing,
     })
 }
 
@@ -253,6 +320,11 @@ pub fn run(
     build: &Build,
     reporter: &Reporter,
 ) -> Result<Outcome> {
+    for input in &decision.missing {
+        reporter.warn(&format!(
+            "build input `{input}` is not in the commit; no change there will run the build step"
+        ));
+    }
     let Some(why) = decision.why else {
         return Ok(Outcome::Skipped(decision.skipped));
     };
