@@ -761,3 +761,41 @@ fn a_failing_vite_build_fails_the_push_before_any_migration_runs() {
     );
     assert_eq!(page_lines(&server)[0], "laravel app v1");
 }
+
+/// `php artisan config:cache` run by hand in application/ (debugging on the server) leaves a
+/// cache with application/'s paths there, which the snapshot copies into the next build with
+/// the other ignored files. The recipe's config:cache replaces it in the build: the page never
+/// reads application/, which the next deploy rewrites.
+#[test]
+fn a_config_cache_left_in_application_is_replaced_in_the_next_build() {
+    let (server, clone) = laravel_v1();
+    let application = server.root.join("application");
+    let out = server
+        .command("php")
+        .args(["artisan", "config:cache"])
+        .current_dir(&application)
+        .output()
+        .unwrap();
+    crate::harness::assert_success(&out, "php artisan config:cache in application/");
+    assert_eq!(
+        cached_base_path(&application),
+        application.display().to_string()
+    );
+
+    clone.write(
+        "resources/views/welcome.php",
+        "<?php\n\nreturn 'laravel app v2';\n",
+    );
+    clone.commit("v2");
+    clone.push_main().success();
+    let v2 = server.build_path(&server.live().unwrap());
+    assert_eq!(cached_base_path(&v2), v2.display().to_string());
+    assert_eq!(
+        page_lines(&server)[..3],
+        [
+            "laravel app v2".to_string(),
+            "name: Recipe Shop".into(),
+            format!("base: {}", v2.display()),
+        ]
+    );
+}
