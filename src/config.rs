@@ -38,6 +38,9 @@ pub struct Config {
     pub lock_timeout: Duration,
     pub healthcheck: Option<Healthcheck>,
     pub snapshot: SnapshotMode,
+    /// `app_dir:` the directory of the commit that is the app (a monorepo's `backend/`),
+    /// normalized; empty for the whole commit. See [`crate::state::app_tree`].
+    pub app_dir: PathBuf,
 }
 
 /// How a build gets the files of application/.
@@ -359,6 +362,8 @@ struct RawConfig {
     healthcheck: Option<Healthcheck>,
     #[serde(default)]
     snapshot: SnapshotMode,
+    #[serde(default, deserialize_with = "app_dir")]
+    app_dir: PathBuf,
 }
 
 fn default_branch() -> String {
@@ -402,6 +407,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         lock_timeout: Duration::from_secs(raw.lock_timeout),
         healthcheck: raw.healthcheck,
         snapshot: raw.snapshot,
+        app_dir: raw.app_dir,
     })
 }
 
@@ -592,6 +598,12 @@ fn part_of_the_build(path: &Path) -> Option<&'static str> {
              would claim the same commit",
         );
     }
+    if path == Path::new("auth.json") {
+        return Some(
+            "auth.json holds composer's credentials; keep them in the deploy root's auth.json \
+             (beside deploy.yml), which composer alone is given, never in a build",
+        );
+    }
     if path == Path::new("composer.json") || path == Path::new("composer.lock") {
         return Some(
             "composer.json and composer.lock must be the commit's own, or the build's vendor/ \
@@ -621,6 +633,54 @@ fn shared_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SharedEntry>, D::E
         }
     }
     Ok(entries)
+}
+
+/// `app_dir:` a relative path to a directory of the commit, checked like a shared entry (at
+/// its line and column); `.` (or `./`) is the whole commit, as when the key is left out.
+fn app_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    // Checked inside the visitor, so that serde_yaml locates the error at the value.
+    struct AppDirVisitor;
+    impl Visitor<'_> for AppDirVisitor {
+        type Value = PathBuf;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a directory of the commit, relative to its root")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<PathBuf, E> {
+            app_dir_path(text).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(AppDirVisitor)
+}
+
+fn app_dir_path(text: &str) -> Result<PathBuf, String> {
+    let mut normal = PathBuf::new();
+    for component in Path::new(&text).components() {
+        match component {
+            Component::Normal(part) if part.eq_ignore_ascii_case(".git") => {
+                return Err(format!(
+                    "app_dir `{text}` names a `.git` directory, which git never tracks"
+                ));
+            }
+            Component::Normal(part) => normal.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "app_dir `{text}` is absolute; it is a directory of the commit, relative to its root"
+                ));
+            }
+            Component::ParentDir => {
+                return Err(format!(
+                    "app_dir `{text}` contains `..`; it must be a directory inside the commit"
+                ));
+            }
+        }
+    }
+    if text.trim().is_empty() {
+        return Err(
+            "app_dir must name a directory of the commit (`.` for the whole commit)".into(),
+        );
+    }
+    Ok(normal)
 }
 
 /// `composer: false`, `composer: true`, or `composer: {args: [...]}`.
@@ -868,6 +928,39 @@ mod tests {
             err.starts_with("/srv/app/deploy.yml:3:3: ") && err.contains("unknown field `comand`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn app_dir_is_a_normalized_directory_of_the_commit() {
+        assert_eq!(parse_ok("repository: r\n").app_dir, PathBuf::new());
+        for (written, normal) in [
+            ("backend", "backend"),
+            ("backend/", "backend"),
+            ("./backend//", "backend"),
+            ("apps/api/", "apps/api"),
+            ("'apps/./api'", "apps/api"),
+            (".", ""),
+            ("./", ""),
+        ] {
+            let config = parse_ok(&format!("repository: r\napp_dir: {written}\n"));
+            assert_eq!(config.app_dir, PathBuf::from(normal), "{written}");
+        }
+        for (written, why) in [
+            ("/srv/backend", "is absolute"),
+            ("../backend", "contains `..`"),
+            ("backend/../../x", "contains `..`"),
+            ("backend/.git", "`.git`"),
+            ("''", "must name a directory"),
+            ("[backend]", "invalid type"),
+        ] {
+            let err = parse_err(&format!(
+                "repository: r\nbranch: main\napp_dir: {written}\n"
+            ));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:10: ") && err.contains(why),
+                "{written}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -1166,6 +1259,7 @@ mod tests {
             (".GIT/hooks/", "`.git` belongs to git"),
             ("storage/.Git", "`.git` belongs to git"),
             ("public/.gIt/config", "`.git` belongs to git"),
+            ("auth.json", "composer's credentials"),
         ] {
             let err = parse_err(&format!("repository: r\nshared:\n  - .env\n  - {entry}\n"));
             assert!(

@@ -56,10 +56,18 @@ pub enum Problem {
 pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
+    // Read before anything changes: an auth.json others can read, or that is not JSON,
+    // fails the deploy with application/ and the live build untouched.
+    let composer_auth = match &config.composer {
+        Some(_) => composer::ServerAuth::read(layout).context("composer failed")?,
+        None => None,
+    };
     checkout_step(d)?;
     let decision = match &config.composer {
         Some(settings) => Some(
-            composer::decide_for(d.repo, d.commit, layout, settings).context("composer failed")?,
+            composer::decide_for(d.repo, d.commit, &config.app_dir, layout, settings)
+                .context("composer failed")?
+                .with_auth(composer_auth),
         ),
         None => None,
     };
@@ -101,8 +109,15 @@ fn checkout_step(d: &Deploy) -> Result<()> {
     let step = d.reporter.step("checkout");
     let layout = &d.plan.layout;
     let composer = d.plan.config.composer.is_some();
-    let done = checkout::checkout(d.repo, d.commit, layout, composer, d.reporter)
-        .context("checkout failed")?;
+    let done = checkout::checkout(
+        d.repo,
+        d.commit,
+        &d.plan.config.app_dir,
+        layout,
+        composer,
+        d.reporter,
+    )
+    .context("checkout failed")?;
     for warning in done.warnings() {
         d.reporter.warn(&warning);
     }

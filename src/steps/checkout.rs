@@ -16,6 +16,7 @@ use git2::{CheckoutNotificationType, Delta, DiffOptions, FileMode, Index, Oid, R
 
 use crate::infra::fault;
 use crate::infra::report::Reporter;
+use crate::state::app_tree::app_tree;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -33,6 +34,8 @@ pub struct Checkout {
     pub unlinked: Vec<String>,
     /// Files added on the server that git neither tracks nor ignores; removed.
     pub added_by_hand: Vec<String>,
+    /// The app's tree has composer's `auth.json`: credentials in the repository.
+    pub committed_auth: bool,
 }
 
 impl Checkout {
@@ -50,6 +53,16 @@ impl Checkout {
                 "removed files added on the server to application/ that git neither tracks nor ignores: {}",
                 self.added_by_hand.join(", ")
             ));
+        }
+        if self.committed_auth {
+            warnings.push(
+                "the commit has an auth.json (composer's credentials) in the app's root: it is \
+                 never copied into a build, but everyone who can read the repository has those \
+                 credentials. Remove it from the repository (`git rm --cached auth.json`, and \
+                 add it to .gitignore), rotate the credentials, and put them in auth.json in the \
+                 deploy root, beside deploy.yml (chmod 600), which composer alone is given"
+                    .to_string(),
+            );
         }
         if !self.unlinked.is_empty() {
             warnings.push(format!(
@@ -73,29 +86,35 @@ impl fmt::Display for Checkout {
 
 impl Summary for Checkout {}
 
-/// Checks `commit` out into `application/`. The deploy's repository gets `application/` as
-/// its working directory and the state folder's index for it; nothing after this step reads
-/// a working tree through it.
+/// Checks `commit` (its directory at `app_dir`, see [`app_tree`]) out into `application/`.
+/// The deploy's repository gets `application/` as its working directory and the state
+/// folder's index for it; nothing after this step reads a working tree through it.
 pub fn checkout(
     repo: &Repository,
     commit: Oid,
+    app_dir: &Path,
     layout: &Layout,
     composer: bool,
     reporter: &Reporter,
 ) -> Result<Checkout> {
-    let tree = checked_tree(repo, commit)?;
-    let (mut index, index_lost) = prepare(repo, layout, composer, reporter)?;
-    let mut result = Checkout::default();
+    let tree = checked_tree(repo, commit, app_dir)?;
+    let (mut index, index_lost) = prepare(repo, layout, app_dir, composer, reporter)?;
+    let mut result = Checkout {
+        committed_auth: tree.get_name("auth.json").is_some(),
+        ..Checkout::default()
+    };
     let Changes {
         mut to_write,
         old_gitlinks,
         new_gitlinks,
     } = changes(repo, &tree, &index, &mut result)?;
 
-    // A checkout killed half-way leaves files the index does not know: those of the commit
-    // it was writing. Remember which, to remove the ones this commit does not have.
-    // Every interrupted commit is kept until a checkout completes: a second checkout killed
-    // (or failing) before then must not forget the first one's files.
+    // A checkout killed half-way leaves files the index does not know: those of the tree
+    // it was writing. Remember which, to remove the ones this tree does not have.
+    // Every interrupted tree is kept until a checkout completes: a second checkout killed
+    // (or failing) before then must not forget the first one's files. (The app's tree, not
+    // the commit, is noted: with `app_dir:` only a directory of the commit was written.
+    // Versions before it noted commits, whose tree the id leads to just as well.)
     let pending = layout.state.join("checkout.pending");
     let interrupted: Vec<Oid> = std::fs::read_to_string(&pending)
         .unwrap_or_default()
@@ -120,10 +139,10 @@ pub fn checkout(
     let mut noted: Vec<String> = interrupted
         .iter()
         .flatten()
-        .filter(|id| **id != commit)
+        .filter(|id| **id != tree.id())
         .map(Oid::to_string)
         .collect();
-    noted.push(commit.to_string());
+    noted.push(tree.id().to_string());
     std::fs::write(&pending, noted.join("\n") + "\n")
         .context("cannot note the checkout in progress")?;
     result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
@@ -155,13 +174,14 @@ pub fn checkout(
     Ok(result)
 }
 
-/// The commit's tree, once every path in it is one git accepts.
-fn checked_tree(repo: &Repository, commit: Oid) -> Result<git2::Tree<'_>> {
-    let tree = repo
-        .find_commit(commit)?
+/// The app's tree of the commit, once every path in it is one git accepts.
+fn checked_tree<'r>(repo: &'r Repository, commit: Oid, app_dir: &Path) -> Result<git2::Tree<'r>> {
+    // The root tree first, for a refusal that names its unreadable directory as `/`.
+    repo.find_commit(commit)?
         .tree()
         .map_err(|e| unreadable(b"", &e))
         .map_err(|refused| anyhow::anyhow!("refusing commit {commit}: {refused}"))?;
+    let tree = app_tree(repo, commit, app_dir)?;
     // Before anything is touched: a path git refuses would be joined onto application/ below
     // (and by libgit2), and `..` or `.git` there reach outside it.
     if let Err(refused) = check_tree(repo, &tree) {
@@ -178,9 +198,11 @@ fn checked_tree(repo: &Repository, commit: Oid) -> Result<git2::Tree<'_>> {
 fn prepare(
     repo: &Repository,
     layout: &Layout,
+    app_dir: &Path,
     composer: bool,
     reporter: &Reporter,
 ) -> Result<(Index, bool)> {
+    start_afresh_for_another_app_dir(layout, app_dir, reporter)?;
     std::fs::create_dir_all(&layout.application)
         .with_context(|| format!("cannot create {}", layout.application.display()))?;
     repo.set_workdir(&layout.application, false)?;
@@ -195,6 +217,60 @@ fn prepare(
     let (mut index, index_lost) = open_index(layout, reporter)?;
     repo.set_index(&mut index)?;
     Ok((index, index_lost))
+}
+
+/// Where the `app_dir:` that application/ (and its index, and composer's record) was checked
+/// out for is noted. No file: the whole commit, as before `app_dir:` existed.
+fn app_dir_file(layout: &Layout) -> PathBuf {
+    layout.state.join("application.app_dir")
+}
+
+/// When deploy.yml's `app_dir:` changed since application/ was last checked out, empties
+/// application/ and forgets its index and composer's last run: what it holds beside the
+/// tracked files (vendor/, node_modules/, anything ignored) belongs to another directory of
+/// the repository, and the index's paths to another tree; kept, ignored files of the old app
+/// would go into every build of the new one. The note is written last, so that a deploy
+/// killed half-way does all of it again.
+fn start_afresh_for_another_app_dir(
+    layout: &Layout,
+    app_dir: &Path,
+    reporter: &Reporter,
+) -> Result<()> {
+    let file = app_dir_file(layout);
+    let noted = match std::fs::read(&file) {
+        Ok(bytes) => PathBuf::from(OsStr::from_bytes(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PathBuf::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    if noted == app_dir {
+        return Ok(());
+    }
+    let shown = |dir: &Path| match dir.as_os_str().is_empty() {
+        true => "the whole commit".to_string(),
+        false => format!("`{}/`", dir.display()),
+    };
+    reporter.line(&format!(
+        "    app_dir changed from {} to {}: application/ is checked out afresh",
+        shown(&noted),
+        shown(app_dir)
+    ));
+    crate::steps::composer::forget_last_run(layout)?;
+    if std::fs::symlink_metadata(&layout.application).is_ok() {
+        crate::state::builds::remove_dir(layout, &layout.application)
+            .context("cannot empty application/ for the new app_dir")?;
+    }
+    for stale in [layout.index_file(), layout.state.join("checkout.pending")] {
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", stale.display()));
+            }
+            _ => {}
+        }
+    }
+    let partial = layout.state.join("application.app_dir.new");
+    std::fs::write(&partial, app_dir.as_os_str().as_bytes())
+        .and_then(|()| std::fs::rename(&partial, &file))
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// What the commit changes against the index, beyond the counts it adds to `result`.
@@ -456,14 +532,17 @@ fn tree_files(repo: &Repository, tree: &git2::Tree) -> Result<Vec<PathBuf>> {
 
 const LINK_MODE: i32 = 0o120000;
 
-/// Files of `commit` that `index` does not track.
+/// Files of the tree `id` (or of the commit `id`) that `index` does not track.
 fn untracked_files_of(
     repo: &Repository,
     commit: Oid,
     index: &Index,
     reporter: &Reporter,
 ) -> Result<Vec<std::path::PathBuf>> {
-    let Ok(tree) = repo.find_commit(commit).and_then(|c| c.tree()) else {
+    let Ok(tree) = repo
+        .find_object(commit, None)
+        .and_then(|o| o.peel_to_tree())
+    else {
         return Ok(Vec::new()); // gone from the repository: nothing to go by
     };
     // Noted by a version that did not check trees: its paths may lead anywhere.
