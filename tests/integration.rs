@@ -23,6 +23,8 @@ mod hostile;
 mod integrity;
 #[path = "integration/orphans.rs"]
 mod orphans;
+#[path = "integration/private.rs"]
+mod private;
 #[path = "integration/push_status.rs"]
 mod push_status;
 #[path = "integration/rollback.rs"]
