@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -108,7 +108,12 @@ impl ServerAuth {
     pub fn read(layout: &Layout) -> Result<Option<ServerAuth>> {
         use std::io::Read;
         let path = server_auth_file(layout);
-        let mut file = match std::fs::File::open(&path) {
+        // Non-blocking: a FIFO put there must fail the check below, not hang the deploy.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        let mut file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),

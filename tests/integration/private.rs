@@ -371,6 +371,19 @@ fn an_unsafe_or_broken_server_auth_json_refuses_the_deploy_before_anything_chang
         server.assert_unchanged_since_in(&before, &says);
         assert_eq!(application(), checked_out, "{says}: application/ changed");
     }
+    // A FIFO, which a plain open would wait on for ever.
+    fs::remove_file(&auth).unwrap();
+    let made = server.command("mkfifo").arg(&auth).output().unwrap();
+    harness::assert_success(&made, "mkfifo");
+    fs::set_permissions(&auth, fs::Permissions::from_mode(0o600)).unwrap();
+    clone.write("README", "fifo\n");
+    clone.commit("fifo");
+    let before = server.state();
+    let push = clone.push_main().deploy_failed();
+    push.stderr_has("is not a file");
+    server.assert_unchanged_since(&before);
+    fs::remove_file(&auth).unwrap();
+
     write_server_auth(&server, &repo.auth_json(), 0o600);
     clone.push_main().success();
 }
