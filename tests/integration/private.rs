@@ -581,3 +581,34 @@ fn changing_app_dir_checks_application_out_afresh() {
     assert!(!server.latest().join("node_modules").exists());
     assert!(server.page().contains("the example app"));
 }
+
+#[test]
+fn a_deploy_killed_while_app_dir_changes_leaves_the_next_one_to_finish_the_change() {
+    for fault in ["removing", "checkout-file@2"] {
+        let server = Server::builder().config("app_dir", "backend").install();
+        let clone = monorepo(&server);
+        clone.push_main().success();
+        let live = server.live();
+        fs::create_dir(server.root.join("application/node_modules")).unwrap();
+        fs::write(server.root.join("application/node_modules/x.js"), "back\n").unwrap();
+
+        server.set_config("app_dir", "frontend");
+        clone.write("frontend/src/app.js", "console.log('killed');\n");
+        clone.commit("killed");
+        let push = clone.push_with_fault(&["main"], fault);
+        assert!(!push.stderr.contains("remote: deployed "), "{fault}");
+        assert_eq!(server.live(), live, "{fault}: the live build changed");
+
+        clone.write("frontend/src/app.js", "console.log('next');\n");
+        let commit = clone.commit("next");
+        let push = clone.push_main().success();
+        assert_eq!(server.live_revision(), commit, "{fault}");
+        assert_eq!(
+            top_level(&server.latest()),
+            [".gitignore", "REVISION", "package.json", "src"],
+            "{fault}: {}",
+            push.stderr
+        );
+        server.assert_nothing_left_behind_in(fault);
+    }
+}
