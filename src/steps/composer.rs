@@ -19,7 +19,7 @@
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
@@ -277,8 +277,26 @@ fn tracked_under(app: &App, commit: Oid, dir: &str) -> Result<std::collections::
 }
 
 fn outcome_for(app: &App, commit: Oid, layout: &Layout, composer: &Composer) -> Result<Outcome> {
-    if !layout.application.join("composer.json").is_file() {
+    let composer_json = layout.application.join("composer.json");
+    if !composer_json.is_file() {
         return Ok(Outcome::NoComposerJson);
+    }
+    if !app.app_dir.as_os_str().is_empty() {
+        // Only app_dir is checked out: a path repository beside it (`../shared-lib`, common
+        // in monorepos) is not there, and composer would fail on it far less clearly.
+        let inputs = Inputs::read(&composer_json)?;
+        if let Some(outside) = inputs.packages.iter().find(|p| {
+            p.components()
+                .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
+        }) {
+            anyhow::bail!(
+                "composer.json has a path repository at `{}`, outside app_dir `{}/`; only \
+                 app_dir is deployed: move the package inside it, or deploy the whole \
+                 repository",
+                outside.display(),
+                app.app_dir.display()
+            );
+        }
     }
     Ok(match &Recorded::read(layout) {
         _ if !incremental_safe(&composer.args) => Outcome::Install("custom arguments"),

@@ -521,6 +521,26 @@ fn a_commit_without_the_app_dir_is_refused_naming_commit_and_path() {
             "{says}: application/ changed"
         );
     }
+
+    // A path repository beside app_dir, which is not deployed.
+    clone.git(&["rm", "-rq", "--ignore-unmatch", "backend"]);
+    let _ = fs::remove_file(clone.path.join("backend"));
+    harness::copy_tree(
+        &harness::fixture("example-app"),
+        &clone.path.join("backend"),
+    );
+    let json = clone.path.join("backend/composer.json");
+    let text = fs::read_to_string(&json)
+        .unwrap()
+        .replace("\"packages/greeting\"", "\"../libs/greeting\"");
+    fs::write(json, text).unwrap();
+    clone.commit("path repository outside app_dir");
+    let before = server.state();
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("path repository at `../libs/greeting`, outside app_dir `backend/`");
+    server.assert_unchanged_since(&before);
 }
 
 #[test]
