@@ -535,20 +535,17 @@ const LINK_MODE: i32 = 0o120000;
 /// Files of the tree `id` (or of the commit `id`) that `index` does not track.
 fn untracked_files_of(
     repo: &Repository,
-    commit: Oid,
+    id: Oid,
     index: &Index,
     reporter: &Reporter,
 ) -> Result<Vec<std::path::PathBuf>> {
-    let Ok(tree) = repo
-        .find_object(commit, None)
-        .and_then(|o| o.peel_to_tree())
-    else {
+    let Ok(tree) = repo.find_object(id, None).and_then(|o| o.peel_to_tree()) else {
         return Ok(Vec::new()); // gone from the repository: nothing to go by
     };
     // Noted by a version that did not check trees: its paths may lead anywhere.
     if let Err(refused) = check_tree(repo, &tree) {
         reporter.warn(&format!(
-            "ignoring the files of {commit}, whose checkout was interrupted: {refused}"
+            "ignoring the files of {id}, whose checkout was interrupted: {refused}"
         ));
         return Ok(Vec::new());
     }
