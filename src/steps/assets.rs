@@ -199,6 +199,7 @@ pub fn keep(
                 }
                 kept.files += 1;
                 carried.push(relative.to_path_buf());
+                crate::infra::fault::point("keep-assets-file");
             }
         }
         if kept.files > before {

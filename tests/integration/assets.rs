@@ -358,3 +358,73 @@ fn a_kept_dir_overlapping_a_shared_entry_is_refused_at_its_line() {
     ));
     server.assert_unchanged_since(&before);
 }
+
+#[test]
+fn kill_9_while_carrying_or_before_the_switch_leaves_no_half_build_and_no_stray_record() {
+    let server = assets_server(&[]);
+    let clone = server.empty_clone("assets");
+    deploy_assets(
+        &server,
+        &clone,
+        "v1",
+        &[("a-1.js", "1"), ("b-1.js", "1"), ("c-1.js", "1")],
+    );
+    let (mut live, _) = deploy_assets(&server, &clone, "v2", &[("app-2.js", "2")]);
+    let records = server.root.join(".atomdeploy/builds");
+    // While the second file is carried; after the carried record is written but before the
+    // build's own records; published but never switched to.
+    for (i, fault) in ["keep-assets-file@2", "snapshot-done", "published"]
+        .iter()
+        .enumerate()
+    {
+        let before = server.state();
+        clone.write(format!("{ASSETS}/killed-{i}.js"), "killed");
+        clone.write("public/version.txt", &format!("killed {i}\n"));
+        clone.commit(&format!("killed {i}"));
+        let push = clone.push_with_fault(&["main"], fault);
+        assert_eq!(
+            push.code, None,
+            "{fault} was never reached:\n{}",
+            push.stderr
+        );
+        assert_eq!(server.live(), Some(live.clone()), "{fault}");
+        server.assert_only_complete_builds(&[]);
+        // The next build usually takes the killed one's name, overwriting a stray record;
+        // one left by a deploy killed long ago must go too.
+        for entry in fs::read_dir(&records).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if let Some(build) = name.strip_suffix(".carried")
+                && !server.builds().iter().any(|b| b == build)
+            {
+                assert_eq!(*fault, "snapshot-done", "{name}");
+                fs::rename(records.join(&name), records.join("20200101-000000.carried")).unwrap();
+            }
+        }
+
+        let version = format!("after {i}");
+        live = deploy_assets(&server, &clone, &version, &[("app-3.js", "3")]).0;
+        server.assert_nothing_left_behind_in(fault);
+        let mut expected = before.builds.clone();
+        expected.push(live.clone());
+        assert_eq!(server.builds(), expected, "{fault}: a stray build");
+        // One record of what was carried per build made with keep_assets, none stray.
+        let mut carried: Vec<String> = fs::read_dir(&records)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".carried").map(str::to_string)
+            })
+            .collect();
+        carried.sort();
+        assert_eq!(carried, expected, "{fault}");
+        let got = assets_in(&server.latest());
+        assert!(
+            got.contains_key("a-1.js") && got.contains_key("app-2.js"),
+            "{fault}: {got:?}"
+        );
+        assert!(
+            !got.keys().any(|k| k.starts_with("killed")),
+            "{fault}: {got:?}"
+        );
+    }
+}
