@@ -428,3 +428,77 @@ fn kill_9_while_carrying_or_before_the_switch_leaves_no_half_build_and_no_stray_
         );
     }
 }
+
+/// GET `url`: its status and body.
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// The chunk a page's `<script src=...>` names.
+fn script_of(page: &str) -> String {
+    let start = page.find("src=\"").expect("a script tag") + 5;
+    page[start..][..page[start..].find('"').unwrap()].to_string()
+}
+
+#[test]
+fn with_nginx_a_page_loaded_before_the_switch_still_gets_its_chunk_after_it() {
+    let _heavy = harness::exclusive();
+    let server = assets_server(&[]);
+    let clone = server.empty_clone("assets");
+    let page = |n: &str| {
+        clone.write(
+            "public/index.html",
+            &format!("<script type=\"module\" src=\"/build/assets/app-{n}.js\"></script>\n"),
+        );
+    };
+    page("1a2b3c");
+    deploy_assets(
+        &server,
+        &clone,
+        "v1",
+        &[("app-1a2b3c.js", "console.log(1)")],
+    );
+    let web = harness::web::WebServer::start(&server.root, &server.base().join("web"));
+
+    // A browser loads v1's page; v2 goes live before it asks for the chunk.
+    let (status, loaded) = get(&web.url("/index.html"));
+    assert_eq!(status, 200, "{}", web.error_log());
+    let chunk = script_of(&loaded);
+    page("4d5e6f");
+    deploy_assets(
+        &server,
+        &clone,
+        "v2",
+        &[("app-4d5e6f.js", "console.log(2)")],
+    );
+    assert_eq!(get(&web.url(&chunk)), (200, "console.log(1)".to_string()));
+    let (_, now) = get(&web.url("/index.html"));
+    assert_eq!(
+        get(&web.url(&script_of(&now))),
+        (200, "console.log(2)".to_string())
+    );
+
+    // Without keep_assets the same switch breaks the page that was loaded before it.
+    server.set_config("keep_assets", "[]");
+    let (_, loaded) = get(&web.url("/index.html"));
+    page("7a8b9c");
+    deploy_assets(
+        &server,
+        &clone,
+        "v3",
+        &[("app-7a8b9c.js", "console.log(3)")],
+    );
+    assert_eq!(get(&web.url(&script_of(&loaded))).0, 404);
+
+    let groups = web.process_groups();
+    web.stop();
+    assert_eq!(harness::web::living(&groups), Vec::<String>::new());
+}
