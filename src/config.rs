@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 pub const DEFAULT_COMPOSER_ARGS: &[&str] = &[
     "install",
@@ -41,6 +41,9 @@ pub struct Config {
     /// `app_dir:` the directory of the commit that is the app (a monorepo's `backend/`),
     /// normalized; empty for the whole commit. See [`crate::state::app_tree`].
     pub app_dir: PathBuf,
+    /// Directories of the app (normalized, relative) whose files the builds still on disk
+    /// lend to each new build (see `steps/assets.rs`).
+    pub keep_assets: Vec<PathBuf>,
 }
 
 /// How a build gets the files of application/.
@@ -364,6 +367,8 @@ struct RawConfig {
     snapshot: SnapshotMode,
     #[serde(default, deserialize_with = "app_dir")]
     app_dir: PathBuf,
+    #[serde(default, deserialize_with = "keep_assets_list")]
+    keep_assets: Vec<PathBuf>,
 }
 
 fn default_branch() -> String {
@@ -395,6 +400,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         ));
     }
     let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| located(origin, &e))?;
+    keep_assets_against_shared(text, origin, &raw.keep_assets, &raw.shared)?;
     Ok(Config {
         repository: root.join(raw.repository),
         branch: raw.branch,
@@ -408,6 +414,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         healthcheck: raw.healthcheck,
         snapshot: raw.snapshot,
         app_dir: raw.app_dir,
+        keep_assets: raw.keep_assets,
     })
 }
 
@@ -681,6 +688,196 @@ fn app_dir_path(text: &str) -> Result<PathBuf, String> {
         );
     }
     Ok(normal)
+}
+
+/// One `keep_assets:` entry: a directory of the app, normalized.
+struct KeepAssetsDir(PathBuf);
+
+impl<'de> Deserialize<'de> for KeepAssetsDir {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Checked inside the visitor, so that the error is located at the entry itself.
+        struct DirVisitor;
+        impl Visitor<'_> for DirVisitor {
+            type Value = KeepAssetsDir;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a directory relative to the app")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<KeepAssetsDir, E> {
+                keep_assets_dir(text).map(KeepAssetsDir).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(DirVisitor)
+    }
+}
+
+fn keep_assets_dir(text: &str) -> Result<PathBuf, String> {
+    let mut normal = PathBuf::new();
+    for component in Path::new(text.trim_end_matches('/')).components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "keep_assets entry `{text}` is absolute; it names a directory of the app, relative to it"
+                ));
+            }
+            Component::ParentDir => {
+                return Err(format!(
+                    "keep_assets entry `{text}` contains `..`; it would resolve outside the build"
+                ));
+            }
+        }
+    }
+    if normal.as_os_str().is_empty() {
+        return Err(format!(
+            "keep_assets entry `{text}` names the app itself; name the directory the front-end build writes (public/build/assets/)"
+        ));
+    }
+    if let Some(why) = part_of_the_build(&normal) {
+        return Err(format!("keep_assets entry `{text}` is refused: {why}"));
+    }
+    Ok(normal)
+}
+
+fn keep_assets_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    let dirs: Vec<PathBuf> = Vec::<KeepAssetsDir>::deserialize(d)?
+        .into_iter()
+        .map(|dir| dir.0)
+        .collect();
+    for (i, a) in dirs.iter().enumerate() {
+        for b in &dirs[i + 1..] {
+            if a == b {
+                return Err(de::Error::custom(format!(
+                    "keep_assets entry `{}` is listed twice",
+                    a.display()
+                )));
+            }
+            if a.starts_with(b) || b.starts_with(a) {
+                return Err(de::Error::custom(format!(
+                    "keep_assets entries `{}` and `{}` nest; list only the outer one",
+                    a.display(),
+                    b.display()
+                )));
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// Refuses a `keep_assets:` directory that overlaps a `shared:` entry: files carried into it
+/// would land in shared/, through the build's symlink, where users' data lives. The two keys
+/// may come in either order, so this is a second pass over the text, once both are known,
+/// which fails at the offending entry for its line and column.
+fn keep_assets_against_shared(
+    text: &str,
+    origin: &Path,
+    dirs: &[PathBuf],
+    shared: &[SharedEntry],
+) -> Result<()> {
+    let Some((dir, entry)) = dirs.iter().find_map(|dir| {
+        shared
+            .iter()
+            .find(|e| overlaps(dir, &e.path))
+            .map(|e| (dir, e))
+    }) else {
+        return Ok(());
+    };
+    let pass = KeepAssetsSeed(shared).deserialize(serde_yaml::Deserializer::from_str(text));
+    match pass {
+        Err(err) => Err(located(origin, &err)),
+        // The first pass read the same text; should this one not find it, still refuse.
+        Ok(()) => Err(anyhow!(
+            "{}: {}",
+            origin.display(),
+            overlap_message(dir, entry)
+        )),
+    }
+}
+
+fn overlaps(dir: &Path, shared: &Path) -> bool {
+    dir.starts_with(shared) || shared.starts_with(dir)
+}
+
+fn overlap_message(dir: &Path, entry: &SharedEntry) -> String {
+    format!(
+        "keep_assets entry `{}` overlaps shared entry `{entry}`; files carried from earlier \
+         builds would be written into shared/",
+        dir.display()
+    )
+}
+
+/// The second pass of [`keep_assets_against_shared`]: the top-level map, every key but
+/// `keep_assets` skipped.
+struct KeepAssetsSeed<'a>(&'a [SharedEntry]);
+
+impl<'de> de::DeserializeSeed<'de> for KeepAssetsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeepAssetsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "keep_assets" {
+                map.next_value_seed(KeepAssetsEntriesSeed(self.0))?;
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct KeepAssetsEntriesSeed<'a>(&'a [SharedEntry]);
+
+impl<'de> de::DeserializeSeed<'de> for KeepAssetsEntriesSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeepAssetsEntriesSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of directories")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(KeepAssetsEntrySeed(self.0))?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+struct KeepAssetsEntrySeed<'a>(&'a [SharedEntry]);
+
+impl<'de> de::DeserializeSeed<'de> for KeepAssetsEntrySeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeepAssetsEntrySeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a directory relative to the app")
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        let dir = keep_assets_dir(text).map_err(E::custom)?;
+        match self.0.iter().find(|e| overlaps(&dir, &e.path)) {
+            Some(entry) => Err(E::custom(overlap_message(&dir, entry))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `composer: false`, `composer: true`, or `composer: {args: [...]}`.
@@ -1296,5 +1493,68 @@ mod tests {
                 limit.key
             );
         }
+    }
+
+    #[test]
+    fn keep_assets_takes_normalized_directories_of_the_app() {
+        let config = parse_ok("repository: r\nkeep_assets: [public/build/assets/, ./web//dist]\n");
+        assert_eq!(
+            config.keep_assets,
+            [
+                PathBuf::from("public/build/assets"),
+                PathBuf::from("web/dist")
+            ]
+        );
+        assert!(parse_ok("repository: r\n").keep_assets.is_empty());
+    }
+
+    #[test]
+    fn keep_assets_refuses_paths_outside_the_app_with_their_position() {
+        for (entry, why) in [
+            ("/var/www/assets", "is absolute"),
+            ("../assets", "contains `..`"),
+            ("public/../../x", "contains `..`"),
+            ("./", "names the app itself"),
+            ("''", "names the app itself"),
+            ("vendor/x/", "vendor/ is installed by composer"),
+            ("public/.git", "`.git` belongs to git"),
+        ] {
+            let err = parse_err(&format!("repository: r\nkeep_assets:\n  - {entry}\n"));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:5: ") && err.contains(why),
+                "{entry}: {err}"
+            );
+        }
+        assert!(parse_err("repository: r\nkeep_assets: [a/, ./a]\n").contains("listed twice"));
+        assert!(parse_err("repository: r\nkeep_assets: [a/, a/b/]\n").contains("nest"));
+    }
+
+    #[test]
+    fn keep_assets_must_not_overlap_a_shared_entry_whatever_the_order() {
+        for text in [
+            "repository: r\nshared: [storage/, .env]\nkeep_assets:\n  - public/build/\n  - storage/app/public/\n",
+            "repository: r\nkeep_assets:\n  - public/build/\n  - storage/app/public/\nshared: [storage/, .env]\n",
+        ] {
+            let err = parse_err(text);
+            let line = if text.starts_with("repository: r\nshared") {
+                5
+            } else {
+                4
+            };
+            assert!(
+                err.starts_with(&format!("/srv/app/deploy.yml:{line}:5: "))
+                    && err.contains(
+                        "keep_assets entry `storage/app/public` overlaps shared entry `storage/`"
+                    ),
+                "{err}"
+            );
+        }
+        // A shared entry inside a kept directory overlaps it too.
+        let err = parse_err("repository: r\nshared: [public/build/hot]\nkeep_assets: [public/]\n");
+        assert!(err.starts_with("/srv/app/deploy.yml:3:15: "), "{err}");
+        // Neighbours do not.
+        let config =
+            parse_ok("repository: r\nshared: [public/uploads/]\nkeep_assets: [public/build/]\n");
+        assert_eq!(config.keep_assets, [PathBuf::from("public/build")]);
     }
 }

@@ -74,6 +74,8 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
     let snap = composer_and_snapshot(d, decision)?;
     shared_step(d, &snap)?;
+    // keep_assets: before the build is published, so that it is complete at the switch.
+    steps::assets::step(d, &name, snap.path())?;
     let build_dir = publish(d, &name, snap)?;
     let commit = d.commit.to_string();
     let env = DeployEnv {

@@ -7,6 +7,8 @@
 
 mod harness;
 
+#[path = "integration/assets.rs"]
+mod assets;
 #[path = "integration/composer.rs"]
 mod composer;
 #[path = "integration/composer_refs.rs"]

@@ -69,6 +69,11 @@ impl Layout {
     pub fn manifest_file(&self, build: &BuildName) -> PathBuf {
         self.meta_dir().join(format!("{build}.files"))
     }
+    /// The files `keep_assets:` carried into the build from earlier ones (see
+    /// `steps/assets.rs`): not its own, so never carried on again.
+    pub fn carried_file(&self, build: &BuildName) -> PathBuf {
+        self.meta_dir().join(format!("{build}.carried"))
+    }
     /// The full output of each deploy attempt, as the pusher saw it.
     pub fn output_dir(&self) -> PathBuf {
         self.state.join("output")

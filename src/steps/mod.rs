@@ -8,7 +8,8 @@
 //! 5. **snapshot** — [`snapshot`]: `application/` into a new build (with
 //!    `state/manifest.rs`), while composer runs when composer writes only its autoloader
 //!    (`pipeline::composer_while_copying`);
-//! 6. **shared** — [`shared`]: the `shared:` entries linked into the build;
+//! 6. **shared** — [`shared`]: the `shared:` entries linked into the build, then
+//!    **keep_assets** — [`assets`]: the `keep_assets:` files of earlier builds carried in;
 //! 7. **before_switch** — [`commands`], in the build;
 //! 8. **switch** — [`switch`]: `latest` flipped in one rename;
 //! 9. **after_switch** — [`commands`];
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use crate::infra::report::{Reporter, Step};
 
+pub mod assets;
 pub mod checkout;
 pub mod cleanup;
 pub mod commands;
