@@ -21,6 +21,8 @@ mod faults;
 mod hostile;
 #[path = "integration/integrity.rs"]
 mod integrity;
+#[path = "integration/opcache.rs"]
+mod opcache;
 #[path = "integration/orphans.rs"]
 mod orphans;
 #[path = "integration/push_status.rs"]

@@ -51,17 +51,16 @@ const SCRIPT_NAME: &str = "opcache-reset-1.php";
 const SCRIPT: &str = r#"<?php
 // Written by atomdeploy-hook (reset_opcache in deploy.yml); run by php-fpm over FastCGI.
 $out = ['php' => PHP_VERSION, 'pid' => getmypid(), 'loaded' => function_exists('opcache_get_status')];
-$status = $out['loaded'] ? opcache_get_status(false) : false;
-$out['enabled'] = is_array($status) && !empty($status['opcache_enabled']);
+// Not opcache_get_status()['opcache_enabled']: that is false while a restart is pending.
+$out['enabled'] = $out['loaded'] && filter_var(ini_get('opcache.enable'), FILTER_VALIDATE_BOOLEAN);
 $out['restrict_api'] = (string) ini_get('opcache.restrict_api');
 if ($out['enabled'] && ($_GET['do'] ?? '') === 'reset') {
     $out['reset'] = opcache_reset();
 }
 clearstatcache(true);
-if ($out['enabled']) {
-    $status = opcache_get_status(false);
-    $out['pending'] = !empty($status['restart_pending']) || !empty($status['restart_in_progress']);
-}
+$status = $out['enabled'] ? opcache_get_status(false) : false;
+$out['pending'] = is_array($status)
+    && (!empty($status['restart_pending']) || !empty($status['restart_in_progress']));
 echo "\nATOMDEPLOY-OPCACHE ", json_encode($out), "\n";
 "#;
 
@@ -150,26 +149,33 @@ pub fn reset(layout: &Layout, address: &FpmAddress) -> Result<Reset> {
         };
         bail!("opcache_reset() returned false in the php-fpm pool at {address}{why}");
     }
-    let mut last = first;
-    while last.pending {
-        if Instant::now() >= deadline {
+    let php = first.php;
+    let mut pending = first.pending;
+    let mut why = String::from("a request was running all along");
+    while pending {
+        // A poll needs a moment of its own; one begun at the deadline could only time out.
+        if deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(200) {
             return Ok(Reset {
                 address: address.clone(),
-                php: last.php,
+                php,
                 warning: Some(format!(
                     "the opcache restart in the php-fpm pool at {address} was still pending after \
-                     {}s: a request was running all along, and until it ends the workers serve \
-                     the old build",
+                     {}s ({why}); until it happens the workers serve the old build",
                     LIMIT.as_secs()
                 )),
             });
         }
         std::thread::sleep(Duration::from_millis(20));
-        last = ask(address, &script, "", deadline)?;
+        // The reset is scheduled already: a poll that fails (all workers busy) leaves it
+        // unconfirmed, not undone.
+        match ask(address, &script, "", deadline) {
+            Ok(report) => pending = report.pending,
+            Err(err) => why = format!("the pool did not answer: {err:#}"),
+        }
     }
     Ok(Reset {
         address: address.clone(),
-        php: last.php,
+        php,
         warning: None,
     })
 }
