@@ -213,58 +213,60 @@ fn ask(address: &FpmAddress, script: &Path, query: &str, deadline: Instant) -> R
 
 /// The pool answered, but not with the script's report: say what it said, and why that may be.
 fn no_report(address: &FpmAddress, script: &Path, response: &Response) -> anyhow::Error {
-    let text = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
+    let squeeze = |text: &str| {
         let text: Vec<&str> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
         let text = text.join(" / ");
-        match text.char_indices().nth(300) {
+        match text.char_indices().nth(200) {
             Some((at, _)) => format!("{}…", &text[..at]),
             None => text,
         }
     };
-    let (stdout, stderr) = (text(&response.stdout), text(&response.stderr));
-    let said = format!("{stdout} {stderr}").to_ascii_lowercase();
+    // A CGI response: headers, a blank line, the body. Only the status matters of the headers.
+    let stdout = String::from_utf8_lossy(&response.stdout).replace("\r\n", "\n");
+    let (head, body) = stdout.split_once("\n\n").unwrap_or(("", &stdout));
+    let status = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Status: "))
+        .unwrap_or("200 OK");
+    let (body, stderr) = (
+        squeeze(body),
+        squeeze(&String::from_utf8_lossy(&response.stderr)),
+    );
+    let said = format!("{status} {body} {stderr}").to_ascii_lowercase();
     let unreadable = [
         "primary script unknown",
         "file not found",
+        "no input file",
         "access denied",
         "permission denied",
         "unable to open primary script",
-        "status: 403",
-        "status: 404",
+        "403",
+        "404",
     ]
     .iter()
     .any(|s| said.contains(s));
-    let hint = if unreadable {
-        format!(
-            "; php-fpm could not run {}: the pool's user must be able to enter every directory \
-             above it (x permission on {} and its parents) and read the file; a chrooted pool, \
-             open_basedir or security.limit_extensions can refuse it too",
-            script.display(),
+    let mut message = format!(
+        "the php-fpm pool at {address} did not run {} (it answered {status}: {}",
+        script.display(),
+        if body.is_empty() { "nothing" } else { &body },
+    );
+    if !stderr.is_empty() {
+        message.push_str(&format!("; stderr: {stderr}"));
+    }
+    message.push(')');
+    if unreadable {
+        message.push_str(&format!(
+            ": the pool's user must be able to enter every directory above the script (x \
+             permission on {} and each parent) and read it; a chroot, open_basedir or \
+             security.limit_extensions in the pool can refuse it too",
             script.parent().unwrap_or(script).display()
-        )
-    } else {
-        String::new()
-    };
-    anyhow!(
-        "the php-fpm pool at {address} did not run the reset script (stdout: {}; stderr: {}; \
-         exit status {}){hint}",
-        if stdout.is_empty() {
-            "nothing"
-        } else {
-            &stdout
-        },
-        if stderr.is_empty() {
-            "nothing"
-        } else {
-            &stderr
-        },
-        response.app_status
-    )
+        ));
+    }
+    anyhow!(message)
 }
 
 fn params(script: &Path, query: &str) -> Vec<(String, String)> {
@@ -639,10 +641,27 @@ mod tests {
         let address = FpmAddress::Unix("/run/php/app.sock".into());
         let err = no_report(&address, Path::new("/srv/app/.atomdeploy/x.php"), &response);
         let text = format!("{err}");
-        assert!(text.contains("unix:/run/php/app.sock"), "{text}");
-        assert!(text.contains("Primary script unknown"), "{text}");
+        assert_eq!(
+            text,
+            "the php-fpm pool at unix:/run/php/app.sock did not run /srv/app/.atomdeploy/x.php \
+             (it answered 404 Not Found: File not found.; stderr: Primary script unknown): the \
+             pool's user must be able to enter every directory above the script (x permission \
+             on /srv/app/.atomdeploy and each parent) and read it; a chroot, open_basedir or \
+             security.limit_extensions in the pool can refuse it too"
+        );
+        // A PHP error is shown as it is, with no hint about permissions.
+        let fatal = Response {
+            stdout: b"Status: 500 Internal Server Error\r\nContent-type: text/html\r\n\r\n"
+                .to_vec(),
+            stderr: b"PHP Fatal error:  Allowed memory size exhausted\n".to_vec(),
+            app_status: 255,
+        };
+        let text = format!("{}", no_report(&address, Path::new("/x.php"), &fatal));
         assert!(
-            text.contains("x permission on /srv/app/.atomdeploy"),
+            text.ends_with(
+                "(it answered 500 Internal Server Error: nothing; stderr: PHP Fatal error:  \
+                 Allowed memory size exhausted)"
+            ),
             "{text}"
         );
     }

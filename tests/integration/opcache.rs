@@ -414,3 +414,48 @@ fn a_request_running_across_the_switch_is_waited_for_and_past_the_limit_reported
     assert_all_serve(&serve(&web, 3), "v3", &v3);
     stop(web);
 }
+
+#[test]
+fn a_pool_user_that_cannot_reach_the_script_is_told_what_to_fix() {
+    let _heavy = exclusive();
+    let server = Server::install();
+    let clone = clone_app(&server);
+    clone.deploy_version("v1");
+    // A pool running as nobody cannot enter a state folder that is root's and 0700, as a
+    // www-data pool cannot enter a deploy user's 0700 home.
+    fs::set_permissions(
+        server.root.join(".atomdeploy"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let dir = server.base().join("web");
+    let socket = dir.join("fpm.sock");
+    let web = WebServer::start_edited(
+        &server.root,
+        &dir,
+        &|pool| {
+            pool.replace("user = root", "user = nobody")
+                .replace("group = root", "group = nogroup")
+        },
+        &|site| site,
+    );
+    server.set_config("reset_opcache", &format!("unix:{}", socket.display()));
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let push = clone.push_main();
+    let error = push.remote_line("error: ").expect("an error line");
+    let script = server.root.join(".atomdeploy/opcache-reset-1.php");
+    assert!(
+        error.contains(&format!(
+            "opcache reset failed: the php-fpm pool at unix:{} did not run {} (it answered 404 Not Found: File not found.; stderr: Primary script unknown)",
+            socket.display(),
+            script.display()
+        )) && error.contains("the pool's user must be able to enter every directory above the script"),
+        "{error}"
+    );
+    assert_eq!(server.live_revision(), v2);
+    let groups = web.process_groups();
+    web.stop();
+    assert_eq!(living(&groups), Vec::<String>::new());
+    assert_eq!(naming(&dir), Vec::<String>::new());
+}
