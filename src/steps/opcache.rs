@@ -401,7 +401,7 @@ fn read_response(stream: &mut impl Read) -> Result<Response> {
         let mut header = [0u8; 8];
         stream
             .read_exact(&mut header)
-            .context("the connection ended before the end of the request")?;
+            .map_err(|e| read_failed(e, "before the end of the request"))?;
         if header[0] != VERSION {
             bail!("not a FastCGI answer (version byte {})", header[0]);
         }
@@ -409,7 +409,7 @@ fn read_response(stream: &mut impl Read) -> Result<Response> {
         let mut content = vec![0u8; len + header[6] as usize];
         stream
             .read_exact(&mut content)
-            .context("the connection ended inside a record")?;
+            .map_err(|e| read_failed(e, "inside a record"))?;
         content.truncate(len);
         match header[1] {
             STDOUT => response.stdout.extend_from_slice(&content),
@@ -436,6 +436,17 @@ fn read_response(stream: &mut impl Read) -> Result<Response> {
     }
 }
 
+fn read_failed(err: io::Error, where_: &str) -> anyhow::Error {
+    match err.kind() {
+        // A read timeout shows as EAGAIN on Linux.
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            anyhow!("no answer within {}s", LIMIT.as_secs())
+        }
+        io::ErrorKind::UnexpectedEof => anyhow!("the connection ended {where_}"),
+        _ => anyhow!("reading the answer failed {where_}: {err}"),
+    }
+}
+
 /// Connects, sends one request and reads its answer, all before `deadline`.
 fn request(
     address: &FpmAddress,
@@ -454,7 +465,6 @@ fn request(
             let mut stream = connect_unix(path, left()?)?;
             stream.set_write_timeout(Some(left()?))?;
             stream.write_all(&request)?;
-            stream.set_read_timeout(Some(left()?))?;
             read_response(&mut Deadlined { stream, deadline })
         }
         FpmAddress::Tcp { host, port } => {
@@ -468,7 +478,6 @@ fn request(
                     Ok(mut stream) => {
                         stream.set_write_timeout(Some(left()?))?;
                         stream.write_all(&request)?;
-                        stream.set_read_timeout(Some(left()?))?;
                         return read_response(&mut Deadlined { stream, deadline });
                     }
                     Err(e) => last = anyhow!("connect to {addr}: {e}"),

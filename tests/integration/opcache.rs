@@ -459,3 +459,29 @@ fn a_pool_user_that_cannot_reach_the_script_is_told_what_to_fix() {
     assert_eq!(living(&groups), Vec::<String>::new());
     assert_eq!(naming(&dir), Vec::<String>::new());
 }
+
+#[test]
+fn a_pool_that_never_answers_holds_the_deploy_five_seconds_at_most() {
+    let server = Server::install();
+    let clone = clone_app(&server);
+    clone.deploy_version("v1");
+    // Connections complete in the kernel's backlog, and nothing ever answers them.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    server.set_config("reset_opcache", &format!("tcp://127.0.0.1:{port}"));
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let started = std::time::Instant::now();
+    let push = clone.push_main();
+    let took = started.elapsed();
+    let error = push.remote_line("error: ").expect("an error line");
+    assert!(
+        error.contains(&format!(
+            "opcache reset failed: cannot reach the php-fpm pool at tcp://127.0.0.1:{port}: "
+        )) && error.contains("5s"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(server.live_revision(), v2);
+    drop(silent);
+}
