@@ -44,6 +44,8 @@ pub struct Config {
     /// Directories of the app (normalized, relative) whose files the builds still on disk
     /// lend to each new build (see `steps/assets.rs`).
     pub keep_assets: Vec<PathBuf>,
+    /// The php-fpm pool whose opcache is reset after every switch (`reset_opcache:`).
+    pub reset_opcache: Option<FpmAddress>,
 }
 
 /// How a build gets the files of application/.
@@ -369,6 +371,8 @@ struct RawConfig {
     app_dir: PathBuf,
     #[serde(default, deserialize_with = "keep_assets_list")]
     keep_assets: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "fpm_address")]
+    reset_opcache: Option<FpmAddress>,
 }
 
 fn default_branch() -> String {
@@ -415,6 +419,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         snapshot: raw.snapshot,
         app_dir: raw.app_dir,
         keep_assets: raw.keep_assets,
+        reset_opcache: raw.reset_opcache,
     })
 }
 
@@ -517,6 +522,99 @@ fn healthcheck<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Healthcheck>, D
         interval: raw.interval,
         timeout: raw.timeout,
     }))
+}
+
+/// Where a php-fpm pool listens: `unix:/run/php/app.sock` or `tcp://127.0.0.1:9000`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FpmAddress {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+impl fmt::Display for FpmAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FpmAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            FpmAddress::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+        }
+    }
+}
+
+impl FpmAddress {
+    fn parse(text: &str) -> Result<FpmAddress, String> {
+        let want = "must be `unix:/absolute/path.sock` or `tcp://host:port`, \
+                    the `listen` of the php-fpm pool";
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = Path::new(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{want}; got `{text}`: the socket path must be absolute"
+                ));
+            }
+            // sun_path holds 108 bytes with the terminating NUL.
+            if path.as_os_str().len() > 107 || path.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(format!(
+                    "{want}; got `{text}`: not a usable socket path (at most 107 bytes)"
+                ));
+            }
+            return Ok(FpmAddress::Unix(path.to_path_buf()));
+        }
+        let Some(rest) = text.strip_prefix("tcp://") else {
+            return Err(format!("{want}; got `{text}`"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => return Err(format!("{want}; got `{text}`: the port is missing")),
+        };
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+            Some(_) => {
+                return Err(format!(
+                    "{want}; got `{text}`: not an IPv6 address in brackets"
+                ));
+            }
+            None => host,
+        };
+        let host_ok = !host.is_empty()
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+        if !host_ok {
+            return Err(format!(
+                "{want}; got `{text}`: `{host}` is not a host name or address"
+            ));
+        }
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(FpmAddress::Tcp {
+                host: host.to_string(),
+                port,
+            }),
+            _ => Err(format!("{want}; got `{text}`: the port must be 1 to 65535")),
+        }
+    }
+}
+
+fn fpm_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FpmAddress>, D::Error> {
+    // Checked in a visitor, so that serde_yaml places the error at the value.
+    struct AddressVisitor;
+    impl<'de> Visitor<'de> for AddressVisitor {
+        type Value = Option<FpmAddress>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("`unix:/absolute/path.sock` or `tcp://host:port`")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            FpmAddress::parse(text).map(Some).map_err(E::custom)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(AddressVisitor)
 }
 
 fn command_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -1156,6 +1254,74 @@ mod tests {
             assert!(
                 err.starts_with("/srv/app/deploy.yml:3:10: ") && err.contains(why),
                 "{written}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn reset_opcache_takes_a_unix_socket_or_a_tcp_address() {
+        assert_eq!(parse_ok("repository: r\n").reset_opcache, None);
+        assert_eq!(
+            parse_ok("repository: r\nreset_opcache: ~\n").reset_opcache,
+            None
+        );
+        let unix = parse_ok("repository: r\nreset_opcache: unix:/run/php/app.sock\n");
+        assert_eq!(
+            unix.reset_opcache,
+            Some(FpmAddress::Unix("/run/php/app.sock".into()))
+        );
+        assert_eq!(
+            unix.reset_opcache.unwrap().to_string(),
+            "unix:/run/php/app.sock"
+        );
+        for (text, host, port) in [
+            ("tcp://127.0.0.1:9000", "127.0.0.1", 9000),
+            ("'tcp://localhost:9001/'", "localhost", 9001),
+            ("'tcp://[::1]:9000'", "::1", 9000),
+            ("tcp://php-fpm.internal:65535", "php-fpm.internal", 65535),
+        ] {
+            let config = parse_ok(&format!("repository: r\nreset_opcache: {text}\n"));
+            assert_eq!(
+                config.reset_opcache,
+                Some(FpmAddress::Tcp {
+                    host: host.into(),
+                    port
+                }),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_reset_opcache_is_refused_at_its_position() {
+        let long = format!("unix:/{}", "s".repeat(107));
+        for (value, says) in [
+            ("/run/php/app.sock", "got `/run/php/app.sock`"),
+            ("unix:run/php/app.sock", "must be absolute"),
+            ("'unix:'", "must be absolute"),
+            (long.as_str(), "at most 107 bytes"),
+            ("tcp://127.0.0.1", "port is missing"),
+            ("tcp://127.0.0.1:0", "1 to 65535"),
+            ("tcp://127.0.0.1:65536", "1 to 65535"),
+            ("tcp://127.0.0.1:http", "1 to 65535"),
+            ("tcp://:9000", "not a host name"),
+            ("'tcp://a b:9000'", "not a host name"),
+            ("'tcp://[nope]:9000'", "IPv6"),
+            ("http://127.0.0.1:9000", "got `http://127.0.0.1:9000`"),
+            ("127.0.0.1:9000", "`tcp://host:port`"),
+            ("9000", "`unix:/absolute/path.sock` or `tcp://host:port`"),
+            ("true", "`unix:/absolute/path.sock` or `tcp://host:port`"),
+            (
+                "[unix:/a]",
+                "`unix:/absolute/path.sock` or `tcp://host:port`",
+            ),
+        ] {
+            let err = parse_err(&format!(
+                "repository: r\nkeep_builds: 2\nreset_opcache: {value}\n"
+            ));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:16: reset_opcache: ") && err.contains(says),
+                "{value}: {err}"
             );
         }
     }

@@ -19,7 +19,7 @@ use crate::state::plan::Plan;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::snapshot::{self, Linking, Snapshot};
-use crate::steps::{self, checkout, cleanup, health, shared, switch};
+use crate::steps::{self, checkout, cleanup, health, opcache, shared, switch};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {
@@ -48,6 +48,9 @@ pub enum Problem {
     None,
     /// after_switch failed: reported, not undone.
     AfterSwitch(anyhow::Error),
+    /// php-fpm's opcache could not be reset (`reset_opcache:`): reported like a failing
+    /// after_switch; the build stays live, as rolling back would need the same reset.
+    Opcache(anyhow::Error),
     /// The health check failed: the build was rolled back (or could not be).
     Unhealthy(anyhow::Error),
 }
@@ -84,7 +87,20 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
         commit: &commit,
     };
     let switched_at = switch_unless_refused(d, &name, &env)?;
-    let problem = after_switch(d, &env);
+    // Before after_switch and the health check, so that both meet the new build's code.
+    let opcache = config
+        .reset_opcache
+        .as_ref()
+        .and_then(|fpm| opcache::reset_step(layout, fpm, d.reporter));
+    let problem = match (after_switch(d, &env), opcache) {
+        (Problem::None, Some(err)) => Problem::Opcache(err),
+        // after_switch's failure ends the deploy; this one is shown now, not lost.
+        (problem, Some(err)) => {
+            d.reporter.error(&format!("{err:#}"));
+            problem
+        }
+        (problem, None) => problem,
+    };
     if let Some(check) = &config.healthcheck {
         let step = d.reporter.step("healthcheck");
         fault::point("healthcheck");
@@ -353,9 +369,15 @@ fn unhealthy(d: &Deploy, build: &BuildName, err: anyhow::Error) -> anyhow::Error
         ));
     };
     match rollback::restore(d.plan, build, previous, d.reporter) {
-        Ok(_) => err.context(format!(
-            "rolled back to builds/{previous}; builds/{build} is marked bad"
-        )),
+        Ok(restored) => {
+            let err = err.context(format!(
+                "rolled back to builds/{previous}; builds/{build} is marked bad"
+            ));
+            match restored.opcache {
+                Some(reset) => anyhow!("{err:#}; and {reset:#}"),
+                None => err,
+            }
+        }
         Err(restore) => anyhow!("{restore:#}").context(format!(
             "{err:#}; rolling back to builds/{previous} failed too"
         )),

@@ -23,6 +23,8 @@ mod faults;
 mod hostile;
 #[path = "integration/integrity.rs"]
 mod integrity;
+#[path = "integration/opcache.rs"]
+mod opcache;
 #[path = "integration/orphans.rs"]
 mod orphans;
 #[path = "integration/private.rs"]
