@@ -65,11 +65,7 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     };
     let build_decision = match &config.build {
         Some(settings) => {
-            let force = match (d.replay, undone) {
-                (true, _) => build::Force::Replay,
-                (false, true) => build::Force::Undone,
-                (false, false) => build::Force::No,
-            };
+            let force = build::Force::new(d.replay, undone);
             Some(build::decide(d.repo, d.commit, layout, settings, force).context("build failed")?)
         }
         None => None,

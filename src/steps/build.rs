@@ -235,6 +235,16 @@ pub enum Force {
     Replay,
 }
 
+impl Force {
+    pub fn new(replay: bool, undone: bool) -> Force {
+        match (replay, undone) {
+            (true, _) => Force::Replay,
+            (false, true) => Force::Undone,
+            (false, false) => Force::No,
+        }
+    }
+}
+
 /// Decides what the step does for `commit`.
 pub fn decide(
     repo: &Repository,
@@ -374,4 +384,55 @@ fn run_command(
     cmd.env("ATOMDEPLOY_ROOT", &layout.root)
         .env("ATOMDEPLOY_COMMIT", commit);
     child::run_limited(cmd, &format!("`{script}`"), Some(limit), reporter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(layout: &Layout) -> bool {
+        record_file(layout).exists()
+    }
+
+    fn record(layout: &Layout) {
+        let record = Record {
+            step: Some(StepRun {
+                commit: "0".repeat(40),
+                config: String::new(),
+            }),
+            commands: BTreeMap::new(),
+        };
+        record.write(layout).unwrap();
+    }
+
+    /// The records must never outlive the output they describe, whatever happens after a
+    /// checkout that may have removed it.
+    #[test]
+    fn a_checkout_that_undid_files_or_did_not_finish_drops_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(&layout.state).unwrap();
+
+        record(&layout);
+        assert!(!around_checkout(&layout, true, || Ok(false)).unwrap());
+        assert!(
+            recorded(&layout),
+            "a checkout that undid nothing keeps them"
+        );
+
+        assert!(around_checkout(&layout, true, || Ok(true)).unwrap());
+        assert!(!recorded(&layout));
+
+        // A checkout that failed (or was killed: the same marker stays) undid who knows what.
+        record(&layout);
+        assert!(around_checkout(&layout, true, || anyhow::bail!("disk full")).is_err());
+        assert!(recorded(&layout), "dropped only once it is known");
+        around_checkout(&layout, true, || Ok(false)).unwrap();
+        assert!(!recorded(&layout));
+
+        // Without a build step nothing keeps them true.
+        record(&layout);
+        around_checkout(&layout, false, || Ok(false)).unwrap();
+        assert!(!recorded(&layout));
+    }
 }
