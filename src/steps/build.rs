@@ -89,17 +89,13 @@ impl Summary for Outcome {
 /// What the state folder keeps of the step's runs.
 #[derive(Serialize, Deserialize, Default)]
 struct Record {
-    /// The last run in which every command succeeded.
-    step: Option<StepRun>,
+    /// The commit of the last run in which every command succeeded.
+    step: Option<String>,
+    /// [`config_key`] of the step when it last started: a changed configuration runs every
+    /// command (a command added before `npm ci` may undo what `npm ci` made).
+    config: Option<String>,
     /// Each command (by [`command_key`]) and the commit it last succeeded for.
     commands: BTreeMap<String, String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StepRun {
-    commit: String,
-    /// [`config_key`] of the step then.
-    config: String,
 }
 
 impl Record {
@@ -262,15 +258,18 @@ pub fn decide(
         ),
         Force::Replay => Some("replay: every command runs"),
     };
+    let config_changed = record
+        .config
+        .as_ref()
+        .is_some_and(|config| *config != config_key(build));
+    let forced =
+        forced.or(config_changed.then_some("its commands or inputs changed; every command runs"));
     let why = match (&record.step, &build.inputs) {
         _ if forced.is_some() => forced.map(str::to_string),
         _ if pending_marker(layout).exists() => Some("the last run did not finish".into()),
         (None, _) => Some("first run".into()),
-        (Some(last), _) if last.config != config_key(build) => {
-            Some("its commands or inputs changed".into())
-        }
         (Some(_), None) => Some("no inputs: it runs on every deploy".into()),
-        (Some(last), Some(inputs)) => match changed_under(repo, &last.commit, commit, inputs)? {
+        (Some(last), Some(inputs)) => match changed_under(repo, last, commit, inputs)? {
             Changed::Nothing => None,
             Changed::Path(path) => Some(format!("{} changed", path.display())),
             Changed::Gone => Some("the commit it last ran for is gone".into()),
@@ -279,7 +278,7 @@ pub fn decide(
     let skipped = match (&record.step, &build.inputs) {
         (Some(last), Some(inputs)) => format!(
             "no input changed since {}: {}",
-            report::short_id(&last.commit),
+            report::short_id(last),
             list(inputs)
         ),
         _ => String::new(),
@@ -343,9 +342,11 @@ pub fn run(
         .context("cannot record that the build step is starting")?;
     let mut record = Record::read(layout);
     record.step = None;
+    record.config = Some(config_key(build));
     // Commands no longer configured say nothing of what is in application/ now.
     let keys: Vec<String> = build.commands.iter().map(command_key).collect();
     record.commands.retain(|key, _| keys.contains(key));
+    record.write(layout)?;
     let mut ran = 0;
     let mut skipped = Vec::new();
     for ((command, key), skip) in build.commands.iter().zip(&keys).zip(decision.commands) {
@@ -364,10 +365,7 @@ pub fn run(
         record.write(layout)?;
         ran += 1;
     }
-    record.step = Some(StepRun {
-        commit,
-        config: config_key(build),
-    });
+    record.step = Some(commit);
     record.write(layout)?;
     let _ = std::fs::remove_file(pending_marker(layout));
     Ok(Outcome::Ran { why, ran, skipped })
@@ -396,10 +394,8 @@ mod tests {
 
     fn record(layout: &Layout) {
         let record = Record {
-            step: Some(StepRun {
-                commit: "0".repeat(40),
-                config: String::new(),
-            }),
+            step: Some("0".repeat(40)),
+            config: None,
             commands: BTreeMap::new(),
         };
         record.write(layout).unwrap();
