@@ -19,7 +19,7 @@ use crate::state::plan::Plan;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::snapshot::{self, Linking, Snapshot};
-use crate::steps::{self, checkout, cleanup, health, opcache, shared, switch};
+use crate::steps::{self, build, checkout, cleanup, health, opcache, shared, switch};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {
@@ -65,7 +65,7 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
         Some(_) => composer::ServerAuth::read(layout).context("composer failed")?,
         None => None,
     };
-    checkout_step(d)?;
+    let undone = build::around_checkout(layout, config.build.is_some(), || checkout_step(d))?;
     let decision = match &config.composer {
         Some(settings) => Some(
             composer::decide_for(d.repo, d.commit, &config.app_dir, layout, settings)
@@ -74,8 +74,18 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
         ),
         None => None,
     };
+    let build_decision = match &config.build {
+        Some(settings) => {
+            let force = build::Force::new(d.replay, undone);
+            Some(
+                build::decide(d.repo, d.commit, &config.app_dir, layout, settings, force)
+                    .context("build failed")?,
+            )
+        }
+        None => None,
+    };
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
-    let snap = composer_and_snapshot(d, decision)?;
+    let snap = composer_and_snapshot(d, decision, build_decision)?;
     shared_step(d, &snap)?;
     // keep_assets: before the build is published, so that it is complete at the switch.
     steps::assets::step(d, &name, snap.path())?;
@@ -123,16 +133,20 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     })
 }
 
-fn checkout_step(d: &Deploy) -> Result<()> {
+/// Returns whether the checkout removed or rewrote files in application/ that were not the
+/// last commit's (what the build step may have written).
+fn checkout_step(d: &Deploy) -> Result<bool> {
     let step = d.reporter.step("checkout");
     let layout = &d.plan.layout;
     let composer = d.plan.config.composer.is_some();
+    let excluded = &d.plan.config.exclude;
     let done = checkout::checkout(
         d.repo,
         d.commit,
         &d.plan.config.app_dir,
         layout,
         composer,
+        excluded,
         d.reporter,
     )
     .context("checkout failed")?;
@@ -140,7 +154,7 @@ fn checkout_step(d: &Deploy) -> Result<()> {
         d.reporter.warn(&warning);
     }
     steps::close(d.reporter, step, Duration::ZERO, &done);
-    Ok(())
+    Ok(!done.overwritten.is_empty() || !done.added_by_hand.is_empty())
 }
 
 /// What a snapshot reads besides application/, kept here for as long as the snapshot borrows
@@ -152,6 +166,7 @@ struct SnapshotInputs {
     previous_manifest: Manifest,
     never_link: Vec<PathBuf>,
     later: Vec<PathBuf>,
+    exclude: Vec<PathBuf>,
     linking: Linking,
 }
 
@@ -177,6 +192,7 @@ impl SnapshotInputs {
             previous_manifest,
             never_link: config.shared.iter().map(|e| e.path.clone()).collect(),
             later,
+            exclude: config.exclude.clone(),
             linking,
         }
     }
@@ -191,17 +207,26 @@ impl SnapshotInputs {
             read_only: self.linking != Linking::Copy,
             never_link: &self.never_link,
             later: &self.later,
+            exclude: &self.exclude,
             progress: self.later.is_empty(),
         }
     }
 }
 
-/// Steps 4 and 5: composer, then the snapshot; or both at once, when composer will write
-/// only its autoloader, everything else being copied meanwhile.
-fn composer_and_snapshot(d: &Deploy, decision: Option<Decision>) -> Result<Snapshot> {
+/// Steps 4 and 5: composer, the build step, then the snapshot; or composer and the snapshot
+/// at once, when composer will write only its autoloader and the build step nothing,
+/// everything else being copied meanwhile.
+fn composer_and_snapshot(
+    d: &Deploy,
+    decision: Option<Decision>,
+    build_decision: Option<build::Decision>,
+) -> Result<Snapshot> {
     let layout = &d.plan.layout;
+    // A build step that runs writes into application/ after composer: nothing may be copied
+    // before it has finished.
     let later = decision
         .as_ref()
+        .filter(|_| !build_decision.as_ref().is_some_and(build::Decision::runs))
         .and_then(|decision| composer::writes_only(&decision.outcome, &layout.application))
         .unwrap_or_default();
     let inputs = SnapshotInputs::new(d, later);
@@ -218,6 +243,11 @@ fn composer_and_snapshot(d: &Deploy, decision: Option<Decision>) -> Result<Snaps
             ran
         };
         let outcome = ran.context("composer failed")?;
+        steps::close(d.reporter, step, Duration::ZERO, &outcome);
+    }
+    if let (Some(settings), Some(decision)) = (&d.plan.config.build, build_decision) {
+        let step = d.reporter.step("build");
+        let outcome = build::run(decision, layout, settings, d.reporter).context("build failed")?;
         steps::close(d.reporter, step, Duration::ZERO, &outcome);
     }
 

@@ -9,6 +9,8 @@ mod harness;
 
 #[path = "integration/assets.rs"]
 mod assets;
+#[path = "integration/build.rs"]
+mod build;
 #[path = "integration/composer.rs"]
 mod composer;
 #[path = "integration/composer_refs.rs"]

@@ -95,10 +95,11 @@ pub fn checkout(
     app_dir: &Path,
     layout: &Layout,
     composer: bool,
+    excluded: &[PathBuf],
     reporter: &Reporter,
 ) -> Result<Checkout> {
     let tree = checked_tree(repo, commit, app_dir)?;
-    let (mut index, index_lost) = prepare(repo, layout, app_dir, composer, reporter)?;
+    let (mut index, index_lost) = prepare(repo, layout, app_dir, composer, excluded, reporter)?;
     let mut result = Checkout {
         committed_auth: tree.get_name("auth.json").is_some(),
         ..Checkout::default()
@@ -200,6 +201,7 @@ fn prepare(
     layout: &Layout,
     app_dir: &Path,
     composer: bool,
+    excluded: &[PathBuf],
     reporter: &Reporter,
 ) -> Result<(Index, bool)> {
     start_afresh_for_another_app_dir(layout, app_dir, reporter)?;
@@ -212,6 +214,11 @@ fn prepare(
         // be told on every push that they were removed. For this checkout only; a tracked
         // path stays tracked whatever an ignore rule says.
         repo.add_ignore_rule("/vendor/\n/composer.lock\n")?;
+    }
+    if !excluded.is_empty() {
+        // `exclude:` paths are kept in application/ (node_modules/ between builds), never
+        // removed as files added by hand.
+        repo.add_ignore_rule(&ignore_rules(excluded))?;
     }
     remove_stale_index_lock(layout, reporter)?;
     let (mut index, index_lost) = open_index(layout, reporter)?;
@@ -271,6 +278,27 @@ fn start_afresh_for_another_app_dir(
     std::fs::write(&partial, app_dir.as_os_str().as_bytes())
         .and_then(|()| std::fs::rename(&partial, &file))
         .with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// Gitignore lines matching exactly `paths` (relative to the app) and what is below them.
+fn ignore_rules(paths: &[PathBuf]) -> String {
+    let mut rules = String::new();
+    // (deploy.yml's paths are UTF-8; a line break cannot be written in a rule.)
+    for path in paths.iter().filter_map(|p| p.to_str()) {
+        if path.contains(['\n', '\r']) {
+            continue;
+        }
+        rules.push('/');
+        for c in path.chars() {
+            // Glob characters and the escape itself are taken literally.
+            if "*?[]\\!# ".contains(c) {
+                rules.push('\\');
+            }
+            rules.push(c);
+        }
+        rules.push('\n');
+    }
+    rules
 }
 
 /// What the commit changes against the index, beyond the counts it adds to `result`.
@@ -894,6 +922,18 @@ mod tests {
         }
         assert!(!refused_link(b".gitmodulesx"));
         assert!(!refused_link(b".gitattributes"));
+    }
+
+    #[test]
+    fn excluded_paths_become_literal_anchored_ignore_rules() {
+        let paths: Vec<PathBuf> = ["node_modules", "a b/c*[1]", "café", "x\ny"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(
+            ignore_rules(&paths),
+            "/node_modules\n/a\\ b/c\\*\\[1\\]\n/café\n"
+        );
     }
 
     #[test]

@@ -92,7 +92,13 @@ impl Snapshot {
                 .follow_links(false)
                 .sort_by_file_name()
                 .into_iter()
-                .filter_entry(|e| e.file_name() != ".git")
+                .filter_entry(|e| {
+                    e.file_name() != ".git"
+                        && !e
+                            .path()
+                            .strip_prefix(app)
+                            .is_ok_and(|r| options.exclude.iter().any(|p| r.starts_with(p)))
+                })
             {
                 let entry = match entry {
                     Err(e)
@@ -227,12 +233,14 @@ pub struct Options<'a> {
     /// Paths left out, to be added with [`Snapshot::add`] once written (composer's autoloader
     /// while composer runs).
     pub later: &'a [PathBuf],
+    /// `exclude:`: never copied, so never in the manifest and never linked.
+    pub exclude: &'a [PathBuf],
     /// Show a progress bar (not while another step prints).
     pub progress: bool,
 }
 
-/// Copies `application/` (all of it but `.git` directories and gitfiles, at any depth) and
-/// writes `REVISION`.
+/// Copies `application/` (all of it but `.git` directories and gitfiles, at any depth, and
+/// the `exclude:` paths) and writes `REVISION`.
 ///
 /// Directories are made first, in order; files and links are then copied in parallel, since
 /// a deploy's snapshot is many small files and one thread waits on each in turn.
@@ -353,11 +361,13 @@ fn entries(source: &Path, options: &Options) -> Result<Vec<walkdir::DirEntry>> {
             // Never copied: composer's credentials, should a commit carry them (checkout warns)
             // or someone leave them in application/ (the server's belong beside deploy.yml).
             let credentials = e.depth() == 1 && e.file_name() == "auth.json";
-            let later = options
-                .later
+            let relative = e.path().strip_prefix(source).ok();
+            let later = options.later.iter().any(|p| relative == Some(p.as_path()));
+            let excluded = options
+                .exclude
                 .iter()
-                .any(|p| e.path().strip_prefix(source).is_ok_and(|r| r == p));
-            !(git || credentials || later)
+                .any(|p| relative == Some(p.as_path()));
+            !(git || credentials || later || excluded)
         })
         .collect::<Result<_, _>>()
         .with_context(|| format!("cannot read {}", source.display()))
