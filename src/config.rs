@@ -675,24 +675,7 @@ impl SharedEntry {
         if trimmed.is_empty() {
             return Err("a shared entry must name a path inside the app".into());
         }
-        let path = Path::new(trimmed);
-        let mut normal = PathBuf::new();
-        for component in path.components() {
-            match component {
-                Component::Normal(part) => normal.push(part),
-                Component::CurDir => {}
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(format!(
-                        "shared entry `{text}` is absolute; shared paths are relative to the app"
-                    ));
-                }
-                Component::ParentDir => {
-                    return Err(format!(
-                        "shared entry `{text}` contains `..`; it would resolve outside the build"
-                    ));
-                }
-            }
-        }
+        let normal = normalized("shared entry", text, trimmed)?;
         if normal.as_os_str().is_empty() {
             return Err(format!("shared entry `{text}` names the app itself"));
         }
@@ -706,14 +689,40 @@ impl SharedEntry {
     }
 }
 
+/// `path` (`text` as written, for the error) made relative and normalized: `.` dropped;
+/// absolute or `..` refused, since every path of deploy.yml but `repository` is inside the app
+/// (or the commit) and must never resolve outside it. Empty for the app itself.
+fn normalized(what: &str, text: &str, path: &str) -> Result<PathBuf, String> {
+    let mut normal = PathBuf::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{what} `{text}` is absolute; it must be relative to the app"
+                ));
+            }
+            Component::ParentDir => {
+                return Err(format!(
+                    "{what} `{text}` contains `..`; it would resolve outside the app"
+                ));
+            }
+        }
+    }
+    Ok(normal)
+}
+
+/// git itself refuses a `.git` component in any case, at any depth.
+fn has_git_component(path: &Path) -> bool {
+    path.components()
+        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
+}
+
 /// Why a path cannot be shared: it is what makes a build the build of its commit, and a
 /// copy kept across deploys would make every build claim, or run, another commit's.
 fn part_of_the_build(path: &Path) -> Option<&'static str> {
-    // git itself refuses a `.git` component in any case, at any depth.
-    if path
-        .components()
-        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
-    {
+    if has_git_component(path) {
         return Some("`.git` belongs to git and is never part of a build");
     }
     if path.starts_with("vendor") {
@@ -783,27 +792,11 @@ fn app_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
 }
 
 fn app_dir_path(text: &str) -> Result<PathBuf, String> {
-    let mut normal = PathBuf::new();
-    for component in Path::new(&text).components() {
-        match component {
-            Component::Normal(part) if part.eq_ignore_ascii_case(".git") => {
-                return Err(format!(
-                    "app_dir `{text}` names a `.git` directory, which git never tracks"
-                ));
-            }
-            Component::Normal(part) => normal.push(part),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "app_dir `{text}` is absolute; it is a directory of the commit, relative to its root"
-                ));
-            }
-            Component::ParentDir => {
-                return Err(format!(
-                    "app_dir `{text}` contains `..`; it must be a directory inside the commit"
-                ));
-            }
-        }
+    let normal = normalized("app_dir", text, text)?;
+    if has_git_component(&normal) {
+        return Err(format!(
+            "app_dir `{text}` names a `.git` directory, which git never tracks"
+        ));
     }
     if text.trim().is_empty() {
         return Err(
@@ -834,23 +827,7 @@ impl<'de> Deserialize<'de> for KeepAssetsDir {
 }
 
 fn keep_assets_dir(text: &str) -> Result<PathBuf, String> {
-    let mut normal = PathBuf::new();
-    for component in Path::new(text.trim_end_matches('/')).components() {
-        match component {
-            Component::Normal(part) => normal.push(part),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "keep_assets entry `{text}` is absolute; it names a directory of the app, relative to it"
-                ));
-            }
-            Component::ParentDir => {
-                return Err(format!(
-                    "keep_assets entry `{text}` contains `..`; it would resolve outside the build"
-                ));
-            }
-        }
-    }
+    let normal = normalized("keep_assets entry", text, text.trim_end_matches('/'))?;
     if normal.as_os_str().is_empty() {
         return Err(format!(
             "keep_assets entry `{text}` names the app itself; name the directory the front-end build writes (public/build/assets/)"
@@ -1117,30 +1094,11 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for NonEmpty<T> {
 /// A path of the app in deploy.yml (`what` names its key in errors), normalized: relative,
 /// without `.` or `..`, never the app itself.
 fn app_path(what: &str, text: &str) -> Result<PathBuf, String> {
-    let mut normal = PathBuf::new();
-    for component in Path::new(text).components() {
-        match component {
-            Component::Normal(part) => normal.push(part),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "{what} `{text}` is absolute; paths are relative to the app"
-                ));
-            }
-            Component::ParentDir => {
-                return Err(format!(
-                    "{what} `{text}` contains `..`; it would resolve outside the app"
-                ));
-            }
-        }
-    }
+    let normal = normalized(what, text, text)?;
     if normal.as_os_str().is_empty() {
         return Err(format!("{what} `{text}` must name a path inside the app"));
     }
-    if normal
-        .components()
-        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
-    {
+    if has_git_component(&normal) {
         return Err(format!(
             "{what} `{text}` is refused: `.git` belongs to git and is never part of the app"
         ));
