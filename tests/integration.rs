@@ -27,5 +27,7 @@ mod orphans;
 mod push_status;
 #[path = "integration/rollback.rs"]
 mod rollback;
+#[path = "integration/submodules.rs"]
+mod submodules;
 #[path = "integration/web.rs"]
 mod web;
