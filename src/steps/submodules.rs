@@ -60,6 +60,10 @@ pub fn resolve(
     app_dir: &Path,
     cx: &Fetching,
 ) -> Result<Vec<Module>> {
+    // A tree libgit2 cannot read is the checkout's to refuse, with the path that breaks it.
+    if repo.find_commit(commit).and_then(|c| c.tree()).is_err() {
+        return Ok(Vec::new());
+    }
     // A superproject's relative URLs are relative to its remote; this repository is that.
     let base = repo
         .path()
@@ -508,6 +512,10 @@ fn checkout_each(
         used.push(id);
         let repo = Repository::open_bare(&module.cache)
             .with_context(|| format!("cannot open {}", module.cache.display()))?;
+        // libgit2 compares application/ with HEAD's tree: the deployed branch's head for
+        // the app, an unborn branch (so every file rewritten) for a cache left as it is.
+        repo.set_head_detached(module.commit)
+            .with_context(|| format!("cannot update {}", module.cache.display()))?;
         let done = checkout::checkout_worktree(&repo, module.commit, &wt, false, reporter)
             .with_context(|| format!("cannot check {shown} out"))?;
         result.absorb(&module.path, done);

@@ -161,14 +161,35 @@ fn submodules_are_checked_out_recursively_and_follow_their_commits() {
         push.stderr
     );
     assert!(push.step_line("checkout").contains("(2 submodules)"));
+    // Nothing of the submodules' checkouts reads as edits or files added by hand.
+    push.stderr_lacks("warning:");
 
-    // The app changes, the submodule does not: nothing is fetched.
+    // The app changes, the submodule does not: nothing is fetched, none of its files is
+    // written again (each would be copied into the build instead of linked).
+    let written = |path: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(server.root.join("application").join(path)).unwrap();
+        (meta.ino(), meta.ctime(), meta.ctime_nsec())
+    };
+    let files = ["lib/src/Lib.php", "lib/vendor/deep/deep.txt"];
+    let before: Vec<_> = files.iter().map(|f| written(f)).collect();
     clone.write("index.php", "<?php echo 'app 2';\n");
     clone.commit("app 2");
-    clone
+    let push = clone
         .push_main()
         .success()
-        .stderr_lacks("fetched submodule");
+        .stderr_lacks("fetched submodule")
+        .stderr_lacks("warning:");
+    assert!(
+        push.step_line("checkout").contains("1 written"),
+        "{}",
+        push.stderr
+    );
+    let after: Vec<_> = files.iter().map(|f| written(f)).collect();
+    assert_eq!(
+        before, after,
+        "unchanged submodule files were written again"
+    );
     assert_eq!(server.read_live("lib/vendor/deep/deep.txt"), "deep 1\n");
 
     // A new commit of lib (a file changed, one removed, one added) and of deep under it.
@@ -508,4 +529,55 @@ fn a_symlink_where_a_submodule_goes_is_not_written_through() {
     );
     assert_eq!(server.read_live("lib/a.txt"), "from lib\n");
     assert!(fs::symlink_metadata(&app_lib).unwrap().is_dir());
+}
+
+/// The example app's path package comes from a submodule (`packages/`): composer installs it
+/// from the submodule's files, and a new submodule commit that changes the package reaches
+/// vendor/ (the tree diff composer's decision reads shows only `packages` changed).
+#[test]
+fn a_path_package_in_a_submodule_reaches_vendor_when_the_submodule_changes() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let greeter = "greeting/src/Greeter.php";
+    let original = fs::read_to_string(clone.path.join("packages").join(greeter)).unwrap();
+    let packages = Upstream::new(
+        &server,
+        "packages",
+        &[
+            (greeter, &original),
+            (
+                "greeting/composer.json",
+                &fs::read_to_string(clone.path.join("packages/greeting/composer.json")).unwrap(),
+            ),
+        ],
+    );
+    git(&server, &clone.path, &["rm", "-q", "-r", "packages"]);
+    git(
+        &server,
+        &clone.path,
+        &["submodule", "add", "-q", "../packages.git", "packages"],
+    );
+    clone.commit("packages as a submodule");
+    clone.push_main().success();
+    assert!(server.page().starts_with("Hello from the example app"));
+
+    packages.commit(
+        &server,
+        &[(greeter, &original.replace("Hello from", "Howdy from"))],
+        &[],
+    );
+    git(
+        &server,
+        &clone.path,
+        &["submodule", "update", "-q", "--remote", "packages"],
+    );
+    clone.commit("greeting says howdy");
+    let push = clone.push_main().success();
+    let line = push.step_line("composer");
+    assert!(line.contains("a path repository changed"), "{line}");
+    assert!(
+        server.page().starts_with("Howdy from the example app"),
+        "{}",
+        server.page()
+    );
 }
