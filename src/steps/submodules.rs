@@ -122,6 +122,9 @@ fn modules_of(
         let shown = format!("{shown} from {}", redacted(&url));
         let cache = cx.layout.state.join("modules").join(cache_name(&url));
         let sub = fetched(&cache, &url, id, &shown, cx)?;
+        // Its paths are checked now, while application/ is as it was (its checkout checks
+        // them again: a tree is cheap to read, a half-updated application/ is not).
+        checkout::checked_tree(&sub, id).with_context(|| shown.clone())?;
         let children = modules_of(&sub, id, &url, Path::new(""), &at, cx, depth + 1)
             .with_context(|| format!("in {shown} at {id}"))?;
         modules.push(Module {

@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::harness::trees::{self, Node, Objects};
 use crate::harness::{Clone, Push, Server, assert_success, tree_listing};
 
 /// A repository a submodule comes from: a bare repository next to the server's (so that
@@ -580,4 +581,75 @@ fn a_path_package_in_a_submodule_reaches_vendor_when_the_submodule_changes() {
         "{}",
         server.page()
     );
+}
+
+/// A submodule commit whose tree climbs out with `..` (its repository took it, fsck off) is
+/// refused before application/ is touched, naming the submodule and the path; nothing
+/// outside is written.
+#[test]
+fn a_submodule_whose_tree_climbs_out_is_refused_before_anything_changes() {
+    let server = server();
+    let base = server.base();
+    let canary = base.join("canary-file");
+    fs::write(&canary, "canary\n").unwrap();
+    let bare = base.join("lib.git");
+    git(
+        &server,
+        &base,
+        &["init", "-q", "-b", "main", "--bare", bare.to_str().unwrap()],
+    );
+    let lib = server.empty_clone("lib");
+    let mut objects = Objects::in_clone(&lib);
+    // application/lib/../../.. is the directory that holds the canary.
+    let mut node = trees::dir(vec![(b"canary-file", trees::file("overwritten\n"))]);
+    for _ in 0..2 {
+        node = Node::Dir(vec![(b"..".to_vec(), node)]);
+    }
+    let hostile = objects.commit(&trees::tree(vec![(b"..", node)]), "climbs out");
+    git(
+        &server,
+        &lib.path,
+        &[
+            "push",
+            "-q",
+            bare.to_str().unwrap(),
+            &format!("{hostile}:refs/heads/main"),
+        ],
+    );
+
+    let clone = app(&server);
+    clone.push_main().success();
+    clone.write(
+        ".gitmodules",
+        "[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n",
+    );
+    git(&server, &clone.path, &["add", ".gitmodules"]);
+    git(
+        &server,
+        &clone.path,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{hostile},lib"),
+        ],
+    );
+    git(
+        &server,
+        &clone.path,
+        &["commit", "-q", "-m", "hostile submodule"],
+    );
+    let before = server.state();
+    let app_before = listing(&server.root.join("application"));
+    let push = clone.push_main().deploy_failed();
+    let error = error_line(&push);
+    assert!(
+        error.contains("submodule `lib` (path `lib`)")
+            && error.contains(&format!("refusing commit {hostile}"))
+            && error.contains("`..`"),
+        "{error}"
+    );
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "canary\n");
+    server.assert_unchanged_since(&before);
+    assert_eq!(listing(&server.root.join("application")), app_before);
 }
