@@ -111,6 +111,9 @@ fn modules_of(
             escaped(&entry.name),
             display(&at)
         );
+        if modules.iter().any(|m: &Module| m.path == at) {
+            bail!("{shown}: .gitmodules has two entries with that path");
+        }
         if depth >= MAX_DEPTH {
             bail!("{shown} is nested more than {MAX_DEPTH} submodules deep");
         }
