@@ -653,3 +653,54 @@ fn a_submodule_whose_tree_climbs_out_is_refused_before_anything_changes() {
     server.assert_unchanged_since(&before);
     assert_eq!(listing(&server.root.join("application")), app_before);
 }
+
+/// A submodule host that accepts the connection and never answers: the fetch is killed at
+/// `command_timeout`, with everything it started, and the deploy fails naming the URL.
+#[test]
+fn a_fetch_that_hangs_is_killed_at_command_timeout() {
+    let server = server();
+    server.set_config("command_timeout", "1");
+    // The kernel completes connections to a listening socket that never accepts them.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("git://{}/lib.git", listener.local_addr().unwrap());
+    let clone = app(&server);
+    clone.push_main().success();
+    clone.write(
+        ".gitmodules",
+        &format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {url}\n"),
+    );
+    git(&server, &clone.path, &["add", ".gitmodules"]);
+    let commit = clone.head();
+    git(
+        &server,
+        &clone.path,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{commit},lib"),
+        ],
+    );
+    git(
+        &server,
+        &clone.path,
+        &["commit", "-q", "-m", "hanging submodule"],
+    );
+    let before = server.state();
+    let started = std::time::Instant::now();
+    let push = clone.push_main().deploy_failed();
+    let error = error_line(&push);
+    assert!(
+        error.contains(&url) && error.contains("did not finish within 1s"),
+        "{error}"
+    );
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    server.assert_unchanged_since(&before);
+    let left: Vec<String> = server
+        .processes()
+        .into_iter()
+        .filter(|p| p.contains("git"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "left running");
+    drop(listener);
+}
