@@ -19,7 +19,7 @@ use crate::state::plan::Plan;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::snapshot::{self, Linking, Snapshot};
-use crate::steps::{self, build, checkout, cleanup, health, opcache, shared, switch};
+use crate::steps::{self, build, checkout, cleanup, health, opcache, shared, submodules, switch};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {
@@ -139,8 +139,21 @@ fn checkout_step(d: &Deploy) -> Result<bool> {
     let step = d.reporter.step("checkout");
     let layout = &d.plan.layout;
     let composer = d.plan.config.composer.is_some();
+    // Fetched before application/ is touched: a submodule that cannot be had fails the
+    // deploy with nothing changed. (Each fetch is limited like a deploy command.)
+    let modules = submodules::resolve(
+        d.repo,
+        d.commit,
+        &d.plan.config.app_dir,
+        &submodules::Fetching {
+            layout,
+            timeout: d.plan.config.command_timeout,
+            reporter: d.reporter,
+        },
+    )
+    .context("checkout failed")?;
     let excluded = &d.plan.config.exclude;
-    let done = checkout::checkout(
+    let mut done = checkout::checkout(
         d.repo,
         d.commit,
         &d.plan.config.app_dir,
@@ -150,6 +163,7 @@ fn checkout_step(d: &Deploy) -> Result<bool> {
         d.reporter,
     )
     .context("checkout failed")?;
+    submodules::checkout_all(&modules, layout, &mut done, d.reporter).context("checkout failed")?;
     for warning in done.warnings() {
         d.reporter.warn(&warning);
     }

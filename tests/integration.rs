@@ -35,5 +35,7 @@ mod private;
 mod push_status;
 #[path = "integration/rollback.rs"]
 mod rollback;
+#[path = "integration/submodules.rs"]
+mod submodules;
 #[path = "integration/web.rs"]
 mod web;

@@ -50,6 +50,10 @@ impl Layout {
     pub fn index_file(&self) -> PathBuf {
         self.state.join("application.index")
     }
+    /// The indexes of the submodules' directories in `application/`, one each.
+    pub fn submodule_indexes(&self) -> PathBuf {
+        self.state.join("modules").join("checkouts")
+    }
     /// Builds in the making; on the same filesystem as `builds/` so a rename publishes them.
     pub fn tmp(&self) -> PathBuf {
         self.state.join("tmp")

@@ -483,6 +483,9 @@ fn decide(
         .map(Path::to_path_buf)
         .collect();
     let inputs = Inputs::read(&app.join("composer.json"))?;
+    // A submodule shows as one changed path, its directory: a path package or autoload
+    // directory inside it changed when the directory holding it did.
+    let touches = |p: &Path, dir: &Path| p.starts_with(dir) || dir.starts_with(p);
     if changed
         .iter()
         .any(|p| p == Path::new("composer.json") || p == Path::new("composer.lock"))
@@ -491,7 +494,7 @@ fn decide(
     }
     if changed
         .iter()
-        .any(|p| inputs.packages.iter().any(|dir| p.starts_with(dir)))
+        .any(|p| inputs.packages.iter().any(|dir| touches(p, dir)))
     {
         // composer install trusts the lock's reference of a path package and would keep the
         // old copy in vendor/: only a fresh install picks up its changed files.
@@ -499,7 +502,7 @@ fn decide(
     }
     if changed
         .iter()
-        .any(|p| inputs.autoload.iter().any(|dir| p.starts_with(dir)))
+        .any(|p| inputs.autoload.iter().any(|dir| touches(p, dir)))
     {
         return Ok(Outcome::DumpAutoload);
     }

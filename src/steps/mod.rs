@@ -37,6 +37,7 @@ pub mod health;
 pub mod opcache;
 pub mod shared;
 pub mod snapshot;
+pub mod submodules;
 pub mod switch;
 
 /// What a step did, as the detail of its line (`    checkout 0.04s: 12 files, …`).
