@@ -38,6 +38,10 @@ pub struct Config {
     pub lock_timeout: Duration,
     pub healthcheck: Option<Healthcheck>,
     pub snapshot: SnapshotMode,
+    /// The front-end build step (`build:`), run in application/ after composer.
+    pub build: Option<Build>,
+    /// Paths kept in application/ (and through checkouts) but never copied into a build.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// How a build gets the files of application/.
@@ -163,9 +167,18 @@ pub const HEALTHCHECK_TIMEOUT: Limit = Limit {
     min_means: None,
 };
 
+pub const BUILD_TIMEOUT: Limit = Limit {
+    key: "build.timeout",
+    min: 1.0,
+    max: DAY,
+    seconds: true,
+    fractional: false,
+    min_means: None,
+};
+
 /// Every number deploy.yml holds (the tests go through them all).
 #[cfg(test)]
-pub const NUMBERS: [Limit; 7] = [
+pub const NUMBERS: [Limit; 8] = [
     KEEP_BUILDS,
     LOCK_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -173,6 +186,7 @@ pub const NUMBERS: [Limit; 7] = [
     HEALTHCHECK_RETRIES,
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_TIMEOUT,
+    BUILD_TIMEOUT,
 ];
 
 impl Limit {
@@ -359,6 +373,10 @@ struct RawConfig {
     healthcheck: Option<Healthcheck>,
     #[serde(default)]
     snapshot: SnapshotMode,
+    #[serde(default)]
+    build: Option<Build>,
+    #[serde(default, deserialize_with = "exclude_list")]
+    exclude: Vec<PathBuf>,
 }
 
 fn default_branch() -> String {
@@ -389,7 +407,10 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
             origin.display()
         ));
     }
-    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| located(origin, &e))?;
+    SEEN_PATHS.with(|seen| seen.take());
+    let raw: Result<RawConfig, _> = serde_yaml::from_str(text);
+    SEEN_PATHS.with(|seen| seen.take());
+    let raw = raw.map_err(|e| located(origin, &e))?;
     Ok(Config {
         repository: root.join(raw.repository),
         branch: raw.branch,
@@ -402,6 +423,8 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         lock_timeout: Duration::from_secs(raw.lock_timeout),
         healthcheck: raw.healthcheck,
         snapshot: raw.snapshot,
+        build: raw.build,
+        exclude: raw.exclude,
     })
 }
 
@@ -525,7 +548,9 @@ impl<'de> Deserialize<'de> for SharedEntry {
                 f.write_str("a path relative to the app")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<SharedEntry, E> {
-                SharedEntry::parse(text).map_err(E::custom)
+                let entry = SharedEntry::parse(text).map_err(E::custom)?;
+                seen_path(PathKey::Shared, &entry.path, text).map_err(E::custom)?;
+                Ok(entry)
             }
         }
         d.deserialize_str(EntryVisitor)
@@ -621,6 +646,245 @@ fn shared_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SharedEntry>, D::E
         }
     }
     Ok(entries)
+}
+
+/// The front-end build step (`build:`): commands run with `sh -c` in application/ after
+/// composer, so that their caches (node_modules/) persist there between deploys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Build {
+    pub commands: Vec<BuildCommand>,
+    /// The step runs only when a path of the commit under one of these changed since its last
+    /// successful run; `None`: on every deploy.
+    pub inputs: Option<Vec<PathBuf>>,
+    /// Limit of each command, with everything it started.
+    pub timeout: Duration,
+}
+
+/// One command of the build step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildCommand {
+    pub run: String,
+    /// When the step runs, this command runs only if a path under these changed since it last
+    /// succeeded (`npm ci`, which empties node_modules/, only for a changed lockfile).
+    pub inputs: Option<Vec<PathBuf>>,
+}
+
+const DEFAULT_BUILD_TIMEOUT: u64 = 900;
+
+impl<'de> Deserialize<'de> for Build {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawBuild {
+            #[serde(deserialize_with = "build_commands")]
+            commands: Vec<BuildCommand>,
+            #[serde(default, deserialize_with = "input_list")]
+            inputs: Option<Vec<PathBuf>>,
+            #[serde(default = "default_build_timeout", deserialize_with = "build_timeout")]
+            timeout: u64,
+        }
+        fn default_build_timeout() -> u64 {
+            DEFAULT_BUILD_TIMEOUT
+        }
+        fn build_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+            BUILD_TIMEOUT.whole(d)
+        }
+        fn build_commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BuildCommand>, D::Error> {
+            d.deserialize_seq(NonEmpty(
+                "build.commands must list at least one command; remove `build:` to have no build step",
+                std::marker::PhantomData,
+            ))
+        }
+        let raw = RawBuild::deserialize(d)?;
+        Ok(Build {
+            commands: raw.commands,
+            inputs: raw.inputs,
+            timeout: Duration::from_secs(raw.timeout),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for BuildCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CommandVisitor;
+        impl<'de> Visitor<'de> for CommandVisitor {
+            type Value = BuildCommand;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command, or a map with `run` and `inputs`")
+            }
+            fn visit_str<E: de::Error>(self, run: &str) -> Result<BuildCommand, E> {
+                if run.trim().is_empty() {
+                    return Err(E::custom("a build command must not be empty"));
+                }
+                Ok(BuildCommand {
+                    run: run.to_string(),
+                    inputs: None,
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BuildCommand, M::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct RawCommand {
+                    run: String,
+                    #[serde(default, deserialize_with = "input_list")]
+                    inputs: Option<Vec<PathBuf>>,
+                }
+                let raw = RawCommand::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let mut command = self.visit_str::<M::Error>(&raw.run)?;
+                command.inputs = raw.inputs;
+                Ok(command)
+            }
+        }
+        d.deserialize_any(CommandVisitor)
+    }
+}
+
+/// A list that must not be empty (the message says why), refused at the list itself.
+struct NonEmpty<T>(&'static str, std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for NonEmpty<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        if items.is_empty() {
+            return Err(de::Error::custom(self.0));
+        }
+        Ok(items)
+    }
+}
+
+/// A path of the app in deploy.yml (`what` names its key in errors), normalized: relative,
+/// without `.` or `..`, never the app itself.
+fn app_path(what: &str, text: &str) -> Result<PathBuf, String> {
+    let mut normal = PathBuf::new();
+    for component in Path::new(text).components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{what} `{text}` is absolute; paths are relative to the app"
+                ));
+            }
+            Component::ParentDir => {
+                return Err(format!(
+                    "{what} `{text}` contains `..`; it would resolve outside the app"
+                ));
+            }
+        }
+    }
+    if normal.as_os_str().is_empty() {
+        return Err(format!("{what} `{text}` must name a path inside the app"));
+    }
+    if normal
+        .components()
+        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
+    {
+        return Err(format!(
+            "{what} `{text}` is refused: `.git` belongs to git and is never part of the app"
+        ));
+    }
+    Ok(normal)
+}
+
+/// `inputs:` of the build step or of one of its commands.
+fn input_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D::Error> {
+    struct Input(PathBuf);
+    impl<'de> Deserialize<'de> for Input {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            // In the visitor, so that the error is located at the entry, not at its list.
+            struct InputVisitor;
+            impl Visitor<'_> for InputVisitor {
+                type Value = Input;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a path relative to the app")
+                }
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Input, E> {
+                    app_path("build input", text).map(Input).map_err(E::custom)
+                }
+            }
+            d.deserialize_str(InputVisitor)
+        }
+    }
+    let inputs = d.deserialize_seq(NonEmpty::<Input>(
+        "inputs must list at least one path; leave `inputs` out to run on every deploy",
+        std::marker::PhantomData,
+    ))?;
+    Ok(Some(inputs.into_iter().map(|i| i.0).collect()))
+}
+
+/// `exclude:`: kept in application/, never copied into a build.
+fn exclude_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    struct Excluded(PathBuf);
+    impl<'de> Deserialize<'de> for Excluded {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct ExcludedVisitor;
+            impl Visitor<'_> for ExcludedVisitor {
+                type Value = Excluded;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a path relative to the app")
+                }
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Excluded, E> {
+                    let what = "exclude entry";
+                    let path = app_path(what, text.trim_end_matches('/')).map_err(E::custom)?;
+                    if let Some(why) = part_of_the_build(&path) {
+                        return Err(E::custom(format!("{what} `{text}` is refused: {why}")));
+                    }
+                    seen_path(PathKey::Exclude, &path, text).map_err(E::custom)?;
+                    Ok(Excluded(path))
+                }
+            }
+            d.deserialize_str(ExcludedVisitor)
+        }
+    }
+    let entries = Vec::<Excluded>::deserialize(d)?;
+    Ok(entries.into_iter().map(|e| e.0).collect())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PathKey {
+    Shared,
+    Exclude,
+}
+
+thread_local! {
+    /// The shared and exclude entries read so far from the file being parsed: an entry that
+    /// overlaps one of the other list is refused where it stands, whichever list comes first.
+    static SEEN_PATHS: std::cell::RefCell<Vec<(PathKey, PathBuf, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notes a shared or exclude entry; refuses it when it overlaps an entry of the other list
+/// (a shared path is a link into shared/ in every build, an excluded one is kept out).
+fn seen_path(key: PathKey, path: &Path, text: &str) -> Result<(), String> {
+    SEEN_PATHS.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        for (other_key, other, other_text) in seen.iter() {
+            // (Shared entries listed twice are refused by `shared_list`.)
+            if key == PathKey::Exclude && *other_key == key && other == path {
+                return Err(format!("exclude entry `{text}` is listed twice"));
+            }
+            if *other_key != key && (other.starts_with(path) || path.starts_with(other)) {
+                let (shared, excluded) = match key {
+                    PathKey::Shared => (text, other_text.as_str()),
+                    PathKey::Exclude => (other_text.as_str(), text),
+                };
+                return Err(format!(
+                    "exclude entry `{excluded}` overlaps shared entry `{shared}`: a shared path \
+                     is linked into every build, an excluded one is kept out of builds; list it \
+                     in only one of them"
+                ));
+            }
+        }
+        seen.push((key, path.to_path_buf(), text.to_string()));
+        Ok(())
+    })
 }
 
 /// `composer: false`, `composer: true`, or `composer: {args: [...]}`.
@@ -897,6 +1161,9 @@ mod tests {
                 if section == "healthcheck" {
                     text.push_str("  command: x\n");
                 }
+                if section == "build" {
+                    text.push_str("  commands: [x]\n");
+                }
                 format!("  {field}: ")
             }
             None => format!("{}: ", limit.key),
@@ -917,6 +1184,7 @@ mod tests {
             "healthcheck.retries" => check().retries as f64,
             "healthcheck.interval" => check().interval.as_secs_f64(),
             "healthcheck.timeout" => check().timeout.as_secs_f64(),
+            "build.timeout" => config.build.as_ref().unwrap().timeout.as_secs_f64(),
             other => panic!("no test knows the key {other}"),
         }
     }
@@ -1180,6 +1448,181 @@ mod tests {
             "repository: r\nshared: [storage/REVISION, vendors/, app/vendor/, .gitignore-data, config/composer.json]\n",
         );
         assert_eq!(config.shared.len(), 5);
+    }
+
+    #[test]
+    fn the_build_step_reads_commands_inputs_and_timeout() {
+        let config = parse_ok(
+            "repository: r\nbuild:\n  commands:\n    - run: npm ci --prefer-offline\n      inputs: [package.json, ./package-lock.json]\n    - npm run build\n  inputs: [package.json, package-lock.json, resources/, vite.config.js]\n  timeout: 60\nexclude: [node_modules/, storage/cache]\n",
+        );
+        let build = config.build.unwrap();
+        assert_eq!(
+            build.commands,
+            [
+                BuildCommand {
+                    run: "npm ci --prefer-offline".into(),
+                    inputs: Some(vec!["package.json".into(), "package-lock.json".into()]),
+                },
+                BuildCommand {
+                    run: "npm run build".into(),
+                    inputs: None
+                },
+            ]
+        );
+        let inputs: Vec<PathBuf> = [
+            "package.json",
+            "package-lock.json",
+            "resources",
+            "vite.config.js",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(build.inputs, Some(inputs));
+        assert_eq!(build.timeout, Duration::from_secs(60));
+        assert_eq!(
+            config.exclude,
+            [
+                PathBuf::from("node_modules"),
+                PathBuf::from("storage/cache")
+            ]
+        );
+        let build = parse_ok("repository: r\nbuild: {commands: [make]}\n")
+            .build
+            .unwrap();
+        assert_eq!(
+            (build.inputs, build.timeout),
+            (None, Duration::from_secs(900))
+        );
+        let defaults = parse_ok("repository: r\n");
+        assert_eq!((defaults.build, defaults.exclude), (None, vec![]));
+    }
+
+    #[test]
+    fn bad_build_steps_are_refused_at_their_position() {
+        let mut wrong = Vec::new();
+        for (text, at, says) in [
+            (
+                "build:\n  commands: [x]\n  inputs: [../up]\n",
+                "4:12",
+                "build input `../up` contains `..`",
+            ),
+            (
+                "build:\n  commands: [x]\n  inputs: [/etc]\n",
+                "4:12",
+                "build input `/etc` is absolute",
+            ),
+            (
+                "build:\n  commands: [x]\n  inputs: [a, '']\n",
+                "4:15",
+                "must name a path inside the app",
+            ),
+            (
+                "build:\n  commands: [x]\n  inputs: [.git/HEAD]\n",
+                "4:12",
+                "`.git` belongs to git",
+            ),
+            (
+                "build:\n  commands: [x]\n  inputs: []\n",
+                "4:11",
+                "inputs must list at least one path",
+            ),
+            (
+                "build:\n  commands:\n    - run: x\n      inputs: [a/../../b]\n",
+                "5:16",
+                "contains `..`",
+            ),
+            (
+                "build:\n  commands:\n    - npm ci\n    - '  '\n",
+                "5:7",
+                "a build command must not be empty",
+            ),
+            (
+                "build:\n  commands:\n    - run: ''\n",
+                "4:7",
+                "a build command must not be empty",
+            ),
+            (
+                "build:\n  commands: []\n",
+                "3:13",
+                "must list at least one command",
+            ),
+            ("build:\n  inputs: [a]\n", "3:3", "missing field `commands`"),
+            (
+                "build:\n  commands:\n    - {run: x, input: [a]}\n",
+                "4:16",
+                "unknown field `input`",
+            ),
+            (
+                "build:\n  commands: [x]\n  timeout: 0\n",
+                "4:12",
+                "build.timeout: must be a whole number of seconds from 1 to 86400",
+            ),
+            (
+                "build:\n  commands: [x]\n  timeout: 86401\n",
+                "4:12",
+                "build.timeout",
+            ),
+        ] {
+            let err = parse_err(&format!("repository: r\n{text}"));
+            if !(err.starts_with(&format!("/srv/app/deploy.yml:{at}: ")) && err.contains(says)) {
+                wrong.push(format!("{text:?}: want {at} and {says:?} in {err}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn exclude_is_checked_like_shared_and_never_overlaps_it() {
+        for (text, at, says) in [
+            (
+                "exclude: [node_modules/, ../x]\n",
+                "2:26",
+                "exclude entry `../x` contains `..`",
+            ),
+            ("exclude:\n  - /tmp\n", "3:5", "is absolute"),
+            (
+                "exclude: [vendor/]\n",
+                "2:11",
+                "vendor/ is installed by composer",
+            ),
+            ("exclude: [REVISION]\n", "2:11", "REVISION is written"),
+            ("exclude: [a/.Git]\n", "2:11", "`.git` belongs to git"),
+            ("exclude: [./]\n", "2:11", "must name a path inside the app"),
+            ("exclude: [a, ./a/]\n", "2:14", "listed twice"),
+            (
+                "shared: [storage/]\nexclude:\n  - node_modules\n  - storage/cache/\n",
+                "5:5",
+                "exclude entry `storage/cache/` overlaps shared entry `storage/`",
+            ),
+            (
+                "exclude: [storage/]\nshared:\n  - .env\n  - storage/logs/\n",
+                "5:5",
+                "exclude entry `storage/` overlaps shared entry `storage/logs/`",
+            ),
+            (
+                "shared: [.env]\nexclude: [.env]\n",
+                "3:11",
+                "overlaps shared entry `.env`",
+            ),
+        ] {
+            let err = parse_err(&format!("repository: r\n{text}"));
+            assert!(
+                err.starts_with(&format!("/srv/app/deploy.yml:{at}: ")) && err.contains(says),
+                "{text:?}: want {at} and {says:?} in {err}"
+            );
+        }
+        // Only a real overlap counts; and nothing of one parse reaches the next.
+        let config = parse_ok(
+            "repository: r\nshared: [storage/]\nexclude: [storage-cache/, node_modules]\n",
+        );
+        assert_eq!(config.exclude.len(), 2);
+        assert_eq!(
+            parse_ok("repository: r\nexclude: [storage/]\n")
+                .exclude
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::state::plan::Plan;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::snapshot::{self, Linking, Snapshot};
-use crate::steps::{self, checkout, cleanup, health, shared, switch};
+use crate::steps::{self, build, checkout, cleanup, health, shared, switch};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {
@@ -56,15 +56,21 @@ pub enum Problem {
 pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
-    checkout_step(d)?;
+    let undone = checkout_step(d)?;
     let decision = match &config.composer {
         Some(settings) => Some(
             composer::decide_for(d.repo, d.commit, layout, settings).context("composer failed")?,
         ),
         None => None,
     };
+    let build_decision = match &config.build {
+        Some(settings) => Some(
+            build::decide(d.repo, d.commit, layout, settings, undone).context("build failed")?,
+        ),
+        None => None,
+    };
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
-    let snap = composer_and_snapshot(d, decision)?;
+    let snap = composer_and_snapshot(d, decision, build_decision)?;
     shared_step(d, &snap)?;
     let build_dir = publish(d, &name, snap)?;
     let commit = d.commit.to_string();
@@ -97,17 +103,20 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     })
 }
 
-fn checkout_step(d: &Deploy) -> Result<()> {
+/// Returns whether the checkout removed or rewrote files in application/ that were not the
+/// last commit's (what the build step may have written).
+fn checkout_step(d: &Deploy) -> Result<bool> {
     let step = d.reporter.step("checkout");
     let layout = &d.plan.layout;
     let composer = d.plan.config.composer.is_some();
-    let done = checkout::checkout(d.repo, d.commit, layout, composer, d.reporter)
+    let excluded = &d.plan.config.exclude;
+    let done = checkout::checkout(d.repo, d.commit, layout, composer, excluded, d.reporter)
         .context("checkout failed")?;
     for warning in done.warnings() {
         d.reporter.warn(&warning);
     }
     steps::close(d.reporter, step, Duration::ZERO, &done);
-    Ok(())
+    Ok(!done.overwritten.is_empty() || !done.added_by_hand.is_empty())
 }
 
 /// What a snapshot reads besides application/, kept here for as long as the snapshot borrows
@@ -119,6 +128,7 @@ struct SnapshotInputs {
     previous_manifest: Manifest,
     never_link: Vec<PathBuf>,
     later: Vec<PathBuf>,
+    exclude: Vec<PathBuf>,
     linking: Linking,
 }
 
@@ -144,6 +154,7 @@ impl SnapshotInputs {
             previous_manifest,
             never_link: config.shared.iter().map(|e| e.path.clone()).collect(),
             later,
+            exclude: config.exclude.clone(),
             linking,
         }
     }
@@ -158,17 +169,26 @@ impl SnapshotInputs {
             read_only: self.linking != Linking::Copy,
             never_link: &self.never_link,
             later: &self.later,
+            exclude: &self.exclude,
             progress: self.later.is_empty(),
         }
     }
 }
 
-/// Steps 4 and 5: composer, then the snapshot; or both at once, when composer will write
-/// only its autoloader, everything else being copied meanwhile.
-fn composer_and_snapshot(d: &Deploy, decision: Option<Decision>) -> Result<Snapshot> {
+/// Steps 4 and 5: composer, the build step, then the snapshot; or composer and the snapshot
+/// at once, when composer will write only its autoloader and the build step nothing,
+/// everything else being copied meanwhile.
+fn composer_and_snapshot(
+    d: &Deploy,
+    decision: Option<Decision>,
+    build_decision: Option<build::Decision>,
+) -> Result<Snapshot> {
     let layout = &d.plan.layout;
+    // A build step that runs writes into application/ after composer: nothing may be copied
+    // before it has finished.
     let later = decision
         .as_ref()
+        .filter(|_| !build_decision.as_ref().is_some_and(build::Decision::runs))
         .and_then(|decision| composer::writes_only(&decision.outcome, &layout.application))
         .unwrap_or_default();
     let inputs = SnapshotInputs::new(d, later);
@@ -185,6 +205,11 @@ fn composer_and_snapshot(d: &Deploy, decision: Option<Decision>) -> Result<Snaps
             ran
         };
         let outcome = ran.context("composer failed")?;
+        steps::close(d.reporter, step, Duration::ZERO, &outcome);
+    }
+    if let (Some(settings), Some(decision)) = (&d.plan.config.build, build_decision) {
+        let step = d.reporter.step("build");
+        let outcome = build::run(decision, layout, settings, d.reporter).context("build failed")?;
         steps::close(d.reporter, step, Duration::ZERO, &outcome);
     }
 

@@ -81,10 +81,11 @@ pub fn checkout(
     commit: Oid,
     layout: &Layout,
     composer: bool,
+    excluded: &[PathBuf],
     reporter: &Reporter,
 ) -> Result<Checkout> {
     let tree = checked_tree(repo, commit)?;
-    let (mut index, index_lost) = prepare(repo, layout, composer, reporter)?;
+    let (mut index, index_lost) = prepare(repo, layout, composer, excluded, reporter)?;
     let mut result = Checkout::default();
     let Changes {
         mut to_write,
@@ -179,6 +180,7 @@ fn prepare(
     repo: &Repository,
     layout: &Layout,
     composer: bool,
+    excluded: &[PathBuf],
     reporter: &Reporter,
 ) -> Result<(Index, bool)> {
     std::fs::create_dir_all(&layout.application)
@@ -191,10 +193,36 @@ fn prepare(
         // path stays tracked whatever an ignore rule says.
         repo.add_ignore_rule("/vendor/\n/composer.lock\n")?;
     }
+    if !excluded.is_empty() {
+        // `exclude:` paths are kept in application/ (node_modules/ between builds), never
+        // removed as files added by hand.
+        repo.add_ignore_rule(&ignore_rules(excluded))?;
+    }
     remove_stale_index_lock(layout, reporter)?;
     let (mut index, index_lost) = open_index(layout, reporter)?;
     repo.set_index(&mut index)?;
     Ok((index, index_lost))
+}
+
+/// Gitignore lines matching exactly `paths` (relative to the app) and what is below them.
+fn ignore_rules(paths: &[PathBuf]) -> String {
+    let mut rules = String::new();
+    // (deploy.yml's paths are UTF-8; a line break cannot be written in a rule.)
+    for path in paths.iter().filter_map(|p| p.to_str()) {
+        if path.contains(['\n', '\r']) {
+            continue;
+        }
+        rules.push('/');
+        for c in path.chars() {
+            // Glob characters and the escape itself are taken literally.
+            if "*?[]\\!# ".contains(c) {
+                rules.push('\\');
+            }
+            rules.push(c);
+        }
+        rules.push('\n');
+    }
+    rules
 }
 
 /// What the commit changes against the index, beyond the counts it adds to `result`.
@@ -818,6 +846,18 @@ mod tests {
         }
         assert!(!refused_link(b".gitmodulesx"));
         assert!(!refused_link(b".gitattributes"));
+    }
+
+    #[test]
+    fn excluded_paths_become_literal_anchored_ignore_rules() {
+        let paths: Vec<PathBuf> = ["node_modules", "a b/c*[1]", "café", "x\ny"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(
+            ignore_rules(&paths),
+            "/node_modules\n/a\\ b/c\\*\\[1\\]\n/café\n"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! 2. **decide** — `deploy.rs`: the branch head under the lock, or nothing when it is live;
 //! 3. **checkout** — [`checkout`]: the commit into `application/`;
 //! 4. **composer** — [`composer`]: only as much as the commit needs;
+//!    then **build** — [`build`]: the front-end commands, when their inputs changed;
 //! 5. **snapshot** — [`snapshot`]: `application/` into a new build (with
 //!    `state/manifest.rs`), while composer runs when composer writes only its autoloader
 //!    (`pipeline::composer_while_copying`);
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use crate::infra::report::{Reporter, Step};
 
+pub mod build;
 pub mod checkout;
 pub mod cleanup;
 pub mod commands;

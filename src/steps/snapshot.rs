@@ -92,7 +92,13 @@ impl Snapshot {
                 .follow_links(false)
                 .sort_by_file_name()
                 .into_iter()
-                .filter_entry(|e| e.file_name() != ".git")
+                .filter_entry(|e| {
+                    e.file_name() != ".git"
+                        && !e
+                            .path()
+                            .strip_prefix(app)
+                            .is_ok_and(|r| options.exclude.iter().any(|p| r.starts_with(p)))
+                })
             {
                 let entry = match entry {
                     Err(e)
@@ -227,12 +233,14 @@ pub struct Options<'a> {
     /// Paths left out, to be added with [`Snapshot::add`] once written (composer's autoloader
     /// while composer runs).
     pub later: &'a [PathBuf],
+    /// `exclude:`: never copied, so never in the manifest and never linked.
+    pub exclude: &'a [PathBuf],
     /// Show a progress bar (not while another step prints).
     pub progress: bool,
 }
 
-/// Copies `application/` (all of it but `.git` directories and gitfiles, at any depth) and
-/// writes `REVISION`.
+/// Copies `application/` (all of it but `.git` directories and gitfiles, at any depth, and
+/// the `exclude:` paths) and writes `REVISION`.
 ///
 /// Directories are made first, in order; files and links are then copied in parallel, since
 /// a deploy's snapshot is many small files and one thread waits on each in turn.
@@ -350,11 +358,13 @@ fn entries(source: &Path, options: &Options) -> Result<Vec<walkdir::DirEntry>> {
             // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
             // clones composer leaves in vendor/ for source installs (most of some apps' size).
             let git = e.file_name() == ".git";
-            let later = options
-                .later
+            let relative = e.path().strip_prefix(source).ok();
+            let later = options.later.iter().any(|p| relative == Some(p.as_path()));
+            let excluded = options
+                .exclude
                 .iter()
-                .any(|p| e.path().strip_prefix(source).is_ok_and(|r| r == p));
-            !(git || later)
+                .any(|p| relative == Some(p.as_path()));
+            !(git || later || excluded)
         })
         .collect::<Result<_, _>>()
         .with_context(|| format!("cannot read {}", source.display()))

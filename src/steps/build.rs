@@ -1,0 +1,305 @@
+//! The front-end build step (`build:` in deploy.yml): commands run with `sh -c` in
+//! `application/` after composer and before the snapshot, so that what they keep there
+//! (node_modules/, caches) persists between deploys, and only when the commit needs them.
+//!
+//! The rule: what a skipped step leaves in `application/` is exactly what its commands made
+//! of a commit whose inputs are the same as this one's. So the step runs when
+//! - a path of the commit under its `inputs` changed since its last successful run (a git tree
+//!   diff between that run's commit and this one), or it has no `inputs`;
+//! - its last run did not finish (a marker written before it starts, removed once every
+//!   command succeeded), or it never ran;
+//! - its commands or inputs changed;
+//! - the checkout removed or rewrote files in `application/` (untracked files git does not
+//!   ignore, tracked files written since): they may be the step's output.
+//!
+//! When it runs, a command with `inputs` of its own runs only when those changed since that
+//! command last succeeded (`npm ci` empties node_modules/: only for a changed lockfile). Each
+//! command's success is recorded as it ends and its record dropped before it starts, so a
+//! run that was interrupted runs again what had not finished, and only that of the commands
+//! with inputs of their own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Build, BuildCommand};
+use crate::infra::report::{self, Reporter};
+use crate::infra::{child, fault};
+use crate::state::plan::Layout;
+use crate::steps::Summary;
+
+/// What the build step will do for a commit, decided with the repository before composer
+/// runs (a snapshot may overlap composer only when the step writes nothing).
+pub struct Decision {
+    commit: Oid,
+    /// Why the step runs, or `None` when it is skipped.
+    why: Option<String>,
+    /// Why it is skipped.
+    skipped: String,
+    /// For each command, why it is skipped (when the step runs).
+    commands: Vec<Option<String>>,
+}
+
+impl Decision {
+    /// Whether the step writes into application/ this time.
+    pub fn runs(&self) -> bool {
+        self.why.is_some()
+    }
+}
+
+/// What the step did, for its line.
+pub enum Outcome {
+    Skipped(String),
+    Ran {
+        why: String,
+        ran: usize,
+        skipped: Vec<String>,
+    },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Skipped(why) => write!(f, "skipped ({why})"),
+            Outcome::Ran { why, ran, skipped } => {
+                let s = if *ran == 1 { "" } else { "s" };
+                write!(f, "{ran} command{s} ran ({why})")?;
+                if !skipped.is_empty() {
+                    write!(f, "; skipped {}", skipped.join(", "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Summary for Outcome {
+    fn skipped(&self) -> bool {
+        matches!(self, Outcome::Skipped(_))
+    }
+}
+
+/// What the state folder keeps of the step's runs.
+#[derive(Serialize, Deserialize, Default)]
+struct Record {
+    /// The last run in which every command succeeded.
+    step: Option<StepRun>,
+    /// Each command (by [`command_key`]) and the commit it last succeeded for.
+    commands: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StepRun {
+    commit: String,
+    /// [`config_key`] of the step then.
+    config: String,
+}
+
+impl Record {
+    /// An unreadable record is no record: the step runs in full.
+    fn read(layout: &Layout) -> Record {
+        std::fs::read(record_file(layout))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn write(&self, layout: &Layout) -> Result<()> {
+        // Renamed into place: a crash mid-write must not leave a record that says too much.
+        let file = record_file(layout);
+        let tmp = file.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self)?)
+            .and_then(|()| std::fs::rename(&tmp, &file))
+            .context("cannot record the build step's progress")
+    }
+}
+
+fn record_file(layout: &Layout) -> PathBuf {
+    layout.state.join("build.json")
+}
+
+/// Present from just before the step starts until every command succeeded.
+fn pending_marker(layout: &Layout) -> PathBuf {
+    layout.state.join("build.pending")
+}
+
+fn command_key(command: &BuildCommand) -> String {
+    serde_json::json!([command.run, command.inputs]).to_string()
+}
+
+fn config_key(build: &Build) -> String {
+    let commands: Vec<String> = build.commands.iter().map(command_key).collect();
+    serde_json::json!([commands, build.inputs]).to_string()
+}
+
+/// The tree of the app in `commit`, which the inputs are paths of. (One place to change for an
+/// app in a subdirectory of the repository.)
+fn app_tree<'r>(repo: &'r Repository, commit: Oid) -> Result<git2::Tree<'r>> {
+    Ok(repo.find_commit(commit)?.tree()?)
+}
+
+/// Whether a path of the app under one of `inputs` differs between the two commits.
+enum Changed {
+    Nothing,
+    Path(PathBuf),
+    /// The earlier commit is no longer in the repository.
+    Gone,
+}
+
+fn changed_under(
+    repo: &Repository,
+    since: &str,
+    commit: Oid,
+    inputs: &[PathBuf],
+) -> Result<Changed> {
+    let Ok(before) = Oid::from_str(since).and_then(|id| repo.find_commit(id)) else {
+        return Ok(Changed::Gone);
+    };
+    let diff = repo.diff_tree_to_tree(
+        Some(&app_tree(repo, before.id())?),
+        Some(&app_tree(repo, commit)?),
+        None,
+    )?;
+    let found = diff
+        .deltas()
+        .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+        .flatten()
+        .find(|path| inputs.iter().any(|input| path.starts_with(input)));
+    Ok(match found {
+        Some(path) => Changed::Path(path.to_path_buf()),
+        None => Changed::Nothing,
+    })
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Decides what the step does for `commit`. `undone`: the checkout removed or rewrote files
+/// in application/ that the last run may have written.
+pub fn decide(
+    repo: &Repository,
+    commit: Oid,
+    layout: &Layout,
+    build: &Build,
+    undone: bool,
+) -> Result<Decision> {
+    let record = Record::read(layout);
+    let why = match (&record.step, &build.inputs) {
+        _ if undone => Some(
+            "the checkout removed or rewrote files in application/ that it may have written; \
+             every command runs"
+                .to_string(),
+        ),
+        _ if pending_marker(layout).exists() => Some("the last run did not finish".into()),
+        (None, _) => Some("first run".into()),
+        (Some(last), _) if last.config != config_key(build) => {
+            Some("its commands or inputs changed".into())
+        }
+        (Some(_), None) => Some("no inputs: it runs on every deploy".into()),
+        (Some(last), Some(inputs)) => match changed_under(repo, &last.commit, commit, inputs)? {
+            Changed::Nothing => None,
+            Changed::Path(path) => Some(format!("{} changed", path.display())),
+            Changed::Gone => Some("the commit it last ran for is gone".into()),
+        },
+    };
+    let skipped = match (&record.step, &build.inputs) {
+        (Some(last), Some(inputs)) => format!(
+            "no input changed since {}: {}",
+            report::short_id(&last.commit),
+            list(inputs)
+        ),
+        _ => String::new(),
+    };
+    let mut commands = Vec::new();
+    for command in &build.commands {
+        let skip = match (&command.inputs, record.commands.get(&command_key(command))) {
+            _ if undone => None,
+            (None, _) | (Some(_), None) => None,
+            (Some(inputs), Some(since)) => match changed_under(repo, since, commit, inputs)? {
+                Changed::Nothing => Some(format!(
+                    "`{}` ({} unchanged since {})",
+                    command.run,
+                    list(inputs),
+                    report::short_id(since)
+                )),
+                Changed::Path(_) | Changed::Gone => None,
+            },
+        };
+        commands.push(skip);
+    }
+    Ok(Decision {
+        commit,
+        why,
+        skipped,
+        commands,
+    })
+}
+
+/// Runs what `decision` says, in application/; each command is killed, with everything it
+/// started, after `build.timeout`.
+pub fn run(
+    decision: Decision,
+    layout: &Layout,
+    build: &Build,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    let Some(why) = decision.why else {
+        return Ok(Outcome::Skipped(decision.skipped));
+    };
+    let commit = decision.commit.to_string();
+    std::fs::write(pending_marker(layout), &commit)
+        .context("cannot record that the build step is starting")?;
+    let mut record = Record::read(layout);
+    record.step = None;
+    // Commands no longer configured say nothing of what is in application/ now.
+    let keys: Vec<String> = build.commands.iter().map(command_key).collect();
+    record.commands.retain(|key, _| keys.contains(key));
+    let mut ran = 0;
+    let mut skipped = Vec::new();
+    for ((command, key), skip) in build.commands.iter().zip(&keys).zip(decision.commands) {
+        if let Some(skip) = skip {
+            reporter.child_line(&format!("skipped {skip}"));
+            skipped.push(skip);
+            continue;
+        }
+        // Until it succeeds, what it writes is no run's output.
+        record.commands.remove(key);
+        record.write(layout)?;
+        fault::point("build");
+        reporter.child_line(&format!("$ {}", command.run));
+        run_command(&command.run, layout, &commit, build.timeout, reporter)?;
+        record.commands.insert(key.clone(), commit.clone());
+        record.write(layout)?;
+        ran += 1;
+    }
+    record.step = Some(StepRun {
+        commit,
+        config: config_key(build),
+    });
+    record.write(layout)?;
+    let _ = std::fs::remove_file(pending_marker(layout));
+    Ok(Outcome::Ran { why, ran, skipped })
+}
+
+fn run_command(
+    script: &str,
+    layout: &Layout,
+    commit: &str,
+    limit: Duration,
+    reporter: &Reporter,
+) -> Result<()> {
+    let mut cmd = child::shell(script, &layout.application);
+    cmd.env("ATOMDEPLOY_ROOT", &layout.root)
+        .env("ATOMDEPLOY_COMMIT", commit);
+    child::run_limited(cmd, &format!("`{script}`"), Some(limit), reporter)
+}
