@@ -166,7 +166,7 @@ Three servers side by side, each a bare repository whose `post-receive` hook dep
   scratch, the same swap, keep 5.
 
 All run `composer {$m('composer_args')}`. Round after round the same new commit of each kind is
-pushed to each server in turn: **PHP only** (10 classes in `src/` changed, one added: no
+pushed to each server in turn, the order rotating by one server each round: **PHP only** (10 classes in `src/` changed, one added: no
 front-end input changed), **front end** (5 modules in `resources/js/` changed: the build must
 run, `npm ci` need not), **package-lock.json** (`bench-ui`'s version bumped and one of its
 modules changed, lock rewritten by `npm install ./packages/ui`: both must run).
