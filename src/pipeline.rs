@@ -56,7 +56,7 @@ pub enum Problem {
 pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
-    let undone = checkout_step(d)?;
+    let undone = build::around_checkout(layout, config.build.is_some(), || checkout_step(d))?;
     let decision = match &config.composer {
         Some(settings) => Some(
             composer::decide_for(d.repo, d.commit, layout, settings).context("composer failed")?,
@@ -64,9 +64,10 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
         None => None,
     };
     let build_decision = match &config.build {
-        Some(settings) => Some(
-            build::decide(d.repo, d.commit, layout, settings, undone).context("build failed")?,
-        ),
+        Some(settings) => {
+            let force = build::Force::new(d.replay, undone);
+            Some(build::decide(d.repo, d.commit, layout, settings, force).context("build failed")?)
+        }
         None => None,
     };
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);

@@ -7,6 +7,8 @@
 
 mod harness;
 
+#[path = "integration/build.rs"]
+mod build;
 #[path = "integration/composer.rs"]
 mod composer;
 #[path = "integration/composer_refs.rs"]

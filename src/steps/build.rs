@@ -43,6 +43,8 @@ pub struct Decision {
     skipped: String,
     /// For each command, why it is skipped (when the step runs).
     commands: Vec<Option<String>>,
+    /// Inputs the commit does not have: a typo there would skip the step for ever.
+    missing: Vec<String>,
 }
 
 impl Decision {
@@ -87,17 +89,13 @@ impl Summary for Outcome {
 /// What the state folder keeps of the step's runs.
 #[derive(Serialize, Deserialize, Default)]
 struct Record {
-    /// The last run in which every command succeeded.
-    step: Option<StepRun>,
+    /// The commit of the last run in which every command succeeded.
+    step: Option<String>,
+    /// [`config_key`] of the step when it last started: a changed configuration runs every
+    /// command (a command added before `npm ci` may undo what `npm ci` made).
+    config: Option<String>,
     /// Each command (by [`command_key`]) and the commit it last succeeded for.
     commands: BTreeMap<String, String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StepRun {
-    commit: String,
-    /// [`config_key`] of the step then.
-    config: String,
 }
 
 impl Record {
@@ -143,6 +141,45 @@ fn app_tree<'r>(repo: &'r Repository, commit: Oid) -> Result<git2::Tree<'r>> {
     Ok(repo.find_commit(commit)?.tree()?)
 }
 
+/// Runs `checkout` (which returns whether it removed or rewrote files in application/ that
+/// were not the last commit's) so that the step's records never outlive its output: a
+/// checkout that undid such files, or that did not finish (killed, failed), may have removed
+/// what the step wrote, and the records are dropped before anything else can fail. Without a
+/// build step they are dropped too: nothing keeps them true meanwhile.
+pub fn around_checkout(
+    layout: &Layout,
+    configured: bool,
+    checkout: impl FnOnce() -> Result<bool>,
+) -> Result<bool> {
+    let marker = layout.state.join("build.checkout");
+    if !configured || marker.exists() {
+        forget(layout)?;
+    }
+    if !configured {
+        return checkout();
+    }
+    std::fs::write(&marker, "").context("cannot note the checkout for the build step")?;
+    let undone = checkout()?;
+    if undone {
+        forget(layout)?;
+    }
+    let _ = std::fs::remove_file(&marker);
+    Ok(undone)
+}
+
+/// Drops every record: the next run runs every command.
+fn forget(layout: &Layout) -> Result<()> {
+    for file in [record_file(layout), pending_marker(layout)] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether a path of the app under one of `inputs` differs between the two commits.
 enum Changed {
     Nothing,
@@ -184,29 +221,55 @@ fn list(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// Decides what the step does for `commit`. `undone`: the checkout removed or rewrote files
-/// in application/ that the last run may have written.
+/// Why every command runs, whatever the records say.
+pub enum Force {
+    No,
+    /// The checkout removed or rewrote files in application/ that the last run may have
+    /// written.
+    Undone,
+    /// `replay`, which makes a build from scratch.
+    Replay,
+}
+
+impl Force {
+    pub fn new(replay: bool, undone: bool) -> Force {
+        match (replay, undone) {
+            (true, _) => Force::Replay,
+            (false, true) => Force::Undone,
+            (false, false) => Force::No,
+        }
+    }
+}
+
+/// Decides what the step does for `commit`.
 pub fn decide(
     repo: &Repository,
     commit: Oid,
     layout: &Layout,
     build: &Build,
-    undone: bool,
+    force: Force,
 ) -> Result<Decision> {
     let record = Record::read(layout);
-    let why = match (&record.step, &build.inputs) {
-        _ if undone => Some(
+    let forced = match force {
+        Force::No => None,
+        Force::Undone => Some(
             "the checkout removed or rewrote files in application/ that it may have written; \
-             every command runs"
-                .to_string(),
+             every command runs",
         ),
+        Force::Replay => Some("replay: every command runs"),
+    };
+    let config_changed = record
+        .config
+        .as_ref()
+        .is_some_and(|config| *config != config_key(build));
+    let forced =
+        forced.or(config_changed.then_some("its commands or inputs changed; every command runs"));
+    let why = match (&record.step, &build.inputs) {
+        _ if forced.is_some() => forced.map(str::to_string),
         _ if pending_marker(layout).exists() => Some("the last run did not finish".into()),
         (None, _) => Some("first run".into()),
-        (Some(last), _) if last.config != config_key(build) => {
-            Some("its commands or inputs changed".into())
-        }
         (Some(_), None) => Some("no inputs: it runs on every deploy".into()),
-        (Some(last), Some(inputs)) => match changed_under(repo, &last.commit, commit, inputs)? {
+        (Some(last), Some(inputs)) => match changed_under(repo, last, commit, inputs)? {
             Changed::Nothing => None,
             Changed::Path(path) => Some(format!("{} changed", path.display())),
             Changed::Gone => Some("the commit it last ran for is gone".into()),
@@ -215,15 +278,27 @@ pub fn decide(
     let skipped = match (&record.step, &build.inputs) {
         (Some(last), Some(inputs)) => format!(
             "no input changed since {}: {}",
-            report::short_id(&last.commit),
+            report::short_id(last),
             list(inputs)
         ),
         _ => String::new(),
     };
+    let tree = app_tree(repo, commit)?;
+    let mut missing = Vec::new();
+    let all_inputs = build
+        .inputs
+        .iter()
+        .chain(build.commands.iter().filter_map(|c| c.inputs.as_ref()));
+    for input in all_inputs.flatten() {
+        let shown = input.display().to_string();
+        if tree.get_path(input).is_err() && !missing.contains(&shown) {
+            missing.push(shown);
+        }
+    }
     let mut commands = Vec::new();
     for command in &build.commands {
         let skip = match (&command.inputs, record.commands.get(&command_key(command))) {
-            _ if undone => None,
+            _ if forced.is_some() => None,
             (None, _) | (Some(_), None) => None,
             (Some(inputs), Some(since)) => match changed_under(repo, since, commit, inputs)? {
                 Changed::Nothing => Some(format!(
@@ -242,6 +317,7 @@ pub fn decide(
         why,
         skipped,
         commands,
+        missing,
     })
 }
 
@@ -253,6 +329,11 @@ pub fn run(
     build: &Build,
     reporter: &Reporter,
 ) -> Result<Outcome> {
+    for input in &decision.missing {
+        reporter.warn(&format!(
+            "build input `{input}` is not in the commit; no change there will run the build step"
+        ));
+    }
     let Some(why) = decision.why else {
         return Ok(Outcome::Skipped(decision.skipped));
     };
@@ -261,9 +342,11 @@ pub fn run(
         .context("cannot record that the build step is starting")?;
     let mut record = Record::read(layout);
     record.step = None;
+    record.config = Some(config_key(build));
     // Commands no longer configured say nothing of what is in application/ now.
     let keys: Vec<String> = build.commands.iter().map(command_key).collect();
     record.commands.retain(|key, _| keys.contains(key));
+    record.write(layout)?;
     let mut ran = 0;
     let mut skipped = Vec::new();
     for ((command, key), skip) in build.commands.iter().zip(&keys).zip(decision.commands) {
@@ -282,10 +365,7 @@ pub fn run(
         record.write(layout)?;
         ran += 1;
     }
-    record.step = Some(StepRun {
-        commit,
-        config: config_key(build),
-    });
+    record.step = Some(commit);
     record.write(layout)?;
     let _ = std::fs::remove_file(pending_marker(layout));
     Ok(Outcome::Ran { why, ran, skipped })
@@ -302,4 +382,53 @@ fn run_command(
     cmd.env("ATOMDEPLOY_ROOT", &layout.root)
         .env("ATOMDEPLOY_COMMIT", commit);
     child::run_limited(cmd, &format!("`{script}`"), Some(limit), reporter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(layout: &Layout) -> bool {
+        record_file(layout).exists()
+    }
+
+    fn record(layout: &Layout) {
+        let record = Record {
+            step: Some("0".repeat(40)),
+            config: None,
+            commands: BTreeMap::new(),
+        };
+        record.write(layout).unwrap();
+    }
+
+    /// The records must never outlive the output they describe, whatever happens after a
+    /// checkout that may have removed it.
+    #[test]
+    fn a_checkout_that_undid_files_or_did_not_finish_drops_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(&layout.state).unwrap();
+
+        record(&layout);
+        assert!(!around_checkout(&layout, true, || Ok(false)).unwrap());
+        assert!(
+            recorded(&layout),
+            "a checkout that undid nothing keeps them"
+        );
+
+        assert!(around_checkout(&layout, true, || Ok(true)).unwrap());
+        assert!(!recorded(&layout));
+
+        // A checkout that failed (or was killed: the same marker stays) undid who knows what.
+        record(&layout);
+        assert!(around_checkout(&layout, true, || anyhow::bail!("disk full")).is_err());
+        assert!(recorded(&layout), "dropped only once it is known");
+        around_checkout(&layout, true, || Ok(false)).unwrap();
+        assert!(!recorded(&layout));
+
+        // Without a build step nothing keeps them true.
+        record(&layout);
+        around_checkout(&layout, false, || Ok(false)).unwrap();
+        assert!(!recorded(&layout));
+    }
 }
