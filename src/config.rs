@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 pub const DEFAULT_COMPOSER_ARGS: &[&str] = &[
     "install",
@@ -38,6 +38,14 @@ pub struct Config {
     pub lock_timeout: Duration,
     pub healthcheck: Option<Healthcheck>,
     pub snapshot: SnapshotMode,
+    /// `app_dir:` the directory of the commit that is the app (a monorepo's `backend/`),
+    /// normalized; empty for the whole commit. See [`crate::state::app_tree`].
+    pub app_dir: PathBuf,
+    /// Directories of the app (normalized, relative) whose files the builds still on disk
+    /// lend to each new build (see `steps/assets.rs`).
+    pub keep_assets: Vec<PathBuf>,
+    /// The php-fpm pool whose opcache is reset after every switch (`reset_opcache:`).
+    pub reset_opcache: Option<FpmAddress>,
     /// The front-end build step (`build:`), run in application/ after composer.
     pub build: Option<Build>,
     /// Paths kept in application/ (and through checkouts) but never copied into a build.
@@ -373,6 +381,12 @@ struct RawConfig {
     healthcheck: Option<Healthcheck>,
     #[serde(default)]
     snapshot: SnapshotMode,
+    #[serde(default, deserialize_with = "app_dir")]
+    app_dir: PathBuf,
+    #[serde(default, deserialize_with = "keep_assets_list")]
+    keep_assets: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "fpm_address")]
+    reset_opcache: Option<FpmAddress>,
     #[serde(default)]
     build: Option<Build>,
     #[serde(default, deserialize_with = "exclude_list")]
@@ -411,6 +425,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
     let raw: Result<RawConfig, _> = serde_yaml::from_str(text);
     SEEN_PATHS.with(|seen| seen.take());
     let raw = raw.map_err(|e| located(origin, &e))?;
+    keep_assets_against_shared(text, origin, &raw.keep_assets, &raw.shared)?;
     Ok(Config {
         repository: root.join(raw.repository),
         branch: raw.branch,
@@ -423,6 +438,9 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         lock_timeout: Duration::from_secs(raw.lock_timeout),
         healthcheck: raw.healthcheck,
         snapshot: raw.snapshot,
+        app_dir: raw.app_dir,
+        keep_assets: raw.keep_assets,
+        reset_opcache: raw.reset_opcache,
         build: raw.build,
         exclude: raw.exclude,
     })
@@ -529,6 +547,99 @@ fn healthcheck<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Healthcheck>, D
     }))
 }
 
+/// Where a php-fpm pool listens: `unix:/run/php/app.sock` or `tcp://127.0.0.1:9000`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FpmAddress {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+impl fmt::Display for FpmAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FpmAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            FpmAddress::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+        }
+    }
+}
+
+impl FpmAddress {
+    fn parse(text: &str) -> Result<FpmAddress, String> {
+        let want = "must be `unix:/absolute/path.sock` or `tcp://host:port`, \
+                    the `listen` of the php-fpm pool";
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = Path::new(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{want}; got `{text}`: the socket path must be absolute"
+                ));
+            }
+            // sun_path holds 108 bytes with the terminating NUL.
+            if path.as_os_str().len() > 107 || path.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(format!(
+                    "{want}; got `{text}`: not a usable socket path (at most 107 bytes)"
+                ));
+            }
+            return Ok(FpmAddress::Unix(path.to_path_buf()));
+        }
+        let Some(rest) = text.strip_prefix("tcp://") else {
+            return Err(format!("{want}; got `{text}`"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => return Err(format!("{want}; got `{text}`: the port is missing")),
+        };
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+            Some(_) => {
+                return Err(format!(
+                    "{want}; got `{text}`: not an IPv6 address in brackets"
+                ));
+            }
+            None => host,
+        };
+        let host_ok = !host.is_empty()
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+        if !host_ok {
+            return Err(format!(
+                "{want}; got `{text}`: `{host}` is not a host name or address"
+            ));
+        }
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(FpmAddress::Tcp {
+                host: host.to_string(),
+                port,
+            }),
+            _ => Err(format!("{want}; got `{text}`: the port must be 1 to 65535")),
+        }
+    }
+}
+
+fn fpm_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FpmAddress>, D::Error> {
+    // Checked in a visitor, so that serde_yaml places the error at the value.
+    struct AddressVisitor;
+    impl<'de> Visitor<'de> for AddressVisitor {
+        type Value = Option<FpmAddress>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("`unix:/absolute/path.sock` or `tcp://host:port`")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            FpmAddress::parse(text).map(Some).map_err(E::custom)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(AddressVisitor)
+}
+
 fn command_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let commands = Vec::<String>::deserialize(d)?;
     if commands.iter().any(|c| c.trim().is_empty()) {
@@ -564,24 +675,7 @@ impl SharedEntry {
         if trimmed.is_empty() {
             return Err("a shared entry must name a path inside the app".into());
         }
-        let path = Path::new(trimmed);
-        let mut normal = PathBuf::new();
-        for component in path.components() {
-            match component {
-                Component::Normal(part) => normal.push(part),
-                Component::CurDir => {}
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(format!(
-                        "shared entry `{text}` is absolute; shared paths are relative to the app"
-                    ));
-                }
-                Component::ParentDir => {
-                    return Err(format!(
-                        "shared entry `{text}` contains `..`; it would resolve outside the build"
-                    ));
-                }
-            }
-        }
+        let normal = normalized("shared entry", text, trimmed)?;
         if normal.as_os_str().is_empty() {
             return Err(format!("shared entry `{text}` names the app itself"));
         }
@@ -595,14 +689,40 @@ impl SharedEntry {
     }
 }
 
+/// `path` (`text` as written, for the error) made relative and normalized: `.` dropped;
+/// absolute or `..` refused, since every path of deploy.yml but `repository` is inside the app
+/// (or the commit) and must never resolve outside it. Empty for the app itself.
+fn normalized(what: &str, text: &str, path: &str) -> Result<PathBuf, String> {
+    let mut normal = PathBuf::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{what} `{text}` is absolute; it must be relative to the app"
+                ));
+            }
+            Component::ParentDir => {
+                return Err(format!(
+                    "{what} `{text}` contains `..`; it would resolve outside the app"
+                ));
+            }
+        }
+    }
+    Ok(normal)
+}
+
+/// git itself refuses a `.git` component in any case, at any depth.
+fn has_git_component(path: &Path) -> bool {
+    path.components()
+        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
+}
+
 /// Why a path cannot be shared: it is what makes a build the build of its commit, and a
 /// copy kept across deploys would make every build claim, or run, another commit's.
 fn part_of_the_build(path: &Path) -> Option<&'static str> {
-    // git itself refuses a `.git` component in any case, at any depth.
-    if path
-        .components()
-        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
-    {
+    if has_git_component(path) {
         return Some("`.git` belongs to git and is never part of a build");
     }
     if path.starts_with("vendor") {
@@ -615,6 +735,12 @@ fn part_of_the_build(path: &Path) -> Option<&'static str> {
         return Some(
             "REVISION is written into each build with its commit id; shared, every build \
              would claim the same commit",
+        );
+    }
+    if path == Path::new("auth.json") {
+        return Some(
+            "auth.json holds composer's credentials; keep them in the deploy root's auth.json \
+             (beside deploy.yml), which composer alone is given, never in a build",
         );
     }
     if path == Path::new("composer.json") || path == Path::new("composer.lock") {
@@ -646,6 +772,212 @@ fn shared_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SharedEntry>, D::E
         }
     }
     Ok(entries)
+}
+
+/// `app_dir:` a relative path to a directory of the commit, checked like a shared entry (at
+/// its line and column); `.` (or `./`) is the whole commit, as when the key is left out.
+fn app_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    // Checked inside the visitor, so that serde_yaml locates the error at the value.
+    struct AppDirVisitor;
+    impl Visitor<'_> for AppDirVisitor {
+        type Value = PathBuf;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a directory of the commit, relative to its root")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<PathBuf, E> {
+            app_dir_path(text).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(AppDirVisitor)
+}
+
+fn app_dir_path(text: &str) -> Result<PathBuf, String> {
+    let normal = normalized("app_dir", text, text)?;
+    if has_git_component(&normal) {
+        return Err(format!(
+            "app_dir `{text}` names a `.git` directory, which git never tracks"
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(
+            "app_dir must name a directory of the commit (`.` for the whole commit)".into(),
+        );
+    }
+    Ok(normal)
+}
+
+/// One `keep_assets:` entry: a directory of the app, normalized.
+struct KeepAssetsDir(PathBuf);
+
+impl<'de> Deserialize<'de> for KeepAssetsDir {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Checked inside the visitor, so that the error is located at the entry itself.
+        struct DirVisitor;
+        impl Visitor<'_> for DirVisitor {
+            type Value = KeepAssetsDir;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a directory relative to the app")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<KeepAssetsDir, E> {
+                keep_assets_dir(text).map(KeepAssetsDir).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(DirVisitor)
+    }
+}
+
+fn keep_assets_dir(text: &str) -> Result<PathBuf, String> {
+    let normal = normalized("keep_assets entry", text, text.trim_end_matches('/'))?;
+    if normal.as_os_str().is_empty() {
+        return Err(format!(
+            "keep_assets entry `{text}` names the app itself; name the directory the front-end build writes (public/build/assets/)"
+        ));
+    }
+    if let Some(why) = part_of_the_build(&normal) {
+        return Err(format!("keep_assets entry `{text}` is refused: {why}"));
+    }
+    Ok(normal)
+}
+
+fn keep_assets_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    let dirs: Vec<PathBuf> = Vec::<KeepAssetsDir>::deserialize(d)?
+        .into_iter()
+        .map(|dir| dir.0)
+        .collect();
+    for (i, a) in dirs.iter().enumerate() {
+        for b in &dirs[i + 1..] {
+            if a == b {
+                return Err(de::Error::custom(format!(
+                    "keep_assets entry `{}` is listed twice",
+                    a.display()
+                )));
+            }
+            if a.starts_with(b) || b.starts_with(a) {
+                return Err(de::Error::custom(format!(
+                    "keep_assets entries `{}` and `{}` nest; list only the outer one",
+                    a.display(),
+                    b.display()
+                )));
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// Refuses a `keep_assets:` directory that overlaps a `shared:` entry: files carried into it
+/// would land in shared/, through the build's symlink, where users' data lives. The two keys
+/// may come in either order, so this is a second pass over the text, once both are known,
+/// which fails at the offending entry for its line and column.
+fn keep_assets_against_shared(
+    text: &str,
+    origin: &Path,
+    dirs: &[PathBuf],
+    shared: &[SharedEntry],
+) -> Result<()> {
+    let Some((dir, entry)) = dirs.iter().find_map(|dir| {
+        shared
+            .iter()
+            .find(|e| overlaps(dir, &e.path))
+            .map(|e| (dir, e))
+    }) else {
+        return Ok(());
+    };
+    let pass = KeepAssetsSeed(shared).deserialize(serde_yaml::Deserializer::from_str(text));
+    match pass {
+        Err(err) => Err(located(origin, &err)),
+        // The first pass read the same text; should this one not find it, still refuse.
+        Ok(()) => Err(anyhow!(
+            "{}: {}",
+            origin.display(),
+            overlap_message(dir, entry)
+        )),
+    }
+}
+
+fn overlaps(dir: &Path, shared: &Path) -> bool {
+    dir.starts_with(shared) || shared.starts_with(dir)
+}
+
+fn overlap_message(dir: &Path, entry: &SharedEntry) -> String {
+    format!(
+        "keep_assets entry `{}` overlaps shared entry `{entry}`; files carried from earlier \
+         builds would be written into shared/",
+        dir.display()
+    )
+}
+
+/// The second pass of [`keep_assets_against_shared`]: the top-level map, every key but
+/// `keep_assets` skipped.
+struct KeepAssetsSeed<'a>(&'a [SharedEntry]);
+
+impl<'de> de::DeserializeSeed<'de> for KeepAssetsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeepAssetsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "keep_assets" {
+                map.next_value_seed(KeepAssetsEntriesSeed(self.0))?;
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct KeepAssetsEntriesSeed<'a>(&'a [SharedEntry]);
+
+impl<'de> de::DeserializeSeed<'de> for KeepAssetsEntriesSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeepAssetsEntriesSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of directories")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(KeepAssetsEntrySeed(self.0))?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+struct KeepAssetsEntrySeed<'a>(&'a [SharedEntry]);
+
+impl<'de> de::DeserializeSeed<'de> for KeepAssetsEntrySeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeepAssetsEntrySeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a directory relative to the app")
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        let dir = keep_assets_dir(text).map_err(E::custom)?;
+        match self.0.iter().find(|e| overlaps(&dir, &e.path)) {
+            Some(entry) => Err(E::custom(overlap_message(&dir, entry))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The front-end build step (`build:`): commands run with `sh -c` in application/ after
@@ -762,30 +1094,11 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for NonEmpty<T> {
 /// A path of the app in deploy.yml (`what` names its key in errors), normalized: relative,
 /// without `.` or `..`, never the app itself.
 fn app_path(what: &str, text: &str) -> Result<PathBuf, String> {
-    let mut normal = PathBuf::new();
-    for component in Path::new(text).components() {
-        match component {
-            Component::Normal(part) => normal.push(part),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "{what} `{text}` is absolute; paths are relative to the app"
-                ));
-            }
-            Component::ParentDir => {
-                return Err(format!(
-                    "{what} `{text}` contains `..`; it would resolve outside the app"
-                ));
-            }
-        }
-    }
+    let normal = normalized(what, text, text)?;
     if normal.as_os_str().is_empty() {
         return Err(format!("{what} `{text}` must name a path inside the app"));
     }
-    if normal
-        .components()
-        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
-    {
+    if has_git_component(&normal) {
         return Err(format!(
             "{what} `{text}` is refused: `.git` belongs to git and is never part of the app"
         ));
@@ -1135,6 +1448,107 @@ mod tests {
     }
 
     #[test]
+    fn app_dir_is_a_normalized_directory_of_the_commit() {
+        assert_eq!(parse_ok("repository: r\n").app_dir, PathBuf::new());
+        for (written, normal) in [
+            ("backend", "backend"),
+            ("backend/", "backend"),
+            ("./backend//", "backend"),
+            ("apps/api/", "apps/api"),
+            ("'apps/./api'", "apps/api"),
+            (".", ""),
+            ("./", ""),
+        ] {
+            let config = parse_ok(&format!("repository: r\napp_dir: {written}\n"));
+            assert_eq!(config.app_dir, PathBuf::from(normal), "{written}");
+        }
+        for (written, why) in [
+            ("/srv/backend", "is absolute"),
+            ("../backend", "contains `..`"),
+            ("backend/../../x", "contains `..`"),
+            ("backend/.git", "`.git`"),
+            ("''", "must name a directory"),
+            ("[backend]", "invalid type"),
+        ] {
+            let err = parse_err(&format!(
+                "repository: r\nbranch: main\napp_dir: {written}\n"
+            ));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:10: ") && err.contains(why),
+                "{written}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn reset_opcache_takes_a_unix_socket_or_a_tcp_address() {
+        assert_eq!(parse_ok("repository: r\n").reset_opcache, None);
+        assert_eq!(
+            parse_ok("repository: r\nreset_opcache: ~\n").reset_opcache,
+            None
+        );
+        let unix = parse_ok("repository: r\nreset_opcache: unix:/run/php/app.sock\n");
+        assert_eq!(
+            unix.reset_opcache,
+            Some(FpmAddress::Unix("/run/php/app.sock".into()))
+        );
+        assert_eq!(
+            unix.reset_opcache.unwrap().to_string(),
+            "unix:/run/php/app.sock"
+        );
+        for (text, host, port) in [
+            ("tcp://127.0.0.1:9000", "127.0.0.1", 9000),
+            ("'tcp://localhost:9001/'", "localhost", 9001),
+            ("'tcp://[::1]:9000'", "::1", 9000),
+            ("tcp://php-fpm.internal:65535", "php-fpm.internal", 65535),
+        ] {
+            let config = parse_ok(&format!("repository: r\nreset_opcache: {text}\n"));
+            assert_eq!(
+                config.reset_opcache,
+                Some(FpmAddress::Tcp {
+                    host: host.into(),
+                    port
+                }),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_reset_opcache_is_refused_at_its_position() {
+        let long = format!("unix:/{}", "s".repeat(107));
+        for (value, says) in [
+            ("/run/php/app.sock", "got `/run/php/app.sock`"),
+            ("unix:run/php/app.sock", "must be absolute"),
+            ("'unix:'", "must be absolute"),
+            (long.as_str(), "at most 107 bytes"),
+            ("tcp://127.0.0.1", "port is missing"),
+            ("tcp://127.0.0.1:0", "1 to 65535"),
+            ("tcp://127.0.0.1:65536", "1 to 65535"),
+            ("tcp://127.0.0.1:http", "1 to 65535"),
+            ("tcp://:9000", "not a host name"),
+            ("'tcp://a b:9000'", "not a host name"),
+            ("'tcp://[nope]:9000'", "IPv6"),
+            ("http://127.0.0.1:9000", "got `http://127.0.0.1:9000`"),
+            ("127.0.0.1:9000", "`tcp://host:port`"),
+            ("9000", "`unix:/absolute/path.sock` or `tcp://host:port`"),
+            ("true", "`unix:/absolute/path.sock` or `tcp://host:port`"),
+            (
+                "[unix:/a]",
+                "`unix:/absolute/path.sock` or `tcp://host:port`",
+            ),
+        ] {
+            let err = parse_err(&format!(
+                "repository: r\nkeep_builds: 2\nreset_opcache: {value}\n"
+            ));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:16: reset_opcache: ") && err.contains(says),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn the_rollback_branch_cannot_be_the_deploy_branch() {
         assert!(parse_err("repository: r\nbranch: rollback\n").contains("rollback target"));
         assert!(parse_err("repository: r\nbranch: replay\n").contains("deploys again"));
@@ -1434,6 +1848,7 @@ mod tests {
             (".GIT/hooks/", "`.git` belongs to git"),
             ("storage/.Git", "`.git` belongs to git"),
             ("public/.gIt/config", "`.git` belongs to git"),
+            ("auth.json", "composer's credentials"),
         ] {
             let err = parse_err(&format!("repository: r\nshared:\n  - .env\n  - {entry}\n"));
             assert!(
@@ -1645,5 +2060,68 @@ mod tests {
                 limit.key
             );
         }
+    }
+
+    #[test]
+    fn keep_assets_takes_normalized_directories_of_the_app() {
+        let config = parse_ok("repository: r\nkeep_assets: [public/build/assets/, ./web//dist]\n");
+        assert_eq!(
+            config.keep_assets,
+            [
+                PathBuf::from("public/build/assets"),
+                PathBuf::from("web/dist")
+            ]
+        );
+        assert!(parse_ok("repository: r\n").keep_assets.is_empty());
+    }
+
+    #[test]
+    fn keep_assets_refuses_paths_outside_the_app_with_their_position() {
+        for (entry, why) in [
+            ("/var/www/assets", "is absolute"),
+            ("../assets", "contains `..`"),
+            ("public/../../x", "contains `..`"),
+            ("./", "names the app itself"),
+            ("''", "names the app itself"),
+            ("vendor/x/", "vendor/ is installed by composer"),
+            ("public/.git", "`.git` belongs to git"),
+        ] {
+            let err = parse_err(&format!("repository: r\nkeep_assets:\n  - {entry}\n"));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:5: ") && err.contains(why),
+                "{entry}: {err}"
+            );
+        }
+        assert!(parse_err("repository: r\nkeep_assets: [a/, ./a]\n").contains("listed twice"));
+        assert!(parse_err("repository: r\nkeep_assets: [a/, a/b/]\n").contains("nest"));
+    }
+
+    #[test]
+    fn keep_assets_must_not_overlap_a_shared_entry_whatever_the_order() {
+        for text in [
+            "repository: r\nshared: [storage/, .env]\nkeep_assets:\n  - public/build/\n  - storage/app/public/\n",
+            "repository: r\nkeep_assets:\n  - public/build/\n  - storage/app/public/\nshared: [storage/, .env]\n",
+        ] {
+            let err = parse_err(text);
+            let line = if text.starts_with("repository: r\nshared") {
+                5
+            } else {
+                4
+            };
+            assert!(
+                err.starts_with(&format!("/srv/app/deploy.yml:{line}:5: "))
+                    && err.contains(
+                        "keep_assets entry `storage/app/public` overlaps shared entry `storage/`"
+                    ),
+                "{err}"
+            );
+        }
+        // A shared entry inside a kept directory overlaps it too.
+        let err = parse_err("repository: r\nshared: [public/build/hot]\nkeep_assets: [public/]\n");
+        assert!(err.starts_with("/srv/app/deploy.yml:3:15: "), "{err}");
+        // Neighbours do not.
+        let config =
+            parse_ok("repository: r\nshared: [public/uploads/]\nkeep_assets: [public/build/]\n");
+        assert_eq!(config.keep_assets, [PathBuf::from("public/build")]);
     }
 }

@@ -123,6 +123,9 @@ fn conclude(
                 Problem::AfterSwitch(err) => {
                     Err(err.context(format!("after_switch failed; builds/{build} is live")))
                 }
+                Problem::Opcache(err) => Err(anyhow::anyhow!(
+                    "{err:#}; builds/{build} is live, but PHP may still run the previous build's code"
+                )),
                 _ => Ok(()),
             }
         }

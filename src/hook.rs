@@ -63,6 +63,7 @@ fn failed_step<'a>(why: &str, reporter: &'a Reporter) -> &'a str {
         ("shared failed", "shared"),
         ("before_switch failed", "before_switch"),
         ("after_switch failed", "after_switch"),
+        ("opcache reset failed", "opcache reset"),
         ("health check failed", "healthcheck"),
         ("switch failed", "switch"),
         ("waiting for the deploy lock", "lock"),

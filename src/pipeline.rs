@@ -19,7 +19,7 @@ use crate::state::plan::Plan;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::snapshot::{self, Linking, Snapshot};
-use crate::steps::{self, build, checkout, cleanup, health, shared, switch};
+use crate::steps::{self, build, checkout, cleanup, health, opcache, shared, submodules, switch};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {
@@ -48,6 +48,9 @@ pub enum Problem {
     None,
     /// after_switch failed: reported, not undone.
     AfterSwitch(anyhow::Error),
+    /// php-fpm's opcache could not be reset (`reset_opcache:`): reported like a failing
+    /// after_switch; the build stays live, as rolling back would need the same reset.
+    Opcache(anyhow::Error),
     /// The health check failed: the build was rolled back (or could not be).
     Unhealthy(anyhow::Error),
 }
@@ -56,27 +59,36 @@ pub enum Problem {
 pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
+    // Read before anything changes: an auth.json others can read, or that is not JSON,
+    // fails the deploy with application/ and the live build untouched.
+    let composer_auth = match &config.composer {
+        Some(_) => composer::ServerAuth::read(layout).context("composer failed")?,
+        None => None,
+    };
     let undone = build::around_checkout(layout, config.build.is_some(), || checkout_step(d))?;
     let decision = match &config.composer {
         Some(settings) => Some(
-            composer::decide_for(d.repo, d.commit, layout, settings).context("composer failed")?,
+            composer::decide_for(d.repo, d.commit, &config.app_dir, layout, settings)
+                .context("composer failed")?
+                .with_auth(composer_auth),
         ),
         None => None,
     };
     let build_decision = match &config.build {
         Some(settings) => {
-            let force = match (d.replay, undone) {
-                (true, _) => build::Force::Replay,
-                (false, true) => build::Force::Undone,
-                (false, false) => build::Force::No,
-            };
-            Some(build::decide(d.repo, d.commit, layout, settings, force).context("build failed")?)
+            let force = build::Force::new(d.replay, undone);
+            Some(
+                build::decide(d.repo, d.commit, &config.app_dir, layout, settings, force)
+                    .context("build failed")?,
+            )
         }
         None => None,
     };
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
     let snap = composer_and_snapshot(d, decision, build_decision)?;
     shared_step(d, &snap)?;
+    // keep_assets: before the build is published, so that it is complete at the switch.
+    steps::assets::step(d, &name, snap.path())?;
     let build_dir = publish(d, &name, snap)?;
     let commit = d.commit.to_string();
     let env = DeployEnv {
@@ -85,7 +97,20 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
         commit: &commit,
     };
     let switched_at = switch_unless_refused(d, &name, &env)?;
-    let problem = after_switch(d, &env);
+    // Before after_switch and the health check, so that both meet the new build's code.
+    let opcache = config
+        .reset_opcache
+        .as_ref()
+        .and_then(|fpm| opcache::reset_step(layout, fpm, d.reporter));
+    let problem = match (after_switch(d, &env), opcache) {
+        (Problem::None, Some(err)) => Problem::Opcache(err),
+        // after_switch's failure ends the deploy; this one is shown now, not lost.
+        (problem, Some(err)) => {
+            d.reporter.error(&format!("{err:#}"));
+            problem
+        }
+        (problem, None) => problem,
+    };
     if let Some(check) = &config.healthcheck {
         let step = d.reporter.step("healthcheck");
         fault::point("healthcheck");
@@ -114,9 +139,31 @@ fn checkout_step(d: &Deploy) -> Result<bool> {
     let step = d.reporter.step("checkout");
     let layout = &d.plan.layout;
     let composer = d.plan.config.composer.is_some();
+    // Fetched before application/ is touched: a submodule that cannot be had fails the
+    // deploy with nothing changed. (Each fetch is limited like a deploy command.)
+    let modules = submodules::resolve(
+        d.repo,
+        d.commit,
+        &d.plan.config.app_dir,
+        &submodules::Fetching {
+            layout,
+            timeout: d.plan.config.command_timeout,
+            reporter: d.reporter,
+        },
+    )
+    .context("checkout failed")?;
     let excluded = &d.plan.config.exclude;
-    let done = checkout::checkout(d.repo, d.commit, layout, composer, excluded, d.reporter)
-        .context("checkout failed")?;
+    let mut done = checkout::checkout(
+        d.repo,
+        d.commit,
+        &d.plan.config.app_dir,
+        layout,
+        composer,
+        excluded,
+        d.reporter,
+    )
+    .context("checkout failed")?;
+    submodules::checkout_all(&modules, layout, &mut done, d.reporter).context("checkout failed")?;
     for warning in done.warnings() {
         d.reporter.warn(&warning);
     }
@@ -366,9 +413,15 @@ fn unhealthy(d: &Deploy, build: &BuildName, err: anyhow::Error) -> anyhow::Error
         ));
     };
     match rollback::restore(d.plan, build, previous, d.reporter) {
-        Ok(_) => err.context(format!(
-            "rolled back to builds/{previous}; builds/{build} is marked bad"
-        )),
+        Ok(restored) => {
+            let err = err.context(format!(
+                "rolled back to builds/{previous}; builds/{build} is marked bad"
+            ));
+            match restored.opcache {
+                Some(reset) => anyhow!("{err:#}; and {reset:#}"),
+                None => err,
+            }
+        }
         Err(restore) => anyhow!("{restore:#}").context(format!(
             "{err:#}; rolling back to builds/{previous} failed too"
         )),

@@ -16,7 +16,7 @@ use crate::state::builds;
 use crate::state::history::{self, Outcome};
 use crate::state::plan::Plan;
 use crate::state::refs::open_and_sync_ref;
-use crate::steps::{commands, switch};
+use crate::steps::{commands, opcache, switch};
 
 /// Rolls back from the live build to the newest older good build, or to `to`.
 /// `source` names who asked, for the log.
@@ -43,7 +43,8 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     reporter.line(&format!(
         "atomdeploy: rolling back from builds/{live} to builds/{target}"
     ));
-    let switched_at = restore(plan, &live, &target, reporter)?;
+    let restored = restore(plan, &live, &target, reporter)?;
+    let switched_at = restored.switched_at;
     fault::point("rollback-switched");
     open_and_sync_ref(plan, reporter);
     let summary = format!("rolled back to builds/{target} ({})", short_id(&commit));
@@ -61,7 +62,14 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
-    Ok(())
+    // As after a deploy: the build stays live, and the push says the rollback failed, since
+    // PHP may still run the code it was meant to leave.
+    match restored.opcache {
+        Some(err) => Err(anyhow!(
+            "{err:#}; builds/{target} is live, but PHP may still run the code of builds/{live}"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `(live, target)`, or `None` when the target is live already.
@@ -94,21 +102,34 @@ fn choose_target(
     Ok(Some((live, target)))
 }
 
-/// Switches from `from` (live) to `to`, marking `from` bad when going back in time, then runs
-/// after_switch for `to`. A failing after_switch is reported; `to` stays live.
-/// Returns when the switch happened.
+/// A switch back that happened.
+pub struct Restored {
+    /// When the switch happened.
+    pub switched_at: String,
+    /// Why php-fpm's opcache could not be reset (`reset_opcache:`), if it could not.
+    pub opcache: Option<anyhow::Error>,
+}
+
+/// Switches from `from` (live) to `to`, marking `from` bad when going back in time, resets
+/// php-fpm's opcache when configured, then runs after_switch for `to`. A failing
+/// after_switch is reported; `to` stays live.
 pub fn restore(
     plan: &Plan,
     from: &BuildName,
     to: &BuildName,
     reporter: &Reporter,
-) -> Result<String> {
+) -> Result<Restored> {
     let layout = &plan.layout;
     if to < from {
         builds::mark_bad(layout, from).with_context(|| format!("cannot mark builds/{from} bad"))?;
     }
     fault::point("rollback-marked");
     let switched_at = switch::switch_step(layout, to, reporter)?;
+    let opcache = plan
+        .config
+        .reset_opcache
+        .as_ref()
+        .and_then(|fpm| opcache::reset_step(layout, fpm, reporter));
     if !plan.config.after_switch.is_empty() {
         let step = reporter.step("after_switch");
         match commands::run_after_switch(plan, to, reporter) {
@@ -118,5 +139,8 @@ pub fn restore(
             Err(err) => reporter.error(&format!("after_switch: {err:#} (builds/{to} stays live)")),
         }
     }
-    Ok(switched_at)
+    Ok(Restored {
+        switched_at,
+        opcache,
+    })
 }

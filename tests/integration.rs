@@ -7,6 +7,8 @@
 
 mod harness;
 
+#[path = "integration/assets.rs"]
+mod assets;
 #[path = "integration/build.rs"]
 mod build;
 #[path = "integration/composer.rs"]
@@ -23,13 +25,19 @@ mod faults;
 mod hostile;
 #[path = "integration/integrity.rs"]
 mod integrity;
+#[path = "integration/opcache.rs"]
+mod opcache;
 #[path = "integration/orphans.rs"]
 mod orphans;
+#[path = "integration/private.rs"]
+mod private;
 #[path = "integration/push_status.rs"]
 mod push_status;
 #[path = "integration/recipes.rs"]
 mod recipes;
 #[path = "integration/rollback.rs"]
 mod rollback;
+#[path = "integration/submodules.rs"]
+mod submodules;
 #[path = "integration/web.rs"]
 mod web;

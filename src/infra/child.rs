@@ -35,6 +35,12 @@ const MAX_LINE: usize = 4096;
 /// forks and the death of the hook, so the next deploy can find a killed deploy's processes.
 pub const RUN_VAR: &str = "ATOMDEPLOY_RUN";
 
+/// Composer's credentials in the environment. No child gets it from the hook's environment:
+/// a before_switch command, a build step or a health check that prints its environment (or
+/// an `env` in a log) would show the credentials for private packages. Composer alone is
+/// given them, by the composer step.
+pub const COMPOSER_AUTH: &str = "COMPOSER_AUTH";
+
 /// The marker of the run that holds the deploy lock (see lock.rs), given to every child.
 static RUN: Mutex<Option<OsString>> = Mutex::new(None);
 
@@ -45,7 +51,8 @@ pub fn mark_run(marker: Option<OsString>) {
 
 /// A command for a child: git's `GIT_*` variables of the hook are removed, so that `git`
 /// run by composer scripts or deploy commands works on their own directory instead of the
-/// bare repository, and nothing the pusher sent as a push option reaches them.
+/// bare repository, and nothing the pusher sent as a push option reaches them. Nor does
+/// [`COMPOSER_AUTH`].
 ///
 /// The child carries the run's marker ([`RUN_VAR`]) and dies with the thread that started it
 /// (`PR_SET_PDEATHSIG`): a hook killed alone (the OOM killer, an operator's `kill -9 PID`)
@@ -59,6 +66,7 @@ pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
+    cmd.env_remove(COMPOSER_AUTH);
     if let Some(run) = RUN.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         // `RUN:N`, N per child: the run's marker for the next deploy, and the command's own
         // for its timeout (see [`run_limited`]).

@@ -64,6 +64,7 @@ pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
     for (dir, suffix) in [
         (layout.meta_dir(), ".json"),
         (layout.meta_dir(), ".files"),
+        (layout.meta_dir(), ".carried"),
         (layout.output_dir(), ".log"),
     ] {
         let Ok(entries) = fs::read_dir(&dir) else {

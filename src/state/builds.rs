@@ -195,6 +195,7 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     // Its record and output go with it; a build that is gone is never shown.
     let _ = std::fs::remove_file(layout.meta_file(name));
     let _ = std::fs::remove_file(layout.manifest_file(name));
+    let _ = std::fs::remove_file(layout.carried_file(name));
     let _ = std::fs::remove_file(layout.output_dir().join(format!("{name}.log")));
     Ok(())
 }

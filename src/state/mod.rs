@@ -3,6 +3,7 @@
 //! ([`builds`]), the deploy log ([`history`]), what each build file came from ([`manifest`])
 //! and the refs kept in the bare repository ([`refs`]).
 
+pub mod app_tree;
 pub mod build_name;
 pub mod builds;
 pub mod history;

@@ -50,6 +50,10 @@ impl Layout {
     pub fn index_file(&self) -> PathBuf {
         self.state.join("application.index")
     }
+    /// The indexes of the submodules' directories in `application/`, one each.
+    pub fn submodule_indexes(&self) -> PathBuf {
+        self.state.join("modules").join("checkouts")
+    }
     /// Builds in the making; on the same filesystem as `builds/` so a rename publishes them.
     pub fn tmp(&self) -> PathBuf {
         self.state.join("tmp")
@@ -68,6 +72,11 @@ impl Layout {
     /// Which application/ files the build's files came from (see `manifest`).
     pub fn manifest_file(&self, build: &BuildName) -> PathBuf {
         self.meta_dir().join(format!("{build}.files"))
+    }
+    /// The files `keep_assets:` carried into the build from earlier ones (see
+    /// `steps/assets.rs`): not its own, so never carried on again.
+    pub fn carried_file(&self, build: &BuildName) -> PathBuf {
+        self.meta_dir().join(format!("{build}.carried"))
     }
     /// The full output of each deploy attempt, as the pusher saw it.
     pub fn output_dir(&self) -> PathBuf {

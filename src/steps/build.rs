@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Build, BuildCommand};
 use crate::infra::report::{self, Reporter};
 use crate::infra::{child, fault};
+use crate::state::app_tree::app_tree;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -37,6 +38,8 @@ use crate::steps::Summary;
 /// runs (a snapshot may overlap composer only when the step writes nothing).
 pub struct Decision {
     commit: Oid,
+    /// deploy.yml's `app_dir:`, which the inputs are paths in.
+    app_dir: PathBuf,
     /// Why the step runs, or `None` when it is skipped.
     why: Option<String>,
     /// Why it is skipped.
@@ -89,17 +92,13 @@ impl Summary for Outcome {
 /// What the state folder keeps of the step's runs.
 #[derive(Serialize, Deserialize, Default)]
 struct Record {
-    /// The last run in which every command succeeded.
-    step: Option<StepRun>,
+    /// The commit of the last run in which every command succeeded.
+    step: Option<String>,
+    /// [`config_key`] of the step when it last started: a changed configuration runs every
+    /// command (a command added before `npm ci` may undo what `npm ci` made).
+    config: Option<String>,
     /// Each command (by [`command_key`]) and the commit it last succeeded for.
     commands: BTreeMap<String, String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StepRun {
-    commit: String,
-    /// [`config_key`] of the step then.
-    config: String,
 }
 
 impl Record {
@@ -134,15 +133,10 @@ fn command_key(command: &BuildCommand) -> String {
     serde_json::json!([command.run, command.inputs]).to_string()
 }
 
-fn config_key(build: &Build) -> String {
+/// Another `app_dir:` is another app: its outputs are not in application/ any more.
+fn config_key(build: &Build, app_dir: &Path) -> String {
     let commands: Vec<String> = build.commands.iter().map(command_key).collect();
-    serde_json::json!([commands, build.inputs]).to_string()
-}
-
-/// The tree of the app in `commit`, which the inputs are paths of. (One place to change for an
-/// app in a subdirectory of the repository.)
-fn app_tree<'r>(repo: &'r Repository, commit: Oid) -> Result<git2::Tree<'r>> {
-    Ok(repo.find_commit(commit)?.tree()?)
+    serde_json::json!([commands, build.inputs, app_dir]).to_string()
 }
 
 /// Runs `checkout` (which returns whether it removed or rewrote files in application/ that
@@ -196,14 +190,15 @@ fn changed_under(
     repo: &Repository,
     since: &str,
     commit: Oid,
+    app_dir: &Path,
     inputs: &[PathBuf],
 ) -> Result<Changed> {
     let Ok(before) = Oid::from_str(since).and_then(|id| repo.find_commit(id)) else {
         return Ok(Changed::Gone);
     };
     let diff = repo.diff_tree_to_tree(
-        Some(&app_tree(repo, before.id())?),
-        Some(&app_tree(repo, commit)?),
+        Some(&app_tree(repo, before.id(), app_dir)?),
+        Some(&app_tree(repo, commit, app_dir)?),
         None,
     )?;
     let found = diff
@@ -235,10 +230,21 @@ pub enum Force {
     Replay,
 }
 
+impl Force {
+    pub fn new(replay: bool, undone: bool) -> Force {
+        match (replay, undone) {
+            (true, _) => Force::Replay,
+            (false, true) => Force::Undone,
+            (false, false) => Force::No,
+        }
+    }
+}
+
 /// Decides what the step does for `commit`.
 pub fn decide(
     repo: &Repository,
     commit: Oid,
+    app_dir: &Path,
     layout: &Layout,
     build: &Build,
     force: Force,
@@ -252,15 +258,18 @@ pub fn decide(
         ),
         Force::Replay => Some("replay: every command runs"),
     };
+    let config_changed = record
+        .config
+        .as_ref()
+        .is_some_and(|config| *config != config_key(build, app_dir));
+    let forced =
+        forced.or(config_changed.then_some("its commands or inputs changed; every command runs"));
     let why = match (&record.step, &build.inputs) {
         _ if forced.is_some() => forced.map(str::to_string),
         _ if pending_marker(layout).exists() => Some("the last run did not finish".into()),
         (None, _) => Some("first run".into()),
-        (Some(last), _) if last.config != config_key(build) => {
-            Some("its commands or inputs changed".into())
-        }
         (Some(_), None) => Some("no inputs: it runs on every deploy".into()),
-        (Some(last), Some(inputs)) => match changed_under(repo, &last.commit, commit, inputs)? {
+        (Some(last), Some(inputs)) => match changed_under(repo, last, commit, app_dir, inputs)? {
             Changed::Nothing => None,
             Changed::Path(path) => Some(format!("{} changed", path.display())),
             Changed::Gone => Some("the commit it last ran for is gone".into()),
@@ -269,12 +278,12 @@ pub fn decide(
     let skipped = match (&record.step, &build.inputs) {
         (Some(last), Some(inputs)) => format!(
             "no input changed since {}: {}",
-            report::short_id(&last.commit),
+            report::short_id(last),
             list(inputs)
         ),
         _ => String::new(),
     };
-    let tree = app_tree(repo, commit)?;
+    let tree = app_tree(repo, commit, app_dir)?;
     let mut missing = Vec::new();
     let all_inputs = build
         .inputs
@@ -291,20 +300,23 @@ pub fn decide(
         let skip = match (&command.inputs, record.commands.get(&command_key(command))) {
             _ if forced.is_some() => None,
             (None, _) | (Some(_), None) => None,
-            (Some(inputs), Some(since)) => match changed_under(repo, since, commit, inputs)? {
-                Changed::Nothing => Some(format!(
-                    "`{}` ({} unchanged since {})",
-                    command.run,
-                    list(inputs),
-                    report::short_id(since)
-                )),
-                Changed::Path(_) | Changed::Gone => None,
-            },
+            (Some(inputs), Some(since)) => {
+                match changed_under(repo, since, commit, app_dir, inputs)? {
+                    Changed::Nothing => Some(format!(
+                        "`{}` ({} unchanged since {})",
+                        command.run,
+                        list(inputs),
+                        report::short_id(since)
+                    )),
+                    Changed::Path(_) | Changed::Gone => None,
+                }
+            }
         };
         commands.push(skip);
     }
     Ok(Decision {
         commit,
+        app_dir: app_dir.to_path_buf(),
         why,
         skipped,
         commands,
@@ -333,9 +345,11 @@ pub fn run(
         .context("cannot record that the build step is starting")?;
     let mut record = Record::read(layout);
     record.step = None;
+    record.config = Some(config_key(build, &decision.app_dir));
     // Commands no longer configured say nothing of what is in application/ now.
     let keys: Vec<String> = build.commands.iter().map(command_key).collect();
     record.commands.retain(|key, _| keys.contains(key));
+    record.write(layout)?;
     let mut ran = 0;
     let mut skipped = Vec::new();
     for ((command, key), skip) in build.commands.iter().zip(&keys).zip(decision.commands) {
@@ -354,10 +368,7 @@ pub fn run(
         record.write(layout)?;
         ran += 1;
     }
-    record.step = Some(StepRun {
-        commit,
-        config: config_key(build),
-    });
+    record.step = Some(commit);
     record.write(layout)?;
     let _ = std::fs::remove_file(pending_marker(layout));
     Ok(Outcome::Ran { why, ran, skipped })
@@ -374,4 +385,53 @@ fn run_command(
     cmd.env("ATOMDEPLOY_ROOT", &layout.root)
         .env("ATOMDEPLOY_COMMIT", commit);
     child::run_limited(cmd, &format!("`{script}`"), Some(limit), reporter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(layout: &Layout) -> bool {
+        record_file(layout).exists()
+    }
+
+    fn record(layout: &Layout) {
+        let record = Record {
+            step: Some("0".repeat(40)),
+            config: None,
+            commands: BTreeMap::new(),
+        };
+        record.write(layout).unwrap();
+    }
+
+    /// The records must never outlive the output they describe, whatever happens after a
+    /// checkout that may have removed it.
+    #[test]
+    fn a_checkout_that_undid_files_or_did_not_finish_drops_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(&layout.state).unwrap();
+
+        record(&layout);
+        assert!(!around_checkout(&layout, true, || Ok(false)).unwrap());
+        assert!(
+            recorded(&layout),
+            "a checkout that undid nothing keeps them"
+        );
+
+        assert!(around_checkout(&layout, true, || Ok(true)).unwrap());
+        assert!(!recorded(&layout));
+
+        // A checkout that failed (or was killed: the same marker stays) undid who knows what.
+        record(&layout);
+        assert!(around_checkout(&layout, true, || anyhow::bail!("disk full")).is_err());
+        assert!(recorded(&layout), "dropped only once it is known");
+        around_checkout(&layout, true, || Ok(false)).unwrap();
+        assert!(!recorded(&layout));
+
+        // Without a build step nothing keeps them true.
+        record(&layout);
+        around_checkout(&layout, false, || Ok(false)).unwrap();
+        assert!(!recorded(&layout));
+    }
 }

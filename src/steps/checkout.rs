@@ -16,6 +16,7 @@ use git2::{CheckoutNotificationType, Delta, DiffOptions, FileMode, Index, Oid, R
 
 use crate::infra::fault;
 use crate::infra::report::Reporter;
+use crate::state::app_tree::app_tree;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -33,9 +34,29 @@ pub struct Checkout {
     pub unlinked: Vec<String>,
     /// Files added on the server that git neither tracks nor ignores; removed.
     pub added_by_hand: Vec<String>,
+    /// The app's tree has composer's `auth.json`: credentials in the repository.
+    pub committed_auth: bool,
+    /// Submodules checked out, nested ones included (their files are in the counts above).
+    pub submodules: usize,
 }
 
 impl Checkout {
+    /// Adds the checkout of the submodule at `path` (in application/) to this one.
+    pub fn absorb(&mut self, path: &Path, sub: Checkout) {
+        let at = |list: Vec<String>| {
+            list.into_iter()
+                .map(|p| format!("{}/{p}", display(path)))
+                .collect::<Vec<_>>()
+        };
+        self.files += sub.files;
+        self.written += sub.written;
+        self.removed += sub.removed;
+        self.overwritten.extend(at(sub.overwritten));
+        self.unlinked.extend(at(sub.unlinked));
+        self.added_by_hand.extend(at(sub.added_by_hand));
+        self.submodules += 1 + sub.submodules;
+    }
+
     /// What the pusher must know was undone on the server, one warning each.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -50,6 +71,16 @@ impl Checkout {
                 "removed files added on the server to application/ that git neither tracks nor ignores: {}",
                 self.added_by_hand.join(", ")
             ));
+        }
+        if self.committed_auth {
+            warnings.push(
+                "the commit has an auth.json (composer's credentials) in the app's root: it is \
+                 never copied into a build, but everyone who can read the repository has those \
+                 credentials. Remove it from the repository (`git rm --cached auth.json`, and \
+                 add it to .gitignore), rotate the credentials, and put them in auth.json in the \
+                 deploy root, beside deploy.yml (chmod 600), which composer alone is given"
+                    .to_string(),
+            );
         }
         if !self.unlinked.is_empty() {
             warnings.push(format!(
@@ -67,25 +98,80 @@ impl fmt::Display for Checkout {
             f,
             "{} files, {} written, {} removed",
             self.files, self.written, self.removed
-        )
+        )?;
+        match self.submodules {
+            0 => Ok(()),
+            1 => f.write_str(" (1 submodule)"),
+            n => write!(f, " ({n} submodules)"),
+        }
     }
 }
 
 impl Summary for Checkout {}
 
-/// Checks `commit` out into `application/`. The deploy's repository gets `application/` as
-/// its working directory and the state folder's index for it; nothing after this step reads
-/// a working tree through it.
+/// Checks `commit` (its directory at `app_dir`, see [`app_tree`]) out into `application/`.
+/// The deploy's repository gets `application/` as its working directory and the state
+/// folder's index for it; nothing after this step reads a working tree through it.
 pub fn checkout(
     repo: &Repository,
     commit: Oid,
+    app_dir: &Path,
     layout: &Layout,
     composer: bool,
     excluded: &[PathBuf],
     reporter: &Reporter,
 ) -> Result<Checkout> {
-    let tree = checked_tree(repo, commit)?;
-    let (mut index, index_lost) = prepare(repo, layout, composer, excluded, reporter)?;
+    start_afresh_for_another_app_dir(layout, app_dir, reporter)?;
+    let mut result = checkout_worktree(
+        repo,
+        commit,
+        app_dir,
+        &Worktree::application(layout),
+        composer,
+        excluded,
+        reporter,
+    )?;
+    result.committed_auth = app_tree(repo, commit, app_dir)?
+        .get_name("auth.json")
+        .is_some();
+    Ok(result)
+}
+
+/// A directory checked out from one repository, with its own index in the state folder:
+/// `application/` itself, or a submodule's directory in it (see `submodules.rs`).
+pub struct Worktree {
+    pub dir: PathBuf,
+    pub index: PathBuf,
+    /// Commits whose checkout into `dir` started and has not completed.
+    pub pending: PathBuf,
+    /// The index as the pusher is shown it: `.atomdeploy/application.index`.
+    pub shown_index: String,
+}
+
+impl Worktree {
+    pub fn application(layout: &Layout) -> Worktree {
+        Worktree {
+            dir: layout.application.clone(),
+            index: layout.index_file(),
+            pending: layout.state.join("checkout.pending"),
+            shown_index: ".atomdeploy/application.index".into(),
+        }
+    }
+}
+
+/// [`checkout`] of `commit` of `repo` into `wt.dir`, which the caller made sure is a real
+/// directory (no symlink on the way) or absent.
+pub fn checkout_worktree(
+    repo: &Repository,
+    commit: Oid,
+    app_dir: &Path,
+    wt: &Worktree,
+    composer: bool,
+    excluded: &[PathBuf],
+    reporter: &Reporter,
+) -> Result<Checkout> {
+    let tree = checked_tree(repo, commit, app_dir)?;
+    let (mut index, index_lost) = prepare(repo, wt, composer, excluded, reporter)?;
     let mut result = Checkout::default();
     let Changes {
         mut to_write,
@@ -93,12 +179,14 @@ pub fn checkout(
         new_gitlinks,
     } = changes(repo, &tree, &index, &mut result)?;
 
-    // A checkout killed half-way leaves files the index does not know: those of the commit
-    // it was writing. Remember which, to remove the ones this commit does not have.
-    // Every interrupted commit is kept until a checkout completes: a second checkout killed
-    // (or failing) before then must not forget the first one's files.
-    let pending = layout.state.join("checkout.pending");
-    let interrupted: Vec<Oid> = std::fs::read_to_string(&pending)
+    // A checkout killed half-way leaves files the index does not know: those of the tree
+    // it was writing. Remember which, to remove the ones this tree does not have.
+    // Every interrupted tree is kept until a checkout completes: a second checkout killed
+    // (or failing) before then must not forget the first one's files. (The app's tree, not
+    // the commit, is noted: with `app_dir:` only a directory of the commit was written.
+    // Versions before it noted commits, whose tree the id leads to just as well.)
+    let pending = &wt.pending;
+    let interrupted: Vec<Oid> = std::fs::read_to_string(pending)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| Oid::from_str(line.trim()).ok())
@@ -121,15 +209,15 @@ pub fn checkout(
     let mut noted: Vec<String> = interrupted
         .iter()
         .flatten()
-        .filter(|id| **id != commit)
+        .filter(|id| **id != tree.id())
         .map(Oid::to_string)
         .collect();
-    noted.push(commit.to_string());
-    std::fs::write(&pending, noted.join("\n") + "\n")
+    noted.push(tree.id().to_string());
+    std::fs::write(pending, noted.join("\n") + "\n")
         .context("cannot note the checkout in progress")?;
-    result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &layout.application)?;
+    result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &wt.dir)?;
     for path in &new_gitlinks {
-        if let Some(full) = inside_real(&layout.application, path)
+        if let Some(full) = inside_real(&wt.dir, path)
             && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
         {
             std::fs::remove_file(&full)
@@ -137,8 +225,18 @@ pub fn checkout(
         }
     }
 
-    result.added_by_hand = write_tree(repo, &tree, commit, layout, reporter)?;
-    remove_old_gitlinks(repo, &old_gitlinks, &tree, &layout.application)
+    // What a submodule's checkout wrote there is the submodule's: gone with it, before
+    // libgit2 writes what the commit has at that path (a directory, a file).
+    for path in &old_gitlinks {
+        if let Some(full) = inside_real(&wt.dir, path)
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir())
+        {
+            std::fs::remove_dir_all(&full)
+                .with_context(|| format!("cannot remove the submodule {}", full.display()))?;
+        }
+    }
+    result.added_by_hand = write_tree(repo, &tree, commit, &wt.dir, reporter)?;
+    remove_old_gitlinks(repo, &old_gitlinks, &tree, &wt.dir)
         .with_context(|| format!("cannot check {commit} out where submodules were"))?;
     index.write().context("cannot save the checkout's index")?;
     result.files = index.len();
@@ -146,23 +244,28 @@ pub fn checkout(
         // Only where the path still leads through real directories of application/: the
         // commit now live may have a symlink (into shared/, anywhere) above it.
         if tree.get_path(&stray).is_err()
-            && let Some(full) = inside_real(&layout.application, &stray)
+            && let Some(full) = inside_real(&wt.dir, &stray)
             && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
         {
             let _ = std::fs::remove_file(full);
         }
     }
-    std::fs::remove_file(&pending).context("cannot note the checkout as done")?;
+    std::fs::remove_file(pending).context("cannot note the checkout as done")?;
     Ok(result)
 }
 
-/// The commit's tree, once every path in it is one git accepts.
-fn checked_tree(repo: &Repository, commit: Oid) -> Result<git2::Tree<'_>> {
-    let tree = repo
-        .find_commit(commit)?
+/// The app's tree of the commit, once every path in it is one git accepts.
+pub(crate) fn checked_tree<'r>(
+    repo: &'r Repository,
+    commit: Oid,
+    app_dir: &Path,
+) -> Result<git2::Tree<'r>> {
+    // The root tree first, for a refusal that names its unreadable directory as `/`.
+    repo.find_commit(commit)?
         .tree()
         .map_err(|e| unreadable(b"", &e))
         .map_err(|refused| anyhow::anyhow!("refusing commit {commit}: {refused}"))?;
+    let tree = app_tree(repo, commit, app_dir)?;
     // Before anything is touched: a path git refuses would be joined onto application/ below
     // (and by libgit2), and `..` or `.git` there reach outside it.
     if let Err(refused) = check_tree(repo, &tree) {
@@ -178,14 +281,14 @@ fn checked_tree(repo: &Repository, commit: Oid) -> Result<git2::Tree<'_>> {
 /// index. Returns the index, and whether it was lost (see [`open_index`]).
 fn prepare(
     repo: &Repository,
-    layout: &Layout,
+    wt: &Worktree,
     composer: bool,
     excluded: &[PathBuf],
     reporter: &Reporter,
 ) -> Result<(Index, bool)> {
-    std::fs::create_dir_all(&layout.application)
-        .with_context(|| format!("cannot create {}", layout.application.display()))?;
-    repo.set_workdir(&layout.application, false)?;
+    std::fs::create_dir_all(&wt.dir)
+        .with_context(|| format!("cannot create {}", wt.dir.display()))?;
+    repo.set_workdir(&wt.dir, false)?;
     if composer {
         // What composer writes is its own, not files added by hand: an app that ignores
         // neither vendor/ nor its lock must not lose vendor/ (a full install every deploy) or
@@ -198,10 +301,70 @@ fn prepare(
         // removed as files added by hand.
         repo.add_ignore_rule(&ignore_rules(excluded))?;
     }
-    remove_stale_index_lock(layout, reporter)?;
-    let (mut index, index_lost) = open_index(layout, reporter)?;
+    remove_stale_index_lock(wt, reporter)?;
+    let (mut index, index_lost) = open_index(wt, reporter)?;
     repo.set_index(&mut index)?;
     Ok((index, index_lost))
+}
+
+/// Where the `app_dir:` that application/ (and its index, and composer's record) was checked
+/// out for is noted. No file: the whole commit, as before `app_dir:` existed.
+fn app_dir_file(layout: &Layout) -> PathBuf {
+    layout.state.join("application.app_dir")
+}
+
+/// When deploy.yml's `app_dir:` changed since application/ was last checked out, empties
+/// application/ and forgets its index and composer's last run: what it holds beside the
+/// tracked files (vendor/, node_modules/, anything ignored) belongs to another directory of
+/// the repository, and the index's paths to another tree; kept, ignored files of the old app
+/// would go into every build of the new one. The note is written last, so that a deploy
+/// killed half-way does all of it again.
+fn start_afresh_for_another_app_dir(
+    layout: &Layout,
+    app_dir: &Path,
+    reporter: &Reporter,
+) -> Result<()> {
+    let file = app_dir_file(layout);
+    let noted = match std::fs::read(&file) {
+        Ok(bytes) => PathBuf::from(OsStr::from_bytes(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PathBuf::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    if noted == app_dir {
+        return Ok(());
+    }
+    let shown = |dir: &Path| match dir.as_os_str().is_empty() {
+        true => "the whole commit".to_string(),
+        false => format!("`{}/`", dir.display()),
+    };
+    reporter.line(&format!(
+        "    app_dir changed from {} to {}: application/ is checked out afresh",
+        shown(&noted),
+        shown(app_dir)
+    ));
+    crate::steps::composer::forget_last_run(layout)?;
+    if std::fs::symlink_metadata(&layout.application).is_ok() {
+        crate::state::builds::remove_dir(layout, &layout.application)
+            .context("cannot empty application/ for the new app_dir")?;
+    }
+    // The submodules' indexes too: they would say their files are still there.
+    let indexes = layout.submodule_indexes();
+    if indexes.exists() {
+        std::fs::remove_dir_all(&indexes)
+            .with_context(|| format!("cannot remove {}", indexes.display()))?;
+    }
+    for stale in [layout.index_file(), layout.state.join("checkout.pending")] {
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", stale.display()));
+            }
+            _ => {}
+        }
+    }
+    let partial = layout.state.join("application.app_dir.new");
+    std::fs::write(&partial, app_dir.as_os_str().as_bytes())
+        .and_then(|()| std::fs::rename(&partial, &file))
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// Gitignore lines matching exactly `paths` (relative to the app) and what is below them.
@@ -275,7 +438,7 @@ fn write_tree(
     repo: &Repository,
     tree: &git2::Tree,
     commit: Oid,
-    layout: &Layout,
+    dir: &Path,
     reporter: &Reporter,
 ) -> Result<Vec<String>> {
     // Its length comes with the first progress call.
@@ -298,12 +461,7 @@ fn write_tree(
             fault::point("checkout-file");
         });
     repo.checkout_tree(tree.as_object(), Some(&mut builder))
-        .with_context(|| {
-            format!(
-                "cannot check {commit} out into {}",
-                layout.application.display()
-            )
-        })?;
+        .with_context(|| format!("cannot check {commit} out into {}", dir.display()))?;
     drop(builder);
     bar.finish_and_clear();
     Ok(added_by_hand)
@@ -312,14 +470,17 @@ fn write_tree(
 /// libgit2 writes the index through `<index>.lock`; a checkout killed at that moment leaves
 /// the lock, and every later write of the index fails on it. The deploy lock, held by the
 /// caller, proves that nobody else is writing the index: the lock is stale.
-fn remove_stale_index_lock(layout: &Layout, reporter: &Reporter) -> Result<()> {
-    let lock = layout.state.join("application.index.lock");
+fn remove_stale_index_lock(wt: &Worktree, reporter: &Reporter) -> Result<()> {
+    let mut lock = wt.index.clone().into_os_string();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
     match std::fs::remove_file(&lock) {
         Ok(()) => {
-            reporter.warn(
-                "removed .atomdeploy/application.index.lock, left by a checkout that was killed \
+            reporter.warn(&format!(
+                "removed {}.lock, left by a checkout that was killed \
                  (the deploy lock shows nobody else is using it)",
-            );
+                wt.shown_index
+            ));
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -330,29 +491,30 @@ fn remove_stale_index_lock(layout: &Layout, reporter: &Reporter) -> Result<()> {
 /// The checkout's index, or a new empty one when the file cannot be read (garbage, cut
 /// short): the working copy is then checked out in full, as after an interruption. The
 /// second value says whether the index was lost.
-fn open_index(layout: &Layout, reporter: &Reporter) -> Result<(Index, bool)> {
-    let file = layout.index_file();
-    match Index::open(&file) {
+fn open_index(wt: &Worktree, reporter: &Reporter) -> Result<(Index, bool)> {
+    let file = &wt.index;
+    match Index::open(file) {
         Ok(index) => Ok((index, false)),
         Err(err) => {
-            std::fs::remove_file(&file)
+            std::fs::remove_file(file)
                 .with_context(|| format!("cannot remove the unreadable {}", file.display()))?;
             reporter.warn(&format!(
-                "removed .atomdeploy/application.index, which could not be read ({}); \
-                 checking out every file",
+                "removed {}, which could not be read ({}); checking out every file",
+                wt.shown_index,
                 err.message()
             ));
             let index =
-                Index::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+                Index::open(file).with_context(|| format!("cannot open {}", file.display()))?;
             Ok((index, true))
         }
     }
 }
 
 /// Removes the directories libgit2 leaves where the commit before had a submodule and this
-/// one has none (or a file): empty ones only, since a submodule's directory is not ours to
-/// empty. What the commit has of its own at such a path (a file, a link), which libgit2 could
-/// not write while the directory stood, is then written here from its blob. (A second
+/// one has none (or a file): empty ones only (the submodule's files went before the
+/// checkout; what stands there now is libgit2's). What the commit has of its own at such a
+/// path (a file, a link), which libgit2 could not write while the directory stood, is then
+/// written here from its blob. (A second
 /// libgit2 checkout limited to those paths is no answer: its pathspec reads a `\` in a name
 /// as an escape, and a name git allows, `x\y`, then matches nothing.)
 fn remove_old_gitlinks(
@@ -410,10 +572,13 @@ fn write_blob(repo: &Repository, entry: &git2::TreeEntry, full: &Path) -> Result
 /// by hand on the server, which the forced checkout is about to replace.
 fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<PathBuf>> {
     let mut options = DiffOptions::new();
+    // A submodule's files are its own checkout's to compare (libgit2 would look for a
+    // repository in its directory, find none, and call it edited).
     options
         .include_untracked(false)
         .include_ignored(false)
-        .include_typechange(true);
+        .include_typechange(true)
+        .ignore_submodules(true);
     let diff = repo.diff_index_to_workdir(Some(index), Some(&mut options))?;
     Ok(diff
         .deltas()
@@ -484,20 +649,20 @@ fn tree_files(repo: &Repository, tree: &git2::Tree) -> Result<Vec<PathBuf>> {
 
 const LINK_MODE: i32 = 0o120000;
 
-/// Files of `commit` that `index` does not track.
+/// Files of the tree `id` (or of the commit `id`) that `index` does not track.
 fn untracked_files_of(
     repo: &Repository,
-    commit: Oid,
+    id: Oid,
     index: &Index,
     reporter: &Reporter,
 ) -> Result<Vec<std::path::PathBuf>> {
-    let Ok(tree) = repo.find_commit(commit).and_then(|c| c.tree()) else {
+    let Ok(tree) = repo.find_object(id, None).and_then(|o| o.peel_to_tree()) else {
         return Ok(Vec::new()); // gone from the repository: nothing to go by
     };
     // Noted by a version that did not check trees: its paths may lead anywhere.
     if let Err(refused) = check_tree(repo, &tree) {
         reporter.warn(&format!(
-            "ignoring the files of {commit}, whose checkout was interrupted: {refused}"
+            "ignoring the files of {id}, whose checkout was interrupted: {refused}"
         ));
         return Ok(Vec::new());
     }
@@ -514,7 +679,7 @@ fn untracked_files_of(
 
 /// Visits every entry of `tree`, parents before children, with its path as bytes. (git2's
 /// own walk gives up on directory names that are not UTF-8, which git allows.)
-fn walk(
+pub(crate) fn walk(
     repo: &Repository,
     tree: &git2::Tree,
     prefix: &mut Vec<u8>,
@@ -728,7 +893,7 @@ fn only_dots_and_spaces(rest: &[u8]) -> bool {
 
 /// `dir` joined with `path` when `path` is a relative path of names git accepts (no `..`,
 /// no `.git`, no empty part), so that the result is inside `dir`; otherwise None.
-fn inside(dir: &Path, path: &Path) -> Option<PathBuf> {
+pub(crate) fn inside(dir: &Path, path: &Path) -> Option<PathBuf> {
     let bytes = path.as_os_str().as_bytes();
     let ok = !bytes.is_empty()
         && bytes
@@ -740,7 +905,7 @@ fn inside(dir: &Path, path: &Path) -> Option<PathBuf> {
 /// [`inside`], and only while every directory above the path in `dir` is a real directory:
 /// what is removed by path must not be reached through a symlink the commit put above it
 /// (into shared/, or anywhere on the server).
-fn inside_real(dir: &Path, path: &Path) -> Option<PathBuf> {
+pub(crate) fn inside_real(dir: &Path, path: &Path) -> Option<PathBuf> {
     let full = inside(dir, path)?;
     let mut above = dir.to_path_buf();
     for part in path.parent().into_iter().flat_map(Path::components) {
@@ -754,7 +919,7 @@ fn inside_real(dir: &Path, path: &Path) -> Option<PathBuf> {
 
 /// A path as the pusher is shown it: bytes that are not UTF-8 replaced, control characters
 /// escaped so that a name cannot forge lines of output.
-fn display(path: &Path) -> String {
+pub(crate) fn display(path: &Path) -> String {
     path.to_string_lossy()
         .chars()
         .flat_map(|c| {

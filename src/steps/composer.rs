@@ -18,8 +18,8 @@
 
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Composer;
 use crate::infra::child;
 use crate::infra::report::Reporter;
+use crate::state::app_tree::app_tree;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -73,6 +74,87 @@ pub struct Decision {
     /// The files the commit itself tracks under vendor/ (paths from the app's root): a
     /// reinstall empties vendor/ of everything else, never of these.
     vendor_tracked: std::collections::HashSet<PathBuf>,
+    /// The server's auth.json, for composer alone (see [`ServerAuth`]).
+    auth: Option<ServerAuth>,
+}
+
+impl Decision {
+    /// Gives composer the server's credentials, read (and checked) before the deploy
+    /// changed anything.
+    pub fn with_auth(mut self, auth: Option<ServerAuth>) -> Decision {
+        self.auth = auth;
+        self
+    }
+}
+
+/// The contents of the deploy root's `auth.json` (beside deploy.yml, outside application/ and
+/// so outside every build): composer's credentials for private repositories. Composer gets
+/// them as `COMPOSER_AUTH`; no other program the deploy starts does (see
+/// [`child::command`]).
+pub struct ServerAuth(String);
+
+/// Where the server's credentials for composer are kept.
+pub fn server_auth_file(layout: &Layout) -> PathBuf {
+    layout.root.join("auth.json")
+}
+
+impl ServerAuth {
+    /// Reads the deploy root's auth.json, if there is one. Refused: a file other users can
+    /// read or change (the credentials would be every local user's, PHP pools included:
+    /// refused rather than warned about, since a warning on each push is easily scrolled
+    /// past, and ssh refuses a readable key for the same reason), and one that is not a JSON
+    /// object (composer would fail later, half-way through the deploy). The error never shows
+    /// the file's contents.
+    pub fn read(layout: &Layout) -> Result<Option<ServerAuth>> {
+        use std::io::Read;
+        let path = server_auth_file(layout);
+        // Non-blocking: a FIFO put there must fail the check below, not hang the deploy.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        let mut file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        // The file that was opened, not whatever the path leads to by now.
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if !meta.is_file() {
+            anyhow::bail!(
+                "{} is not a file; it must hold composer's credentials as JSON",
+                path.display()
+            );
+        }
+        if meta.mode() & 0o077 != 0 {
+            anyhow::bail!(
+                "{} holds composer's credentials but other users can read or change it (mode \
+                 {:o}); run `chmod 600 {}` (nothing was deployed)",
+                path.display(),
+                meta.mode() & 0o777,
+                path.display()
+            );
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(_)) => Ok(Some(ServerAuth(text))),
+            Ok(_) => anyhow::bail!(
+                "{} must be a JSON object, as composer's auth.json is \
+                 ({{\"http-basic\": {{\"repo.example.com\": {{\"username\": …, \"password\": …}}}}}}); \
+                 nothing was deployed",
+                path.display()
+            ),
+            // serde_json's message is a position and what it expected, never the text.
+            Err(e) => anyhow::bail!(
+                "{} is not valid JSON ({e}); nothing was deployed",
+                path.display()
+            ),
+        }
+    }
 }
 
 /// Why composer runs in full when the commit has no composer.lock.
@@ -116,39 +198,70 @@ fn state_file(layout: &Layout) -> PathBuf {
 }
 
 /// What composer's run for a commit will write, decided before it runs.
+/// Every tree read is the app's ([`app_tree`] with `app_dir`), the one application/ holds.
 pub fn decide_for(
     repo: &Repository,
     commit: Oid,
+    app_dir: &Path,
     layout: &Layout,
     composer: &Composer,
 ) -> Result<Decision> {
-    let outcome = outcome_for(repo, commit, layout, composer)?;
+    let app = App { repo, app_dir };
+    let outcome = outcome_for(&app, commit, layout, composer)?;
     // Only a reinstall needs them: no tree walk on the deploys that skip composer.
     let vendor_tracked = match outcome {
-        Outcome::Reinstall(_) => tracked_under(repo, commit, "vendor")?,
+        Outcome::Reinstall(_) => tracked_under(&app, commit, "vendor")?,
         _ => Default::default(),
     };
     Ok(Decision {
         outcome,
         commit,
-        has_lock: commit_has(repo, commit, LOCK)?,
-        has_vendor: commit_has(repo, commit, "vendor")?,
+        has_lock: app.has(commit, LOCK)?,
+        has_vendor: app.has(commit, "vendor")?,
         vendor_tracked,
+        auth: None,
     })
 }
 
+/// The repository, and which directory of each commit is the app.
+struct App<'a> {
+    repo: &'a Repository,
+    app_dir: &'a Path,
+}
+
+impl App<'_> {
+    fn tree(&self, commit: Oid) -> Result<git2::Tree<'_>> {
+        app_tree(self.repo, commit, self.app_dir)
+    }
+
+    /// Whether the app's tree of `commit` has `path` (a file or a directory).
+    fn has(&self, commit: Oid, path: &str) -> Result<bool> {
+        Ok(self.tree(commit)?.get_path(Path::new(path)).is_ok())
+    }
+}
+
+/// Forgets composer's last run, as when it never ran: application/ is being emptied (see
+/// checkout's `app_dir` change), vendor/ with it.
+pub fn forget_last_run(layout: &Layout) -> Result<()> {
+    for file in [state_file(layout), unfinished_marker(layout)] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Every file (and link) the commit tracks under `dir`.
-fn tracked_under(
-    repo: &Repository,
-    commit: Oid,
-    dir: &str,
-) -> Result<std::collections::HashSet<PathBuf>> {
+fn tracked_under(app: &App, commit: Oid, dir: &str) -> Result<std::collections::HashSet<PathBuf>> {
     let mut found = std::collections::HashSet::new();
-    let tree = repo.find_commit(commit)?.tree()?;
+    let tree = app.tree(commit)?;
     let Ok(entry) = tree.get_path(Path::new(dir)) else {
         return Ok(found);
     };
-    let Ok(sub) = repo.find_tree(entry.id()) else {
+    let Ok(sub) = app.repo.find_tree(entry.id()) else {
         return Ok(found);
     };
     sub.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
@@ -163,15 +276,27 @@ fn tracked_under(
     Ok(found)
 }
 
-fn outcome_for(
-    repo: &Repository,
-    commit: Oid,
-    layout: &Layout,
-    composer: &Composer,
-) -> Result<Outcome> {
-    let app = &layout.application;
-    if !app.join("composer.json").is_file() {
+fn outcome_for(app: &App, commit: Oid, layout: &Layout, composer: &Composer) -> Result<Outcome> {
+    let composer_json = layout.application.join("composer.json");
+    if !composer_json.is_file() {
         return Ok(Outcome::NoComposerJson);
+    }
+    if !app.app_dir.as_os_str().is_empty() {
+        // Only app_dir is checked out: a path repository beside it (`../shared-lib`, common
+        // in monorepos) is not there, and composer would fail on it far less clearly.
+        let inputs = Inputs::read(&composer_json)?;
+        if let Some(outside) = inputs.packages.iter().find(|p| {
+            p.components()
+                .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
+        }) {
+            anyhow::bail!(
+                "composer.json has a path repository at `{}`, outside app_dir `{}/`; only \
+                 app_dir is deployed: move the package inside it, or deploy the whole \
+                 repository",
+                outside.display(),
+                app.app_dir.display()
+            );
+        }
     }
     Ok(match &Recorded::read(layout) {
         _ if !incremental_safe(&composer.args) => Outcome::Install("custom arguments"),
@@ -180,9 +305,9 @@ fn outcome_for(
         }
         None => Outcome::Install("first run"),
         Some(Recorded::Older) => Outcome::Install("recorded by an older version"),
-        Some(Recorded::Run(last)) => match decide(repo, last, commit, app, composer)? {
+        Some(Recorded::Run(last)) => match decide(app, last, commit, layout, composer)? {
             // The tree diff cannot tell whether composer would resolve differently today.
-            Outcome::Skipped | Outcome::DumpAutoload if !commit_has(repo, commit, LOCK)? => {
+            Outcome::Skipped | Outcome::DumpAutoload if !app.has(commit, LOCK)? => {
                 Outcome::Install(NO_LOCK)
             }
             outcome => outcome,
@@ -240,6 +365,7 @@ pub fn run(
         has_lock,
         has_vendor,
         vendor_tracked,
+        auth,
     } = decision;
     let app = &layout.application;
     let state_file = state_file(layout);
@@ -287,6 +413,14 @@ pub fn run(
     }
     let mut cmd = child::command(&program, app);
     cmd.args(&args);
+    // child::command gives no program COMPOSER_AUTH; composer alone gets the credentials:
+    // the server's auth.json, or else the hook's own COMPOSER_AUTH, if it has one.
+    if let Some(credentials) = auth
+        .map(|ServerAuth(text)| std::ffi::OsString::from(text))
+        .or_else(|| std::env::var_os(child::COMPOSER_AUTH))
+    {
+        cmd.env(child::COMPOSER_AUTH, credentials);
+    }
     let what = format!("`composer {}`", args.join(" "));
     child::run_limited(cmd, &what, Some(composer.timeout), reporter)?;
     let record = LastRun {
@@ -318,12 +452,13 @@ fn remove_stale_lock(has_lock: bool, app: &Path) -> Result<bool> {
 }
 
 fn decide(
-    repo: &Repository,
+    git: &App,
     last: &LastRun,
     commit: Oid,
-    app: &Path,
+    layout: &Layout,
     composer: &Composer,
 ) -> Result<Outcome> {
+    let app = &layout.application;
     if last.args != composer.args {
         return Ok(Outcome::Install("composer arguments changed"));
     }
@@ -332,14 +467,15 @@ fn decide(
             "vendor/ was changed since composer last ran",
         ));
     }
-    let Ok(before) = Oid::from_str(&last.commit).and_then(|id| repo.find_commit(id)) else {
+    let before = Oid::from_str(&last.commit)
+        .map_err(anyhow::Error::from)
+        .and_then(|id| git.tree(id));
+    let Ok(before) = before else {
         return Ok(Outcome::Install("the last commit composer ran for is gone"));
     };
-    let diff = repo.diff_tree_to_tree(
-        Some(&before.tree()?),
-        Some(&repo.find_commit(commit)?.tree()?),
-        None,
-    )?;
+    let diff = git
+        .repo
+        .diff_tree_to_tree(Some(&before), Some(&git.tree(commit)?), None)?;
     let changed: Vec<PathBuf> = diff
         .deltas()
         .flat_map(|d| [d.old_file().path(), d.new_file().path()])
@@ -347,6 +483,9 @@ fn decide(
         .map(Path::to_path_buf)
         .collect();
     let inputs = Inputs::read(&app.join("composer.json"))?;
+    // A submodule shows as one changed path, its directory: a path package or autoload
+    // directory inside it changed when the directory holding it did.
+    let touches = |p: &Path, dir: &Path| p.starts_with(dir) || dir.starts_with(p);
     if changed
         .iter()
         .any(|p| p == Path::new("composer.json") || p == Path::new("composer.lock"))
@@ -355,7 +494,7 @@ fn decide(
     }
     if changed
         .iter()
-        .any(|p| inputs.packages.iter().any(|dir| p.starts_with(dir)))
+        .any(|p| inputs.packages.iter().any(|dir| touches(p, dir)))
     {
         // composer install trusts the lock's reference of a path package and would keep the
         // old copy in vendor/: only a fresh install picks up its changed files.
@@ -363,7 +502,7 @@ fn decide(
     }
     if changed
         .iter()
-        .any(|p| inputs.autoload.iter().any(|dir| p.starts_with(dir)))
+        .any(|p| inputs.autoload.iter().any(|dir| touches(p, dir)))
     {
         return Ok(Outcome::DumpAutoload);
     }
@@ -454,7 +593,6 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
     }
 }
 
-/// Whether the commit's tree has `path` (a file or a directory).
 /// Removes everything under `dir` but the paths in `keep` (relative to `app`), and the
 /// directories left empty. Never follows a symlink.
 fn empty_but_tracked(
@@ -492,11 +630,6 @@ fn empty_but_tracked(
         removed.with_context(|| format!("cannot remove {}", entry.path().display()))?;
     }
     Ok(())
-}
-
-fn commit_has(repo: &Repository, commit: Oid, path: &str) -> Result<bool> {
-    let tree = repo.find_commit(commit)?.tree()?;
-    Ok(tree.get_path(Path::new(path)).is_ok())
 }
 
 /// `dump-autoload` with the optimisation the configured install would apply.
@@ -633,7 +766,7 @@ mod tests {
         let tree = repo.find_tree(tree).unwrap();
         let who = git2::Signature::now("t", "t@example.com").unwrap();
         let commit = repo.commit(None, &who, &who, "empty", &tree, &[]).unwrap();
-        let decision = decide_for(&repo, commit, &layout, &composer).unwrap();
+        let decision = decide_for(&repo, commit, Path::new(""), &layout, &composer).unwrap();
         assert!(matches!(
             decision.outcome,
             Outcome::Install("recorded by an older version")

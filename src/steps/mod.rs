@@ -9,9 +9,12 @@
 //! 5. **snapshot** — [`snapshot`]: `application/` into a new build (with
 //!    `state/manifest.rs`), while composer runs when composer writes only its autoloader
 //!    (`pipeline::composer_while_copying`);
-//! 6. **shared** — [`shared`]: the `shared:` entries linked into the build;
+//! 6. **shared** — [`shared`]: the `shared:` entries linked into the build, then
+//!    **keep_assets** — [`assets`]: the `keep_assets:` files of earlier builds carried in;
 //! 7. **before_switch** — [`commands`], in the build;
-//! 8. **switch** — [`switch`]: `latest` flipped in one rename;
+//! 8. **switch** — [`switch`]: `latest` flipped in one rename; then, when `reset_opcache:` is
+//!    set, [`opcache`] asks php-fpm to forget the old build's compiled scripts (also after
+//!    every rollback's switch);
 //! 9. **after_switch** — [`commands`];
 //! 10. **healthcheck** — [`health`]; failing, `rollback.rs` puts the previous build back;
 //! 11. **cleanup** — [`cleanup`]: old and bad builds removed, never the live one;
@@ -24,14 +27,17 @@ use std::time::Duration;
 
 use crate::infra::report::{Reporter, Step};
 
+pub mod assets;
 pub mod build;
 pub mod checkout;
 pub mod cleanup;
 pub mod commands;
 pub mod composer;
 pub mod health;
+pub mod opcache;
 pub mod shared;
 pub mod snapshot;
+pub mod submodules;
 pub mod switch;
 
 /// What a step did, as the detail of its line (`    checkout 0.04s: 12 files, …`).

@@ -358,13 +358,16 @@ fn entries(source: &Path, options: &Options) -> Result<Vec<walkdir::DirEntry>> {
             // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
             // clones composer leaves in vendor/ for source installs (most of some apps' size).
             let git = e.file_name() == ".git";
+            // Never copied: composer's credentials, should a commit carry them (checkout warns)
+            // or someone leave them in application/ (the server's belong beside deploy.yml).
+            let credentials = e.depth() == 1 && e.file_name() == "auth.json";
             let relative = e.path().strip_prefix(source).ok();
             let later = options.later.iter().any(|p| relative == Some(p.as_path()));
             let excluded = options
                 .exclude
                 .iter()
                 .any(|p| relative == Some(p.as_path()));
-            !(git || later || excluded)
+            !(git || credentials || later || excluded)
         })
         .collect::<Result<_, _>>()
         .with_context(|| format!("cannot read {}", source.display()))

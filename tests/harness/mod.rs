@@ -704,6 +704,19 @@ impl Clone {
             .current_dir(&self.path);
         cmd
     }
+
+    /// `git push production <args>` with `vars` added to the environment, which the hook
+    /// inherits (as it would from an operator's shell or an SSH `SetEnv`).
+    #[must_use = "assert on what the pusher saw"]
+    pub fn push_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Push {
+        let mut cmd = self.push_command(args);
+        cmd.envs(vars.iter().copied());
+        let out = cmd.output().unwrap();
+        Push {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 /// What the pusher saw.

@@ -21,6 +21,19 @@ impl WebServer {
     /// Starts php-fpm and nginx for the deploy root `root`, their files in `dir`.
     #[track_caller]
     pub fn start(root: &Path, dir: &Path) -> WebServer {
+        WebServer::start_edited(root, dir, &|pool| pool, &|site| site)
+    }
+
+    /// As [`WebServer::start`], with the pool and the server block changed by `pool` and
+    /// `site` (given the shipped files as adapted to this test). php-fpm counts as started
+    /// once it says it is ready, so that it may listen on TCP.
+    #[track_caller]
+    pub fn start_edited(
+        root: &Path,
+        dir: &Path,
+        edit_pool: &dyn Fn(String) -> String,
+        edit_site: &dyn Fn(String) -> String,
+    ) -> WebServer {
         fs::create_dir_all(dir).unwrap();
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("webserver");
         // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
@@ -42,6 +55,7 @@ impl WebServer {
             )
             .replace("listen.owner = www-data", &format!("listen.owner = {user}"))
             .replace("listen.group = www-data", "");
+        let pool = edit_pool(pool);
         let fpm_conf = dir.join("php-fpm.conf");
         fs::write(
             &fpm_conf,
@@ -79,7 +93,11 @@ impl WebServer {
         let fpm = Group::spawn(fpm, "php-fpm (scripts/install-deps installs it)");
         wait_until(
             Duration::from_secs(20),
-            || socket.exists(),
+            || {
+                socket.exists()
+                    || fs::read_to_string(dir.join("fpm.log"))
+                        .is_ok_and(|log| log.contains("ready to handle connections"))
+            },
             || {
                 format!(
                     "php-fpm did not start: {}",
@@ -110,6 +128,7 @@ impl WebServer {
                 site.contains("$realpath_root$fastcgi_script_name"),
                 "the shipped block must use $realpath_root"
             );
+            let site = edit_site(site);
             fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params"))
                 .expect("nginx (scripts/install-deps installs it)");
             let temp = dir.join("nginx-temp");

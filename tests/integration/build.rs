@@ -157,12 +157,28 @@ fn the_build_step_runs_only_as_much_as_each_commit_needs() {
     assert_eq!(live_script(&server), second);
     server.assert_only_complete_builds(&[]);
 
+    // A changed configuration runs every command: an added command might undo `npm ci`.
+    let marker = mark_node_modules(&server);
+    server.set_config(
+        "build",
+        &BUILD.replace("npm run build]", "npm run build, 'true']"),
+    );
+    clone.set_version("v3");
+    clone.commit("php only, new build config");
+    let push = clone.push_main().success();
+    let line = build_line(&push);
+    assert!(
+        line.contains("3 commands ran (its commands or inputs changed; every command runs)"),
+        "{line}"
+    );
+    assert!(!marker.exists(), "npm ci did not run");
+
     // `replay` makes a build from scratch: every command runs, whatever the records say.
     let marker = mark_node_modules(&server);
     let push = clone.push(&["main:replay"]).success();
     let line = build_line(&push);
     assert!(
-        line.contains("2 commands ran (replay: every command runs)"),
+        line.contains("3 commands ran (replay: every command runs)"),
         "{line}"
     );
     assert!(!marker.exists(), "npm ci did not run for the replay");
@@ -275,40 +291,53 @@ fn a_build_killed_half_way_runs_again_what_did_not_finish() {
     );
 }
 
+/// A build command that hangs while the commit has `resources/hang`, ignoring SIGTERM, with a
+/// child of its own.
+const HANG: &str = "test -f resources/hang && { trap '' TERM; sleep 600.321 & wait; }; true";
+
 #[test]
 fn a_build_command_past_its_timeout_is_killed_with_its_children_and_runs_next_time() {
     let server = Server::builder()
         .config(
             "build",
-            "{commands: [\"trap '' TERM; sleep 600.321 & echo started; wait\"], timeout: 1}",
+            &format!(
+                "{{commands: [\"{HANG}\", npm ci --prefer-offline, npm run build], inputs: [resources/], timeout: 8}}"
+            ),
         )
         .install();
     let clone = server.clone_fixture("frontend-app");
+    clone.push_main().success();
+    let before = server.state();
+
+    clone.write("resources/hang", "");
+    clone.commit("hangs");
     let push = clone.push_main().deploy_failed();
     let error = push.remote_line("error: ").unwrap();
     assert!(
-        error.contains("build failed: `trap '' TERM; sleep 600.321 & echo started; wait` did not finish within 1s and was killed"),
+        error.contains(&format!(
+            "build failed: `{HANG}` did not finish within 8s and was killed"
+        )),
         "{error}"
     );
-    assert_eq!(server.live(), None);
-    assert!(server.builds().is_empty());
+    server.assert_unchanged_since(&before);
     wait_until(
         Duration::from_secs(5),
         || !server.processes().iter().any(|p| p.contains("600.321")),
         || format!("still running: {:?}", server.processes()),
     );
 
-    server.set_config(
-        "build",
-        "{commands: [npm ci --prefer-offline, npm run build], timeout: 60}",
-    );
-    clone.commit("again");
+    // resources/ is as it was at the last successful run: only the unfinished run says that
+    // application/ may not hold that run's output.
+    clone.git(&["rm", "-q", "resources/hang"]);
+    clone.set_version("v2");
+    clone.commit("no longer hangs");
     let push = clone.push_main().success();
     let line = build_line(&push);
     assert!(
-        line.contains("2 commands ran (the last run did not finish)"),
+        line.contains("3 commands ran (the last run did not finish)"),
         "{line}"
     );
+    assert!(server.page().contains("v2"));
     live_script(&server);
 }
 
