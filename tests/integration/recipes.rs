@@ -267,6 +267,8 @@ fn laravel_recipe_caches_config_in_the_build_migrates_once_and_restarts_queues()
     let script2 = vite_script(&v2_dir);
     assert_ne!(script, script2);
     assert!(v1_dir.join("public").join(&script[1..]).is_file());
+    // keep_assets: a page of v1 loaded before the switch still finds its script in v2.
+    assert!(v2_dir.join("public").join(&script[1..]).is_file());
     let page = page_lines(&server);
     assert_eq!(
         page[..3],
@@ -576,6 +578,7 @@ fn laravel_recipe_served_by_nginx_and_php_fpm() {
         "resources/views/welcome.php",
         "<?php\n\nreturn 'laravel app v2';\n",
     );
+    clone.write("resources/js/app.js", "console.log('laravel app v2');\n");
     clone.commit("v2");
     clone.push_main().success();
     let v2 = server.build_path(&server.live().unwrap());
@@ -596,6 +599,11 @@ fn laravel_recipe_served_by_nginx_and_php_fpm() {
                 web.error_log()
             )
         },
+    );
+    // A page of v1 loaded before the switch still gets its script after it (keep_assets).
+    assert_eq!(
+        get(&web.url(&script)),
+        (200, "console.log('laravel app v1');\n".into())
     );
     let diagnostics = web.diagnostics();
     web.stop();
