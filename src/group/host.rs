@@ -47,6 +47,16 @@ impl Record {
     fn is_own_build(&self) -> bool {
         self.op == "prepare"
     }
+
+    /// Whether `build` is still the group's own build, never live: the one thing `abort` and
+    /// `restore` may remove. (Its name may have gone to another build since: names are
+    /// reused within a second once a build is removed.)
+    fn unswitched_own_build(&self, layout: &Layout, build: &BuildName) -> bool {
+        self.is_own_build()
+            && builds::live(layout).as_ref() != Some(build)
+            && builds::revision(layout, build).as_deref() == Some(self.commit.as_str())
+            && builds::read_meta(layout, build).is_some_and(|m| !m.went_live)
+    }
 }
 
 fn records_dir(layout: &Layout) -> PathBuf {
@@ -454,7 +464,9 @@ fn restore(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
     switch::check_latest(layout)?;
     let live = builds::live(layout);
     let mut opcache = None;
-    if live.as_ref() == Some(&build) {
+    let groups_build_live = live.as_ref() == Some(&build)
+        && builds::revision(layout, &build).as_deref() == Some(record.commit.as_str());
+    if groups_build_live {
         let Some(previous) = &previous else {
             if record.is_own_build() {
                 builds::mark_bad(layout, &build)?;
@@ -483,7 +495,7 @@ fn restore(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
         opcache = restored.opcache;
     } else if live == previous {
         // The group's build never went live here: nothing to switch, only to remove.
-        if record.is_own_build() && layout.build_dir(&build).is_dir() {
+        if record.unswitched_own_build(layout, &build) {
             builds::remove_build(layout, &build)
                 .with_context(|| format!("cannot remove builds/{build}"))?;
         }
@@ -528,11 +540,7 @@ fn abort(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
     if let Some(record) = read_record(layout, ctx.gid) {
         let build = build_name(&record.build)?;
         entry.build = Some(build.to_string());
-        let live = builds::live(layout);
-        if record.is_own_build()
-            && live.as_ref() != Some(&build)
-            && layout.build_dir(&build).is_dir()
-        {
+        if record.unswitched_own_build(layout, &build) {
             builds::remove_build(layout, &build)
                 .with_context(|| format!("cannot remove builds/{build}"))?;
             ctx.reporter.line(&format!(
