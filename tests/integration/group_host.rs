@@ -508,6 +508,10 @@ fn an_unhealthy_group_build_stays_live_for_the_primary_to_decide() {
 #[test]
 fn a_group_ref_deploys_nothing_else_and_a_malformed_one_is_refused_and_deleted() {
     let (server, clone, v1, v2) = host_with_v1_live();
+    // What an operator may set against deleting refs by push does not keep the hook's own
+    // deletions from happening.
+    server.repo_git(&["config", "receive.denyDeletes", "true"]);
+    server.repo_git(&["config", "receive.denyDeleteCurrent", "refuse"]);
     let before = server.state();
     let push = clone
         .push(&[
@@ -593,4 +597,26 @@ fn release_runs_once_after_before_switch_and_right_before_the_switch() {
     server.assert_unchanged_since(&before);
     assert!(server.page().contains("v2"));
     assert_eq!(server.deploy_log().last().unwrap()["outcome"], "failed");
+}
+
+#[test]
+fn the_build_before_survives_the_cleanup_after_a_group_switch_for_a_restore() {
+    let (server, clone, v1, v2) = host_with_v1_live();
+    server.set_config("keep_builds", "1");
+    let fp = fingerprint(&clone);
+    let (build, _) = prepared(&group_push(&clone, &v2, "g", &format!("prepare/{fp}")).success());
+    group_push(&clone, &v2, "g", "switch").success();
+    assert_eq!(
+        server.builds(),
+        [v1.clone(), build.clone()],
+        "keep_builds: 1 spares it"
+    );
+    group_push(&clone, &v2, "g", "restore").success();
+    assert_eq!(server.live(), Some(v1.clone()));
+    assert!(server.page().contains("v1"));
+    // The next deploy's cleanup goes back to keep_builds: 1.
+    clone.set_version("v3");
+    clone.commit("v3");
+    clone.push_main().success();
+    assert_eq!(server.builds(), [server.live().unwrap()]);
 }
