@@ -237,7 +237,7 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
         .id();
     let short = short_id_of(commit);
     let live = builds::live(layout);
-    let build = if reuse {
+    let (op, build) = if reuse {
         let found = newest_good_build_of(layout, &commit.to_string())?.ok_or_else(|| {
             anyhow!(
                 "there is no build of {short} on this host that is not bad, so there is \
@@ -248,7 +248,7 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
             "atomdeploy: group {}: reusing builds/{found} ({short})",
             ctx.gid
         ));
-        found
+        ("reuse", found)
     } else {
         ctx.reporter
             .line(&format!("atomdeploy: group {}: preparing {short}", ctx.gid));
@@ -261,16 +261,15 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
             previous: live.as_ref(),
             reporter: ctx.reporter,
         };
-        let prepared = pipeline::prepare(&d)?;
-        entry.build = Some(prepared.build.to_string());
-        let record = new_record("prepare", &prepared.build, commit, live.as_ref());
-        write_record(layout, ctx.gid, &record)
-            .inspect_err(|_| pipeline::discard(&d, &prepared.build))?;
-        prepared.build
+        ("prepare", pipeline::prepare(&d)?.build)
     };
-    if reuse {
-        let record = new_record("reuse", &build, commit, live.as_ref());
-        write_record(layout, ctx.gid, &record)?;
+    let record = new_record(op, &build, commit, live.as_ref());
+    if let Err(err) = write_record(layout, ctx.gid, &record) {
+        // Without its record no switch can find it: a build of ours goes again.
+        if record.unswitched_own_build(layout, &build) {
+            let _ = builds::remove_build(layout, &build);
+        }
+        return Err(err);
     }
     // The group ref goes once this is over: the build's own ref keeps its commit.
     refs::sync_ref(ctx.plan, &repo, ctx.reporter);
