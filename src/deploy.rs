@@ -100,6 +100,7 @@ fn conclude(
             build,
             switched_at,
             problem: Problem::Unhealthy(err),
+            ..
         }) => {
             entry.build = Some(build.to_string());
             entry.switched_at = Some(switched_at);
@@ -110,6 +111,7 @@ fn conclude(
             build,
             switched_at,
             problem,
+            ..
         }) => {
             entry.build = Some(build.to_string());
             entry.switched_at = Some(switched_at);
