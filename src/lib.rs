@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod group;
 pub mod hook;
 pub mod infra;
 pub mod install;
