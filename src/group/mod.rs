@@ -7,3 +7,4 @@
 pub mod excluded;
 pub mod primary;
 pub mod remote;
+pub mod view;

@@ -547,6 +547,13 @@ fn app_fingerprint(_plan: &Plan) -> (String, serde_json::Value) {
     ("0".into(), serde_json::Value::Null)
 }
 
+/// CLOCK_REALTIME now, in nanoseconds, as the hosts stamp their switches.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
 /// `switched 3 servers within 12 ms`.
 pub fn spread_summary(done: &GroupDone) -> String {
     format!(

@@ -372,4 +372,92 @@ mod tests {
         );
         assert!(!ssh.contains("StrictHostKeyChecking") && !ssh.contains("KnownHosts"));
     }
+
+    /// A real `git push` into a real bare repository whose post-receive hook speaks the
+    /// protocol and fails, as a host would.
+    #[test]
+    fn a_push_relays_the_hosts_lines_prefixed_and_keeps_protocol_and_error_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        git(&["init", "-q", "--bare", "primary.git"]);
+        git(&["init", "-q", "--bare", "web2.git"]);
+        git(&["init", "-q", "work"]);
+        git(&[
+            "-C",
+            "work",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "one",
+        ]);
+        git(&[
+            "-C",
+            "work",
+            "push",
+            "-q",
+            "../primary.git",
+            "HEAD:refs/heads/main",
+        ]);
+        let commit = git(&["-C", "work", "rev-parse", "HEAD"]).trim().to_string();
+        let hook = dir.path().join("web2.git/hooks/post-receive");
+        std::fs::write(
+            &hook,
+            "#!/bin/sh\necho \"==> composer\"\necho \"ssh=$GIT_SSH_COMMAND\"\n\
+             echo \"atomdeploy-group: prepared g1 20261126-101501 $(cut -d' ' -f2)\"\n\
+             echo 'error: composer failed' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join(".atomdeploy")).unwrap();
+        let config = crate::config::parse(
+            "repository: ../primary.git\nhosts: [../web2.git]\nhost_timeout: 60\n",
+            Path::new("deploy.yml"),
+            &root,
+        )
+        .unwrap();
+        let plan = Plan {
+            layout: Layout::new(&root),
+            config,
+        };
+        let host = &Host::all(&plan.config.hosts)[0];
+        let reporter = Reporter::new(crate::infra::report::Output::Plain);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let pushed = push(
+            &plan,
+            host,
+            &commit,
+            "refs/atomdeploy/group/g1/prepare/0",
+            &reporter,
+            &|line| seen.lock().unwrap().push(line.clone()),
+        );
+        pushed.result.unwrap();
+        let prepared = GroupLine::Prepared {
+            gid: "g1".into(),
+            build: "20261126-101501".into(),
+            commit: commit.clone(),
+        };
+        assert_eq!(pushed.lines, [prepared.clone()]);
+        assert_eq!(*seen.lock().unwrap(), [prepared]);
+        assert_eq!(pushed.errors, ["composer failed"]);
+        let shown = reporter.transcript();
+        assert!(shown.contains("web2: ==> composer\n"), "{shown}");
+        assert!(shown.contains("web2: ssh=ssh -o BatchMode=yes"), "{shown}");
+        assert!(!shown.contains("atomdeploy-group"), "{shown}");
+        assert!(root.join(".atomdeploy/ssh").is_dir());
+    }
 }

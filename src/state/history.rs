@@ -42,6 +42,12 @@ pub struct Entry {
     /// The file in the output folder holding what the pusher saw.
     #[serde(default)]
     pub output: Option<String>,
+    /// A group's other web servers (`hosts:`), each as this attempt left it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::group::primary::HostLog>,
+    /// Between the first and the last server's switch, the primary's included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_spread_ms: Option<f64>,
 }
 
 /// How an attempt ended, as the log spells it (scripts read these strings: keep them).
@@ -89,6 +95,8 @@ impl Entry {
             steps: Vec::new(),
             seconds: 0.0,
             output: None,
+            hosts: Vec::new(),
+            switch_spread_ms: None,
         }
     }
 }
