@@ -451,7 +451,7 @@ mod tests {
             build: "20261126-101501".into(),
             commit: commit.clone(),
         };
-        assert_eq!(pushed.lines, [prepared.clone()]);
+        assert_eq!(pushed.lines, std::slice::from_ref(&prepared));
         assert_eq!(*seen.lock().unwrap(), [prepared]);
         assert_eq!(pushed.errors, ["composer failed"]);
         let shown = reporter.transcript();
