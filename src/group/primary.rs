@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::group::excluded::{self, Exclusion};
 use crate::group::remote::{self, GroupLine, Host, Pushed};
+use crate::infra::fault;
 use crate::infra::report::{Reporter, short_id};
 use crate::state::plan::Plan;
 
@@ -211,6 +212,8 @@ pub fn run(
                 prep
             })
         });
+        // The crash tests kill the primary here, the hosts mid-prepare.
+        fault::point("group-prepare");
         let local_prep = local.prepare();
         if local_prep.is_err() {
             stop.store(true, Ordering::SeqCst);
@@ -292,7 +295,11 @@ pub fn run(
         drop(first_tx);
         // `Err`: every push ended without a flip, so none happened anywhere.
         let local_live = match first_rx.recv() {
-            Ok(()) => Some(local.go_live()),
+            Ok(()) => {
+                // The crash tests kill the primary here, some hosts switched, others not.
+                fault::point("group-switch");
+                Some(local.go_live())
+            }
             Err(_) => None,
         };
         let switches: Vec<Pushed> = handles
