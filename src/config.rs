@@ -57,6 +57,9 @@ pub struct Config {
     pub hosts_at_once: usize,
     /// Limit of one host's prepare (its `git push`, with everything it started).
     pub host_timeout: Duration,
+    /// `release:` commands run once per deploy in the new build, after before_switch and
+    /// right before the switch (on a group's primary only, once every host has prepared).
+    pub release: Vec<String>,
 }
 
 /// How a build gets the files of application/.
@@ -422,6 +425,8 @@ struct RawConfig {
     hosts_at_once: usize,
     #[serde(default = "default_host_timeout", deserialize_with = "host_timeout")]
     host_timeout: u64,
+    #[serde(default, deserialize_with = "release_list")]
+    release: Vec<String>,
 }
 
 fn default_branch() -> String {
@@ -479,7 +484,100 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         hosts,
         hosts_at_once: raw.hosts_at_once,
         host_timeout: Duration::from_secs(raw.host_timeout),
+        release: raw.release,
     })
+}
+
+impl Config {
+    /// The keys every server of a group must agree on (everything but the per-host keys:
+    /// `repository`, `branch`, `lock_timeout`, `reset_opcache`, `hosts`, `hosts_at_once`,
+    /// `host_timeout`, `release`), as canonical JSON, and its xxh3-64 in hex. A host refuses a
+    /// group deploy whose fingerprint differs from its own, rather than build the app another
+    /// way than the primary does.
+    pub fn app_fingerprint(&self) -> (String, serde_json::Value) {
+        use serde_json::json;
+        // Taken apart field by field: a key added to Config does not compile until it is
+        // placed here, on one side or the other.
+        let Config {
+            repository: _,
+            branch: _,
+            lock_timeout: _,
+            reset_opcache: _,
+            release: _,
+            hosts: _,
+            hosts_at_once: _,
+            host_timeout: _,
+            keep_builds,
+            shared,
+            composer,
+            before_switch,
+            after_switch,
+            command_timeout,
+            healthcheck,
+            snapshot,
+            app_dir,
+            keep_assets,
+            build,
+            exclude,
+        } = self;
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let paths = |ps: &[PathBuf]| ps.iter().map(path).collect::<Vec<_>>();
+        let app = json!({
+            "keep_builds": keep_builds,
+            "shared": shared.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "composer": composer.as_ref().map(|c| json!({
+                "args": c.args,
+                "timeout": c.timeout.as_secs_f64(),
+            })),
+            "before_switch": before_switch,
+            "after_switch": after_switch,
+            "command_timeout": command_timeout.as_secs_f64(),
+            "healthcheck": healthcheck.as_ref().map(|h| json!({
+                "command": match &h.probe { Probe::Command(c) => Some(c), Probe::Url(_) => None },
+                "url": match &h.probe { Probe::Url(u) => Some(u), Probe::Command(_) => None },
+                "retries": h.retries,
+                "interval": h.interval.as_secs_f64(),
+                "timeout": h.timeout.as_secs_f64(),
+            })),
+            "snapshot": match snapshot { SnapshotMode::Copy => "copy", SnapshotMode::Link => "link" },
+            "app_dir": path(app_dir),
+            "keep_assets": paths(keep_assets),
+            "build": build.as_ref().map(|b| json!({
+                "commands": b.commands.iter().map(|c| json!({
+                    "run": c.run,
+                    "inputs": c.inputs.as_deref().map(paths),
+                })).collect::<Vec<_>>(),
+                "inputs": b.inputs.as_deref().map(paths),
+                "timeout": b.timeout.as_secs_f64(),
+            })),
+            "exclude": paths(exclude),
+        });
+        let canonical = canonical_json(&app);
+        let fingerprint = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(canonical.as_bytes()));
+        (fingerprint, app)
+    }
+}
+
+/// JSON text with every object's keys sorted, whatever map serde_json was built with: the
+/// same value is the same text on every server.
+fn canonical_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// `file:line:column: message`, the form editors and terminals jump to.
@@ -682,6 +780,31 @@ fn command_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
         return Err(de::Error::custom("a command must not be empty"));
     }
     Ok(commands)
+}
+
+/// `release:` commands, each refused at its own line and column when empty.
+fn release_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Release(String);
+    impl<'de> Deserialize<'de> for Release {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct ReleaseVisitor;
+            impl Visitor<'_> for ReleaseVisitor {
+                type Value = Release;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a command")
+                }
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Release, E> {
+                    if text.trim().is_empty() {
+                        return Err(E::custom("a release command must not be empty"));
+                    }
+                    Ok(Release(text.to_string()))
+                }
+            }
+            d.deserialize_str(ReleaseVisitor)
+        }
+    }
+    let commands = Vec::<Release>::deserialize(d)?;
+    Ok(commands.into_iter().map(|c| c.0).collect())
 }
 
 impl<'de> Deserialize<'de> for SharedEntry {
@@ -2318,6 +2441,110 @@ mod tests {
         let config =
             parse_ok("repository: r\nshared: [public/uploads/]\nkeep_assets: [public/build/]\n");
         assert_eq!(config.keep_assets, [PathBuf::from("public/build")]);
+    }
+
+    #[test]
+    fn release_is_a_list_of_commands() {
+        assert!(parse_ok("repository: r\n").release.is_empty());
+        let config = parse_ok("repository: r\nrelease:\n  - php artisan migrate --force\n");
+        assert_eq!(config.release, ["php artisan migrate --force"]);
+        let err = parse_err("repository: r\nrelease: ['  ']\n");
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:2:11: ")
+                && err.contains("a release command must not be empty"),
+            "{err}"
+        );
+        assert!(
+            parse_err("repository: r\nrelease: migrate\n").starts_with("/srv/app/deploy.yml:2:")
+        );
+    }
+
+    const GROUP_BASE: &str = "repository: /srv/app.git\nshared: [.env, storage/]\n\
+        composer: {args: [install, --no-dev]}\nbuild: {commands: [npm ci]}\nkeep_builds: 3\n";
+
+    fn fingerprint(text: &str) -> String {
+        parse_ok(text).app_fingerprint().0
+    }
+
+    #[test]
+    fn the_app_fingerprint_is_stable_and_ignores_the_order_of_keys() {
+        let (fp, json) = parse_ok(GROUP_BASE).app_fingerprint();
+        assert_eq!(fp.len(), 16);
+        assert!(
+            fp.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(fingerprint(GROUP_BASE), fp);
+        let reordered = "keep_builds: 3\nbuild: {commands: [npm ci]}\nrepository: /srv/app.git\n\
+            composer: {args: [install, --no-dev]}\nshared: [.env, storage/]\n";
+        assert_eq!(fingerprint(reordered), fp);
+        assert_eq!(json["shared"], serde_json::json!([".env", "storage/"]));
+        assert_eq!(json["keep_builds"], 3);
+    }
+
+    #[test]
+    fn every_app_key_changes_the_fingerprint() {
+        let base = fingerprint(GROUP_BASE);
+        for (what, extra) in [
+            ("shared", "shared: [.env]\n"),
+            ("composer.args", "composer: {args: [install]}\n"),
+            (
+                "composer.timeout",
+                "composer: {args: [install, --no-dev], timeout: 60}\n",
+            ),
+            ("composer off", "composer: false\n"),
+            ("build", "build: {commands: [npm ci, npm run build]}\n"),
+            (
+                "build.inputs",
+                "build: {commands: [npm ci], inputs: [assets/]}\n",
+            ),
+            ("keep_builds", "keep_builds: 4\n"),
+            (
+                "before_switch",
+                "before_switch: [php artisan config:cache]\n",
+            ),
+            ("after_switch", "after_switch: [echo done]\n"),
+            ("command_timeout", "command_timeout: 60\n"),
+            ("healthcheck", "healthcheck: {command: 'true'}\n"),
+            ("snapshot", "snapshot: copy\n"),
+            ("app_dir", "app_dir: backend\n"),
+            ("keep_assets", "keep_assets: [public/build/]\n"),
+            ("exclude", "exclude: [node_modules/]\n"),
+        ] {
+            let text = with_key(GROUP_BASE, extra);
+            assert_ne!(
+                fingerprint(&text),
+                base,
+                "{what} did not change it:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_host_keys_do_not_change_the_fingerprint() {
+        let base = fingerprint(GROUP_BASE);
+        for extra in [
+            "lock_timeout: 5\n",
+            "reset_opcache: unix:/run/php/web2.sock\n",
+            "repository: /srv/elsewhere.git\n",
+            "branch: production\n",
+            "release: [php artisan migrate --force]\n",
+        ] {
+            let text = with_key(GROUP_BASE, extra);
+            assert_eq!(fingerprint(&text), base, "changed by {extra}");
+        }
+    }
+
+    /// `text` with the top-level key of `line` replaced (or added).
+    fn with_key(text: &str, line: &str) -> String {
+        let key = line.split(':').next().unwrap();
+        let mut out: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push_str(line);
+        out
     }
 
     #[test]

@@ -53,8 +53,14 @@ impl Local for LocalDeploy<'_, '_> {
 
     fn go_live(&mut self) -> Result<(u128, Option<anyhow::Error>)> {
         let prepared = self.prepared.take().expect("go_live comes after prepare");
-        let deployed = pipeline::go_live(self.d, prepared, GoLive::Group { switched: &|_, _| {} })
-            .inspect_err(|_| self.gone_back = true)?;
+        let deployed = pipeline::go_live(
+            self.d,
+            prepared,
+            GoLive::Group {
+                switched: &|_, _| {},
+            },
+        )
+        .inspect_err(|_| self.gone_back = true)?;
         let ns = u128::from(deployed.switched_ns);
         let problem = match &deployed.problem {
             Problem::Unhealthy(err) => Some(anyhow!("{err:#}")),

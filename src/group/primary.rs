@@ -321,7 +321,7 @@ pub fn run(
         for line in &pushed.lines {
             match line {
                 GroupLine::Switched { gid: g2, build, ns } if *g2 == gid => {
-                    flipped = Some((build.clone(), *ns));
+                    flipped = Some((build.clone(), u128::from(*ns)));
                 }
                 GroupLine::Unhealthy { gid: g2, why } if *g2 == gid => {
                     unhealthy = Some(why.clone());

@@ -14,8 +14,8 @@ use crate::infra::child;
 use crate::infra::report::Reporter;
 use crate::state::plan::{Layout, Plan};
 
-/// What the host's hook prints before each protocol line (see DESIGN-12.md).
-pub const PROTOCOL_PREFIX: &str = "atomdeploy-group: ";
+use crate::group::LINE_PREFIX;
+pub use crate::group::Line as GroupLine;
 
 /// Lines of a host's errors kept for the primary's report.
 const ERRORS_KEPT: usize = 3;
@@ -83,73 +83,6 @@ fn label(url: &str) -> String {
             }
         }
     }
-}
-
-/// A protocol line a host printed (DESIGN-12.md, "Protocol").
-///
-/// TEMPORARY: fix/group-host puts the protocol's parsing in src/group/mod.rs; once merged, this
-/// enum and [`parse_line`] are replaced by those (the only users are in this file and
-/// primary.rs, through these names).
-#[derive(Debug, Clone, PartialEq)]
-pub enum GroupLine {
-    Prepared {
-        gid: String,
-        build: String,
-        commit: String,
-    },
-    Switched {
-        gid: String,
-        build: String,
-        /// CLOCK_REALTIME nanoseconds right after the host's rename(2).
-        ns: u128,
-    },
-    Unhealthy {
-        gid: String,
-        why: String,
-    },
-    Restored {
-        gid: String,
-        build: String,
-    },
-    Aborted {
-        gid: String,
-    },
-    Status(serde_json::Value),
-    Config(serde_json::Value),
-}
-
-/// One line after [`PROTOCOL_PREFIX`]; `None` for one this version does not know.
-pub fn parse_line(line: &str) -> Option<GroupLine> {
-    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-    let mut parts = rest.split(' ');
-    let mut next = || parts.next().filter(|p| !p.is_empty()).map(str::to_string);
-    Some(match word {
-        "prepared" => GroupLine::Prepared {
-            gid: next()?,
-            build: next()?,
-            commit: next()?,
-        },
-        "switched" => GroupLine::Switched {
-            gid: next()?,
-            build: next()?,
-            ns: next()?.parse().ok()?,
-        },
-        "unhealthy" => {
-            let (gid, why) = rest.split_once(' ').unwrap_or((rest, ""));
-            GroupLine::Unhealthy {
-                gid: gid.to_string(),
-                why: why.to_string(),
-            }
-        }
-        "restored" => GroupLine::Restored {
-            gid: next()?,
-            build: next()?,
-        },
-        "aborted" => GroupLine::Aborted { gid: next()? },
-        "status" => GroupLine::Status(serde_json::from_str(rest).ok()?),
-        "config" => GroupLine::Config(serde_json::from_str(rest).ok()?),
-        _ => return None,
-    })
 }
 
 /// What one push to a host brought back.
@@ -274,8 +207,8 @@ fn relay(
     };
     match line.strip_prefix("remote: ") {
         Some(rest) => {
-            if let Some(protocol) = rest.strip_prefix(PROTOCOL_PREFIX) {
-                return parse_line(protocol);
+            if rest.starts_with(LINE_PREFIX) {
+                return GroupLine::parse(rest);
             }
             if let Some(error) = rest.strip_prefix("error: ") {
                 keep_error(errors, error.trim_start());
@@ -326,40 +259,6 @@ mod tests {
             labels,
             ["web2", "10.0.0.3", "web4", "web5", "host5", "host6"]
         );
-    }
-
-    #[test]
-    fn protocol_lines_parse_and_others_do_not() {
-        assert_eq!(
-            parse_line("prepared 20261126-101500-a1b2c3 20261126-101501 abc"),
-            Some(GroupLine::Prepared {
-                gid: "20261126-101500-a1b2c3".into(),
-                build: "20261126-101501".into(),
-                commit: "abc".into()
-            })
-        );
-        assert_eq!(
-            parse_line("switched g b 1764152100123456789"),
-            Some(GroupLine::Switched {
-                gid: "g".into(),
-                build: "b".into(),
-                ns: 1_764_152_100_123_456_789
-            })
-        );
-        assert_eq!(
-            parse_line("unhealthy g the check said 500"),
-            Some(GroupLine::Unhealthy {
-                gid: "g".into(),
-                why: "the check said 500".into()
-            })
-        );
-        assert!(matches!(
-            parse_line("status {\"a\":1}"),
-            Some(GroupLine::Status(_))
-        ));
-        for bad in ["switched g b soon", "prepared g", "hello", "status {", ""] {
-            assert_eq!(parse_line(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -39,11 +39,6 @@ fn primary_live(plan: &Plan) -> Result<(String, String)> {
     Ok((live.to_string(), commit))
 }
 
-/// A string field of the host's `status` JSON, under any of `names`.
-fn field<'a>(status: &'a serde_json::Value, names: &[&str]) -> Option<&'a serde_json::Value> {
-    names.iter().find_map(|n| status.get(*n))
-}
-
 /// Asks every host for its `status`, in parallel (no lock is taken on the hosts).
 pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row>)> {
     let (live, commit) = primary_live(plan)?;
@@ -59,27 +54,17 @@ pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row
         .zip(answers)
         .map(|(host, pushed)| {
             let status = pushed.lines.iter().find_map(|l| match l {
-                GroupLine::Status(json) => Some(json.clone()),
+                GroupLine::Status(status) => Some(status.clone()),
                 _ => None,
             });
-            let text = |names: &[&str]| {
-                status
-                    .as_ref()
-                    .and_then(|s| field(s, names))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            };
-            let live_commit = text(&["live_commit", "commit"]);
+            let live_commit = status.as_ref().and_then(|s| s.commit.clone());
             Row {
                 label: host.label.clone(),
                 url: host.url.clone(),
-                live_build: text(&["live_build", "build", "live"]),
+                live_build: status.as_ref().and_then(|s| s.build.clone()),
                 on_group_commit: live_commit.as_deref() == Some(commit.as_str()),
                 live_commit,
-                bad: status
-                    .as_ref()
-                    .and_then(|s| field(s, &["bad"]))
-                    .and_then(|v| v.as_bool()),
+                bad: status.as_ref().map(|s| s.bad),
                 excluded: exclusions.iter().find(|e| e.url == host.url).cloned(),
                 error: match status {
                     Some(_) => None,

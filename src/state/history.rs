@@ -48,6 +48,17 @@ pub struct Entry {
     /// Between the first and the last server's switch, the primary's included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_spread_ms: Option<f64>,
+    /// On a host of a group: the group operation this attempt was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupOp>,
+}
+
+/// A group operation a host was asked for (see `group/host.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOp {
+    pub gid: String,
+    /// `prepare`, `reuse`, `switch`, `restore` or `abort`.
+    pub op: String,
 }
 
 /// How an attempt ended, as the log spells it (scripts read these strings: keep them).
@@ -68,6 +79,13 @@ pub enum Outcome {
     /// The new build went live, failed its health check and was rolled back (or could not be).
     #[serde(rename = "unhealthy")]
     Unhealthy,
+    /// A host of a group made a build up to its switch (or found one to reuse); the switch,
+    /// if the group gets there, is an attempt of its own.
+    #[serde(rename = "prepared")]
+    Prepared,
+    /// A host of a group dropped its prepared build: the group did not switch.
+    #[serde(rename = "aborted")]
+    Aborted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +115,7 @@ impl Entry {
             output: None,
             hosts: Vec::new(),
             switch_spread_ms: None,
+            group: None,
         }
     }
 }
@@ -239,6 +258,8 @@ mod tests {
             (Outcome::Unchanged, "unchanged"),
             (Outcome::RolledBack, "rolled back"),
             (Outcome::Unhealthy, "unhealthy"),
+            (Outcome::Prepared, "prepared"),
+            (Outcome::Aborted, "aborted"),
         ];
         for (outcome, text) in all {
             let json = serde_json::to_string(&outcome).unwrap();
