@@ -180,7 +180,7 @@ pub fn run(
     local: &mut dyn Local,
 ) -> Result<GroupDone, GroupFailed> {
     let gid = new_gid();
-    let (fingerprint, app_keys) = app_fingerprint(g.plan);
+    let (fingerprint, app_keys) = g.plan.config.app_fingerprint();
     let op = match g.build {
         HostBuild::Prepare => "prepare",
         HostBuild::Reuse => "reuse",
@@ -544,14 +544,6 @@ fn go_back(
         ));
     }
     said
-}
-
-/// The fingerprint of the app's keys and the keys themselves.
-///
-/// TEMPORARY until fix/group-host's `Config::app_fingerprint` is merged (the host compares
-/// against that one, so the two must be the same function).
-fn app_fingerprint(_plan: &Plan) -> (String, serde_json::Value) {
-    ("0".into(), serde_json::Value::Null)
 }
 
 /// CLOCK_REALTIME now, in nanoseconds, as the hosts stamp their switches.

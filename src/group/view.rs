@@ -119,15 +119,17 @@ pub fn print(plan: &Plan, json: bool) -> Result<()> {
         "live"
     )?;
     for row in &rows {
-        let state = match (&row.error, &row.excluded) {
-            (_, Some(e)) => format!("EXCLUDED by {}: {}", e.who, e.why),
-            (Some(err), None) => format!("UNREACHABLE: {err}"),
-            (None, None) if !row.on_group_commit => {
+        let mut state = match &row.error {
+            Some(err) => format!("UNREACHABLE: {err}"),
+            None if !row.on_group_commit => {
                 format!("NOT ON {} (the group's commit)", short_id(&commit))
             }
-            (None, None) if row.bad == Some(true) => "live, marked bad".into(),
-            (None, None) => "live".into(),
+            None if row.bad == Some(true) => "live, marked bad".into(),
+            None => "live".into(),
         };
+        if let Some(e) = &row.excluded {
+            state.push_str(&format!("; EXCLUDED by {}: {}", e.who, e.why));
+        }
         writeln!(
             out,
             "{:<12} {:<20} {:<8} {:<40} {}",
