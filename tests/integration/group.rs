@@ -103,6 +103,15 @@ fn spread_ms(push: &harness::Push) -> f64 {
     ms.parse().unwrap()
 }
 
+/// The push's `error:` lines, which name each failing host.
+fn errors(push: &harness::Push) -> String {
+    push.stderr
+        .lines()
+        .filter(|l| l.starts_with("remote: error: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn three_hosts_prepare_then_switch_together() {
     let g = Group::new(3);
@@ -135,13 +144,22 @@ fn a_host_whose_composer_fails_stops_every_switch() {
     let g = Group::new(2);
     g.clone.push_main().success();
     let v1 = g.clone.head();
-    // Composer's post-install script fails on web3 alone (a marker in its deploy root).
+    // Composer's post-install script fails on web3 alone (a marker in its deploy root); the
+    // changed composer.json makes composer run everywhere.
     g.clone.write(
-        "bin/post-install.php",
+        "bin/check.php",
         "<?php\nif (file_exists(__DIR__ . '/../../composer-fails')) {\n    \
          fwrite(STDERR, \"post-install says no\\n\");\n    exit(1);\n}\n",
     );
-    g.clone.commit("a post-install that fails on web3");
+    let composer_json = std::fs::read_to_string(g.clone.path.join("composer.json")).unwrap();
+    g.clone.write(
+        "composer.json",
+        &composer_json.replace(
+            "\"post-install-cmd\": [\"@php bin/post-install.php\"]",
+            "\"post-install-cmd\": [\"@php bin/post-install.php\", \"@php bin/check.php\"]",
+        ),
+    );
+    g.clone.commit("a post-install check that fails on web3");
     std::fs::write(g.hosts[1].root.join("composer-fails"), "").unwrap();
     let before = g.state();
     let push = g.clone.push_main().deploy_failed();
@@ -150,14 +168,9 @@ fn a_host_whose_composer_fails_stops_every_switch() {
         .stderr_has("post-install says no")
         .stderr_has("no server switched")
         .stderr_lacks("switched 3 servers");
-    let error = push
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("remote: error: "))
-        .unwrap()
-        .to_string();
-    assert!(error.contains("web3"), "{error}");
-    assert!(!error.contains("web2:"), "web2 prepared fine: {error}");
+    let error = errors(&push);
+    assert!(error.contains("web3: "), "{error}");
+    assert!(!error.contains("web2: "), "web2 prepared fine: {error}");
     g.assert_unchanged_since(&before);
     g.assert_all_live_on(&v1);
     // The receive-pack wrapper's status names the host too.
@@ -175,11 +188,7 @@ fn a_host_whose_config_differs_is_refused_naming_the_keys() {
     g.clone.commit("v2");
     let before = g.state();
     let push = g.clone.push_main().deploy_failed();
-    let error = push
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("remote: error: "))
-        .unwrap();
+    let error = errors(&push);
     assert!(
         error.contains("web2") && error.contains("keep_builds") && error.contains("shared"),
         "{error}"
@@ -195,7 +204,9 @@ fn a_primary_killed_while_hosts_prepare_switches_nobody_and_the_next_deploy_brin
     let v1 = g.clone.head();
     g.clone.set_version("2.0.0");
     g.clone.commit("v2");
-    let _ = g.clone.push_with_fault(&["main"], "group-prepare!pid");
+    g.clone
+        .push_with_fault(&["main"], "group-prepare!pid")
+        .stderr_lacks("switched 3 servers");
     g.wait_for_quiet();
     // Nobody switched: every server still serves v1, and only complete builds.
     assert_eq!(g.live_commits(), vec![v1.clone(); 3]);
@@ -213,7 +224,9 @@ fn a_primary_killed_mid_switch_leaves_complete_builds_and_the_next_deploy_brings
     let v1 = g.clone.head();
     g.clone.set_version("2.0.0");
     let v2 = g.clone.commit("v2");
-    let _ = g.clone.push_with_fault(&["main"], "group-switch!pid");
+    g.clone
+        .push_with_fault(&["main"], "group-switch!pid")
+        .stderr_lacks("switched 3 servers");
     g.wait_for_quiet();
     // Some servers may have switched, some not; each serves a whole build of v1 or v2.
     for (server, commit) in g.servers().zip(g.live_commits()) {
