@@ -265,10 +265,8 @@ pub fn run(
         logs.extend(left_out);
         return Err(GroupFailed {
             hosts: logs,
-            error: anyhow!(
-                "no server switched; the deploy was called off because:\n{}",
-                failures.join("\n")
-            ),
+            // One line: the receive-pack wrapper's status shows the first line only.
+            error: anyhow!("no server switched: {}", failures.join("; ")),
             switched: false,
         });
     }
@@ -386,11 +384,11 @@ pub fn run(
     let switched_any = local_switched || !switched_hosts.is_empty();
     let error = if switched_any {
         anyhow!(
-            "the switch failed, so the group went back ({back}):\n{}",
-            problems.join("\n")
+            "the group's switch failed ({}), so it went back: {back}",
+            problems.join("; ")
         )
     } else {
-        anyhow!("no server switched:\n{}", problems.join("\n"))
+        anyhow!("no server switched: {}", problems.join("; "))
     };
     Err(GroupFailed {
         hosts: logs,

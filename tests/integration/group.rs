@@ -162,19 +162,30 @@ fn a_host_whose_composer_fails_stops_every_switch() {
     g.clone.commit("a post-install check that fails on web3");
     std::fs::write(g.hosts[1].root.join("composer-fails"), "").unwrap();
     let before = g.state();
+    // Through the receive-pack wrapper, as a team sets it up: `git push` itself fails.
+    g.clone.git(&[
+        "config",
+        "remote.production.receivepack",
+        &format!("{} receive-pack", harness::BIN),
+    ]);
     let push = g.clone.push_main().deploy_failed();
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    let wrapper = push
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: the push was received, but its deploy failed: "))
+        .unwrap_or_else(|| panic!("{}", push.stderr));
+    assert!(wrapper.contains("web3: composer failed"), "{wrapper}");
     let push = push
         .stderr_has("web3: ")
         .stderr_has("post-install says no")
-        .stderr_has("no server switched")
+        .stderr_has("remote: error: no server switched: web3: composer failed")
         .stderr_lacks("switched 3 servers");
     let error = errors(&push);
     assert!(error.contains("web3: "), "{error}");
     assert!(!error.contains("web2: "), "web2 prepared fine: {error}");
     g.assert_unchanged_since(&before);
     g.assert_all_live_on(&v1);
-    // The receive-pack wrapper's status names the host too.
-    assert_ne!(push.code, None);
 }
 
 #[test]
