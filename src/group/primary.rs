@@ -384,7 +384,7 @@ pub fn run(
     let switched_any = local_switched || !switched_hosts.is_empty();
     let error = if switched_any {
         anyhow!(
-            "the group's switch failed ({}), so it went back: {back}",
+            "the group's switch failed ({}); {back}",
             problems.join("; ")
         )
     } else {

@@ -358,6 +358,84 @@ fn hosts_refuse_options_and_duplicates_before_anything_runs() {
     assert_eq!(server.live(), None);
 }
 
+#[test]
+fn a_host_unhealthy_after_the_switch_sends_every_server_back() {
+    let g = Group::new(2);
+    // The same check everywhere (an app key); it fails where the marker is.
+    for server in g.servers() {
+        server.set_config(
+            "healthcheck",
+            "{command: 'test ! -e \"$ATOMDEPLOY_ROOT/unhealthy\"', retries: 0}",
+        );
+    }
+    g.clone.push_main().success();
+    let v1 = g.clone.head();
+    let builds_v1: Vec<Option<String>> = g.servers().map(Server::live).collect();
+    std::fs::write(g.hosts[1].root.join("unhealthy"), "").unwrap();
+    g.clone.set_version("2.0.0");
+    g.clone.commit("v2");
+    let push = g.clone.push_main().deploy_failed();
+    let error = errors(&push);
+    assert!(
+        error.contains("the group's switch failed (web3: unhealthy")
+            && error.contains("); switched back: web2, web3, this server"),
+        "{error}"
+    );
+    // Every server is back on the very build it served, and the group's build is marked bad.
+    assert_eq!(g.servers().map(Server::live).collect::<Vec<_>>(), builds_v1);
+    g.assert_all_live_on(&v1);
+    let entry = g.primary.deploy_log().pop().unwrap();
+    assert_eq!(entry["outcome"], "unhealthy", "{entry}");
+    let hosts = entry["hosts"].as_array().unwrap();
+    assert!(hosts.iter().all(|h| h["outcome"] == "restored"), "{entry}");
+}
+
+#[test]
+fn a_host_that_cannot_be_reached_or_hangs_fails_the_deploy_and_nothing_changes() {
+    let g = Group::new(1);
+    g.clone.push_main().success();
+    let v1 = g.clone.head();
+    // A before_switch that hangs on web2 alone, past host_timeout (a per-host key).
+    for server in g.servers() {
+        server.set_config(
+            "before_switch",
+            "['if [ -e \"$ATOMDEPLOY_ROOT/hang\" ]; then sleep 600; fi']",
+        );
+    }
+    g.primary.set_config("host_timeout", "3");
+    std::fs::write(g.hosts[0].root.join("hang"), "").unwrap();
+    g.clone.set_version("2.0.0");
+    g.clone.commit("v2");
+    let before = g.state();
+    let push = g.clone.push_main().deploy_failed();
+    let error = errors(&push);
+    assert!(
+        error.contains("no server switched: web2: ") && error.contains("did not finish within 3s"),
+        "{error}"
+    );
+    g.wait_for_quiet();
+    // The killed host's half-made build is removed by the abort (or its next deploy).
+    std::fs::remove_file(g.hosts[0].root.join("hang")).unwrap();
+    g.assert_unchanged_since(&before);
+    assert_eq!(g.live_commits(), [v1.clone(), v1.clone()]);
+
+    // A host that is not there: named, and nothing changes anywhere.
+    let missing = g.primary.base().join("gone.git");
+    let list = format!("[{}, {}]", g.urls[0].display(), missing.display());
+    g.primary.set_config("hosts", &list);
+    g.clone.set_version("3.0.0");
+    g.clone.commit("v3");
+    let push = g.clone.push_main().deploy_failed();
+    let error = errors(&push);
+    assert!(error.contains("gone: "), "{error}");
+    assert!(!error.contains("web2: "), "{error}");
+    assert_eq!(g.live_commits(), [v1.clone(), v1.clone()]);
+    let out = g.primary.run(&["hosts"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("gone")).unwrap();
+    assert!(line.contains("UNREACHABLE"), "{text}");
+}
+
 /// The figure of issue #12: the spread of the switches of a primary and 3 local hosts, median
 /// of several deploys. `cargo test --test integration group::switch_spread -- --ignored
 /// --nocapture`.
