@@ -23,6 +23,8 @@ mod deploy;
 mod faults;
 #[path = "integration/group.rs"]
 mod group;
+#[path = "integration/group_host.rs"]
+mod group_host;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/integrity.rs"]

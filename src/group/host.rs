@@ -47,6 +47,16 @@ impl Record {
     fn is_own_build(&self) -> bool {
         self.op == "prepare"
     }
+
+    /// Whether `build` is still the group's own build, never live: the one thing `abort` and
+    /// `restore` may remove. (Its name may have gone to another build since: names are
+    /// reused within a second once a build is removed.)
+    fn unswitched_own_build(&self, layout: &Layout, build: &BuildName) -> bool {
+        self.is_own_build()
+            && builds::live(layout).as_ref() != Some(build)
+            && builds::revision(layout, build).as_deref() == Some(self.commit.as_str())
+            && builds::read_meta(layout, build).is_some_and(|m| !m.went_live)
+    }
 }
 
 fn records_dir(layout: &Layout) -> PathBuf {
@@ -227,7 +237,7 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
         .id();
     let short = short_id_of(commit);
     let live = builds::live(layout);
-    let build = if reuse {
+    let (op, build) = if reuse {
         let found = newest_good_build_of(layout, &commit.to_string())?.ok_or_else(|| {
             anyhow!(
                 "there is no build of {short} on this host that is not bad, so there is \
@@ -238,7 +248,7 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
             "atomdeploy: group {}: reusing builds/{found} ({short})",
             ctx.gid
         ));
-        found
+        ("reuse", found)
     } else {
         ctx.reporter
             .line(&format!("atomdeploy: group {}: preparing {short}", ctx.gid));
@@ -251,16 +261,15 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
             previous: live.as_ref(),
             reporter: ctx.reporter,
         };
-        let prepared = pipeline::prepare(&d)?;
-        entry.build = Some(prepared.build.to_string());
-        let record = new_record("prepare", &prepared.build, commit, live.as_ref());
-        write_record(layout, ctx.gid, &record)
-            .inspect_err(|_| pipeline::discard(&d, &prepared.build))?;
-        prepared.build
+        ("prepare", pipeline::prepare(&d)?.build)
     };
-    if reuse {
-        let record = new_record("reuse", &build, commit, live.as_ref());
-        write_record(layout, ctx.gid, &record)?;
+    let record = new_record(op, &build, commit, live.as_ref());
+    if let Err(err) = write_record(layout, ctx.gid, &record) {
+        // Without its record no switch can find it: a build of ours goes again.
+        if record.unswitched_own_build(layout, &build) {
+            let _ = builds::remove_build(layout, &build);
+        }
+        return Err(err);
     }
     // The group ref goes once this is over: the build's own ref keeps its commit.
     refs::sync_ref(ctx.plan, &repo, ctx.reporter);
@@ -454,7 +463,9 @@ fn restore(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
     switch::check_latest(layout)?;
     let live = builds::live(layout);
     let mut opcache = None;
-    if live.as_ref() == Some(&build) {
+    let groups_build_live = live.as_ref() == Some(&build)
+        && builds::revision(layout, &build).as_deref() == Some(record.commit.as_str());
+    if groups_build_live {
         let Some(previous) = &previous else {
             if record.is_own_build() {
                 builds::mark_bad(layout, &build)?;
@@ -483,7 +494,7 @@ fn restore(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
         opcache = restored.opcache;
     } else if live == previous {
         // The group's build never went live here: nothing to switch, only to remove.
-        if record.is_own_build() && layout.build_dir(&build).is_dir() {
+        if record.unswitched_own_build(layout, &build) {
             builds::remove_build(layout, &build)
                 .with_context(|| format!("cannot remove builds/{build}"))?;
         }
@@ -528,11 +539,7 @@ fn abort(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
     if let Some(record) = read_record(layout, ctx.gid) {
         let build = build_name(&record.build)?;
         entry.build = Some(build.to_string());
-        let live = builds::live(layout);
-        if record.is_own_build()
-            && live.as_ref() != Some(&build)
-            && layout.build_dir(&build).is_dir()
-        {
+        if record.unswitched_own_build(layout, &build) {
             builds::remove_build(layout, &build)
                 .with_context(|| format!("cannot remove builds/{build}"))?;
             ctx.reporter.line(&format!(

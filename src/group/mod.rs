@@ -218,8 +218,11 @@ impl Line {
     /// it (`remote: …`, possibly with git's clear-to-end-of-line and padding after it).
     /// Anything else is `None`.
     pub fn parse(line: &str) -> Option<Line> {
+        // A progress bar's last redraw (ended by `\r`) may share the line.
+        let line = line.trim_end_matches(['\r', '\n']);
+        let line = line.rsplit('\r').next().unwrap_or(line);
         let line = line.strip_prefix("remote: ").unwrap_or(line);
-        let line = line.trim_end_matches(['\r', '\n', ' ']);
+        let line = line.trim_end_matches(' ');
         let line = line.strip_suffix("\x1b[K").unwrap_or(line).trim_end();
         let rest = line.strip_prefix(LINE_PREFIX)?;
         let (word, rest) = rest.split_once(' ')?;
@@ -386,7 +389,9 @@ mod tests {
             let relayed = format!("remote: {text}\x1b[K\r\n");
             assert_eq!(Line::parse(&relayed), Some(line.clone()), "{relayed:?}");
             let padded = format!("remote: {text}        ");
-            assert_eq!(Line::parse(&padded), Some(line), "{padded:?}");
+            assert_eq!(Line::parse(&padded), Some(line.clone()), "{padded:?}");
+            let after_a_bar = format!("remote: snapshot 50%\x1b[K\rremote: {text}\x1b[K\n");
+            assert_eq!(Line::parse(&after_a_bar), Some(line), "{after_a_bar:?}");
         }
     }
 
