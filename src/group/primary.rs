@@ -291,8 +291,14 @@ pub fn run(
             })
             .collect();
         drop(first_tx);
-        // `Err`: every push ended without a flip, so none happened anywhere.
-        let local_live = match first_rx.recv() {
+        // `Err`: every push ended without a flip, so none happened anywhere. (With every host
+        // excluded there is no push to wait for.)
+        let first = if hosts.is_empty() {
+            Ok(())
+        } else {
+            first_rx.recv()
+        };
+        let local_live = match first {
             Ok(()) => {
                 // The crash tests kill the primary here, some hosts switched, others not.
                 fault::point("group-switch");

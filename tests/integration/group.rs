@@ -319,9 +319,30 @@ fn an_excluded_host_is_left_out_with_a_warning_and_include_brings_it_back() {
         "{text}"
     );
 
-    let out = g.primary.run(&["hosts", "include", "web3"]);
-    harness::assert_success(&out, "hosts include");
-    g.assert_all_live_on(&v2);
+    // With every host left out, the primary deploys alone (and says so).
+    let web2 = g.urls[0].display().to_string();
+    harness::assert_success(
+        &g.primary
+            .run(&["hosts", "exclude", "web2", "--reason", "maintenance"]),
+        "hosts exclude web2",
+    );
+    g.clone.set_version("2.5.0");
+    let v25 = g.clone.commit("v2.5");
+    g.clone
+        .push_main()
+        .success()
+        .stderr_has(&format!("warning: deploying without {web2}"))
+        .stderr_has("switched 1 servers within");
+    assert_eq!(g.primary.live_revision(), v25);
+    harness::assert_success(
+        &g.primary.run(&["hosts", "include", "web2"]),
+        "include web2",
+    );
+    harness::assert_success(
+        &g.primary.run(&["hosts", "include", "web3"]),
+        "include web3",
+    );
+    g.assert_all_live_on(&v25);
     let json = g.hosts_json();
     assert!(
         json["hosts"]
