@@ -49,8 +49,28 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     } else {
         let (restored, log) =
             crate::group::local::rollback(plan, &live, &target, &commit, reporter);
-        group = log;
-        restored?
+        match restored {
+            Ok(restored) => {
+                group = log;
+                restored
+            }
+            Err(err) => {
+                // Nothing moved (or everything went back): the branch and the log say so.
+                open_and_sync_ref(plan, reporter);
+                let entry = history::Entry {
+                    finished_at: builds::utc_now_rfc3339(),
+                    from: Some(live.to_string()),
+                    error: Some(format!("{err:#}")),
+                    seconds: reporter.elapsed().as_secs_f64(),
+                    hosts: log.hosts,
+                    ..history::Entry::begin(&started_at, &locked_at, source, &commit)
+                };
+                if let Err(e) = history::append(layout, &entry) {
+                    reporter.warn(&format!("could not write the deploy log: {e:#}"));
+                }
+                return Err(err);
+            }
+        }
     };
     let switched_at = restored.switched_at;
     fault::point("rollback-switched");
