@@ -71,6 +71,9 @@ fn failed_step<'a>(why: &str, reporter: &'a Reporter) -> &'a str {
         ("opcache reset failed", "opcache reset"),
         ("health check failed", "healthcheck"),
         ("switch failed", "switch"),
+        // A group's (group/primary.rs): what failed where comes after, host by host.
+        ("no server switched", "group deploy"),
+        ("the group's switch failed", "group switch"),
         ("waiting for the deploy lock", "lock"),
     ];
     NAMED

@@ -111,6 +111,7 @@ pub fn deploy(d: &Deploy) -> (Result<Deployed>, GroupLog) {
         reporter: d.reporter,
         commit: &commit,
         build: HostBuild::Prepare,
+        here: true,
     };
     let mut local = LocalDeploy {
         d,
@@ -234,6 +235,7 @@ pub fn rollback(
         reporter,
         commit,
         build: HostBuild::Reuse,
+        here: true,
     };
     let mut local = LocalRollback {
         plan,

@@ -101,6 +101,8 @@ pub struct Group<'a> {
     /// The commit every server goes to.
     pub commit: &'a str,
     pub build: HostBuild,
+    /// The primary takes part (a deploy, a rollback), or only hosts catch up.
+    pub here: bool,
 }
 
 impl Group<'_> {
@@ -187,7 +189,7 @@ pub fn run(
     };
     let prepare_ref = group_ref(&gid, &format!("{op}/{fingerprint}"));
     g.reporter.line(&format!(
-        "atomdeploy: preparing {} on {} host{} ({}) and here",
+        "atomdeploy: preparing {} on {} host{} ({}){}",
         short_id(g.commit),
         hosts.len(),
         if hosts.len() == 1 { "" } else { "s" },
@@ -195,7 +197,8 @@ pub fn run(
             .iter()
             .map(|h| h.label.as_str())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if g.here { " and here" } else { "" }
     ));
 
     // 1. Prepare everywhere, the primary's own build meanwhile on this thread.

@@ -175,7 +175,10 @@ fn a_host_whose_composer_fails_stops_every_switch() {
         .lines()
         .find(|l| l.starts_with("error: the push was received, but its deploy failed: "))
         .unwrap_or_else(|| panic!("{}", push.stderr));
-    assert!(wrapper.contains("web3: composer failed"), "{wrapper}");
+    assert!(
+        wrapper.contains("failed: group deploy: no server switched: web3: composer failed"),
+        "{wrapper}"
+    );
     let push = push
         .stderr_has("web3: ")
         .stderr_has("post-install says no")
