@@ -1,5 +1,5 @@
 //! The `post-receive` hook: what git hands it, which repository it runs for, and what each
-//! pushed ref asks of it (a deploy, a rollback, or nothing).
+//! pushed ref asks of it (a deploy, a rollback, a group operation, or nothing).
 
 use std::io::Read;
 use std::path::Path;
