@@ -50,6 +50,13 @@ pub struct Config {
     pub build: Option<Build>,
     /// Paths kept in application/ (and through checkouts) but never copied into a build.
     pub exclude: Vec<PathBuf>,
+    /// The other web servers of a group (`hosts:`), as git push takes them; empty on a single
+    /// server. The group deploy is in `src/group/primary.rs`.
+    pub hosts: Vec<String>,
+    /// Hosts prepared at once.
+    pub hosts_at_once: usize,
+    /// Limit of one host's prepare (its `git push`, with everything it started).
+    pub host_timeout: Duration,
     /// `release:` commands run once per deploy in the new build, after before_switch and
     /// right before the switch (on a group's primary only, once every host has prepared).
     pub release: Vec<String>,
@@ -186,10 +193,26 @@ pub const BUILD_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
+pub const HOSTS_AT_ONCE: Limit = Limit {
+    key: "hosts_at_once",
+    min: 1.0,
+    max: 64.0,
+    seconds: false,
+    fractional: false,
+    min_means: Some("one host after the other"),
+};
+pub const HOST_TIMEOUT: Limit = Limit {
+    key: "host_timeout",
+    min: 1.0,
+    max: DAY,
+    seconds: true,
+    fractional: false,
+    min_means: None,
+};
 
 /// Every number deploy.yml holds (the tests go through them all).
 #[cfg(test)]
-pub const NUMBERS: [Limit; 8] = [
+pub const NUMBERS: [Limit; 10] = [
     KEEP_BUILDS,
     LOCK_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -198,6 +221,8 @@ pub const NUMBERS: [Limit; 8] = [
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_TIMEOUT,
     BUILD_TIMEOUT,
+    HOSTS_AT_ONCE,
+    HOST_TIMEOUT,
 ];
 
 impl Limit {
@@ -394,6 +419,12 @@ struct RawConfig {
     build: Option<Build>,
     #[serde(default, deserialize_with = "exclude_list")]
     exclude: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "host_list")]
+    hosts: Vec<String>,
+    #[serde(default = "default_hosts_at_once", deserialize_with = "hosts_at_once")]
+    hosts_at_once: usize,
+    #[serde(default = "default_host_timeout", deserialize_with = "host_timeout")]
+    host_timeout: u64,
     #[serde(default, deserialize_with = "release_list")]
     release: Vec<String>,
 }
@@ -430,8 +461,10 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
     let raw: Result<RawConfig, _> = serde_yaml::from_str(text);
     SEEN_PATHS.with(|seen| seen.take());
     let raw = raw.map_err(|e| located(origin, &e))?;
+    let repository = root.join(&raw.repository);
+    let hosts = resolve_hosts(text, origin, root, &repository, raw.hosts)?;
     Ok(Config {
-        repository: root.join(raw.repository),
+        repository,
         branch: raw.branch,
         keep_builds: raw.keep_builds,
         shared: raw.shared,
@@ -447,6 +480,9 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         reset_opcache: raw.reset_opcache,
         build: raw.build,
         exclude: raw.exclude,
+        hosts,
+        hosts_at_once: raw.hosts_at_once,
+        host_timeout: Duration::from_secs(raw.host_timeout),
         release: raw.release,
     })
 }
@@ -467,6 +503,9 @@ impl Config {
             lock_timeout: _,
             reset_opcache: _,
             release: _,
+            hosts: _,
+            hosts_at_once: _,
+            host_timeout: _,
             keep_builds,
             shared,
             composer,
@@ -538,6 +577,16 @@ fn canonical_json(value: &serde_json::Value) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// Whether two paths name the same place, whether or not it exists yet.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    resolve(a) == resolve(b)
 }
 
 /// `file:line:column: message`, the form editors and terminals jump to.
@@ -1272,6 +1321,163 @@ impl<'de> Deserialize<'de> for ComposerSetting {
     }
 }
 
+// ---- `hosts:`, `hosts_at_once:`, `host_timeout:` (a group of web servers, issue #12) ----
+
+fn default_hosts_at_once() -> usize {
+    4
+}
+fn default_host_timeout() -> u64 {
+    1800
+}
+fn hosts_at_once<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    HOSTS_AT_ONCE.whole(d).map(|n| n as usize)
+}
+fn host_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    HOST_TIMEOUT.whole(d)
+}
+
+/// Checks one `hosts:` entry on its own: a URL `git push` reaches over ssh or a local path,
+/// and nothing in it that ssh or git could take for an option (`-oProxyCommand=…` as a host
+/// runs a command on the primary).
+pub fn check_host_url(text: &str) -> Result<gix_url::Url, String> {
+    if text.trim().is_empty() {
+        return Err("a host must not be empty".into());
+    }
+    if text.starts_with('-') {
+        return Err(format!("host `{text}` starts with `-`, like an option"));
+    }
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "host `{}` holds spaces or control characters",
+            text.escape_debug()
+        ));
+    }
+    let url = gix_url::parse(text.as_bytes())
+        .map_err(|e| format!("host `{text}` is not a git URL: {e}"))?;
+    match url.scheme {
+        gix_url::Scheme::Ssh | gix_url::Scheme::File => {}
+        _ => {
+            return Err(format!(
+                "host `{text}` must be reached over ssh (`user@host:/path`, `ssh://…`) or be a \
+                 local path"
+            ));
+        }
+    }
+    let optionish = |part: Option<&str>| part.is_some_and(|p| p.starts_with('-'));
+    if optionish(url.user()) || optionish(url.host()) || url.path.starts_with(b"-") {
+        return Err(format!(
+            "host `{text}` has a part that starts with `-`, like an option"
+        ));
+    }
+    if url.password().is_some() {
+        return Err(format!(
+            "host `{text}` holds a password; the primary reaches hosts with its ssh key"
+        ));
+    }
+    if url.path.is_empty() || url.path_is_root() {
+        return Err(format!("host `{text}` names no repository path"));
+    }
+    Ok(url)
+}
+
+thread_local! {
+    /// The hosts read so far from the `hosts:` list being parsed, to refuse one listed twice at
+    /// its own line (an error of the list itself would point at the list).
+    static SEEN_HOSTS: std::cell::RefCell<Vec<(String, gix_url::Url)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One `hosts:` entry, checked where it stands.
+struct HostEntry(String);
+
+impl<'de> Deserialize<'de> for HostEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl Visitor<'_> for EntryVisitor {
+            type Value = HostEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the git URL of another web server")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<HostEntry, E> {
+                let url = check_host_url(text).map_err(E::custom)?;
+                SEEN_HOSTS.with(|seen| {
+                    let mut seen = seen.borrow_mut();
+                    if let Some((first, _)) = seen.iter().find(|(_, u)| same_host(u, &url)) {
+                        return Err(E::custom(format!(
+                            "host `{text}` is listed twice (as `{first}` too)"
+                        )));
+                    }
+                    seen.push((text.to_string(), url));
+                    Ok(HostEntry(text.to_string()))
+                })
+            }
+        }
+        d.deserialize_str(EntryVisitor)
+    }
+}
+
+fn host_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    SEEN_HOSTS.with(|seen| seen.take());
+    let hosts = Option::<Vec<HostEntry>>::deserialize(d);
+    SEEN_HOSTS.with(|seen| seen.take());
+    Ok(hosts?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.0)
+        .collect())
+}
+
+/// Two spellings of one repository (`web2:/srv/app.git`, `ssh://web2/srv/app.git`).
+fn same_host(a: &gix_url::Url, b: &gix_url::Url) -> bool {
+    a.scheme == b.scheme
+        && a.user() == b.user()
+        && a.host() == b.host()
+        && a.port_or_default() == b.port_or_default()
+        && a.path.strip_suffix(b"/").unwrap_or(&a.path)
+            == b.path.strip_suffix(b"/").unwrap_or(&b.path)
+}
+
+/// Local paths made absolute (against the deploy root, like `repository:`), and none of them
+/// the primary's own repository: a push to itself would deploy into its own lock.
+fn resolve_hosts(
+    text: &str,
+    origin: &Path,
+    root: &Path,
+    repository: &Path,
+    hosts: Vec<String>,
+) -> Result<Vec<String>> {
+    let mut resolved = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let url = check_host_url(&host).map_err(|e| anyhow!("{}: {e}", origin.display()))?;
+        if url.scheme != gix_url::Scheme::File {
+            resolved.push(host);
+            continue;
+        }
+        let path = root.join(std::path::Path::new(&*url.path.to_string()));
+        if same_path(&path, repository) {
+            // After the `hosts:` key: `repository:` may spell the same path.
+            let after = text.find("hosts:").unwrap_or(0);
+            let at = text[after..]
+                .find(&host)
+                .map(|i| i + after)
+                .map(|i| {
+                    let line = text[..i].matches('\n').count() + 1;
+                    let column = i - text[..i].rfind('\n').map_or(0, |n| n + 1) + 1;
+                    format!("{line}:{column}:")
+                })
+                .unwrap_or_default();
+            return Err(anyhow!(
+                "{}:{at} host `{host}` is this server's own repository ({}); list the other \
+                 web servers only",
+                origin.display(),
+                repository.display()
+            ));
+        }
+        resolved.push(path.to_string_lossy().into_owned());
+    }
+    Ok(resolved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1619,6 +1825,8 @@ mod tests {
             "healthcheck.interval" => check().interval.as_secs_f64(),
             "healthcheck.timeout" => check().timeout.as_secs_f64(),
             "build.timeout" => config.build.as_ref().unwrap().timeout.as_secs_f64(),
+            "hosts_at_once" => config.hosts_at_once as f64,
+            "host_timeout" => config.host_timeout.as_secs_f64(),
             other => panic!("no test knows the key {other}"),
         }
     }
@@ -2248,5 +2456,73 @@ mod tests {
             .collect();
         out.push_str(line);
         out
+    }
+
+    #[test]
+    fn hosts_default_to_a_single_server() {
+        let config = parse_ok("repository: r\n");
+        assert!(config.hosts.is_empty());
+        assert_eq!(config.hosts_at_once, 4);
+        assert_eq!(config.host_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn hosts_take_ssh_urls_and_local_paths() {
+        let config = parse_ok(
+            "repository: r\nhosts:\n  - deploy@web2.internal:/srv/app.git\n  \
+             - ssh://deploy@web3.internal:2222/srv/app.git\n  - /srv/web4.git\n  - ../web5.git\n\
+             hosts_at_once: 2\nhost_timeout: 60\n",
+        );
+        assert_eq!(
+            config.hosts,
+            [
+                "deploy@web2.internal:/srv/app.git",
+                "ssh://deploy@web3.internal:2222/srv/app.git",
+                "/srv/web4.git",
+                "/srv/app/../web5.git",
+            ]
+        );
+        assert_eq!(config.hosts_at_once, 2);
+        assert_eq!(config.host_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn hosts_refuse_what_could_be_taken_for_an_option() {
+        for (host, why) in [
+            ("-oProxyCommand=touch /tmp/x", "starts with `-`"),
+            ("ssh://-oProxyCommand=x/srv/app.git", "starts with `-`"),
+            ("-x@web2:/srv/app.git", "starts with `-`"),
+            ("https://web2/app.git", "over ssh"),
+            ("ext::sh -c touch% /tmp/x", "spaces"),
+            ("ssh://web2", "does not specify a path"),
+            ("\"\"", "must not be empty"),
+        ] {
+            let err = parse_err(&format!("repository: r\nhosts:\n  - {host}\n"));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:5: ") && err.contains(why),
+                "{host}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_refuse_duplicates_and_the_primary_itself() {
+        let err = parse_err(
+            "repository: r\nhosts:\n  - deploy@web2:/srv/app.git\n  - ssh://deploy@web2/srv/app.git\n",
+        );
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:4:5: ") && err.contains("listed twice"),
+            "{err}"
+        );
+        let err =
+            parse_err("repository: /srv/app.git\nhosts:\n  - /srv/web2.git\n  - /srv/app.git\n");
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:4:5: ") && err.contains("own repository"),
+            "{err}"
+        );
+        let err = parse_err("repository: repo.git\nhosts:\n  - repo.git/\n");
+        assert!(err.contains("own repository"), "{err}");
+        let err = parse_err("repository: r\nhosts: web2:/srv/app.git\n");
+        assert!(err.contains("a sequence"), "{err}");
     }
 }

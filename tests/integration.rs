@@ -21,6 +21,8 @@ mod config;
 mod deploy;
 #[path = "integration/faults.rs"]
 mod faults;
+#[path = "integration/group.rs"]
+mod group;
 #[path = "integration/group_host.rs"]
 mod group_host;
 #[path = "integration/hostile.rs"]

@@ -21,12 +21,12 @@ use crate::infra::recover;
 use crate::infra::report::{Reporter, short_id};
 use crate::pipeline::{self, Deploy, GoLive, Prepared, Problem};
 use crate::push::{PushRequest, RefUpdate};
-use crate::rollback;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::history::{self, GroupOp, Outcome};
 use crate::state::plan::{Layout, Plan};
 use crate::state::refs;
+use crate::steps::restore;
 use crate::steps::switch;
 
 /// What a host keeps of a group between its operations.
@@ -490,7 +490,7 @@ fn restore(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
             "atomdeploy: group {}: going back from builds/{build} to builds/{previous}",
             ctx.gid
         ));
-        let restored = rollback::restore(ctx.plan, &build, previous, ctx.reporter)?;
+        let restored = restore::restore(ctx.plan, &build, previous, ctx.reporter)?;
         entry.switched_at = Some(restored.switched_at);
         opcache = restored.opcache;
     } else if live == previous {

@@ -6,7 +6,12 @@
 //! `atomdeploy-group: …` lines that the primary reads among git's `remote:` lines.
 //! Everything here is pure: ref names, group ids, the lines.
 
+pub mod excluded;
 pub mod host;
+pub mod local;
+pub mod primary;
+pub mod remote;
+pub mod view;
 
 use std::fmt;
 

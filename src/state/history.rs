@@ -42,6 +42,12 @@ pub struct Entry {
     /// The file in the output folder holding what the pusher saw.
     #[serde(default)]
     pub output: Option<String>,
+    /// A group's other web servers (`hosts:`), each as this attempt left it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostLog>,
+    /// Between the first and the last server's switch, the primary's included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_spread_ms: Option<f64>,
     /// On a host of a group: the group operation this attempt was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupOp>,
@@ -107,6 +113,8 @@ impl Entry {
             steps: Vec::new(),
             seconds: 0.0,
             output: None,
+            hosts: Vec::new(),
+            switch_spread_ms: None,
             group: None,
         }
     }
@@ -192,6 +200,19 @@ fn prune_failed(dir: &Path) -> Result<()> {
         let _ = std::fs::remove_file(dir.join(name));
     }
     Ok(())
+}
+
+/// One host's part, for the deploy log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostLog {
+    pub url: String,
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// `switched`, `failed`, `aborted`, `restored`, `excluded`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]
