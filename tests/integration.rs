@@ -25,6 +25,8 @@ mod faults;
 mod group;
 #[path = "integration/group_host.rs"]
 mod group_host;
+#[path = "integration/group_web.rs"]
+mod group_web;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/integrity.rs"]

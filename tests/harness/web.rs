@@ -411,3 +411,104 @@ fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// A third nginx in front of several [`WebServer`]s, as a load balancer: round robin over
+/// `upstream` backends, each answer carrying the backend in `X-Upstream`.
+pub struct Balancer {
+    pub port: u16,
+    nginx: Group,
+    dir: PathBuf,
+}
+
+impl Balancer {
+    #[track_caller]
+    pub fn start(dir: &Path, backends: &[u16]) -> Balancer {
+        fs::create_dir_all(dir.join("temp")).unwrap();
+        let servers: String = backends
+            .iter()
+            .map(|port| format!("  server 127.0.0.1:{port};\n"))
+            .collect();
+        // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        // A port taken between free_port() and nginx's bind: nginx exits at once, and is
+        // started again on another one.
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = format!(
+                "daemon off;\nworker_processes 2;\n{user}pid {d}/nginx.pid;\nerror_log {d}/nginx.log warn;\n\
+                 events {{ worker_connections 512; }}\nhttp {{\n access_log off;\n \
+                 client_body_temp_path {d}/temp/body;\n proxy_temp_path {d}/temp/proxy;\n \
+                 fastcgi_temp_path {d}/temp/fastcgi;\n uwsgi_temp_path {d}/temp/uwsgi;\n \
+                 scgi_temp_path {d}/temp/scgi;\n keepalive_requests 100000;\n \
+                 upstream app {{\n{servers}  keepalive 16;\n }}\n \
+                 server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   proxy_pass http://app;\n   \
+                 proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   \
+                 add_header X-Upstream $upstream_addr always;\n  }}\n }}\n}}\n",
+                user = if as_root { "user root;\n" } else { "" },
+                d = dir.display(),
+            );
+            let _ = fs::remove_file(dir.join("nginx.log"));
+            fs::write(dir.join("nginx.conf"), conf).unwrap();
+            let mut command = Command::new("nginx");
+            command
+                .arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"));
+            let mut nginx = Group::spawn(command, "nginx (scripts/install-deps installs it)");
+            let mut exited = false;
+            wait_until(
+                Duration::from_secs(20),
+                || {
+                    exited = nginx.reaped();
+                    exited
+                        || (dir.join("nginx.pid").exists()
+                            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+                },
+                || "the balancer did not start".into(),
+            );
+            if !exited {
+                return Balancer {
+                    port,
+                    nginx,
+                    dir: dir.to_path_buf(),
+                };
+            }
+        }
+        panic!(
+            "the balancer did not start: {}",
+            fs::read_to_string(dir.join("nginx.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// nginx's error log: a backend refused or cut off shows here.
+    pub fn diagnostics(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("nginx.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn process_group(&self) -> i32 {
+        self.nginx.pgid()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stop(mut self) {
+        self.nginx.stop(libc::SIGQUIT);
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.nginx.stop(libc::SIGQUIT);
+    }
+}

@@ -28,12 +28,12 @@ struct Traffic {
 }
 
 /// What shared/.env holds; the page prints it.
-const APP_NAME: &str = "zero-downtime";
+pub(crate) const APP_NAME: &str = "zero-downtime";
 
 /// Parses the framework fixture's page: `framework app VERSION`, then the build (REVISION) as
 /// seen by the front controller, the app's src/ and the framework in vendor/, then the
 /// APP_NAME read from .env.
-fn parse(body: &str) -> Result<(String, String), String> {
+pub(crate) fn parse(body: &str) -> Result<(String, String), String> {
     let mut lines = body.lines();
     let mut field = |prefix: &str| {
         lines

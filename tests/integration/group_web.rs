@@ -1,0 +1,341 @@
+//! Zero downtime for a group (issue #12), with real nginx and php-fpm: a primary and one host,
+//! each behind its own nginx and php-fpm, and a third nginx balancing between them. Under load
+//! through the balancer, group deploys and rollbacks never fail a request, and no answer ever
+//! comes from a build that is not the group's current or previous one.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::harness::web::{Balancer, WebServer, living, naming};
+use crate::harness::{Server, exclusive, wait_until};
+use crate::web::{APP_NAME, parse};
+
+const CLIENTS: usize = 4;
+const DEPLOYS: usize = 10;
+const ROLLBACKS: usize = 3;
+
+/// One answer: when its request was sent and when the answer came, the version and build it
+/// showed, and the backend the balancer took it from.
+struct Sample {
+    sent: SystemTime,
+    at: SystemTime,
+    version: String,
+    build: String,
+    upstream: String,
+}
+
+#[derive(Default)]
+struct Traffic {
+    samples: Vec<Sample>,
+    failures: Vec<String>,
+}
+
+/// One push to the primary: from when it started to when it returned, after which the whole
+/// group serves `commit`.
+struct Switch {
+    started: SystemTime,
+    ended: SystemTime,
+    commit: String,
+}
+
+/// Stops the clients when the test ends, a panicking one too, so that none keeps hammering
+/// a stopped balancer.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn client(url: String, stop: Arc<AtomicBool>, traffic: Arc<Mutex<Traffic>>) {
+    // One agent per thread: its connection to the balancer is kept alive across switches.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
+        let sent = SystemTime::now();
+        let outcome = agent
+            .get(&url)
+            .call()
+            .map_err(|e| e.to_string())
+            .and_then(|mut response| {
+                let status = response.status();
+                let upstream = response
+                    .headers()
+                    .get("x-upstream")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let body = response
+                    .body_mut()
+                    .read_to_string()
+                    .map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!("{status} from {upstream:?}: {body}"));
+                }
+                parse(&body).map(|(version, build)| (version, build, upstream))
+            });
+        let at = SystemTime::now();
+        let mut traffic = traffic.lock().unwrap();
+        match outcome {
+            Ok((version, build, upstream)) => traffic.samples.push(Sample {
+                sent,
+                at,
+                version,
+                build,
+                upstream,
+            }),
+            Err(failure) => traffic.failures.push(failure),
+        }
+    }
+}
+
+/// Why `sample` may not have been served, if so. Commit `switches[j]` goes live during push j
+/// and is switched away from during push j+1: a request may be answered by it only if it was
+/// in flight at some instant between the start of push j and the end of push j+1. So while a
+/// push runs, the commits allowed are the group's current one and the one being switched to;
+/// an older one, or one that never went live on the group, is not.
+fn misserved(sample: &Sample, switches: &[Switch]) -> Option<String> {
+    let allowed = switches.iter().enumerate().any(|(j, switch)| {
+        let gone = switches.get(j + 1).map(|next| next.ended);
+        switch.commit == sample.build
+            && sample.at >= switch.started
+            && gone.is_none_or(|gone| sample.sent <= gone)
+    });
+    (!allowed).then(|| {
+        let during = switches
+            .iter()
+            .rposition(|s| s.started <= sample.sent)
+            .unwrap_or(0);
+        format!(
+            "{} answered with {} during push {during} (group on {}, switching to {})",
+            sample.upstream,
+            sample.build,
+            switches[during.saturating_sub(1)].commit,
+            switches[during].commit,
+        )
+    })
+}
+
+fn install(hosts: &str) -> Server {
+    let mut builder = Server::builder()
+        .config("keep_builds", "3")
+        .config("shared", "[.env]");
+    if !hosts.is_empty() {
+        builder = builder.config("hosts", hosts);
+    }
+    let server = builder.install();
+    std::fs::create_dir_all(server.root.join("shared")).unwrap();
+    std::fs::write(
+        server.root.join("shared/.env"),
+        format!("APP_NAME={APP_NAME}\n"),
+    )
+    .unwrap();
+    server
+}
+
+#[test]
+fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previous_build() {
+    let _heavy = exclusive();
+    let host = install("");
+    // A named link, so that the host's lines read `web2: …`.
+    let link = host.base().join("web2.git");
+    std::os::unix::fs::symlink(&host.repo, &link).unwrap();
+    let primary = install(&format!("[{}]", link.display()));
+    let clone = primary.clone_fixture("framework");
+    let mut versions: HashMap<String, String> = HashMap::new();
+    clone.set_version("d0");
+    versions.insert(clone.commit("d0"), "d0".into());
+    clone.push_main().success();
+    let first = primary.live_revision();
+    assert_eq!(host.live_revision(), first);
+
+    let web1 = WebServer::start(&primary.root, &primary.base().join("web"));
+    let web2 = WebServer::start(&host.root, &host.base().join("web"));
+    let balancer = Balancer::start(&primary.base().join("balancer"), &[web1.port, web2.port]);
+    let backends = [
+        format!("127.0.0.1:{}", web1.port),
+        format!("127.0.0.1:{}", web2.port),
+    ];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = StopOnDrop(Arc::clone(&stop));
+    let traffic = Arc::new(Mutex::new(Traffic::default()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (url, stop, traffic) = (balancer.url("/"), Arc::clone(&stop), Arc::clone(&traffic));
+            std::thread::spawn(move || client(url, stop, traffic))
+        })
+        .collect();
+    let started = Instant::now();
+    let traffic_from = SystemTime::now();
+
+    // Waits until both backends have answered with `build`, which the whole group runs now.
+    let wait_served = |build: &str| {
+        wait_until(
+            Duration::from_secs(30),
+            || {
+                let traffic = traffic.lock().unwrap();
+                let recent: Vec<&Sample> = traffic.samples.iter().rev().take(100).collect();
+                backends
+                    .iter()
+                    .all(|b| recent.iter().any(|s| s.build == build && &s.upstream == b))
+            },
+            || {
+                format!(
+                    "{build} was not served by both backends; errors:\n{}{}",
+                    web1.error_log(),
+                    web2.error_log()
+                )
+            },
+        )
+    };
+    let mut switches = vec![Switch {
+        started: SystemTime::UNIX_EPOCH,
+        ended: SystemTime::UNIX_EPOCH,
+        commit: first.clone(),
+    }];
+    wait_served(&first);
+    let mut push = |args: &[&str], rollback: bool| {
+        let started = SystemTime::now();
+        let push = clone.push(args).success();
+        let ended = SystemTime::now();
+        if rollback {
+            push.stderr_has("rolled back to builds/");
+        }
+        let commit = primary.live_revision();
+        assert_eq!(
+            host.live_revision(),
+            commit,
+            "the host is not on the group's commit"
+        );
+        switches.push(Switch {
+            started,
+            ended,
+            commit: commit.clone(),
+        });
+        wait_served(&commit);
+    };
+    let mut rollbacks = 0;
+    for i in 1..=DEPLOYS {
+        let version = format!("d{i}");
+        clone.set_version(&version);
+        versions.insert(clone.commit(&version), version);
+        push(&["main"], false);
+        if i % 3 == 0 && rollbacks < ROLLBACKS {
+            push(&[":rollback"], true);
+            rollbacks += 1;
+        }
+    }
+    drop(stopping);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    let traffic = traffic.lock().unwrap();
+
+    assert!(
+        traffic.failures.is_empty(),
+        "{} failed or mixed answers, e.g. {:?}",
+        traffic.failures.len(),
+        &traffic.failures[..traffic.failures.len().min(5)]
+    );
+    let misserved: Vec<String> = traffic
+        .samples
+        .iter()
+        .filter_map(|s| misserved(s, &switches))
+        .collect();
+    assert!(
+        misserved.is_empty(),
+        "{} answers from a build not the group's current or previous one, e.g. {:?}",
+        misserved.len(),
+        &misserved[..misserved.len().min(5)]
+    );
+    for sample in &traffic.samples {
+        assert_eq!(
+            versions.get(&sample.build),
+            Some(&sample.version),
+            "code of one build, REVISION of another"
+        );
+    }
+    let mut per_backend: HashMap<&str, usize> = HashMap::new();
+    for sample in &traffic.samples {
+        *per_backend.entry(sample.upstream.as_str()).or_default() += 1;
+    }
+    let served: HashSet<&str> = traffic.samples.iter().map(|s| s.build.as_str()).collect();
+    assert_eq!(rollbacks, ROLLBACKS);
+
+    // The spread each group switch reported: max - min of every server's rename(2) instant.
+    let mut spreads: Vec<f64> = primary
+        .deploy_log()
+        .iter()
+        .filter(|e| {
+            e["switched_at"]
+                .as_str()
+                .is_some_and(|at| parse_time(at) >= traffic_from)
+        })
+        .filter_map(|e| e["switch_spread_ms"].as_f64())
+        .collect();
+    assert_eq!(
+        spreads.len(),
+        DEPLOYS + ROLLBACKS,
+        "a group switch without its spread in deploys.jsonl"
+    );
+    spreads.sort_by(f64::total_cmp);
+    let requests = traffic.samples.len();
+    eprintln!(
+        "group zero downtime: {requests} requests through the balancer from {CLIENTS} keep-alive \
+         clients in {:.1}s ({:.0} req/s), per backend {per_backend:?}, {DEPLOYS} group deploys \
+         and {rollbacks} rollbacks, 0 failed, {} builds served; switch spread median {:.2} ms, \
+         max {:.2} ms",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64(),
+        served.len(),
+        spreads[spreads.len() / 2],
+        spreads[spreads.len() - 1],
+    );
+    drop(traffic);
+
+    let mut groups: Vec<i32> = web1.process_groups().to_vec();
+    groups.extend(web2.process_groups());
+    groups.push(balancer.process_group());
+    let dirs: Vec<PathBuf> = vec![
+        web1.dir().to_path_buf(),
+        web2.dir().to_path_buf(),
+        balancer.dir().to_path_buf(),
+    ];
+    let mut diagnostics = web1.diagnostics();
+    diagnostics.extend(web2.diagnostics());
+    diagnostics.extend(balancer.diagnostics());
+    balancer.stop();
+    web1.stop();
+    web2.stop();
+    assert_eq!(
+        diagnostics,
+        Vec::<String>::new(),
+        "PHP, php-fpm or nginx logged diagnostics"
+    );
+    let mut left = living(&groups);
+    for dir in &dirs {
+        left.extend(naming(dir));
+    }
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "web server processes outlived the test"
+    );
+}
+
+fn parse_time(text: &str) -> SystemTime {
+    let parsed =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+    SystemTime::from(parsed)
+}
