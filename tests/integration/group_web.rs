@@ -115,13 +115,21 @@ fn misserved(sample: &Sample, switches: &[Switch]) -> Option<String> {
             .iter()
             .rposition(|s| s.started <= sample.sent)
             .unwrap_or(0);
-        format!(
-            "{} answered with {} during push {during} (group on {}, switching to {})",
-            sample.upstream,
-            sample.build,
-            switches[during.saturating_sub(1)].commit,
-            switches[during].commit,
-        )
+        let push = &switches[during];
+        if sample.sent > push.ended {
+            format!(
+                "{} answered with {} after push {during}, the group on {}",
+                sample.upstream, sample.build, push.commit
+            )
+        } else {
+            format!(
+                "{} answered with {} during push {during}, the group on {} switching to {}",
+                sample.upstream,
+                sample.build,
+                switches[during.saturating_sub(1)].commit,
+                push.commit
+            )
+        }
     })
 }
 
