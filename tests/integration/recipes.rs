@@ -328,7 +328,7 @@ fn a_failing_migration_fails_the_push_and_the_old_build_keeps_serving() {
         .push_main()
         .deploy_failed()
         .stderr_has("Duplicate column name")
-        .stderr_has("before_switch failed: `php artisan migrate --force` failed");
+        .stderr_has("release failed: `php artisan migrate --force` failed");
     // Nothing changed: the old build serves, alone in builds/; the migrations table is as it
     // was, byte for byte; after_switch (queue:restart) never ran.
     assert_eq!(server.live().unwrap(), v1);
