@@ -21,6 +21,8 @@ mod config;
 mod deploy;
 #[path = "integration/faults.rs"]
 mod faults;
+#[path = "integration/group_ssh.rs"]
+mod group_ssh;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/integrity.rs"]
