@@ -84,6 +84,24 @@ impl SshClient {
         )
     }
 
+    /// A directory holding an `ssh` that is [`SshClient::command`] with the arguments it is
+    /// given after: first in a server's PATH, it makes the ssh that server runs (the
+    /// primary's `GIT_SSH_COMMAND` says `ssh -o …`) use this key and `known_hosts`, as the
+    /// deploy user's `~/.ssh` would, without touching root's.
+    pub fn ssh_on_path(&self, dir: &Path) -> PathBuf {
+        let real = which::which("ssh").unwrap();
+        fs::create_dir_all(dir).unwrap();
+        let script = dir.join("ssh");
+        let args = self.args().join(" ");
+        fs::write(
+            &script,
+            format!("#!/bin/sh\nexec {} {args} \"$@\"\n", real.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        dir.to_path_buf()
+    }
+
     /// [`SshClient::command`] split into the program's arguments.
     pub fn args(&self) -> Vec<String> {
         self.command()
@@ -126,6 +144,12 @@ impl SshdBuilder {
     /// empty).
     pub fn authorize(mut self, options: &str, key: &Path) -> Self {
         self.keys.push((options.to_string(), key.to_path_buf()));
+        self
+    }
+
+    /// Sets a variable in every session's environment (sshd's `SetEnv`).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -224,11 +248,25 @@ impl Sshd {
     /// host key.
     #[track_caller]
     pub fn git_shell_host(server: &Server, addr: Ipv4Addr, client: &SshClient) -> Sshd {
-        let sshd = Sshd::builder(&server.base().join("sshd"))
+        Sshd::git_shell_host_with(server, addr, client, &[])
+    }
+
+    /// [`Sshd::git_shell_host`] with `env` added to every session's environment.
+    #[track_caller]
+    pub fn git_shell_host_with(
+        server: &Server,
+        addr: Ipv4Addr,
+        client: &SshClient,
+        env: &[(&str, &str)],
+    ) -> Sshd {
+        let mut builder = Sshd::builder(&server.base().join("sshd"))
             .addr(addr)
             .authorize(GIT_SHELL_ONLY, &client.public_key())
-            .env_of(server)
-            .start();
+            .env_of(server);
+        for (name, value) in env {
+            builder = builder.env(name, value);
+        }
+        let sshd = builder.start();
         client.trust(&sshd);
         sshd
     }

@@ -196,3 +196,258 @@ fn a_crashed_host_cuts_the_push_off_and_comes_back_with_its_host_key() {
     host.server.assert_only_complete_builds(&[]);
     host.server.assert_nothing_left_behind();
 }
+
+/// A primary and its hosts over ssh: each host an install behind its own sshd on 127.0.0.2,
+/// 127.0.0.3, …, the primary (pushed to over a local path, as the other tests do) listing
+/// them in `hosts:`, its ssh given the client's key and `known_hosts`.
+struct Group {
+    primary: Server,
+    hosts: Vec<Host>,
+    _client: SshClient,
+    _tmp: tempfile::TempDir,
+}
+
+impl Group {
+    /// `n` hosts, every server with `config` (the app's keys must agree), each host's
+    /// sessions with `env(i)` added.
+    fn start(n: u8, config: &[(&str, &str)], env: impl Fn(u8) -> Vec<(String, String)>) -> Group {
+        let tmp = tempfile::tempdir().unwrap();
+        let client = SshClient::new(&tmp.path().join("client"));
+        let hosts: Vec<Host> = (0..n)
+            .map(|i| {
+                let mut builder = Server::builder();
+                for (key, value) in config {
+                    builder = builder.config(key, value);
+                }
+                let server = builder.install();
+                let env = env(i);
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let sshd = Sshd::git_shell_host_with(&server, host_addr(i), &client, &env);
+                Host { server, sshd }
+            })
+            .collect();
+        let bin = client.ssh_on_path(&tmp.path().join("bin"));
+        let urls: Vec<String> = hosts.iter().map(|h| format!("'{}'", h.url())).collect();
+        let mut builder = Server::builder()
+            .path(&format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap()
+            ))
+            .config("hosts", &format!("[{}]", urls.join(", ")));
+        for (key, value) in config {
+            builder = builder.config(key, value);
+        }
+        Group {
+            primary: builder.install(),
+            hosts,
+            _client: client,
+            _tmp: tmp,
+        }
+    }
+
+    /// The primary first, then the hosts.
+    fn servers(&self) -> Vec<&Server> {
+        std::iter::once(&self.primary)
+            .chain(self.hosts.iter().map(|h| &h.server))
+            .collect()
+    }
+
+    /// Sets a key of every server's deploy.yml.
+    fn set_config(&self, key: &str, yaml: &str) {
+        for server in self.servers() {
+            server.set_config(key, yaml);
+        }
+    }
+
+    /// A clone of the example app pushing to the primary through the receive-pack wrapper,
+    /// so that a failed group deploy fails the push.
+    fn clone(&self) -> crate::harness::Clone {
+        let clone = self.primary.clone_fixture("example-app");
+        clone.git(&[
+            "config",
+            "remote.production.receivepack",
+            &format!("{} receive-pack", crate::harness::BIN),
+        ]);
+        clone
+    }
+
+    /// Every server serves `commit`, complete, with nothing of a group operation left.
+    #[track_caller]
+    fn assert_all_on(&self, commit: &str) {
+        for (i, server) in self.servers().into_iter().enumerate() {
+            assert_eq!(server.live_revision(), commit, "server {i}");
+            server.assert_only_complete_builds(&[]);
+            server.assert_nothing_left_behind_in(&format!("server {i}"));
+            let refs = server.repo_git(&["for-each-ref", "refs/atomdeploy/group/"]);
+            assert!(refs.is_empty(), "server {i}: {}", String::from_utf8_lossy(&refs));
+        }
+    }
+
+    /// max − min of the ctimes of every server's `latest`, which its rename(2) set.
+    fn ctime_spread(&self) -> std::time::Duration {
+        use std::os::unix::fs::MetadataExt;
+        let ns: Vec<i128> = self
+            .servers()
+            .into_iter()
+            .map(|s| {
+                let meta = fs::symlink_metadata(s.latest()).unwrap();
+                i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
+            })
+            .collect();
+        let spread = ns.iter().max().unwrap() - ns.iter().min().unwrap();
+        std::time::Duration::from_nanos(spread as u64)
+    }
+
+    /// Nothing the deploys started still runs: no hook, no ssh (a ControlMaster included),
+    /// no sshd session.
+    #[track_caller]
+    fn assert_nothing_running(&self) {
+        for (i, server) in self.servers().into_iter().enumerate() {
+            assert_eq!(server.processes(), Vec::<String>::new(), "server {i}");
+        }
+        for host in &self.hosts {
+            assert_eq!(host.sshd.sessions(), Vec::<String>::new());
+        }
+    }
+}
+
+/// Issue #12's promise over real ssh: one push to the primary deploys it and three hosts,
+/// each reached as a git-shell-only account with its host key checked; every server is on the
+/// commit, the hosts' progress is shown prefixed, and the switches land together.
+#[test]
+fn three_hosts_over_ssh_deploy_and_switch_together() {
+    let group = Group::start(3, &[], |_| Vec::new());
+    let clone = group.clone();
+    let push = clone.push_main().success();
+    group.assert_all_on(&clone.head());
+    for host in &group.hosts {
+        let label = host.sshd.addr.to_string();
+        push.stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("remote: {label}: ")) && l.contains("composer"))
+            .unwrap_or_else(|| panic!("no composer line from {label}:\n{}", push.stderr));
+    }
+    let summary = push
+        .remote_line("atomdeploy: switched 4 servers within ")
+        .unwrap_or_else(|| panic!("no spread in the summary:\n{}", push.stderr));
+    let entry = group.primary.deploy_log().pop().unwrap();
+    let reported = entry["switch_spread_ms"].as_f64().unwrap();
+    let hosts = entry["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3, "{entry}");
+    assert!(hosts.iter().all(|h| h["outcome"] == "switched"), "{entry}");
+    let measured = group.ctime_spread();
+    eprintln!(
+        "3 hosts over ssh, first deploy: {summary}; ctimes of latest within {:.1} ms",
+        measured.as_secs_f64() * 1000.0
+    );
+
+    // Again, with every connection's set-up behind it: the spread the issue asks for.
+    let mut spreads = Vec::new();
+    for version in ["v2", "v3", "v4"] {
+        let commit = clone.deploy_version(version);
+        group.assert_all_on(&commit);
+        for server in group.servers() {
+            assert!(server.page().contains(version), "{}", server.page());
+        }
+        let reported = group.primary.deploy_log().pop().unwrap()["switch_spread_ms"]
+            .as_f64()
+            .unwrap();
+        let measured = group.ctime_spread().as_secs_f64() * 1000.0;
+        eprintln!("3 hosts over ssh, {version}: reported {reported:.1} ms, ctimes {measured:.1} ms");
+        spreads.push((reported, measured));
+    }
+    let _ = reported;
+    // Sequential switches over ssh would take a connection's round trips each; together they
+    // are one `git push` apart at most. The issue's figure is 50 ms on a quiet machine; tests
+    // run alongside others here, so the bound is loose and the figures are printed above.
+    spreads.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (reported, measured) = spreads[1];
+    assert!(measured < 1000.0, "median spread {measured} ms");
+    // The primary's figure comes from the same renames.
+    assert!(
+        (reported - measured).abs() < 50.0,
+        "reported {reported} ms, measured {measured} ms"
+    );
+    drop(push);
+    group.assert_nothing_running();
+}
+
+/// All or nothing over ssh: a host that dies mid-prepare (its sshd, connection and hook
+/// killed) means no server switches, the push fails naming it, the hosts that prepared drop
+/// their builds; back up, the next push brings every server to one commit.
+#[test]
+fn a_host_whose_sshd_dies_mid_prepare_switches_no_server() {
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("gate");
+    let gate_var = gate.display().to_string();
+    // Only the second host's sessions have the variable, so only its prepare waits.
+    let mut group = Group::start(3, &[], |i| {
+        if i == 1 {
+            vec![("ATOMDEPLOY_TEST_GATE".into(), gate_var.clone())]
+        } else {
+            Vec::new()
+        }
+    });
+    let clone = group.clone();
+    clone.push_main().success();
+    let v1 = clone.head();
+    group.assert_all_on(&v1);
+    // The same before_switch everywhere (it is an app key); it waits where the variable is set.
+    group.set_config(
+        "before_switch",
+        "['[ -z \"$ATOMDEPLOY_TEST_GATE\" ] || { touch \"$ATOMDEPLOY_TEST_GATE.entered\"; \
+         while :; do sleep 0.01; done; }']",
+    );
+    let before: Vec<_> = group
+        .servers()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, s)| s.state())
+        .collect();
+    let dead_live = group.hosts[1].server.live();
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.spawn_push(&["main"]);
+    crate::harness::wait_until(
+        std::time::Duration::from_secs(120),
+        || gate.with_extension("entered").exists(),
+        || format!("the host never reached before_switch:\n{}", push.seen()),
+    );
+    group.hosts[1].sshd.crash();
+    let push = push.finish();
+
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    let dead = group.hosts[1].sshd.addr.to_string();
+    assert!(
+        push.stderr
+            .lines()
+            .any(|l| l.contains("no server switched") || l.contains(&format!("{dead}: "))),
+        "{}",
+        push.stderr
+    );
+    push.stderr_has(&format!("{dead}: "))
+        .stderr_lacks("remote: deployed ");
+    for (i, server) in group
+        .servers()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .enumerate()
+    {
+        server.1.assert_unchanged_since_in(&before[i], &format!("server {}", server.0));
+    }
+    assert_eq!(group.hosts[1].server.live(), dead_live, "the dead host switched");
+    assert_eq!(group.hosts[1].server.processes(), Vec::<String>::new());
+
+    // Back up: the next push deploys everywhere, the dead host's half-prepared build
+    // recovered or removed by its own hook.
+    group.hosts[1].sshd.restart();
+    group.set_config("before_switch", "[]");
+    let v3 = clone.deploy_version("v3");
+    group.assert_all_on(&v3);
+    group.assert_nothing_running();
+}
