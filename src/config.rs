@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 pub const DEFAULT_COMPOSER_ARGS: &[&str] = &[
     "install",
@@ -425,7 +425,6 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
     let raw: Result<RawConfig, _> = serde_yaml::from_str(text);
     SEEN_PATHS.with(|seen| seen.take());
     let raw = raw.map_err(|e| located(origin, &e))?;
-    keep_assets_against_shared(text, origin, &raw.keep_assets, &raw.shared)?;
     Ok(Config {
         repository: root.join(raw.repository),
         branch: raw.branch,
@@ -819,7 +818,10 @@ impl<'de> Deserialize<'de> for KeepAssetsDir {
                 f.write_str("a directory relative to the app")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<KeepAssetsDir, E> {
-                keep_assets_dir(text).map(KeepAssetsDir).map_err(E::custom)
+                let dir = keep_assets_dir(text).map_err(E::custom)?;
+                seen_path(PathKey::KeepAssets, &dir, &dir.display().to_string())
+                    .map_err(E::custom)?;
+                Ok(KeepAssetsDir(dir))
             }
         }
         d.deserialize_str(DirVisitor)
@@ -862,122 +864,6 @@ fn keep_assets_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::
         }
     }
     Ok(dirs)
-}
-
-/// Refuses a `keep_assets:` directory that overlaps a `shared:` entry: files carried into it
-/// would land in shared/, through the build's symlink, where users' data lives. The two keys
-/// may come in either order, so this is a second pass over the text, once both are known,
-/// which fails at the offending entry for its line and column.
-fn keep_assets_against_shared(
-    text: &str,
-    origin: &Path,
-    dirs: &[PathBuf],
-    shared: &[SharedEntry],
-) -> Result<()> {
-    let Some((dir, entry)) = dirs.iter().find_map(|dir| {
-        shared
-            .iter()
-            .find(|e| overlaps(dir, &e.path))
-            .map(|e| (dir, e))
-    }) else {
-        return Ok(());
-    };
-    let pass = KeepAssetsSeed(shared).deserialize(serde_yaml::Deserializer::from_str(text));
-    match pass {
-        Err(err) => Err(located(origin, &err)),
-        // The first pass read the same text; should this one not find it, still refuse.
-        Ok(()) => Err(anyhow!(
-            "{}: {}",
-            origin.display(),
-            overlap_message(dir, entry)
-        )),
-    }
-}
-
-fn overlaps(dir: &Path, shared: &Path) -> bool {
-    dir.starts_with(shared) || shared.starts_with(dir)
-}
-
-fn overlap_message(dir: &Path, entry: &SharedEntry) -> String {
-    format!(
-        "keep_assets entry `{}` overlaps shared entry `{entry}`; files carried from earlier \
-         builds would be written into shared/",
-        dir.display()
-    )
-}
-
-/// The second pass of [`keep_assets_against_shared`]: the top-level map, every key but
-/// `keep_assets` skipped.
-struct KeepAssetsSeed<'a>(&'a [SharedEntry]);
-
-impl<'de> de::DeserializeSeed<'de> for KeepAssetsSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeepAssetsSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a map")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "keep_assets" {
-                map.next_value_seed(KeepAssetsEntriesSeed(self.0))?;
-            } else {
-                map.next_value::<de::IgnoredAny>()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-struct KeepAssetsEntriesSeed<'a>(&'a [SharedEntry]);
-
-impl<'de> de::DeserializeSeed<'de> for KeepAssetsEntriesSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeepAssetsEntriesSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of directories")
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(KeepAssetsEntrySeed(self.0))?
-            .is_some()
-        {}
-        Ok(())
-    }
-}
-
-struct KeepAssetsEntrySeed<'a>(&'a [SharedEntry]);
-
-impl<'de> de::DeserializeSeed<'de> for KeepAssetsEntrySeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for KeepAssetsEntrySeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a directory relative to the app")
-    }
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
-        let dir = keep_assets_dir(text).map_err(E::custom)?;
-        match self.0.iter().find(|e| overlaps(&dir, &e.path)) {
-            Some(entry) => Err(E::custom(overlap_message(&dir, entry))),
-            None => Ok(()),
-        }
-    }
 }
 
 /// The front-end build step (`build:`): commands run with `sh -c` in application/ after
@@ -1164,36 +1050,50 @@ fn exclude_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Erro
 enum PathKey {
     Shared,
     Exclude,
+    KeepAssets,
 }
 
 thread_local! {
-    /// The shared and exclude entries read so far from the file being parsed: an entry that
-    /// overlaps one of the other list is refused where it stands, whichever list comes first.
+    /// The shared, exclude and keep_assets entries read so far from the file being parsed: an
+    /// exclude or keep_assets entry that overlaps a shared one is refused where the later of
+    /// the two stands, whichever list comes first (so the error has its line and column).
     static SEEN_PATHS: std::cell::RefCell<Vec<(PathKey, PathBuf, String)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Notes a shared or exclude entry; refuses it when it overlaps an entry of the other list
-/// (a shared path is a link into shared/ in every build, an excluded one is kept out).
+/// Notes a shared, exclude or keep_assets entry; refuses an exclude or keep_assets entry
+/// that overlaps a shared one (a shared path is a link into shared/ in every build: an
+/// excluded one is kept out of builds, and files carried into a kept one would be written
+/// into shared/, where users' data lives).
 fn seen_path(key: PathKey, path: &Path, text: &str) -> Result<(), String> {
     SEEN_PATHS.with(|seen| {
         let mut seen = seen.borrow_mut();
         for (other_key, other, other_text) in seen.iter() {
-            // (Shared entries listed twice are refused by `shared_list`.)
+            // (Shared and keep_assets entries listed twice are refused by their lists.)
             if key == PathKey::Exclude && *other_key == key && other == path {
                 return Err(format!("exclude entry `{text}` is listed twice"));
             }
-            if *other_key != key && (other.starts_with(path) || path.starts_with(other)) {
-                let (shared, excluded) = match key {
-                    PathKey::Shared => (text, other_text.as_str()),
-                    PathKey::Exclude => (other_text.as_str(), text),
-                };
-                return Err(format!(
-                    "exclude entry `{excluded}` overlaps shared entry `{shared}`: a shared path \
-                     is linked into every build, an excluded one is kept out of builds; list it \
-                     in only one of them"
-                ));
+            let (kind, entry, shared) = match (key, *other_key) {
+                (PathKey::Shared, PathKey::Shared) => continue,
+                (PathKey::Shared, kind) => (kind, other_text.as_str(), text),
+                (kind, PathKey::Shared) => (kind, text, other_text.as_str()),
+                _ => continue,
+            };
+            if !(other.starts_with(path) || path.starts_with(other)) {
+                continue;
             }
+            return Err(if kind == PathKey::KeepAssets {
+                format!(
+                    "keep_assets entry `{entry}` overlaps shared entry `{shared}`; files carried \
+                     from earlier builds would be written into shared/"
+                )
+            } else {
+                format!(
+                    "exclude entry `{entry}` overlaps shared entry `{shared}`: a shared path is \
+                     linked into every build, an excluded one is kept out of builds; list it in \
+                     only one of them"
+                )
+            });
         }
         seen.push((key, path.to_path_buf(), text.to_string()));
         Ok(())
@@ -2103,13 +2003,14 @@ mod tests {
             "repository: r\nkeep_assets:\n  - public/build/\n  - storage/app/public/\nshared: [storage/, .env]\n",
         ] {
             let err = parse_err(text);
-            let line = if text.starts_with("repository: r\nshared") {
-                5
+            // At the later of the two entries, as for `exclude:`.
+            let at = if text.starts_with("repository: r\nshared") {
+                "5:5"
             } else {
-                4
+                "5:10"
             };
             assert!(
-                err.starts_with(&format!("/srv/app/deploy.yml:{line}:5: "))
+                err.starts_with(&format!("/srv/app/deploy.yml:{at}: "))
                     && err.contains(
                         "keep_assets entry `storage/app/public` overlaps shared entry `storage/`"
                     ),

@@ -35,6 +35,8 @@ mod orphans;
 mod private;
 #[path = "integration/push_status.rs"]
 mod push_status;
+#[path = "integration/recipes.rs"]
+mod recipes;
 #[path = "integration/rollback.rs"]
 mod rollback;
 #[path = "integration/submodules.rs"]

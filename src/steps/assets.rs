@@ -122,9 +122,9 @@ pub fn keep(
     let mut target = Target {
         build,
         dirs: HashMap::new(),
+        carried: Vec::new(),
         reporter,
     };
-    let mut carried = Vec::new();
     let mut usable = Vec::new();
     for dir in dirs {
         if target.real_dir(dir, false)? {
@@ -157,57 +157,82 @@ pub fn keep(
                 }
                 continue;
             }
-            for entry in WalkDir::new(from.join(dir))
-                .follow_links(false)
-                .sort_by_file_name()
-            {
-                let entry = entry.with_context(|| format!("cannot read builds/{source}"))?;
-                // Symlinks are not followed, and only regular files are carried.
-                if !entry.file_type().is_file() {
-                    continue;
-                }
-                let relative = entry
-                    .path()
-                    .strip_prefix(&from)
-                    .expect("walk stays below its root");
-                if not_own.contains(relative) {
-                    continue;
-                }
-                let dest = build.join(relative);
-                let parent = relative.parent().expect("a file lies in a kept directory");
-                if !target.real_dir(parent, true)? {
-                    continue;
-                }
-                match fs::symlink_metadata(&dest) {
-                    // The new build's own file, or a newer build's: it wins.
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("cannot look at {}", dest.display()));
-                    }
-                }
-                let copied = place(entry.path(), &dest, carry).with_context(|| {
-                    format!(
-                        "cannot carry builds/{source}/{} into the new build",
-                        relative.display()
-                    )
-                })?;
-                if let Some(bytes) = copied {
-                    kept.copied += 1;
-                    kept.bytes_copied += bytes;
-                }
-                kept.files += 1;
-                carried.push(relative.to_path_buf());
-                crate::infra::fault::point("keep-assets-file");
-            }
+            let source = Source {
+                name: &source,
+                dir: &from,
+                not_own: &not_own,
+            };
+            carry_dir(&source, dir, &mut target, carry, &mut kept)?;
         }
         if kept.files > before {
             kept.builds += 1;
         }
     }
-    write_carried(layout, name, &carried)?;
+    write_carried(layout, name, &target.carried)?;
     Ok(kept)
+}
+
+/// An earlier build that lends files: its name, directory, and what it carried itself.
+struct Source<'a> {
+    name: &'a BuildName,
+    dir: &'a Path,
+    not_own: &'a HashSet<PathBuf>,
+}
+
+/// Carries the own regular files of `dir` in `source` that the new build lacks.
+fn carry_dir(
+    source: &Source,
+    dir: &Path,
+    target: &mut Target,
+    carry: Carry,
+    kept: &mut Kept,
+) -> Result<()> {
+    let (from, not_own, name) = (source.dir, source.not_own, source.name);
+    let build = target.build;
+    for entry in WalkDir::new(from.join(dir))
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.with_context(|| format!("cannot read builds/{name}"))?;
+        // Symlinks are not followed, and only regular files are carried.
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry
+            .path()
+            .strip_prefix(from)
+            .expect("walk stays below its root");
+        if not_own.contains(relative) {
+            continue;
+        }
+        let dest = build.join(relative);
+        let parent = relative.parent().expect("a file lies in a kept directory");
+        if !target.real_dir(parent, true)? {
+            continue;
+        }
+        match fs::symlink_metadata(&dest) {
+            // The new build's own file, or a newer build's: it wins.
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot look at {}", dest.display()));
+            }
+        }
+        let copied = place(entry.path(), &dest, carry).with_context(|| {
+            format!(
+                "cannot carry builds/{name}/{} into the new build",
+                relative.display()
+            )
+        })?;
+        if let Some(bytes) = copied {
+            kept.copied += 1;
+            kept.bytes_copied += bytes;
+        }
+        kept.files += 1;
+        target.carried.push(relative.to_path_buf());
+        crate::infra::fault::point("keep-assets-file");
+    }
+    Ok(())
 }
 
 /// The new build's directories, checked (and made) once each, never through a symlink.
@@ -215,6 +240,8 @@ struct Target<'a> {
     build: &'a Path,
     /// Relative directory → whether it is a real directory of the build.
     dirs: HashMap<PathBuf, bool>,
+    /// What was carried into it, for its record.
+    carried: Vec<PathBuf>,
     reporter: &'a Reporter,
 }
 
