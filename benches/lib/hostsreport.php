@@ -8,36 +8,7 @@ declare(strict_types=1);
 
 [, $metaFile, $resultsFile] = $argv + array_fill(0, 3, '');
 
-function rows(string $file): array
-{
-    $rows = [];
-    foreach (file($file, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [] as $line) {
-        $rows[] = explode("\t", $line);
-    }
-    return $rows;
-}
-
-function median(array $xs): ?float
-{
-    $xs = array_values(array_filter($xs, fn ($x) => $x !== null && $x !== '-' && $x !== ''));
-    if ($xs === []) {
-        return null;
-    }
-    $xs = array_map('floatval', $xs);
-    sort($xs);
-    $n = count($xs);
-    return $n % 2 ? $xs[intdiv($n, 2)] : ($xs[$n / 2 - 1] + $xs[$n / 2]) / 2;
-}
-
-function sec(?float $s): string
-{
-    return match (true) {
-        $s === null => 'n/a',
-        abs($s) < 1 => sprintf('%.0f ms', $s * 1000),
-        abs($s) < 100 => sprintf('%.2f s', $s),
-        default => sprintf('%.0f s', $s),
-    };
-}
+require __DIR__ . '/markdown.php';
 
 function ms(?float $ms): string
 {
@@ -47,21 +18,6 @@ function ms(?float $ms): string
         $ms < 10000 => sprintf('%.0f ms', $ms),
         default => sprintf('%.1f s', $ms / 1000),
     };
-}
-
-function ratio(?float $a, ?float $b): string
-{
-    return ($a === null || $b === null || $b <= 0) ? 'n/a' : sprintf('%.1f×', $a / $b);
-}
-
-function table(array $header, array $rows): string
-{
-    $out = '| ' . implode(' | ', $header) . " |\n|---|";
-    $out .= str_repeat('---:|', count($header) - 1) . "\n";
-    foreach ($rows as $row) {
-        $out .= '| ' . implode(' | ', $row) . " |\n";
-    }
-    return $out;
 }
 
 $meta = [];
@@ -154,7 +110,7 @@ $md .= table([
     'servers', 'atomdeploy push → all live', 'Capistrano', 'ratio',
     'atomdeploy push → done', 'Capistrano', 'ratio',
     'atomdeploy switch spread', 'Capistrano', 'ratio',
-], $rows);
+], $rows, range(1, 9));
 
 $md .= "\n## Every deploy\n\n";
 $rows = [];
@@ -168,5 +124,5 @@ foreach ($by as $n => $flows) {
         }
     }
 }
-$md .= table(['servers', 'tool', 'round', 'push → all live', 'push → done', 'switch spread', 'reported'], $rows);
+$md .= table(['servers', 'tool', 'round', 'push → all live', 'push → done', 'switch spread', 'reported'], $rows, [0, 2, 3, 4, 5, 6]);
 echo $md;
