@@ -81,8 +81,9 @@ class map, the linked `storage`).
   switch's `rename(2)`.
 - **push → done**: until `git push` (atomdeploy) / `git push` and `cap deploy` (Capistrano) exit.
 - **switch spread**: the largest minus the smallest of those ctimes: how long the servers served
-  different releases. atomdeploy also reports its own figure (from the `CLOCK_REALTIME` taken
-  right after each `rename(2)`), shown in brackets.
+  different releases. A new inode's ctime comes from the kernel's coarse clock (one timer
+  tick, 4 ms at `HZ=250`): that is the resolution of this figure. atomdeploy also reports its
+  own (from the `CLOCK_REALTIME` taken right after each `rename(2)`), shown in brackets.
 - Medians over the rounds; ratios are Capistrano / atomdeploy (above 1×: atomdeploy faster).
 
 ## Results
