@@ -95,4 +95,34 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// The other web servers of the group (`hosts:` in deploy.yml): each one's live build and
+    /// commit, a host not on this server's live commit marked. Or leave a dead host out of
+    /// deploys for an emergency, and take it back.
+    Hosts {
+        #[command(subcommand)]
+        action: Option<HostsAction>,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The deploy root (holds application/, builds/, shared/, latest and deploy.yml).
+        #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR", global = true)]
+        root: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsAction {
+    /// Deploy without this host until `hosts include`: every deploy warns meanwhile.
+    Exclude {
+        /// The host as deploy.yml lists it (or its short name, as deploys prefix its lines).
+        host: String,
+        /// Why, for the log and every deploy's warning.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Bring the host to this server's live commit now, and back into deploys.
+    Include {
+        /// The host as deploy.yml lists it (or its short name).
+        host: String,
+    },
 }

@@ -50,6 +50,16 @@ pub struct Config {
     pub build: Option<Build>,
     /// Paths kept in application/ (and through checkouts) but never copied into a build.
     pub exclude: Vec<PathBuf>,
+    /// The other web servers of a group (`hosts:`), as git push takes them; empty on a single
+    /// server. See [`crate::group::primary`].
+    pub hosts: Vec<String>,
+    /// Hosts prepared at once.
+    pub hosts_at_once: usize,
+    /// Limit of one host's prepare (its `git push`, with everything it started).
+    pub host_timeout: Duration,
+    /// `release:` commands run once per deploy in the new build, after before_switch and
+    /// right before the switch (on a group's primary only, once every host has prepared).
+    pub release: Vec<String>,
 }
 
 /// How a build gets the files of application/.
@@ -183,10 +193,26 @@ pub const BUILD_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
+pub const HOSTS_AT_ONCE: Limit = Limit {
+    key: "hosts_at_once",
+    min: 1.0,
+    max: 64.0,
+    seconds: false,
+    fractional: false,
+    min_means: Some("one host after the other"),
+};
+pub const HOST_TIMEOUT: Limit = Limit {
+    key: "host_timeout",
+    min: 1.0,
+    max: DAY,
+    seconds: true,
+    fractional: false,
+    min_means: None,
+};
 
 /// Every number deploy.yml holds (the tests go through them all).
 #[cfg(test)]
-pub const NUMBERS: [Limit; 8] = [
+pub const NUMBERS: [Limit; 10] = [
     KEEP_BUILDS,
     LOCK_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -195,6 +221,8 @@ pub const NUMBERS: [Limit; 8] = [
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_TIMEOUT,
     BUILD_TIMEOUT,
+    HOSTS_AT_ONCE,
+    HOST_TIMEOUT,
 ];
 
 impl Limit {
@@ -391,6 +419,14 @@ struct RawConfig {
     build: Option<Build>,
     #[serde(default, deserialize_with = "exclude_list")]
     exclude: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "host_list")]
+    hosts: Vec<String>,
+    #[serde(default = "default_hosts_at_once", deserialize_with = "hosts_at_once")]
+    hosts_at_once: usize,
+    #[serde(default = "default_host_timeout", deserialize_with = "host_timeout")]
+    host_timeout: u64,
+    #[serde(default, deserialize_with = "release_list")]
+    release: Vec<String>,
 }
 
 fn default_branch() -> String {
@@ -425,8 +461,10 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
     let raw: Result<RawConfig, _> = serde_yaml::from_str(text);
     SEEN_PATHS.with(|seen| seen.take());
     let raw = raw.map_err(|e| located(origin, &e))?;
+    let repository = root.join(&raw.repository);
+    let hosts = resolve_hosts(text, origin, root, &repository, raw.hosts)?;
     Ok(Config {
-        repository: root.join(raw.repository),
+        repository,
         branch: raw.branch,
         keep_builds: raw.keep_builds,
         shared: raw.shared,
@@ -442,7 +480,103 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         reset_opcache: raw.reset_opcache,
         build: raw.build,
         exclude: raw.exclude,
+        hosts,
+        hosts_at_once: raw.hosts_at_once,
+        host_timeout: Duration::from_secs(raw.host_timeout),
+        release: raw.release,
     })
+}
+
+impl Config {
+    /// The keys every server of a group must agree on (everything but the per-host keys:
+    /// `repository`, `branch`, `lock_timeout`, `reset_opcache`, `hosts`, `hosts_at_once`,
+    /// `host_timeout`, `release`), as canonical JSON, and its xxh3-64 in hex. A host refuses a
+    /// group deploy whose fingerprint differs from its own, rather than build the app another
+    /// way than the primary does.
+    pub fn app_fingerprint(&self) -> (String, serde_json::Value) {
+        use serde_json::json;
+        // Taken apart field by field: a key added to Config does not compile until it is
+        // placed here, on one side or the other.
+        let Config {
+            repository: _,
+            branch: _,
+            lock_timeout: _,
+            reset_opcache: _,
+            release: _,
+            hosts: _,
+            hosts_at_once: _,
+            host_timeout: _,
+            keep_builds,
+            shared,
+            composer,
+            before_switch,
+            after_switch,
+            command_timeout,
+            healthcheck,
+            snapshot,
+            app_dir,
+            keep_assets,
+            build,
+            exclude,
+        } = self;
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let paths = |ps: &[PathBuf]| ps.iter().map(path).collect::<Vec<_>>();
+        let app = json!({
+            "keep_builds": keep_builds,
+            "shared": shared.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "composer": composer.as_ref().map(|c| json!({
+                "args": c.args,
+                "timeout": c.timeout.as_secs_f64(),
+            })),
+            "before_switch": before_switch,
+            "after_switch": after_switch,
+            "command_timeout": command_timeout.as_secs_f64(),
+            "healthcheck": healthcheck.as_ref().map(|h| json!({
+                "command": match &h.probe { Probe::Command(c) => Some(c), Probe::Url(_) => None },
+                "url": match &h.probe { Probe::Url(u) => Some(u), Probe::Command(_) => None },
+                "retries": h.retries,
+                "interval": h.interval.as_secs_f64(),
+                "timeout": h.timeout.as_secs_f64(),
+            })),
+            "snapshot": match snapshot { SnapshotMode::Copy => "copy", SnapshotMode::Link => "link" },
+            "app_dir": path(app_dir),
+            "keep_assets": paths(keep_assets),
+            "build": build.as_ref().map(|b| json!({
+                "commands": b.commands.iter().map(|c| json!({
+                    "run": c.run,
+                    "inputs": c.inputs.as_deref().map(paths),
+                })).collect::<Vec<_>>(),
+                "inputs": b.inputs.as_deref().map(paths),
+                "timeout": b.timeout.as_secs_f64(),
+            })),
+            "exclude": paths(exclude),
+        });
+        let canonical = canonical_json(&app);
+        let fingerprint = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(canonical.as_bytes()));
+        (fingerprint, app)
+    }
+}
+
+/// JSON text with every object's keys sorted, whatever map serde_json was built with: the
+/// same value is the same text on every server.
+fn canonical_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// `file:line:column: message`, the form editors and terminals jump to.
@@ -645,6 +779,31 @@ fn command_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
         return Err(de::Error::custom("a command must not be empty"));
     }
     Ok(commands)
+}
+
+/// `release:` commands, each refused at its own line and column when empty.
+fn release_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Release(String);
+    impl<'de> Deserialize<'de> for Release {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct ReleaseVisitor;
+            impl Visitor<'_> for ReleaseVisitor {
+                type Value = Release;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a command")
+                }
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Release, E> {
+                    if text.trim().is_empty() {
+                        return Err(E::custom("a release command must not be empty"));
+                    }
+                    Ok(Release(text.to_string()))
+                }
+            }
+            d.deserialize_str(ReleaseVisitor)
+        }
+    }
+    let commands = Vec::<Release>::deserialize(d)?;
+    Ok(commands.into_iter().map(|c| c.0).collect())
 }
 
 impl<'de> Deserialize<'de> for SharedEntry {
@@ -1152,6 +1311,163 @@ impl<'de> Deserialize<'de> for ComposerSetting {
     }
 }
 
+// ---- `hosts:`, `hosts_at_once:`, `host_timeout:` (a group of web servers, issue #12) ----
+
+fn default_hosts_at_once() -> usize {
+    4
+}
+fn default_host_timeout() -> u64 {
+    1800
+}
+fn hosts_at_once<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    HOSTS_AT_ONCE.whole(d).map(|n| n as usize)
+}
+fn host_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    HOST_TIMEOUT.whole(d)
+}
+
+/// Checks one `hosts:` entry on its own: a URL `git push` reaches over ssh or a local path,
+/// and nothing in it that ssh or git could take for an option (`-oProxyCommand=…` as a host
+/// runs a command on the primary).
+pub fn check_host_url(text: &str) -> Result<gix_url::Url, String> {
+    if text.trim().is_empty() {
+        return Err("a host must not be empty".into());
+    }
+    if text.starts_with('-') {
+        return Err(format!("host `{text}` starts with `-`, like an option"));
+    }
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "host `{}` holds spaces or control characters",
+            text.escape_debug()
+        ));
+    }
+    let url = gix_url::parse(text.as_bytes())
+        .map_err(|e| format!("host `{text}` is not a git URL: {e}"))?;
+    match url.scheme {
+        gix_url::Scheme::Ssh | gix_url::Scheme::File => {}
+        _ => {
+            return Err(format!(
+                "host `{text}` must be reached over ssh (`user@host:/path`, `ssh://…`) or be a \
+                 local path"
+            ));
+        }
+    }
+    let optionish = |part: Option<&str>| part.is_some_and(|p| p.starts_with('-'));
+    if optionish(url.user()) || optionish(url.host()) || url.path.starts_with(b"-") {
+        return Err(format!(
+            "host `{text}` has a part that starts with `-`, like an option"
+        ));
+    }
+    if url.password().is_some() {
+        return Err(format!(
+            "host `{text}` holds a password; the primary reaches hosts with its ssh key"
+        ));
+    }
+    if url.path.is_empty() || url.path_is_root() {
+        return Err(format!("host `{text}` names no repository path"));
+    }
+    Ok(url)
+}
+
+thread_local! {
+    /// The hosts read so far from the `hosts:` list being parsed, to refuse one listed twice at
+    /// its own line (an error of the list itself would point at the list).
+    static SEEN_HOSTS: std::cell::RefCell<Vec<(String, gix_url::Url)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One `hosts:` entry, checked where it stands.
+struct HostEntry(String);
+
+impl<'de> Deserialize<'de> for HostEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl Visitor<'_> for EntryVisitor {
+            type Value = HostEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the git URL of another web server")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<HostEntry, E> {
+                let url = check_host_url(text).map_err(E::custom)?;
+                SEEN_HOSTS.with(|seen| {
+                    let mut seen = seen.borrow_mut();
+                    if let Some((first, _)) = seen.iter().find(|(_, u)| same_host(u, &url)) {
+                        return Err(E::custom(format!(
+                            "host `{text}` is listed twice (as `{first}` too)"
+                        )));
+                    }
+                    seen.push((text.to_string(), url));
+                    Ok(HostEntry(text.to_string()))
+                })
+            }
+        }
+        d.deserialize_str(EntryVisitor)
+    }
+}
+
+fn host_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    SEEN_HOSTS.with(|seen| seen.take());
+    let hosts = Option::<Vec<HostEntry>>::deserialize(d);
+    SEEN_HOSTS.with(|seen| seen.take());
+    Ok(hosts?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.0)
+        .collect())
+}
+
+/// Two spellings of one repository (`web2:/srv/app.git`, `ssh://web2/srv/app.git`).
+fn same_host(a: &gix_url::Url, b: &gix_url::Url) -> bool {
+    a.scheme == b.scheme
+        && a.user() == b.user()
+        && a.host() == b.host()
+        && a.port_or_default() == b.port_or_default()
+        && a.path.strip_suffix(b"/").unwrap_or(&a.path)
+            == b.path.strip_suffix(b"/").unwrap_or(&b.path)
+}
+
+/// Local paths made absolute (against the deploy root, like `repository:`), and none of them
+/// the primary's own repository: a push to itself would deploy into its own lock.
+fn resolve_hosts(
+    text: &str,
+    origin: &Path,
+    root: &Path,
+    repository: &Path,
+    hosts: Vec<String>,
+) -> Result<Vec<String>> {
+    let mut resolved = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let url = check_host_url(&host).map_err(|e| anyhow!("{}: {e}", origin.display()))?;
+        if url.scheme != gix_url::Scheme::File {
+            resolved.push(host);
+            continue;
+        }
+        let path = root.join(std::path::Path::new(&*url.path.to_string()));
+        if crate::install::same_path(&path, repository) {
+            // After the `hosts:` key: `repository:` may spell the same path.
+            let after = text.find("hosts:").unwrap_or(0);
+            let at = text[after..]
+                .find(&host)
+                .map(|i| i + after)
+                .map(|i| {
+                    let line = text[..i].matches('\n').count() + 1;
+                    let column = i - text[..i].rfind('\n').map_or(0, |n| n + 1) + 1;
+                    format!("{line}:{column}:")
+                })
+                .unwrap_or_default();
+            return Err(anyhow!(
+                "{}:{at} host `{host}` is this server's own repository ({}); list the other \
+                 web servers only",
+                origin.display(),
+                repository.display()
+            ));
+        }
+        resolved.push(path.to_string_lossy().into_owned());
+    }
+    Ok(resolved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1499,6 +1815,8 @@ mod tests {
             "healthcheck.interval" => check().interval.as_secs_f64(),
             "healthcheck.timeout" => check().timeout.as_secs_f64(),
             "build.timeout" => config.build.as_ref().unwrap().timeout.as_secs_f64(),
+            "hosts_at_once" => config.hosts_at_once as f64,
+            "host_timeout" => config.host_timeout.as_secs_f64(),
             other => panic!("no test knows the key {other}"),
         }
     }
@@ -2024,5 +2342,177 @@ mod tests {
         let config =
             parse_ok("repository: r\nshared: [public/uploads/]\nkeep_assets: [public/build/]\n");
         assert_eq!(config.keep_assets, [PathBuf::from("public/build")]);
+    }
+
+    #[test]
+    fn release_is_a_list_of_commands() {
+        assert!(parse_ok("repository: r\n").release.is_empty());
+        let config = parse_ok("repository: r\nrelease:\n  - php artisan migrate --force\n");
+        assert_eq!(config.release, ["php artisan migrate --force"]);
+        let err = parse_err("repository: r\nrelease: ['  ']\n");
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:2:11: ")
+                && err.contains("a release command must not be empty"),
+            "{err}"
+        );
+        assert!(
+            parse_err("repository: r\nrelease: migrate\n").starts_with("/srv/app/deploy.yml:2:")
+        );
+    }
+
+    const GROUP_BASE: &str = "repository: /srv/app.git\nshared: [.env, storage/]\n\
+        composer: {args: [install, --no-dev]}\nbuild: {commands: [npm ci]}\nkeep_builds: 3\n";
+
+    fn fingerprint(text: &str) -> String {
+        parse_ok(text).app_fingerprint().0
+    }
+
+    #[test]
+    fn the_app_fingerprint_is_stable_and_ignores_the_order_of_keys() {
+        let (fp, json) = parse_ok(GROUP_BASE).app_fingerprint();
+        assert_eq!(fp.len(), 16);
+        assert!(
+            fp.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(fingerprint(GROUP_BASE), fp);
+        let reordered = "keep_builds: 3\nbuild: {commands: [npm ci]}\nrepository: /srv/app.git\n\
+            composer: {args: [install, --no-dev]}\nshared: [.env, storage/]\n";
+        assert_eq!(fingerprint(reordered), fp);
+        assert_eq!(json["shared"], serde_json::json!([".env", "storage/"]));
+        assert_eq!(json["keep_builds"], 3);
+    }
+
+    #[test]
+    fn every_app_key_changes_the_fingerprint() {
+        let base = fingerprint(GROUP_BASE);
+        for (what, extra) in [
+            ("shared", "shared: [.env]\n"),
+            ("composer.args", "composer: {args: [install]}\n"),
+            (
+                "composer.timeout",
+                "composer: {args: [install, --no-dev], timeout: 60}\n",
+            ),
+            ("composer off", "composer: false\n"),
+            ("build", "build: {commands: [npm ci, npm run build]}\n"),
+            (
+                "build.inputs",
+                "build: {commands: [npm ci], inputs: [assets/]}\n",
+            ),
+            ("keep_builds", "keep_builds: 4\n"),
+            (
+                "before_switch",
+                "before_switch: [php artisan config:cache]\n",
+            ),
+            ("after_switch", "after_switch: [echo done]\n"),
+            ("command_timeout", "command_timeout: 60\n"),
+            ("healthcheck", "healthcheck: {command: 'true'}\n"),
+            ("snapshot", "snapshot: copy\n"),
+            ("app_dir", "app_dir: backend\n"),
+            ("keep_assets", "keep_assets: [public/build/]\n"),
+            ("exclude", "exclude: [node_modules/]\n"),
+        ] {
+            let text = with_key(GROUP_BASE, extra);
+            assert_ne!(
+                fingerprint(&text),
+                base,
+                "{what} did not change it:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_host_keys_do_not_change_the_fingerprint() {
+        let base = fingerprint(GROUP_BASE);
+        for extra in [
+            "lock_timeout: 5\n",
+            "reset_opcache: unix:/run/php/web2.sock\n",
+            "repository: /srv/elsewhere.git\n",
+            "branch: production\n",
+            "release: [php artisan migrate --force]\n",
+        ] {
+            let text = with_key(GROUP_BASE, extra);
+            assert_eq!(fingerprint(&text), base, "changed by {extra}");
+        }
+    }
+
+    /// `text` with the top-level key of `line` replaced (or added).
+    fn with_key(text: &str, line: &str) -> String {
+        let key = line.split(':').next().unwrap();
+        let mut out: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push_str(line);
+        out
+    }
+
+    #[test]
+    fn hosts_default_to_a_single_server() {
+        let config = parse_ok("repository: r\n");
+        assert!(config.hosts.is_empty());
+        assert_eq!(config.hosts_at_once, 4);
+        assert_eq!(config.host_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn hosts_take_ssh_urls_and_local_paths() {
+        let config = parse_ok(
+            "repository: r\nhosts:\n  - deploy@web2.internal:/srv/app.git\n  \
+             - ssh://deploy@web3.internal:2222/srv/app.git\n  - /srv/web4.git\n  - ../web5.git\n\
+             hosts_at_once: 2\nhost_timeout: 60\n",
+        );
+        assert_eq!(
+            config.hosts,
+            [
+                "deploy@web2.internal:/srv/app.git",
+                "ssh://deploy@web3.internal:2222/srv/app.git",
+                "/srv/web4.git",
+                "/srv/app/../web5.git",
+            ]
+        );
+        assert_eq!(config.hosts_at_once, 2);
+        assert_eq!(config.host_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn hosts_refuse_what_could_be_taken_for_an_option() {
+        for (host, why) in [
+            ("-oProxyCommand=touch /tmp/x", "starts with `-`"),
+            ("ssh://-oProxyCommand=x/srv/app.git", "starts with `-`"),
+            ("-x@web2:/srv/app.git", "starts with `-`"),
+            ("https://web2/app.git", "over ssh"),
+            ("ext::sh -c touch% /tmp/x", "spaces"),
+            ("ssh://web2", "does not specify a path"),
+            ("\"\"", "must not be empty"),
+        ] {
+            let err = parse_err(&format!("repository: r\nhosts:\n  - {host}\n"));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:3:5: ") && err.contains(why),
+                "{host}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_refuse_duplicates_and_the_primary_itself() {
+        let err = parse_err(
+            "repository: r\nhosts:\n  - deploy@web2:/srv/app.git\n  - ssh://deploy@web2/srv/app.git\n",
+        );
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:4:5: ") && err.contains("listed twice"),
+            "{err}"
+        );
+        let err =
+            parse_err("repository: /srv/app.git\nhosts:\n  - /srv/web2.git\n  - /srv/app.git\n");
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:4:5: ") && err.contains("own repository"),
+            "{err}"
+        );
+        let err = parse_err("repository: repo.git\nhosts:\n  - repo.git/\n");
+        assert!(err.contains("own repository"), "{err}");
+        let err = parse_err("repository: r\nhosts: web2:/srv/app.git\n");
+        assert!(err.contains("a sequence"), "{err}");
     }
 }

@@ -60,6 +60,16 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         ));
         entry.build = Some(live.to_string());
         entry.outcome = Outcome::Unchanged;
+        // A group: hosts a killed deploy or an exclusion left behind catch up.
+        if !config.hosts.is_empty() {
+            match crate::group::local::unchanged(plan, &commit_id, reporter) {
+                Ok(group) => entry.hosts = group.hosts,
+                Err(err) => {
+                    entry.outcome = Outcome::Failed;
+                    return finish(plan, &repo, entry, reporter, Some(err));
+                }
+            }
+        }
         return finish(plan, &repo, entry, reporter, None);
     }
 
@@ -67,7 +77,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         "atomdeploy: deploying {short} from {}",
         request.source
     ));
-    let result = pipeline(&pipeline::Deploy {
+    let d = pipeline::Deploy {
         plan,
         repo: &repo,
         commit,
@@ -75,7 +85,15 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         replay: request.always_new,
         previous: live.as_ref(),
         reporter,
-    });
+    };
+    let result = if config.hosts.is_empty() {
+        pipeline(&d)
+    } else {
+        let (result, group) = crate::group::local::deploy(&d);
+        entry.hosts = group.hosts;
+        entry.switch_spread_ms = group.switch_spread_ms;
+        result
+    };
     let result = conclude(&mut entry, result, short, reporter);
     finish(plan, &repo, entry, reporter, result.err())
 }
@@ -100,6 +118,7 @@ fn conclude(
             build,
             switched_at,
             problem: Problem::Unhealthy(err),
+            ..
         }) => {
             entry.build = Some(build.to_string());
             entry.switched_at = Some(switched_at);
@@ -110,6 +129,7 @@ fn conclude(
             build,
             switched_at,
             problem,
+            ..
         }) => {
             entry.build = Some(build.to_string());
             entry.switched_at = Some(switched_at);

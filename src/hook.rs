@@ -14,7 +14,7 @@ use crate::push_status::StatusFile;
 use crate::state::builds;
 use crate::state::plan::Plan;
 use crate::state::refs;
-use crate::{install, push, rollback};
+use crate::{group, install, push, rollback};
 
 /// Runs the hook for the deploy root `root`, reading the pushed refs from stdin, and tells
 /// a waiting `atomdeploy-hook receive-pack` (if any) how it went.
@@ -38,7 +38,8 @@ fn run_reported(root: &Path, status: &StatusFile) -> Result<()> {
     let plan = Plan::load(root)?;
     check_repository(&plan)?;
     let request = push::parse(&input, &plan.config.branch)?;
-    if request.deploy.is_some() || request.replay.is_some() || request.rollback {
+    let group = !request.group.is_empty();
+    if request.deploy.is_some() || request.replay.is_some() || request.rollback || group {
         status.pending();
     }
     let reporter = Reporter::new(Output::detect(true));
@@ -46,8 +47,11 @@ fn run_reported(root: &Path, status: &StatusFile) -> Result<()> {
         return Ok(());
     };
     let why = format!("{err:#}");
-    // The summary first: the `error:` line stays the last thing the pusher reads.
-    summary(&plan, &request, &why, &reporter);
+    // The summary first: the `error:` line stays the last thing the pusher reads. (A
+    // group's primary reads a host's errors and says what failed itself.)
+    if !group {
+        summary(&plan, &request, &why, &reporter);
+    }
     report::error(&why);
     status.failed(&failure(failed_step(&why, &reporter), &why));
     Err(Reported.into())
@@ -62,6 +66,7 @@ fn failed_step<'a>(why: &str, reporter: &'a Reporter) -> &'a str {
         ("snapshot failed", "snapshot"),
         ("shared failed", "shared"),
         ("before_switch failed", "before_switch"),
+        ("release failed", "release"),
         ("after_switch failed", "after_switch"),
         ("opcache reset failed", "opcache reset"),
         ("health check failed", "healthcheck"),
@@ -148,6 +153,9 @@ pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()
 }
 
 fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
+    if !request.group.is_empty() {
+        return group::host::handle(plan, request, reporter);
+    }
     let deploy_ref = format!("refs/heads/{}", plan.config.branch);
     for update in &request.ignored {
         reporter.line(&format!(

@@ -11,12 +11,14 @@
 //!   runs the [`steps`] (one module each, in the README's order); [`rollback`] goes back.
 //! - [`state`]: what a deploy root holds between runs (its layout, the builds, the deploy log,
 //!   the manifests, the refs), and [`config`], deploy.yml.
+//! - [`group`]: several web servers, one push (the protocol, and a host's side of it).
 //! - [`infra`]: what every step leans on (running programs, the report, the lock, recovery
 //!   after a kill, crash points for the tests).
 
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod group;
 pub mod hook;
 pub mod infra;
 pub mod install;

@@ -40,6 +40,8 @@ pub struct Deploy<'a> {
 pub struct Deployed {
     pub build: BuildName,
     pub switched_at: String,
+    /// The rename's instant in CLOCK_REALTIME nanoseconds (see [`switch::SwitchedAt`]).
+    pub switched_ns: u64,
     pub problem: Problem,
 }
 
@@ -51,12 +53,44 @@ pub enum Problem {
     /// php-fpm's opcache could not be reset (`reset_opcache:`): reported like a failing
     /// after_switch; the build stays live, as rolling back would need the same reset.
     Opcache(anyhow::Error),
-    /// The health check failed: the build was rolled back (or could not be).
+    /// The health check failed: the build was rolled back (or could not be); in a group, it
+    /// stays live for the primary to decide.
     Unhealthy(anyhow::Error),
 }
 
-/// Runs steps 3 to 11 in order.
+/// A build made up to its switch: published in builds/, before_switch run, never live yet.
+pub struct Prepared {
+    pub build: BuildName,
+    pub build_dir: PathBuf,
+    /// The build that was live when it was made, which it replaces.
+    pub previous: Option<BuildName>,
+}
+
+/// How [`go_live`] treats what follows the switch.
+#[derive(Clone, Copy)]
+pub enum GoLive<'a> {
+    /// A single server: a build that fails its health check is rolled back at once.
+    Alone,
+    /// One server of a group: `switched` hears of the switch right after the rename (with its
+    /// instant in nanoseconds), and an unhealthy build stays live, since only the primary
+    /// knows whether the other servers switched too. The build that was live before is kept
+    /// through the cleanup, for the primary's `restore`.
+    Group {
+        switched: &'a dyn Fn(&BuildName, u64),
+    },
+}
+
+/// Runs steps 3 to 11 in order: [`prepare`], [`release`], [`go_live`].
 pub fn pipeline(d: &Deploy) -> Result<Deployed> {
+    let prepared = prepare(d)?;
+    release(d, &prepared)?;
+    go_live(d, prepared, GoLive::Alone)
+}
+
+/// Everything up to the switch: checkout, composer, the build step, snapshot, shared,
+/// keep_assets, publishing into builds/, before_switch. On failure nothing is live that was
+/// not before, and the build is gone from builds/.
+pub fn prepare(d: &Deploy) -> Result<Prepared> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
     // Read before anything changes: an auth.json others can read, or that is not JSON,
@@ -90,13 +124,56 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     // keep_assets: before the build is published, so that it is complete at the switch.
     steps::assets::step(d, &name, snap.path())?;
     let build_dir = publish(d, &name, snap)?;
+    let prepared = Prepared {
+        build: name,
+        build_dir,
+        previous: d.previous.cloned(),
+    };
+    before_switch(d, &prepared).inspect_err(|_| discard(d, &prepared.build))?;
+    Ok(prepared)
+}
+
+/// `release:` in the new build, once per deploy, right before the switch. A failure removes
+/// the build: nothing went live.
+pub fn release(d: &Deploy, prepared: &Prepared) -> Result<()> {
+    let config = &d.plan.config;
+    if config.release.is_empty() {
+        return Ok(());
+    }
+    let step = d.reporter.step("release");
+    fault::point("release");
+    let commit = d.commit.to_string();
+    let env = DeployEnv {
+        root: &d.plan.layout.root,
+        build: &prepared.build_dir,
+        commit: &commit,
+    };
+    commands::run_commands(&config.release, &env, config.command_timeout, d.reporter)
+        .context("release failed")
+        .inspect_err(|_| discard(d, &prepared.build))?;
+    d.reporter.done(step, "");
+    Ok(())
+}
+
+/// The switch, then php-fpm's opcache reset, after_switch, the health check and the cleanup.
+/// Only a failed switch is an error (the build is removed then); what fails once the build is
+/// live is the returned [`Problem`].
+pub fn go_live(d: &Deploy, prepared: Prepared, mode: GoLive) -> Result<Deployed> {
+    let layout = &d.plan.layout;
+    let config = &d.plan.config;
+    let name = prepared.build;
     let commit = d.commit.to_string();
     let env = DeployEnv {
         root: &layout.root,
-        build: &build_dir,
+        build: &prepared.build_dir,
         commit: &commit,
     };
-    let switched_at = switch_unless_refused(d, &name, &env)?;
+    let switched =
+        switch::switch_step_at(layout, &name, d.reporter).inspect_err(|_| discard(d, &name))?;
+    if let GoLive::Group { switched: heard } = mode {
+        heard(&name, switched.ns);
+    }
+    let (switched_at, switched_ns) = (switched.at, switched.ns);
     // Before after_switch and the health check, so that both meet the new build's code.
     let opcache = config
         .reset_opcache
@@ -114,23 +191,45 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
     if let Some(check) = &config.healthcheck {
         let step = d.reporter.step("healthcheck");
         fault::point("healthcheck");
-        match health::check(check, &layout.root, &build_dir, d.reporter) {
+        match health::check(check, &layout.root, &prepared.build_dir, d.reporter) {
             Ok(healthy) => steps::close(d.reporter, step, Duration::ZERO, &healthy),
             Err(err) => {
+                let err = match mode {
+                    GoLive::Alone => unhealthy(d, &name, err),
+                    GoLive::Group { .. } => err.context("health check failed"),
+                };
                 return Ok(Deployed {
-                    problem: Problem::Unhealthy(unhealthy(d, &name, err)),
+                    problem: Problem::Unhealthy(err),
                     build: name,
                     switched_at,
+                    switched_ns,
                 });
             }
         }
     }
-    cleanup_step(d);
+    let spare = match mode {
+        GoLive::Alone => None,
+        GoLive::Group { .. } => prepared.previous.as_ref(),
+    };
+    cleanup_step(d, spare);
     Ok(Deployed {
         build: name,
         switched_at,
+        switched_ns,
         problem,
     })
+}
+
+/// Removes a build that never went live, so that only builds that made it stay in builds/.
+/// (Checked, not assumed: the one build that must never be removed is the live one.)
+pub fn discard(d: &Deploy, build: &BuildName) {
+    let layout = &d.plan.layout;
+    if builds::live(layout).as_ref() != Some(build)
+        && let Err(cleanup) = builds::remove_build(layout, build)
+    {
+        d.reporter
+            .warn(&format!("could not remove builds/{build}: {cleanup:#}"));
+    }
 }
 
 /// Returns whether the checkout removed or rewrote files in application/ that were not the
@@ -346,35 +445,29 @@ fn publish(d: &Deploy, name: &BuildName, mut snap: Snapshot) -> Result<PathBuf> 
     Ok(build_dir)
 }
 
-/// Steps 7 and 8: before_switch, then the switch. Returns when the switch happened.
-fn switch_unless_refused(d: &Deploy, name: &BuildName, env: &DeployEnv) -> Result<String> {
-    let layout = &d.plan.layout;
+/// Step 7: before_switch, in the published build.
+fn before_switch(d: &Deploy, prepared: &Prepared) -> Result<()> {
     let config = &d.plan.config;
-    let before = (|| {
-        if !config.before_switch.is_empty() {
-            let step = d.reporter.step("before_switch");
-            fault::point("before_switch");
-            commands::run_commands(
-                &config.before_switch,
-                env,
-                config.command_timeout,
-                d.reporter,
-            )
-            .context("before_switch failed")?;
-            d.reporter.done(step, "");
-        }
-        switch::switch_step(layout, name, d.reporter)
-    })();
-    before.inspect_err(|_| {
-        // Never live: take it out of builds/ so that only builds that made it stay there.
-        // (Checked, not assumed: the one build that must never be removed is the live one.)
-        if builds::live(layout).as_ref() != Some(name)
-            && let Err(cleanup) = builds::remove_build(layout, name)
-        {
-            d.reporter
-                .warn(&format!("could not remove builds/{name}: {cleanup:#}"));
-        }
-    })
+    if config.before_switch.is_empty() {
+        return Ok(());
+    }
+    let step = d.reporter.step("before_switch");
+    fault::point("before_switch");
+    let commit = d.commit.to_string();
+    let env = DeployEnv {
+        root: &d.plan.layout.root,
+        build: &prepared.build_dir,
+        commit: &commit,
+    };
+    commands::run_commands(
+        &config.before_switch,
+        &env,
+        config.command_timeout,
+        d.reporter,
+    )
+    .context("before_switch failed")?;
+    d.reporter.done(step, "");
+    Ok(())
 }
 
 fn after_switch(d: &Deploy, env: &DeployEnv) -> Problem {
@@ -428,11 +521,12 @@ fn unhealthy(d: &Deploy, build: &BuildName, err: anyhow::Error) -> anyhow::Error
     }
 }
 
-fn cleanup_step(d: &Deploy) {
+/// `spare`: a build kept whatever keep_builds says (see [`GoLive::Group`]).
+fn cleanup_step(d: &Deploy, spare: Option<&BuildName>) {
     let step = d.reporter.step("cleanup");
     fault::point("cleanup");
     let keep = d.plan.config.keep_builds;
-    match cleanup::cleanup(&d.plan.layout, keep) {
+    match cleanup::cleanup(&d.plan.layout, keep, spare) {
         Ok(cleaned) => steps::close(d.reporter, step, Duration::ZERO, &cleaned),
         Err(err) => d
             .reporter

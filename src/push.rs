@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use anyhow::{Result, bail};
 
 use crate::config::{REPLAY_BRANCH, ROLLBACK_BRANCH};
+use crate::group::GroupRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefUpdate {
@@ -41,6 +42,9 @@ pub struct PushRequest {
     pub rollback_moved: bool,
     /// `refs/heads/replay` was pushed to: deploy that commit as a new build.
     pub replay: Option<RefUpdate>,
+    /// `refs/atomdeploy/group/…` pushed to: a group's primary asks this server, one of its
+    /// hosts, for something (see `group/host.rs`). A push carrying one deploys nothing else.
+    pub group: Vec<RefUpdate>,
     /// Every other ref in the push; they only get a notice.
     pub ignored: Vec<RefUpdate>,
 }
@@ -97,6 +101,8 @@ pub fn parse(input: &[u8], branch: &str) -> Result<PushRequest> {
             }
         } else if refname == replay_ref.as_bytes() && !update.is_deletion() {
             request.replay = Some(update);
+        } else if GroupRef::is_group_ref(refname) && !update.is_deletion() {
+            request.group.push(update);
         } else if refname != deploy_ref.as_bytes() {
             request.ignored.push(update);
         } else if update.is_deletion() {
@@ -241,6 +247,39 @@ mod tests {
         let request = parse(&input, "main").unwrap();
         assert_eq!(request.deploy, None);
         assert_eq!(request.ignored.len(), 1);
+    }
+
+    #[test]
+    fn group_refs_are_set_apart_from_everything_else() {
+        let input = format!(
+            "{ZERO} {B} refs/atomdeploy/group/g1/prepare/0123456789abcdef\n\
+             {A} {B} refs/heads/main\n\
+             {ZERO} {B} refs/atomdeploy/group/g1/whatever\n\
+             {B} {ZERO} refs/atomdeploy/group/g0/switch\n\
+             {ZERO} {B} refs/atomdeploy/groups/x\n"
+        );
+        let request = parse(input.as_bytes(), "main").unwrap();
+        let names: Vec<_> = request.group.iter().map(|u| u.name()).collect();
+        // Malformed ones too: the host refuses them, and deletes them.
+        assert_eq!(
+            names,
+            [
+                "refs/atomdeploy/group/g1/prepare/0123456789abcdef",
+                "refs/atomdeploy/group/g1/whatever"
+            ]
+        );
+        // (The hook deploys nothing else of a push carrying a group ref; see hook.rs.)
+        assert!(request.deploy.is_some());
+        let ignored: Vec<_> = request.ignored.iter().map(|u| u.name()).collect();
+        assert_eq!(
+            ignored,
+            [
+                "refs/atomdeploy/group/g0/switch",
+                "refs/atomdeploy/groups/x"
+            ]
+        );
+        let plain = parse(format!("{A} {B} refs/heads/main\n").as_bytes(), "main").unwrap();
+        assert!(plain.group.is_empty());
     }
 
     #[test]

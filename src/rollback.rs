@@ -43,7 +43,15 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     reporter.line(&format!(
         "atomdeploy: rolling back from builds/{live} to builds/{target}"
     ));
-    let restored = restore(plan, &live, &target, reporter)?;
+    let mut group = crate::group::local::GroupLog::default();
+    let restored = if plan.config.hosts.is_empty() {
+        restore(plan, &live, &target, reporter)?
+    } else {
+        let (restored, log) =
+            crate::group::local::rollback(plan, &live, &target, &commit, reporter);
+        group = log;
+        restored?
+    };
     let switched_at = restored.switched_at;
     fault::point("rollback-switched");
     open_and_sync_ref(plan, reporter);
@@ -57,6 +65,8 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         switched_at: Some(switched_at),
         outcome: Outcome::RolledBack,
         seconds: reporter.elapsed().as_secs_f64(),
+        hosts: group.hosts,
+        switch_spread_ms: group.switch_spread_ms,
         ..history::Entry::begin(&started_at, &locked_at, source, &commit)
     };
     if let Err(e) = history::append(layout, &entry) {

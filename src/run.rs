@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, HostsAction};
 use crate::infra::report::{Output, Reporter};
 use crate::state::plan::Plan;
-use crate::{deploy, hook, install, inventory, push_status, rollback};
+use crate::{deploy, group, hook, install, inventory, push_status, rollback};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -47,6 +47,22 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Log { build, root } => {
             inventory::print_log(&Plan::load(&root.root)?.layout, build.as_deref())
+        }
+        Command::Hosts { action, json, root } => {
+            let root = root.ok_or_else(|| {
+                anyhow::anyhow!("the deploy root is needed: --root DIR (or ATOMDEPLOY_ROOT)")
+            })?;
+            let plan = Plan::load(&root)?;
+            let reporter = Reporter::new(Output::detect(false));
+            match action {
+                None => group::view::print(&plan, json),
+                Some(HostsAction::Exclude { host, reason }) => {
+                    group::view::exclude(&plan, &host, &reason, &reporter)
+                }
+                Some(HostsAction::Include { host }) => {
+                    group::view::include(&plan, &host, &reporter)
+                }
+            }
         }
     }
 }

@@ -21,6 +21,10 @@ mod config;
 mod deploy;
 #[path = "integration/faults.rs"]
 mod faults;
+#[path = "integration/group.rs"]
+mod group;
+#[path = "integration/group_host.rs"]
+mod group_host;
 #[path = "integration/group_ssh.rs"]
 mod group_ssh;
 #[path = "integration/hostile.rs"]

@@ -114,10 +114,27 @@ enum Event {
 /// session that drops, an operator's kill -9) stops them too and none is left working in
 /// application/ while the next deploy starts.
 pub fn run_limited(
+    cmd: Command,
+    what: &str,
+    limit: Option<Duration>,
+    reporter: &Reporter,
+) -> Result<()> {
+    run_limited_lines(cmd, what, limit, reporter, &mut |line, shown| {
+        if shown {
+            reporter.child_line(line);
+        }
+    })
+}
+
+/// [`run_limited`], each line of output handed to `on_line` instead of shown as it is (a
+/// group's host: its lines are prefixed with the host, and its protocol lines kept), with
+/// whether it is within the lines shown to the pusher.
+pub fn run_limited_lines(
     mut cmd: Command,
     what: &str,
     limit: Option<Duration>,
     reporter: &Reporter,
+    on_line: &mut dyn FnMut(&str, bool),
 ) -> Result<()> {
     let (pid, marker, rx) = spawn_watched(&mut cmd, what)?;
 
@@ -164,9 +181,7 @@ pub fn run_limited(
         match event {
             Event::Line(line) => {
                 lines += 1;
-                if lines <= MAX_LINES {
-                    reporter.child_line(&line);
-                }
+                on_line(&line, lines <= MAX_LINES);
                 fault::point("child-output");
             }
             Event::Closed => open_streams -= 1,
@@ -177,10 +192,13 @@ pub fn run_limited(
         }
     }
     if lines > MAX_LINES {
-        reporter.child_line(&format!(
-            "… {} more lines of output from {what} not shown",
-            lines - MAX_LINES
-        ));
+        on_line(
+            &format!(
+                "… {} more lines of output from {what} not shown",
+                lines - MAX_LINES
+            ),
+            true,
+        );
     }
     let status = status.with_context(|| format!("lost track of {what}"))?;
     if timed_out {

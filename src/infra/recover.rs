@@ -11,6 +11,16 @@ use crate::state::builds;
 use crate::state::plan::Layout;
 
 pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
+    recover_sparing(layout, None, reporter)
+}
+
+/// [`recover`], leaving `spare` alone: a group's prepared build, which never went live yet
+/// and is about to.
+pub fn recover_sparing(
+    layout: &Layout,
+    spare: Option<&BuildName>,
+    reporter: &Reporter,
+) -> Result<()> {
     // Builds in the making and builds being removed.
     for dir in [layout.tmp(), layout.trash()] {
         let Ok(entries) = fs::read_dir(&dir) else {
@@ -46,6 +56,7 @@ pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
     // A build that never went live was left between its snapshot and its switch.
     for build in builds::list(layout)? {
         if Some(&build) != live.as_ref()
+            && Some(&build) != spare
             && builds::read_meta(layout, &build).is_some_and(|m| !m.went_live)
         {
             builds::remove_build(layout, &build)?;

@@ -130,11 +130,21 @@ pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
 /// Removes every bad build and the oldest good builds beyond `keep`; never the live one.
 /// Returns what it removed.
 pub fn cleanup(layout: &Layout, keep: usize) -> Result<Vec<BuildName>> {
+    cleanup_sparing(layout, keep, None)
+}
+
+/// [`cleanup`], never removing `spare` either (a group's build before the one just switched
+/// to, which the primary may still switch back to).
+pub fn cleanup_sparing(
+    layout: &Layout,
+    keep: usize,
+    spare: Option<&BuildName>,
+) -> Result<Vec<BuildName>> {
     let live = live(layout);
     let mut removed = Vec::new();
     let mut good_kept = 0;
     for name in list(layout)?.iter().rev() {
-        if Some(name) == live.as_ref() {
+        if Some(name) == live.as_ref() || Some(name) == spare {
             if !is_bad(layout, name) {
                 good_kept += 1;
             }

@@ -42,6 +42,23 @@ pub struct Entry {
     /// The file in the output folder holding what the pusher saw.
     #[serde(default)]
     pub output: Option<String>,
+    /// A group's other web servers (`hosts:`), each as this attempt left it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::group::primary::HostLog>,
+    /// Between the first and the last server's switch, the primary's included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_spread_ms: Option<f64>,
+    /// On a host of a group: the group operation this attempt was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupOp>,
+}
+
+/// A group operation a host was asked for (see `group/host.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOp {
+    pub gid: String,
+    /// `prepare`, `reuse`, `switch`, `restore` or `abort`.
+    pub op: String,
 }
 
 /// How an attempt ended, as the log spells it (scripts read these strings: keep them).
@@ -62,6 +79,13 @@ pub enum Outcome {
     /// The new build went live, failed its health check and was rolled back (or could not be).
     #[serde(rename = "unhealthy")]
     Unhealthy,
+    /// A host of a group made a build up to its switch (or found one to reuse); the switch,
+    /// if the group gets there, is an attempt of its own.
+    #[serde(rename = "prepared")]
+    Prepared,
+    /// A host of a group dropped its prepared build: the group did not switch.
+    #[serde(rename = "aborted")]
+    Aborted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +113,9 @@ impl Entry {
             steps: Vec::new(),
             seconds: 0.0,
             output: None,
+            hosts: Vec::new(),
+            switch_spread_ms: None,
+            group: None,
         }
     }
 }
@@ -231,6 +258,8 @@ mod tests {
             (Outcome::Unchanged, "unchanged"),
             (Outcome::RolledBack, "rolled back"),
             (Outcome::Unhealthy, "unhealthy"),
+            (Outcome::Prepared, "prepared"),
+            (Outcome::Aborted, "aborted"),
         ];
         for (outcome, text) in all {
             let json = serde_json::to_string(&outcome).unwrap();

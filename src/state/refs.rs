@@ -157,26 +157,64 @@ fn sync_build_refs(plan: &Plan, repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-/// Hides the refs atomdeploy-hook keeps for itself (`refs/atomdeploy/…`, which keep the
-/// commits of the builds on disk from being pruned) from clients: git neither lists them, nor
-/// sends them, nor lets a push change them. Set by `install` for new and existing repositories,
-/// and by the hook when it is missing. Writes the config only when the value is not there yet.
+/// Hides the refs atomdeploy-hook keeps for itself (`refs/atomdeploy/…`) from clients: fetches
+/// neither list nor send any of them (`uploadpack.hideRefs`), and a push cannot change the
+/// builds' refs, which keep the commits of the builds on disk from being pruned
+/// (`transfer.hideRefs`). A push may create `refs/atomdeploy/group/…`, since that is how a
+/// group's primary asks a host for something (see `group/`); the hook deletes those again.
+/// (A hidden ref cannot be pushed to at all, which is why the group refs are not hidden from
+/// pushes; and these are separate keys rather than one negated entry, since a negation's
+/// effect would hang on the order of sections in the config file.)
+///
+/// Set by `install` for new and existing repositories, and by the hook when missing. An
+/// older install hid all of `refs/atomdeploy` from pushes too: that entry is replaced. Writes
+/// the config only when something is missing.
 pub fn hide_internal_refs(repo: &Repository) -> Result<()> {
-    const HIDDEN: &str = "refs/atomdeploy";
+    const FROM_FETCHES: (&str, &str) = ("uploadpack.hideRefs", "refs/atomdeploy");
+    const FROM_BOTH: (&str, &str) = ("transfer.hideRefs", "refs/atomdeploy/builds");
+    const OLDER: (&str, &str) = ("transfer.hideRefs", "refs/atomdeploy");
     let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
-    let mut present = false;
-    if let Ok(entries) = config.multivar("transfer.hiderefs", None) {
-        entries.for_each(|e| present |= e.value_bytes() == HIDDEN.as_bytes())?;
+    let has = |config: &git2::Config, (key, value): (&str, &str)| {
+        let mut present = false;
+        if let Ok(entries) = config.multivar(key, None) {
+            let _ = entries.for_each(|e| present |= e.value_bytes() == value.as_bytes());
+        }
+        present
+    };
+    let written = |result: Result<(), git2::Error>| {
+        result.with_context(|| {
+            format!(
+                "cannot set which refs git hides in {}",
+                repo.path().join("config").display()
+            )
+        })
+    };
+    if has(&config, OLDER) {
+        written(config.remove_multivar(OLDER.0, "^refs/atomdeploy$"))?;
     }
-    if !present {
-        config
-            .set_multivar("transfer.hideRefs", "^refs/atomdeploy$", HIDDEN)
-            .with_context(|| {
-                format!(
-                    "cannot set transfer.hideRefs in {}",
-                    repo.path().join("config").display()
-                )
-            })?;
+    for (key, value) in [FROM_FETCHES, FROM_BOTH] {
+        if !has(&config, (key, value)) {
+            // A regex matching no value: the entry is added next to any others.
+            written(config.set_multivar(key, "^$", value))?;
+        }
     }
     Ok(())
+}
+
+/// Deletes `refname` from the bare repository `repo` if it still names `commit` (a push may
+/// have moved it meanwhile, and its own hook will see to it). A ref already gone is no error.
+pub fn delete_ref(repo: &Path, refname: &str, commit: &str) -> Result<()> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["update-ref", "-d", refname, commit])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run git")?;
+    let gone = || Repository::open_bare(repo).is_ok_and(|r| r.find_reference(refname).is_err());
+    if out.status.success() || gone() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
+    }
 }

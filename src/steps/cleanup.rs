@@ -4,6 +4,7 @@ use std::fmt;
 
 use anyhow::Result;
 
+use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
@@ -26,8 +27,9 @@ impl fmt::Display for Cleaned {
 
 impl Summary for Cleaned {}
 
-/// Removes every bad build and the oldest good ones beyond `keep` (see [`builds::cleanup`]).
-pub fn cleanup(layout: &Layout, keep: usize) -> Result<Cleaned> {
-    let removed = builds::cleanup(layout, keep)?.len();
+/// Removes every bad build and the oldest good ones beyond `keep` (see [`builds::cleanup`]),
+/// never `spare`.
+pub fn cleanup(layout: &Layout, keep: usize, spare: Option<&BuildName>) -> Result<Cleaned> {
+    let removed = builds::cleanup_sparing(layout, keep, spare)?.len();
     Ok(Cleaned { removed, keep })
 }

@@ -39,13 +39,34 @@ pub fn check_latest(layout: &Layout) -> Result<()> {
 /// The switch as a step of a deploy or rollback, with what it took shown to the pusher.
 /// Returns when the rename happened (UTC, as in the deploy log).
 pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> Result<String> {
+    switch_step_at(layout, build, reporter).map(|at| at.at)
+}
+
+/// When a switch happened.
+pub struct SwitchedAt {
+    /// UTC, as in the deploy log.
+    pub at: String,
+    /// CLOCK_REALTIME nanoseconds taken right after rename(2): the servers of a group
+    /// compare theirs to tell how far apart they switched.
+    pub ns: u64,
+}
+
+/// [`switch_step`], returning the instant of the rename to the nanosecond as well.
+pub fn switch_step_at(
+    layout: &Layout,
+    build: &BuildName,
+    reporter: &Reporter,
+) -> Result<SwitchedAt> {
     let step = reporter.step("switch");
     let switched = switch(layout, build).context("switch failed")?;
     if let Some(err) = &switched.after {
         reporter.warn(&format!("builds/{build} is live, but {err:#}"));
     }
     steps::close(reporter, step, Duration::ZERO, &switched);
-    Ok(switched.at)
+    Ok(SwitchedAt {
+        at: switched.at,
+        ns: switched.ns,
+    })
 }
 
 /// The build that went live, and how long the parts of the switch took.
@@ -57,6 +78,8 @@ pub struct Switched {
     pub rename: Duration,
     /// When the rename happened.
     pub at: String,
+    /// The same instant as CLOCK_REALTIME nanoseconds (see [`SwitchedAt::ns`]).
+    pub ns: u64,
     /// What went wrong after the rename (the build is live all the same).
     pub after: Option<anyhow::Error>,
 }
@@ -103,6 +126,11 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
             .with_context(|| format!("cannot rename a symlink over {}", layout.latest.display()));
     }
     let rename = started.elapsed();
+    // First thing after the rename: this is the instant a group's servers compare.
+    // (SystemTime reads CLOCK_REALTIME.)
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let at = builds::utc_now_rfc3339();
     fault::point("switched");
     // The build is live from here on: nothing after this point may fail the switch, or the
@@ -118,6 +146,7 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
         flush,
         rename,
         at,
+        ns,
         after,
     })
 }

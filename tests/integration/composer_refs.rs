@@ -322,36 +322,54 @@ fn push_rollback_still_works_after_a_force_push_and_git_gc() {
 #[test]
 fn internal_refs_are_hidden_for_existing_repositories_and_by_the_hook() {
     let server = Server::install();
+    // Fetches see none of refs/atomdeploy; pushes may not touch the builds' refs (but may
+    // create a group's refs, see group_host.rs).
+    const HIDDEN: &str =
+        "transfer.hiderefs refs/atomdeploy/builds\nuploadpack.hiderefs refs/atomdeploy\n";
     let hidden = || {
         let out = server
             .command("git")
             .arg("--git-dir")
             .arg(&server.repo)
-            .args(["config", "--get-all", "transfer.hideRefs"])
+            .args(["config", "--get-regexp", "hiderefs"])
             .output()
             .unwrap();
-        String::from_utf8(out.stdout).unwrap()
+        let mut lines: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        lines.sort();
+        lines.concat()
     };
-    assert_eq!(hidden(), "refs/atomdeploy\n", "set by install");
+    assert_eq!(hidden(), HIDDEN, "set by install");
 
-    // A repository installed by an older version: the hook adds the setting once.
-    server.repo_git(&["config", "--unset-all", "transfer.hideRefs"]);
+    // A repository installed by an older version, which hid everything from pushes too, or
+    // nothing at all: the hook sets it right, once.
     let clone = server.clone_fixture("example-app");
-    clone.push_main().success();
-    assert_eq!(hidden(), "refs/atomdeploy\n");
-    clone.deploy_version("v2");
-    assert_eq!(hidden(), "refs/atomdeploy\n", "added once, not again");
-    let listed = remote_refs(&clone);
-    assert!(!listed.contains("refs/atomdeploy"), "{listed}");
-    assert_eq!(build_refs(&server).len(), 2);
+    for older in [Some("refs/atomdeploy"), None] {
+        server.repo_git(&["config", "--unset-all", "uploadpack.hideRefs"]);
+        server.repo_git(&["config", "--unset-all", "transfer.hideRefs"]);
+        if let Some(value) = older {
+            server.repo_git(&["config", "--add", "transfer.hideRefs", value]);
+        }
+        clone.deploy_version(&format!("v1 {older:?}"));
+        assert_eq!(hidden(), HIDDEN, "{older:?}");
+        clone.deploy_version(&format!("v2 {older:?}"));
+        assert_eq!(hidden(), HIDDEN, "added once, not again");
+        let listed = remote_refs(&clone);
+        assert!(!listed.contains("refs/atomdeploy"), "{listed}");
+    }
+    assert!(build_refs(&server).len() >= 2);
 
     // Reinstalling over an existing repository sets it too (and only once).
     server.repo_git(&["config", "--unset-all", "transfer.hideRefs"]);
+    server.repo_git(&["config", "--unset-all", "uploadpack.hideRefs"]);
     for _ in 0..2 {
         let out = server.run_install(&server.repo, &[]);
         harness::assert_success(&out, "install again");
     }
-    assert_eq!(hidden(), "refs/atomdeploy\n");
+    assert_eq!(hidden(), HIDDEN);
 }
 
 #[test]

@@ -1,0 +1,88 @@
+//! Hosts left out of the group's deploys for an emergency (`atomdeploy-hook hosts exclude`),
+//! kept in `.atomdeploy/hosts-excluded.json` with who left them out, when and why.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::state::builds;
+use crate::state::plan::Layout;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exclusion {
+    /// As deploy.yml lists it (local paths made absolute).
+    pub url: String,
+    pub when: String,
+    pub who: String,
+    pub why: String,
+}
+
+impl Exclusion {
+    /// Shown in every deploy while the exclusion lasts.
+    pub fn warning(&self) -> String {
+        format!(
+            "deploying without {} (excluded {} by {}: {})",
+            self.url, self.when, self.who, self.why
+        )
+    }
+}
+
+fn file(layout: &Layout) -> PathBuf {
+    layout.state.join("hosts-excluded.json")
+}
+
+/// The exclusions in effect; none when the file is missing. A file that cannot be read is an
+/// error: deploying to a host someone meant to leave out would be worse than not deploying.
+pub fn read(layout: &Layout) -> Result<Vec<Exclusion>> {
+    let path = file(layout);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a list of exclusions", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Replaces the file in one rename, so that a deploy reading it sees the old list or the new.
+pub fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
+    let path = file(layout);
+    if exclusions.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", path.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    std::fs::create_dir_all(&layout.state)?;
+    let temp = layout
+        .state
+        .join(format!(".hosts-excluded.{}.json", std::process::id()));
+    let mut text = serde_json::to_string_pretty(exclusions)?;
+    text.push('\n');
+    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Who ran the command: the login name, and the ssh client's address when there is one.
+pub fn who() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid(2) cannot fail and touches no memory.
+            format!("uid {}", unsafe { libc::getuid() })
+        });
+    match std::env::var("SSH_CLIENT") {
+        Ok(client) => match client.split_whitespace().next() {
+            Some(address) => format!("{user} from {address}"),
+            None => user,
+        },
+        Err(_) => user,
+    }
+}
+
+pub fn now() -> String {
+    builds::utc_now_rfc3339()
+}

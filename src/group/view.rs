@@ -1,0 +1,260 @@
+//! `atomdeploy-hook hosts [--json]`, `hosts exclude`, `hosts include`: what each host of the
+//! group serves, and leaving a dead host out of deploys for an emergency.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+
+use crate::group::excluded;
+use crate::group::primary::{self, Group, HostBuild, Local};
+use crate::group::remote::{self, GroupLine, Host};
+use crate::infra::lock::DeployLock;
+use crate::infra::report::{Reporter, short_id};
+use crate::state::builds;
+use crate::state::plan::Plan;
+
+/// One host as `hosts` shows it.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub label: String,
+    pub url: String,
+    pub live_build: Option<String>,
+    pub live_commit: Option<String>,
+    pub bad: Option<bool>,
+    /// Live on the primary's live commit.
+    pub on_group_commit: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<excluded::Exclusion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The primary's live build and commit.
+fn primary_live(plan: &Plan) -> Result<(String, String)> {
+    let live =
+        builds::live(&plan.layout).ok_or_else(|| anyhow!("nothing is live on this server yet"))?;
+    let commit = builds::revision(&plan.layout, &live)
+        .ok_or_else(|| anyhow!("builds/{live} has no recorded commit"))?;
+    Ok((live.to_string(), commit))
+}
+
+/// Asks every host for its `status`, in parallel (no lock is taken on the hosts).
+pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row>)> {
+    let (live, commit) = primary_live(plan)?;
+    let exclusions = excluded::read(&plan.layout)?;
+    let hosts = Host::all(&plan.config.hosts);
+    let gid = primary::new_gid();
+    let status_ref = format!("refs/atomdeploy/group/{gid}/status");
+    let answers = on_all(&hosts, |host| {
+        remote::push(plan, host, &commit, &status_ref, reporter, &|_| {})
+    });
+    let rows = hosts
+        .iter()
+        .zip(answers)
+        .map(|(host, pushed)| {
+            let status = pushed.lines.iter().find_map(|l| match l {
+                GroupLine::Status(status) => Some(status.clone()),
+                _ => None,
+            });
+            let live_commit = status.as_ref().and_then(|s| s.commit.clone());
+            Row {
+                label: host.label.clone(),
+                url: host.url.clone(),
+                live_build: status.as_ref().and_then(|s| s.build.clone()),
+                on_group_commit: live_commit.as_deref() == Some(commit.as_str()),
+                live_commit,
+                bad: status.as_ref().map(|s| s.bad),
+                excluded: exclusions.iter().find(|e| e.url == host.url).cloned(),
+                error: match status {
+                    Some(_) => None,
+                    None => Some(pushed.why("the host did not answer")),
+                },
+            }
+        })
+        .collect();
+    Ok((live, commit, rows))
+}
+
+fn on_all<T: Send>(hosts: &[Host], f: impl Fn(&Host) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts.iter().map(|h| scope.spawn(|| f(h))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// `atomdeploy-hook hosts [--json]`.
+pub fn print(plan: &Plan, json: bool) -> Result<()> {
+    if plan.config.hosts.is_empty() {
+        bail!(
+            "{} lists no `hosts:`; this server deploys alone",
+            plan.layout.config_file.display()
+        );
+    }
+    let reporter = Reporter::new(crate::infra::report::Output::detect(false));
+    let (live, commit, rows) = rows(plan, &reporter)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({
+            "primary": {"live_build": live, "live_commit": commit},
+            "hosts": rows,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<12} {:<20} {:<8} {:<40} URL",
+        "HOST", "LIVE BUILD", "COMMIT", "STATE"
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:<20} {:<8} {:<40} (this server)",
+        "primary",
+        live,
+        short_id(&commit),
+        "live"
+    )?;
+    for row in &rows {
+        let mut state = match &row.error {
+            Some(err) => format!("UNREACHABLE: {err}"),
+            None if !row.on_group_commit => {
+                format!("NOT ON {} (the group's commit)", short_id(&commit))
+            }
+            None if row.bad == Some(true) => "live, marked bad".into(),
+            None => "live".into(),
+        };
+        if let Some(e) = &row.excluded {
+            state.push_str(&format!("; EXCLUDED by {}: {}", e.who, e.why));
+        }
+        writeln!(
+            out,
+            "{:<12} {:<20} {:<8} {:<40} {}",
+            row.label,
+            row.live_build.as_deref().unwrap_or("-"),
+            row.live_commit.as_deref().map(short_id).unwrap_or("-"),
+            state,
+            row.url
+        )?;
+    }
+    Ok(())
+}
+
+/// The host `name` names: its URL as deploy.yml lists it, or its label.
+fn find_host(plan: &Plan, name: &str) -> Result<Host> {
+    let hosts = Host::all(&plan.config.hosts);
+    let resolved = plan.layout.root.join(name).to_string_lossy().into_owned();
+    hosts
+        .into_iter()
+        .find(|h| h.url == name || h.label == name || h.url == resolved)
+        .ok_or_else(|| {
+            anyhow!(
+                "`{name}` is not one of the hosts in {}",
+                plan.layout.config_file.display()
+            )
+        })
+}
+
+/// `atomdeploy-hook hosts exclude <url> --reason …`.
+pub fn exclude(plan: &Plan, name: &str, reason: &str, reporter: &Reporter) -> Result<()> {
+    if reason.trim().is_empty() {
+        bail!("say why the host is left out: --reason \"…\"");
+    }
+    let host = find_host(plan, name)?;
+    let _lock = DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
+    let mut list = excluded::read(&plan.layout)?;
+    if list.iter().any(|e| e.url == host.url) {
+        bail!("{} is excluded already", host.url);
+    }
+    let exclusion = primary::exclusion(&host.url, reason.trim());
+    list.push(exclusion.clone());
+    excluded::write(&plan.layout, &list)?;
+    log(plan, "hosts exclude", &host, Some(reason.trim()), reporter);
+    reporter.warn(&format!(
+        "{} is left out of every deploy until `atomdeploy-hook hosts include {}`",
+        host.url, host.url
+    ));
+    Ok(())
+}
+
+/// The primary's side when only a host catches up: nothing to build or switch here.
+struct Nothing;
+
+impl Local for Nothing {
+    fn prepare(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn release(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn go_live(&mut self) -> Result<(u128, Option<anyhow::Error>)> {
+        Ok((primary::now_ns(), None))
+    }
+    fn discard(&mut self) {}
+    fn restore(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `atomdeploy-hook hosts include <url>`: the host is brought to the primary's live commit at
+/// once (prepare and switch on it alone), then deploys reach it again. Should that fail, it
+/// stays excluded, so that deploys keep working.
+pub fn include(plan: &Plan, name: &str, reporter: &Reporter) -> Result<()> {
+    let host = find_host(plan, name)?;
+    let _lock = DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
+    let mut list = excluded::read(&plan.layout)?;
+    if !list.iter().any(|e| e.url == host.url) {
+        bail!("{} is not excluded", host.url);
+    }
+    let (_, commit) = primary_live(plan)?;
+    catch_up(plan, &commit, std::slice::from_ref(&host), reporter)
+        .with_context(|| format!("{} stays excluded", host.url))?;
+    list.retain(|e| e.url != host.url);
+    excluded::write(&plan.layout, &list)?;
+    log(plan, "hosts include", &host, None, reporter);
+    reporter.line(&format!(
+        "atomdeploy: {} is back in the group, live on {}",
+        host.label,
+        short_id(&commit)
+    ));
+    Ok(())
+}
+
+/// Brings `hosts` to `commit` (prepare, then switch), the primary untouched. The caller holds
+/// the primary's lock.
+pub fn catch_up(plan: &Plan, commit: &str, hosts: &[Host], reporter: &Reporter) -> Result<()> {
+    let group = Group {
+        plan,
+        reporter,
+        commit,
+        build: HostBuild::Prepare,
+    };
+    primary::run(&group, hosts, Vec::new(), &mut Nothing)
+        .map(|_| ())
+        .map_err(|failed| failed.error)
+}
+
+/// One line in the deploy log for an exclusion or an inclusion.
+fn log(plan: &Plan, what: &str, host: &Host, why: Option<&str>, reporter: &Reporter) {
+    let now = builds::utc_now_rfc3339();
+    let mut entry = crate::state::history::Entry::begin(&now, &now, what, "");
+    entry.finished_at = now;
+    entry.outcome = crate::state::history::Outcome::Unchanged;
+    entry.error = why.map(|w| format!("{}: {w}", host.url));
+    entry.hosts = vec![primary::HostLog {
+        url: host.url.clone(),
+        label: host.label.clone(),
+        build: None,
+        outcome: match why {
+            Some(_) => "excluded".into(),
+            None => "included".into(),
+        },
+        error: why.map(str::to_string),
+    }];
+    if let Err(e) = crate::state::history::append(&plan.layout, &entry) {
+        reporter.warn(&format!("could not write the deploy log: {e:#}"));
+    }
+}
