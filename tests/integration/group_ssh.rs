@@ -281,7 +281,11 @@ impl Group {
             server.assert_only_complete_builds(&[]);
             server.assert_nothing_left_behind_in(&format!("server {i}"));
             let refs = server.repo_git(&["for-each-ref", "refs/atomdeploy/group/"]);
-            assert!(refs.is_empty(), "server {i}: {}", String::from_utf8_lossy(&refs));
+            assert!(
+                refs.is_empty(),
+                "server {i}: {}",
+                String::from_utf8_lossy(&refs)
+            );
         }
     }
 
@@ -307,10 +311,79 @@ impl Group {
         for (i, server) in self.servers().into_iter().enumerate() {
             assert_eq!(server.processes(), Vec::<String>::new(), "server {i}");
         }
+        // A connection's sshd process ends a moment after its client did.
         for host in &self.hosts {
+            crate::harness::wait_until_quietly(std::time::Duration::from_secs(10), || {
+                host.sshd.sessions().is_empty()
+            });
             assert_eq!(host.sshd.sessions(), Vec::<String>::new());
         }
     }
+}
+
+impl Group {
+    /// The primary's ssh ControlMaster processes (`ssh: <root>/.atomdeploy/ssh/<hash> [mux]`).
+    /// Their process title overwrites their environment, so the hook's run marker and
+    /// `Server::processes` cannot see them: they are found by their socket's path.
+    fn masters(&self) -> Vec<String> {
+        let needle = format!("{}/.atomdeploy/ssh/", self.primary.root.display());
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.starts_with("ssh") && cmdline.contains(&needle) {
+                found.push(format!(
+                    "{} {}",
+                    entry.file_name().to_string_lossy(),
+                    cmdline.trim()
+                ));
+            }
+        }
+        found
+    }
+
+    /// `ssh -O exit` on every ControlMaster socket of the primary.
+    fn close_masters(&self) {
+        let Ok(sockets) = fs::read_dir(self.primary.root.join(".atomdeploy/ssh")) else {
+            return;
+        };
+        for socket in sockets.flatten() {
+            let _ = self
+                .primary
+                .command("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.path().display()))
+                .args(["-O", "exit", "the-host"])
+                .output();
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // What the primary left open would keep a session on each host's sshd, whose drop
+        // then fails the test: the one test that looks for it is
+        // `the_primary_leaves_no_ssh_connection_open`.
+        self.close_masters();
+    }
+}
+
+/// The primary's ssh connections end with its deploy: a ControlMaster kept for
+/// `ControlPersist` would run on, unseen by the hook's run marker (ssh's process title
+/// overwrites its environment), holding a session on every host.
+#[test]
+fn the_primary_leaves_no_ssh_connection_open() {
+    let group = Group::start(2, &[], |_| Vec::new());
+    let clone = group.clone();
+    clone.push_main().success();
+    group.assert_all_on(&clone.head());
+    let gone = crate::harness::wait_until_quietly(std::time::Duration::from_secs(5), || {
+        group.masters().is_empty()
+    });
+    assert!(gone, "left running after the push: {:?}", group.masters());
+    group.assert_nothing_running();
 }
 
 /// Issue #12's promise over real ssh: one push to the primary deploys it and three hosts,
@@ -329,48 +402,46 @@ fn three_hosts_over_ssh_deploy_and_switch_together() {
             .find(|l| l.starts_with(&format!("remote: {label}: ")) && l.contains("composer"))
             .unwrap_or_else(|| panic!("no composer line from {label}:\n{}", push.stderr));
     }
-    let summary = push
-        .remote_line("atomdeploy: switched 4 servers within ")
+    push.remote_line("atomdeploy: switched 4 servers within ")
         .unwrap_or_else(|| panic!("no spread in the summary:\n{}", push.stderr));
     let entry = group.primary.deploy_log().pop().unwrap();
-    let reported = entry["switch_spread_ms"].as_f64().unwrap();
     let hosts = entry["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 3, "{entry}");
     assert!(hosts.iter().all(|h| h["outcome"] == "switched"), "{entry}");
-    let measured = group.ctime_spread();
-    eprintln!(
-        "3 hosts over ssh, first deploy: {summary}; ctimes of latest within {:.1} ms",
-        measured.as_secs_f64() * 1000.0
-    );
 
-    // Again, with every connection's set-up behind it: the spread the issue asks for.
+    // The spread, as the primary reports it and as the ctimes of `latest` (set by each
+    // rename(2), to a timer tick: 4 ms at HZ=250) show it, over three deploys.
     let mut spreads = Vec::new();
-    for version in ["v2", "v3", "v4"] {
-        let commit = clone.deploy_version(version);
-        group.assert_all_on(&commit);
-        for server in group.servers() {
-            assert!(server.page().contains(version), "{}", server.page());
+    for version in ["v1", "v2", "v3"] {
+        if version != "v1" {
+            let commit = clone.deploy_version(version);
+            group.assert_all_on(&commit);
+            for server in group.servers() {
+                assert!(server.page().contains(version), "{}", server.page());
+            }
         }
         let reported = group.primary.deploy_log().pop().unwrap()["switch_spread_ms"]
             .as_f64()
             .unwrap();
         let measured = group.ctime_spread().as_secs_f64() * 1000.0;
-        eprintln!("3 hosts over ssh, {version}: reported {reported:.1} ms, ctimes {measured:.1} ms");
-        spreads.push((reported, measured));
+        eprintln!(
+            "4 servers over ssh, {version}: reported {reported:.1} ms, ctimes {measured:.1} ms"
+        );
+        // The primary's figure comes from the same renames; it may say more (its clock is
+        // read after each rename), never less.
+        assert!(
+            measured <= reported + 10.0,
+            "{version}: reported {reported} ms, the ctimes {measured} ms apart"
+        );
+        spreads.push(measured);
     }
-    let _ = reported;
-    // Sequential switches over ssh would take a connection's round trips each; together they
-    // are one `git push` apart at most. The issue's figure is 50 ms on a quiet machine; tests
-    // run alongside others here, so the bound is loose and the figures are printed above.
-    spreads.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let (reported, measured) = spreads[1];
-    assert!(measured < 1000.0, "median spread {measured} ms");
-    // The primary's figure comes from the same renames.
-    assert!(
-        (reported - measured).abs() < 50.0,
-        "reported {reported} ms, measured {measured} ms"
-    );
+    // Switched one after another, each switch would wait for the one before it over ssh. The
+    // issue's figure is 50 ms on a quiet machine; the suite runs tests alongside each other on
+    // few CPUs, so the bound here is loose, and the figures are printed above.
+    spreads.sort_by(f64::total_cmp);
+    assert!(spreads[1] < 500.0, "median spread {} ms", spreads[1]);
     drop(push);
+    group.close_masters();
     group.assert_nothing_running();
 }
 
@@ -422,14 +493,8 @@ fn a_host_whose_sshd_dies_mid_prepare_switches_no_server() {
 
     assert_eq!(push.code, Some(1), "{}", push.stderr);
     let dead = group.hosts[1].sshd.addr.to_string();
-    assert!(
-        push.stderr
-            .lines()
-            .any(|l| l.contains("no server switched") || l.contains(&format!("{dead}: "))),
-        "{}",
-        push.stderr
-    );
-    push.stderr_has(&format!("{dead}: "))
+    push.stderr_has(&format!("remote: error: no server switched: {dead}: "))
+        .stderr_has("error: the push was received, but its deploy failed: ")
         .stderr_lacks("remote: deployed ");
     for (i, server) in group
         .servers()
@@ -438,9 +503,15 @@ fn a_host_whose_sshd_dies_mid_prepare_switches_no_server() {
         .filter(|(i, _)| *i != 2)
         .enumerate()
     {
-        server.1.assert_unchanged_since_in(&before[i], &format!("server {}", server.0));
+        server
+            .1
+            .assert_unchanged_since_in(&before[i], &format!("server {}", server.0));
     }
-    assert_eq!(group.hosts[1].server.live(), dead_live, "the dead host switched");
+    assert_eq!(
+        group.hosts[1].server.live(),
+        dead_live,
+        "the dead host switched"
+    );
     assert_eq!(group.hosts[1].server.processes(), Vec::<String>::new());
 
     // Back up: the next push deploys everywhere, the dead host's half-prepared build
@@ -449,5 +520,6 @@ fn a_host_whose_sshd_dies_mid_prepare_switches_no_server() {
     group.set_config("before_switch", "[]");
     let v3 = clone.deploy_version("v3");
     group.assert_all_on(&v3);
+    group.close_masters();
     group.assert_nothing_running();
 }
