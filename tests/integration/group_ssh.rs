@@ -211,6 +211,16 @@ impl Group {
     /// `n` hosts, every server with `config` (the app's keys must agree), each host's
     /// sessions with `env(i)` added.
     fn start(n: u8, config: &[(&str, &str)], env: impl Fn(u8) -> Vec<(String, String)>) -> Group {
+        Group::start_at(n, None, config, env)
+    }
+
+    /// [`Group::start`] with the primary's deploy root at `root` (under the group's temp dir).
+    fn start_at(
+        n: u8,
+        root: Option<&str>,
+        config: &[(&str, &str)],
+        env: impl Fn(u8) -> Vec<(String, String)>,
+    ) -> Group {
         let tmp = tempfile::tempdir().unwrap();
         let client = SshClient::new(&tmp.path().join("client"));
         let hosts: Vec<Host> = (0..n)
@@ -236,6 +246,9 @@ impl Group {
                 std::env::var("PATH").unwrap()
             ))
             .config("hosts", &format!("[{}]", urls.join(", ")));
+        if let Some(root) = root {
+            builder = builder.root(&tmp.path().join(root));
+        }
         for (key, value) in config {
             builder = builder.config(key, value);
         }
@@ -383,6 +396,25 @@ fn the_primary_leaves_no_ssh_connection_open() {
         group.masters().is_empty()
     });
     assert!(gone, "left running after the push: {:?}", group.masters());
+    group.assert_nothing_running();
+}
+
+/// A deploy root of a realistic length: the primary's ssh ControlMaster sockets live under it,
+/// and a Unix socket's path may not be longer than 107 bytes (`sun_path`); ssh makes each as
+/// `<ControlPath>.<16 random characters>` first, and `%C` is 40 hex digits.
+#[test]
+fn a_primary_with_a_long_deploy_root_reaches_its_hosts() {
+    let group = Group::start_at(
+        1,
+        Some("var/www/customer-portal.example.com/production"),
+        &[],
+        |_| Vec::new(),
+    );
+    let clone = group.clone();
+    let push = clone.push(&["main"]);
+    assert_eq!(push.code, Some(0), "{}", push.stderr);
+    group.assert_all_on(&clone.head());
+    group.close_masters();
     group.assert_nothing_running();
 }
 
