@@ -51,7 +51,7 @@ pub struct Config {
     /// Paths kept in application/ (and through checkouts) but never copied into a build.
     pub exclude: Vec<PathBuf>,
     /// The other web servers of a group (`hosts:`), as git push takes them; empty on a single
-    /// server. See [`crate::group::primary`].
+    /// server. The group deploy is in `src/group/primary.rs`.
     pub hosts: Vec<String>,
     /// Hosts prepared at once.
     pub hosts_at_once: usize,
@@ -577,6 +577,16 @@ fn canonical_json(value: &serde_json::Value) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// Whether two paths name the same place, whether or not it exists yet.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    resolve(a) == resolve(b)
 }
 
 /// `file:line:column: message`, the form editors and terminals jump to.
@@ -1444,7 +1454,7 @@ fn resolve_hosts(
             continue;
         }
         let path = root.join(std::path::Path::new(&*url.path.to_string()));
-        if crate::install::same_path(&path, repository) {
+        if same_path(&path, repository) {
             // After the `hosts:` key: `repository:` may spell the same path.
             let after = text.find("hosts:").unwrap_or(0);
             let at = text[after..]

@@ -1,5 +1,5 @@
 //! The `post-receive` hook: what git hands it, which repository it runs for, and what each
-//! pushed ref asks of it (a deploy, a rollback, or nothing).
+//! pushed ref asks of it (a deploy, a rollback, a group operation, or nothing).
 
 use std::io::Read;
 use std::path::Path;
@@ -14,7 +14,7 @@ use crate::push_status::StatusFile;
 use crate::state::builds;
 use crate::state::plan::Plan;
 use crate::state::refs;
-use crate::{group, install, push, rollback};
+use crate::{group, push, rollback};
 
 /// Runs the hook for the deploy root `root`, reading the pushed refs from stdin, and tells
 /// a waiting `atomdeploy-hook receive-pack` (if any) how it went.
@@ -71,6 +71,9 @@ fn failed_step<'a>(why: &str, reporter: &'a Reporter) -> &'a str {
         ("opcache reset failed", "opcache reset"),
         ("health check failed", "healthcheck"),
         ("switch failed", "switch"),
+        // A group's (group/primary.rs): what failed where comes after, host by host.
+        ("no server switched", "group deploy"),
+        ("the group's switch failed", "group switch"),
         ("waiting for the deploy lock", "lock"),
     ];
     NAMED
@@ -132,7 +135,7 @@ fn summary(plan: &Plan, request: &PushRequest, why: &str, reporter: &Reporter) {
 /// git runs hooks in the repository that received the push: refuses to deploy another one's.
 fn check_repository(plan: &Plan) -> Result<()> {
     if let Some(git_dir) = std::env::var_os("GIT_DIR")
-        && !install::same_path(Path::new(&git_dir), &plan.config.repository)
+        && !crate::config::same_path(Path::new(&git_dir), &plan.config.repository)
     {
         bail!(
             "this hook runs for {}, but {} deploys {}; fix its `repository:`",

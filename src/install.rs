@@ -128,7 +128,7 @@ fn refuse_other_repository(root: &Path, repo: &Path, branch: &str) -> Result<Opt
             (config, Some(fixed))
         }
     };
-    if !same_path(&config.repository, repo) {
+    if !crate::config::same_path(&config.repository, repo) {
         bail!(
             "{} deploys {}, not {}; edit its `repository:` or install with --repo {}",
             config_file.display(),
@@ -181,16 +181,6 @@ fn turn_on_fsck(repo_path: &Path) -> Result<()> {
         repo_path.join("config").display()
     );
     Ok(())
-}
-
-/// Whether two paths name the same place, whether or not it exists yet.
-pub fn same_path(a: &Path, b: &Path) -> bool {
-    let resolve = |p: &Path| {
-        fs::canonicalize(p)
-            .or_else(|_| std::path::absolute(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    resolve(a) == resolve(b)
 }
 
 /// The URL developers add as a remote: `--url` if given (ssh `user@host:path`, `ssh://…`),

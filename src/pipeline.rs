@@ -11,13 +11,13 @@ use git2::{Oid, Repository};
 use crate::config::SnapshotMode;
 use crate::infra::fault;
 use crate::infra::report::Reporter;
-use crate::rollback;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::manifest::Manifest;
 use crate::state::plan::Plan;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
+use crate::steps::restore;
 use crate::steps::snapshot::{self, Linking, Snapshot};
 use crate::steps::{self, build, checkout, cleanup, health, opcache, shared, submodules, switch};
 
@@ -505,7 +505,7 @@ fn unhealthy(d: &Deploy, build: &BuildName, err: anyhow::Error) -> anyhow::Error
             "there is no earlier build to roll back to; builds/{build} stays live"
         ));
     };
-    match rollback::restore(d.plan, build, previous, d.reporter) {
+    match restore::restore(d.plan, build, previous, d.reporter) {
         Ok(restored) => {
             let err = err.context(format!(
                 "rolled back to builds/{previous}; builds/{build} is marked bad"

@@ -16,7 +16,8 @@ use crate::state::builds;
 use crate::state::history::{self, Outcome};
 use crate::state::plan::Plan;
 use crate::state::refs::open_and_sync_ref;
-use crate::steps::{commands, opcache, switch};
+use crate::steps::restore::restore;
+use crate::steps::switch;
 
 /// Rolls back from the live build to the newest older good build, or to `to`.
 /// `source` names who asked, for the log.
@@ -49,8 +50,28 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     } else {
         let (restored, log) =
             crate::group::local::rollback(plan, &live, &target, &commit, reporter);
-        group = log;
-        restored?
+        match restored {
+            Ok(restored) => {
+                group = log;
+                restored
+            }
+            Err(err) => {
+                // Nothing moved (or everything went back): the branch and the log say so.
+                open_and_sync_ref(plan, reporter);
+                let entry = history::Entry {
+                    finished_at: builds::utc_now_rfc3339(),
+                    from: Some(live.to_string()),
+                    error: Some(format!("{err:#}")),
+                    seconds: reporter.elapsed().as_secs_f64(),
+                    hosts: log.hosts,
+                    ..history::Entry::begin(&started_at, &locked_at, source, &commit)
+                };
+                if let Err(e) = history::append(layout, &entry) {
+                    reporter.warn(&format!("could not write the deploy log: {e:#}"));
+                }
+                return Err(err);
+            }
+        }
     };
     let switched_at = restored.switched_at;
     fault::point("rollback-switched");
@@ -110,47 +131,4 @@ fn choose_target(
         })?,
     };
     Ok(Some((live, target)))
-}
-
-/// A switch back that happened.
-pub struct Restored {
-    /// When the switch happened.
-    pub switched_at: String,
-    /// Why php-fpm's opcache could not be reset (`reset_opcache:`), if it could not.
-    pub opcache: Option<anyhow::Error>,
-}
-
-/// Switches from `from` (live) to `to`, marking `from` bad when going back in time, resets
-/// php-fpm's opcache when configured, then runs after_switch for `to`. A failing
-/// after_switch is reported; `to` stays live.
-pub fn restore(
-    plan: &Plan,
-    from: &BuildName,
-    to: &BuildName,
-    reporter: &Reporter,
-) -> Result<Restored> {
-    let layout = &plan.layout;
-    if to < from {
-        builds::mark_bad(layout, from).with_context(|| format!("cannot mark builds/{from} bad"))?;
-    }
-    fault::point("rollback-marked");
-    let switched_at = switch::switch_step(layout, to, reporter)?;
-    let opcache = plan
-        .config
-        .reset_opcache
-        .as_ref()
-        .and_then(|fpm| opcache::reset_step(layout, fpm, reporter));
-    if !plan.config.after_switch.is_empty() {
-        let step = reporter.step("after_switch");
-        match commands::run_after_switch(plan, to, reporter) {
-            Ok(()) => {
-                reporter.done(step, "");
-            }
-            Err(err) => reporter.error(&format!("after_switch: {err:#} (builds/{to} stays live)")),
-        }
-    }
-    Ok(Restored {
-        switched_at,
-        opcache,
-    })
 }

@@ -21,12 +21,12 @@ use crate::infra::recover;
 use crate::infra::report::{Reporter, short_id};
 use crate::pipeline::{self, Deploy, GoLive, Prepared, Problem};
 use crate::push::{PushRequest, RefUpdate};
-use crate::rollback;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::history::{self, GroupOp, Outcome};
 use crate::state::plan::{Layout, Plan};
 use crate::state::refs;
+use crate::steps::restore;
 use crate::steps::switch;
 
 /// What a host keeps of a group between its operations.
@@ -109,6 +109,7 @@ pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result
             update.name()
         ));
     }
+    drop_stale_group_refs(plan, &request.group, reporter);
     let result = match &request.group[..] {
         [update] => GroupRef::parse(&update.refname)
             .and_then(|group| one(plan, &group, &update.name(), &update.new, reporter)),
@@ -217,7 +218,6 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
     recover::recover(layout, ctx.reporter)
         .context("cleaning up after an interrupted deploy failed")?;
     drop_other_records(layout, ctx.gid);
-    drop_stale_group_refs(ctx);
     let (mine, app) = ctx.plan.config.app_fingerprint();
     if mine != fp {
         ctx.reporter.line(&Line::Config(app).to_string());
@@ -309,24 +309,25 @@ fn newest_good_build_of(layout: &Layout, commit: &str) -> Result<Option<BuildNam
     }))
 }
 
-/// Group refs a killed hook did not get to delete. Under the lock, before a new group's
-/// prepare, every other group is over; this one's own ref is deleted when it ends.
-fn drop_stale_group_refs(ctx: &Ctx) {
-    let Ok(repo) = open_repo(ctx.plan) else {
+/// Group refs a killed hook did not get to delete (`pushed` aside, which this hook deletes
+/// when done): any group push clears them, so that the same operation can be pushed again
+/// (git does nothing for a push of a ref to the commit it names already). Another group
+/// push being handled meanwhile loses nothing: its hook finds its ref gone, which is fine.
+fn drop_stale_group_refs(plan: &Plan, pushed: &[RefUpdate], reporter: &Reporter) {
+    let Ok(repo) = open_repo(plan) else {
         return;
     };
     let Ok(references) = repo.references_glob(&format!("{REF_PREFIX}*")) else {
         return;
     };
-    let own = format!("{REF_PREFIX}{}/", ctx.gid);
     let stale: Vec<(String, String)> = references
         .flatten()
         .filter_map(|r| Some((r.name().ok()?.to_string(), r.target()?.to_string())))
-        .filter(|(name, _)| !name.starts_with(&own))
+        .filter(|(name, _)| !pushed.iter().any(|u| u.refname == name.as_bytes()))
         .collect();
     for (name, target) in stale {
-        if let Err(err) = refs::delete_ref(&ctx.plan.config.repository, &name, &target) {
-            ctx.reporter.warn(&format!(
+        if let Err(err) = refs::delete_ref(&plan.config.repository, &name, &target) {
+            reporter.warn(&format!(
                 "could not delete {name}, left by a killed hook: {err:#}"
             ));
         }
@@ -489,7 +490,7 @@ fn restore(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
             "atomdeploy: group {}: going back from builds/{build} to builds/{previous}",
             ctx.gid
         ));
-        let restored = rollback::restore(ctx.plan, &build, previous, ctx.reporter)?;
+        let restored = restore::restore(ctx.plan, &build, previous, ctx.reporter)?;
         entry.switched_at = Some(restored.switched_at);
         opcache = restored.opcache;
     } else if live == previous {

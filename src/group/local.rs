@@ -8,10 +8,10 @@ use crate::group::primary::{self, Group, GroupDone, HostBuild, HostLog, Local};
 use crate::group::view;
 use crate::infra::report::Reporter;
 use crate::pipeline::{self, Deploy, Deployed, GoLive, Prepared, Problem};
-use crate::rollback::{self, Restored};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Plan;
+use crate::steps::restore::{self, Restored};
 
 /// What a group operation adds to the deploy log.
 #[derive(Default)]
@@ -90,7 +90,7 @@ impl Local for LocalDeploy<'_, '_> {
                 deployed.build
             ));
         };
-        let restored = rollback::restore(self.d.plan, &deployed.build, previous, self.d.reporter)?;
+        let restored = restore::restore(self.d.plan, &deployed.build, previous, self.d.reporter)?;
         if let Some(err) = restored.opcache {
             self.d.reporter.warn(&format!("{err:#}"));
         }
@@ -111,6 +111,7 @@ pub fn deploy(d: &Deploy) -> (Result<Deployed>, GroupLog) {
         reporter: d.reporter,
         commit: &commit,
         build: HostBuild::Prepare,
+        here: true,
     };
     let mut local = LocalDeploy {
         d,
@@ -195,7 +196,7 @@ impl Local for LocalRollback<'_> {
         Ok(())
     }
     fn go_live(&mut self) -> Result<(u128, Option<anyhow::Error>)> {
-        let restored = rollback::restore(self.plan, self.live, self.target, self.reporter)?;
+        let restored = restore::restore(self.plan, self.live, self.target, self.reporter)?;
         let ns = rfc3339_ns(&restored.switched_at).unwrap_or_else(primary::now_ns);
         self.restored = Some(restored);
         Ok((ns, None))
@@ -205,7 +206,7 @@ impl Local for LocalRollback<'_> {
         if self.restored.is_none() {
             return Ok(());
         }
-        rollback::restore(self.plan, self.target, self.live, self.reporter).map(|_| ())
+        restore::restore(self.plan, self.target, self.live, self.reporter).map(|_| ())
     }
 }
 
@@ -234,6 +235,7 @@ pub fn rollback(
         reporter,
         commit,
         build: HostBuild::Reuse,
+        here: true,
     };
     let mut local = LocalRollback {
         plan,

@@ -10,12 +10,12 @@ use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use serde::Serialize;
 
 use crate::group::excluded::{self, Exclusion};
 use crate::group::remote::{self, GroupLine, Host, Pushed};
 use crate::infra::fault;
 use crate::infra::report::{Reporter, short_id};
+pub use crate::state::history::HostLog;
 use crate::state::plan::Plan;
 
 /// The refs the primary pushes, under `refs/atomdeploy/group/<gid>/`.
@@ -62,19 +62,6 @@ pub trait Local {
     fn restore(&mut self) -> Result<()>;
 }
 
-/// One host's part, for the deploy log.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct HostLog {
-    pub url: String,
-    pub label: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build: Option<String>,
-    /// `switched`, `failed`, `aborted`, `restored`, `excluded`.
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// A group operation that switched everywhere.
 #[derive(Debug)]
 pub struct GroupDone {
@@ -101,6 +88,8 @@ pub struct Group<'a> {
     /// The commit every server goes to.
     pub commit: &'a str,
     pub build: HostBuild,
+    /// The primary takes part (a deploy, a rollback), or only hosts catch up.
+    pub here: bool,
 }
 
 impl Group<'_> {
@@ -180,14 +169,64 @@ pub fn run(
     local: &mut dyn Local,
 ) -> Result<GroupDone, GroupFailed> {
     let gid = new_gid();
-    let (fingerprint, app_keys) = g.plan.config.app_fingerprint();
-    let op = match g.build {
-        HostBuild::Prepare => "prepare",
-        HostBuild::Reuse => "reuse",
+    announce(g, hosts);
+
+    // 1. Prepare everywhere, the primary's own build meanwhile.
+    let (mut logs, mut failures, local_ready) = prepare_everywhere(g, &gid, hosts, local);
+
+    // 2. `release:` once, here, once every build is ready.
+    if failures.is_empty()
+        && let Err(err) = local.release()
+    {
+        failures.push(format!("this server: {err:#}"));
+    }
+    if !failures.is_empty() {
+        call_off(g, &gid, hosts, &mut logs, local, local_ready);
+        logs.extend(left_out);
+        return Err(GroupFailed {
+            hosts: logs,
+            // One line: the receive-pack wrapper's status shows the first line only.
+            error: anyhow!("no server switched: {}", failures.join("; ")),
+            switched: false,
+        });
+    }
+
+    // 3. Switch everywhere together.
+    let (switches, local_live) = switch_everywhere(g, &gid, hosts, local);
+    let mut switched = read_switches(&gid, hosts, &switches, &mut logs);
+    let local_switched = switched.add_local(local_live);
+    if switched.problems.is_empty() {
+        let spread = match (switched.stamps.iter().min(), switched.stamps.iter().max()) {
+            (Some(min), Some(max)) => Duration::from_nanos((max - min) as u64),
+            _ => Duration::ZERO,
+        };
+        logs.extend(left_out);
+        return Ok(GroupDone {
+            hosts: logs,
+            spread,
+            servers: switched.stamps.len(),
+        });
+    }
+
+    // 4. Something did not go live: every server that switched goes back.
+    let back = go_back(g, &gid, &switched.hosts, &mut logs, local, local_switched);
+    logs.extend(left_out);
+    let problems = switched.problems.join("; ");
+    let error = if local_switched || !switched.hosts.is_empty() {
+        anyhow!("the group's switch failed ({problems}); {back}")
+    } else {
+        anyhow!("no server switched: {problems}")
     };
-    let prepare_ref = group_ref(&gid, &format!("{op}/{fingerprint}"));
+    Err(GroupFailed {
+        hosts: logs,
+        error,
+        switched: local_switched,
+    })
+}
+
+fn announce(g: &Group, hosts: &[Host]) {
     g.reporter.line(&format!(
-        "atomdeploy: preparing {} on {} host{} ({}) and here",
+        "atomdeploy: preparing {} on {} host{} ({}){}",
         short_id(g.commit),
         hosts.len(),
         if hosts.len() == 1 { "" } else { "s" },
@@ -195,16 +234,32 @@ pub fn run(
             .iter()
             .map(|h| h.label.as_str())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if g.here { " and here" } else { "" }
     ));
+}
 
-    // 1. Prepare everywhere, the primary's own build meanwhile on this thread.
+/// Step 1: every host prepares (at most `hosts_at_once` at a time) while the primary builds its
+/// own on this thread. Returns each host's log, the failures (the primary's first), and whether
+/// the primary's own build is ready.
+fn prepare_everywhere(
+    g: &Group,
+    gid: &str,
+    hosts: &[Host],
+    local: &mut dyn Local,
+) -> (Vec<HostLog>, Vec<String>, bool) {
+    let (fingerprint, app_keys) = g.plan.config.app_fingerprint();
+    let op = match g.build {
+        HostBuild::Prepare => "prepare",
+        HostBuild::Reuse => "reuse",
+    };
+    let prepare_ref = group_ref(gid, &format!("{op}/{fingerprint}"));
     let stop = AtomicBool::new(false);
     let (preps, local_prep) = std::thread::scope(|scope| {
         let remote = scope.spawn(|| {
             on_hosts(hosts, g.plan.config.hosts_at_once, &stop, |host| {
                 let pushed = g.push(host, &prepare_ref, &|_| {});
-                let prep = read_prepare(&pushed, &gid, &app_keys);
+                let prep = read_prepare(&pushed, gid, &app_keys);
                 if matches!(prep, Prep::Failed(_)) {
                     // A host that cannot prepare calls the deploy off: start no more.
                     stop.store(true, Ordering::SeqCst);
@@ -223,8 +278,7 @@ pub fn run(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (preps, local_prep)
     });
-
-    let mut logs: Vec<HostLog> = hosts
+    let logs: Vec<HostLog> = hosts
         .iter()
         .zip(&preps)
         .map(|(host, prep)| HostLog {
@@ -253,29 +307,21 @@ pub fn run(
     if let Err(err) = &local_prep {
         failures.insert(0, format!("this server: {err:#}"));
     }
+    (logs, failures, local_prep.is_ok())
+}
 
-    // 2. `release:` once, here, once every build is ready.
-    if failures.is_empty()
-        && let Err(err) = local.release()
-    {
-        failures.push(format!("this server: {err:#}"));
-    }
-    if !failures.is_empty() {
-        call_off(g, &gid, hosts, &mut logs, local, local_prep.is_ok());
-        logs.extend(left_out);
-        return Err(GroupFailed {
-            hosts: logs,
-            // One line: the receive-pack wrapper's status shows the first line only.
-            error: anyhow!("no server switched: {}", failures.join("; ")),
-            switched: false,
-        });
-    }
-
-    // 3. Switch everywhere together. The primary's flip waits for the first host's, so that it
-    // falls among the hosts' instead of ahead of them all by a connection's start.
-    let switch_ref = group_ref(&gid, "switch");
+/// Step 3: every host's switch push at once. The primary's flip waits for the first host's, so
+/// that it falls among the hosts' instead of ahead of them all by a connection's start.
+/// Returns each host's push and the primary's `go_live` (`None`: no host flipped, nor it).
+fn switch_everywhere(
+    g: &Group,
+    gid: &str,
+    hosts: &[Host],
+    local: &mut dyn Local,
+) -> (Vec<Pushed>, LocalLive) {
+    let switch_ref = group_ref(gid, "switch");
     let (first_tx, first_rx) = mpsc::channel::<()>();
-    let (switches, local_live) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = hosts
             .iter()
             .map(|host| {
@@ -314,20 +360,39 @@ pub fn run(
             })
             .collect();
         (switches, local_live)
-    });
+    })
+}
 
-    let mut stamps = Vec::new();
-    let mut problems = Vec::new();
-    let mut switched_hosts = Vec::new();
-    for ((host, pushed), log) in hosts.iter().zip(&switches).zip(logs.iter_mut()) {
+/// The primary's own flip: its nanoseconds and what went wrong after it, or why it failed;
+/// `None` when it was not tried (no host flipped).
+type LocalLive = Option<Result<(u128, Option<anyhow::Error>)>>;
+
+/// What the switch pushes (and the primary's flip) did.
+struct Switched {
+    /// CLOCK_REALTIME nanoseconds of every rename(2).
+    stamps: Vec<u128>,
+    /// What went wrong, one line each.
+    problems: Vec<String>,
+    /// The hosts that flipped.
+    hosts: Vec<Host>,
+}
+
+/// Reads each host's switch push into its log.
+fn read_switches(gid: &str, hosts: &[Host], switches: &[Pushed], logs: &mut [HostLog]) -> Switched {
+    let mut out = Switched {
+        stamps: Vec::new(),
+        problems: Vec::new(),
+        hosts: Vec::new(),
+    };
+    for ((host, pushed), log) in hosts.iter().zip(switches).zip(logs.iter_mut()) {
         let mut flipped = None;
         let mut unhealthy = None;
         for line in &pushed.lines {
             match line {
-                GroupLine::Switched { gid: g2, build, ns } if *g2 == gid => {
+                GroupLine::Switched { gid: g2, build, ns } if g2 == gid => {
                     flipped = Some((build.clone(), u128::from(*ns)));
                 }
-                GroupLine::Unhealthy { gid: g2, why } if *g2 == gid => {
+                GroupLine::Unhealthy { gid: g2, why } if g2 == gid => {
                     unhealthy = Some(why.clone());
                 }
                 _ => {}
@@ -335,72 +400,49 @@ pub fn run(
         }
         match flipped {
             Some((build, ns)) => {
-                stamps.push(ns);
-                switched_hosts.push(host.clone());
+                out.stamps.push(ns);
+                out.hosts.push(host.clone());
                 log.build = Some(build);
                 log.outcome = "switched".into();
                 if let Some(why) = unhealthy {
-                    problems.push(format!("{}: unhealthy: {why}", host.label));
+                    out.problems
+                        .push(format!("{}: unhealthy: {why}", host.label));
                     log.error = Some(format!("unhealthy: {why}"));
                 }
             }
             None => {
                 let why = pushed.why("the host did not switch");
-                problems.push(format!("{}: {why}", host.label));
+                out.problems.push(format!("{}: {why}", host.label));
                 log.outcome = "failed".into();
                 log.error = Some(why);
             }
         }
     }
-    let local_switched = match local_live {
-        Some(Ok((ns, after))) => {
-            stamps.push(ns);
-            if let Some(err) = after {
-                problems.insert(0, format!("this server: {err:#}"));
+    out
+}
+
+impl Switched {
+    /// Adds the primary's own flip; returns whether it happened.
+    fn add_local(&mut self, live: LocalLive) -> bool {
+        match live {
+            Some(Ok((ns, after))) => {
+                self.stamps.push(ns);
+                if let Some(err) = after {
+                    self.problems.insert(0, format!("this server: {err:#}"));
+                }
+                true
             }
-            true
+            Some(Err(err)) => {
+                self.problems.insert(0, format!("this server: {err:#}"));
+                false
+            }
+            None => {
+                self.problems
+                    .insert(0, "this server: not switched, as no host did".into());
+                false
+            }
         }
-        Some(Err(err)) => {
-            problems.insert(0, format!("this server: {err:#}"));
-            false
-        }
-        None => {
-            problems.insert(0, "this server: not switched, as no host did".into());
-            false
-        }
-    };
-
-    if problems.is_empty() {
-        let spread = match (stamps.iter().min(), stamps.iter().max()) {
-            (Some(min), Some(max)) => Duration::from_nanos((max - min) as u64),
-            _ => Duration::ZERO,
-        };
-        let servers = stamps.len();
-        logs.extend(left_out);
-        return Ok(GroupDone {
-            hosts: logs,
-            spread,
-            servers,
-        });
     }
-
-    // 4. Something did not go live: every server that switched goes back.
-    let back = go_back(g, &gid, &switched_hosts, &mut logs, local, local_switched);
-    logs.extend(left_out);
-    let switched_any = local_switched || !switched_hosts.is_empty();
-    let error = if switched_any {
-        anyhow!(
-            "the group's switch failed ({}); {back}",
-            problems.join("; ")
-        )
-    } else {
-        anyhow!("no server switched: {}", problems.join("; "))
-    };
-    Err(GroupFailed {
-        hosts: logs,
-        error,
-        switched: local_switched,
-    })
 }
 
 /// How one host's prepare ended.

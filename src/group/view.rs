@@ -231,6 +231,7 @@ pub fn catch_up(plan: &Plan, commit: &str, hosts: &[Host], reporter: &Reporter) 
         reporter,
         commit,
         build: HostBuild::Prepare,
+        here: false,
     };
     primary::run(&group, hosts, Vec::new(), &mut Nothing)
         .map(|_| ())

@@ -44,7 +44,7 @@ pub struct Entry {
     pub output: Option<String>,
     /// A group's other web servers (`hosts:`), each as this attempt left it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<crate::group::primary::HostLog>,
+    pub hosts: Vec<HostLog>,
     /// Between the first and the last server's switch, the primary's included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_spread_ms: Option<f64>,
@@ -200,6 +200,19 @@ fn prune_failed(dir: &Path) -> Result<()> {
         let _ = std::fs::remove_file(dir.join(name));
     }
     Ok(())
+}
+
+/// One host's part, for the deploy log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostLog {
+    pub url: String,
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// `switched`, `failed`, `aborted`, `restored`, `excluded`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

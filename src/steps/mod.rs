@@ -35,6 +35,7 @@ pub mod commands;
 pub mod composer;
 pub mod health;
 pub mod opcache;
+pub mod restore;
 pub mod shared;
 pub mod snapshot;
 pub mod submodules;

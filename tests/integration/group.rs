@@ -175,7 +175,10 @@ fn a_host_whose_composer_fails_stops_every_switch() {
         .lines()
         .find(|l| l.starts_with("error: the push was received, but its deploy failed: "))
         .unwrap_or_else(|| panic!("{}", push.stderr));
-    assert!(wrapper.contains("web3: composer failed"), "{wrapper}");
+    assert!(
+        wrapper.contains("failed: group deploy: no server switched: web3: composer failed"),
+        "{wrapper}"
+    );
     let push = push
         .stderr_has("web3: ")
         .stderr_has("post-install says no")
@@ -455,6 +458,71 @@ fn a_host_that_cannot_be_reached_or_hangs_fails_the_deploy_and_nothing_changes()
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.starts_with("gone")).unwrap();
     assert!(line.contains("UNREACHABLE"), "{text}");
+}
+
+#[test]
+fn release_runs_once_on_the_primary_after_every_host_prepared_and_before_any_switch() {
+    let g = Group::new(2);
+    g.clone.push_main().success();
+    let old: Vec<Option<String>> = g.hosts.iter().map(Server::live).collect();
+    // What the hosts look like while release: runs: their live build and their builds/.
+    let seen = g.primary.base().join("release-saw");
+    let look: Vec<String> = g
+        .hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "readlink {root}/latest >> {seen}; ls {root}/builds | wc -l >> {seen}",
+                root = h.root.display(),
+                seen = seen.display()
+            )
+        })
+        .collect();
+    g.primary
+        .set_config("release", &format!("['{}']", look.join("; ")));
+    let v2 = g.clone.deploy_version("2.0.0");
+    g.assert_all_live_on(&v2);
+    let lines: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    let expected: Vec<String> = old
+        .iter()
+        .flat_map(|live| {
+            [
+                format!("builds/{}", live.as_ref().unwrap()),
+                "2".to_string(),
+            ]
+        })
+        .collect();
+    // Once (two lines per host), each host still on its old build with the new one prepared.
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn a_rollback_a_host_cannot_follow_switches_nobody() {
+    let g = Group::new(2);
+    g.clone.push_main().success();
+    let v2 = g.clone.deploy_version("2.0.0");
+    // web3 lost its build of v1: it has nothing to reuse.
+    let builds = g.hosts[1].builds();
+    std::fs::remove_dir_all(g.hosts[1].build_path(&builds[0])).unwrap();
+    let before = g.state();
+    let push = g.clone.push(&[":rollback"]).deploy_failed();
+    let error = errors(&push);
+    assert!(
+        error.contains("no server switched: web3: ") && !error.contains("web2: "),
+        "{error}"
+    );
+    g.assert_unchanged_since(&before);
+    g.assert_all_live_on(&v2);
+    // The rollback branch is back, for the next try, and the log has the attempt.
+    let rollback = g.clone.git(&["ls-remote", "production", "rollback"]);
+    assert!(!rollback.trim().is_empty());
+    let entry = g.primary.deploy_log().pop().unwrap();
+    assert_eq!(entry["outcome"], "failed", "{entry}");
+    assert_eq!(entry["hosts"][1]["outcome"], "failed", "{entry}");
 }
 
 /// The figure of issue #12: the spread of the switches of a primary and 3 local hosts, median

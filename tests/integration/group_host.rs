@@ -620,3 +620,69 @@ fn the_build_before_survives_the_cleanup_after_a_group_switch_for_a_restore() {
     clone.push_main().success();
     assert_eq!(server.builds(), [server.live().unwrap()]);
 }
+
+#[test]
+fn a_host_killed_during_its_switch_is_brought_back_by_restore_whether_or_not_it_switched() {
+    // `switch-linked`: killed before the rename; `switched`: right after it, before the
+    // `switched` line. Either way the primary heard nothing, and `restore` is the answer.
+    for (fault, went_live) in [("switch-linked", false), ("switched", true)] {
+        let (server, clone, v1, v2) = host_with_v1_live();
+        let before = server.state();
+        let fp = fingerprint(&clone);
+        let (build, _) =
+            prepared(&group_push(&clone, &v2, "g", &format!("prepare/{fp}")).success());
+        let push = clone.push_with_fault(&[&format!("{v2}:refs/atomdeploy/group/g/switch")], fault);
+        assert!(
+            !lines(&push)
+                .iter()
+                .any(|l| matches!(l, Line::Switched { .. })),
+            "{fault}: {}",
+            push.stderr
+        );
+        let live = if went_live { &build } else { &v1 };
+        assert_eq!(server.live().as_ref(), Some(live), "{fault}");
+        server.assert_only_complete_builds(&[]);
+
+        let push = group_push(&clone, &v2, "g", "restore").success();
+        assert_eq!(
+            only_line(&push),
+            Line::Restored {
+                gid: "g".into(),
+                build: v1.clone()
+            },
+            "{fault}"
+        );
+        assert_eq!(server.live(), Some(v1.clone()), "{fault}");
+        assert!(server.page().contains("v1"), "{fault}");
+        if went_live {
+            assert_eq!(state_of(&server, &build), "bad", "{fault}");
+        } else {
+            // Never live: gone, as if the group had never come.
+            server.assert_unchanged_since_in(&before, fault);
+        }
+        server.assert_nothing_left_behind_in(fault);
+        assert_no_group_refs(&server);
+        // And the same operation can be pushed again (its ref no longer blocks it).
+        group_push(&clone, &v2, "g", "restore").stderr_has("has nothing prepared");
+    }
+}
+
+#[test]
+fn an_operation_whose_hook_was_killed_can_be_pushed_again_after_any_group_push() {
+    let (server, clone, _v1, v2) = host_with_v1_live();
+    let fp = fingerprint(&clone);
+    let (build, _) = prepared(&group_push(&clone, &v2, "g", &format!("prepare/{fp}")).success());
+    let switch = format!("{v2}:refs/atomdeploy/group/g/switch");
+    let _ = clone.push_with_fault(&[&switch], "switch-linked");
+    // The killed hook's ref is still there: git sees nothing to do, no hook runs.
+    let again = group_push(&clone, &v2, "g", "switch");
+    assert!(lines(&again).is_empty(), "{}", again.stderr);
+    again.stderr_has("Everything up-to-date");
+    // Any group push (a status, say) clears it; then the switch goes through.
+    status(&clone, "probe");
+    let push = group_push(&clone, &v2, "g", "switch").success();
+    assert!(matches!(only_line(&push), Line::Switched { build: b, .. } if b == build));
+    assert_eq!(server.live(), Some(build));
+    server.assert_nothing_left_behind();
+    assert_no_group_refs(&server);
+}
