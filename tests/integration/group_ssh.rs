@@ -418,6 +418,34 @@ fn a_primary_with_a_long_deploy_root_reaches_its_hosts() {
     group.assert_nothing_running();
 }
 
+/// `snapshot: link` holds on the hosts as on the primary: a file the next commit leaves as it
+/// was is one inode in both builds, not a copy on every host at every deploy.
+#[test]
+fn hosts_hard_link_unchanged_files_like_the_primary() {
+    use std::os::unix::fs::MetadataExt;
+    let group = Group::start(1, &[], |_| Vec::new());
+    let clone = group.clone();
+    clone.push_main().success();
+    let first: Vec<_> = group.servers().iter().map(|s| s.live().unwrap()).collect();
+    clone.deploy_version("v2");
+    for (i, server) in group.servers().into_iter().enumerate() {
+        let live = server.live().unwrap();
+        assert_ne!(live, first[i]);
+        let ino = |build: &str| {
+            fs::metadata(server.build_path(build).join("composer.json"))
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(
+            ino(&live),
+            ino(&first[i]),
+            "server {i}: composer.json copied into builds/{live}"
+        );
+    }
+    group.close_masters();
+    group.assert_nothing_running();
+}
+
 /// Issue #12's promise over real ssh: one push to the primary deploys it and three hosts,
 /// each reached as a git-shell-only account with its host key checked; every server is on the
 /// commit, the hosts' progress is shown prefixed, and the switches land together.
