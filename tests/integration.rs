@@ -25,6 +25,8 @@ mod faults;
 mod group;
 #[path = "integration/group_host.rs"]
 mod group_host;
+#[path = "integration/group_ssh.rs"]
+mod group_ssh;
 #[path = "integration/group_web.rs"]
 mod group_web;
 #[path = "integration/hostile.rs"]

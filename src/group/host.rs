@@ -252,6 +252,13 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
     } else {
         ctx.reporter
             .line(&format!("atomdeploy: group {}: preparing {short}", ctx.gid));
+        // The deploy branch goes to the commit, as a push to it would move it: libgit2's
+        // checkout takes HEAD's tree as what application/ holds, and with an unborn HEAD it
+        // rewrites every file in place, so that none stays the file the live build links from
+        // and `snapshot: link` copies everything.
+        let branch = format!("refs/heads/{}", ctx.plan.config.branch);
+        repo.reference(&branch, commit, true, "atomdeploy: group prepare")
+            .with_context(|| format!("cannot move {branch} to {short}"))?;
         let d = Deploy {
             plan: ctx.plan,
             repo: &repo,

@@ -162,7 +162,19 @@ enum Prep {
 }
 
 /// Prepare everywhere, release, switch everywhere, for `hosts` and the primary (`local`).
+/// The ssh connections it opened are closed when it ends, however it ends.
 pub fn run(
+    g: &Group,
+    hosts: &[Host],
+    left_out: Vec<HostLog>,
+    local: &mut dyn Local,
+) -> Result<GroupDone, GroupFailed> {
+    let result = run_phases(g, hosts, left_out, local);
+    remote::close_connections(&g.plan.layout);
+    result
+}
+
+fn run_phases(
     g: &Group,
     hosts: &[Host],
     left_out: Vec<HostLog>,

@@ -116,20 +116,47 @@ pub fn ssh_dir(layout: &Layout) -> PathBuf {
     layout.state.join("ssh")
 }
 
-/// `GIT_SSH_COMMAND` for the hosts. BatchMode: a missing key fails at once instead of waiting
-/// on a password prompt nobody sees. Host keys are checked as the deploy user's
-/// `known_hosts` says; nothing here relaxes that.
-pub fn ssh_command(layout: &Layout) -> String {
-    let control = ssh_dir(layout).join("%C");
+/// `GIT_SSH_COMMAND` for the hosts: the primary repository's `core.sshCommand` (`ssh` when
+/// unset: how an operator gives it a key or a known_hosts file of its own), with the group's
+/// options. BatchMode: a missing key fails at once instead of waiting on a password prompt
+/// nobody sees. Host keys are checked as the deploy user's `known_hosts` says; nothing here
+/// relaxes that. The ControlPath is relative (git runs in [`ssh_dir`]): a socket's path may
+/// not exceed 107 bytes, and `<root>/.atomdeploy/ssh/<40 hex>.<16 random>` would for any
+/// deploy root longer than about 33 characters. The masters are closed by
+/// [`close_connections`] when the group operation ends; ControlPersist only bounds one
+/// whose hook was killed, and is long enough for a slow `release:` between prepare and switch.
+pub fn ssh_command(plan: &Plan) -> String {
+    let base = git2::Repository::open_bare(&plan.config.repository)
+        .and_then(|repo| repo.config()?.get_string("core.sshCommand"))
+        .unwrap_or_else(|_| "ssh".to_string());
+    with_group_options(&base)
+}
+
+fn with_group_options(base: &str) -> String {
     format!(
-        "ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPath={} -o ControlPersist=120",
-        shell_quote(&control.to_string_lossy())
+        "{base} -o BatchMode=yes -o ControlMaster=auto -o ControlPath=%C -o ControlPersist=1800"
     )
 }
 
-/// Single-quoted for `sh`, which is how git runs `GIT_SSH_COMMAND`.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+/// Ends every ssh ControlMaster a group operation opened (`ssh -O exit`): they would outlive
+/// the hook by ControlPersist, each holding a session on its host, and the run marker cannot
+/// find them (ssh's process title overwrites its environment).
+pub fn close_connections(layout: &Layout) {
+    let dir = ssh_dir(layout);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let socket = entry.file_name();
+        let _ = child::command("ssh", &dir)
+            .arg("-o")
+            .arg(format!("ControlPath={}", socket.to_string_lossy()))
+            .args(["-O", "exit", "atomdeploy-host"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// `git push --porcelain <host> <commit>:<dst>` from the primary's bare repository, through
@@ -157,13 +184,14 @@ pub fn push(
     }
     // child::command drops the hook's GIT_* variables: GIT_DIR and the push's
     // GIT_QUARANTINE_PATH would otherwise point this git at the wrong repository.
-    let mut cmd = child::command("git", &layout.root);
+    // In ssh_dir: the ControlPath is relative to it (see ssh_command).
+    let mut cmd = child::command("git", &ssh_dir(layout));
     cmd.arg("--git-dir")
         .arg(&plan.config.repository)
         .args(["push", "--porcelain", "--no-verify", "--"])
         .arg(&host.url)
         .arg(format!("{commit}:{dst}"))
-        .env("GIT_SSH_COMMAND", ssh_command(layout))
+        .env("GIT_SSH_COMMAND", ssh_command(plan))
         // Never a prompt for a password or a passphrase: nobody is there to answer it.
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C");
@@ -263,13 +291,17 @@ mod tests {
 
     #[test]
     fn the_ssh_command_reuses_connections_and_checks_host_keys() {
-        let layout = Layout::new(Path::new("/srv/it's"));
-        let ssh = ssh_command(&layout);
+        let ssh = with_group_options("ssh");
         assert_eq!(
             ssh,
-            "ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPath='/srv/it'\\''s/.atomdeploy/ssh/%C' -o ControlPersist=120"
+            "ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPath=%C -o ControlPersist=1800"
         );
         assert!(!ssh.contains("StrictHostKeyChecking") && !ssh.contains("KnownHosts"));
+        // An operator's core.sshCommand (a key, a known_hosts of its own) comes first.
+        assert!(
+            with_group_options("ssh -i /etc/atomdeploy/key")
+                .starts_with("ssh -i /etc/atomdeploy/key -o BatchMode=yes ")
+        );
     }
 
     /// A real `git push` into a real bare repository whose post-receive hook speaks the

@@ -5,6 +5,7 @@
 //! Every command runs in a cleared environment with pinned `GIT_*` variables and no system or
 //! global git configuration, so the machine's settings cannot change what a test sees.
 
+pub mod sshd;
 pub mod trees;
 pub mod web;
 

@@ -145,12 +145,10 @@ fn prepare_builds_completely_without_going_live_and_switch_flips_at_the_reported
     assert_eq!(rec["previous"], v1.as_str());
     assert_eq!(rec["commit"], v2.as_str());
     assert_no_group_refs(&server);
-    let v1_commit = clone.git(&["rev-parse", "HEAD~1"]).trim().to_string();
-    assert_eq!(
-        server.branch_head("main"),
-        Some(v1_commit),
-        "the host's branch is not moved"
-    );
+    // The branch moves as a push to it would: checkout compares application/ with HEAD's tree,
+    // and an unborn or stale HEAD makes it rewrite every file, so `snapshot: link` would copy.
+    let v2_commit = clone.git(&["rev-parse", "HEAD"]).trim().to_string();
+    assert_eq!(server.branch_head("main"), Some(v2_commit));
     // Fetches see nothing of it.
     let listed = clone.git(&["ls-remote", "production"]);
     assert!(!listed.contains("refs/atomdeploy"), "{listed}");
@@ -463,11 +461,14 @@ fn a_prepared_build_never_switched_is_gone_by_the_next_group_and_never_goes_live
     let v4 = clone.commit("v4");
     let (orphan, _) =
         prepared(&group_push(&clone, &v4, "left", &format!("prepare/{fp}")).success());
+    clone.set_version("v5");
+    let v5 = clone.commit("v5");
     clone.push(&["HEAD:main"]).success().stderr_has(&format!(
         "removed builds/{orphan}, left by an interrupted deploy"
     ));
-    assert_eq!(builds_of(&server, &v4), [server.live().unwrap()]);
-    assert!(server.page().contains("v4"));
+    assert!(builds_of(&server, &v4).is_empty());
+    assert_eq!(builds_of(&server, &v5), [server.live().unwrap()]);
+    assert!(server.page().contains("v5"));
 }
 
 #[test]

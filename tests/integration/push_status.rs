@@ -4,6 +4,7 @@
 
 use std::fs;
 
+use crate::harness::sshd::{SshClient, Sshd};
 use crate::harness::{BIN, Clone, Push, Server};
 
 /// Makes `git push production` in `clone` go through the wrapper, as a developer would.
@@ -316,144 +317,6 @@ fn a_killed_hook_makes_the_result_unknown_and_misleads_no_later_push() {
     assert_eq!(server.live_revision(), clone.head());
 }
 
-/// A real sshd on 127.0.0.1, run by the test, with an `authorized_keys` of its own.
-struct Sshd {
-    child: std::process::Child,
-    port: u16,
-    /// In the environment of sshd and every session: finds what they left running.
-    marker: String,
-}
-
-impl Sshd {
-    /// Starts sshd with `keys` (`(options, public key)` lines) as its authorized_keys.
-    fn start(dir: &std::path::Path, keys: &[(String, std::path::PathBuf)]) -> Sshd {
-        let host_key = dir.join("host_key");
-        keygen(&host_key);
-        let mut authorized = String::new();
-        for (options, key) in keys {
-            let public = fs::read_to_string(key.with_extension("pub")).unwrap();
-            authorized.push_str(&format!("{options}{}", public.trim()));
-            authorized.push('\n');
-        }
-        fs::write(dir.join("authorized_keys"), authorized).unwrap();
-        // Privilege separation needs it; a fresh container lacks it.
-        fs::create_dir_all("/run/sshd").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let marker = format!("ATOMDEPLOY_SSHD_TEST={}", dir.display());
-        let config = dir.join("sshd_config");
-        fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 PidFile none\nSetEnv {marker} PATH={} COMPOSER_ALLOW_SUPERUSER=1\n",
-                host_key.display(),
-                dir.join("authorized_keys").display(),
-                std::env::var("PATH").unwrap(),
-            ),
-        )
-        .unwrap();
-        let (name, value) = marker.split_once('=').unwrap();
-        let mut child = std::process::Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&config)
-            .env(name, value)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Ready once it says it listens; its log is drained on a thread so it never blocks.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = String::new();
-        loop {
-            match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-                Ok(line) if line.contains("Server listening on") => break,
-                Ok(line) => log.push_str(&format!("{line}\n")),
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("sshd did not start:\n{log}");
-                }
-            }
-        }
-        Sshd {
-            child,
-            port,
-            marker,
-        }
-    }
-
-    /// What sshd runs besides its listener: its children (one per connection; sshd's
-    /// process titles overwrite their environment) and every process with the marker that
-    /// sshd puts in each session's environment (the hook and what it started).
-    fn processes(&self) -> Vec<String> {
-        let listener = self.child.id().to_string();
-        let mut found = Vec::new();
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let pid = entry.file_name().to_string_lossy().into_owned();
-            let (Ok(environ), Ok(stat)) = (
-                fs::read(entry.path().join("environ")),
-                fs::read_to_string(entry.path().join("stat")),
-            ) else {
-                continue;
-            };
-            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
-            let marked = environ
-                .split(|b| *b == 0)
-                .any(|var| var == self.marker.as_bytes());
-            if marked || ppid == Some(listener.as_str()) {
-                found.push(pid);
-            }
-        }
-        found
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        // Sessions end after their client did: wait for them while the listener still
-        // stands, so that its children can be told apart.
-        let gone = crate::harness::wait_until_quietly(std::time::Duration::from_secs(10), || {
-            self.processes().is_empty()
-        });
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            assert!(gone, "left running: {:?}", self.processes());
-        }
-    }
-}
-
-fn keygen(path: &std::path::Path) {
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    crate::harness::assert_success(&out, "ssh-keygen");
-}
-
 /// Over a real ssh: a deploy key whose authorized_keys line runs `serve`, and a key without one
 /// whose clone sets `remote.production.receivepack`. Each sees a failed deploy as exit 1 and a
 /// good one as exit 0.
@@ -461,33 +324,24 @@ fn keygen(path: &std::path::Path) {
 fn over_ssh_both_set_ups_tell_the_truth() {
     let server = Server::install();
     let dir = server.base().join("ssh");
-    fs::create_dir(&dir).unwrap();
-    let (forced_key, plain_key) = (dir.join("forced_key"), dir.join("plain_key"));
-    keygen(&forced_key);
-    keygen(&plain_key);
+    let (forced_key, plain_key) = (
+        SshClient::new(&dir.join("forced")),
+        SshClient::new(&dir.join("plain")),
+    );
     let forced = format!(
         "command=\"{BIN} serve --repo {}\",no-pty,no-port-forwarding,no-X11-forwarding,no-agent-forwarding ",
         server.repo.display()
     );
-    let sshd = Sshd::start(
-        &dir,
-        &[
-            (forced, forced_key.clone()),
-            (String::new(), plain_key.clone()),
-        ],
-    );
-    let url = format!(
-        "ssh://root@127.0.0.1:{}{}",
-        sshd.port,
-        server.repo.display()
-    );
-    let ssh_with = |key: &std::path::Path| {
-        format!(
-            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes \
-             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-            key.display()
-        )
-    };
+    let sshd = Sshd::builder(&dir.join("sshd"))
+        .addr(std::net::Ipv4Addr::LOCALHOST)
+        .authorize(&forced, &forced_key.public_key())
+        .authorize("", &plain_key.public_key())
+        .env_of(&server)
+        .start();
+    forced_key.trust(&sshd);
+    plain_key.trust(&sshd);
+    let url = sshd.url(&server.repo);
+    let ssh_with = |client: &SshClient| client.command();
 
     let clone = server.clone_fixture("example-app");
     clone.git(&["remote", "set-url", "production", &url]);
@@ -508,7 +362,7 @@ fn over_ssh_both_set_ups_tell_the_truth() {
     clone.git(&["fetch", "-q", "production"]);
     let out = server
         .command("ssh")
-        .args(ssh_with(&forced_key).split_whitespace().skip(1))
+        .args(forced_key.args())
         .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "id"])
         .output()
         .unwrap();
