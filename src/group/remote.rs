@@ -226,7 +226,13 @@ fn relay(
     errors: &mut Vec<String>,
     reporter: &Reporter,
 ) -> Option<GroupLine> {
-    let line = line.trim_end();
+    // A host's progress bar comes as redraws ended by `\r`, all in one line: only the last
+    // one is shown (relayed line by line they would pile up as `remote: remote: …`).
+    let line = line
+        .rsplit('\r')
+        .map(str::trim_end)
+        .find(|part| !part.is_empty() && *part != "remote:")
+        .unwrap_or_default();
     let keep_error = |errors: &mut Vec<String>, text: &str| {
         if errors.len() == ERRORS_KEPT {
             errors.remove(0);
@@ -390,5 +396,23 @@ mod tests {
         assert!(shown.contains("web2: ssh=ssh -o BatchMode=yes"), "{shown}");
         assert!(!shown.contains("atomdeploy-group"), "{shown}");
         assert!(root.join(".atomdeploy/ssh").is_dir());
+    }
+
+    #[test]
+    fn a_hosts_progress_bar_is_shown_once_and_a_protocol_line_after_it_is_read() {
+        let host = &Host::all(&["../web2.git".to_string()])[0];
+        let reporter = Reporter::new(crate::infra::report::Output::Plain);
+        let mut errors = Vec::new();
+        let bar = "remote: checking out [#  ] 1/3\rremote: checking out [###] 3/3\rremote: \r";
+        assert_eq!(relay(host, bar, true, &mut errors, &reporter), None);
+        let shown = reporter.transcript();
+        assert_eq!(shown.matches("checking out").count(), 1, "{shown}");
+        assert!(shown.contains("web2: checking out [###] 3/3"), "{shown}");
+        assert!(!shown.contains("remote:"), "{shown}");
+        let line = format!("remote: snapshot [##] 2/2\rremote: {LINE_PREFIX}aborted g1");
+        assert_eq!(
+            relay(host, &line, true, &mut errors, &reporter),
+            Some(GroupLine::Aborted { gid: "g1".into() })
+        );
     }
 }

@@ -121,6 +121,16 @@ impl ServerBuilder {
         fs::create_dir_all(base.join("home")).unwrap();
         let out = server.run_install(&server.repo, &["--branch", &self.branch]);
         assert_success(&out, "install");
+        // git's receive-pack starts `git maintenance run --auto --detach` after each push; it
+        // would outlive the push for a moment and be taken for a process a deploy left running.
+        let autogc = server
+            .command("git")
+            .args(["config", "--file"])
+            .arg(server.repo.join("config"))
+            .args(["receive.autogc", "false"])
+            .output()
+            .unwrap();
+        assert_success(&autogc, "git config receive.autogc false");
         for (key, value) in &self.config {
             server.set_config(key, value);
         }
