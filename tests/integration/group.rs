@@ -214,21 +214,26 @@ fn a_host_whose_config_differs_is_refused_naming_the_keys() {
 #[test]
 fn a_primary_killed_while_hosts_prepare_switches_nobody_and_the_next_deploy_brings_all() {
     let g = Group::new(2);
+    // A release command, so that a kill can land while it runs: every host prepared, none
+    // switched.
+    g.primary.set_config("release", "['true']");
     g.clone.push_main().success();
-    let v1 = g.clone.head();
-    g.clone.set_version("2.0.0");
-    g.clone.commit("v2");
-    g.clone
-        .push_with_fault(&["main"], "group-prepare!pid")
-        .stderr_lacks("switched 3 servers");
-    g.wait_for_quiet();
-    // Nobody switched: every server still serves v1, and only complete builds.
-    assert_eq!(g.live_commits(), vec![v1.clone(); 3]);
-    for server in g.servers() {
-        server.assert_only_complete_builds(&[]);
+    let mut live = g.clone.head();
+    for (i, fault) in ["group-prepare!pid", "release!pid"].iter().enumerate() {
+        g.clone.set_version(&format!("{}.0.0", 2 + 2 * i));
+        g.clone.commit("killed");
+        g.clone
+            .push_with_fault(&["main"], fault)
+            .stderr_lacks("switched 3 servers");
+        g.wait_for_quiet();
+        // Nobody switched: every server still serves the commit before, only complete builds.
+        assert_eq!(g.live_commits(), vec![live.clone(); 3], "after {fault}");
+        for server in g.servers() {
+            server.assert_only_complete_builds(&[]);
+        }
+        live = g.clone.deploy_version(&format!("{}.0.0", 3 + 2 * i));
+        g.assert_all_live_on(&live);
     }
-    let v3 = g.clone.deploy_version("3.0.0");
-    g.assert_all_live_on(&v3);
 }
 
 #[test]
