@@ -193,8 +193,9 @@ fn locked(ctx: &Ctx, op: &Op, entry: &mut history::Entry) -> Result<()> {
     lock.record(Some(&ctx.commit.to_string()))?;
     fault::point("group-locked");
     match op {
-        Op::Prepare(fp) => prepare(ctx, fp, false, entry),
-        Op::Reuse(fp) => prepare(ctx, fp, true, entry),
+        Op::Prepare(fp) => prepare(ctx, fp, Making::Build, entry),
+        Op::Replay(fp) => prepare(ctx, fp, Making::Replay, entry),
+        Op::Reuse(fp) => prepare(ctx, fp, Making::Reuse, entry),
         Op::Switch => switch_to(ctx, entry),
         Op::Restore => restore(ctx, entry),
         Op::Abort => abort(ctx, entry),
@@ -213,7 +214,18 @@ fn open_repo(plan: &Plan) -> Result<Repository> {
 
 /// `prepare/<fp>`: the pushed commit built up to its switch. `reuse/<fp>`: the newest good
 /// build of it already on disk, for a rollback.
-fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Result<()> {
+/// How `prepare` gets the group's build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Making {
+    /// A new build, linking unchanged files from the live one.
+    Build,
+    /// A new build linking nothing, as a single server's `replay` makes.
+    Replay,
+    /// The newest good build of the commit already on disk (a rollback).
+    Reuse,
+}
+
+fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> Result<()> {
     let layout = &ctx.plan.layout;
     recover::recover(layout, ctx.reporter)
         .context("cleaning up after an interrupted deploy failed")?;
@@ -237,7 +249,7 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
         .id();
     let short = short_id_of(commit);
     let live = builds::live(layout);
-    let (op, build) = if reuse {
+    let (op, build) = if making == Making::Reuse {
         let found = newest_good_build_of(layout, &commit.to_string())?.ok_or_else(|| {
             anyhow!(
                 "there is no build of {short} on this host that is not bad, so there is \
@@ -264,7 +276,7 @@ fn prepare(ctx: &Ctx, fp: &str, reuse: bool, entry: &mut history::Entry) -> Resu
             repo: &repo,
             commit,
             source: ctx.refname,
-            replay: false,
+            replay: making == Making::Replay,
             previous: live.as_ref(),
             reporter: ctx.reporter,
         };

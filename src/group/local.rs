@@ -110,7 +110,11 @@ pub fn deploy(d: &Deploy) -> (Result<Deployed>, GroupLog) {
         plan: d.plan,
         reporter: d.reporter,
         commit: &commit,
-        build: HostBuild::Prepare,
+        build: if d.replay {
+            HostBuild::Replay
+        } else {
+            HostBuild::Prepare
+        },
         here: true,
     };
     let mut local = LocalDeploy {

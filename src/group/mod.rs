@@ -41,6 +41,9 @@ pub fn valid_fingerprint(fp: &str) -> bool {
 pub enum Op {
     /// Build the pushed commit up to the switch; the primary's config fingerprint.
     Prepare(String),
+    /// Like `Prepare`, linking nothing from the live build: the primary's `replay`, a build
+    /// equal to a fresh checkout on every server.
+    Replay(String),
     /// Like `Prepare`, with a good build of the commit already on disk (a rollback).
     Reuse(String),
     /// Switch to the prepared build.
@@ -57,6 +60,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Prepare(_) => "prepare",
+            Op::Replay(_) => "replay",
             Op::Reuse(_) => "reuse",
             Op::Switch => "switch",
             Op::Restore => "restore",
@@ -103,6 +107,7 @@ impl GroupRef {
         };
         let op = match parts[1..] {
             ["prepare", fp] => Op::Prepare(fingerprint(fp)?),
+            ["replay", fp] => Op::Replay(fingerprint(fp)?),
             ["reuse", fp] => Op::Reuse(fingerprint(fp)?),
             ["switch"] => Op::Switch,
             ["restore"] => Op::Restore,
@@ -110,7 +115,7 @@ impl GroupRef {
             ["status"] => Op::Status,
             _ => bail!(
                 "`{shown}` asks for nothing this host knows: the operations are \
-                 prepare/<fp>, reuse/<fp>, switch, restore, abort and status"
+                 prepare/<fp>, replay/<fp>, reuse/<fp>, switch, restore, abort and status"
             ),
         };
         Ok(GroupRef {
@@ -122,7 +127,9 @@ impl GroupRef {
     pub fn refname(&self) -> String {
         let gid = &self.gid;
         match &self.op {
-            Op::Prepare(fp) | Op::Reuse(fp) => format!("{REF_PREFIX}{gid}/{}/{fp}", self.op.name()),
+            Op::Prepare(fp) | Op::Replay(fp) | Op::Reuse(fp) => {
+                format!("{REF_PREFIX}{gid}/{}/{fp}", self.op.name())
+            }
             op => format!("{REF_PREFIX}{gid}/{}", op.name()),
         }
     }
@@ -297,6 +304,7 @@ mod tests {
     fn every_group_ref_is_read_back_from_its_name() {
         for op in [
             Op::Prepare(FP.into()),
+            Op::Replay(FP.into()),
             Op::Reuse(FP.into()),
             Op::Switch,
             Op::Restore,

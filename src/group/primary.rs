@@ -39,8 +39,10 @@ pub fn new_gid() -> String {
 /// How the hosts get their build of the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostBuild {
-    /// Build it (a deploy, `replay`).
+    /// Build it (a deploy).
     Prepare,
+    /// Build it linking nothing from the live build (`replay`).
+    Replay,
     /// Take the newest good build of it already on disk (a rollback).
     Reuse,
 }
@@ -263,6 +265,7 @@ fn prepare_everywhere(
     let (fingerprint, app_keys) = g.plan.config.app_fingerprint();
     let op = match g.build {
         HostBuild::Prepare => "prepare",
+        HostBuild::Replay => "replay",
         HostBuild::Reuse => "reuse",
     };
     let prepare_ref = group_ref(gid, &format!("{op}/{fingerprint}"));

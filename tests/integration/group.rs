@@ -281,6 +281,21 @@ fn rollback_takes_every_server_back_to_one_commit() {
         push.stderr
     );
     g.assert_all_live_on(&v2);
+    // A replay is a build equal to a fresh checkout on every server: nothing linked from the
+    // build before it (whose composer.json is the same file).
+    for server in g.servers() {
+        let builds = server.builds();
+        let inode = |build: &str| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(server.build_path(build).join("composer.json"))
+                .unwrap()
+                .ino()
+        };
+        let [.., before, replayed] = builds.as_slice() else {
+            panic!("{builds:?}");
+        };
+        assert_ne!(inode(before), inode(replayed), "builds/{replayed} linked");
+    }
     let out = g.primary.run(&["rollback"]);
     harness::assert_success(&out, "rollback");
     g.assert_all_live_on(&v1);
