@@ -408,6 +408,17 @@ fn a_submodule_commit_missing_from_its_repository_is_a_clear_error() {
 
 /// The hook's `error:` line (git's own output may say `error:` too).
 #[track_caller]
+/// Commits `gitmodules` and a gitlink at `lib` to `target`, with no directory behind it (not
+/// `git add -A`, which would drop a gitlink that has none).
+fn commit_gitlink(server: &Server, clone: &Clone, gitmodules: &str, target: &str, message: &str) {
+    clone.write(".gitmodules", gitmodules);
+    git(server, &clone.path, &["add", ".gitmodules"]);
+    let cacheinfo = format!("160000,{target},lib");
+    let index = ["update-index", "--add", "--cacheinfo", &cacheinfo];
+    git(server, &clone.path, &index);
+    git(server, &clone.path, &["commit", "-q", "-m", message]);
+}
+
 fn error_line(push: &Push) -> String {
     push.stderr
         .lines()
@@ -463,21 +474,8 @@ fn hostile_gitmodules_entries_are_refused_and_run_nothing() {
     ];
     for (name, path, url, says) in cases {
         let gitmodules = format!("[submodule \"{name}\"]\n\tpath = {path}\n\turl = {url}\n");
-        clone.write(".gitmodules", &gitmodules);
-        git(&server, &clone.path, &["add", ".gitmodules"]);
         // The gitlink the entry would fill, where a tree can hold it.
-        git(
-            &server,
-            &clone.path,
-            &[
-                "update-index",
-                "--add",
-                "--cacheinfo",
-                &format!("160000,{lib_head},lib"),
-            ],
-        );
-        // Not `git add -A`, which would drop the gitlink that has no directory.
-        git(&server, &clone.path, &["commit", "-q", "-m", "hostile"]);
+        commit_gitlink(&server, &clone, &gitmodules, &lib_head, "hostile");
         let commit = clone.head();
         let before = server.state();
         let app_before = listing(&server.root.join("application"));
@@ -619,26 +617,8 @@ fn a_submodule_whose_tree_climbs_out_is_refused_before_anything_changes() {
 
     let clone = app(&server);
     clone.push_main().success();
-    clone.write(
-        ".gitmodules",
-        "[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n",
-    );
-    git(&server, &clone.path, &["add", ".gitmodules"]);
-    git(
-        &server,
-        &clone.path,
-        &[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("160000,{hostile},lib"),
-        ],
-    );
-    git(
-        &server,
-        &clone.path,
-        &["commit", "-q", "-m", "hostile submodule"],
-    );
+    let gitmodules = "[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n";
+    commit_gitlink(&server, &clone, gitmodules, &hostile, "hostile submodule");
     let before = server.state();
     let app_before = listing(&server.root.join("application"));
     let push = clone.push_main().deploy_failed();
@@ -665,27 +645,9 @@ fn a_fetch_that_hangs_is_killed_at_command_timeout() {
     let url = format!("git://{}/lib.git", listener.local_addr().unwrap());
     let clone = app(&server);
     clone.push_main().success();
-    clone.write(
-        ".gitmodules",
-        &format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {url}\n"),
-    );
-    git(&server, &clone.path, &["add", ".gitmodules"]);
+    let gitmodules = format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {url}\n");
     let commit = clone.head();
-    git(
-        &server,
-        &clone.path,
-        &[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("160000,{commit},lib"),
-        ],
-    );
-    git(
-        &server,
-        &clone.path,
-        &["commit", "-q", "-m", "hanging submodule"],
-    );
+    commit_gitlink(&server, &clone, &gitmodules, &commit, "hanging submodule");
     let before = server.state();
     let started = std::time::Instant::now();
     let push = clone.push_main().deploy_failed();
