@@ -258,6 +258,18 @@ mod tests {
         };
         let mut orphan = marked(&killed_run);
         let mut worker = marked(&runs.join("1-1-1"));
+        // spawn() returns once the child is in execve(2), before the kernel has set up the
+        // new program's environment: until then /proc/PID/environ reads empty and the marker
+        // cannot be seen (a window that a loaded machine widens). A process a killed deploy
+        // left behind is long past it.
+        let markers = [
+            OsString::from(&killed_run),
+            OsString::from(runs.join("1-1-1")),
+        ];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child::marked(&markers).len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let lock = DeployLock::acquire(&path, limit, &reporter).unwrap();
         let orphan_ended = orphan.try_wait().unwrap();
         let worker_ended = worker.try_wait().unwrap();
