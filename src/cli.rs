@@ -80,6 +80,22 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// Stop deploying pushes until `unfreeze`: they are received (the branch moves) but each
+    /// one, and `replay`, is refused with this message. Rollbacks still work.
+    ///
+    /// On a frozen root: replaces the message.
+    Freeze {
+        /// Why, and until when: every refused pusher reads it.
+        #[arg(long)]
+        message: String,
+        #[command(flatten)]
+        root: RootArg,
+    },
+    /// End a freeze: the next push deploys.
+    Unfreeze {
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// List every build, newest first, and the failed deploys since the oldest.
     Builds {
         /// Print a JSON array, for scripts.

@@ -36,6 +36,10 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let mut lock = DeployLock::acquire(&layout.lock_file(), config.lock_timeout, reporter)
         .inspect_err(|err| log_refusal(plan, request, &started_at, "", err, reporter))?;
     let locked_at = builds::utc_now_rfc3339();
+    // Under the lock, so a push that waited for a deploy still honours a freeze set meanwhile;
+    // before recovery, so that a refused push touches neither application/ nor builds/.
+    crate::freeze::check(&plan.layout)
+        .inspect_err(|err| log_refusal(plan, request, &started_at, "", err, reporter))?;
     fault::point("locked");
     recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
 

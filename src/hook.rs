@@ -75,6 +75,7 @@ fn failed_step<'a>(why: &str, reporter: &'a Reporter) -> &'a str {
         ("no server switched", "group deploy"),
         ("the group's switch failed", "group switch"),
         ("waiting for the deploy lock", "lock"),
+        ("deploys are frozen", "freeze"),
     ];
     NAMED
         .iter()

@@ -5,7 +5,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, HostsAction};
 use crate::infra::report::{Output, Reporter};
 use crate::state::plan::Plan;
-use crate::{deploy, group, hook, install, inventory, push_status, rollback};
+use crate::{deploy, freeze, group, hook, install, inventory, push_status, rollback};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -42,6 +42,15 @@ pub fn run(cli: Cli) -> Result<()> {
             let reporter = Reporter::new(Output::detect(false));
             rollback::rollback(&plan, to.as_deref(), "rollback command", &reporter)
         }
+        Command::Freeze { message, root } => freeze::freeze(
+            &Plan::load(&root.root)?.layout,
+            &message,
+            &Reporter::new(Output::detect(false)),
+        ),
+        Command::Unfreeze { root } => freeze::unfreeze(
+            &Plan::load(&root.root)?.layout,
+            &Reporter::new(Output::detect(false)),
+        ),
         Command::Builds { json, root } => {
             inventory::print_builds(&Plan::load(&root.root)?.layout, json)
         }
