@@ -21,6 +21,8 @@ mod config;
 mod deploy;
 #[path = "integration/faults.rs"]
 mod faults;
+#[path = "integration/freeze.rs"]
+mod freeze;
 #[path = "integration/group.rs"]
 mod group;
 #[path = "integration/group_host.rs"]
