@@ -99,7 +99,8 @@ pub fn unfreeze(layout: &Layout, reporter: &Reporter) -> Result<()> {
     }
     match old {
         Ok(Some(old)) => reporter.line(&format!(
-            "atomdeploy: deploys unfrozen (frozen by {} at {}: \"{}\"); the next push deploys",
+            "atomdeploy: deploys unfrozen (frozen by {} at {}: \"{}\"); the next push deploys \
+             (what was pushed meanwhile: `atomdeploy-hook replay`)",
             old.who, old.when, old.message
         )),
         _ => reporter.line(&format!(

@@ -121,11 +121,17 @@ fn summary(plan: &Plan, request: &PushRequest, why: &str, reporter: &Reporter) {
     };
     let step = failed_step(why, reporter);
     let branch = &plan.config.branch;
+    // The pushed commit is on the branch already: pushing it again would change nothing.
+    let retry = if step == "freeze" {
+        format!("after `atomdeploy-hook unfreeze`: `git push production {branch}:replay`,")
+    } else {
+        format!("fix it and `git push production {branch}`,")
+    };
     for line in [
         format!("atomdeploy: ---- the {what} FAILED ----"),
         format!("atomdeploy:   failed in: {}", failure(step, why)),
         format!("atomdeploy:   live now:  {live}"),
-        format!("atomdeploy:   retry:     fix it and `git push production {branch}`,"),
+        format!("atomdeploy:   retry:     {retry}"),
         "atomdeploy:              or deploy a commit again: `git push production <commit>:replay`"
             .to_string(),
     ] {

@@ -63,6 +63,11 @@ fn a_frozen_push_moves_the_branch_deploys_nothing_and_fails_through_the_wrapper(
         "{}",
         push.stderr
     );
+    let retry = push.remote_line("atomdeploy:   retry:     ").unwrap();
+    assert!(
+        retry.contains("after `atomdeploy-hook unfreeze`: `git push production main:replay`"),
+        "{retry}"
+    );
     server.assert_unchanged_since(&before);
     assert_eq!(tree_listing(&server.root.join("application")), application);
     assert_eq!(server.live_revision(), v2);
@@ -158,4 +163,30 @@ fn an_empty_freeze_message_is_refused_and_changes_nothing() {
     assert!(!server.root.join(".atomdeploy/freeze.json").exists());
     let out = server.run(&["unfreeze"]);
     harness::assert_success(&out, "unfreeze when not frozen");
+}
+
+#[test]
+fn a_damaged_freeze_file_still_refuses_and_unfreeze_clears_it() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let before = server.state();
+    // Half a file, as a full disk leaves a hand edit: deploying through a freeze someone set
+    // would be the worse mistake, so it refuses.
+    std::fs::write(
+        server.root.join(".atomdeploy/freeze.json"),
+        "{\"message\": \"do not",
+    )
+    .unwrap();
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("freeze.json is not a freeze; remove it to deploy");
+    server.assert_unchanged_since(&before);
+    let out = server.run(&["unfreeze"]);
+    harness::assert_success(&out, "unfreeze of a damaged file");
+    let v3 = clone.deploy_version("v3");
+    assert_eq!(server.live_revision(), v3);
 }
