@@ -190,3 +190,31 @@ fn a_damaged_freeze_file_still_refuses_and_unfreeze_clears_it() {
     let v3 = clone.deploy_version("v3");
     assert_eq!(server.live_revision(), v3);
 }
+
+#[test]
+fn the_primarys_freeze_holds_the_whole_group() {
+    let primary = Server::install();
+    let host = Server::install();
+    let link = primary.base().join("web2.git");
+    std::os::unix::fs::symlink(&host.repo, &link).unwrap();
+    primary.set_config("hosts", &format!("[{}]", link.display()));
+    let clone = primary.clone_fixture("example-app");
+    let v1 = clone.deploy_version("v1");
+    assert_eq!(host.live_revision(), v1);
+    let before = (primary.state(), host.state());
+
+    harness::assert_success(&freeze(&primary, "black friday", "carol"), "freeze");
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+    assert_refused_as_frozen(&push, "black friday", "carol");
+    primary.assert_unchanged_since(&before.0);
+    host.assert_unchanged_since(&before.1);
+
+    harness::assert_success(&primary.run(&["unfreeze"]), "unfreeze");
+    let v3 = clone.deploy_version("v3");
+    assert_eq!(
+        (primary.live_revision(), host.live_revision()),
+        (v3.clone(), v3)
+    );
+}
