@@ -26,7 +26,7 @@ impl Freeze {
     pub fn refusal(&self) -> String {
         format!(
             "deploys are frozen: \"{}\" (frozen by {} at {}); the pushed commit is kept in the \
-             repository, not deployed: `atomdeploy-hook unfreeze`, then push again or replay it",
+             repository, not deployed: `atomdeploy-hook unfreeze`, then replay it",
             self.message, self.who, self.when
         )
     }
