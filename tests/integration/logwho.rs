@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use crate::harness::sshd::{SshClient, Sshd};
 use crate::harness::{self, BIN, Clone, Server};
 
 const AUTHOR: &str = "Test Author <author@example.com>";
@@ -231,4 +232,48 @@ fn an_older_log_line_still_reads() {
     assert_eq!(row["subject"], "Before the upgrade");
     let text = builds_text(&server);
     assert!(text.contains("an old failure"), "{text}");
+}
+
+/// Over a real sshd: the key whose authorized_keys line says `serve --pusher alice@laptop` is
+/// logged as alice@laptop; a key without a forced command as the account it logged in to.
+#[test]
+fn over_ssh_the_forced_command_names_the_key() {
+    let server = Server::install();
+    let dir = server.base().join("ssh");
+    let (alice, plain) = (
+        SshClient::new(&dir.join("alice")),
+        SshClient::new(&dir.join("plain")),
+    );
+    let forced = format!(
+        "command=\"{BIN} serve --repo {} --pusher alice@laptop\",no-pty,no-port-forwarding,no-X11-forwarding,no-agent-forwarding ",
+        server.repo.display()
+    );
+    let sshd = Sshd::builder(&dir.join("sshd"))
+        .addr(std::net::Ipv4Addr::LOCALHOST)
+        .authorize(&forced, &alice.public_key())
+        .authorize("", &plain.public_key())
+        .env_of(&server)
+        .start();
+    alice.trust(&sshd);
+    plain.trust(&sshd);
+    let url = sshd.url(&server.repo);
+
+    let clone = server.clone_fixture("example-app");
+    clone.git(&["remote", "set-url", "production", &url]);
+    clone.git(&["config", "core.sshCommand", &alice.command()]);
+    commit_version(&clone, "v1", "Over ssh as alice");
+    clone.push_main().success();
+    let entry = last_entry(&server);
+    assert_eq!(entry["outcome"], "deployed");
+    assert_eq!(entry["subject"], "Over ssh as alice");
+    assert_eq!(entry["pusher"], "alice@laptop");
+
+    clone.git(&["config", "core.sshCommand", &plain.command()]);
+    commit_version(&clone, "v2", "Over ssh with a plain key");
+    clone.push_main().success();
+    let entry = last_entry(&server);
+    assert_eq!(entry["subject"], "Over ssh with a plain key");
+    // The URL logs in as root: sshd's $USER for the session.
+    assert_eq!(entry["pusher"], "root");
+    drop(sshd);
 }
