@@ -60,6 +60,10 @@ pub enum Command {
         /// The only repository this key may reach.
         #[arg(long, value_name = "PATH")]
         repo: PathBuf,
+        /// Who this key belongs to, for the deploy log (e.g. the key's comment); default:
+        /// the user the hook runs as.
+        #[arg(long, value_name = "NAME")]
+        pusher: Option<String>,
     },
     /// Deploy again without a push: always a new build, even of the live commit.
     ///

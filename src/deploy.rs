@@ -57,6 +57,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let live = builds::live(layout);
     let live_commit = live.as_ref().and_then(|l| builds::revision(layout, l));
     let mut entry = history::Entry::begin(&started_at, &locked_at, request.source, &commit_id);
+    entry.describe(&repo);
     if !request.always_new && live_commit.as_deref() == Some(commit_id.as_str()) {
         let live = live.expect("a live commit has a live build");
         reporter.line(&format!(
@@ -170,13 +171,14 @@ fn log_refusal(
     err: &anyhow::Error,
     reporter: &Reporter,
 ) {
-    let entry = history::Entry {
+    let mut entry = history::Entry {
         finished_at: builds::utc_now_rfc3339(),
         outcome: Outcome::Failed,
         error: Some(format!("{err:#}")),
         seconds: reporter.elapsed().as_secs_f64(),
         ..history::Entry::begin(started_at, "", request.source, commit)
     };
+    entry.describe_at(&plan.config.repository);
     // A single appended line: safe without the lock.
     if let Err(e) = history::append(&plan.layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));

@@ -28,10 +28,16 @@ pub struct Row {
     /// The build's full size, shared files included (`du -s --apparent-size`).
     pub apparent_bytes: Option<u64>,
     pub error: Option<String>,
+    /// The commit's subject, its author (`name <email>`) and who pushed it, as the deploy log
+    /// has them; `null` for builds made before the log kept them.
+    pub subject: Option<String>,
+    pub author: Option<String>,
+    pub pusher: Option<String>,
 }
 
 /// Every build, newest first, with the failed deploys since the oldest of them.
 pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
+    let log = history::read(layout)?;
     let live = builds::live(layout);
     let target = builds::rollback_target(layout)?;
     let mut rows = Vec::new();
@@ -64,14 +70,27 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
             disk_bytes: Some(usage.disk),
             apparent_bytes: Some(usage.apparent),
             error: None,
+            subject: None,
+            author: None,
+            pusher: None,
         });
+        // Who made the build: its first attempt, not a later rollback or push that found it live.
+        let made = log.iter().find(|e| {
+            e.build.as_deref() == Some(build.to_string().as_str())
+                && !matches!(e.outcome, Outcome::RolledBack | Outcome::Unchanged)
+        });
+        if let (Some(row), Some(made)) = (rows.last_mut(), made) {
+            row.subject.clone_from(&made.subject);
+            row.author.clone_from(&made.author);
+            row.pusher.clone_from(&made.pusher);
+        }
     }
     let oldest = rows
         .iter()
         .map(|r| r.deployed_at.clone())
         .filter(|t| !t.is_empty())
         .min();
-    for entry in history::read(layout)? {
+    for entry in log {
         if entry.outcome == Outcome::Failed
             && oldest.as_ref().is_none_or(|o| entry.started_at >= *o)
         {
@@ -84,6 +103,9 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
                 disk_bytes: None,
                 apparent_bytes: None,
                 error: entry.error,
+                subject: entry.subject,
+                author: entry.author,
+                pusher: entry.pusher,
             });
         }
     }
@@ -126,6 +148,9 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
             row.disk_bytes.map(human_size).unwrap_or_default(),
             row.apparent_bytes.map(human_size).unwrap_or_default(),
         )?;
+        if let Some(line) = who_and_what(row) {
+            writeln!(out, "    {line}")?;
+        }
         if let Some(error) = &row.error {
             writeln!(out, "    error: {error}")?;
         }
@@ -189,6 +214,25 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
         .with_context(|| format!("no output is kept for {what} ({})", path.display()))?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// `"subject" by author, pushed by pusher`, as far as the log knows.
+fn who_and_what(row: &Row) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(subject) = &row.subject {
+        parts.push(format!("\"{subject}\""));
+    }
+    if let Some(author) = &row.author {
+        parts.push(format!("by {author}"));
+    }
+    let mut line = parts.join(" ");
+    if let Some(pusher) = &row.pusher {
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.push_str(&format!("pushed by {pusher}"));
+    }
+    (!line.is_empty()).then_some(line)
 }
 
 /// The id of a failed attempt that left no build: its start time, as in its output's name.

@@ -75,17 +75,21 @@ fn read_outcome(text: &str) -> Outcome {
 /// `atomdeploy-hook receive-pack <repo>`: git's own receive-pack with the protocol untouched
 /// (stdin and stdout are inherited, never copied through us), then the deploy's outcome as the
 /// exit status. Returns the status to exit with.
-pub fn receive_pack(repo: &Path) -> Result<i32> {
+///
+/// `pusher`, when given, is who the log names as having pushed (see [`serve`]).
+pub fn receive_pack(repo: &Path, pusher: Option<&str>) -> Result<i32> {
     let status_file = tempfile::Builder::new()
         .prefix("atomdeploy-push-")
         .tempfile()
         .context("cannot create the file the hook reports this push's deploy in")?;
-    let status = Command::new("git")
-        .arg("receive-pack")
+    let mut git = Command::new("git");
+    git.arg("receive-pack")
         .arg(repo)
-        .env(STATUS_ENV, status_file.path())
-        .status()
-        .context("cannot run git receive-pack")?;
+        .env(STATUS_ENV, status_file.path());
+    if let Some(pusher) = pusher {
+        git.env(crate::state::history::PUSHER_ENV, pusher);
+    }
+    let status = git.status().context("cannot run git receive-pack")?;
     if !status.success() {
         return Ok(exit_code(status));
     }
@@ -125,7 +129,11 @@ enum Service {
 
 /// `atomdeploy-hook serve --repo R`, an `authorized_keys` forced command: runs the wrapper for
 /// a push to R, git-upload-pack for a fetch from R, and refuses everything else.
-pub fn serve(repo: &Path) -> Result<i32> {
+///
+/// `pusher` is the key's owner as the operator wrote it in the forced command; without it, an
+/// empty name makes the hook fall back to its user, so that a client's own environment
+/// (`SendEnv`) cannot name someone else.
+pub fn serve(repo: &Path, pusher: Option<&str>) -> Result<i32> {
     let own = std::fs::canonicalize(repo)
         .with_context(|| format!("cannot find the repository {}", repo.display()))?;
     let Some(asked) = std::env::var_os("SSH_ORIGINAL_COMMAND") else {
@@ -149,7 +157,7 @@ pub fn serve(repo: &Path) -> Result<i32> {
         );
     }
     match service {
-        Service::ReceivePack => receive_pack(&own),
+        Service::ReceivePack => receive_pack(&own, Some(pusher.unwrap_or(""))),
         Service::UploadPack => {
             let err = Command::new("git").arg("upload-pack").arg(&own).exec();
             Err(err).context("cannot run git upload-pack")

@@ -58,7 +58,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
             Err(err) => {
                 // Nothing moved (or everything went back): the branch and the log say so.
                 open_and_sync_ref(plan, reporter);
-                let entry = history::Entry {
+                let mut entry = history::Entry {
                     finished_at: builds::utc_now_rfc3339(),
                     from: Some(live.to_string()),
                     error: Some(format!("{err:#}")),
@@ -66,6 +66,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
                     hosts: log.hosts,
                     ..history::Entry::begin(&started_at, &locked_at, source, &commit)
                 };
+                entry.describe_at(&plan.config.repository);
                 if let Err(e) = history::append(layout, &entry) {
                     reporter.warn(&format!("could not write the deploy log: {e:#}"));
                 }
@@ -79,7 +80,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     let summary = format!("rolled back to builds/{target} ({})", short_id(&commit));
     reporter.line(&summary);
 
-    let entry = history::Entry {
+    let mut entry = history::Entry {
         finished_at: builds::utc_now_rfc3339(),
         build: Some(target.to_string()),
         from: Some(live.to_string()),
@@ -90,6 +91,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         switch_spread_ms: group.switch_spread_ms,
         ..history::Entry::begin(&started_at, &locked_at, source, &commit)
     };
+    entry.describe_at(&plan.config.repository);
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }

@@ -21,8 +21,8 @@ pub fn run(cli: Cli) -> Result<()> {
             url: url.as_deref(),
         }),
         Command::PostReceive { root } => hook::run(&root.root),
-        Command::ReceivePack { repo } => exit_with(push_status::receive_pack(&repo)?),
-        Command::Serve { repo } => exit_with(push_status::serve(&repo)?),
+        Command::ReceivePack { repo } => exit_with(push_status::receive_pack(&repo, None)?),
+        Command::Serve { repo, pusher } => exit_with(push_status::serve(&repo, pusher.as_deref())?),
         Command::Replay { rev, root } => {
             let plan = Plan::load(&root.root)?;
             let reporter = Reporter::new(Output::detect(false));

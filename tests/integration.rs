@@ -35,6 +35,8 @@ mod group_web;
 mod hostile;
 #[path = "integration/integrity.rs"]
 mod integrity;
+#[path = "integration/logwho.rs"]
+mod logwho;
 #[path = "integration/opcache.rs"]
 mod opcache;
 #[path = "integration/orphans.rs"]

@@ -171,6 +171,7 @@ fn one(
         op => {
             let started_at = builds::utc_now_rfc3339();
             let mut entry = history::Entry::begin(&started_at, "", refname, &commit.to_string());
+            entry.describe_at(&plan.config.repository);
             entry.group = Some(GroupOp {
                 gid: group.gid.clone(),
                 op: op.name().to_string(),

@@ -51,6 +51,15 @@ pub struct Entry {
     /// On a host of a group: the group operation this attempt was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupOp>,
+    /// The commit's first line, and its author as `name <email>`: who and what, without the
+    /// repository at hand. Absent in lines older hooks wrote, and when the commit is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Who pushed (or ran the command): `serve --pusher`, else the hook's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher: Option<String>,
 }
 
 /// A group operation a host was asked for (see `group/host.rs`).
@@ -116,8 +125,69 @@ impl Entry {
             hosts: Vec::new(),
             switch_spread_ms: None,
             group: None,
+            subject: None,
+            author: None,
+            pusher: pusher(),
         }
     }
+
+    /// Fills in the commit's subject and author from the bare repository; an unknown commit
+    /// (refused before it was resolved, a build without its revision) leaves them out.
+    pub fn describe(&mut self, repo: &git2::Repository) {
+        let Some(commit) = git2::Oid::from_str(&self.commit)
+            .ok()
+            .and_then(|id| repo.find_commit(id).ok())
+        else {
+            return;
+        };
+        self.subject = commit
+            .summary_bytes()
+            .map(|s| String::from_utf8_lossy(s).into_owned());
+        let author = commit.author();
+        self.author = Some(format!(
+            "{} <{}>",
+            String::from_utf8_lossy(author.name_bytes()),
+            String::from_utf8_lossy(author.email_bytes())
+        ));
+    }
+
+    /// [`Entry::describe`] with the repository at `path`, for callers that have not opened it.
+    pub fn describe_at(&mut self, path: &Path) {
+        if let Ok(repo) = git2::Repository::open_bare(path) {
+            self.describe(&repo);
+        }
+    }
+}
+
+/// Who pushed, as `atomdeploy-hook serve --pusher` names it (the key's owner; passed on through
+/// receive-pack in [`PUSHER_ENV`]), else the user the hook runs as.
+pub fn pusher() -> Option<String> {
+    let named = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    named(PUSHER_ENV)
+        .or_else(|| named("USER"))
+        .or_else(user_of_uid)
+}
+
+/// Carries `serve --pusher` from the forced command to the hook.
+pub const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
+
+/// The name of the uid this process runs as: an environment without `$USER` (cron, systemd,
+/// a cleared environment) still says who.
+fn user_of_uid() -> Option<String> {
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: `passwd` is plain data (integers and pointers), valid all-zero.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, both ours and sized as passed.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return Some(format!("uid {uid}"));
+    }
+    // SAFETY: on success pw_name points into `buf`, NUL-terminated.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 pub fn append(layout: &Layout, entry: &Entry) -> Result<()> {
@@ -279,6 +349,21 @@ mod tests {
             assert_eq!(json, format!("\"{text}\""));
             assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
         }
+    }
+
+    /// Lines written before the log named the commit's subject, author and pusher.
+    #[test]
+    fn an_older_line_still_reads_without_who_and_what() {
+        let (_tmp, layout) = log_of(&[]);
+        let old = r#"{"started_at":"2026-11-01T10:00:00.000Z","locked_at":"2026-11-01T10:00:00.100Z","finished_at":"2026-11-01T10:00:05.000Z","pid":42,"ref":"refs/heads/main","commit":"0123456789abcdef0123456789abcdef01234567","build":"20261101-100000","outcome":"deployed","error":null,"steps":[],"seconds":5.0,"output":"20261101-100000.log"}"#;
+        std::fs::write(layout.deploy_log(), format!("{old}\n")).unwrap();
+        append(&layout, &entry("b")).unwrap();
+        let entries = read(&layout).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].build.as_deref(), Some("20261101-100000"));
+        assert_eq!(entries[0].subject, None);
+        assert_eq!(entries[0].pusher, None);
+        assert!(entries[1].pusher.is_some());
     }
 
     #[test]
