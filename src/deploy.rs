@@ -245,6 +245,7 @@ fn finish(
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
+    crate::notify::send(plan, &entry, reporter);
     error.map_or(Ok(()), Err)
 }
 

@@ -35,6 +35,8 @@ mod group_web;
 mod hostile;
 #[path = "integration/integrity.rs"]
 mod integrity;
+#[path = "integration/notify.rs"]
+mod notify;
 #[path = "integration/opcache.rs"]
 mod opcache;
 #[path = "integration/orphans.rs"]
