@@ -209,3 +209,24 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// https is compiled in (Slack's webhooks are https): a plain-HTTP listener fails the TLS
+    /// handshake, rather than the URL being refused for want of TLS.
+    #[test]
+    fn https_is_spoken() {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let answer = std::thread::spawn(move || {
+            let (mut stream, _) = socket.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+        });
+        let err = post(&format!("https://127.0.0.1:{port}/"), &json!({})).unwrap_err();
+        answer.join().unwrap();
+        // rustls's own complaint about a peer that does not speak TLS.
+        assert!(err.contains("InvalidContentType"), "{err}");
+    }
+}
