@@ -118,7 +118,13 @@ fn post(url: &str, payload: &Value) -> Result<u16, String> {
         .header("content-type", "application/json")
         .header("user-agent", "atomdeploy-hook")
         .send(payload.to_string())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            // ureq says only `timeout: global`: the pusher reads what it means.
+            ureq::Error::Timeout(_) => {
+                format!("timeout: no answer within {}s", PER_URL_TIMEOUT.as_secs())
+            }
+            e => e.to_string(),
+        })?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(status)
