@@ -60,6 +60,8 @@ pub struct Config {
     /// `release:` commands run once per deploy in the new build, after before_switch and
     /// right before the switch (on a group's primary only, once every host has prepared).
     pub release: Vec<String>,
+    /// `notify:` webhooks told of each deploy, rollback and failure (see `src/notify.rs`).
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// How a build gets the files of application/.
@@ -427,6 +429,8 @@ struct RawConfig {
     host_timeout: u64,
     #[serde(default, deserialize_with = "release_list")]
     release: Vec<String>,
+    #[serde(default)]
+    notify: Vec<NotifyTarget>,
 }
 
 fn default_branch() -> String {
@@ -484,6 +488,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         hosts_at_once: raw.hosts_at_once,
         host_timeout: Duration::from_secs(raw.host_timeout),
         release: raw.release,
+        notify: raw.notify,
     })
 }
 
@@ -503,6 +508,8 @@ impl Config {
             lock_timeout: _,
             reset_opcache: _,
             release: _,
+            // Told by the server that ran the attempt: hosts of a group need not agree.
+            notify: _,
             hosts: _,
             hosts_at_once: _,
             host_timeout: _,
@@ -1476,6 +1483,59 @@ fn resolve_hosts(
         resolved.push(path.to_string_lossy().into_owned());
     }
     Ok(resolved)
+}
+
+// ---- `notify:` webhooks (issue #13) ----
+
+/// One `notify:` entry: where to POST, and the body's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    #[serde(deserialize_with = "notify_url")]
+    pub url: String,
+    #[serde(default)]
+    pub format: NotifyFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormat {
+    /// The deploy log's facts as a JSON object.
+    #[default]
+    Json,
+    /// `{"text": "<one line>"}`, what a Slack incoming webhook takes.
+    Slack,
+}
+
+/// Checked inside the visitor, so that the error points at the URL itself.
+fn notify_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct UrlVisitor;
+    impl Visitor<'_> for UrlVisitor {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an http:// or https:// URL")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+            check_notify_url(text).map_err(E::custom)?;
+            Ok(text.to_string())
+        }
+    }
+    d.deserialize_str(UrlVisitor)
+}
+
+fn check_notify_url(text: &str) -> Result<(), String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .ok_or_else(|| format!("notify url `{text}` must start with http:// or https://"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("notify url `{text}` needs a host, and no spaces"));
+    }
+    // ureq's own parser is the one that will send it: what it refuses is refused here.
+    text.parse::<ureq::http::Uri>()
+        .map_err(|e| format!("notify url `{text}` is not a URL: {e}"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -2524,5 +2584,27 @@ mod tests {
         assert!(err.contains("own repository"), "{err}");
         let err = parse_err("repository: r\nhosts: web2:/srv/app.git\n");
         assert!(err.contains("a sequence"), "{err}");
+    }
+
+    #[test]
+    fn notify_takes_http_urls_and_a_format() {
+        let config = parse_ok(
+            "repository: r\nnotify:\n  - url: http://127.0.0.1:9000/d\n  - url: https://hooks.example/x\n    format: slack\n",
+        );
+        assert_eq!(config.notify.len(), 2);
+        assert_eq!(config.notify[0].format, NotifyFormat::Json);
+        assert_eq!(config.notify[1].format, NotifyFormat::Slack);
+        assert!(parse_ok("repository: r\n").notify.is_empty());
+    }
+
+    #[test]
+    fn notify_refuses_bad_urls_where_they_stand() {
+        for bad in ["ftp://x/", "http://", "http:// x/", "127.0.0.1:9000"] {
+            let err = parse_err(&format!("repository: r\nnotify:\n  - url: '{bad}'\n"));
+            assert!(err.contains("deploy.yml:3:10"), "{bad}: {err}");
+            assert!(err.contains("notify url"), "{bad}: {err}");
+        }
+        let err = parse_err("repository: r\nnotify:\n  - url: http://a/\n    format: xml\n");
+        assert!(err.contains("deploy.yml:4:"), "{err}");
     }
 }

@@ -183,6 +183,7 @@ fn log_refusal(
     if let Err(e) = history::append(&plan.layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
+    crate::notify::send(plan, &entry, reporter);
 }
 
 /// Resolves what to deploy; `None` when the deploy branch is gone (nothing to do).
@@ -247,6 +248,7 @@ fn finish(
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
+    crate::notify::send(plan, &entry, reporter);
     error.map_or(Ok(()), Err)
 }
 

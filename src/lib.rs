@@ -24,6 +24,7 @@ pub mod hook;
 pub mod infra;
 pub mod install;
 pub mod inventory;
+pub mod notify;
 pub mod pipeline;
 pub mod push;
 pub mod push_status;

@@ -70,6 +70,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
                 if let Err(e) = history::append(layout, &entry) {
                     reporter.warn(&format!("could not write the deploy log: {e:#}"));
                 }
+                crate::notify::send(plan, &entry, reporter);
                 return Err(err);
             }
         }
@@ -95,6 +96,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
+    crate::notify::send(plan, &entry, reporter);
     // As after a deploy: the build stays live, and the push says the rollback failed, since
     // PHP may still run the code it was meant to leave.
     match restored.opcache {

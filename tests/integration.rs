@@ -37,6 +37,8 @@ mod hostile;
 mod integrity;
 #[path = "integration/logwho.rs"]
 mod logwho;
+#[path = "integration/notify.rs"]
+mod notify;
 #[path = "integration/opcache.rs"]
 mod opcache;
 #[path = "integration/orphans.rs"]

@@ -1,0 +1,220 @@
+//! `notify:` webhooks: after a deploy, rollback or failure is logged, one POST per URL,
+//! built from the deploy log's entry.
+//!
+//! A notification never fails the attempt nor changes its exit status, and never holds the
+//! pusher longer than [`TOTAL_BOUND`]: the URLs are told in parallel, each with
+//! [`PER_URL_TIMEOUT`]. Each delivery (status or error, duration) is appended to
+//! `.atomdeploy/notify.jsonl` and reported to the pusher in one line.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::config::NotifyFormat;
+use crate::infra::report::Reporter;
+use crate::state::builds;
+use crate::state::history::{Entry, Outcome};
+use crate::state::plan::Plan;
+
+/// The whole of one URL's delivery: connect, send, answer.
+pub const PER_URL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest the pusher waits for all of them; a URL still unanswered by then is logged as
+/// such and left behind (the process exits soon after, ending its thread).
+pub const TOTAL_BOUND: Duration = Duration::from_secs(6);
+
+/// Tells every `notify:` URL of `entry`, a finished attempt as the deploy log has it.
+/// Attempts that changed nothing (`unchanged`) and a group host's own steps are not told:
+/// the primary tells of the group's deploy once.
+pub fn send(plan: &Plan, entry: &Entry, reporter: &Reporter) {
+    let targets = &plan.config.notify;
+    if targets.is_empty() || entry.group.is_some() {
+        return;
+    }
+    if matches!(
+        entry.outcome,
+        Outcome::Unchanged | Outcome::Prepared | Outcome::Aborted
+    ) {
+        return;
+    }
+    let body = body(entry);
+    let (tx, rx) = mpsc::channel();
+    for (i, target) in targets.iter().enumerate() {
+        let tx = tx.clone();
+        let target = target.clone();
+        let payload = match target.format {
+            NotifyFormat::Json => body.clone(),
+            NotifyFormat::Slack => json!({ "text": summary(&body) }),
+        };
+        let url = target.url.clone();
+        let spawned = std::thread::Builder::new()
+            .name("notify".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = post(&url, &payload);
+                let _ = tx.send((i, result, started.elapsed()));
+            });
+        if let Err(e) = spawned {
+            reporter.warn(&format!("notifying {} failed: {e}", target.url));
+        }
+    }
+    drop(tx);
+    let deadline = Instant::now() + TOTAL_BOUND;
+    let mut results: Vec<Option<(Result<u16, String>, Duration)>> = vec![None; targets.len()];
+    while results.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, result, took)) => results[i] = Some((result, took)),
+            Err(_) => break,
+        }
+    }
+    let mut log = String::new();
+    for (target, result) in targets.iter().zip(results) {
+        let (result, took) = result.unwrap_or_else(|| {
+            (
+                Err(format!("no answer within {}s", TOTAL_BOUND.as_secs())),
+                TOTAL_BOUND,
+            )
+        });
+        let ms = took.as_millis();
+        match &result {
+            Ok(status) => reporter.line(&format!("notified {} {status} in {ms}ms", target.url)),
+            Err(e) => reporter.warn(&format!("notifying {} failed: {e}", target.url)),
+        }
+        let line = json!({
+            "at": builds::utc_now_rfc3339(),
+            "url": target.url,
+            "format": match target.format { NotifyFormat::Json => "json", NotifyFormat::Slack => "slack" },
+            "commit": entry.commit,
+            "outcome": body["outcome"],
+            "status": result.as_ref().ok(),
+            "error": result.as_ref().err(),
+            "ms": ms,
+        });
+        log.push_str(&line.to_string());
+        log.push('\n');
+    }
+    let path = plan.layout.state.join("notify.jsonl");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(log.as_bytes()));
+    if let Err(e) = written {
+        reporter.warn(&format!("could not write {}: {e}", path.display()));
+    }
+}
+
+/// One POST; `Ok(status)` for a 2xx answer, anything else an error.
+fn post(url: &str, payload: &Value) -> Result<u16, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(PER_URL_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", "atomdeploy-hook")
+        .send(payload.to_string())
+        .map_err(|e| match e {
+            // ureq says only `timeout: global`: the pusher reads what it means.
+            ureq::Error::Timeout(_) => {
+                format!("timeout: no answer within {}s", PER_URL_TIMEOUT.as_secs())
+            }
+            e => e.to_string(),
+        })?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+/// The JSON body: the log entry's facts (the commit's subject and author and who pushed
+/// among them) and this server's name.
+fn body(entry: &Entry) -> Value {
+    let outcome = serde_json::to_value(entry.outcome).unwrap_or(Value::Null);
+    let event = if entry.from.is_some() || entry.outcome == Outcome::RolledBack {
+        "rollback"
+    } else {
+        "deploy"
+    };
+    json!({
+        "event": event,
+        "outcome": outcome,
+        "commit": entry.commit,
+        "subject": entry.subject,
+        "author": entry.author,
+        "pusher": entry.pusher,
+        "ref": entry.refname,
+        "build": entry.build,
+        "from": entry.from,
+        "error": entry.error,
+        "server": hostname(),
+        "hosts": entry.hosts,
+        "started_at": entry.started_at,
+        "finished_at": entry.finished_at,
+        "seconds": entry.seconds,
+        "steps": entry.steps,
+        "switch_spread_ms": entry.switch_spread_ms,
+    })
+}
+
+/// The one line of a Slack message.
+fn summary(body: &Value) -> String {
+    let s = |k: &str| body[k].as_str().unwrap_or("").to_string();
+    let commit = s("commit");
+    let short = &commit[..commit.len().min(7)];
+    let mut line = format!("atomdeploy on {}: {} {short}", s("server"), s("outcome"));
+    if !s("subject").is_empty() {
+        line.push_str(&format!(" \"{}\"", s("subject")));
+    }
+    if !s("author").is_empty() {
+        line.push_str(&format!(" by {}", s("author")));
+    }
+    if !s("build").is_empty() {
+        line.push_str(&format!(" (builds/{})", s("build")));
+    }
+    line.push_str(&format!(
+        " in {:.1}s",
+        body["seconds"].as_f64().unwrap_or(0.0)
+    ));
+    if let Some(hosts) = body["hosts"].as_array().filter(|h| !h.is_empty()) {
+        line.push_str(&format!(" on {} more host(s)", hosts.len()));
+    }
+    if !s("error").is_empty() {
+        let error = s("error");
+        line.push_str(&format!(": {}", error.lines().next().unwrap_or("")));
+    }
+    line
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// https is compiled in (Slack's webhooks are https): a plain-HTTP listener fails the TLS
+    /// handshake, rather than the URL being refused for want of TLS.
+    #[test]
+    fn https_is_spoken() {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let answer = std::thread::spawn(move || {
+            let (mut stream, _) = socket.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+        });
+        let err = post(&format!("https://127.0.0.1:{port}/"), &json!({})).unwrap_err();
+        answer.join().unwrap();
+        // rustls's own complaint about a peer that does not speak TLS.
+        assert!(err.contains("InvalidContentType"), "{err}");
+    }
+}
