@@ -130,25 +130,7 @@ fn write(layout: &Layout, freeze: &Freeze) -> Result<()> {
 
 /// Who froze: the person behind sudo, else the login, else the uid's name.
 fn who() -> String {
-    for var in ["SUDO_USER", "USER", "LOGNAME"] {
-        if let Ok(name) = std::env::var(var)
-            && !name.is_empty()
-        {
-            return name;
-        }
-    }
-    // SAFETY: getuid(2) cannot fail; getpwuid's result is read at once, before any other
-    // call that could reuse its static buffer (the CLI is single-threaded here).
-    unsafe {
-        let uid = libc::getuid();
-        let pw = libc::getpwuid(uid);
-        if !pw.is_null() && !(*pw).pw_name.is_null() {
-            return std::ffi::CStr::from_ptr((*pw).pw_name)
-                .to_string_lossy()
-                .into_owned();
-        }
-        format!("uid {uid}")
-    }
+    crate::state::history::operator()
 }
 
 #[cfg(test)]

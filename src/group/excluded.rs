@@ -67,13 +67,7 @@ pub fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
 
 /// Who ran the command: the login name, and the ssh client's address when there is one.
 pub fn who() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: getuid(2) cannot fail and touches no memory.
-            format!("uid {}", unsafe { libc::getuid() })
-        });
+    let user = crate::state::history::operator();
     match std::env::var("SSH_CLIENT") {
         Ok(client) => match client.split_whitespace().next() {
             Some(address) => format!("{user} from {address}"),

@@ -168,6 +168,16 @@ pub fn pusher() -> Option<String> {
         .or_else(user_of_uid)
 }
 
+/// Who runs this command (`freeze`, `hosts exclude`): the person behind sudo, else the login,
+/// else the uid's name.
+pub fn operator() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+        .or_else(user_of_uid)
+        .unwrap_or_default()
+}
+
 /// Carries `serve --pusher` from the forced command to the hook.
 pub const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
 

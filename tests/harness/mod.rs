@@ -653,6 +653,16 @@ impl Clone {
         }
     }
 
+    /// Makes `git push production` go through `atomdeploy-hook receive-pack`, as a developer
+    /// would, so that its exit status is the deploy's.
+    pub fn wrap(&self) {
+        self.git(&[
+            "config",
+            "remote.production.receivepack",
+            &format!("{BIN} receive-pack"),
+        ]);
+    }
+
     /// `git push production main`.
     #[must_use = "assert on what the pusher saw"]
     pub fn push_main(&self) -> Push {

@@ -3,7 +3,7 @@
 
 use std::process::Output;
 
-use crate::harness::{self, BIN, Clone, Push, Server, tree_listing};
+use crate::harness::{self, BIN, Push, Server, tree_listing};
 
 /// `atomdeploy-hook freeze --message MESSAGE` as the operator `user` (behind sudo).
 fn freeze(server: &Server, message: &str, user: &str) -> Output {
@@ -14,14 +14,6 @@ fn freeze(server: &Server, message: &str, user: &str) -> Output {
         .env("SUDO_USER", user)
         .output()
         .unwrap()
-}
-
-fn wrap(clone: &Clone) {
-    clone.git(&[
-        "config",
-        "remote.production.receivepack",
-        &format!("{BIN} receive-pack"),
-    ]);
 }
 
 /// What the pusher must read: the message, who froze and the UTC day of the freeze.
@@ -43,7 +35,7 @@ fn assert_refused_as_frozen(push: &Push, message: &str, who: &str) {
 fn a_frozen_push_moves_the_branch_deploys_nothing_and_fails_through_the_wrapper() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.deploy_version("v1");
     let v2 = clone.deploy_version("v2");
     let before = server.state();

@@ -5,16 +5,7 @@
 use std::fs;
 
 use crate::harness::sshd::{SshClient, Sshd};
-use crate::harness::{BIN, Clone, Push, Server};
-
-/// Makes `git push production` in `clone` go through the wrapper, as a developer would.
-fn wrap(clone: &Clone) {
-    clone.git(&[
-        "config",
-        "remote.production.receivepack",
-        &format!("{BIN} receive-pack"),
-    ]);
-}
+use crate::harness::{BIN, Push, Server};
 
 /// A failed push as the wrapper ends it: exit 1, the summary from the hook, and the wrapper's
 /// own `error:` line.
@@ -52,7 +43,7 @@ fn assert_failed_with_summary(push: &Push, step: &str) {
 fn a_good_deploy_exits_0_and_a_failing_composer_exits_1_with_the_summary() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.push_main().success();
     let live = server.live().unwrap();
     let before = server.state();
@@ -79,7 +70,7 @@ fn a_failing_before_switch_exits_1_and_a_plain_push_still_exits_0() {
     let plain = clone.push_main().deploy_failed();
     assert_eq!(plain.code, Some(0), "{}", plain.stderr);
 
-    wrap(&clone);
+    clone.wrap();
     clone.set_version("v3");
     clone.commit("v3");
     let push = clone.push_main().deploy_failed();
@@ -95,7 +86,7 @@ fn a_failing_health_check_exits_1_after_the_rollback() {
         )
         .install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.write("public/status.txt", "healthy\n");
     clone.commit("healthy");
     clone.push_main().success();
@@ -114,7 +105,7 @@ fn a_failing_health_check_exits_1_after_the_rollback() {
 fn pushes_that_deploy_nothing_exit_0() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.push_main().success();
     clone.git(&["checkout", "-q", "-b", "feature"]);
     clone.commit("feature work");
@@ -132,7 +123,7 @@ fn pushes_that_deploy_nothing_exit_0() {
 fn concurrent_pushes_each_get_their_own_result() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.push_main().success();
     let gate = server.gate_deploys();
     // The gate, then a check that fails for a commit that carries `fail-me`.
@@ -154,7 +145,7 @@ fn concurrent_pushes_each_get_their_own_result() {
     gate.wait_held(&first);
 
     let other = server.clone_repo("other");
-    wrap(&other);
+    other.wrap();
     other.remove("fail-me");
     other.commit("good again");
     let second = other.spawn_push(&["HEAD:main"]);
@@ -177,7 +168,7 @@ fn concurrent_pushes_each_get_their_own_result() {
 fn a_lock_timeout_exits_1_while_the_holder_exits_0() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.push_main().success();
     let gate = server.gate_deploys();
     clone.set_version("v2");
@@ -187,7 +178,7 @@ fn a_lock_timeout_exits_1_while_the_holder_exits_0() {
     server.set_config("lock_timeout", "0");
 
     let other = server.clone_repo("other");
-    wrap(&other);
+    other.wrap();
     other.git(&["commit", "-q", "--allow-empty", "-m", "v3"]);
     let push = other.push(&["HEAD:main"]);
     gate.open();
@@ -204,7 +195,7 @@ fn a_lock_timeout_exits_1_while_the_holder_exits_0() {
 fn pushing_to_replay_deploys_again_after_a_rollback_twice_in_a_row() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.push_main().success();
     let v1 = server.live().unwrap();
     clone.set_version("v2");
@@ -235,7 +226,7 @@ fn pushing_to_replay_deploys_again_after_a_rollback_twice_in_a_row() {
 fn a_failing_replay_and_a_failing_rollback_exit_1() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.push_main().success();
     clone.deploy_version("v2");
 
@@ -305,7 +296,7 @@ fn serve_refuses_other_commands_and_other_repositories() {
 fn a_killed_hook_makes_the_result_unknown_and_misleads_no_later_push() {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
-    wrap(&clone);
+    clone.wrap();
     clone.push_main().success();
     clone.set_version("v2");
     clone.commit("v2");
