@@ -807,9 +807,15 @@ impl Push {
 
     /// The line from the hook that starts with `prefix` (without git's `remote: `).
     pub fn remote_line(&self, prefix: &str) -> Option<String> {
+        // Through the receive-pack wrapper, its own `error: ` may land at the start of a
+        // `remote:` line: two processes write to one stderr.
         self.stderr
             .lines()
-            .filter_map(|l| l.strip_prefix("remote: "))
+            .filter_map(|l| {
+                l.strip_prefix("error: ")
+                    .unwrap_or(l)
+                    .strip_prefix("remote: ")
+            })
             .map(|l| l.trim_end())
             .find(|l| l.starts_with(prefix))
             .map(str::to_string)

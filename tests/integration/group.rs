@@ -103,11 +103,13 @@ fn spread_ms(push: &harness::Push) -> f64 {
     ms.parse().unwrap()
 }
 
-/// The push's `error:` lines, which name each failing host.
+/// The push's `error:` lines, which name each failing host. (Through the receive-pack wrapper,
+/// its own `error: ` may land at the start of a `remote:` line: the two are written by two
+/// processes to one terminal.)
 fn errors(push: &harness::Push) -> String {
     push.stderr
         .lines()
-        .filter(|l| l.starts_with("remote: error: "))
+        .filter_map(|l| l.find("remote: error: ").map(|at| &l[at..]))
         .collect::<Vec<_>>()
         .join("\n")
 }
