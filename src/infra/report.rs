@@ -49,14 +49,17 @@ fn is_regular_file(stream: &impl AsFd) -> bool {
 
 /// Prints an error the way git colours it on the pusher's terminal.
 pub fn error(message: &str) {
-    let mut err = std::io::stderr().lock();
+    // One write(2) for the whole message: stderr is unbuffered, and `writeln!` would write the
+    // prefix and the text apart. When the receive-pack wrapper says this, git's client is
+    // printing `remote:` lines to the same stderr meanwhile, and a split line came out as
+    // `error: remote: …` followed by a line that had lost its `error: `.
+    let mut text = String::new();
     for (i, line) in message.lines().enumerate() {
-        let _ = if i == 0 {
-            writeln!(err, "error: {line}")
-        } else {
-            writeln!(err, "error:   {line}")
-        };
+        text.push_str(if i == 0 { "error: " } else { "error:   " });
+        text.push_str(line);
+        text.push('\n');
     }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// An error that was shown to the pusher already (with its summary); `main` only exits 1.
