@@ -113,19 +113,9 @@ pub fn unfreeze(layout: &Layout, reporter: &Reporter) -> Result<()> {
 
 /// Replaces the file in one rename: a hook reads the old freeze or the new, never half of one.
 fn write(layout: &Layout, freeze: &Freeze) -> Result<()> {
-    let path = file(layout);
-    std::fs::create_dir_all(&layout.state)
-        .with_context(|| format!("cannot create {}", layout.state.display()))?;
-    let temp = layout
-        .state
-        .join(format!(".freeze.{}.json", std::process::id()));
     let mut text = serde_json::to_string_pretty(freeze)?;
     text.push('\n');
-    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &path).with_context(|| {
-        let _ = std::fs::remove_file(&temp);
-        format!("cannot write {}", path.display())
-    })
+    crate::state::builds::replace_file(&file(layout), text.as_bytes())
 }
 
 /// Who froze: the person behind sudo, else the login, else the uid's name.

@@ -55,14 +55,9 @@ pub fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
             _ => Ok(()),
         };
     }
-    std::fs::create_dir_all(&layout.state)?;
-    let temp = layout
-        .state
-        .join(format!(".hosts-excluded.{}.json", std::process::id()));
     let mut text = serde_json::to_string_pretty(exclusions)?;
     text.push('\n');
-    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))
+    builds::replace_file(&path, text.as_bytes())
 }
 
 /// Who ran the command: the login name, and the ssh client's address when there is one.

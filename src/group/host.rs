@@ -73,14 +73,12 @@ fn read_record(layout: &Layout, gid: &str) -> Option<Record> {
 }
 
 fn write_record(layout: &Layout, gid: &str, record: &Record) -> Result<()> {
-    let dir = records_dir(layout);
-    fs::create_dir_all(&dir)?;
     // Whole or not at all: a record is read by the next operation, maybe after a kill.
-    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    fs::write(tmp.path(), serde_json::to_vec_pretty(record)?)?;
-    tmp.persist(record_file(layout, gid))
-        .with_context(|| format!("cannot write the record of group {gid}"))?;
-    Ok(())
+    builds::replace_file(
+        &record_file(layout, gid),
+        &serde_json::to_vec_pretty(record)?,
+    )
+    .with_context(|| format!("cannot write the record of group {gid}"))
 }
 
 fn drop_record(layout: &Layout, gid: &str) {

@@ -112,10 +112,7 @@ impl Record {
 
     fn write(&self, layout: &Layout) -> Result<()> {
         // Renamed into place: a crash mid-write must not leave a record that says too much.
-        let file = record_file(layout);
-        let tmp = file.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self)?)
-            .and_then(|()| std::fs::rename(&tmp, &file))
+        crate::state::builds::replace_file(&record_file(layout), &serde_json::to_vec(self)?)
             .context("cannot record the build step's progress")
     }
 }

@@ -361,10 +361,7 @@ fn start_afresh_for_another_app_dir(
             _ => {}
         }
     }
-    let partial = layout.state.join("application.app_dir.new");
-    std::fs::write(&partial, app_dir.as_os_str().as_bytes())
-        .and_then(|()| std::fs::rename(&partial, &file))
-        .with_context(|| format!("cannot write {}", file.display()))
+    crate::state::builds::replace_file(&file, app_dir.as_os_str().as_bytes())
 }
 
 /// Gitignore lines matching exactly `paths` (relative to the app) and what is below them.
