@@ -43,6 +43,19 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Check a deploy root and the server around it (repository, hook, deploy.yml, tools,
+    /// disk, `latest`, php-fpm, nginx, opcache): each finding with its fix. Exits non-zero
+    /// when something would break a deploy or a request.
+    Doctor {
+        #[command(flatten)]
+        root: RootArg,
+        /// The php-fpm pool file serving the app (default: found among php-fpm's pool files).
+        #[arg(long, value_name = "FILE")]
+        fpm_pool: Option<PathBuf>,
+        /// nginx's main configuration file.
+        #[arg(long, value_name = "FILE", default_value = "/etc/nginx/nginx.conf")]
+        nginx_config: PathBuf,
+    },
     /// Run by git after a push: reads `<old> <new> <ref>` lines on stdin and deploys.
     PostReceive {
         #[command(flatten)]

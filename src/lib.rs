@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod doctor;
 pub mod freeze;
 pub mod group;
 pub mod hook;

@@ -5,7 +5,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, HostsAction};
 use crate::infra::report::{Output, Reporter};
 use crate::state::plan::Plan;
-use crate::{deploy, freeze, group, hook, install, inventory, push_status, rollback};
+use crate::{deploy, doctor, freeze, group, hook, install, inventory, push_status, rollback};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -20,6 +20,18 @@ pub fn run(cli: Cli) -> Result<()> {
             branch: &branch,
             url: url.as_deref(),
         }),
+        Command::Doctor {
+            root,
+            fpm_pool,
+            nginx_config,
+        } => {
+            let healthy = doctor::doctor(&doctor::Options {
+                root: root.root,
+                fpm_pool,
+                nginx_config: Some(nginx_config),
+            })?;
+            exit_with(if healthy { 0 } else { 1 })
+        }
         Command::PostReceive { root } => hook::run(&root.root),
         Command::ReceivePack { repo } => exit_with(push_status::receive_pack(&repo, None)?),
         Command::Serve { repo, pusher } => exit_with(push_status::serve(&repo, pusher.as_deref())?),
