@@ -38,8 +38,11 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let locked_at = builds::utc_now_rfc3339();
     // Under the lock, so a push that waited for a deploy still honours a freeze set meanwhile;
     // before recovery, so that a refused push touches neither application/ nor builds/.
-    crate::freeze::check(&plan.layout)
-        .inspect_err(|err| log_refusal(plan, request, &started_at, "", err, reporter))?;
+    if let Err(err) = crate::freeze::check(&plan.layout) {
+        drop(lock);
+        log_refusal(plan, request, &started_at, "", &err, reporter);
+        return Err(err);
+    }
     fault::point("locked");
     recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
 
@@ -51,8 +54,11 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let commit_id = commit.to_string();
     let short = report::short_id(&commit_id);
     lock.record(Some(&commit_id))?;
-    switch::check_latest(layout)
-        .inspect_err(|err| log_refusal(plan, request, &started_at, &commit_id, err, reporter))?;
+    if let Err(err) = switch::check_latest(layout) {
+        drop(lock);
+        log_refusal(plan, request, &started_at, &commit_id, &err, reporter);
+        return Err(err);
+    }
 
     let live = builds::live(layout);
     let live_commit = live.as_ref().and_then(|l| builds::revision(layout, l));
@@ -71,11 +77,11 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
                 Ok(group) => entry.hosts = group.hosts,
                 Err(err) => {
                     entry.outcome = Outcome::Failed;
-                    return finish(plan, &repo, entry, reporter, Some(err));
+                    return finish(plan, &repo, entry, reporter, Some(err), lock);
                 }
             }
         }
-        return finish(plan, &repo, entry, reporter, None);
+        return finish(plan, &repo, entry, reporter, None, lock);
     }
 
     reporter.line(&format!(
@@ -100,7 +106,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         result
     };
     let result = conclude(&mut entry, result, short, reporter);
-    finish(plan, &repo, entry, reporter, result.err())
+    finish(plan, &repo, entry, reporter, result.err(), lock)
 }
 
 /// Fills the log entry in from what the pipeline did, and says how the deploy ended.
@@ -161,8 +167,9 @@ fn conclude(
     }
 }
 
-/// Logs a deploy that was refused before it began (no lock, a `latest` that is not a
-/// symlink), so that `atomdeploy-hook builds` lists it with the other failures.
+/// Logs a deploy that was refused before it began (no lock, a freeze, a `latest` that is not
+/// a symlink), so that `atomdeploy-hook builds` lists it with the other failures. Called
+/// without the lock: it may wait on a webhook.
 fn log_refusal(
     plan: &Plan,
     request: &Request,
@@ -215,13 +222,15 @@ fn resolve(
     }
 }
 
-/// Logs the attempt, keeps its output, points the rollback branch at the new target.
+/// Logs the attempt, keeps its output, points the rollback branch at the new target, and
+/// then, with the lock released, tells the `notify:` URLs.
 fn finish(
     plan: &Plan,
     repo: &Repository,
     mut entry: history::Entry,
     reporter: &Reporter,
     error: Option<anyhow::Error>,
+    lock: DeployLock,
 ) -> Result<()> {
     fault::point("finish");
     let layout = &plan.layout;
@@ -248,6 +257,9 @@ fn finish(
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
+    // Everything the next deploy reads is written: a webhook that is slow to answer holds
+    // this pusher (at most notify::TOTAL_BOUND), never the pushes queued behind the lock.
+    drop(lock);
     crate::notify::send(plan, &entry, reporter);
     error.map_or(Ok(()), Err)
 }

@@ -70,6 +70,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
                 if let Err(e) = history::append(layout, &entry) {
                     reporter.warn(&format!("could not write the deploy log: {e:#}"));
                 }
+                drop(lock);
                 crate::notify::send(plan, &entry, reporter);
                 return Err(err);
             }
@@ -96,6 +97,8 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     if let Err(e) = history::append(layout, &entry) {
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
+    // As after a deploy (deploy.rs `finish`): a slow webhook never holds the queued pushes.
+    drop(lock);
     crate::notify::send(plan, &entry, reporter);
     // As after a deploy: the build stays live, and the push says the rollback failed, since
     // PHP may still run the code it was meant to leave.

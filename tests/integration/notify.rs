@@ -311,3 +311,30 @@ fn a_bad_notify_url_is_refused_at_its_line_and_column_and_nothing_deploys() {
     );
     server.assert_unchanged_since(&before);
 }
+
+#[test]
+fn a_push_queued_behind_a_deploy_does_not_wait_for_its_webhook() {
+    let silent = Listener::start(true);
+    let server = Server::install();
+    server.set_config("notify", &format!("[{{url: '{}'}}]", silent.url));
+    let clone = server.clone_fixture("example-app");
+    clone.set_version("v1");
+    clone.commit("v1");
+    let first = clone.spawn_push(&["main"]);
+    // The first deploy is over and its hook is waiting on the silent webhook (up to 5 s).
+    let told = silent
+        .requests
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the first deploy told the webhook");
+    assert_eq!(told.body["outcome"], "deployed", "{}", told.body);
+    let other = server.clone_repo("other");
+    other.set_version("v2");
+    let v2 = other.commit("v2");
+    let second = other.push_main().success();
+    assert_eq!(server.live_revision(), v2);
+    // Deterministic, whatever the machine's speed: the lock was free when the second deploy
+    // asked for it, because the first hook let go before telling the webhook.
+    second.stderr_lacks("waiting for the deploy lock");
+    let first = first.finish();
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+}
