@@ -132,7 +132,8 @@ fn fsck(repo: &Repository) -> Finding {
             .or_else(|_| c.get_bool("transfer.fsckObjects"))
             .ok()
     });
-    let repo_path = repo.path().to_path_buf();
+    // Without the trailing `/` libgit2 gives a repository's path, as the operator wrote it.
+    let repo_path: PathBuf = repo.path().components().collect();
     if on == Some(true) {
         return Finding::ok(
             "fsck",
