@@ -353,7 +353,9 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+    /// A tmpfs with mount `options` (`size=…`, `nr_inodes=…`), or None (said on stderr)
+    /// when this test cannot mount one.
+    fn mount(options: &str) -> Option<Tmpfs> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("SKIPPED: mounting a tmpfs needs root");
@@ -365,7 +367,7 @@ impl Tmpfs {
             .unwrap();
         let path = dir.path().to_path_buf();
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(&path)
             .output()
             .unwrap();
@@ -382,12 +384,18 @@ impl Drop for Tmpfs {
     }
 }
 
-fn fill(dir: &Path, leave: u64) -> PathBuf {
+fn statvfs(dir: &Path) -> libc::statvfs {
     // SAFETY: statvfs is a plain struct of integers, valid when zeroed.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: c is NUL-terminated and stat outlives the call.
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut stat) }, 0);
+    stat
+}
+
+/// Fills the filesystem of `dir` but for `leave` bytes.
+fn fill(dir: &Path, leave: u64) -> PathBuf {
+    let stat = statvfs(dir);
     let free = stat.f_bavail * stat.f_frsize;
     let filler = dir.join("filler");
     // Allocated, not sparse: tmpfs counts only the pages a file holds.
@@ -402,7 +410,7 @@ fn fill(dir: &Path, leave: u64) -> PathBuf {
 
 #[test]
 fn a_nearly_full_disk_fails() {
-    let Some(tmpfs) = Tmpfs::mount("96m") else {
+    let Some(tmpfs) = Tmpfs::mount("size=96m") else {
         return;
     };
     let server = Server::builder().root(&tmpfs.path.join("srv")).install();
@@ -543,5 +551,52 @@ fn a_bad_live_build_and_a_freeze_warn() {
         "freeze",
         "\"release on Monday\"",
         "atomdeploy-hook unfreeze",
+    );
+}
+
+#[test]
+fn a_filesystem_out_of_inodes_fails() {
+    let Some(tmpfs) = Tmpfs::mount("size=96m,nr_inodes=1000") else {
+        return;
+    };
+    let server = Server::builder().root(&tmpfs.path.join("srv")).install();
+    server.clone_fixture("example-app").push_main().success();
+    doctor(&server).has("ok", "disk", "inodes free", "");
+
+    // Space to spare, but hardly an inode: a build's directories alone need more.
+    let many = tmpfs.path.join("many");
+    fs::create_dir(&many).unwrap();
+    let left = statvfs(&tmpfs.path).f_favail;
+    for i in 0..left - 2 {
+        fs::File::create(many.join(i.to_string())).unwrap();
+    }
+    let report = doctor_unchanged(&server);
+    let message = report.has(
+        "FAIL",
+        "disk",
+        "and 2 inodes free",
+        &format!("df -h -i {}", server.root.join("builds").display()),
+    );
+    assert!(message.contains("at least"), "{message}");
+    report.failed();
+    fs::remove_dir_all(many).unwrap();
+}
+
+#[test]
+fn composer_missing_before_the_app_has_composer_json_only_warns() {
+    let server = Server::install();
+    let dir = path_without_composer(&server);
+    let out = server
+        .command(BIN)
+        .env("PATH", &dir)
+        .args(["doctor", "--nginx-config", "/nonexistent", "--root"])
+        .arg(&server.root)
+        .output()
+        .unwrap();
+    parse(out).has(
+        "warning",
+        "tools",
+        "once the app has a composer.json",
+        "apt-get install composer",
     );
 }

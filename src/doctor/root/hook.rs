@@ -55,12 +55,13 @@ fn hook(plan: &Plan, repo: &Repository) -> Finding {
     let meta = match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() => meta,
         Ok(_) => return fail(format!("{} is not a file", path.display())),
-        Err(err) => {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return fail(format!(
-                "{} is missing ({err}): pushes are stored but never deployed",
+                "{} is missing: pushes are stored but never deployed",
                 path.display()
             ));
         }
+        Err(err) => return fail(format!("cannot read {}: {err}", path.display())),
     };
     if meta.permissions().mode() & 0o100 == 0 {
         return Finding::fail(

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::doctor::Finding;
+use crate::doctor::{Finding, Level};
 use crate::state::plan::Plan;
 
 pub fn check(plan: &Plan, out: &mut Vec<Finding>) {
@@ -16,11 +16,22 @@ pub fn check(plan: &Plan, out: &mut Vec<Finding>) {
         "composer, composer's scripts and the app",
     ));
     if plan.config.composer.is_some() {
-        out.push(program(
+        let mut found = program(
             "composer",
             &["--version", "--no-interaction"],
             "the deploy's composer step (`composer: false` in deploy.yml turns it off)",
-        ));
+        );
+        // The step skips an app without composer.json (and application/ is empty before
+        // the first deploy): a missing composer hurts only once the app has one.
+        let app = plan.layout.application.join("composer.json");
+        if found.level == Level::Fail && !app.exists() {
+            found.level = Level::Warn;
+            found.message += &format!(
+                " once the app has a composer.json ({} has none)",
+                app.display()
+            );
+        }
+        out.push(found);
     }
     if let Some(build) = &plan.config.build {
         let mut seen = Vec::new();
@@ -40,7 +51,7 @@ fn program(name: &str, version_args: &[&str], needed_by: &str) -> Finding {
     let Ok(path) = which::which(name) else {
         return Finding::fail(
             "tools",
-            format!("`{name}` is not in PATH; {needed_by} need it, so every deploy fails"),
+            format!("`{name}` is not in PATH, needed by {needed_by}: every deploy fails"),
             install_line(name),
         );
     };
