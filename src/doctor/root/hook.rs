@@ -79,7 +79,7 @@ fn hook(plan: &Plan, repo: &Repository) -> Finding {
         Err(err) => return fail(format!("cannot read {}: {err}", path.display())),
     };
     let calls = invocations(&text);
-    let Some(binary) = calls_for(&calls, &plan.layout.root) else {
+    let Some(binary) = calls_for(&calls, &plan.layout.root, repo.path()) else {
         let roots: Vec<String> = calls
             .iter()
             .flat_map(|c| c.roots.iter().map(|r| r.display().to_string()))
@@ -164,16 +164,21 @@ struct Invocation {
 }
 
 /// The program of the hook's invocation that names `root` (by its canonical path) among its
-/// `--root` arguments; one hook may serve several roots.
-fn calls_for(calls: &[Invocation], root: &Path) -> Option<PathBuf> {
-    calls
-        .iter()
-        .find(|c| {
-            c.roots
-                .iter()
-                .any(|r| std::fs::canonicalize(r).is_ok_and(|r| r == root))
-        })
-        .map(|c| c.program.clone())
+/// `--root` arguments; one hook may serve several roots. git runs a bare repository's hook in
+/// the repository (`cwd`), with its PATH: relative paths are taken from there, a bare name
+/// from PATH.
+fn calls_for(calls: &[Invocation], root: &Path, cwd: &Path) -> Option<PathBuf> {
+    let call = calls.iter().find(|c| {
+        c.roots
+            .iter()
+            .any(|r| std::fs::canonicalize(cwd.join(r)).is_ok_and(|r| r == root))
+    })?;
+    let program = &call.program;
+    Some(if program.components().count() == 1 {
+        which::which(program).unwrap_or_else(|_| program.clone())
+    } else {
+        cwd.join(program)
+    })
 }
 
 /// Every command line of a shell script that runs `post-receive`, with its program and `--root`

@@ -81,8 +81,15 @@ fn version(path: &Path, args: &[&str]) -> Option<String> {
     if !out.status.success() {
         return None;
     }
+    // php may print a startup warning before the version it echoes last; composer says
+    // `Composer version …` after any notice.
     let text = String::from_utf8_lossy(&out.stdout);
-    Some(text.lines().next().unwrap_or_default().trim().to_string())
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = lines
+        .clone()
+        .find(|l| l.to_lowercase().contains("version"))
+        .or_else(|| lines.next_back());
+    Some(line.unwrap_or_default().to_string())
 }
 
 fn build_program(name: &str, run: &str) -> Finding {
