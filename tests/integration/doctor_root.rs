@@ -465,7 +465,7 @@ fn a_latest_directory_fails() {
         "FAIL",
         "latest",
         "is a directory, not a symlink",
-        &format!("mv latest latest.moved-aside && ln -s builds/{live} latest"),
+        &format!("mv latest latest.before-atomdeploy && ln -s builds/{live} latest"),
     );
     report.failed();
 }

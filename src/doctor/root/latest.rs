@@ -20,8 +20,8 @@ pub fn check(layout: &Layout, out: &mut Vec<Finding>) {
         Ok(meta) if !meta.file_type().is_symlink() => Finding::fail(
             "latest",
             format!(
-                "{} is a {}, not a symlink: it is no build, and the next deploy cannot switch \
-                 it (rename(2) does not replace a directory with a link)",
+                "{} is a {}, not a symlink: it is no build, and every deploy refuses to \
+                 replace it (it might hold someone's files)",
                 layout.latest.display(),
                 if meta.is_dir() { "directory" } else { "file" }
             ),
@@ -140,9 +140,11 @@ fn move_aside_fix(layout: &Layout) -> String {
     let root = shell_path(&layout.root);
     match newest_good(layout) {
         Some(name) => {
-            format!("cd {root} && mv latest latest.moved-aside && ln -s builds/{name} latest")
+            format!("cd {root} && mv latest latest.before-atomdeploy && ln -s builds/{name} latest")
         }
-        None => format!("cd {root} && mv latest latest.moved-aside, then push the deploy branch"),
+        None => {
+            format!("cd {root} && mv latest latest.before-atomdeploy, then push the deploy branch")
+        }
     }
 }
 
