@@ -12,7 +12,7 @@ use crate::state::plan::{Layout, Plan};
 const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
 const CONFIG_TEMPLATE: &str = include_str!("../deploy.yml");
 /// Identifies a hook we wrote, so that reinstalling never replaces somebody else's hook.
-const HOOK_MARKER: &str = "installed by `atomdeploy-hook install`";
+pub(crate) const HOOK_MARKER: &str = "installed by `atomdeploy-hook install`";
 
 pub struct Install<'a> {
     pub repo: &'a Path,
@@ -297,7 +297,7 @@ fn write_atomically(path: &Path, text: &str, mode: u32) -> Result<()> {
 }
 
 /// Plain paths stay plain in the lines people paste; others are quoted for the shell.
-fn quote_if_needed(s: &str) -> String {
+pub(crate) fn quote_if_needed(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+@%:,".contains(c))

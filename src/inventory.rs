@@ -250,7 +250,7 @@ fn failed_output(layout: &Layout, started_at: &str) -> Option<String> {
         .find(|name| name.starts_with(&prefix) && name.ends_with(".log"))
 }
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
     let mut value = bytes as f64;
     let mut unit = 0;

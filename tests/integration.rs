@@ -19,6 +19,8 @@ mod composer_refs;
 mod config;
 #[path = "integration/deploy.rs"]
 mod deploy;
+#[path = "integration/doctor_root.rs"]
+mod doctor_root;
 #[path = "integration/faults.rs"]
 mod faults;
 #[path = "integration/freeze.rs"]

@@ -1,9 +1,15 @@
 //! The deploy root's own checks: the repository and its hook, deploy.yml, the tools a deploy
 //! runs, the disk, and `latest`.
 
+use crate::install::quote_if_needed;
 use crate::state::plan::Plan;
 
 use super::{Context, Finding, Options};
+
+mod disk;
+mod hook;
+mod latest;
+mod tools;
 
 /// Loads deploy.yml, saying whether it is valid.
 pub fn load(options: &Options, out: &mut Vec<Finding>) -> Option<Plan> {
@@ -26,4 +32,40 @@ pub fn load(options: &Options, out: &mut Vec<Finding>) -> Option<Plan> {
     }
 }
 
-pub fn check(_context: &Context, _out: &mut Vec<Finding>) {}
+pub fn check(context: &Context, out: &mut Vec<Finding>) {
+    match &context.plan {
+        Some(plan) => {
+            hook::check(plan, out);
+            tools::check(plan, out);
+            disk::check(plan, out);
+        }
+        None => {
+            // Which repository, which tools and which snapshot mode are deploy.yml's to say.
+            for check in ["hook", "fsck", "tools", "disk"] {
+                out.push(Finding::warn(
+                    check,
+                    "not checked: deploy.yml did not load (see its finding)",
+                    "correct deploy.yml, then run `atomdeploy-hook doctor` again",
+                ));
+            }
+        }
+    }
+    latest::check(&context.layout, out);
+    latest::freeze(&context.layout, out);
+}
+
+/// `atomdeploy-hook install …` for this root: rewrites the hook (and sets fsck) and keeps
+/// deploy.yml as it is.
+fn install_fix(plan: &Plan) -> String {
+    format!(
+        "atomdeploy-hook install --repo {} --root {} --branch {}",
+        quote_if_needed(&plan.config.repository.to_string_lossy()),
+        quote_if_needed(&plan.layout.root.to_string_lossy()),
+        quote_if_needed(&plan.config.branch)
+    )
+}
+
+/// A path as an operator pastes it into a shell.
+fn shell_path(path: &std::path::Path) -> String {
+    quote_if_needed(&path.to_string_lossy())
+}
