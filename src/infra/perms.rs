@@ -49,6 +49,19 @@ impl WebUser {
     }
 }
 
+/// Lets the web server, another user, read what this process makes: a build's files come
+/// from the checkout, composer and the snapshot, each made under the session's umask, and a
+/// hardened server's 077 (or 027, the web server not in the deploy user's group) would make
+/// every build unreadable to php-fpm. Only the group's and others' read and search bits are
+/// given back; write stays as the umask says.
+pub fn let_the_web_server_read() {
+    // SAFETY: umask(2) cannot fail; the two calls read the mask and set it.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old & 0o022);
+    }
+}
+
 /// What [`share`] did, for install's output.
 pub struct Shared {
     pub entries: usize,

@@ -63,12 +63,13 @@ impl DeployUser {
     }
 
     /// `cmd` run as this user with the groups a fresh login gives it (std's `uid()` would drop
-    /// the supplementary ones).
+    /// the supplementary ones), and a hardened server's umask, 077.
     fn run(&self, cmd: &mut Command) -> Output {
         let (uid, gid, groups) = (self.uid, self.gid, self.groups());
         // SAFETY: only async-signal-safe system calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
+                libc::umask(0o077);
                 if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(gid) != 0
                     || libc::setuid(uid) != 0
@@ -321,7 +322,8 @@ fn a_www_data_pool_and_the_deploy_user_each_change_what_the_other_wrote_in_share
     assert_eq!(get(&web, "op=write&path=logs/app.log&text=web"), "ok");
     user.sh(&server.root.join("shared/logs"), "echo deploy >> app.log");
 
-    // Builds stay the deploy user's, readable (not writable) by the pool.
+    // Builds stay the deploy user's, readable (not writable) by the pool, though the push
+    // ran with a umask of 077.
     let live = server.build_path(&server.live().unwrap());
     let index = fs::metadata(live.join("public/index.php")).unwrap();
     assert_eq!(index.uid(), user.uid);
