@@ -442,3 +442,51 @@ fn install_with_an_unknown_web_user_is_refused_and_changes_nothing() {
     assert!(!out.status.success());
     assert!(!fresh.exists() && !server.base().join("fresh.git").exists());
 }
+
+/// A ramfs mounted for one test (a filesystem without extended attributes, so without ACLs),
+/// unmounted when dropped.
+struct Ramfs(PathBuf);
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn without_acls_shared_is_still_setgid_and_group_writable_and_install_says_what_is_missing() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a ramfs (a filesystem without ACLs) needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t ramfs");
+    let ramfs = Ramfs(dir.path().to_path_buf());
+    let server = Server::builder().root(&ramfs.0.join("srv")).install();
+    fs::create_dir_all(server.root.join("shared/uploads/2026")).unwrap();
+    fs::write(server.root.join("shared/uploads/2026/a.txt"), "a").unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(
+        said.matches("this filesystem has no POSIX ACLs").count(),
+        1,
+        "said once: {said}"
+    );
+    assert!(said.contains("UMask=0002"), "{said}");
+    for (path, mode) in [
+        ("shared", 0o2775),
+        ("shared/uploads", 0o2775),
+        ("shared/uploads/2026", 0o2775),
+        ("shared/uploads/2026/a.txt", 0o664),
+    ] {
+        let meta = fs::metadata(server.root.join(path)).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (mode, 33), "{path}");
+    }
+    drop(server);
+}
