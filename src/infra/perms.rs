@@ -142,10 +142,15 @@ fn treat(path: &Path, gid: u32, acls: bool) -> Result<bool> {
     } else {
         meta.mode() | 0o060
     } & 0o7777;
-    // chown clears setgid on some filesystems: set the mode after it, always.
-    fs::set_permissions(path, fs::Permissions::from_mode(wanted))
-        .with_context(|| format!("cannot change the mode of {}", path.display()))?;
-    if meta.is_dir() && acls {
+    // chown clears setgid on some filesystems: the mode is set after it. Only what must
+    // change is changed, so that install runs again over the web server's files (which only
+    // it and root may chmod) without a complaint.
+    let cleared = meta.gid() != gid;
+    if cleared || meta.mode() & 0o7777 != wanted {
+        fs::set_permissions(path, fs::Permissions::from_mode(wanted))
+            .with_context(|| format!("cannot change the mode of {}", path.display()))?;
+    }
+    if meta.is_dir() && acls && default_acl_of(path).is_none() {
         return match set_default_acl(path, wanted) {
             Ok(()) => Ok(true),
             Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),

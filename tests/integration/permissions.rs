@@ -301,6 +301,13 @@ fn a_www_data_pool_and_the_deploy_user_each_change_what_the_other_wrote_in_share
         get(&web, "op=append&path=uploads/2026/c.txt&text=-web"),
         "ok"
     );
+    // Installing again, over the web server's files, changes nothing and complains of nothing.
+    let again = install_as(&server, &user, "www-data");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 
     // The next deploy keeps them, and an entry it adds to shared/ (seeded from the commit)
     // gets the same treatment.
