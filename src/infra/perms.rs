@@ -114,6 +114,27 @@ pub fn treat_new(shared: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses, before a deploy adds anything to shared/, when what it adds could not be given to
+/// shared/'s group (the deploy user left it since install): nothing in shared/ is touched.
+pub fn check_can_add(shared: &Path) -> Result<()> {
+    let Ok(meta) = fs::metadata(shared) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.mode() & libc::S_ISGID == 0 || me == 0 || process_groups().contains(&meta.gid()) {
+        return Ok(());
+    }
+    let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+    let me = user_name(me).unwrap_or_else(|| format!("uid {me}"));
+    bail!(
+        "{} belongs to group `{group}` (install --web-user), which `{me}` is not in: what this \
+         deploy adds there could not be given to it; add it (`usermod -aG {group} {me}`) and \
+         log in again",
+        shared.display()
+    )
+}
+
 /// Every path at and under `top`, parents first, symlinks listed but never followed.
 fn walk(top: &Path) -> Result<Vec<PathBuf>> {
     walkdir::WalkDir::new(top)

@@ -45,6 +45,9 @@ pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Resul
         .iter()
         .map(|entry| plan(layout, build, entry).with_context(|| format!("shared entry `{entry}`")))
         .collect::<Result<Vec<_>>>()?;
+    if planned.iter().any(|l| *l != Linked::Existing) {
+        crate::infra::perms::check_can_add(&layout.shared)?;
+    }
     entries
         .iter()
         .zip(planned)

@@ -413,6 +413,40 @@ fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
 }
 
 #[test]
+fn a_deploy_user_that_left_the_group_is_refused_before_shared_changes() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user needs root");
+        return;
+    }
+    let user = DeployUser::create();
+    admin(&["usermod", "-aG", "www-data", &user.name]);
+    let (server, clone) = server_for(&user, "[uploads/]", "5");
+    let installed = install_as(&server, &user, "www-data");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    push_as(&server, &clone, &user).success();
+    admin(&["gpasswd", "--delete", &user.name, "www-data"]);
+
+    // A new entry, seeded from the commit, could not be given to www-data's group.
+    clone.write("logs/.gitkeep", "");
+    clone.commit("v2");
+    server.set_config("shared", "[uploads/, logs/]");
+    let before = server.state();
+    let push = push_as(&server, &clone, &user);
+    let error = push.remote_line("error: ").expect("an error line");
+    assert!(
+        error.contains("belongs to group `www-data` (install --web-user)")
+            && error.contains(&format!("usermod -aG www-data {}", user.name)),
+        "{error}"
+    );
+    server.assert_unchanged_since(&before);
+    assert!(!server.root.join("shared/logs").exists());
+}
+
+#[test]
 fn install_with_an_unknown_web_user_is_refused_and_changes_nothing() {
     let server = Server::install();
     fs::create_dir_all(server.root.join("shared/uploads")).unwrap();
