@@ -262,13 +262,19 @@ impl std::fmt::Display for Stuck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let owner = crate::infra::perms::user_name(self.owner)
             .unwrap_or_else(|| format!("uid {}", self.owner));
+        // Named as in the build it was (the parked tree is `<tree>/tree`).
+        let inside = self
+            .blocker
+            .strip_prefix(&self.tree)
+            .unwrap_or(&self.blocker);
+        let inside = inside.strip_prefix("tree").unwrap_or(inside);
         write!(
             f,
-            "{} is left in the trash: {} belongs to {owner} (mode {:o}) and this user cannot \
-             empty it; delete it as root (`sudo rm -rf {}`), each deploy tries again until \
-             then. A directory the app writes in belongs in `shared:` in deploy.yml",
+            "left in the trash, as {}: its {} belongs to {owner} (mode {:o}), and this user \
+             cannot empty it; delete it as root (`sudo rm -rf {}`); each deploy tries again \
+             until then. A directory the app writes in belongs in `shared:` in deploy.yml",
             self.tree.display(),
-            self.blocker.display(),
+            inside.display(),
             self.mode & 0o7777,
             self.tree.display()
         )

@@ -383,7 +383,7 @@ fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
     let push = deploy("v2");
     let warning = push.remote_line("warning: ").expect("a warning");
     assert!(
-        warning.contains("cache/views belongs to www-data (mode 755)")
+        warning.contains("its cache/views belongs to www-data (mode 755)")
             && warning.contains("sudo rm -rf"),
         "{warning}"
     );
@@ -393,7 +393,7 @@ fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
     // The next deploy tries again, warns again, and succeeds.
     let push = deploy("v3");
     assert!(
-        push.stderr.contains("cache/views belongs to www-data"),
+        push.stderr.contains("its cache/views belongs to www-data"),
         "{}",
         push.stderr
     );
