@@ -105,7 +105,7 @@ pub fn install(args: &Install) -> Result<()> {
 fn share_with_web_user(layout: &Layout, web: &WebUser) -> Result<()> {
     let done = perms::share(&layout.shared, web)?;
     println!(
-        "gave {} (and the {} entries in it) to group `{}`, {}'s: directories are setgid and \
+        "gave {} (and the {} entries in it) to group `{}` ({}'s primary group): directories are setgid and \
          group-writable, so what the web server and the deploy user make there stays theirs to change",
         layout.shared.display(),
         done.entries.saturating_sub(1),
