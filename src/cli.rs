@@ -42,6 +42,11 @@ pub enum Command {
         /// (default: the repository's local path).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// The user php-fpm's pool runs as (e.g. www-data): shared/ is given to its primary
+        /// group, once, with setgid directories and default ACLs, so that files the app
+        /// writes stay writable by both that user and the deploy user.
+        #[arg(long, value_name = "USER")]
+        web_user: Option<String>,
     },
     /// Check a deploy root and the server around it (repository, hook, deploy.yml, tools,
     /// disk, `latest`, php-fpm, nginx, opcache): each finding with its fix. Exits non-zero

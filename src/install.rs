@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use git2::Repository;
 
+use crate::infra::perms::{self, WebUser};
 use crate::state::plan::{Layout, Plan};
 
 const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
@@ -19,6 +20,8 @@ pub struct Install<'a> {
     pub root: &'a Path,
     pub branch: &'a str,
     pub url: Option<&'a str>,
+    /// `--web-user`: give shared/ to this user's group (see [`share_with_web_user`]).
+    pub web_user: Option<&'a str>,
 }
 
 /// Branches the hook gives a meaning of its own: `rollback` (kept at the rollback target,
@@ -39,6 +42,11 @@ pub fn install(args: &Install) -> Result<()> {
         );
     }
     let remote_url = remote_url(args.url, args.repo)?;
+    // Looked up before anything exists, so that a wrong name changes nothing.
+    let web_user = args
+        .web_user
+        .map(|name| perms::prepare(args.root, &Layout::new(args.root).shared, name))
+        .transpose()?;
 
     let repaired = refuse_other_repository(args.root, args.repo, args.branch)?;
     fs::create_dir_all(args.root)
@@ -75,6 +83,9 @@ pub fn install(args: &Install) -> Result<()> {
     }
     // Whatever deploy.yml holds now, say at once if a push would fail on it.
     Plan::load(&root)?;
+    if let Some(web) = &web_user {
+        share_with_web_user(&layout, web)?;
+    }
 
     println!(
         "installed: pushes to {} deploy into {}",
@@ -85,6 +96,34 @@ pub fn install(args: &Install) -> Result<()> {
     println!("    git remote add production {remote_url}");
     println!("    git push production {}", args.branch);
     print_exit_status_setup(&repo_path)?;
+    Ok(())
+}
+
+/// Done once, here, not at each deploy: shared/ may hold many files, and a deploy runs as a
+/// user that cannot change those the web server made. Deploys give the entries they add the
+/// same treatment, read back from shared/ itself (see [`perms`]).
+fn share_with_web_user(layout: &Layout, web: &WebUser) -> Result<()> {
+    let done = perms::share(&layout.shared, web)?;
+    println!(
+        "gave {} (and the {} entries in it) to group `{}` ({}'s primary group): directories are setgid and \
+         group-writable, so what the web server and the deploy user make there stays theirs to change",
+        layout.shared.display(),
+        done.entries.saturating_sub(1),
+        web.group,
+        web.name
+    );
+    if done.acls {
+        println!(
+            "  default ACLs (group rwx) make new files group-writable whatever the umask \
+             (files the app chmods itself, as PHP's move_uploaded_file does, keep that mode)"
+        );
+    } else {
+        println!(
+            "  this filesystem has no POSIX ACLs: files are group-writable only when made with a \
+             umask of 002; give php-fpm one (systemd: `UMask=0002` in a drop-in for its service, \
+             php-fpm itself has no umask setting) and the deploy user too"
+        );
+    }
     Ok(())
 }
 

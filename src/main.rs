@@ -7,6 +7,8 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
+    // Before anything is made: see the function for why.
+    atomdeploy_hook::infra::perms::let_the_web_server_read();
     if let Err(err) = run::run(cli) {
         if err.is::<report::Reported>() {
             std::process::exit(1);

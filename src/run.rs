@@ -14,11 +14,13 @@ pub fn run(cli: Cli) -> Result<()> {
             root,
             branch,
             url,
+            web_user,
         } => install::install(&install::Install {
             repo: &repo,
             root: &root.root,
             branch: &branch,
             url: url.as_deref(),
+            web_user: web_user.as_deref(),
         }),
         Command::Doctor {
             root,

@@ -45,6 +45,8 @@ mod notify;
 mod opcache;
 #[path = "integration/orphans.rs"]
 mod orphans;
+#[path = "integration/permissions.rs"]
+mod permissions;
 #[path = "integration/private.rs"]
 mod private;
 #[path = "integration/push_status.rs"]

@@ -1,9 +1,11 @@
 //! What the steps lean on: running programs ([`child`]), what the pusher sees ([`report`]),
 //! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
-//! crash points of the kill tests ([`fault`]).
+//! crash points of the kill tests ([`fault`]), and shared/ shared with the web server's user
+//! ([`perms`]).
 
 pub mod child;
 pub mod fault;
 pub mod lock;
+pub mod perms;
 pub mod recover;
 pub mod report;

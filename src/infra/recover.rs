@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::infra::report::Reporter;
 use crate::state::build_name::BuildName;
@@ -29,15 +29,14 @@ pub fn recover_sparing(
         for entry in entries {
             let path = entry?.path();
             let removed = match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
-                _ => fs::remove_file(&path),
+                Ok(meta) if meta.is_dir() => builds::delete_tree(&path),
+                _ => fs::remove_file(&path).map_err(Into::into),
             };
-            removed.with_context(|| {
-                format!(
-                    "cannot remove {}, left by an interrupted deploy",
-                    path.display()
-                )
-            })?;
+            // Nothing reads these: one that cannot go yet (the web server's files in an old
+            // build) is a warning, and tried again next time, never a failed deploy.
+            if let Err(err) = removed {
+                reporter.warn(&format!("{err:#}"));
+            }
         }
     }
     // Symlinks made for a switch that did not happen.

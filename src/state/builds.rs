@@ -149,6 +149,7 @@ pub fn cleanup_sparing(
 ) -> Result<Vec<BuildName>> {
     let live = live(layout);
     let mut removed = Vec::new();
+    let mut problems = Vec::new();
     let mut good_kept = 0;
     for name in list(layout)?.iter().rev() {
         if Some(name) == live.as_ref() || Some(name) == spare {
@@ -161,8 +162,19 @@ pub fn cleanup_sparing(
             good_kept += 1;
             continue;
         }
-        remove_build(layout, name)?;
-        removed.push(name.clone());
+        // One build that cannot go does not keep the others.
+        match remove_build(layout, name) {
+            Ok(()) => removed.push(name.clone()),
+            Err(err) => {
+                if err.is::<Stuck>() {
+                    removed.push(name.clone());
+                }
+                problems.push(format!("builds/{name}: {err:#}"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
     }
     Ok(removed)
 }
@@ -203,18 +215,22 @@ pub fn disk_usage(builds: &[std::path::PathBuf]) -> Vec<Usage> {
 }
 
 /// Moves a build out of `builds/` in one rename, then deletes it, so `builds/` never holds a
-/// half-deleted build.
+/// half-deleted build. A build that left `builds/` but could not be deleted (a [`Stuck`]
+/// error) is gone as far as anything else goes: its records go with it.
 pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     if live(layout).as_ref() == Some(name) {
         anyhow::bail!("refusing to remove builds/{name}: it is live");
     }
-    remove_dir(layout, &layout.build_dir(name))?;
+    let removed = remove_dir(layout, &layout.build_dir(name));
+    if removed.as_ref().is_err_and(|e| !e.is::<Stuck>()) {
+        return removed;
+    }
     // Its record and output go with it; a build that is gone is never shown.
     let _ = std::fs::remove_file(layout.meta_file(name));
     let _ = std::fs::remove_file(layout.manifest_file(name));
     let _ = std::fs::remove_file(layout.carried_file(name));
     let _ = std::fs::remove_file(layout.output_dir().join(format!("{name}.log")));
-    Ok(())
+    removed
 }
 
 /// Removes a directory tree by first renaming it into the trash.
@@ -228,7 +244,102 @@ pub fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
     std::fs::rename(dir, &target)
         .with_context(|| format!("cannot move {} out of the way", dir.display()))?;
     crate::infra::fault::point("removing");
-    std::fs::remove_dir_all(&parked).with_context(|| format!("cannot remove {}", parked.display()))
+    delete_tree(&parked)
+}
+
+/// A tree in the trash that could not be deleted, because a directory in it is not the deploy
+/// user's to empty: the web server made it in a build, most likely. It stays in the trash,
+/// where nothing reads it, and every later deploy tries again.
+#[derive(Debug)]
+pub struct Stuck {
+    pub tree: std::path::PathBuf,
+    pub blocker: std::path::PathBuf,
+    pub owner: u32,
+    pub mode: u32,
+}
+
+impl std::fmt::Display for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let owner = crate::infra::perms::user_name(self.owner)
+            .unwrap_or_else(|| format!("uid {}", self.owner));
+        // Named as in the build it was (the parked tree is `<tree>/tree`).
+        let inside = self
+            .blocker
+            .strip_prefix(&self.tree)
+            .unwrap_or(&self.blocker);
+        let inside = inside.strip_prefix("tree").unwrap_or(inside);
+        write!(
+            f,
+            "left in the trash, as {}: its {} belongs to {owner} (mode {:o}), and this user \
+             cannot empty it; delete it as root (`sudo rm -rf {}`); each deploy tries again \
+             until then. A directory the app writes in belongs in `shared:` in deploy.yml",
+            self.tree.display(),
+            inside.display(),
+            self.mode & 0o7777,
+            self.tree.display()
+        )
+    }
+}
+
+impl std::error::Error for Stuck {}
+
+/// Deletes `tree`. When some of it cannot go, deletes all that can and names, as [`Stuck`],
+/// the first directory this user cannot empty.
+pub fn delete_tree(tree: &Path) -> Result<()> {
+    let err = match std::fs::remove_dir_all(tree) {
+        Ok(()) => return Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => err,
+    };
+    for entry in walkdir::WalkDir::new(tree)
+        .contents_first(true)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let _ = if entry.file_type().is_dir() {
+            std::fs::remove_dir(entry.path())
+        } else {
+            std::fs::remove_file(entry.path())
+        };
+    }
+    if std::fs::symlink_metadata(tree).is_err() {
+        return Ok(());
+    }
+    let blocker = walkdir::WalkDir::new(tree)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir() && !may_empty(e.path()))
+        .find_map(|e| Some((e.path().to_path_buf(), e.metadata().ok()?)));
+    match blocker {
+        Some((blocker, meta)) => {
+            use std::os::unix::fs::MetadataExt;
+            Err(Stuck {
+                tree: tree.to_path_buf(),
+                blocker,
+                owner: meta.uid(),
+                mode: meta.mode(),
+            }
+            .into())
+        }
+        None => Err(err).with_context(|| format!("cannot remove {}", tree.display())),
+    }
+}
+
+/// Whether this process may delete what `dir` holds (write and search permission).
+fn may_empty(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: path is a valid NUL-terminated string for the call.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Resul
         .iter()
         .map(|entry| plan(layout, build, entry).with_context(|| format!("shared entry `{entry}`")))
         .collect::<Result<Vec<_>>>()?;
+    if planned.iter().any(|l| *l != Linked::Existing) {
+        crate::infra::perms::check_can_add(&layout.shared)?;
+    }
     entries
         .iter()
         .zip(planned)
@@ -108,6 +111,9 @@ fn plan(layout: &Layout, build: &Path, entry: &SharedEntry) -> Result<Linked> {
 fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) -> Result<()> {
     let in_build = build.join(&entry.path);
     let in_shared = layout.shared.join(&entry.path);
+    let made = (*linked != Linked::Existing)
+        .then(|| first_missing(&layout.shared, &entry.path))
+        .flatten();
     if *linked != Linked::Existing
         && let Some(parent) = in_shared.parent()
     {
@@ -120,6 +126,10 @@ fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) ->
             .with_context(|| format!("cannot seed {}", in_shared.display()))?,
         Linked::CreatedEmpty => fs::create_dir(&in_shared)
             .with_context(|| format!("cannot create {}", in_shared.display()))?,
+    }
+    // What install --web-user did to shared/, done to what this deploy added to it.
+    if let Some(made) = made {
+        crate::infra::perms::treat_new(&layout.shared, &made)?;
     }
     make_parents(build, &entry.path)?;
     match fs::symlink_metadata(&in_build) {
@@ -154,6 +164,18 @@ fn check_parents(build: &Path, entry: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The outermost of `entry` and its parents that `shared` does not have yet.
+fn first_missing(shared: &Path, entry: &Path) -> Option<PathBuf> {
+    let mut path = shared.to_path_buf();
+    for part in entry.components() {
+        path.push(part);
+        if fs::symlink_metadata(&path).is_err() {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Creates the directories above an entry that the build does not have yet.

@@ -1,0 +1,416 @@
+//! Sharing `shared/` with the web server's user, done once (`install --web-user`), and what
+//! a deploy does to keep it so.
+//!
+//! `shared/` and everything in it gets the web user's primary group, directories get the
+//! setgid bit (what is made in them inherits the group) and group write, and, where the
+//! filesystem has POSIX ACLs, a default ACL giving the owning group rwx, so that files made
+//! in them are group-writable whatever the creator's umask. Deploys read that state back from
+//! shared/ itself (its setgid bit, its group, its default ACL) and give new entries the same:
+//! the filesystem is the one record, so nothing in deploy.yml can disagree with it.
+//!
+//! ACLs are written as the kernel's `system.posix_acl_default` attribute (what `setfacl -d`
+//! writes), so neither the `acl` package nor libacl is needed.
+
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// The user php-fpm's pool runs as, and its primary group.
+#[derive(Debug, Clone)]
+pub struct WebUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub group: String,
+}
+
+impl WebUser {
+    /// Looks `name` up in the user database; touches nothing.
+    pub fn resolve(name: &str) -> Result<WebUser> {
+        let Some((uid, gid)) = user_by_name(name) else {
+            bail!(
+                "--web-user: there is no user `{name}` on this server (`getent passwd {name}` \
+                 finds none); give the user php-fpm's pool runs as (`user =` in its pool file, \
+                 www-data on Debian)"
+            );
+        };
+        let group = group_name(gid).unwrap_or_else(|| gid.to_string());
+        Ok(WebUser {
+            name: name.to_string(),
+            uid,
+            gid,
+            group,
+        })
+    }
+}
+
+/// Lets the web server, another user, read what this process makes: a build's files come
+/// from the checkout, composer and the snapshot, each made under the session's umask, and a
+/// hardened server's 077 (or 027, the web server not in the deploy user's group) would make
+/// every build unreadable to php-fpm. Only the group's and others' read and search bits are
+/// given back; write stays as the umask says.
+pub fn let_the_web_server_read() {
+    // SAFETY: umask(2) cannot fail; the two calls read the mask and set it.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old & 0o022);
+    }
+}
+
+/// What [`share`] did, for install's output.
+pub struct Shared {
+    pub entries: usize,
+    pub acls: bool,
+}
+
+/// Looks `name` up and checks everything that could stop [`share`] half-way (the deploy
+/// user, who owns `root` or will, not in the group; files of other users in `shared` when not
+/// root), before anything is changed.
+pub fn prepare(root: &Path, shared: &Path, name: &str) -> Result<WebUser> {
+    let web = WebUser::resolve(name)?;
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    let deploy_uid = fs::metadata(root).map_or(unsafe { libc::geteuid() }, |m| m.uid());
+    check_membership(deploy_uid, &web)?;
+    if shared.exists() {
+        check_changeable(&walk(shared)?, &web)?;
+    }
+    Ok(web)
+}
+
+/// Gives `shared` (and all it holds) to `web`'s group: setgid, group-writable directories,
+/// group-writable files, default ACLs where the filesystem has them. `web` comes from
+/// [`prepare`].
+pub fn share(shared: &Path, web: &WebUser) -> Result<Shared> {
+    let entries = walk(shared)?;
+    check_changeable(&entries, web)?;
+    let mut acls = true;
+    for path in &entries {
+        acls &= treat(path, web.gid, acls)?;
+    }
+    Ok(Shared {
+        entries: entries.len(),
+        acls,
+    })
+}
+
+/// Called by a deploy on a path it just made in shared/ (an entry seeded or created, with the
+/// directories made above it): if shared/ was shared with the web user, `path` gets the same
+/// treatment. Otherwise nothing happens.
+pub fn treat_new(shared: &Path, path: &Path) -> Result<()> {
+    let meta = fs::metadata(shared)?;
+    if meta.mode() & libc::S_ISGID == 0 {
+        return Ok(());
+    }
+    let acls = default_acl_of(shared).is_some();
+    for entry in walk(path)? {
+        treat(&entry, meta.gid(), acls)
+            .with_context(|| format!("cannot give {} to shared/'s group", entry.display()))?;
+    }
+    Ok(())
+}
+
+/// Refuses, before a deploy adds anything to shared/, when what it adds could not be given to
+/// shared/'s group (the deploy user left it since install): nothing in shared/ is touched.
+pub fn check_can_add(shared: &Path) -> Result<()> {
+    let Ok(meta) = fs::metadata(shared) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.mode() & libc::S_ISGID == 0 || me == 0 || process_groups().contains(&meta.gid()) {
+        return Ok(());
+    }
+    let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+    let me = user_name(me).unwrap_or_else(|| format!("uid {me}"));
+    bail!(
+        "{} belongs to group `{group}` (install --web-user), which `{me}` is not in: what this \
+         deploy adds there could not be given to it; add it (`usermod -aG {group} {me}`) and \
+         log in again",
+        shared.display()
+    )
+}
+
+/// Every path at and under `top`, parents first, symlinks listed but never followed.
+fn walk(top: &Path) -> Result<Vec<PathBuf>> {
+    walkdir::WalkDir::new(top)
+        .into_iter()
+        .map(|e| {
+            e.map(walkdir::DirEntry::into_path)
+                .with_context(|| format!("cannot read {}", top.display()))
+        })
+        .collect()
+}
+
+/// The one path's share of [`share`]. Returns whether ACLs are (still) in use: `false` once
+/// the filesystem refused one, after which none is tried again.
+fn treat(path: &Path, gid: u32, acls: bool) -> Result<bool> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        // Its target is what matters, and a link into shared/ was listed on its own.
+        return Ok(acls);
+    }
+    if meta.gid() != gid {
+        std::os::unix::fs::lchown(path, None, Some(gid))
+            .with_context(|| format!("cannot change the group of {}", path.display()))?;
+    }
+    let wanted = if meta.is_dir() {
+        meta.mode() | libc::S_ISGID | 0o070
+    } else {
+        meta.mode() | 0o060
+    } & 0o7777;
+    // chown clears setgid on some filesystems: the mode is set after it. Only what must
+    // change is changed, so that install runs again over the web server's files (which only
+    // it and root may chmod) without a complaint.
+    let cleared = meta.gid() != gid;
+    if cleared || meta.mode() & 0o7777 != wanted {
+        fs::set_permissions(path, fs::Permissions::from_mode(wanted))
+            .with_context(|| format!("cannot change the mode of {}", path.display()))?;
+    }
+    if meta.is_dir() && acls && default_acl_of(path).is_none() {
+        return match set_default_acl(path, wanted) {
+            Ok(()) => Ok(true),
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
+            Err(err) => Err(err)
+                .with_context(|| format!("cannot set the default ACL of {}", path.display())),
+        };
+    }
+    Ok(acls)
+}
+
+/// The deploy user writes what the web user made only through the group; refused before
+/// anything changes when it is not in it.
+fn check_membership(deploy_uid: u32, web: &WebUser) -> Result<()> {
+    if deploy_uid == 0 || deploy_uid == web.uid {
+        return Ok(());
+    }
+    let Some(deploy) = user_name(deploy_uid) else {
+        bail!("the deploy root belongs to uid {deploy_uid}, which has no user name");
+    };
+    if !groups_of(&deploy).contains(&web.gid) {
+        bail!(
+            "the deploy user `{deploy}` (who owns the deploy root) is not in `{}`, {}'s group: \
+             it could not change what the web server writes in shared/. Add it \
+             (`usermod -aG {} {deploy}`), log in again and run install again",
+            web.group,
+            web.name,
+            web.group
+        );
+    }
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    if unsafe { libc::geteuid() } != 0 && !process_groups().contains(&web.gid) {
+        bail!(
+            "`{deploy}` is in `{}`, but this session is not yet (the group was added after it \
+             began): log in again (or run `newgrp {}`) and run install again",
+            web.group,
+            web.group
+        );
+    }
+    Ok(())
+}
+
+/// Without root only one's own files can be given a mode: refused up front, naming one.
+fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if me == 0 {
+        return Ok(());
+    }
+    let foreign: Vec<_> = entries
+        .iter()
+        .filter_map(|p| Some((p, fs::symlink_metadata(p).ok()?)))
+        .filter(|(_, m)| !m.file_type().is_symlink() && m.uid() != me)
+        .filter(|(_, m)| {
+            m.gid() != web.gid
+                || m.mode() & 0o060 != 0o060
+                || (m.is_dir() && m.mode() & libc::S_ISGID == 0)
+        })
+        .collect();
+    if let Some((path, meta)) = foreign.first() {
+        bail!(
+            "{} entries in shared/ belong to other users and cannot be changed by this one, \
+             e.g. {} ({}); run install --web-user as root",
+            foreign.len(),
+            path.display(),
+            user_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()))
+        );
+    }
+    Ok(())
+}
+
+const ACL_DEFAULT: &CStr = c"system.posix_acl_default";
+const ACL_VERSION: u32 = 2;
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+
+/// `setfacl -d -m u::rwx,g::rwx,o::<dir's own>`: what is made in `dir` is writable by its
+/// owner and by the group, whatever the creator's umask (which a default ACL replaces).
+fn set_default_acl(dir: &Path, mode: u32) -> io::Result<()> {
+    let mut value = ACL_VERSION.to_le_bytes().to_vec();
+    for (tag, perm) in [
+        (ACL_USER_OBJ, 0o7),
+        (ACL_GROUP_OBJ, 0o7),
+        (ACL_OTHER, (mode & 0o7) as u16),
+    ] {
+        value.extend(tag.to_le_bytes());
+        value.extend(perm.to_le_bytes());
+        value.extend(ACL_UNDEFINED_ID.to_le_bytes());
+    }
+    let path = c_path(dir)?;
+    // SAFETY: both pointers are valid for the lengths given; the kernel copies the value.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            ACL_DEFAULT.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The raw default ACL of `dir`, if it has one.
+pub fn default_acl_of(dir: &Path) -> Option<Vec<u8>> {
+    let path = c_path(dir).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: the buffer is valid for its length; the kernel writes at most that much.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            ACL_DEFAULT.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n > 0).then(|| {
+        buf.truncate(n as usize);
+        buf
+    })
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+}
+
+/// uid and primary gid of the user `name`.
+fn user_by_name(name: &str) -> Option<(u32, u32)> {
+    let name = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: zeroed passwd is a valid out-parameter; getpwnam_r fills it from buf.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, buf for its length.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
+}
+
+/// The name of the user with `uid`.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: zeroed passwd is a valid out-parameter; getpwuid_r fills it from buf.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, buf for its length.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside buf.
+    Some(
+        unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: zeroed group is a valid out-parameter; getgrgid_r fills it from buf.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut found = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, buf for its length.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: on success gr_name points at a NUL-terminated string inside buf.
+    Some(
+        unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// Every group the user database gives `user` (primary and supplementary).
+fn groups_of(user: &str) -> Vec<u32> {
+    let Some((_, primary)) = user_by_name(user) else {
+        return Vec::new();
+    };
+    let Ok(name) = CString::new(user) else {
+        return Vec::new();
+    };
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut n = groups.len() as libc::c_int;
+    // SAFETY: groups is valid for n entries; getgrouplist writes at most n and sets n.
+    let rc = unsafe { libc::getgrouplist(name.as_ptr(), primary, groups.as_mut_ptr(), &mut n) };
+    if rc < 0 {
+        // More than 256 groups: the primary one is certain, the rest is beyond this check.
+        return vec![primary];
+    }
+    groups.truncate(n as usize);
+    groups
+}
+
+/// The groups this process has now (effective and supplementary).
+fn process_groups() -> Vec<u32> {
+    let mut groups = vec![0 as libc::gid_t; 1024];
+    // SAFETY: groups is valid for its length; getgroups writes at most that many.
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    groups.truncate(n.max(0) as usize);
+    // SAFETY: getegid(2) cannot fail.
+    groups.push(unsafe { libc::getegid() });
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_user_is_a_clear_error() {
+        let err = WebUser::resolve("no-such-user-here")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("there is no user `no-such-user-here`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn root_resolves_to_uid_and_gid_zero() {
+        let root = WebUser::resolve("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+    }
+}

@@ -1,0 +1,533 @@
+//! `install --web-user`: shared/ given once to the web server's group, so that a php-fpm pool
+//! running as www-data and a deploy user that is not root can both change what the other
+//! wrote there; and a build the web server wrote into, which the deploy user cannot empty,
+//! never fails a deploy.
+//!
+//! The deploy user is a real throwaway user (useradd, removed on drop); the pool is real
+//! php-fpm running as www-data behind real nginx. Both need root: without it these tests say
+//! SKIPPED.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::harness::web::{WebServer, living, naming};
+use crate::harness::{Clone, Push, Server};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A user made for one test with useradd (its own group, no home), deleted when dropped.
+struct DeployUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl DeployUser {
+    #[track_caller]
+    fn create() -> DeployUser {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "adperm{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(&["useradd", "--no-create-home", "--shell", "/bin/sh", &name]);
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, &name]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        DeployUser {
+            uid: id("-u"),
+            gid: id("-g"),
+            name,
+        }
+    }
+
+    /// Every group the user database gives the user now, as a login would.
+    fn groups(&self) -> Vec<libc::gid_t> {
+        let out = Command::new("id")
+            .args(["-G", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect()
+    }
+
+    /// `cmd` run as this user with the groups a fresh login gives it (std's `uid()` would drop
+    /// the supplementary ones), and a hardened server's umask, 077.
+    fn run(&self, cmd: &mut Command) -> Output {
+        let (uid, gid, groups) = (self.uid, self.gid, self.groups());
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(0o077);
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    }
+
+    /// `sh -c script` as this user, with a umask of 022 (what a login shell has): must succeed.
+    #[track_caller]
+    fn sh(&self, dir: &Path, script: &str) {
+        let out = self.run(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("umask 022; {script}"))
+                .current_dir(dir),
+        );
+        assert!(
+            out.status.success(),
+            "as {}: {script}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for DeployUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+/// useradd, usermod: they take /etc/passwd's lock, which another test may hold a moment.
+#[track_caller]
+fn admin(args: &[&str]) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !last.contains("lock") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{} failed: {last}", args.join(" "));
+}
+
+/// The app: reports its version, and writes or appends, as the pool's user, to a path under
+/// the app's root (shared entries among them).
+const INDEX: &str = r#"<?php
+$root = dirname(__DIR__);
+$path = $root . '/' . ($_GET['path'] ?? '');
+switch ($_GET['op'] ?? '') {
+case 'write':
+    @mkdir(dirname($path), 0777, true);
+    echo @file_put_contents($path, $_GET['text']) === false ? 'failed' : 'ok';
+    break;
+case 'append':
+    echo @file_put_contents($path, $_GET['text'], FILE_APPEND) === false ? 'failed' : 'ok';
+    break;
+case 'cache':
+    // What a framework's view cache does: a directory of its own, closed to others.
+    $ok = @mkdir($path, 0755) && @file_put_contents("$path/compiled.php", '<?php') !== false;
+    echo $ok ? 'ok' : 'failed';
+    break;
+default:
+    echo 'version ' . trim(file_get_contents("$root/VERSION"));
+}
+"#;
+
+/// A server whose root and repository belong to a fresh deploy user (as on a server that user
+/// set up), its clone holding the app at `v1`.
+fn server_for(user: &DeployUser, shared: &str, keep_builds: &str) -> (Server, Clone) {
+    let server = Server::builder()
+        .config("composer", "false")
+        .config("shared", shared)
+        .config("keep_builds", keep_builds)
+        .install();
+    let clone = server.empty_clone("app");
+    clone.write("public/index.php", INDEX);
+    clone.write("VERSION", "v1\n");
+    clone.write("cache/.gitkeep", "");
+    clone.commit("v1");
+    let base = server.base();
+    for dir in [server.repo.clone(), server.root.clone(), base.join("home")] {
+        for entry in walkdir::WalkDir::new(dir) {
+            let entry = entry.unwrap();
+            std::os::unix::fs::lchown(entry.path(), Some(user.uid), Some(user.gid)).unwrap();
+        }
+    }
+    for dir in [&base, &clone.path] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (server, clone)
+}
+
+/// `install --web-user www-data` as the deploy user.
+fn install_as(server: &Server, user: &DeployUser, web_user: &str) -> Output {
+    user.run(
+        server
+            .command(crate::harness::BIN)
+            .arg("install")
+            .arg("--repo")
+            .arg(&server.repo)
+            .arg("--root")
+            .arg(&server.root)
+            .args(["--web-user", web_user]),
+    )
+}
+
+/// `git push <repository> HEAD:main` from `clone` as the deploy user.
+fn push_as(server: &Server, clone: &Clone, user: &DeployUser) -> Push {
+    let out = user.run(
+        server
+            .command("git")
+            .arg("push")
+            .arg(&server.repo)
+            .arg("HEAD:main")
+            // The clone is root's: git reads another user's repository only when told to.
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "safe.directory")
+            .env("GIT_CONFIG_VALUE_0", "*")
+            .current_dir(&clone.path),
+    );
+    Push {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// php-fpm running as www-data (and nginx) serving the server's `latest/public`.
+fn www_data_pool(server: &Server) -> WebServer {
+    WebServer::start_edited(
+        &server.root,
+        &server.base().join("web"),
+        &|pool| {
+            pool.replace("user = root", "user = www-data")
+                .replace("group = root", "group = www-data")
+        },
+        &|site| site,
+    )
+}
+
+fn get(web: &WebServer, query: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let mut response = agent.get(web.url(&format!("/?{query}"))).call().unwrap();
+    let body = response.body_mut().read_to_string().unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{query}: {body}");
+    body
+}
+
+fn stop(web: WebServer) {
+    let groups = web.process_groups();
+    let dir = web.dir().to_path_buf();
+    web.stop();
+    assert_eq!(living(&groups), Vec::<String>::new());
+    assert_eq!(naming(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn a_www_data_pool_and_the_deploy_user_each_change_what_the_other_wrote_in_shared() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user and a www-data pool needs root");
+        return;
+    }
+    let _heavy = crate::harness::exclusive();
+    let user = DeployUser::create();
+    let (server, clone) = server_for(&user, "[uploads/]", "5");
+
+    // Not in www-data's group: refused with the fix, before anything changes.
+    fs::create_dir_all(server.root.join("shared/uploads")).unwrap();
+    std::os::unix::fs::lchown(
+        server.root.join("shared/uploads"),
+        Some(user.uid),
+        Some(user.gid),
+    )
+    .unwrap();
+    let before = server.state();
+    let shared_mode = fs::metadata(server.root.join("shared")).unwrap().mode();
+    let refused = install_as(&server, &user, "www-data");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains(&format!("usermod -aG www-data {}", user.name)),
+        "{said}"
+    );
+    assert_eq!(server.state(), before);
+    assert_eq!(
+        fs::metadata(server.root.join("shared")).unwrap().mode(),
+        shared_mode
+    );
+
+    admin(&["usermod", "-aG", "www-data", &user.name]);
+    let installed = install_as(&server, &user, "www-data");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    push_as(&server, &clone, &user).success();
+    let web = www_data_pool(&server);
+    assert_eq!(get(&web, ""), "version v1");
+
+    // The web server writes uploads (a directory of its own among them) through a request.
+    assert_eq!(get(&web, "op=write&path=uploads/2026/a.txt&text=web"), "ok");
+    assert_eq!(get(&web, "op=write&path=uploads/b.txt&text=web"), "ok");
+    let uploads = server.root.join("shared/uploads");
+    assert_eq!(fs::metadata(uploads.join("2026/a.txt")).unwrap().uid(), 33);
+    // The deploy user changes and deletes them, and makes files of its own (umask 022)...
+    user.sh(
+        &uploads,
+        "echo deploy >> 2026/a.txt && rm b.txt && echo deploy > 2026/c.txt && echo deploy > d.txt",
+    );
+    // ...which the web server can change in turn.
+    assert_eq!(get(&web, "op=append&path=uploads/d.txt&text=-web"), "ok");
+    assert_eq!(
+        get(&web, "op=append&path=uploads/2026/c.txt&text=-web"),
+        "ok"
+    );
+    // Installing again, over the web server's files, changes nothing and complains of nothing.
+    let again = install_as(&server, &user, "www-data");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The next deploy keeps them, and an entry it adds to shared/ (seeded from the commit)
+    // gets the same treatment.
+    clone.write("VERSION", "v2\n");
+    clone.write("logs/.gitkeep", "");
+    clone.commit("v2");
+    server.set_config("shared", "[uploads/, logs/]");
+    push_as(&server, &clone, &user).success();
+    assert_eq!(get(&web, ""), "version v2");
+    assert_eq!(
+        fs::read_to_string(uploads.join("2026/a.txt")).unwrap(),
+        "webdeploy\n"
+    );
+    assert_eq!(
+        fs::read_to_string(uploads.join("d.txt")).unwrap(),
+        "deploy\n-web"
+    );
+    assert!(!uploads.join("b.txt").exists());
+    assert_eq!(get(&web, "op=write&path=logs/app.log&text=web"), "ok");
+    user.sh(&server.root.join("shared/logs"), "echo deploy >> app.log");
+
+    // Builds stay the deploy user's, readable (not writable) by the pool, though the push
+    // ran with a umask of 077.
+    let live = server.build_path(&server.live().unwrap());
+    let index = fs::metadata(live.join("public/index.php")).unwrap();
+    assert_eq!(index.uid(), user.uid);
+    assert_eq!(index.mode() & 0o004, 0o004, "others read the build");
+    assert_eq!(get(&web, "op=write&path=public/x.php&text=x"), "failed");
+    stop(web);
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
+#[test]
+fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user and a www-data pool needs root");
+        return;
+    }
+    let _heavy = crate::harness::exclusive();
+    let user = DeployUser::create();
+    admin(&["usermod", "-aG", "www-data", &user.name]);
+    let (server, clone) = server_for(&user, "[uploads/]", "1");
+    let installed = install_as(&server, &user, "www-data");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    push_as(&server, &clone, &user).success();
+    let v1 = server.live().unwrap();
+    // The usual advice for a cache the app cannot write: `chmod 777`. The pool then makes a
+    // directory of its own in the build, which the deploy user cannot empty.
+    fs::set_permissions(
+        server.build_path(&v1).join("cache"),
+        fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let web = www_data_pool(&server);
+    assert_eq!(get(&web, "op=cache&path=cache/views"), "ok");
+    stop(web);
+
+    let deploy = |version: &str| {
+        clone.write("VERSION", &format!("{version}\n"));
+        clone.commit(version);
+        let push = push_as(&server, &clone, &user).success();
+        assert_eq!(server.read_live("VERSION"), format!("{version}\n"));
+        server.assert_only_complete_builds(&["uploads"]);
+        assert_eq!(server.builds(), [server.live().unwrap()], "keep_builds: 1");
+        push
+    };
+    // keep_builds: 1 removes v1: it leaves builds/ whole, in one rename, and stays in the
+    // trash with a warning that names the directory and the fix.
+    let push = deploy("v2");
+    let warning = push.remote_line("warning: ").expect("a warning");
+    assert!(
+        warning.contains("its cache/views belongs to www-data (mode 755)")
+            && warning.contains("sudo rm -rf"),
+        "{warning}"
+    );
+    let trash = server.root.join(".atomdeploy/trash");
+    assert_eq!(fs::read_dir(&trash).unwrap().count(), 1);
+    assert!(!server.build_path(&v1).exists());
+    // The next deploy tries again, warns again, and succeeds.
+    let push = deploy("v3");
+    assert!(
+        push.stderr.contains("its cache/views belongs to www-data"),
+        "{}",
+        push.stderr
+    );
+
+    // Once the operator fixed it, the next deploy deletes it.
+    let parked: Vec<PathBuf> = fs::read_dir(&trash)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for entry in walkdir::WalkDir::new(&parked[0]) {
+        std::os::unix::fs::lchown(entry.unwrap().path(), Some(user.uid), None).unwrap();
+    }
+    let push = deploy("v4");
+    assert!(!push.stderr.contains("warning:"), "{}", push.stderr);
+    server.assert_nothing_left_behind();
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
+#[test]
+fn a_deploy_user_that_left_the_group_is_refused_before_shared_changes() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user needs root");
+        return;
+    }
+    let user = DeployUser::create();
+    admin(&["usermod", "-aG", "www-data", &user.name]);
+    let (server, clone) = server_for(&user, "[uploads/]", "5");
+    let installed = install_as(&server, &user, "www-data");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    push_as(&server, &clone, &user).success();
+    admin(&["gpasswd", "--delete", &user.name, "www-data"]);
+
+    // A new entry, seeded from the commit, could not be given to www-data's group.
+    clone.write("logs/.gitkeep", "");
+    clone.commit("v2");
+    server.set_config("shared", "[uploads/, logs/]");
+    let before = server.state();
+    let push = push_as(&server, &clone, &user);
+    let error = push.remote_line("error: ").expect("an error line");
+    assert!(
+        error.contains("belongs to group `www-data` (install --web-user)")
+            && error.contains(&format!("usermod -aG www-data {}", user.name)),
+        "{error}"
+    );
+    server.assert_unchanged_since(&before);
+    assert!(!server.root.join("shared/logs").exists());
+}
+
+#[test]
+fn install_with_an_unknown_web_user_is_refused_and_changes_nothing() {
+    let server = Server::install();
+    fs::create_dir_all(server.root.join("shared/uploads")).unwrap();
+    let before = server.state();
+    let mode = |p: &str| fs::metadata(server.root.join(p)).unwrap().mode();
+    let modes = (mode("shared"), mode("shared/uploads"));
+    let hook = fs::read(server.repo.join("hooks/post-receive")).unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "nosuchuser"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("there is no user `nosuchuser` on this server"),
+        "{said}"
+    );
+    assert_eq!(server.state(), before);
+    assert_eq!((mode("shared"), mode("shared/uploads")), modes);
+    assert_eq!(
+        fs::read(server.repo.join("hooks/post-receive")).unwrap(),
+        hook
+    );
+
+    // A root that does not exist yet is not made either.
+    let fresh = server.base().join("fresh");
+    let out = server
+        .command(crate::harness::BIN)
+        .arg("install")
+        .arg("--repo")
+        .arg(server.base().join("fresh.git"))
+        .arg("--root")
+        .arg(&fresh)
+        .args(["--web-user", "nosuchuser"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!fresh.exists() && !server.base().join("fresh.git").exists());
+}
+
+/// A ramfs mounted for one test (a filesystem without extended attributes, so without ACLs),
+/// unmounted when dropped.
+struct Ramfs(PathBuf);
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn without_acls_shared_is_still_setgid_and_group_writable_and_install_says_what_is_missing() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a ramfs (a filesystem without ACLs) needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t ramfs");
+    let ramfs = Ramfs(dir.path().to_path_buf());
+    let server = Server::builder().root(&ramfs.0.join("srv")).install();
+    fs::create_dir_all(server.root.join("shared/uploads/2026")).unwrap();
+    fs::write(server.root.join("shared/uploads/2026/a.txt"), "a").unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(
+        said.matches("this filesystem has no POSIX ACLs").count(),
+        1,
+        "said once: {said}"
+    );
+    assert!(said.contains("UMask=0002"), "{said}");
+    for (path, mode) in [
+        ("shared", 0o2775),
+        ("shared/uploads", 0o2775),
+        ("shared/uploads/2026", 0o2775),
+        ("shared/uploads/2026/a.txt", 0o664),
+    ] {
+        let meta = fs::metadata(server.root.join(path)).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (mode, 33), "{path}");
+    }
+    drop(server);
+}
