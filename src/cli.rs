@@ -58,8 +58,10 @@ pub enum Command {
     },
     /// Run by git after a push: reads `<old> <new> <ref>` lines on stdin and deploys.
     PostReceive {
-        #[command(flatten)]
-        root: RootArg,
+        /// A deploy root of this repository; repeated when it serves several (environments:
+        /// each root deploys its own branch).
+        #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR", required = true)]
+        root: Vec<PathBuf>,
     },
     /// A drop-in for git-receive-pack that makes `git push` exit non-zero when its deploy
     /// failed: `git config remote.production.receivepack "atomdeploy-hook receive-pack"`.

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod doctor;
+pub mod environments;
 pub mod freeze;
 pub mod group;
 pub mod hook;
