@@ -91,7 +91,8 @@ pub enum Command {
     },
     /// Switch back to the newest older build that is not bad, and mark the live one bad.
     ///
-    /// The same as `git push production :rollback`.
+    /// The same as `git push production :rollback` (`:rollback-<branch>` for a root added to a
+    /// repository that has others).
     Rollback {
         /// Switch to this build instead (a name from `atomdeploy-hook builds`).
         #[arg(long, value_name = "BUILD")]

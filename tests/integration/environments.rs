@@ -127,6 +127,25 @@ fn each_root_deploys_its_own_branch_rolls_back_and_replays_alone() {
         Some(first_main_commit.trim())
     );
 
+    // Each root keeps the commits of its own builds (same-named builds in both roots), and
+    // the first root's deploys leave the second's refs alone.
+    let refs_of = |prefix: &str| -> Vec<String> {
+        let out = main.repo_git(&["for-each-ref", "--format=%(refname)", prefix]);
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let staging_refs = refs_of("refs/atomdeploy/builds/rollback-staging/");
+    assert_eq!(
+        staging_refs.len(),
+        staging.builds().len(),
+        "{staging_refs:?}"
+    );
+    let main_refs = refs_of("refs/atomdeploy/builds/").len() - staging_refs.len();
+    assert_eq!(main_refs, main.builds().len());
+
     // `:rollback-staging` rolls back the second root only.
     let main_state = main.state();
     clone.push(&[":rollback-staging"]).success();
@@ -139,6 +158,10 @@ fn each_root_deploys_its_own_branch_rolls_back_and_replays_alone() {
     clone.push(&[":rollback"]).success();
     assert_eq!(live_version(&main), "main-1");
     staging.assert_unchanged_since(&staging_state);
+    assert_eq!(
+        refs_of("refs/atomdeploy/builds/rollback-staging/"),
+        staging_refs
+    );
 
     // `<commit>:replay-staging` makes a new build of the second root only, and is deleted.
     let staging_builds = staging.builds();
