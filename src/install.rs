@@ -148,11 +148,19 @@ struct Placement {
 /// that is another root's `rollback…`/`replay…`.
 fn place_root(args: &Install) -> Result<Placement> {
     let hook = args.repo.join("hooks").join("post-receive");
-    let listed = fs::read_to_string(&hook)
-        .ok()
-        .filter(|text| text.contains(HOOK_MARKER))
-        .and_then(|text| environments::hook_roots(&text))
-        .unwrap_or_default();
+    let listed = match fs::read_to_string(&hook) {
+        Ok(text) if text.contains(HOOK_MARKER) => environments::hook_roots(&text)
+            // Rewriting it with this root alone would drop the others without a word.
+            .with_context(|| {
+                format!(
+                    "cannot tell which roots {} names (its `exec … --root DIR` line was \
+                     edited?); restore that line and install again",
+                    hook.display()
+                )
+            })?,
+        // Not ours (refused later, as before) or none yet.
+        _ => Vec::new(),
+    };
     let at = listed
         .iter()
         .position(|r| crate::config::same_path(r, args.root));

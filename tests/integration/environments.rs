@@ -340,6 +340,19 @@ fn install_refuses_clashing_branches_and_keeps_every_root_in_the_hook() {
     );
     assert_eq!(main.live(), None);
     assert_eq!(staging.live(), None);
+
+    // A hook of ours whose roots cannot be read any more is not rewritten with one root.
+    // (An odd number of quotes: sh would not run it either.)
+    let edited = both.replacen(" post-receive --root ", " post-receive --root '", 1);
+    fs::write(main.repo.join("hooks/post-receive"), &edited).unwrap();
+    let out = other.run_install(&main.repo, &["--branch", "qa2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot tell which roots"),
+        "{out:?}"
+    );
+    assert_eq!(hook_text(&main), edited);
+    assert!(!other.root.exists());
 }
 
 #[test]
