@@ -198,7 +198,17 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
         replay: String::new(),
     };
     let all = push::parse(input, &nothing)?;
-    let loaded: Vec<(&PathBuf, Loaded)> = roots.iter().map(|r| (r, load(r))).collect();
+    // A root listed twice (a hand-edited hook) would deploy each push twice.
+    let mut unique: Vec<&PathBuf> = Vec::new();
+    for root in roots {
+        if !unique
+            .iter()
+            .any(|seen| crate::config::same_path(seen, root))
+        {
+            unique.push(root);
+        }
+    }
+    let loaded: Vec<(&PathBuf, Loaded)> = unique.into_iter().map(|r| (r, load(r))).collect();
     let shared = Reporter::new(Output::detect(true));
     if !all.group.is_empty() {
         return refuse_group(roots, &loaded, &all.group, &shared);

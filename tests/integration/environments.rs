@@ -254,6 +254,25 @@ fn a_broken_root_fails_only_the_pushes_for_it_and_the_wrapper_says_so() {
     clone.commit("staging-3");
     clone.push(&["staging"]).success();
     assert_eq!(live_version(&staging), "staging-3");
+
+    // deploy.yml gone: a push of main still deploys the first root; a branch no readable root
+    // claims may be the missing one's, so that push says why it cannot tell.
+    fs::remove_file(&staging_config).unwrap();
+    clone.git(&["checkout", "-q", "main"]);
+    clone.set_version("main-3");
+    clone.commit("main-3");
+    clone.push_main().success();
+    assert_eq!(live_version(&main), "main-3");
+    clone.git(&["branch", "feature"]);
+    let push = clone.push(&["feature"]);
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    assert!(
+        push.stderr
+            .contains(&format!("cannot read {}", staging_config.display())),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(live_version(&staging), "staging-3");
 }
 
 #[test]
