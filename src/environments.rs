@@ -77,7 +77,7 @@ pub fn further_root(deploy: &str) -> Branches {
     }
 }
 
-/// Records `branches` as the root's own (see [`CONTROL_FILE`]).
+/// Records `branches` as the root's own, in `.atomdeploy/control-branches`.
 pub fn record_branches(layout: &Layout, branches: &Branches) -> Result<()> {
     let text = format!(
         "rollback: {}\nreplay: {}\n",
