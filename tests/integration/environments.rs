@@ -414,3 +414,24 @@ fn the_hook_hands_every_root_to_the_program_unchanged() {
         .collect();
     assert_eq!(words, [main.root.clone(), staging.root.clone()]);
 }
+
+/// Each root has its own lock: a deploy of one held mid-way does not hold up the other's.
+#[test]
+fn a_deploy_held_in_one_root_does_not_hold_up_the_other() {
+    let (main, staging) = two_roots();
+    let clone = main.clone_fixture("example-app");
+    clone.git(&["branch", "staging"]);
+    let gate = main.gate_deploys();
+    let held = clone.spawn_push(&["main"]);
+    gate.wait_held(&held);
+    let other = clone.push(&["staging"]);
+    let (staging_live, main_live) = (staging.live(), main.live());
+    // Opened before any assertion: a panic must not leave the held hook waiting forever.
+    gate.open();
+    let held = held.finish();
+    other.success();
+    assert!(staging_live.is_some());
+    assert_eq!(main_live, None);
+    held.success();
+    assert!(main.live().is_some());
+}
