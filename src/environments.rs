@@ -187,6 +187,12 @@ fn guess_branch(config_file: &Path) -> Option<String> {
     Some(named.unwrap_or_else(|| "main".to_string()))
 }
 
+/// A root's part of a push.
+enum Part<'a> {
+    Ready(&'a Plan, &'a Branches, Box<push::PushRequest>),
+    Broken(&'a anyhow::Error),
+}
+
 /// The hook for a repository with several roots: each root handles the refs that are its own,
 /// one root after the other, each under its own lock and with its own output heading; the
 /// push fails (through the receive-pack wrapper) if any root's part failed.
@@ -256,7 +262,7 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
                     || request.rollback_moved
                     || request.branch_deleted;
                 if asked {
-                    work.push((*root, Some((plan, branches, request)), None));
+                    work.push((*root, Part::Ready(plan, branches, Box::new(request))));
                 }
             }
             Loaded::Broken(err, branches) => {
@@ -266,7 +272,7 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
                     None => !unclaimed.is_empty(),
                 };
                 if concerned {
-                    work.push((*root, None, Some(err)));
+                    work.push((*root, Part::Broken(err)));
                 }
             }
         }
@@ -276,21 +282,25 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
     }
     status.pending();
     let mut failures = Vec::new();
-    for (root, ready, broken) in work {
-        let what = match &ready {
-            Some((_, b, _)) => format!(" (refs/heads/{})", b.deploy),
-            None => String::new(),
+    for (root, part) in work {
+        let what = match &part {
+            Part::Ready(_, b, _) => format!(" (refs/heads/{})", b.deploy),
+            Part::Broken(_) => String::new(),
         };
         shared.line(&format!("atomdeploy: ==== {}{what} ====", root.display()));
-        if let Some((plan, branches, request)) = ready {
-            let reporter = Reporter::new(Output::detect(true));
-            if let Err(failure) = hook::handle_reported(plan, branches, &request, &reporter) {
-                failures.push(format!("{}: {failure}", root.display()));
+        match part {
+            Part::Ready(plan, branches, request) => {
+                // Its own transcript: each root's log holds its own output only.
+                let reporter = Reporter::new(Output::detect(true));
+                if let Err(failure) = hook::handle_reported(plan, branches, &request, &reporter) {
+                    failures.push(format!("{}: {failure}", root.display()));
+                }
             }
-        } else if let Some(err) = broken {
-            let why = format!("{}: {err:#}", root.display());
-            report::error(&why);
-            failures.push(why);
+            Part::Broken(err) => {
+                let why = format!("{}: {err:#}", root.display());
+                report::error(&why);
+                failures.push(why);
+            }
         }
     }
     if failures.is_empty() {
