@@ -63,8 +63,10 @@ pub enum Command {
     },
     /// Run by git after a push: reads `<old> <new> <ref>` lines on stdin and deploys.
     PostReceive {
-        #[command(flatten)]
-        root: RootArg,
+        /// A deploy root of this repository; repeated when it serves several (environments:
+        /// each root deploys its own branch).
+        #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR", required = true)]
+        root: Vec<PathBuf>,
     },
     /// A drop-in for git-receive-pack that makes `git push` exit non-zero when its deploy
     /// failed: `git config remote.production.receivepack "atomdeploy-hook receive-pack"`.
@@ -94,7 +96,8 @@ pub enum Command {
     },
     /// Switch back to the newest older build that is not bad, and mark the live one bad.
     ///
-    /// The same as `git push production :rollback`.
+    /// The same as `git push production :rollback` (`:rollback-<branch>` for a root added to a
+    /// repository that has others).
     Rollback {
         /// Switch to this build instead (a name from `atomdeploy-hook builds`).
         #[arg(long, value_name = "BUILD")]

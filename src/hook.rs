@@ -2,25 +2,26 @@
 //! pushed ref asks of it (a deploy, a rollback, a group operation, or nothing).
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::deploy::{self, Request};
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{self, Output, Reported, Reporter};
-use crate::push::PushRequest;
+use crate::push::{Branches, PushRequest};
 use crate::push_status::StatusFile;
 use crate::state::builds;
 use crate::state::plan::Plan;
 use crate::state::refs;
-use crate::{group, push, rollback};
+use crate::{environments, group, push, rollback};
 
-/// Runs the hook for the deploy root `root`, reading the pushed refs from stdin, and tells
-/// a waiting `atomdeploy-hook receive-pack` (if any) how it went.
-pub fn run(root: &Path) -> Result<()> {
+/// Runs the hook for the deploy roots `roots` (one, or several sharing the repository: see
+/// `environments.rs`), reading the pushed refs from stdin, and tells a waiting
+/// `atomdeploy-hook receive-pack` (if any) how it went.
+pub fn run(roots: &[PathBuf]) -> Result<()> {
     let status = StatusFile::from_env();
-    let result = run_reported(root, &status);
+    let result = run_reported(roots, &status);
     match &result {
         Ok(()) => status.ok(),
         Err(err) if err.is::<Reported>() => {}
@@ -29,32 +30,55 @@ pub fn run(root: &Path) -> Result<()> {
     result
 }
 
-fn run_reported(root: &Path, status: &StatusFile) -> Result<()> {
+fn run_reported(roots: &[PathBuf], status: &StatusFile) -> Result<()> {
     // Bytes, not text: a ref name need not be UTF-8 (see push.rs).
     let mut input = Vec::new();
     std::io::stdin()
         .read_to_end(&mut input)
         .context("cannot read the pushed refs from stdin")?;
+    let root = match roots {
+        [root] => root,
+        [] => bail!("no deploy root given: --root DIR"),
+        several => return environments::run_several(several, &input, status),
+    };
     let plan = Plan::load(root)?;
     check_repository(&plan)?;
-    let request = push::parse(&input, &plan.config.branch)?;
-    let group = !request.group.is_empty();
-    if request.deploy.is_some() || request.replay.is_some() || request.rollback || group {
+    let branches = environments::branches(&plan.layout, &plan.config.branch)?;
+    let request = push::parse(&input, &branches)?;
+    if request.deploy.is_some()
+        || request.replay.is_some()
+        || request.rollback
+        || !request.group.is_empty()
+    {
         status.pending();
     }
     let reporter = Reporter::new(Output::detect(true));
-    let Err(err) = handle(&plan, &request, &reporter) else {
+    if let Err(failure) = handle_reported(&plan, &branches, &request, &reporter) {
+        status.failed(&failure);
+        return Err(Reported.into());
+    }
+    Ok(())
+}
+
+/// One root's part of a push; a failure is reported to the pusher (the summary, then the
+/// `error:` line) and returned as the push status's `step: why`.
+pub(crate) fn handle_reported(
+    plan: &Plan,
+    branches: &Branches,
+    request: &PushRequest,
+    reporter: &Reporter,
+) -> std::result::Result<(), String> {
+    let Err(err) = handle(plan, branches, request, reporter) else {
         return Ok(());
     };
     let why = format!("{err:#}");
     // The summary first: the `error:` line stays the last thing the pusher reads. (A
     // group's primary reads a host's errors and says what failed itself.)
-    if !group {
-        summary(&plan, &request, &why, &reporter);
+    if request.group.is_empty() {
+        summary(plan, branches, request, &why, reporter);
     }
     report::error(&why);
-    status.failed(&failure(failed_step(&why, &reporter), &why));
-    Err(Reported.into())
+    Err(failure(failed_step(&why, reporter), &why))
 }
 
 /// The step a failure happened in: the one its message names first (a step's errors say
@@ -106,7 +130,13 @@ fn first_line(text: &str) -> String {
 
 /// The block a failed push ends with, just above its `error:` line: what failed, what is
 /// live, how to try again.
-fn summary(plan: &Plan, request: &PushRequest, why: &str, reporter: &Reporter) {
+fn summary(
+    plan: &Plan,
+    branches: &Branches,
+    request: &PushRequest,
+    why: &str,
+    reporter: &Reporter,
+) {
     let what = if request.deploy.is_some() || request.replay.is_some() {
         "deploy"
     } else {
@@ -121,9 +151,10 @@ fn summary(plan: &Plan, request: &PushRequest, why: &str, reporter: &Reporter) {
     };
     let step = failed_step(why, reporter);
     let branch = &plan.config.branch;
+    let replay = &branches.replay;
     // The pushed commit is on the branch already: pushing it again would change nothing.
     let retry = if step == "freeze" {
-        format!("after `atomdeploy-hook unfreeze`: `git push production {branch}:replay`,")
+        format!("after `atomdeploy-hook unfreeze`: `git push production {branch}:{replay}`,")
     } else {
         format!("fix it and `git push production {branch}`,")
     };
@@ -132,15 +163,16 @@ fn summary(plan: &Plan, request: &PushRequest, why: &str, reporter: &Reporter) {
         format!("atomdeploy:   failed in: {}", failure(step, why)),
         format!("atomdeploy:   live now:  {live}"),
         format!("atomdeploy:   retry:     {retry}"),
-        "atomdeploy:              or deploy a commit again: `git push production <commit>:replay`"
-            .to_string(),
+        format!(
+            "atomdeploy:              or deploy a commit again: `git push production <commit>:{replay}`"
+        ),
     ] {
         reporter.line(&line);
     }
 }
 
 /// git runs hooks in the repository that received the push: refuses to deploy another one's.
-fn check_repository(plan: &Plan) -> Result<()> {
+pub(crate) fn check_repository(plan: &Plan) -> Result<()> {
     if let Some(git_dir) = std::env::var_os("GIT_DIR")
         && !crate::config::same_path(Path::new(&git_dir), &plan.config.repository)
     {
@@ -159,10 +191,16 @@ fn check_repository(plan: &Plan) -> Result<()> {
 /// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
 /// back if it deleted the rollback branch.
 pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()> {
-    handle(plan, &push::parse(input, &plan.config.branch)?, reporter)
+    let branches = environments::branches(&plan.layout, &plan.config.branch)?;
+    handle(plan, &branches, &push::parse(input, &branches)?, reporter)
 }
 
-fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
+fn handle(
+    plan: &Plan,
+    branches: &Branches,
+    request: &PushRequest,
+    reporter: &Reporter,
+) -> Result<()> {
     if !request.group.is_empty() {
         return group::host::handle(plan, request, reporter);
     }
@@ -190,22 +228,26 @@ fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()>
         )?;
     }
     if let Some(update) = &request.replay {
+        let replay_ref = format!("refs/heads/{}", branches.replay);
         let result = deploy::deploy(
             plan,
             &Request {
-                source: "refs/heads/replay",
+                source: &replay_ref,
                 rev: Some(&update.new),
                 always_new: true,
             },
             reporter,
         );
-        drop_replay_branch(plan, &update.new, reporter);
+        drop_replay_branch(plan, &replay_ref, &update.new, reporter);
         result?;
     }
+    let rollback_ref = format!("refs/heads/{}", branches.rollback);
     if request.rollback {
-        rollback::rollback(plan, None, "refs/heads/rollback", reporter)?;
+        rollback::rollback(plan, None, &rollback_ref, reporter)?;
     } else if request.rollback_moved {
-        reporter.line("atomdeploy: refs/heads/rollback is kept at the rollback target by atomdeploy-hook; reset it");
+        reporter.line(&format!(
+            "atomdeploy: {rollback_ref} is kept at the rollback target by atomdeploy-hook; reset it"
+        ));
         let _lock =
             DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
         refs::open_and_sync_ref(plan, reporter);
@@ -213,24 +255,22 @@ fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()>
     Ok(())
 }
 
-/// Deletes `refs/heads/replay` once its push was handled, so that the same
+/// Deletes the replay branch (`replay_ref`) once its push was handled, so that the same
 /// `git push production main:replay` deploys again next time. Only if it still names `commit`:
 /// another push may have moved it meanwhile, and its own hook will delete it.
-fn drop_replay_branch(plan: &Plan, commit: &str, reporter: &Reporter) {
+fn drop_replay_branch(plan: &Plan, replay_ref: &str, commit: &str, reporter: &Reporter) {
     let out = std::process::Command::new("git")
         .arg("--git-dir")
         .arg(&plan.config.repository)
-        .args(["update-ref", "-d", "refs/heads/replay", commit])
+        .args(["update-ref", "-d", replay_ref, commit])
         .stdin(std::process::Stdio::null())
         .output();
     match out {
         Ok(out) if out.status.success() => {}
         Ok(out) => reporter.warn(&format!(
-            "could not delete refs/heads/replay: {}",
+            "could not delete {replay_ref}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )),
-        Err(e) => reporter.warn(&format!(
-            "could not run git to delete refs/heads/replay: {e}"
-        )),
+        Err(e) => reporter.warn(&format!("could not run git to delete {replay_ref}: {e}")),
     }
 }

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use git2::Repository;
 
 use crate::infra::perms::{self, WebUser};
+use crate::environments;
+use crate::push::Branches;
 use crate::state::plan::{Layout, Plan};
 
 const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
@@ -49,6 +51,7 @@ pub fn install(args: &Install) -> Result<()> {
         .transpose()?;
 
     let repaired = refuse_other_repository(args.root, args.repo, args.branch)?;
+    let place = place_root(args)?;
     fs::create_dir_all(args.root)
         .with_context(|| format!("cannot create {}", args.root.display()))?;
     let root = fs::canonicalize(args.root)?;
@@ -65,7 +68,12 @@ pub fn install(args: &Install) -> Result<()> {
     let repo_path = open_or_init_bare(args.repo, args.branch)?;
     crate::state::refs::hide_internal_refs(&Repository::open_bare(&repo_path)?)?;
     turn_on_fsck(&repo_path)?;
-    write_hook(&repo_path, &root)?;
+    let mut roots = place.others.clone();
+    roots.insert(place.position.min(roots.len()), root.clone());
+    write_hook(&repo_path, &roots)?;
+    if place.record {
+        environments::record_branches(&layout, &place.branches)?;
+    }
 
     if let Some(text) = repaired {
         write_atomically(&layout.config_file, &text, 0o644)?;
@@ -92,6 +100,23 @@ pub fn install(args: &Install) -> Result<()> {
         repo_path.display(),
         root.display()
     );
+    if roots.len() > 1 {
+        println!(
+            "{} serves {} deploy roots: {}",
+            repo_path.display(),
+            roots.len(),
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "this root's own branches: deploy `{}`, roll back with `git push production :{}`, \
+             deploy a commit again with `git push production <commit>:{}`",
+            place.branches.deploy, place.branches.rollback, place.branches.replay
+        );
+    }
     println!("on your machine, run:");
     println!("    git remote add production {remote_url}");
     println!("    git push production {}", args.branch);
@@ -143,6 +168,121 @@ fn print_exit_status_setup(repo: &Path) -> Result<()> {
         "    command=\"{binary} serve --repo {repo}\",no-pty,no-port-forwarding,no-X11-forwarding,no-agent-forwarding ssh-ed25519 AAAA…"
     );
     Ok(())
+}
+
+/// Where the root goes among the roots the repository's hook names already (environments:
+/// see `environments.rs`), and its branches.
+struct Placement {
+    /// The other roots, in the hook's order.
+    others: Vec<PathBuf>,
+    /// The root's place among them: where it was, or last.
+    position: usize,
+    branches: Branches,
+    /// Whether its branches are to be recorded (a root new to a repository that has others).
+    record: bool,
+}
+
+/// Reads the roots the hook names, and refuses, before anything is written, a root whose
+/// branches would clash with another root's: one branch deployed by two roots, or a branch
+/// that is another root's `rollback…`/`replay…`.
+fn place_root(args: &Install) -> Result<Placement> {
+    let hook = args.repo.join("hooks").join("post-receive");
+    let listed = match fs::read_to_string(&hook) {
+        Ok(text) if text.contains(HOOK_MARKER) => environments::hook_roots(&text)
+            // Rewriting it with this root alone would drop the others without a word.
+            .with_context(|| {
+                format!(
+                    "cannot tell which roots {} names (its `exec … --root DIR` line was \
+                     edited?); restore that line and install again",
+                    hook.display()
+                )
+            })?,
+        // Not ours (refused later, as before) or none yet.
+        _ => Vec::new(),
+    };
+    let at = listed
+        .iter()
+        .position(|r| crate::config::same_path(r, args.root));
+    let others: Vec<PathBuf> = listed
+        .iter()
+        .filter(|r| !crate::config::same_path(r, args.root))
+        .cloned()
+        .collect();
+    let position = at.unwrap_or(others.len());
+    let layout = Layout::new(args.root);
+    // The branch it will deploy: an existing deploy.yml is kept, so it is that one's.
+    let deploy = fs::read_to_string(&layout.config_file)
+        .ok()
+        .and_then(|text| crate::config::parse(&text, &layout.config_file, args.root).ok())
+        .map_or_else(|| args.branch.to_string(), |c| c.branch);
+    let recorded = layout.state.join("control-branches").exists();
+    let (branches, record) = if recorded {
+        (environments::branches(&layout, &deploy)?, false)
+    } else if position == 0 {
+        (Branches::first(&deploy), false)
+    } else {
+        (environments::further_root(&deploy), true)
+    };
+    for other in &others {
+        let theirs = match Plan::load(other)
+            .and_then(|plan| environments::branches(&plan.layout, &plan.config.branch))
+        {
+            Ok(theirs) => theirs,
+            Err(err) => {
+                println!(
+                    "warning: the hook's root {} has no deploy.yml that can be read ({err:#}); \
+                     its branches are not checked against this root's",
+                    other.display()
+                );
+                continue;
+            }
+        };
+        if theirs.deploy == branches.deploy {
+            bail!(
+                "{} deploys the branch `{}` already: two roots deploying one branch would both \
+                 deploy every push of it; choose another --branch",
+                other.display(),
+                branches.deploy
+            );
+        }
+        if theirs.claims(format!("refs/heads/{}", branches.deploy).as_bytes()) {
+            bail!(
+                "`{}` is {}'s own branch (`rollback…` and `replay…` control a root); \
+                 choose another --branch",
+                branches.deploy,
+                other.display()
+            );
+        }
+        for own in [&branches.rollback, &branches.replay] {
+            if theirs.claims(format!("refs/heads/{own}").as_bytes()) {
+                bail!(
+                    "this root's control branch `{own}` is a branch of {} already; \
+                     choose another --branch",
+                    other.display()
+                );
+            }
+        }
+    }
+    if record && let Ok(repo) = Repository::open_bare(args.repo) {
+        for own in [&branches.rollback, &branches.replay] {
+            if repo.find_reference(&format!("refs/heads/{own}")).is_ok() {
+                bail!(
+                    "{} has a branch `{own}`, which this root would take for its own (it keeps \
+                     `{}` at its rollback target and deploys what is pushed to `{}`); \
+                     rename that branch or choose another --branch",
+                    args.repo.display(),
+                    branches.rollback,
+                    branches.replay
+                );
+            }
+        }
+    }
+    Ok(Placement {
+        others,
+        position,
+        branches,
+        record,
+    })
 }
 
 /// An existing deploy.yml that deploys another repository would make pushes to `repo` deploy
@@ -286,7 +426,8 @@ fn repair_head(repo: &Repository, branch: &str) -> Result<()> {
     Ok(())
 }
 
-fn write_hook(repo: &Path, root: &Path) -> Result<()> {
+/// Writes the hook naming `roots`, each one quoted for sh as `--root '<path>'`.
+fn write_hook(repo: &Path, roots: &[PathBuf]) -> Result<()> {
     let hook = repo.join("hooks").join("post-receive");
     if let Ok(existing) = fs::read_to_string(&hook)
         && !existing.contains(HOOK_MARKER)
@@ -301,7 +442,14 @@ fn write_hook(repo: &Path, root: &Path) -> Result<()> {
         .context("cannot find the path of this program")?;
     let text = HOOK_TEMPLATE
         .replace("@ATOMDEPLOY_BIN@", &shell_quote(&binary.to_string_lossy()))
-        .replace("@ATOMDEPLOY_ROOT@", &shell_quote(&root.to_string_lossy()));
+        .replace(
+            "@ATOMDEPLOY_ROOT@",
+            &roots
+                .iter()
+                .map(|root| shell_quote(&root.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(" --root "),
+        );
     fs::create_dir_all(hook.parent().expect("hook has a parent"))?;
     write_atomically(&hook, &text, 0o755)
 }

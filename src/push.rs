@@ -10,6 +10,34 @@ use anyhow::{Result, bail};
 use crate::config::{REPLAY_BRANCH, ROLLBACK_BRANCH};
 use crate::group::GroupRef;
 
+/// The branches that mean something to one deploy root: the one it deploys, and the two it
+/// controls (see `environments.rs`: a repository's first root has `rollback` and `replay`,
+/// each further root `rollback-<branch>` and `replay-<branch>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branches {
+    pub deploy: String,
+    pub rollback: String,
+    pub replay: String,
+}
+
+impl Branches {
+    /// A repository's first (or only) root's: `rollback` and `replay`.
+    pub fn first(deploy: &str) -> Branches {
+        Branches {
+            deploy: deploy.to_string(),
+            rollback: ROLLBACK_BRANCH.to_string(),
+            replay: REPLAY_BRANCH.to_string(),
+        }
+    }
+
+    /// Whether `refname` is one of these three branches (deleted or not).
+    pub fn claims(&self, refname: &[u8]) -> bool {
+        [&self.deploy, &self.rollback, &self.replay]
+            .iter()
+            .any(|b| refname == format!("refs/heads/{b}").as_bytes())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefUpdate {
     pub old: String,
@@ -61,10 +89,10 @@ fn object_id(field: &[u8]) -> Option<String> {
 
 /// Parses git's post-receive input. Malformed lines are an error: git never writes them, so
 /// something other than git is calling us and guessing would be worse than stopping.
-pub fn parse(input: &[u8], branch: &str) -> Result<PushRequest> {
-    let deploy_ref = format!("refs/heads/{branch}");
-    let rollback_ref = format!("refs/heads/{ROLLBACK_BRANCH}");
-    let replay_ref = format!("refs/heads/{REPLAY_BRANCH}");
+pub fn parse(input: &[u8], branches: &Branches) -> Result<PushRequest> {
+    let deploy_ref = format!("refs/heads/{}", branches.deploy);
+    let rollback_ref = format!("refs/heads/{}", branches.rollback);
+    let replay_ref = format!("refs/heads/{}", branches.replay);
     let mut request = PushRequest::default();
     for (n, line) in input.split(|b| *b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -124,7 +152,11 @@ mod tests {
 
     #[test]
     fn a_push_to_the_deploy_branch_deploys() {
-        let request = parse(format!("{A} {B} refs/heads/main\n").as_bytes(), "main").unwrap();
+        let request = parse(
+            format!("{A} {B} refs/heads/main\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert_eq!(
             request.deploy,
             Some(RefUpdate {
@@ -138,7 +170,11 @@ mod tests {
 
     #[test]
     fn the_first_push_creates_the_branch() {
-        let request = parse(format!("{ZERO} {B} refs/heads/main\n").as_bytes(), "main").unwrap();
+        let request = parse(
+            format!("{ZERO} {B} refs/heads/main\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert!(request.deploy.is_some());
     }
 
@@ -147,7 +183,7 @@ mod tests {
         let input = format!(
             "{A} {B} refs/heads/feature\n{ZERO} {B} refs/tags/v1.0\n{A} {B} refs/heads/main-old\n"
         );
-        let request = parse(input.as_bytes(), "main").unwrap();
+        let request = parse(input.as_bytes(), &Branches::first("main")).unwrap();
         assert_eq!(request.deploy, None);
         let names: Vec<_> = request.ignored.iter().map(|u| u.name()).collect();
         assert_eq!(
@@ -165,14 +201,18 @@ mod tests {
         let input = format!(
             "{A} {B} refs/heads/feature\n{A} {B} refs/heads/main\n{ZERO} {A} refs/tags/v1\n"
         );
-        let request = parse(input.as_bytes(), "main").unwrap();
+        let request = parse(input.as_bytes(), &Branches::first("main")).unwrap();
         assert!(request.deploy.is_some());
         assert_eq!(request.ignored.len(), 2);
     }
 
     #[test]
     fn deleting_the_deploy_branch_is_not_a_deploy() {
-        let request = parse(format!("{A} {ZERO} refs/heads/main\n").as_bytes(), "main").unwrap();
+        let request = parse(
+            format!("{A} {ZERO} refs/heads/main\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert!(request.branch_deleted);
         assert_eq!(request.deploy, None);
     }
@@ -181,21 +221,33 @@ mod tests {
     fn deleting_the_rollback_branch_asks_for_a_rollback() {
         let request = parse(
             format!("{A} {ZERO} refs/heads/rollback\n").as_bytes(),
-            "main",
+            &Branches::first("main"),
         )
         .unwrap();
         assert!(request.rollback && !request.rollback_moved);
         assert!(request.deploy.is_none() && request.ignored.is_empty());
-        let request = parse(format!("{A} {B} refs/heads/rollback\n").as_bytes(), "main").unwrap();
+        let request = parse(
+            format!("{A} {B} refs/heads/rollback\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert!(request.rollback_moved && !request.rollback);
     }
 
     #[test]
     fn a_push_to_replay_asks_for_a_new_build() {
-        let request = parse(format!("{ZERO} {B} refs/heads/replay\n").as_bytes(), "main").unwrap();
+        let request = parse(
+            format!("{ZERO} {B} refs/heads/replay\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert_eq!(request.replay.map(|u| u.new), Some(B.to_string()));
         assert!(request.deploy.is_none() && request.ignored.is_empty());
-        let request = parse(format!("{B} {ZERO} refs/heads/replay\n").as_bytes(), "main").unwrap();
+        let request = parse(
+            format!("{B} {ZERO} refs/heads/replay\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert!(request.replay.is_none());
     }
 
@@ -203,7 +255,7 @@ mod tests {
     fn a_configured_branch_is_honoured() {
         let request = parse(
             format!("{A} {B} refs/heads/main\n").as_bytes(),
-            "production",
+            &Branches::first("production"),
         )
         .unwrap();
         assert_eq!(request.deploy, None);
@@ -213,15 +265,25 @@ mod tests {
     #[test]
     fn sha256_ids_and_blank_lines_are_accepted() {
         let (a, b) = ("a".repeat(64), "b".repeat(64));
-        let request = parse(format!("\n{a} {b} refs/heads/main\n\n").as_bytes(), "main").unwrap();
+        let request = parse(
+            format!("\n{a} {b} refs/heads/main\n\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert!(request.deploy.is_some());
     }
 
     #[test]
     fn malformed_lines_are_refused() {
-        assert!(parse(b"garbage\n", "main").is_err());
-        assert!(parse(format!("{A} {B}\n").as_bytes(), "main").is_err());
-        assert!(parse(format!("{A} xyz refs/heads/main\n").as_bytes(), "main").is_err());
+        assert!(parse(b"garbage\n", &Branches::first("main")).is_err());
+        assert!(parse(format!("{A} {B}\n").as_bytes(), &Branches::first("main")).is_err());
+        assert!(
+            parse(
+                format!("{A} xyz refs/heads/main\n").as_bytes(),
+                &Branches::first("main")
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -229,7 +291,7 @@ mod tests {
         let mut input = format!("{A} {B} refs/heads/caf").into_bytes();
         input.push(0xE9);
         input.extend_from_slice(format!("\n{ZERO} {B} refs/heads/main\n").as_bytes());
-        let request = parse(&input, "main").unwrap();
+        let request = parse(&input, &Branches::first("main")).unwrap();
         assert_eq!(
             request.deploy.map(|u| u.refname),
             Some(b"refs/heads/main".to_vec())
@@ -244,7 +306,7 @@ mod tests {
         let mut input = format!("{A} {B} refs/heads/main").into_bytes();
         input.push(0xFF);
         input.push(b'\n');
-        let request = parse(&input, "main").unwrap();
+        let request = parse(&input, &Branches::first("main")).unwrap();
         assert_eq!(request.deploy, None);
         assert_eq!(request.ignored.len(), 1);
     }
@@ -258,7 +320,7 @@ mod tests {
              {B} {ZERO} refs/atomdeploy/group/g0/switch\n\
              {ZERO} {B} refs/atomdeploy/groups/x\n"
         );
-        let request = parse(input.as_bytes(), "main").unwrap();
+        let request = parse(input.as_bytes(), &Branches::first("main")).unwrap();
         let names: Vec<_> = request.group.iter().map(|u| u.name()).collect();
         // Malformed ones too: the host refuses them, and deletes them.
         assert_eq!(
@@ -278,7 +340,11 @@ mod tests {
                 "refs/atomdeploy/groups/x"
             ]
         );
-        let plain = parse(format!("{A} {B} refs/heads/main\n").as_bytes(), "main").unwrap();
+        let plain = parse(
+            format!("{A} {B} refs/heads/main\n").as_bytes(),
+            &Branches::first("main"),
+        )
+        .unwrap();
         assert!(plain.group.is_empty());
     }
 
@@ -286,7 +352,34 @@ mod tests {
     fn object_ids_that_are_not_ascii_are_refused_plainly() {
         let mut input = vec![0xE9; 40];
         input.extend_from_slice(format!(" {B} refs/heads/main\n").as_bytes());
-        let err = parse(&input, "main").unwrap_err().to_string();
+        let err = parse(&input, &Branches::first("main"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has no object ids"), "{err}");
+    }
+
+    #[test]
+    fn a_further_roots_control_branches_are_its_own() {
+        let staging = Branches {
+            deploy: "staging".into(),
+            rollback: "rollback-staging".into(),
+            replay: "replay-staging".into(),
+        };
+        let input = format!(
+            "{A} {ZERO} refs/heads/rollback\n{ZERO} {B} refs/heads/replay\n\
+             {A} {ZERO} refs/heads/rollback-staging\n{ZERO} {B} refs/heads/replay-staging\n"
+        );
+        let request = parse(input.as_bytes(), &staging).unwrap();
+        assert!(request.rollback);
+        assert_eq!(
+            request.replay.map(|u| u.refname),
+            Some(b"refs/heads/replay-staging".to_vec())
+        );
+        let ignored: Vec<_> = request.ignored.iter().map(|u| u.name()).collect();
+        assert_eq!(ignored, ["refs/heads/rollback", "refs/heads/replay"]);
+        assert!(
+            staging.claims(b"refs/heads/rollback-staging")
+                && !staging.claims(b"refs/heads/rollback")
+        );
     }
 }

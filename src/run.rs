@@ -34,7 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             exit_with(if healthy { 0 } else { 1 })
         }
-        Command::PostReceive { root } => hook::run(&root.root),
+        Command::PostReceive { root } => hook::run(&root),
         Command::ReceivePack { repo } => exit_with(push_status::receive_pack(&repo, None)?),
         Command::Serve { repo, pusher } => exit_with(push_status::serve(&repo, pusher.as_deref())?),
         Command::Replay { rev, root } => {

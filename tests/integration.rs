@@ -21,6 +21,8 @@ mod config;
 mod deploy;
 #[path = "integration/doctor_root.rs"]
 mod doctor_root;
+#[path = "integration/environments.rs"]
+mod environments;
 #[path = "integration/faults.rs"]
 mod faults;
 #[path = "integration/freeze.rs"]

@@ -14,7 +14,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
-use crate::config::ROLLBACK_BRANCH;
 use crate::infra::report::{Reporter, short_id};
 use crate::state::builds;
 use crate::state::plan::Plan;
@@ -23,9 +22,10 @@ use crate::state::plan::Plan;
 const BUILD_REFS: &str = "refs/atomdeploy/builds/";
 
 /// Gives every build on disk a ref at its commit and removes the refs of builds that are gone,
-/// then points `refs/heads/rollback` at the commit of the current rollback target, or deletes
-/// it when there is none. Call under the lock, after every deploy and rollback. A failure only
-/// warns: the site is unaffected.
+/// then points the root's rollback branch (`refs/heads/rollback`, or `rollback-<branch>` for a
+/// root added to a repository that has others: see `environments.rs`) at the commit of the
+/// current rollback target, or deletes it when there is none. Call under the lock, after every
+/// deploy and rollback. A failure only warns: the site is unaffected.
 pub fn sync_ref(plan: &Plan, repo: &Repository, reporter: &Reporter) {
     sync_in(plan, Ok(repo), reporter);
 }
@@ -39,16 +39,24 @@ pub fn open_and_sync_ref(plan: &Plan, reporter: &Reporter) {
 }
 
 fn sync_in(plan: &Plan, repo: Result<&Repository, &git2::Error>, reporter: &Reporter) {
-    for lock in clear_stale_ref_locks(&plan.config.repository) {
+    let rollback = crate::environments::branches(&plan.layout, &plan.config.branch)
+        .map(|b| b.rollback)
+        .map_err(|err| {
+            reporter.warn(&format!(
+                "could not tell which branch to keep at the rollback target: {err:#}"
+            ))
+        });
+    for lock in clear_stale_ref_locks(&plan.config.repository, rollback.as_deref().ok()) {
         reporter.warn(&format!(
             "removed {}, left by an interrupted deploy",
             lock.display()
         ));
     }
     let unopened = |err: &git2::Error| anyhow::anyhow!("{err}");
+    let Ok(rollback) = rollback else { return };
     if let Err(err) = repo
         .map_err(unopened)
-        .and_then(|repo| sync_build_refs(plan, repo))
+        .and_then(|repo| sync_build_refs(plan, repo, &build_refs(&rollback)))
     {
         reporter.warn(&format!(
             "could not keep the commits of the builds on disk in the repository: {err:#}"
@@ -56,11 +64,9 @@ fn sync_in(plan: &Plan, repo: Result<&Repository, &git2::Error>, reporter: &Repo
     }
     if let Err(err) = repo
         .map_err(unopened)
-        .and_then(|repo| try_sync_ref(plan, repo))
+        .and_then(|repo| try_sync_ref(plan, repo, &rollback))
     {
-        reporter.warn(&format!(
-            "could not update refs/heads/{ROLLBACK_BRANCH}: {err:#}"
-        ));
+        reporter.warn(&format!("could not update refs/heads/{rollback}: {err:#}"));
     }
 }
 
@@ -69,7 +75,7 @@ fn sync_in(plan: &Plan, repo: Result<&Repository, &git2::Error>, reporter: &Repo
 /// for a moment (a client's push to `rollback`, and `git gc --auto` packing refs or expiring
 /// reflogs, even of `refs/atomdeploy/`), so only a lock older than a minute is stale. Returns
 /// what was removed.
-fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
+fn clear_stale_ref_locks(repo: &Path, rollback: Option<&str>) -> Vec<std::path::PathBuf> {
     const OLD: std::time::Duration = std::time::Duration::from_secs(60);
     let ours = walkdir::WalkDir::new(repo.join(BUILD_REFS.trim_end_matches('/')))
         .into_iter()
@@ -77,10 +83,10 @@ fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
         .filter(|e| e.file_type().is_file())
         .map(walkdir::DirEntry::into_path)
         .filter(|p| p.extension().is_some_and(|x| x == "lock"));
-    let shared = [
-        repo.join(format!("refs/heads/{ROLLBACK_BRANCH}.lock")),
-        repo.join("packed-refs.lock"),
-    ];
+    let shared = rollback
+        .map(|branch| repo.join(format!("refs/heads/{branch}.lock")))
+        .into_iter()
+        .chain([repo.join("packed-refs.lock")]);
     let old = |p: &std::path::PathBuf| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
@@ -92,9 +98,9 @@ fn clear_stale_ref_locks(repo: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-fn try_sync_ref(plan: &Plan, repo: &Repository) -> Result<()> {
+fn try_sync_ref(plan: &Plan, repo: &Repository, rollback: &str) -> Result<()> {
     let layout = &plan.layout;
-    let refname = format!("refs/heads/{ROLLBACK_BRANCH}");
+    let refname = format!("refs/heads/{rollback}");
     let target = builds::rollback_target(layout)?;
     match target.and_then(|t| builds::revision(layout, &t).map(|c| (t, c))) {
         Some((target, commit)) => {
@@ -115,13 +121,24 @@ fn try_sync_ref(plan: &Plan, repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-fn sync_build_refs(plan: &Plan, repo: &Repository) -> Result<()> {
+/// Where the refs of a root's builds live: the first root's straight under [`BUILD_REFS`], a
+/// further root's (whose builds may have the same names) in a folder named after its rollback
+/// branch. A build's name has no `/`, so each root tells its own refs from the others'.
+fn build_refs(rollback: &str) -> String {
+    if rollback == crate::config::ROLLBACK_BRANCH {
+        BUILD_REFS.to_string()
+    } else {
+        format!("{BUILD_REFS}{rollback}/")
+    }
+}
+
+fn sync_build_refs(plan: &Plan, repo: &Repository, prefix: &str) -> Result<()> {
     hide_internal_refs(repo)?;
     let layout = &plan.layout;
     let on_disk = builds::list(layout)?;
     let mut missing = Vec::new();
     for build in &on_disk {
-        let refname = format!("{BUILD_REFS}{build}");
+        let refname = format!("{prefix}{build}");
         let Some(commit) = builds::revision(layout, build) else {
             continue;
         };
@@ -137,13 +154,14 @@ fn sync_build_refs(plan: &Plan, repo: &Repository) -> Result<()> {
             missing.push(format!("builds/{build} ({})", short_id(&commit)));
         }
     }
-    for reference in repo.references_glob(&format!("{BUILD_REFS}*"))? {
+    for reference in repo.references_glob(&format!("{prefix}*"))? {
         let mut reference = reference?;
-        let gone = reference
-            .name()
-            .ok()
-            .and_then(|n| n.strip_prefix(BUILD_REFS))
-            .is_none_or(|name| !on_disk.iter().any(|b| b.to_string() == name));
+        let gone = match reference.name().ok().and_then(|n| n.strip_prefix(prefix)) {
+            None => true,
+            // Another root's.
+            Some(name) if name.contains('/') => false,
+            Some(name) => !on_disk.iter().any(|b| b.to_string() == name),
+        };
         if gone {
             reference.delete()?;
         }

@@ -939,3 +939,17 @@ pub fn wait_until_quietly(limit: Duration, mut done: impl FnMut() -> bool) -> bo
     }
     true
 }
+
+impl Server {
+    /// Another deploy root of this server's repository (environments, see
+    /// tests/integration/environments.rs): the same repository and environment, `root`
+    /// instead, not installed yet (`run_install` on it does).
+    pub fn other_root(&self, root: &Path) -> Server {
+        Server {
+            _tmp: tempfile::tempdir().unwrap(),
+            repo: self.repo.clone(),
+            root: root.to_path_buf(),
+            env: self.env.clone(),
+        }
+    }
+}
