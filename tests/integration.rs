@@ -19,6 +19,8 @@ mod composer_refs;
 mod config;
 #[path = "integration/deploy.rs"]
 mod deploy;
+#[path = "integration/doctor_web.rs"]
+mod doctor_web;
 #[path = "integration/faults.rs"]
 mod faults;
 #[path = "integration/freeze.rs"]
