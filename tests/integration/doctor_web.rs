@@ -16,9 +16,17 @@ const WEB_CHECKS: [&str; 5] = ["nginx", "php-fpm pool", "web access", "shared", 
 
 /// A server with v1 of the example app live and `uploads/` shared.
 fn deployed(config: &[(&str, &str)]) -> (Server, String) {
+    deployed_at(config, None)
+}
+
+/// [`deployed`], the deploy root at `root` when given.
+fn deployed_at(config: &[(&str, &str)], root: Option<&std::path::Path>) -> (Server, String) {
     let mut builder = Server::builder().config("shared", "[uploads/]");
     for (key, value) in config {
         builder = builder.config(key, value);
+    }
+    if let Some(root) = root {
+        builder = builder.root(root);
     }
     let server = builder.install();
     let clone = server.clone_fixture("example-app");
@@ -398,7 +406,7 @@ fn as_www_data(pool: String) -> String {
 #[test]
 fn shared_owned_by_root_is_not_writable_by_a_www_data_pool() {
     let (server, _) = deployed(&[]);
-    // The test's temporary directory is 0700; a server's /srv is not.
+    // Whatever the test's temporary directory is, a server's /srv is open to all.
     fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
     let uploads = server.root.join("shared/uploads");
     let meta = fs::metadata(&uploads).unwrap();
@@ -457,9 +465,14 @@ fn shared_owned_by_root_is_not_writable_by_a_www_data_pool() {
 
 #[test]
 fn a_root_under_a_directory_the_pool_cannot_enter_fails() {
-    let (server, _) = deployed(&[]);
-    let base = server.base();
-    assert_eq!(fs::metadata(&base).unwrap().mode() & 0o777, 0o700);
+    // A deploy user's home: /home/deploy is 0700 on many systems.
+    let home = tempfile::Builder::new()
+        .prefix("atomdeploy-home-")
+        .tempdir()
+        .unwrap();
+    let base = fs::canonicalize(home.path()).unwrap();
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).unwrap();
+    let (server, _) = deployed_at(&[], Some(&base.join("srv")));
     let web = start(&server, &as_www_data, &unchanged);
     let line = assert_fails(
         &doctor_pool(&server),

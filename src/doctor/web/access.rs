@@ -76,7 +76,12 @@ pub fn check(context: &Context, pool: Option<&Pool>, out: &mut Vec<Finding>) {
         groups(ident)
     );
     live(context, &needs, &denied, &who, how, out);
-    shared(context, ident, &denied, &who, out);
+    // A directory above the root that the user cannot enter refuses every shared/ entry
+    // too: one finding says so, not one per entry.
+    let above = |n: &&&Need| n.tag == Tag::Traverse && context.layout.root.starts_with(&n.path);
+    if !denied.iter().any(|n| above(&n)) {
+        shared(context, ident, &denied, &who, out);
+    }
 }
 
 fn groups(ident: &Ident) -> String {

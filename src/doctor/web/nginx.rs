@@ -245,11 +245,21 @@ fn tokenize(text: &str) -> Vec<(Token, usize)> {
             }
             c => {
                 let mut word = String::from(c);
+                let mut variable = false;
                 while let Some(&next) = chars.peek() {
-                    if next.is_whitespace() || next == ';' || next == '}' {
-                        break;
-                    }
-                    if next == '{' && !word.ends_with('$') {
+                    let ends = match next {
+                        '{' if word.ends_with('$') => {
+                            variable = true;
+                            false
+                        }
+                        '}' if variable => {
+                            variable = false;
+                            false
+                        }
+                        '{' | '}' | ';' => true,
+                        c => c.is_whitespace(),
+                    };
+                    if ends {
                         break;
                     }
                     word.push(next);

@@ -51,13 +51,13 @@ pub fn check(context: &Context, site: Option<&Site>, pool: Option<&Pool>, out: &
         out.push(Finding::warn(
             CHECK,
             format!(
-                "opcache is {} in pool `{}`: every request compiles every PHP file again",
+                "opcache is {} in {}: every request compiles every PHP file again",
                 if probe.opcache {
                     "disabled"
                 } else {
                     "not loaded"
                 },
-                pool.name
+                pool.label()
             ),
             "install webserver/opcache.ini into php-fpm's conf.d (e.g. \
              /etc/php/8.2/fpm/conf.d/99-atomdeploy.ini) and restart php-fpm",
@@ -67,7 +67,7 @@ pub fn check(context: &Context, site: Option<&Site>, pool: Option<&Pool>, out: &
     if unresolved && reset.is_none() {
         out.push(Finding::fail(
             CHECK,
-            format!("pool `{}`: {}", pool.name, stale(probe, on)),
+            format!("{}: {}", pool.label(), stale(probe, on)),
             "hand PHP the build's own path: `fastcgi_param SCRIPT_FILENAME \
              $realpath_root$fastcgi_script_name;` (webserver/nginx-site.conf), or set \
              `reset_opcache: <the pool's listen>` in deploy.yml",
@@ -76,8 +76,8 @@ pub fn check(context: &Context, site: Option<&Site>, pool: Option<&Pool>, out: &
         out.push(Finding::ok(
             CHECK,
             format!(
-                "pool `{}`: opcache on, validate_timestamps={}, {}",
-                pool.name,
+                "{}: opcache on, validate_timestamps={}, {}",
+                pool.label(),
                 probe.ini("opcache.validate_timestamps").unwrap_or("?"),
                 if reset.is_some() {
                     "reset after each switch (reset_opcache)"
@@ -177,9 +177,9 @@ fn reset_target(reset: &FpmAddress, pool: &Pool, out: &mut Vec<Finding>) {
         out.push(Finding::fail(
             CHECK,
             format!(
-                "reset_opcache resets the pool at {reset}, but the site is served by pool `{}` \
-                 at {listen}: its opcache is never reset",
-                pool.name
+                "reset_opcache resets the pool at {reset}, but the site is served by {} at \
+                 {listen}: its opcache is never reset",
+                pool.label()
             ),
             format!("`reset_opcache: {listen}` in deploy.yml"),
         ));

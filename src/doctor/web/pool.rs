@@ -34,6 +34,15 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// "pool `app` (file:line)", or what nginx passes to when no pool file listens there.
+    pub fn label(&self) -> String {
+        if self.at.is_empty() {
+            "the pool nginx passes to (no pool file found)".to_string()
+        } else {
+            format!("pool `{}` ({})", self.name, self.at)
+        }
+    }
+
     fn setting(&self, key: &str) -> Option<&str> {
         self.settings
             .iter()
@@ -271,7 +280,7 @@ fn pick(pools: Vec<Pool>, target: &FpmAddress, searched: &str, out: &mut Vec<Fin
     // The running pool (if any) is still asked who it runs as, for the checks after this.
     Pool {
         name: "?".into(),
-        at: "no pool file".into(),
+        at: String::new(),
         listen: Some(target.clone()),
         settings: Vec::new(),
         ident: None,
@@ -315,10 +324,9 @@ fn reach(mut pool: Pool, target: Option<FpmAddress>, out: &mut Vec<Finding>) -> 
         out.push(Finding::fail(
             CHECK,
             format!(
-                "pool `{}` ({}): the socket {} does not exist: php-fpm is not running, or has \
-                 not loaded this pool",
-                pool.name,
-                pool.at,
+                "{}: the socket {} does not exist: php-fpm is not running, or has not loaded \
+                 this pool",
+                pool.label(),
                 path.display()
             ),
             restart,
@@ -332,7 +340,7 @@ fn reach(mut pool: Pool, target: Option<FpmAddress>, out: &mut Vec<Finding>) -> 
     {
         out.push(Finding::fail(
             CHECK,
-            format!("pool `{}` ({}): {err}", pool.name, pool.at),
+            format!("{}: {err}", pool.label()),
             restart,
         ));
         return pool;
@@ -360,7 +368,7 @@ fn connectable(listen: FpmAddress) -> FpmAddress {
 
 fn report(pool: &Pool, address: &FpmAddress, from_file: Option<Ident>, out: &mut Vec<Finding>) {
     let who = |i: &Ident| format!("{}:{} (uid {}, gid {})", i.user(), i.group(), i.uid, i.gid);
-    let seen = format!("pool `{}` ({}) at {address}", pool.name, pool.at);
+    let seen = format!("{} at {address}", pool.label());
     match (&pool.probe, &pool.ident) {
         (Ok(probe), Some(ident)) => {
             out.push(Finding::ok(
