@@ -12,6 +12,8 @@ use std::io::Read;
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+#[cfg(test)]
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::super::{Context, Finding};
@@ -371,5 +373,62 @@ fn shared(context: &Context, ident: &Ident, denied: &[&Need], who: &str, out: &m
                 p = path.display()
             ),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_bits_decide_by_owner_then_group_then_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uploads");
+        fs::create_dir(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o751)).unwrap();
+        // As root, an owner that is not root (for whom the bits would not count).
+        if fs::metadata(&path).unwrap().uid() == 0 {
+            std::os::unix::fs::chown(&path, Some(4321), Some(4321)).unwrap();
+        }
+        let meta = fs::metadata(&path).unwrap();
+        let (uid, gid) = (meta.uid(), meta.gid());
+        let (stranger, strangers) = (uid.wrapping_add(4242), gid.wrapping_add(4242));
+        let may = |ident: Ident, mode| by_mode(&ident, &need(path.clone(), mode, Tag::Shared(0)));
+        let owner = || Ident {
+            uid,
+            gid: strangers,
+            groups: vec![],
+        };
+        let member = || Ident {
+            uid: stranger,
+            gid: strangers,
+            groups: vec![gid],
+        };
+        let other = || Ident {
+            uid: stranger,
+            gid: strangers,
+            groups: vec![],
+        };
+        assert!(may(owner(), W | X));
+        assert!(may(member(), R | X));
+        assert!(!may(member(), W | X));
+        assert!(may(other(), X));
+        assert!(!may(other(), R));
+        // The owner's bits count for the owner even when the group's would allow more.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o070)).unwrap();
+        assert!(!may(
+            Ident {
+                uid,
+                gid,
+                groups: vec![]
+            },
+            X
+        ));
+        let root = Ident {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        assert!(may(root, W | X));
     }
 }
