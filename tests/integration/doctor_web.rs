@@ -303,6 +303,49 @@ fn document_root_fails_without_reset_opcache_and_passes_with_it() {
 }
 
 #[test]
+fn a_restrict_api_that_leaves_out_the_reset_script_fails() {
+    let (server, _) = deployed(&[]);
+    let web = start(
+        &server,
+        &|pool| format!("{pool}\nphp_admin_value[opcache.restrict_api] = /var/www/\n"),
+        &document_root,
+    );
+    let socket = format!("unix:{}", web_dir(&server).join("fpm.sock").display());
+    server.set_config("reset_opcache", &socket);
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "opcache",
+        "opcache.restrict_api is `/var/www/` in pool `app`",
+        &format!(
+            "set opcache.restrict_api empty, or to a prefix of {}/.atomdeploy",
+            server.root.display()
+        ),
+    );
+    assert!(line.contains("every deploy ends failed"), "{line}");
+    stop(web);
+}
+
+#[test]
+fn reset_opcache_at_another_pool_than_nginx_passes_to_fails() {
+    let (server, _) = deployed(&[]);
+    let web = start(&server, &unchanged, &document_root);
+    let dir = web_dir(&server);
+    let elsewhere = format!("unix:{}", dir.join("elsewhere.sock").display());
+    server.set_config("reset_opcache", &elsewhere);
+    assert_fails(
+        &doctor_pool(&server),
+        "opcache",
+        &format!(
+            "reset_opcache resets the pool at {elsewhere}, but the site is served by pool `app` \
+             ({}/php-fpm.conf:",
+            dir.display()
+        ),
+        &format!("`reset_opcache: unix:{}`", dir.join("fpm.sock").display()),
+    );
+    stop(web);
+}
+
+#[test]
 fn no_server_block_for_the_root_fails() {
     let (server, _) = deployed(&[]);
     let root = root_of(&server);

@@ -46,6 +46,9 @@ pub fn check(context: &Context, site: Option<&Site>, pool: Option<&Pool>, out: &
     let Ok(probe) = &pool.probe else {
         return;
     };
+    if reset.is_some() {
+        restrict_api(context, probe, pool, out);
+    }
     let on = probe.opcache && truthy(probe.ini("opcache.enable"));
     if !on {
         out.push(Finding::warn(
@@ -182,6 +185,26 @@ fn reset_target(reset: &FpmAddress, pool: &Pool, out: &mut Vec<Finding>) {
                 pool.label()
             ),
             format!("`reset_opcache: {listen}` in deploy.yml"),
+        ));
+    }
+}
+
+/// opcache_reset() is refused to a script outside `opcache.restrict_api`: the reset (and so
+/// each deploy) fails.
+fn restrict_api(context: &Context, probe: &Probe, pool: &Pool, out: &mut Vec<Finding>) {
+    let Some(prefix) = probe.ini("opcache.restrict_api").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let state = context.layout.state.display().to_string();
+    if !state.starts_with(prefix) {
+        out.push(Finding::fail(
+            CHECK,
+            format!(
+                "opcache.restrict_api is `{prefix}` in {}: reset_opcache's script in {state} is \
+                 outside it, so opcache_reset() is refused and every deploy ends failed",
+                pool.label()
+            ),
+            format!("set opcache.restrict_api empty, or to a prefix of {state}"),
         ));
     }
 }
