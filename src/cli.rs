@@ -60,6 +60,14 @@ pub enum Command {
         /// nginx's main configuration file.
         #[arg(long, value_name = "FILE", default_value = "/etc/nginx/nginx.conf")]
         nginx_config: PathBuf,
+        /// Where the pool serving the app is searched for, without --fpm-pool (`*` matches
+        /// within one path component).
+        #[arg(
+            long,
+            value_name = "GLOB",
+            default_value = "/etc/php/*/fpm/pool.d/*.conf"
+        )]
+        fpm_pools: String,
     },
     /// Run by git after a push: reads `<old> <new> <ref>` lines on stdin and deploys.
     PostReceive {

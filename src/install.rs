@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use git2::Repository;
 
-use crate::infra::perms::{self, WebUser};
 use crate::environments;
+use crate::infra::perms::{self, WebUser};
 use crate::push::Branches;
 use crate::state::plan::{Layout, Plan};
 

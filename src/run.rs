@@ -26,11 +26,13 @@ pub fn run(cli: Cli) -> Result<()> {
             root,
             fpm_pool,
             nginx_config,
+            fpm_pools,
         } => {
             let healthy = doctor::doctor(&doctor::Options {
                 root: root.root,
                 fpm_pool,
                 nginx_config: Some(nginx_config),
+                fpm_pools: Some(fpm_pools),
             })?;
             exit_with(if healthy { 0 } else { 1 })
         }

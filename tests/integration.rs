@@ -21,6 +21,8 @@ mod config;
 mod deploy;
 #[path = "integration/doctor_root.rs"]
 mod doctor_root;
+#[path = "integration/doctor_web.rs"]
+mod doctor_web;
 #[path = "integration/environments.rs"]
 mod environments;
 #[path = "integration/faults.rs"]

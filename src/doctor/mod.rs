@@ -87,6 +87,9 @@ pub struct Options {
     pub fpm_pool: Option<PathBuf>,
     /// nginx's main configuration file; default: /etc/nginx/nginx.conf.
     pub nginx_config: Option<PathBuf>,
+    /// Where php-fpm's pool files are searched when `fpm_pool` is not given (a path whose
+    /// components may hold `*`); default: [`web::POOL_FILES`].
+    pub fpm_pools: Option<String>,
 }
 
 /// What every check may read: the options, the root's layout, and its validated plan when

@@ -198,15 +198,27 @@ fn write_script(layout: &Layout) -> Result<PathBuf> {
 
 /// One request to the pool; its report, or why there is none.
 fn ask(address: &FpmAddress, script: &Path, query: &str, deadline: Instant) -> Result<Report> {
+    let json = run_script(address, script, query, MARKER, deadline)?;
+    serde_json::from_str::<Report>(&json)
+        .map_err(|e| anyhow!("the php-fpm pool at {address} reported `{json}`: {e}"))
+}
+
+/// Runs `script` in the pool at `address` (the way the reset does, so that doctor asks the
+/// running pool for its real settings): the rest of the line of its output that starts with
+/// `marker`. Fails, saying why, when the pool cannot be reached (the error's root cause is
+/// the connection's) or answers without that line.
+pub fn run_script(
+    address: &FpmAddress,
+    script: &Path,
+    query: &str,
+    marker: &str,
+    deadline: Instant,
+) -> Result<String> {
     let response = request(address, &params(script, query), deadline)
         .with_context(|| format!("cannot reach the php-fpm pool at {address}"))?;
     let stdout = String::from_utf8_lossy(&response.stdout);
-    let found = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix(MARKER))
-        .and_then(|json| serde_json::from_str::<Report>(json).ok());
-    match found {
-        Some(report) => Ok(report),
+    match stdout.lines().find_map(|line| line.strip_prefix(marker)) {
+        Some(found) => Ok(found.to_string()),
         None => Err(no_report(address, script, &response)),
     }
 }

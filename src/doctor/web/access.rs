@@ -1,0 +1,434 @@
+//! What the pool's user can reach: every directory from / down to the live build's public/,
+//! the live build's files, the state folder when `reset_opcache:` runs a script from it, and
+//! each `shared:` entry, which the app writes into.
+//!
+//! Run as root, doctor asks the kernel: a child process takes the pool's uid, gid and groups
+//! and calls access(2) on each path, so ACLs, read-only mounts and the like count. Otherwise
+//! access is worked out from the mode bits (and ACLs are not considered).
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Read;
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+#[cfg(test)]
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::super::{Context, Finding};
+use super::pool::{Ident, Pool, group_name};
+
+const R: i32 = libc::R_OK;
+const W: i32 = libc::W_OK;
+const X: i32 = libc::X_OK;
+
+/// What a path is checked for.
+#[derive(Clone, Copy, PartialEq)]
+enum Tag {
+    /// A directory above the live build's public/.
+    Traverse,
+    Live,
+    /// The state folder, where `reset_opcache:` writes the script the pool runs.
+    State,
+    /// A directory on the way to a `shared:` entry, or the entry (and what it holds).
+    Shared(usize),
+}
+
+struct Need {
+    path: PathBuf,
+    mode: i32,
+    tag: Tag,
+}
+
+pub fn check(context: &Context, pool: Option<&Pool>, out: &mut Vec<Finding>) {
+    let Some(ident) = pool.and_then(|p| p.ident.as_ref()) else {
+        if pool.is_some() {
+            out.push(Finding::warn(
+                "shared",
+                "not checked: the pool's user is not known",
+                "give the pool file with --fpm-pool FILE; its `user` must exist on this system",
+            ));
+        }
+        return;
+    };
+    let needs = needs(context);
+    let (allowed, how) = match test(ident, &needs) {
+        Ok(allowed) => allowed,
+        Err(err) => {
+            out.push(Finding::warn(
+                "shared",
+                format!("not checked: {err}"),
+                "run doctor as root",
+            ));
+            return;
+        }
+    };
+    let denied: Vec<&Need> = needs
+        .iter()
+        .zip(&allowed)
+        .filter(|(_, ok)| !**ok)
+        .map(|(n, _)| n)
+        .collect();
+    let who = format!(
+        "the pool's user {}:{} (uid {}, groups {})",
+        ident.user(),
+        ident.group(),
+        ident.uid,
+        groups(ident)
+    );
+    live(context, &needs, &denied, &who, how, out);
+    // A directory above the root that the user cannot enter refuses every shared/ entry
+    // too: one finding says so, not one per entry.
+    let above = |n: &&&Need| n.tag == Tag::Traverse && context.layout.root.starts_with(&n.path);
+    if !denied.iter().any(|n| above(&n)) {
+        shared(context, ident, &denied, &who, out);
+    }
+}
+
+fn groups(ident: &Ident) -> String {
+    let mut all = vec![ident.gid];
+    all.extend(ident.groups.iter().filter(|g| **g != ident.gid));
+    all.iter()
+        .map(|g| group_name(*g))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every path to check, in order: ancestors before what they hold.
+fn needs(context: &Context) -> Vec<Need> {
+    let layout = &context.layout;
+    let mut needs = Vec::new();
+    if let Ok(build) = fs::canonicalize(&layout.latest) {
+        let public = build.join("public");
+        let public = if public.is_dir() {
+            public
+        } else {
+            build.clone()
+        };
+        for dir in ancestors(&public, Path::new("/")) {
+            needs.push(need(dir, X, Tag::Traverse));
+        }
+        for entry in walkdir::WalkDir::new(&build).into_iter().flatten() {
+            let kind = entry.file_type();
+            if kind.is_symlink() {
+                continue; // shared/ entries, checked below
+            }
+            let mode = if kind.is_dir() { R | X } else { R };
+            needs.push(need(entry.into_path(), mode, Tag::Live));
+        }
+    }
+    let resets = context
+        .plan
+        .as_ref()
+        .is_some_and(|p| p.config.reset_opcache.is_some());
+    if resets {
+        needs.push(need(layout.state.clone(), X, Tag::State));
+    }
+    let entries = context.plan.as_ref().map(|p| p.config.shared.as_slice());
+    for (i, entry) in entries.unwrap_or_default().iter().enumerate() {
+        let path = layout.shared.join(&entry.path);
+        for dir in ancestors(&path, &layout.root).into_iter().skip(1) {
+            needs.push(need(dir, X, Tag::Shared(i)));
+        }
+        if path.is_dir() {
+            for dir in walkdir::WalkDir::new(&path).into_iter().flatten() {
+                if dir.file_type().is_dir() {
+                    needs.push(need(dir.into_path(), W | X, Tag::Shared(i)));
+                }
+            }
+        } else if path.exists() {
+            needs.push(need(path, R | W, Tag::Shared(i)));
+        }
+    }
+    needs
+}
+
+fn need(path: PathBuf, mode: i32, tag: Tag) -> Need {
+    Need { path, mode, tag }
+}
+
+/// The directories from `top` down to `path`'s parent.
+fn ancestors(path: &Path, top: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = path
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(top))
+        .map(Path::to_path_buf)
+        .collect();
+    dirs.reverse();
+    dirs
+}
+
+/// Whether `ident` has each access; and how that was found out.
+fn test(ident: &Ident, needs: &[Need]) -> Result<(Vec<bool>, &'static str), String> {
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return as_user(ident, needs).map(|a| (a, "tested as that user"));
+    }
+    Ok((
+        needs.iter().map(|n| by_mode(ident, n)).collect(),
+        "from the mode bits; ACLs not considered",
+    ))
+}
+
+/// From the permission bits, as the kernel would decide without ACLs.
+fn by_mode(ident: &Ident, need: &Need) -> bool {
+    let Ok(meta) = fs::metadata(&need.path) else {
+        return false;
+    };
+    let mode = meta.mode();
+    if ident.uid == 0 {
+        return need.mode & X == 0 || meta.is_dir() || mode & 0o111 != 0;
+    }
+    let bits = if meta.uid() == ident.uid {
+        mode >> 6
+    } else if meta.gid() == ident.gid || ident.groups.contains(&meta.gid()) {
+        mode >> 3
+    } else {
+        mode
+    } & 7;
+    bits & need.mode as u32 == need.mode as u32
+}
+
+/// access(2) of each path in a child process that became the pool's user; one byte per
+/// path back through a pipe.
+fn as_user(ident: &Ident, needs: &[Need]) -> Result<Vec<bool>, String> {
+    // Everything the child uses is made before fork(2): after it, only system calls.
+    let paths: Vec<CString> = needs
+        .iter()
+        .map(|n| CString::new(n.path.as_os_str().as_bytes()).unwrap_or_default())
+        .collect();
+    let modes: Vec<i32> = needs.iter().map(|n| n.mode).collect();
+    let mut answers = vec![0u8; needs.len()];
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills the two descriptors it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: doctor runs no other thread; the child below calls only async-signal-safe
+    // system calls on memory allocated before the fork, then _exit(2).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above; each call's arguments are valid for the call.
+        unsafe {
+            libc::close(fds[0]);
+            let groups = ident.groups.as_ptr();
+            if libc::setgroups(ident.groups.len(), groups) != 0
+                || libc::setgid(ident.gid) != 0
+                || libc::setuid(ident.uid) != 0
+            {
+                libc::_exit(2);
+            }
+            for (i, path) in paths.iter().enumerate() {
+                answers[i] = u8::from(libc::access(path.as_ptr(), modes[i]) == 0);
+            }
+            let mut sent = 0;
+            while sent < answers.len() {
+                let n = libc::write(
+                    fds[1],
+                    answers.as_ptr().add(sent).cast(),
+                    answers.len() - sent,
+                );
+                if n <= 0 {
+                    libc::_exit(3);
+                }
+                sent += n as usize;
+            }
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: the write end belongs to the child now; the read end is ours alone.
+    let mut reader = unsafe {
+        libc::close(fds[1]);
+        fs::File::from_raw_fd(fds[0])
+    };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    let mut got = Vec::new();
+    let read = reader.read_to_end(&mut got);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if read.is_err() || got.len() != needs.len() || status != 0 {
+        return Err(format!(
+            "could not take the user {} to test access (status {status})",
+            ident.uid
+        ));
+    }
+    Ok(got.into_iter().map(|b| b == 1).collect())
+}
+
+/// `drwx------ root:root`, for a message.
+fn describe(path: &Path) -> String {
+    match fs::metadata(path) {
+        Ok(meta) => format!(
+            "{} {}, mode {:o} owner {}:{}",
+            path.display(),
+            if meta.is_dir() { "dir" } else { "file" },
+            meta.mode() & 0o7777,
+            super::pool::Ident {
+                uid: meta.uid(),
+                gid: meta.gid(),
+                groups: Vec::new()
+            }
+            .user(),
+            group_name(meta.gid())
+        ),
+        Err(err) => format!("{}: {err}", path.display()),
+    }
+}
+
+fn live(
+    context: &Context,
+    needs: &[Need],
+    denied: &[&Need],
+    who: &str,
+    how: &str,
+    out: &mut Vec<Finding>,
+) {
+    let check = "web access";
+    let of = |tag: Tag| denied.iter().filter(move |n| n.tag == tag);
+    if let Some(blocked) = of(Tag::Traverse).next() {
+        out.push(Finding::fail(
+            check,
+            format!(
+                "{who} cannot enter {} ({how}), on the way to the live build: every request \
+                 fails (File not found)",
+                describe(&blocked.path)
+            ),
+            format!(
+                "`chmod o+x {0}` (or give it the pool's group and `chmod g+x {0}`), or move the \
+                 deploy root out of it (e.g. to /srv)",
+                blocked.path.display()
+            ),
+        ));
+    } else if of(Tag::Live).next().is_some() {
+        let examples: Vec<String> = of(Tag::Live).take(3).map(|n| describe(&n.path)).collect();
+        out.push(Finding::fail(
+            check,
+            format!(
+                "{who} cannot read {} path(s) of the live build ({how}), e.g. {}",
+                of(Tag::Live).count(),
+                examples.join("; ")
+            ),
+            "make the deploy user's files world-readable (umask 022: files 0644, directories \
+             0755), then deploy again",
+        ));
+    } else if needs.iter().any(|n| n.tag == Tag::Live) {
+        out.push(Finding::ok(
+            check,
+            format!(
+                "{who} can reach and read the live build {} ({how})",
+                fs::canonicalize(&context.layout.latest)
+                    .unwrap_or_default()
+                    .display()
+            ),
+        ));
+    }
+    if let Some(state) = of(Tag::State).next() {
+        out.push(Finding::fail(
+            check,
+            format!(
+                "{who} cannot enter {} ({how}): reset_opcache's script there cannot run, and \
+                 every deploy ends failed",
+                describe(&state.path)
+            ),
+            format!("`chmod o+x {}`", state.path.display()),
+        ));
+    }
+}
+
+fn shared(context: &Context, ident: &Ident, denied: &[&Need], who: &str, out: &mut Vec<Finding>) {
+    let entries = context.plan.as_ref().map(|p| p.config.shared.as_slice());
+    for (i, entry) in entries.unwrap_or_default().iter().enumerate() {
+        let path = context.layout.shared.join(&entry.path);
+        let blocked: Vec<&&Need> = denied.iter().filter(|n| n.tag == Tag::Shared(i)).collect();
+        let Some(first) = blocked.first() else {
+            out.push(Finding::ok(
+                "shared",
+                if path.exists() {
+                    format!("{entry} ({}) is writable by {who}", path.display())
+                } else {
+                    format!("{entry} is not in shared/ yet: the next deploy creates it")
+                },
+            ));
+            continue;
+        };
+        let group = ident.group();
+        out.push(Finding::fail(
+            "shared",
+            format!(
+                "{entry} is not writable by {who}: {} ({} path(s) refused): what the app stores \
+                 there (uploads, sessions, caches) fails",
+                describe(&first.path),
+                blocked.len()
+            ),
+            format!(
+                "`chgrp -R {group} {p} && chmod -R g+w {p} && find {p} -type d -exec chmod g+s \
+                 {{}} +` (directories keep the group for new files), or `atomdeploy-hook install \
+                 --web-user {}`",
+                ident.user(),
+                p = path.display()
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_bits_decide_by_owner_then_group_then_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uploads");
+        fs::create_dir(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o751)).unwrap();
+        // As root, an owner that is not root (for whom the bits would not count).
+        if fs::metadata(&path).unwrap().uid() == 0 {
+            std::os::unix::fs::chown(&path, Some(4321), Some(4321)).unwrap();
+        }
+        let meta = fs::metadata(&path).unwrap();
+        let (uid, gid) = (meta.uid(), meta.gid());
+        let (stranger, strangers) = (uid.wrapping_add(4242), gid.wrapping_add(4242));
+        let may = |ident: Ident, mode| by_mode(&ident, &need(path.clone(), mode, Tag::Shared(0)));
+        let owner = || Ident {
+            uid,
+            gid: strangers,
+            groups: vec![],
+        };
+        let member = || Ident {
+            uid: stranger,
+            gid: strangers,
+            groups: vec![gid],
+        };
+        let other = || Ident {
+            uid: stranger,
+            gid: strangers,
+            groups: vec![],
+        };
+        assert!(may(owner(), W | X));
+        assert!(may(member(), R | X));
+        assert!(!may(member(), W | X));
+        assert!(may(other(), X));
+        assert!(!may(other(), R));
+        // The owner's bits count for the owner even when the group's would allow more.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o070)).unwrap();
+        assert!(!may(
+            Ident {
+                uid,
+                gid,
+                groups: vec![]
+            },
+            X
+        ));
+        let root = Ident {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        assert!(may(root, W | X));
+    }
+}

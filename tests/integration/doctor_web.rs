@@ -1,0 +1,583 @@
+//! `atomdeploy-hook doctor`'s web-server checks against real nginx and php-fpm on 127.0.0.1,
+//! configured from the shipped webserver/ files: the shipped set-up passes them, and each
+//! set-up broken on purpose is caught with its fix, doctor changing nothing.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::Output;
+
+use crate::harness::web::{WebServer, living, naming};
+use crate::harness::{Server, tree_listing};
+
+/// The checks this module is about; the root's own checks may warn on a test machine.
+const WEB_CHECKS: [&str; 5] = ["nginx", "php-fpm pool", "web access", "shared", "opcache"];
+
+/// A server with v1 of the example app live and `uploads/` shared.
+fn deployed(config: &[(&str, &str)]) -> (Server, String) {
+    deployed_at(config, None)
+}
+
+/// [`deployed`], the deploy root at `root` when given.
+fn deployed_at(config: &[(&str, &str)], root: Option<&std::path::Path>) -> (Server, String) {
+    let mut builder = Server::builder().config("shared", "[uploads/]");
+    for (key, value) in config {
+        builder = builder.config(key, value);
+    }
+    if let Some(root) = root {
+        builder = builder.root(root);
+    }
+    let server = builder.install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let build = server.live().expect("a live build");
+    (server, build)
+}
+
+fn web_dir(server: &Server) -> PathBuf {
+    server.base().join("web")
+}
+
+fn start(
+    server: &Server,
+    pool: &dyn Fn(String) -> String,
+    site: &dyn Fn(String) -> String,
+) -> WebServer {
+    WebServer::start_edited(&server.root, &web_dir(server), pool, site)
+}
+
+fn unchanged(s: String) -> String {
+    s
+}
+
+/// Everything under the deploy root with its content and mode: what doctor must not change.
+fn snapshot(server: &Server) -> Vec<(String, String, u32)> {
+    tree_listing(&server.root)
+        .into_iter()
+        .map(|(path, what)| {
+            let mode = fs::symlink_metadata(server.root.join(&path))
+                .unwrap()
+                .mode();
+            (path, what, mode)
+        })
+        .collect()
+}
+
+/// `doctor --nginx-config <the test's nginx.conf> ARGS`, checking that it changed nothing.
+fn doctor(server: &Server, args: &[&str]) -> Output {
+    let before = snapshot(server);
+    let conf = web_dir(server).join("nginx.conf").display().to_string();
+    let mut all = vec!["doctor", "--nginx-config", &conf];
+    all.extend(args);
+    let out = server.run(&all);
+    assert_eq!(snapshot(server), before, "doctor changed the deploy root");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// With the test's own pool file.
+fn doctor_pool(server: &Server) -> Output {
+    let pool = web_dir(server).join("php-fpm.conf").display().to_string();
+    doctor(server, &["--fpm-pool", &pool])
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The line of `check` at `level` containing `has`, and its fix.
+#[track_caller]
+fn finding(out: &Output, level: &str, check: &str, has: &str) -> (String, String) {
+    let text = text(out);
+    let lines: Vec<&str> = text.lines().collect();
+    let start = format!("{level:<8} {check}: ");
+    let Some(at) = lines
+        .iter()
+        .position(|l| l.starts_with(&start) && l.contains(has))
+    else {
+        panic!("no `{start}…{has}…` in:\n{text}");
+    };
+    let fix = lines
+        .get(at + 1)
+        .and_then(|l| l.strip_prefix("         fix: "))
+        .unwrap_or("")
+        .to_string();
+    (lines[at].to_string(), fix)
+}
+
+/// A FAIL of `check` containing `has`, whose fix contains `fix`; doctor exits 1.
+#[track_caller]
+fn assert_fails(out: &Output, check: &str, has: &str, fix: &str) -> String {
+    let (line, found) = finding(out, "FAIL", check, has);
+    assert!(
+        found.contains(fix),
+        "fix `{found}` lacks `{fix}`\n{}",
+        text(out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    line
+}
+
+/// No FAIL and no warning from the web checks.
+#[track_caller]
+fn assert_web_clean(out: &Output) {
+    let text = text(out);
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("FAIL") || l.starts_with("warning"))
+        .filter(|l| {
+            WEB_CHECKS
+                .iter()
+                .any(|c| l[8..].trim_start().starts_with(&format!("{c}: ")))
+        })
+        .collect();
+    assert_eq!(bad, Vec::<&str>::new(), "{text}");
+}
+
+fn stop(web: WebServer) {
+    let groups = web.process_groups();
+    let dir = web.dir().to_path_buf();
+    web.stop();
+    let mut left = living(&groups);
+    left.extend(naming(&dir));
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "web server processes outlived the test"
+    );
+}
+
+/// The test's pool file copied into `<web>/pool.d/app.conf`, beside a pool `other` listening
+/// on `other`: doctor must tell them apart by their `listen`.
+fn pool_dir(server: &Server, other: &str) -> String {
+    let dir = web_dir(server).join("pool.d");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(web_dir(server).join("php-fpm.conf"), dir.join("app.conf")).unwrap();
+    fs::write(
+        dir.join("other.conf"),
+        format!("[other]\nuser = nobody\ngroup = nogroup\nlisten = {other}\n"),
+    )
+    .unwrap();
+    dir.join("*.conf").display().to_string()
+}
+
+fn root_of(server: &Server) -> String {
+    server.root.display().to_string()
+}
+
+#[test]
+fn the_shipped_set_up_passes_every_web_check() {
+    let (server, _) = deployed(&[]);
+    let web = start(&server, &unchanged, &unchanged);
+    let root = root_of(&server);
+    let dir = web_dir(&server);
+    let out = doctor_pool(&server);
+    assert_web_clean(&out);
+    let has = [
+        ("nginx", format!("has `root {root}/latest/public`")),
+        (
+            "nginx",
+            "passes SCRIPT_FILENAME $realpath_root$fastcgi_script_name".into(),
+        ),
+        (
+            "php-fpm pool",
+            format!("pool `app` ({}/php-fpm.conf:", dir.display()),
+        ),
+        ("web access", "can reach and read the live build".into()),
+        (
+            "shared",
+            format!("uploads/ ({root}/shared/uploads) is writable"),
+        ),
+        ("opcache", "opcache on, validate_timestamps=0".into()),
+    ];
+    for (check, text) in &has {
+        finding(&out, "ok", check, text);
+    }
+    // Without --fpm-pool: the pool is the one of the directory whose listen nginx passes to.
+    let pools = pool_dir(&server, "127.0.0.1:9");
+    let out = doctor(&server, &["--fpm-pools", &pools]);
+    assert_web_clean(&out);
+    finding(
+        &out,
+        "ok",
+        "php-fpm pool",
+        &format!("pool `app` ({}/pool.d/app.conf:", dir.display()),
+    );
+    stop(web);
+}
+
+#[test]
+fn a_server_block_serving_a_build_directory_fails() {
+    let (server, build) = deployed(&[]);
+    let root = root_of(&server);
+    let web = start(&server, &unchanged, &|site| {
+        site.replace(
+            &format!("{root}/latest/public"),
+            &format!("{root}/builds/{build}/public"),
+        )
+    });
+    let out = doctor_pool(&server);
+    assert_fails(
+        &out,
+        "nginx",
+        &format!("has `root {root}/builds/{build}/public`"),
+        &format!("`root {root}/latest/public;`"),
+    );
+    assert!(text(&out).contains("a build directory, so the site keeps serving that one build"));
+    stop(web);
+}
+
+#[test]
+fn a_server_block_serving_application_fails() {
+    let (server, _) = deployed(&[]);
+    let root = root_of(&server);
+    let web = start(&server, &unchanged, &|site| {
+        site.replace(
+            &format!("{root}/latest/public"),
+            &format!("{root}/application/public"),
+        )
+    });
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "nginx",
+        &format!("has `root {root}/application/public`"),
+        &format!("`root {root}/latest/public;`"),
+    );
+    assert!(line.contains("half-updated tree"), "{line}");
+    stop(web);
+}
+
+fn document_root(site: String) -> String {
+    site.replace(
+        "SCRIPT_FILENAME $realpath_root$fastcgi_script_name",
+        "SCRIPT_FILENAME $document_root$fastcgi_script_name",
+    )
+    .replace(
+        "DOCUMENT_ROOT $realpath_root",
+        "DOCUMENT_ROOT $document_root",
+    )
+}
+
+#[test]
+fn document_root_fails_without_reset_opcache_and_passes_with_it() {
+    let (server, _) = deployed(&[]);
+    let web = start(&server, &unchanged, &document_root);
+    let out = doctor_pool(&server);
+    assert_fails(
+        &out,
+        "nginx",
+        "passes SCRIPT_FILENAME $document_root$fastcgi_script_name: PHP is handed the path \
+         through `latest`",
+        "reset_opcache: <the pool's listen>",
+    );
+    // The shipped opcache.ini's validate_timestamps=0, read from the running pool, makes it
+    // for ever.
+    assert_fails(
+        &out,
+        "opcache",
+        "opcache.validate_timestamps=0 with paths through `latest`",
+        "$realpath_root$fastcgi_script_name",
+    );
+    let socket = format!("unix:{}", web_dir(&server).join("fpm.sock").display());
+    server.set_config("reset_opcache", &socket);
+    let out = doctor_pool(&server);
+    assert_web_clean(&out);
+    finding(
+        &out,
+        "ok",
+        "nginx",
+        &format!("resets the pool's opcache at {socket} after each switch"),
+    );
+    finding(
+        &out,
+        "ok",
+        "opcache",
+        "reset after each switch (reset_opcache)",
+    );
+    stop(web);
+}
+
+#[test]
+fn a_restrict_api_that_leaves_out_the_reset_script_fails() {
+    let (server, _) = deployed(&[]);
+    let web = start(
+        &server,
+        &|pool| format!("{pool}\nphp_admin_value[opcache.restrict_api] = /var/www/\n"),
+        &document_root,
+    );
+    let socket = format!("unix:{}", web_dir(&server).join("fpm.sock").display());
+    server.set_config("reset_opcache", &socket);
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "opcache",
+        "opcache.restrict_api is `/var/www/` in pool `app`",
+        &format!(
+            "set opcache.restrict_api empty, or to a prefix of {}/.atomdeploy",
+            server.root.display()
+        ),
+    );
+    assert!(line.contains("every deploy ends failed"), "{line}");
+    stop(web);
+}
+
+#[test]
+fn reset_opcache_at_another_pool_than_nginx_passes_to_fails() {
+    let (server, _) = deployed(&[]);
+    let web = start(&server, &unchanged, &document_root);
+    let dir = web_dir(&server);
+    let elsewhere = format!("unix:{}", dir.join("elsewhere.sock").display());
+    server.set_config("reset_opcache", &elsewhere);
+    assert_fails(
+        &doctor_pool(&server),
+        "opcache",
+        &format!(
+            "reset_opcache resets the pool at {elsewhere}, but the site is served by pool `app` \
+             ({}/php-fpm.conf:",
+            dir.display()
+        ),
+        &format!("`reset_opcache: unix:{}`", dir.join("fpm.sock").display()),
+    );
+    stop(web);
+}
+
+#[test]
+fn no_server_block_for_the_root_fails() {
+    let (server, _) = deployed(&[]);
+    let root = root_of(&server);
+    let elsewhere = server.base().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let web = start(&server, &unchanged, &|site| {
+        site.replace(
+            &format!("{root}/latest/public"),
+            &elsewhere.display().to_string(),
+        )
+    });
+    assert_fails(
+        &doctor_pool(&server),
+        "nginx",
+        &format!(
+            "no server block in {}/nginx.conf (as `nginx -T` prints it) has its root in \
+             {root}/latest",
+            web_dir(&server).display()
+        ),
+        &format!("`root {root}/latest/public;`"),
+    );
+    stop(web);
+}
+
+#[test]
+fn a_missing_nginx_config_is_a_warning_and_skips_the_web_checks() {
+    let (server, _) = deployed(&[]);
+    let out = doctor(&server, &[]);
+    let (_, fix) = finding(
+        &out,
+        "warning",
+        "nginx",
+        &format!(
+            "{}/nginx.conf does not exist: nginx not checked",
+            web_dir(&server).display()
+        ),
+    );
+    assert!(fix.contains("--nginx-config FILE"), "{fix}");
+    finding(&out, "warning", "php-fpm pool", "not checked");
+}
+
+#[test]
+fn fastcgi_pass_to_a_socket_nothing_listens_on_fails() {
+    let (server, _) = deployed(&[]);
+    let dir = web_dir(&server);
+    let gone = dir.join("gone.sock");
+    let web = start(&server, &unchanged, &|site| {
+        site.replace(
+            &format!("unix:{}", dir.join("fpm.sock").display()),
+            &format!("unix:{}", gone.display()),
+        )
+    });
+    // The given pool file has no pool there.
+    assert_fails(
+        &doctor_pool(&server),
+        "php-fpm pool",
+        &format!(
+            "no pool in {}/php-fpm.conf listens on unix:{}, where nginx passes PHP requests \
+             (pools there: [app] unix:{}/fpm.sock)",
+            dir.display(),
+            gone.display(),
+            dir.display()
+        ),
+        &format!("`listen = {}`", gone.display()),
+    );
+    // A pool file does, but php-fpm has not loaded it: no socket.
+    let pools = pool_dir(&server, &gone.display().to_string());
+    let out = doctor(&server, &["--fpm-pools", &pools]);
+    assert_fails(
+        &out,
+        "php-fpm pool",
+        &format!(
+            "pool `other` ({}/pool.d/other.conf:1): the socket {} does not exist",
+            dir.display(),
+            gone.display()
+        ),
+        "systemctl reload php8.2-fpm",
+    );
+    // A socket left behind by a php-fpm that died: nothing accepts on it.
+    drop(UnixListener::bind(&gone).unwrap());
+    let out = doctor(&server, &["--fpm-pools", &pools]);
+    assert_fails(
+        &out,
+        "php-fpm pool",
+        &format!(
+            "pool `other` ({}/pool.d/other.conf:1): cannot reach the php-fpm pool at unix:{}",
+            dir.display(),
+            gone.display()
+        ),
+        "systemctl reload php8.2-fpm",
+    );
+    assert!(text(&out).contains("Connection refused"), "{}", text(&out));
+    stop(web);
+}
+
+fn as_www_data(pool: String) -> String {
+    pool.replace("user = root", "user = www-data")
+        .replace("group = root", "group = www-data")
+}
+
+#[test]
+fn shared_owned_by_root_is_not_writable_by_a_www_data_pool() {
+    let (server, _) = deployed(&[]);
+    // Whatever the test's temporary directory is, a server's /srv is open to all.
+    fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
+    let uploads = server.root.join("shared/uploads");
+    let meta = fs::metadata(&uploads).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o755));
+    let web = start(&server, &as_www_data, &unchanged);
+    let out = doctor_pool(&server);
+    let line = assert_fails(
+        &out,
+        "shared",
+        "uploads/ is not writable by the pool's user www-data:www-data (uid 33",
+        &format!(
+            "`chgrp -R www-data {0} && chmod -R g+w {0}",
+            uploads.display()
+        ),
+    );
+    assert!(
+        line.contains(&format!(
+            "{} dir, mode 755 owner root:root",
+            uploads.display()
+        )),
+        "{line}"
+    );
+    assert!(text(&out).contains("install --web-user www-data"));
+    finding(
+        &out,
+        "ok",
+        "php-fpm pool",
+        "running as www-data:www-data (uid 33, gid 33)",
+    );
+    finding(
+        &out,
+        "ok",
+        "web access",
+        "can reach and read the live build",
+    );
+    // The fix it gives is enough.
+    for command in [
+        format!("chgrp -R www-data {}", uploads.display()),
+        format!("chmod -R g+w {}", uploads.display()),
+    ] {
+        let args: Vec<&str> = command.split(' ').collect();
+        assert!(
+            server
+                .command(args[0])
+                .args(&args[1..])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let out = doctor_pool(&server);
+    assert_web_clean(&out);
+    finding(&out, "ok", "shared", "uploads/ (");
+    stop(web);
+}
+
+#[test]
+fn a_root_under_a_directory_the_pool_cannot_enter_fails() {
+    // A deploy user's home: /home/deploy is 0700 on many systems.
+    let home = tempfile::Builder::new()
+        .prefix("atomdeploy-home-")
+        .tempdir()
+        .unwrap();
+    let base = fs::canonicalize(home.path()).unwrap();
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).unwrap();
+    let (server, _) = deployed_at(&[], Some(&base.join("srv")));
+    let web = start(&server, &as_www_data, &unchanged);
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "web access",
+        &format!(
+            "www-data:www-data (uid 33, groups www-data) cannot enter {} dir, mode 700 owner \
+             root:root",
+            base.display()
+        ),
+        &format!("`chmod o+x {}`", base.display()),
+    );
+    assert!(line.contains("every request fails"), "{line}");
+    stop(web);
+}
+
+#[test]
+fn opcache_enable_in_the_pool_fails() {
+    let (server, _) = deployed(&[]);
+    let web = start(
+        &server,
+        &|pool| format!("{pool}\nphp_admin_value[opcache.enable] = 1\n"),
+        &unchanged,
+    );
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "opcache",
+        &format!(
+            "php_admin_value[opcache.enable] = 1 in pool `app` ({}/php-fpm.conf:",
+            web_dir(&server).display()
+        ),
+        "remove the line",
+    );
+    assert!(
+        line.contains("Zend OPcache can't be temporary enabled"),
+        "{line}"
+    );
+    stop(web);
+}
+
+/// What php-fpm was started with (`-d opcache.validate_timestamps=0` from opcache.ini) is
+/// overridden by the pool: doctor reports what the running pool says.
+#[test]
+fn opcache_settings_are_those_of_the_running_pool() {
+    let (server, _) = deployed(&[]);
+    let web = start(
+        &server,
+        &|pool| {
+            format!(
+                "{}\nphp_admin_value[opcache.validate_timestamps] = 1\n\
+                 php_admin_value[opcache.revalidate_freq] = 60\n",
+                pool.replace("php_admin_value[opcache.validate_timestamps] = 0", "")
+            )
+        },
+        &document_root,
+    );
+    let out = doctor_pool(&server);
+    let line = assert_fails(
+        &out,
+        "opcache",
+        "opcache.revalidate_freq=60s with paths through `latest`",
+        "$realpath_root",
+    );
+    assert!(line.contains("realpath_cache_ttl=600s"), "{line}");
+    stop(web);
+}
