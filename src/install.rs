@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use git2::Repository;
 
-use crate::environments;
+use crate::hook_file;
 use crate::infra::perms::{self, WebUser};
 use crate::push::Branches;
+use crate::state::control_branches;
 use crate::state::plan::{Layout, Plan};
 
 const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
@@ -72,7 +73,7 @@ pub fn install(args: &Install) -> Result<()> {
     roots.insert(place.position.min(roots.len()), root.clone());
     write_hook(&repo_path, &roots)?;
     if place.record {
-        environments::record_branches(&layout, &place.branches)?;
+        control_branches::record_branches(&layout, &place.branches)?;
     }
 
     if let Some(text) = repaired {
@@ -171,7 +172,7 @@ fn print_exit_status_setup(repo: &Path) -> Result<()> {
 }
 
 /// Where the root goes among the roots the repository's hook names already (environments:
-/// see `environments.rs`), and its branches.
+/// see `hook/several.rs`), and its branches.
 struct Placement {
     /// The other roots, in the hook's order.
     others: Vec<PathBuf>,
@@ -188,7 +189,7 @@ struct Placement {
 fn place_root(args: &Install) -> Result<Placement> {
     let hook = args.repo.join("hooks").join("post-receive");
     let listed = match fs::read_to_string(&hook) {
-        Ok(text) if text.contains(HOOK_MARKER) => environments::hook_roots(&text)
+        Ok(text) if text.contains(HOOK_MARKER) => hook_file::hook_roots(&text)
             // Rewriting it with this root alone would drop the others without a word.
             .with_context(|| {
                 format!(
@@ -217,15 +218,15 @@ fn place_root(args: &Install) -> Result<Placement> {
         .map_or_else(|| args.branch.to_string(), |c| c.branch);
     let recorded = layout.state.join("control-branches").exists();
     let (branches, record) = if recorded {
-        (environments::branches(&layout, &deploy)?, false)
+        (control_branches::branches(&layout, &deploy)?, false)
     } else if position == 0 {
         (Branches::first(&deploy), false)
     } else {
-        (environments::further_root(&deploy), true)
+        (control_branches::further_root(&deploy), true)
     };
     for other in &others {
         let theirs = match Plan::load(other)
-            .and_then(|plan| environments::branches(&plan.layout, &plan.config.branch))
+            .and_then(|plan| control_branches::branches(&plan.layout, &plan.config.branch))
         {
             Ok(theirs) => theirs,
             Err(err) => {

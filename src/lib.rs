@@ -7,7 +7,7 @@
 //!   both [`deploy`] and [`rollback`]; [`install`] sets a server up; [`inventory`] lists what
 //!   is on it; [`cli`] and [`push`] read what the operator and git hand over; [`push_status`]
 //!   makes `git push` exit non-zero when its deploy failed (`receive-pack`, `serve`);
-//!   [`environments`] lets one repository serve several deploy roots.
+//!   [`hook`]`::several` lets one repository serve several deploy roots.
 //! - A deploy: [`deploy`] takes the lock, decides, runs [`pipeline`] and logs; the pipeline
 //!   runs the [`steps`] (one module each, in the README's order); [`rollback`] goes back.
 //! - [`state`]: what a deploy root holds between runs (its layout, the builds, the deploy log,
@@ -20,10 +20,10 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod doctor;
-pub mod environments;
 pub mod freeze;
 pub mod group;
 pub mod hook;
+pub mod hook_file;
 pub mod infra;
 pub mod install;
 pub mod inventory;

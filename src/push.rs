@@ -11,7 +11,7 @@ use crate::config::{REPLAY_BRANCH, ROLLBACK_BRANCH};
 use crate::group::GroupRef;
 
 /// The branches that mean something to one deploy root: the one it deploys, and the two it
-/// controls (see `environments.rs`: a repository's first root has `rollback` and `replay`,
+/// controls (see `hook/several.rs`: a repository's first root has `rollback` and `replay`,
 /// each further root `rollback-<branch>` and `replay-<branch>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Branches {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use git2::Repository;
 
 use crate::doctor::Finding;
+use crate::hook_file::{Invocation, invocations};
 use crate::install::HOOK_MARKER;
 use crate::state::plan::Plan;
 
@@ -156,13 +157,6 @@ fn fsck(repo: &Repository) -> Finding {
     )
 }
 
-/// One `… post-receive --root DIR…` command in the hook: the program and the roots it names.
-#[derive(Debug, PartialEq)]
-struct Invocation {
-    program: PathBuf,
-    roots: Vec<PathBuf>,
-}
-
 /// The program of the hook's invocation that names `root` (by its canonical path) among its
 /// `--root` arguments; one hook may serve several roots. git runs a bare repository's hook in
 /// the repository (`cwd`), with its PATH: relative paths are taken from there, a bare name
@@ -181,101 +175,6 @@ fn calls_for(calls: &[Invocation], root: &Path, cwd: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Every command line of a shell script that runs `post-receive`, with its program and `--root`
-/// arguments.
-fn invocations(script: &str) -> Vec<Invocation> {
-    let mut found = Vec::new();
-    for line in script.lines() {
-        let mut words = shell_words(line);
-        if words.first().is_some_and(|w| w == "exec") {
-            words.remove(0);
-        }
-        if words.len() < 2 || !words.iter().any(|w| w == "post-receive") {
-            continue;
-        }
-        let mut roots = Vec::new();
-        let mut rest = words[1..].iter();
-        while let Some(word) = rest.next() {
-            if word == "--root" {
-                roots.extend(rest.next().map(PathBuf::from));
-            } else if let Some(root) = word.strip_prefix("--root=") {
-                roots.push(PathBuf::from(root));
-            }
-        }
-        found.push(Invocation {
-            program: PathBuf::from(&words[0]),
-            roots,
-        });
-    }
-    found
-}
-
-/// The words of one line of sh, with its quoting undone: enough for the lines install writes
-/// and the ones an operator would (no expansions; a comment ends the line).
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' => words.extend(word.take()),
-            '#' if word.is_none() => break,
-            '\'' => {
-                let w = word.get_or_insert_with(String::new);
-                w.extend(chars.by_ref().take_while(|&c| c != '\''));
-            }
-            '"' => {
-                let w = word.get_or_insert_with(String::new);
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => w.extend(chars.next()),
-                        c => w.push(c),
-                    }
-                }
-            }
-            '\\' => word.get_or_insert_with(String::new).extend(chars.next()),
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    words.extend(word);
-    words
-}
-
 fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_installed_line_is_read_back() {
-        let calls = invocations(
-            "#!/bin/sh\n# post-receive hook\nexec '/usr/bin/atomdeploy-hook' post-receive --root '/srv/it'\\''s'\n",
-        );
-        assert_eq!(
-            calls,
-            [Invocation {
-                program: "/usr/bin/atomdeploy-hook".into(),
-                roots: vec!["/srv/it's".into()],
-            }]
-        );
-    }
-
-    #[test]
-    fn several_roots_are_all_read() {
-        let calls = invocations("exec /bin/a post-receive --root /srv/a --root=\"/srv/b c\"\n");
-        assert_eq!(
-            calls[0].roots,
-            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b c")]
-        );
-    }
-
-    #[test]
-    fn lines_that_do_not_run_post_receive_are_ignored() {
-        assert!(invocations("#!/bin/sh\necho post-receive\n# exec x post-receive\n").len() == 1);
-        assert!(invocations("#!/bin/sh\nlogger pushed\n").is_empty());
-    }
 }

@@ -1,6 +1,8 @@
 //! The `post-receive` hook: what git hands it, which repository it runs for, and what each
 //! pushed ref asks of it (a deploy, a rollback, a group operation, or nothing).
 
+mod several;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -12,12 +14,13 @@ use crate::infra::report::{self, Output, Reported, Reporter};
 use crate::push::{Branches, PushRequest};
 use crate::push_status::StatusFile;
 use crate::state::builds;
+use crate::state::control_branches;
 use crate::state::plan::Plan;
 use crate::state::refs;
-use crate::{environments, group, push, rollback};
+use crate::{group, push, rollback};
 
 /// Runs the hook for the deploy roots `roots` (one, or several sharing the repository: see
-/// `environments.rs`), reading the pushed refs from stdin, and tells a waiting
+/// `hook/several.rs`), reading the pushed refs from stdin, and tells a waiting
 /// `atomdeploy-hook receive-pack` (if any) how it went.
 pub fn run(roots: &[PathBuf]) -> Result<()> {
     let status = StatusFile::from_env();
@@ -39,11 +42,11 @@ fn run_reported(roots: &[PathBuf], status: &StatusFile) -> Result<()> {
     let root = match roots {
         [root] => root,
         [] => bail!("no deploy root given: --root DIR"),
-        several => return environments::run_several(several, &input, status),
+        several => return several::run_several(several, &input, status),
     };
     let plan = Plan::load(root)?;
     check_repository(&plan)?;
-    let branches = environments::branches(&plan.layout, &plan.config.branch)?;
+    let branches = control_branches::branches(&plan.layout, &plan.config.branch)?;
     let request = push::parse(&input, &branches)?;
     if request.deploy.is_some()
         || request.replay.is_some()
@@ -191,7 +194,7 @@ pub(crate) fn check_repository(plan: &Plan) -> Result<()> {
 /// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
 /// back if it deleted the rollback branch.
 pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()> {
-    let branches = environments::branches(&plan.layout, &plan.config.branch)?;
+    let branches = control_branches::branches(&plan.layout, &plan.config.branch)?;
     handle(plan, &branches, &push::parse(input, &branches)?, reporter)
 }
 

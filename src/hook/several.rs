@@ -1,0 +1,245 @@
+//! Environments: one bare repository serving several deploy roots, e.g. `main` → `/srv/app`
+//! and `staging` → `/srv/app-staging`, each with its own deploy.yml, lock, builds and log.
+//!
+//! The hook names them all: `post-receive --root /srv/app --root /srv/app-staging`. A root
+//! knows nothing of the others, except which control branches are its own: `rollback` and
+//! `replay` can mean one root only, so they stay the first root's (nothing changes for a
+//! repository with one root) and each root added later gets `rollback-<branch>` and
+//! `replay-<branch>`, recorded by `install` in its state folder (the CLI's `rollback --root`
+//! must find the name without the hook).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::infra::report::{self, Output, Reported, Reporter};
+use crate::push::{self, Branches, RefUpdate};
+use crate::push_status::StatusFile;
+use crate::state::control_branches::branches;
+use crate::state::plan::{Layout, Plan};
+use crate::state::refs;
+
+/// A root as the hook found it.
+enum Loaded {
+    Ready(Box<Plan>, Branches),
+    /// Its deploy.yml (or its record of branches) is missing or broken, or it deploys another
+    /// repository: the error, and the branches it seems to answer to, if they can be told.
+    Broken(anyhow::Error, Option<Branches>),
+}
+
+fn load(root: &Path) -> Loaded {
+    match Plan::load(root) {
+        Ok(plan) => {
+            let found = branches(&plan.layout, &plan.config.branch);
+            match (super::check_repository(&plan), found) {
+                (Ok(()), Ok(branches)) => Loaded::Ready(Box::new(plan), branches),
+                (Err(err), found) => Loaded::Broken(err, found.ok()),
+                (Ok(()), Err(err)) => Loaded::Broken(err, None),
+            }
+        }
+        Err(err) => {
+            let layout = Layout::new(root);
+            let guess = guess_branch(&layout.config_file).and_then(|b| branches(&layout, &b).ok());
+            Loaded::Broken(err, guess)
+        }
+    }
+}
+
+/// The branch a deploy.yml that does not parse seems to deploy: its top-level `branch:` line,
+/// or the default when it has none. None when there is no file to read.
+fn guess_branch(config_file: &Path) -> Option<String> {
+    let text = fs::read_to_string(config_file).ok()?;
+    let named = text.lines().find_map(|line| {
+        let value = line.strip_prefix("branch:")?;
+        let value = value.split('#').next().unwrap_or_default().trim();
+        Some(value.trim_matches(|c| c == '"' || c == '\'').to_string())
+    });
+    Some(named.unwrap_or_else(|| "main".to_string()))
+}
+
+/// A root's part of a push.
+enum Part<'a> {
+    Ready(&'a Plan, &'a Branches, Box<push::PushRequest>),
+    Broken(&'a anyhow::Error),
+}
+
+/// The hook for a repository with several roots: each root handles the refs that are its own,
+/// one root after the other, each under its own lock and with its own output heading; the
+/// push fails (through the receive-pack wrapper) if any root's part failed.
+pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Result<()> {
+    // Every ref of the push, whatever it is for: no branch is named `refs/heads/`.
+    let nothing = Branches {
+        deploy: String::new(),
+        rollback: String::new(),
+        replay: String::new(),
+    };
+    let all = push::parse(input, &nothing)?;
+    // A root listed twice (a hand-edited hook) would deploy each push twice.
+    let mut unique: Vec<&PathBuf> = Vec::new();
+    for root in roots {
+        if !unique
+            .iter()
+            .any(|seen| crate::config::same_path(seen, root))
+        {
+            unique.push(root);
+        }
+    }
+    let loaded: Vec<(&PathBuf, Loaded)> = unique.into_iter().map(|r| (r, load(r))).collect();
+    let shared = Reporter::new(Output::detect(true));
+    if !all.group.is_empty() {
+        return refuse_group(roots, &loaded, &all.group, &shared);
+    }
+    let unclaimed = say_unclaimed(&loaded, &all.ignored, &shared);
+    let work = parts(&loaded, input, &all.ignored, !unclaimed.is_empty())?;
+    if work.is_empty() {
+        return Ok(());
+    }
+    status.pending();
+    let mut failures = Vec::new();
+    for (root, part) in work {
+        let what = match &part {
+            Part::Ready(_, b, _) => format!(" (refs/heads/{})", b.deploy),
+            Part::Broken(_) => String::new(),
+        };
+        shared.line(&format!("atomdeploy: ==== {}{what} ====", root.display()));
+        match part {
+            Part::Ready(plan, branches, request) => {
+                // Its own transcript: each root's log holds its own output only.
+                let reporter = Reporter::new(Output::detect(true));
+                if let Err(failure) = super::handle_reported(plan, branches, &request, &reporter) {
+                    failures.push(format!("{}: {failure}", root.display()));
+                }
+            }
+            Part::Broken(err) => {
+                let why = format!("{}: {err:#}", root.display());
+                report::error(&why);
+                failures.push(why);
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    status.failed(&failures.join("; "));
+    Err(Reported.into())
+}
+
+fn claimed_by(branches: &Branches, update: &RefUpdate) -> bool {
+    branches.claims(&update.refname)
+}
+
+/// The refs of the push that no root answers to, each said once (not once per root).
+fn say_unclaimed<'a>(
+    loaded: &[(&PathBuf, Loaded)],
+    ignored: &'a [RefUpdate],
+    shared: &Reporter,
+) -> Vec<&'a RefUpdate> {
+    let unclaimed: Vec<&RefUpdate> = ignored
+        .iter()
+        .filter(|u| {
+            !loaded.iter().any(|(_, l)| match l {
+                Loaded::Ready(_, b) | Loaded::Broken(_, Some(b)) => claimed_by(b, u),
+                Loaded::Broken(_, None) => false,
+            })
+        })
+        .collect();
+    if unclaimed.is_empty() {
+        return unclaimed;
+    }
+    let deployed: Vec<String> = loaded
+        .iter()
+        .filter_map(|(root, l)| match l {
+            Loaded::Ready(_, b) | Loaded::Broken(_, Some(b)) => {
+                Some(format!("refs/heads/{} → {}", b.deploy, root.display()))
+            }
+            Loaded::Broken(_, None) => None,
+        })
+        .collect();
+    for update in &unclaimed {
+        shared.line(&format!(
+            "atomdeploy: {} is not the deploy branch of any root here ({}); not deployed",
+            update.name(),
+            deployed.join(", ")
+        ));
+    }
+    unclaimed
+}
+
+/// What each root is asked: its own refs only (the others' were said once already).
+fn parts<'a>(
+    loaded: &'a [(&'a PathBuf, Loaded)],
+    input: &[u8],
+    ignored: &[RefUpdate],
+    any_unclaimed: bool,
+) -> Result<Vec<(&'a PathBuf, Part<'a>)>> {
+    let mut work = Vec::new();
+    for (root, l) in loaded {
+        match l {
+            Loaded::Ready(plan, branches) => {
+                let mut request = push::parse(input, branches)?;
+                request.ignored.clear();
+                let asked = request.deploy.is_some()
+                    || request.replay.is_some()
+                    || request.rollback
+                    || request.rollback_moved
+                    || request.branch_deleted;
+                if asked {
+                    work.push((*root, Part::Ready(plan, branches, Box::new(request))));
+                }
+            }
+            Loaded::Broken(err, branches) => {
+                // A root that cannot say which branch it deploys may be the one this push was for.
+                let concerned = match branches {
+                    Some(b) => ignored.iter().any(|u| claimed_by(b, u)),
+                    None => any_unclaimed,
+                };
+                if concerned {
+                    work.push((*root, Part::Broken(err)));
+                }
+            }
+        }
+    }
+    Ok(work)
+}
+
+/// A group ref names a group and an operation, not a root: with several roots a host cannot
+/// tell which one it is for. The refs are deleted (as a host does after any operation) and
+/// the push refused.
+fn refuse_group(
+    roots: &[PathBuf],
+    loaded: &[(&PathBuf, Loaded)],
+    group: &[RefUpdate],
+    reporter: &Reporter,
+) -> Result<()> {
+    let repo = loaded
+        .iter()
+        .find_map(|(_, l)| match l {
+            Loaded::Ready(plan, _) => Some(plan.config.repository.clone()),
+            Loaded::Broken(..) => None,
+        })
+        .or_else(|| std::env::var_os("GIT_DIR").map(PathBuf::from));
+    for update in group {
+        let name = update.name();
+        let deleted = repo
+            .as_deref()
+            .ok_or_else(|| anyhow!("no repository is known"))
+            .and_then(|repo| refs::delete_ref(repo, &name, &update.new));
+        if let Err(err) = deleted {
+            reporter.warn(&format!("could not delete {name}: {err:#}"));
+        }
+    }
+    let listed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    bail!(
+        "this repository serves {} deploy roots ({}), and a group operation ({}) does not say \
+         which one it is for: a host of a group (`hosts:`) needs a repository of its own for \
+         each environment",
+        roots.len(),
+        listed.join(", "),
+        group
+            .iter()
+            .map(|u| u.name().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
