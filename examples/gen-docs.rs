@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use atomdeploy_hook::cli::Cli;
 use clap::CommandFactory;
-use clap_complete::Shell;
+use clap_complete::{Generator, Shell};
 
 fn main() -> Result<()> {
     let mut args = std::env::args_os().skip(1);
@@ -39,9 +39,27 @@ fn completions(dir: &Path) -> Result<()> {
     let mut cmd = Cli::command();
     let name = cmd.get_name().to_owned();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        clap_complete::generate_to(shell, &mut cmd, &name, dir).with_context(|| {
-            format!("cannot write the {shell} completion into {}", dir.display())
-        })?;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, &name, &mut script);
+        let mut script = String::from_utf8(script).context("a completion script is not UTF-8")?;
+        if shell == Shell::Bash {
+            script = bash_hyphen_fix(&script, &name);
+        }
+        let path = dir.join(shell.file_name(&name));
+        std::fs::write(&path, script)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// clap_complete's bash script names a subcommand's state `atomdeploy__hook__subcmd__hosts`
+/// where it walks the words, but `atomdeploy__subcmd__hook__subcmd__hosts` where it completes:
+/// with a hyphen in the binary's name, nothing after a subcommand ever completes (clap issue
+/// #6421, open). Spelling the second like the first fixes it; once clap fixes it, this finds
+/// nothing to replace.
+fn bash_hyphen_fix(script: &str, name: &str) -> String {
+    const SEP: &str = "__subcmd__";
+    let walked = format!("{}{SEP}", name.replace('-', "__"));
+    let completed = format!("{}{SEP}", name.replace('-', SEP));
+    script.replace(&completed, &walked)
 }
