@@ -7,6 +7,7 @@
 
 pub mod sshd;
 pub mod trees;
+pub mod users;
 pub mod web;
 
 use std::ffi::OsStr;

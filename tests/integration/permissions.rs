@@ -160,16 +160,7 @@ fn server_for(user: &DeployUser, shared: &str, keep_builds: &str) -> (Server, Cl
     clone.write("VERSION", "v1\n");
     clone.write("cache/.gitkeep", "");
     clone.commit("v1");
-    let base = server.base();
-    for dir in [server.repo.clone(), server.root.clone(), base.join("home")] {
-        for entry in walkdir::WalkDir::new(dir) {
-            let entry = entry.unwrap();
-            std::os::unix::fs::lchown(entry.path(), Some(user.uid), Some(user.gid)).unwrap();
-        }
-    }
-    for dir in [&base, &clone.path] {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    crate::harness::users::hand_over(&server, &clone, user.uid, user.gid);
     (server, clone)
 }
 
@@ -189,22 +180,7 @@ fn install_as(server: &Server, user: &DeployUser, web_user: &str) -> Output {
 
 /// `git push <repository> HEAD:main` from `clone` as the deploy user.
 fn push_as(server: &Server, clone: &Clone, user: &DeployUser) -> Push {
-    let out = user.run(
-        server
-            .command("git")
-            .arg("push")
-            .arg(&server.repo)
-            .arg("HEAD:main")
-            // The clone is root's: git reads another user's repository only when told to.
-            .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "safe.directory")
-            .env("GIT_CONFIG_VALUE_0", "*")
-            .current_dir(&clone.path),
-    );
-    Push {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    crate::harness::users::push_as(server, clone, |cmd| user.run(cmd))
 }
 
 /// php-fpm running as www-data (and nginx) serving the server's `latest/public`.

@@ -613,51 +613,16 @@ fn laravel_recipe_served_by_nginx_and_php_fpm() {
 /// The user the deploy runs as in [`laravel_recipe_works_for_a_deploy_user_with_read_only_builds`].
 const NOBODY: u32 = 65534;
 
-/// Hands the server (repository, deploy root, home) to the deploy user, as on a server that
-/// user set up, and lets it read the root-owned clone. Once: changing an owner changes a
-/// file's ctime, which link mode reads.
-fn hand_over_to_deploy_user(server: &Server, clone: &Clone) {
-    use std::os::unix::fs::PermissionsExt;
-    let base = server.base();
-    for dir in [
-        server.repo.clone(),
-        server.root.clone(),
-        base.join("home"),
-        base.join("composer-home"),
-    ] {
-        fs::create_dir_all(&dir).unwrap();
-        for entry in walkdir::WalkDir::new(dir) {
-            let entry = entry.unwrap();
-            std::os::unix::fs::lchown(entry.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-        }
-    }
-    for dir in [&base, &clone.path] {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
-/// `git push <repository> HEAD:main` from `clone` as the deploy user (by path, so that git
-/// has no remote-tracking ref to write into the root-owned clone).
+/// `git push <repository> HEAD:main` from `clone` as the deploy user.
 #[track_caller]
 fn push_as_deploy_user(server: &Server, clone: &Clone) -> String {
     use std::os::unix::process::CommandExt;
-    let out = server
-        .command("git")
-        .arg("push")
-        .arg(&server.repo)
-        .arg("HEAD:main")
-        // The clone is root's: git reads another user's repository only when told to.
-        .env("GIT_CONFIG_COUNT", "1")
-        .env("GIT_CONFIG_KEY_0", "safe.directory")
-        .env("GIT_CONFIG_VALUE_0", "*")
-        .current_dir(&clone.path)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let push = crate::harness::users::push_as(server, clone, |cmd| {
+        cmd.uid(NOBODY).gid(NOBODY).output().unwrap()
+    });
+    let stderr = push.stderr;
     assert!(
-        out.status.success() && stderr.contains("remote: deployed ") && !stderr.contains("error:"),
+        push.code == Some(0) && stderr.contains("remote: deployed ") && !stderr.contains("error:"),
         "push as the deploy user failed:\n{stderr}"
     );
     stderr
@@ -678,7 +643,7 @@ fn laravel_recipe_works_for_a_deploy_user_with_read_only_builds() {
     fs::create_dir_all(server.root.join("shared")).unwrap();
     fs::write(shared(&server, ".env"), LARAVEL_ENV).unwrap();
     let clone = server.clone_fixture("laravel-app");
-    hand_over_to_deploy_user(&server, &clone);
+    crate::harness::users::hand_over(&server, &clone, NOBODY, NOBODY);
     push_as_deploy_user(&server, &clone);
     let v1 = server.build_path(&server.live().unwrap());
 
