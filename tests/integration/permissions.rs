@@ -178,6 +178,28 @@ fn install_as(server: &Server, user: &DeployUser, web_user: &str) -> Output {
     )
 }
 
+/// `install --web-user www-data` as the deploy user: must succeed.
+#[track_caller]
+fn install_ok(server: &Server, user: &DeployUser) {
+    let out = install_as(server, user, "www-data");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The deploy user, put in www-data's group, installed with `--web-user www-data` and
+/// pushed v1.
+#[track_caller]
+fn deploying_with_www_data(user: &DeployUser, keep_builds: &str) -> (Server, Clone) {
+    admin(&["usermod", "-aG", "www-data", &user.name]);
+    let (server, clone) = server_for(user, "[uploads/]", keep_builds);
+    install_ok(&server, user);
+    push_as(&server, &clone, user).success();
+    (server, clone)
+}
+
 /// `git push <repository> HEAD:main` from `clone` as the deploy user.
 fn push_as(server: &Server, clone: &Clone, user: &DeployUser) -> Push {
     crate::harness::users::push_as(server, clone, |cmd| user.run(cmd))
@@ -251,12 +273,7 @@ fn a_www_data_pool_and_the_deploy_user_each_change_what_the_other_wrote_in_share
     );
 
     admin(&["usermod", "-aG", "www-data", &user.name]);
-    let installed = install_as(&server, &user, "www-data");
-    assert!(
-        installed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
+    install_ok(&server, &user);
     push_as(&server, &clone, &user).success();
     let web = www_data_pool(&server);
     assert_eq!(get(&web, ""), "version v1");
@@ -278,12 +295,7 @@ fn a_www_data_pool_and_the_deploy_user_each_change_what_the_other_wrote_in_share
         "ok"
     );
     // Installing again, over the web server's files, changes nothing and complains of nothing.
-    let again = install_as(&server, &user, "www-data");
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    install_ok(&server, &user);
 
     // The next deploy keeps them, and an entry it adds to shared/ (seeded from the commit)
     // gets the same treatment.
@@ -324,15 +336,7 @@ fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
     }
     let _heavy = crate::harness::exclusive();
     let user = DeployUser::create();
-    admin(&["usermod", "-aG", "www-data", &user.name]);
-    let (server, clone) = server_for(&user, "[uploads/]", "1");
-    let installed = install_as(&server, &user, "www-data");
-    assert!(
-        installed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    push_as(&server, &clone, &user).success();
+    let (server, clone) = deploying_with_www_data(&user, "1");
     let v1 = server.live().unwrap();
     // The usual advice for a cache the app cannot write: `chmod 777`. The pool then makes a
     // directory of its own in the build, which the deploy user cannot empty.
@@ -395,15 +399,7 @@ fn a_deploy_user_that_left_the_group_is_refused_before_shared_changes() {
         return;
     }
     let user = DeployUser::create();
-    admin(&["usermod", "-aG", "www-data", &user.name]);
-    let (server, clone) = server_for(&user, "[uploads/]", "5");
-    let installed = install_as(&server, &user, "www-data");
-    assert!(
-        installed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    push_as(&server, &clone, &user).success();
+    let (server, clone) = deploying_with_www_data(&user, "5");
     admin(&["gpasswd", "--delete", &user.name, "www-data"]);
 
     // A new entry, seeded from the commit, could not be given to www-data's group.
