@@ -227,6 +227,22 @@ impl WebServer {
         self.nginx.stop(libc::SIGQUIT);
         self.fpm.stop(libc::SIGQUIT);
     }
+
+    /// Stops the server; then no process of its groups, nor any naming its directory, may be
+    /// left.
+    #[track_caller]
+    pub fn stop_leaving_nothing(self) {
+        let groups = self.process_groups();
+        let dir = self.dir.clone();
+        self.stop();
+        let mut left = living(&groups);
+        left.extend(naming(&dir));
+        assert_eq!(
+            left,
+            Vec::<String>::new(),
+            "web server processes outlived the test"
+        );
+    }
 }
 
 impl Drop for WebServer {

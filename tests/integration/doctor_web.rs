@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::Output;
 
-use crate::harness::web::{WebServer, living, naming};
+use crate::harness::web::WebServer;
 use crate::harness::{Server, tree_listing};
 
 /// The checks this module is about; the root's own checks may warn on a test machine.
@@ -139,19 +139,6 @@ fn assert_web_clean(out: &Output) {
     assert_eq!(bad, Vec::<&str>::new(), "{text}");
 }
 
-fn stop(web: WebServer) {
-    let groups = web.process_groups();
-    let dir = web.dir().to_path_buf();
-    web.stop();
-    let mut left = living(&groups);
-    left.extend(naming(&dir));
-    assert_eq!(
-        left,
-        Vec::<String>::new(),
-        "web server processes outlived the test"
-    );
-}
-
 /// The test's pool file copied into `<web>/pool.d/app.conf`, beside a pool `other` listening
 /// on `other`: doctor must tell them apart by their `listen`.
 fn pool_dir(server: &Server, other: &str) -> String {
@@ -208,7 +195,7 @@ fn the_shipped_set_up_passes_every_web_check() {
         "php-fpm pool",
         &format!("pool `app` ({}/pool.d/app.conf:", dir.display()),
     );
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -229,7 +216,7 @@ fn a_server_block_serving_a_build_directory_fails() {
         &format!("`root {root}/latest/public;`"),
     );
     assert!(text(&out).contains("a build directory, so the site keeps serving that one build"));
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -249,7 +236,7 @@ fn a_server_block_serving_application_fails() {
         &format!("`root {root}/latest/public;`"),
     );
     assert!(line.contains("half-updated tree"), "{line}");
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 fn document_root(site: String) -> String {
@@ -299,7 +286,7 @@ fn document_root_fails_without_reset_opcache_and_passes_with_it() {
         "opcache",
         "reset after each switch (reset_opcache)",
     );
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -322,7 +309,7 @@ fn a_restrict_api_that_leaves_out_the_reset_script_fails() {
         ),
     );
     assert!(line.contains("every deploy ends failed"), "{line}");
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -342,7 +329,7 @@ fn reset_opcache_at_another_pool_than_nginx_passes_to_fails() {
         ),
         &format!("`reset_opcache: unix:{}`", dir.join("fpm.sock").display()),
     );
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -367,7 +354,7 @@ fn no_server_block_for_the_root_fails() {
         ),
         &format!("`root {root}/latest/public;`"),
     );
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -438,7 +425,7 @@ fn fastcgi_pass_to_a_socket_nothing_listens_on_fails() {
         "systemctl reload php8.2-fpm",
     );
     assert!(text(&out).contains("Connection refused"), "{}", text(&out));
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 fn as_www_data(pool: String) -> String {
@@ -503,7 +490,7 @@ fn shared_owned_by_root_is_not_writable_by_a_www_data_pool() {
     let out = doctor_pool(&server);
     assert_web_clean(&out);
     finding(&out, "ok", "shared", "uploads/ (");
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -528,7 +515,7 @@ fn a_root_under_a_directory_the_pool_cannot_enter_fails() {
         &format!("`chmod o+x {}`", base.display()),
     );
     assert!(line.contains("every request fails"), "{line}");
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 #[test]
@@ -552,7 +539,7 @@ fn opcache_enable_in_the_pool_fails() {
         line.contains("Zend OPcache can't be temporary enabled"),
         "{line}"
     );
-    stop(web);
+    web.stop_leaving_nothing();
 }
 
 /// What php-fpm was started with (`-d opcache.validate_timestamps=0` from opcache.ini) is
@@ -579,5 +566,5 @@ fn opcache_settings_are_those_of_the_running_pool() {
         "$realpath_root",
     );
     assert!(line.contains("realpath_cache_ttl=600s"), "{line}");
-    stop(web);
+    web.stop_leaving_nothing();
 }

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::web::{WebServer, living, naming};
+use crate::harness::web::WebServer;
 use crate::harness::{Clone, Server, exclusive, fixture};
 
 const WORKERS: usize = 4;
@@ -134,22 +134,14 @@ fn assert_all_serve(seen: &BTreeMap<String, BTreeSet<String>>, version: &str, co
     assert_eq!(seen.len(), WORKERS, "{seen:?}");
 }
 
+#[track_caller]
 fn stop(web: WebServer) {
-    let groups = web.process_groups();
-    let dir = web.dir().to_path_buf();
     let diagnostics = web.diagnostics();
-    web.stop();
+    web.stop_leaving_nothing();
     assert_eq!(
         diagnostics,
         Vec::<String>::new(),
         "PHP, php-fpm or nginx complained"
-    );
-    let mut left = living(&groups);
-    left.extend(naming(&dir));
-    assert_eq!(
-        left,
-        Vec::<String>::new(),
-        "web server processes outlived the test"
     );
 }
 
@@ -454,10 +446,7 @@ fn a_pool_user_that_cannot_reach_the_script_is_told_what_to_fix() {
         "{error}"
     );
     assert_eq!(server.live_revision(), v2);
-    let groups = web.process_groups();
-    web.stop();
-    assert_eq!(living(&groups), Vec::<String>::new());
-    assert_eq!(naming(&dir), Vec::<String>::new());
+    web.stop_leaving_nothing();
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::harness::web::{WebServer, living, naming};
+use crate::harness::web::WebServer;
 use crate::harness::{Clone, Push, Server};
 
 fn is_root() -> bool {
@@ -231,14 +231,6 @@ fn get(web: &WebServer, query: &str) -> String {
     body
 }
 
-fn stop(web: WebServer) {
-    let groups = web.process_groups();
-    let dir = web.dir().to_path_buf();
-    web.stop();
-    assert_eq!(living(&groups), Vec::<String>::new());
-    assert_eq!(naming(&dir), Vec::<String>::new());
-}
-
 #[test]
 fn a_www_data_pool_and_the_deploy_user_each_change_what_the_other_wrote_in_shared() {
     if !is_root() {
@@ -324,7 +316,7 @@ fn a_www_data_pool_and_the_deploy_user_each_change_what_the_other_wrote_in_share
     assert_eq!(index.uid(), user.uid);
     assert_eq!(index.mode() & 0o004, 0o004, "others read the build");
     assert_eq!(get(&web, "op=write&path=public/x.php&text=x"), "failed");
-    stop(web);
+    web.stop_leaving_nothing();
     assert_eq!(server.processes(), Vec::<String>::new());
 }
 
@@ -347,7 +339,7 @@ fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
     .unwrap();
     let web = www_data_pool(&server);
     assert_eq!(get(&web, "op=cache&path=cache/views"), "ok");
-    stop(web);
+    web.stop_leaving_nothing();
 
     let deploy = |version: &str| {
         clone.write("VERSION", &format!("{version}\n"));
