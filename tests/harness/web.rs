@@ -528,3 +528,22 @@ impl Drop for Balancer {
         self.nginx.stop(libc::SIGQUIT);
     }
 }
+
+/// An HTTP client for the test's servers: no proxy, every status an answer (not an error),
+/// 10 s at most a request.
+#[must_use]
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into()
+}
+
+/// GET `url`: its status and body.
+pub fn get(url: &str) -> (u16, String) {
+    let mut response = agent().get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}

@@ -8,6 +8,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use crate::harness::web::get;
 use crate::harness::{self, Clone, Push, Server, tree_listing};
 
 const ASSETS: &str = "public/build/assets";
@@ -427,19 +428,6 @@ fn kill_9_while_carrying_or_before_the_switch_leaves_no_half_build_and_no_stray_
             "{fault}: {got:?}"
         );
     }
-}
-
-/// GET `url`: its status and body.
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
 }
 
 /// The chunk a page's `<script src=...>` names.

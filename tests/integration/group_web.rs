@@ -53,12 +53,7 @@ impl Drop for StopOnDrop {
 
 fn client(url: String, stop: Arc<AtomicBool>, traffic: Arc<Mutex<Traffic>>) {
     // One agent per thread: its connection to the balancer is kept alive across switches.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
+    let agent = crate::harness::web::agent();
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
         let sent = SystemTime::now();

@@ -88,12 +88,7 @@ fn clone_app(server: &Server) -> Clone {
 /// Requests the page until every worker has answered (at least `rounds` times each); returns
 /// what each worker showed: its versions and builds.
 fn serve(web: &WebServer, rounds: usize) -> BTreeMap<String, BTreeSet<String>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
+    let agent = crate::harness::web::agent();
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut answers: BTreeMap<String, usize> = BTreeMap::new();
     // A worker busy with a slow request answers once it is done.

@@ -219,15 +219,8 @@ fn www_data_pool(server: &Server) -> WebServer {
 }
 
 fn get(web: &WebServer, query: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
-    let mut response = agent.get(web.url(&format!("/?{query}"))).call().unwrap();
-    let body = response.body_mut().read_to_string().unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{query}: {body}");
+    let (status, body) = crate::harness::web::get(&web.url(&format!("/?{query}")));
+    assert_eq!(status, 200, "{query}: {body}");
     body
 }
 

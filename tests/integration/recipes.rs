@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::harness::web::get;
 use crate::harness::{Clone, Server, fixture};
 
 /// The recipe's text, as the README prints it.
@@ -524,19 +525,6 @@ fn plain_php_recipe_keeps_sessions_and_rolls_back_a_build_that_does_not_run() {
         fs::read_to_string(shared(&server, "storage/sessions/sess_abc")).unwrap(),
         "user|i:7;"
     );
-}
-
-/// GET `url`: the status and the body.
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
 }
 
 /// The Laravel recipe served by the shipped nginx block and php-fpm pool: the cached

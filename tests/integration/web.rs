@@ -60,12 +60,7 @@ pub(crate) fn parse(body: &str) -> Result<(String, String), String> {
 
 fn client(url: String, stop: Arc<AtomicBool>, traffic: Arc<Mutex<Traffic>>) {
     // One agent per thread: its connection is kept alive across requests and switches.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
+    let agent = crate::harness::web::agent();
     let started = Instant::now();
     // Bounded in time whatever happens to the test around it.
     while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
