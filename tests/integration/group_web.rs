@@ -5,33 +5,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::harness::web::{Balancer, WebServer, living, naming};
 use crate::harness::{Server, exclusive, wait_until};
-use crate::web::{APP_NAME, parse};
+use crate::web::{APP_NAME, Load, Sample, parse_time};
 
 const CLIENTS: usize = 4;
 const DEPLOYS: usize = 10;
 const ROLLBACKS: usize = 3;
-
-/// One answer: when its request was sent and when the answer came, the version and build it
-/// showed, and the backend the balancer took it from.
-struct Sample {
-    sent: SystemTime,
-    at: SystemTime,
-    version: String,
-    build: String,
-    upstream: String,
-}
-
-#[derive(Default)]
-struct Traffic {
-    samples: Vec<Sample>,
-    failures: Vec<String>,
-}
 
 /// One push to the primary: from when it started to when it returned, after which the whole
 /// group serves `commit`.
@@ -39,58 +21,6 @@ struct Switch {
     started: SystemTime,
     ended: SystemTime,
     commit: String,
-}
-
-/// Stops the clients when the test ends, a panicking one too, so that none keeps hammering
-/// a stopped balancer.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-fn client(url: String, stop: Arc<AtomicBool>, traffic: Arc<Mutex<Traffic>>) {
-    // One agent per thread: its connection to the balancer is kept alive across switches.
-    let agent = crate::harness::web::agent();
-    let started = Instant::now();
-    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
-        let sent = SystemTime::now();
-        let outcome = agent
-            .get(&url)
-            .call()
-            .map_err(|e| e.to_string())
-            .and_then(|mut response| {
-                let status = response.status();
-                let upstream = response
-                    .headers()
-                    .get("x-upstream")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let body = response
-                    .body_mut()
-                    .read_to_string()
-                    .map_err(|e| e.to_string())?;
-                if status != 200 {
-                    return Err(format!("{status} from {upstream:?}: {body}"));
-                }
-                parse(&body).map(|(version, build)| (version, build, upstream))
-            });
-        let at = SystemTime::now();
-        let mut traffic = traffic.lock().unwrap();
-        match outcome {
-            Ok((version, build, upstream)) => traffic.samples.push(Sample {
-                sent,
-                at,
-                version,
-                build,
-                upstream,
-            }),
-            Err(failure) => traffic.failures.push(failure),
-        }
-    }
 }
 
 /// Why `sample` may not have been served, if so. Commit `switches[j]` goes live during push j
@@ -169,15 +99,7 @@ fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previ
         format!("127.0.0.1:{}", web2.port),
     ];
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopping = StopOnDrop(Arc::clone(&stop));
-    let traffic = Arc::new(Mutex::new(Traffic::default()));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (url, stop, traffic) = (balancer.url("/"), Arc::clone(&stop), Arc::clone(&traffic));
-            std::thread::spawn(move || client(url, stop, traffic))
-        })
-        .collect();
+    let load = Load::start(&balancer.url("/"), CLIENTS);
     let started = Instant::now();
     let traffic_from = SystemTime::now();
 
@@ -186,7 +108,7 @@ fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previ
         wait_until(
             Duration::from_secs(30),
             || {
-                let traffic = traffic.lock().unwrap();
+                let traffic = load.traffic.lock().unwrap();
                 let recent: Vec<&Sample> = traffic.samples.iter().rev().take(100).collect();
                 backends
                     .iter()
@@ -238,19 +160,10 @@ fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previ
             rollbacks += 1;
         }
     }
-    drop(stopping);
-    for client in clients {
-        client.join().unwrap();
-    }
+    let traffic = load.finish();
     let elapsed = started.elapsed();
-    let traffic = traffic.lock().unwrap();
 
-    assert!(
-        traffic.failures.is_empty(),
-        "{} failed or mixed answers, e.g. {:?}",
-        traffic.failures.len(),
-        &traffic.failures[..traffic.failures.len().min(5)]
-    );
+    traffic.assert_none_failed();
     let misserved: Vec<String> = traffic
         .samples
         .iter()
@@ -262,13 +175,7 @@ fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previ
         misserved.len(),
         &misserved[..misserved.len().min(5)]
     );
-    for sample in &traffic.samples {
-        assert_eq!(
-            versions.get(&sample.build),
-            Some(&sample.version),
-            "code of one build, REVISION of another"
-        );
-    }
+    traffic.assert_versions_match(&versions);
     let mut per_backend: HashMap<&str, usize> = HashMap::new();
     for sample in &traffic.samples {
         *per_backend.entry(sample.upstream.as_str()).or_default() += 1;
@@ -305,7 +212,6 @@ fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previ
         spreads[spreads.len() / 2],
         spreads[spreads.len() - 1],
     );
-    drop(traffic);
 
     let mut groups: Vec<i32> = web1.process_groups().to_vec();
     groups.extend(web2.process_groups());
@@ -335,10 +241,4 @@ fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previ
         Vec::<String>::new(),
         "web server processes outlived the test"
     );
-}
-
-fn parse_time(text: &str) -> SystemTime {
-    let parsed =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
-    SystemTime::from(parsed)
 }

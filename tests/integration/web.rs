@@ -14,17 +14,88 @@ const CLIENTS: usize = 4;
 const DEPLOYS: usize = 30;
 const ROLLBACKS: usize = 10;
 
-/// One answer: when it came, the version it showed and the build it came from.
-struct Sample {
-    at: SystemTime,
-    version: String,
-    build: String,
+/// One answer: when its request was sent and when the answer came, the version and build it
+/// showed, and the backend that answered (a balancer's `X-Upstream`; empty without one).
+pub(crate) struct Sample {
+    pub(crate) sent: SystemTime,
+    pub(crate) at: SystemTime,
+    pub(crate) version: String,
+    pub(crate) build: String,
+    pub(crate) upstream: String,
 }
 
 #[derive(Default)]
-struct Traffic {
-    samples: Vec<Sample>,
-    failures: Vec<String>,
+pub(crate) struct Traffic {
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) failures: Vec<String>,
+}
+
+impl Traffic {
+    /// No request failed, and none mixed builds.
+    #[track_caller]
+    pub(crate) fn assert_none_failed(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failed or mixed answers, e.g. {:?}",
+            self.failures.len(),
+            &self.failures[..self.failures.len().min(5)]
+        );
+    }
+
+    /// Every answer showed the version committed in the build it came from.
+    #[track_caller]
+    pub(crate) fn assert_versions_match(&self, versions: &HashMap<String, String>) {
+        for sample in &self.samples {
+            assert_eq!(
+                versions.get(&sample.build),
+                Some(&sample.version),
+                "code of one build, REVISION of another"
+            );
+        }
+    }
+}
+
+/// Keep-alive clients requesting one URL over and over, each answer recorded. Dropping it
+/// stops them, in a panicking test too, so that none keeps hammering a stopped server.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+    pub(crate) traffic: Arc<Mutex<Traffic>>,
+}
+
+impl Load {
+    #[must_use]
+    pub(crate) fn start(url: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = Arc::new(Mutex::new(Traffic::default()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (url, stop, traffic) =
+                    (url.to_string(), Arc::clone(&stop), Arc::clone(&traffic));
+                std::thread::spawn(move || client(url, stop, traffic))
+            })
+            .collect();
+        Load {
+            stop,
+            clients,
+            traffic,
+        }
+    }
+
+    /// Stops the clients and waits for them: what they saw.
+    pub(crate) fn finish(mut self) -> Traffic {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients.drain(..) {
+            client.join().unwrap();
+        }
+        std::mem::take(&mut *self.traffic.lock().unwrap())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// What shared/.env holds; the page prints it.
@@ -64,34 +135,44 @@ fn client(url: String, stop: Arc<AtomicBool>, traffic: Arc<Mutex<Traffic>>) {
     let started = Instant::now();
     // Bounded in time whatever happens to the test around it.
     while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
+        let sent = SystemTime::now();
         let outcome = agent
             .get(&url)
             .call()
             .map_err(|e| e.to_string())
             .and_then(|mut response| {
                 let status = response.status();
+                let upstream = response
+                    .headers()
+                    .get("x-upstream")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
                 let body = response
                     .body_mut()
                     .read_to_string()
                     .map_err(|e| e.to_string())?;
                 if status != 200 {
-                    return Err(format!("{status}: {body}"));
+                    return Err(format!("{status} from {upstream:?}: {body}"));
                 }
-                parse(&body)
+                parse(&body).map(|(version, build)| (version, build, upstream))
             });
+        let at = SystemTime::now();
         let mut traffic = traffic.lock().unwrap();
         match outcome {
-            Ok((version, build)) => traffic.samples.push(Sample {
-                at: SystemTime::now(),
+            Ok((version, build, upstream)) => traffic.samples.push(Sample {
+                sent,
+                at,
                 version,
                 build,
+                upstream,
             }),
             Err(failure) => traffic.failures.push(failure),
         }
     }
 }
 
-fn parse_time(text: &str) -> SystemTime {
+pub(crate) fn parse_time(text: &str) -> SystemTime {
     let parsed =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
     SystemTime::from(parsed)
@@ -118,14 +199,7 @@ fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
     clone.push_main().success();
     let web = WebServer::start(&server.root, &server.base().join("web"));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = Arc::new(Mutex::new(Traffic::default()));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (url, stop, traffic) = (web.url("/"), Arc::clone(&stop), Arc::clone(&traffic));
-            std::thread::spawn(move || client(url, stop, traffic))
-        })
-        .collect();
+    let load = Load::start(&web.url("/"), CLIENTS);
     let started = Instant::now();
     let traffic_from = SystemTime::now();
 
@@ -134,7 +208,7 @@ fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
         wait_until(
             Duration::from_secs(30),
             || {
-                traffic
+                load.traffic
                     .lock()
                     .unwrap()
                     .samples
@@ -163,26 +237,11 @@ fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
             wait_served(&server.live_revision());
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
+    let traffic = load.finish();
     let elapsed = started.elapsed();
-    let traffic = traffic.lock().unwrap();
 
-    assert!(
-        traffic.failures.is_empty(),
-        "{} failed or mixed answers, e.g. {:?}",
-        traffic.failures.len(),
-        &traffic.failures[..traffic.failures.len().min(5)]
-    );
-    for sample in &traffic.samples {
-        assert_eq!(
-            versions.get(&sample.build),
-            Some(&sample.version),
-            "code of one build, REVISION of another"
-        );
-    }
+    traffic.assert_none_failed();
+    traffic.assert_versions_match(&versions);
     let served: HashSet<&str> = traffic.samples.iter().map(|s| s.build.as_str()).collect();
     for build in versions.keys() {
         assert!(
@@ -229,7 +288,6 @@ fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
         DEPLOYS + ROLLBACKS,
         "a switch whose build was never served after it"
     );
-    drop(traffic);
 
     // Nothing at all for PHP, php-fpm or nginx to complain about: a warning the shipped
     // files cause is an error page for a framework app.
