@@ -33,6 +33,22 @@ fn git(server: &Server, dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `git submodule add URL PATH` in the working copy `dir` (not committed).
+#[track_caller]
+fn submodule_add(server: &Server, dir: &Path, url: &str, path: &str) {
+    git(server, dir, &["submodule", "add", "-q", url, path]);
+}
+
+/// Moves the submodule at `path` in `dir` to its repository's latest commit (not committed).
+#[track_caller]
+fn submodule_update(server: &Server, dir: &Path, path: &str) {
+    git(
+        server,
+        dir,
+        &["submodule", "update", "-q", "--remote", path],
+    );
+}
+
 impl Upstream {
     /// `<base>/<name>.git`, with one commit of `files`.
     #[track_caller]
@@ -125,20 +141,12 @@ fn submodules_are_checked_out_recursively_and_follow_their_commits() {
         &[("src/Lib.php", "<?php // lib 1\n"), ("old.txt", "old\n")],
     );
     // lib's own submodule, relative to lib's URL.
-    git(
-        &server,
-        &lib.work,
-        &["submodule", "add", "-q", "../deep.git", "vendor/deep"],
-    );
+    submodule_add(&server, &lib.work, "../deep.git", "vendor/deep");
     git(&server, &lib.work, &["commit", "-q", "-m", "deep"]);
     git(&server, &lib.work, &["push", "-q", "origin", "main"]);
 
     let clone = app(&server);
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "add", "-q", "../lib.git", "lib"],
-    );
+    submodule_add(&server, &clone.path, "../lib.git", "lib");
     clone.commit("add lib");
     let push = clone.push_main().success();
     let live = server.latest();
@@ -195,21 +203,13 @@ fn submodules_are_checked_out_recursively_and_follow_their_commits() {
 
     // A new commit of lib (a file changed, one removed, one added) and of deep under it.
     deep.commit(&server, &[("deep.txt", "deep 2\n")], &[]);
-    git(
-        &server,
-        &lib.work,
-        &["submodule", "update", "-q", "--remote", "vendor/deep"],
-    );
+    submodule_update(&server, &lib.work, "vendor/deep");
     lib.commit(
         &server,
         &[("src/Lib.php", "<?php // lib 2\n"), ("new.txt", "new\n")],
         &["old.txt"],
     );
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "update", "-q", "--remote", "lib"],
-    );
+    submodule_update(&server, &clone.path, "lib");
     clone.commit("lib 2");
     clone
         .push_main()
@@ -331,20 +331,12 @@ fn an_unreachable_submodule_fails_the_deploy_naming_its_url() {
     let server = server();
     let lib = Upstream::new(&server, "lib", &[("a.txt", "1\n")]);
     let clone = app(&server);
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "add", "-q", "../lib.git", "lib"],
-    );
+    submodule_add(&server, &clone.path, "../lib.git", "lib");
     clone.commit("lib 1");
     clone.push_main().success();
 
     lib.commit(&server, &[("a.txt", "2\n")], &[]);
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "update", "-q", "--remote", "lib"],
-    );
+    submodule_update(&server, &clone.path, "lib");
     clone.write("index.php", "<?php echo 'app 2';\n");
     clone.commit("lib 2");
     let moved = server.base().join("lib-moved.git");
@@ -379,11 +371,7 @@ fn a_submodule_commit_missing_from_its_repository_is_a_clear_error() {
     let server = server();
     let _lib = Upstream::new(&server, "lib", &[("a.txt", "1\n")]);
     let clone = app(&server);
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "add", "-q", "../lib.git", "lib"],
-    );
+    submodule_add(&server, &clone.path, "../lib.git", "lib");
     clone.commit("lib 1");
     clone.push_main().success();
     // Committed in the developer's submodule checkout, never pushed.
@@ -506,11 +494,7 @@ fn a_symlink_where_a_submodule_goes_is_not_written_through() {
     let server = server();
     let _lib = Upstream::new(&server, "lib", &[("a.txt", "from lib\n")]);
     let clone = app(&server);
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "add", "-q", "../lib.git", "lib"],
-    );
+    submodule_add(&server, &clone.path, "../lib.git", "lib");
     clone.commit("lib");
     clone.push_main().success();
     let outside = server.base().join("outside");
@@ -551,11 +535,7 @@ fn a_path_package_in_a_submodule_reaches_vendor_when_the_submodule_changes() {
         ],
     );
     git(&server, &clone.path, &["rm", "-q", "-r", "packages"]);
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "add", "-q", "../packages.git", "packages"],
-    );
+    submodule_add(&server, &clone.path, "../packages.git", "packages");
     clone.commit("packages as a submodule");
     clone.push_main().success();
     assert!(server.page().starts_with("Hello from the example app"));
@@ -565,11 +545,7 @@ fn a_path_package_in_a_submodule_reaches_vendor_when_the_submodule_changes() {
         &[(greeter, &original.replace("Hello from", "Howdy from"))],
         &[],
     );
-    git(
-        &server,
-        &clone.path,
-        &["submodule", "update", "-q", "--remote", "packages"],
-    );
+    submodule_update(&server, &clone.path, "packages");
     clone.commit("greeting says howdy");
     let push = clone.push_main().success();
     let line = push.step_line("composer");
