@@ -522,6 +522,17 @@ impl Server {
             "{what}: left behind in the deploy root"
         );
     }
+
+    /// The number, from 1, of deploy.yml's first line that `is` accepts: where an error about
+    /// it must point.
+    #[track_caller]
+    pub fn config_line(&self, is: impl Fn(&str) -> bool) -> usize {
+        let text = fs::read_to_string(self.config_path()).unwrap();
+        text.lines()
+            .position(is)
+            .expect("no such line in deploy.yml")
+            + 1
+    }
 }
 
 /// Holds deploys inside before_switch; see [`Server::gate_deploys`].

@@ -347,12 +347,7 @@ fn a_kept_dir_overlapping_a_shared_entry_is_refused_at_its_line() {
     let before = server.state();
     let push = push_assets(&clone, "v1", &[("app-v1.js", "v1")]).deploy_failed();
     let config = server.config_path();
-    let line = fs::read_to_string(&config)
-        .unwrap()
-        .lines()
-        .position(|l| l == "  - storage/app/public/")
-        .unwrap()
-        + 1;
+    let line = server.config_line(|l| l == "  - storage/app/public/");
     push.stderr_has(&format!(
         "{}:{line}:5: keep_assets[1]: keep_assets entry `storage/app/public` overlaps shared entry `storage/`",
         config.display()

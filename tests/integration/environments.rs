@@ -206,12 +206,7 @@ fn a_broken_root_fails_only_the_pushes_for_it_and_the_wrapper_says_so() {
     let text = fs::read_to_string(staging.config_path()).unwrap();
     staging.set_config("keep_builds", "many");
     let staging_config = staging.config_path();
-    let line = fs::read_to_string(&staging_config)
-        .unwrap()
-        .lines()
-        .position(|l| l == "keep_builds: many")
-        .unwrap()
-        + 1;
+    let line = staging.config_line(|l| l == "keep_builds: many");
     let located = format!("{}:{line}:14", staging_config.display());
 
     // Both at once: the first root deploys, the second's error is shown, the push fails.

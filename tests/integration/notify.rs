@@ -300,10 +300,11 @@ fn a_bad_notify_url_is_refused_at_its_line_and_column_and_nothing_deploys() {
     clone.commit("v2");
     let push = clone.push_main().deploy_failed();
     let error = push.remote_line("error: ").unwrap();
-    let at = format!("{}:{}:10:", server.config_path().display(), {
-        let text = std::fs::read_to_string(server.config_path()).unwrap();
-        text.lines().position(|l| l.contains("ftp://")).unwrap() + 1
-    });
+    let at = format!(
+        "{}:{}:10:",
+        server.config_path().display(),
+        server.config_line(|l| l.contains("ftp://"))
+    );
     assert!(error.contains(&at), "{error} lacks {at}");
     assert!(
         error.contains("notify url `ftp://127.0.0.1/deploys` must start with http:// or https://"),
