@@ -51,6 +51,14 @@ fn unchanged(s: String) -> String {
     s
 }
 
+/// Started with the server block's root at `public` in place of `<root>/latest/public`.
+fn start_serving(server: &Server, public: &str) -> WebServer {
+    let root = root_of(server);
+    start(server, &unchanged, &|site| {
+        site.replace(&format!("{root}/latest/public"), public)
+    })
+}
+
 /// Everything under the deploy root with its content and mode: what doctor must not change.
 fn snapshot(server: &Server) -> Vec<(String, String, u32)> {
     tree_listing(&server.root)
@@ -202,12 +210,7 @@ fn the_shipped_set_up_passes_every_web_check() {
 fn a_server_block_serving_a_build_directory_fails() {
     let (server, build) = deployed(&[]);
     let root = root_of(&server);
-    let web = start(&server, &unchanged, &|site| {
-        site.replace(
-            &format!("{root}/latest/public"),
-            &format!("{root}/builds/{build}/public"),
-        )
-    });
+    let web = start_serving(&server, &format!("{root}/builds/{build}/public"));
     let out = doctor_pool(&server);
     assert_fails(
         &out,
@@ -223,12 +226,7 @@ fn a_server_block_serving_a_build_directory_fails() {
 fn a_server_block_serving_application_fails() {
     let (server, _) = deployed(&[]);
     let root = root_of(&server);
-    let web = start(&server, &unchanged, &|site| {
-        site.replace(
-            &format!("{root}/latest/public"),
-            &format!("{root}/application/public"),
-        )
-    });
+    let web = start_serving(&server, &format!("{root}/application/public"));
     let line = assert_fails(
         &doctor_pool(&server),
         "nginx",
@@ -338,12 +336,7 @@ fn no_server_block_for_the_root_fails() {
     let root = root_of(&server);
     let elsewhere = server.base().join("elsewhere");
     fs::create_dir_all(&elsewhere).unwrap();
-    let web = start(&server, &unchanged, &|site| {
-        site.replace(
-            &format!("{root}/latest/public"),
-            &elsewhere.display().to_string(),
-        )
-    });
+    let web = start_serving(&server, &elsewhere.display().to_string());
     assert_fails(
         &doctor_pool(&server),
         "nginx",
