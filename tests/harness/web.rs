@@ -243,6 +243,19 @@ impl WebServer {
             "web server processes outlived the test"
         );
     }
+
+    /// [`WebServer::stop_leaving_nothing`], once nothing made PHP, php-fpm or nginx log a
+    /// diagnostic: a warning the shipped files cause is an error page for a framework app.
+    #[track_caller]
+    pub fn stop_clean(self) {
+        let diagnostics = self.diagnostics();
+        self.stop_leaving_nothing();
+        assert_eq!(
+            diagnostics,
+            Vec::<String>::new(),
+            "PHP, php-fpm or nginx logged diagnostics"
+        );
+    }
 }
 
 impl Drop for WebServer {

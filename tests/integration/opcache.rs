@@ -129,17 +129,6 @@ fn assert_all_serve(seen: &BTreeMap<String, BTreeSet<String>>, version: &str, co
     assert_eq!(seen.len(), WORKERS, "{seen:?}");
 }
 
-#[track_caller]
-fn stop(web: WebServer) {
-    let diagnostics = web.diagnostics();
-    web.stop_leaving_nothing();
-    assert_eq!(
-        diagnostics,
-        Vec::<String>::new(),
-        "PHP, php-fpm or nginx complained"
-    );
-}
-
 /// Deploys v1 and warms every worker with it; returns v1's commit.
 fn deploy_v1_and_warm(server: &Server, clone: &Clone, web: &WebServer) -> String {
     let v1 = clone.deploy_version("v1");
@@ -166,7 +155,7 @@ fn without_reset_opcache_every_worker_keeps_serving_the_old_build() {
             .all(|shown| shown.starts_with("v1 ")),
         "{seen:?}"
     );
-    stop(web);
+    web.stop_clean();
 }
 
 #[test]
@@ -208,7 +197,7 @@ fn with_reset_opcache_every_worker_serves_the_new_build_right_after_the_push_and
         String::from_utf8_lossy(&out.stderr)
     );
     assert_all_serve(&serve(&web, 3), "v2", &v2);
-    stop(web);
+    web.stop_clean();
 }
 
 #[test]
@@ -235,7 +224,7 @@ fn the_tcp_form_resets_the_pool_too() {
         push.stderr
     );
     assert_all_serve(&serve(&web, 3), "v2", &v2);
-    stop(web);
+    web.stop_clean();
 }
 
 #[test]
@@ -311,7 +300,7 @@ fn a_pool_with_opcache_off_is_a_warning_not_a_failure() {
         "the pool's user must be able to read it"
     );
     assert!(Path::new(&script).is_file());
-    stop(web);
+    web.stop_clean();
 }
 
 /// A request that runs until `hold_ms` after `latest` moves: opcache restarts only once no
@@ -399,7 +388,7 @@ fn a_request_running_across_the_switch_is_waited_for_and_past_the_limit_reported
     let slow_said = slow.join().unwrap();
     assert!(slow_said.starts_with("slow done "), "{slow_said}");
     assert_all_serve(&serve(&web, 3), "v3", &v3);
-    stop(web);
+    web.stop_clean();
 }
 
 #[test]

@@ -291,16 +291,7 @@ fn deploys_and_rollbacks_under_load_never_fail_a_request_nor_mix_builds() {
 
     // Nothing at all for PHP, php-fpm or nginx to complain about: a warning the shipped
     // files cause is an error page for a framework app.
-    let groups = web.process_groups();
-    let dir = web.dir().to_path_buf();
-    let diagnostics_before_stop = web.diagnostics();
-    web.stop();
-    assert_eq!(
-        diagnostics_before_stop,
-        Vec::<String>::new(),
-        "PHP, php-fpm or nginx logged diagnostics"
-    );
-    assert_no_process_left(&groups, &dir);
+    web.stop_clean();
 }
 
 /// Nothing nginx or php-fpm of this test, master or worker, is running any more.
