@@ -6,6 +6,7 @@
 //! global git configuration, so the machine's settings cannot change what a test sees.
 
 pub mod sshd;
+pub mod tmpfs;
 pub mod trees;
 pub mod users;
 pub mod web;

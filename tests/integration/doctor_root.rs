@@ -10,6 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::harness::tmpfs::Tmpfs;
 use crate::harness::{BIN, Server, assert_success};
 
 /// The root's checks: a healthy root has an `ok` line for each and nothing else from them.
@@ -344,44 +345,6 @@ fn a_build_step_whose_program_is_missing_fails() {
     assert!(message.contains("NODE_ENV=production bundle-assets-xyz --minify"));
     report.has("ok", "tools", "sh (build: `sh -c true`)", "");
     report.failed();
-}
-
-/// A tmpfs mounted for one test, unmounted however the test ends.
-struct Tmpfs {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// A tmpfs with mount `options` (`size=…`, `nr_inodes=…`), or None (said on stderr)
-    /// when this test cannot mount one.
-    fn mount(options: &str) -> Option<Tmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIPPED: mounting a tmpfs needs root");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("atomdeploy-tmpfs-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().to_path_buf();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_success(&out, "mount -t tmpfs");
-        Some(Tmpfs { _dir: dir, path })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status();
-    }
 }
 
 fn statvfs(dir: &Path) -> libc::statvfs {

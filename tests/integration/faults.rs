@@ -11,6 +11,7 @@ use crate::harness;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::harness::tmpfs::Tmpfs;
 use crate::harness::{Clone, Server, tree_listing};
 
 const SHARED: &[&str] = &[".env", "storage/sessions"];
@@ -302,60 +303,13 @@ fn lock_holder(server: &Server) -> i32 {
         .unwrap() as i32
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// None when this machine does not let us mount (not root, or no mount namespace).
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .stderr(std::process::Stdio::null())
-            .status();
-        if status.is_ok_and(|s| s.success()) {
-            Some(Tmpfs(dir))
-        } else {
-            let _ = fs::remove_dir(&dir);
-            None
-        }
-    }
-}
-
-impl Tmpfs {
-    /// Mounts one, or says clearly that the test is skipped (never under CI, which runs as
-    /// root).
-    fn mount_or_skip(size: &str) -> Option<Tmpfs> {
-        let disk = Tmpfs::mount(size);
-        if disk.is_none() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must be able to mount a tmpfs (run as root)"
-            );
-            eprintln!("SKIPPED: mounting a tmpfs needs root; this disk-full test did not run");
-        }
-        disk
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-        let _ = fs::remove_dir(&self.0);
-    }
-}
-
 #[test]
 fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
-    let Some(disk) = Tmpfs::mount_or_skip("12m") else {
+    let Some(disk) = Tmpfs::mount("size=12m") else {
         return;
     };
     let server = Server::builder()
-        .root(&disk.0.join("srv"))
+        .root(&disk.path.join("srv"))
         .config("shared", "[storage/sessions/]")
         .install();
     let clone = server.clone_fixture("example-app");
@@ -389,11 +343,11 @@ fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
 
 #[test]
 fn a_disk_that_fills_up_right_at_the_switch_never_takes_the_live_build_away() {
-    let Some(disk) = Tmpfs::mount_or_skip("20m") else {
+    let Some(disk) = Tmpfs::mount("size=20m") else {
         return;
     };
     let server = Server::builder()
-        .root(&disk.0.join("srv"))
+        .root(&disk.path.join("srv"))
         .config("composer", "false")
         .install();
     let clone = server.empty_clone("fill");
