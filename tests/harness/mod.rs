@@ -534,6 +534,14 @@ impl Server {
             .expect("no such line in deploy.yml")
             + 1
     }
+
+    /// `atomdeploy-hook builds --json`, which must succeed: a row a build.
+    #[track_caller]
+    pub fn builds_json(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["builds", "--json"]);
+        assert_success(&out, "builds --json");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
 }
 
 /// Holds deploys inside before_switch; see [`Server::gate_deploys`].

@@ -289,9 +289,7 @@ fn a_deploy_after_a_torn_log_line_is_listed_and_its_output_shown() {
     let failed = clone.commit("v3");
     clone.push_main().deploy_failed();
 
-    let out = server.run(&["builds", "--json"]);
-    assert_success(&out, "builds --json");
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = server.builds_json();
     assert!(
         rows.iter()
             .any(|r| r["state"] == "failed" && r["commit"] == failed.as_str()),

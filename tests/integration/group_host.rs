@@ -102,18 +102,9 @@ fn builds_of(server: &Server, commit: &str) -> Vec<String> {
         .collect()
 }
 
-fn builds_json(server: &Server) -> Vec<serde_json::Value> {
-    let out = server.run(&["builds", "--json"]);
-    harness::assert_success(&out, "builds --json");
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 fn state_of(server: &Server, build: &str) -> String {
-    builds_json(server)
+    server
+        .builds_json()
         .iter()
         .find(|r| r["name"] == build)
         .unwrap_or_else(|| panic!("{build} not listed"))["state"]

@@ -369,12 +369,6 @@ fn du(args: &[&str], path: &Path) -> u64 {
         .unwrap()
 }
 
-fn builds_json(server: &Server) -> Vec<serde_json::Value> {
-    let out = server.run(&["builds", "--json"]);
-    harness::assert_success(&out, "builds --json");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn push_versions(clone: &Clone, versions: &[&str]) {
     for v in versions {
         clone.deploy_version(v);
@@ -392,7 +386,7 @@ fn builds_sizes_add_up_to_what_builds_take_on_disk() {
     clone.push_main().success();
     push_versions(&clone, &["v2", "v3", "v4"]);
 
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     assert_eq!(rows.len(), 4);
     let builds_dir = server.root.join("builds");
     let on_disk = du(&[], &builds_dir);

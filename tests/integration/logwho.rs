@@ -13,12 +13,6 @@ fn last_entry(server: &Server) -> serde_json::Value {
     server.deploy_log().pop().expect("the deploy log is empty")
 }
 
-fn builds_json(server: &Server) -> Vec<serde_json::Value> {
-    let out = server.run(&["builds", "--json"]);
-    harness::assert_success(&out, "builds --json");
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
-}
-
 fn builds_text(server: &Server) -> String {
     let out = server.run(&["builds"]);
     harness::assert_success(&out, "builds");
@@ -68,7 +62,7 @@ fn a_push_logs_the_subject_the_author_and_the_user_who_pushed() {
     assert_eq!(entry["pusher"], "bob");
 
     let live = server.live().unwrap();
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     let row = rows.iter().find(|r| r["name"] == live.as_str()).unwrap();
     assert_eq!(row["subject"], "Fix the checkout total");
     assert_eq!(row["author"], AUTHOR);
@@ -110,7 +104,7 @@ fn a_failed_deploy_names_its_commit_too() {
     assert_eq!(entry["outcome"], "failed");
     assert_eq!(entry["subject"], "Break the migrations");
     assert_eq!(entry["pusher"], "carol");
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     let failed = rows.iter().find(|r| r["state"] == "failed").unwrap();
     assert_eq!(failed["subject"], "Break the migrations");
     assert_eq!(failed["author"], AUTHOR);
@@ -181,7 +175,7 @@ fn a_rollback_names_the_target_builds_commit_and_who_asked() {
     assert_eq!(entry["pusher"], "dave");
 
     // `builds` names who made each build, not who rolled back to it.
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     let row = rows.iter().find(|r| r["name"] == good.as_str()).unwrap();
     assert_eq!(row["subject"], "The good one");
     assert_ne!(row["pusher"], "dave");
@@ -222,7 +216,7 @@ fn an_older_log_line_still_reads() {
     text.push('\n');
     fs::write(&log, text).unwrap();
 
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     let old = rows
         .iter()
         .find(|r| r["error"] == "an old failure")

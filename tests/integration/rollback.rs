@@ -30,16 +30,6 @@ fn rollback_ref(clone: &Clone) -> Option<String> {
     out.split_whitespace().next().map(str::to_string)
 }
 
-fn builds_json(server: &Server) -> Vec<serde_json::Value> {
-    let out = server.run(&["builds", "--json"]);
-    harness::assert_success(&out, "builds --json");
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 fn state_of(rows: &[serde_json::Value], build: &str) -> String {
     rows.iter()
         .find(|r| r["name"] == build)
@@ -83,7 +73,7 @@ fn push_rollback_goes_back_one_build_at_a_time_until_git_refuses() {
     server.assert_unchanged_since(&before);
 
     // Rolled-back builds are bad, still on disk for inspection.
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     assert_eq!(state_of(&rows, &v[2].0), "bad");
     assert_eq!(state_of(&rows, &v[1].0), "bad");
     assert_eq!(state_of(&rows, &v[0].0), "live");
@@ -231,7 +221,7 @@ fn builds_lists_every_build_and_failed_deploys_with_their_error() {
     let failed_commit = clone.commit("v3");
     clone.push_main().deploy_failed();
 
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     assert_eq!(rows.len(), 3, "{rows:?}");
     // Newest first: the failed attempt, then v2 (live), then v1 (rollback target).
     assert_eq!(rows[0]["name"], serde_json::Value::Null);
@@ -355,7 +345,7 @@ fn a_failing_health_command_rolls_back_automatically() {
     );
     assert_eq!(server.live(), Some(v[0].0.clone()));
     assert!(server.page().contains("v1"));
-    let rows = builds_json(&server);
+    let rows = server.builds_json();
     let sick = rows
         .iter()
         .find(|r| r["name"] != v[0].0.as_str() && r["name"].is_string())
