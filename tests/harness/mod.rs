@@ -542,6 +542,15 @@ impl Server {
         assert_success(&out, "builds --json");
         serde_json::from_slice(&out.stdout).unwrap()
     }
+
+    /// The pid the lock file names as its holder.
+    pub fn lock_holder(&self) -> i32 {
+        let text = fs::read_to_string(self.root.join(".atomdeploy/lock")).unwrap();
+        let pid = serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
+            .as_i64()
+            .unwrap();
+        i32::try_from(pid).unwrap()
+    }
 }
 
 /// Holds deploys inside before_switch; see [`Server::gate_deploys`].

@@ -805,7 +805,7 @@ fn a_deploy_that_waits_past_lock_timeout_gives_up_naming_the_holder() {
     let error = push.remote_line("error: ").unwrap();
     let holder = format!(
         "it is held by pid {} deploying {} since ",
-        held_pid(&server),
+        server.lock_holder(),
         &held_commit[..7]
     );
     assert!(
@@ -830,14 +830,6 @@ fn a_deploy_that_waits_past_lock_timeout_gives_up_naming_the_holder() {
     gate.open();
     held.finish().success();
     assert!(server.page().contains("v2"));
-}
-
-/// The pid the lock file names as its holder.
-fn held_pid(server: &Server) -> u64 {
-    let text = fs::read_to_string(server.root.join(".atomdeploy/lock")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
-        .as_u64()
-        .unwrap()
 }
 
 #[test]

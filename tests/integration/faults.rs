@@ -277,7 +277,7 @@ fn a_lock_holder_killed_with_9_frees_the_lock_at_once() {
     commit_many(&clone, "held");
     let held = clone.spawn_push(&["main"]);
     gate.wait_held(&held);
-    let holder = lock_holder(&server);
+    let holder = server.lock_holder();
     let other = server.clone_repo("other");
     let head = commit_many(&other, "next");
     let waiting = other.spawn_push(&["--force", "main"]);
@@ -294,13 +294,6 @@ fn a_lock_holder_killed_with_9_frees_the_lock_at_once() {
     assert_eq!(server.live_revision(), head);
     server.assert_nothing_left_behind();
     server.assert_only_complete_builds(&[]);
-}
-
-fn lock_holder(server: &Server) -> i32 {
-    let text = fs::read_to_string(server.root.join(".atomdeploy/lock")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
-        .as_i64()
-        .unwrap() as i32
 }
 
 #[test]

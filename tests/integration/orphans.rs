@@ -236,14 +236,6 @@ fn after_switch_and_health_check_commands_whose_hook_was_killed_alone_are_stoppe
     });
 }
 
-/// The lock holder's pid, as the lock file names it.
-fn lock_holder(server: &Server) -> i32 {
-    let text = fs::read_to_string(server.root.join(".atomdeploy/lock")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
-        .as_i64()
-        .unwrap() as i32
-}
-
 /// An operator's `kill -9` of the hook while a composer script runs: composer and the script
 /// live on (the script in composer's group, not the hook's).
 #[test]
@@ -266,7 +258,7 @@ fn a_composer_script_whose_hook_was_killed_alone_is_stopped_by_the_next_deploy()
     clone.commit("a composer script that outlives its hook");
     let push = clone.spawn_push(&["main"]);
     let pid = orphan.pid();
-    kill(lock_holder(&server));
+    kill(server.lock_holder());
     let push = push.finish();
     assert!(
         !push.stderr.contains("remote: deployed "),
