@@ -106,13 +106,12 @@ impl WebServer {
             },
         );
 
-        // nginx: the shipped server block, pointed at this root, port and socket. The port was
-        // free when asked for, but another test of this process may take it before nginx binds
-        // it: then nginx exits at once and is started again on another one.
-        let mut attempt = 0;
-        let (port, nginx) = loop {
-            attempt += 1;
-            let port = free_port();
+        // nginx: the shipped server block, pointed at this root, port and socket.
+        fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params"))
+            .expect("nginx (scripts/install-deps installs it)");
+        let temp = dir.join("nginx-temp");
+        fs::create_dir_all(&temp).unwrap();
+        let (port, nginx) = start_nginx(dir, &|port| {
             let site = fs::read_to_string(project.join("nginx-site.conf"))
                 .unwrap()
                 .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
@@ -129,11 +128,7 @@ impl WebServer {
                 "the shipped block must use $realpath_root"
             );
             let site = edit_site(site);
-            fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params"))
-                .expect("nginx (scripts/install-deps installs it)");
-            let temp = dir.join("nginx-temp");
-            fs::create_dir_all(&temp).unwrap();
-            let conf = format!(
+            format!(
                 "daemon off;\nworker_processes 2;\n{}pid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 512; }}\n\
              http {{\n access_log off;\n client_body_temp_path {t}/body;\n proxy_temp_path {t}/proxy;\n fastcgi_temp_path {t}/fastcgi;\n \
              uwsgi_temp_path {t}/uwsgi;\n scgi_temp_path {t}/scgi;\n keepalive_requests 100000;\n{site}\n}}\n",
@@ -141,37 +136,8 @@ impl WebServer {
                 pid = dir.join("nginx.pid").display(),
                 log = dir.join("nginx.log").display(),
                 t = temp.display(),
-            );
-            let nginx_conf = dir.join("nginx.conf");
-            fs::write(&nginx_conf, conf).unwrap();
-            let mut nginx = Command::new("nginx");
-            nginx.arg("-p").arg(dir).arg("-c").arg(&nginx_conf);
-            let mut nginx = Group::spawn(nginx, "nginx (scripts/install-deps installs it)");
-            let log = || fs::read_to_string(dir.join("nginx.log")).unwrap_or_default();
-            let mut exited = false;
-            // nginx writes its pid file once it has bound its port: only then is an answer on the
-            // port its own.
-            wait_until(
-                Duration::from_secs(20),
-                || {
-                    exited = nginx.reaped();
-                    exited
-                        || (dir.join("nginx.pid").exists()
-                            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-                },
-                || format!("nginx did not start: {}", log()),
-            );
-            if !exited {
-                break (port, nginx);
-            }
-            assert!(
-                attempt < 5 && log().contains("Address already in use"),
-                "nginx did not start: {}",
-                log()
-            );
-            // Its complaint about the port is not one the shipped files caused.
-            fs::remove_file(dir.join("nginx.log")).unwrap();
-        };
+            )
+        });
         WebServer {
             port,
             nginx,
@@ -436,6 +402,46 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// nginx run in `dir` with the configuration `conf` makes for a free port, once it has bound
+/// it: it writes its pid file then, so that an answer on the port is its own. The port was
+/// free when asked for, but another test of this process may take it before nginx binds it:
+/// then nginx exits at once and is started again on another one.
+#[track_caller]
+fn start_nginx(dir: &Path, conf: &dyn Fn(u16) -> String) -> (u16, Group) {
+    let log = || fs::read_to_string(dir.join("nginx.log")).unwrap_or_default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let nginx_conf = dir.join("nginx.conf");
+        fs::write(&nginx_conf, conf(port)).unwrap();
+        let mut command = Command::new("nginx");
+        command.arg("-p").arg(dir).arg("-c").arg(&nginx_conf);
+        let mut nginx = Group::spawn(command, "nginx (scripts/install-deps installs it)");
+        let mut exited = false;
+        wait_until(
+            Duration::from_secs(20),
+            || {
+                exited = nginx.reaped();
+                exited
+                    || (dir.join("nginx.pid").exists()
+                        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            },
+            || format!("nginx did not start: {}", log()),
+        );
+        if !exited {
+            return (port, nginx);
+        }
+        assert!(
+            attempt < 5 && log().contains("Address already in use"),
+            "nginx did not start: {}",
+            log()
+        );
+        // Its complaint about the port is not one the shipped files caused.
+        fs::remove_file(dir.join("nginx.log")).unwrap();
+    }
+}
+
 fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -459,11 +465,8 @@ impl Balancer {
             .collect();
         // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
         let as_root = unsafe { libc::geteuid() } == 0;
-        // A port taken between free_port() and nginx's bind: nginx exits at once, and is
-        // started again on another one.
-        for _ in 0..5 {
-            let port = free_port();
-            let conf = format!(
+        let (port, nginx) = start_nginx(dir, &|port| {
+            format!(
                 "daemon off;\nworker_processes 2;\n{user}pid {d}/nginx.pid;\nerror_log {d}/nginx.log warn;\n\
                  events {{ worker_connections 512; }}\nhttp {{\n access_log off;\n \
                  client_body_temp_path {d}/temp/body;\n proxy_temp_path {d}/temp/proxy;\n \
@@ -475,39 +478,13 @@ impl Balancer {
                  add_header X-Upstream $upstream_addr always;\n  }}\n }}\n}}\n",
                 user = if as_root { "user root;\n" } else { "" },
                 d = dir.display(),
-            );
-            let _ = fs::remove_file(dir.join("nginx.log"));
-            fs::write(dir.join("nginx.conf"), conf).unwrap();
-            let mut command = Command::new("nginx");
-            command
-                .arg("-p")
-                .arg(dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"));
-            let mut nginx = Group::spawn(command, "nginx (scripts/install-deps installs it)");
-            let mut exited = false;
-            wait_until(
-                Duration::from_secs(20),
-                || {
-                    exited = nginx.reaped();
-                    exited
-                        || (dir.join("nginx.pid").exists()
-                            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-                },
-                || "the balancer did not start".into(),
-            );
-            if !exited {
-                return Balancer {
-                    port,
-                    nginx,
-                    dir: dir.to_path_buf(),
-                };
-            }
+            )
+        });
+        Balancer {
+            port,
+            nginx,
+            dir: dir.to_path_buf(),
         }
-        panic!(
-            "the balancer did not start: {}",
-            fs::read_to_string(dir.join("nginx.log")).unwrap_or_default()
-        );
     }
 
     pub fn url(&self, path: &str) -> String {
