@@ -51,6 +51,7 @@ pub fn install(args: &Install) -> Result<()> {
         .map(|name| perms::prepare(args.root, &Layout::new(args.root).shared, name))
         .transpose()?;
 
+    let _lock = lock_repository(args.repo)?;
     let repaired = refuse_other_repository(args.root, args.repo, args.branch)?;
     let place = place_root(args)?;
     fs::create_dir_all(args.root)
@@ -123,6 +124,34 @@ pub fn install(args: &Install) -> Result<()> {
     println!("    git push production {}", args.branch);
     print_exit_status_setup(&repo_path)?;
     Ok(())
+}
+
+/// Installs adding roots to one repository each read the hook's roots (and which root is
+/// first) and write them back with their own: one at a time, or all roots but the last
+/// writer's are lost. The lock is a flock on the folder holding the repository (which may not
+/// exist yet): it leaves no file behind and the kernel frees it however install ends. When
+/// that folder does not exist either, the nearest one that does is locked, and the folder
+/// looked for again once the lock is held, in case the install that held it made it.
+fn lock_repository(repo: &Path) -> Result<fs::File> {
+    use fs2::FileExt;
+    let repo = std::path::absolute(repo)?;
+    let nearest = || {
+        repo.ancestors()
+            .skip(1)
+            .find(|dir| dir.is_dir())
+            .unwrap_or(Path::new("/"))
+            .to_path_buf()
+    };
+    loop {
+        let dir = nearest();
+        let file =
+            fs::File::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        file.lock_exclusive()
+            .with_context(|| format!("cannot lock {}", dir.display()))?;
+        if nearest() == dir {
+            return Ok(file);
+        }
+    }
 }
 
 /// Done once, here, not at each deploy: shared/ may hold many files, and a deploy runs as a
