@@ -167,6 +167,16 @@ fn share_with_web_user(layout: &Layout, web: &WebUser) -> Result<()> {
         web.group,
         web.name
     );
+    for path in &done.linked {
+        println!(
+            "  left {} alone: it has other names (hard links), which may be outside {}, and \
+             its mode and group are theirs too; if it is shared/'s own, give it the group \
+             yourself (`chgrp {} FILE && chmod g+rw FILE`)",
+            path.display(),
+            layout.shared.display(),
+            web.group
+        );
+    }
     if done.acls {
         println!(
             "  default ACLs (group rwx) make new files group-writable whatever the umask \

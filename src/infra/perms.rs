@@ -66,6 +66,8 @@ pub fn let_the_web_server_read() {
 pub struct Shared {
     pub entries: usize,
     pub acls: bool,
+    /// Files left alone because they have other names (see [`share`]).
+    pub linked: Vec<PathBuf>,
 }
 
 /// Looks `name` up and checks everything that could stop [`share`] half-way (the deploy
@@ -85,16 +87,27 @@ pub fn prepare(root: &Path, shared: &Path, name: &str) -> Result<WebUser> {
 /// Gives `shared` (and all it holds) to `web`'s group: setgid, group-writable directories,
 /// group-writable files, default ACLs where the filesystem has them. `web` comes from
 /// [`prepare`].
+///
+/// A file with more than one name (a hard link) is left alone: a mode and a group belong to
+/// the file, not to a name, and its other names may be outside shared/ (the web server can
+/// link any file it may write, and this runs as root). Its path is returned for install to say.
 pub fn share(shared: &Path, web: &WebUser) -> Result<Shared> {
     let entries = walk(shared)?;
     check_changeable(&entries, web)?;
     let mut acls = true;
+    let mut linked = Vec::new();
     for path in &entries {
+        let meta = fs::symlink_metadata(path)?;
+        if !meta.is_dir() && meta.nlink() > 1 {
+            linked.push(path.clone());
+            continue;
+        }
         acls &= treat(path, web.gid, acls)?;
     }
     Ok(Shared {
         entries: entries.len(),
         acls,
+        linked,
     })
 }
 
@@ -168,7 +181,7 @@ fn treat(path: &Path, gid: u32, acls: bool) -> Result<bool> {
     // it and root may chmod) without a complaint.
     let cleared = meta.gid() != gid;
     if cleared || meta.mode() & 0o7777 != wanted {
-        fs::set_permissions(path, fs::Permissions::from_mode(wanted))
+        chmod_no_follow(path, wanted)
             .with_context(|| format!("cannot change the mode of {}", path.display()))?;
     }
     if meta.is_dir() && acls && default_acl_of(path).is_none() {
@@ -240,6 +253,33 @@ fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// chmod of `path` itself: a symlink put in its place since it was looked at (shared/ is
+/// the web server's to write) is refused, not followed to what it points at.
+fn chmod_no_follow(path: &Path, mode: u32) -> io::Result<()> {
+    let c = c_path(path)?;
+    // SAFETY: a valid NUL-terminated path; fchmodat only reads it.
+    let rc = unsafe {
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // glibc before fchmodat2 does this through /proc/self/fd and says EOPNOTSUPP without /proc
+    // (a chroot): a plain chmod then, of what is still not a symlink.
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP)
+        && !fs::symlink_metadata(path)?.file_type().is_symlink()
+    {
+        return fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    }
+    Err(err)
 }
 
 const ACL_DEFAULT: &CStr = c"system.posix_acl_default";

@@ -2,6 +2,8 @@
 //! attack that once broke something a user would notice.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use crate::harness::{BIN, Server, assert_success};
@@ -49,4 +51,67 @@ fn installs_adding_roots_at_once_lose_none() {
         );
     }
     assert!(hook.contains(&format!("--root '{}'", main.root.display())));
+}
+
+/// shared/ is where the web server (and whoever breaks into it) writes: `install --web-user`,
+/// run as root, must change nothing outside it, whatever it finds there: a symlink to a
+/// directory outside, a hard link to a file outside (chmod of one name is the chmod of all),
+/// a FIFO (never opened), a socket, a name that is not UTF-8, a deep tree.
+#[test]
+fn web_user_changes_nothing_outside_shared_through_links() {
+    let server = Server::install();
+    let outside = server.base().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let secret = outside.join("secret");
+    fs::write(&secret, "root's").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+    let before = |p: &PathBuf| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.mode(), m.uid(), m.gid())
+    };
+    let (secret_before, outside_before) = (before(&secret), before(&outside));
+
+    let shared = server.root.join("shared");
+    std::os::unix::fs::symlink(&outside, shared.join("evil")).unwrap();
+    fs::hard_link(&secret, shared.join("linked")).unwrap();
+    let fifo = std::ffi::CString::new(shared.join("fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    drop(std::os::unix::net::UnixListener::bind(shared.join("sock")).unwrap());
+    fs::write(
+        shared.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+        "x",
+    )
+    .unwrap();
+    let mut deep = shared.join("deep");
+    for _ in 0..600 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f"), "x").unwrap();
+
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_success(&out, "install --web-user");
+    assert_eq!(
+        before(&secret),
+        secret_before,
+        "the file outside shared/ changed"
+    );
+    assert_eq!(
+        before(&outside),
+        outside_before,
+        "the directory outside changed"
+    );
+    assert!(
+        said.contains("linked") && said.contains("other names"),
+        "the hard-linked file left alone is named: {said}"
+    );
+    for name in ["fifo", "sock"] {
+        assert_eq!(fs::symlink_metadata(shared.join(name)).unwrap().gid(), 33);
+    }
+    let name = shared.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    assert_eq!(fs::metadata(&name).unwrap().mode() & 0o070, 0o060);
+    assert_eq!(fs::metadata(deep.join("f")).unwrap().gid(), 33);
 }
