@@ -115,3 +115,59 @@ fn web_user_changes_nothing_outside_shared_through_links() {
     assert_eq!(fs::metadata(&name).unwrap().mode() & 0o070, 0o060);
     assert_eq!(fs::metadata(deep.join("f")).unwrap().gid(), 33);
 }
+
+/// `include conf.d/*.conf;` inside a file of conf.d/ is a loop nginx itself dies of (it
+/// segfaults): doctor read each of n such files in every order (n!·16 levels) and never
+/// finished. It must say which file includes itself, and end.
+#[test]
+fn doctor_names_an_nginx_include_loop_and_ends() {
+    let server = Server::install();
+    let conf = server.base().join("nginx");
+    fs::create_dir_all(conf.join("conf.d")).unwrap();
+    for i in 0..8 {
+        fs::write(
+            conf.join(format!("conf.d/{i}.conf")),
+            format!("include {}/conf.d/*.conf;\n", conf.display()),
+        )
+        .unwrap();
+    }
+    fs::write(
+        conf.join("nginx.conf"),
+        format!(
+            "events {{}}\nhttp {{ include {}/conf.d/*.conf; server {{ listen 80; root {}/latest/public; }} }}\n",
+            conf.display(),
+            server.root.display()
+        ),
+    )
+    .unwrap();
+    let mut child = server
+        .command(BIN)
+        .arg("doctor")
+        .arg("--root")
+        .arg(&server.root)
+        .arg("--nginx-config")
+        .arg(conf.join("nginx.conf"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("doctor still reading nginx's includes after a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "FAIL     nginx: {}/conf.d/0.conf includes itself",
+            conf.display()
+        )),
+        "{said}"
+    );
+    assert!(!out.status.success());
+}

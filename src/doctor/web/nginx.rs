@@ -4,6 +4,7 @@
 //! The configuration is what `nginx -T` prints (every file it really read, includes and all);
 //! where nginx is not installed, or refuses the configuration, the files are read directly.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,7 +64,19 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
         return None;
     }
     let (source, how) = Source::load(&file);
-    let config = read(&source, &file);
+    let (config, loops) = read(&source, &file);
+    for looped in loops {
+        out.push(Finding::fail(
+            CHECK,
+            format!(
+                "{} includes itself (through the files it includes): nginx cannot load this \
+                 configuration",
+                looped.display()
+            ),
+            "remove the include that reaches back to it (a glob such as `include conf.d/*.conf;` \
+             inside conf.d/ matches its own file)",
+        ));
+    }
     let servers = serving(&config, context);
     if servers.is_empty() {
         out.push(Finding::fail(
@@ -181,13 +194,35 @@ fn split_dump(dump: &str) -> BTreeMap<PathBuf, String> {
 }
 
 /// The whole configuration from `file`, includes expanded (relative ones from the main
-/// file's directory, as nginx does).
-fn read(source: &Source, file: &Path) -> Vec<Directive> {
+/// file's directory, as nginx does), and the files that include themselves (through others):
+/// such an include is not followed, or a loop through a glob (`include conf.d/*.conf;` in a
+/// file of conf.d/) would read files without end.
+fn read(source: &Source, file: &Path) -> (Vec<Directive>, Vec<PathBuf>) {
     let base = file.parent().unwrap_or(Path::new("/")).to_path_buf();
-    parse_file(source, &base, file, 0)
+    let includes = RefCell::new(Includes::default());
+    let config = parse_file(source, &base, &[file.to_path_buf()], &includes);
+    (config, includes.into_inner().loops)
 }
 
-fn parse_file(source: &Source, base: &Path, file: &Path, depth: usize) -> Vec<Directive> {
+/// Files read at most: files in a loop that a glob includes are each left out of their own
+/// chain, but the others can still be read in every order (n! chains for n files).
+const MOST_READS: usize = 10_000;
+
+#[derive(Default)]
+struct Includes {
+    loops: Vec<PathBuf>,
+    reads: usize,
+}
+
+fn parse_file(
+    source: &Source,
+    base: &Path,
+    chain: &[PathBuf],
+    includes: &RefCell<Includes>,
+) -> Vec<Directive> {
+    let Some(file) = chain.last() else {
+        return Vec::new();
+    };
     let Some(text) = source.read(file) else {
         return Vec::new();
     };
@@ -196,8 +231,8 @@ fn parse_file(source: &Source, base: &Path, file: &Path, depth: usize) -> Vec<Di
     let mut reader = Reader {
         source,
         base,
-        file,
-        depth,
+        chain,
+        includes,
     };
     reader.block(&tokens, &mut at)
 }
@@ -275,8 +310,9 @@ fn tokenize(text: &str) -> Vec<(Token, usize)> {
 struct Reader<'a> {
     source: &'a Source,
     base: &'a Path,
-    file: &'a Path,
-    depth: usize,
+    /// The file read, last, and those that included it.
+    chain: &'a [PathBuf],
+    includes: &'a RefCell<Includes>,
 }
 
 impl Reader<'_> {
@@ -317,10 +353,24 @@ impl Reader<'_> {
             return;
         };
         let args: Vec<String> = words.collect();
-        if name == "include" && block.is_none() && self.depth < 16 {
+        if name == "include" && block.is_none() && self.chain.len() <= 16 {
             if let Some(pattern) = args.first() {
                 for file in self.source.expand(&self.base.join(pattern)) {
-                    out.extend(parse_file(self.source, self.base, &file, self.depth + 1));
+                    let mut includes = self.includes.borrow_mut();
+                    if self.chain.contains(&file) {
+                        if !includes.loops.contains(&file) {
+                            includes.loops.push(file);
+                        }
+                        continue;
+                    }
+                    if includes.reads >= MOST_READS {
+                        continue;
+                    }
+                    includes.reads += 1;
+                    drop(includes);
+                    let mut chain = self.chain.to_vec();
+                    chain.push(file);
+                    out.extend(parse_file(self.source, self.base, &chain, self.includes));
                 }
             }
             return;
@@ -329,7 +379,13 @@ impl Reader<'_> {
             name,
             args,
             block,
-            at: format!("{}:{line}", self.file.display()),
+            at: format!(
+                "{}:{line}",
+                self.chain
+                    .last()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default()
+            ),
         });
     }
 }
