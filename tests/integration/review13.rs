@@ -171,3 +171,41 @@ fn doctor_names_an_nginx_include_loop_and_ends() {
     );
     assert!(!out.status.success());
 }
+
+/// A pool listening on 127.0.0.1:9000 is not reached at [::1]:9000 (two sockets): doctor took
+/// them for one pool and then blamed php-fpm for not running; it must say no pool listens
+/// there, and name the listen php-fpm understands for IPv6 (`[::1]:9000`, not `::1:9000`).
+#[test]
+fn doctor_tells_an_ipv4_pool_from_an_ipv6_fastcgi_pass() {
+    let server = Server::install();
+    let dir = server.base().join("web");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("app.conf"),
+        "[app]\nuser = www-data\ngroup = www-data\nlisten = 127.0.0.1:9000\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "events {{}}\nhttp {{ server {{ listen 80; root {}/latest/public;\n\
+             location ~ \\.php$ {{ fastcgi_pass [::1]:9000; }} }} }}\n",
+            server.root.display()
+        ),
+    )
+    .unwrap();
+    let out = server
+        .command(BIN)
+        .arg("doctor")
+        .arg("--root")
+        .arg(&server.root)
+        .arg("--nginx-config")
+        .arg(dir.join("nginx.conf"))
+        .arg("--fpm-pools")
+        .arg(dir.join("*.conf"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("FAIL     php-fpm pool: no pool in"), "{said}");
+    assert!(said.contains("`listen = [::1]:9000`"), "{said}");
+}
