@@ -305,6 +305,28 @@ fn place_root(args: &Install) -> Result<Placement> {
     }
     if record && let Ok(repo) = Repository::open_bare(args.repo) {
         for own in [&branches.rollback, &branches.replay] {
+            // git keeps a ref as a file named after it: `rollback-x` cannot be made while
+            // `rollback-x/y` exists (nor below a branch `rollback-x` when it has a `/`).
+            let blocking = repo
+                .references_glob(&format!("refs/heads/{own}/*"))?
+                .flatten()
+                .find_map(|r| r.name().ok().map(str::to_string))
+                .or_else(|| {
+                    Path::new(own.as_str())
+                        .ancestors()
+                        .skip(1)
+                        .filter(|a| !a.as_os_str().is_empty())
+                        .map(|a| format!("refs/heads/{}", a.display()))
+                        .find(|name| repo.find_reference(name).is_ok())
+                });
+            if let Some(name) = blocking {
+                bail!(
+                    "{} has {name}, which keeps this root's control branch `{own}` from being \
+                     made (a ref cannot be both a branch and a folder of branches); rename \
+                     that branch or choose another --branch",
+                    args.repo.display()
+                );
+            }
             if repo.find_reference(&format!("refs/heads/{own}")).is_ok() {
                 bail!(
                     "{} has a branch `{own}`, which this root would take for its own (it keeps \

@@ -209,3 +209,32 @@ fn doctor_tells_an_ipv4_pool_from_an_ipv6_fastcgi_pass() {
     assert!(said.contains("FAIL     php-fpm pool: no pool in"), "{said}");
     assert!(said.contains("`listen = [::1]:9000`"), "{said}");
 }
+
+/// A further root's rollback branch is `rollback-<branch>`; git cannot make it while a branch
+/// `rollback-<branch>/…` exists (a ref is a file, and that name is a folder): install took the
+/// root, and then each deploy only warned that the rollback branch could not be kept, so
+/// `git push production :rollback-staging` had nothing to delete. Refused at install, nothing
+/// changed.
+#[test]
+fn a_branch_in_the_way_of_a_further_roots_rollback_branch_is_refused_at_install() {
+    let main = Server::install();
+    let clone = main.clone_fixture("example-app");
+    clone.commit("v1");
+    clone
+        .push(&["HEAD:refs/heads/rollback-staging/old"])
+        .success();
+    let staging = main.other_root(&main.base().join("srv-staging"));
+    let hook_before = fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap();
+    let out = staging.run_install(&main.repo, &["--branch", "staging"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("refs/heads/rollback-staging/old") && said.contains("`rollback-staging`"),
+        "{said}"
+    );
+    assert_eq!(
+        fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap(),
+        hook_before
+    );
+    assert!(!staging.root.exists());
+}
