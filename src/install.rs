@@ -44,6 +44,18 @@ pub fn install(args: &Install) -> Result<()> {
             args.branch
         );
     }
+    // The hook names the root in a line of sh, deploy.yml the repository in YAML: a path that
+    // is not UTF-8 would be written with U+FFFD in place of its bytes (another path), one with
+    // a line break would cut the line that the next install reads the roots back from.
+    for (what, path) in [("--root", args.root), ("--repo", args.repo)] {
+        if path.to_str().is_none_or(|p| p.contains(['\n', '\r'])) {
+            bail!(
+                "{what} {}: the hook and deploy.yml name it in a line of text, so it must be UTF-8 \
+                 and hold no line break; rename it",
+                path.display()
+            );
+        }
+    }
     let remote_url = remote_url(args.url, args.repo)?;
     // Looked up before anything exists, so that a wrong name changes nothing.
     let web_user = args

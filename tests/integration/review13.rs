@@ -238,3 +238,29 @@ fn a_branch_in_the_way_of_a_further_roots_rollback_branch_is_refused_at_install(
     );
     assert!(!staging.root.exists());
 }
+
+/// The hook names each root in a line of sh: a root whose path is not UTF-8 was written with
+/// U+FFFD for its bytes (every push then failed on a root that does not exist), and one with a
+/// line break cut the line the next install reads the roots from. Refused, nothing made.
+#[test]
+fn a_root_path_the_hook_cannot_name_is_refused_at_install() {
+    let main = Server::install();
+    let hook_before = fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap();
+    for name in [&b"srv-caf\xe9"[..], b"srv\nstaging"] {
+        let root = main.base().join(std::ffi::OsStr::from_bytes(name));
+        let out = main
+            .other_root(&root)
+            .run_install(&main.repo, &["--branch", "staging"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains("must be UTF-8 and hold no line break"),
+            "{said}"
+        );
+        assert!(!root.exists());
+        assert_eq!(
+            fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap(),
+            hook_before
+        );
+    }
+}
