@@ -264,3 +264,75 @@ fn a_root_path_the_hook_cannot_name_is_refused_at_install() {
         );
     }
 }
+
+/// The web user writes in shared/ while root runs `install --web-user` over it: when it swaps
+/// a directory for a symlink to one outside, after install listed shared/ and before it got
+/// to that directory's files, install must not follow it. strace stops install right after its
+/// first change of a group (shared/'s own) and the swap happens then, deterministically.
+#[test]
+fn web_user_follows_no_directory_swapped_for_a_symlink_while_it_runs() {
+    let server = Server::install();
+    let outside = server.base().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("b"), "root's").unwrap();
+    fs::set_permissions(outside.join("b"), fs::Permissions::from_mode(0o600)).unwrap();
+    let before = fs::metadata(outside.join("b")).unwrap();
+    let shared = server.root.join("shared");
+    fs::create_dir(shared.join("a")).unwrap();
+    fs::write(shared.join("a/b"), "the app's").unwrap();
+
+    let mut strace = server
+        .command("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "trace=lchown,fchown,fchownat"])
+        .args(["-e", "inject=lchown,fchown,fchownat:signal=SIGSTOP:when=1"])
+        .arg(BIN)
+        .arg("install")
+        .arg("--repo")
+        .arg(&server.repo)
+        .arg("--root")
+        .arg(&server.root)
+        .args(["--web-user", "www-data"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut swapped = false;
+    // Once shared/ has its new group, install is past that lchown and, stopped by the signal
+    // strace gives it there, runs no code of its own until SIGCONT: the swap lands between
+    // its listing of shared/ and its changes below it, every time.
+    while strace.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "install never ended");
+        if !swapped && fs::metadata(&shared).unwrap().gid() == 33 {
+            fs::remove_dir_all(shared.join("a")).unwrap();
+            std::os::unix::fs::symlink(&outside, shared.join("a")).unwrap();
+            swapped = true;
+        }
+        if swapped {
+            let children = fs::read_to_string(format!(
+                "/proc/{}/task/{}/children",
+                strace.id(),
+                strace.id()
+            ))
+            .unwrap_or_default();
+            for pid in children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: signals the install process this test started.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = strace.wait_with_output().unwrap();
+    assert!(swapped, "install never changed a group");
+    assert_success(&out, "install --web-user under strace");
+    let after = fs::metadata(outside.join("b")).unwrap();
+    assert_eq!(
+        (after.mode(), after.gid()),
+        (before.mode(), before.gid()),
+        "install changed a file outside shared/ through the swapped directory"
+    );
+}
