@@ -173,15 +173,26 @@ struct Tree {
 }
 
 impl Tree {
-    /// `path` and all below it; `path` itself is reached as given (shared/, or what a deploy
-    /// just made in it).
+    /// `path` and all below it. `path` itself is reached as given, through symlinks: shared/
+    /// may be one the operator made to a data volume, and a deploy's new entry is reached
+    /// through shared/.
     fn treat(&mut self, path: &Path) -> Result<()> {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let parent = parent.unwrap_or(Path::new("."));
-        let dir = open_at(None, &c_path(parent)?, libc::O_DIRECTORY)
-            .with_context(|| format!("cannot open {}", parent.display()))?;
-        let name = path.file_name().unwrap_or(path.as_os_str());
-        self.at(dir.as_fd(), &c_path(Path::new(name))?, path)
+        let top = c_path(path)?;
+        match open_at(None, &top, libc::O_DIRECTORY) {
+            Ok(fd) => {
+                self.entries += 1;
+                self.opened(fd, libc::S_IFDIR, path)
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = parent.unwrap_or(Path::new("."));
+                let dir = open_at(None, &c_path(parent)?, libc::O_DIRECTORY)
+                    .with_context(|| format!("cannot open {}", parent.display()))?;
+                let name = path.file_name().unwrap_or(path.as_os_str());
+                self.at(dir.as_fd(), &c_path(Path::new(name))?, path)
+            }
+            Err(err) => Err(err).with_context(|| format!("cannot open {}", path.display())),
+        }
     }
 
     fn at(&mut self, dir: BorrowedFd, name: &CStr, path: &Path) -> Result<()> {
@@ -201,12 +212,16 @@ impl Tree {
             // FIFOs, sockets, devices: not opened (that could block or do something).
             _ => return self.special(dir, name, &meta, path),
         };
-        let fd = match opened {
-            Ok(fd) => fd,
+        match opened {
+            Ok(fd) => self.opened(fd, kind, path),
             // Swapped for a symlink since: left alone, as one.
-            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
-            Err(err) => return Err(err).with_context(|| format!("cannot open {}", path.display())),
-        };
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("cannot open {}", path.display())),
+        }
+    }
+
+    /// A directory or file opened as `fd`, found to be of `kind`.
+    fn opened(&mut self, fd: OwnedFd, kind: u32, path: &Path) -> Result<()> {
         let meta =
             stat_fd(fd.as_fd()).with_context(|| format!("cannot read {}", path.display()))?;
         if meta.st_mode & libc::S_IFMT != kind {

@@ -336,3 +336,26 @@ fn web_user_follows_no_directory_swapped_for_a_symlink_while_it_runs() {
         "install changed a file outside shared/ through the swapped directory"
     );
 }
+
+/// shared/ as a symlink the operator made to a data volume is still what install --web-user
+/// gives to the web user's group (only links found inside shared/ are left alone).
+#[test]
+fn web_user_treats_a_shared_folder_that_is_a_symlink_to_a_volume() {
+    let server = Server::install();
+    let volume = server.base().join("volume");
+    fs::create_dir_all(volume.join("uploads")).unwrap();
+    fs::write(volume.join("uploads/a.txt"), "a").unwrap();
+    let shared = server.root.join("shared");
+    fs::remove_dir(&shared).unwrap();
+    std::os::unix::fs::symlink(&volume, &shared).unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    assert_success(&out, "install --web-user");
+    for (path, mode) in [("", 0o2070), ("uploads", 0o2070), ("uploads/a.txt", 0o060)] {
+        let meta = fs::metadata(volume.join(path)).unwrap();
+        assert_eq!(
+            (meta.mode() & mode, meta.gid()),
+            (mode, 33),
+            "volume/{path}"
+        );
+    }
+}
