@@ -100,7 +100,7 @@ pub fn share(shared: &Path, web: &WebUser) -> Result<Shared> {
         linked: Some(Vec::new()),
         entries: 0,
     };
-    tree.treat(shared)?;
+    tree.treat(shared, true)?;
     Ok(Shared {
         entries: tree.entries,
         acls: tree.acls,
@@ -122,7 +122,7 @@ pub fn treat_new(shared: &Path, path: &Path) -> Result<()> {
         linked: None,
         entries: 0,
     };
-    tree.treat(path)
+    tree.treat(path, false)
         .with_context(|| format!("cannot give {} to shared/'s group", path.display()))
 }
 
@@ -173,17 +173,22 @@ struct Tree {
 }
 
 impl Tree {
-    /// `path` and all below it. `path` itself is reached as given, through symlinks: shared/
-    /// may be one the operator made to a data volume, and a deploy's new entry is reached
-    /// through shared/.
-    fn treat(&mut self, path: &Path) -> Result<()> {
+    /// `path` and all below it, reached through symlinks above it. `path` itself is followed
+    /// when `follow`: shared/ may be a symlink the operator made to a data volume, but what a
+    /// deploy just made in shared/ is no symlink unless the web server swapped it for one.
+    fn treat(&mut self, path: &Path, follow: bool) -> Result<()> {
         let top = c_path(path)?;
-        match open_at(None, &top, libc::O_DIRECTORY) {
+        let flags = if follow {
+            libc::O_DIRECTORY
+        } else {
+            libc::O_DIRECTORY | libc::O_NOFOLLOW
+        };
+        match open_at(None, &top, flags) {
             Ok(fd) => {
                 self.entries += 1;
                 self.opened(fd, libc::S_IFDIR, path)
             }
-            Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
                 let parent = parent.unwrap_or(Path::new("."));
                 let dir = open_at(None, &c_path(parent)?, libc::O_DIRECTORY)
