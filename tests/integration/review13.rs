@@ -359,3 +359,26 @@ fn web_user_treats_a_shared_folder_that_is_a_symlink_to_a_volume() {
         );
     }
 }
+
+/// An nginx configuration nested 100,000 blocks deep (nginx -T refuses it, so doctor reads the
+/// file itself) overflowed doctor's stack: it aborted instead of reporting. It must end with
+/// findings, saying what it did not read.
+#[test]
+fn doctor_survives_an_nginx_configuration_nested_without_end() {
+    let server = Server::install();
+    let conf = server.base().join("deep.conf");
+    let depth = 100_000;
+    fs::write(
+        &conf,
+        format!(
+            "events {{}}\nhttp {{ {}{} }}\n",
+            "location / { ".repeat(depth),
+            "}".repeat(depth)
+        ),
+    )
+    .unwrap();
+    let out = server.run(&["doctor", "--nginx-config", conf.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("blocks nested more than 100 deep"), "{said}");
+}

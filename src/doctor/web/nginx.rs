@@ -64,7 +64,17 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
         return None;
     }
     let (source, how) = Source::load(&file);
-    let (config, loops) = read(&source, &file);
+    let (config, loops, too_deep) = read(&source, &file);
+    if let Some(at) = too_deep {
+        out.push(Finding::warn(
+            CHECK,
+            format!(
+                "blocks nested more than {DEEPEST} deep (from {at}) were not read: what they \
+                 hold is not checked"
+            ),
+            "nest nginx's blocks as webserver/nginx-site.conf does, a few levels deep",
+        ));
+    }
     for looped in loops {
         out.push(Finding::fail(
             CHECK,
@@ -197,12 +207,17 @@ fn split_dump(dump: &str) -> BTreeMap<PathBuf, String> {
 /// file's directory, as nginx does), and the files that include themselves (through others):
 /// such an include is not followed, or a loop through a glob (`include conf.d/*.conf;` in a
 /// file of conf.d/) would read files without end.
-fn read(source: &Source, file: &Path) -> (Vec<Directive>, Vec<PathBuf>) {
+fn read(source: &Source, file: &Path) -> (Vec<Directive>, Vec<PathBuf>, Option<String>) {
     let base = file.parent().unwrap_or(Path::new("/")).to_path_buf();
     let includes = RefCell::new(Includes::default());
-    let config = parse_file(source, &base, &[file.to_path_buf()], &includes);
-    (config, includes.into_inner().loops)
+    let config = parse_file(source, &base, &[file.to_path_buf()], &includes, 0);
+    let includes = includes.into_inner();
+    (config, includes.loops, includes.too_deep)
 }
+
+/// Blocks nested deeper than this (in all files together) are not read: nginx's own
+/// configurations nest a few levels, and reading on would overflow doctor's stack.
+const DEEPEST: usize = 100;
 
 /// Files read at most: files in a loop that a glob includes are each left out of their own
 /// chain, but the others can still be read in every order (n! chains for n files).
@@ -212,6 +227,8 @@ const MOST_READS: usize = 10_000;
 struct Includes {
     loops: Vec<PathBuf>,
     reads: usize,
+    /// Where a block nested deeper than [`DEEPEST`] begins, if one does.
+    too_deep: Option<String>,
 }
 
 fn parse_file(
@@ -219,6 +236,7 @@ fn parse_file(
     base: &Path,
     chain: &[PathBuf],
     includes: &RefCell<Includes>,
+    nesting: usize,
 ) -> Vec<Directive> {
     let Some(file) = chain.last() else {
         return Vec::new();
@@ -233,6 +251,7 @@ fn parse_file(
         base,
         chain,
         includes,
+        nesting,
     };
     reader.block(&tokens, &mut at)
 }
@@ -313,6 +332,8 @@ struct Reader<'a> {
     /// The file read, last, and those that included it.
     chain: &'a [PathBuf],
     includes: &'a RefCell<Includes>,
+    /// How many blocks enclose the one being read.
+    nesting: usize,
 }
 
 impl Reader<'_> {
@@ -331,8 +352,18 @@ impl Reader<'_> {
                     words.push(w.clone());
                 }
                 Token::Semi => self.directive(std::mem::take(&mut words), None, line, &mut out),
+                Token::Open if self.nesting >= DEEPEST => {
+                    self.includes.borrow_mut().too_deep.get_or_insert_with(|| {
+                        let file = self.chain.last().map(|f| f.display().to_string());
+                        format!("{}:{l}", file.unwrap_or_default())
+                    });
+                    skip_block(tokens, at);
+                    words.clear();
+                }
                 Token::Open => {
+                    self.nesting += 1;
                     let inner = self.block(tokens, at);
+                    self.nesting -= 1;
                     self.directive(std::mem::take(&mut words), Some(inner), line, &mut out);
                 }
                 Token::Close => break,
@@ -370,7 +401,13 @@ impl Reader<'_> {
                     drop(includes);
                     let mut chain = self.chain.to_vec();
                     chain.push(file);
-                    out.extend(parse_file(self.source, self.base, &chain, self.includes));
+                    out.extend(parse_file(
+                        self.source,
+                        self.base,
+                        &chain,
+                        self.includes,
+                        self.nesting,
+                    ));
                 }
             }
             return;
@@ -387,6 +424,20 @@ impl Reader<'_> {
                     .unwrap_or_default()
             ),
         });
+    }
+}
+
+/// Past the `}` that closes the block just opened, without reading what it holds.
+fn skip_block(tokens: &[(Token, usize)], at: &mut usize) {
+    let mut open = 1usize;
+    while let Some((token, _)) = tokens.get(*at) {
+        *at += 1;
+        match token {
+            Token::Open => open += 1,
+            Token::Close if open == 1 => return,
+            Token::Close => open -= 1,
+            _ => {}
+        }
     }
 }
 
