@@ -382,3 +382,21 @@ fn doctor_survives_an_nginx_configuration_nested_without_end() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("blocks nested more than 100 deep"), "{said}");
 }
+/// `--nginx-config` given relative to where doctor runs: nginx -T read it relative to its own
+/// prefix (/usr/share/nginx), failed, and doctor said so, or read another file if one was there.
+#[test]
+fn doctor_hands_nginx_the_configuration_it_was_given() {
+    let server = Server::install();
+    let dir = server.base().join("web");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("nginx.conf"), "events {}\nhttp { }\n").unwrap();
+    let out = server
+        .command(BIN)
+        .args(["doctor", "--nginx-config", "web/nginx.conf", "--root"])
+        .arg(&server.root)
+        .current_dir(server.base())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("(as `nginx -T` prints it)"), "{said}");
+}

@@ -51,6 +51,8 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
         .nginx_config
         .clone()
         .unwrap_or_else(|| PathBuf::from("/etc/nginx/nginx.conf"));
+    // nginx reads a relative -c from its own prefix (/usr/share/nginx), not from here.
+    let file = std::path::absolute(&file).unwrap_or(file);
     if !file.exists() {
         out.push(Finding::warn(
             CHECK,
