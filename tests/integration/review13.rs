@@ -400,3 +400,31 @@ fn doctor_hands_nginx_the_configuration_it_was_given() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("(as `nginx -T` prints it)"), "{said}");
 }
+
+/// A replay pushed to a root whose deploy.yml is broken fails; the replay branch must go all
+/// the same (as after any replay), or the same `git push production <commit>:replay-staging`
+/// once deploy.yml is mended is "Everything up-to-date" and deploys nothing.
+#[test]
+fn a_replay_refused_for_a_broken_deploy_yml_can_be_pushed_again() {
+    let main = Server::install();
+    let staging = main.other_root(&main.base().join("srv-staging"));
+    assert_success(
+        &staging.run_install(&main.repo, &["--branch", "staging"]),
+        "install of the second root",
+    );
+    let good = fs::read_to_string(staging.config_path()).unwrap();
+    fs::write(staging.config_path(), format!("{good}no_such_key: 1\n")).unwrap();
+    let clone = main.clone_fixture("example-app");
+    clone.set_version("replayed");
+    let commit = clone.commit("replayed");
+    clone
+        .push(&["HEAD:refs/heads/replay-staging"])
+        .deploy_failed()
+        .stderr_has("no_such_key");
+    assert_eq!(staging.live(), None);
+
+    fs::write(staging.config_path(), &good).unwrap();
+    clone.push(&["HEAD:refs/heads/replay-staging"]).success();
+    assert_eq!(staging.live_revision(), commit);
+    assert_eq!(main.live(), None);
+}
