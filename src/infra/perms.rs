@@ -221,6 +221,17 @@ impl Tree {
             Ok(fd) => self.opened(fd, kind, path),
             // Swapped for a symlink since: left alone, as one.
             Err(err) if err.raw_os_error() == Some(libc::ELOOP) => Ok(()),
+            // A file of one's own that one may not read (mode 0200, say) is still one's own
+            // to chmod: by name, never through a symlink.
+            Err(err) if err.raw_os_error() == Some(libc::EACCES) && kind == libc::S_IFREG => {
+                if meta.st_nlink > 1
+                    && let Some(linked) = &mut self.linked
+                {
+                    linked.push(path.to_path_buf());
+                    return Ok(());
+                }
+                self.special(dir, name, &meta, path)
+            }
             Err(err) => Err(err).with_context(|| format!("cannot open {}", path.display())),
         }
     }
@@ -282,7 +293,8 @@ impl Tree {
         Ok(())
     }
 
-    /// What cannot be opened without effects: changed by name, never through a symlink.
+    /// What cannot be opened without effects (or at all): changed by name, never through a
+    /// symlink.
     fn special(
         &mut self,
         dir: BorrowedFd,

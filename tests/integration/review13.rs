@@ -428,3 +428,36 @@ fn a_replay_refused_for_a_broken_deploy_yml_can_be_pushed_again() {
     assert_eq!(staging.live_revision(), commit);
     assert_eq!(main.live(), None);
 }
+
+/// Without root, install --web-user reaches each file through a descriptor it opens: a file of
+/// the deploy user's own that it may not read (mode 0200: a drop box) is still its own to
+/// chmod, and must not fail the install. Here www-data is both the deploy user and the web one.
+#[test]
+fn web_user_as_its_owner_changes_an_unreadable_file_of_its_own() {
+    let server = Server::install();
+    let base = server.base();
+    let shared = server.root.join("shared");
+    fs::write(shared.join("dropbox"), "x").unwrap();
+    fs::set_permissions(shared.join("dropbox"), fs::Permissions::from_mode(0o200)).unwrap();
+    for dir in [server.repo.clone(), server.root.clone(), base.join("home")] {
+        for entry in walkdir::WalkDir::new(dir) {
+            std::os::unix::fs::lchown(entry.unwrap().path(), Some(33), Some(33)).unwrap();
+        }
+    }
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = server
+        .command("setpriv")
+        .args(["--reuid=33", "--regid=33", "--init-groups", "--"])
+        .arg(BIN)
+        .arg("install")
+        .arg("--repo")
+        .arg(&server.repo)
+        .arg("--root")
+        .arg(&server.root)
+        .args(["--web-user", "www-data"])
+        .output()
+        .unwrap();
+    assert_success(&out, "install --web-user as www-data");
+    let meta = fs::symlink_metadata(shared.join("dropbox")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o260);
+}
