@@ -228,6 +228,19 @@ fn drop_replay(update: &RefUpdate, reporter: &Reporter) {
     }
 }
 
+/// For the one root of a repository, when its deploy.yml cannot load: drops the replay branch
+/// this push set, as [`drop_replay`] does for one of several roots.
+pub(super) fn drop_replay_of_unloadable(root: &Path, input: &[u8]) {
+    let Loaded::Broken(_, Some(branches)) = load(root) else {
+        return;
+    };
+    if let Ok(request) = push::parse(input, &branches)
+        && let Some(update) = &request.replay
+    {
+        drop_replay(update, &Reporter::new(Output::detect(true)));
+    }
+}
+
 /// A group ref names a group and an operation, not a root: with several roots a host cannot
 /// tell which one it is for. The refs are deleted (as a host does after any operation) and
 /// the push refused.

@@ -461,3 +461,22 @@ fn web_user_as_its_owner_changes_an_unreadable_file_of_its_own() {
     let meta = fs::symlink_metadata(shared.join("dropbox")).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o260);
 }
+
+/// The same for a repository's only root: its `replay` branch goes even when deploy.yml
+/// cannot load, so the push deploys once deploy.yml is mended.
+#[test]
+fn a_replay_refused_for_a_broken_deploy_yml_of_the_only_root_can_be_pushed_again() {
+    let server = Server::install();
+    let good = fs::read_to_string(server.config_path()).unwrap();
+    fs::write(server.config_path(), format!("{good}no_such_key: 1\n")).unwrap();
+    let clone = server.clone_fixture("example-app");
+    clone.set_version("replayed");
+    let commit = clone.commit("replayed");
+    clone
+        .push(&["HEAD:refs/heads/replay"])
+        .deploy_failed()
+        .stderr_has("no_such_key");
+    fs::write(server.config_path(), &good).unwrap();
+    clone.push(&["HEAD:refs/heads/replay"]).success();
+    assert_eq!(server.live_revision(), commit);
+}
