@@ -44,6 +44,18 @@ pub fn install(args: &Install) -> Result<()> {
             args.branch
         );
     }
+    // The hook names the root in a line of sh, deploy.yml the repository in YAML: a path that
+    // is not UTF-8 would be written with U+FFFD in place of its bytes (another path), one with
+    // a line break would cut the line that the next install reads the roots back from.
+    for (what, path) in [("--root", args.root), ("--repo", args.repo)] {
+        if path.to_str().is_none_or(|p| p.contains(['\n', '\r'])) {
+            bail!(
+                "{what} {}: the hook and deploy.yml name it in a line of text, so it must be UTF-8 \
+                 and hold no line break; rename it",
+                path.display()
+            );
+        }
+    }
     let remote_url = remote_url(args.url, args.repo)?;
     // Looked up before anything exists, so that a wrong name changes nothing.
     let web_user = args
@@ -51,6 +63,7 @@ pub fn install(args: &Install) -> Result<()> {
         .map(|name| perms::prepare(args.root, &Layout::new(args.root).shared, name))
         .transpose()?;
 
+    let _lock = lock_repository(args.repo)?;
     let repaired = refuse_other_repository(args.root, args.repo, args.branch)?;
     let place = place_root(args)?;
     fs::create_dir_all(args.root)
@@ -125,6 +138,34 @@ pub fn install(args: &Install) -> Result<()> {
     Ok(())
 }
 
+/// Installs adding roots to one repository each read the hook's roots (and which root is
+/// first) and write them back with their own: one at a time, or all roots but the last
+/// writer's are lost. The lock is a flock on the folder holding the repository (which may not
+/// exist yet): it leaves no file behind and the kernel frees it however install ends. When
+/// that folder does not exist either, the nearest one that does is locked, and the folder
+/// looked for again once the lock is held, in case the install that held it made it.
+fn lock_repository(repo: &Path) -> Result<fs::File> {
+    use fs2::FileExt;
+    let repo = std::path::absolute(repo)?;
+    let nearest = || {
+        repo.ancestors()
+            .skip(1)
+            .find(|dir| dir.is_dir())
+            .unwrap_or(Path::new("/"))
+            .to_path_buf()
+    };
+    loop {
+        let dir = nearest();
+        let file =
+            fs::File::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        file.lock_exclusive()
+            .with_context(|| format!("cannot lock {}", dir.display()))?;
+        if nearest() == dir {
+            return Ok(file);
+        }
+    }
+}
+
 /// Done once, here, not at each deploy: shared/ may hold many files, and a deploy runs as a
 /// user that cannot change those the web server made. Deploys give the entries they add the
 /// same treatment, read back from shared/ itself (see [`perms`]).
@@ -138,6 +179,16 @@ fn share_with_web_user(layout: &Layout, web: &WebUser) -> Result<()> {
         web.group,
         web.name
     );
+    for path in &done.linked {
+        println!(
+            "  left {} alone: it has other names (hard links), which may be outside {}, and \
+             its mode and group are theirs too; if it is shared/'s own, give it the group \
+             yourself (`chgrp {} FILE && chmod g+rw FILE`)",
+            path.display(),
+            layout.shared.display(),
+            web.group
+        );
+    }
     if done.acls {
         println!(
             "  default ACLs (group rwx) make new files group-writable whatever the umask \
@@ -266,6 +317,28 @@ fn place_root(args: &Install) -> Result<Placement> {
     }
     if record && let Ok(repo) = Repository::open_bare(args.repo) {
         for own in [&branches.rollback, &branches.replay] {
+            // git keeps a ref as a file named after it: `rollback-x` cannot be made while
+            // `rollback-x/y` exists (nor below a branch `rollback-x` when it has a `/`).
+            let blocking = repo
+                .references_glob(&format!("refs/heads/{own}/*"))?
+                .flatten()
+                .find_map(|r| r.name().ok().map(str::to_string))
+                .or_else(|| {
+                    Path::new(own.as_str())
+                        .ancestors()
+                        .skip(1)
+                        .filter(|a| !a.as_os_str().is_empty())
+                        .map(|a| format!("refs/heads/{}", a.display()))
+                        .find(|name| repo.find_reference(name).is_ok())
+                });
+            if let Some(name) = blocking {
+                bail!(
+                    "{} has {name}, which keeps this root's control branch `{own}` from being \
+                     made (a ref cannot be both a branch and a folder of branches); rename \
+                     that branch or choose another --branch",
+                    args.repo.display()
+                );
+            }
             if repo.find_reference(&format!("refs/heads/{own}")).is_ok() {
                 bail!(
                     "{} has a branch `{own}`, which this root would take for its own (it keeps \

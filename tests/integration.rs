@@ -57,6 +57,8 @@ mod private;
 mod push_status;
 #[path = "integration/recipes.rs"]
 mod recipes;
+#[path = "integration/review13.rs"]
+mod review13;
 #[path = "integration/rollback.rs"]
 mod rollback;
 #[path = "integration/submodules.rs"]

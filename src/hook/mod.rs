@@ -44,7 +44,13 @@ fn run_reported(roots: &[PathBuf], status: &StatusFile) -> Result<()> {
         [] => bail!("no deploy root given: --root DIR"),
         several => return several::run_several(several, &input, status),
     };
-    let plan = Plan::load(root)?;
+    let plan = match Plan::load(root) {
+        Ok(plan) => plan,
+        Err(err) => {
+            several::drop_replay_of_unloadable(root, &input);
+            return Err(err);
+        }
+    };
     check_repository(&plan)?;
     let branches = control_branches::branches(&plan.layout, &plan.config.branch)?;
     let request = push::parse(&input, &branches)?;

@@ -61,7 +61,8 @@ fn guess_branch(config_file: &Path) -> Option<String> {
 /// A root's part of a push.
 enum Part<'a> {
     Ready(&'a Plan, &'a Branches, Box<push::PushRequest>),
-    Broken(&'a anyhow::Error),
+    /// The error, and the root's replay branch as this push set it, if it did.
+    Broken(&'a anyhow::Error, Option<RefUpdate>),
 }
 
 /// The hook for a repository with several roots: each root handles the refs that are its own,
@@ -100,7 +101,7 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
     for (root, part) in work {
         let what = match &part {
             Part::Ready(_, b, _) => format!(" (refs/heads/{})", b.deploy),
-            Part::Broken(_) => String::new(),
+            Part::Broken(..) => String::new(),
         };
         shared.line(&format!("atomdeploy: ==== {}{what} ====", root.display()));
         match part {
@@ -111,7 +112,10 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
                     failures.push(format!("{}: {failure}", root.display()));
                 }
             }
-            Part::Broken(err) => {
+            Part::Broken(err, replay) => {
+                if let Some(update) = replay {
+                    drop_replay(&update, &shared);
+                }
                 let why = format!("{}: {err:#}", root.display());
                 report::error(&why);
                 failures.push(why);
@@ -195,12 +199,46 @@ fn parts<'a>(
                     None => any_unclaimed,
                 };
                 if concerned {
-                    work.push((*root, Part::Broken(err)));
+                    let replay = branches.as_ref().and_then(|b| {
+                        let name = format!("refs/heads/{}", b.replay);
+                        ignored
+                            .iter()
+                            .find(|u| u.refname == name.as_bytes() && !u.is_deletion())
+                            .cloned()
+                    });
+                    work.push((*root, Part::Broken(err, replay)));
                 }
             }
         }
     }
     Ok(work)
+}
+
+/// A replay branch goes once its push was handled, whatever came of it (see
+/// `drop_replay_branch` in hook/mod.rs), here for a root that could not even load: or the same
+/// push, once its deploy.yml is mended, would find the branch there already and deploy nothing.
+fn drop_replay(update: &RefUpdate, reporter: &Reporter) {
+    let name = update.name();
+    let dropped = std::env::var_os("GIT_DIR")
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("no repository is known"))
+        .and_then(|repo| refs::delete_ref(&repo, &name, &update.new));
+    if let Err(err) = dropped {
+        reporter.warn(&format!("could not delete {name}: {err:#}"));
+    }
+}
+
+/// For the one root of a repository, when its deploy.yml cannot load: drops the replay branch
+/// this push set, as [`drop_replay`] does for one of several roots.
+pub(super) fn drop_replay_of_unloadable(root: &Path, input: &[u8]) {
+    let Loaded::Broken(_, Some(branches)) = load(root) else {
+        return;
+    };
+    if let Ok(request) = push::parse(input, &branches)
+        && let Some(update) = &request.replay
+    {
+        drop_replay(update, &Reporter::new(Output::detect(true)));
+    }
 }
 
 /// A group ref names a group and an operation, not a root: with several roots a host cannot

@@ -14,8 +14,9 @@
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -66,6 +67,8 @@ pub fn let_the_web_server_read() {
 pub struct Shared {
     pub entries: usize,
     pub acls: bool,
+    /// Files left alone because they have other names (see [`share`]).
+    pub linked: Vec<PathBuf>,
 }
 
 /// Looks `name` up and checks everything that could stop [`share`] half-way (the deploy
@@ -85,16 +88,23 @@ pub fn prepare(root: &Path, shared: &Path, name: &str) -> Result<WebUser> {
 /// Gives `shared` (and all it holds) to `web`'s group: setgid, group-writable directories,
 /// group-writable files, default ACLs where the filesystem has them. `web` comes from
 /// [`prepare`].
+///
+/// A file with more than one name (a hard link) is left alone: a mode and a group belong to
+/// the file, not to a name, and its other names may be outside shared/ (the web server can
+/// link any file it may write, and this runs as root). Its path is returned for install to say.
 pub fn share(shared: &Path, web: &WebUser) -> Result<Shared> {
-    let entries = walk(shared)?;
-    check_changeable(&entries, web)?;
-    let mut acls = true;
-    for path in &entries {
-        acls &= treat(path, web.gid, acls)?;
-    }
+    check_changeable(&walk(shared)?, web)?;
+    let mut tree = Tree {
+        gid: web.gid,
+        acls: true,
+        linked: Some(Vec::new()),
+        entries: 0,
+    };
+    tree.treat(shared, true)?;
     Ok(Shared {
-        entries: entries.len(),
-        acls,
+        entries: tree.entries,
+        acls: tree.acls,
+        linked: tree.linked.unwrap_or_default(),
     })
 }
 
@@ -106,12 +116,14 @@ pub fn treat_new(shared: &Path, path: &Path) -> Result<()> {
     if meta.mode() & libc::S_ISGID == 0 {
         return Ok(());
     }
-    let acls = default_acl_of(shared).is_some();
-    for entry in walk(path)? {
-        treat(&entry, meta.gid(), acls)
-            .with_context(|| format!("cannot give {} to shared/'s group", entry.display()))?;
-    }
-    Ok(())
+    let mut tree = Tree {
+        gid: meta.gid(),
+        acls: default_acl_of(shared).is_some(),
+        linked: None,
+        entries: 0,
+    };
+    tree.treat(path, false)
+        .with_context(|| format!("cannot give {} to shared/'s group", path.display()))
 }
 
 /// Refuses, before a deploy adds anything to shared/, when what it adds could not be given to
@@ -146,40 +158,252 @@ fn walk(top: &Path) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-/// The one path's share of [`share`]. Returns whether ACLs are (still) in use: `false` once
-/// the filesystem refused one, after which none is tried again.
-fn treat(path: &Path, gid: u32, acls: bool) -> Result<bool> {
-    let meta = fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() {
-        // Its target is what matters, and a link into shared/ was listed on its own.
-        return Ok(acls);
-    }
-    if meta.gid() != gid {
-        std::os::unix::fs::lchown(path, None, Some(gid))
-            .with_context(|| format!("cannot change the group of {}", path.display()))?;
-    }
-    let wanted = if meta.is_dir() {
-        meta.mode() | libc::S_ISGID | 0o070
-    } else {
-        meta.mode() | 0o060
-    } & 0o7777;
-    // chown clears setgid on some filesystems: the mode is set after it. Only what must
-    // change is changed, so that install runs again over the web server's files (which only
-    // it and root may chmod) without a complaint.
-    let cleared = meta.gid() != gid;
-    if cleared || meta.mode() & 0o7777 != wanted {
-        fs::set_permissions(path, fs::Permissions::from_mode(wanted))
-            .with_context(|| format!("cannot change the mode of {}", path.display()))?;
-    }
-    if meta.is_dir() && acls && default_acl_of(path).is_none() {
-        return match set_default_acl(path, wanted) {
-            Ok(()) => Ok(true),
-            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
-            Err(err) => Err(err)
-                .with_context(|| format!("cannot set the default ACL of {}", path.display())),
+/// A tree being given to `gid`, through file descriptors: each directory is opened (never
+/// through a symlink) and what it holds is reached from that descriptor, each file changed
+/// through its own. shared/ is the web server's to write: a directory it swaps for a symlink
+/// to one outside, while this runs as root, is then a symlink to leave alone, never a way
+/// out of shared/.
+struct Tree {
+    gid: u32,
+    /// Whether default ACLs are (still) in use: `false` once the filesystem refused one.
+    acls: bool,
+    /// Where files with other names go, left alone ([`share`]); None to treat them too.
+    linked: Option<Vec<PathBuf>>,
+    entries: usize,
+}
+
+impl Tree {
+    /// `path` and all below it, reached through symlinks above it. `path` itself is followed
+    /// when `follow`: shared/ may be a symlink the operator made to a data volume, but what a
+    /// deploy just made in shared/ is no symlink unless the web server swapped it for one.
+    fn treat(&mut self, path: &Path, follow: bool) -> Result<()> {
+        let top = c_path(path)?;
+        let flags = if follow {
+            libc::O_DIRECTORY
+        } else {
+            libc::O_DIRECTORY | libc::O_NOFOLLOW
         };
+        match open_at(None, &top, flags) {
+            Ok(fd) => {
+                self.entries += 1;
+                self.opened(fd, libc::S_IFDIR, path)
+            }
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = parent.unwrap_or(Path::new("."));
+                let dir = open_at(None, &c_path(parent)?, libc::O_DIRECTORY)
+                    .with_context(|| format!("cannot open {}", parent.display()))?;
+                let name = path.file_name().unwrap_or(path.as_os_str());
+                self.at(dir.as_fd(), &c_path(Path::new(name))?, path)
+            }
+            Err(err) => Err(err).with_context(|| format!("cannot open {}", path.display())),
+        }
     }
-    Ok(acls)
+
+    fn at(&mut self, dir: BorrowedFd, name: &CStr, path: &Path) -> Result<()> {
+        let meta = match stat_at(dir, name) {
+            Ok(meta) => meta,
+            // Deleted by the web server since its directory was read.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        self.entries += 1;
+        let kind = meta.st_mode & libc::S_IFMT;
+        let opened = match kind {
+            libc::S_IFDIR => open_at(Some(dir), name, libc::O_DIRECTORY | libc::O_NOFOLLOW),
+            libc::S_IFREG => open_at(Some(dir), name, libc::O_NOFOLLOW | libc::O_NONBLOCK),
+            // Its target is what matters, and a link into shared/ is listed on its own.
+            libc::S_IFLNK => return Ok(()),
+            // FIFOs, sockets, devices: not opened (that could block or do something).
+            _ => return self.special(dir, name, &meta, path),
+        };
+        match opened {
+            Ok(fd) => self.opened(fd, kind, path),
+            // Swapped for a symlink since: left alone, as one.
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => Ok(()),
+            // A file of one's own that one may not read (mode 0200, say) is still one's own
+            // to chmod: by name, never through a symlink.
+            Err(err) if err.raw_os_error() == Some(libc::EACCES) && kind == libc::S_IFREG => {
+                if meta.st_nlink > 1
+                    && let Some(linked) = &mut self.linked
+                {
+                    linked.push(path.to_path_buf());
+                    return Ok(());
+                }
+                self.special(dir, name, &meta, path)
+            }
+            Err(err) => Err(err).with_context(|| format!("cannot open {}", path.display())),
+        }
+    }
+
+    /// A directory or file opened as `fd`, found to be of `kind`.
+    fn opened(&mut self, fd: OwnedFd, kind: u32, path: &Path) -> Result<()> {
+        let meta =
+            stat_fd(fd.as_fd()).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.st_mode & libc::S_IFMT != kind {
+            return Ok(());
+        }
+        if kind == libc::S_IFREG
+            && meta.st_nlink > 1
+            && let Some(linked) = &mut self.linked
+        {
+            linked.push(path.to_path_buf());
+            return Ok(());
+        }
+        self.change(fd.as_fd(), &meta, path)?;
+        if kind == libc::S_IFDIR {
+            for entry in
+                names(fd.as_fd()).with_context(|| format!("cannot read {}", path.display()))?
+            {
+                let shown = path.join(std::ffi::OsStr::from_bytes(entry.as_bytes()));
+                self.at(fd.as_fd(), &entry, &shown)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The group, then the mode (chown clears setgid on some filesystems), then a directory's
+    /// default ACL. Only what must change is changed, so that install runs again over the web
+    /// server's files (which only it and root may chmod) without a complaint.
+    fn change(&mut self, fd: BorrowedFd, meta: &libc::stat, path: &Path) -> Result<()> {
+        let is_dir = meta.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let cleared = meta.st_gid != self.gid;
+        if cleared {
+            // SAFETY: a valid descriptor; uid -1 leaves the owner as it is.
+            check(unsafe { libc::fchown(fd.as_raw_fd(), u32::MAX, self.gid) })
+                .with_context(|| format!("cannot change the group of {}", path.display()))?;
+        }
+        let wanted = wanted_mode(meta.st_mode, is_dir);
+        if cleared || meta.st_mode & 0o7777 != wanted {
+            // SAFETY: a valid descriptor.
+            check(unsafe { libc::fchmod(fd.as_raw_fd(), wanted as libc::mode_t) })
+                .with_context(|| format!("cannot change the mode of {}", path.display()))?;
+        }
+        if is_dir && self.acls && default_acl_of_fd(fd).is_none() {
+            match set_default_acl(fd, wanted) {
+                Ok(()) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => self.acls = false,
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!("cannot set the default ACL of {}", path.display())
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What cannot be opened without effects (or at all): changed by name, never through a
+    /// symlink.
+    fn special(
+        &mut self,
+        dir: BorrowedFd,
+        name: &CStr,
+        meta: &libc::stat,
+        path: &Path,
+    ) -> Result<()> {
+        let cleared = meta.st_gid != self.gid;
+        if cleared {
+            // SAFETY: valid descriptor and name; the flag keeps a symlink from being followed.
+            check(unsafe {
+                libc::fchownat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    u32::MAX,
+                    self.gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            })
+            .with_context(|| format!("cannot change the group of {}", path.display()))?;
+        }
+        let wanted = wanted_mode(meta.st_mode, false);
+        if cleared || meta.st_mode & 0o7777 != wanted {
+            chmod_no_follow(dir, name, wanted)
+                .with_context(|| format!("cannot change the mode of {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn wanted_mode(mode: u32, is_dir: bool) -> u32 {
+    let added = if is_dir { libc::S_ISGID | 0o070 } else { 0o060 };
+    (mode | added) & 0o7777
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `name` in `dir` (or a path from the working directory), opened read-only.
+fn open_at(dir: Option<BorrowedFd>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    let flags = flags | libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY;
+    // SAFETY: a valid descriptor (or AT_FDCWD) and NUL-terminated name.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat just returned this descriptor, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn stat_at(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut meta: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, name and out-parameter.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut meta,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    check(rc).map(|()| meta)
+}
+
+fn stat_fd(fd: BorrowedFd) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut meta: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and out-parameter.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut meta) }).map(|()| meta)
+}
+
+/// The names in the directory open as `fd`, but `.` and `..`.
+fn names(fd: BorrowedFd) -> io::Result<Vec<CString>> {
+    // SAFETY: dup of a valid descriptor; fdopendir takes the copy, closedir closes it.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor of a directory, which the stream owns from here.
+    let stream = unsafe { libc::fdopendir(copy) };
+    if stream.is_null() {
+        let err = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so the copy is still ours to close.
+        unsafe { libc::close(copy) };
+        return Err(err);
+    }
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: a valid stream; the entry is read before the next call.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    // SAFETY: the stream opened above, closed once.
+    unsafe { libc::closedir(stream) };
+    Ok(names)
 }
 
 /// The deploy user writes what the web user made only through the group; refused before
@@ -242,6 +466,34 @@ fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
     Ok(())
 }
 
+/// chmod of `name` in `dir` itself, never of what a symlink put in its place points at.
+fn chmod_no_follow(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: a valid descriptor and NUL-terminated name; fchmodat only reads them.
+    let rc = unsafe {
+        libc::fchmodat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // glibc before fchmodat2 does this through /proc/self/fd and says EOPNOTSUPP without /proc
+    // (a chroot): a plain chmod then, of what is still not a symlink.
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP)
+        && stat_at(dir, name)?.st_mode & libc::S_IFMT != libc::S_IFLNK
+    {
+        // SAFETY: as above.
+        return check(unsafe {
+            libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0)
+        });
+    }
+    Err(err)
+}
+
 const ACL_DEFAULT: &CStr = c"system.posix_acl_default";
 const ACL_VERSION: u32 = 2;
 const ACL_USER_OBJ: u16 = 0x01;
@@ -251,7 +503,7 @@ const ACL_UNDEFINED_ID: u32 = u32::MAX;
 
 /// `setfacl -d -m u::rwx,g::rwx,o::<dir's own>`: what is made in `dir` is writable by its
 /// owner and by the group, whatever the creator's umask (which a default ACL replaces).
-fn set_default_acl(dir: &Path, mode: u32) -> io::Result<()> {
+fn set_default_acl(dir: BorrowedFd, mode: u32) -> io::Result<()> {
     let mut value = ACL_VERSION.to_le_bytes().to_vec();
     for (tag, perm) in [
         (ACL_USER_OBJ, 0o7),
@@ -262,22 +514,33 @@ fn set_default_acl(dir: &Path, mode: u32) -> io::Result<()> {
         value.extend(perm.to_le_bytes());
         value.extend(ACL_UNDEFINED_ID.to_le_bytes());
     }
-    let path = c_path(dir)?;
     // SAFETY: both pointers are valid for the lengths given; the kernel copies the value.
-    let rc = unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
+    check(unsafe {
+        libc::fsetxattr(
+            dir.as_raw_fd(),
             ACL_DEFAULT.as_ptr(),
             value.as_ptr().cast(),
             value.len(),
             0,
         )
+    })
+}
+
+fn default_acl_of_fd(dir: BorrowedFd) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    // SAFETY: the buffer is valid for its length; the kernel writes at most that much.
+    let n = unsafe {
+        libc::fgetxattr(
+            dir.as_raw_fd(),
+            ACL_DEFAULT.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    (n > 0).then(|| {
+        buf.truncate(n as usize);
+        buf
+    })
 }
 
 /// The raw default ACL of `dir`, if it has one.

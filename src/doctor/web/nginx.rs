@@ -4,6 +4,7 @@
 //! The configuration is what `nginx -T` prints (every file it really read, includes and all);
 //! where nginx is not installed, or refuses the configuration, the files are read directly.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,6 +51,8 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
         .nginx_config
         .clone()
         .unwrap_or_else(|| PathBuf::from("/etc/nginx/nginx.conf"));
+    // nginx reads a relative -c from its own prefix (/usr/share/nginx), not from here.
+    let file = std::path::absolute(&file).unwrap_or(file);
     if !file.exists() {
         out.push(Finding::warn(
             CHECK,
@@ -63,7 +66,29 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
         return None;
     }
     let (source, how) = Source::load(&file);
-    let config = read(&source, &file);
+    let (config, loops, too_deep) = read(&source, &file);
+    if let Some(at) = too_deep {
+        out.push(Finding::warn(
+            CHECK,
+            format!(
+                "blocks nested more than {DEEPEST} deep (from {at}) were not read: what they \
+                 hold is not checked"
+            ),
+            "nest nginx's blocks as webserver/nginx-site.conf does, a few levels deep",
+        ));
+    }
+    for looped in loops {
+        out.push(Finding::fail(
+            CHECK,
+            format!(
+                "{} includes itself (through the files it includes): nginx cannot load this \
+                 configuration",
+                looped.display()
+            ),
+            "remove the include that reaches back to it (a glob such as `include conf.d/*.conf;` \
+             inside conf.d/ matches its own file)",
+        ));
+    }
     let servers = serving(&config, context);
     if servers.is_empty() {
         out.push(Finding::fail(
@@ -181,13 +206,43 @@ fn split_dump(dump: &str) -> BTreeMap<PathBuf, String> {
 }
 
 /// The whole configuration from `file`, includes expanded (relative ones from the main
-/// file's directory, as nginx does).
-fn read(source: &Source, file: &Path) -> Vec<Directive> {
+/// file's directory, as nginx does), and the files that include themselves (through others):
+/// such an include is not followed, or a loop through a glob (`include conf.d/*.conf;` in a
+/// file of conf.d/) would read files without end.
+fn read(source: &Source, file: &Path) -> (Vec<Directive>, Vec<PathBuf>, Option<String>) {
     let base = file.parent().unwrap_or(Path::new("/")).to_path_buf();
-    parse_file(source, &base, file, 0)
+    let includes = RefCell::new(Includes::default());
+    let config = parse_file(source, &base, &[file.to_path_buf()], &includes, 0);
+    let includes = includes.into_inner();
+    (config, includes.loops, includes.too_deep)
 }
 
-fn parse_file(source: &Source, base: &Path, file: &Path, depth: usize) -> Vec<Directive> {
+/// Blocks nested deeper than this (in all files together) are not read: nginx's own
+/// configurations nest a few levels, and reading on would overflow doctor's stack.
+const DEEPEST: usize = 100;
+
+/// Files read at most: files in a loop that a glob includes are each left out of their own
+/// chain, but the others can still be read in every order (n! chains for n files).
+const MOST_READS: usize = 10_000;
+
+#[derive(Default)]
+struct Includes {
+    loops: Vec<PathBuf>,
+    reads: usize,
+    /// Where a block nested deeper than [`DEEPEST`] begins, if one does.
+    too_deep: Option<String>,
+}
+
+fn parse_file(
+    source: &Source,
+    base: &Path,
+    chain: &[PathBuf],
+    includes: &RefCell<Includes>,
+    nesting: usize,
+) -> Vec<Directive> {
+    let Some(file) = chain.last() else {
+        return Vec::new();
+    };
     let Some(text) = source.read(file) else {
         return Vec::new();
     };
@@ -196,8 +251,9 @@ fn parse_file(source: &Source, base: &Path, file: &Path, depth: usize) -> Vec<Di
     let mut reader = Reader {
         source,
         base,
-        file,
-        depth,
+        chain,
+        includes,
+        nesting,
     };
     reader.block(&tokens, &mut at)
 }
@@ -275,8 +331,11 @@ fn tokenize(text: &str) -> Vec<(Token, usize)> {
 struct Reader<'a> {
     source: &'a Source,
     base: &'a Path,
-    file: &'a Path,
-    depth: usize,
+    /// The file read, last, and those that included it.
+    chain: &'a [PathBuf],
+    includes: &'a RefCell<Includes>,
+    /// How many blocks enclose the one being read.
+    nesting: usize,
 }
 
 impl Reader<'_> {
@@ -295,8 +354,18 @@ impl Reader<'_> {
                     words.push(w.clone());
                 }
                 Token::Semi => self.directive(std::mem::take(&mut words), None, line, &mut out),
+                Token::Open if self.nesting >= DEEPEST => {
+                    self.includes.borrow_mut().too_deep.get_or_insert_with(|| {
+                        let file = self.chain.last().map(|f| f.display().to_string());
+                        format!("{}:{l}", file.unwrap_or_default())
+                    });
+                    skip_block(tokens, at);
+                    words.clear();
+                }
                 Token::Open => {
+                    self.nesting += 1;
                     let inner = self.block(tokens, at);
+                    self.nesting -= 1;
                     self.directive(std::mem::take(&mut words), Some(inner), line, &mut out);
                 }
                 Token::Close => break,
@@ -317,10 +386,30 @@ impl Reader<'_> {
             return;
         };
         let args: Vec<String> = words.collect();
-        if name == "include" && block.is_none() && self.depth < 16 {
+        if name == "include" && block.is_none() && self.chain.len() <= 16 {
             if let Some(pattern) = args.first() {
                 for file in self.source.expand(&self.base.join(pattern)) {
-                    out.extend(parse_file(self.source, self.base, &file, self.depth + 1));
+                    let mut includes = self.includes.borrow_mut();
+                    if self.chain.contains(&file) {
+                        if !includes.loops.contains(&file) {
+                            includes.loops.push(file);
+                        }
+                        continue;
+                    }
+                    if includes.reads >= MOST_READS {
+                        continue;
+                    }
+                    includes.reads += 1;
+                    drop(includes);
+                    let mut chain = self.chain.to_vec();
+                    chain.push(file);
+                    out.extend(parse_file(
+                        self.source,
+                        self.base,
+                        &chain,
+                        self.includes,
+                        self.nesting,
+                    ));
                 }
             }
             return;
@@ -329,8 +418,28 @@ impl Reader<'_> {
             name,
             args,
             block,
-            at: format!("{}:{line}", self.file.display()),
+            at: format!(
+                "{}:{line}",
+                self.chain
+                    .last()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default()
+            ),
         });
+    }
+}
+
+/// Past the `}` that closes the block just opened, without reading what it holds.
+fn skip_block(tokens: &[(Token, usize)], at: &mut usize) {
+    let mut open = 1usize;
+    while let Some((token, _)) = tokens.get(*at) {
+        *at += 1;
+        match token {
+            Token::Open => open += 1,
+            Token::Close if open == 1 => return,
+            Token::Close => open -= 1,
+            _ => {}
+        }
     }
 }
 

@@ -218,11 +218,8 @@ fn listen_address(listen: &str) -> Option<FpmAddress> {
     }
     let (host, port) = listen.rsplit_once(':').unwrap_or(("", listen));
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if matches!(host, "*" | "0.0.0.0" | "::") {
-        ""
-    } else {
-        host
-    };
+    // 0.0.0.0 stays: it is IPv4's any address only (see `same`).
+    let host = if matches!(host, "*" | "::") { "" } else { host };
     Some(FpmAddress::Tcp {
         host: host.to_string(),
         port: port.trim().parse().ok()?,
@@ -231,13 +228,23 @@ fn listen_address(listen: &str) -> Option<FpmAddress> {
 
 /// Whether a pool listening on `listen` is what a client of `target` reaches.
 fn same(listen: &FpmAddress, target: &FpmAddress) -> bool {
-    let loopback = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1");
+    // `localhost` may be either loopback address; 127.0.0.1 and ::1 are two sockets.
+    let loopback = |a: &str, b: &str| {
+        (a == "localhost" || b == "localhost")
+            && [a, b]
+                .iter()
+                .all(|h| matches!(*h, "localhost" | "127.0.0.1" | "::1"))
+    };
     match (listen, target) {
         (FpmAddress::Unix(a), FpmAddress::Unix(b)) => {
             a == b || fs::canonicalize(a).is_ok_and(|a| fs::canonicalize(b).is_ok_and(|b| a == b))
         }
         (FpmAddress::Tcp { host: a, port: p }, FpmAddress::Tcp { host: b, port: q }) => {
-            p == q && (a.is_empty() || a == b || (loopback(a) && loopback(b)))
+            p == q
+                && (a.is_empty()
+                    || a == b
+                    || loopback(a, b)
+                    || (a == "0.0.0.0" && !b.contains(':')))
         }
         _ => false,
     }
@@ -273,6 +280,8 @@ fn pick(pools: Vec<Pool>, target: &FpmAddress, searched: &str, out: &mut Vec<Fin
              name its file with --fpm-pool FILE",
             match target {
                 FpmAddress::Unix(path) => path.display().to_string(),
+                // php-fpm, like nginx, takes an IPv6 address in brackets.
+                FpmAddress::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
                 FpmAddress::Tcp { host, port } => format!("{host}:{port}"),
             }
         ),
@@ -358,7 +367,7 @@ fn reach(mut pool: Pool, target: Option<FpmAddress>, out: &mut Vec<Finding>) -> 
 /// A listen on any address is reached on the loopback one.
 fn connectable(listen: FpmAddress) -> FpmAddress {
     match listen {
-        FpmAddress::Tcp { host, port } if host.is_empty() => FpmAddress::Tcp {
+        FpmAddress::Tcp { host, port } if host.is_empty() || host == "0.0.0.0" => FpmAddress::Tcp {
             host: "127.0.0.1".into(),
             port,
         },
@@ -508,5 +517,9 @@ mod tests {
         assert!(same(&tcp("127.0.0.1", 9001), &tcp("localhost", 9001)));
         assert!(!same(&tcp("127.0.0.1", 9001), &tcp("127.0.0.1", 9002)));
         assert!(!same(&tcp("10.0.0.2", 9001), &tcp("10.0.0.1", 9001)));
+        assert!(!same(&tcp("127.0.0.1", 9001), &tcp("::1", 9001)));
+        assert!(same(&tcp("0.0.0.0", 9001), &tcp("127.0.0.1", 9001)));
+        assert!(!same(&tcp("0.0.0.0", 9001), &tcp("::1", 9001)));
+        assert!(same(&tcp("::1", 9001), &tcp("localhost", 9001)));
     }
 }
