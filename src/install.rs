@@ -32,30 +32,7 @@ pub struct Install<'a> {
 const RESERVED_BRANCHES: &[&str] = &["rollback", "replay"];
 
 pub fn install(args: &Install) -> Result<()> {
-    if !git2::Reference::is_valid_name(&format!("refs/heads/{}", args.branch)) {
-        bail!("`{}` is not a valid branch name", args.branch);
-    }
-    // Refused before anything exists: a repository whose HEAD and deploy.yml name a reserved
-    // branch cannot deploy at all.
-    if RESERVED_BRANCHES.contains(&args.branch) {
-        bail!(
-            "`{}` is reserved: atomdeploy-hook keeps a `rollback` branch at the rollback target \
-             (deleting it rolls back), and `replay` is kept for its own use too; choose another --branch",
-            args.branch
-        );
-    }
-    // The hook names the root in a line of sh, deploy.yml the repository in YAML: a path that
-    // is not UTF-8 would be written with U+FFFD in place of its bytes (another path), one with
-    // a line break would cut the line that the next install reads the roots back from.
-    for (what, path) in [("--root", args.root), ("--repo", args.repo)] {
-        if path.to_str().is_none_or(|p| p.contains(['\n', '\r'])) {
-            bail!(
-                "{what} {}: the hook and deploy.yml name it in a line of text, so it must be UTF-8 \
-                 and hold no line break; rename it",
-                path.display()
-            );
-        }
-    }
+    refuse_names(args)?;
     let remote_url = remote_url(args.url, args.repo)?;
     // Looked up before anything exists, so that a wrong name changes nothing.
     let web_user = args
@@ -114,23 +91,7 @@ pub fn install(args: &Install) -> Result<()> {
         repo_path.display(),
         root.display()
     );
-    if roots.len() > 1 {
-        println!(
-            "{} serves {} deploy roots: {}",
-            repo_path.display(),
-            roots.len(),
-            roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        println!(
-            "this root's own branches: deploy `{}`, roll back with `git push production :{}`, \
-             deploy a commit again with `git push production <commit>:{}`",
-            place.branches.deploy, place.branches.rollback, place.branches.replay
-        );
-    }
+    print_roots(&repo_path, &roots, &place.branches);
     println!("on your machine, run:");
     println!("    git remote add production {remote_url}");
     println!("    git push production {}", args.branch);
@@ -204,6 +165,58 @@ fn share_with_web_user(layout: &Layout, web: &WebUser) -> Result<()> {
     Ok(())
 }
 
+/// Refuses, before anything exists, a branch or a path that the hook and deploy.yml could not
+/// name as given.
+fn refuse_names(args: &Install) -> Result<()> {
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{}", args.branch)) {
+        bail!("`{}` is not a valid branch name", args.branch);
+    }
+    // Refused before anything exists: a repository whose HEAD and deploy.yml name a reserved
+    // branch cannot deploy at all.
+    if RESERVED_BRANCHES.contains(&args.branch) {
+        bail!(
+            "`{}` is reserved: atomdeploy-hook keeps a `rollback` branch at the rollback target \
+             (deleting it rolls back), and `replay` is kept for its own use too; choose another --branch",
+            args.branch
+        );
+    }
+    // The hook names the root in a line of sh, deploy.yml the repository in YAML: a path that
+    // is not UTF-8 would be written with U+FFFD in place of its bytes (another path), one with
+    // a line break would cut the line that the next install reads the roots back from.
+    for (what, path) in [("--root", args.root), ("--repo", args.repo)] {
+        if path.to_str().is_none_or(|p| p.contains(['\n', '\r'])) {
+            bail!(
+                "{what} {}: the hook and deploy.yml name it in a line of text, so it must be UTF-8 \
+                 and hold no line break; rename it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// With several roots: which they are, and this root's own branches.
+fn print_roots(repo_path: &Path, roots: &[PathBuf], branches: &Branches) {
+    if roots.len() < 2 {
+        return;
+    }
+    println!(
+        "{} serves {} deploy roots: {}",
+        repo_path.display(),
+        roots.len(),
+        roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "this root's own branches: deploy `{}`, roll back with `git push production :{}`, \
+         deploy a commit again with `git push production <commit>:{}`",
+        branches.deploy, branches.rollback, branches.replay
+    );
+}
+
 /// git ignores a post-receive hook's exit status: these are the two ways to make
 /// `git push` exit non-zero when its deploy failed.
 fn print_exit_status_setup(repo: &Path) -> Result<()> {
@@ -275,7 +288,22 @@ fn place_root(args: &Install) -> Result<Placement> {
     } else {
         (control_branches::further_root(&deploy), true)
     };
-    for other in &others {
+    refuse_clashes(&others, &branches)?;
+    if record && let Ok(repo) = Repository::open_bare(args.repo) {
+        refuse_blocked_branches(&repo, args.repo, &branches)?;
+    }
+    Ok(Placement {
+        others,
+        position,
+        branches,
+        record,
+    })
+}
+
+/// Refuses branches that clash with another root's: one branch deployed by two roots, or a
+/// branch that is another root's `rollback…`/`replay…`.
+fn refuse_clashes(others: &[PathBuf], branches: &Branches) -> Result<()> {
+    for other in others {
         let theirs = match Plan::load(other)
             .and_then(|plan| control_branches::branches(&plan.layout, &plan.config.branch))
         {
@@ -315,48 +343,47 @@ fn place_root(args: &Install) -> Result<Placement> {
             }
         }
     }
-    if record && let Ok(repo) = Repository::open_bare(args.repo) {
-        for own in [&branches.rollback, &branches.replay] {
-            // git keeps a ref as a file named after it: `rollback-x` cannot be made while
-            // `rollback-x/y` exists (nor below a branch `rollback-x` when it has a `/`).
-            let blocking = repo
-                .references_glob(&format!("refs/heads/{own}/*"))?
-                .flatten()
-                .find_map(|r| r.name().ok().map(str::to_string))
-                .or_else(|| {
-                    Path::new(own.as_str())
-                        .ancestors()
-                        .skip(1)
-                        .filter(|a| !a.as_os_str().is_empty())
-                        .map(|a| format!("refs/heads/{}", a.display()))
-                        .find(|name| repo.find_reference(name).is_ok())
-                });
-            if let Some(name) = blocking {
-                bail!(
-                    "{} has {name}, which keeps this root's control branch `{own}` from being \
-                     made (a ref cannot be both a branch and a folder of branches); rename \
-                     that branch or choose another --branch",
-                    args.repo.display()
-                );
-            }
-            if repo.find_reference(&format!("refs/heads/{own}")).is_ok() {
-                bail!(
-                    "{} has a branch `{own}`, which this root would take for its own (it keeps \
-                     `{}` at its rollback target and deploys what is pushed to `{}`); \
-                     rename that branch or choose another --branch",
-                    args.repo.display(),
-                    branches.rollback,
-                    branches.replay
-                );
-            }
+    Ok(())
+}
+
+/// Refuses a root new to a repository that has others when its control branches exist
+/// already, or cannot be made.
+fn refuse_blocked_branches(repo: &Repository, repo_path: &Path, branches: &Branches) -> Result<()> {
+    for own in [&branches.rollback, &branches.replay] {
+        // git keeps a ref as a file named after it: `rollback-x` cannot be made while
+        // `rollback-x/y` exists (nor below a branch `rollback-x` when it has a `/`).
+        let blocking = repo
+            .references_glob(&format!("refs/heads/{own}/*"))?
+            .flatten()
+            .find_map(|r| r.name().ok().map(str::to_string))
+            .or_else(|| {
+                Path::new(own.as_str())
+                    .ancestors()
+                    .skip(1)
+                    .filter(|a| !a.as_os_str().is_empty())
+                    .map(|a| format!("refs/heads/{}", a.display()))
+                    .find(|name| repo.find_reference(name).is_ok())
+            });
+        if let Some(name) = blocking {
+            bail!(
+                "{} has {name}, which keeps this root's control branch `{own}` from being \
+                 made (a ref cannot be both a branch and a folder of branches); rename \
+                 that branch or choose another --branch",
+                repo_path.display()
+            );
+        }
+        if repo.find_reference(&format!("refs/heads/{own}")).is_ok() {
+            bail!(
+                "{} has a branch `{own}`, which this root would take for its own (it keeps \
+                 `{}` at its rollback target and deploys what is pushed to `{}`); \
+                 rename that branch or choose another --branch",
+                repo_path.display(),
+                branches.rollback,
+                branches.replay
+            );
         }
     }
-    Ok(Placement {
-        others,
-        position,
-        branches,
-        record,
-    })
+    Ok(())
 }
 
 /// An existing deploy.yml that deploys another repository would make pushes to `repo` deploy
