@@ -1,7 +1,7 @@
 //! What the steps lean on: running programs ([`child`]), what the pusher sees ([`report`]),
 //! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
 //! crash points of the kill tests ([`fault`]), and shared/ shared with the web server's user
-//! ([`perms`]).
+//! ([`perms`]), and who a uid or gid is ([`users`]).
 
 pub mod child;
 pub mod fault;
@@ -9,3 +9,4 @@ pub mod lock;
 pub mod perms;
 pub mod recover;
 pub mod report;
+pub mod users;

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::users::{by_name as user_by_name, group_name, user_name};
+
 /// The user php-fpm's pool runs as, and its primary group.
 #[derive(Debug, Clone)]
 pub struct WebUser {
@@ -567,81 +569,13 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
 }
 
-/// uid and primary gid of the user `name`.
-fn user_by_name(name: &str) -> Option<(u32, u32)> {
-    let name = CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: zeroed passwd is a valid out-parameter; getpwnam_r fills it from buf.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, buf for its length.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    (rc == 0 && !found.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
-}
-
-/// The name of the user with `uid`.
-pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: zeroed passwd is a valid out-parameter; getpwuid_r fills it from buf.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, buf for its length.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points at a NUL-terminated string inside buf.
-    Some(
-        unsafe { CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: zeroed group is a valid out-parameter; getgrgid_r fills it from buf.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut found = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, buf for its length.
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return None;
-    }
-    // SAFETY: on success gr_name points at a NUL-terminated string inside buf.
-    Some(
-        unsafe { CStr::from_ptr(grp.gr_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
 /// Every group the user database gives `user` (primary and supplementary).
 fn groups_of(user: &str) -> Vec<u32> {
     let Some((_, primary)) = user_by_name(user) else {
         return Vec::new();
     };
-    let Ok(name) = CString::new(user) else {
-        return Vec::new();
-    };
-    let mut groups = vec![0 as libc::gid_t; 256];
-    let mut n = groups.len() as libc::c_int;
-    // SAFETY: groups is valid for n entries; getgrouplist writes at most n and sets n.
-    let rc = unsafe { libc::getgrouplist(name.as_ptr(), primary, groups.as_mut_ptr(), &mut n) };
-    if rc < 0 {
-        // More than 256 groups: the primary one is certain, the rest is beyond this check.
-        return vec![primary];
-    }
-    groups.truncate(n as usize);
-    groups
+    // Past the system's group limit the primary group is still certain.
+    super::users::groups_of(user, primary).unwrap_or_else(|| vec![primary])
 }
 
 /// The groups this process has now (effective and supplementary).

@@ -260,7 +260,7 @@ pub struct Stuck {
 
 impl std::fmt::Display for Stuck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let owner = crate::infra::perms::user_name(self.owner)
+        let owner = crate::infra::users::user_name(self.owner)
             .unwrap_or_else(|| format!("uid {}", self.owner));
         // Named as in the build it was (the parked tree is `<tree>/tree`).
         let inside = self

@@ -184,20 +184,8 @@ pub const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
 /// The name of the uid this process runs as: an environment without `$USER` (cron, systemd,
 /// a cleared environment) still says who.
 fn user_of_uid() -> Option<String> {
-    // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: `passwd` is plain data (integers and pointers), valid all-zero.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, both ours and sized as passed.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return Some(format!("uid {uid}"));
-    }
-    // SAFETY: on success pw_name points into `buf`, NUL-terminated.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    let uid = crate::infra::users::current_uid();
+    Some(crate::infra::users::user_name(uid).unwrap_or_else(|| format!("uid {uid}")))
 }
 
 pub fn append(layout: &Layout, entry: &Entry) -> Result<()> {

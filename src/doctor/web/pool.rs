@@ -2,7 +2,6 @@
 //! requests (or the one given), and what the running pool says about itself.
 
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::config::FpmAddress;
+use crate::infra::users;
 use crate::steps::opcache;
 
 use super::super::{Context, Finding};
@@ -62,12 +62,7 @@ pub struct Ident {
 
 impl Ident {
     pub fn user(&self) -> String {
-        // SAFETY: getpwuid(3) returns NULL or a pointer to a static entry read right away.
-        let name = unsafe { libc::getpwuid(self.uid) };
-        // SAFETY: a non-NULL entry's pw_name is a NUL-terminated string.
-        let name = (!name.is_null()).then(|| unsafe { CStr::from_ptr((*name).pw_name) });
-        name.map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.uid.to_string())
+        users::user_name(self.uid).unwrap_or_else(|| self.uid.to_string())
     }
     pub fn group(&self) -> String {
         group_name(self.gid)
@@ -75,12 +70,7 @@ impl Ident {
 }
 
 pub fn group_name(gid: u32) -> String {
-    // SAFETY: getgrgid(3) returns NULL or a pointer to a static entry read right away.
-    let group = unsafe { libc::getgrgid(gid) };
-    // SAFETY: a non-NULL entry's gr_name is a NUL-terminated string.
-    let name = (!group.is_null()).then(|| unsafe { CStr::from_ptr((*group).gr_name) });
-    name.map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| gid.to_string())
+    users::group_name(gid).unwrap_or_else(|| gid.to_string())
 }
 
 /// What the probe run in the pool reports.
@@ -448,28 +438,13 @@ fn probe(address: &FpmAddress) -> Result<Probe, String> {
 
 /// The pool file's `user` and `group`, as the system knows them.
 fn file_ident(pool: &Pool) -> Option<Ident> {
-    let user = CString::new(pool.setting("user")?).ok()?;
-    // SAFETY: getpwnam(3) with a NUL-terminated name; the entry is read right away.
-    let entry = unsafe { libc::getpwnam(user.as_ptr()) };
-    if entry.is_null() {
-        return None;
-    }
-    // SAFETY: a non-NULL entry from getpwnam(3).
-    let (uid, primary) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-    let gid = match pool.setting("group").and_then(|g| CString::new(g).ok()) {
-        Some(group) => {
-            // SAFETY: getgrnam(3) with a NUL-terminated name; the entry is read right away.
-            let entry = unsafe { libc::getgrnam(group.as_ptr()) };
-            // SAFETY: a non-NULL entry from getgrnam(3).
-            (!entry.is_null()).then(|| unsafe { (*entry).gr_gid })?
-        }
+    let user = pool.setting("user")?;
+    let (uid, primary) = users::by_name(user)?;
+    let gid = match pool.setting("group") {
+        Some(group) => users::group_id(group)?,
         None => primary,
     };
-    let mut groups = vec![0 as libc::gid_t; 256];
-    let mut count = groups.len() as libc::c_int;
-    // SAFETY: the buffer holds `count` entries; getgrouplist(3) writes at most that many.
-    let found = unsafe { libc::getgrouplist(user.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
-    groups.truncate(if found < 0 { 0 } else { count as usize });
+    let groups = users::groups_of(user, gid).unwrap_or_default();
     Some(Ident { uid, gid, groups })
 }
 
