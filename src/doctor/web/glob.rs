@@ -1,60 +1,46 @@
-//! Paths whose components may hold `*` (nginx's `include sites-enabled/*`, php-fpm's
-//! `/etc/php/*/fpm/pool.d/*.conf`): expanded in sorted order, as both servers do.
+//! Paths with wildcards (nginx's `include sites-enabled/*`, php-fpm's
+//! `/etc/php/*/fpm/pool.d/*.conf`), expanded by the `glob` crate as both servers expand them
+//! with glob(3) and flags that leave sorting on and GLOB_PERIOD off: in sorted order, and a
+//! wildcard never matches a name's leading dot (`*` skips `.hidden.conf`, `.*` finds it).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-/// The existing paths `pattern` names, sorted; a pattern without `*` names itself if it
-/// exists.
+use ::glob::{MatchOptions, Pattern};
+
+const OPTIONS: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
+/// The existing paths `pattern` names, sorted; a pattern without a wildcard names itself if
+/// it exists.
 pub fn expand(pattern: &Path) -> Vec<PathBuf> {
-    let mut found = vec![PathBuf::new()];
-    for component in pattern.components() {
-        let part = component.as_os_str().to_string_lossy().into_owned();
-        if !matches!(component, Component::Normal(_)) || !part.contains('*') {
-            found.iter_mut().for_each(|p| p.push(&part));
-            continue;
-        }
-        let mut next = Vec::new();
-        for dir in &found {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            let mut names: Vec<String> = entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| !name.starts_with('.') && matches(&part, name))
-                .collect();
-            names.sort();
-            next.extend(names.into_iter().map(|name| dir.join(name)));
-        }
-        found = next;
-    }
-    found.retain(|p| p.exists());
-    found
+    let pattern = pattern.to_string_lossy();
+    let paths = ::glob::glob_with(&pattern, OPTIONS)
+        // glob(3) reads a bracket it cannot close as itself.
+        .or_else(|_| ::glob::glob_with(&Pattern::escape(&pattern), OPTIONS));
+    // Unreadable directories are skipped, as glob(3) without GLOB_ERR does; a dangling
+    // symlink is no file to read.
+    paths
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|p| p.exists())
+        .collect()
 }
 
-/// Whether `name` matches `pattern`, whose only wildcard is `*` (any run of characters).
+/// Whether the file name `name` matches the one-component `pattern`.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if parts.len() == 1 {
-        return pattern == name;
+    match Pattern::new(pattern) {
+        Ok(pattern) => pattern.matches_with(name, OPTIONS),
+        Err(_) => pattern == name,
     }
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(at) => rest = &rest[at + middle.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::*;
 
     #[test]
     fn star_matches_any_run_within_a_name() {
@@ -65,5 +51,39 @@ mod tests {
         assert!(!matches("*.conf", "www.conf.dpkg-old"));
         assert!(!matches("a*a", "a"));
         assert!(matches("www.conf", "www.conf"));
+        assert!(!matches("*", ".hidden"));
+        assert!(matches(".*", ".hidden"));
+        assert!(matches("[ab", "[ab"));
+    }
+
+    #[test]
+    fn expands_sorted_skipping_hidden_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for version in ["8.3", "7.4", "8.2", ".old"] {
+            let pool = dir.path().join(version).join("pool.d");
+            std::fs::create_dir_all(&pool).unwrap();
+            for file in ["www.conf", "app.conf", ".hidden.conf", "b.conf.dpkg-old"] {
+                std::fs::write(pool.join(file), "").unwrap();
+            }
+        }
+        let found = expand(&dir.path().join("*/pool.d/*.conf"));
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "7.4/pool.d/app.conf",
+                "7.4/pool.d/www.conf",
+                "8.2/pool.d/app.conf",
+                "8.2/pool.d/www.conf",
+                "8.3/pool.d/app.conf",
+                "8.3/pool.d/www.conf",
+            ]
+        );
+        let file = dir.path().join("8.2/pool.d/www.conf");
+        assert_eq!(expand(&file), std::slice::from_ref(&file));
+        assert!(expand(&dir.path().join("8.2/pool.d/none.conf")).is_empty());
     }
 }
