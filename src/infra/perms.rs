@@ -529,35 +529,24 @@ fn set_default_acl(dir: BorrowedFd, mode: u32) -> io::Result<()> {
 }
 
 fn default_acl_of_fd(dir: BorrowedFd) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
     // SAFETY: the buffer is valid for its length; the kernel writes at most that much.
-    let n = unsafe {
-        libc::fgetxattr(
-            dir.as_raw_fd(),
-            ACL_DEFAULT.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    (n > 0).then(|| {
-        buf.truncate(n as usize);
-        buf
+    read_xattr(|buf, len| unsafe {
+        libc::fgetxattr(dir.as_raw_fd(), ACL_DEFAULT.as_ptr(), buf, len)
     })
 }
 
 /// The raw default ACL of `dir`, if it has one.
 pub fn default_acl_of(dir: &Path) -> Option<Vec<u8>> {
     let path = c_path(dir).ok()?;
-    let mut buf = vec![0u8; 256];
     // SAFETY: the buffer is valid for its length; the kernel writes at most that much.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            ACL_DEFAULT.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    read_xattr(|buf, len| unsafe { libc::lgetxattr(path.as_ptr(), ACL_DEFAULT.as_ptr(), buf, len) })
+}
+
+/// An extended attribute's value, read by `get` into a buffer it is handed (pointer, length);
+/// None when it has none (or it does not fit: a default ACL of ours is a few entries).
+fn read_xattr(get: impl FnOnce(*mut libc::c_void, usize) -> isize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let n = get(buf.as_mut_ptr().cast(), buf.len());
     (n > 0).then(|| {
         buf.truncate(n as usize);
         buf
