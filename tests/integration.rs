@@ -55,6 +55,8 @@ mod permissions;
 mod private;
 #[path = "integration/push_status.rs"]
 mod push_status;
+#[path = "integration/readme.rs"]
+mod readme;
 #[path = "integration/recipes.rs"]
 mod recipes;
 #[path = "integration/review13.rs"]
