@@ -371,26 +371,39 @@ fn fill(dir: &Path, leave: u64) -> PathBuf {
     filler
 }
 
+/// The example app deployed to a root on `tmpfs`, a disk the test can fill.
+fn example_app_on(tmpfs: &Tmpfs) -> Server {
+    let server = Server::builder().root(&tmpfs.path.join("srv")).install();
+    server.clone_fixture("example-app").push_main().success();
+    server
+}
+
+/// doctor on a disk a deploy would not fit: a FAIL naming what it needs at least, the command
+/// that shows the disk, exit status 1, and the root unchanged.
+#[track_caller]
+fn assert_disk_check_fails(server: &Server, says: &str) {
+    let report = doctor_unchanged(server);
+    let message = report.has(
+        "FAIL",
+        "disk",
+        says,
+        &format!("df -h -i {}", server.root.join("builds").display()),
+    );
+    assert!(message.contains("at least"), "{message}");
+    report.failed();
+}
+
 #[test]
 fn a_nearly_full_disk_fails() {
     let Some(tmpfs) = Tmpfs::mount("size=96m") else {
         return;
     };
-    let server = Server::builder().root(&tmpfs.path.join("srv")).install();
-    server.clone_fixture("example-app").push_main().success();
+    let server = example_app_on(&tmpfs);
     let healthy = doctor(&server);
     healthy.has("ok", "disk", "free", "");
 
     let filler = fill(&tmpfs.path, 4 << 20);
-    let report = doctor_unchanged(&server);
-    let message = report.has(
-        "FAIL",
-        "disk",
-        "the next deploy is likely to fail",
-        &format!("df -h -i {}", server.root.join("builds").display()),
-    );
-    assert!(message.contains("at least"), "{message}");
-    report.failed();
+    assert_disk_check_fails(&server, "the next deploy is likely to fail");
     fs::remove_file(filler).unwrap();
 }
 
@@ -522,8 +535,7 @@ fn a_filesystem_out_of_inodes_fails() {
     let Some(tmpfs) = Tmpfs::mount("size=96m,nr_inodes=1000") else {
         return;
     };
-    let server = Server::builder().root(&tmpfs.path.join("srv")).install();
-    server.clone_fixture("example-app").push_main().success();
+    let server = example_app_on(&tmpfs);
     doctor(&server).has("ok", "disk", "inodes free", "");
 
     // Space to spare, but hardly an inode: a build's directories alone need more.
@@ -533,15 +545,7 @@ fn a_filesystem_out_of_inodes_fails() {
     for i in 0..left - 2 {
         fs::File::create(many.join(i.to_string())).unwrap();
     }
-    let report = doctor_unchanged(&server);
-    let message = report.has(
-        "FAIL",
-        "disk",
-        "and 2 inodes free",
-        &format!("df -h -i {}", server.root.join("builds").display()),
-    );
-    assert!(message.contains("at least"), "{message}");
-    report.failed();
+    assert_disk_check_fails(&server, "and 2 inodes free");
     fs::remove_dir_all(many).unwrap();
 }
 
