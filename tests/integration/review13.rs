@@ -412,21 +412,37 @@ fn a_replay_refused_for_a_broken_deploy_yml_can_be_pushed_again() {
         &staging.run_install(&main.repo, &["--branch", "staging"]),
         "install of the second root",
     );
-    let good = fs::read_to_string(staging.config_path()).unwrap();
-    fs::write(staging.config_path(), format!("{good}no_such_key: 1\n")).unwrap();
-    let clone = main.clone_fixture("example-app");
-    clone.set_version("replayed");
-    let commit = clone.commit("replayed");
-    clone
-        .push(&["HEAD:refs/heads/replay-staging"])
-        .deploy_failed()
-        .stderr_has("no_such_key");
-    assert_eq!(staging.live(), None);
-
-    fs::write(staging.config_path(), &good).unwrap();
-    clone.push(&["HEAD:refs/heads/replay-staging"]).success();
+    let commit = replay_refused_then_pushed_again(&main, &staging, "replay-staging", || {
+        assert_eq!(staging.live(), None);
+    });
     assert_eq!(staging.live_revision(), commit);
     assert_eq!(main.live(), None);
+}
+
+/// Breaks `root`'s deploy.yml, pushes a new commit of the example app to `replay_branch`
+/// (refused, naming the bad key; then `refused` checks what it left), mends deploy.yml and
+/// pushes the same again, which must deploy. Returns the commit.
+fn replay_refused_then_pushed_again(
+    repo: &Server,
+    root: &Server,
+    replay_branch: &str,
+    refused: impl FnOnce(),
+) -> String {
+    let good = fs::read_to_string(root.config_path()).unwrap();
+    fs::write(root.config_path(), format!("{good}no_such_key: 1\n")).unwrap();
+    let clone = repo.clone_fixture("example-app");
+    clone.set_version("replayed");
+    let commit = clone.commit("replayed");
+    let refspec = format!("HEAD:refs/heads/{replay_branch}");
+    clone
+        .push(&[&refspec])
+        .deploy_failed()
+        .stderr_has("no_such_key");
+    refused();
+
+    fs::write(root.config_path(), &good).unwrap();
+    clone.push(&[&refspec]).success();
+    commit
 }
 
 /// Without root, install --web-user reaches each file through a descriptor it opens: a file of
@@ -467,16 +483,6 @@ fn web_user_as_its_owner_changes_an_unreadable_file_of_its_own() {
 #[test]
 fn a_replay_refused_for_a_broken_deploy_yml_of_the_only_root_can_be_pushed_again() {
     let server = Server::install();
-    let good = fs::read_to_string(server.config_path()).unwrap();
-    fs::write(server.config_path(), format!("{good}no_such_key: 1\n")).unwrap();
-    let clone = server.clone_fixture("example-app");
-    clone.set_version("replayed");
-    let commit = clone.commit("replayed");
-    clone
-        .push(&["HEAD:refs/heads/replay"])
-        .deploy_failed()
-        .stderr_has("no_such_key");
-    fs::write(server.config_path(), &good).unwrap();
-    clone.push(&["HEAD:refs/heads/replay"]).success();
+    let commit = replay_refused_then_pushed_again(&server, &server, "replay", || {});
     assert_eq!(server.live_revision(), commit);
 }
