@@ -41,6 +41,14 @@ impl Group {
         }
     }
 
+    /// A group whose first deploy went live everywhere, and that deploy's commit.
+    fn deployed(hosts: usize) -> (Group, String) {
+        let g = Group::new(hosts);
+        g.clone.push_main().success();
+        let live = g.clone.head();
+        (g, live)
+    }
+
     fn servers(&self) -> impl Iterator<Item = &Server> {
         std::iter::once(&self.primary).chain(&self.hosts)
     }
@@ -143,9 +151,7 @@ fn three_hosts_prepare_then_switch_together() {
 
 #[test]
 fn a_host_whose_composer_fails_stops_every_switch() {
-    let g = Group::new(2);
-    g.clone.push_main().success();
-    let v1 = g.clone.head();
+    let (g, v1) = Group::deployed(2);
     // Composer's post-install script fails on web3 alone (a marker in its deploy root); the
     // changed composer.json makes composer run everywhere.
     g.clone.write(
@@ -195,9 +201,7 @@ fn a_host_whose_composer_fails_stops_every_switch() {
 
 #[test]
 fn a_host_whose_config_differs_is_refused_naming_the_keys() {
-    let g = Group::new(2);
-    g.clone.push_main().success();
-    let v1 = g.clone.head();
+    let (g, v1) = Group::deployed(2);
     g.hosts[0].set_config("keep_builds", "3");
     g.hosts[0].set_config("shared", "[storage/]");
     g.clone.set_version("2.0.0");
@@ -240,9 +244,7 @@ fn a_primary_killed_while_hosts_prepare_switches_nobody_and_the_next_deploy_brin
 
 #[test]
 fn a_primary_killed_mid_switch_leaves_complete_builds_and_the_next_deploy_brings_all() {
-    let g = Group::new(2);
-    g.clone.push_main().success();
-    let v1 = g.clone.head();
+    let (g, v1) = Group::deployed(2);
     g.clone.set_version("2.0.0");
     let v2 = g.clone.commit("v2");
     g.clone
@@ -260,9 +262,7 @@ fn a_primary_killed_mid_switch_leaves_complete_builds_and_the_next_deploy_brings
 
 #[test]
 fn rollback_takes_every_server_back_to_one_commit() {
-    let g = Group::new(2);
-    g.clone.push_main().success();
-    let v1 = g.clone.head();
+    let (g, v1) = Group::deployed(2);
     let v2 = g.clone.deploy_version("2.0.0");
     g.assert_all_live_on(&v2);
     let push = g.clone.push(&[":rollback"]).success();
@@ -305,9 +305,7 @@ fn rollback_takes_every_server_back_to_one_commit() {
 
 #[test]
 fn an_excluded_host_is_left_out_with_a_warning_and_include_brings_it_back() {
-    let g = Group::new(2);
-    g.clone.push_main().success();
-    let v1 = g.clone.head();
+    let (g, v1) = Group::deployed(2);
     let web3 = g.urls[1].display().to_string();
     let out = g
         .primary
@@ -438,9 +436,7 @@ fn a_host_unhealthy_after_the_switch_sends_every_server_back() {
 
 #[test]
 fn a_host_that_cannot_be_reached_or_hangs_fails_the_deploy_and_nothing_changes() {
-    let g = Group::new(1);
-    g.clone.push_main().success();
-    let v1 = g.clone.head();
+    let (g, v1) = Group::deployed(1);
     // A before_switch that hangs on web2 alone, past host_timeout (a per-host key).
     for server in g.servers() {
         server.set_config(
