@@ -768,6 +768,19 @@ impl Clone {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+
+    /// Makes composer.json require a package no repository has, so that `composer install`
+    /// fails (not yet committed).
+    pub fn require_a_missing_package(&self) {
+        let json = fs::read_to_string(self.path.join("composer.json")).unwrap();
+        self.write(
+            "composer.json",
+            &json.replace(
+                "\"atomdeploy/greeting\": \"^1.0\"",
+                "\"atomdeploy/greeting\": \"^1.0\", \"atomdeploy/missing\": \"^9\"",
+            ),
+        );
+    }
 }
 
 /// What the pusher saw.
@@ -982,4 +995,15 @@ impl Server {
             env: self.env.clone(),
         }
     }
+}
+
+/// The `state` of `build` in `builds --json`'s rows.
+#[track_caller]
+pub fn build_state(rows: &[serde_json::Value], build: &str) -> String {
+    rows.iter()
+        .find(|r| r["name"] == build)
+        .unwrap_or_else(|| panic!("{build} not listed"))["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

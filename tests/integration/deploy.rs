@@ -575,14 +575,7 @@ fn a_failing_composer_leaves_the_live_build_serving() {
     let before = server.state();
 
     // Require a package no repository has: composer install fails.
-    let json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
-    clone.write(
-        "composer.json",
-        &json.replace(
-            "\"atomdeploy/greeting\": \"^1.0\"",
-            "\"atomdeploy/greeting\": \"^1.0\", \"atomdeploy/missing\": \"^9\"",
-        ),
-    );
+    clone.require_a_missing_package();
     clone.set_version("broken");
     clone.commit("broken composer.json");
     let push = clone.push_main().deploy_failed();

@@ -19,6 +19,15 @@ fn lines(push: &Push) -> Vec<Line> {
     push.stderr.lines().filter_map(Line::parse).collect()
 }
 
+/// A group push the host refused: no protocol line, an error saying each of `says`, and the
+/// root as it was `before`.
+#[track_caller]
+fn assert_refused(server: &Server, before: &harness::ServerState, push: Push, says: &[&str]) {
+    assert!(lines(&push).is_empty(), "{}", push.stderr);
+    says.iter().fold(push, |push, text| push.stderr_has(text));
+    server.assert_unchanged_since(before);
+}
+
 /// The one protocol line of `push`, which must have printed exactly one.
 #[track_caller]
 fn only_line(push: &Push) -> Line {
@@ -102,15 +111,9 @@ fn builds_of(server: &Server, commit: &str) -> Vec<String> {
         .collect()
 }
 
+#[track_caller]
 fn state_of(server: &Server, build: &str) -> String {
-    server
-        .builds_json()
-        .iter()
-        .find(|r| r["name"] == build)
-        .unwrap_or_else(|| panic!("{build} not listed"))["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    harness::build_state(&server.builds_json(), build)
 }
 
 #[test]
@@ -216,9 +219,12 @@ fn restore_goes_back_to_the_build_before_and_marks_the_groups_build_bad() {
     // Done with: a second restore has nothing to go on, and changes nothing.
     let before = server.state();
     let push = group_push(&clone, &v2, "g", "restore");
-    assert!(lines(&push).is_empty(), "{}", push.stderr);
-    push.stderr_has("error: group g has nothing prepared on this host");
-    server.assert_unchanged_since(&before);
+    assert_refused(
+        &server,
+        &before,
+        push,
+        &["error: group g has nothing prepared on this host"],
+    );
 }
 
 #[test]
@@ -245,9 +251,7 @@ fn abort_removes_the_prepared_build_and_a_second_abort_is_harmless() {
     );
     // A switch after the abort has nothing to switch to.
     let push = group_push(&clone, &v2, "g", "switch");
-    assert!(lines(&push).is_empty(), "{}", push.stderr);
-    push.stderr_has("has nothing prepared");
-    server.assert_unchanged_since(&before);
+    assert_refused(&server, &before, push, &["has nothing prepared"]);
 }
 
 #[test]
@@ -364,9 +368,7 @@ fn reuse_takes_a_good_build_already_there_and_fails_clearly_without_one() {
     for (commit, gid) in [(&v3, "none"), (&v2, "bad")] {
         let before = server.state();
         let push = group_push(&clone, commit, gid, &format!("reuse/{fp}"));
-        assert!(lines(&push).is_empty(), "{}", push.stderr);
-        push.stderr_has("nothing to reuse").stderr_has(&commit[..7]);
-        server.assert_unchanged_since(&before);
+        assert_refused(&server, &before, push, &["nothing to reuse", &commit[..7]]);
         assert_no_group_refs(&server);
     }
 }
@@ -375,22 +377,13 @@ fn reuse_takes_a_good_build_already_there_and_fails_clearly_without_one() {
 fn a_host_whose_composer_fails_says_so_and_prepares_nothing() {
     let (server, clone, v1, _v2) = host_with_v1_live();
     let fp = fingerprint(&clone);
-    let json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
-    clone.write(
-        "composer.json",
-        &json.replace(
-            "\"atomdeploy/greeting\": \"^1.0\"",
-            "\"atomdeploy/greeting\": \"^1.0\", \"atomdeploy/missing\": \"^9\"",
-        ),
-    );
+    clone.require_a_missing_package();
     let broken = clone.commit("broken composer.json");
     let before = server.state();
 
-    let push = group_push(&clone, &broken, "g", &format!("prepare/{fp}"));
-    assert!(lines(&push).is_empty(), "{}", push.stderr);
-    push.stderr_has("remote: error: composer failed")
-        .stderr_lacks("FAILED ----");
-    server.assert_unchanged_since(&before);
+    let push =
+        group_push(&clone, &broken, "g", &format!("prepare/{fp}")).stderr_lacks("FAILED ----");
+    assert_refused(&server, &before, push, &["remote: error: composer failed"]);
     assert_eq!(server.live(), Some(v1));
     assert!(record(&server, "g").is_none());
     assert_no_group_refs(&server);
@@ -518,9 +511,7 @@ fn a_group_ref_deploys_nothing_else_and_a_malformed_one_is_refused_and_deleted()
 
     for op in ["launch", "prepare/NOTHEX", "switch/extra"] {
         let push = group_push(&clone, &v2, "g", op);
-        assert!(lines(&push).is_empty(), "{}", push.stderr);
-        push.stderr_has("remote: error: ");
-        server.assert_unchanged_since(&before);
+        assert_refused(&server, &before, push, &["remote: error: "]);
         assert_no_group_refs(&server);
     }
     // Two operations in one push: neither is done.
@@ -529,9 +520,7 @@ fn a_group_ref_deploys_nothing_else_and_a_malformed_one_is_refused_and_deleted()
         &format!("{v2}:refs/atomdeploy/group/g/prepare/{fp}"),
         &format!("{v2}:refs/atomdeploy/group/g/status"),
     ]);
-    assert!(lines(&push).is_empty(), "{}", push.stderr);
-    push.stderr_has("one group operation");
-    server.assert_unchanged_since(&before);
+    assert_refused(&server, &before, push, &["one group operation"]);
     assert_no_group_refs(&server);
 }
 

@@ -30,15 +30,6 @@ fn rollback_ref(clone: &Clone) -> Option<String> {
     out.split_whitespace().next().map(str::to_string)
 }
 
-fn state_of(rows: &[serde_json::Value], build: &str) -> String {
-    rows.iter()
-        .find(|r| r["name"] == build)
-        .unwrap_or_else(|| panic!("{build} not listed"))["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn push_rollback_goes_back_one_build_at_a_time_until_git_refuses() {
     let server = Server::install();
@@ -74,9 +65,9 @@ fn push_rollback_goes_back_one_build_at_a_time_until_git_refuses() {
 
     // Rolled-back builds are bad, still on disk for inspection.
     let rows = server.builds_json();
-    assert_eq!(state_of(&rows, &v[2].0), "bad");
-    assert_eq!(state_of(&rows, &v[1].0), "bad");
-    assert_eq!(state_of(&rows, &v[0].0), "live");
+    assert_eq!(harness::build_state(&rows, &v[2].0), "bad");
+    assert_eq!(harness::build_state(&rows, &v[1].0), "bad");
+    assert_eq!(harness::build_state(&rows, &v[0].0), "live");
     let log = server.deploy_log();
     let last = log.last().unwrap();
     assert_eq!(last["outcome"], "rolled back");
