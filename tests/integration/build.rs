@@ -52,6 +52,13 @@ fn build_line(push: &Push) -> String {
     push.step_line("build")
 }
 
+/// Asserts that the build step's line says `says`.
+#[track_caller]
+fn assert_build_line(push: &Push, says: &str) {
+    let line = build_line(push);
+    assert!(line.contains(says), "{line}");
+}
+
 /// The seconds a step line starts with (`0.81s: …` or `4.2ms: …`).
 fn took(line: &str) -> Duration {
     let number = line.split(':').next().unwrap();
@@ -67,8 +74,7 @@ fn the_build_step_runs_only_as_much_as_each_commit_needs() {
 
     // First deploy: both commands; the build has the assets and no node_modules/.
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(line.contains("2 commands ran (first run)"), "{line}");
+    assert_build_line(&push, "2 commands ran (first run)");
     let push = push
         .stderr_has("$ npm ci --prefer-offline")
         .stderr_has("$ npm run build");
@@ -122,10 +128,9 @@ fn the_build_step_runs_only_as_much_as_each_commit_needs() {
     );
     clone.commit("front-end change");
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(
-        line.contains("1 command ran (resources/js/app.js changed); skipped `npm ci --prefer-offline` (package.json, package-lock.json unchanged since "),
-        "{line}"
+    assert_build_line(
+        &push,
+        "1 command ran (resources/js/app.js changed); skipped `npm ci --prefer-offline` (package.json, package-lock.json unchanged since ",
     );
     let rebuilt_deploy = push.remote_line("deployed ").unwrap();
     assert!(push.step_line("composer").contains("dump-autoload"));
@@ -150,8 +155,7 @@ fn the_build_step_runs_only_as_much_as_each_commit_needs() {
     }
     clone.commit("lockfile change");
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(line.contains("2 commands ran (package"), "{line}");
+    assert_build_line(&push, "2 commands ran (package");
     push.stderr_has("$ npm ci --prefer-offline");
     assert!(!marker.exists(), "npm ci did not run");
     assert_eq!(live_script(&server), second);
@@ -166,21 +170,16 @@ fn the_build_step_runs_only_as_much_as_each_commit_needs() {
     clone.set_version("v3");
     clone.commit("php only, new build config");
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(
-        line.contains("3 commands ran (its commands or inputs changed; every command runs)"),
-        "{line}"
+    assert_build_line(
+        &push,
+        "3 commands ran (its commands or inputs changed; every command runs)",
     );
     assert!(!marker.exists(), "npm ci did not run");
 
     // `replay` makes a build from scratch: every command runs, whatever the records say.
     let marker = mark_node_modules(&server);
     let push = clone.push(&["main:replay"]).success();
-    let line = build_line(&push);
-    assert!(
-        line.contains("3 commands ran (replay: every command runs)"),
-        "{line}"
-    );
+    assert_build_line(&push, "3 commands ran (replay: every command runs)");
     assert!(!marker.exists(), "npm ci did not run for the replay");
     assert_eq!(live_script(&server), second);
 
@@ -223,8 +222,7 @@ fn a_failing_build_fails_the_push_and_leaves_the_live_build_untouched() {
     clone.git(&["checkout", "HEAD~1", "--", "build.mjs"]);
     clone.commit("build fixed");
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(line.contains("(the last run did not finish)"), "{line}");
+    assert_build_line(&push, "(the last run did not finish)");
     assert!(server.page().contains("v2"));
     assert_eq!(live_script(&server), live);
 }
@@ -260,10 +258,9 @@ fn a_build_killed_half_way_runs_again_what_did_not_finish() {
     clone.set_version("v2");
     clone.commit("php only");
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(
-        line.contains("1 command ran (the last run did not finish); skipped `npm ci"),
-        "{line}"
+    assert_build_line(
+        &push,
+        "1 command ran (the last run did not finish); skipped `npm ci",
     );
     assert!(marker.exists(), "node_modules/ was reinstalled");
     assert!(server.page().contains("v2"));
@@ -284,11 +281,7 @@ fn a_build_killed_half_way_runs_again_what_did_not_finish() {
     assert!(!killed.stderr.contains("$ npm"), "{}", killed.stderr);
     clone.git(&["revert", "--no-edit", "HEAD"]);
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(
-        line.contains("2 commands ran (the last run did not finish)"),
-        "{line}"
-    );
+    assert_build_line(&push, "2 commands ran (the last run did not finish)");
 }
 
 /// A build command that hangs while the commit has `resources/hang`, ignoring SIGTERM, with a
@@ -332,11 +325,7 @@ fn a_build_command_past_its_timeout_is_killed_with_its_children_and_runs_next_ti
     clone.set_version("v2");
     clone.commit("no longer hangs");
     let push = clone.push_main().success();
-    let line = build_line(&push);
-    assert!(
-        line.contains("3 commands ran (the last run did not finish)"),
-        "{line}"
-    );
+    assert_build_line(&push, "3 commands ran (the last run did not finish)");
     assert!(server.page().contains("v2"));
     live_script(&server);
 }
@@ -361,10 +350,9 @@ fn build_output_the_app_does_not_ignore_is_rebuilt_after_the_checkout_removes_it
         .expect("the checkout's warning");
     assert!(warning.contains("public/build/"), "{warning}");
     assert!(!warning.contains("node_modules"), "{warning}");
-    let line = build_line(&push);
-    assert!(
-        line.contains("2 commands ran (the checkout removed or rewrote files in application/"),
-        "{line}"
+    assert_build_line(
+        &push,
+        "2 commands ran (the checkout removed or rewrote files in application/",
     );
     assert_eq!(live_script(&server), first);
     assert!(server.latest().join("public/build").join(&first).is_file());
@@ -387,8 +375,7 @@ fn build_output_the_app_does_not_ignore_is_rebuilt_after_the_checkout_removes_it
     clone.commit("composer.json fixed");
     let push = clone.push_main().success();
     assert!(push.remote_line("warning: removed files").is_none());
-    let line = build_line(&push);
-    assert!(line.contains("2 commands ran (first run)"), "{line}");
+    assert_build_line(&push, "2 commands ran (first run)");
     assert!(server.page().contains("v3"));
     assert_eq!(live_script(&server), first);
 }
