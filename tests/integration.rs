@@ -37,6 +37,8 @@ mod group_host;
 mod group_ssh;
 #[path = "integration/group_web.rs"]
 mod group_web;
+#[path = "integration/guarantees.rs"]
+mod guarantees;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/integrity.rs"]
