@@ -65,6 +65,8 @@ fn italic_spans(text: &str) -> Vec<String> {
 enum Cited {
     File(String, Option<usize>),
     Fn(String, String),
+    /// A path from the repository's root that is not a test module (`scripts/check-package`).
+    Path(String),
 }
 
 fn citations(span: &str) -> Vec<Cited> {
@@ -89,8 +91,13 @@ fn citations(span: &str) -> Vec<Cited> {
             .filter(|w| !w.is_empty())
             .collect();
         for (i, word) in words.iter().enumerate() {
-            let word = word.trim_matches(|c: char| c == '(' || c == ')');
-            if word.len() > 3 && word.ends_with(".rs") {
+            let word = word.trim_matches(|c: char| c == '(' || c == ')' || c == '.');
+            if ["scripts/", "fixtures/", "benches/"]
+                .iter()
+                .any(|top| word.starts_with(top))
+            {
+                found.push(Cited::Path(word.to_string()));
+            } else if word.len() > 3 && word.ends_with(".rs") {
                 file = Some(word.to_string());
                 let count = match words.get(i + 1..i + 3) {
                     Some([n, tests]) if n.starts_with('(') && tests.starts_with("test") => {
@@ -166,6 +173,11 @@ fn every_guarantee_cites_tests_that_exist_where_it_says() {
                                 "guarantee {number}: {file} says {count} tests, has {tests}"
                             ));
                         }
+                    }
+                }
+                Cited::Path(path) => {
+                    if !Path::new(ROOT).join(&path).exists() {
+                        broken.push(format!("guarantee {number}: no {path}"));
                     }
                 }
                 Cited::Fn(file, name) => {
