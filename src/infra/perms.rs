@@ -24,7 +24,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FchmodatFlags, Mode};
 use nix::unistd::{Gid, geteuid};
 
-use super::users::{by_name as user_by_name, group_name, user_name};
+use super::users::{by_name as user_by_name, group_or_gid, user_name, user_or_uid};
 
 /// The user php-fpm's pool runs as, and its primary group.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl WebUser {
                  www-data on Debian)"
             );
         };
-        let group = group_name(gid).unwrap_or_else(|| gid.to_string());
+        let group = group_or_gid(gid);
         Ok(WebUser {
             name: name.to_string(),
             uid,
@@ -137,8 +137,8 @@ pub fn check_can_add(shared: &Path) -> Result<()> {
     if meta.mode() & libc::S_ISGID == 0 || me == 0 || process_groups().contains(&meta.gid()) {
         return Ok(());
     }
-    let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
-    let me = user_name(me).unwrap_or_else(|| format!("uid {me}"));
+    let group = group_or_gid(meta.gid());
+    let me = user_or_uid(me);
     bail!(
         "{} belongs to group `{group}` (install --web-user), which `{me}` is not in: what this \
          deploy adds there could not be given to it; add it (`usermod -aG {group} {me}`) and \
@@ -424,7 +424,7 @@ fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
              e.g. {} ({}); run install --web-user as root",
             foreign.len(),
             path.display(),
-            user_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()))
+            user_or_uid(meta.uid())
         );
     }
     Ok(())
