@@ -66,7 +66,8 @@ pub fn freeze(layout: &Layout, message: &str, reporter: &Reporter) -> Result<()>
     let previous = read(layout).ok().flatten();
     let freeze = Freeze {
         message: message.to_string(),
-        who: who(),
+        // The person behind sudo, else the login, else the uid's name.
+        who: crate::state::history::operator(),
         when: builds::utc_now_rfc3339(),
     };
     write(layout, &freeze)?;
@@ -116,11 +117,6 @@ fn write(layout: &Layout, freeze: &Freeze) -> Result<()> {
     let mut text = serde_json::to_string_pretty(freeze)?;
     text.push('\n');
     crate::state::builds::replace_file(&file(layout), text.as_bytes())
-}
-
-/// Who froze: the person behind sudo, else the login, else the uid's name.
-fn who() -> String {
-    crate::state::history::operator()
 }
 
 #[cfg(test)]

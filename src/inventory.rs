@@ -57,8 +57,14 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
         if Some(&build) == target.as_ref() {
             states.push("rollback target");
         }
+        let name = build.to_string();
+        // Who made the build: its first attempt, not a later rollback or push that found it live.
+        let made = log.iter().find(|e| {
+            e.build.as_deref() == Some(name.as_str())
+                && !matches!(e.outcome, Outcome::RolledBack | Outcome::Unchanged)
+        });
         rows.push(Row {
-            name: Some(build.to_string()),
+            name: Some(name.clone()),
             commit: meta
                 .as_ref()
                 .map(|m| m.commit.clone())
@@ -70,20 +76,10 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
             disk_bytes: Some(usage.disk),
             apparent_bytes: Some(usage.apparent),
             error: None,
-            subject: None,
-            author: None,
-            pusher: None,
+            subject: made.and_then(|m| m.subject.clone()),
+            author: made.and_then(|m| m.author.clone()),
+            pusher: made.and_then(|m| m.pusher.clone()),
         });
-        // Who made the build: its first attempt, not a later rollback or push that found it live.
-        let made = log.iter().find(|e| {
-            e.build.as_deref() == Some(build.to_string().as_str())
-                && !matches!(e.outcome, Outcome::RolledBack | Outcome::Unchanged)
-        });
-        if let (Some(row), Some(made)) = (rows.last_mut(), made) {
-            row.subject.clone_from(&made.subject);
-            row.author.clone_from(&made.author);
-            row.pusher.clone_from(&made.pusher);
-        }
     }
     let oldest = rows
         .iter()

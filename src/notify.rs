@@ -39,44 +39,9 @@ pub fn send(plan: &Plan, entry: &Entry, reporter: &Reporter) {
         return;
     }
     let body = body(entry);
-    let (tx, rx) = mpsc::channel();
-    for (i, target) in targets.iter().enumerate() {
-        let tx = tx.clone();
-        let target = target.clone();
-        let payload = match target.format {
-            NotifyFormat::Json => body.clone(),
-            NotifyFormat::Slack => json!({ "text": summary(&body) }),
-        };
-        let url = target.url.clone();
-        let spawned = std::thread::Builder::new()
-            .name("notify".into())
-            .spawn(move || {
-                let started = Instant::now();
-                let result = post(&url, &payload);
-                let _ = tx.send((i, result, started.elapsed()));
-            });
-        if let Err(e) = spawned {
-            reporter.warn(&format!("notifying {} failed: {e}", target.url));
-        }
-    }
-    drop(tx);
-    let deadline = Instant::now() + TOTAL_BOUND;
-    let mut results: Vec<Option<(Result<u16, String>, Duration)>> = vec![None; targets.len()];
-    while results.iter().any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((i, result, took)) => results[i] = Some((result, took)),
-            Err(_) => break,
-        }
-    }
+    let results = deliver(targets, &body, reporter);
     let mut log = String::new();
-    for (target, result) in targets.iter().zip(results) {
-        let (result, took) = result.unwrap_or_else(|| {
-            (
-                Err(format!("no answer within {}s", TOTAL_BOUND.as_secs())),
-                TOTAL_BOUND,
-            )
-        });
+    for (target, (result, took)) in targets.iter().zip(results) {
         let ms = took.as_millis();
         match &result {
             Ok(status) => reporter.line(&format!("notified {} {status} in {ms}ms", target.url)),
@@ -104,6 +69,55 @@ pub fn send(plan: &Plan, entry: &Entry, reporter: &Reporter) {
     if let Err(e) = written {
         reporter.warn(&format!("could not write {}: {e}", path.display()));
     }
+}
+
+/// POSTs to every target at once, each in a thread of its own; what each answered and how
+/// long it took, in the targets' order, waiting [`TOTAL_BOUND`] at most.
+fn deliver(
+    targets: &[crate::config::NotifyTarget],
+    body: &Value,
+    reporter: &Reporter,
+) -> Vec<(Result<u16, String>, Duration)> {
+    let (tx, rx) = mpsc::channel();
+    for (i, target) in targets.iter().enumerate() {
+        let tx = tx.clone();
+        let payload = match target.format {
+            NotifyFormat::Json => body.clone(),
+            NotifyFormat::Slack => json!({ "text": summary(body) }),
+        };
+        let url = target.url.clone();
+        let spawned = std::thread::Builder::new()
+            .name("notify".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = post(&url, &payload);
+                let _ = tx.send((i, result, started.elapsed()));
+            });
+        if let Err(e) = spawned {
+            reporter.warn(&format!("notifying {} failed: {e}", target.url));
+        }
+    }
+    drop(tx);
+    let deadline = Instant::now() + TOTAL_BOUND;
+    let mut results: Vec<Option<(Result<u16, String>, Duration)>> = vec![None; targets.len()];
+    while results.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, result, took)) => results[i] = Some((result, took)),
+            Err(_) => break,
+        }
+    }
+    results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                (
+                    Err(format!("no answer within {}s", TOTAL_BOUND.as_secs())),
+                    TOTAL_BOUND,
+                )
+            })
+        })
+        .collect()
 }
 
 /// One POST; `Ok(status)` for a 2xx answer, anything else an error.

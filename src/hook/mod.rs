@@ -268,18 +268,7 @@ fn handle(
 /// `git push production main:replay` deploys again next time. Only if it still names `commit`:
 /// another push may have moved it meanwhile, and its own hook will delete it.
 fn drop_replay_branch(plan: &Plan, replay_ref: &str, commit: &str, reporter: &Reporter) {
-    let out = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&plan.config.repository)
-        .args(["update-ref", "-d", replay_ref, commit])
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => reporter.warn(&format!(
-            "could not delete {replay_ref}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => reporter.warn(&format!("could not run git to delete {replay_ref}: {e}")),
+    if let Err(err) = refs::delete_ref(&plan.config.repository, replay_ref, commit) {
+        reporter.warn(&format!("could not delete {replay_ref}: {err:#}"));
     }
 }

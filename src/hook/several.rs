@@ -28,6 +28,16 @@ enum Loaded {
     Broken(anyhow::Error, Option<Branches>),
 }
 
+impl Loaded {
+    /// The branches the root answers to, as far as they can be told.
+    fn branches(&self) -> Option<&Branches> {
+        match self {
+            Loaded::Ready(_, b) | Loaded::Broken(_, Some(b)) => Some(b),
+            Loaded::Broken(_, None) => None,
+        }
+    }
+}
+
 fn load(root: &Path) -> Loaded {
     match Plan::load(root) {
         Ok(plan) => {
@@ -92,7 +102,7 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
         return refuse_group(roots, &loaded, &all.group, &shared);
     }
     let unclaimed = say_unclaimed(&loaded, &all.ignored, &shared);
-    let work = parts(&loaded, input, &all.ignored, !unclaimed.is_empty())?;
+    let work = parts(&loaded, input, &all.ignored, unclaimed)?;
     if work.is_empty() {
         return Ok(());
     }
@@ -129,35 +139,25 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
     Err(Reported.into())
 }
 
-fn claimed_by(branches: &Branches, update: &RefUpdate) -> bool {
-    branches.claims(&update.refname)
-}
-
-/// The refs of the push that no root answers to, each said once (not once per root).
-fn say_unclaimed<'a>(
-    loaded: &[(&PathBuf, Loaded)],
-    ignored: &'a [RefUpdate],
-    shared: &Reporter,
-) -> Vec<&'a RefUpdate> {
+/// The refs of the push that no root answers to, each said once (not once per root); whether
+/// there were any.
+fn say_unclaimed(loaded: &[(&PathBuf, Loaded)], ignored: &[RefUpdate], shared: &Reporter) -> bool {
     let unclaimed: Vec<&RefUpdate> = ignored
         .iter()
         .filter(|u| {
-            !loaded.iter().any(|(_, l)| match l {
-                Loaded::Ready(_, b) | Loaded::Broken(_, Some(b)) => claimed_by(b, u),
-                Loaded::Broken(_, None) => false,
-            })
+            !loaded
+                .iter()
+                .any(|(_, l)| l.branches().is_some_and(|b| b.claims(&u.refname)))
         })
         .collect();
     if unclaimed.is_empty() {
-        return unclaimed;
+        return false;
     }
     let deployed: Vec<String> = loaded
         .iter()
-        .filter_map(|(root, l)| match l {
-            Loaded::Ready(_, b) | Loaded::Broken(_, Some(b)) => {
-                Some(format!("refs/heads/{} → {}", b.deploy, root.display()))
-            }
-            Loaded::Broken(_, None) => None,
+        .filter_map(|(root, l)| {
+            let b = l.branches()?;
+            Some(format!("refs/heads/{} → {}", b.deploy, root.display()))
         })
         .collect();
     for update in &unclaimed {
@@ -167,7 +167,7 @@ fn say_unclaimed<'a>(
             deployed.join(", ")
         ));
     }
-    unclaimed
+    true
 }
 
 /// What each root is asked: its own refs only (the others' were said once already).
@@ -195,7 +195,7 @@ fn parts<'a>(
             Loaded::Broken(err, branches) => {
                 // A root that cannot say which branch it deploys may be the one this push was for.
                 let concerned = match branches {
-                    Some(b) => ignored.iter().any(|u| claimed_by(b, u)),
+                    Some(b) => ignored.iter().any(|u| b.claims(&u.refname)),
                     None => any_unclaimed,
                 };
                 if concerned {

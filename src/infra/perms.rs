@@ -14,14 +14,17 @@
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
+use nix::sys::stat::{FchmodatFlags, Mode};
+use nix::unistd::{Gid, geteuid};
 
-use super::users::{by_name as user_by_name, group_name, user_name};
+use super::users::{by_name as user_by_name, group_or_gid, user_name, user_or_uid};
 
 /// The user php-fpm's pool runs as, and its primary group.
 #[derive(Debug, Clone)]
@@ -42,7 +45,7 @@ impl WebUser {
                  www-data on Debian)"
             );
         };
-        let group = group_name(gid).unwrap_or_else(|| gid.to_string());
+        let group = group_or_gid(gid);
         Ok(WebUser {
             name: name.to_string(),
             uid,
@@ -58,11 +61,8 @@ impl WebUser {
 /// every build unreadable to php-fpm. Only the group's and others' read and search bits are
 /// given back; write stays as the umask says.
 pub fn let_the_web_server_read() {
-    // SAFETY: umask(2) cannot fail; the two calls read the mask and set it.
-    unsafe {
-        let old = libc::umask(0o022);
-        libc::umask(old & 0o022);
-    }
+    let old = nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old & Mode::from_bits_truncate(0o022));
 }
 
 /// What [`share`] did, for install's output.
@@ -78,8 +78,7 @@ pub struct Shared {
 /// root), before anything is changed.
 pub fn prepare(root: &Path, shared: &Path, name: &str) -> Result<WebUser> {
     let web = WebUser::resolve(name)?;
-    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
-    let deploy_uid = fs::metadata(root).map_or(unsafe { libc::geteuid() }, |m| m.uid());
+    let deploy_uid = fs::metadata(root).map_or(geteuid().as_raw(), |m| m.uid());
     check_membership(deploy_uid, &web)?;
     if shared.exists() {
         check_changeable(&walk(shared)?, &web)?;
@@ -134,13 +133,12 @@ pub fn check_can_add(shared: &Path) -> Result<()> {
     let Ok(meta) = fs::metadata(shared) else {
         return Ok(());
     };
-    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = geteuid().as_raw();
     if meta.mode() & libc::S_ISGID == 0 || me == 0 || process_groups().contains(&meta.gid()) {
         return Ok(());
     }
-    let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
-    let me = user_name(me).unwrap_or_else(|| format!("uid {me}"));
+    let group = group_or_gid(meta.gid());
+    let me = user_or_uid(me);
     bail!(
         "{} belongs to group `{group}` (install --web-user), which `{me}` is not in: what this \
          deploy adds there could not be given to it; add it (`usermod -aG {group} {me}`) and \
@@ -181,11 +179,11 @@ impl Tree {
     fn treat(&mut self, path: &Path, follow: bool) -> Result<()> {
         let top = c_path(path)?;
         let flags = if follow {
-            libc::O_DIRECTORY
+            OFlag::O_DIRECTORY
         } else {
-            libc::O_DIRECTORY | libc::O_NOFOLLOW
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW
         };
-        match open_at(None, &top, flags) {
+        match open_at(AT_FDCWD, &top, flags) {
             Ok(fd) => {
                 self.entries += 1;
                 self.opened(fd, libc::S_IFDIR, path)
@@ -193,7 +191,7 @@ impl Tree {
             Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
                 let parent = parent.unwrap_or(Path::new("."));
-                let dir = open_at(None, &c_path(parent)?, libc::O_DIRECTORY)
+                let dir = open_at(AT_FDCWD, &c_path(parent)?, OFlag::O_DIRECTORY)
                     .with_context(|| format!("cannot open {}", parent.display()))?;
                 let name = path.file_name().unwrap_or(path.as_os_str());
                 self.at(dir.as_fd(), &c_path(Path::new(name))?, path)
@@ -212,8 +210,8 @@ impl Tree {
         self.entries += 1;
         let kind = meta.st_mode & libc::S_IFMT;
         let opened = match kind {
-            libc::S_IFDIR => open_at(Some(dir), name, libc::O_DIRECTORY | libc::O_NOFOLLOW),
-            libc::S_IFREG => open_at(Some(dir), name, libc::O_NOFOLLOW | libc::O_NONBLOCK),
+            libc::S_IFDIR => open_at(dir, name, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+            libc::S_IFREG => open_at(dir, name, OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK),
             // Its target is what matters, and a link into shared/ is listed on its own.
             libc::S_IFLNK => return Ok(()),
             // FIFOs, sockets, devices: not opened (that could block or do something).
@@ -271,14 +269,14 @@ impl Tree {
         let is_dir = meta.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let cleared = meta.st_gid != self.gid;
         if cleared {
-            // SAFETY: a valid descriptor; uid -1 leaves the owner as it is.
-            check(unsafe { libc::fchown(fd.as_raw_fd(), u32::MAX, self.gid) })
+            nix::unistd::fchown(fd, None, Some(Gid::from_raw(self.gid)))
+                .map_err(io::Error::from)
                 .with_context(|| format!("cannot change the group of {}", path.display()))?;
         }
         let wanted = wanted_mode(meta.st_mode, is_dir);
         if cleared || meta.st_mode & 0o7777 != wanted {
-            // SAFETY: a valid descriptor.
-            check(unsafe { libc::fchmod(fd.as_raw_fd(), wanted as libc::mode_t) })
+            nix::sys::stat::fchmod(fd, mode(wanted))
+                .map_err(io::Error::from)
                 .with_context(|| format!("cannot change the mode of {}", path.display()))?;
         }
         if is_dir && self.acls && default_acl_of_fd(fd).is_none() {
@@ -306,16 +304,14 @@ impl Tree {
     ) -> Result<()> {
         let cleared = meta.st_gid != self.gid;
         if cleared {
-            // SAFETY: valid descriptor and name; the flag keeps a symlink from being followed.
-            check(unsafe {
-                libc::fchownat(
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    u32::MAX,
-                    self.gid,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            })
+            nix::unistd::fchownat(
+                dir,
+                name,
+                None,
+                Some(Gid::from_raw(self.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(io::Error::from)
             .with_context(|| format!("cannot change the group of {}", path.display()))?;
         }
         let wanted = wanted_mode(meta.st_mode, false);
@@ -340,71 +336,39 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// `name` in `dir` (or a path from the working directory), opened read-only.
-fn open_at(dir: Option<BorrowedFd>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    let flags = flags | libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY;
-    // SAFETY: a valid descriptor (or AT_FDCWD) and NUL-terminated name.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat just returned this descriptor, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn mode(bits: u32) -> Mode {
+    Mode::from_bits_truncate(bits as libc::mode_t)
+}
+
+/// `name` in `dir` ([`AT_FDCWD`] for a path from the working directory), opened read-only.
+fn open_at(dir: BorrowedFd, name: &CStr, flags: OFlag) -> io::Result<OwnedFd> {
+    let flags = flags | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    Ok(nix::fcntl::openat(dir, name, flags, Mode::empty())?)
 }
 
 fn stat_at(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter.
-    let mut meta: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, name and out-parameter.
-    let rc = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut meta,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    check(rc).map(|()| meta)
+    Ok(nix::sys::stat::fstatat(
+        dir,
+        name,
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
 }
 
 fn stat_fd(fd: BorrowedFd) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter.
-    let mut meta: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and out-parameter.
-    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut meta) }).map(|()| meta)
+    Ok(nix::sys::stat::fstat(fd)?)
 }
 
 /// The names in the directory open as `fd`, but `.` and `..`.
 fn names(fd: BorrowedFd) -> io::Result<Vec<CString>> {
-    // SAFETY: dup of a valid descriptor; fdopendir takes the copy, closedir closes it.
-    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if copy < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor of a directory, which the stream owns from here.
-    let stream = unsafe { libc::fdopendir(copy) };
-    if stream.is_null() {
-        let err = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so the copy is still ours to close.
-        unsafe { libc::close(copy) };
-        return Err(err);
-    }
+    // A copy, which the stream owns and closes: `fd` stays open for the *at calls.
+    let mut dir = nix::dir::Dir::from_fd(fd.try_clone_to_owned()?)?;
     let mut names = Vec::new();
-    loop {
-        // SAFETY: a valid stream; the entry is read before the next call.
-        let entry = unsafe { libc::readdir(stream) };
-        if entry.is_null() {
-            break;
-        }
-        // SAFETY: d_name is NUL-terminated within the entry.
-        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-        if name != c"." && name != c".." {
-            names.push(name.to_owned());
+    for entry in dir.iter() {
+        let name = entry?.file_name().to_owned();
+        if name.as_c_str() != c"." && name.as_c_str() != c".." {
+            names.push(name);
         }
     }
-    // SAFETY: the stream opened above, closed once.
-    unsafe { libc::closedir(stream) };
     Ok(names)
 }
 
@@ -427,8 +391,7 @@ fn check_membership(deploy_uid: u32, web: &WebUser) -> Result<()> {
             web.group
         );
     }
-    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
-    if unsafe { libc::geteuid() } != 0 && !process_groups().contains(&web.gid) {
+    if geteuid().as_raw() != 0 && !process_groups().contains(&web.gid) {
         bail!(
             "`{deploy}` is in `{}`, but this session is not yet (the group was added after it \
              began): log in again (or run `newgrp {}`) and run install again",
@@ -441,8 +404,7 @@ fn check_membership(deploy_uid: u32, web: &WebUser) -> Result<()> {
 
 /// Without root only one's own files can be given a mode: refused up front, naming one.
 fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
-    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = geteuid().as_raw();
     if me == 0 {
         return Ok(());
     }
@@ -462,36 +424,30 @@ fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
              e.g. {} ({}); run install --web-user as root",
             foreign.len(),
             path.display(),
-            user_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()))
+            user_or_uid(meta.uid())
         );
     }
     Ok(())
 }
 
 /// chmod of `name` in `dir` itself, never of what a symlink put in its place points at.
-fn chmod_no_follow(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: a valid descriptor and NUL-terminated name; fchmodat only reads them.
-    let rc = unsafe {
-        libc::fchmodat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            mode as libc::mode_t,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc == 0 {
+fn chmod_no_follow(dir: BorrowedFd, name: &CStr, bits: u32) -> io::Result<()> {
+    let Err(err) = nix::sys::stat::fchmodat(dir, name, mode(bits), FchmodatFlags::NoFollowSymlink)
+    else {
         return Ok(());
-    }
-    let err = io::Error::last_os_error();
+    };
+    let err = io::Error::from(err);
     // glibc before fchmodat2 does this through /proc/self/fd and says EOPNOTSUPP without /proc
     // (a chroot): a plain chmod then, of what is still not a symlink.
     if err.raw_os_error() == Some(libc::EOPNOTSUPP)
         && stat_at(dir, name)?.st_mode & libc::S_IFMT != libc::S_IFLNK
     {
-        // SAFETY: as above.
-        return check(unsafe {
-            libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0)
-        });
+        return Ok(nix::sys::stat::fchmodat(
+            dir,
+            name,
+            mode(bits),
+            FchmodatFlags::FollowSymlink,
+        )?);
     }
     Err(err)
 }
@@ -569,12 +525,12 @@ fn groups_of(user: &str) -> Vec<u32> {
 
 /// The groups this process has now (effective and supplementary).
 fn process_groups() -> Vec<u32> {
-    let mut groups = vec![0 as libc::gid_t; 1024];
-    // SAFETY: groups is valid for its length; getgroups writes at most that many.
-    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
-    groups.truncate(n.max(0) as usize);
-    // SAFETY: getegid(2) cannot fail.
-    groups.push(unsafe { libc::getegid() });
+    let mut groups: Vec<u32> = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Gid::as_raw)
+        .collect();
+    groups.push(nix::unistd::getegid().as_raw());
     groups
 }
 

@@ -22,6 +22,16 @@ pub fn group_name(gid: u32) -> Option<String> {
     Some(Group::from_gid(Gid::from_raw(gid)).ok().flatten()?.name)
 }
 
+/// The group's name, or its number when it has none: for a message.
+pub fn group_or_gid(gid: u32) -> String {
+    group_name(gid).unwrap_or_else(|| gid.to_string())
+}
+
+/// The user's name, or `uid N` when it has none: for a message.
+pub fn user_or_uid(uid: u32) -> String {
+    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
 /// The gid of the group `name`.
 pub fn group_id(name: &str) -> Option<u32> {
     Some(Group::from_name(name).ok().flatten()?.gid.as_raw())

@@ -9,7 +9,6 @@
 //! framework upgrade) will.
 
 use std::collections::HashSet;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -151,19 +150,13 @@ fn measure(dir: &Path) -> (Need, Need) {
 /// What the deploy user may still use on the filesystem of `path` (`u64::MAX` inodes where
 /// the filesystem has no fixed number, as btrfs).
 fn free(path: &Path) -> std::io::Result<Need> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: statvfs is a plain struct of integers, valid when zeroed.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is a NUL-terminated string and stat a valid statvfs that outlives the call.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let stat = nix::sys::statvfs::statvfs(path)?;
     Ok(Need {
-        bytes: stat.f_bavail as u64 * stat.f_frsize as u64,
-        inodes: if stat.f_files == 0 {
+        bytes: stat.blocks_available() * stat.fragment_size(),
+        inodes: if stat.files() == 0 {
             u64::MAX
         } else {
-            stat.f_favail as u64
+            stat.files_available()
         },
     })
 }

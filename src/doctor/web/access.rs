@@ -17,7 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::super::{Context, Finding};
-use super::pool::{Ident, Pool, group_name};
+use super::pool::{Ident, Pool};
+use crate::infra::users::{group_or_gid, user_name};
 
 const R: i32 = libc::R_OK;
 const W: i32 = libc::W_OK;
@@ -90,7 +91,7 @@ fn groups(ident: &Ident) -> String {
     let mut all = vec![ident.gid];
     all.extend(ident.groups.iter().filter(|g| **g != ident.gid));
     all.iter()
-        .map(|g| group_name(*g))
+        .map(|g| group_or_gid(*g))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -162,8 +163,7 @@ fn ancestors(path: &Path, top: &Path) -> Vec<PathBuf> {
 
 /// Whether `ident` has each access; and how that was found out.
 fn test(ident: &Ident, needs: &[Need]) -> Result<(Vec<bool>, &'static str), String> {
-    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         return as_user(ident, needs).map(|a| (a, "tested as that user"));
     }
     Ok((
@@ -268,13 +268,8 @@ fn describe(path: &Path) -> String {
             path.display(),
             if meta.is_dir() { "dir" } else { "file" },
             meta.mode() & 0o7777,
-            super::pool::Ident {
-                uid: meta.uid(),
-                gid: meta.gid(),
-                groups: Vec::new()
-            }
-            .user(),
-            group_name(meta.gid())
+            user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string()),
+            group_or_gid(meta.gid())
         ),
         Err(err) => format!("{}: {err}", path.display()),
     }

@@ -65,12 +65,8 @@ impl Ident {
         users::user_name(self.uid).unwrap_or_else(|| self.uid.to_string())
     }
     pub fn group(&self) -> String {
-        group_name(self.gid)
+        users::group_or_gid(self.gid)
     }
-}
-
-pub fn group_name(gid: u32) -> String {
-    users::group_name(gid).unwrap_or_else(|| gid.to_string())
 }
 
 /// What the probe run in the pool reports.
