@@ -164,15 +164,8 @@ pub fn around_checkout(
 
 /// Drops every record: the next run runs every command.
 fn forget(layout: &Layout) -> Result<()> {
-    for file in [record_file(layout), pending_marker(layout)] {
-        match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    crate::state::builds::remove_file_if_present(&record_file(layout))?;
+    crate::state::builds::remove_file_if_present(&pending_marker(layout))
 }
 
 /// Whether a path of the app under one of `inputs` differs between the two commits.

@@ -243,15 +243,8 @@ impl App<'_> {
 /// Forgets composer's last run, as when it never ran: application/ is being emptied (see
 /// checkout's `app_dir` change), vendor/ with it.
 pub fn forget_last_run(layout: &Layout) -> Result<()> {
-    for file in [state_file(layout), unfinished_marker(layout)] {
-        match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    crate::state::builds::remove_file_if_present(&state_file(layout))?;
+    crate::state::builds::remove_file_if_present(&unfinished_marker(layout))
 }
 
 /// Every file (and link) the commit tracks under `dir`.
