@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Composer;
 use crate::infra::child;
 use crate::infra::report::Reporter;
-use crate::state::app_tree::app_tree;
+use crate::state::app_tree::{app_tree, changed_since};
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -460,21 +460,9 @@ fn decide(
             "vendor/ was changed since composer last ran",
         ));
     }
-    let before = Oid::from_str(&last.commit)
-        .map_err(anyhow::Error::from)
-        .and_then(|id| git.tree(id));
-    let Ok(before) = before else {
+    let Some(changed) = changed_since(git.repo, &last.commit, commit, git.app_dir)? else {
         return Ok(Outcome::Install("the last commit composer ran for is gone"));
     };
-    let diff = git
-        .repo
-        .diff_tree_to_tree(Some(&before), Some(&git.tree(commit)?), None)?;
-    let changed: Vec<PathBuf> = diff
-        .deltas()
-        .flat_map(|d| [d.old_file().path(), d.new_file().path()])
-        .flatten()
-        .map(Path::to_path_buf)
-        .collect();
     let inputs = Inputs::read(&app.join("composer.json"))?;
     // A submodule shows as one changed path, its directory: a path package or autoload
     // directory inside it changed when the directory holding it did.
