@@ -803,20 +803,12 @@ fn release_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
     struct Release(String);
     impl<'de> Deserialize<'de> for Release {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct ReleaseVisitor;
-            impl Visitor<'_> for ReleaseVisitor {
-                type Value = Release;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a command")
+            d.deserialize_str(Checked("a command", |text| {
+                if text.trim().is_empty() {
+                    return Err("a release command must not be empty".into());
                 }
-                fn visit_str<E: de::Error>(self, text: &str) -> Result<Release, E> {
-                    if text.trim().is_empty() {
-                        return Err(E::custom("a release command must not be empty"));
-                    }
-                    Ok(Release(text.to_string()))
-                }
-            }
-            d.deserialize_str(ReleaseVisitor)
+                Ok(Release(text.to_string()))
+            }))
         }
     }
     let commands = Vec::<Release>::deserialize(d)?;
@@ -825,21 +817,11 @@ fn release_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 
 impl<'de> Deserialize<'de> for SharedEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Checked inside the visitor, so that serde_yaml locates the error at the entry
-        // itself rather than at the list around it.
-        struct EntryVisitor;
-        impl Visitor<'_> for EntryVisitor {
-            type Value = SharedEntry;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a path relative to the app")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<SharedEntry, E> {
-                let entry = SharedEntry::parse(text).map_err(E::custom)?;
-                seen_path(PathKey::Shared, &entry.path, text).map_err(E::custom)?;
-                Ok(entry)
-            }
-        }
-        d.deserialize_str(EntryVisitor)
+        d.deserialize_str(Checked("a path relative to the app", |text| {
+            let entry = SharedEntry::parse(text)?;
+            seen_path(PathKey::Shared, &entry.path, text)?;
+            Ok(entry)
+        }))
     }
 }
 
@@ -952,18 +934,10 @@ fn shared_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SharedEntry>, D::E
 /// `app_dir:` a relative path to a directory of the commit, checked like a shared entry (at
 /// its line and column); `.` (or `./`) is the whole commit, as when the key is left out.
 fn app_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    // Checked inside the visitor, so that serde_yaml locates the error at the value.
-    struct AppDirVisitor;
-    impl Visitor<'_> for AppDirVisitor {
-        type Value = PathBuf;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a directory of the commit, relative to its root")
-        }
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<PathBuf, E> {
-            app_dir_path(text).map_err(E::custom)
-        }
-    }
-    d.deserialize_str(AppDirVisitor)
+    d.deserialize_str(Checked(
+        "a directory of the commit, relative to its root",
+        app_dir_path,
+    ))
 }
 
 fn app_dir_path(text: &str) -> Result<PathBuf, String> {
@@ -986,21 +960,11 @@ struct KeepAssetsDir(PathBuf);
 
 impl<'de> Deserialize<'de> for KeepAssetsDir {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Checked inside the visitor, so that the error is located at the entry itself.
-        struct DirVisitor;
-        impl Visitor<'_> for DirVisitor {
-            type Value = KeepAssetsDir;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a directory relative to the app")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<KeepAssetsDir, E> {
-                let dir = keep_assets_dir(text).map_err(E::custom)?;
-                seen_path(PathKey::KeepAssets, &dir, &dir.display().to_string())
-                    .map_err(E::custom)?;
-                Ok(KeepAssetsDir(dir))
-            }
-        }
-        d.deserialize_str(DirVisitor)
+        d.deserialize_str(Checked("a directory relative to the app", |text| {
+            let dir = keep_assets_dir(text)?;
+            seen_path(PathKey::KeepAssets, &dir, &dir.display().to_string())?;
+            Ok(KeepAssetsDir(dir))
+        }))
     }
 }
 
@@ -1133,6 +1097,21 @@ impl<'de> Deserialize<'de> for BuildCommand {
     }
 }
 
+/// A string value (`expecting` says what it should be) checked by the function inside the
+/// visitor, so that serde_yaml locates a refusal at the value itself, not at the list or map
+/// around it.
+struct Checked<T>(&'static str, fn(&str) -> Result<T, String>);
+
+impl<T> Visitor<'_> for Checked<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        (self.1)(text).map_err(E::custom)
+    }
+}
+
 /// A list that must not be empty (the message says why), refused at the list itself.
 struct NonEmpty<T>(&'static str, std::marker::PhantomData<T>);
 
@@ -1173,18 +1152,9 @@ fn input_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D
     struct Input(PathBuf);
     impl<'de> Deserialize<'de> for Input {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            // In the visitor, so that the error is located at the entry, not at its list.
-            struct InputVisitor;
-            impl Visitor<'_> for InputVisitor {
-                type Value = Input;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a path relative to the app")
-                }
-                fn visit_str<E: de::Error>(self, text: &str) -> Result<Input, E> {
-                    app_path("build input", text).map(Input).map_err(E::custom)
-                }
-            }
-            d.deserialize_str(InputVisitor)
+            d.deserialize_str(Checked("a path relative to the app", |text| {
+                app_path("build input", text).map(Input)
+            }))
         }
     }
     let inputs = d.deserialize_seq(NonEmpty::<Input>(
@@ -1199,23 +1169,15 @@ fn exclude_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Erro
     struct Excluded(PathBuf);
     impl<'de> Deserialize<'de> for Excluded {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct ExcludedVisitor;
-            impl Visitor<'_> for ExcludedVisitor {
-                type Value = Excluded;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a path relative to the app")
+            d.deserialize_str(Checked("a path relative to the app", |text| {
+                let what = "exclude entry";
+                let path = app_path(what, text.trim_end_matches('/'))?;
+                if let Some(why) = part_of_the_build(&path) {
+                    return Err(format!("{what} `{text}` is refused: {why}"));
                 }
-                fn visit_str<E: de::Error>(self, text: &str) -> Result<Excluded, E> {
-                    let what = "exclude entry";
-                    let path = app_path(what, text.trim_end_matches('/')).map_err(E::custom)?;
-                    if let Some(why) = part_of_the_build(&path) {
-                        return Err(E::custom(format!("{what} `{text}` is refused: {why}")));
-                    }
-                    seen_path(PathKey::Exclude, &path, text).map_err(E::custom)?;
-                    Ok(Excluded(path))
-                }
-            }
-            d.deserialize_str(ExcludedVisitor)
+                seen_path(PathKey::Exclude, &path, text)?;
+                Ok(Excluded(path))
+            }))
         }
     }
     let entries = Vec::<Excluded>::deserialize(d)?;
@@ -1399,27 +1361,17 @@ struct HostEntry(String);
 
 impl<'de> Deserialize<'de> for HostEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct EntryVisitor;
-        impl Visitor<'_> for EntryVisitor {
-            type Value = HostEntry;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("the git URL of another web server")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<HostEntry, E> {
-                let url = check_host_url(text).map_err(E::custom)?;
-                SEEN_HOSTS.with(|seen| {
-                    let mut seen = seen.borrow_mut();
-                    if let Some((first, _)) = seen.iter().find(|(_, u)| same_host(u, &url)) {
-                        return Err(E::custom(format!(
-                            "host `{text}` is listed twice (as `{first}` too)"
-                        )));
-                    }
-                    seen.push((text.to_string(), url));
-                    Ok(HostEntry(text.to_string()))
-                })
-            }
-        }
-        d.deserialize_str(EntryVisitor)
+        d.deserialize_str(Checked("the git URL of another web server", |text| {
+            let url = check_host_url(text)?;
+            SEEN_HOSTS.with(|seen| {
+                let mut seen = seen.borrow_mut();
+                if let Some((first, _)) = seen.iter().find(|(_, u)| same_host(u, &url)) {
+                    return Err(format!("host `{text}` is listed twice (as `{first}` too)"));
+                }
+                seen.push((text.to_string(), url));
+                Ok(HostEntry(text.to_string()))
+            })
+        }))
     }
 }
 

@@ -3,7 +3,7 @@
 //! composer's decision) goes through [`app_tree`], so that they all see the same files, at
 //! the same paths, as application/ holds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use git2::{ErrorCode, ObjectType, Oid, Repository, Tree};
@@ -42,6 +42,32 @@ pub fn app_tree<'r>(repo: &'r Repository, commit: Oid, app_dir: &Path) -> Result
         (_, 0o120000) => refuse("a symlink"),
         _ => refuse("a file"),
     }
+}
+
+/// The app's paths that differ between the commit `since` names and `commit` (both sides of
+/// a rename; a submodule as its one directory), or None when `since` names no commit of the
+/// repository any more: a step that compares against its last run runs again then.
+pub fn changed_since(
+    repo: &Repository,
+    since: &str,
+    commit: Oid,
+    app_dir: &Path,
+) -> Result<Option<Vec<PathBuf>>> {
+    let Ok(before) = Oid::from_str(since).and_then(|id| repo.find_commit(id)) else {
+        return Ok(None);
+    };
+    let diff = repo.diff_tree_to_tree(
+        Some(&app_tree(repo, before.id(), app_dir)?),
+        Some(&app_tree(repo, commit, app_dir)?),
+        None,
+    )?;
+    Ok(Some(
+        diff.deltas()
+            .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+            .flatten()
+            .map(Path::to_path_buf)
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

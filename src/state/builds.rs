@@ -92,6 +92,17 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Removes the file at `path`; one that is already gone is fine (a record never written,
+/// or removed by a run that was killed right after).
+pub fn remove_file_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn is_bad(layout: &Layout, build: &BuildName) -> bool {
     read_meta(layout, build).is_some_and(|m| m.bad)
 }

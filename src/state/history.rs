@@ -162,30 +162,28 @@ impl Entry {
 /// Who pushed, as `atomdeploy-hook serve --pusher` names it (the key's owner; passed on through
 /// receive-pack in [`PUSHER_ENV`]), else the user the hook runs as.
 pub fn pusher() -> Option<String> {
-    let named = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-    named(PUSHER_ENV)
-        .or_else(|| named("USER"))
-        .or_else(user_of_uid)
+    Some(first_named(&[PUSHER_ENV, "USER"]))
 }
 
 /// Who runs this command (`freeze`, `hosts exclude`): the person behind sudo, else the login,
 /// else the uid's name.
 pub fn operator() -> String {
-    ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
-        .or_else(user_of_uid)
-        .unwrap_or_default()
+    first_named(&["SUDO_USER", "USER", "LOGNAME"])
 }
 
 /// Carries `serve --pusher` from the forced command to the hook.
 pub const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
 
-/// The name of the uid this process runs as: an environment without `$USER` (cron, systemd,
-/// a cleared environment) still says who.
-fn user_of_uid() -> Option<String> {
-    let uid = crate::infra::users::current_uid();
-    Some(crate::infra::users::user_name(uid).unwrap_or_else(|| format!("uid {uid}")))
+/// The first of the environment variables `keys` that is set and not empty, else the name of
+/// the uid this process runs as: an environment without `$USER` (cron, systemd, a cleared
+/// environment) still says who.
+fn first_named(keys: &[&str]) -> String {
+    keys.iter()
+        .find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| {
+            let uid = crate::infra::users::current_uid();
+            crate::infra::users::user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+        })
 }
 
 pub fn append(layout: &Layout, entry: &Entry) -> Result<()> {

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Build, BuildCommand};
 use crate::infra::report::{self, Reporter};
 use crate::infra::{child, fault};
-use crate::state::app_tree::app_tree;
+use crate::state::app_tree::{app_tree, changed_since};
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -164,15 +164,8 @@ pub fn around_checkout(
 
 /// Drops every record: the next run runs every command.
 fn forget(layout: &Layout) -> Result<()> {
-    for file in [record_file(layout), pending_marker(layout)] {
-        match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    crate::state::builds::remove_file_if_present(&record_file(layout))?;
+    crate::state::builds::remove_file_if_present(&pending_marker(layout))
 }
 
 /// Whether a path of the app under one of `inputs` differs between the two commits.
@@ -190,21 +183,14 @@ fn changed_under(
     app_dir: &Path,
     inputs: &[PathBuf],
 ) -> Result<Changed> {
-    let Ok(before) = Oid::from_str(since).and_then(|id| repo.find_commit(id)) else {
+    let Some(changed) = changed_since(repo, since, commit, app_dir)? else {
         return Ok(Changed::Gone);
     };
-    let diff = repo.diff_tree_to_tree(
-        Some(&app_tree(repo, before.id(), app_dir)?),
-        Some(&app_tree(repo, commit, app_dir)?),
-        None,
-    )?;
-    let found = diff
-        .deltas()
-        .flat_map(|d| [d.old_file().path(), d.new_file().path()])
-        .flatten()
+    let found = changed
+        .into_iter()
         .find(|path| inputs.iter().any(|input| path.starts_with(input)));
     Ok(match found {
-        Some(path) => Changed::Path(path.to_path_buf()),
+        Some(path) => Changed::Path(path),
         None => Changed::Nothing,
     })
 }

@@ -354,12 +354,7 @@ fn start_afresh_for_another_app_dir(
             .with_context(|| format!("cannot remove {}", indexes.display()))?;
     }
     for stale in [layout.index_file(), layout.state.join("checkout.pending")] {
-        match std::fs::remove_file(&stale) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", stale.display()));
-            }
-            _ => {}
-        }
+        crate::state::builds::remove_file_if_present(&stale)?;
     }
     crate::state::builds::replace_file(&file, app_dir.as_os_str().as_bytes())
 }

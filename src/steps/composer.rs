@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Composer;
 use crate::infra::child;
 use crate::infra::report::Reporter;
-use crate::state::app_tree::app_tree;
+use crate::state::app_tree::{app_tree, changed_since};
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -243,15 +243,8 @@ impl App<'_> {
 /// Forgets composer's last run, as when it never ran: application/ is being emptied (see
 /// checkout's `app_dir` change), vendor/ with it.
 pub fn forget_last_run(layout: &Layout) -> Result<()> {
-    for file in [state_file(layout), unfinished_marker(layout)] {
-        match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", file.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    crate::state::builds::remove_file_if_present(&state_file(layout))?;
+    crate::state::builds::remove_file_if_present(&unfinished_marker(layout))
 }
 
 /// Every file (and link) the commit tracks under `dir`.
@@ -467,21 +460,9 @@ fn decide(
             "vendor/ was changed since composer last ran",
         ));
     }
-    let before = Oid::from_str(&last.commit)
-        .map_err(anyhow::Error::from)
-        .and_then(|id| git.tree(id));
-    let Ok(before) = before else {
+    let Some(changed) = changed_since(git.repo, &last.commit, commit, git.app_dir)? else {
         return Ok(Outcome::Install("the last commit composer ran for is gone"));
     };
-    let diff = git
-        .repo
-        .diff_tree_to_tree(Some(&before), Some(&git.tree(commit)?), None)?;
-    let changed: Vec<PathBuf> = diff
-        .deltas()
-        .flat_map(|d| [d.old_file().path(), d.new_file().path()])
-        .flatten()
-        .map(Path::to_path_buf)
-        .collect();
     let inputs = Inputs::read(&app.join("composer.json"))?;
     // A submodule shows as one changed path, its directory: a path package or autoload
     // directory inside it changed when the directory holding it did.
