@@ -140,19 +140,8 @@ pub fn release(d: &Deploy, prepared: &Prepared) -> Result<()> {
     if config.release.is_empty() {
         return Ok(());
     }
-    let step = d.reporter.step("release");
-    fault::point("release");
-    let commit = d.commit.to_string();
-    let env = DeployEnv {
-        root: &d.plan.layout.root,
-        build: &prepared.build_dir,
-        commit: &commit,
-    };
-    commands::run_commands(&config.release, &env, config.command_timeout, d.reporter)
-        .context("release failed")
-        .inspect_err(|_| discard(d, &prepared.build))?;
-    d.reporter.done(step, "");
-    Ok(())
+    commands_step(d, prepared, "release", &config.release)
+        .inspect_err(|_| discard(d, &prepared.build))
 }
 
 /// The switch, then php-fpm's opcache reset, after_switch, the health check and the cleanup.
@@ -451,21 +440,27 @@ fn before_switch(d: &Deploy, prepared: &Prepared) -> Result<()> {
     if config.before_switch.is_empty() {
         return Ok(());
     }
-    let step = d.reporter.step("before_switch");
-    fault::point("before_switch");
+    commands_step(d, prepared, "before_switch", &config.before_switch)
+}
+
+/// Runs a key's commands in the published build as the step `name` (which also names its
+/// fault point and its error).
+fn commands_step(
+    d: &Deploy,
+    prepared: &Prepared,
+    name: &'static str,
+    list: &[String],
+) -> Result<()> {
+    let step = d.reporter.step(name);
+    fault::point(name);
     let commit = d.commit.to_string();
     let env = DeployEnv {
         root: &d.plan.layout.root,
         build: &prepared.build_dir,
         commit: &commit,
     };
-    commands::run_commands(
-        &config.before_switch,
-        &env,
-        config.command_timeout,
-        d.reporter,
-    )
-    .context("before_switch failed")?;
+    commands::run_commands(list, &env, d.plan.config.command_timeout, d.reporter)
+        .with_context(|| format!("{name} failed"))?;
     d.reporter.done(step, "");
     Ok(())
 }
