@@ -58,6 +58,23 @@ pub enum Problem {
     Unhealthy(anyhow::Error),
 }
 
+impl Problem {
+    /// How the deploy of `build`, live now, ends: the push fails on any problem, and says the
+    /// build stays live.
+    pub fn into_result(self, build: &BuildName) -> Result<()> {
+        match self {
+            Problem::None => Ok(()),
+            Problem::AfterSwitch(err) => {
+                Err(err.context(format!("after_switch failed; builds/{build} is live")))
+            }
+            Problem::Opcache(err) => Err(anyhow!(
+                "{err:#}; builds/{build} is live, but PHP may still run the previous build's code"
+            )),
+            Problem::Unhealthy(err) => Err(err),
+        }
+    }
+}
+
 /// A build made up to its switch: published in builds/, before_switch run, never live yet.
 pub struct Prepared {
     pub build: BuildName,

@@ -455,15 +455,7 @@ fn switch_to(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
                 ctx.gid,
                 short_id(&record.commit)
             ));
-            match problem {
-                Problem::AfterSwitch(err) => {
-                    Err(err.context(format!("after_switch failed; builds/{build} is live")))
-                }
-                Problem::Opcache(err) => Err(anyhow!(
-                    "{err:#}; builds/{build} is live, but PHP may still run the previous build's code"
-                )),
-                _ => Ok(()),
-            }
+            problem.into_result(&build)
         }
     }
 }
@@ -607,15 +599,7 @@ fn finish(ctx: &Ctx, mut entry: history::Entry, result: Result<()>) -> Result<()
         ctx.reporter.record_error(&message);
         entry.error = Some(message);
     }
-    entry.steps = ctx
-        .reporter
-        .step_durations()
-        .into_iter()
-        .map(|(step, d)| history::StepTime {
-            step,
-            seconds: d.as_secs_f64(),
-        })
-        .collect();
+    entry.steps = crate::deploy::step_times(ctx.reporter);
     entry.finished_at = builds::utc_now_rfc3339();
     entry.seconds = ctx.reporter.elapsed().as_secs_f64();
     // A prepared build's output is kept with it, and a switch's added after it.
