@@ -13,14 +13,19 @@ use anyhow::{Result, anyhow};
 
 use crate::group::excluded::{self, Exclusion};
 use crate::group::remote::{self, GroupLine, Host, Pushed};
+use crate::group::{GroupRef, Op};
 use crate::infra::fault;
 use crate::infra::report::{Reporter, short_id};
 pub use crate::state::history::HostLog;
 use crate::state::plan::Plan;
 
-/// The refs the primary pushes, under `refs/atomdeploy/group/<gid>/`.
-fn group_ref(gid: &str, op: &str) -> String {
-    format!("refs/atomdeploy/group/{gid}/{op}")
+/// A ref the primary pushes, named as the host parses it.
+pub fn group_ref(gid: &str, op: Op) -> String {
+    GroupRef {
+        gid: gid.to_string(),
+        op,
+    }
+    .refname()
 }
 
 /// A new id for one group operation: `[0-9A-Za-z-]{1,64}`, unique per primary (its lock
@@ -264,11 +269,11 @@ fn prepare_everywhere(
 ) -> (Vec<HostLog>, Vec<String>, bool) {
     let (fingerprint, app_keys) = g.plan.config.app_fingerprint();
     let op = match g.build {
-        HostBuild::Prepare => "prepare",
-        HostBuild::Replay => "replay",
-        HostBuild::Reuse => "reuse",
+        HostBuild::Prepare => Op::Prepare(fingerprint),
+        HostBuild::Replay => Op::Replay(fingerprint),
+        HostBuild::Reuse => Op::Reuse(fingerprint),
     };
-    let prepare_ref = group_ref(gid, &format!("{op}/{fingerprint}"));
+    let prepare_ref = group_ref(gid, op);
     let stop = AtomicBool::new(false);
     let (preps, local_prep) = std::thread::scope(|scope| {
         let remote = scope.spawn(|| {
@@ -334,7 +339,7 @@ fn switch_everywhere(
     hosts: &[Host],
     local: &mut dyn Local,
 ) -> (Vec<Pushed>, LocalLive) {
-    let switch_ref = group_ref(gid, "switch");
+    let switch_ref = group_ref(gid, Op::Switch);
     let (first_tx, first_rx) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let handles: Vec<_> = hosts
@@ -520,7 +525,7 @@ fn call_off(
     let asked: Vec<usize> = (0..hosts.len())
         .filter(|i| logs[*i].outcome != "not started")
         .collect();
-    let abort_ref = group_ref(gid, "abort");
+    let abort_ref = group_ref(gid, Op::Abort);
     let aborts = on_hosts(
         &asked.iter().map(|i| hosts[*i].clone()).collect::<Vec<_>>(),
         hosts.len(),
@@ -561,7 +566,7 @@ fn go_back(
     local: &mut dyn Local,
     local_switched: bool,
 ) -> String {
-    let restore_ref = group_ref(gid, "restore");
+    let restore_ref = group_ref(gid, Op::Restore);
     let restores = on_hosts(switched, switched.len(), &AtomicBool::new(false), |host| {
         g.push(host, &restore_ref, &|_| {})
     });

@@ -45,7 +45,7 @@ pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row
     let exclusions = excluded::read(&plan.layout)?;
     let hosts = Host::all(&plan.config.hosts);
     let gid = primary::new_gid();
-    let status_ref = format!("refs/atomdeploy/group/{gid}/status");
+    let status_ref = primary::group_ref(&gid, crate::group::Op::Status);
     let answers = on_all(&hosts, |host| {
         remote::push(plan, host, &commit, &status_ref, reporter, &|_| {})
     });
