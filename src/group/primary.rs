@@ -301,23 +301,19 @@ fn prepare_everywhere(
     let logs: Vec<HostLog> = hosts
         .iter()
         .zip(&preps)
-        .map(|(host, prep)| HostLog {
-            url: host.url.clone(),
-            label: host.label.clone(),
-            build: match prep {
-                Some(Prep::Ready { build }) => Some(build.clone()),
-                _ => None,
-            },
-            outcome: match prep {
-                Some(Prep::Ready { .. }) => "prepared",
-                Some(Prep::Failed(_)) => "failed",
-                None => "not started",
+        .map(|(host, prep)| {
+            let (build, outcome, error) = match prep {
+                Some(Prep::Ready { build }) => (Some(build.clone()), "prepared", None),
+                Some(Prep::Failed(why)) => (None, "failed", Some(why.clone())),
+                None => (None, "not started", None),
+            };
+            HostLog {
+                url: host.url.clone(),
+                label: host.label.clone(),
+                build,
+                outcome: outcome.into(),
+                error,
             }
-            .into(),
-            error: match prep {
-                Some(Prep::Failed(why)) => Some(why.clone()),
-                _ => None,
-            },
         })
         .collect();
     let mut failures: Vec<String> = logs
