@@ -211,8 +211,6 @@ fn open_repo(plan: &Plan) -> Result<Repository> {
     })
 }
 
-/// `prepare/<fp>`: the pushed commit built up to its switch. `reuse/<fp>`: the newest good
-/// build of it already on disk, for a rollback.
 /// How `prepare` gets the group's build.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Making {
@@ -224,6 +222,8 @@ enum Making {
     Reuse,
 }
 
+/// `prepare/<fp>`: the pushed commit built up to its switch. `reuse/<fp>`: the newest good
+/// build of it already on disk, for a rollback.
 fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> Result<()> {
     let layout = &ctx.plan.layout;
     recover::recover(layout, ctx.reporter)
