@@ -162,6 +162,17 @@ fn on_hosts<T: Send>(
         .collect()
 }
 
+/// Runs `f` on every host at once, the results in the hosts' order.
+pub fn on_all<T: Send>(hosts: &[Host], f: impl Fn(&Host) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts.iter().map(|h| scope.spawn(|| f(h))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// One host's prepare, as it ended.
 enum Prep {
     Ready { build: String },
@@ -522,14 +533,11 @@ fn call_off(
         .filter(|i| logs[*i].outcome != "not started")
         .collect();
     let abort_ref = group_ref(gid, Op::Abort);
-    let aborts = on_hosts(
+    let aborts = on_all(
         &asked.iter().map(|i| hosts[*i].clone()).collect::<Vec<_>>(),
-        hosts.len(),
-        &AtomicBool::new(false),
         |host| g.push(host, &abort_ref, &|_| {}),
     );
     for (i, pushed) in asked.iter().zip(aborts) {
-        let Some(pushed) = pushed else { continue };
         let aborted = pushed
             .lines
             .iter()
@@ -563,17 +571,14 @@ fn go_back(
     local_switched: bool,
 ) -> String {
     let restore_ref = group_ref(gid, Op::Restore);
-    let restores = on_hosts(switched, switched.len(), &AtomicBool::new(false), |host| {
-        g.push(host, &restore_ref, &|_| {})
-    });
+    let restores = on_all(switched, |host| g.push(host, &restore_ref, &|_| {}));
     let mut back = Vec::new();
     let mut stuck = Vec::new();
     for (host, pushed) in switched.iter().zip(restores) {
-        let restored = pushed.as_ref().is_some_and(|p| {
-            p.lines
-                .iter()
-                .any(|l| matches!(l, GroupLine::Restored { gid: g2, .. } if g2 == gid))
-        });
+        let restored = pushed
+            .lines
+            .iter()
+            .any(|l| matches!(l, GroupLine::Restored { gid: g2, .. } if g2 == gid));
         let log = logs.iter_mut().find(|l| l.url == host.url);
         if restored {
             back.push(host.label.clone());
@@ -581,7 +586,7 @@ fn go_back(
                 log.outcome = "restored".into();
             }
         } else {
-            let why = pushed.map_or("not asked".into(), |p| p.why("no answer"));
+            let why = pushed.why("no answer");
             stuck.push(format!("{} ({why})", host.label));
             if let Some(log) = log {
                 log.error = Some(format!("could not switch back: {why}"));
