@@ -116,14 +116,7 @@ fn conclude(
     short: &str,
     reporter: &Reporter,
 ) -> Result<()> {
-    entry.steps = reporter
-        .step_durations()
-        .into_iter()
-        .map(|(step, d)| StepTime {
-            step,
-            seconds: d.as_secs_f64(),
-        })
-        .collect();
+    entry.steps = step_times(reporter);
     match result {
         Ok(Deployed {
             build,
@@ -150,21 +143,25 @@ fn conclude(
                 "deployed {short} as builds/{build} in {took:.2}s ({})",
                 reporter.breakdown()
             ));
-            match problem {
-                Problem::AfterSwitch(err) => {
-                    Err(err.context(format!("after_switch failed; builds/{build} is live")))
-                }
-                Problem::Opcache(err) => Err(anyhow::anyhow!(
-                    "{err:#}; builds/{build} is live, but PHP may still run the previous build's code"
-                )),
-                _ => Ok(()),
-            }
+            problem.into_result(&build)
         }
         Err(err) => {
             entry.outcome = Outcome::Failed;
             Err(explain_disk_full(err))
         }
     }
+}
+
+/// How long each step took, for the log (a group host's operation logs them too).
+pub(crate) fn step_times(reporter: &Reporter) -> Vec<StepTime> {
+    reporter
+        .step_durations()
+        .into_iter()
+        .map(|(step, d)| StepTime {
+            step,
+            seconds: d.as_secs_f64(),
+        })
+        .collect()
 }
 
 /// Logs a deploy that was refused before it began (no lock, a freeze, a `latest` that is not

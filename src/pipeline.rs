@@ -58,6 +58,23 @@ pub enum Problem {
     Unhealthy(anyhow::Error),
 }
 
+impl Problem {
+    /// How the deploy of `build`, live now, ends: the push fails on any problem, and says the
+    /// build stays live.
+    pub fn into_result(self, build: &BuildName) -> Result<()> {
+        match self {
+            Problem::None => Ok(()),
+            Problem::AfterSwitch(err) => {
+                Err(err.context(format!("after_switch failed; builds/{build} is live")))
+            }
+            Problem::Opcache(err) => Err(anyhow!(
+                "{err:#}; builds/{build} is live, but PHP may still run the previous build's code"
+            )),
+            Problem::Unhealthy(err) => Err(err),
+        }
+    }
+}
+
 /// A build made up to its switch: published in builds/, before_switch run, never live yet.
 pub struct Prepared {
     pub build: BuildName,
@@ -140,19 +157,8 @@ pub fn release(d: &Deploy, prepared: &Prepared) -> Result<()> {
     if config.release.is_empty() {
         return Ok(());
     }
-    let step = d.reporter.step("release");
-    fault::point("release");
-    let commit = d.commit.to_string();
-    let env = DeployEnv {
-        root: &d.plan.layout.root,
-        build: &prepared.build_dir,
-        commit: &commit,
-    };
-    commands::run_commands(&config.release, &env, config.command_timeout, d.reporter)
-        .context("release failed")
-        .inspect_err(|_| discard(d, &prepared.build))?;
-    d.reporter.done(step, "");
-    Ok(())
+    commands_step(d, prepared, "release", &config.release)
+        .inspect_err(|_| discard(d, &prepared.build))
 }
 
 /// The switch, then php-fpm's opcache reset, after_switch, the health check and the cleanup.
@@ -451,21 +457,27 @@ fn before_switch(d: &Deploy, prepared: &Prepared) -> Result<()> {
     if config.before_switch.is_empty() {
         return Ok(());
     }
-    let step = d.reporter.step("before_switch");
-    fault::point("before_switch");
+    commands_step(d, prepared, "before_switch", &config.before_switch)
+}
+
+/// Runs a key's commands in the published build as the step `name` (which also names its
+/// fault point and its error).
+fn commands_step(
+    d: &Deploy,
+    prepared: &Prepared,
+    name: &'static str,
+    list: &[String],
+) -> Result<()> {
+    let step = d.reporter.step(name);
+    fault::point(name);
     let commit = d.commit.to_string();
     let env = DeployEnv {
         root: &d.plan.layout.root,
         build: &prepared.build_dir,
         commit: &commit,
     };
-    commands::run_commands(
-        &config.before_switch,
-        &env,
-        config.command_timeout,
-        d.reporter,
-    )
-    .context("before_switch failed")?;
+    commands::run_commands(list, &env, d.plan.config.command_timeout, d.reporter)
+        .with_context(|| format!("{name} failed"))?;
     d.reporter.done(step, "");
     Ok(())
 }

@@ -58,7 +58,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
             Err(err) => {
                 // Nothing moved (or everything went back): the branch and the log say so.
                 open_and_sync_ref(plan, reporter);
-                let mut entry = history::Entry {
+                let entry = history::Entry {
                     finished_at: builds::utc_now_rfc3339(),
                     from: Some(live.to_string()),
                     error: Some(format!("{err:#}")),
@@ -66,12 +66,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
                     hosts: log.hosts,
                     ..history::Entry::begin(&started_at, &locked_at, source, &commit)
                 };
-                entry.describe_at(&plan.config.repository);
-                if let Err(e) = history::append(layout, &entry) {
-                    reporter.warn(&format!("could not write the deploy log: {e:#}"));
-                }
-                drop(lock);
-                crate::notify::send(plan, &entry, reporter);
+                log_and_notify(plan, entry, lock, reporter);
                 return Err(err);
             }
         }
@@ -82,7 +77,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     let summary = format!("rolled back to builds/{target} ({})", short_id(&commit));
     reporter.line(&summary);
 
-    let mut entry = history::Entry {
+    let entry = history::Entry {
         finished_at: builds::utc_now_rfc3339(),
         build: Some(target.to_string()),
         from: Some(live.to_string()),
@@ -93,13 +88,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         switch_spread_ms: group.switch_spread_ms,
         ..history::Entry::begin(&started_at, &locked_at, source, &commit)
     };
-    entry.describe_at(&plan.config.repository);
-    if let Err(e) = history::append(layout, &entry) {
-        reporter.warn(&format!("could not write the deploy log: {e:#}"));
-    }
-    // As after a deploy (deploy.rs `finish`): a slow webhook never holds the queued pushes.
-    drop(lock);
-    crate::notify::send(plan, &entry, reporter);
+    log_and_notify(plan, entry, lock, reporter);
     // As after a deploy: the build stays live, and the push says the rollback failed, since
     // PHP may still run the code it was meant to leave.
     match restored.opcache {
@@ -108,6 +97,18 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
         )),
         None => Ok(()),
     }
+}
+
+/// Appends the rollback's entry to the deploy log, then, with the lock released, tells the
+/// `notify:` URLs: as after a deploy (deploy.rs `finish`), a slow webhook never holds the
+/// queued pushes.
+fn log_and_notify(plan: &Plan, mut entry: history::Entry, lock: DeployLock, reporter: &Reporter) {
+    entry.describe_at(&plan.config.repository);
+    if let Err(e) = history::append(&plan.layout, &entry) {
+        reporter.warn(&format!("could not write the deploy log: {e:#}"));
+    }
+    drop(lock);
+    crate::notify::send(plan, &entry, reporter);
 }
 
 /// `(live, target)`, or `None` when the target is live already.

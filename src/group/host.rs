@@ -211,8 +211,6 @@ fn open_repo(plan: &Plan) -> Result<Repository> {
     })
 }
 
-/// `prepare/<fp>`: the pushed commit built up to its switch. `reuse/<fp>`: the newest good
-/// build of it already on disk, for a rollback.
 /// How `prepare` gets the group's build.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Making {
@@ -224,6 +222,8 @@ enum Making {
     Reuse,
 }
 
+/// `prepare/<fp>`: the pushed commit built up to its switch. `reuse/<fp>`: the newest good
+/// build of it already on disk, for a rollback.
 fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> Result<()> {
     let layout = &ctx.plan.layout;
     recover::recover(layout, ctx.reporter)
@@ -455,15 +455,7 @@ fn switch_to(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
                 ctx.gid,
                 short_id(&record.commit)
             ));
-            match problem {
-                Problem::AfterSwitch(err) => {
-                    Err(err.context(format!("after_switch failed; builds/{build} is live")))
-                }
-                Problem::Opcache(err) => Err(anyhow!(
-                    "{err:#}; builds/{build} is live, but PHP may still run the previous build's code"
-                )),
-                _ => Ok(()),
-            }
+            problem.into_result(&build)
         }
     }
 }
@@ -607,15 +599,7 @@ fn finish(ctx: &Ctx, mut entry: history::Entry, result: Result<()>) -> Result<()
         ctx.reporter.record_error(&message);
         entry.error = Some(message);
     }
-    entry.steps = ctx
-        .reporter
-        .step_durations()
-        .into_iter()
-        .map(|(step, d)| history::StepTime {
-            step,
-            seconds: d.as_secs_f64(),
-        })
-        .collect();
+    entry.steps = crate::deploy::step_times(ctx.reporter);
     entry.finished_at = builds::utc_now_rfc3339();
     entry.seconds = ctx.reporter.elapsed().as_secs_f64();
     // A prepared build's output is kept with it, and a switch's added after it.

@@ -162,21 +162,17 @@ pub fn unchanged(plan: &Plan, commit: &str, reporter: &Reporter) -> Result<Group
                 .any(|r| r.url == h.url && r.live_commit.as_deref() != Some(commit))
         })
         .collect();
-    if behind.is_empty() {
-        return Ok(GroupLog {
-            hosts: left_out,
-            switch_spread_ms: None,
-        });
+    if !behind.is_empty() {
+        reporter.line(&format!(
+            "atomdeploy: bringing {} to this server's live commit",
+            behind
+                .iter()
+                .map(|h| h.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        view::catch_up(plan, commit, &behind, reporter)?;
     }
-    reporter.line(&format!(
-        "atomdeploy: bringing {} to this server's live commit",
-        behind
-            .iter()
-            .map(|h| h.label.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    view::catch_up(plan, commit, &behind, reporter)?;
     Ok(GroupLog {
         hosts: left_out,
         switch_spread_ms: None,

@@ -13,14 +13,19 @@ use anyhow::{Result, anyhow};
 
 use crate::group::excluded::{self, Exclusion};
 use crate::group::remote::{self, GroupLine, Host, Pushed};
+use crate::group::{GroupRef, Op};
 use crate::infra::fault;
 use crate::infra::report::{Reporter, short_id};
 pub use crate::state::history::HostLog;
 use crate::state::plan::Plan;
 
-/// The refs the primary pushes, under `refs/atomdeploy/group/<gid>/`.
-fn group_ref(gid: &str, op: &str) -> String {
-    format!("refs/atomdeploy/group/{gid}/{op}")
+/// A ref the primary pushes, named as the host parses it.
+pub fn group_ref(gid: &str, op: Op) -> String {
+    GroupRef {
+        gid: gid.to_string(),
+        op,
+    }
+    .refname()
 }
 
 /// A new id for one group operation: `[0-9A-Za-z-]{1,64}`, unique per primary (its lock
@@ -157,6 +162,17 @@ fn on_hosts<T: Send>(
         .collect()
 }
 
+/// Runs `f` on every host at once, the results in the hosts' order.
+pub fn on_all<T: Send>(hosts: &[Host], f: impl Fn(&Host) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts.iter().map(|h| scope.spawn(|| f(h))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// One host's prepare, as it ended.
 enum Prep {
     Ready { build: String },
@@ -264,11 +280,11 @@ fn prepare_everywhere(
 ) -> (Vec<HostLog>, Vec<String>, bool) {
     let (fingerprint, app_keys) = g.plan.config.app_fingerprint();
     let op = match g.build {
-        HostBuild::Prepare => "prepare",
-        HostBuild::Replay => "replay",
-        HostBuild::Reuse => "reuse",
+        HostBuild::Prepare => Op::Prepare(fingerprint),
+        HostBuild::Replay => Op::Replay(fingerprint),
+        HostBuild::Reuse => Op::Reuse(fingerprint),
     };
-    let prepare_ref = group_ref(gid, &format!("{op}/{fingerprint}"));
+    let prepare_ref = group_ref(gid, op);
     let stop = AtomicBool::new(false);
     let (preps, local_prep) = std::thread::scope(|scope| {
         let remote = scope.spawn(|| {
@@ -296,23 +312,19 @@ fn prepare_everywhere(
     let logs: Vec<HostLog> = hosts
         .iter()
         .zip(&preps)
-        .map(|(host, prep)| HostLog {
-            url: host.url.clone(),
-            label: host.label.clone(),
-            build: match prep {
-                Some(Prep::Ready { build }) => Some(build.clone()),
-                _ => None,
-            },
-            outcome: match prep {
-                Some(Prep::Ready { .. }) => "prepared",
-                Some(Prep::Failed(_)) => "failed",
-                None => "not started",
+        .map(|(host, prep)| {
+            let (build, outcome, error) = match prep {
+                Some(Prep::Ready { build }) => (Some(build.clone()), "prepared", None),
+                Some(Prep::Failed(why)) => (None, "failed", Some(why.clone())),
+                None => (None, "not started", None),
+            };
+            HostLog {
+                url: host.url.clone(),
+                label: host.label.clone(),
+                build,
+                outcome: outcome.into(),
+                error,
             }
-            .into(),
-            error: match prep {
-                Some(Prep::Failed(why)) => Some(why.clone()),
-                _ => None,
-            },
         })
         .collect();
     let mut failures: Vec<String> = logs
@@ -334,7 +346,7 @@ fn switch_everywhere(
     hosts: &[Host],
     local: &mut dyn Local,
 ) -> (Vec<Pushed>, LocalLive) {
-    let switch_ref = group_ref(gid, "switch");
+    let switch_ref = group_ref(gid, Op::Switch);
     let (first_tx, first_rx) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let handles: Vec<_> = hosts
@@ -520,15 +532,12 @@ fn call_off(
     let asked: Vec<usize> = (0..hosts.len())
         .filter(|i| logs[*i].outcome != "not started")
         .collect();
-    let abort_ref = group_ref(gid, "abort");
-    let aborts = on_hosts(
+    let abort_ref = group_ref(gid, Op::Abort);
+    let aborts = on_all(
         &asked.iter().map(|i| hosts[*i].clone()).collect::<Vec<_>>(),
-        hosts.len(),
-        &AtomicBool::new(false),
         |host| g.push(host, &abort_ref, &|_| {}),
     );
     for (i, pushed) in asked.iter().zip(aborts) {
-        let Some(pushed) = pushed else { continue };
         let aborted = pushed
             .lines
             .iter()
@@ -561,18 +570,15 @@ fn go_back(
     local: &mut dyn Local,
     local_switched: bool,
 ) -> String {
-    let restore_ref = group_ref(gid, "restore");
-    let restores = on_hosts(switched, switched.len(), &AtomicBool::new(false), |host| {
-        g.push(host, &restore_ref, &|_| {})
-    });
+    let restore_ref = group_ref(gid, Op::Restore);
+    let restores = on_all(switched, |host| g.push(host, &restore_ref, &|_| {}));
     let mut back = Vec::new();
     let mut stuck = Vec::new();
     for (host, pushed) in switched.iter().zip(restores) {
-        let restored = pushed.as_ref().is_some_and(|p| {
-            p.lines
-                .iter()
-                .any(|l| matches!(l, GroupLine::Restored { gid: g2, .. } if g2 == gid))
-        });
+        let restored = pushed
+            .lines
+            .iter()
+            .any(|l| matches!(l, GroupLine::Restored { gid: g2, .. } if g2 == gid));
         let log = logs.iter_mut().find(|l| l.url == host.url);
         if restored {
             back.push(host.label.clone());
@@ -580,7 +586,7 @@ fn go_back(
                 log.outcome = "restored".into();
             }
         } else {
-            let why = pushed.map_or("not asked".into(), |p| p.why("no answer"));
+            let why = pushed.why("no answer");
             stuck.push(format!("{} ({why})", host.label));
             if let Some(log) = log {
                 log.error = Some(format!("could not switch back: {why}"));

@@ -45,8 +45,8 @@ pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row
     let exclusions = excluded::read(&plan.layout)?;
     let hosts = Host::all(&plan.config.hosts);
     let gid = primary::new_gid();
-    let status_ref = format!("refs/atomdeploy/group/{gid}/status");
-    let answers = on_all(&hosts, |host| {
+    let status_ref = primary::group_ref(&gid, crate::group::Op::Status);
+    let answers = primary::on_all(&hosts, |host| {
         remote::push(plan, host, &commit, &status_ref, reporter, &|_| {})
     });
     let rows = hosts
@@ -74,16 +74,6 @@ pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row
         })
         .collect();
     Ok((live, commit, rows))
-}
-
-fn on_all<T: Send>(hosts: &[Host], f: impl Fn(&Host) -> T + Sync) -> Vec<T> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts.iter().map(|h| scope.spawn(|| f(h))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
 }
 
 /// `atomdeploy-hook hosts [--json]`.
