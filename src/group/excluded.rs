@@ -48,12 +48,7 @@ pub fn read(layout: &Layout) -> Result<Vec<Exclusion>> {
 pub fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
     let path = file(layout);
     if exclusions.is_empty() {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("cannot remove {}", path.display()))
-            }
-            _ => Ok(()),
-        };
+        return builds::remove_file_if_present(&path);
     }
     let mut text = serde_json::to_string_pretty(exclusions)?;
     text.push('\n');

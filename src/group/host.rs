@@ -512,7 +512,7 @@ fn restore(ctx: &Ctx, entry: &mut history::Entry) -> Result<()> {
         if previous.is_none() {
             drop_record(layout, ctx.gid);
             bail!(
-                "nothing is live on this host, as before group {}; builds/{build} never went                  live and is gone",
+                "nothing is live on this host, as before group {}; builds/{build} never went live and is gone",
                 ctx.gid
             );
         }
