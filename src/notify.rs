@@ -213,9 +213,11 @@ fn body(entry: &Entry) -> Value {
     })
 }
 
-/// The one line of a Slack message.
+/// The one line of a Slack message. Every value in it is escaped for Slack
+/// ([`slack_escaped`]): the subject, the author and an error's text are the pusher's to
+/// write, and the rest costs nothing to escape too.
 fn summary(body: &Value) -> String {
-    let s = |k: &str| body[k].as_str().unwrap_or("").to_string();
+    let s = |k: &str| slack_escaped(body[k].as_str().unwrap_or(""));
     let commit = s("commit");
     let short = &commit[..commit.len().min(7)];
     let mut line = format!("atomdeploy on {}: {} {short}", s("server"), s("outcome"));
@@ -240,6 +242,15 @@ fn summary(body: &Value) -> String {
         line.push_str(&format!(": {}", error.lines().next().unwrap_or("")));
     }
     line
+}
+
+/// Slack reads `<…>` in a message's text as a mention or a link (`<!channel>` pings everyone,
+/// `<http://x|y>` shows `y` and leads to `x`) and `&…;` as an entity; escaped as its docs ask,
+/// text shows as it was typed.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn hostname() -> String {
@@ -291,5 +302,50 @@ mod tests {
         }
         assert!(shown.contains("https://hooks.example:8443/…"), "{shown}");
         assert!(shown.ends_with("said hooks.example"), "{shown}");
+    }
+
+    /// Every string made of three of the pieces a pusher could use to ping or to link (the
+    /// empty one among them), escaped: nothing Slack reads as markup is left, and unescaping
+    /// gives the text back.
+    #[test]
+    fn slack_text_shows_every_hostile_combination_as_typed() {
+        let pieces = [
+            "<!channel>",
+            "<!here>",
+            "<!everyone>",
+            "<@U123>",
+            "<#C123|general>",
+            "<http://x|y>",
+            "&",
+            "&lt;",
+            "&amp;gt;",
+            "<",
+            ">",
+            " ",
+            "",
+        ];
+        let mut checked = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let typed = format!("{a}{b}{c}");
+                    let escaped = slack_escaped(&typed);
+                    assert!(!escaped.contains(['<', '>']), "{typed:?}: {escaped:?}");
+                    let entities = escaped.match_indices('&').all(|(i, _)| {
+                        ["&amp;", "&lt;", "&gt;"]
+                            .iter()
+                            .any(|e| escaped[i..].starts_with(e))
+                    });
+                    assert!(entities, "{typed:?}: {escaped:?}");
+                    let back = escaped
+                        .replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&amp;", "&");
+                    assert_eq!(back, typed);
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, pieces.len().pow(3));
     }
 }

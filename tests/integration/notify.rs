@@ -1,7 +1,7 @@
 //! `notify:` webhooks, told through a real HTTP listener on 127.0.0.1: a deploy, a failure and
-//! a rollback each POST once; slack's body; a listener that never answers bounds the push
-//! without failing it; a bad URL is refused where it stands; a URL's secrets (userinfo, path,
-//! query) show nowhere, whatever happened.
+//! a rollback each POST once; slack's body, with what the pusher wrote escaped; a listener that
+//! never answers bounds the push without failing it; a bad URL is refused where it stands; a
+//! URL's secrets (userinfo, path, query) show nowhere, whatever happened.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -509,6 +509,106 @@ fn a_webhooks_secrets_show_nowhere_after_a_deploy_a_rollback_and_a_failure() {
             (&2.into(), &dead_shown.clone().into())
         );
         assert!(pair[1]["error"].is_string(), "{}", pair[1]);
+    }
+}
+
+/// Slack's text as typed: what `&lt;`, `&gt;` and `&amp;` stand for.
+fn unescaped(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn slack_text_escapes_what_the_pusher_wrote_and_json_keeps_it_verbatim() {
+    // What pings a channel or a person, links elsewhere, or is already an entity.
+    let pieces = [
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "<http://x|y>",
+        "&",
+        "&lt;",
+        "<!subteam^S1>",
+        ">",
+    ];
+    // Each a rotation of all of them, joined three ways: every piece at the start, the end and
+    // next to every kind of neighbour across the three.
+    let subjects: Vec<String> = ["", " ", "x"]
+        .iter()
+        .enumerate()
+        .map(|(i, glue)| {
+            let n = pieces.len();
+            (0..n)
+                .map(|k| pieces[(k + 3 * i) % n])
+                .collect::<Vec<_>>()
+                .join(glue)
+        })
+        .collect();
+    let json = Listener::start(false);
+    let slack = Listener::start(false);
+    let server = Server::install();
+    server.set_config(
+        "notify",
+        &format!(
+            "[{{url: '{}'}}, {{url: '{}', format: slack}}]",
+            json.url, slack.url
+        ),
+    );
+    let clone = server.clone_fixture("example-app");
+    // git refuses `<` and `>` in a name (and the server's fsck a commit written by hand with
+    // them): entities are what an author can slip in.
+    let author = "&lt;!channel&gt; &amp; & co <pusher@example.com>";
+    for (i, subject) in subjects.iter().enumerate() {
+        clone.set_version(&format!("v{i}"));
+        clone.git(&["add", "-A"]);
+        clone.git(&["commit", "-q", "--author", author, "-m", subject]);
+        clone.push_main().success();
+    }
+    // An error that quotes what the pusher can write.
+    server.set_config(
+        "before_switch",
+        &format!("[\"echo '{}' >&2; exit 3\"]", subjects[0]),
+    );
+    clone.set_version("broken");
+    clone.commit(&subjects[2]);
+    clone.push_main().deploy_failed();
+
+    let bodies: Vec<_> = json.received().into_iter().map(|r| r.body).collect();
+    let texts: Vec<String> = slack
+        .received()
+        .into_iter()
+        .map(|r| r.body["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!((bodies.len(), texts.len()), (4, 4));
+    assert_eq!(bodies[1]["author"], author, "{}", bodies[1]);
+    assert!(
+        bodies[3]["error"].as_str().unwrap().contains(&subjects[0]),
+        "{}",
+        bodies[3]
+    );
+    for (i, (body, text)) in bodies.iter().zip(&texts).enumerate() {
+        // The JSON body is the log's facts, verbatim: escaping is its receiver's to do.
+        assert_eq!(body["subject"], subjects[i.min(2)].as_str(), "{body}");
+        assert!(!text.contains(['<', '>']), "markup left in {text:?}");
+        let entities = text.match_indices('&').all(|(at, _)| {
+            ["&amp;", "&lt;", "&gt;"]
+                .iter()
+                .any(|e| text[at..].starts_with(e))
+        });
+        assert!(entities, "a bare & in {text:?}");
+        let typed = unescaped(text);
+        for key in ["subject", "author"] {
+            let value = body[key].as_str().unwrap();
+            assert!(
+                typed.contains(value),
+                "{key} {value:?} not shown in {text:?}"
+            );
+        }
+        if let Some(error) = body["error"].as_str() {
+            let first = error.lines().next().unwrap();
+            assert!(typed.contains(first), "{first:?} not shown in {text:?}");
+        }
     }
 }
 
