@@ -464,7 +464,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
     SEEN_PATHS.with(|seen| seen.take());
     let raw: Result<RawConfig, _> = serde_yaml::from_str(text);
     SEEN_PATHS.with(|seen| seen.take());
-    let raw = raw.map_err(|e| located(origin, &e))?;
+    let raw = raw.map_err(|e| located(origin, &e, text))?;
     let repository = root.join(&raw.repository);
     let hosts = resolve_hosts(text, origin, root, &repository, raw.hosts)?;
     Ok(Config {
@@ -597,13 +597,14 @@ pub fn same_path(a: &Path, b: &Path) -> bool {
 }
 
 /// `file:line:column: message`, the form editors and terminals jump to.
-fn located(origin: &Path, err: &serde_yaml::Error) -> anyhow::Error {
+fn located(origin: &Path, err: &serde_yaml::Error, yaml: &str) -> anyhow::Error {
     let text = err.to_string();
     // serde_yaml appends " at line L column C" itself; we put the position up front instead.
     let message = match text.rfind(" at line ") {
         Some(i) if err.location().is_some() => &text[..i],
         _ => &text[..],
     };
+    let message = without_notify_secrets(message, yaml);
     match err.location() {
         Some(loc) => anyhow!(
             "{}:{}:{}: {message}",
@@ -612,6 +613,49 @@ fn located(origin: &Path, err: &serde_yaml::Error) -> anyhow::Error {
             loc.column()
         ),
         None => anyhow!("{}: {message}", origin.display()),
+    }
+}
+
+/// serde quotes a value it could not take (`invalid type: string "…", expected struct
+/// NotifyTarget`): a webhook URL written in the wrong shape under `notify:` would reach the
+/// pusher whole, secret and all. Every string under `notify:` but a plain word (a key, a
+/// format's name: nothing secret, and what such an error is about) shows redacted instead.
+fn without_notify_secrets(message: &str, yaml: &str) -> String {
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(yaml) else {
+        // Not YAML at all: the error is the parser's, about the syntax, quoting no value.
+        return message.to_string();
+    };
+    let mut strings = Vec::new();
+    strings_in(&doc["notify"], &mut strings);
+    strings.retain(|s| {
+        !s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    // Longest first: a URL goes whole before a shorter string inside it could split it.
+    strings.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut message = message.to_string();
+    for s in strings {
+        let shown = redacted_url(&s);
+        // As serde quotes it: escaped the way Rust's Debug escapes a str.
+        let quoted = format!("{s:?}");
+        let escaped = &quoted[1..quoted.len() - 1];
+        message = message.replace(&s, &shown).replace(escaped, &shown);
+    }
+    message
+}
+
+/// Every string in `value`, mapping keys included (serde quotes an unknown field's name).
+fn strings_in(value: &serde_yaml::Value, out: &mut Vec<String>) {
+    use serde_yaml::Value;
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Sequence(items) => items.iter().for_each(|v| strings_in(v, out)),
+        Value::Mapping(map) => map.iter().for_each(|(k, v)| {
+            strings_in(k, out);
+            strings_in(v, out);
+        }),
+        Value::Tagged(tagged) => strings_in(&tagged.value, out),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -1444,7 +1488,7 @@ fn resolve_hosts(
 #[serde(deny_unknown_fields)]
 pub struct NotifyTarget {
     #[serde(deserialize_with = "notify_url")]
-    pub url: String,
+    pub url: NotifyUrl,
     #[serde(default)]
     pub format: NotifyFormat,
 }
@@ -1460,33 +1504,90 @@ pub enum NotifyFormat {
 }
 
 /// Checked inside the visitor, so that the error points at the URL itself.
-fn notify_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn notify_url<'de, D: Deserializer<'de>>(d: D) -> Result<NotifyUrl, D::Error> {
     struct UrlVisitor;
     impl Visitor<'_> for UrlVisitor {
-        type Value = String;
+        type Value = NotifyUrl;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("an http:// or https:// URL")
         }
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<NotifyUrl, E> {
             check_notify_url(text).map_err(E::custom)?;
-            Ok(text.to_string())
+            Ok(NotifyUrl(text.to_string()))
         }
     }
     d.deserialize_str(UrlVisitor)
 }
 
+/// A `notify:` URL. A webhook's URL is its password (Slack's token is its path; others carry
+/// one in the query, or as `user:pass@`): whoever reads it can post in its name. So it shows,
+/// in Display and Debug alike, only as [`redacted_url`] gives it, whatever prints it (the
+/// pusher's lines, notify.jsonl, a warning); [`NotifyUrl::secret`] is for sending to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotifyUrl(String);
+
+impl NotifyUrl {
+    /// The whole URL, secret parts and all: only to send to, never to show.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NotifyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&redacted_url(&self.0))
+    }
+}
+
+impl fmt::Debug for NotifyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "NotifyUrl({})", redacted_url(&self.0))
+    }
+}
+
+/// What may be shown of a URL that can carry a secret in its userinfo, path or query:
+/// `scheme://host[:port]/…`, the same shape whatever the path (an empty one included, so
+/// that the shape tells nothing either). Parsed by the http crate, the parser ureq sends
+/// with; what it cannot parse shows its scheme at most.
+pub fn redacted_url(text: &str) -> String {
+    if let Ok(uri) = text.parse::<ureq::http::Uri>()
+        && let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority())
+        && !authority.host().is_empty()
+    {
+        let port = authority
+            .port_u16()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        return format!("{scheme}://{}{port}/…", authority.host());
+    }
+    match text.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!("{scheme}://…")
+        }
+        _ => "…".to_string(),
+    }
+}
+
+/// Its errors show the URL redacted: a refused URL may still hold a good secret (a typo in
+/// the scheme, say), and the error reaches the pusher.
 fn check_notify_url(text: &str) -> Result<(), String> {
+    let shown = redacted_url(text);
     let rest = text
         .strip_prefix("http://")
         .or_else(|| text.strip_prefix("https://"))
-        .ok_or_else(|| format!("notify url `{text}` must start with http:// or https://"))?;
+        .ok_or_else(|| format!("notify url `{shown}` must start with http:// or https://"))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("notify url `{text}` needs a host, and no spaces"));
+        return Err(format!("notify url `{shown}` needs a host, and no spaces"));
     }
     // ureq's own parser is the one that will send it: what it refuses is refused here.
     text.parse::<ureq::http::Uri>()
-        .map_err(|e| format!("notify url `{text}` is not a URL: {e}"))?;
+        .map_err(|e| format!("notify url `{shown}` is not a URL: {e}"))?;
     Ok(())
 }
 
@@ -2558,5 +2659,76 @@ mod tests {
         }
         let err = parse_err("repository: r\nnotify:\n  - url: http://a/\n    format: xml\n");
         assert!(err.contains("deploy.yml:4:"), "{err}");
+    }
+
+    #[test]
+    fn a_notify_url_shows_scheme_host_and_port_only() {
+        for (url, shown) in [
+            (
+                "https://hooks.slack.com/services/T0/B0/XX",
+                "https://hooks.slack.com/…",
+            ),
+            (
+                "http://u:pw@127.0.0.1:9000/d?token=t#f",
+                "http://127.0.0.1:9000/…",
+            ),
+            ("http://u@[::1]:80", "http://[::1]:80/…"),
+            ("https://h.example?token=t", "https://h.example/…"),
+            ("ftp://u:pw@h/secret", "ftp://h/…"),
+            ("http:// u:pw@h/secret", "http://…"),
+            ("u:pw@h/secret", "…"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+        let config = parse_ok("repository: r\nnotify:\n  - url: http://u:pw@h/secret?token=t\n");
+        let url = &config.notify[0].url;
+        assert_eq!(url.secret(), "http://u:pw@h/secret?token=t");
+        assert_eq!(url.to_string(), "http://h/…");
+        let debug = format!("{config:?}");
+        assert!(debug.contains("NotifyUrl(http://h/…)"), "{debug}");
+        for secret in ["pw", "secret", "token"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+
+    /// A URL refused, or written in a shape `notify:` does not take, is quoted in the error
+    /// (serde quotes what it could not take): redacted, at its line and column still.
+    #[test]
+    fn an_error_about_a_notify_entry_keeps_its_secrets() {
+        let secrets = ["hookuser", "hookpw", "s3cretpath", "q5ecret"];
+        let url = "//hookuser:hookpw@hooks.example/s3cretpath?token=q5ecret";
+        let shown = "https://hooks.example/…";
+        for (yaml, at) in [
+            (
+                format!("notify:\n  - url: 'ftp:{url}'\n"),
+                "3:10: notify[0].url: notify url `ftp://hooks.example/…` must",
+            ),
+            (
+                format!("notify:\n  - url: 'http:{url} x'\n"),
+                "3:10: notify[0].url: notify url `http://…` needs",
+            ),
+            (
+                format!("notify:\n  - 'https:{url}'\n"),
+                &format!("3:5: notify[0]: invalid type: string \"{shown}\""),
+            ),
+            (
+                format!("notify: 'https:{url}'\n"),
+                &format!("2:9: notify: invalid type: string \"{shown}\""),
+            ),
+            (
+                format!("notify:\n  - url: http://a/\n    'https:{url}': 1\n"),
+                &format!("4:5: notify[0]: unknown field `{shown}`"),
+            ),
+            (
+                format!("notify:\n  - url: [\"https:{url}\"]\n"),
+                "3:10: notify[0].url: invalid type: sequence",
+            ),
+        ] {
+            let err = parse_err(&format!("repository: r\n{yaml}"));
+            assert!(err.contains(&format!("deploy.yml:{at}")), "{yaml}: {err}");
+            for secret in secrets {
+                assert!(!err.contains(secret), "{secret} in {err}");
+            }
+        }
     }
 }

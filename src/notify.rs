@@ -5,6 +5,10 @@
 //! pusher longer than [`TOTAL_BOUND`]: the URLs are told in parallel, each with
 //! [`PER_URL_TIMEOUT`]. Each delivery (status or error, duration) is appended to
 //! `.atomdeploy/notify.jsonl` and reported to the pusher in one line.
+//!
+//! A webhook's URL is its secret: every line about one shows it redacted (see
+//! [`crate::config::NotifyUrl`]) with its place in the `notify:` list (`#2`), which tells two
+//! webhooks on one host apart without saying anything of their tokens.
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::config::NotifyFormat;
+use crate::config::{NotifyFormat, redacted_url};
 use crate::infra::report::Reporter;
 use crate::state::builds;
 use crate::state::history::{Entry, Outcome};
@@ -41,15 +45,17 @@ pub fn send(plan: &Plan, entry: &Entry, reporter: &Reporter) {
     let body = body(entry);
     let results = deliver(targets, &body, reporter);
     let mut log = String::new();
-    for (target, (result, took)) in targets.iter().zip(results) {
+    for (n, (target, (result, took))) in (1..).zip(targets.iter().zip(results)) {
         let ms = took.as_millis();
+        let url = &target.url;
         match &result {
-            Ok(status) => reporter.line(&format!("notified {} {status} in {ms}ms", target.url)),
-            Err(e) => reporter.warn(&format!("notifying {} failed: {e}", target.url)),
+            Ok(status) => reporter.line(&format!("notified #{n} {url} {status} in {ms}ms")),
+            Err(e) => reporter.warn(&format!("notifying #{n} {url} failed: {e}")),
         }
         let line = json!({
             "at": builds::utc_now_rfc3339(),
-            "url": target.url,
+            "target": n,
+            "url": url.to_string(),
             "format": match target.format { NotifyFormat::Json => "json", NotifyFormat::Slack => "slack" },
             "commit": entry.commit,
             "outcome": body["outcome"],
@@ -85,7 +91,7 @@ fn deliver(
             NotifyFormat::Json => body.clone(),
             NotifyFormat::Slack => json!({ "text": summary(body) }),
         };
-        let url = target.url.clone();
+        let url = target.url.secret().to_string();
         let spawned = std::thread::Builder::new()
             .name("notify".into())
             .spawn(move || {
@@ -94,7 +100,7 @@ fn deliver(
                 let _ = tx.send((i, result, started.elapsed()));
             });
         if let Err(e) = spawned {
-            reporter.warn(&format!("notifying {} failed: {e}", target.url));
+            reporter.warn(&format!("notifying #{} {} failed: {e}", i + 1, target.url));
         }
     }
     drop(tx);
@@ -120,7 +126,8 @@ fn deliver(
         .collect()
 }
 
-/// One POST; `Ok(status)` for a 2xx answer, anything else an error.
+/// One POST; `Ok(status)` for a 2xx answer, anything else an error, told without the URL's
+/// secret parts.
 fn post(url: &str, payload: &Value) -> Result<u16, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(PER_URL_TIMEOUT))
@@ -137,7 +144,8 @@ fn post(url: &str, payload: &Value) -> Result<u16, String> {
             ureq::Error::Timeout(_) => {
                 format!("timeout: no answer within {}s", PER_URL_TIMEOUT.as_secs())
             }
-            e => e.to_string(),
+            // Some of ureq's errors quote the URL (`bad uri: … is missing host`).
+            e => without_secrets(&e.to_string(), url),
         })?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
@@ -145,6 +153,34 @@ fn post(url: &str, payload: &Value) -> Result<u16, String> {
     } else {
         Err(format!("answered {status}"))
     }
+}
+
+/// `text` with `url` and each of its secret parts (userinfo, path, query) replaced: an error
+/// that quotes the URL, whole or in parts, is shown as it would be without them.
+fn without_secrets(text: &str, url: &str) -> String {
+    let mut parts = vec![url.to_string()];
+    if let Ok(uri) = url.parse::<ureq::http::Uri>() {
+        if let Some((userinfo, _)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
+            parts.push(userinfo.to_string());
+            parts.extend(userinfo.split(':').map(str::to_string));
+        }
+        if let Some(path_and_query) = uri.path_and_query() {
+            parts.push(path_and_query.as_str().to_string());
+        }
+        parts.extend(uri.query().map(str::to_string));
+        parts.push(uri.path().to_string());
+    }
+    // Longest first, so that the whole URL goes before its parts; a part as short as `/`
+    // (or empty) is no secret, and replacing it would garble the rest.
+    parts.retain(|p| p.len() > 1);
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let shown = redacted_url(url);
+    let mut text = text.to_string();
+    for part in parts {
+        let with = if part == url { shown.as_str() } else { "…" };
+        text = text.replace(&part, with);
+    }
+    text
 }
 
 /// The JSON body: the log entry's facts (the commit's subject and author and who pushed
@@ -177,9 +213,11 @@ fn body(entry: &Entry) -> Value {
     })
 }
 
-/// The one line of a Slack message.
+/// The one line of a Slack message. Every value in it is escaped for Slack
+/// ([`slack_escaped`]): the subject, the author and an error's text are the pusher's to
+/// write, and the rest costs nothing to escape too.
 fn summary(body: &Value) -> String {
-    let s = |k: &str| body[k].as_str().unwrap_or("").to_string();
+    let s = |k: &str| slack_escaped(body[k].as_str().unwrap_or(""));
     let commit = s("commit");
     let short = &commit[..commit.len().min(7)];
     let mut line = format!("atomdeploy on {}: {} {short}", s("server"), s("outcome"));
@@ -206,6 +244,15 @@ fn summary(body: &Value) -> String {
     line
 }
 
+/// Slack reads `<…>` in a message's text as a mention or a link (`<!channel>` pings everyone,
+/// `<http://x|y>` shows `y` and leads to `x`) and `&…;` as an entity; escaped as its docs ask,
+/// text shows as it was typed.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -230,5 +277,75 @@ mod tests {
         answer.join().unwrap();
         // rustls's own complaint about a peer that does not speak TLS.
         assert!(err.contains("InvalidContentType"), "{err}");
+    }
+
+    /// ureq quotes a URL it cannot send to (`bad uri: //u:pw@h/secret is missing scheme`);
+    /// the error that reaches the pusher and notify.jsonl does not.
+    #[test]
+    fn an_http_error_does_not_repeat_the_url() {
+        let err = post("//hookuser:hookpw@127.0.0.1/secret-path", &json!({})).unwrap_err();
+        assert!(err.contains("missing scheme"), "{err}");
+        for secret in ["hookuser", "hookpw", "secret-path"] {
+            assert!(!err.contains(secret), "{secret} in {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_taken_out_of_any_text_whole_or_in_parts() {
+        let url = "https://u1:p1@hooks.example:8443/services/T/B/tok?token=q1&x=y";
+        let text = format!(
+            "could not send to {url}: u1 p1 /services/T/B/tok token=q1&x=y, said hooks.example"
+        );
+        let shown = without_secrets(&text, url);
+        for secret in ["u1", "p1", "/services/T/B/tok", "token=q1"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("https://hooks.example:8443/…"), "{shown}");
+        assert!(shown.ends_with("said hooks.example"), "{shown}");
+    }
+
+    /// Every string made of three of the pieces a pusher could use to ping or to link (the
+    /// empty one among them), escaped: nothing Slack reads as markup is left, and unescaping
+    /// gives the text back.
+    #[test]
+    fn slack_text_shows_every_hostile_combination_as_typed() {
+        let pieces = [
+            "<!channel>",
+            "<!here>",
+            "<!everyone>",
+            "<@U123>",
+            "<#C123|general>",
+            "<http://x|y>",
+            "&",
+            "&lt;",
+            "&amp;gt;",
+            "<",
+            ">",
+            " ",
+            "",
+        ];
+        let mut checked = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let typed = format!("{a}{b}{c}");
+                    let escaped = slack_escaped(&typed);
+                    assert!(!escaped.contains(['<', '>']), "{typed:?}: {escaped:?}");
+                    let entities = escaped.match_indices('&').all(|(i, _)| {
+                        ["&amp;", "&lt;", "&gt;"]
+                            .iter()
+                            .any(|e| escaped[i..].starts_with(e))
+                    });
+                    assert!(entities, "{typed:?}: {escaped:?}");
+                    let back = escaped
+                        .replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&amp;", "&");
+                    assert_eq!(back, typed);
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, pieces.len().pow(3));
     }
 }

@@ -30,14 +30,19 @@ foreach (rows($resultsFile) as [$n, $flow, $round, $live, $done, $spread, $repor
 ksort($by);
 $med = fn (int $n, string $flow, string $key) => median(array_column($by[$n][$flow] ?? [], $key));
 $rounds = fewest_rounds($by, 2);
+$has = fn (string $flow) => array_filter($by, fn ($flows) => isset($flows[$flow])) !== [];
+$before = $m('before_label');
 
-$md = report_head('One push, several web servers: atomdeploy against Capistrano', $m, 'every server on it', [
+$others = array_filter([$has('before') ? "atomdeploy $before" : null, $has('capistrano') ? 'Capistrano' : null]);
+$title = 'One push, several web servers: atomdeploy' . ($others === [] ? '' : ' against ' . implode(' and ', $others));
+$md = report_head($title, $m, 'every server on it', array_values(array_filter([
     ['tools', sprintf('%s, git %s, PHP %s, Composer %s', $m('openssh'), $m('git'), $m('php'), $m('composer'))],
     ['atomdeploy-hook', sprintf('%s, commit %s', $m('atomdeploy'), $m('commit'))],
-    ['Capistrano', $m('capistrano')],
+    $has('before') ? ["atomdeploy-hook $before", $m('before')] : null,
+    $has('capistrano') ? ['Capistrano', $m('capistrano')] : null,
     ['app', sprintf('%s files in the commit (benches/lib/genapp.php)', $m('files'))],
     ['rounds', sprintf('%d measured deploys per number of servers and tool', $rounds)],
-]);
+])));
 
 $md .= <<<MD
 
@@ -56,9 +61,12 @@ N web servers on one machine, each an `sshd` of its own on a loopback address (1
   into a new release, `linked_dirs: [storage]`, `composer {$m('composer_args')}` in the release
   after `deploy:updated`, the `current` symlink, keep 5), over ssh with its own key.
 
-Every round the same new commit (10 classes changed, one added) goes to atomdeploy, then to
-Capistrano; every deploy is checked (each server's live `REVISION`, the pushed files, composer's
-class map, the linked `storage`).
+- **atomdeploy $before** (when measured): the same as atomdeploy, on servers of its own, each
+  installed with the other binary above.
+
+Every round the same new commit (10 classes changed, one added) goes to each tool in turn, the
+order rotating by one tool each round; every deploy is checked (each server's live `REVISION`,
+the pushed files, composer's class map, the linked `storage`).
 
 - **push → all live**: from just before `git push` to the last server's switch, the largest
   ctime (ns) of the servers' `latest` (atomdeploy) / `current` (Capistrano) symlinks, set by the
@@ -68,14 +76,43 @@ class map, the linked `storage`).
   different releases. A new inode's ctime comes from the kernel's coarse clock (one timer
   tick, 4 ms at `HZ=250`): that is the resolution of this figure. atomdeploy also reports its
   own (from the `CLOCK_REALTIME` taken right after each `rename(2)`), shown in brackets.
-- Medians over the rounds; ratios are Capistrano / atomdeploy (above 1×: atomdeploy faster).
+- Medians over the rounds; ratios are Capistrano / atomdeploy and $before / atomdeploy (above
+  1×: atomdeploy faster).
 
 ## Results
 
 
 MD;
+// $flow's medians beside atomdeploy's: push → all live, push → done (each with the ratio) and
+// the switch spread (atomdeploy's own figure in brackets).
+$against = function (string $flow) use ($by, $med): array {
+    $spread = fn (int $n, string $f) => ms($med($n, $f, 'spread'))
+        . (($r = $med($n, $f, 'reported')) === null ? '' : ' (' . ms($r) . ')');
+    $rows = [];
+    foreach ($by as $n => $_) {
+        $rows[] = [
+            (string) $n,
+            sec($med($n, 'atomdeploy', 'live')), sec($med($n, $flow, 'live')),
+            ratio($med($n, $flow, 'live'), $med($n, 'atomdeploy', 'live')),
+            sec($med($n, 'atomdeploy', 'done')), sec($med($n, $flow, 'done')),
+            ratio($med($n, $flow, 'done'), $med($n, 'atomdeploy', 'done')),
+            $spread($n, 'atomdeploy'), $spread($n, $flow),
+        ];
+    }
+    return $rows;
+};
+if ($has('before')) {
+    $md .= "### atomdeploy and atomdeploy $before\n\n" . table([
+        'servers', 'atomdeploy push → all live', $before, 'ratio',
+        'atomdeploy push → done', $before, 'ratio',
+        'atomdeploy switch spread', $before,
+    ], $against('before'), range(1, 8));
+}
+if ($has('capistrano')) {
+    $md .= ($has('before') ? "\n" : '') . "### atomdeploy and Capistrano\n\n";
+}
 $rows = [];
-foreach ($by as $n => $_) {
+foreach ($has('capistrano') ? $by : [] as $n => $_) {
     $aLive = $med($n, 'atomdeploy', 'live');
     $cLive = $med($n, 'capistrano', 'live');
     $aDone = $med($n, 'atomdeploy', 'done');
@@ -91,11 +128,13 @@ foreach ($by as $n => $_) {
         ms($cSpread), ratio($cSpread, $aSpread),
     ];
 }
-$md .= table([
-    'servers', 'atomdeploy push → all live', 'Capistrano', 'ratio',
-    'atomdeploy push → done', 'Capistrano', 'ratio',
-    'atomdeploy switch spread', 'Capistrano', 'ratio',
-], $rows, range(1, 9));
+if ($rows !== []) {
+    $md .= table([
+        'servers', 'atomdeploy push → all live', 'Capistrano', 'ratio',
+        'atomdeploy push → done', 'Capistrano', 'ratio',
+        'atomdeploy switch spread', 'Capistrano', 'ratio',
+    ], $rows, range(1, 9));
+}
 
 $md .= "\n## Every deploy\n\n";
 $rows = [];
@@ -103,7 +142,7 @@ foreach ($by as $n => $flows) {
     foreach ($flows as $flow => $rs) {
         foreach ($rs as $i => $r) {
             $rows[] = [
-                (string) $n, $flow, (string) ($i + 1), sec((float) $r['live']), sec((float) $r['done']),
+                (string) $n, $flow === 'before' ? "atomdeploy $before" : $flow, (string) ($i + 1), sec((float) $r['live']), sec((float) $r['done']),
                 ms((float) $r['spread']), $r['reported'] === '-' ? '' : ms((float) $r['reported']),
             ];
         }

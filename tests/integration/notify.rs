@@ -1,16 +1,18 @@
 //! `notify:` webhooks, told through a real HTTP listener on 127.0.0.1: a deploy, a failure and
-//! a rollback each POST once; slack's body; a listener that never answers bounds the push
-//! without failing it; a bad URL is refused where it stands.
+//! a rollback each POST once; slack's body, with what the pusher wrote escaped; a listener that
+//! never answers bounds the push without failing it; a bad URL is refused where it stands; a
+//! URL's secrets (userinfo, path, query) show nowhere, whatever happened.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::harness::{BIN, Server};
+use crate::harness::{BIN, Push, Server};
 
 /// A request as the listener read it.
 struct Request {
@@ -63,6 +65,11 @@ impl Listener {
             port,
             thread: Some(thread),
         }
+    }
+
+    /// The URL as every line about it shows it: scheme, host and port.
+    fn shown(&self) -> String {
+        format!("http://127.0.0.1:{}/…", self.port)
     }
 
     /// Every request received so far (all were, once the push returned).
@@ -132,7 +139,7 @@ fn a_deploy_posts_its_commit_and_outcome_once_and_the_delivery_is_logged() {
     let v1 = clone.commit("the first version");
     let push = clone.push_main().success();
     let line = push
-        .remote_line(&format!("notified {} 204 in ", listener.url))
+        .remote_line(&format!("notified #1 {} 204 in ", listener.shown()))
         .unwrap_or_else(|| panic!("no notified line:\n{}", push.stderr));
     assert!(line.ends_with("ms"), "{line}");
 
@@ -167,7 +174,8 @@ fn a_deploy_posts_its_commit_and_outcome_once_and_the_delivery_is_logged() {
 
     let log = notify_log(&server);
     assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(log[0]["url"], listener.url.as_str());
+    assert_eq!(log[0]["url"], listener.shown());
+    assert_eq!(log[0]["target"], 1);
     assert_eq!(log[0]["status"], 204);
     assert_eq!(log[0]["outcome"], "deployed");
     assert!(log[0]["ms"].is_u64(), "{}", log[0]);
@@ -193,7 +201,7 @@ fn a_failed_deploy_posts_failed_with_its_error_and_keeps_its_exit_status() {
     let push = clone.push_main().deploy_failed();
     assert_eq!(push.code, Some(1), "{}", push.stderr);
     assert!(
-        push.remote_line(&format!("notified {} 204 in ", listener.url))
+        push.remote_line(&format!("notified #1 {} 204 in ", listener.shown()))
             .is_some(),
         "{}",
         push.stderr
@@ -268,7 +276,10 @@ fn a_listener_that_never_answers_bounds_the_push_which_still_deploys() {
     assert_eq!(push.code, Some(0));
     assert_eq!(server.live_revision(), v1);
     let warning = push
-        .remote_line(&format!("warning: notifying {} failed: ", silent.url))
+        .remote_line(&format!(
+            "warning: notifying #1 {} failed: ",
+            silent.shown()
+        ))
         .unwrap_or_else(|| panic!("no warning:\n{}", push.stderr));
     assert!(
         warning.ends_with("timeout: no answer within 5s"),
@@ -307,7 +318,7 @@ fn a_bad_notify_url_is_refused_at_its_line_and_column_and_nothing_deploys() {
     );
     assert!(error.contains(&at), "{error} lacks {at}");
     assert!(
-        error.contains("notify url `ftp://127.0.0.1/deploys` must start with http:// or https://"),
+        error.contains("notify url `ftp://127.0.0.1/…` must start with http:// or https://"),
         "{error}"
     );
     server.assert_unchanged_since(&before);
@@ -338,4 +349,307 @@ fn a_push_queued_behind_a_deploy_does_not_wait_for_its_webhook() {
     second.stderr_lacks("waiting for the deploy lock");
     let first = first.finish();
     assert_eq!(first.code, Some(0), "{}", first.stderr);
+}
+
+/// A string no file holds by chance: `label` and 16 random hex digits.
+fn secret(label: &str) -> String {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(label);
+    format!("{label}{random:016x}")
+}
+
+/// The parts of a webhook URL that are its password, and the URL that carries them all.
+struct SecretUrl {
+    url: String,
+    secrets: Vec<String>,
+}
+
+impl SecretUrl {
+    fn on_port(port: u16) -> SecretUrl {
+        let secrets: Vec<String> = ["hookuser", "hookpass", "hookpath", "hooktoken"]
+            .into_iter()
+            .map(secret)
+            .collect();
+        let [user, pass, path, token] = &secrets[..] else {
+            unreachable!()
+        };
+        SecretUrl {
+            url: format!("http://{user}:{pass}@127.0.0.1:{port}/services/{path}?token={token}"),
+            secrets,
+        }
+    }
+}
+
+/// Every file under `dir` (symlinks not followed) that holds `needle`, but `except`.
+fn files_holding(dir: &Path, needle: &str, except: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file() && e.path() != except)
+        .filter(|e| {
+            let bytes = std::fs::read(e.path()).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn a_webhooks_secrets_show_nowhere_after_a_deploy_a_rollback_and_a_failure() {
+    let listener = Listener::start(false);
+    let told = SecretUrl::on_port(listener.port);
+    // A port nobody listens on: refused, the dead webhook's warning.
+    let dead_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = SecretUrl::on_port(dead_port);
+    let server = Server::install();
+    server.set_config(
+        "notify",
+        &format!("[{{url: '{}'}}, {{url: '{}'}}]", told.url, dead.url),
+    );
+    let clone = server.clone_fixture("example-app");
+    let mut pushes: Vec<Push> = Vec::new();
+    for version in ["v1", "v2"] {
+        clone.set_version(version);
+        clone.commit(version);
+        pushes.push(clone.push_main().success());
+    }
+    pushes.push(clone.push(&[":rollback"]).success());
+    server.set_config("before_switch", r#"["echo broken-on-purpose >&2; exit 3"]"#);
+    clone.set_version("v3");
+    clone.commit("v3");
+    pushes.push(clone.push_main().deploy_failed());
+    let outcomes: Vec<_> = server
+        .deploy_log()
+        .iter()
+        .map(|e| e["outcome"].clone())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["deployed", "deployed", "rolled back", "failed"],
+        "{outcomes:?}"
+    );
+
+    // Still told, secrets and all: redacting the lines did not touch what is sent.
+    let got = listener.received();
+    assert_eq!(got.len(), 4);
+    let [user, pass, path, token] = &told.secrets[..] else {
+        unreachable!()
+    };
+    for request in &got {
+        let head = &request.head;
+        assert!(
+            head.starts_with(&format!("POST /services/{path}?token={token} HTTP/1.1")),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("authorization: basic "),
+            "ureq sends {user}:{pass} as basic auth: {head}"
+        );
+    }
+
+    // Nowhere a person reads, nor any file but deploy.yml: the pushes' output (the lines about
+    // each delivery, the failure's), `log`, `builds`, notify.jsonl, deploys.jsonl, transcripts.
+    let mut shown_to_people: Vec<(String, String)> = pushes
+        .iter()
+        .map(|p| ("a push".to_string(), p.stderr.clone()))
+        .collect();
+    for args in [&["log"][..], &["builds"], &["builds", "--json"]] {
+        let out = server.run(args);
+        crate::harness::assert_success(&out, &args.join(" "));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        shown_to_people.push((args.join(" "), text));
+    }
+    let config = server.config_path();
+    for secret in told.secrets.iter().chain(&dead.secrets) {
+        for (what, text) in &shown_to_people {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{secret} in {what}:\n{text}"
+            );
+        }
+        // Found where it is written: the search would find it anywhere else.
+        assert_eq!(
+            files_holding(&server.root, secret, Path::new("")),
+            [config.as_path()]
+        );
+        let found = files_holding(&server.base(), secret, &config);
+        assert!(found.is_empty(), "{secret} in {found:?}");
+    }
+
+    // Each delivery told, redacted, with its place in the list to tell the two apart.
+    let (shown, dead_shown) = (listener.shown(), format!("http://127.0.0.1:{dead_port}/…"));
+    for push in &pushes {
+        assert!(
+            push.remote_line(&format!("notified #1 {shown} 204 in "))
+                .is_some(),
+            "{}",
+            push.stderr
+        );
+        assert!(
+            push.remote_line(&format!("warning: notifying #2 {dead_shown} failed: "))
+                .is_some(),
+            "{}",
+            push.stderr
+        );
+    }
+    let log = notify_log(&server);
+    assert_eq!(log.len(), 8, "{log:?}");
+    for pair in log.chunks(2) {
+        assert_eq!(
+            (&pair[0]["target"], &pair[0]["url"]),
+            (&1.into(), &shown.clone().into())
+        );
+        assert_eq!(
+            (&pair[1]["target"], &pair[1]["url"]),
+            (&2.into(), &dead_shown.clone().into())
+        );
+        assert!(pair[1]["error"].is_string(), "{}", pair[1]);
+    }
+}
+
+/// Slack's text as typed: what `&lt;`, `&gt;` and `&amp;` stand for.
+fn unescaped(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn slack_text_escapes_what_the_pusher_wrote_and_json_keeps_it_verbatim() {
+    // What pings a channel or a person, links elsewhere, or is already an entity.
+    let pieces = [
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "<http://x|y>",
+        "&",
+        "&lt;",
+        "<!subteam^S1>",
+        ">",
+    ];
+    // Each a rotation of all of them, joined three ways: every piece at the start, the end and
+    // next to every kind of neighbour across the three.
+    let subjects: Vec<String> = ["", " ", "x"]
+        .iter()
+        .enumerate()
+        .map(|(i, glue)| {
+            let n = pieces.len();
+            (0..n)
+                .map(|k| pieces[(k + 3 * i) % n])
+                .collect::<Vec<_>>()
+                .join(glue)
+        })
+        .collect();
+    let json = Listener::start(false);
+    let slack = Listener::start(false);
+    let server = Server::install();
+    server.set_config(
+        "notify",
+        &format!(
+            "[{{url: '{}'}}, {{url: '{}', format: slack}}]",
+            json.url, slack.url
+        ),
+    );
+    let clone = server.clone_fixture("example-app");
+    // git refuses `<` and `>` in a name (and the server's fsck a commit written by hand with
+    // them): entities are what an author can slip in.
+    let author = "&lt;!channel&gt; &amp; & co <pusher@example.com>";
+    for (i, subject) in subjects.iter().enumerate() {
+        clone.set_version(&format!("v{i}"));
+        clone.git(&["add", "-A"]);
+        clone.git(&["commit", "-q", "--author", author, "-m", subject]);
+        clone.push_main().success();
+    }
+    // An error that quotes what the pusher can write.
+    server.set_config(
+        "before_switch",
+        &format!("[\"echo '{}' >&2; exit 3\"]", subjects[0]),
+    );
+    clone.set_version("broken");
+    clone.commit(&subjects[2]);
+    clone.push_main().deploy_failed();
+
+    let bodies: Vec<_> = json.received().into_iter().map(|r| r.body).collect();
+    let texts: Vec<String> = slack
+        .received()
+        .into_iter()
+        .map(|r| r.body["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!((bodies.len(), texts.len()), (4, 4));
+    assert_eq!(bodies[1]["author"], author, "{}", bodies[1]);
+    assert!(
+        bodies[3]["error"].as_str().unwrap().contains(&subjects[0]),
+        "{}",
+        bodies[3]
+    );
+    for (i, (body, text)) in bodies.iter().zip(&texts).enumerate() {
+        // The JSON body is the log's facts, verbatim: escaping is its receiver's to do.
+        assert_eq!(body["subject"], subjects[i.min(2)].as_str(), "{body}");
+        assert!(!text.contains(['<', '>']), "markup left in {text:?}");
+        let entities = text.match_indices('&').all(|(at, _)| {
+            ["&amp;", "&lt;", "&gt;"]
+                .iter()
+                .any(|e| text[at..].starts_with(e))
+        });
+        assert!(entities, "a bare & in {text:?}");
+        let typed = unescaped(text);
+        for key in ["subject", "author"] {
+            let value = body[key].as_str().unwrap();
+            assert!(
+                typed.contains(value),
+                "{key} {value:?} not shown in {text:?}"
+            );
+        }
+        if let Some(error) = body["error"].as_str() {
+            let first = error.lines().next().unwrap();
+            assert!(typed.contains(first), "{first:?} not shown in {text:?}");
+        }
+    }
+}
+
+/// deploy.yml's errors quote what they refuse: a webhook URL in one (a wrong scheme, a bare
+/// string where `{url: …}` belongs) shows redacted, still at its line and column.
+#[test]
+fn a_refused_notify_entry_is_quoted_without_its_secrets() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+    let SecretUrl { url, secrets } = SecretUrl::on_port(9);
+    let wrong_scheme = url.replacen("http:", "ftp:", 1);
+    for (yaml, message) in [
+        (
+            format!("\n  - url: '{wrong_scheme}'"),
+            "10: notify[0].url: notify url `ftp://127.0.0.1:9/…` must start with http://",
+        ),
+        (
+            format!("\n  - '{url}'"),
+            "5: notify[0]: invalid type: string \"http://127.0.0.1:9/…\", expected struct",
+        ),
+    ] {
+        server.set_config("notify", &yaml);
+        clone.set_version("v2");
+        clone.commit("v2");
+        let push = clone.push_main().deploy_failed();
+        let error = push.remote_line("error: ").unwrap();
+        let at = format!(
+            "{}:{}:{message}",
+            server.config_path().display(),
+            server.config_line(|l| l.contains(secrets[0].as_str()))
+        );
+        assert!(error.contains(&at), "{error} lacks {at}");
+        for secret in &secrets {
+            assert!(
+                !push.stderr.contains(secret.as_str()),
+                "{secret} in {}",
+                push.stderr
+            );
+        }
+        server.assert_unchanged_since(&before);
+    }
 }
