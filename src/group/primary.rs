@@ -880,13 +880,18 @@ fn go_back(
         .filter(|i| !matches!(ends[*i], Some(SwitchEnd::NotSwitched(_))))
         .collect();
     let restore_ref = group_ref(gid, Op::Restore);
-    let restores = on_all(
-        &targets
-            .iter()
-            .map(|i| hosts[*i].clone())
-            .collect::<Vec<_>>(),
-        |host| g.push(host, &restore_ref, &|_| {}),
-    );
+    let target_hosts: Vec<Host> = targets.iter().map(|i| hosts[*i].clone()).collect();
+    // The primary goes back meanwhile: a lagging host's restore waits for its lock, and the
+    // others need not wait with it.
+    let (restores, local_back) = std::thread::scope(|scope| {
+        let restores =
+            scope.spawn(|| on_all(&target_hosts, |host| g.push(host, &restore_ref, &|_| {})));
+        let local_back = local_switched.then(|| local.restore());
+        let restores = restores
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (restores, local_back)
+    });
     let mut back = Vec::new();
     let mut stuck = Vec::new();
     for (i, pushed) in targets.iter().zip(restores) {
@@ -904,11 +909,10 @@ fn go_back(
             logs[*i].error = Some(format!("could not switch back: {why}"));
         }
     }
-    if local_switched {
-        match local.restore() {
-            Ok(()) => back.push("this server".into()),
-            Err(err) => stuck.push(format!("this server ({err:#})")),
-        }
+    match local_back {
+        Some(Ok(())) => back.push("this server".into()),
+        Some(Err(err)) => stuck.push(format!("this server ({err:#})")),
+        None => {}
     }
     let mut said = if back.is_empty() {
         "nothing had switched".to_string()
