@@ -412,6 +412,8 @@ fn a_host_that_lags_past_switch_window_sends_the_group_back_and_is_named() {
     // the primary then), and held until the test says go: its switch waits for it.
     let base = g.primary.base();
     let (held, go) = (base.join("held"), base.join("go"));
+    // Should the test fail, the holder (and the push waiting on it) must still end.
+    let _go = Go(go.clone());
     let holder = base.join("hold-web3.sh");
     std::fs::write(
         &holder,
@@ -458,6 +460,15 @@ fn a_host_that_lags_past_switch_window_sends_the_group_back_and_is_named() {
     g.assert_all_live_on(&old);
     g.primary.set_config("release", "[]");
     next_push_deploys_everywhere(&g, 1);
+}
+
+/// Writes its file when dropped: a wait on it ends however the test ends.
+struct Go(std::path::PathBuf);
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
 }
 
 /// Makes a host's hook say what a broken one would: its protocol lines edited by `sed`.
