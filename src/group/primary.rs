@@ -743,6 +743,9 @@ impl Switched {
                         log.outcome = "switched".into();
                     }
                 }
+                // A lagging host's switch may come after its restore, which left nothing to
+                // switch to: the restore is what its log says.
+                SwitchEnd::NotSwitched(_) if gone_back => {}
                 SwitchEnd::NotSwitched(why) => {
                     log.outcome = "failed".into();
                     log.error = Some(why);
