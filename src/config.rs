@@ -2505,6 +2505,21 @@ mod tests {
     }
 
     #[test]
+    fn switch_window_is_whole_seconds_from_one_to_an_hour_and_says_where_it_is_wrong() {
+        let window = |text: &str| parse_ok(&format!("repository: r\n{text}")).switch_window;
+        assert_eq!(window(""), Duration::from_secs(30));
+        assert_eq!(window("switch_window: 1\n"), Duration::from_secs(1));
+        assert_eq!(window("switch_window: 3600\n"), Duration::from_secs(3600));
+        for value in ["0", "3601", "-5", "1e19", "soon", ".nan", "2.5", "[30]"] {
+            let err = parse_err(&format!("repository: r\nswitch_window: {value}\n"));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:2:16: switch_window: "),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn hosts_take_ssh_urls_and_local_paths() {
         let config = parse_ok(
             "repository: r\nhosts:\n  - deploy@web2.internal:/srv/app.git\n  \
