@@ -57,6 +57,9 @@ pub struct Config {
     pub hosts_at_once: usize,
     /// Limit of one host's prepare (its `git push`, with everything it started).
     pub host_timeout: Duration,
+    /// How long after the first server of a group switched every other one must have: past
+    /// it, the group goes back rather than serve two versions for longer (`switch_window:`).
+    pub switch_window: Duration,
     /// `release:` commands run once per deploy in the new build, after before_switch and
     /// right before the switch (on a group's primary only, once every host has prepared).
     pub release: Vec<String>,
@@ -211,10 +214,18 @@ pub const HOST_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
+pub const SWITCH_WINDOW: Limit = Limit {
+    key: "switch_window",
+    min: 1.0,
+    max: HOUR,
+    seconds: true,
+    fractional: false,
+    min_means: None,
+};
 
 /// Every number deploy.yml holds (the tests go through them all).
 #[cfg(test)]
-pub const NUMBERS: [Limit; 10] = [
+pub const NUMBERS: [Limit; 11] = [
     KEEP_BUILDS,
     LOCK_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -225,6 +236,7 @@ pub const NUMBERS: [Limit; 10] = [
     BUILD_TIMEOUT,
     HOSTS_AT_ONCE,
     HOST_TIMEOUT,
+    SWITCH_WINDOW,
 ];
 
 impl Limit {
@@ -427,6 +439,8 @@ struct RawConfig {
     hosts_at_once: usize,
     #[serde(default = "default_host_timeout", deserialize_with = "host_timeout")]
     host_timeout: u64,
+    #[serde(default = "default_switch_window", deserialize_with = "switch_window")]
+    switch_window: u64,
     #[serde(default, deserialize_with = "release_list")]
     release: Vec<String>,
     #[serde(default)]
@@ -487,6 +501,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         hosts,
         hosts_at_once: raw.hosts_at_once,
         host_timeout: Duration::from_secs(raw.host_timeout),
+        switch_window: Duration::from_secs(raw.switch_window),
         release: raw.release,
         notify: raw.notify,
     })
@@ -495,7 +510,7 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
 impl Config {
     /// The keys every server of a group must agree on (everything but the per-host keys:
     /// `repository`, `branch`, `lock_timeout`, `reset_opcache`, `hosts`, `hosts_at_once`,
-    /// `host_timeout`, `release`), as canonical JSON, and its xxh3-64 in hex. A host refuses a
+    /// `host_timeout`, `switch_window`, `release`), as canonical JSON, and its xxh3-64 in hex. A host refuses a
     /// group deploy whose fingerprint differs from its own, rather than build the app another
     /// way than the primary does.
     pub fn app_fingerprint(&self) -> (String, serde_json::Value) {
@@ -513,6 +528,7 @@ impl Config {
             hosts: _,
             hosts_at_once: _,
             host_timeout: _,
+            switch_window: _,
             keep_builds,
             shared,
             composer,
@@ -1348,6 +1364,12 @@ fn hosts_at_once<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 fn host_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     HOST_TIMEOUT.whole(d)
 }
+fn default_switch_window() -> u64 {
+    30
+}
+fn switch_window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    SWITCH_WINDOW.whole(d)
+}
 
 /// Checks one `hosts:` entry on its own: a URL `git push` reaches over ssh or a local path,
 /// and nothing in it that ssh or git could take for an option (`-oProxyCommand=…` as a host
@@ -1940,6 +1962,7 @@ mod tests {
             "build.timeout" => config.build.as_ref().unwrap().timeout.as_secs_f64(),
             "hosts_at_once" => config.hosts_at_once as f64,
             "host_timeout" => config.host_timeout.as_secs_f64(),
+            "switch_window" => config.switch_window.as_secs_f64(),
             other => panic!("no test knows the key {other}"),
         }
     }
@@ -2553,6 +2576,8 @@ mod tests {
             "repository: /srv/elsewhere.git\n",
             "branch: production\n",
             "release: [php artisan migrate --force]\n",
+            "host_timeout: 60\n",
+            "switch_window: 5\n",
         ] {
             let text = with_key(GROUP_BASE, extra);
             assert_eq!(fingerprint(&text), base, "changed by {extra}");
@@ -2577,6 +2602,22 @@ mod tests {
         assert!(config.hosts.is_empty());
         assert_eq!(config.hosts_at_once, 4);
         assert_eq!(config.host_timeout, Duration::from_secs(1800));
+        assert_eq!(config.switch_window, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn switch_window_is_whole_seconds_from_one_to_an_hour_and_says_where_it_is_wrong() {
+        let window = |text: &str| parse_ok(&format!("repository: r\n{text}")).switch_window;
+        assert_eq!(window(""), Duration::from_secs(30));
+        assert_eq!(window("switch_window: 1\n"), Duration::from_secs(1));
+        assert_eq!(window("switch_window: 3600\n"), Duration::from_secs(3600));
+        for value in ["0", "3601", "-5", "1e19", "soon", ".nan", "2.5", "[30]"] {
+            let err = parse_err(&format!("repository: r\nswitch_window: {value}\n"));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:2:16: switch_window: "),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -2584,7 +2625,7 @@ mod tests {
         let config = parse_ok(
             "repository: r\nhosts:\n  - deploy@web2.internal:/srv/app.git\n  \
              - ssh://deploy@web3.internal:2222/srv/app.git\n  - /srv/web4.git\n  - ../web5.git\n\
-             hosts_at_once: 2\nhost_timeout: 60\n",
+             hosts_at_once: 2\nhost_timeout: 60\nswitch_window: 5\n",
         );
         assert_eq!(
             config.hosts,
@@ -2597,6 +2638,7 @@ mod tests {
         );
         assert_eq!(config.hosts_at_once, 2);
         assert_eq!(config.host_timeout, Duration::from_secs(60));
+        assert_eq!(config.switch_window, Duration::from_secs(5));
     }
 
     #[test]

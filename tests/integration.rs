@@ -31,6 +31,8 @@ mod faults;
 mod freeze;
 #[path = "integration/group.rs"]
 mod group;
+#[path = "integration/group_faults.rs"]
+mod group_faults;
 #[path = "integration/group_host.rs"]
 mod group_host;
 #[path = "integration/group_ssh.rs"]

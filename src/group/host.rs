@@ -164,7 +164,7 @@ fn one(
         commit,
         reporter,
     };
-    match &group.op {
+    let result = match &group.op {
         Op::Status => status(&ctx),
         op => {
             let started_at = builds::utc_now_rfc3339();
@@ -177,7 +177,17 @@ fn one(
             let result = locked(&ctx, op, &mut entry);
             finish(&ctx, entry, result)
         }
-    }
+    };
+    // The last word, logged or not: without it the primary cannot tell a host that finished
+    // from one killed after its last line (a switch's health check still running, say).
+    reporter.line(
+        &Line::Ended {
+            gid: group.gid.clone(),
+            failed: result.as_ref().err().map(|err| format!("{err:#}")),
+        }
+        .to_string(),
+    );
+    result
 }
 
 /// Every operation but `status`, under the lock; fills the log entry in.
@@ -240,6 +250,15 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
         );
     }
     switch::check_latest(layout)?;
+    let live = builds::live(layout);
+    // Before anything is built: a host that drifted is named before the deploy heals it.
+    ctx.reporter.line(
+        &Line::Live {
+            gid: ctx.gid.to_string(),
+            commit: live.as_ref().and_then(|b| builds::revision(layout, b)),
+        }
+        .to_string(),
+    );
     let repo = open_repo(ctx.plan)?;
     let commit = repo
         .find_object(ctx.commit, None)
@@ -247,7 +266,6 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
         .with_context(|| format!("{} is not a commit", ctx.commit))?
         .id();
     let short = short_id_of(commit);
-    let live = builds::live(layout);
     let (op, build) = if making == Making::Reuse {
         let found = newest_good_build_of(layout, &commit.to_string())?.ok_or_else(|| {
             anyhow!(

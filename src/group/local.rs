@@ -62,9 +62,12 @@ impl Local for LocalDeploy<'_, '_> {
         )
         .inspect_err(|_| self.gone_back = true)?;
         let ns = u128::from(deployed.switched_ns);
+        // Whatever fails a single server's deploy once its build is live fails the group's,
+        // as it does a host's switch: the group goes back.
         let problem = match &deployed.problem {
-            Problem::Unhealthy(err) => Some(anyhow!("{err:#}")),
-            _ => None,
+            Problem::None => None,
+            Problem::Unhealthy(err) | Problem::Opcache(err) => Some(anyhow!("{err:#}")),
+            Problem::AfterSwitch(err) => Some(anyhow!("after_switch failed: {err:#}")),
         };
         self.deployed = Some(deployed);
         Ok((ns, problem))

@@ -189,6 +189,21 @@ pub enum Line {
         gid: String,
     },
     Status(Box<Status>),
+    /// The host's live commit before a prepare (`None`: nothing live), so that the primary can
+    /// say a host drifted from it before the deploy brings it back in line. A line of its own:
+    /// a primary that does not know it passes over it.
+    Live {
+        gid: String,
+        commit: Option<String>,
+    },
+    /// The host's last word on an operation, however it went: the primary counts a switch as
+    /// clean only with this line saying `ok`. A host killed, or one whose connection dropped,
+    /// never prints it.
+    Ended {
+        gid: String,
+        /// `None`: it succeeded; else why not, on one line.
+        failed: Option<String>,
+    },
     /// A host's app config (its fingerprint differed from the primary's).
     Config(serde_json::Value),
 }
@@ -200,13 +215,7 @@ impl fmt::Display for Line {
             Line::Prepared { gid, build, commit } => write!(f, "prepared {gid} {build} {commit}"),
             Line::Switched { gid, build, ns } => write!(f, "switched {gid} {build} {ns}"),
             // One line, whatever the error said.
-            Line::Unhealthy { gid, why } => {
-                write!(
-                    f,
-                    "unhealthy {gid} {}",
-                    why.lines().collect::<Vec<_>>().join(" / ")
-                )
-            }
+            Line::Unhealthy { gid, why } => write!(f, "unhealthy {gid} {}", one_line(why)),
             Line::Restored { gid, build } => write!(f, "restored {gid} {build}"),
             Line::Aborted { gid } => write!(f, "aborted {gid}"),
             // serde_json writes one line: newlines inside strings are escaped.
@@ -216,6 +225,14 @@ impl fmt::Display for Line {
                 serde_json::to_string(status).map_err(|_| fmt::Error)?
             ),
             Line::Config(config) => write!(f, "config {config}"),
+            Line::Live { gid, commit } => {
+                write!(f, "live {gid} {}", commit.as_deref().unwrap_or("none"))
+            }
+            Line::Ended { gid, failed: None } => write!(f, "ended {gid} ok"),
+            Line::Ended {
+                gid,
+                failed: Some(why),
+            } => write!(f, "ended {gid} failed {}", one_line(why)),
         }
     }
 }
@@ -265,9 +282,24 @@ impl Line {
                 gid,
                 why: fields[1..].join(" "),
             },
+            ("live", [commit]) if is_object_id(commit) => Line::Live {
+                gid,
+                commit: Some(commit.to_string()),
+            },
+            ("live", ["none"]) => Line::Live { gid, commit: None },
+            ("ended", ["ok"]) => Line::Ended { gid, failed: None },
+            ("ended", ["failed", _, ..]) => Line::Ended {
+                gid,
+                failed: Some(fields[2..].join(" ")),
+            },
             _ => return None,
         })
     }
+}
+
+/// A reason of several lines on one: a protocol line is one line of the host's output.
+fn one_line(why: &str) -> String {
+    why.lines().collect::<Vec<_>>().join(" / ")
 }
 
 fn is_object_id(id: &str) -> bool {
@@ -388,6 +420,22 @@ mod tests {
             Line::Aborted { gid: "g".into() },
             Line::Status(Box::new(status())),
             Line::Config(serde_json::json!({"keep_builds": 5})),
+            Line::Live {
+                gid: "g".into(),
+                commit: Some(COMMIT.into()),
+            },
+            Line::Live {
+                gid: "g".into(),
+                commit: None,
+            },
+            Line::Ended {
+                gid: "g".into(),
+                failed: None,
+            },
+            Line::Ended {
+                gid: "g".into(),
+                failed: Some("after_switch failed: exit 1".into()),
+            },
         ];
         for line in lines {
             let text = line.to_string();
@@ -416,6 +464,18 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_end_of_several_lines_stays_on_one() {
+        let line = Line::Ended {
+            gid: "g".into(),
+            failed: Some("after_switch failed\nexit 1".into()),
+        };
+        assert_eq!(
+            line.to_string(),
+            "atomdeploy-group: ended g failed after_switch failed / exit 1"
+        );
+    }
+
+    #[test]
     fn other_lines_are_not_protocol_lines() {
         for text in [
             "remote: ==> composer",
@@ -429,6 +489,14 @@ mod tests {
             "atomdeploy-group: aborted g extra",
             "atomdeploy-group: status {not json",
             "atomdeploy-group: launched g",
+            "atomdeploy-group: ended g",
+            "atomdeploy-group: ended g fine",
+            "atomdeploy-group: ended g ok extra",
+            "atomdeploy-group: ended g failed",
+            "atomdeploy-group: ended bad/gid ok",
+            "atomdeploy-group: live g",
+            "atomdeploy-group: live g 1234",
+            "atomdeploy-group: live g none extra",
             "error: atomdeploy-group: aborted g",
         ] {
             assert_eq!(Line::parse(text), None, "{text}");

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
@@ -16,6 +16,7 @@ use crate::group::remote::{self, GroupLine, Host, Pushed};
 use crate::group::{GroupRef, Op};
 use crate::infra::fault;
 use crate::infra::report::{Reporter, short_id};
+use crate::state::builds;
 pub use crate::state::history::HostLog;
 use crate::state::plan::Plan;
 
@@ -221,36 +222,34 @@ fn run_phases(
         });
     }
 
-    // 3. Switch everywhere together.
-    let (switches, local_live) = switch_everywhere(g, &gid, hosts, local);
-    let mut switched = read_switches(&gid, hosts, &switches, &mut logs);
-    let local_switched = switched.add_local(local_live);
+    // 3. Switch everywhere together; 4. should anything go wrong, every server goes back.
+    let switched = switch_everywhere(g, &gid, hosts, &mut logs, local);
+    logs.extend(left_out);
     if switched.problems.is_empty() {
         let spread = match (switched.stamps.iter().min(), switched.stamps.iter().max()) {
             (Some(min), Some(max)) => Duration::from_nanos((max - min) as u64),
             _ => Duration::ZERO,
         };
-        logs.extend(left_out);
         return Ok(GroupDone {
             hosts: logs,
             spread,
-            servers: switched.stamps.len(),
+            servers: switched.ends.len() + usize::from(switched.local_switched),
         });
     }
-
-    // 4. Something did not go live: every server that switched goes back.
-    let back = go_back(g, &gid, &switched.hosts, &mut logs, local, local_switched);
-    logs.extend(left_out);
     let problems = switched.problems.join("; ");
-    let error = if local_switched || !switched.hosts.is_empty() {
-        anyhow!("the group's switch failed ({problems}); {back}")
+    let may_have_switched = switched
+        .ends
+        .iter()
+        .any(|end| !matches!(end, Some(SwitchEnd::NotSwitched(_))));
+    let error = if switched.local_switched || may_have_switched {
+        anyhow!("the group's switch failed ({problems}); {}", switched.back)
     } else {
         anyhow!("no server switched: {problems}")
     };
     Err(GroupFailed {
         hosts: logs,
         error,
-        switched: local_switched,
+        switched: switched.local_switched,
     })
 }
 
@@ -285,12 +284,19 @@ fn prepare_everywhere(
         HostBuild::Reuse => Op::Reuse(fingerprint),
     };
     let prepare_ref = group_ref(gid, op);
+    let ours = builds::live(&g.plan.layout).and_then(|b| builds::revision(&g.plan.layout, &b));
     let stop = AtomicBool::new(false);
     let (preps, local_prep) = std::thread::scope(|scope| {
         let remote = scope.spawn(|| {
             on_hosts(hosts, g.plan.config.hosts_at_once, &stop, |host| {
-                let pushed = g.push(host, &prepare_ref, &|_| {});
-                let prep = read_prepare(&pushed, gid, &app_keys);
+                let pushed = g.push(host, &prepare_ref, &|line| {
+                    if let GroupLine::Live { gid: g2, commit } = line
+                        && g2 == gid
+                    {
+                        warn_drift(g, host, commit.as_deref(), ours.as_deref());
+                    }
+                });
+                let prep = read_prepare(&pushed, gid, g.commit, &app_keys);
                 if matches!(prep, Prep::Failed(_)) {
                     // A host that cannot prepare calls the deploy off: start no more.
                     stop.store(true, Ordering::SeqCst);
@@ -337,57 +343,273 @@ fn prepare_everywhere(
     (logs, failures, local_prep.is_ok())
 }
 
+/// A host not live on the primary's live commit before a deploy drifted (a deploy that reached
+/// it alone, a killed group): said before the deploy brings it back in line. A host catching
+/// up (`here` false) is behind by design, and said so by its caller.
+fn warn_drift(g: &Group, host: &Host, theirs: Option<&str>, ours: Option<&str>) {
+    if !g.here || theirs == ours {
+        return;
+    }
+    let name = |c: Option<&str>| c.map_or("nothing".to_string(), |c| short_id(c).to_string());
+    g.reporter.warn(&format!(
+        "{} was live on {}, not on this server's live {}: it drifted; this deploy brings it \
+         back in line",
+        host.label,
+        name(theirs),
+        name(ours)
+    ));
+}
+
 /// Step 3: every host's switch push at once. The primary's flip waits for the first host's, so
-/// that it falls among the hosts' instead of ahead of them all by a connection's start.
-/// Returns each host's push and the primary's `go_live` (`None`: no host flipped, nor it).
+/// that it falls among the hosts' instead of ahead of them all by a connection's start. Then
+/// every push is waited for, unless one host lags past `switch_window`: the group goes back
+/// then without waiting for it (its `restore` waits for its lock on the host). Every host
+/// that may have switched is sent back when anything went wrong.
 fn switch_everywhere(
     g: &Group,
     gid: &str,
     hosts: &[Host],
+    logs: &mut [HostLog],
     local: &mut dyn Local,
-) -> (Vec<Pushed>, LocalLive) {
+) -> Switched {
     let switch_ref = group_ref(gid, Op::Switch);
-    let (first_tx, first_rx) = mpsc::channel::<()>();
+    let started_ns = now_ns();
+    let (tx, rx) = mpsc::channel::<Heard>();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
+        let mut running: Vec<_> = hosts
             .iter()
-            .map(|host| {
-                let tx = Mutex::new(first_tx.clone());
+            .enumerate()
+            .map(|(i, host)| {
+                let tx = Mutex::new(tx.clone());
                 let switch_ref = &switch_ref;
-                scope.spawn(move || {
-                    g.push(host, switch_ref, &|line| {
-                        if matches!(line, GroupLine::Switched { .. }) {
-                            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(());
+                let send = move |heard: Heard| {
+                    let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(heard);
+                };
+                Some(scope.spawn(move || {
+                    let pushed = g.push(host, switch_ref, &|line| {
+                        if matches!(line, GroupLine::Switched { gid: g2, .. } if g2 == gid) {
+                            send(Heard::Switched(i, Instant::now(), now_ns()));
                         }
-                    })
-                })
+                    });
+                    send(Heard::Done(i));
+                    pushed
+                }))
             })
             .collect();
-        drop(first_tx);
-        // `Err`: every push ended without a flip, so none happened anywhere. (With every host
-        // excluded there is no push to wait for.)
-        let first = if hosts.is_empty() {
-            Ok(())
-        } else {
-            first_rx.recv()
-        };
-        let local_live = match first {
-            Ok(()) => {
-                // The crash tests kill the primary here, some hosts switched, others not.
-                fault::point("group-switch");
-                Some(local.go_live())
+        drop(tx);
+        let mut watch = Watch::new(hosts.len());
+        // Nothing flips here unless a host did (with every host excluded, there is none to
+        // wait for).
+        watch.wait(&rx, |w| w.first.is_some() || w.all_done(), None);
+        let local_live = if watch.first.is_some() || hosts.is_empty() {
+            // The crash tests kill the primary here, some hosts switched, others not.
+            fault::point("group-switch");
+            let live = local.go_live();
+            if let Ok((ns, _)) = &live {
+                watch.local_flip(*ns);
             }
-            Err(_) => None,
+            Some(live)
+        } else {
+            None
         };
-        let switches: Vec<Pushed> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect();
-        (switches, local_live)
+        let window = g.plan.config.switch_window;
+        let deadline = watch.first.map(|first| first + window);
+        watch.wait(&rx, Watch::all_done, deadline);
+        let mut pushes: Vec<Option<Pushed>> = hosts.iter().map(|_| None).collect();
+        let join = |handle: std::thread::ScopedJoinHandle<'_, Pushed>| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        for (i, slot) in running.iter_mut().enumerate() {
+            if watch.done[i] {
+                pushes[i] = slot.take().map(join);
+            }
+        }
+        let mut switched = Switched::read(g, gid, hosts, &pushes, &watch, started_ns);
+        let local_switched = switched.add_local(local_live);
+        switched.lags(hosts, &watch, window);
+        if !switched.problems.is_empty() {
+            switched.back = go_back(g, gid, hosts, &switched.ends, logs, local, local_switched);
+        }
+        // A lagging host's push is waited for only now, the group gone back already.
+        for (i, slot) in running.iter_mut().enumerate() {
+            if let Some(handle) = slot.take() {
+                pushes[i] = Some(join(handle));
+            }
+        }
+        switched.log(hosts, &pushes, gid, logs);
+        switched.local_switched = local_switched;
+        switched
     })
+}
+
+/// What a switch push tells the primary while it runs.
+enum Heard {
+    /// Its `switched` line arrived: when, on this server's monotonic and real-time clocks.
+    Switched(usize, Instant, u128),
+    /// The push ended.
+    Done(usize),
+}
+
+/// The switch pushes as they report, on this server's clock.
+struct Watch {
+    /// When each host's `switched` line arrived (monotonic, then CLOCK_REALTIME ns).
+    arrived: Vec<Option<(Instant, u128)>>,
+    done: Vec<bool>,
+    /// The first switch of the group: a host's line or the primary's own flip.
+    first: Option<Instant>,
+    /// The primary's own flip.
+    local: Option<Instant>,
+}
+
+impl Watch {
+    fn new(hosts: usize) -> Watch {
+        Watch {
+            arrived: vec![None; hosts],
+            done: vec![false; hosts],
+            first: None,
+            local: None,
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.done.iter().all(|d| *d)
+    }
+
+    fn note(&mut self, heard: Heard) {
+        match heard {
+            Heard::Switched(i, at, ns) => {
+                self.arrived[i] = Some((at, ns));
+                self.first = Some(self.first.map_or(at, |first| first.min(at)));
+            }
+            Heard::Done(i) => self.done[i] = true,
+        }
+    }
+
+    /// The primary's flip at CLOCK_REALTIME `ns`, placed on the monotonic clock.
+    fn local_flip(&mut self, ns: u128) {
+        let ago = Duration::from_nanos(u64::try_from(now_ns().saturating_sub(ns)).unwrap_or(0));
+        let at = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+        self.local = Some(at);
+        self.first = Some(self.first.map_or(at, |first| first.min(at)));
+    }
+
+    /// Takes reports until `enough` holds, or until `deadline` passes while a host that is
+    /// still running has not switched (one that switched is waited for past it: its health
+    /// check may take its time).
+    fn wait(
+        &mut self,
+        rx: &mpsc::Receiver<Heard>,
+        enough: impl Fn(&Watch) -> bool,
+        deadline: Option<Instant>,
+    ) {
+        while !enough(self) {
+            let lagging = (0..self.done.len()).any(|i| !self.done[i] && self.arrived[i].is_none());
+            let heard = match deadline {
+                Some(deadline) if lagging => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(heard) => heard,
+                        Err(_) => return,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(heard) => heard,
+                    Err(_) => return,
+                },
+            };
+            self.note(heard);
+        }
+    }
+}
+
+/// How one host's switch push ended.
+#[derive(Debug, Clone, PartialEq)]
+enum SwitchEnd {
+    /// `switched`, `ended … ok`, and `git push` succeeded.
+    Clean { build: String, ns: u64 },
+    /// The host ended its switch saying it did not switch: nothing to send back.
+    NotSwitched(String),
+    /// Anything else: it switched and something failed after, or nobody knows whether it
+    /// switched (killed, its connection dropped, a host without `ended`). It goes back.
+    Unclean { build: Option<String>, why: String },
+}
+
+/// Reads one host's switch push.
+fn read_switch(gid: &str, pushed: &Pushed) -> SwitchEnd {
+    let mut flipped = None;
+    let mut unhealthy = None;
+    let mut ended = None;
+    for line in &pushed.lines {
+        match line {
+            GroupLine::Switched { gid: g2, build, ns } if g2 == gid => {
+                flipped = Some((build.clone(), *ns));
+            }
+            GroupLine::Unhealthy { gid: g2, why } if g2 == gid => unhealthy = Some(why.clone()),
+            GroupLine::Ended { gid: g2, failed } if g2 == gid => ended = Some(failed.clone()),
+            _ => {}
+        }
+    }
+    match (flipped, ended, &pushed.result) {
+        (Some((build, ns)), Some(None), Ok(())) => SwitchEnd::Clean { build, ns },
+        (None, Some(Some(why)), _) => SwitchEnd::NotSwitched(pushed.why(&why)),
+        (Some((build, _)), Some(Some(why)), _) => SwitchEnd::Unclean {
+            build: Some(build),
+            why: match unhealthy {
+                Some(unhealthy) => format!("unhealthy: {unhealthy}"),
+                None => why,
+            },
+        },
+        (Some((build, _)), None, _) => SwitchEnd::Unclean {
+            build: Some(build),
+            why: format!(
+                "it switched, but its switch did not end ({}); it may be unhealthy",
+                pushed.why("the connection closed before it said how it went")
+            ),
+        },
+        (flipped, _, _) => SwitchEnd::Unclean {
+            why: format!(
+                "{}; whether it switched is unknown",
+                pushed.why("its switch did not end")
+            ),
+            build: flipped.map(|(build, _)| build),
+        },
+    }
+}
+
+/// A host's clock may be this far from the primary's before its switch time is not believed.
+const CLOCK_SKEW: Duration = Duration::from_secs(2);
+
+/// Why a host's switch time (CLOCK_REALTIME ns) cannot be right: before the switch push
+/// started, or after its line arrived, by more than [`CLOCK_SKEW`].
+fn implausible_stamp(ns: u128, started_ns: u128, arrived_ns: u128) -> Option<String> {
+    let skew = CLOCK_SKEW.as_nanos();
+    if ns + skew < started_ns {
+        let by = Duration::from_nanos(u64::try_from(started_ns - ns).unwrap_or(u64::MAX));
+        Some(format!("{} in the past", human(by)))
+    } else if ns > arrived_ns + skew {
+        let by = Duration::from_nanos(u64::try_from(ns - arrived_ns).unwrap_or(u64::MAX));
+        Some(format!("{} in the future", human(by)))
+    } else {
+        None
+    }
+}
+
+/// `12 ms`, `4.2 s`, `3 min`, `3 h`, `12 days`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{} ms", format_ms(d))
+    } else if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 2.0 * 86400.0 {
+        format!("{:.0} h", s / 3600.0)
+    } else {
+        format!("{:.0} days", s / 86400.0)
+    }
 }
 
 /// The primary's own flip: its nanoseconds and what went wrong after it, or why it failed;
@@ -396,59 +618,58 @@ type LocalLive = Option<Result<(u128, Option<anyhow::Error>)>>;
 
 /// What the switch pushes (and the primary's flip) did.
 struct Switched {
-    /// CLOCK_REALTIME nanoseconds of every rename(2).
+    /// CLOCK_REALTIME nanoseconds of every rename(2) believed.
     stamps: Vec<u128>,
     /// What went wrong, one line each.
     problems: Vec<String>,
-    /// The hosts that flipped.
-    hosts: Vec<Host>,
-}
-
-/// Reads each host's switch push into its log.
-fn read_switches(gid: &str, hosts: &[Host], switches: &[Pushed], logs: &mut [HostLog]) -> Switched {
-    let mut out = Switched {
-        stamps: Vec::new(),
-        problems: Vec::new(),
-        hosts: Vec::new(),
-    };
-    for ((host, pushed), log) in hosts.iter().zip(switches).zip(logs.iter_mut()) {
-        let mut flipped = None;
-        let mut unhealthy = None;
-        for line in &pushed.lines {
-            match line {
-                GroupLine::Switched { gid: g2, build, ns } if g2 == gid => {
-                    flipped = Some((build.clone(), u128::from(*ns)));
-                }
-                GroupLine::Unhealthy { gid: g2, why } if g2 == gid => {
-                    unhealthy = Some(why.clone());
-                }
-                _ => {}
-            }
-        }
-        match flipped {
-            Some((build, ns)) => {
-                out.stamps.push(ns);
-                out.hosts.push(host.clone());
-                log.build = Some(build);
-                log.outcome = "switched".into();
-                if let Some(why) = unhealthy {
-                    out.problems
-                        .push(format!("{}: unhealthy: {why}", host.label));
-                    log.error = Some(format!("unhealthy: {why}"));
-                }
-            }
-            None => {
-                let why = pushed.why("the host did not switch");
-                out.problems.push(format!("{}: {why}", host.label));
-                log.outcome = "failed".into();
-                log.error = Some(why);
-            }
-        }
-    }
-    out
+    /// How each host's switch ended (`None`: still running, it lagged).
+    ends: Vec<Option<SwitchEnd>>,
+    /// What going back did, for the error.
+    back: String,
+    local_switched: bool,
 }
 
 impl Switched {
+    /// Reads the pushes that ended; a host's implausible switch time is said and left out.
+    fn read(
+        g: &Group,
+        gid: &str,
+        hosts: &[Host],
+        pushes: &[Option<Pushed>],
+        watch: &Watch,
+        started_ns: u128,
+    ) -> Switched {
+        let mut out = Switched {
+            stamps: Vec::new(),
+            problems: Vec::new(),
+            ends: Vec::new(),
+            back: String::new(),
+            local_switched: false,
+        };
+        for (i, (host, pushed)) in hosts.iter().zip(pushes).enumerate() {
+            let end = pushed.as_ref().map(|p| read_switch(gid, p));
+            match &end {
+                Some(SwitchEnd::Clean { ns, .. }) => {
+                    let arrived = watch.arrived[i].map_or_else(now_ns, |(_, ns)| ns);
+                    match implausible_stamp(u128::from(*ns), started_ns, arrived) {
+                        None => out.stamps.push(u128::from(*ns)),
+                        Some(off) => g.reporter.warn(&format!(
+                            "{} reported a switch time {off}; its clock or its hook is wrong \
+                             (left out of the spread)",
+                            host.label
+                        )),
+                    }
+                }
+                Some(SwitchEnd::NotSwitched(why) | SwitchEnd::Unclean { why, .. }) => {
+                    out.problems.push(format!("{}: {why}", host.label));
+                }
+                None => {}
+            }
+            out.ends.push(end);
+        }
+        out
+    }
+
     /// Adds the primary's own flip; returns whether it happened.
     fn add_local(&mut self, live: LocalLive) -> bool {
         match live {
@@ -470,12 +691,98 @@ impl Switched {
             }
         }
     }
+
+    /// A server whose switch came later than `window` after the group's first, or had not
+    /// come when it passed, is a problem: two versions were served for longer than allowed.
+    fn lags(&mut self, hosts: &[Host], watch: &Watch, window: Duration) {
+        let Some(first) = watch.first else {
+            return;
+        };
+        let late = |at: Instant| at.saturating_duration_since(first);
+        let secs = window.as_secs();
+        if let Some(at) = watch.local
+            && late(at) > window
+        {
+            self.problems.push(format!(
+                "this server switched {} after the first server, past switch_window ({secs} s)",
+                human(late(at))
+            ));
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            match watch.arrived[i] {
+                Some((at, _)) if late(at) > window => self.problems.push(format!(
+                    "{} switched {} after the first server, past switch_window ({secs} s)",
+                    host.label,
+                    human(late(at))
+                )),
+                None if !watch.done[i] => self.problems.push(format!(
+                    "{} had not switched {} after the first server (switch_window {secs} s); \
+                     it is sent back once it does",
+                    host.label,
+                    human(late(Instant::now()))
+                )),
+                _ => {}
+            }
+        }
+    }
+
+    /// Each host's log, once every push ended.
+    fn log(&mut self, hosts: &[Host], pushes: &[Option<Pushed>], gid: &str, logs: &mut [HostLog]) {
+        for (i, log) in logs.iter_mut().enumerate().take(hosts.len()) {
+            let end = match (&self.ends[i], &pushes[i]) {
+                (Some(end), _) => end.clone(),
+                (None, Some(pushed)) => read_switch(gid, pushed),
+                (None, None) => continue,
+            };
+            // Set by go_back already: the host is back, or could not be sent back.
+            let gone_back = log.outcome == "restored" || log.error.is_some();
+            match end {
+                SwitchEnd::Clean { build, .. } => {
+                    log.build = Some(build);
+                    if !gone_back {
+                        log.outcome = "switched".into();
+                    }
+                }
+                // A lagging host's switch may come after its restore, which left nothing to
+                // switch to: the restore is what its log says.
+                SwitchEnd::NotSwitched(_) if gone_back => {}
+                SwitchEnd::NotSwitched(why) => {
+                    log.outcome = "failed".into();
+                    log.error = Some(why);
+                }
+                SwitchEnd::Unclean { build, why } => {
+                    if build.is_some() {
+                        log.build = build;
+                    }
+                    if !gone_back {
+                        log.outcome = "failed".into();
+                    }
+                    if log.error.is_none() {
+                        log.error = Some(why);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// How one host's prepare ended.
-fn read_prepare(pushed: &Pushed, gid: &str, app_keys: &serde_json::Value) -> Prep {
+fn read_prepare(pushed: &Pushed, gid: &str, commit: &str, app_keys: &serde_json::Value) -> Prep {
     for line in &pushed.lines {
         match line {
+            // A host that built another commit than the one pushed (a hook of another
+            // version, or one that is not ours) must not switch to it.
+            GroupLine::Prepared {
+                gid: g2,
+                commit: theirs,
+                ..
+            } if g2 == gid && theirs != commit => {
+                return Prep::Failed(format!(
+                    "prepared {}, not the pushed {}",
+                    short_id(theirs),
+                    short_id(commit)
+                ));
+            }
             GroupLine::Prepared { gid: g2, build, .. } if g2 == gid => {
                 return Prep::Ready {
                     build: build.clone(),
@@ -560,44 +867,55 @@ fn call_off(
     }
 }
 
-/// After a failed switch: `restore` to every host that switched, and the primary back.
-/// Returns what was switched back, for the error.
+/// After a failed switch: `restore` to every host that may have switched (all but those that
+/// said they did not: a host killed right after its rename never said it switched), and the
+/// primary back. Returns what was switched back, for the error.
 fn go_back(
     g: &Group,
     gid: &str,
-    switched: &[Host],
+    hosts: &[Host],
+    ends: &[Option<SwitchEnd>],
     logs: &mut [HostLog],
     local: &mut dyn Local,
     local_switched: bool,
 ) -> String {
+    let targets: Vec<usize> = (0..hosts.len())
+        .filter(|i| !matches!(ends[*i], Some(SwitchEnd::NotSwitched(_))))
+        .collect();
     let restore_ref = group_ref(gid, Op::Restore);
-    let restores = on_all(switched, |host| g.push(host, &restore_ref, &|_| {}));
+    let target_hosts: Vec<Host> = targets.iter().map(|i| hosts[*i].clone()).collect();
+    // The primary goes back meanwhile: a lagging host's restore waits for its lock, and the
+    // others need not wait with it.
+    let (restores, local_back) = std::thread::scope(|scope| {
+        let restores =
+            scope.spawn(|| on_all(&target_hosts, |host| g.push(host, &restore_ref, &|_| {})));
+        let local_back = local_switched.then(|| local.restore());
+        let restores = restores
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (restores, local_back)
+    });
     let mut back = Vec::new();
     let mut stuck = Vec::new();
-    for (host, pushed) in switched.iter().zip(restores) {
+    for (i, pushed) in targets.iter().zip(restores) {
+        let host = &hosts[*i];
         let restored = pushed
             .lines
             .iter()
             .any(|l| matches!(l, GroupLine::Restored { gid: g2, .. } if g2 == gid));
-        let log = logs.iter_mut().find(|l| l.url == host.url);
         if restored {
             back.push(host.label.clone());
-            if let Some(log) = log {
-                log.outcome = "restored".into();
-            }
+            logs[*i].outcome = "restored".into();
         } else {
             let why = pushed.why("no answer");
             stuck.push(format!("{} ({why})", host.label));
-            if let Some(log) = log {
-                log.error = Some(format!("could not switch back: {why}"));
-            }
+            logs[*i].error = Some(format!("could not switch back: {why}"));
         }
     }
-    if local_switched {
-        match local.restore() {
-            Ok(()) => back.push("this server".into()),
-            Err(err) => stuck.push(format!("this server ({err:#})")),
-        }
+    match local_back {
+        Some(Ok(())) => back.push("this server".into()),
+        Some(Err(err)) => stuck.push(format!("this server ({err:#})")),
+        None => {}
     }
     let mut said = if back.is_empty() {
         "nothing had switched".to_string()
@@ -672,6 +990,117 @@ mod tests {
         assert_eq!(
             differing_keys(&ours, &wrapped),
             ["composer", "exclude", "shared"]
+        );
+    }
+
+    const GID: &str = "g";
+    const BUILD: &str = "20261126-101500";
+
+    fn pushed(lines: &[GroupLine], result: Result<()>) -> Pushed {
+        Pushed {
+            lines: lines.to_vec(),
+            errors: Vec::new(),
+            result,
+        }
+    }
+
+    fn switched(gid: &str) -> GroupLine {
+        GroupLine::Switched {
+            gid: gid.into(),
+            build: BUILD.into(),
+            ns: 7,
+        }
+    }
+
+    fn ended(failed: Option<&str>) -> GroupLine {
+        GroupLine::Ended {
+            gid: GID.into(),
+            failed: failed.map(str::to_string),
+        }
+    }
+
+    /// Every combination of what a switch push may bring back: clean only with `switched`,
+    /// `ended ok` and a push that succeeded; sent back whenever it may have switched.
+    #[test]
+    fn a_switch_is_clean_only_when_it_switched_ended_ok_and_the_push_succeeded() {
+        let failed_push = || Err(anyhow!("git push to web2 was killed"));
+        for with_switched in [false, true] {
+            for end in [None, Some(None), Some(Some("after_switch failed"))] {
+                for push_ok in [false, true] {
+                    let mut lines = Vec::new();
+                    if with_switched {
+                        lines.push(switched(GID));
+                    }
+                    if let Some(failed) = end {
+                        lines.push(ended(failed));
+                    }
+                    let result = if push_ok { Ok(()) } else { failed_push() };
+                    let got = read_switch(GID, &pushed(&lines, result));
+                    let case =
+                        format!("switched {with_switched}, ended {end:?}, push ok {push_ok}");
+                    match (with_switched, end, push_ok) {
+                        (true, Some(None), true) => assert_eq!(
+                            got,
+                            SwitchEnd::Clean {
+                                build: BUILD.into(),
+                                ns: 7
+                            },
+                            "{case}"
+                        ),
+                        (false, Some(Some(_)), _) => {
+                            assert!(matches!(got, SwitchEnd::NotSwitched(_)), "{case}: {got:?}")
+                        }
+                        _ => assert!(matches!(got, SwitchEnd::Unclean { .. }), "{case}: {got:?}"),
+                    }
+                }
+            }
+        }
+        // Another group's lines count for nothing.
+        let other = pushed(&[switched("other"), ended(None)], Ok(()));
+        assert!(matches!(
+            read_switch(GID, &other),
+            SwitchEnd::Unclean { build: None, .. }
+        ));
+        // An unhealthy host says why.
+        let unhealthy = pushed(
+            &[
+                switched(GID),
+                GroupLine::Unhealthy {
+                    gid: GID.into(),
+                    why: "exit 1".into(),
+                },
+                ended(Some("health check failed")),
+            ],
+            Ok(()),
+        );
+        assert_eq!(
+            read_switch(GID, &unhealthy),
+            SwitchEnd::Unclean {
+                build: Some(BUILD.into()),
+                why: "unhealthy: exit 1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_switch_time_is_believed_only_between_the_push_and_its_line_give_or_take_the_skew() {
+        let s = 1_000_000_000u128;
+        let started = 1_764_000_000 * s;
+        let arrived = started + s / 10;
+        for ns in [started, arrived, started - s, arrived + s] {
+            assert_eq!(implausible_stamp(ns, started, arrived), None, "{ns}");
+        }
+        assert_eq!(
+            implausible_stamp(arrived + 3 * 3600 * s, started, arrived).as_deref(),
+            Some("3 h in the future")
+        );
+        assert_eq!(
+            implausible_stamp(started - 3 * s, started, arrived).as_deref(),
+            Some("3.0 s in the past")
+        );
+        assert_eq!(
+            implausible_stamp(0, started, arrived).as_deref(),
+            Some("20417 days in the past")
         );
     }
 

@@ -1007,3 +1007,27 @@ pub fn build_state(rows: &[serde_json::Value], build: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+impl Server {
+    /// Rewrites the hook `install` wrote as `script`, in which `{hook}` stands for the
+    /// installed command (without its `exec`): how a test runs one host of a group in a
+    /// session of its own, arms a fault in it alone, or makes it say what a broken hook would.
+    /// The installed hook is kept beside it, each call wrapping that one.
+    pub fn wrap_hook(&self, script: &str) {
+        let hook = self.repo.join("hooks/post-receive");
+        let kept = self.repo.join("hooks/post-receive.installed");
+        if !kept.exists() {
+            fs::copy(&hook, &kept).unwrap();
+        }
+        let text = fs::read_to_string(&kept).unwrap();
+        let command = text
+            .lines()
+            .find_map(|line| line.strip_prefix("exec "))
+            .unwrap_or_else(|| panic!("no exec line in the hook:\n{text}"));
+        fs::write(
+            &hook,
+            format!("#!/bin/sh\n{}\n", script.replace("{hook}", command)),
+        )
+        .unwrap();
+    }
+}

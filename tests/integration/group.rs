@@ -8,16 +8,23 @@ use std::time::Duration;
 use crate::harness::{self, Clone, Server};
 
 /// A primary and its hosts, the primary's deploy.yml listing them as `web2`, `web3`, ….
-struct Group {
-    primary: Server,
-    hosts: Vec<Server>,
+/// (Shared with group_faults.rs.)
+pub(crate) struct Group {
+    pub(crate) primary: Server,
+    pub(crate) hosts: Vec<Server>,
     /// The hosts as the primary's deploy.yml lists them.
-    urls: Vec<PathBuf>,
-    clone: Clone,
+    pub(crate) urls: Vec<PathBuf>,
+    pub(crate) clone: Clone,
 }
 
 impl Group {
     fn new(hosts: usize) -> Group {
+        Group::with_app(hosts, |primary| primary.clone_fixture("example-app"))
+    }
+
+    /// A group whose clone holds what `app` commits: a smaller app than the example's, for
+    /// tests that deploy many times.
+    pub(crate) fn with_app(hosts: usize, app: impl FnOnce(&Server) -> Clone) -> Group {
         let primary = Server::install();
         let hosts: Vec<Server> = (0..hosts).map(|_| Server::install()).collect();
         // Named links, so that each host's lines carry a short name of its own.
@@ -32,7 +39,7 @@ impl Group {
             .collect();
         let list: Vec<String> = urls.iter().map(|u| u.display().to_string()).collect();
         primary.set_config("hosts", &format!("[{}]", list.join(", ")));
-        let clone = primary.clone_fixture("example-app");
+        let clone = app(&primary);
         Group {
             primary,
             hosts,
@@ -49,17 +56,17 @@ impl Group {
         (g, live)
     }
 
-    fn servers(&self) -> impl Iterator<Item = &Server> {
+    pub(crate) fn servers(&self) -> impl Iterator<Item = &Server> {
         std::iter::once(&self.primary).chain(&self.hosts)
     }
 
     /// Every server's live commit.
-    fn live_commits(&self) -> Vec<String> {
+    pub(crate) fn live_commits(&self) -> Vec<String> {
         self.servers().map(Server::live_revision).collect()
     }
 
     #[track_caller]
-    fn assert_all_live_on(&self, commit: &str) {
+    pub(crate) fn assert_all_live_on(&self, commit: &str) {
         assert_eq!(
             self.live_commits(),
             vec![commit.to_string(); self.hosts.len() + 1],
@@ -71,19 +78,19 @@ impl Group {
         }
     }
 
-    fn state(&self) -> Vec<harness::ServerState> {
+    pub(crate) fn state(&self) -> Vec<harness::ServerState> {
         self.servers().map(Server::state).collect()
     }
 
     #[track_caller]
-    fn assert_unchanged_since(&self, before: &[harness::ServerState]) {
+    pub(crate) fn assert_unchanged_since(&self, before: &[harness::ServerState]) {
         for (i, (server, state)) in self.servers().zip(before).enumerate() {
             server.assert_unchanged_since_in(state, &format!("server {i} (0 is the primary)"));
         }
     }
 
     /// Waits until no process this test started runs (hosts' hooks a killed primary left).
-    fn wait_for_quiet(&self) {
+    pub(crate) fn wait_for_quiet(&self) {
         harness::wait_until(
             Duration::from_secs(120),
             || self.primary.processes().is_empty(),
@@ -114,7 +121,7 @@ fn spread_ms(push: &harness::Push) -> f64 {
 /// The push's `error:` lines, which name each failing host. (Through the receive-pack wrapper,
 /// its own `error: ` may land at the start of a `remote:` line: the two are written by two
 /// processes to one terminal.)
-fn errors(push: &harness::Push) -> String {
+pub(crate) fn errors(push: &harness::Push) -> String {
     push.stderr
         .lines()
         .filter_map(|l| l.find("remote: error: ").map(|at| &l[at..]))

@@ -14,9 +14,14 @@ fn group_push(clone: &Clone, commit: &str, gid: &str, op: &str) -> Push {
     clone.push(&[&format!("{commit}:refs/atomdeploy/group/{gid}/{op}")])
 }
 
-/// Every protocol line the host printed, in order.
+/// Every protocol line the host printed, in order, but the `live` line of a prepare and the
+/// `ended` line that closes every operation (see [`only_line`]).
 fn lines(push: &Push) -> Vec<Line> {
-    push.stderr.lines().filter_map(Line::parse).collect()
+    push.stderr
+        .lines()
+        .filter_map(Line::parse)
+        .filter(|l| !matches!(l, Line::Ended { .. } | Line::Live { .. }))
+        .collect()
 }
 
 /// A group push the host refused: no protocol line, an error saying each of `says`, and the
@@ -31,6 +36,14 @@ fn assert_refused(server: &Server, before: &harness::ServerState, push: Push, sa
 /// The one protocol line of `push`, which must have printed exactly one.
 #[track_caller]
 fn only_line(push: &Push) -> Line {
+    // Whatever it said, the host's last word is how the operation ended.
+    let last = push.stderr.lines().rev().find_map(Line::parse);
+    let failed = push.stderr.contains("remote: error:");
+    assert!(
+        matches!(&last, Some(Line::Ended { failed: f, .. }) if f.is_some() == failed),
+        "the last protocol line is not `ended` saying how it went: {last:?}\n{}",
+        push.stderr
+    );
     match &lines(push)[..] {
         [line] => line.clone(),
         other => panic!(
