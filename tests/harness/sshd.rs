@@ -23,6 +23,16 @@ use super::{Server, assert_success, wait_until_quietly};
 /// `restrict` takes away the pty and every forwarding.
 pub const GIT_SHELL_ONLY: &str = r#"restrict,command="git-shell -c \"$SSH_ORIGINAL_COMMAND\"" "#;
 
+/// The `authorized_keys` options of a group primary's key on one of its hosts (`server`): the
+/// only way in for group operations, as the README tells operators to write it.
+pub fn group_primary_only(server: &Server) -> String {
+    format!(
+        r#"restrict,command="{} serve --repo {} --group-primary" "#,
+        super::BIN,
+        server.repo.display()
+    )
+}
+
 /// Generates an ed25519 key pair without a passphrase at `path` and `path.pub`.
 pub fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
@@ -259,9 +269,32 @@ impl Sshd {
         client: &SshClient,
         env: &[(&str, &str)],
     ) -> Sshd {
+        Sshd::host_with(GIT_SHELL_ONLY, server, addr, client, env)
+    }
+
+    /// A host of a group: [`Sshd::git_shell_host_with`], but `client` is the group's primary,
+    /// its key restricted to `serve --group-primary` ([`group_primary_only`]).
+    #[track_caller]
+    pub fn group_host_with(
+        server: &Server,
+        addr: Ipv4Addr,
+        client: &SshClient,
+        env: &[(&str, &str)],
+    ) -> Sshd {
+        Sshd::host_with(&group_primary_only(server), server, addr, client, env)
+    }
+
+    #[track_caller]
+    fn host_with(
+        options: &str,
+        server: &Server,
+        addr: Ipv4Addr,
+        client: &SshClient,
+        env: &[(&str, &str)],
+    ) -> Sshd {
         let mut builder = Sshd::builder(&server.base().join("sshd"))
             .addr(addr)
-            .authorize(GIT_SHELL_ONLY, &client.public_key())
+            .authorize(options, &client.public_key())
             .env_of(server);
         for (name, value) in env {
             builder = builder.env(name, value);
