@@ -251,7 +251,6 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
         );
     }
     switch::check_latest(layout)?;
-    trust::join(layout)?;
     let repo = open_repo(ctx.plan)?;
     let commit = repo
         .find_object(ctx.commit, None)
@@ -260,6 +259,12 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
         .id();
     let short = short_id_of(commit);
     let live = builds::live(layout);
+    let branch = format!("refs/heads/{}", ctx.plan.config.branch);
+    if making != Making::Reuse {
+        check_fast_forward(&repo, &branch, commit)?;
+    }
+    // Every check passed: from here on this server deploys what its primary sends only.
+    trust::join(layout)?;
     let (op, build) = if making == Making::Reuse {
         let found = newest_good_build_of(layout, &commit.to_string())?.ok_or_else(|| {
             anyhow!(
@@ -279,8 +284,6 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
         // checkout takes HEAD's tree as what application/ holds, and with an unborn HEAD it
         // rewrites every file in place, so that none stays the file the live build links from
         // and `snapshot: link` copies everything.
-        let branch = format!("refs/heads/{}", ctx.plan.config.branch);
-        check_fast_forward(&repo, &branch, commit)?;
         repo.reference(&branch, commit, true, "atomdeploy: group prepare")
             .with_context(|| format!("cannot move {branch} to {short}"))?;
         let d = Deploy {
