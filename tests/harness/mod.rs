@@ -752,8 +752,14 @@ impl Clone {
 
     /// Starts a push and returns while it runs; its output is collected as it comes.
     pub fn spawn_push(&self, args: &[&str]) -> RunningPush {
+        self.spawn_push_with_env(args, &[])
+    }
+
+    /// [`Clone::spawn_push`] with `vars` added to the environment.
+    pub fn spawn_push_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> RunningPush {
         let mut child = self
             .push_command(args)
+            .envs(vars.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -142,6 +142,7 @@ pub struct SshdBuilder {
     addr: Ipv4Addr,
     keys: Vec<(String, PathBuf)>,
     env: Vec<(String, String)>,
+    accept_env: Vec<String>,
 }
 
 impl SshdBuilder {
@@ -160,6 +161,12 @@ impl SshdBuilder {
     /// Sets a variable in every session's environment (sshd's `SetEnv`).
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Lets clients send the variable `name` (sshd's `AcceptEnv`, a client's `SendEnv`).
+    pub fn accept_env(mut self, name: &str) -> Self {
+        self.accept_env.push(name.to_string());
         self
     }
 
@@ -211,6 +218,7 @@ impl SshdBuilder {
             dir: self.dir,
             marker,
             set_env: env.join(" "),
+            accept_env: self.accept_env.join(" "),
         };
         // The port is found free and then given to sshd: another process may take it in
         // between, so a failed bind tries another one.
@@ -240,6 +248,8 @@ pub struct Sshd {
     /// In the environment of sshd and every session: finds what they left running.
     marker: String,
     set_env: String,
+    /// sshd's `AcceptEnv`, if any.
+    accept_env: String,
 }
 
 impl Sshd {
@@ -250,6 +260,7 @@ impl Sshd {
             addr: host_addr(0),
             keys: Vec::new(),
             env: Vec::new(),
+            accept_env: Vec::new(),
         }
     }
 
@@ -326,12 +337,17 @@ impl Sshd {
                 "Port {}\nListenAddress {}\nHostKey {}\nAuthorizedKeysFile {}\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 PidFile none\nMaxStartups 100\nMaxSessions 100\nSetEnv {}\n",
+                 PidFile none\nMaxStartups 100\nMaxSessions 100\nSetEnv {}\n{}",
                 self.port,
                 self.addr,
                 self.host_key().display(),
                 self.dir.join("authorized_keys").display(),
                 self.set_env,
+                if self.accept_env.is_empty() {
+                    String::new()
+                } else {
+                    format!("AcceptEnv {}\n", self.accept_env)
+                },
             ),
         )
         .unwrap();
