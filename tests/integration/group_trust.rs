@@ -339,9 +339,19 @@ impl SshGroup {
         let tmp = tempfile::tempdir().unwrap();
         let client = SshClient::new(&tmp.path().join("client"));
         let host = Server::install();
+        // The primary's line as `install` advises it, which must be the one that works.
+        let advice = host.run_install(&host.repo, &[]);
+        harness::assert_success(&advice, "install again");
+        let advice = String::from_utf8_lossy(&advice.stdout).into_owned();
+        let line = advice
+            .lines()
+            .find(|l| l.contains("--group-primary"))
+            .unwrap_or_else(|| panic!("install names no --group-primary line:\n{advice}"));
+        let options = format!("{} ", line.trim().split(" ssh-ed25519").next().unwrap());
+        assert_eq!(options, group_primary_only(&host));
         let sshd = Sshd::builder(&host.base().join("sshd"))
             .addr(host_addr(n))
-            .authorize(&group_primary_only(&host), &client.public_key())
+            .authorize(&options, &client.public_key())
             .env_of(&host)
             .start();
         client.trust(&sshd);
