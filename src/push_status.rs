@@ -462,6 +462,28 @@ mod tests {
     }
 
     #[test]
+    fn only_a_wrappers_own_file_of_an_ancestor_can_carry_the_primarys_mark() {
+        assert_eq!(wrapper_pid("/proc/12/fd/3"), Some(12));
+        for other in [
+            "/proc/self/fd/3",
+            "/proc/12/fd/x",
+            "/tmp/status",
+            "/proc/12/cwd",
+        ] {
+            assert_eq!(wrapper_pid(other), None, "{other}");
+        }
+        let parent = std::os::unix::process::parent_id();
+        assert_eq!(parent_of(std::process::id()), Some(parent));
+        assert!(is_own_ancestor(parent));
+        assert!(!is_own_ancestor(std::process::id()), "not its own ancestor");
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"abc", b"ab"));
+        let secret = new_secret().unwrap();
+        assert_eq!(secret.len(), SECRET_LEN);
+        assert_ne!(secret, new_secret().unwrap());
+    }
+
+    #[test]
     fn the_last_word_of_the_hook_counts() {
         assert_eq!(read_outcome(""), Outcome::Nothing);
         assert_eq!(read_outcome("pending\n"), Outcome::Unknown);
