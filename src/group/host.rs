@@ -104,7 +104,9 @@ pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result
     // Before anything else, and before a word of this server's configuration is printed.
     if let Err(err) = trust::admit(plan) {
         delete_pushed(plan, &request.group, reporter);
-        return Err(err);
+        // Nothing of a refused push stays, the deploy branch pushed along with it included.
+        let failed = trust::put_back_claimed(plan, request);
+        return Err(anyhow!("{err:#}{failed}"));
     }
     for update in other_refs(request) {
         reporter.line(&format!(

@@ -126,26 +126,39 @@ pub fn refuse_direct_push(plan: &Plan, request: &PushRequest) -> Result<()> {
     let Some(member) = membership(&plan.layout) else {
         return Ok(());
     };
-    let mut touched: Vec<&RefUpdate> = request.deploy.iter().chain(&request.replay).collect();
-    touched.extend(request.controls.iter());
+    let touched = claimed(request);
     if touched.is_empty() {
         return Ok(());
     }
     let names: Vec<String> = touched.iter().map(|u| u.name().into_owned()).collect();
-    let mut why = refusal(
+    let why = refusal(
         &plan.layout,
         &member,
         &format!("a push to {}", names.join(", ")),
     );
-    for update in touched {
+    bail!("{why}{}", put_back_claimed(plan, request))
+}
+
+/// The deploy branch's and the control branches' updates of a push.
+fn claimed(request: &PushRequest) -> Vec<&RefUpdate> {
+    let mut touched: Vec<&RefUpdate> = request.deploy.iter().chain(&request.replay).collect();
+    touched.extend(request.controls.iter());
+    touched
+}
+
+/// Puts every branch `request` claims back where it was, for a refused push (a group
+/// operation's, or one to a host of a group) to move nothing; says what could not be.
+pub fn put_back_claimed(plan: &Plan, request: &PushRequest) -> String {
+    let mut failed = String::new();
+    for update in claimed(request) {
         if let Err(err) = put_back(&plan.config.repository, update) {
-            why.push_str(&format!(
+            failed.push_str(&format!(
                 "; {} could not be put back: {err:#}",
                 update.name()
             ));
         }
     }
-    bail!("{why}")
+    failed
 }
 
 /// Sets the ref of `update` back to its old value if it still holds the new one.

@@ -288,6 +288,10 @@ fn a_single_server_refuses_every_group_operation_through_every_door() {
     let fp = fingerprint(&clone);
     assert!(!server.root.join(".atomdeploy/group-primary.json").exists());
     assert_every_door_refused(&server, &clone, &v2, &fp, NOT_THE_PRIMARY);
+    // The deploy branch pushed along with a refused operation is put back too.
+    let before = everything(&server);
+    let push = clone.push(&[&format!("{v2}:main"), &refspec(&v2, "g", &Op::Status)]);
+    assert_refused(&server, &before, &push, NOT_THE_PRIMARY, "with main");
 }
 
 #[test]
