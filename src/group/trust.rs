@@ -183,6 +183,13 @@ fn put_back(repo: &std::path::Path, update: &RefUpdate) -> Result<()> {
 
 /// `atomdeploy-hook leave-group`: this server deploys its own pushes again.
 pub fn leave(layout: &Layout) -> Result<()> {
+    if !layout.config_file.is_file() {
+        bail!(
+            "{} is not a deploy root (no {}); nothing was changed",
+            layout.root.display(),
+            layout.config_file.display()
+        );
+    }
     match membership(layout) {
         None => {
             println!(
