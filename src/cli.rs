@@ -92,6 +92,14 @@ pub enum Command {
         /// the user the hook runs as.
         #[arg(long, value_name = "NAME")]
         pusher: Option<String>,
+        /// This key is the group primary's, on one of its hosts: its pushes may drive the
+        /// host (`refs/atomdeploy/group/…`). Only in that key's line of authorized_keys.
+        #[arg(long)]
+        group_primary: bool,
+        /// The repository's path as git appends it to a local `--receive-pack` command (how a
+        /// primary reaches a host that is a local path); must be the same as --repo.
+        #[arg(hide = true, value_name = "PATH")]
+        appended: Option<PathBuf>,
     },
     /// Deploy again without a push: always a new build, even of the live commit.
     ///
@@ -121,6 +129,12 @@ pub enum Command {
         /// Why, and until when: every refused pusher reads it.
         #[arg(long)]
         message: String,
+        #[command(flatten)]
+        root: RootArg,
+    },
+    /// Take this server out of its group: its own pushes, `replay` and `rollback` deploy
+    /// again. A host refuses them while it belongs to a group, whose primary deploys it.
+    LeaveGroup {
         #[command(flatten)]
         root: RootArg,
     },

@@ -232,6 +232,14 @@ fn print_exit_status_setup(repo: &Path) -> Result<()> {
     println!(
         "    command=\"{binary} serve --repo {repo}\",no-pty,no-port-forwarding,no-X11-forwarding,no-agent-forwarding ssh-ed25519 AAAA…"
     );
+    // A host takes group operations through this line only (see group/trust.rs).
+    println!(
+        "if this server is a host of a group (the primary's deploy.yml lists it in `hosts:`), the \
+         primary's key gets this line instead, and developers' keys plain `serve` or nothing:"
+    );
+    println!(
+        "    restrict,command=\"{binary} serve --repo {repo} --group-primary\" ssh-ed25519 AAAA… deploy@primary"
+    );
     Ok(())
 }
 

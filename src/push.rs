@@ -75,6 +75,9 @@ pub struct PushRequest {
     pub group: Vec<RefUpdate>,
     /// Every other ref in the push; they only get a notice.
     pub ignored: Vec<RefUpdate>,
+    /// The updates behind `branch_deleted`, `rollback` and `rollback_moved`, as pushed: what a
+    /// host of a group puts back when it refuses them (see `group/trust.rs`).
+    pub controls: Vec<RefUpdate>,
 }
 
 fn is_zero(id: &str) -> bool {
@@ -127,6 +130,7 @@ pub fn parse(input: &[u8], branches: &Branches) -> Result<PushRequest> {
             } else {
                 request.rollback_moved = true;
             }
+            request.controls.push(update);
         } else if refname == replay_ref.as_bytes() && !update.is_deletion() {
             request.replay = Some(update);
         } else if GroupRef::is_group_ref(refname) && !update.is_deletion() {
@@ -135,6 +139,7 @@ pub fn parse(input: &[u8], branches: &Branches) -> Result<PushRequest> {
             request.ignored.push(update);
         } else if update.is_deletion() {
             request.branch_deleted = true;
+            request.controls.push(update);
         } else {
             request.deploy = Some(update);
         }

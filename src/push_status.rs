@@ -4,13 +4,37 @@
 //! same behind an `authorized_keys` forced command.
 //!
 //! The hook hands its outcome to the wrapper through a file that only this push knows: the
-//! wrapper creates it and names it in [`STATUS_ENV`], which receive-pack's environment passes
-//! on to the hook. Two pushes at once each read their own file, and a push killed mid-way
-//! leaves no shared state behind to mislead the next one.
+//! wrapper creates it unlinked (it has no name in any directory, so nothing of it outlives
+//! the wrapper, however the wrapper ends) and names it in [`STATUS_ENV`] as
+//! `/proc/<wrapper pid>/fd/<fd>`, which receive-pack's environment passes on to the hook. Two
+//! pushes at once each read their own file.
+//!
+//! The same file carries the mark of a group's primary ([`primary_asks`]).
+//!
+//! # Who may drive a host
+//!
+//! A group operation (`refs/atomdeploy/group/…`) puts builds live on a host without its own
+//! checks, so only the group's primary may push one. The primary is recognised by the ssh key
+//! it logs in with, which the host's operator restricts in `authorized_keys` to
+//! `command="atomdeploy-hook serve --repo R --group-primary"`: OpenSSH runs that command for
+//! that key and no other, whatever the client asks. `serve --group-primary` writes a random
+//! secret as the first line of the status file and hands the hook the same secret in
+//! [`PRIMARY_ENV`]; the hook takes the push for the primary's only when both match and the
+//! file is an unlinked one held open by one of its own ancestors, of its own uid.
+//!
+//! Everyone else is refused: `serve` without the flag and `receive-pack` (the wrapper) remove
+//! [`PRIMARY_ENV`] and set [`STATUS_ENV`] themselves, so that neither a client's `SendEnv` nor
+//! anything it pushes (refs, push options) can carry the mark; `git-shell`, a plain key and a
+//! push to a local path have no wrapper, so no status file of the right kind, and a variable
+//! sent along names no file an ancestor of the hook holds with that secret in it. A local user
+//! of the deploy uid is out of scope: it owns the deploy root already, and could do by hand
+//! anything a group operation does.
 
 use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -19,6 +43,12 @@ use anyhow::{Context, Result, bail};
 
 /// Names the file this push's hook reports its outcome in.
 pub const STATUS_ENV: &str = "ATOMDEPLOY_PUSH_STATUS";
+
+/// Carries `serve --group-primary`'s secret to the hook; see the module's documentation.
+pub const PRIMARY_ENV: &str = "ATOMDEPLOY_GROUP_PRIMARY";
+
+/// The secret's length in hex digits (128 random bits).
+const SECRET_LEN: usize = 32;
 
 /// The hook's side: where it reports, if a wrapper asked. Written line by line, appended, so
 /// that the last line is the latest word: `pending` once there is work that can fail, then
@@ -72,20 +102,55 @@ fn read_outcome(text: &str) -> Outcome {
     }
 }
 
+/// Who runs a push: anyone, or the group's primary (`serve --group-primary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Anyone,
+    GroupPrimary,
+}
+
+impl Caller {
+    /// `serve --group-primary` or not.
+    pub fn from_flag(group_primary: bool) -> Caller {
+        if group_primary {
+            Caller::GroupPrimary
+        } else {
+            Caller::Anyone
+        }
+    }
+}
+
 /// `atomdeploy-hook receive-pack <repo>`: git's own receive-pack with the protocol untouched
 /// (stdin and stdout are inherited, never copied through us), then the deploy's outcome as the
 /// exit status. Returns the status to exit with.
 ///
 /// `pusher`, when given, is who the log names as having pushed (see [`serve`]).
-pub fn receive_pack(repo: &Path, pusher: Option<&str>) -> Result<i32> {
-    let status_file = tempfile::Builder::new()
-        .prefix("atomdeploy-push-")
-        .tempfile()
+pub fn receive_pack(repo: &Path, pusher: Option<&str>, caller: Caller) -> Result<i32> {
+    // Unlinked from the start (O_TMPFILE where the filesystem has it): a wrapper killed with
+    // SIGKILL leaves no file behind.
+    let mut status_file = tempfile::tempfile()
         .context("cannot create the file the hook reports this push's deploy in")?;
     let mut git = Command::new("git");
-    git.arg("receive-pack")
-        .arg(repo)
-        .env(STATUS_ENV, status_file.path());
+    git.arg("receive-pack").arg(repo).env(
+        STATUS_ENV,
+        format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            status_file.as_raw_fd()
+        ),
+    );
+    match caller {
+        Caller::GroupPrimary => {
+            let secret = new_secret()?;
+            writeln!(status_file, "{secret}")
+                .context("cannot write the file the hook reports this push's deploy in")?;
+            git.env(PRIMARY_ENV, secret);
+        }
+        // Whatever a client sent along (ssh's SendEnv) must not reach the hook.
+        Caller::Anyone => {
+            git.env_remove(PRIMARY_ENV);
+        }
+    }
     if let Some(pusher) = pusher {
         git.env(crate::state::history::PUSHER_ENV, pusher);
     }
@@ -93,7 +158,16 @@ pub fn receive_pack(repo: &Path, pusher: Option<&str>) -> Result<i32> {
     if !status.success() {
         return Ok(exit_code(status));
     }
-    let text = std::fs::read_to_string(status_file.path()).unwrap_or_default();
+    let mut text = String::new();
+    let _ = status_file.rewind();
+    let _ = status_file.read_to_string(&mut text);
+    if caller == Caller::GroupPrimary {
+        // The secret is the wrapper's own line, not the hook's word.
+        text = text
+            .split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
+    }
     Ok(match read_outcome(&text) {
         Outcome::Nothing | Outcome::Ok => 0,
         Outcome::Failed(why) => {
@@ -110,6 +184,89 @@ pub fn receive_pack(repo: &Path, pusher: Option<&str>) -> Result<i32> {
             1
         }
     })
+}
+
+/// A fresh secret from the kernel's random source, as hex.
+fn new_secret() -> Result<String> {
+    let mut bytes = [0u8; SECRET_LEN / 2];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The hook's side of `serve --group-primary`: whether this push came through it, i.e. the
+/// secret in [`PRIMARY_ENV`] is the first line of the status file named in [`STATUS_ENV`],
+/// and that file is what a wrapper makes, held by an ancestor of this process. See the
+/// module's documentation for who can get here and why nobody else can.
+pub fn primary_asks() -> bool {
+    let (Some(secret), Some(path)) = (std::env::var_os(PRIMARY_ENV), std::env::var_os(STATUS_ENV))
+    else {
+        return false;
+    };
+    let secret = secret.to_string_lossy();
+    if secret.len() != SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    let Some(pid) = wrapper_pid(&path.to_string_lossy()) else {
+        return false;
+    };
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::geteuid() };
+    let own_process = std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
+    if !own_process || !is_own_ancestor(pid) {
+        return false;
+    }
+    let Ok(file) = File::open(&path) else {
+        return false;
+    };
+    let made_by_a_wrapper = file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.nlink() == 0 && m.uid() == uid);
+    if !made_by_a_wrapper {
+        return false;
+    }
+    let mut first = String::new();
+    if BufReader::new(file).read_line(&mut first).is_err() {
+        return false;
+    }
+    constant_time_eq(first.trim_end_matches('\n').as_bytes(), secret.as_bytes())
+}
+
+/// The pid of `/proc/<pid>/fd/<n>`, the only form a wrapper hands on.
+fn wrapper_pid(path: &str) -> Option<u32> {
+    let rest = path.strip_prefix("/proc/")?;
+    let (pid, fd) = rest.split_once("/fd/")?;
+    fd.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether `pid` is this process's parent, or its parent's, and so on: the wrapper runs git
+/// receive-pack, which runs the hook (through the hook file's shell).
+fn is_own_ancestor(pid: u32) -> bool {
+    let mut at = std::os::unix::process::parent_id();
+    for _ in 0..16 {
+        if at == pid {
+            return true;
+        }
+        match parent_of(at) {
+            Some(parent) if parent > 1 => at = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The parent of `pid`, from /proc/<pid>/stat (its 4th field, after the name in parentheses,
+/// which may itself hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn exit_code(status: ExitStatus) -> i32 {
@@ -133,10 +290,34 @@ enum Service {
 /// `pusher` is the key's owner as the operator wrote it in the forced command; without it, an
 /// empty name makes the hook fall back to its user, so that a client's own environment
 /// (`SendEnv`) cannot name someone else.
-pub fn serve(repo: &Path, pusher: Option<&str>) -> Result<i32> {
+///
+/// `caller` is [`Caller::GroupPrimary`] for `--group-primary`: only the forced command of
+/// the group primary's key on a host says so (see the module's documentation). `appended` is
+/// the path git adds to a local `--receive-pack` command (how a primary reaches a host that is
+/// a local path); it must name the same repository.
+pub fn serve(
+    repo: &Path,
+    pusher: Option<&str>,
+    caller: Caller,
+    appended: Option<&Path>,
+) -> Result<i32> {
     let own = std::fs::canonicalize(repo)
         .with_context(|| format!("cannot find the repository {}", repo.display()))?;
+    if let Some(appended) = appended
+        && std::fs::canonicalize(appended).ok().as_ref() != Some(&own)
+    {
+        bail!(
+            "refused: {} is not {}, the only repository this command serves",
+            appended.display(),
+            own.display()
+        );
+    }
     let Some(asked) = std::env::var_os("SSH_ORIGINAL_COMMAND") else {
+        // Run as a local `--receive-pack` (git appended the path, checked above): no ssh
+        // client asks anything, git wants receive-pack. sshd never appends to a forced command.
+        if appended.is_some() {
+            return receive_pack(&own, Some(pusher.unwrap_or("")), caller);
+        }
         bail!(
             "this key may only push to and fetch from {} with git; no shell, no other command",
             own.display()
@@ -157,7 +338,7 @@ pub fn serve(repo: &Path, pusher: Option<&str>) -> Result<i32> {
         );
     }
     match service {
-        Service::ReceivePack => receive_pack(&own, Some(pusher.unwrap_or(""))),
+        Service::ReceivePack => receive_pack(&own, Some(pusher.unwrap_or("")), caller),
         Service::UploadPack => {
             let err = Command::new("git").arg("upload-pack").arg(&own).exec();
             Err(err).context("cannot run git upload-pack")
@@ -278,6 +459,28 @@ mod tests {
         ] {
             assert!(parse_command(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn only_a_wrappers_own_file_of_an_ancestor_can_carry_the_primarys_mark() {
+        assert_eq!(wrapper_pid("/proc/12/fd/3"), Some(12));
+        for other in [
+            "/proc/self/fd/3",
+            "/proc/12/fd/x",
+            "/tmp/status",
+            "/proc/12/cwd",
+        ] {
+            assert_eq!(wrapper_pid(other), None, "{other}");
+        }
+        let parent = std::os::unix::process::parent_id();
+        assert_eq!(parent_of(std::process::id()), Some(parent));
+        assert!(is_own_ancestor(parent));
+        assert!(!is_own_ancestor(std::process::id()), "not its own ancestor");
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"abc", b"ab"));
+        let secret = new_secret().unwrap();
+        assert_eq!(secret.len(), SECRET_LEN);
+        assert_ne!(secret, new_secret().unwrap());
     }
 
     #[test]

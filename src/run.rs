@@ -37,24 +37,29 @@ pub fn run(cli: Cli) -> Result<()> {
             exit_with(if healthy { 0 } else { 1 })
         }
         Command::PostReceive { root } => hook::run(&root),
-        Command::ReceivePack { repo } => exit_with(push_status::receive_pack(&repo, None)?),
-        Command::Serve { repo, pusher } => exit_with(push_status::serve(&repo, pusher.as_deref())?),
-        Command::Replay { rev, root } => {
-            let plan = Plan::load(&root.root)?;
-            let reporter = Reporter::new(Output::detect(false));
-            let source = match &rev {
-                Some(rev) => format!("replay {rev}"),
-                None => "replay".to_string(),
-            };
-            let request = deploy::Request {
-                source: &source,
-                rev: rev.as_deref(),
-                always_new: true,
-            };
-            deploy::deploy(&plan, &request, &reporter)
+        Command::ReceivePack { repo } => exit_with(push_status::receive_pack(
+            &repo,
+            None,
+            push_status::Caller::Anyone,
+        )?),
+        Command::Serve {
+            repo,
+            pusher,
+            group_primary,
+            appended,
+        } => {
+            let caller = push_status::Caller::from_flag(group_primary);
+            exit_with(push_status::serve(
+                &repo,
+                pusher.as_deref(),
+                caller,
+                appended.as_deref(),
+            )?)
         }
+        Command::Replay { rev, root } => replay(rev.as_deref(), &root.root),
         Command::Rollback { to, root } => {
             let plan = Plan::load(&root.root)?;
+            group::trust::refuse_if_member(&plan, "`atomdeploy-hook rollback`")?;
             let reporter = Reporter::new(Output::detect(false));
             rollback::rollback(&plan, to.as_deref(), "rollback command", &reporter)
         }
@@ -63,6 +68,9 @@ pub fn run(cli: Cli) -> Result<()> {
             &message,
             &Reporter::new(Output::detect(false)),
         ),
+        Command::LeaveGroup { root } => {
+            group::trust::leave(&crate::state::plan::Layout::new(&root.root))
+        }
         Command::Unfreeze { root } => freeze::unfreeze(
             &Plan::load(&root.root)?.layout,
             &Reporter::new(Output::detect(false)),
@@ -90,6 +98,23 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// `atomdeploy-hook replay`: always a new build, refused on a host of a group.
+fn replay(rev: Option<&str>, root: &std::path::Path) -> Result<()> {
+    let plan = Plan::load(root)?;
+    group::trust::refuse_if_member(&plan, "`atomdeploy-hook replay`")?;
+    let reporter = Reporter::new(Output::detect(false));
+    let source = match rev {
+        Some(rev) => format!("replay {rev}"),
+        None => "replay".to_string(),
+    };
+    let request = deploy::Request {
+        source: &source,
+        rev,
+        always_new: true,
+    };
+    deploy::deploy(&plan, &request, &reporter)
 }
 
 /// The wrappers' status is git's answer to the pusher: passed on as it is.

@@ -37,6 +37,8 @@ mod group_faults;
 mod group_host;
 #[path = "integration/group_ssh.rs"]
 mod group_ssh;
+#[path = "integration/group_trust.rs"]
+mod group_trust;
 #[path = "integration/group_web.rs"]
 mod group_web;
 #[path = "integration/guarantees.rs"]

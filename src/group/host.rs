@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use crate::group::{GroupRef, Line, Op, REF_PREFIX, Status};
+use crate::group::{GroupRef, Line, Op, REF_PREFIX, Status, trust};
 use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::recover;
@@ -101,6 +101,13 @@ fn drop_other_records(layout: &Layout, gid: &str) {
 /// Handles a push that carries group refs: the one operation it asks for, then the ref is
 /// deleted again, whatever happened. Nothing else of the push is deployed.
 pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
+    // Before anything else, and before a word of this server's configuration is printed.
+    if let Err(err) = trust::admit(plan) {
+        delete_pushed(plan, &request.group, reporter);
+        // Nothing of a refused push stays, the deploy branch pushed along with it included.
+        let failed = trust::put_back_claimed(plan, request);
+        return Err(anyhow!("{err:#}{failed}"));
+    }
     for update in other_refs(request) {
         reporter.line(&format!(
             "atomdeploy: {} not deployed: this push carries a group operation",
@@ -121,13 +128,17 @@ pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result
                 .join(", ")
         )),
     };
-    for update in &request.group {
+    delete_pushed(plan, &request.group, reporter);
+    result
+}
+
+fn delete_pushed(plan: &Plan, group: &[RefUpdate], reporter: &Reporter) {
+    for update in group {
         let name = update.name();
         if let Err(err) = refs::delete_ref(&plan.config.repository, &name, &update.new) {
             reporter.warn(&format!("could not delete {name}: {err:#}"));
         }
     }
-    result
 }
 
 fn other_refs(request: &PushRequest) -> impl Iterator<Item = &RefUpdate> {
@@ -236,6 +247,8 @@ enum Making {
 /// build of it already on disk, for a rollback.
 fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> Result<()> {
     let layout = &ctx.plan.layout;
+    // As a single server refuses a push: a freeze holds whoever asks.
+    crate::freeze::check(layout)?;
     recover::recover(layout, ctx.reporter)
         .context("cleaning up after an interrupted deploy failed")?;
     drop_other_records(layout, ctx.gid);
@@ -266,6 +279,12 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
         .with_context(|| format!("{} is not a commit", ctx.commit))?
         .id();
     let short = short_id_of(commit);
+    let branch = format!("refs/heads/{}", ctx.plan.config.branch);
+    if making != Making::Reuse {
+        check_fast_forward(&repo, &branch, commit)?;
+    }
+    // Every check passed: from here on this server deploys what its primary sends only.
+    trust::join(layout)?;
     let (op, build) = if making == Making::Reuse {
         let found = newest_good_build_of(layout, &commit.to_string())?.ok_or_else(|| {
             anyhow!(
@@ -285,7 +304,6 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
         // checkout takes HEAD's tree as what application/ holds, and with an unborn HEAD it
         // rewrites every file in place, so that none stays the file the live build links from
         // and `snapshot: link` copies everything.
-        let branch = format!("refs/heads/{}", ctx.plan.config.branch);
         repo.reference(&branch, commit, true, "atomdeploy: group prepare")
             .with_context(|| format!("cannot move {branch} to {short}"))?;
         let d = Deploy {
@@ -321,6 +339,28 @@ fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> R
     );
     fault::point("group-prepared");
     Ok(())
+}
+
+/// `receive.denyNonFastForwards` holds for the primary as for a developer's push: the deploy
+/// branch never goes back to an older commit (nor to one not built on it).
+fn check_fast_forward(repo: &Repository, branch: &str, commit: Oid) -> Result<()> {
+    let denied = repo
+        .config()
+        .and_then(|c| c.get_bool("receive.denyNonFastForwards"))
+        .unwrap_or(false);
+    let Ok(current) = repo.refname_to_id(branch) else {
+        return Ok(());
+    };
+    if !denied || current == commit || repo.graph_descendant_of(commit, current)? {
+        return Ok(());
+    }
+    bail!(
+        "{} is not a fast-forward of {branch} ({} here), and this repository's \
+         receive.denyNonFastForwards forbids moving it back; nothing was built (deploy a newer \
+         commit, or roll the group back with a rollback, which moves no branch)",
+        short_id_of(commit),
+        short_id_of(current)
+    )
 }
 
 fn new_record(op: &str, build: &BuildName, commit: Oid, previous: Option<&BuildName>) -> Record {

@@ -11,6 +11,7 @@ pub mod host;
 pub mod local;
 pub mod primary;
 pub mod remote;
+pub mod trust;
 pub mod view;
 
 use std::fmt;

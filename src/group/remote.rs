@@ -188,7 +188,16 @@ pub fn push(
     let mut cmd = child::command("git", &ssh_dir(layout));
     cmd.arg("--git-dir")
         .arg(&plan.config.repository)
-        .args(["push", "--porcelain", "--no-verify", "--"])
+        .args(["push", "--porcelain", "--no-verify"]);
+    if let Some(local) = local_receive_pack(plan, &host.url) {
+        cmd.arg("--receive-pack")
+            .arg(local.command)
+            .env("SSH_ORIGINAL_COMMAND", local.original)
+            // Those of whoever pushed to this primary over ssh: not the primary's.
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SSH_CLIENT");
+    }
+    cmd.arg("--")
         .arg(&host.url)
         .arg(format!("{commit}:{dst}"))
         .env("GIT_SSH_COMMAND", ssh_command(plan))
@@ -215,6 +224,49 @@ pub fn push(
         errors,
         result,
     }
+}
+
+/// How the primary reaches a host that is a local path: through the same door as an ssh
+/// host's forced command, `serve --group-primary` (a host takes group operations through it
+/// only; see push_status.rs).
+struct LocalReceivePack {
+    /// For `--receive-pack`; git appends the quoted path and runs it with `sh -c`.
+    command: String,
+    /// What `serve` reads as the client's request, as sshd would set it.
+    original: String,
+}
+
+/// None for a host reached over ssh, whose own forced command does the same.
+fn local_receive_pack(plan: &Plan, url: &str) -> Option<LocalReceivePack> {
+    let parsed = gix_url::parse(url.as_bytes()).ok()?;
+    if parsed.scheme != gix_url::Scheme::File {
+        return None;
+    }
+    let path = parsed.path.to_string();
+    let primary = format!("the primary at {}", plan.layout.root.display());
+    Some(LocalReceivePack {
+        command: format!(
+            "{} serve --repo {} --group-primary --pusher {}",
+            sh_quote(&own_exe().to_string_lossy()),
+            sh_quote(&path),
+            sh_quote(&primary)
+        ),
+        original: format!("git-receive-pack {}", sh_quote(&path)),
+    })
+}
+
+/// This very binary: the host's hook is the same program, in the same place.
+fn own_exe() -> PathBuf {
+    #[cfg(test)]
+    if let Some(exe) = tests::OWN_EXE.with(|e| e.borrow().clone()) {
+        return exe;
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("atomdeploy-hook"))
+}
+
+/// Quoted for sh as git's `sq_quote` does, which `serve` undoes.
+fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// Where each line of `git push` goes: protocol lines returned, the host's output shown
@@ -276,6 +328,13 @@ fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Stands in for atomdeploy-hook in a unit test, whose own executable is the test
+        /// runner.
+        pub(super) static OWN_EXE: std::cell::RefCell<Option<PathBuf>> =
+            const { std::cell::RefCell::new(None) };
+    }
 
     #[test]
     fn labels_name_the_host_and_tell_equal_ones_apart() {
@@ -359,6 +418,19 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
+        // A local host is reached through `serve --group-primary`: this stands in for it.
+        let serve = dir.path().join("serve");
+        std::fs::write(
+            &serve,
+            "#!/bin/sh\n[ \"$1 $2 $4 $7\" = \"serve --repo --group-primary $3\" ] \
+             && [ \"$SSH_ORIGINAL_COMMAND\" = \"git-receive-pack '$3'\" ] \
+             || { echo \"error: not through serve --group-primary: $*\" >&2; exit 1; }\n\
+             exec git receive-pack \"$3\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&serve, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        OWN_EXE.with(|e| *e.borrow_mut() = Some(serve));
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join(".atomdeploy")).unwrap();
         let config = crate::config::parse(

@@ -77,6 +77,13 @@ pub(crate) fn handle_reported(
     request: &PushRequest,
     reporter: &Reporter,
 ) -> std::result::Result<(), String> {
+    // A host of a group deploys only what its primary sends: no summary (there was no
+    // deploy to sum up), only the refusal.
+    if let Err(err) = group::trust::refuse_direct_push(plan, request) {
+        let why = format!("{err:#}");
+        report::error(&why);
+        return Err(failure("group", &why));
+    }
     let Err(err) = handle(plan, branches, request, reporter) else {
         return Ok(());
     };

@@ -256,6 +256,12 @@ impl Server {
             .unwrap()
     }
 
+    /// `atomdeploy-hook leave-group`: a host of a group deploys its own pushes again.
+    #[track_caller]
+    pub fn leave_group(&self) {
+        assert_success(&self.run(&["leave-group"]), "leave-group");
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.root.join("deploy.yml")
     }
@@ -693,6 +699,51 @@ impl Clone {
         ]);
     }
 
+    /// Makes `git push production` go through `atomdeploy-hook serve --group-primary`, as a
+    /// group's primary pushes to a host that is a local path (git appends the path to the
+    /// command), so that the server takes group operations from this clone.
+    pub fn drive_as_primary(&self) {
+        self.git(&[
+            "config",
+            "remote.production.receivepack",
+            &self.primary_receive_pack(),
+        ]);
+    }
+
+    /// Undoes [`Clone::drive_as_primary`]: pushes go to git's own receive-pack again.
+    pub fn push_directly(&self) {
+        self.git(&["config", "--unset", "remote.production.receivepack"]);
+    }
+
+    fn primary_receive_pack(&self) -> String {
+        let repo = self.git(&["remote", "get-url", "production"]);
+        format!("{BIN} serve --repo '{}' --group-primary", repo.trim())
+    }
+
+    /// `git push production <args>` once as the group's primary pushes to a local host:
+    /// `--receive-pack` through `serve --group-primary`, and the request in
+    /// SSH_ORIGINAL_COMMAND as sshd would set it.
+    #[must_use = "assert on what the pusher saw"]
+    pub fn group_push(&self, args: &[&str]) -> Push {
+        let repo = self.git(&["remote", "get-url", "production"]);
+        let mut cmd = self.env.command("git");
+        cmd.arg("push")
+            .arg("--receive-pack")
+            .arg(self.primary_receive_pack())
+            .arg("production")
+            .args(args)
+            .env(
+                "SSH_ORIGINAL_COMMAND",
+                format!("git-receive-pack '{}'", repo.trim()),
+            )
+            .current_dir(&self.path);
+        let out = cmd.output().unwrap();
+        Push {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// `git push production main`.
     #[must_use = "assert on what the pusher saw"]
     pub fn push_main(&self) -> Push {
@@ -701,8 +752,14 @@ impl Clone {
 
     /// Starts a push and returns while it runs; its output is collected as it comes.
     pub fn spawn_push(&self, args: &[&str]) -> RunningPush {
+        self.spawn_push_with_env(args, &[])
+    }
+
+    /// [`Clone::spawn_push`] with `vars` added to the environment.
+    pub fn spawn_push_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> RunningPush {
         let mut child = self
             .push_command(args)
+            .envs(vars.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -23,6 +23,16 @@ use super::{Server, assert_success, wait_until_quietly};
 /// `restrict` takes away the pty and every forwarding.
 pub const GIT_SHELL_ONLY: &str = r#"restrict,command="git-shell -c \"$SSH_ORIGINAL_COMMAND\"" "#;
 
+/// The `authorized_keys` options of a group primary's key on one of its hosts (`server`): the
+/// only way in for group operations, as the README tells operators to write it.
+pub fn group_primary_only(server: &Server) -> String {
+    format!(
+        r#"restrict,command="{} serve --repo {} --group-primary" "#,
+        super::BIN,
+        server.repo.display()
+    )
+}
+
 /// Generates an ed25519 key pair without a passphrase at `path` and `path.pub`.
 pub fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
@@ -132,6 +142,7 @@ pub struct SshdBuilder {
     addr: Ipv4Addr,
     keys: Vec<(String, PathBuf)>,
     env: Vec<(String, String)>,
+    accept_env: Vec<String>,
 }
 
 impl SshdBuilder {
@@ -150,6 +161,12 @@ impl SshdBuilder {
     /// Sets a variable in every session's environment (sshd's `SetEnv`).
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Lets clients send the variable `name` (sshd's `AcceptEnv`, a client's `SendEnv`).
+    pub fn accept_env(mut self, name: &str) -> Self {
+        self.accept_env.push(name.to_string());
         self
     }
 
@@ -201,6 +218,7 @@ impl SshdBuilder {
             dir: self.dir,
             marker,
             set_env: env.join(" "),
+            accept_env: self.accept_env.join(" "),
         };
         // The port is found free and then given to sshd: another process may take it in
         // between, so a failed bind tries another one.
@@ -230,6 +248,8 @@ pub struct Sshd {
     /// In the environment of sshd and every session: finds what they left running.
     marker: String,
     set_env: String,
+    /// sshd's `AcceptEnv`, if any.
+    accept_env: String,
 }
 
 impl Sshd {
@@ -240,6 +260,7 @@ impl Sshd {
             addr: host_addr(0),
             keys: Vec::new(),
             env: Vec::new(),
+            accept_env: Vec::new(),
         }
     }
 
@@ -259,9 +280,32 @@ impl Sshd {
         client: &SshClient,
         env: &[(&str, &str)],
     ) -> Sshd {
+        Sshd::host_with(GIT_SHELL_ONLY, server, addr, client, env)
+    }
+
+    /// A host of a group: [`Sshd::git_shell_host_with`], but `client` is the group's primary,
+    /// its key restricted to `serve --group-primary` ([`group_primary_only`]).
+    #[track_caller]
+    pub fn group_host_with(
+        server: &Server,
+        addr: Ipv4Addr,
+        client: &SshClient,
+        env: &[(&str, &str)],
+    ) -> Sshd {
+        Sshd::host_with(&group_primary_only(server), server, addr, client, env)
+    }
+
+    #[track_caller]
+    fn host_with(
+        options: &str,
+        server: &Server,
+        addr: Ipv4Addr,
+        client: &SshClient,
+        env: &[(&str, &str)],
+    ) -> Sshd {
         let mut builder = Sshd::builder(&server.base().join("sshd"))
             .addr(addr)
-            .authorize(GIT_SHELL_ONLY, &client.public_key())
+            .authorize(options, &client.public_key())
             .env_of(server);
         for (name, value) in env {
             builder = builder.env(name, value);
@@ -293,12 +337,17 @@ impl Sshd {
                 "Port {}\nListenAddress {}\nHostKey {}\nAuthorizedKeysFile {}\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 PidFile none\nMaxStartups 100\nMaxSessions 100\nSetEnv {}\n",
+                 PidFile none\nMaxStartups 100\nMaxSessions 100\nSetEnv {}\n{}",
                 self.port,
                 self.addr,
                 self.host_key().display(),
                 self.dir.join("authorized_keys").display(),
                 self.set_env,
+                if self.accept_env.is_empty() {
+                    String::new()
+                } else {
+                    format!("AcceptEnv {}\n", self.accept_env)
+                },
             ),
         )
         .unwrap();

@@ -9,9 +9,17 @@ use atomdeploy_hook::group::{Line, Status};
 
 use crate::harness::{self, Clone, Push, Server};
 
-/// `git push production <commit>:refs/atomdeploy/group/<gid>/<op>`.
+/// `git push production <commit>:refs/atomdeploy/group/<gid>/<op>`, as the group's primary.
 fn group_push(clone: &Clone, commit: &str, gid: &str, op: &str) -> Push {
-    clone.push(&[&format!("{commit}:refs/atomdeploy/group/{gid}/{op}")])
+    clone.group_push(&[&format!("{commit}:refs/atomdeploy/group/{gid}/{op}")])
+}
+
+/// [`group_push`] with a fault armed in the host's hook (see `Clone::push_with_fault`).
+fn group_push_with_fault(clone: &Clone, refspec: &str, fault: &str) -> Push {
+    clone.drive_as_primary();
+    let push = clone.push_with_fault(&[refspec], fault);
+    clone.push_directly();
+    push
 }
 
 /// Every protocol line the host printed, in order, but the `live` line of a prepare and the
@@ -376,6 +384,8 @@ fn reuse_takes_a_good_build_already_there_and_fails_clearly_without_one() {
     // A commit never built here, and one whose build is bad, cannot be reused.
     clone.set_version("v3");
     let v3 = clone.commit("v3");
+    // A host of a group rolls back only through its primary, until it leaves the group.
+    server.leave_group();
     clone.push(&[":rollback"]).success();
     assert_eq!(state_of(&server, &b2), "bad");
     for (commit, gid) in [(&v3, "none"), (&v2, "bad")] {
@@ -411,8 +421,9 @@ fn a_prepared_build_never_switched_is_gone_by_the_next_group_and_never_goes_live
     let fp = fingerprint(&clone);
     // The host's hook killed right after it prepared (as a kill -9 of the primary between
     // prepare and switch leaves it, plus the ref the hook did not get to delete).
-    let _ = clone.push_with_fault(
-        &[&format!("{v2}:refs/atomdeploy/group/dead/prepare/{fp}")],
+    let _ = group_push_with_fault(
+        &clone,
+        &format!("{v2}:refs/atomdeploy/group/dead/prepare/{fp}"),
         "group-prepared",
     );
     let stale = match &server.builds()[..] {
@@ -460,6 +471,7 @@ fn a_prepared_build_never_switched_is_gone_by_the_next_group_and_never_goes_live
         prepared(&group_push(&clone, &v4, "left", &format!("prepare/{fp}")).success());
     clone.set_version("v5");
     let v5 = clone.commit("v5");
+    server.leave_group();
     clone.push(&["HEAD:main"]).success().stderr_has(&format!(
         "removed builds/{orphan}, left by an interrupted deploy"
     ));
@@ -512,7 +524,7 @@ fn a_group_ref_deploys_nothing_else_and_a_malformed_one_is_refused_and_deleted()
     server.repo_git(&["config", "receive.denyDeleteCurrent", "refuse"]);
     let before = server.state();
     let push = clone
-        .push(&[
+        .group_push(&[
             &format!("{v2}:main"),
             &format!("{v2}:refs/atomdeploy/group/g/status"),
         ])
@@ -529,7 +541,7 @@ fn a_group_ref_deploys_nothing_else_and_a_malformed_one_is_refused_and_deleted()
     }
     // Two operations in one push: neither is done.
     let fp = fingerprint(&clone);
-    let push = clone.push(&[
+    let push = clone.group_push(&[
         &format!("{v2}:refs/atomdeploy/group/g/prepare/{fp}"),
         &format!("{v2}:refs/atomdeploy/group/g/status"),
     ]);
@@ -611,6 +623,7 @@ fn the_build_before_survives_the_cleanup_after_a_group_switch_for_a_restore() {
     // The next deploy's cleanup goes back to keep_builds: 1.
     clone.set_version("v3");
     clone.commit("v3");
+    server.leave_group();
     clone.push_main().success();
     assert_eq!(server.builds(), [server.live().unwrap()]);
 }
@@ -625,7 +638,11 @@ fn a_host_killed_during_its_switch_is_brought_back_by_restore_whether_or_not_it_
         let fp = fingerprint(&clone);
         let (build, _) =
             prepared(&group_push(&clone, &v2, "g", &format!("prepare/{fp}")).success());
-        let push = clone.push_with_fault(&[&format!("{v2}:refs/atomdeploy/group/g/switch")], fault);
+        let push = group_push_with_fault(
+            &clone,
+            &format!("{v2}:refs/atomdeploy/group/g/switch"),
+            fault,
+        );
         assert!(
             !lines(&push)
                 .iter()
@@ -667,7 +684,7 @@ fn an_operation_whose_hook_was_killed_can_be_pushed_again_after_any_group_push()
     let fp = fingerprint(&clone);
     let (build, _) = prepared(&group_push(&clone, &v2, "g", &format!("prepare/{fp}")).success());
     let switch = format!("{v2}:refs/atomdeploy/group/g/switch");
-    let _ = clone.push_with_fault(&[&switch], "switch-linked");
+    let _ = group_push_with_fault(&clone, &switch, "switch-linked");
     // The killed hook's ref is still there: git sees nothing to do, no hook runs.
     let again = group_push(&clone, &v2, "g", "switch");
     assert!(lines(&again).is_empty(), "{}", again.stderr);

@@ -199,7 +199,8 @@ fn a_crashed_host_cuts_the_push_off_and_comes_back_with_its_host_key() {
 
 /// A primary and its hosts over ssh: each host an install behind its own sshd on 127.0.0.2,
 /// 127.0.0.3, …, the primary (pushed to over a local path, as the other tests do) listing
-/// them in `hosts:`, its ssh given the client's key and `known_hosts`.
+/// them in `hosts:`, its ssh given the client's key and `known_hosts`, which each host
+/// restricts to `serve --group-primary` (the one way in for group operations).
 struct Group {
     primary: Server,
     hosts: Vec<Host>,
@@ -233,7 +234,7 @@ impl Group {
                 let env = env(i);
                 let env: Vec<(&str, &str)> =
                     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let sshd = Sshd::git_shell_host_with(&server, host_addr(i), &client, &env);
+                let sshd = Sshd::group_host_with(&server, host_addr(i), &client, &env);
                 Host { server, sshd }
             })
             .collect();
