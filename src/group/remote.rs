@@ -626,9 +626,9 @@ pub fn push(
         .env("LC_ALL", "C");
     let mut kept = Kept::default();
     let what = format!("git push to {}", host.label);
-    let left = limit.saturating_sub(waiting.started.elapsed());
     let watch = child::Watch {
-        limit: Some(left),
+        limit: Some(limit),
+        since: waiting.started,
         max_line: child::MAX_LONG_LINE,
         on_tick: &mut |quiet| waiting.tick(quiet),
     };

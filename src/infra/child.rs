@@ -140,6 +140,7 @@ pub fn run_limited_lines(
 ) -> Result<()> {
     let watch = Watch {
         limit,
+        since: Instant::now(),
         max_line: MAX_LINE,
         on_tick: &mut |_| None,
     };
@@ -155,8 +156,11 @@ pub const TICK: Duration = Duration::from_secs(1);
 
 /// How [`run_watched`] watches a command besides its lines.
 pub struct Watch<'a> {
-    /// Killed once this has passed.
+    /// Killed once this has passed since `since`.
     pub limit: Option<Duration>,
+    /// When the limit started to run: before the command, when its caller waited for
+    /// something on its behalf (a connection) first.
+    pub since: Instant,
     /// Bytes of one line handed over whole; the rest of a longer line comes as further lines.
     pub max_line: usize,
     /// Called every [`TICK`] while the command runs, with how long it has printed nothing;
@@ -182,7 +186,7 @@ pub fn run_watched(
     let limit = watch.limit;
     // deploy.yml bounds every limit, but an overflow must never panic a deploy: a limit past
     // what Instant can hold is no limit.
-    let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
+    let deadline = limit.and_then(|limit| watch.since.checked_add(limit));
     let mut status = None;
     let mut open_streams = 2;
     let mut drain_until = None;
