@@ -33,6 +33,8 @@ mod freeze;
 mod group;
 #[path = "integration/group_host.rs"]
 mod group_host;
+#[path = "integration/group_hostile.rs"]
+mod group_hostile;
 #[path = "integration/group_ssh.rs"]
 mod group_ssh;
 #[path = "integration/group_web.rs"]

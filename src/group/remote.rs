@@ -773,12 +773,16 @@ fn relay(
     // git's clear-to-end-of-line after a `remote:` line, then every control character.
     let line = line.strip_suffix("\x1b[K").unwrap_or(line).trim_end();
     let line = child::printable(line);
+    if let Some(protocol) = line
+        .strip_prefix("remote: ")
+        .filter(|rest| rest.starts_with(LINE_PREFIX))
+    {
+        return GroupLine::parse(protocol).map(defang);
+    }
+    // Read whole for the protocol lines; anything else is shown as long as a command's line.
     let line = cut_at(&line, child::MAX_LINE);
     match line.strip_prefix("remote: ") {
         Some(rest) => {
-            if rest.starts_with(LINE_PREFIX) {
-                return GroupLine::parse(rest).map(defang);
-            }
             if let Some(error) = rest.strip_prefix("error: ") {
                 keep_last(&mut kept.errors, error.trim_start());
             }
