@@ -494,6 +494,7 @@ pub fn close_connections(layout: &Layout) {
             .to_str()
             .and_then(|n| n.parse::<u32>().ok())
         else {
+            exit_old_master(&dir, &entry);
             continue;
         };
         // SAFETY: kill(2) with signal 0 only asks whether the process exists.
@@ -502,6 +503,26 @@ pub fn close_connections(layout: &Layout) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// A socket of a master that an earlier version left to ControlPersist (`<ssh_dir>/<%C>`):
+/// asked to exit, so that it does not keep its session, and a removed key working, for up to
+/// half an hour after an upgrade.
+fn exit_old_master(dir: &Path, entry: &std::fs::DirEntry) {
+    use std::os::unix::fs::FileTypeExt;
+    if !entry.file_type().is_ok_and(|t| t.is_socket()) {
+        return;
+    }
+    let _ = child::command("ssh", dir)
+        .arg("-o")
+        .arg(format!(
+            "ControlPath={}",
+            entry.file_name().to_string_lossy()
+        ))
+        .args(["-O", "exit", "atomdeploy-host"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// One push's waiting on its host: tells the pusher which host it waits for, and gives the
