@@ -636,6 +636,62 @@ mod tests {
         unmarked.wait().unwrap();
     }
 
+    /// A line as long as a host's status with a long before_switch comes whole when asked
+    /// for, cut at MAX_LINE otherwise; a command told to stop by `on_tick` is killed with the
+    /// reason given, long before its limit.
+    #[test]
+    fn long_lines_come_whole_when_asked_and_a_tick_can_stop_a_command() {
+        let reporter = Reporter::new(crate::infra::report::Output::Plain);
+        let long = |max_line: usize| {
+            let mut lines = Vec::new();
+            let watch = Watch {
+                limit: Some(Duration::from_secs(60)),
+                since: Instant::now(),
+                max_line,
+                on_tick: &mut |_| None,
+            };
+            let cmd = shell(
+                "head -c 100000 /dev/zero | tr '\\0' x; echo",
+                Path::new("/"),
+            );
+            run_watched(cmd, "printf", watch, &reporter, &mut |line, _| {
+                lines.push(line.len())
+            })
+            .unwrap();
+            lines
+        };
+        assert_eq!(long(MAX_LONG_LINE), [100_000]);
+        assert_eq!(long(MAX_LINE).first(), Some(&MAX_LINE));
+
+        let started = Instant::now();
+        let mut ticks = 0;
+        let watch = Watch {
+            limit: Some(Duration::from_secs(600)),
+            since: Instant::now(),
+            max_line: MAX_LINE,
+            on_tick: &mut |quiet| {
+                ticks += 1;
+                (quiet >= TICK).then(|| "left out meanwhile".to_string())
+            },
+        };
+        let err = run_watched(
+            shell("sleep 600", Path::new("/")),
+            "sleep",
+            watch,
+            &reporter,
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "sleep was stopped (left out meanwhile) and killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(ticks >= 1);
+    }
+
     #[test]
     fn a_process_that_started_later_with_the_same_pid_is_not_the_same() {
         let me = std::process::id() as i32;
