@@ -164,7 +164,7 @@ pub struct Watch<'a> {
     /// Bytes of one line handed over whole; the rest of a longer line comes as further lines.
     pub max_line: usize,
     /// Called every [`TICK`] while the command runs, with how long it has printed nothing;
-    /// `Some(why)` kills it as its limit would (`why` ends the error: "… stopped: {why}").
+    /// `Some(why)` kills it as its limit would (the error: "… was stopped ({why}) and killed").
     pub on_tick: &'a mut dyn FnMut(Duration) -> Option<String>,
 }
 
