@@ -88,7 +88,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let plan = Plan::load(&root)?;
             let reporter = Reporter::new(Output::detect(false));
             match action {
-                None => group::view::print(&plan, json),
+                None => exit_with(group::view::print(&plan, json)?),
                 Some(HostsAction::Exclude { host, reason }) => {
                     group::view::exclude(&plan, &host, &reason, &reporter)
                 }

@@ -35,6 +35,8 @@ mod group;
 mod group_faults;
 #[path = "integration/group_host.rs"]
 mod group_host;
+#[path = "integration/group_hostile.rs"]
+mod group_hostile;
 #[path = "integration/group_ssh.rs"]
 mod group_ssh;
 #[path = "integration/group_trust.rs"]

@@ -2,7 +2,8 @@
 //! each finding how to fix it. Exits non-zero when something would break a deploy or a
 //! request; a warning is something that works today but will hurt later.
 //!
-//! Read-only: doctor never changes the root, the repository or the server.
+//! Read-only: doctor never changes the root, the repository or the server. On a primary it
+//! asks its hosts what they serve, as `atomdeploy-hook hosts` does.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use anyhow::Result;
 
 use crate::state::plan::{Layout, Plan};
 
+mod hosts;
 mod root;
 mod web;
 
@@ -120,6 +122,9 @@ pub fn findings(options: &Options) -> Vec<Finding> {
         plan,
     };
     root::check(&context, &mut out);
+    if let Some(plan) = &context.plan {
+        hosts::check(plan, &mut out);
+    }
     web::check(&context, &mut out);
     out
 }

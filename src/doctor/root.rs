@@ -66,6 +66,6 @@ fn install_fix(plan: &Plan) -> String {
 }
 
 /// A path as an operator pastes it into a shell.
-fn shell_path(path: &std::path::Path) -> String {
+pub(super) fn shell_path(path: &std::path::Path) -> String {
     quote_if_needed(&path.to_string_lossy())
 }

@@ -55,6 +55,31 @@ pub fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
     builds::replace_file(&path, text.as_bytes())
 }
 
+/// Reads the list, changes it with `change` and writes it back, holding a lock of its own
+/// (`hosts-excluded.lock`) meanwhile, so that two `hosts exclude`/`include` at once cannot
+/// lose one another's change. Not the deploy lock: a deploy stuck on a dead host holds that
+/// for up to `host_timeout`, and leaving the host out is what the operator needs then.
+pub fn update<T>(
+    layout: &Layout,
+    change: impl FnOnce(&mut Vec<Exclusion>) -> Result<T>,
+) -> Result<T> {
+    use fs2::FileExt;
+    let path = layout.state.join("hosts-excluded.lock");
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // Held for a read and a write: never long.
+    lock.lock_exclusive()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    let mut list = read(layout)?;
+    let out = change(&mut list)?;
+    write(layout, &list)?;
+    Ok(out)
+}
+
 /// Who ran the command: the login name, and the ssh client's address when there is one.
 pub fn who() -> String {
     let user = crate::state::history::operator();

@@ -1000,6 +1000,9 @@ mod tests {
         Pushed {
             lines: lines.to_vec(),
             errors: Vec::new(),
+            transport: Vec::new(),
+            ssh: None,
+            gave_up: false,
             result,
         }
     }

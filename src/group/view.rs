@@ -22,6 +22,9 @@ pub struct Row {
     pub live_build: Option<String>,
     pub live_commit: Option<String>,
     pub bad: Option<bool>,
+    /// Its config fingerprint (the app keys of its deploy.yml).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// Live on the primary's live commit.
     pub on_group_commit: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,7 +42,9 @@ fn primary_live(plan: &Plan) -> Result<(String, String)> {
     Ok((live.to_string(), commit))
 }
 
-/// Asks every host for its `status`, in parallel (no lock is taken on the hosts).
+/// Asks every host for its `status`, in parallel (no lock is taken on the hosts), each within
+/// a short bound (a dead host is UNREACHABLE within seconds, a deploy stuck on it or not).
+/// The ssh connections it opened are closed before it returns.
 pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row>)> {
     let (live, commit) = primary_live(plan)?;
     let exclusions = excluded::read(&plan.layout)?;
@@ -49,6 +54,7 @@ pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row
     let answers = primary::on_all(&hosts, |host| {
         remote::push(plan, host, &commit, &status_ref, reporter, &|_| {})
     });
+    remote::close_connections(&plan.layout);
     let rows = hosts
         .iter()
         .zip(answers)
@@ -65,6 +71,7 @@ pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row
                 on_group_commit: live_commit.as_deref() == Some(commit.as_str()),
                 live_commit,
                 bad: status.as_ref().map(|s| s.bad),
+                fingerprint: status.as_ref().map(|s| s.fingerprint.clone()),
                 excluded: exclusions.iter().find(|e| e.url == host.url).cloned(),
                 error: match status {
                     Some(_) => None,
@@ -76,8 +83,22 @@ pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row
     Ok((live, commit, rows))
 }
 
-/// `atomdeploy-hook hosts [--json]`.
-pub fn print(plan: &Plan, json: bool) -> Result<()> {
+/// What `hosts` exits with, for scripts: 0 when every host that is not excluded answered and
+/// is live on the primary's live commit, 1 when one is on another commit (or none), 2 when one
+/// did not answer. An excluded host counts for neither: it is known to be out.
+pub fn exit_code(rows: &[Row]) -> i32 {
+    let counted = || rows.iter().filter(|r| r.excluded.is_none());
+    if counted().any(|r| r.error.is_some()) {
+        2
+    } else if counted().any(|r| !r.on_group_commit) {
+        1
+    } else {
+        0
+    }
+}
+
+/// `atomdeploy-hook hosts [--json]`; returns its exit status ([`exit_code`]).
+pub fn print(plan: &Plan, json: bool) -> Result<i32> {
     if plan.config.hosts.is_empty() {
         bail!(
             "{} lists no `hosts:`; this server deploys alone",
@@ -93,7 +114,7 @@ pub fn print(plan: &Plan, json: bool) -> Result<()> {
             "hosts": rows,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
-        return Ok(());
+        return Ok(exit_code(&rows));
     }
     writeln!(
         out,
@@ -130,7 +151,7 @@ pub fn print(plan: &Plan, json: bool) -> Result<()> {
             row.url
         )?;
     }
-    Ok(())
+    Ok(exit_code(&rows))
 }
 
 /// The host `name` names: its URL as deploy.yml lists it, or its label.
@@ -154,14 +175,16 @@ pub fn exclude(plan: &Plan, name: &str, reason: &str, reporter: &Reporter) -> Re
         bail!("say why the host is left out: --reason \"…\"");
     }
     let host = find_host(plan, name)?;
-    let _lock = DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
-    let mut list = excluded::read(&plan.layout)?;
-    if list.iter().any(|e| e.url == host.url) {
-        bail!("{} is excluded already", host.url);
-    }
-    let exclusion = primary::exclusion(&host.url, reason.trim());
-    list.push(exclusion.clone());
-    excluded::write(&plan.layout, &list)?;
+    // Without the deploy lock: a deploy may hold it for up to host_timeout, waiting on the
+    // very host an operator leaves out. That deploy's push to it stops at once (see
+    // remote::push); the next deploy goes without it.
+    excluded::update(&plan.layout, |list| {
+        if list.iter().any(|e| e.url == host.url) {
+            bail!("{} is excluded already", host.url);
+        }
+        list.push(primary::exclusion(&host.url, reason.trim()));
+        Ok(())
+    })?;
     log(plan, "hosts exclude", &host, Some(reason.trim()), reporter);
     reporter.warn(&format!(
         "{} is left out of every deploy until `atomdeploy-hook hosts include {}`",
@@ -195,15 +218,19 @@ impl Local for Nothing {
 pub fn include(plan: &Plan, name: &str, reporter: &Reporter) -> Result<()> {
     let host = find_host(plan, name)?;
     let _lock = DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
-    let mut list = excluded::read(&plan.layout)?;
-    if !list.iter().any(|e| e.url == host.url) {
+    if !excluded::read(&plan.layout)?
+        .iter()
+        .any(|e| e.url == host.url)
+    {
         bail!("{} is not excluded", host.url);
     }
     let (_, commit) = primary_live(plan)?;
     catch_up(plan, &commit, std::slice::from_ref(&host), reporter)
         .with_context(|| format!("{} stays excluded", host.url))?;
-    list.retain(|e| e.url != host.url);
-    excluded::write(&plan.layout, &list)?;
+    excluded::update(&plan.layout, |list| {
+        list.retain(|e| e.url != host.url);
+        Ok(())
+    })?;
     log(plan, "hosts include", &host, None, reporter);
     reporter.line(&format!(
         "atomdeploy: {} is back in the group, live on {}",

@@ -28,7 +28,7 @@ pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// prints without end must not flood the pusher's terminal or the hook's memory.
 const MAX_LINES: usize = 5000;
 /// Bytes of one line shown; the rest of a longer line comes as further lines.
-const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 4096;
 
 /// The environment variable that marks every process a deploy starts, and so everything they
 /// start in turn: unlike a process group or a parent, an environment survives `setsid`, double
@@ -134,45 +134,99 @@ pub fn run_limited(
 /// group's host: its lines are prefixed with the host, and its protocol lines kept), with
 /// whether it is within the lines shown to the pusher.
 pub fn run_limited_lines(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     limit: Option<Duration>,
     reporter: &Reporter,
     on_line: &mut dyn FnMut(&str, bool),
 ) -> Result<()> {
-    let (pid, marker, rx) = spawn_watched(&mut cmd, what)?;
+    let watch = Watch {
+        limit,
+        since: Instant::now(),
+        max_line: MAX_LINE,
+        on_tick: &mut |_| None,
+    };
+    run_watched(cmd, what, watch, reporter, on_line)
+}
 
+/// Bytes of one line a host of the group may send whole: its protocol lines are the
+/// project's own, and a status with a long `before_switch` is longer than [`MAX_LINE`].
+pub const MAX_LONG_LINE: usize = 1 << 20;
+
+/// How often [`Watch::on_tick`] is called while a command runs.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// How [`run_watched`] watches a command besides its lines.
+pub struct Watch<'a> {
+    /// Killed once this has passed since `since`.
+    pub limit: Option<Duration>,
+    /// When the limit started to run: before the command, when its caller waited for
+    /// something on its behalf (a connection) first.
+    pub since: Instant,
+    /// Bytes of one line handed over whole; the rest of a longer line comes as further lines.
+    pub max_line: usize,
+    /// Called every [`TICK`] while the command runs, with how long it has printed nothing;
+    /// `Some(why)` kills it as its limit would (the error: "… was stopped ({why}) and killed").
+    pub on_tick: &'a mut dyn FnMut(Duration) -> Option<String>,
+}
+
+/// Why a command was killed.
+enum Killed {
+    Limit,
+    Told(String),
+}
+
+/// [`run_limited_lines`] with a say in when the command is given up (see [`Watch`]).
+pub fn run_watched(
+    mut cmd: Command,
+    what: &str,
+    watch: Watch,
+    reporter: &Reporter,
+    on_line: &mut dyn FnMut(&str, bool),
+) -> Result<()> {
+    let (pid, marker, rx) = spawn_watched(&mut cmd, what, watch.max_line)?;
+    let limit = watch.limit;
     // deploy.yml bounds every limit, but an overflow must never panic a deploy: a limit past
     // what Instant can hold is no limit.
-    let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
+    let deadline = limit.and_then(|limit| watch.since.checked_add(limit));
     let mut status = None;
     let mut open_streams = 2;
     let mut drain_until = None;
-    let mut timed_out = false;
+    let mut killed: Option<Killed> = None;
     let mut lines = 0;
+    let mut last_line = Instant::now();
+    let mut next_tick = Instant::now() + TICK;
     // Once killed, the command gets STOP_LIMIT to be reaped: a process stuck in the kernel
     // (a hung NFS mount) would otherwise hold the deploy, and its lock, for ever.
     let mut killed_at: Option<Instant> = None;
     while status.is_none() || open_streams > 0 {
-        let wait_until = match (status.is_some(), drain_until, deadline) {
-            (true, Some(drain), _) => Some(drain),
-            (false, _, Some(deadline)) if !timed_out => Some(deadline),
-            (false, _, _) => killed_at.map(|at| at + STOP_LIMIT),
-            _ => None,
+        let until = match (status.is_some(), killed_at) {
+            (true, _) => drain_until,
+            (false, Some(at)) => Some(at + STOP_LIMIT),
+            (false, None) => Some(deadline.map_or(next_tick, |d| d.min(next_tick))),
         };
-        let event = match wait_until {
+        let event = match until {
             Some(until) => match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(event) => event,
                 Err(mpsc::RecvTimeoutError::Timeout) if status.is_some() => break,
-                Err(mpsc::RecvTimeoutError::Timeout) if timed_out => bail!(
-                    "{what} did not finish within {}s, was killed, and has not died {}s later",
-                    limit.unwrap_or_default().as_secs_f64(),
+                Err(mpsc::RecvTimeoutError::Timeout) if killed_at.is_some() => bail!(
+                    "{what} {}, and has not died {}s later",
+                    killed_why(killed.as_ref(), limit),
                     STOP_LIMIT.as_secs()
                 ),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    kill_timed_out(pid, marker.as_ref(), what, reporter);
-                    timed_out = true;
-                    killed_at = Some(Instant::now());
+                    let now = Instant::now();
+                    let why = if deadline.is_some_and(|d| now >= d) {
+                        Some(Killed::Limit)
+                    } else {
+                        next_tick = now + TICK;
+                        (watch.on_tick)(now - last_line).map(Killed::Told)
+                    };
+                    if why.is_some() {
+                        kill_timed_out(pid, marker.as_ref(), what, reporter);
+                        killed = why;
+                        killed_at = Some(now);
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -185,6 +239,7 @@ pub fn run_limited_lines(
         match event {
             Event::Line(line) => {
                 lines += 1;
+                last_line = Instant::now();
                 on_line(&line, lines <= MAX_LINES);
                 fault::point("child-output");
             }
@@ -205,11 +260,8 @@ pub fn run_limited_lines(
         );
     }
     let status = status.with_context(|| format!("lost track of {what}"))?;
-    if timed_out {
-        bail!(
-            "{what} did not finish within {}s and was killed",
-            limit.unwrap_or_default().as_secs_f64()
-        );
+    if killed.is_some() {
+        bail!("{what} {}", killed_why(killed.as_ref(), limit));
     }
     match status.code() {
         _ if status.success() => Ok(()),
@@ -218,11 +270,37 @@ pub fn run_limited_lines(
     }
 }
 
+/// `did not finish within 3s and was killed`, or why the command was told to stop.
+fn killed_why(killed: Option<&Killed>, limit: Option<Duration>) -> String {
+    match killed {
+        Some(Killed::Told(why)) => format!("was stopped ({why}) and killed"),
+        _ => format!(
+            "did not finish within {}s and was killed",
+            limit.unwrap_or_default().as_secs_f64()
+        ),
+    }
+}
+
+/// `line` without its control characters (tab aside): what a program or a host prints must
+/// not move the cursor, clear the screen, retitle the window or ring the bell of whoever
+/// reads it. The C1 controls go too (U+009B is a CSI to some terminals).
+pub fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.chars().all(|c| c == '\t' || !c.is_control()) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    std::borrow::Cow::Owned(
+        line.chars()
+            .filter(|c| *c == '\t' || !c.is_control())
+            .collect(),
+    )
+}
+
 /// Starts `cmd` with its output piped, and threads that send its lines and its exit as
 /// [`Event`]s. Returns its pid, its run marker and the events.
 fn spawn_watched(
     cmd: &mut Command,
     what: &str,
+    max_line: usize,
 ) -> Result<(i32, Option<std::ffi::OsString>, mpsc::Receiver<Event>)> {
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -234,11 +312,13 @@ fn spawn_watched(
         .get_envs()
         .find(|(key, _)| *key == RUN_VAR)
         .and_then(|(_, value)| value.map(OsStr::to_os_string));
-    let (tx, rx) = mpsc::channel();
+    // Bounded: a command (a host) that prints faster than its lines are relayed waits for
+    // them, instead of piling its output up in the hook's memory.
+    let (tx, rx) = mpsc::sync_channel(16);
     // Detached threads: a reader blocked on a pipe that a background process keeps open must
     // not keep the deploy waiting; it ends when that process closes the pipe or we exit.
-    spawn_relay(child.stdout.take().expect("piped"), tx.clone());
-    spawn_relay(child.stderr.take().expect("piped"), tx.clone());
+    spawn_relay(child.stdout.take().expect("piped"), tx.clone(), max_line);
+    spawn_relay(child.stderr.take().expect("piped"), tx.clone(), max_line);
     std::thread::spawn(move || {
         let _ = tx.send(Event::Exited(child.wait()));
     });
@@ -320,14 +400,14 @@ fn descendants(root: i32) -> Vec<i32> {
     tree
 }
 
-/// Sends the stream's lines, each cut at [`MAX_LINE`] bytes so that output without newlines
+/// Sends the stream's lines, each cut at `max_line` bytes so that output without newlines
 /// cannot grow without bound in memory.
-fn spawn_relay(stream: impl Read + Send + 'static, tx: mpsc::Sender<Event>) {
+fn spawn_relay(stream: impl Read + Send + 'static, tx: mpsc::SyncSender<Event>, max_line: usize) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream).take(u64::MAX);
         let mut line = Vec::new();
         loop {
-            reader.set_limit(MAX_LINE as u64);
+            reader.set_limit(max_line as u64);
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
@@ -556,6 +636,62 @@ mod tests {
         );
         unmarked.kill().unwrap();
         unmarked.wait().unwrap();
+    }
+
+    /// A line as long as a host's status with a long before_switch comes whole when asked
+    /// for, cut at MAX_LINE otherwise; a command told to stop by `on_tick` is killed with the
+    /// reason given, long before its limit.
+    #[test]
+    fn long_lines_come_whole_when_asked_and_a_tick_can_stop_a_command() {
+        let reporter = Reporter::new(crate::infra::report::Output::Plain);
+        let long = |max_line: usize| {
+            let mut lines = Vec::new();
+            let watch = Watch {
+                limit: Some(Duration::from_secs(60)),
+                since: Instant::now(),
+                max_line,
+                on_tick: &mut |_| None,
+            };
+            let cmd = shell(
+                "head -c 100000 /dev/zero | tr '\\0' x; echo",
+                Path::new("/"),
+            );
+            run_watched(cmd, "printf", watch, &reporter, &mut |line, _| {
+                lines.push(line.len())
+            })
+            .unwrap();
+            lines
+        };
+        assert_eq!(long(MAX_LONG_LINE), [100_000]);
+        assert_eq!(long(MAX_LINE).first(), Some(&MAX_LINE));
+
+        let started = Instant::now();
+        let mut ticks = 0;
+        let watch = Watch {
+            limit: Some(Duration::from_secs(600)),
+            since: Instant::now(),
+            max_line: MAX_LINE,
+            on_tick: &mut |quiet| {
+                ticks += 1;
+                (quiet >= TICK).then(|| "left out meanwhile".to_string())
+            },
+        };
+        let err = run_watched(
+            shell("sleep 600", Path::new("/")),
+            "sleep",
+            watch,
+            &reporter,
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "sleep was stopped (left out meanwhile) and killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(ticks >= 1);
     }
 
     #[test]

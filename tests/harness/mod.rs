@@ -5,6 +5,7 @@
 //! Every command runs in a cleared environment with pinned `GIT_*` variables and no system or
 //! global git configuration, so the machine's settings cannot change what a test sees.
 
+pub mod fake_host;
 pub mod sshd;
 pub mod tmpfs;
 pub mod trees;
@@ -947,6 +948,11 @@ impl RunningPush {
     /// What the pusher has seen so far.
     pub fn seen(&self) -> String {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Whether the push is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn finish(mut self) -> Push {

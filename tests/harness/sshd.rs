@@ -523,3 +523,71 @@ impl Drop for Sshd {
         }
     }
 }
+
+/// A primary and hosts over ssh, each host an install behind its own sshd on
+/// `host_addr(first + i)` with `client`'s key restricted to git-shell, the primary's ssh given
+/// the client's key and `known_hosts` (an `ssh` first in its PATH).
+pub struct SshGroup {
+    pub primary: Server,
+    pub hosts: Vec<(Server, Sshd)>,
+    pub client: SshClient,
+    _tmp: tempfile::TempDir,
+}
+
+impl SshGroup {
+    #[track_caller]
+    pub fn start(first: u8, n: u8) -> SshGroup {
+        let tmp = tempfile::tempdir().unwrap();
+        let client = SshClient::new(&tmp.path().join("client"));
+        let hosts: Vec<(Server, Sshd)> = (0..n)
+            .map(|i| {
+                let server = Server::install();
+                let sshd = Sshd::git_shell_host(&server, host_addr(first + i), &client);
+                (server, sshd)
+            })
+            .collect();
+        let bin = client.ssh_on_path(&tmp.path().join("bin"));
+        let urls: Vec<String> = hosts
+            .iter()
+            .map(|(server, sshd)| format!("'{}'", sshd.url(&server.repo)))
+            .collect();
+        let primary = Server::builder()
+            .path(&format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap()
+            ))
+            .config("hosts", &format!("[{}]", urls.join(", ")))
+            .install();
+        SshGroup {
+            primary,
+            hosts,
+            client,
+            _tmp: tmp,
+        }
+    }
+
+    /// A clone of the example app pushing to the primary through the receive-pack wrapper, so
+    /// that a failed group deploy fails the push.
+    pub fn clone(&self) -> super::Clone {
+        let clone = self.primary.clone_fixture("example-app");
+        clone.wrap();
+        clone
+    }
+
+    /// The `authorized_keys` of host `i`'s sshd, read at every login.
+    pub fn authorized_keys(&self, i: usize) -> PathBuf {
+        self.hosts[i].0.base().join("sshd/authorized_keys")
+    }
+
+    /// Every process this group's servers started that still runs (an ssh of the primary's
+    /// among them), and every session still open on a host's sshd.
+    pub fn running(&self) -> Vec<String> {
+        let mut found = self.primary.processes();
+        for (server, sshd) in &self.hosts {
+            found.extend(server.processes());
+            found.extend(sshd.sessions());
+        }
+        found
+    }
+}

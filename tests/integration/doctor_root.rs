@@ -567,3 +567,60 @@ fn composer_missing_before_the_app_has_composer_json_only_warns() {
         "apt-get install composer",
     );
 }
+
+/// On a primary, one `hosts` line per host: ok on a healthy group; FAIL with the fix for a
+/// host on another commit, one whose app keys differ, and one that does not answer.
+#[test]
+fn doctor_on_a_primary_checks_each_host() {
+    let primary = deployed();
+    let host = Server::install();
+    let link = primary.base().join("web2.git");
+    symlink(&host.repo, &link).unwrap();
+    primary.set_config("hosts", &format!("['{}']", link.display()));
+    // Deployed together: a commit the primary does not serve yet.
+    let clone = primary.clone_repo("group");
+    clone.wrap();
+    clone.git(&["commit", "-q", "--allow-empty", "-m", "group"]);
+    clone.push(&["HEAD:main"]).success();
+    let report = doctor(&primary);
+    report.has("ok", "hosts", "web2: live on ", "");
+    assert!(
+        report.of("hosts").iter().all(|f| f.0 == "ok"),
+        "{}",
+        report.text()
+    );
+
+    // The host alone on another commit.
+    let other = host.clone_fixture("example-app");
+    other.set_version("elsewhere");
+    other.commit("elsewhere");
+    other.push(&["-f", "main"]).success();
+    let report = doctor(&primary);
+    report.has("FAIL", "hosts", "web2: serves ", "hosts include web2");
+    report.failed();
+
+    // Its app keys differ.
+    host.set_config("keep_builds", "9");
+    let report = doctor(&primary);
+    report.has(
+        "FAIL",
+        "hosts",
+        "web2: its deploy.yml's app keys differ",
+        "agree",
+    );
+
+    // One that does not answer.
+    let gone = primary.base().join("gone.git");
+    primary.set_config(
+        "hosts",
+        &format!("['{}', '{}']", link.display(), gone.display()),
+    );
+    let report = doctor(&primary);
+    report.has("FAIL", "hosts", "gone: does not answer: ", "git ls-remote");
+    report.has(
+        "FAIL",
+        "hosts",
+        "gone: does not answer: ",
+        "hosts exclude gone",
+    );
+}
