@@ -629,31 +629,13 @@ pub fn push(
             }
         },
     };
-    // child::command drops the hook's GIT_* variables: GIT_DIR and the push's
-    // GIT_QUARANTINE_PATH would otherwise point this git at the wrong repository.
-    // In ssh_dir: the ControlPath is relative to it (see ssh_command).
-    let mut cmd = child::command("git", &ssh_dir(layout));
-    cmd.arg("--git-dir")
-        .arg(&plan.config.repository)
-        .args(["push", "--porcelain", "--no-verify"]);
-    if let Some(local) = local_receive_pack(plan, &host.url) {
-        cmd.arg("--receive-pack")
-            .arg(local.command)
-            .env("SSH_ORIGINAL_COMMAND", local.original)
-            // Those of whoever pushed to this primary over ssh: not the primary's.
-            .env_remove("SSH_CONNECTION")
-            .env_remove("SSH_CLIENT");
-    }
-    cmd.arg("--")
-        .arg(&host.url)
-        .arg(format!("{commit}:{dst}"))
-        .env(
-            "GIT_SSH_COMMAND",
-            ssh_command(plan, socket.as_deref(), connect),
-        )
-        // Never a prompt for a password or a passphrase: nobody is there to answer it.
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C");
+    let cmd = push_command(
+        plan,
+        host,
+        &format!("{commit}:{dst}"),
+        socket.as_deref(),
+        connect,
+    );
     let mut kept = Kept::default();
     let what = format!("git push to {}", host.label);
     let watch = child::Watch {
@@ -692,6 +674,39 @@ pub fn push(
         gave_up,
         result,
     }
+}
+
+/// The `git push` of `refspec` to `host`, from the primary's bare repository.
+fn push_command(
+    plan: &Plan,
+    host: &Host,
+    refspec: &str,
+    socket: Option<&str>,
+    connect: Duration,
+) -> Command {
+    // child::command drops the hook's GIT_* variables: GIT_DIR and the push's
+    // GIT_QUARANTINE_PATH would otherwise point this git at the wrong repository.
+    // In ssh_dir: the ControlPath is relative to it (see ssh_command).
+    let mut cmd = child::command("git", &ssh_dir(&plan.layout));
+    cmd.arg("--git-dir")
+        .arg(&plan.config.repository)
+        .args(["push", "--porcelain", "--no-verify"]);
+    if let Some(local) = local_receive_pack(plan, &host.url) {
+        cmd.arg("--receive-pack")
+            .arg(local.command)
+            .env("SSH_ORIGINAL_COMMAND", local.original)
+            // Those of whoever pushed to this primary over ssh: not the primary's.
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SSH_CLIENT");
+    }
+    cmd.arg("--")
+        .arg(&host.url)
+        .arg(refspec)
+        .env("GIT_SSH_COMMAND", ssh_command(plan, socket, connect))
+        // Never a prompt for a password or a passphrase: nobody is there to answer it.
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
+    cmd
 }
 
 /// How the primary reaches a host that is a local path: through the same door as an ssh
