@@ -590,7 +590,9 @@ fn doctor_on_a_primary_checks_each_host() {
         report.text()
     );
 
-    // The host alone on another commit.
+    // The host alone on another commit (out of the group first: a member refuses pushes of
+    // its own).
+    host.leave_group();
     let other = host.clone_fixture("example-app");
     other.set_version("elsewhere");
     other.commit("elsewhere");

@@ -334,10 +334,10 @@ fn a_host_killed_right_after_its_rename_is_sent_back_with_the_group() {
         at: Where::Host,
         how: How::KilledAlone,
     };
-    goes_back(
-        case,
-        "web2: its switch did not end; whether it switched is unknown",
-    );
+    // What the host's side said before it died varies with the door it came through (its
+    // wrapper may say the hook ended without a word): the verdict is the primary's.
+    let g = goes_back(case, "whether it switched is unknown");
+    drop(g);
 }
 
 #[test]
@@ -536,7 +536,9 @@ fn a_host_that_drifted_is_named_before_the_deploy_brings_it_back() {
     let g = faulty_group(2);
     g.clone.push_main().success();
     let v1 = g.primary.live_revision();
-    // web3 alone gets v2, pushed to it directly.
+    // web3 alone gets v2, pushed to it directly once it left the group (a member refuses
+    // pushes of its own); the next group deploy takes it back.
+    g.hosts[1].leave_group();
     g.clone.set_version("2.0.0");
     let v2 = g.clone.commit("v2, to web3 alone");
     let web3 = g.hosts[1].repo.display().to_string();

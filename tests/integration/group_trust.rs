@@ -238,8 +238,35 @@ fn everything(server: &Server) -> Everything {
     }
 }
 
+/// Refused at the door: not one protocol line is spoken to whoever knocked.
 #[track_caller]
 fn assert_refused(server: &Server, before: &Everything, push: &Push, says: &str, case: &str) {
+    assert_turned_down(server, before, push, says, case, &["atomdeploy-group:"]);
+}
+
+/// The primary's own operation declined by a rule of the host's (a freeze, the fast-forward
+/// rule): the primary is told how it ended (`live`, `ended … failed`), but nothing of the
+/// host's configuration (`status`, `config`).
+#[track_caller]
+fn assert_declined(server: &Server, before: &Everything, push: &Push, says: &str, case: &str) {
+    assert!(
+        push.stderr.contains("remote: atomdeploy-group: ended "),
+        "{case}: the primary was not told how it ended:\n{}",
+        push.stderr
+    );
+    let shown = ["atomdeploy-group: status", "atomdeploy-group: config"];
+    assert_turned_down(server, before, push, says, case, &shown);
+}
+
+#[track_caller]
+fn assert_turned_down(
+    server: &Server,
+    before: &Everything,
+    push: &Push,
+    says: &str,
+    case: &str,
+    never: &[&str],
+) {
     assert!(
         push.stderr
             .lines()
@@ -247,11 +274,10 @@ fn assert_refused(server: &Server, before: &Everything, push: &Push, says: &str,
         "{case}: no `error:` line saying {says:?}:\n{}",
         push.stderr
     );
-    for secret in [
-        BEFORE_SWITCH_MARKER,
-        HEALTHCHECK_MARKER,
-        "atomdeploy-group:",
-    ] {
+    for secret in [BEFORE_SWITCH_MARKER, HEALTHCHECK_MARKER]
+        .iter()
+        .chain(never)
+    {
         assert!(
             !push.stderr.contains(secret),
             "{case}: the refusal showed {secret:?}:\n{}",
@@ -468,7 +494,7 @@ fn a_frozen_host_refuses_to_build_for_its_group() {
         let before = everything(&server);
         let push = clone.group_push(&[&refspec(commit, "g", &op)]);
         assert_ne!(push.code, Some(0), "{}", push.stderr);
-        assert_refused(
+        assert_declined(
             &server,
             &before,
             &push,
@@ -490,7 +516,7 @@ fn a_host_that_denies_non_fast_forwards_never_moves_its_branch_back_for_its_grou
         let before = everything(&server);
         let push = clone.group_push(&[&refspec(&v1, "back", &op)]);
         assert_ne!(push.code, Some(0), "{}", push.stderr);
-        assert_refused(
+        assert_declined(
             &server,
             &before,
             &push,
