@@ -558,3 +558,60 @@ fn a_killed_wrapper_leaves_no_status_file() {
         .collect();
     assert_eq!(left, Vec::<String>::new(), "left in the wrapper's TMPDIR");
 }
+
+/// What a host's before_switch finds when its group's primary deploys it: its environment, the
+/// status file it would be handed, and (as any process of the deploy user can, by reading its
+/// ancestors' /proc/<pid>/environ) the secret of this push, so that the test knows what to look
+/// for in everything else.
+const DUMP_SECRETS: &str = "['env > env-dump.txt', \
+    'cat \"$ATOMDEPLOY_PUSH_STATUS\" > status-dump.txt 2>/dev/null || true', \
+    'p=$PPID; while [ \"$p\" -gt 1 ]; do tr \"\\0\" \"\\n\" < /proc/$p/environ 2>/dev/null \
+       | sed -n \"s/^ATOMDEPLOY_GROUP_PRIMARY=//p\"; p=$(cut -d\" \" -f4 /proc/$p/stat); done \
+       | head -n 1 > secret.txt']";
+
+#[test]
+fn the_primarys_secret_reaches_no_command_no_log_and_no_pusher_of_a_host() {
+    let g = crate::group::Group::with_app(1, |primary| primary.clone_fixture("example-app"));
+    for server in g.servers() {
+        server.set_config("before_switch", DUMP_SECRETS);
+    }
+    let push = g.clone.push_main().success();
+    let host = &g.hosts[0];
+    assert_eq!(host.live_revision(), g.clone.head());
+    let secret = host.read_live("secret.txt").trim().to_string();
+    assert_eq!(
+        secret.len(),
+        32,
+        "the hook ran without the primary's secret"
+    );
+
+    let env = host.read_live("env-dump.txt");
+    for name in [PRIMARY_ENV, STATUS_ENV] {
+        assert!(
+            !env.contains(name),
+            "before_switch was given {name}:\n{env}"
+        );
+    }
+    assert!(
+        !env.contains(&secret),
+        "before_switch saw the secret:\n{env}"
+    );
+    assert_eq!(host.read_live("status-dump.txt"), "", "the status file");
+
+    let log = fs::read_to_string(host.root.join(".atomdeploy/deploys.jsonl")).unwrap();
+    let shown = host.run(&["log"]);
+    harness::assert_success(&shown, "log");
+    for (what, text) in [
+        ("the pusher's output", push.stderr.clone()),
+        ("deploys.jsonl", log),
+        ("`log`", String::from_utf8_lossy(&shown.stdout).into_owned()),
+    ] {
+        assert!(!text.contains(&secret), "{what} shows the secret:\n{text}");
+    }
+    let mut logs = Vec::new();
+    harness::tree_listing(&host.root.join(".atomdeploy"))
+        .into_iter()
+        .filter(|(_, content)| content.contains(&secret))
+        .for_each(|(name, _)| logs.push(name));
+    assert_eq!(logs, Vec::<String>::new(), "files holding the secret");
+}
