@@ -149,9 +149,17 @@ fn claimed(request: &PushRequest) -> Vec<&RefUpdate> {
 /// Puts every branch `request` claims back where it was, for a refused push (a group
 /// operation's, or one to a host of a group) to move nothing; says what could not be.
 pub fn put_back_claimed(plan: &Plan, request: &PushRequest) -> String {
+    put_back_all(&plan.config.repository, claimed(request))
+}
+
+/// Puts each of `updates` back where it was in `repo`; says what could not be.
+pub(crate) fn put_back_all<'a>(
+    repo: &std::path::Path,
+    updates: impl IntoIterator<Item = &'a RefUpdate>,
+) -> String {
     let mut failed = String::new();
-    for update in claimed(request) {
-        if let Err(err) = put_back(&plan.config.repository, update) {
+    for update in updates {
+        if let Err(err) = put_back(repo, update) {
             failed.push_str(&format!(
                 "; {} could not be put back: {err:#}",
                 update.name()
