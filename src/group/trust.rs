@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::infra::lock::DeployLock;
+use crate::infra::report::Reporter;
 use crate::push::{PushRequest, RefUpdate};
 use crate::push_status;
 use crate::state::builds;
@@ -189,8 +191,12 @@ fn put_back(repo: &std::path::Path, update: &RefUpdate) -> Result<()> {
     Ok(())
 }
 
-/// `atomdeploy-hook leave-group`: this server deploys its own pushes again.
-pub fn leave(layout: &Layout) -> Result<()> {
+/// `atomdeploy-hook leave-group`: this server deploys its own pushes again. Under the deploy
+/// lock, as every deploy: a group operation running here (which may have just recorded the
+/// membership) ends first, so that the host is never building for its group while it takes
+/// itself for a server on its own.
+pub fn leave(root: &std::path::Path, reporter: &Reporter) -> Result<()> {
+    let layout = &Layout::new(root);
     if !layout.config_file.is_file() {
         bail!(
             "{} is not a deploy root (no {}); nothing was changed",
@@ -198,6 +204,8 @@ pub fn leave(layout: &Layout) -> Result<()> {
             layout.config_file.display()
         );
     }
+    let plan = Plan::load(root)?;
+    let _lock = DeployLock::acquire(&layout.lock_file(), plan.config.lock_timeout, reporter)?;
     match membership(layout) {
         None => {
             println!(

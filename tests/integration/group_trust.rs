@@ -615,3 +615,57 @@ fn the_primarys_secret_reaches_no_command_no_log_and_no_pusher_of_a_host() {
         .for_each(|(name, _)| logs.push(name));
     assert_eq!(logs, Vec::<String>::new(), "files holding the secret");
 }
+
+/// `leave-group` while the primary's prepare runs on the host waits for it, under the deploy
+/// lock as every deploy does: it cannot remove the membership that prepare has just recorded
+/// and leave a host building for its group while it believes itself on its own.
+#[test]
+fn leave_group_waits_for_the_group_operation_running_on_the_host() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let gate = server.gate_deploys();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    clone.drive_as_primary();
+    let running = clone.spawn_push(&[&refspec(&v2, "g", &Op::Prepare(fp))]);
+    gate.wait_held(&running);
+    let membership = server.root.join(".atomdeploy/group-primary.json");
+    assert!(membership.exists(), "the prepare joined no group");
+
+    let said = server.base().join("leave-group.out");
+    let mut leave = server
+        .command(BIN)
+        .args(["leave-group", "--root"])
+        .arg(&server.root)
+        .stdout(fs::File::create(&said).unwrap())
+        .stderr(fs::File::create(server.base().join("leave-group.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let err = || fs::read_to_string(server.base().join("leave-group.err")).unwrap();
+    harness::wait_until(
+        std::time::Duration::from_secs(60),
+        || err().contains("waiting for the deploy lock") || !matches!(leave.try_wait(), Ok(None)),
+        || "leave-group neither waited nor ended".to_string(),
+    );
+    let waited = err().contains("waiting for the deploy lock");
+    let still_member = membership.exists();
+    gate.open();
+    running.finish().success();
+    let status = leave.wait().unwrap();
+    assert!(
+        waited,
+        "leave-group did not wait for the prepare: {}",
+        err()
+    );
+    assert!(still_member, "leave-group left while the prepare ran");
+    assert!(status.success(), "{}", err());
+    assert!(
+        fs::read_to_string(&said)
+            .unwrap()
+            .contains("left the group")
+    );
+    assert!(!membership.exists());
+    server.assert_nothing_left_behind();
+}
