@@ -25,7 +25,7 @@ use crate::infra::report::Reporter;
 use crate::push::{PushRequest, RefUpdate};
 use crate::push_status;
 use crate::state::builds;
-use crate::state::history::PUSHER_ENV;
+use crate::state::history::{self, PUSHER_ENV};
 use crate::state::plan::{Layout, Plan};
 
 /// What a host keeps of the group it belongs to.
@@ -124,7 +124,7 @@ pub fn refuse_if_member(plan: &Plan, what: &str) -> Result<()> {
 /// A push to the deploy branch or a control branch of a host of a group: refused, each of
 /// those refs put back where it was (only if nobody moved it since), so that the push moves
 /// nothing.
-pub fn refuse_direct_push(plan: &Plan, request: &PushRequest) -> Result<()> {
+pub fn refuse_direct_push(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
     let Some(member) = membership(&plan.layout) else {
         return Ok(());
     };
@@ -138,7 +138,41 @@ pub fn refuse_direct_push(plan: &Plan, request: &PushRequest) -> Result<()> {
         &member,
         &format!("a push to {}", names.join(", ")),
     );
-    bail!("{why}{}", put_back_claimed(plan, request))
+    let why = format!("{why}{}", put_back_claimed(plan, request));
+    // Logged and notified as a frozen push is: a deploy that was asked for and refused.
+    let entry = log_refusal(plan, &touched, &why, reporter);
+    crate::notify::send(plan, &entry, reporter);
+    bail!("{why}")
+}
+
+/// Writes a refused push in the deploy log as a failed attempt, as a frozen push is: which
+/// refs, who pushed and why nothing was deployed. An operator who wonders why a push did
+/// nothing, or who tried to drive this host, finds it in `atomdeploy-hook builds`. Returns the
+/// entry, for a caller that notifies about it.
+pub(crate) fn log_refusal(
+    plan: &Plan,
+    refused: &[&RefUpdate],
+    why: &str,
+    reporter: &Reporter,
+) -> history::Entry {
+    let now = builds::utc_now_rfc3339();
+    let names: Vec<String> = refused.iter().map(|u| u.name().into_owned()).collect();
+    let commit = refused
+        .iter()
+        .find(|u| !u.is_deletion())
+        .map(|u| u.new.as_str())
+        .unwrap_or_default();
+    let mut entry = history::Entry {
+        finished_at: now.clone(),
+        error: Some(why.to_string()),
+        seconds: reporter.elapsed().as_secs_f64(),
+        ..history::Entry::begin(&now, "", &names.join(", "), commit)
+    };
+    entry.describe_at(&plan.config.repository);
+    if let Err(e) = history::append(&plan.layout, &entry) {
+        reporter.warn(&format!("could not write the deploy log: {e:#}"));
+    }
+    entry
 }
 
 /// The deploy branch's and the control branches' updates of a push.

@@ -79,7 +79,7 @@ pub(crate) fn handle_reported(
 ) -> std::result::Result<(), String> {
     // A host of a group deploys only what its primary sends: no summary (there was no
     // deploy to sum up), only the refusal.
-    if let Err(err) = group::trust::refuse_direct_push(plan, request) {
+    if let Err(err) = group::trust::refuse_direct_push(plan, request, reporter) {
         let why = format!("{err:#}");
         report::error(&why);
         return Err(failure("group", &why));

@@ -669,3 +669,63 @@ fn leave_group_waits_for_the_group_operation_running_on_the_host() {
     assert!(!membership.exists());
     server.assert_nothing_left_behind();
 }
+
+/// Every refused push is in the deploy log, as a frozen push is: a group operation from
+/// someone other than the primary, and a developer's push to a host of a group, each as a
+/// failed attempt naming the ref, who pushed and why, so that an operator who wonders why a
+/// push deployed nothing, or who tried to drive the host, finds it in `atomdeploy-hook builds`.
+#[test]
+fn a_refused_push_is_in_the_hosts_log_with_who_pushed_and_why() {
+    let (server, clone) = marked_server();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    let logged = server.deploy_log().len();
+    let group = refspec(&v2, "g", &Op::Prepare(fp.clone()));
+    clone.push(&[&group]).stderr_has(NOT_THE_PRIMARY);
+    let log = server.deploy_log();
+    assert_eq!(log.len(), logged + 1, "{log:?}");
+    let entry = &log[logged];
+    assert_eq!(entry["outcome"], "failed", "{entry}");
+    assert_eq!(
+        entry["ref"],
+        format!("refs/atomdeploy/group/g/prepare/{fp}").as_str(),
+        "{entry}"
+    );
+    assert!(
+        entry["error"].as_str().unwrap().contains(NOT_THE_PRIMARY),
+        "{entry}"
+    );
+    assert!(entry["pusher"].is_string(), "{entry}");
+
+    // The primary's prepare makes the server a host (then its abort drops the build).
+    clone.group_push(&[&group]).success();
+    clone
+        .group_push(&[&refspec(&v2, "g", &Op::Abort)])
+        .success();
+    // The prepare moved the host's branch to v2: the developer pushes what comes after.
+    clone.set_version("v3");
+    let v3 = clone.commit("v3");
+    let logged = server.deploy_log().len();
+    clone
+        .push(&[&format!("{v3}:main")])
+        .stderr_has("leave-group");
+    let log = server.deploy_log();
+    assert_eq!(log.len(), logged + 1, "{log:?}");
+    let entry = &log[logged];
+    assert_eq!(entry["outcome"], "failed", "{entry}");
+    assert_eq!(entry["ref"], "refs/heads/main", "{entry}");
+    assert_eq!(entry["commit"], v3.as_str(), "{entry}");
+    assert!(
+        entry["error"].as_str().unwrap().contains("leave-group"),
+        "{entry}"
+    );
+    // As a frozen push: `builds` lists the refused attempt with its reason.
+    let shown = server.run(&["builds"]);
+    harness::assert_success(&shown, "builds");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("host of a group"), "{shown}");
+    for secret in [BEFORE_SWITCH_MARKER, HEALTHCHECK_MARKER] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+}
