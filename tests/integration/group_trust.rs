@@ -238,8 +238,56 @@ fn everything(server: &Server) -> Everything {
     }
 }
 
+/// Someone other than the primary refused: not a line of the protocol, nor of the config.
 #[track_caller]
 fn assert_refused(server: &Server, before: &Everything, push: &Push, says: &str, case: &str) {
+    assert!(
+        !push.stderr.contains("atomdeploy-group:"),
+        "{case}: the refusal spoke the group's protocol:\n{}",
+        push.stderr
+    );
+    assert_unchanged_but_for_the_error(server, before, push, says, case);
+}
+
+/// The primary's operation refused by the host's own checks (a freeze, a non-fast-forward):
+/// the primary is told how it ended, in the protocol's `ended` line (after, at most, what the
+/// host has live), and nothing was prepared.
+#[track_caller]
+fn assert_refused_to_the_primary(
+    gid: &str,
+    server: &Server,
+    before: &Everything,
+    push: &Push,
+    says: &str,
+    case: &str,
+) {
+    let protocol: Vec<&str> = push
+        .stderr
+        .lines()
+        .filter(|l| l.contains("atomdeploy-group:"))
+        .collect();
+    let ended = protocol.last().is_some_and(|l| {
+        l.contains(&format!("atomdeploy-group: ended {gid} failed ")) && l.contains(says)
+    });
+    let only_live_before = protocol[..protocol.len().saturating_sub(1)]
+        .iter()
+        .all(|l| l.contains(&format!("atomdeploy-group: live {gid} ")));
+    assert!(
+        ended && only_live_before,
+        "{case}: not an `ended {gid} failed` line saying {says:?} last:\n{}",
+        push.stderr
+    );
+    assert_unchanged_but_for_the_error(server, before, push, says, case);
+}
+
+#[track_caller]
+fn assert_unchanged_but_for_the_error(
+    server: &Server,
+    before: &Everything,
+    push: &Push,
+    says: &str,
+    case: &str,
+) {
     assert!(
         push.stderr
             .lines()
@@ -247,11 +295,7 @@ fn assert_refused(server: &Server, before: &Everything, push: &Push, says: &str,
         "{case}: no `error:` line saying {says:?}:\n{}",
         push.stderr
     );
-    for secret in [
-        BEFORE_SWITCH_MARKER,
-        HEALTHCHECK_MARKER,
-        "atomdeploy-group:",
-    ] {
+    for secret in [BEFORE_SWITCH_MARKER, HEALTHCHECK_MARKER] {
         assert!(
             !push.stderr.contains(secret),
             "{case}: the refusal showed {secret:?}:\n{}",
@@ -468,7 +512,8 @@ fn a_frozen_host_refuses_to_build_for_its_group() {
         let before = everything(&server);
         let push = clone.group_push(&[&refspec(commit, "g", &op)]);
         assert_ne!(push.code, Some(0), "{}", push.stderr);
-        assert_refused(
+        assert_refused_to_the_primary(
+            "g",
             &server,
             &before,
             &push,
@@ -490,7 +535,8 @@ fn a_host_that_denies_non_fast_forwards_never_moves_its_branch_back_for_its_grou
         let before = everything(&server);
         let push = clone.group_push(&[&refspec(&v1, "back", &op)]);
         assert_ne!(push.code, Some(0), "{}", push.stderr);
-        assert_refused(
+        assert_refused_to_the_primary(
+            "back",
             &server,
             &before,
             &push,
