@@ -775,3 +775,40 @@ fn a_refused_push_is_in_the_hosts_log_with_who_pushed_and_why() {
         assert!(!shown.contains(secret), "{shown}");
     }
 }
+
+/// A client allowed to send ATOMDEPLOY_PUSH_STATUS along (`AcceptEnv`, as for the doors above)
+/// cannot make the hook write into a file of its choosing: here the server's deploy.yml, which
+/// a `pending` line appended would break for every push after. The hook writes only to an
+/// unlinked file a wrapper among its own ancestors holds.
+#[test]
+fn a_status_file_a_client_names_is_never_written() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let doors = Doors::open(&server, 14);
+    let config = fs::read_to_string(server.config_path()).unwrap();
+    let url = doors.sshd.url(&server.repo);
+    for (client, version) in [(&doors.git_shell, "v2"), (&doors.serve, "v3")] {
+        clone.set_version(version);
+        let commit = clone.commit(version);
+        let mut git = server.command("git");
+        git.current_dir(&clone.path)
+            .env(
+                "GIT_SSH_COMMAND",
+                client.command() + &format!(" -o SendEnv={STATUS_ENV}"),
+            )
+            .env(STATUS_ENV, server.config_path())
+            .args(["push", &url, &format!("{commit}:main")]);
+        let push = output(git);
+        assert_eq!(push.code, Some(0), "{version}: {}", push.stderr);
+        assert_eq!(server.live_revision(), commit, "{}", push.stderr);
+        let now = fs::read_to_string(server.config_path()).unwrap();
+        assert!(
+            now == config,
+            "{version}: the hook wrote into deploy.yml: {:?}",
+            now.strip_prefix(&config).unwrap_or(&now)
+        );
+    }
+    clone.deploy_version("v4");
+    server.assert_nothing_left_behind();
+}
