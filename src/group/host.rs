@@ -118,6 +118,12 @@ pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result
             update.name()
         ));
     }
+    // A deploy branch moved without its deploy would make the next push of that commit
+    // deploy nothing: the branches this push claims go back, as for a refused push.
+    let failed = trust::put_back_claimed(plan, request);
+    if let Some(failed) = failed.strip_prefix("; ") {
+        reporter.warn(failed);
+    }
     drop_stale_group_refs(plan, &request.group, reporter);
     let result = match &request.group[..] {
         [update] => GroupRef::parse(&update.refname)

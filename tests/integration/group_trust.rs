@@ -812,3 +812,41 @@ fn a_status_file_a_client_names_is_never_written() {
     clone.deploy_version("v4");
     server.assert_nothing_left_behind();
 }
+
+/// A push to a host of a group that carries a group operation and the deploy branch at once:
+/// from a developer it is refused as a whole, the group ref deleted and the branch put back;
+/// from the primary the operation runs and the branch, which it does not deploy, is put back
+/// too. Either way no ref is left that nothing deployed.
+#[test]
+fn a_group_operation_pushed_with_the_deploy_branch_to_a_host_leaves_neither_ref() {
+    let (server, clone) = marked_server();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    clone
+        .group_push(&[&refspec(&v2, "g", &Op::Prepare(fp.clone()))])
+        .success();
+    clone
+        .group_push(&[&refspec(&v2, "g", &Op::Abort)])
+        .success();
+    clone.set_version("v3");
+    let v3 = clone.commit("v3");
+    let main = format!("{v3}:main");
+    let status = refspec(&v3, "s", &Op::Status);
+
+    let before = everything(&server);
+    let push = clone.push(&[&main, &status]);
+    assert_refused(&server, &before, &push, NOT_THE_PRIMARY, "a developer");
+
+    let push = clone.group_push(&[&main, &status]).success();
+    assert!(
+        matches!(
+            push.stderr.lines().find_map(Line::parse),
+            Some(Line::Status(_))
+        ),
+        "{}",
+        push.stderr
+    );
+    push.stderr_has("refs/heads/main not deployed");
+    assert_eq!(&everything(&server), &before, "the primary's push");
+}
