@@ -850,3 +850,71 @@ fn a_group_operation_pushed_with_the_deploy_branch_to_a_host_leaves_neither_ref(
     push.stderr_has("refs/heads/main not deployed");
     assert_eq!(&everything(&server), &before, "the primary's push");
 }
+
+/// The primary's variables as a process of this server holds them: (secret, status file).
+fn primarys_live_variables(server: &Server) -> Option<(String, String)> {
+    server.processes().iter().find_map(|p| {
+        let pid = p.split_whitespace().next()?;
+        let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let var = |name: &str| {
+            environ.split(|b| *b == 0).find_map(|v| {
+                let v = String::from_utf8_lossy(v);
+                v.strip_prefix(&format!("{name}=")).map(str::to_string)
+            })
+        };
+        Some((var(PRIMARY_ENV)?, var(STATUS_ENV)?))
+    })
+}
+
+/// A developer pushing while the primary's own push runs on the host, sending along (as a
+/// client allowed `SendEnv` could) the very secret and status file of the primary's live push,
+/// as if it had learnt them: refused all the same, through git-shell and `serve` alike, since
+/// that file is held by no ancestor of the developer's hook. The primary's prepare goes on.
+#[test]
+fn a_second_push_with_the_live_primary_pushs_secret_and_file_is_refused() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let doors = Doors::open(&server, 16);
+    let gate = server.gate_deploys();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    clone.drive_as_primary();
+    let running = clone.spawn_push(&[&refspec(&v2, "g", &Op::Prepare(fp))]);
+    gate.wait_held(&running);
+    let (secret, status) = primarys_live_variables(&server).expect("the primary's push runs");
+    assert_eq!(secret.len(), 32);
+
+    let dev = server.clone_repo("dev");
+    let url = doors.sshd.url(&server.repo);
+    let send_env = format!(" -o SendEnv={PRIMARY_ENV} -o SendEnv={STATUS_ENV}");
+    for client in [&doors.git_shell, &doors.serve] {
+        let refs = || String::from_utf8(server.repo_git(&["for-each-ref"])).unwrap();
+        let before = refs();
+        let mut git = server.command("git");
+        git.current_dir(&dev.path)
+            .env("GIT_SSH_COMMAND", client.command() + &send_env)
+            .env(PRIMARY_ENV, &secret)
+            .env(STATUS_ENV, &status)
+            .args(["push", &url, &refspec(&v2, "s", &Op::Status)]);
+        let push = output(git);
+        assert!(
+            push.stderr
+                .lines()
+                .any(|l| l.starts_with("remote: error: ") && l.contains(NOT_THE_PRIMARY)),
+            "{}",
+            push.stderr
+        );
+        assert!(
+            !push.stderr.contains("atomdeploy-group:"),
+            "{}",
+            push.stderr
+        );
+        assert_eq!(refs(), before);
+    }
+    gate.open();
+    running.finish().success();
+    assert_eq!(server.branch_head("main"), Some(v2));
+    server.assert_nothing_left_behind();
+}
