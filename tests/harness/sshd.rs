@@ -525,7 +525,8 @@ impl Drop for Sshd {
 }
 
 /// A primary and hosts over ssh, each host an install behind its own sshd on
-/// `host_addr(first + i)` with `client`'s key restricted to git-shell, the primary's ssh given
+/// `host_addr(first + i)` with `client`'s key restricted to `serve --group-primary` (the one
+/// way in a host takes group operations through), the primary's ssh given
 /// the client's key and `known_hosts` (an `ssh` first in its PATH).
 pub struct SshGroup {
     pub primary: Server,
@@ -542,7 +543,7 @@ impl SshGroup {
         let hosts: Vec<(Server, Sshd)> = (0..n)
             .map(|i| {
                 let server = Server::install();
-                let sshd = Sshd::git_shell_host(&server, host_addr(first + i), &client);
+                let sshd = Sshd::group_host_with(&server, host_addr(first + i), &client, &[]);
                 (server, sshd)
             })
             .collect();
