@@ -30,7 +30,7 @@
 //! of the deploy uid is out of scope: it owns the deploy root already, and could do by hand
 //! anything a group operation does.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
@@ -53,19 +53,22 @@ const SECRET_LEN: usize = 32;
 /// The hook's side: where it reports, if a wrapper asked. Written line by line, appended, so
 /// that the last line is the latest word: `pending` once there is work that can fail, then
 /// `ok` or `failed <why>`.
-pub struct StatusFile(Option<PathBuf>);
+pub struct StatusFile(Option<File>);
 
 impl StatusFile {
+    /// Only a wrapper's own file ([`wrapper_file`]): a path a client sent along (ssh's
+    /// `SendEnv`) or a stale variable names a file the hook must not append to, deploy.yml
+    /// say, nor create.
     pub fn from_env() -> StatusFile {
-        StatusFile(std::env::var_os(STATUS_ENV).map(PathBuf::from))
+        let path = std::env::var_os(STATUS_ENV);
+        StatusFile(path.and_then(|p| wrapper_file(&p, OpenOptions::new().append(true))))
     }
 
     fn write(&self, line: &str) {
-        let Some(path) = &self.0 else { return };
-        // Never created here: a stale variable must not make files appear.
-        if let Ok(mut file) = OpenOptions::new().append(true).open(path) {
-            let _ = writeln!(file, "{}", line.replace('\n', " "));
-        }
+        let Some(mut file) = self.0.as_ref() else {
+            return;
+        };
+        let _ = writeln!(file, "{}", line.replace('\n', " "));
     }
 
     /// The push asked for a deploy or a rollback: from here on, silence means "unknown".
@@ -208,29 +211,32 @@ pub fn primary_asks() -> bool {
     if secret.len() != SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
         return false;
     }
-    let Some(pid) = wrapper_pid(&path.to_string_lossy()) else {
+    let Some(file) = wrapper_file(&path, OpenOptions::new().read(true)) else {
         return false;
     };
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::geteuid() };
-    let own_process = std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
-    if !own_process || !is_own_ancestor(pid) {
-        return false;
-    }
-    let Ok(file) = File::open(&path) else {
-        return false;
-    };
-    let made_by_a_wrapper = file
-        .metadata()
-        .is_ok_and(|m| m.is_file() && m.nlink() == 0 && m.uid() == uid);
-    if !made_by_a_wrapper {
-        return false;
-    }
     let mut first = String::new();
     if BufReader::new(file).read_line(&mut first).is_err() {
         return false;
     }
     constant_time_eq(first.trim_end_matches('\n').as_bytes(), secret.as_bytes())
+}
+
+/// The file `path` names, opened with `options`, if it is one a wrapper made for this very
+/// push: `/proc/<pid>/fd/<n>` of an ancestor of this process running as its uid, and an
+/// unlinked regular file of that uid. None for anything else.
+fn wrapper_file(path: &OsStr, options: &OpenOptions) -> Option<File> {
+    let pid = wrapper_pid(&path.to_string_lossy())?;
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::geteuid() };
+    let own_process = std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
+    if !own_process || !is_own_ancestor(pid) {
+        return None;
+    }
+    let file = options.open(path).ok()?;
+    let made_by_a_wrapper = file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.nlink() == 0 && m.uid() == uid);
+    made_by_a_wrapper.then_some(file)
 }
 
 /// The pid of `/proc/<pid>/fd/<n>`, the only form a wrapper hands on.

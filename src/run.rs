@@ -69,7 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
             &Reporter::new(Output::detect(false)),
         ),
         Command::LeaveGroup { root } => {
-            group::trust::leave(&crate::state::plan::Layout::new(&root.root))
+            group::trust::leave(&root.root, &Reporter::new(Output::detect(false)))
         }
         Command::Unfreeze { root } => freeze::unfreeze(
             &Plan::load(&root.root)?.layout,

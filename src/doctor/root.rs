@@ -52,6 +52,24 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) {
     }
     latest::check(&context.layout, out);
     latest::freeze(&context.layout, out);
+    membership(&context.layout, out);
+}
+
+/// A host of a group says so: its own pushes are refused, which an operator looking at the
+/// server should not have to find out by pushing. Nothing on a server of its own.
+fn membership(layout: &crate::state::plan::Layout, out: &mut Vec<Finding>) {
+    if let Some(member) = crate::group::trust::membership(layout) {
+        out.push(Finding::ok(
+            "group",
+            format!(
+                "a host of a group: {} deploys it (since {}); its own pushes, `replay` and \
+                 `rollback` are refused until `atomdeploy-hook leave-group --root {}`",
+                member.primary,
+                member.since,
+                shell_path(&layout.root)
+            ),
+        ));
+    }
 }
 
 /// `atomdeploy-hook install …` for this root: rewrites the hook (and sets fsck) and keeps

@@ -106,13 +106,23 @@ pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result
         delete_pushed(plan, &request.group, reporter);
         // Nothing of a refused push stays, the deploy branch pushed along with it included.
         let failed = trust::put_back_claimed(plan, request);
-        return Err(anyhow!("{err:#}{failed}"));
+        let why = format!("{err:#}{failed}");
+        // In the log (not notified: a host's group operations never are, its primary's are).
+        let refused: Vec<&RefUpdate> = request.group.iter().collect();
+        trust::log_refusal(plan, &refused, &why, reporter);
+        return Err(anyhow!("{why}"));
     }
     for update in other_refs(request) {
         reporter.line(&format!(
             "atomdeploy: {} not deployed: this push carries a group operation",
             update.name()
         ));
+    }
+    // A deploy branch moved without its deploy would make the next push of that commit
+    // deploy nothing: the branches this push claims go back, as for a refused push.
+    let failed = trust::put_back_claimed(plan, request);
+    if let Some(failed) = failed.strip_prefix("; ") {
+        reporter.warn(failed);
     }
     drop_stale_group_refs(plan, &request.group, reporter);
     let result = match &request.group[..] {

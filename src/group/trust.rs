@@ -20,10 +20,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::infra::lock::DeployLock;
+use crate::infra::report::Reporter;
 use crate::push::{PushRequest, RefUpdate};
 use crate::push_status;
 use crate::state::builds;
-use crate::state::history::PUSHER_ENV;
+use crate::state::history::{self, PUSHER_ENV};
 use crate::state::plan::{Layout, Plan};
 
 /// What a host keeps of the group it belongs to.
@@ -122,7 +124,7 @@ pub fn refuse_if_member(plan: &Plan, what: &str) -> Result<()> {
 /// A push to the deploy branch or a control branch of a host of a group: refused, each of
 /// those refs put back where it was (only if nobody moved it since), so that the push moves
 /// nothing.
-pub fn refuse_direct_push(plan: &Plan, request: &PushRequest) -> Result<()> {
+pub fn refuse_direct_push(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
     let Some(member) = membership(&plan.layout) else {
         return Ok(());
     };
@@ -136,7 +138,41 @@ pub fn refuse_direct_push(plan: &Plan, request: &PushRequest) -> Result<()> {
         &member,
         &format!("a push to {}", names.join(", ")),
     );
-    bail!("{why}{}", put_back_claimed(plan, request))
+    let why = format!("{why}{}", put_back_claimed(plan, request));
+    // Logged and notified as a frozen push is: a deploy that was asked for and refused.
+    let entry = log_refusal(plan, &touched, &why, reporter);
+    crate::notify::send(plan, &entry, reporter);
+    bail!("{why}")
+}
+
+/// Writes a refused push in the deploy log as a failed attempt, as a frozen push is: which
+/// refs, who pushed and why nothing was deployed. An operator who wonders why a push did
+/// nothing, or who tried to drive this host, finds it in `atomdeploy-hook builds`. Returns the
+/// entry, for a caller that notifies about it.
+pub(crate) fn log_refusal(
+    plan: &Plan,
+    refused: &[&RefUpdate],
+    why: &str,
+    reporter: &Reporter,
+) -> history::Entry {
+    let now = builds::utc_now_rfc3339();
+    let names: Vec<String> = refused.iter().map(|u| u.name().into_owned()).collect();
+    let commit = refused
+        .iter()
+        .find(|u| !u.is_deletion())
+        .map(|u| u.new.as_str())
+        .unwrap_or_default();
+    let mut entry = history::Entry {
+        finished_at: now.clone(),
+        error: Some(why.to_string()),
+        seconds: reporter.elapsed().as_secs_f64(),
+        ..history::Entry::begin(&now, "", &names.join(", "), commit)
+    };
+    entry.describe_at(&plan.config.repository);
+    if let Err(e) = history::append(&plan.layout, &entry) {
+        reporter.warn(&format!("could not write the deploy log: {e:#}"));
+    }
+    entry
 }
 
 /// The deploy branch's and the control branches' updates of a push.
@@ -149,9 +185,17 @@ fn claimed(request: &PushRequest) -> Vec<&RefUpdate> {
 /// Puts every branch `request` claims back where it was, for a refused push (a group
 /// operation's, or one to a host of a group) to move nothing; says what could not be.
 pub fn put_back_claimed(plan: &Plan, request: &PushRequest) -> String {
+    put_back_all(&plan.config.repository, claimed(request))
+}
+
+/// Puts each of `updates` back where it was in `repo`; says what could not be.
+pub(crate) fn put_back_all<'a>(
+    repo: &std::path::Path,
+    updates: impl IntoIterator<Item = &'a RefUpdate>,
+) -> String {
     let mut failed = String::new();
-    for update in claimed(request) {
-        if let Err(err) = put_back(&plan.config.repository, update) {
+    for update in updates {
+        if let Err(err) = put_back(repo, update) {
             failed.push_str(&format!(
                 "; {} could not be put back: {err:#}",
                 update.name()
@@ -181,8 +225,12 @@ fn put_back(repo: &std::path::Path, update: &RefUpdate) -> Result<()> {
     Ok(())
 }
 
-/// `atomdeploy-hook leave-group`: this server deploys its own pushes again.
-pub fn leave(layout: &Layout) -> Result<()> {
+/// `atomdeploy-hook leave-group`: this server deploys its own pushes again. Under the deploy
+/// lock, as every deploy: a group operation running here (which may have just recorded the
+/// membership) ends first, so that the host is never building for its group while it takes
+/// itself for a server on its own.
+pub fn leave(root: &std::path::Path, reporter: &Reporter) -> Result<()> {
+    let layout = &Layout::new(root);
     if !layout.config_file.is_file() {
         bail!(
             "{} is not a deploy root (no {}); nothing was changed",
@@ -190,6 +238,8 @@ pub fn leave(layout: &Layout) -> Result<()> {
             layout.config_file.display()
         );
     }
+    let plan = Plan::load(root)?;
+    let _lock = DeployLock::acquire(&layout.lock_file(), plan.config.lock_timeout, reporter)?;
     match membership(layout) {
         None => {
             println!(

@@ -78,8 +78,11 @@ pub(crate) fn handle_reported(
     reporter: &Reporter,
 ) -> std::result::Result<(), String> {
     // A host of a group deploys only what its primary sends: no summary (there was no
-    // deploy to sum up), only the refusal.
-    if let Err(err) = group::trust::refuse_direct_push(plan, request) {
+    // deploy to sum up), only the refusal. (A push with a group operation is the group's
+    // to refuse or run: it deletes the group ref and puts the branches back either way.)
+    if request.group.is_empty()
+        && let Err(err) = group::trust::refuse_direct_push(plan, request, reporter)
+    {
         let why = format!("{err:#}");
         report::error(&why);
         return Err(failure("group", &why));

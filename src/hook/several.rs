@@ -99,7 +99,7 @@ pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Resu
     let loaded: Vec<(&PathBuf, Loaded)> = unique.into_iter().map(|r| (r, load(r))).collect();
     let shared = Reporter::new(Output::detect(true));
     if !all.group.is_empty() {
-        return refuse_group(roots, &loaded, &all.group, &shared);
+        return refuse_group(roots, &loaded, &all, &shared);
     }
     let unclaimed = say_unclaimed(&loaded, &all.ignored, &shared);
     let work = parts(&loaded, input, &all.ignored, unclaimed)?;
@@ -247,9 +247,10 @@ pub(super) fn drop_replay_of_unloadable(root: &Path, input: &[u8]) {
 fn refuse_group(
     roots: &[PathBuf],
     loaded: &[(&PathBuf, Loaded)],
-    group: &[RefUpdate],
+    all: &push::PushRequest,
     reporter: &Reporter,
 ) -> Result<()> {
+    let group = &all.group;
     let repo = loaded
         .iter()
         .find_map(|(_, l)| match l {
@@ -267,11 +268,22 @@ fn refuse_group(
             reporter.warn(&format!("could not delete {name}: {err:#}"));
         }
     }
+    // Nothing of a refused push moves: each root's branches pushed along with it (a deploy
+    // branch moved without its deploy would make the next push of that commit deploy nothing).
+    let claimed = all.ignored.iter().filter(|u| {
+        loaded
+            .iter()
+            .any(|(_, l)| l.branches().is_some_and(|b| b.claims(&u.refname)))
+    });
+    let failed = match &repo {
+        Some(repo) => crate::group::trust::put_back_all(repo, claimed),
+        None => String::new(),
+    };
     let listed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     bail!(
         "this repository serves {} deploy roots ({}), and a group operation ({}) does not say \
          which one it is for: a host of a group (`hosts:`) needs a repository of its own for \
-         each environment",
+         each environment{failed}",
         roots.len(),
         listed.join(", "),
         group

@@ -71,6 +71,9 @@ pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
     cmd.env_remove(crate::state::history::PUSHER_ENV);
     // A secret of this push only (see push_status.rs): no command's business, nor its output's.
     cmd.env_remove(crate::push_status::PRIMARY_ENV);
+    // The status file holds the same secret as its first line, and is the wrapper's word on
+    // how the deploy went: a command must neither read the one nor write the other.
+    cmd.env_remove(crate::push_status::STATUS_ENV);
     if let Some(run) = RUN.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         // `RUN:N`, N per child: the run's marker for the next deploy, and the command's own
         // for its timeout (see [`run_limited`]).

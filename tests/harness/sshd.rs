@@ -525,8 +525,8 @@ impl Drop for Sshd {
 }
 
 /// A primary and hosts over ssh, each host an install behind its own sshd on
-/// `host_addr(first + i)` with `client`'s key restricted to `serve --group-primary` (the
-/// primary's key, as the README sets it up), the primary's ssh given
+/// `host_addr(first + i)` with `client`'s key restricted to `serve --group-primary` (the one
+/// way in a host takes group operations through), the primary's ssh given
 /// the client's key and `known_hosts` (an `ssh` first in its PATH).
 pub struct SshGroup {
     pub primary: Server,

@@ -10,6 +10,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use atomdeploy_hook::group::Line;
+
 use crate::harness::tmpfs::Tmpfs;
 use crate::harness::{BIN, Server, assert_success};
 
@@ -590,8 +592,8 @@ fn doctor_on_a_primary_checks_each_host() {
         report.text()
     );
 
-    // The host alone on another commit (out of the group first: a member refuses pushes of
-    // its own).
+    // The host alone on another commit (out of its group first: a host refuses its own
+    // pushes).
     host.leave_group();
     let other = host.clone_fixture("example-app");
     other.set_version("elsewhere");
@@ -624,5 +626,45 @@ fn doctor_on_a_primary_checks_each_host() {
         "hosts",
         "gone: does not answer: ",
         "hosts exclude gone",
+    );
+}
+
+/// A host of a group says whose it is and how it leaves, and changes nothing saying it.
+#[test]
+fn a_host_of_a_group_names_its_primary_and_how_to_leave() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    assert!(doctor(&server).of("group").is_empty());
+    clone.drive_as_primary();
+    // The primary's `prepare` of the live commit (a `status` first, for the fingerprint).
+    let status = clone
+        .push(&["HEAD:refs/atomdeploy/group/d/status"])
+        .success();
+    let fp = match status.stderr.lines().find_map(Line::parse) {
+        Some(Line::Status(status)) => status.fingerprint,
+        other => panic!("no status: {other:?}\n{}", status.stderr),
+    };
+    clone
+        .push(&[&format!("HEAD:refs/atomdeploy/group/d/prepare/{fp}")])
+        .success();
+    clone
+        .push(&["HEAD:refs/atomdeploy/group/d/abort"])
+        .success();
+    let report = doctor_unchanged(&server);
+    report.has(
+        "ok",
+        "group",
+        "a host of a group: the group's primary deploys it (since 20",
+        "",
+    );
+    report.has(
+        "ok",
+        "group",
+        &format!(
+            "atomdeploy-hook leave-group --root {}",
+            server.root.display()
+        ),
+        "",
     );
 }

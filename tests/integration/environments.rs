@@ -386,6 +386,47 @@ fn a_group_operation_is_refused_by_a_repository_with_several_roots() {
     assert_eq!(staging.live(), None);
 }
 
+/// A group operation is refused by a repository with several roots, so the branches pushed
+/// along with it, each root's own, must not move either: a deploy branch that moved without a
+/// deploy would make the next push of the same commit deploy nothing.
+#[test]
+fn a_group_operation_pushed_with_each_roots_branches_moves_none_of_them() {
+    let (main, staging) = two_roots();
+    let clone = main.clone_fixture("example-app");
+    clone.push(&["main", "main:staging"]).success();
+    // A second deploy, so that each root has a rollback branch to delete.
+    clone.set_version("v1.1");
+    clone.commit("v1.1");
+    clone.push(&["main", "main:staging"]).success();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let refs = || String::from_utf8(main.repo_git(&["for-each-ref"])).unwrap();
+    let before = (refs(), main.state(), staging.state());
+    let group = format!("{v2}:refs/atomdeploy/group/g1/status");
+    let spec = [
+        "main",
+        "main:staging",
+        "main:replay",
+        "main:replay-staging",
+        ":rollback-staging",
+        group.as_str(),
+    ];
+    for push in [clone.push(&spec), clone.group_push(&spec)] {
+        let error = push.remote_line("error: ").unwrap_or_default();
+        assert!(
+            error.contains("needs a repository of its own"),
+            "{}",
+            push.stderr
+        );
+        assert_eq!(
+            (refs(), main.state(), staging.state()),
+            before,
+            "{}",
+            push.stderr
+        );
+    }
+}
+
 /// The roots listed in a hook, as sh hands them to the program: proof that the quoting holds
 /// for paths sh would otherwise split or expand.
 #[test]

@@ -291,8 +291,8 @@ fn hosts_reads_a_long_status_and_its_exit_status_says_whether_all_are_live() {
         "{stdout}"
     );
 
-    // The host alone on another commit (out of the group first: a member refuses pushes of
-    // its own).
+    // The host alone on another commit (out of its group first: a host refuses its own
+    // pushes).
     host.leave_group();
     let other = host.clone_fixture("example-app");
     other.set_version("elsewhere");

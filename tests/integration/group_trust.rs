@@ -238,34 +238,55 @@ fn everything(server: &Server) -> Everything {
     }
 }
 
-/// Refused at the door: not one protocol line is spoken to whoever knocked.
+/// Someone other than the primary refused: not a line of the protocol, nor of the config.
 #[track_caller]
 fn assert_refused(server: &Server, before: &Everything, push: &Push, says: &str, case: &str) {
-    assert_turned_down(server, before, push, says, case, &["atomdeploy-group:"]);
-}
-
-/// The primary's own operation declined by a rule of the host's (a freeze, the fast-forward
-/// rule): the primary is told how it ended (`live`, `ended … failed`), but nothing of the
-/// host's configuration (`status`, `config`).
-#[track_caller]
-fn assert_declined(server: &Server, before: &Everything, push: &Push, says: &str, case: &str) {
     assert!(
-        push.stderr.contains("remote: atomdeploy-group: ended "),
-        "{case}: the primary was not told how it ended:\n{}",
+        !push.stderr.contains("atomdeploy-group:"),
+        "{case}: the refusal spoke the group's protocol:\n{}",
         push.stderr
     );
-    let shown = ["atomdeploy-group: status", "atomdeploy-group: config"];
-    assert_turned_down(server, before, push, says, case, &shown);
+    assert_unchanged_but_for_the_error(server, before, push, says, case);
 }
 
+/// The primary's operation refused by the host's own checks (a freeze, a non-fast-forward):
+/// the primary is told how it ended, in the protocol's `ended` line (after, at most, what the
+/// host has live), and nothing was prepared.
 #[track_caller]
-fn assert_turned_down(
+fn assert_refused_to_the_primary(
+    gid: &str,
     server: &Server,
     before: &Everything,
     push: &Push,
     says: &str,
     case: &str,
-    never: &[&str],
+) {
+    let protocol: Vec<&str> = push
+        .stderr
+        .lines()
+        .filter(|l| l.contains("atomdeploy-group:"))
+        .collect();
+    let ended = protocol.last().is_some_and(|l| {
+        l.contains(&format!("atomdeploy-group: ended {gid} failed ")) && l.contains(says)
+    });
+    let only_live_before = protocol[..protocol.len().saturating_sub(1)]
+        .iter()
+        .all(|l| l.contains(&format!("atomdeploy-group: live {gid} ")));
+    assert!(
+        ended && only_live_before,
+        "{case}: not an `ended {gid} failed` line saying {says:?} last:\n{}",
+        push.stderr
+    );
+    assert_unchanged_but_for_the_error(server, before, push, says, case);
+}
+
+#[track_caller]
+fn assert_unchanged_but_for_the_error(
+    server: &Server,
+    before: &Everything,
+    push: &Push,
+    says: &str,
+    case: &str,
 ) {
     assert!(
         push.stderr
@@ -274,10 +295,7 @@ fn assert_turned_down(
         "{case}: no `error:` line saying {says:?}:\n{}",
         push.stderr
     );
-    for secret in [BEFORE_SWITCH_MARKER, HEALTHCHECK_MARKER]
-        .iter()
-        .chain(never)
-    {
+    for secret in [BEFORE_SWITCH_MARKER, HEALTHCHECK_MARKER] {
         assert!(
             !push.stderr.contains(secret),
             "{case}: the refusal showed {secret:?}:\n{}",
@@ -494,7 +512,8 @@ fn a_frozen_host_refuses_to_build_for_its_group() {
         let before = everything(&server);
         let push = clone.group_push(&[&refspec(commit, "g", &op)]);
         assert_ne!(push.code, Some(0), "{}", push.stderr);
-        assert_declined(
+        assert_refused_to_the_primary(
+            "g",
             &server,
             &before,
             &push,
@@ -516,7 +535,8 @@ fn a_host_that_denies_non_fast_forwards_never_moves_its_branch_back_for_its_grou
         let before = everything(&server);
         let push = clone.group_push(&[&refspec(&v1, "back", &op)]);
         assert_ne!(push.code, Some(0), "{}", push.stderr);
-        assert_declined(
+        assert_refused_to_the_primary(
+            "back",
             &server,
             &before,
             &push,
@@ -583,4 +603,318 @@ fn a_killed_wrapper_leaves_no_status_file() {
         .filter(|name| name.starts_with("atomdeploy-push-"))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "left in the wrapper's TMPDIR");
+}
+
+/// What a host's before_switch finds when its group's primary deploys it: its environment, the
+/// status file it would be handed, and (as any process of the deploy user can, by reading its
+/// ancestors' /proc/<pid>/environ) the secret of this push, so that the test knows what to look
+/// for in everything else.
+const DUMP_SECRETS: &str = "['env > env-dump.txt', \
+    'cat \"$ATOMDEPLOY_PUSH_STATUS\" > status-dump.txt 2>/dev/null || true', \
+    'p=$PPID; while [ \"$p\" -gt 1 ]; do tr \"\\0\" \"\\n\" < /proc/$p/environ 2>/dev/null \
+       | sed -n \"s/^ATOMDEPLOY_GROUP_PRIMARY=//p\"; p=$(cut -d\" \" -f4 /proc/$p/stat); done \
+       | head -n 1 > secret.txt']";
+
+#[test]
+fn the_primarys_secret_reaches_no_command_no_log_and_no_pusher_of_a_host() {
+    let g = crate::group::Group::with_app(1, |primary| primary.clone_fixture("example-app"));
+    for server in g.servers() {
+        server.set_config("before_switch", DUMP_SECRETS);
+    }
+    let push = g.clone.push_main().success();
+    let host = &g.hosts[0];
+    assert_eq!(host.live_revision(), g.clone.head());
+    let secret = host.read_live("secret.txt").trim().to_string();
+    assert_eq!(
+        secret.len(),
+        32,
+        "the hook ran without the primary's secret"
+    );
+
+    let env = host.read_live("env-dump.txt");
+    for name in [PRIMARY_ENV, STATUS_ENV] {
+        assert!(
+            !env.contains(name),
+            "before_switch was given {name}:\n{env}"
+        );
+    }
+    assert!(
+        !env.contains(&secret),
+        "before_switch saw the secret:\n{env}"
+    );
+    assert_eq!(host.read_live("status-dump.txt"), "", "the status file");
+
+    let log = fs::read_to_string(host.root.join(".atomdeploy/deploys.jsonl")).unwrap();
+    let shown = host.run(&["log"]);
+    harness::assert_success(&shown, "log");
+    for (what, text) in [
+        ("the pusher's output", push.stderr.clone()),
+        ("deploys.jsonl", log),
+        ("`log`", String::from_utf8_lossy(&shown.stdout).into_owned()),
+    ] {
+        assert!(!text.contains(&secret), "{what} shows the secret:\n{text}");
+    }
+    let mut logs = Vec::new();
+    harness::tree_listing(&host.root.join(".atomdeploy"))
+        .into_iter()
+        .filter(|(_, content)| content.contains(&secret))
+        .for_each(|(name, _)| logs.push(name));
+    assert_eq!(logs, Vec::<String>::new(), "files holding the secret");
+}
+
+/// `leave-group` while the primary's prepare runs on the host waits for it, under the deploy
+/// lock as every deploy does: it cannot remove the membership that prepare has just recorded
+/// and leave a host building for its group while it believes itself on its own.
+#[test]
+fn leave_group_waits_for_the_group_operation_running_on_the_host() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let gate = server.gate_deploys();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    clone.drive_as_primary();
+    let running = clone.spawn_push(&[&refspec(&v2, "g", &Op::Prepare(fp))]);
+    gate.wait_held(&running);
+    let membership = server.root.join(".atomdeploy/group-primary.json");
+    assert!(membership.exists(), "the prepare joined no group");
+
+    let said = server.base().join("leave-group.out");
+    let mut leave = server
+        .command(BIN)
+        .args(["leave-group", "--root"])
+        .arg(&server.root)
+        .stdout(fs::File::create(&said).unwrap())
+        .stderr(fs::File::create(server.base().join("leave-group.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let err = || fs::read_to_string(server.base().join("leave-group.err")).unwrap();
+    harness::wait_until(
+        std::time::Duration::from_secs(60),
+        || err().contains("waiting for the deploy lock") || !matches!(leave.try_wait(), Ok(None)),
+        || "leave-group neither waited nor ended".to_string(),
+    );
+    let waited = err().contains("waiting for the deploy lock");
+    let still_member = membership.exists();
+    gate.open();
+    running.finish().success();
+    let status = leave.wait().unwrap();
+    assert!(
+        waited,
+        "leave-group did not wait for the prepare: {}",
+        err()
+    );
+    assert!(still_member, "leave-group left while the prepare ran");
+    assert!(status.success(), "{}", err());
+    assert!(
+        fs::read_to_string(&said)
+            .unwrap()
+            .contains("left the group")
+    );
+    assert!(!membership.exists());
+    server.assert_nothing_left_behind();
+}
+
+/// Every refused push is in the deploy log, as a frozen push is: a group operation from
+/// someone other than the primary, and a developer's push to a host of a group, each as a
+/// failed attempt naming the ref, who pushed and why, so that an operator who wonders why a
+/// push deployed nothing, or who tried to drive the host, finds it in `atomdeploy-hook builds`.
+#[test]
+fn a_refused_push_is_in_the_hosts_log_with_who_pushed_and_why() {
+    let (server, clone) = marked_server();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    let logged = server.deploy_log().len();
+    let group = refspec(&v2, "g", &Op::Prepare(fp.clone()));
+    clone.push(&[&group]).stderr_has(NOT_THE_PRIMARY);
+    let log = server.deploy_log();
+    assert_eq!(log.len(), logged + 1, "{log:?}");
+    let entry = &log[logged];
+    assert_eq!(entry["outcome"], "failed", "{entry}");
+    assert_eq!(
+        entry["ref"],
+        format!("refs/atomdeploy/group/g/prepare/{fp}").as_str(),
+        "{entry}"
+    );
+    assert!(
+        entry["error"].as_str().unwrap().contains(NOT_THE_PRIMARY),
+        "{entry}"
+    );
+    assert!(entry["pusher"].is_string(), "{entry}");
+
+    // The primary's prepare makes the server a host (then its abort drops the build).
+    clone.group_push(&[&group]).success();
+    clone
+        .group_push(&[&refspec(&v2, "g", &Op::Abort)])
+        .success();
+    // The prepare moved the host's branch to v2: the developer pushes what comes after.
+    clone.set_version("v3");
+    let v3 = clone.commit("v3");
+    let logged = server.deploy_log().len();
+    clone
+        .push(&[&format!("{v3}:main")])
+        .stderr_has("leave-group");
+    let log = server.deploy_log();
+    assert_eq!(log.len(), logged + 1, "{log:?}");
+    let entry = &log[logged];
+    assert_eq!(entry["outcome"], "failed", "{entry}");
+    assert_eq!(entry["ref"], "refs/heads/main", "{entry}");
+    assert_eq!(entry["commit"], v3.as_str(), "{entry}");
+    assert!(
+        entry["error"].as_str().unwrap().contains("leave-group"),
+        "{entry}"
+    );
+    // As a frozen push: `builds` lists the refused attempt with its reason.
+    let shown = server.run(&["builds"]);
+    harness::assert_success(&shown, "builds");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("host of a group"), "{shown}");
+    for secret in [BEFORE_SWITCH_MARKER, HEALTHCHECK_MARKER] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+}
+
+/// A client allowed to send ATOMDEPLOY_PUSH_STATUS along (`AcceptEnv`, as for the doors above)
+/// cannot make the hook write into a file of its choosing: here the server's deploy.yml, which
+/// a `pending` line appended would break for every push after. The hook writes only to an
+/// unlinked file a wrapper among its own ancestors holds.
+#[test]
+fn a_status_file_a_client_names_is_never_written() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let doors = Doors::open(&server, 14);
+    let config = fs::read_to_string(server.config_path()).unwrap();
+    let url = doors.sshd.url(&server.repo);
+    for (client, version) in [(&doors.git_shell, "v2"), (&doors.serve, "v3")] {
+        clone.set_version(version);
+        let commit = clone.commit(version);
+        let mut git = server.command("git");
+        git.current_dir(&clone.path)
+            .env(
+                "GIT_SSH_COMMAND",
+                client.command() + &format!(" -o SendEnv={STATUS_ENV}"),
+            )
+            .env(STATUS_ENV, server.config_path())
+            .args(["push", &url, &format!("{commit}:main")]);
+        let push = output(git);
+        assert_eq!(push.code, Some(0), "{version}: {}", push.stderr);
+        assert_eq!(server.live_revision(), commit, "{}", push.stderr);
+        let now = fs::read_to_string(server.config_path()).unwrap();
+        assert!(
+            now == config,
+            "{version}: the hook wrote into deploy.yml: {:?}",
+            now.strip_prefix(&config).unwrap_or(&now)
+        );
+    }
+    clone.deploy_version("v4");
+    server.assert_nothing_left_behind();
+}
+
+/// A push to a host of a group that carries a group operation and the deploy branch at once:
+/// from a developer it is refused as a whole, the group ref deleted and the branch put back;
+/// from the primary the operation runs and the branch, which it does not deploy, is put back
+/// too. Either way no ref is left that nothing deployed.
+#[test]
+fn a_group_operation_pushed_with_the_deploy_branch_to_a_host_leaves_neither_ref() {
+    let (server, clone) = marked_server();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    clone
+        .group_push(&[&refspec(&v2, "g", &Op::Prepare(fp.clone()))])
+        .success();
+    clone
+        .group_push(&[&refspec(&v2, "g", &Op::Abort)])
+        .success();
+    clone.set_version("v3");
+    let v3 = clone.commit("v3");
+    let main = format!("{v3}:main");
+    let status = refspec(&v3, "s", &Op::Status);
+
+    let before = everything(&server);
+    let push = clone.push(&[&main, &status]);
+    assert_refused(&server, &before, &push, NOT_THE_PRIMARY, "a developer");
+
+    let push = clone.group_push(&[&main, &status]).success();
+    assert!(
+        matches!(
+            push.stderr.lines().find_map(Line::parse),
+            Some(Line::Status(_))
+        ),
+        "{}",
+        push.stderr
+    );
+    push.stderr_has("refs/heads/main not deployed");
+    assert_eq!(&everything(&server), &before, "the primary's push");
+}
+
+/// The primary's variables as a process of this server holds them: (secret, status file).
+fn primarys_live_variables(server: &Server) -> Option<(String, String)> {
+    server.processes().iter().find_map(|p| {
+        let pid = p.split_whitespace().next()?;
+        let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let var = |name: &str| {
+            environ.split(|b| *b == 0).find_map(|v| {
+                let v = String::from_utf8_lossy(v);
+                v.strip_prefix(&format!("{name}=")).map(str::to_string)
+            })
+        };
+        Some((var(PRIMARY_ENV)?, var(STATUS_ENV)?))
+    })
+}
+
+/// A developer pushing while the primary's own push runs on the host, sending along (as a
+/// client allowed `SendEnv` could) the very secret and status file of the primary's live push,
+/// as if it had learnt them: refused all the same, through git-shell and `serve` alike, since
+/// that file is held by no ancestor of the developer's hook. The primary's prepare goes on.
+#[test]
+fn a_second_push_with_the_live_primary_pushs_secret_and_file_is_refused() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let doors = Doors::open(&server, 16);
+    let gate = server.gate_deploys();
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    clone.drive_as_primary();
+    let running = clone.spawn_push(&[&refspec(&v2, "g", &Op::Prepare(fp))]);
+    gate.wait_held(&running);
+    let (secret, status) = primarys_live_variables(&server).expect("the primary's push runs");
+    assert_eq!(secret.len(), 32);
+
+    let dev = server.clone_repo("dev");
+    let url = doors.sshd.url(&server.repo);
+    let send_env = format!(" -o SendEnv={PRIMARY_ENV} -o SendEnv={STATUS_ENV}");
+    for client in [&doors.git_shell, &doors.serve] {
+        let refs = || String::from_utf8(server.repo_git(&["for-each-ref"])).unwrap();
+        let before = refs();
+        let mut git = server.command("git");
+        git.current_dir(&dev.path)
+            .env("GIT_SSH_COMMAND", client.command() + &send_env)
+            .env(PRIMARY_ENV, &secret)
+            .env(STATUS_ENV, &status)
+            .args(["push", &url, &refspec(&v2, "s", &Op::Status)]);
+        let push = output(git);
+        assert!(
+            push.stderr
+                .lines()
+                .any(|l| l.starts_with("remote: error: ") && l.contains(NOT_THE_PRIMARY)),
+            "{}",
+            push.stderr
+        );
+        assert!(
+            !push.stderr.contains("atomdeploy-group:"),
+            "{}",
+            push.stderr
+        );
+        assert_eq!(refs(), before);
+    }
+    gate.open();
+    running.finish().success();
+    assert_eq!(server.branch_head("main"), Some(v2));
+    server.assert_nothing_left_behind();
 }
