@@ -525,7 +525,8 @@ impl Drop for Sshd {
 }
 
 /// A primary and hosts over ssh, each host an install behind its own sshd on
-/// `host_addr(first + i)` with `client`'s key restricted to git-shell, the primary's ssh given
+/// `host_addr(first + i)` with `client`'s key restricted to `serve --group-primary` (the one
+/// way in for a group's primary), the primary's ssh given
 /// the client's key and `known_hosts` (an `ssh` first in its PATH).
 pub struct SshGroup {
     pub primary: Server,
@@ -542,7 +543,7 @@ impl SshGroup {
         let hosts: Vec<(Server, Sshd)> = (0..n)
             .map(|i| {
                 let server = Server::install();
-                let sshd = Sshd::git_shell_host(&server, host_addr(first + i), &client);
+                let sshd = Sshd::group_host_with(&server, host_addr(first + i), &client, &[]);
                 (server, sshd)
             })
             .collect();
@@ -580,10 +581,11 @@ impl SshGroup {
         self.hosts[i].0.base().join("sshd/authorized_keys")
     }
 
-    /// Every process this group's servers started that still runs (an ssh of the primary's
-    /// among them), and every session still open on a host's sshd.
+    /// Every process this group's servers started that still runs (the primary's ssh
+    /// ControlMasters among them), and every session still open on a host's sshd.
     pub fn running(&self) -> Vec<String> {
         let mut found = self.primary.processes();
+        found.extend(self.primary.ssh_masters());
         for (server, sshd) in &self.hosts {
             found.extend(server.processes());
             found.extend(sshd.sessions());
