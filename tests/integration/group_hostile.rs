@@ -291,7 +291,9 @@ fn hosts_reads_a_long_status_and_its_exit_status_says_whether_all_are_live() {
         "{stdout}"
     );
 
-    // The host alone on another commit.
+    // The host alone on another commit (pushed to it once it left the group: a host of a
+    // group refuses a deploy of its own).
+    host.leave_group();
     let other = host.clone_fixture("example-app");
     other.set_version("elsewhere");
     other.commit("elsewhere");
