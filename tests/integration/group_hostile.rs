@@ -59,7 +59,8 @@ fn a_host_that_floods_is_cut_off_and_the_primary_stays_small() {
     let pad = "x".repeat(1000);
     let hook = format!(
         "read old new ref\ncase \"$ref\" in */prepare/*) ;; *) exit 0 ;; esac\n\
-         yes 'atomdeploy-group: unhealthy g1 {pad}' | head -n 100000\n\
+         gid=$(echo \"$ref\" | cut -d/ -f4)\n\
+         yes \"atomdeploy-group: unhealthy $gid {pad}\" | head -n 100000\n\
          yes 'filler {pad}' | head -n 100000 >&2\n\
          echo 'error: flooded on purpose' >&2\nexit 1"
     );
@@ -86,6 +87,38 @@ fn a_host_that_floods_is_cut_off_and_the_primary_stays_small() {
     assert!(peak > 0, "the hook was never seen");
     assert!(peak < 40_000, "the primary's hook grew to {peak} kB");
     server.assert_unchanged_since(&before);
+}
+
+/// A host that speaks the protocol right, but prints lines of other group operations first
+/// (one it is confused about, many of them): they count for nothing, and hide none of this
+/// operation's own, so the deploy switches.
+#[test]
+fn lines_of_another_group_operation_hide_none_of_this_ones() {
+    let server = Server::install();
+    let other = "19990101-000000-abcdef";
+    let hook = format!(
+        "read old new ref\n\
+         gid=$(echo \"$ref\" | cut -d/ -f4); op=$(echo \"$ref\" | cut -d/ -f5)\n\
+         for i in $(seq 1 10000); do echo \"atomdeploy-group: ended {other} failed not yours\"; done\n\
+         for i in 1 2 3 4 5; do echo \"atomdeploy-group: switched {other} 20260101-000000 1\"; \
+         echo \"atomdeploy-group: prepared {other} 20260101-000000 $new\"; done\n\
+         case \"$op\" in\n\
+           prepare) echo \"atomdeploy-group: prepared $gid 20260101-000000 $new\" ;;\n\
+           switch) echo \"atomdeploy-group: switched $gid 20260101-000000 $(date +%s%N)\" ;;\n\
+         esac\n\
+         echo \"atomdeploy-group: ended $gid ok\""
+    );
+    let host = scripted_host(&server.base(), "confused", &hook);
+    let (server, clone) = primary_with_host(server, &host.display().to_string());
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    clone.push_main().success().stderr_has(
+        "warning: confused: 10010 protocol lines of another group operation were ignored",
+    );
+    assert_eq!(server.live_revision(), v2);
+    let entry = server.deploy_log().pop().unwrap();
+    assert_eq!(entry["hosts"][0]["outcome"], "switched", "{entry}");
+    assert_eq!(server.processes(), Vec::<String>::new());
 }
 
 /// Every control character a host prints (a window title, a screen clear, the bell,
