@@ -89,6 +89,45 @@ fn a_host_that_floods_is_cut_off_and_the_primary_stays_small() {
     server.assert_unchanged_since(&before);
 }
 
+/// A host whose prepare prints one line of 100 MB without a newline, once as its output and
+/// once as a protocol line: neither is kept whole, the primary stays small, and the push fails
+/// naming the host.
+#[test]
+fn a_host_that_prints_one_endless_line_is_cut_off_and_the_primary_stays_small() {
+    let server = Server::install();
+    let hook = "read old new ref\ncase \"$ref\" in */prepare/*) ;; *) exit 0 ;; esac\n\
+                head -c 100000000 /dev/zero | tr '\\0' x\necho\n\
+                printf 'atomdeploy-group: ended g1 failed '\n\
+                head -c 100000000 /dev/zero | tr '\\0' y\necho\n\
+                echo 'error: one endless line' >&2\nexit 1";
+    let host = scripted_host(&server.base(), "endless", hook);
+    let (server, clone) = primary_with_host(server, &host.display().to_string());
+    let before = server.state();
+    clone.set_version("v2");
+    clone.commit("v2");
+    let mut push = clone.spawn_push(&["main"]);
+    let peak = hook_peak_kb(&server, &mut push);
+    let push = push.finish();
+    assert_ne!(
+        push.code,
+        Some(0),
+        "{}",
+        &push.stderr[..push.stderr.len().min(4000)]
+    );
+    assert!(
+        push.stderr.len() < 1_000_000,
+        "{} bytes reached the pusher",
+        push.stderr.len()
+    );
+    push.stderr_has("remote: error: no server switched: endless: one endless line");
+    eprintln!("the primary's hook peaked at {peak} kB");
+    assert!(peak > 0, "the hook was never seen");
+    // Never the line whole (100 MB): it is read in pieces of a MiB, and at most 16 of them
+    // wait to be relayed per stream (the hook peaks near 38 MB here).
+    assert!(peak < 64_000, "the primary's hook grew to {peak} kB");
+    server.assert_unchanged_since(&before);
+}
+
 /// A host that speaks the protocol right, but prints lines of other group operations first
 /// (one it is confused about, many of them): they count for nothing, and hide none of this
 /// operation's own, so the deploy switches.
