@@ -128,6 +128,91 @@ fn a_host_that_prints_one_endless_line_is_cut_off_and_the_primary_stays_small() 
     server.assert_unchanged_since(&before);
 }
 
+/// A primary live on its first deploy with two hosts: web2, an install, and `frozen`, which
+/// answers as a host would until `freeze` is made, then prepares and goes silent at its switch
+/// and restore (a hook frozen while holding its lock).
+fn group_with_a_host_that_freezes(
+    host_timeout: u64,
+    switch_window: u64,
+) -> (Server, Server, Clone, PathBuf) {
+    let server = Server::install();
+    let web2 = Server::install();
+    let link = server.base().join("web2.git");
+    std::os::unix::fs::symlink(&web2.repo, &link).unwrap();
+    let freeze = server.base().join("freeze");
+    let hook = format!(
+        "read old new ref\n\
+         gid=$(echo \"$ref\" | cut -d/ -f4); op=$(echo \"$ref\" | cut -d/ -f5)\n\
+         [ -e '{}' ] && [ \"$op\" != prepare ] && exec sleep 3600\n\
+         case \"$op\" in\n\
+           prepare) echo \"atomdeploy-group: prepared $gid 20260101-000000 $new\" ;;\n\
+           switch) echo \"atomdeploy-group: switched $gid 20260101-000000 $(date +%s%N)\" ;;\n\
+         esac\n\
+         echo \"atomdeploy-group: ended $gid ok\"",
+        freeze.display()
+    );
+    let frozen = scripted_host(&server.base(), "frozen", &hook);
+    server.set_config(
+        "hosts",
+        &format!("['{}', '{}']", link.display(), frozen.display()),
+    );
+    for s in [&server, &web2] {
+        s.set_config("host_timeout", &host_timeout.to_string());
+        s.set_config("switch_window", &switch_window.to_string());
+    }
+    let clone = server.clone_fixture("example-app");
+    clone.wrap();
+    clone.push_main().success();
+    fs::write(&freeze, "").unwrap();
+    clone.set_version("v2");
+    clone.commit("v2");
+    (server, web2, clone, freeze)
+}
+
+/// The other host and the primary switch, the frozen one does not: the group goes back once
+/// `switch_window` passed, the push ends within seconds of `host_timeout`, and the summary
+/// names the silent host as the one server that could not be switched back.
+#[test]
+fn a_host_silent_from_its_switch_on_is_named_and_the_push_ends_near_its_bound() {
+    let (server, web2, clone, _freeze) = group_with_a_host_that_freezes(20, 2);
+    let (v1, web2_before) = (server.live_revision(), web2.live());
+    let start = Instant::now();
+    let push = clone.push_main();
+    let took = start.elapsed();
+    eprintln!("the push ended after {took:?}");
+    assert_ne!(push.code, Some(0), "{}", push.stderr);
+    push.stderr_has("frozen had not switched ")
+        .stderr_has("switched back: web2, this server; COULD NOT switch back: frozen (");
+    assert_eq!(server.live_revision(), v1);
+    assert_eq!(web2.live(), web2_before);
+    assert!(took < Duration::from_secs(20 + 10), "{took:?}");
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
+/// The frozen host left out by `hosts exclude` while the group waits for its switch (the
+/// other host and the primary switched): the wait ends at once, and the group goes back
+/// rather than end split, naming the host it could not send back.
+#[test]
+fn a_host_excluded_while_the_group_switches_sends_the_group_back_and_is_named() {
+    let (server, web2, clone, _freeze) = group_with_a_host_that_freezes(600, 300);
+    let (v1, web2_before) = (server.live_revision(), web2.live());
+    let start = Instant::now();
+    let push = clone.spawn_push(&["main"]);
+    wait_for_warning(&push, "frozen", start);
+    let out = server.run(&["hosts", "exclude", "frozen", "--reason", "frozen hook"]);
+    harness::assert_success(&out, "hosts exclude");
+    let push = push.finish();
+    let took = start.elapsed();
+    eprintln!("the push ended after {took:?}");
+    assert_ne!(push.code, Some(0), "{}", push.stderr);
+    push.stderr_has("frozen was left out by `atomdeploy-hook hosts exclude` meanwhile")
+        .stderr_has("switched back: web2, this server; COULD NOT switch back: frozen (");
+    assert_eq!(server.live_revision(), v1);
+    assert_eq!(web2.live(), web2_before);
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
 /// A host that speaks the protocol right, but prints lines of other group operations first
 /// (one it is confused about, many of them): they count for nothing, and hide none of this
 /// operation's own, so the deploy switches.
