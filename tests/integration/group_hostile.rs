@@ -443,6 +443,15 @@ fn hosts_reads_a_long_status_and_its_exit_status_says_whether_all_are_live() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let line = stdout.lines().find(|l| l.starts_with("web2")).unwrap();
+    // Scripts find what it means in its help, not only in the README.
+    let help = primary.run(&["hosts", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    assert!(
+        help.contains("Exit status")
+            && help.contains("1 when one is on another commit")
+            && help.contains("2 when one did not answer"),
+        "{help}"
+    );
     assert!(
         line.contains(" live ") && !line.contains("UNREACHABLE"),
         "{stdout}"
