@@ -213,6 +213,33 @@ fn a_host_excluded_while_the_group_switches_sends_the_group_back_and_is_named() 
     assert_eq!(server.processes(), Vec::<String>::new());
 }
 
+/// A push of the live commit asks the hosts whether they are on it, but not one excluded:
+/// excluded because it is dead, it would hold the push for its bound and warn of a wait.
+#[test]
+fn a_push_of_the_live_commit_does_not_wait_for_an_excluded_host() {
+    let server = Server::install();
+    let hook = "exec sleep 3600";
+    let host = scripted_host(&server.base(), "dead", hook);
+    let (server, clone) = primary_with_host(server, &host.display().to_string());
+    let out = server.run(&["hosts", "exclude", "dead", "--reason", "it hangs"]);
+    harness::assert_success(&out, "hosts exclude");
+    // A deploy that fails moves the branch; pushing it back to the live commit has nothing
+    // to deploy.
+    server.set_config("before_switch", "['false']");
+    clone.set_version("v2");
+    clone.commit("v2");
+    assert_ne!(clone.push_main().code, Some(0));
+    let start = Instant::now();
+    let push = clone.push(&["-f", "HEAD~1:main"]);
+    let took = start.elapsed();
+    let push = push
+        .success()
+        .stderr_has("is already live")
+        .stderr_lacks("no answer");
+    assert!(took < Duration::from_secs(8), "{took:?}:\n{}", push.stderr);
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
 /// A host that speaks the protocol right, but prints lines of other group operations first
 /// (one it is confused about, many of them): they count for nothing, and hide none of this
 /// operation's own, so the deploy switches.
