@@ -161,6 +161,10 @@ pub enum Command {
     /// The other web servers of the group (`hosts:` in deploy.yml): each one's live build and
     /// commit, a host not on this server's live commit marked. Or leave a dead host out of
     /// deploys for an emergency, and take it back.
+    ///
+    /// Exit status, for scripts and monitoring: 0 when every host that is not excluded answered
+    /// and is live on this server's live commit, 1 when one is on another commit (or on none),
+    /// 2 when one did not answer.
     Hosts {
         #[command(subcommand)]
         action: Option<HostsAction>,

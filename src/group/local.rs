@@ -157,7 +157,9 @@ pub fn deploy(d: &Deploy) -> (Result<Deployed>, GroupLog) {
 /// killed deploy left behind) are brought to it.
 pub fn unchanged(plan: &Plan, commit: &str, reporter: &Reporter) -> Result<GroupLog> {
     let (hosts, left_out) = primary::active_hosts(plan, reporter)?;
-    let (_, _, rows) = view::rows(plan, reporter)?;
+    // The active hosts alone: an excluded one may be dead, and asking it would hold this push
+    // for its bound and warn of a wait nobody needs.
+    let (_, _, rows) = view::rows_of(plan, &hosts, reporter)?;
     let behind: Vec<_> = hosts
         .into_iter()
         .filter(|h| {

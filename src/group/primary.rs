@@ -405,7 +405,9 @@ fn switch_everywhere(
             // The crash tests kill the primary here, some hosts switched, others not.
             fault::point("group-switch");
             let live = local.go_live();
-            if let Ok((ns, _)) = &live {
+            if let Ok((ns, _)) = &live
+                && g.here
+            {
                 watch.local_flip(*ns);
             }
             Some(live)
@@ -427,7 +429,9 @@ fn switch_everywhere(
             }
         }
         let mut switched = Switched::read(g, gid, hosts, &pushes, &watch, started_ns);
-        let local_switched = switched.add_local(local_live);
+        // A host catching up switches alone: nothing here flipped, went back or lagged, and
+        // nothing here is to be said of in its error.
+        let local_switched = g.here && switched.add_local(local_live);
         switched.lags(hosts, &watch, window);
         if !switched.problems.is_empty() {
             switched.back = go_back(g, gid, hosts, &switched.ends, logs, local, local_switched);

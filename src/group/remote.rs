@@ -636,7 +636,10 @@ pub fn push(
         socket.as_deref(),
         connect,
     );
-    let mut kept = Kept::default();
+    let mut kept = Kept {
+        gid: gid.map(str::to_string),
+        ..Kept::default()
+    };
     let what = format!("git push to {}", host.label);
     let watch = child::Watch {
         limit: Some(limit),
@@ -664,6 +667,12 @@ pub fn push(
             "{}: {} protocol lines past the first {LINES_KEPT} of each kind were ignored \
              (a host prints one or two)",
             host.label, kept.dropped
+        ));
+    }
+    if kept.foreign > 0 {
+        reporter.warn(&format!(
+            "{}: {} protocol lines of another group operation were ignored",
+            host.label, kept.foreign
         ));
     }
     Pushed {
@@ -755,9 +764,13 @@ fn sh_quote(text: &str) -> String {
 /// What the primary keeps of one push's lines, all bounded.
 #[derive(Default)]
 struct Kept {
+    /// The group operation the push is part of: only its protocol lines are kept.
+    gid: Option<String>,
     lines: Vec<GroupLine>,
     /// Protocol lines past [`LINES_KEPT`] of their kind.
     dropped: usize,
+    /// Protocol lines of another group operation.
+    foreign: usize,
     errors: Vec<String>,
     transport: Vec<String>,
     /// Lines neither the host's nor git's: ssh's.
@@ -765,8 +778,16 @@ struct Kept {
 }
 
 impl Kept {
-    /// Keeps `line` unless [`LINES_KEPT`] of its kind are kept already; whether it kept it.
+    /// Keeps `line` unless it is another operation's, or [`LINES_KEPT`] of its kind are kept
+    /// already; whether it kept it. Lines of another operation count for nothing: kept, they
+    /// would take the places of this operation's own and hide them.
     fn keep(&mut self, line: &GroupLine) -> bool {
+        if let (Some(ours), Some(theirs)) = (&self.gid, line_gid(line))
+            && ours != theirs
+        {
+            self.foreign += 1;
+            return false;
+        }
         let kind = std::mem::discriminant(line);
         let same = self
             .lines
@@ -779,6 +800,21 @@ impl Kept {
         }
         self.lines.push(line.clone());
         true
+    }
+}
+
+/// The group operation a protocol line is about; `None` for those of no operation (`status`,
+/// `config`).
+fn line_gid(line: &GroupLine) -> Option<&str> {
+    match line {
+        GroupLine::Prepared { gid, .. }
+        | GroupLine::Switched { gid, .. }
+        | GroupLine::Unhealthy { gid, .. }
+        | GroupLine::Restored { gid, .. }
+        | GroupLine::Aborted { gid }
+        | GroupLine::Live { gid, .. }
+        | GroupLine::Ended { gid, .. } => Some(gid),
+        GroupLine::Status(_) | GroupLine::Config(_) => None,
     }
 }
 

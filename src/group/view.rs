@@ -46,12 +46,20 @@ fn primary_live(plan: &Plan) -> Result<(String, String)> {
 /// a short bound (a dead host is UNREACHABLE within seconds, a deploy stuck on it or not).
 /// The ssh connections it opened are closed before it returns.
 pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row>)> {
+    rows_of(plan, &Host::all(&plan.config.hosts), reporter)
+}
+
+/// [`rows`] of `hosts` alone.
+pub fn rows_of(
+    plan: &Plan,
+    hosts: &[Host],
+    reporter: &Reporter,
+) -> Result<(String, String, Vec<Row>)> {
     let (live, commit) = primary_live(plan)?;
     let exclusions = excluded::read(&plan.layout)?;
-    let hosts = Host::all(&plan.config.hosts);
     let gid = primary::new_gid();
     let status_ref = primary::group_ref(&gid, crate::group::Op::Status);
-    let answers = primary::on_all(&hosts, |host| {
+    let answers = primary::on_all(hosts, |host| {
         remote::push(plan, host, &commit, &status_ref, reporter, &|_| {})
     });
     remote::close_connections(&plan.layout);

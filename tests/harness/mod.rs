@@ -521,6 +521,33 @@ impl Server {
         found
     }
 
+    /// The ssh processes (ControlMasters) this server's hook started as a primary, as "pid
+    /// cmdline": a master's process title overwrites its environment, so [`Server::processes`]
+    /// cannot see it, and its title names a socket relative to the directory it runs in
+    /// (`ssh: <pid>/<hash> [mux]`), so the directory it runs in is what finds it.
+    pub fn ssh_masters(&self) -> Vec<String> {
+        let dir = self.root.join(".atomdeploy/ssh");
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cwd) = fs::read_link(entry.path().join("cwd")) else {
+                continue;
+            };
+            if !cwd.starts_with(&dir) {
+                continue;
+            }
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.starts_with("ssh") {
+                found.push(format!(
+                    "{} {}",
+                    entry.file_name().to_string_lossy(),
+                    cmdline.trim()
+                ));
+            }
+        }
+        found
+    }
+
     /// [`Server::assert_nothing_left_behind`], its failure prefixed with `what`.
     #[track_caller]
     pub fn assert_nothing_left_behind_in(&self, what: &str) {

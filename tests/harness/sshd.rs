@@ -581,10 +581,11 @@ impl SshGroup {
         self.hosts[i].0.base().join("sshd/authorized_keys")
     }
 
-    /// Every process this group's servers started that still runs (an ssh of the primary's
-    /// among them), and every session still open on a host's sshd.
+    /// Every process this group's servers started that still runs (the primary's ssh
+    /// ControlMasters among them), and every session still open on a host's sshd.
     pub fn running(&self) -> Vec<String> {
         let mut found = self.primary.processes();
+        found.extend(self.primary.ssh_masters());
         for (server, sshd) in &self.hosts {
             found.extend(server.processes());
             found.extend(sshd.sessions());

@@ -8,6 +8,7 @@
 //! its own as over ssh (`setsid`), so that a kill of its process group takes the host's hook
 //! and what it started, not the primary.
 
+use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
@@ -334,10 +335,12 @@ fn a_host_killed_right_after_its_rename_is_sent_back_with_the_group() {
         at: Where::Host,
         how: How::KilledAlone,
     };
-    // What the host's side said before it died varies with the door it came through (its
-    // wrapper may say the hook ended without a word): the verdict is the primary's.
-    let g = goes_back(case, "whether it switched is unknown");
-    drop(g);
+    // What web2's own receive-pack said of its hook killed comes first; how it ended is
+    // unknown either way.
+    goes_back(
+        case,
+        "; whether it switched is unknown); switched back: web2",
+    );
 }
 
 #[test]
@@ -536,11 +539,11 @@ fn a_host_that_drifted_is_named_before_the_deploy_brings_it_back() {
     let g = faulty_group(2);
     g.clone.push_main().success();
     let v1 = g.primary.live_revision();
-    // web3 alone gets v2, pushed to it directly once it left the group (a member refuses
-    // pushes of its own); the next group deploy takes it back.
-    g.hosts[1].leave_group();
+    // web3 alone gets v2, pushed to it directly once it left the group (a host of a group
+    // refuses a deploy of its own); the next group deploy takes it back in.
     g.clone.set_version("2.0.0");
     let v2 = g.clone.commit("v2, to web3 alone");
+    g.hosts[1].leave_group();
     let web3 = g.hosts[1].repo.display().to_string();
     g.clone.git(&["push", "-q", &web3, "main"]);
     assert_eq!(g.hosts[1].live_revision(), v2);
@@ -566,4 +569,36 @@ fn a_host_that_drifted_is_named_before_the_deploy_brings_it_back() {
     g.clone.set_version("3.0.1");
     g.clone.commit("v3.0.1");
     g.clone.push_main().success().stderr_lacks("drifted");
+}
+
+/// `hosts include` of a host whose switch fails: the host goes back and stays excluded, and
+/// the error speaks of the host alone, as nothing switched or went back on the primary.
+#[test]
+fn a_failed_include_speaks_of_the_host_alone() {
+    let g = faulty_group(1);
+    g.clone.push_main().success();
+    let v1 = g.primary.live_revision();
+    harness::assert_success(
+        &g.primary
+            .run(&["hosts", "exclude", "web2", "--reason", "disk died"]),
+        "hosts exclude",
+    );
+    g.clone.set_version("2.0.0");
+    let v2 = g.clone.commit("v2");
+    g.clone.push_main().success();
+    fs::write(g.hosts[0].root.join("unhealthy"), "").unwrap();
+    let out = g.primary.run(&["hosts", "include", "web2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("web2: unhealthy"), "{stderr}");
+    assert!(stderr.contains("switched back: web2"), "{stderr}");
+    assert!(stderr.contains("stays excluded"), "{stderr}");
+    assert!(!stderr.contains("this server"), "{stderr}");
+    assert_eq!(g.primary.live_revision(), v2);
+    assert_eq!(g.hosts[0].live_revision(), v1);
+
+    fs::remove_file(g.hosts[0].root.join("unhealthy")).unwrap();
+    harness::assert_success(&g.primary.run(&["hosts", "include", "web2"]), "include");
+    g.assert_all_live_on(&v2);
+    assert_eq!(g.primary.processes(), Vec::<String>::new());
 }

@@ -59,7 +59,8 @@ fn a_host_that_floods_is_cut_off_and_the_primary_stays_small() {
     let pad = "x".repeat(1000);
     let hook = format!(
         "read old new ref\ncase \"$ref\" in */prepare/*) ;; *) exit 0 ;; esac\n\
-         yes 'atomdeploy-group: unhealthy g1 {pad}' | head -n 100000\n\
+         gid=$(echo \"$ref\" | cut -d/ -f4)\n\
+         yes \"atomdeploy-group: unhealthy $gid {pad}\" | head -n 100000\n\
          yes 'filler {pad}' | head -n 100000 >&2\n\
          echo 'error: flooded on purpose' >&2\nexit 1"
     );
@@ -86,6 +87,189 @@ fn a_host_that_floods_is_cut_off_and_the_primary_stays_small() {
     assert!(peak > 0, "the hook was never seen");
     assert!(peak < 40_000, "the primary's hook grew to {peak} kB");
     server.assert_unchanged_since(&before);
+}
+
+/// A host whose prepare prints one line of 100 MB without a newline, once as its output and
+/// once as a protocol line: neither is kept whole, the primary stays small, and the push fails
+/// naming the host.
+#[test]
+fn a_host_that_prints_one_endless_line_is_cut_off_and_the_primary_stays_small() {
+    let server = Server::install();
+    let hook = "read old new ref\ncase \"$ref\" in */prepare/*) ;; *) exit 0 ;; esac\n\
+                head -c 100000000 /dev/zero | tr '\\0' x\necho\n\
+                printf 'atomdeploy-group: ended g1 failed '\n\
+                head -c 100000000 /dev/zero | tr '\\0' y\necho\n\
+                echo 'error: one endless line' >&2\nexit 1";
+    let host = scripted_host(&server.base(), "endless", hook);
+    let (server, clone) = primary_with_host(server, &host.display().to_string());
+    let before = server.state();
+    clone.set_version("v2");
+    clone.commit("v2");
+    let mut push = clone.spawn_push(&["main"]);
+    let peak = hook_peak_kb(&server, &mut push);
+    let push = push.finish();
+    assert_ne!(
+        push.code,
+        Some(0),
+        "{}",
+        &push.stderr[..push.stderr.len().min(4000)]
+    );
+    assert!(
+        push.stderr.len() < 1_000_000,
+        "{} bytes reached the pusher",
+        push.stderr.len()
+    );
+    push.stderr_has("remote: error: no server switched: endless: one endless line");
+    eprintln!("the primary's hook peaked at {peak} kB");
+    assert!(peak > 0, "the hook was never seen");
+    // Never the line whole (100 MB): it is read in pieces of a MiB, and at most 16 of them
+    // wait to be relayed per stream (the hook peaks near 38 MB here).
+    assert!(peak < 64_000, "the primary's hook grew to {peak} kB");
+    server.assert_unchanged_since(&before);
+}
+
+/// A primary live on its first deploy with two hosts: web2, an install, and `frozen`, which
+/// answers as a host would until `freeze` is made, then prepares and goes silent at its switch
+/// and restore (a hook frozen while holding its lock).
+fn group_with_a_host_that_freezes(
+    host_timeout: u64,
+    switch_window: u64,
+) -> (Server, Server, Clone, PathBuf) {
+    let server = Server::install();
+    let web2 = Server::install();
+    let link = server.base().join("web2.git");
+    std::os::unix::fs::symlink(&web2.repo, &link).unwrap();
+    let freeze = server.base().join("freeze");
+    let hook = format!(
+        "read old new ref\n\
+         gid=$(echo \"$ref\" | cut -d/ -f4); op=$(echo \"$ref\" | cut -d/ -f5)\n\
+         [ -e '{}' ] && [ \"$op\" != prepare ] && exec sleep 3600\n\
+         case \"$op\" in\n\
+           prepare) echo \"atomdeploy-group: prepared $gid 20260101-000000 $new\" ;;\n\
+           switch) echo \"atomdeploy-group: switched $gid 20260101-000000 $(date +%s%N)\" ;;\n\
+         esac\n\
+         echo \"atomdeploy-group: ended $gid ok\"",
+        freeze.display()
+    );
+    let frozen = scripted_host(&server.base(), "frozen", &hook);
+    server.set_config(
+        "hosts",
+        &format!("['{}', '{}']", link.display(), frozen.display()),
+    );
+    for s in [&server, &web2] {
+        s.set_config("host_timeout", &host_timeout.to_string());
+        s.set_config("switch_window", &switch_window.to_string());
+    }
+    let clone = server.clone_fixture("example-app");
+    clone.wrap();
+    clone.push_main().success();
+    fs::write(&freeze, "").unwrap();
+    clone.set_version("v2");
+    clone.commit("v2");
+    (server, web2, clone, freeze)
+}
+
+/// The other host and the primary switch, the frozen one does not: the group goes back once
+/// `switch_window` passed, the push ends within seconds of `host_timeout`, and the summary
+/// names the silent host as the one server that could not be switched back.
+#[test]
+fn a_host_silent_from_its_switch_on_is_named_and_the_push_ends_near_its_bound() {
+    let (server, web2, clone, _freeze) = group_with_a_host_that_freezes(20, 2);
+    let (v1, web2_before) = (server.live_revision(), web2.live());
+    let start = Instant::now();
+    let push = clone.push_main();
+    let took = start.elapsed();
+    eprintln!("the push ended after {took:?}");
+    assert_ne!(push.code, Some(0), "{}", push.stderr);
+    push.stderr_has("frozen had not switched ")
+        .stderr_has("switched back: web2, this server; COULD NOT switch back: frozen (");
+    assert_eq!(server.live_revision(), v1);
+    assert_eq!(web2.live(), web2_before);
+    assert!(took < Duration::from_secs(20 + 10), "{took:?}");
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
+/// The frozen host left out by `hosts exclude` while the group waits for its switch (the
+/// other host and the primary switched): the wait ends at once, and the group goes back
+/// rather than end split, naming the host it could not send back.
+#[test]
+fn a_host_excluded_while_the_group_switches_sends_the_group_back_and_is_named() {
+    let (server, web2, clone, _freeze) = group_with_a_host_that_freezes(600, 300);
+    let (v1, web2_before) = (server.live_revision(), web2.live());
+    let start = Instant::now();
+    let push = clone.spawn_push(&["main"]);
+    wait_for_warning(&push, "frozen", start);
+    let out = server.run(&["hosts", "exclude", "frozen", "--reason", "frozen hook"]);
+    harness::assert_success(&out, "hosts exclude");
+    let push = push.finish();
+    let took = start.elapsed();
+    eprintln!("the push ended after {took:?}");
+    assert_ne!(push.code, Some(0), "{}", push.stderr);
+    push.stderr_has("frozen was left out by `atomdeploy-hook hosts exclude` meanwhile")
+        .stderr_has("switched back: web2, this server; COULD NOT switch back: frozen (");
+    assert_eq!(server.live_revision(), v1);
+    assert_eq!(web2.live(), web2_before);
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
+/// A push of the live commit asks the hosts whether they are on it, but not one excluded:
+/// excluded because it is dead, it would hold the push for its bound and warn of a wait.
+#[test]
+fn a_push_of_the_live_commit_does_not_wait_for_an_excluded_host() {
+    let server = Server::install();
+    let hook = "exec sleep 3600";
+    let host = scripted_host(&server.base(), "dead", hook);
+    let (server, clone) = primary_with_host(server, &host.display().to_string());
+    let out = server.run(&["hosts", "exclude", "dead", "--reason", "it hangs"]);
+    harness::assert_success(&out, "hosts exclude");
+    // A deploy that fails moves the branch; pushing it back to the live commit has nothing
+    // to deploy.
+    server.set_config("before_switch", "['false']");
+    clone.set_version("v2");
+    clone.commit("v2");
+    assert_ne!(clone.push_main().code, Some(0));
+    let start = Instant::now();
+    let push = clone.push(&["-f", "HEAD~1:main"]);
+    let took = start.elapsed();
+    let push = push
+        .success()
+        .stderr_has("is already live")
+        .stderr_lacks("no answer");
+    assert!(took < Duration::from_secs(8), "{took:?}:\n{}", push.stderr);
+    assert_eq!(server.processes(), Vec::<String>::new());
+}
+
+/// A host that speaks the protocol right, but prints lines of other group operations first
+/// (one it is confused about, many of them): they count for nothing, and hide none of this
+/// operation's own, so the deploy switches.
+#[test]
+fn lines_of_another_group_operation_hide_none_of_this_ones() {
+    let server = Server::install();
+    let other = "19990101-000000-abcdef";
+    let hook = format!(
+        "read old new ref\n\
+         gid=$(echo \"$ref\" | cut -d/ -f4); op=$(echo \"$ref\" | cut -d/ -f5)\n\
+         for i in $(seq 1 10000); do echo \"atomdeploy-group: ended {other} failed not yours\"; done\n\
+         for i in 1 2 3 4 5; do echo \"atomdeploy-group: switched {other} 20260101-000000 1\"; \
+         echo \"atomdeploy-group: prepared {other} 20260101-000000 $new\"; done\n\
+         case \"$op\" in\n\
+           prepare) echo \"atomdeploy-group: prepared $gid 20260101-000000 $new\" ;;\n\
+           switch) echo \"atomdeploy-group: switched $gid 20260101-000000 $(date +%s%N)\" ;;\n\
+         esac\n\
+         echo \"atomdeploy-group: ended $gid ok\""
+    );
+    let host = scripted_host(&server.base(), "confused", &hook);
+    let (server, clone) = primary_with_host(server, &host.display().to_string());
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    clone.push_main().success().stderr_has(
+        "warning: confused: 10010 protocol lines of another group operation were ignored",
+    );
+    assert_eq!(server.live_revision(), v2);
+    let entry = server.deploy_log().pop().unwrap();
+    assert_eq!(entry["hosts"][0]["outcome"], "switched", "{entry}");
+    assert_eq!(server.processes(), Vec::<String>::new());
 }
 
 /// Every control character a host prints (a window title, a screen clear, the bell,
@@ -286,6 +470,15 @@ fn hosts_reads_a_long_status_and_its_exit_status_says_whether_all_are_live() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let line = stdout.lines().find(|l| l.starts_with("web2")).unwrap();
+    // Scripts find what it means in its help, not only in the README.
+    let help = primary.run(&["hosts", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    assert!(
+        help.contains("Exit status")
+            && help.contains("1 when one is on another commit")
+            && help.contains("2 when one did not answer"),
+        "{help}"
+    );
     assert!(
         line.contains(" live ") && !line.contains("UNREACHABLE"),
         "{stdout}"

@@ -336,41 +336,34 @@ impl Group {
 }
 
 impl Group {
-    /// The primary's ssh ControlMaster processes (`ssh: <root>/.atomdeploy/ssh/<hash> [mux]`).
-    /// Their process title overwrites their environment, so the hook's run marker and
-    /// `Server::processes` cannot see them: they are found by their socket's path.
+    /// The primary's ssh ControlMaster processes (`ssh: <pid>/<hash> [mux]`, running in
+    /// `.atomdeploy/ssh`).
     fn masters(&self) -> Vec<String> {
-        let needle = format!("{}/.atomdeploy/ssh/", self.primary.root.display());
-        let mut found = Vec::new();
-        for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.starts_with("ssh") && cmdline.contains(&needle) {
-                found.push(format!(
-                    "{} {}",
-                    entry.file_name().to_string_lossy(),
-                    cmdline.trim()
-                ));
-            }
-        }
-        found
+        self.primary.ssh_masters()
     }
 
-    /// `ssh -O exit` on every ControlMaster socket of the primary.
+    /// `ssh -O exit` on every ControlMaster socket of the primary (`<pid>/<hash>`, relative to
+    /// `.atomdeploy/ssh`: the path whole may be too long for a socket).
     fn close_masters(&self) {
-        let Ok(sockets) = fs::read_dir(self.primary.root.join(".atomdeploy/ssh")) else {
+        let dir = self.primary.root.join(".atomdeploy/ssh");
+        let Ok(processes) = fs::read_dir(&dir) else {
             return;
         };
-        for socket in sockets.flatten() {
-            let _ = self
-                .primary
-                .command("ssh")
-                .arg("-o")
-                .arg(format!("ControlPath={}", socket.path().display()))
-                .args(["-O", "exit", "the-host"])
-                .output();
+        for process in processes.flatten() {
+            let Ok(sockets) = fs::read_dir(process.path()) else {
+                continue;
+            };
+            for socket in sockets.flatten() {
+                let relative = socket.path().strip_prefix(&dir).unwrap().to_path_buf();
+                let _ = self
+                    .primary
+                    .command("ssh")
+                    .current_dir(&dir)
+                    .arg("-o")
+                    .arg(format!("ControlPath={}", relative.display()))
+                    .args(["-O", "exit", "the-host"])
+                    .output();
+            }
         }
     }
 }
