@@ -1,7 +1,7 @@
 //! The deploy root's own checks: the repository and its hook, deploy.yml, the tools a deploy
 //! runs, the disk, and `latest`.
 
-use crate::install::quote_if_needed;
+use crate::infra::quote::quote_if_needed;
 use crate::state::plan::Plan;
 
 use super::{Context, Finding, Options};

@@ -22,6 +22,7 @@ use anyhow::{Result, anyhow};
 
 use crate::group::excluded;
 use crate::infra::child;
+use crate::infra::quote::sh_quote;
 use crate::infra::report::Reporter;
 use crate::state::plan::{Layout, Plan};
 
@@ -754,11 +755,6 @@ fn own_exe() -> PathBuf {
         return exe;
     }
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("atomdeploy-hook"))
-}
-
-/// Quoted for sh as git's `sq_quote` does, which `serve` undoes.
-fn sh_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// What the primary keeps of one push's lines, all bounded.
