@@ -1,0 +1,137 @@
+//! A command that writes into a deploy root runs as the root's owner (the deploy user) or not
+//! at all: root becomes the owner, anyone else is refused before anything changes; commands
+//! that only read run as whoever asks.
+//!
+//! The deploy user is a real throwaway user (useradd, removed on drop): these tests need root
+//! and say SKIPPED without it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::harness::users::{DeployUser, hand_over, is_root, push_as};
+use crate::harness::{BIN, Clone, Server, tree_listing};
+
+/// A server whose repository and root belong to a fresh deploy user, which pushed v1.
+fn deployed_by(user: &DeployUser) -> (Server, Clone) {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    hand_over(&server, &clone, user.uid, user.gid);
+    push_as(&server, &clone, |cmd| user.run(cmd)).success();
+    (server, clone)
+}
+
+/// `atomdeploy-hook ARGS --root <root>`, run by `run` (as root: `Command::output`).
+fn command(server: &Server, args: &[&str], run: impl FnOnce(&mut Command) -> Output) -> Output {
+    run(server
+        .command(BIN)
+        .args(args)
+        .arg("--root")
+        .arg(&server.root))
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Every path under `dir` (itself included) that `uid` owns.
+fn owned_by(dir: &Path, uid: u32) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.path_is_symlink() || e.metadata().is_ok())
+        .filter(|e| std::fs::symlink_metadata(e.path()).unwrap().uid() == uid)
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+#[test]
+fn replay_run_as_root_runs_as_the_owner_and_the_next_push_works() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user needs root");
+        return;
+    }
+    let user = DeployUser::create();
+    let (server, clone) = deployed_by(&user);
+
+    let out = command(&server, &["replay"], |cmd| cmd.output().unwrap());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.builds().len(), 2, "replay made no build");
+    for dir in [&server.root, &server.repo] {
+        let roots = owned_by(dir, 0);
+        assert!(roots.is_empty(), "left owned by root: {roots:#?}");
+    }
+    assert!(
+        text(&out).contains(&format!(
+            "atomdeploy: running as {}, the owner of {}",
+            user.name,
+            server.root.display()
+        )),
+        "{}",
+        text(&out)
+    );
+
+    clone.write("VERSION", "v2\n").commit("v2");
+    push_as(&server, &clone, |cmd| user.run(cmd)).success();
+    assert_eq!(server.live_revision(), clone.head());
+}
+
+#[test]
+fn another_users_replay_is_refused_naming_the_owner_and_changes_nothing() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user needs root");
+        return;
+    }
+    let user = DeployUser::create();
+    let other = DeployUser::create();
+    let (server, _clone) = deployed_by(&user);
+    let before = server.state();
+    let files = tree_listing(&server.root);
+
+    for args in [
+        &["replay"][..],
+        &["rollback"],
+        &["freeze", "--message", "x"],
+        &["unfreeze"],
+        &["leave-group"],
+        &["hosts", "exclude", "web2", "--reason", "x"],
+        &["hosts", "include", "web2"],
+        &["post-receive"],
+    ] {
+        let out = command(&server, args, |cmd| other.run(cmd));
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.starts_with("error: ")
+                && said.contains(&format!("belongs to `{}`: only", user.name))
+                && said.contains(&format!("sudo -u {} {BIN} {}", user.name, args.join(" "))),
+            "{args:?}: {said}"
+        );
+    }
+    server.assert_unchanged_since(&before);
+    assert_eq!(tree_listing(&server.root), files, "the root changed");
+}
+
+#[test]
+fn builds_answer_whoever_asks() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user needs root");
+        return;
+    }
+    let user = DeployUser::create();
+    let other = DeployUser::create();
+    let (server, _clone) = deployed_by(&user);
+    let live = server.live().unwrap();
+
+    let answers = [
+        command(&server, &["builds"], |cmd| cmd.output().unwrap()),
+        command(&server, &["builds"], |cmd| user.run(cmd)),
+        command(&server, &["builds"], |cmd| other.run(cmd)),
+    ];
+    for out in answers {
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&live));
+        assert!(!text(&out).contains("running as"), "{}", text(&out));
+    }
+    assert!(owned_by(&server.root, 0).is_empty());
+}
