@@ -1,6 +1,6 @@
 //! A command that writes into a deploy root runs as the root's owner (the deploy user) or not
 //! at all: root becomes the owner, anyone else is refused before anything changes; commands
-//! that only read run as whoever asks.
+//! that only read run as whoever asks. And doctor names what the owner cannot write. And doctor names what the owner cannot write.
 //!
 //! The deploy user is a real throwaway user (useradd, removed on drop): these tests need root
 //! and say SKIPPED without it.
@@ -134,4 +134,63 @@ fn builds_answer_whoever_asks() {
         assert!(!text(&out).contains("running as"), "{}", text(&out));
     }
     assert!(owned_by(&server.root, 0).is_empty());
+}
+
+/// doctor's `owner` line, and its fix.
+fn owner_finding(server: &Server) -> (String, String) {
+    let out = command(server, &["doctor"], |cmd| cmd.output().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = stdout.lines();
+    while let Some(line) = lines.next() {
+        if let Some((level, rest)) = line.split_once(' ')
+            && rest.trim_start().starts_with("owner: ")
+        {
+            let fix = lines
+                .next()
+                .and_then(|l| l.trim_start().strip_prefix("fix:"))
+                .map(|f| f.trim().to_string())
+                .unwrap_or_default();
+            return (format!("{level} {}", rest.trim_start()), fix);
+        }
+    }
+    panic!("no owner line:\n{stdout}");
+}
+
+#[test]
+fn doctor_fails_on_a_root_owned_vendor_and_passes_after_its_fix() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user needs root");
+        return;
+    }
+    let user = DeployUser::create();
+    let (server, _clone) = deployed_by(&user);
+    let (line, _) = owner_finding(&server);
+    assert!(line.starts_with("ok "), "{line}");
+
+    // What `sudo composer install` in application/ leaves.
+    let vendor = server.root.join("application/vendor");
+    for entry in walkdir::WalkDir::new(&vendor) {
+        std::os::unix::fs::lchown(entry.unwrap().path(), Some(0), Some(0)).unwrap();
+    }
+    let count = walkdir::WalkDir::new(&vendor)
+        .into_iter()
+        .filter(|e| !e.as_ref().unwrap().path_is_symlink())
+        .count();
+    let (line, fix) = owner_finding(&server);
+    assert!(
+        line.starts_with(&format!("FAIL owner: {}, the owner of", user.name))
+            && line.contains(&format!("cannot change {count} path(s)"))
+            && line.contains("application/vendor (root)"),
+        "{line}"
+    );
+    assert_eq!(
+        fix,
+        format!("chown -R {}: {}", user.name, vendor.display()),
+        "{line}"
+    );
+
+    let out = Command::new("sh").arg("-c").arg(&fix).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (line, _) = owner_finding(&server);
+    assert!(line.starts_with("ok "), "{line}");
 }
