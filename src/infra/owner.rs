@@ -101,6 +101,51 @@ fn switch_to(uid: u32, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What `install`, run as root for a root another user owns, made or rewrote (the
+/// repository, the root's directories, deploy.yml, the records in `.atomdeploy/`) is given to
+/// that owner: every push runs as the owner, and would fail on a root-owned repository
+/// config, `builds/` or `.atomdeploy/`. Only entries root owns are changed; what is in
+/// `application/`, `builds/` and `shared/` install never makes. Returns the owner's name and
+/// how many entries changed, or `None` when nothing was to be done.
+pub fn give_installed(root: &Path, repo: &Path) -> Result<Option<(String, usize)>> {
+    let Some(uid) = owner_of(root).filter(|uid| *uid != 0) else {
+        return Ok(None);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+    let gid = user
+        .as_ref()
+        .map_or(std::fs::metadata(root)?.gid(), |u| u.gid.as_raw());
+    let mut paths: Vec<PathBuf> = ["application", "builds", "shared", "deploy.yml"]
+        .iter()
+        .map(|name| root.join(name))
+        .collect();
+    for tree in [root.join(".atomdeploy"), repo.to_path_buf()] {
+        for entry in walkdir::WalkDir::new(tree) {
+            paths.push(entry?.into_path());
+        }
+    }
+    let mut changed = 0;
+    for path in paths {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.uid() == 0 {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot give {} to {}: {err}",
+                    path.display(),
+                    user_or_uid(uid)
+                )
+            })?;
+            changed += 1;
+        }
+    }
+    Ok((changed > 0).then(|| (user_or_uid(uid), changed)))
+}
+
 /// This very command line, for the owner to run: `--root` added when it came from
 /// `$ATOMDEPLOY_ROOT`, which sudo does not pass on.
 fn same_command(root: &Path) -> String {

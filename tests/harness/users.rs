@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,21 +20,28 @@ pub fn is_root() -> bool {
 /// that user reach the root-owned clone. Once: changing an owner changes a file's ctime,
 /// which link mode reads.
 pub fn hand_over(server: &Server, clone: &Clone, uid: u32, gid: u32) {
+    give(&[server.repo.clone(), server.root.clone()], uid, gid);
+    let_in(server, clone, uid, gid);
+}
+
+/// Gives the test's home and composer's home to `uid:gid`, and lets that user reach the
+/// root-owned clone: what a push as that user needs besides the repository and the root.
+pub fn let_in(server: &Server, clone: &Clone, uid: u32, gid: u32) {
     let base = server.base();
-    for dir in [
-        server.repo.clone(),
-        server.root.clone(),
-        base.join("home"),
-        base.join("composer-home"),
-    ] {
-        fs::create_dir_all(&dir).unwrap();
+    give(&[base.join("home"), base.join("composer-home")], uid, gid);
+    for dir in [&base, &clone.path] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `chown -R uid:gid` of each of `dirs`, made first when missing.
+fn give(dirs: &[PathBuf], uid: u32, gid: u32) {
+    for dir in dirs {
+        fs::create_dir_all(dir).unwrap();
         for entry in walkdir::WalkDir::new(dir) {
             let entry = entry.unwrap();
             std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid)).unwrap();
         }
-    }
-    for dir in [&base, &clone.path] {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 

@@ -1,15 +1,15 @@
 //! A command that writes into a deploy root runs as the root's owner (the deploy user) or not
 //! at all: root becomes the owner, anyone else is refused before anything changes; commands
-//! that only read run as whoever asks. And doctor names what the owner cannot write. And doctor names what the owner cannot write.
+//! that only read run as whoever asks. And doctor names what the owner cannot write.
 //!
 //! The deploy user is a real throwaway user (useradd, removed on drop): these tests need root
 //! and say SKIPPED without it.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::harness::users::{DeployUser, hand_over, is_root, push_as};
+use crate::harness::users::{DeployUser, hand_over, is_root, let_in, push_as};
 use crate::harness::{BIN, Clone, Server, tree_listing};
 
 /// A server whose repository and root belong to a fresh deploy user, which pushed v1.
@@ -134,6 +134,36 @@ fn builds_answer_whoever_asks() {
         assert!(!text(&out).contains("running as"), "{}", text(&out));
     }
     assert!(owned_by(&server.root, 0).is_empty());
+}
+
+/// An administrator's `sudo atomdeploy-hook install` into a root the deploy user made: what
+/// install makes is the deploy user's, whose pushes then deploy.
+#[test]
+fn install_run_as_root_for_the_deploy_users_root_leaves_it_theirs() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user needs root");
+        return;
+    }
+    let user = DeployUser::create();
+    let place = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(place.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = place.path().join("app");
+    std::fs::create_dir(&root).unwrap();
+    std::os::unix::fs::chown(&root, Some(user.uid), Some(user.gid)).unwrap();
+
+    let server = Server::builder().root(&root).install();
+    // The harness's own `git config receive.autogc false`, run as root after install,
+    // rewrote the repository's config: that one is the test's doing.
+    let config = server.repo.join("config");
+    std::os::unix::fs::chown(&config, Some(user.uid), Some(user.gid)).unwrap();
+    for dir in [&server.root, &server.repo] {
+        let roots = owned_by(dir, 0);
+        assert!(roots.is_empty(), "left owned by root: {roots:#?}");
+    }
+    let clone = server.clone_fixture("example-app");
+    let_in(&server, &clone, user.uid, user.gid);
+    push_as(&server, &clone, |cmd| user.run(cmd)).success();
+    assert_eq!(server.live_revision(), clone.head());
 }
 
 /// doctor's `owner` line, and its fix.
