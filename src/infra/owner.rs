@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use nix::unistd::{Uid, User};
 
 use super::quote::quote_if_needed;
-use super::users::user_or_uid;
+use super::users::{user_name, user_or_uid};
 
 /// The uid that owns `root`: the directory's owner, or, when root owns the directory (a
 /// mount point, a directory an administrator made), the owner of its `.atomdeploy/`, where
@@ -43,6 +43,7 @@ pub fn become_owner(roots: &[PathBuf]) -> Result<()> {
         return Ok(());
     };
     if me != 0 {
+        let uid_of_owner = owner;
         let owner = user_or_uid(owner);
         bail!(
             "{} belongs to `{owner}`: only `{owner}` may run a command that writes into it \
@@ -50,7 +51,8 @@ pub fn become_owner(roots: &[PathBuf]) -> Result<()> {
              sudo -u {} {}",
             root.display(),
             user_or_uid(me),
-            quote_if_needed(&owner),
+            // sudo's way to name a uid without a user.
+            quote_if_needed(&user_name(uid_of_owner).unwrap_or(format!("#{uid_of_owner}"))),
             same_command(root)
         );
     }
