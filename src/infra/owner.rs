@@ -175,6 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn a_root_owned_by_root_belongs_to_the_owner_of_its_state() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: giving a directory away needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(owner_of(dir.path()), Some(0));
+        let state = dir.path().join(".atomdeploy");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::chown(&state, Some(65534), None).unwrap();
+        assert_eq!(owner_of(dir.path()), Some(65534));
+        std::os::unix::fs::chown(dir.path(), Some(1), None).unwrap();
+        assert_eq!(owner_of(dir.path()), Some(1));
+    }
+
+    #[test]
     fn a_missing_root_is_left_to_the_command() {
         assert_eq!(owner_of(Path::new("/no/such/root/here")), None);
         become_owner(&[PathBuf::from("/no/such/root/here")]).unwrap();
