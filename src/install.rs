@@ -83,6 +83,13 @@ pub fn install(args: &Install) -> Result<()> {
     }
     // Whatever deploy.yml holds now, say at once if a push would fail on it.
     Plan::load(&root)?;
+    if let Some((owner, count)) = crate::infra::owner::give_installed(&root, &repo_path)? {
+        println!(
+            "gave the {count} entries install made or rewrote to {owner}, the owner of {}, \
+             whom pushes run as",
+            root.display()
+        );
+    }
     if let Some(web) = &web_user {
         share_with_web_user(&layout, web)?;
     }

@@ -1,5 +1,7 @@
 //! Dispatches a parsed command line.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, HostsAction};
@@ -8,6 +10,8 @@ use crate::state::plan::Plan;
 use crate::{deploy, doctor, freeze, group, hook, install, inventory, push_status, rollback};
 
 pub fn run(cli: Cli) -> Result<()> {
+    // Before anything is read or written, and while this process has one thread.
+    crate::infra::owner::become_owner(&written_roots(&cli.command))?;
     match cli.command {
         Command::Install {
             repo,
@@ -97,6 +101,32 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+    }
+}
+
+/// The deploy roots a command writes into, which only their owner may do (see
+/// `infra/owner.rs`); none for the read-only ones, which anyone may run, and for `install`,
+/// which creates a root and keeps rules of its own.
+fn written_roots(command: &Command) -> Vec<PathBuf> {
+    match command {
+        Command::PostReceive { root } => root.clone(),
+        Command::Replay { root, .. }
+        | Command::Rollback { root, .. }
+        | Command::Freeze { root, .. }
+        | Command::Unfreeze { root }
+        | Command::LeaveGroup { root } => vec![root.root.clone()],
+        Command::Hosts {
+            action: Some(_),
+            root,
+            ..
+        } => root.iter().cloned().collect(),
+        Command::Install { .. }
+        | Command::Doctor { .. }
+        | Command::ReceivePack { .. }
+        | Command::Serve { .. }
+        | Command::Builds { .. }
+        | Command::Log { .. }
+        | Command::Hosts { action: None, .. } => Vec::new(),
     }
 }
 

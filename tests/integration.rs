@@ -57,6 +57,8 @@ mod notify;
 mod opcache;
 #[path = "integration/orphans.rs"]
 mod orphans;
+#[path = "integration/owner.rs"]
+mod owner;
 #[path = "integration/permissions.rs"]
 mod permissions;
 #[path = "integration/private.rs"]

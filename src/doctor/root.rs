@@ -9,6 +9,7 @@ use super::{Context, Finding, Options};
 mod disk;
 mod hook;
 mod latest;
+mod owner;
 mod tools;
 
 /// Loads deploy.yml, saying whether it is valid.
@@ -52,6 +53,7 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) {
     }
     latest::check(&context.layout, out);
     latest::freeze(&context.layout, out);
+    owner::check(&context.layout, out);
     membership(&context.layout, out);
 }
 

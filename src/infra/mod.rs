@@ -1,11 +1,13 @@
 //! What the steps lean on: running programs ([`child`]), what the pusher sees ([`report`]),
 //! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
 //! crash points of the kill tests ([`fault`]), and shared/ shared with the web server's user
-//! ([`perms`]), who a uid or gid is ([`users`]), and text quoted for sh ([`quote`]).
+//! ([`perms`]), who a uid or gid is ([`users`]), who may write into a deploy root
+//! ([`owner`]), and text quoted for sh ([`quote`]).
 
 pub mod child;
 pub mod fault;
 pub mod lock;
+pub mod owner;
 pub mod perms;
 pub mod quote;
 pub mod recover;

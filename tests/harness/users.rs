@@ -1,31 +1,47 @@
-//! Deploying as a user that is not root, as on a server a deploy user set up: the server
-//! handed over to that user, and pushes it makes from a clone root owns.
+//! Deploying as a user that is not root, as on a server a deploy user set up: a real
+//! throwaway user ([`DeployUser`]), the server handed over to that user, and pushes it makes
+//! from a clone root owns.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Clone, Push, Server};
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
 
 /// Hands the server (repository, deploy root, home, composer's home) to `uid:gid`, and lets
 /// that user reach the root-owned clone. Once: changing an owner changes a file's ctime,
 /// which link mode reads.
 pub fn hand_over(server: &Server, clone: &Clone, uid: u32, gid: u32) {
+    give(&[server.repo.clone(), server.root.clone()], uid, gid);
+    let_in(server, clone, uid, gid);
+}
+
+/// Gives the test's home and composer's home to `uid:gid`, and lets that user reach the
+/// root-owned clone: what a push as that user needs besides the repository and the root.
+pub fn let_in(server: &Server, clone: &Clone, uid: u32, gid: u32) {
     let base = server.base();
-    for dir in [
-        server.repo.clone(),
-        server.root.clone(),
-        base.join("home"),
-        base.join("composer-home"),
-    ] {
-        fs::create_dir_all(&dir).unwrap();
+    give(&[base.join("home"), base.join("composer-home")], uid, gid);
+    for dir in [&base, &clone.path] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `chown -R uid:gid` of each of `dirs`, made first when missing.
+fn give(dirs: &[PathBuf], uid: u32, gid: u32) {
+    for dir in dirs {
+        fs::create_dir_all(dir).unwrap();
         for entry in walkdir::WalkDir::new(dir) {
             let entry = entry.unwrap();
             std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid)).unwrap();
         }
-    }
-    for dir in [&base, &clone.path] {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 
@@ -47,4 +63,106 @@ pub fn push_as(server: &Server, clone: &Clone, run: impl FnOnce(&mut Command) ->
         code: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A user made for one test with useradd (its own group, no home), deleted when dropped.
+pub struct DeployUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl DeployUser {
+    #[track_caller]
+    pub fn create() -> DeployUser {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "adperm{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(&["useradd", "--no-create-home", "--shell", "/bin/sh", &name]);
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, &name]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        DeployUser {
+            uid: id("-u"),
+            gid: id("-g"),
+            name,
+        }
+    }
+
+    /// Every group the user database gives the user now, as a login would.
+    pub fn groups(&self) -> Vec<libc::gid_t> {
+        let out = Command::new("id")
+            .args(["-G", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect()
+    }
+
+    /// `cmd` run as this user with the groups a fresh login gives it (std's `uid()` would drop
+    /// the supplementary ones), and a hardened server's umask, 077.
+    pub fn run(&self, cmd: &mut Command) -> Output {
+        let (uid, gid, groups) = (self.uid, self.gid, self.groups());
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(0o077);
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    }
+
+    /// `sh -c script` as this user, with a umask of 022 (what a login shell has): must succeed.
+    #[track_caller]
+    pub fn sh(&self, dir: &Path, script: &str) {
+        let out = self.run(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("umask 022; {script}"))
+                .current_dir(dir),
+        );
+        assert!(
+            out.status.success(),
+            "as {}: {script}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for DeployUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+/// useradd, usermod: they take /etc/passwd's lock, which another test may hold a moment.
+#[track_caller]
+pub fn admin(args: &[&str]) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !last.contains("lock") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{} failed: {last}", args.join(" "));
 }

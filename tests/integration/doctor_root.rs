@@ -16,7 +16,15 @@ use crate::harness::tmpfs::Tmpfs;
 use crate::harness::{BIN, Server, assert_success};
 
 /// The root's checks: a healthy root has an `ok` line for each and nothing else from them.
-const ROOT_CHECKS: &[&str] = &["deploy.yml", "hook", "fsck", "tools", "disk", "latest"];
+const ROOT_CHECKS: &[&str] = &[
+    "deploy.yml",
+    "hook",
+    "fsck",
+    "tools",
+    "disk",
+    "latest",
+    "owner",
+];
 
 /// What doctor printed: each finding's level, check, message and fix.
 struct Report {

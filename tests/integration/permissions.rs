@@ -9,120 +9,12 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::harness::users::{DeployUser, admin, is_root};
 use crate::harness::web::WebServer;
 use crate::harness::{Clone, Push, Server};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A user made for one test with useradd (its own group, no home), deleted when dropped.
-struct DeployUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl DeployUser {
-    #[track_caller]
-    fn create() -> DeployUser {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "adperm{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        admin(&["useradd", "--no-create-home", "--shell", "/bin/sh", &name]);
-        let id = |flag: &str| -> u32 {
-            let out = Command::new("id").args([flag, &name]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-        };
-        DeployUser {
-            uid: id("-u"),
-            gid: id("-g"),
-            name,
-        }
-    }
-
-    /// Every group the user database gives the user now, as a login would.
-    fn groups(&self) -> Vec<libc::gid_t> {
-        let out = Command::new("id")
-            .args(["-G", &self.name])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(|g| g.parse().unwrap())
-            .collect()
-    }
-
-    /// `cmd` run as this user with the groups a fresh login gives it (std's `uid()` would drop
-    /// the supplementary ones), and a hardened server's umask, 077.
-    fn run(&self, cmd: &mut Command) -> Output {
-        let (uid, gid, groups) = (self.uid, self.gid, self.groups());
-        // SAFETY: only async-signal-safe system calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::umask(0o077);
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd.output().unwrap()
-    }
-
-    /// `sh -c script` as this user, with a umask of 022 (what a login shell has): must succeed.
-    #[track_caller]
-    fn sh(&self, dir: &Path, script: &str) {
-        let out = self.run(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("umask 022; {script}"))
-                .current_dir(dir),
-        );
-        assert!(
-            out.status.success(),
-            "as {}: {script}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for DeployUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
-
-/// useradd, usermod: they take /etc/passwd's lock, which another test may hold a moment.
-#[track_caller]
-fn admin(args: &[&str]) {
-    let mut last = String::new();
-    for _ in 0..50 {
-        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        if out.status.success() {
-            return;
-        }
-        last = String::from_utf8_lossy(&out.stderr).into_owned();
-        if !last.contains("lock") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("{} failed: {last}", args.join(" "));
-}
 
 /// The app: reports its version, and writes or appends, as the pool's user, to a path under
 /// the app's root (shared entries among them).
