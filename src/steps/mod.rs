@@ -33,6 +33,7 @@ pub mod checkout;
 pub mod cleanup;
 pub mod commands;
 pub mod composer;
+pub mod fastcgi;
 pub mod health;
 pub mod opcache;
 pub mod restore;
