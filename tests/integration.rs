@@ -59,6 +59,8 @@ mod opcache;
 mod orphans;
 #[path = "integration/permissions.rs"]
 mod permissions;
+#[path = "integration/preflight.rs"]
+mod preflight;
 #[path = "integration/private.rs"]
 mod private;
 #[path = "integration/push_status.rs"]

@@ -58,7 +58,7 @@ impl Summary for Passed {}
 pub fn step(settings: &Preflight, build_dir: &Path, reporter: &Reporter) -> Result<()> {
     let step = reporter.step("preflight");
     let passed =
-        check(settings, build_dir).context("preflight failed: the build was not switched to")?;
+        check(settings, build_dir).context("preflight failed (the new build never went live)")?;
     steps::close(reporter, step, Duration::ZERO, &passed);
     Ok(())
 }
@@ -128,7 +128,8 @@ fn judge(url: &str, response: &Response) -> Result<String> {
     } else {
         format!("answered {status} with a PHP fatal error")
     };
-    bail!("GET {url} {what}:\n  {}", lines.join("\n  "))
+    // The first line stands alone: the failure summary shows it by itself.
+    bail!("GET {url} {what}\n  {}", lines.join("\n  "))
 }
 
 /// The body as text: PHP's `html_errors` wraps `Fatal error` in `<b>`.
@@ -207,7 +208,7 @@ mod tests {
         assert_eq!(judge("/x", &not_found).unwrap(), "404 Not Found");
         let unavailable = response("Status: 503 Service Unavailable\r\n\r\ndown\n", "");
         let err = judge("/health", &unavailable).unwrap_err().to_string();
-        assert_eq!(err, "GET /health answered 503 Service Unavailable:\n  down");
+        assert_eq!(err, "GET /health answered 503 Service Unavailable\n  down");
         let fatal = response(
             "Content-type: text/html\r\n\r\n<br />\n<b>Fatal error</b>:  Uncaught Exception: boom",
             "",
@@ -215,7 +216,7 @@ mod tests {
         let err = judge("/", &fatal).unwrap_err().to_string();
         assert!(
             err.starts_with(
-                "GET / answered 200 OK with a PHP fatal error:\n  Fatal error:  Uncaught"
+                "GET / answered 200 OK with a PHP fatal error\n  Fatal error:  Uncaught"
             ),
             "{err}"
         );
