@@ -225,3 +225,64 @@ fn under_load_a_push_of_a_fatal_error_fails_no_request() {
     );
     web.stop_leaving_nothing();
 }
+
+#[test]
+fn a_host_whose_preflight_fails_stops_every_switch() {
+    let _heavy = exclusive();
+    let g = crate::group::Group::with_app(1, |primary| primary.clone_fixture("example-app"));
+    g.clone.deploy_version("v1");
+    let v1 = g.clone.head();
+    // Each server asks its own pool: the same urls, a fastcgi of its own.
+    let webs: Vec<WebServer> = g
+        .servers()
+        .map(|server| {
+            let web = WebServer::start(&server.root, &server.base().join("web"));
+            server.set_config(
+                "preflight",
+                &format!("{{fastcgi: '{}', urls: [/health]}}", web.fastcgi()),
+            );
+            web
+        })
+        .collect();
+    // The new build fails on web2 alone (a marker in its deploy root, three levels above
+    // builds/<name>/public/).
+    clone_breaks_where_marked(&g.clone);
+    fs::write(g.hosts[0].root.join("preflight-fails"), "").unwrap();
+    let before = g.state();
+    let push = g
+        .clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("web2: ")
+        .stderr_has("preflight failed (the new build never went live): GET /health answered 500")
+        .stderr_lacks("switched 2 servers");
+    let errors = crate::group::errors(&push);
+    assert!(errors.contains("web2: "), "{errors}");
+    g.assert_unchanged_since(&before);
+    g.assert_all_live_on(&v1);
+    for web in &webs {
+        assert_serves(web, "v1");
+    }
+    // Without the marker the same commit passes everywhere and goes live together.
+    fs::remove_file(g.hosts[0].root.join("preflight-fails")).unwrap();
+    g.clone
+        .push(&["HEAD:replay"])
+        .success()
+        .stderr_has("==> preflight");
+    let v2 = g.clone.head();
+    g.assert_all_live_on(&v2);
+    for web in webs {
+        assert_serves(&web, "v2");
+        web.stop_leaving_nothing();
+    }
+}
+
+/// Commits v2, whose pages answer 500 on a server whose deploy root holds `preflight-fails`.
+fn clone_breaks_where_marked(clone: &Clone) {
+    clone.set_version("v2");
+    prepend_to_index(
+        clone,
+        "if (file_exists(dirname(__DIR__, 3) . '/preflight-fails')) { http_response_code(500); exit; }",
+    );
+    clone.commit("v2, failing where marked");
+}
