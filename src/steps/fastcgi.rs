@@ -27,6 +27,8 @@ const RESPONDER: u16 = 1;
 const REQUEST_ID: u16 = 1;
 /// Any record's content is at most this long (its length is 16 bits).
 const MAX_CONTENT: usize = 0xffff;
+/// An answer is read into memory: a page that prints without end must not fill it.
+const MAX_RESPONSE: usize = 64 << 20;
 
 /// A record: header, content, and padding to a multiple of 8 bytes as the spec recommends.
 fn record(kind: u8, content: &[u8]) -> Vec<u8> {
@@ -147,6 +149,9 @@ fn read_response(stream: &mut impl Read) -> Result<Response> {
             .read_exact(&mut content)
             .map_err(|e| read_failed(e, "inside a record"))?;
         content.truncate(len);
+        if response.stdout.len() + response.stderr.len() + len > MAX_RESPONSE {
+            bail!("the answer is longer than {} MB", MAX_RESPONSE >> 20);
+        }
         match header[1] {
             STDOUT => response.stdout.extend_from_slice(&content),
             STDERR => response.stderr.extend_from_slice(&content),
@@ -374,6 +379,26 @@ mod tests {
         let decoded = decode_pairs(&params).unwrap();
         assert_eq!(decoded[0].1, b"/srv/app/x.php");
         assert_eq!(decoded[1].1.len(), 70_000);
+    }
+
+    #[test]
+    fn an_answer_without_end_is_cut_off_at_its_limit() {
+        // Full STDOUT records, over and over, never an FCGI_END_REQUEST.
+        let one = record(STDOUT, &[b'x'; MAX_CONTENT]);
+        let mut endless = Cycle(one, 0);
+        let err = read_response(&mut endless).unwrap_err();
+        assert_eq!(err.to_string(), "the answer is longer than 64 MB");
+    }
+
+    /// A reader that repeats its bytes for ever.
+    struct Cycle(Vec<u8>, usize);
+    impl Read for Cycle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 = (self.1 + n) % self.0.len();
+            Ok(n)
+        }
     }
 
     #[test]

@@ -124,6 +124,8 @@ fn a_good_build_passes_preflight_and_goes_live_while_opcache_keeps_the_live_buil
         ),
     );
     clone.set_version("v2");
+    // The front controller itself differs: the very file opcache would mix up.
+    prepend_to_index(&clone, "echo \"index of v2\\n\";");
     let v2 = clone.commit("v2");
     let push = clone.push_main().success();
     let line = push.step_line("preflight");
@@ -136,11 +138,12 @@ fn a_good_build_passes_preflight_and_goes_live_while_opcache_keeps_the_live_buil
     );
     let seen = fs::read_to_string(&seen).unwrap();
     assert!(
-        seen.contains("Hello from the example app v1\n"),
+        seen.contains("Hello from the example app v1\n") && !seen.contains("index of v2"),
         "the live site served {seen:?} between preflight and the switch"
     );
     assert_eq!(server.live_revision(), v2);
     assert_serves(&web, "v2");
+    assert!(get(&web.url("/")).1.starts_with("index of v2\n"));
     web.stop_clean();
 }
 
