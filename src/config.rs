@@ -931,14 +931,17 @@ fn preflight<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawPreflight>, D:
 /// besides `reset_opcache:`'s `tcp://host:port` and `unix:/path`.
 fn preflight_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FpmAddress>, D::Error> {
     let text = String::deserialize(d)?;
-    let parsed = if text.starts_with("unix:") || text.starts_with("tcp://") {
-        FpmAddress::parse(&text)
-    } else if text.contains(':') && !text.contains('/') {
-        FpmAddress::parse(&format!("tcp://{text}"))
-    } else {
-        Err(String::new())
+    if text.starts_with("unix:") || text.starts_with("tcp://") {
+        // Its own reason (a relative or too long socket path, a port out of range).
+        return FpmAddress::parse(&text)
+            .map(Some)
+            .map_err(de::Error::custom);
+    }
+    let bare = match text.contains(':') && !text.contains('/') {
+        true => FpmAddress::parse(&format!("tcp://{text}")).ok(),
+        false => None,
     };
-    parsed.map(Some).map_err(|_| {
+    bare.map(Some).ok_or_else(|| {
         de::Error::custom(format!(
             "must be `unix:/absolute/path.sock` or `host:port` (the `listen` of the php-fpm \
              pool); got `{text}`"
@@ -2817,7 +2820,14 @@ mod tests {
                 "fastcgi: /run/php/app.sock",
                 "must be `unix:/absolute/path.sock` or `host:port`",
             ),
-            ("fastcgi: unix:run/app.sock", "got `unix:run/app.sock`"),
+            (
+                "fastcgi: unix:run/app.sock",
+                "the socket path must be absolute",
+            ),
+            (
+                "fastcgi: 'tcp://127.0.0.1:99999'",
+                "the port must be 1 to 65535",
+            ),
             ("fastcgi: 'localhost'", "got `localhost`"),
             ("fastcgi: '127.0.0.1:0'", "got `127.0.0.1:0`"),
             ("fastcgi: '127.0.0.1:65536'", "got `127.0.0.1:65536`"),
