@@ -78,12 +78,7 @@ fn check(settings: &Preflight, build_dir: &Path) -> Result<Passed> {
         let params = params(&root, url);
         let deadline = Instant::now() + settings.timeout;
         let response = fastcgi::request(&settings.fastcgi, &params, deadline, settings.timeout)
-            .with_context(|| {
-                format!(
-                    "GET {url}: no answer from the php-fpm pool at {}",
-                    settings.fastcgi
-                )
-            })?;
+            .with_context(|| format!("GET {url} to the php-fpm pool at {}", settings.fastcgi))?;
         answers.push((url.clone(), judge(url, &response)?));
     }
     Ok(Passed {

@@ -164,7 +164,7 @@ fn a_page_that_answers_nothing_within_the_timeout_fails_the_push() {
     let before = server.state();
     let started = std::time::Instant::now();
     clone.push_main().deploy_failed().stderr_has(&format!(
-        "GET /: no answer from the php-fpm pool at {}: no answer within 1s",
+        "GET / to the php-fpm pool at {}: no answer within 1s",
         web.fastcgi()
     ));
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -288,4 +288,27 @@ fn clone_breaks_where_marked(clone: &Clone) {
         "if (file_exists(dirname(__DIR__, 3) . '/preflight-fails')) { http_response_code(500); exit; }",
     );
     clone.commit("v2, failing where marked");
+}
+
+#[test]
+fn a_pool_that_cannot_be_reached_fails_the_push_before_anything_changes() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v1 = clone.deploy_version("v1");
+    let socket = server.base().join("nobody-listens.sock");
+    server.set_config(
+        "preflight",
+        &format!("{{fastcgi: 'unix:{}'}}", socket.display()),
+    );
+    clone.set_version("v2");
+    clone.commit("v2");
+    let before = server.state();
+    clone.push_main().deploy_failed().stderr_has(&format!(
+        "preflight failed (the new build never went live): GET / to the php-fpm pool at unix:{}: \
+         connect to {}",
+        socket.display(),
+        socket.display()
+    ));
+    server.assert_unchanged_since(&before);
+    assert_eq!(server.live_revision(), v1);
 }
