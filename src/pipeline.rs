@@ -107,8 +107,8 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
 }
 
 /// Everything up to the switch: checkout, composer, the build step, snapshot, shared,
-/// keep_assets, publishing into builds/, before_switch, preflight. On failure nothing is live that was
-/// not before, and the build is gone from builds/.
+/// keep_assets, publishing into builds/, before_switch, preflight. On failure nothing is live
+/// that was not before, and the build is gone from builds/.
 pub fn prepare(d: &Deploy) -> Result<Prepared> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
