@@ -65,6 +65,23 @@ pub struct Config {
     pub release: Vec<String>,
     /// `notify:` webhooks told of each deploy, rollback and failure (see `src/notify.rs`).
     pub notify: Vec<NotifyTarget>,
+    /// Requests sent to php-fpm with the new build as document root before the switch
+    /// (`preflight:`, see `steps/preflight.rs`).
+    pub preflight: Option<Preflight>,
+}
+
+/// `preflight:`. Split between the two sides of a group's fingerprint: `urls` and `timeout`
+/// are the app's (every server must check the same pages, or one server could switch to a
+/// build another would have refused), while `fastcgi` is where this server's own pool
+/// listens, which differs from server to server just like `reset_opcache:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preflight {
+    /// `preflight.fastcgi`, or `reset_opcache:` when it is not given.
+    pub fastcgi: FpmAddress,
+    /// Paths (with any query) as a browser would request them; each starts with `/`.
+    pub urls: Vec<String>,
+    /// Limit of each request, connection included.
+    pub timeout: Duration,
 }
 
 /// How a build gets the files of application/.
@@ -214,6 +231,14 @@ pub const HOST_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
+pub const PREFLIGHT_TIMEOUT: Limit = Limit {
+    key: "preflight.timeout",
+    min: 1.0,
+    max: HOUR,
+    seconds: true,
+    fractional: false,
+    min_means: None,
+};
 pub const SWITCH_WINDOW: Limit = Limit {
     key: "switch_window",
     min: 1.0,
@@ -225,7 +250,7 @@ pub const SWITCH_WINDOW: Limit = Limit {
 
 /// Every number deploy.yml holds (the tests go through them all).
 #[cfg(test)]
-pub const NUMBERS: [Limit; 11] = [
+pub const NUMBERS: [Limit; 12] = [
     KEEP_BUILDS,
     LOCK_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -237,6 +262,7 @@ pub const NUMBERS: [Limit; 11] = [
     HOSTS_AT_ONCE,
     HOST_TIMEOUT,
     SWITCH_WINDOW,
+    PREFLIGHT_TIMEOUT,
 ];
 
 impl Limit {
@@ -445,6 +471,8 @@ struct RawConfig {
     release: Vec<String>,
     #[serde(default)]
     notify: Vec<NotifyTarget>,
+    #[serde(default, deserialize_with = "preflight")]
+    preflight: Option<RawPreflight>,
 }
 
 fn default_branch() -> String {
@@ -481,6 +509,25 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
     let raw = raw.map_err(|e| located(origin, &e, text))?;
     let repository = root.join(&raw.repository);
     let hosts = resolve_hosts(text, origin, root, &repository, raw.hosts)?;
+    let preflight = match raw.preflight {
+        None => None,
+        Some(p) => Some(Preflight {
+            fastcgi: p
+                .fastcgi
+                .or_else(|| raw.reset_opcache.clone())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}:{}: preflight: needs `fastcgi:`, the `listen` of the php-fpm pool \
+                         (`unix:/run/php/app.sock` or `127.0.0.1:9000`), since there is no \
+                         `reset_opcache:` to take it from",
+                        origin.display(),
+                        top_level_key_line(text, "preflight")
+                    )
+                })?,
+            urls: p.urls,
+            timeout: p.timeout,
+        }),
+    };
     Ok(Config {
         repository,
         branch: raw.branch,
@@ -504,13 +551,26 @@ pub fn parse(text: &str, origin: &Path, root: &Path) -> Result<Config> {
         switch_window: Duration::from_secs(raw.switch_window),
         release: raw.release,
         notify: raw.notify,
+        preflight,
     })
+}
+
+/// `line:column` of a top-level key, for an error found once the whole file is read.
+fn top_level_key_line(text: &str, key: &str) -> String {
+    let line = text
+        .lines()
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .map_or(1, |i| i + 1);
+    format!("{line}:1")
 }
 
 impl Config {
     /// The keys every server of a group must agree on (everything but the per-host keys:
     /// `repository`, `branch`, `lock_timeout`, `reset_opcache`, `hosts`, `hosts_at_once`,
-    /// `host_timeout`, `switch_window`, `release`), as canonical JSON, and its xxh3-64 in hex. A host refuses a
+    /// `host_timeout`, `switch_window`, `release`, `preflight.fastcgi`), as canonical JSON, and its xxh3-64 in hex. A host refuses a
     /// group deploy whose fingerprint differs from its own, rather than build the app another
     /// way than the primary does.
     pub fn app_fingerprint(&self) -> (String, serde_json::Value) {
@@ -541,6 +601,7 @@ impl Config {
             keep_assets,
             build,
             exclude,
+            preflight,
         } = self;
         let path = |p: &PathBuf| p.to_string_lossy().into_owned();
         let paths = |ps: &[PathBuf]| ps.iter().map(path).collect::<Vec<_>>();
@@ -573,6 +634,11 @@ impl Config {
                 "timeout": b.timeout.as_secs_f64(),
             })),
             "exclude": paths(exclude),
+            // Not `fastcgi`: each server's own pool (see [`Preflight`]).
+            "preflight": preflight.as_ref().map(|p| json!({
+                "urls": p.urls,
+                "timeout": p.timeout.as_secs_f64(),
+            })),
         });
         let canonical = canonical_json(&app);
         let fingerprint = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(canonical.as_bytes()));
@@ -827,6 +893,92 @@ impl FpmAddress {
             _ => Err(format!("{want}; got `{text}`: the port must be 1 to 65535")),
         }
     }
+}
+
+/// `preflight:` as written; its `fastcgi` may still come from `reset_opcache:`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPreflight {
+    #[serde(default, deserialize_with = "preflight_address")]
+    fastcgi: Option<FpmAddress>,
+    #[serde(
+        default = "default_preflight_urls",
+        deserialize_with = "preflight_urls"
+    )]
+    urls: Vec<String>,
+    #[serde(
+        default = "default_preflight_timeout",
+        deserialize_with = "preflight_timeout"
+    )]
+    timeout: Duration,
+}
+
+fn default_preflight_urls() -> Vec<String> {
+    vec!["/".into()]
+}
+fn default_preflight_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn preflight_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    PREFLIGHT_TIMEOUT.duration(d)
+}
+
+fn preflight<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawPreflight>, D::Error> {
+    Option::<RawPreflight>::deserialize(d)
+}
+
+/// `fastcgi:` takes what php-fpm's `listen` and nginx's `fastcgi_pass` take (`host:port`),
+/// besides `reset_opcache:`'s `tcp://host:port` and `unix:/path`.
+fn preflight_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FpmAddress>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.starts_with("unix:") || text.starts_with("tcp://") {
+        // Its own reason (a relative or too long socket path, a port out of range).
+        return FpmAddress::parse(&text)
+            .map(Some)
+            .map_err(de::Error::custom);
+    }
+    let bare = match text.contains(':') && !text.contains('/') {
+        true => FpmAddress::parse(&format!("tcp://{text}")).ok(),
+        false => None,
+    };
+    bare.map(Some).ok_or_else(|| {
+        de::Error::custom(format!(
+            "must be `unix:/absolute/path.sock` or `host:port` (the `listen` of the php-fpm \
+             pool); got `{text}`"
+        ))
+    })
+}
+
+fn preflight_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let urls = Vec::<String>::deserialize(d)?;
+    if urls.is_empty() {
+        return Err(de::Error::custom(
+            "needs at least one URL (leave `preflight:` out to check nothing)",
+        ));
+    }
+    for url in &urls {
+        // The path as the browser sends it to nginx: the host is this server's own, and a
+        // space or a fragment would never reach PHP as written.
+        let bad = !url.starts_with('/')
+            || url.starts_with("//")
+            || url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+            // nginx resolves `.` and `..` before choosing the script; the hook does not.
+            || url
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .split('/')
+                .any(|segment| segment == "." || segment == "..");
+        if bad {
+            return Err(de::Error::custom(format!(
+                "`{url}` must be a path starting with `/` (with a query if need be, no host, \
+                 no spaces, no `#`, no `.` or `..`), as in `/health?deep=1`"
+            )));
+        }
+    }
+    Ok(urls)
 }
 
 fn fpm_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FpmAddress>, D::Error> {
@@ -1939,6 +2091,9 @@ mod tests {
                 if section == "build" {
                     text.push_str("  commands: [x]\n");
                 }
+                if section == "preflight" {
+                    text.push_str("  fastcgi: unix:/run/php/app.sock\n");
+                }
                 format!("  {field}: ")
             }
             None => format!("{}: ", limit.key),
@@ -1963,6 +2118,7 @@ mod tests {
             "hosts_at_once" => config.hosts_at_once as f64,
             "host_timeout" => config.host_timeout.as_secs_f64(),
             "switch_window" => config.switch_window.as_secs_f64(),
+            "preflight.timeout" => config.preflight.as_ref().unwrap().timeout.as_secs_f64(),
             other => panic!("no test knows the key {other}"),
         }
     }
@@ -2557,6 +2713,15 @@ mod tests {
             ("app_dir", "app_dir: backend\n"),
             ("keep_assets", "keep_assets: [public/build/]\n"),
             ("exclude", "exclude: [node_modules/]\n"),
+            ("preflight", "preflight: {fastcgi: '127.0.0.1:9000'}\n"),
+            (
+                "preflight.urls",
+                "preflight: {fastcgi: '127.0.0.1:9000', urls: [/health]}\n",
+            ),
+            (
+                "preflight.timeout",
+                "preflight: {fastcgi: '127.0.0.1:9000', timeout: 3}\n",
+            ),
         ] {
             let text = with_key(GROUP_BASE, extra);
             assert_ne!(
@@ -2594,6 +2759,116 @@ mod tests {
             .collect();
         out.push_str(line);
         out
+    }
+
+    #[test]
+    fn preflight_fastcgi_is_per_host() {
+        let on = |address: &str| {
+            fingerprint(&with_key(
+                GROUP_BASE,
+                &format!("preflight: {{fastcgi: '{address}', urls: [/, /health]}}\n"),
+            ))
+        };
+        assert_eq!(on("unix:/run/php/web1.sock"), on("10.0.0.2:9000"));
+    }
+
+    #[test]
+    fn preflight_takes_its_address_from_reset_opcache_and_defaults_to_the_home_page() {
+        assert_eq!(parse_ok("repository: r\n").preflight, None);
+        let config =
+            parse_ok("repository: r\nreset_opcache: tcp://127.0.0.1:9000\npreflight: {}\n");
+        assert_eq!(
+            config.preflight,
+            Some(Preflight {
+                fastcgi: FpmAddress::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 9000
+                },
+                urls: vec!["/".into()],
+                timeout: Duration::from_secs(10),
+            })
+        );
+        let own = parse_ok(
+            "repository: r\nreset_opcache: unix:/run/a.sock\npreflight:\n  fastcgi: unix:/run/b.sock\n  urls: [/, '/health?deep=1']\n  timeout: 1\n",
+        )
+        .preflight
+        .unwrap();
+        assert_eq!(own.fastcgi, FpmAddress::Unix("/run/b.sock".into()));
+        assert_eq!(own.urls, ["/", "/health?deep=1"]);
+        assert_eq!(own.timeout, Duration::from_secs(1));
+        // php-fpm's and nginx's own spelling of a TCP address.
+        let tcp = parse_ok("repository: r\npreflight: {fastcgi: 'localhost:9000'}\n");
+        assert_eq!(
+            tcp.preflight.unwrap().fastcgi,
+            FpmAddress::Tcp {
+                host: "localhost".into(),
+                port: 9000
+            }
+        );
+    }
+
+    #[test]
+    fn a_wrong_preflight_is_refused_at_its_position() {
+        let err = parse_err("repository: r\nkeep_builds: 2\npreflight:\n  urls: [/]\n");
+        assert!(
+            err.starts_with("/srv/app/deploy.yml:3:1: preflight: needs `fastcgi:`")
+                && err.contains("no `reset_opcache:`"),
+            "{err}"
+        );
+        for (value, says) in [
+            (
+                "fastcgi: /run/php/app.sock",
+                "must be `unix:/absolute/path.sock` or `host:port`",
+            ),
+            (
+                "fastcgi: unix:run/app.sock",
+                "the socket path must be absolute",
+            ),
+            (
+                "fastcgi: 'tcp://127.0.0.1:99999'",
+                "the port must be 1 to 65535",
+            ),
+            ("fastcgi: 'localhost'", "got `localhost`"),
+            ("fastcgi: '127.0.0.1:0'", "got `127.0.0.1:0`"),
+            ("fastcgi: '127.0.0.1:65536'", "got `127.0.0.1:65536`"),
+            (
+                "fastcgi: 'http://127.0.0.1:80'",
+                "got `http://127.0.0.1:80`",
+            ),
+            ("fastcgi: [x]", "invalid type"),
+            (
+                "urls: [health]",
+                "`health` must be a path starting with `/`",
+            ),
+            (
+                "urls: ['//evil.example/']",
+                "`//evil.example/` must be a path",
+            ),
+            ("urls: ['http://localhost/']", "must be a path"),
+            ("urls: ['/a b']", "must be a path"),
+            ("urls: ['/#top']", "must be a path"),
+            ("urls: ['/../secret.php']", "must be a path"),
+            ("urls: ['/./x']", "must be a path"),
+            ("urls: []", "needs at least one URL"),
+            ("urls: /", "invalid type"),
+            ("port: 9000", "unknown field `port`"),
+        ] {
+            let fastcgi = if value.starts_with("fastcgi:") {
+                ""
+            } else {
+                "  fastcgi: unix:/run/php/app.sock\n"
+            };
+            let err = parse_err(&format!(
+                "repository: r\nkeep_builds: 2\npreflight:\n{fastcgi}  {value}\n"
+            ));
+            assert!(
+                err.starts_with("/srv/app/deploy.yml:")
+                    && err.contains("preflight")
+                    && err.contains(says),
+                "{value}: {err}"
+            );
+            assert!(!err.starts_with("/srv/app/deploy.yml:1:"), "{value}: {err}");
+        }
     }
 
     #[test]

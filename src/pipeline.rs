@@ -19,7 +19,9 @@ use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::restore;
 use crate::steps::snapshot::{self, Linking, Snapshot};
-use crate::steps::{self, build, checkout, cleanup, health, opcache, shared, submodules, switch};
+use crate::steps::{
+    self, build, checkout, cleanup, health, opcache, preflight, shared, submodules, switch,
+};
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {
@@ -105,8 +107,8 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
 }
 
 /// Everything up to the switch: checkout, composer, the build step, snapshot, shared,
-/// keep_assets, publishing into builds/, before_switch. On failure nothing is live that was
-/// not before, and the build is gone from builds/.
+/// keep_assets, publishing into builds/, before_switch, preflight. On failure nothing is live
+/// that was not before, and the build is gone from builds/.
 pub fn prepare(d: &Deploy) -> Result<Prepared> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
@@ -146,7 +148,9 @@ pub fn prepare(d: &Deploy) -> Result<Prepared> {
         build_dir,
         previous: d.previous.cloned(),
     };
-    before_switch(d, &prepared).inspect_err(|_| discard(d, &prepared.build))?;
+    before_switch(d, &prepared)
+        .and_then(|()| preflight(d, &prepared))
+        .inspect_err(|_| discard(d, &prepared.build))?;
     Ok(prepared)
 }
 
@@ -458,6 +462,16 @@ fn before_switch(d: &Deploy, prepared: &Prepared) -> Result<()> {
         return Ok(());
     }
     commands_step(d, prepared, "before_switch", &config.before_switch)
+}
+
+/// `preflight:`: the complete build (before_switch has run) answers its pages before it may go
+/// live. Part of [`prepare`], so that in a group every server checks its own build before
+/// any server switches.
+fn preflight(d: &Deploy, prepared: &Prepared) -> Result<()> {
+    match &d.plan.config.preflight {
+        Some(settings) => preflight::step(settings, &prepared.build_dir, d.reporter),
+        None => Ok(()),
+    }
 }
 
 /// Runs a key's commands in the published build as the step `name` (which also names its

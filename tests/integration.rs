@@ -61,6 +61,8 @@ mod orphans;
 mod owner;
 #[path = "integration/permissions.rs"]
 mod permissions;
+#[path = "integration/preflight.rs"]
+mod preflight;
 #[path = "integration/private.rs"]
 mod private;
 #[path = "integration/push_status.rs"]

@@ -11,7 +11,8 @@
 //!    (`pipeline::composer_while_copying`);
 //! 6. **shared** — [`shared`]: the `shared:` entries linked into the build, then
 //!    **keep_assets** — [`assets`]: the `keep_assets:` files of earlier builds carried in;
-//! 7. **before_switch** — [`commands`], in the build;
+//! 7. **before_switch** — [`commands`], in the build; then **preflight** — [`preflight`]:
+//!    the build's pages requested from php-fpm before it is live;
 //! 8. **switch** — [`switch`]: `latest` flipped in one rename; then, when `reset_opcache:` is
 //!    set, [`opcache`] asks php-fpm to forget the old build's compiled scripts (also after
 //!    every rollback's switch);
@@ -33,8 +34,10 @@ pub mod checkout;
 pub mod cleanup;
 pub mod commands;
 pub mod composer;
+pub mod fastcgi;
 pub mod health;
 pub mod opcache;
+pub mod preflight;
 pub mod restore;
 pub mod shared;
 pub mod snapshot;

@@ -150,6 +150,11 @@ impl WebServer {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Where php-fpm listens, as deploy.yml's `reset_opcache:` and `preflight.fastcgi` take it.
+    pub fn fastcgi(&self) -> String {
+        format!("unix:{}", self.dir.join("fpm.sock").display())
+    }
+
     pub fn error_log(&self) -> String {
         ["nginx.log", "fpm.log", "php.log"]
             .iter()
