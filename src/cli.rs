@@ -83,7 +83,8 @@ pub enum Command {
         repo: PathBuf,
     },
     /// An `authorized_keys` forced command: lets an ssh key push to (through `receive-pack`)
-    /// and fetch from one repository, and nothing else. Reads SSH_ORIGINAL_COMMAND.
+    /// and fetch from one repository, and read `builds [--json]` and `log [BUILD]` of the
+    /// roots it deploys, and nothing else. Reads SSH_ORIGINAL_COMMAND.
     Serve {
         /// The only repository this key may reach.
         #[arg(long, value_name = "PATH")]
