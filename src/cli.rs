@@ -186,6 +186,10 @@ pub enum Command {
         /// Print a JSON array, for scripts.
         #[arg(long)]
         json: bool,
+        /// Print only the names of the builds on disk, newest first, one a line (what
+        /// `rollback --to` takes; the bash completion offers them).
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
         #[command(flatten)]
         root: RootArg,
     },

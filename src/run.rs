@@ -75,8 +75,13 @@ pub fn run(cli: Cli) -> Result<()> {
             &Plan::load(&root.dir()?)?.layout,
             &Reporter::new(Output::detect(false)),
         ),
-        Command::Builds { json, root } => {
-            inventory::print_builds(&Plan::load(&root.dir()?)?.layout, json)
+        Command::Builds { json, names, root } => {
+            let layout = Plan::load(&root.dir()?)?.layout;
+            if names {
+                print_build_names(&layout)
+            } else {
+                inventory::print_builds(&layout, json)
+            }
         }
         Command::Log { build, root } => {
             inventory::print_log(&Plan::load(&root.dir()?)?.layout, build.as_deref())
@@ -112,6 +117,16 @@ fn replay(rev: Option<&str>, root: &std::path::Path) -> Result<()> {
         always_new: true,
     };
     deploy::deploy(&plan, &request, &reporter)
+}
+
+/// `builds --names`: the builds on disk, newest first, for the shell's completion.
+fn print_build_names(layout: &crate::state::plan::Layout) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for build in crate::state::builds::list(layout)?.iter().rev() {
+        writeln!(out, "{build}")?;
+    }
+    Ok(())
 }
 
 /// The wrappers' status is git's answer to the pusher: passed on as it is.

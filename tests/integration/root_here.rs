@@ -46,6 +46,18 @@ fn builds_finds_the_root_from_within_it_and_nowhere_else() {
         assert_eq!(out.stdout, expected.stdout, "in {}", dir.display());
     }
 
+    // What the bash completion offers after `rollback --to`: the builds, newest first.
+    let out = run_in(&server, &server.root.join("latest"), &["builds", "--names"]);
+    assert_success(&out, "builds --names");
+    let mut newest_first = server.builds();
+    newest_first.reverse();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        newest_first
+    );
+
     for dir in [Path::new("/"), &server.base(), &server.repo] {
         let out = run_in(&server, dir, &["builds"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
