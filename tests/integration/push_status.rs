@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use crate::harness::sshd::{SshClient, Sshd, serve_only};
+use crate::harness::sshd::{GIT_SHELL_ONLY, SshClient, Sshd, group_primary_only, serve_only};
 use crate::harness::{BIN, Push, Server, assert_success};
 
 /// A failed push as the wrapper ends it: exit 1, the summary from the hook, and the wrapper's
@@ -419,11 +419,17 @@ fn over_ssh_serve_shows_builds_and_logs_and_refuses_everything_else() {
 
     let dir = server.base().join("ssh");
     let developer = SshClient::new(&dir.join("developer"));
+    let primary = SshClient::new(&dir.join("primary"));
+    let git_only = SshClient::new(&dir.join("git-only"));
     let sshd = Sshd::builder(&dir.join("sshd"))
         .authorize(&serve_only(&server), &developer.public_key())
+        .authorize(&group_primary_only(&server), &primary.public_key())
+        .authorize(GIT_SHELL_ONLY, &git_only.public_key())
         .env_of(&server)
         .start();
-    developer.trust(&sshd);
+    for client in [&developer, &primary, &git_only] {
+        client.trust(&sshd);
+    }
     let ssh = |command: &str| {
         let out = developer.run(&sshd, command);
         let (stdout, stderr) = (
@@ -520,6 +526,14 @@ fn over_ssh_serve_shows_builds_and_logs_and_refuses_everything_else() {
         assert_eq!(refs(), refs_before, "`{asked}` moved a ref");
         assert_eq!(history(), history_before, "`{asked}` wrote the deploy log");
     }
+
+    // The group primary's key goes through `serve` too; a key restricted to git-shell does not.
+    let out = primary.run(&sshd, "builds --json");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), json);
+    let out = git_only.run(&sshd, "builds");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
     drop(sshd);
 }
 
