@@ -44,6 +44,7 @@ fn completions(dir: &Path) -> Result<()> {
         let mut script = String::from_utf8(script).context("a completion script is not UTF-8")?;
         if shell == Shell::Bash {
             script = bash_hyphen_fix(&script, &name);
+            script = bash_build_names(&script, &name)?;
         }
         let path = dir.join(shell.file_name(&name));
         std::fs::write(&path, script)
@@ -63,3 +64,46 @@ fn bash_hyphen_fix(script: &str, name: &str) -> String {
     let completed = format!("{}{SEP}", name.replace('-', SEP));
     script.replace(&completed, &walked)
 }
+
+/// `rollback --to <TAB>` offers the root's builds rather than files: clap_complete completes
+/// every option's value as a file name, so the `--to)` case of the rollback block is replaced
+/// by a call to a function of ours. It asks the binary itself (`builds --names`), so that the
+/// root is found as the command would find it: `--root` on the line, else `$ATOMDEPLOY_ROOT`,
+/// else the root around the current directory. Fails when clap's output no longer has the case,
+/// rather than shipping a completion without it.
+fn bash_build_names(script: &str, name: &str) -> Result<String> {
+    let block = format!("{}__subcmd__rollback)\n", name.replace('-', "__"));
+    let files = "                --to)\n                    COMPREPLY=($(compgen -f \"${cur}\"))\n";
+    let builds = "                --to)\n                    COMPREPLY=($(compgen -W \
+                  \"$(_atomdeploy__hook_build_names)\" -- \"${cur}\"))\n";
+    let start = script
+        .find(&block)
+        .context("the bash completion has no rollback block")?;
+    let at = start
+        + script[start..]
+            .find(files)
+            .context("the bash completion's rollback block completes no --to")?;
+    let mut patched = format!("{}{builds}{}", &script[..at], &script[at + files.len()..]);
+    let register = patched
+        .rfind("\nif [[ \"${BASH_VERSINFO[0]}\"")
+        .or_else(|| patched.rfind("\ncomplete "))
+        .context("the bash completion registers no function")?;
+    patched.insert_str(register + 1, BASH_BUILD_NAMES);
+    Ok(patched)
+}
+
+const BASH_BUILD_NAMES: &str = r#"# The builds of the root this command line names (--root DIR or --root=DIR), else of
+# $ATOMDEPLOY_ROOT's, else of the root around the current directory: the binary finds it.
+_atomdeploy__hook_build_names() {
+    local i word root=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        [[ ${COMP_WORDS[i]} == --root ]] || continue
+        word=${COMP_WORDS[i + 1]}
+        [[ $word == = ]] && word=${COMP_WORDS[i + 2]}
+        [[ $word == "~/"* ]] && word=$HOME/${word#"~/"}
+        root=(--root "$word")
+    done
+    "${COMP_WORDS[0]}" builds --names "${root[@]}" 2>/dev/null
+}
+
+"#;

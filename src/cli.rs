@@ -1,7 +1,8 @@
 //! Command-line interface: what the operator and git can ask for.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -21,9 +22,43 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct RootArg {
-    /// The deploy root (holds application/, builds/, shared/, latest and deploy.yml).
+    /// The deploy root (holds application/, builds/, shared/, latest and deploy.yml); default:
+    /// the deploy root that holds the current directory.
     #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR")]
-    pub root: PathBuf,
+    pub root: Option<PathBuf>,
+}
+
+impl RootArg {
+    /// The root given, or the one the current directory is in (see [`root_or_here`]).
+    pub fn dir(self) -> Result<PathBuf> {
+        root_or_here(self.root)
+    }
+}
+
+/// `--root` or `$ATOMDEPLOY_ROOT` if given; otherwise the nearest directory at or above the
+/// current one that holds what `install` makes (deploy.yml and .atomdeploy/), so that an
+/// operator standing in `application/` or `builds/<name>/public` need not name it. A commit may
+/// carry a deploy.yml of its own, but never .atomdeploy/, so a build or application/ is never
+/// taken for the root.
+pub fn root_or_here(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(root) = given {
+        return Ok(root);
+    }
+    let here = std::env::current_dir().context("cannot tell the current directory")?;
+    here.ancestors()
+        .find(|dir| is_deploy_root(dir))
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            anyhow!(
+                "the deploy root is needed: --root DIR (or $ATOMDEPLOY_ROOT), or run this inside \
+                 a deploy root; {} is in none",
+                here.display()
+            )
+        })
+}
+
+fn is_deploy_root(dir: &Path) -> bool {
+    dir.join("deploy.yml").is_file() && dir.join(".atomdeploy").is_dir()
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,8 +68,10 @@ pub enum Command {
         /// The bare repository to push to (created if missing; an existing one is kept).
         #[arg(long, value_name = "PATH")]
         repo: PathBuf,
-        #[command(flatten)]
-        root: RootArg,
+        /// The deploy root to create (holds application/, builds/, shared/, latest and
+        /// deploy.yml); an existing one is kept.
+        #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR")]
+        root: PathBuf,
         /// The branch whose pushes deploy.
         #[arg(long, default_value = "main")]
         branch: String,
@@ -83,7 +120,8 @@ pub enum Command {
         repo: PathBuf,
     },
     /// An `authorized_keys` forced command: lets an ssh key push to (through `receive-pack`)
-    /// and fetch from one repository, and nothing else. Reads SSH_ORIGINAL_COMMAND.
+    /// and fetch from one repository, and read `builds [--json]` and `log [BUILD]` of the
+    /// roots it deploys, and nothing else. Reads SSH_ORIGINAL_COMMAND.
     Serve {
         /// The only repository this key may reach.
         #[arg(long, value_name = "PATH")]
@@ -148,6 +186,10 @@ pub enum Command {
         /// Print a JSON array, for scripts.
         #[arg(long)]
         json: bool,
+        /// Print only the names of the builds on disk, newest first, one a line (what
+        /// `rollback --to` takes; the bash completion offers them).
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
         #[command(flatten)]
         root: RootArg,
     },
@@ -171,7 +213,8 @@ pub enum Command {
         /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
-        /// The deploy root (holds application/, builds/, shared/, latest and deploy.yml).
+        /// The deploy root (holds application/, builds/, shared/, latest and deploy.yml);
+        /// default: the deploy root that holds the current directory.
         #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR", global = true)]
         root: Option<PathBuf>,
     },

@@ -291,7 +291,9 @@ enum Service {
 }
 
 /// `atomdeploy-hook serve --repo R`, an `authorized_keys` forced command: runs the wrapper for
-/// a push to R, git-upload-pack for a fetch from R, and refuses everything else.
+/// a push to R, git-upload-pack for a fetch from R, `builds [--json]` and `log [BUILD]` of the
+/// deploy root(s) R's hook deploys into (so that a developer sees what is on the server
+/// without a shell), and refuses everything else.
 ///
 /// `pusher` is the key's owner as the operator wrote it in the forced command; without it, an
 /// empty name makes the hook fall back to its user, so that a client's own environment
@@ -325,14 +327,25 @@ pub fn serve(
             return receive_pack(&own, Some(pusher.unwrap_or("")), caller);
         }
         bail!(
-            "this key may only push to and fetch from {} with git; no shell, no other command",
+            "this key may only push to and fetch from {} with git, and read `builds [--json]` \
+             and `log [BUILD]`; no shell, no other command",
             own.display()
         );
     };
     let asked = asked.to_string_lossy().into_owned();
+    if let Some(read) = parse_read(&asked) {
+        let read = read.with_context(|| {
+            format!(
+                "refused `{asked}`: this key may read `builds [--json]` and `log [BUILD]`, \
+                 nothing else"
+            )
+        })?;
+        return serve_read(&own, &read, &asked).map(|()| 0);
+    }
     let (service, path) = parse_command(&asked).with_context(|| {
         format!(
-            "refused `{asked}`: this key may only push to and fetch from {} with git",
+            "refused `{asked}`: this key may only push to and fetch from {} with git, \
+             or read `builds [--json]` and `log [BUILD]`",
             own.display()
         )
     })?;
@@ -350,6 +363,127 @@ pub fn serve(
             Err(err).context("cannot run git upload-pack")
         }
     }
+}
+
+/// What a key with `serve` may read without a shell: `builds [--json]` and `log [BUILD]`, of
+/// the deploy root(s) the repository's hook names. The words after the verb, checked word by
+/// word; with several roots the first of them names the root by its branch.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadCommand {
+    Builds { json: bool, words: Vec<String> },
+    Log { words: Vec<String> },
+}
+
+/// `builds …` or `log …` as ssh hands them over; None for anything else (git's commands).
+/// Only letters, digits and `._/-` between single spaces: no quoting, no shell
+/// metacharacters, so nothing is ever unquoted or guessed at.
+fn parse_read(command: &str) -> Option<Result<ReadCommand>> {
+    let mut words = command.split(' ');
+    let verb = words.next()?;
+    if verb != "builds" && verb != "log" {
+        return None;
+    }
+    let mut words: Vec<String> = words.map(str::to_string).collect();
+    Some((|| {
+        for word in &words {
+            let plain = !word.is_empty()
+                && !word.starts_with(['/', '.'])
+                && !word.contains("..")
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+            if !plain {
+                bail!("`{word}` is not a build, a failed attempt's id or a branch");
+            }
+        }
+        let json = verb == "builds" && words.first().is_some_and(|w| w == "--json");
+        if json {
+            words.remove(0);
+        }
+        if words.iter().any(|w| w.starts_with('-')) {
+            bail!("no option but `builds --json`");
+        }
+        let most = if verb == "builds" { 1 } else { 2 };
+        if words.len() > most {
+            bail!("too many words");
+        }
+        Ok(if verb == "builds" {
+            ReadCommand::Builds { json, words }
+        } else {
+            ReadCommand::Log { words }
+        })
+    })())
+}
+
+/// A build's name or a `failed-…` id as `builds` prints them; nothing that could be a path.
+fn is_build_id(word: &str) -> bool {
+    crate::state::build_name::BuildName::parse(word).is_some()
+        || word.strip_prefix("failed-").is_some_and(|rest| {
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Runs a [`ReadCommand`] (see [`read_target`]). Read-only: neither takes the deploy lock
+/// nor writes.
+fn serve_read(repo: &Path, read: &ReadCommand, asked: &str) -> Result<()> {
+    let (root, build) = read_target(repo, read).with_context(|| {
+        format!(
+            "refused `{asked}`: this key may read `builds [--json]` and `log [BUILD]`, \
+             nothing else"
+        )
+    })?;
+    let layout = crate::state::plan::Plan::load(&root)?.layout;
+    match read {
+        ReadCommand::Builds { json, .. } => crate::inventory::print_builds(&layout, *json),
+        ReadCommand::Log { .. } => crate::inventory::print_log(&layout, build.as_deref()),
+    }
+}
+
+/// The root a [`ReadCommand`] is for, and the build `log` asked for: the root the
+/// repository's hook names or, with several, the one whose branch is the first word.
+fn read_target(repo: &Path, read: &ReadCommand) -> Result<(PathBuf, Option<String>)> {
+    let hook = repo.join("hooks/post-receive");
+    let roots = std::fs::read_to_string(&hook)
+        .ok()
+        .and_then(|text| crate::hook_file::hook_roots(&text))
+        .with_context(|| format!("{} names no deploy root", hook.display()))?;
+    let (ReadCommand::Builds { words, .. } | ReadCommand::Log { words }) = read;
+    let mut words = words.iter().map(String::as_str);
+    let root = if let [root] = roots.as_slice() {
+        root.clone()
+    } else {
+        let branches: Vec<(String, &PathBuf)> = roots
+            .iter()
+            .map(|root| {
+                let plan = crate::state::plan::Plan::load(root);
+                (plan.map(|p| p.config.branch).unwrap_or_default(), root)
+            })
+            .collect();
+        let asked = words.next().unwrap_or_default();
+        let found = branches.iter().find(|(b, _)| !b.is_empty() && b == asked);
+        let Some((_, root)) = found else {
+            let names: Vec<String> = branches.iter().map(|(b, _)| format!("`{b}`")).collect();
+            bail!(
+                "this repository deploys several roots: name one by its branch ({}) right \
+                 after `builds [--json]` or `log`",
+                names.join(", ")
+            );
+        };
+        root.to_path_buf()
+    };
+    let build = match read {
+        ReadCommand::Builds { .. } => None,
+        ReadCommand::Log { .. } => words.next(),
+    };
+    if words.next().is_some() {
+        bail!("one build at most, and only after `log`");
+    }
+    if let Some(build) = build
+        && !is_build_id(build)
+    {
+        bail!("`{build}` is not a build's name or a failed attempt's id");
+    }
+    Ok((root, build.map(str::to_string)))
 }
 
 /// `git-receive-pack '<path>'` (or `git receive-pack …`, or upload-pack) as git sends it.
@@ -465,6 +599,45 @@ mod tests {
         ] {
             assert!(parse_command(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn builds_and_log_are_read_word_by_word() {
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_read("builds --json").unwrap().unwrap(),
+            ReadCommand::Builds {
+                json: true,
+                words: vec![]
+            }
+        );
+        assert_eq!(
+            parse_read("log staging 20261126-101500-2")
+                .unwrap()
+                .unwrap(),
+            ReadCommand::Log {
+                words: words(&["staging", "20261126-101500-2"])
+            }
+        );
+        assert!(parse_read("git-receive-pack 'app.git'").is_none());
+        assert!(parse_read("builds;").is_none());
+        for bad in [
+            "builds  --json",
+            "builds --json --json",
+            "builds a b",
+            "log ../x",
+            "log a/../../b",
+            "log /etc/passwd",
+            "log $(id)",
+            "log a b c",
+            "log 'x'",
+            "log x;id",
+            "log --to",
+        ] {
+            assert!(parse_read(bad).unwrap().is_err(), "{bad:?} was accepted");
+        }
+        assert!(is_build_id("20261126-101500") && is_build_id("failed-2026-11-26T085526123Z"));
+        assert!(!is_build_id("failed-") && !is_build_id("failed-a/b") && !is_build_id("main"));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, HostsAction};
+use crate::cli::{self, Cli, Command, HostsAction};
 use crate::infra::report::{Output, Reporter};
 use crate::state::plan::Plan;
 use crate::{deploy, doctor, freeze, group, hook, install, inventory, push_status, rollback};
@@ -21,7 +21,7 @@ pub fn run(cli: Cli) -> Result<()> {
             web_user,
         } => install::install(&install::Install {
             repo: &repo,
-            root: &root.root,
+            root: &root,
             branch: &branch,
             url: url.as_deref(),
             web_user: web_user.as_deref(),
@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
             fpm_pools,
         } => {
             let healthy = doctor::doctor(&doctor::Options {
-                root: root.root,
+                root: root.dir()?,
                 fpm_pool,
                 nginx_config: Some(nginx_config),
                 fpm_pools: Some(fpm_pools),
@@ -60,36 +60,38 @@ pub fn run(cli: Cli) -> Result<()> {
                 appended.as_deref(),
             )?)
         }
-        Command::Replay { rev, root } => replay(rev.as_deref(), &root.root),
+        Command::Replay { rev, root } => replay(rev.as_deref(), &root.dir()?),
         Command::Rollback { to, root } => {
-            let plan = Plan::load(&root.root)?;
+            let plan = Plan::load(&root.dir()?)?;
             group::trust::refuse_if_member(&plan, "`atomdeploy-hook rollback`")?;
             let reporter = Reporter::new(Output::detect(false));
             rollback::rollback(&plan, to.as_deref(), "rollback command", &reporter)
         }
         Command::Freeze { message, root } => freeze::freeze(
-            &Plan::load(&root.root)?.layout,
+            &Plan::load(&root.dir()?)?.layout,
             &message,
             &Reporter::new(Output::detect(false)),
         ),
         Command::LeaveGroup { root } => {
-            group::trust::leave(&root.root, &Reporter::new(Output::detect(false)))
+            group::trust::leave(&root.dir()?, &Reporter::new(Output::detect(false)))
         }
         Command::Unfreeze { root } => freeze::unfreeze(
-            &Plan::load(&root.root)?.layout,
+            &Plan::load(&root.dir()?)?.layout,
             &Reporter::new(Output::detect(false)),
         ),
-        Command::Builds { json, root } => {
-            inventory::print_builds(&Plan::load(&root.root)?.layout, json)
+        Command::Builds { json, names, root } => {
+            let layout = Plan::load(&root.dir()?)?.layout;
+            if names {
+                print_build_names(&layout)
+            } else {
+                inventory::print_builds(&layout, json)
+            }
         }
         Command::Log { build, root } => {
-            inventory::print_log(&Plan::load(&root.root)?.layout, build.as_deref())
+            inventory::print_log(&Plan::load(&root.dir()?)?.layout, build.as_deref())
         }
         Command::Hosts { action, json, root } => {
-            let root = root.ok_or_else(|| {
-                anyhow::anyhow!("the deploy root is needed: --root DIR (or ATOMDEPLOY_ROOT)")
-            })?;
-            let plan = Plan::load(&root)?;
+            let plan = Plan::load(&cli::root_or_here(root)?)?;
             let reporter = Reporter::new(Output::detect(false));
             match action {
                 None => exit_with(group::view::print(&plan, json)?),
@@ -145,6 +147,16 @@ fn replay(rev: Option<&str>, root: &std::path::Path) -> Result<()> {
         always_new: true,
     };
     deploy::deploy(&plan, &request, &reporter)
+}
+
+/// `builds --names`: the builds on disk, newest first, for the shell's completion.
+fn print_build_names(layout: &crate::state::plan::Layout) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for build in crate::state::builds::list(layout)?.iter().rev() {
+        writeln!(out, "{build}")?;
+    }
+    Ok(())
 }
 
 /// The wrappers' status is git's answer to the pusher: passed on as it is.

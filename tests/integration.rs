@@ -75,6 +75,8 @@ mod recipes;
 mod review13;
 #[path = "integration/rollback.rs"]
 mod rollback;
+#[path = "integration/root_here.rs"]
+mod root_here;
 #[path = "integration/submodules.rs"]
 mod submodules;
 #[path = "integration/web.rs"]

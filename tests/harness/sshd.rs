@@ -33,6 +33,16 @@ pub fn group_primary_only(server: &Server) -> String {
     )
 }
 
+/// The `authorized_keys` options of a developer's key on `server`: pushes and fetches of its
+/// repository through `serve`, and the read-only `builds` and `log`; nothing else.
+pub fn serve_only(server: &Server) -> String {
+    format!(
+        r#"restrict,command="{} serve --repo {}" "#,
+        super::BIN,
+        server.repo.display()
+    )
+}
+
 /// Generates an ed25519 key pair without a passphrase at `path` and `path.pub`.
 pub fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
@@ -119,6 +129,17 @@ impl SshClient {
             .skip(1)
             .map(str::to_string)
             .collect()
+    }
+
+    /// `ssh … <command>` with this key to `sshd`, as a developer types it: its output.
+    pub fn run(&self, sshd: &Sshd, command: &str) -> std::process::Output {
+        let (destination, port) = sshd.destination();
+        Command::new("ssh")
+            .args(self.args())
+            .args(["-p", &port, &destination, command])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Adds `sshd`'s real host key to `known_hosts`, as `ssh-keyscan` checked out of band would.

@@ -4,8 +4,8 @@
 
 use std::fs;
 
-use crate::harness::sshd::{SshClient, Sshd};
-use crate::harness::{BIN, Push, Server};
+use crate::harness::sshd::{GIT_SHELL_ONLY, SshClient, Sshd, group_primary_only, serve_only};
+use crate::harness::{BIN, Push, Server, assert_success};
 
 /// A failed push as the wrapper ends it: exit 1, the summary from the hook, and the wrapper's
 /// own `error:` line.
@@ -385,4 +385,216 @@ fn over_ssh_both_set_ups_tell_the_truth() {
     );
     assert_eq!(server.live_revision(), other.head());
     drop(sshd);
+}
+
+/// What is on the server, from a developer's machine without a shell: the key whose forced
+/// command is `serve` reads `builds`, `builds --json`, `log` and `log <build>` over a real
+/// sshd, with no webhook's URL nor auth.json's secret in them; anything else it asks is
+/// refused with an `error:` line and changes nothing.
+#[test]
+fn over_ssh_serve_shows_builds_and_logs_and_refuses_everything_else() {
+    let server = Server::builder()
+        .config(
+            "notify",
+            "[{url: 'http://127.0.0.1:9/hooks/WEBHOOK-SECRET-7f3a?token=WEBHOOK-SECRET-7f3a'}]",
+        )
+        .install();
+    let auth = server.root.join("auth.json");
+    fs::write(
+        &auth,
+        r#"{"http-basic": {"repo.example.org": {"username": "ci", "password": "AUTH-SECRET-91c2"}}}"#,
+    )
+    .unwrap();
+    fs::set_permissions(&auth, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    clone.deploy_version("v2");
+    server.set_config("before_switch", "['echo migrations failed; exit 3']");
+    clone.set_version("v3");
+    clone.commit("v3");
+    clone.push_main().deploy_failed();
+    server.set_config("before_switch", "[]");
+    let built = server.builds();
+    assert_eq!(built.len(), 2, "{built:?}");
+
+    let dir = server.base().join("ssh");
+    let developer = SshClient::new(&dir.join("developer"));
+    let primary = SshClient::new(&dir.join("primary"));
+    let git_only = SshClient::new(&dir.join("git-only"));
+    let sshd = Sshd::builder(&dir.join("sshd"))
+        .authorize(&serve_only(&server), &developer.public_key())
+        .authorize(&group_primary_only(&server), &primary.public_key())
+        .authorize(GIT_SHELL_ONLY, &git_only.public_key())
+        .env_of(&server)
+        .start();
+    for client in [&developer, &primary, &git_only] {
+        client.trust(&sshd);
+    }
+    let ssh = |command: &str| {
+        let out = developer.run(&sshd, command);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        for secret in ["WEBHOOK-SECRET", "AUTH-SECRET"] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "`{command}` shows {secret}:\n{stdout}{stderr}"
+            );
+        }
+        (out.status.code(), stdout, stderr)
+    };
+
+    let (code, listed, stderr) = ssh("builds");
+    assert_eq!(code, Some(0), "{stderr}");
+    for build in &built {
+        assert!(
+            listed.contains(build.as_str()),
+            "{build} not listed:\n{listed}"
+        );
+    }
+    let failed_id = listed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("log: atomdeploy-hook log "))
+        .unwrap_or_else(|| panic!("no failed attempt listed:\n{listed}"))
+        .to_string();
+
+    let (code, json, stderr) = ssh("builds --json");
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let mut names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, built.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(rows.iter().any(|r| r["state"] == "failed"), "{json}");
+    assert!(rows.iter().any(|r| r["state"] == "live"), "{json}");
+
+    let (code, latest, stderr) = ssh("log");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(latest.contains("migrations failed"), "{latest}");
+    let (code, first, stderr) = ssh(&format!("log {}", built[0]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        first.contains(&format!("builds/{}", built[0])),
+        "not the log of {}:\n{first}",
+        built[0]
+    );
+    let (code, failed, stderr) = ssh(&format!("log {failed_id}"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(failed.contains("migrations failed"), "{failed}");
+
+    let refs = || {
+        let out = server
+            .command("git")
+            .arg("--git-dir")
+            .arg(&server.repo)
+            .arg("for-each-ref")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let history = || fs::read_to_string(server.root.join(".atomdeploy/deploys.jsonl")).unwrap();
+    let (before, refs_before, history_before) = (server.state(), refs(), history());
+    for asked in [
+        "log ../../etc/passwd",
+        "log /etc/passwd",
+        "log 20261126-101500/../../../etc/passwd",
+        &format!("log {} extra", built[0]),
+        "builds; id",
+        "builds --json; id",
+        "builds $(id)",
+        "builds --all",
+        "rollback",
+        "rollback --to 20261126-101500",
+        "freeze --message no",
+        "unfreeze",
+        "replay",
+        "sh",
+        "sh -c id",
+    ] {
+        let (code, stdout, stderr) = ssh(asked);
+        assert_eq!(
+            code,
+            Some(1),
+            "`{asked}` was not refused:\n{stdout}{stderr}"
+        );
+        assert!(
+            stderr.starts_with(&format!("error: refused `{asked}`")),
+            "`{asked}`: {stderr}"
+        );
+        assert!(stdout.is_empty(), "`{asked}` printed:\n{stdout}");
+        server.assert_unchanged_since_in(&before, asked);
+        assert_eq!(refs(), refs_before, "`{asked}` moved a ref");
+        assert_eq!(history(), history_before, "`{asked}` wrote the deploy log");
+    }
+
+    // The group primary's key goes through `serve` too; a key restricted to git-shell does not.
+    let out = primary.run(&sshd, "builds --json");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), json);
+    let out = git_only.run(&sshd, "builds");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    drop(sshd);
+}
+
+/// A repository with several roots: `builds` and `log` through `serve` name the root by its
+/// branch, each answering for its own root alone; without the branch they say which to name.
+#[test]
+fn serve_reads_the_root_of_the_branch_named_when_there_are_several() {
+    let main = Server::install();
+    let staging = main.other_root(&main.base().join("staging"));
+    assert_success(
+        &staging.run_install(&main.repo, &["--branch", "staging"]),
+        "install of the second root",
+    );
+    let clone = main.clone_fixture("example-app");
+    clone.push_main().success();
+    clone.push(&["main:staging"]).success();
+    let (main_build, staging_build) = (main.live().unwrap(), staging.live().unwrap());
+    let serve = |asked: &str| {
+        let out = main
+            .command(BIN)
+            .args(["serve", "--repo"])
+            .arg(&main.repo)
+            .env("SSH_ORIGINAL_COMMAND", asked)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (asked, build) in [
+        ("builds --json main", &main_build),
+        ("builds --json staging", &staging_build),
+    ] {
+        let (code, stdout, stderr) = serve(asked);
+        assert_eq!(code, Some(0), "{asked}: {stderr}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+        let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+        assert_eq!(names, [build.as_str()], "{asked}");
+    }
+    let (code, stdout, stderr) = serve(&format!("log staging {staging_build}"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("refs/heads/staging"), "{stdout}");
+    for asked in [
+        "builds",
+        "log",
+        "builds --json",
+        "log production",
+        "builds main staging",
+    ] {
+        let (code, stdout, stderr) = serve(asked);
+        assert_eq!(code, Some(1), "{asked}: {stdout}");
+        assert!(
+            stderr.starts_with(&format!("error: refused `{asked}`")),
+            "{stderr}"
+        );
+    }
+    let (_, _, stderr) = serve("builds");
+    assert!(
+        stderr.contains("name one by its branch (`main`, `staging`)"),
+        "{stderr}"
+    );
 }
