@@ -11,7 +11,7 @@ use crate::{deploy, doctor, freeze, group, hook, install, inventory, push_status
 
 pub fn run(cli: Cli) -> Result<()> {
     // Before anything is read or written, and while this process has one thread.
-    crate::infra::owner::become_owner(&written_roots(&cli.command))?;
+    crate::infra::owner::become_owner(&written_roots(&cli.command)?)?;
     match cli.command {
         Command::Install {
             repo,
@@ -108,20 +108,21 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// The deploy roots a command writes into, which only their owner may do (see
 /// `infra/owner.rs`); none for the read-only ones, which anyone may run, and for `install`,
-/// which creates a root and keeps rules of its own.
-fn written_roots(command: &Command) -> Vec<PathBuf> {
-    match command {
+/// which creates a root and keeps rules of its own. A root found from the current directory
+/// counts as much as one given.
+fn written_roots(command: &Command) -> Result<Vec<PathBuf>> {
+    Ok(match command {
         Command::PostReceive { root } => root.clone(),
         Command::Replay { root, .. }
         | Command::Rollback { root, .. }
         | Command::Freeze { root, .. }
         | Command::Unfreeze { root }
-        | Command::LeaveGroup { root } => vec![root.root.clone()],
+        | Command::LeaveGroup { root } => vec![cli::root_or_here(root.root.clone())?],
         Command::Hosts {
             action: Some(_),
             root,
             ..
-        } => root.iter().cloned().collect(),
+        } => vec![cli::root_or_here(root.clone())?],
         Command::Install { .. }
         | Command::Doctor { .. }
         | Command::ReceivePack { .. }
@@ -129,7 +130,7 @@ fn written_roots(command: &Command) -> Vec<PathBuf> {
         | Command::Builds { .. }
         | Command::Log { .. }
         | Command::Hosts { action: None, .. } => Vec::new(),
-    }
+    })
 }
 
 /// `atomdeploy-hook replay`: always a new build, refused on a host of a group.
