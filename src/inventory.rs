@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::infra::report;
 use crate::state::builds;
 use crate::state::history::{self, Outcome};
 use crate::state::plan::Layout;
@@ -115,11 +116,14 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
 
 pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
     let rows = rows(layout)?;
-    let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(());
+        let text = serde_json::to_string_pretty(&rows)?;
+        return report::to_stdout(|out| writeln!(out, "{text}"));
     }
+    report::to_stdout(|out| write_builds(out, layout, &rows))
+}
+
+fn write_builds(out: &mut dyn Write, layout: &Layout, rows: &[Row]) -> std::io::Result<()> {
     if rows.is_empty() {
         writeln!(out, "no builds yet")?;
         return Ok(());
@@ -129,7 +133,7 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
         "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9} {:>9}",
         "BUILD", "COMMIT", "REF", "DEPLOYED (UTC)", "STATE", "DISK", "APPARENT"
     )?;
-    for row in &rows {
+    for row in rows {
         writeln!(
             out,
             "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9} {:>9}",
@@ -208,8 +212,7 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
     let path = layout.output_dir().join(&file);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no output is kept for {what} ({})", path.display()))?;
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
+    report::to_stdout(|out| out.write_all(text.as_bytes()))
 }
 
 /// `"subject" by author, pushed by pusher`, as far as the log knows.

@@ -400,3 +400,35 @@ fn a_failing_health_url_rolls_back_and_a_passing_one_keeps_the_build() {
     assert!(server.page().contains("v2"));
     assert_eq!(rollback_ref(&clone).as_deref(), Some(v[0].1.as_str()));
 }
+
+/// `atomdeploy-hook builds | head -1`: a reader that stopped reading wanted no more, so the
+/// listing ends quietly and successfully, as `ls` would. The pipe's reading end is closed
+/// before the command starts, so every write it makes meets the closed pipe.
+#[test]
+fn a_listing_whose_reader_has_gone_ends_quietly() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1"]);
+    for args in [
+        vec!["builds"],
+        vec!["builds", "--json"],
+        vec!["log"],
+        vec!["log", v[0].0.as_str()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = server
+            .command(harness::BIN)
+            .args(&args)
+            .arg("--root")
+            .arg(&server.root)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(
+            (out.status.code(), String::from_utf8_lossy(&out.stderr)),
+            (Some(0), "".into()),
+            "{args:?}"
+        );
+    }
+}
