@@ -171,21 +171,39 @@ fn summary(
     let step = failed_step(why, reporter);
     let branch = &plan.config.branch;
     let replay = &branches.replay;
-    // The pushed commit is on the branch already: pushing it again would change nothing.
+    // Every line is a command that works as printed, whatever the server has. The pushed
+    // commit is on the branch already, so pushing the branch again says "Everything
+    // up-to-date"; and `<commit>:replay` is refused by git while the server has no `replay`
+    // (it never keeps one), since only a branch's name tells git the target is a branch.
     let retry = if step == "freeze" {
-        format!("after `atomdeploy-hook unfreeze`: `git push production {branch}:{replay}`,")
+        vec![format!(
+            "after `atomdeploy-hook unfreeze`: `git push production {branch}:{replay}`,"
+        )]
     } else {
-        format!("fix it and `git push production {branch}`,")
+        vec![
+            format!("after a fix in the code: commit it and `git push production {branch}`,"),
+            format!("after a fix on the server: `git push production {branch}:{replay}`,"),
+        ]
     };
-    for line in [
+    let commit = request
+        .replay
+        .as_ref()
+        .or(request.deploy.as_ref())
+        .map_or("<commit>", |update| report::short_id(&update.new));
+    let mut lines = vec![
         format!("atomdeploy: ---- the {what} FAILED ----"),
         format!("atomdeploy:   failed in: {}", failure(step, why)),
         format!("atomdeploy:   live now:  {live}"),
-        format!("atomdeploy:   retry:     {retry}"),
-        format!(
-            "atomdeploy:              or deploy a commit again: `git push production <commit>:{replay}`"
-        ),
-    ] {
+    ];
+    for (n, retry) in retry.iter().enumerate() {
+        let label = if n == 0 { "retry:" } else { "" };
+        lines.push(format!("atomdeploy:   {label:<10} {retry}"));
+    }
+    lines.push(format!(
+        "atomdeploy:              or deploy a commit again: \
+         `git push production {commit}:refs/heads/{replay}`"
+    ));
+    for line in lines {
         reporter.line(&line);
     }
 }

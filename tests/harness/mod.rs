@@ -772,6 +772,26 @@ impl Clone {
         }
     }
 
+    /// Runs a `git …` command line the hook printed, word for word (no shell: the printed
+    /// commands quote nothing), in this clone; what its pusher saw.
+    #[must_use = "assert on what the pusher saw"]
+    #[track_caller]
+    pub fn run_printed(&self, line: &str) -> Push {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"git"), "not a git command: {line}");
+        let out = self
+            .env
+            .command("git")
+            .args(&words[1..])
+            .current_dir(&self.path)
+            .output()
+            .unwrap();
+        Push {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// `git push production main`.
     #[must_use = "assert on what the pusher saw"]
     pub fn push_main(&self) -> Push {
@@ -931,6 +951,18 @@ impl Push {
         self.remote_line(&prefix)
             .map(|l| l[prefix.len()..].to_string())
             .unwrap_or_else(|| panic!("no {step} line:\n{}", self.stderr))
+    }
+
+    /// The commands in backticks on the hook's lines that contain `label`, e.g. the retry
+    /// advice of a failed push's summary.
+    pub fn printed_commands(&self, label: &str) -> Vec<String> {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains(label))
+            .filter_map(|l| l.split('`').nth(1))
+            .filter(|c| c.starts_with("git "))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The line from the hook that starts with `prefix` (without git's `remote: `).
