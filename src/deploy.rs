@@ -34,13 +34,27 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let config = &plan.config;
     let started_at = builds::utc_now_rfc3339();
     let mut lock = DeployLock::acquire(&layout.lock_file(), config.lock_timeout, reporter)
-        .inspect_err(|err| log_refusal(plan, request, &started_at, "", err, reporter))?;
+        .inspect_err(|err| {
+            let commit = asked_commit(plan, request).unwrap_or_default();
+            log_refusal(plan, request, &started_at, &commit, err, reporter);
+        })?;
     let locked_at = builds::utc_now_rfc3339();
     // Under the lock, so a push that waited for a deploy still honours a freeze set meanwhile;
     // before recovery, so that a refused push touches neither application/ nor builds/.
     if let Err(err) = crate::freeze::check(&plan.layout) {
         drop(lock);
-        log_refusal(plan, request, &started_at, "", &err, reporter);
+        // The log, the webhook and the pusher name the commit that waits for the unfreeze.
+        let commit = asked_commit(plan, request);
+        let err = match &commit {
+            Some(commit) => anyhow::anyhow!(
+                "{err:#}: `git push production {}:refs/heads/{}`",
+                report::short_id(commit),
+                replay_branch(plan)
+            ),
+            None => err,
+        };
+        let commit = commit.unwrap_or_default();
+        log_refusal(plan, request, &started_at, &commit, &err, reporter);
         return Err(err);
     }
     fault::point("locked");
@@ -188,6 +202,24 @@ fn log_refusal(
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
     crate::notify::send(plan, &entry, reporter);
+}
+
+/// The commit a refused deploy would have deployed (the revision asked for, else the deploy
+/// branch's head), read without the lock; `None` when there is none.
+fn asked_commit(plan: &Plan, request: &Request) -> Option<String> {
+    let repo = Repository::open_bare(&plan.config.repository).ok()?;
+    let rev = request.rev.map_or_else(
+        || format!("refs/heads/{}", plan.config.branch),
+        str::to_string,
+    );
+    let commit = repo.revparse_single(&rev).ok()?.peel_to_commit().ok()?;
+    Some(commit.id().to_string())
+}
+
+/// This root's replay branch (`replay`, or `replay-<branch>` for a further root).
+fn replay_branch(plan: &Plan) -> String {
+    crate::state::control_branches::branches(&plan.layout, &plan.config.branch)
+        .map_or_else(|_| crate::config::REPLAY_BRANCH.to_string(), |b| b.replay)
 }
 
 /// Resolves what to deploy; `None` when the deploy branch is gone (nothing to do).
