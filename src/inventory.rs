@@ -13,7 +13,8 @@ use crate::state::plan::Layout;
 /// One row of `builds`: a build on disk, or a failed deploy that left none.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// The build's name; `null` for a failed deploy.
+    /// The build's name; `null` for a failed deploy, but for one whose build went live and was
+    /// rolled back by its health check (then removed by cleanup): `log` takes that name.
     pub name: Option<String>,
     pub commit: String,
     #[serde(rename = "ref")]
@@ -88,11 +89,19 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
         .filter(|t| !t.is_empty())
         .min();
     for entry in log {
-        if entry.outcome == Outcome::Failed
+        // A build that went live and was rolled back by its health check is a failed deploy
+        // too, once cleanup removed it; it keeps its name, which `log` takes.
+        let gone_unhealthy = entry.outcome == Outcome::Unhealthy
+            && entry
+                .build
+                .as_deref()
+                .and_then(crate::state::build_name::BuildName::parse)
+                .is_some_and(|b| !layout.build_dir(&b).exists());
+        if (entry.outcome == Outcome::Failed || gone_unhealthy)
             && oldest.as_ref().is_none_or(|o| entry.started_at >= *o)
         {
             rows.push(Row {
-                name: None,
+                name: entry.build.filter(|_| gone_unhealthy),
                 commit: entry.commit,
                 source: entry.refname,
                 deployed_at: entry.started_at,
@@ -154,12 +163,17 @@ fn write_builds(out: &mut dyn Write, layout: &Layout, rows: &[Row]) -> std::io::
         if let Some(error) = &row.error {
             writeln!(out, "    error: {error}")?;
         }
-        if row.state == "failed" && failed_output(layout, &row.deployed_at).is_some() {
-            writeln!(
+        if row.state != "failed" {
+            continue;
+        }
+        match &row.name {
+            Some(build) => writeln!(out, "    log: atomdeploy-hook log {build}")?,
+            None if failed_output(layout, &row.deployed_at).is_some() => writeln!(
                 out,
                 "    log: atomdeploy-hook log {}",
                 failed_id(&row.deployed_at)
-            )?;
+            )?,
+            None => {}
         }
     }
     let total: u64 = rows.iter().filter_map(|r| r.disk_bytes).sum();
@@ -193,12 +207,18 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
             (file, format!("the failed attempt {id}"))
         }
         Some(build) => {
-            if crate::state::build_name::BuildName::parse(build).is_none() {
+            let Some(name) = crate::state::build_name::BuildName::parse(build) else {
                 bail!(
                     "`{build}` is not a build name or a failed attempt's id (`atomdeploy-hook builds` lists them)"
                 );
+            };
+            let file = format!("{build}.log");
+            if layout.output_dir().join(&file).exists() {
+                (file, format!("builds/{build}"))
+            } else {
+                // A bad build that cleanup removed: its output stays as a failed attempt's.
+                (builds::failed_output_of(&name), format!("builds/{build}"))
             }
-            (format!("{build}.log"), format!("builds/{build}"))
         }
         None => (
             history::read(layout)?

@@ -232,16 +232,29 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     if live(layout).as_ref() == Some(name) {
         anyhow::bail!("refusing to remove builds/{name}: it is live");
     }
+    let bad = is_bad(layout, name);
     let removed = remove_dir(layout, &layout.build_dir(name));
     if removed.as_ref().is_err_and(|e| !e.is::<Stuck>()) {
         return removed;
     }
-    // Its record and output go with it; a build that is gone is never shown.
+    // Its record and output go with it; a build that is gone is never shown. But a bad
+    // build's deploy failed (its health check, or someone marked it): `builds` lists it with
+    // the other failed attempts, so its output is kept with theirs (and pruned with theirs).
     let _ = std::fs::remove_file(layout.meta_file(name));
     let _ = std::fs::remove_file(layout.manifest_file(name));
     let _ = std::fs::remove_file(layout.carried_file(name));
-    let _ = std::fs::remove_file(layout.output_dir().join(format!("{name}.log")));
+    let output = layout.output_dir().join(format!("{name}.log"));
+    if bad {
+        let _ = std::fs::rename(&output, layout.output_dir().join(failed_output_of(name)));
+    } else {
+        let _ = std::fs::remove_file(output);
+    }
     removed
+}
+
+/// The name under which the output of the bad build `name` is kept once the build is gone.
+pub fn failed_output_of(name: &BuildName) -> String {
+    format!("failed-{name}.log")
 }
 
 /// Removes a directory tree by first renaming it into the trash.

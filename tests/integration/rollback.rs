@@ -346,6 +346,62 @@ fn a_failing_health_command_rolls_back_automatically() {
     assert_eq!(rollback_ref(&clone), None);
 }
 
+/// A deploy its health check rolled back is a failed deploy: once the next good deploy's
+/// cleanup removed its bad build, `builds` still lists it (with its error) and `log` still
+/// shows its output, as for every other failed attempt.
+#[test]
+fn a_deploy_rolled_back_by_its_health_check_stays_listed_after_the_next_deploy() {
+    let server = Server::builder()
+        .config(
+            "healthcheck",
+            "{command: 'grep -q healthy latest/public/status.txt', retries: 0, interval: 0.05}",
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+    deploy_versions(&server, &clone, &["v1"]);
+    clone.set_version("v2");
+    clone.write("public/status.txt", "sick\n");
+    let sick_commit = clone.commit("v2");
+    clone.push_main().deploy_failed();
+    let sick = server.builds_json()[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(server.builds_json()[0]["state"], "bad");
+
+    let v3 = deploy_versions(&server, &clone, &["v3"]);
+    assert!(
+        !server.builds().contains(&sick),
+        "cleanup removes bad builds"
+    );
+    let rows = server.builds_json();
+    let row = rows
+        .iter()
+        .find(|r| r["commit"] == sick_commit.as_str())
+        .unwrap_or_else(|| panic!("the rolled-back deploy vanished: {rows:?}"));
+    assert_eq!(row["state"], "failed", "{row}");
+    assert_eq!(row["name"], sick.as_str(), "{row}");
+    assert!(
+        row["error"]
+            .as_str()
+            .unwrap()
+            .contains("health check failed"),
+        "{row}"
+    );
+    assert_eq!(rows[0]["name"], v3[0].0.as_str());
+
+    let out = server.run(&["builds"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table.contains(&format!("log: atomdeploy-hook log {sick}")),
+        "{table}"
+    );
+    let out = server.run(&["log", &sick]);
+    harness::assert_success(&out, "log of the removed bad build");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("health check failed"), "{text}");
+}
+
 /// A tiny web server that answers 200 while the live build's status.txt says healthy, 503
 /// otherwise. Stands in for the site's own web server; the live build decides the answer.
 fn status_server(latest: PathBuf) -> String {
