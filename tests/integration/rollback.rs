@@ -488,3 +488,63 @@ fn a_listing_whose_reader_has_gone_ends_quietly() {
         );
     }
 }
+
+/// `git push production v1.0:replay` (or `:rollback`) with a tag as the source makes git
+/// create a tag on the server, which would deploy nothing and from then on make git refuse
+/// `main:replay` ("tag already exists"). The hook deletes it, fails the push with why and
+/// what to push instead, and that command works as printed.
+#[test]
+fn a_tag_pushed_as_replay_or_rollback_is_deleted_and_refused_with_what_works() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.wrap();
+    let mut v = deploy_versions(&server, &clone, &["v1"]);
+    clone.git(&["tag", "-a", "v1.0", "-m", "release 1.0", &v[0].1]);
+    clone.git(&["tag", "light", &v[0].1]);
+    for (pushed, tag) in [
+        // While there is nothing to roll back to, the server has no `rollback` branch.
+        ("v1.0:rollback", "refs/tags/rollback"),
+        ("v1.0:replay", "refs/tags/replay"),
+        ("light:replay", "refs/tags/replay"),
+    ] {
+        if v.len() == 1 && tag.ends_with("replay") {
+            v.extend(deploy_versions(&server, &clone, &["v2"]));
+        }
+        let before = server.state();
+        let push = clone.push(&[pushed]);
+        assert_eq!(push.code, Some(1), "{pushed}: {}", push.stderr);
+        let error = push
+            .remote_line(&format!("error: this push made a tag, {tag}"))
+            .unwrap_or_else(|| panic!("{pushed}: {}", push.stderr));
+        assert!(error.contains("the tag was deleted"), "{error}");
+        assert!(
+            push.stderr.contains(
+                "error: the push was received, but its deploy failed: push: this push made a tag"
+            ),
+            "{}",
+            push.stderr
+        );
+        let tags = String::from_utf8(server.repo_git(&["tag", "--list"])).unwrap();
+        assert_eq!(tags, "", "{pushed} left a tag behind");
+        server.assert_unchanged_since(&before);
+        assert_eq!(server.live_revision(), v.last().unwrap().1);
+        assert!(
+            error.contains(&format!(
+                "`git push production {}:refs/heads/replay`",
+                &v[0].1[..7]
+            )),
+            "{error}"
+        );
+    }
+    // What the error says works, and git no longer stands in the way of `main:replay`.
+    let push = clone.push(&["v1.0:replay"]);
+    let printed = push.printed_commands("error: this push made a tag");
+    clone.run_printed(&printed[0]).success();
+    assert_eq!(server.live_revision(), v[0].1);
+    clone.push(&["main:replay"]).success();
+    assert_eq!(server.live_revision(), v[1].1);
+    clone
+        .run_printed("git push production v1.0~0:refs/heads/replay")
+        .success();
+    assert_eq!(server.live_revision(), v[0].1);
+}
