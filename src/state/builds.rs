@@ -134,15 +134,19 @@ pub fn record_went_live(layout: &Layout, build: &BuildName) -> Result<()> {
     }
 }
 
-/// Where a rollback from the live build goes: the newest older build that is not bad.
+/// Where a rollback from the live build goes: the newest older build that is not bad and is
+/// of another commit. A `replay` makes a second build of the live commit; going back to the
+/// first would change nothing a PHP team can see, so a rollback goes to the previous commit.
 pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
     let Some(live) = live(layout) else {
         return Ok(None);
     };
+    let live_commit = revision(layout, &live);
+    let same_commit = |b: &BuildName| live_commit.is_some() && revision(layout, b) == live_commit;
     Ok(list(layout)?
         .into_iter()
         .rev()
-        .find(|b| *b < live && !is_bad(layout, b)))
+        .find(|b| *b < live && !is_bad(layout, b) && !same_commit(b)))
 }
 
 /// Removes every bad build and the oldest good builds beyond `keep`; never the live one.

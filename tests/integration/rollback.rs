@@ -548,3 +548,32 @@ fn a_tag_pushed_as_replay_or_rollback_is_deleted_and_refused_with_what_works() {
         .success();
     assert_eq!(server.live_revision(), v[0].1);
 }
+
+/// A rollback right after a replay goes to the previous commit: the replay's build and the
+/// one it replayed hold the same commit, and swapping them would change nothing.
+#[test]
+fn a_rollback_after_a_replay_goes_to_the_previous_commit() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2"]);
+    clone.push(&["main:replay"]).success();
+    let replayed = server.live().unwrap();
+    assert_ne!(replayed, v[1].0);
+    assert_eq!(server.live_revision(), v[1].1);
+    assert_eq!(rollback_ref(&clone).as_deref(), Some(v[0].1.as_str()));
+    let rows = server.builds_json();
+    assert_eq!(harness::build_state(&rows, &v[0].0), "rollback target");
+
+    clone
+        .push(&[":rollback"])
+        .success()
+        .stderr_has(&format!("rolled back to builds/{} (", v[0].0));
+    assert_eq!(server.live(), Some(v[0].0.clone()));
+    assert!(server.page().contains("v1"));
+
+    // The command, too.
+    clone.push(&["main:replay"]).success();
+    let out = server.run(&["rollback"]);
+    harness::assert_success(&out, "rollback");
+    assert_eq!(server.live(), Some(v[0].0.clone()));
+}
