@@ -43,19 +43,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     // before recovery, so that a refused push touches neither application/ nor builds/.
     if let Err(err) = crate::freeze::check(&plan.layout) {
         drop(lock);
-        // The log, the webhook and the pusher name the commit that waits for the unfreeze.
-        let commit = asked_commit(plan, request);
-        let err = match &commit {
-            Some(commit) => anyhow::anyhow!(
-                "{err:#}: `git push production {}:refs/heads/{}`",
-                report::short_id(commit),
-                replay_branch(plan)
-            ),
-            None => err,
-        };
-        let commit = commit.unwrap_or_default();
-        log_refusal(plan, request, &started_at, &commit, &err, reporter);
-        return Err(err);
+        return Err(refuse_frozen(plan, request, &started_at, err, reporter));
     }
     fault::point("locked");
     recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
@@ -98,8 +86,17 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         return finish(plan, &repo, entry, reporter, None, lock);
     }
 
+    // A replay of a tag's commit (`git push production v1.0~0:refs/heads/replay`) is that
+    // tag's deploy to whoever reads the output, the log or `builds`.
+    if request.rev.is_some() {
+        entry.tag = history::tags_of(&repo, commit);
+    }
+    let what = match &entry.tag {
+        Some(tag) => format!("{tag} ({short})"),
+        None => short.to_string(),
+    };
     reporter.line(&format!(
-        "atomdeploy: deploying {short} from {}",
+        "atomdeploy: deploying {what} from {}",
         request.source
     ));
     let d = pipeline::Deploy {
@@ -202,6 +199,29 @@ fn log_refusal(
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
     crate::notify::send(plan, &entry, reporter);
+}
+
+/// Logs a deploy refused by a freeze, naming the commit that waits for the unfreeze (in the
+/// log, the webhook and the error, with the command that deploys it then); returns the error.
+fn refuse_frozen(
+    plan: &Plan,
+    request: &Request,
+    started_at: &str,
+    err: anyhow::Error,
+    reporter: &Reporter,
+) -> anyhow::Error {
+    let commit = asked_commit(plan, request);
+    let err = match &commit {
+        Some(commit) => anyhow::anyhow!(
+            "{err:#}: `git push production {}:refs/heads/{}`",
+            report::short_id(commit),
+            replay_branch(plan)
+        ),
+        None => err,
+    };
+    let commit = commit.unwrap_or_default();
+    log_refusal(plan, request, started_at, &commit, &err, reporter);
+    err
 }
 
 /// The commit a refused deploy would have deployed (the revision asked for, else the deploy

@@ -35,6 +35,8 @@ pub struct Row {
     pub subject: Option<String>,
     pub author: Option<String>,
     pub pusher: Option<String>,
+    /// For a replay of a tagged commit: its tags (`v1.0`), as the deploy log has them.
+    pub tag: Option<String>,
 }
 
 /// Every build, newest first, with the failed deploys since the oldest of them.
@@ -81,6 +83,7 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
             subject: made.and_then(|m| m.subject.clone()),
             author: made.and_then(|m| m.author.clone()),
             pusher: made.and_then(|m| m.pusher.clone()),
+            tag: made.and_then(|m| m.tag.clone()),
         });
     }
     let oldest = rows
@@ -112,6 +115,7 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
                 subject: entry.subject,
                 author: entry.author,
                 pusher: entry.pusher,
+                tag: entry.tag,
             });
         }
     }
@@ -238,6 +242,9 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
 /// `"subject" by author, pushed by pusher`, as far as the log knows.
 fn who_and_what(row: &Row) -> Option<String> {
     let mut parts = Vec::new();
+    if let Some(tag) = &row.tag {
+        parts.push(format!("tag {tag}:"));
+    }
     if let Some(subject) = &row.subject {
         parts.push(format!("\"{subject}\""));
     }

@@ -577,3 +577,33 @@ fn a_rollback_after_a_replay_goes_to_the_previous_commit() {
     harness::assert_success(&out, "rollback");
     assert_eq!(server.live(), Some(v[0].0.clone()));
 }
+
+/// Deploying a tag is a one-liner, and the deploy names the tag: in the pusher's output, the
+/// log and `builds` (a tag the push carried along, or one the repository has already).
+#[test]
+fn a_tag_deployed_through_replay_is_named_by_its_deploy() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2"]);
+    clone.git(&["tag", "-a", "v1.0", "-m", "release 1.0", &v[0].1]);
+
+    let push = clone
+        .push(&["v1.0", "v1.0~0:refs/heads/replay"])
+        .success()
+        .stderr_has(&format!("deploying v1.0 ({}) from", &v[0].1[..7]));
+    assert_eq!(server.live_revision(), v[0].1, "{}", push.stderr);
+    let last = server.deploy_log().pop().unwrap();
+    assert_eq!(last["tag"], "v1.0", "{last}");
+    let rows = server.builds_json();
+    assert_eq!(rows[0]["tag"], "v1.0", "{rows:?}");
+    let out = server.run(&["builds"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.contains("    tag v1.0: \"v1\""), "{table}");
+
+    // A commit no tag names is named by its id alone, as before.
+    clone
+        .push(&["main:replay"])
+        .success()
+        .stderr_has(&format!("deploying {} from", &v[1].1[..7]));
+    assert_eq!(server.deploy_log().pop().unwrap().get("tag"), None);
+}
