@@ -171,7 +171,10 @@ fn write_builds(out: &mut dyn Write, layout: &Layout, rows: &[Row]) -> std::io::
             continue;
         }
         match &row.name {
-            Some(build) => writeln!(out, "    log: atomdeploy-hook log {build}")?,
+            Some(build) if kept_output_of(layout, build) => {
+                writeln!(out, "    log: atomdeploy-hook log {build}")?
+            }
+            Some(_) => {}
             None if failed_output(layout, &row.deployed_at).is_some() => writeln!(
                 out,
                 "    log: atomdeploy-hook log {}",
@@ -264,6 +267,16 @@ fn who_and_what(row: &Row) -> Option<String> {
 /// The id of a failed attempt that left no build: its start time, as in its output's name.
 fn failed_id(started_at: &str) -> String {
     format!("failed-{}", started_at.replace([':', '.'], ""))
+}
+
+/// Whether the output of the removed bad build `build` is still kept (the newest are).
+fn kept_output_of(layout: &Layout, build: &str) -> bool {
+    crate::state::build_name::BuildName::parse(build).is_some_and(|name| {
+        layout
+            .output_dir()
+            .join(builds::failed_output_of(&name))
+            .exists()
+    })
 }
 
 /// The output file kept for the failed attempt that started at `started_at`, if any.

@@ -250,6 +250,7 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     let output = layout.output_dir().join(format!("{name}.log"));
     if bad {
         let _ = std::fs::rename(&output, layout.output_dir().join(failed_output_of(name)));
+        let _ = crate::state::history::prune_failed(&layout.output_dir());
     } else {
         let _ = std::fs::remove_file(output);
     }

@@ -278,7 +278,8 @@ pub fn save_output(
     Ok(name)
 }
 
-fn prune_failed(dir: &Path) -> Result<()> {
+/// Keeps the newest [`FAILED_OUTPUTS_KEPT`] outputs of failed attempts in `dir`.
+pub(crate) fn prune_failed(dir: &Path) -> Result<()> {
     let mut failed: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
