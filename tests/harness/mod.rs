@@ -257,7 +257,21 @@ impl Server {
             .unwrap()
     }
 
-    /// `atomdeploy-hook leave-group`: a host of a group deploys its own pushes again.
+    /// Runs the binary against this server's root with its stdout a pipe whose reading end
+    /// is closed before it starts (`atomdeploy-hook builds | head -1` once head has gone), so
+    /// that every write meets the closed pipe.
+    pub fn run_into_closed_pipe(&self, args: &[&str]) -> Output {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        self.command(BIN)
+            .args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .stdout(writer)
+            .output()
+            .unwrap()
+    }
+
     #[track_caller]
     pub fn leave_group(&self) {
         assert_success(&self.run(&["leave-group"]), "leave-group");
