@@ -34,14 +34,16 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let config = &plan.config;
     let started_at = builds::utc_now_rfc3339();
     let mut lock = DeployLock::acquire(&layout.lock_file(), config.lock_timeout, reporter)
-        .inspect_err(|err| log_refusal(plan, request, &started_at, "", err, reporter))?;
+        .inspect_err(|err| {
+            let commit = asked_commit(plan, request).unwrap_or_default();
+            log_refusal(plan, request, &started_at, &commit, err, reporter);
+        })?;
     let locked_at = builds::utc_now_rfc3339();
     // Under the lock, so a push that waited for a deploy still honours a freeze set meanwhile;
     // before recovery, so that a refused push touches neither application/ nor builds/.
     if let Err(err) = crate::freeze::check(&plan.layout) {
         drop(lock);
-        log_refusal(plan, request, &started_at, "", &err, reporter);
-        return Err(err);
+        return Err(refuse_frozen(plan, request, &started_at, err, reporter));
     }
     fault::point("locked");
     recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
@@ -84,8 +86,17 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         return finish(plan, &repo, entry, reporter, None, lock);
     }
 
+    // A replay of a tag's commit (`git push production v1.0~0:refs/heads/replay`) is that
+    // tag's deploy to whoever reads the output, the log or `builds`.
+    if request.rev.is_some() {
+        entry.tag = history::tags_of(&repo, commit);
+    }
+    let what = match &entry.tag {
+        Some(tag) => format!("{tag} ({short})"),
+        None => short.to_string(),
+    };
     reporter.line(&format!(
-        "atomdeploy: deploying {short} from {}",
+        "atomdeploy: deploying {what} from {}",
         request.source
     ));
     let d = pipeline::Deploy {
@@ -188,6 +199,47 @@ fn log_refusal(
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
     crate::notify::send(plan, &entry, reporter);
+}
+
+/// Logs a deploy refused by a freeze, naming the commit that waits for the unfreeze (in the
+/// log, the webhook and the error, with the command that deploys it then); returns the error.
+fn refuse_frozen(
+    plan: &Plan,
+    request: &Request,
+    started_at: &str,
+    err: anyhow::Error,
+    reporter: &Reporter,
+) -> anyhow::Error {
+    let commit = asked_commit(plan, request);
+    let err = match &commit {
+        Some(commit) => anyhow::anyhow!(
+            "{err:#}: `git push production {}:refs/heads/{}`",
+            report::short_id(commit),
+            replay_branch(plan)
+        ),
+        None => err,
+    };
+    let commit = commit.unwrap_or_default();
+    log_refusal(plan, request, started_at, &commit, &err, reporter);
+    err
+}
+
+/// The commit a refused deploy would have deployed (the revision asked for, else the deploy
+/// branch's head), read without the lock; `None` when there is none.
+fn asked_commit(plan: &Plan, request: &Request) -> Option<String> {
+    let repo = Repository::open_bare(&plan.config.repository).ok()?;
+    let rev = request.rev.map_or_else(
+        || format!("refs/heads/{}", plan.config.branch),
+        str::to_string,
+    );
+    let commit = repo.revparse_single(&rev).ok()?.peel_to_commit().ok()?;
+    Some(commit.id().to_string())
+}
+
+/// This root's replay branch (`replay`, or `replay-<branch>` for a further root).
+fn replay_branch(plan: &Plan) -> String {
+    crate::state::control_branches::branches(&plan.layout, &plan.config.branch)
+        .map_or_else(|_| crate::config::REPLAY_BRANCH.to_string(), |b| b.replay)
 }
 
 /// Resolves what to deploy; `None` when the deploy branch is gone (nothing to do).

@@ -220,7 +220,7 @@ fn print_roots(repo_path: &Path, roots: &[PathBuf], branches: &Branches) {
     );
     println!(
         "this root's own branches: deploy `{}`, roll back with `git push production :{}`, \
-         deploy a commit again with `git push production <commit>:{}`",
+         deploy a commit again with `git push production <commit>:refs/heads/{}`",
         branches.deploy, branches.rollback, branches.replay
     );
 }

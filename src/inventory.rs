@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::infra::report;
 use crate::state::builds;
 use crate::state::history::{self, Outcome};
 use crate::state::plan::Layout;
@@ -12,7 +13,8 @@ use crate::state::plan::Layout;
 /// One row of `builds`: a build on disk, or a failed deploy that left none.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// The build's name; `null` for a failed deploy.
+    /// The build's name; `null` for a failed deploy, but for one whose build went live and was
+    /// rolled back by its health check (then removed by cleanup): `log` takes that name.
     pub name: Option<String>,
     pub commit: String,
     #[serde(rename = "ref")]
@@ -33,6 +35,8 @@ pub struct Row {
     pub subject: Option<String>,
     pub author: Option<String>,
     pub pusher: Option<String>,
+    /// For a replay of a tagged commit: its tags (`v1.0`), as the deploy log has them.
+    pub tag: Option<String>,
 }
 
 /// Every build, newest first, with the failed deploys since the oldest of them.
@@ -79,6 +83,7 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
             subject: made.and_then(|m| m.subject.clone()),
             author: made.and_then(|m| m.author.clone()),
             pusher: made.and_then(|m| m.pusher.clone()),
+            tag: made.and_then(|m| m.tag.clone()),
         });
     }
     let oldest = rows
@@ -87,11 +92,19 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
         .filter(|t| !t.is_empty())
         .min();
     for entry in log {
-        if entry.outcome == Outcome::Failed
+        // A build that went live and was rolled back by its health check is a failed deploy
+        // too, once cleanup removed it; it keeps its name, which `log` takes.
+        let gone_unhealthy = entry.outcome == Outcome::Unhealthy
+            && entry
+                .build
+                .as_deref()
+                .and_then(crate::state::build_name::BuildName::parse)
+                .is_some_and(|b| !layout.build_dir(&b).exists());
+        if (entry.outcome == Outcome::Failed || gone_unhealthy)
             && oldest.as_ref().is_none_or(|o| entry.started_at >= *o)
         {
             rows.push(Row {
-                name: None,
+                name: entry.build.filter(|_| gone_unhealthy),
                 commit: entry.commit,
                 source: entry.refname,
                 deployed_at: entry.started_at,
@@ -102,6 +115,7 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
                 subject: entry.subject,
                 author: entry.author,
                 pusher: entry.pusher,
+                tag: entry.tag,
             });
         }
     }
@@ -115,11 +129,14 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
 
 pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
     let rows = rows(layout)?;
-    let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(());
+        let text = serde_json::to_string_pretty(&rows)?;
+        return report::to_stdout(|out| writeln!(out, "{text}"));
     }
+    report::to_stdout(|out| write_builds(out, layout, &rows))
+}
+
+fn write_builds(out: &mut dyn Write, layout: &Layout, rows: &[Row]) -> std::io::Result<()> {
     if rows.is_empty() {
         writeln!(out, "no builds yet")?;
         return Ok(());
@@ -129,7 +146,7 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
         "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9} {:>9}",
         "BUILD", "COMMIT", "REF", "DEPLOYED (UTC)", "STATE", "DISK", "APPARENT"
     )?;
-    for row in &rows {
+    for row in rows {
         writeln!(
             out,
             "{:<20} {:<8} {:<20} {:<20} {:<24} {:>9} {:>9}",
@@ -150,12 +167,20 @@ pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
         if let Some(error) = &row.error {
             writeln!(out, "    error: {error}")?;
         }
-        if row.state == "failed" && failed_output(layout, &row.deployed_at).is_some() {
-            writeln!(
+        if row.state != "failed" {
+            continue;
+        }
+        match &row.name {
+            Some(build) if kept_output_of(layout, build) => {
+                writeln!(out, "    log: atomdeploy-hook log {build}")?
+            }
+            Some(_) => {}
+            None if failed_output(layout, &row.deployed_at).is_some() => writeln!(
                 out,
                 "    log: atomdeploy-hook log {}",
                 failed_id(&row.deployed_at)
-            )?;
+            )?,
+            None => {}
         }
     }
     let total: u64 = rows.iter().filter_map(|r| r.disk_bytes).sum();
@@ -189,12 +214,18 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
             (file, format!("the failed attempt {id}"))
         }
         Some(build) => {
-            if crate::state::build_name::BuildName::parse(build).is_none() {
+            let Some(name) = crate::state::build_name::BuildName::parse(build) else {
                 bail!(
                     "`{build}` is not a build name or a failed attempt's id (`atomdeploy-hook builds` lists them)"
                 );
+            };
+            let file = format!("{build}.log");
+            if layout.output_dir().join(&file).exists() {
+                (file, format!("builds/{build}"))
+            } else {
+                // A bad build that cleanup removed: its output stays as a failed attempt's.
+                (builds::failed_output_of(&name), format!("builds/{build}"))
             }
-            (format!("{build}.log"), format!("builds/{build}"))
         }
         None => (
             history::read(layout)?
@@ -208,13 +239,15 @@ pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
     let path = layout.output_dir().join(&file);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no output is kept for {what} ({})", path.display()))?;
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
+    report::to_stdout(|out| out.write_all(text.as_bytes()))
 }
 
 /// `"subject" by author, pushed by pusher`, as far as the log knows.
 fn who_and_what(row: &Row) -> Option<String> {
     let mut parts = Vec::new();
+    if let Some(tag) = &row.tag {
+        parts.push(format!("tag {tag}:"));
+    }
     if let Some(subject) = &row.subject {
         parts.push(format!("\"{subject}\""));
     }
@@ -234,6 +267,16 @@ fn who_and_what(row: &Row) -> Option<String> {
 /// The id of a failed attempt that left no build: its start time, as in its output's name.
 fn failed_id(started_at: &str) -> String {
     format!("failed-{}", started_at.replace([':', '.'], ""))
+}
+
+/// Whether the output of the removed bad build `build` is still kept (the newest are).
+fn kept_output_of(layout: &Layout, build: &str) -> bool {
+    crate::state::build_name::BuildName::parse(build).is_some_and(|name| {
+        layout
+            .output_dir()
+            .join(builds::failed_output_of(&name))
+            .exists()
+    })
 }
 
 /// The output file kept for the failed attempt that started at `started_at`, if any.

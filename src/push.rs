@@ -30,11 +30,22 @@ impl Branches {
         }
     }
 
-    /// Whether `refname` is one of these three branches (deleted or not).
+    /// Whether `refname` is one of these three branches (deleted or not), or a tag named
+    /// like a control branch (see [`PushRequest::control_tags`]).
     pub fn claims(&self, refname: &[u8]) -> bool {
         [&self.deploy, &self.rollback, &self.replay]
             .iter()
             .any(|b| refname == format!("refs/heads/{b}").as_bytes())
+            || self.is_control_tag(refname)
+    }
+
+    /// `refs/tags/rollback` or `refs/tags/replay` (or a further root's names): what git makes
+    /// of `git push production v1.0:replay`, since a tag as the source makes the new remote
+    /// ref a tag.
+    pub fn is_control_tag(&self, refname: &[u8]) -> bool {
+        [&self.rollback, &self.replay]
+            .iter()
+            .any(|b| !b.is_empty() && refname == format!("refs/tags/{b}").as_bytes())
     }
 }
 
@@ -73,6 +84,10 @@ pub struct PushRequest {
     /// `refs/atomdeploy/group/…` pushed to: a group's primary asks this server, one of its
     /// hosts, for something (see `group/host.rs`). A push carrying one deploys nothing else.
     pub group: Vec<RefUpdate>,
+    /// Tags named like a control branch, created or moved by this push: the hook deletes
+    /// them and refuses the push (left alone, such a tag deploys nothing, and makes git
+    /// refuse every later `main:replay` with "tag already exists").
+    pub control_tags: Vec<RefUpdate>,
     /// Every other ref in the push; they only get a notice.
     pub ignored: Vec<RefUpdate>,
     /// The updates behind `branch_deleted`, `rollback` and `rollback_moved`, as pushed: what a
@@ -133,6 +148,8 @@ pub fn parse(input: &[u8], branches: &Branches) -> Result<PushRequest> {
             request.controls.push(update);
         } else if refname == replay_ref.as_bytes() && !update.is_deletion() {
             request.replay = Some(update);
+        } else if branches.is_control_tag(refname) && !update.is_deletion() {
+            request.control_tags.push(update);
         } else if GroupRef::is_group_ref(refname) && !update.is_deletion() {
             request.group.push(update);
         } else if refname != deploy_ref.as_bytes() {
@@ -254,6 +271,32 @@ mod tests {
         )
         .unwrap();
         assert!(request.replay.is_none());
+    }
+
+    #[test]
+    fn tags_named_like_a_control_branch_are_set_apart() {
+        let staging = crate::state::control_branches::further_root("staging");
+        for (branches, names) in [
+            (
+                Branches::first("main"),
+                ["refs/tags/replay", "refs/tags/rollback"],
+            ),
+            (
+                staging,
+                ["refs/tags/replay-staging", "refs/tags/rollback-staging"],
+            ),
+        ] {
+            let input: String = names
+                .iter()
+                .map(|n| format!("{ZERO} {B} {n}\n{B} {ZERO} {n}\n"))
+                .collect();
+            let request = parse(input.as_bytes(), &branches).unwrap();
+            let tags: Vec<_> = request.control_tags.iter().map(|u| u.name()).collect();
+            // Their deletion is nothing to refuse.
+            assert_eq!(tags, names);
+            assert!(request.replay.is_none() && !request.rollback);
+            assert!(names.iter().all(|n| branches.claims(n.as_bytes())));
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::state::refs::open_and_sync_ref;
 use crate::steps::restore::restore;
 use crate::steps::switch;
 
-/// Rolls back from the live build to the newest older good build, or to `to`.
+/// Rolls back from the live build to the newest older good build of another commit, or to
+/// `to`.
 /// `source` names who asked, for the log.
 pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter) -> Result<()> {
     let layout = &plan.layout;
@@ -135,7 +136,7 @@ fn choose_target(
             target
         }
         None => builds::rollback_target(layout)?.ok_or_else(|| {
-            anyhow!("there is no build to roll back to: no build older than builds/{live} is left that is not bad")
+            anyhow!("there is no build to roll back to: no build older than builds/{live} is left that is not bad and of another commit")
         })?,
     };
     Ok(Some((live, target)))

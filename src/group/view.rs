@@ -115,15 +115,20 @@ pub fn print(plan: &Plan, json: bool) -> Result<i32> {
     }
     let reporter = Reporter::new(crate::infra::report::Output::detect(false));
     let (live, commit, rows) = rows(plan, &reporter)?;
-    let mut out = std::io::stdout().lock();
     if json {
         let value = serde_json::json!({
             "primary": {"live_build": live, "live_commit": commit},
             "hosts": rows,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        let text = serde_json::to_string_pretty(&value)?;
+        crate::infra::report::to_stdout(|out| writeln!(out, "{text}"))?;
         return Ok(exit_code(&rows));
     }
+    crate::infra::report::to_stdout(|out| write_table(out, &live, &commit, &rows))?;
+    Ok(exit_code(&rows))
+}
+
+fn write_table(out: &mut dyn Write, live: &str, commit: &str, rows: &[Row]) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<12} {:<20} {:<8} {:<40} URL",
@@ -134,14 +139,14 @@ pub fn print(plan: &Plan, json: bool) -> Result<i32> {
         "{:<12} {:<20} {:<8} {:<40} (this server)",
         "primary",
         live,
-        short_id(&commit),
+        short_id(commit),
         "live"
     )?;
-    for row in &rows {
+    for row in rows {
         let mut state = match &row.error {
             Some(err) => format!("UNREACHABLE: {err}"),
             None if !row.on_group_commit => {
-                format!("NOT ON {} (the group's commit)", short_id(&commit))
+                format!("NOT ON {} (the group's commit)", short_id(commit))
             }
             None if row.bad == Some(true) => "live, marked bad".into(),
             None => "live".into(),
@@ -159,7 +164,7 @@ pub fn print(plan: &Plan, json: bool) -> Result<i32> {
             row.url
         )?;
     }
-    Ok(exit_code(&rows))
+    Ok(())
 }
 
 /// The host `name` names: its URL as deploy.yml lists it, or its label.

@@ -77,6 +77,11 @@ pub(crate) fn handle_reported(
     request: &PushRequest,
     reporter: &Reporter,
 ) -> std::result::Result<(), String> {
+    if !request.control_tags.is_empty() {
+        let why = drop_control_tags(plan, branches, request, reporter);
+        report::error(&why);
+        return Err(failure("push", &why));
+    }
     // A host of a group deploys only what its primary sends: no summary (there was no
     // deploy to sum up), only the refusal. (A push with a group operation is the group's
     // to refuse or run: it deletes the group ref and puts the branches back either way.)
@@ -171,23 +176,88 @@ fn summary(
     let step = failed_step(why, reporter);
     let branch = &plan.config.branch;
     let replay = &branches.replay;
-    // The pushed commit is on the branch already: pushing it again would change nothing.
+    // Every line is a command that works as printed, whatever the server has. The pushed
+    // commit is on the branch already, so pushing the branch again says "Everything
+    // up-to-date"; and `<commit>:replay` is refused by git while the server has no `replay`
+    // (it never keeps one), since only a branch's name tells git the target is a branch.
     let retry = if step == "freeze" {
-        format!("after `atomdeploy-hook unfreeze`: `git push production {branch}:{replay}`,")
+        vec![format!(
+            "after `atomdeploy-hook unfreeze`: `git push production {branch}:{replay}`,"
+        )]
     } else {
-        format!("fix it and `git push production {branch}`,")
+        vec![
+            format!("after a fix in the code: commit it and `git push production {branch}`,"),
+            format!("after a fix on the server: `git push production {branch}:{replay}`,"),
+        ]
     };
-    for line in [
+    let commit = request
+        .replay
+        .as_ref()
+        .or(request.deploy.as_ref())
+        .map_or("<commit>", |update| report::short_id(&update.new));
+    let mut lines = vec![
         format!("atomdeploy: ---- the {what} FAILED ----"),
         format!("atomdeploy:   failed in: {}", failure(step, why)),
         format!("atomdeploy:   live now:  {live}"),
-        format!("atomdeploy:   retry:     {retry}"),
-        format!(
-            "atomdeploy:              or deploy a commit again: `git push production <commit>:{replay}`"
-        ),
-    ] {
+    ];
+    for (n, retry) in retry.iter().enumerate() {
+        let label = if n == 0 { "retry:" } else { "" };
+        lines.push(format!("atomdeploy:   {label:<10} {retry}"));
+    }
+    lines.push(format!(
+        "atomdeploy:              or deploy a commit again: \
+         `git push production {commit}:refs/heads/{replay}`"
+    ));
+    for line in lines {
         reporter.line(&line);
     }
+}
+
+/// Deletes the tags named like a control branch that this push made (each only if it still
+/// names what the push set: a later push's own hook sees to its own), and says why and what
+/// to push instead. Nothing else of the push is deployed: a push that meant to replay or roll
+/// back and did not is no push to go on with.
+fn drop_control_tags(
+    plan: &Plan,
+    branches: &Branches,
+    request: &PushRequest,
+    reporter: &Reporter,
+) -> String {
+    let repo = &plan.config.repository;
+    let mut said = Vec::new();
+    for update in &request.control_tags {
+        let name = update.name();
+        if let Err(err) = refs::delete_ref(repo, &name, &update.new) {
+            reporter.warn(&format!("could not delete {name}: {err:#}"));
+        }
+        let commit = git2::Repository::open_bare(repo)
+            .ok()
+            .and_then(|r| {
+                let object = r.find_object(git2::Oid::from_str(&update.new).ok()?, None);
+                Some(object.ok()?.peel_to_commit().ok()?.id().to_string())
+            })
+            .unwrap_or_else(|| update.new.clone());
+        let short = report::short_id(&commit);
+        let replay = &branches.replay;
+        let instead = if name.ends_with(&format!("/{replay}")) {
+            format!(
+                "to deploy {short} as a new build: `git push production {short}:refs/heads/{replay}` \
+                 (a tag by name: `git push production v1.0~0:refs/heads/{replay}`)"
+            )
+        } else {
+            format!(
+                "to roll back: `git push production :{}`; to deploy {short}: \
+                 `git push production {short}:refs/heads/{replay}`",
+                branches.rollback
+            )
+        };
+        said.push(format!(
+            "this push made a tag, {name}, not the branch the hook answers to (git makes a tag \
+             when what is pushed is a tag); the tag was deleted and nothing of this push was \
+             deployed; {instead}"
+        ));
+    }
+    said.join("; ")
 }
 
 /// git runs hooks in the repository that received the push: refuses to deploy another one's.

@@ -187,7 +187,8 @@ fn parts<'a>(
                     || request.replay.is_some()
                     || request.rollback
                     || request.rollback_moved
-                    || request.branch_deleted;
+                    || request.branch_deleted
+                    || !request.control_tags.is_empty();
                 if asked {
                     work.push((*root, Part::Ready(plan, branches, Box::new(request))));
                 }

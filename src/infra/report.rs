@@ -62,6 +62,17 @@ pub fn error(message: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// Writes a listing (`builds`, `log`, `hosts`) to stdout with `write`. A reader that stops
+/// early (`atomdeploy-hook builds | head -1`) wanted no more: the closed pipe ends the
+/// listing quietly and successfully, as it ends `ls` or `git log`.
+pub fn to_stdout(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
+    }
+}
+
 /// An error that was shown to the pusher already (with its summary); `main` only exits 1.
 #[derive(Debug)]
 pub struct Reported;

@@ -134,15 +134,19 @@ pub fn record_went_live(layout: &Layout, build: &BuildName) -> Result<()> {
     }
 }
 
-/// Where a rollback from the live build goes: the newest older build that is not bad.
+/// Where a rollback from the live build goes: the newest older build that is not bad and is
+/// of another commit. A `replay` makes a second build of the live commit; going back to the
+/// first would change nothing a PHP team can see, so a rollback goes to the previous commit.
 pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
     let Some(live) = live(layout) else {
         return Ok(None);
     };
+    let live_commit = revision(layout, &live);
+    let same_commit = |b: &BuildName| live_commit.is_some() && revision(layout, b) == live_commit;
     Ok(list(layout)?
         .into_iter()
         .rev()
-        .find(|b| *b < live && !is_bad(layout, b)))
+        .find(|b| *b < live && !is_bad(layout, b) && !same_commit(b)))
 }
 
 /// Removes every bad build and the oldest good builds beyond `keep`; never the live one.
@@ -232,16 +236,30 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     if live(layout).as_ref() == Some(name) {
         anyhow::bail!("refusing to remove builds/{name}: it is live");
     }
+    let bad = is_bad(layout, name);
     let removed = remove_dir(layout, &layout.build_dir(name));
     if removed.as_ref().is_err_and(|e| !e.is::<Stuck>()) {
         return removed;
     }
-    // Its record and output go with it; a build that is gone is never shown.
+    // Its record and output go with it; a build that is gone is never shown. But a bad
+    // build's deploy failed (its health check, or someone marked it): `builds` lists it with
+    // the other failed attempts, so its output is kept with theirs (and pruned with theirs).
     let _ = std::fs::remove_file(layout.meta_file(name));
     let _ = std::fs::remove_file(layout.manifest_file(name));
     let _ = std::fs::remove_file(layout.carried_file(name));
-    let _ = std::fs::remove_file(layout.output_dir().join(format!("{name}.log")));
+    let output = layout.output_dir().join(format!("{name}.log"));
+    if bad {
+        let _ = std::fs::rename(&output, layout.output_dir().join(failed_output_of(name)));
+        let _ = crate::state::history::prune_failed(&layout.output_dir());
+    } else {
+        let _ = std::fs::remove_file(output);
+    }
     removed
+}
+
+/// The name under which the output of the bad build `name` is kept once the build is gone.
+pub fn failed_output_of(name: &BuildName) -> String {
+    format!("failed-{name}.log")
 }
 
 /// Removes a directory tree by first renaming it into the trash.

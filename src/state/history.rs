@@ -57,6 +57,10 @@ pub struct Entry {
     pub subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// For a replay: the tags of the repository that name the commit deployed (`v1.0`), so
+    /// that a tag deployed by `git push production v1.0~0:refs/heads/replay` is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     /// Who pushed (or ran the command): `serve --pusher`, else the hook's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pusher: Option<String>,
@@ -127,6 +131,7 @@ impl Entry {
             group: None,
             subject: None,
             author: None,
+            tag: None,
             pusher: pusher(),
         }
     }
@@ -157,6 +162,25 @@ impl Entry {
             self.describe(&repo);
         }
     }
+}
+
+/// The tags of `repo` that point at `commit` (through an annotated tag too), in order, as
+/// one `v1.0, stable`; `None` when there is none.
+pub fn tags_of(repo: &git2::Repository, commit: git2::Oid) -> Option<String> {
+    let mut names = Vec::new();
+    let _ = repo.tag_foreach(|id, name| {
+        let peeled = repo
+            .find_object(id, None)
+            .and_then(|o| o.peel_to_commit())
+            .map(|c| c.id());
+        if peeled.ok() == Some(commit) {
+            let name = String::from_utf8_lossy(name);
+            names.push(name.trim_start_matches("refs/tags/").to_string());
+        }
+        true
+    });
+    names.sort();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 /// Who pushed, as `atomdeploy-hook serve --pusher` names it (the key's owner; passed on through
@@ -254,7 +278,8 @@ pub fn save_output(
     Ok(name)
 }
 
-fn prune_failed(dir: &Path) -> Result<()> {
+/// Keeps the newest [`FAILED_OUTPUTS_KEPT`] outputs of failed attempts in `dir`.
+pub(crate) fn prune_failed(dir: &Path) -> Result<()> {
     let mut failed: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -249,7 +249,12 @@ pub fn decide(
         forced.or(config_changed.then_some("its commands or inputs changed; every command runs"));
     let why = match (&record.step, &build.inputs) {
         _ if forced.is_some() => forced.map(str::to_string),
-        _ if pending_marker(layout).exists() => Some("the last run did not finish".into()),
+        _ if pending_marker(layout).exists() => Some(
+            match crate::steps::composer::failure_in(&pending_marker(layout)) {
+                Some(why) => format!("the last run failed: {why}"),
+                None => "the last run did not finish".into(),
+            },
+        ),
         (None, _) => Some("first run".into()),
         (Some(_), None) => Some("no inputs: it runs on every deploy".into()),
         (Some(last), Some(inputs)) => match changed_under(repo, last, commit, app_dir, inputs)? {
@@ -346,7 +351,8 @@ pub fn run(
         record.write(layout)?;
         fault::point("build");
         reporter.child_line(&format!("$ {}", command.run));
-        run_command(&command.run, layout, &commit, build.timeout, reporter)?;
+        run_command(&command.run, layout, &commit, build.timeout, reporter)
+            .inspect_err(|err| crate::steps::composer::mark_failed(&pending_marker(layout), err))?;
         record.commands.insert(key.clone(), commit.clone());
         record.write(layout)?;
         ran += 1;

@@ -293,9 +293,14 @@ fn outcome_for(app: &App, commit: Oid, layout: &Layout, composer: &Composer) -> 
     }
     Ok(match &Recorded::read(layout) {
         _ if !incremental_safe(&composer.args) => Outcome::Install("custom arguments"),
-        None if unfinished_marker(layout).exists() => {
-            Outcome::Install("the last run did not finish")
-        }
+        None if unfinished_marker(layout).exists() => Outcome::Install(
+            // A marker its failure was added to: the run finished, with an error.
+            if last_run_failed(&unfinished_marker(layout)) {
+                "the last run failed"
+            } else {
+                "the last run did not finish"
+            },
+        ),
         None => Outcome::Install("first run"),
         Some(Recorded::Older) => Outcome::Install("recorded by an older version"),
         Some(Recorded::Run(last)) => match decide(app, last, commit, layout, composer)? {
@@ -314,6 +319,30 @@ const LOCK: &str = "composer.lock";
 /// was killed leaves it, so the next one can say why it installs.
 fn unfinished_marker(layout: &Layout) -> PathBuf {
     layout.state.join("composer.unfinished")
+}
+
+/// Adds to a step's marker (see [`unfinished_marker`], and the build step's) that its run
+/// ended with an error, so that the next run says so: a marker without it was left by a run
+/// that was killed, or by a hook that died.
+pub(crate) fn mark_failed(marker: &Path, err: &anyhow::Error) {
+    let why = format!("{err:#}");
+    let why = why.lines().next().unwrap_or("");
+    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(marker) {
+        use std::io::Write;
+        let _ = write!(file, "\nfailed: {why}");
+    }
+}
+
+/// What [`mark_failed`] added to `marker`: why its last run failed, if it did.
+pub(crate) fn failure_in(marker: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(marker).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("failed: "))
+        .map(str::to_string)
+}
+
+fn last_run_failed(marker: &Path) -> bool {
+    failure_in(marker).is_some()
 }
 
 /// The only paths `outcome` writes, when they are known: `dump-autoload` of an app whose
@@ -415,7 +444,8 @@ pub fn run(
         cmd.env(child::COMPOSER_AUTH, credentials);
     }
     let what = format!("`composer {}`", args.join(" "));
-    child::run_limited(cmd, &what, Some(composer.timeout), reporter)?;
+    child::run_limited(cmd, &what, Some(composer.timeout), reporter)
+        .inspect_err(|err| mark_failed(&unfinished_marker(layout), err))?;
     let record = LastRun {
         commit: commit.to_string(),
         args: composer.args.clone(),

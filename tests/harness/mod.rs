@@ -257,7 +257,21 @@ impl Server {
             .unwrap()
     }
 
-    /// `atomdeploy-hook leave-group`: a host of a group deploys its own pushes again.
+    /// Runs the binary against this server's root with its stdout a pipe whose reading end
+    /// is closed before it starts (`atomdeploy-hook builds | head -1` once head has gone), so
+    /// that every write meets the closed pipe.
+    pub fn run_into_closed_pipe(&self, args: &[&str]) -> Output {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        self.command(BIN)
+            .args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .stdout(writer)
+            .output()
+            .unwrap()
+    }
+
     #[track_caller]
     pub fn leave_group(&self) {
         assert_success(&self.run(&["leave-group"]), "leave-group");
@@ -772,6 +786,26 @@ impl Clone {
         }
     }
 
+    /// Runs a `git …` command line the hook printed, word for word (no shell: the printed
+    /// commands quote nothing), in this clone; what its pusher saw.
+    #[must_use = "assert on what the pusher saw"]
+    #[track_caller]
+    pub fn run_printed(&self, line: &str) -> Push {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"git"), "not a git command: {line}");
+        let out = self
+            .env
+            .command("git")
+            .args(&words[1..])
+            .current_dir(&self.path)
+            .output()
+            .unwrap();
+        Push {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// `git push production main`.
     #[must_use = "assert on what the pusher saw"]
     pub fn push_main(&self) -> Push {
@@ -931,6 +965,18 @@ impl Push {
         self.remote_line(&prefix)
             .map(|l| l[prefix.len()..].to_string())
             .unwrap_or_else(|| panic!("no {step} line:\n{}", self.stderr))
+    }
+
+    /// The commands in backticks on the hook's lines that contain `label`, e.g. the retry
+    /// advice of a failed push's summary.
+    pub fn printed_commands(&self, label: &str) -> Vec<String> {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains(label))
+            .filter_map(|l| l.split('`').nth(1))
+            .filter(|c| c.starts_with("git "))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The line from the hook that starts with `prefix` (without git's `remote: `).

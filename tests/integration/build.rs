@@ -218,11 +218,15 @@ fn a_failing_build_fails_the_push_and_leaves_the_live_build_untouched() {
         "{last}"
     );
 
-    // Fixed: the step runs again, whatever the tree diff says.
+    // Fixed: the step runs again, whatever the tree diff says, and says why: the last run
+    // finished, with an error.
     clone.git(&["checkout", "HEAD~1", "--", "build.mjs"]);
     clone.commit("build fixed");
     let push = clone.push_main().success();
-    assert_build_line(&push, "(the last run did not finish)");
+    assert_build_line(
+        &push,
+        "(the last run failed: `npm run build` failed with exit status 3)",
+    );
     assert!(server.page().contains("v2"));
     assert_eq!(live_script(&server), live);
 }
@@ -325,7 +329,10 @@ fn a_build_command_past_its_timeout_is_killed_with_its_children_and_runs_next_ti
     clone.set_version("v2");
     clone.commit("no longer hangs");
     let push = clone.push_main().success();
-    assert_build_line(&push, "3 commands ran (the last run did not finish)");
+    assert_build_line(
+        &push,
+        &format!("3 commands ran (the last run failed: `{HANG}` did not finish within 8s"),
+    );
     assert!(server.page().contains("v2"));
     live_script(&server);
 }

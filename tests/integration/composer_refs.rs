@@ -202,7 +202,7 @@ fn a_composer_run_that_failed_is_named_by_the_next_one() {
     clone.commit("script fixed");
     let push = clone.push_main().success();
     assert!(
-        composer_line(&push).ends_with(": install (the last run did not finish)"),
+        composer_line(&push).ends_with(": install (the last run failed)"),
         "{}",
         push.stderr
     );

@@ -1185,3 +1185,43 @@ fn link_mode_shares_unchanged_files_read_only_and_never_shared_entries() {
     assert!(!old.exists());
     assert!(server.page().contains("v4"));
 }
+
+/// A deploy that failed for a reason on the server (here a missing file its before_switch
+/// checks) is retried with the commands the failure summary prints, run as printed: pushing
+/// the branch again would change nothing (git answers "Everything up-to-date"), and
+/// `<commit>:replay` is no command git accepts while the server has no `replay` branch.
+#[test]
+fn the_retry_commands_of_a_failed_push_deploy_as_printed() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let fixed = server.base().join("fixed");
+    server.set_config(
+        "before_switch",
+        &format!("['test -e {} || exit 4']", fixed.display()),
+    );
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+    let on_server = push.printed_commands("after a fix on the server: ");
+    let again = push.printed_commands("or deploy a commit again: ");
+    assert_eq!((on_server.len(), again.len()), (1, 1), "{}", push.stderr);
+    assert!(again[0].contains(&v2[..7]), "{}", again[0]);
+    assert!(
+        clone.push_main().stderr.contains("Everything up-to-date"),
+        "the trap the advice avoids"
+    );
+
+    fs::write(&fixed, "").unwrap();
+    for line in [&on_server[0], &again[0]] {
+        let builds = server.builds().len();
+        let push = clone.run_printed(line).success();
+        assert!(
+            push.stderr.contains("remote: deployed "),
+            "{line}:\n{}",
+            push.stderr
+        );
+        assert_eq!(server.live_revision(), v2, "{line}");
+        assert_eq!(server.builds().len(), builds + 1, "{line}: a new build");
+    }
+}

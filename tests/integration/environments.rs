@@ -33,7 +33,7 @@ fn two_roots() -> (Server, Server) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("`git push production :rollback-staging`")
-            && stdout.contains("<commit>:replay-staging"),
+            && stdout.contains("<commit>:refs/heads/replay-staging"),
         "{stdout}"
     );
     (main, staging)
@@ -470,4 +470,50 @@ fn a_deploy_held_in_one_root_does_not_hold_up_the_other() {
     assert_eq!(main_live, None);
     held.success();
     assert!(main.live().is_some());
+}
+
+/// A further root's control branches have the same trap as the first root's: a tag pushed as
+/// `replay-staging` (or as `rollback-staging` while it has nothing to roll back to) would be
+/// created as a tag. The hook deletes it, deploys nothing in either root and fails the push
+/// with the command that works, which then deploys the second root only.
+#[test]
+fn a_tag_pushed_as_a_further_roots_control_branch_is_deleted_and_refused() {
+    let (main, staging) = two_roots();
+    let clone = main.clone_fixture("example-app");
+    clone.wrap();
+    clone.push_main().success();
+    clone.git(&["checkout", "-q", "-b", "staging"]);
+    clone.set_version("staging-1");
+    let commit = clone.commit("staging-1");
+    clone.push(&["staging"]).success();
+    clone.git(&["tag", "-a", "s1", "-m", "staging 1", &commit]);
+    for (pushed, tag) in [
+        ("s1:rollback-staging", "refs/tags/rollback-staging"),
+        ("s1:replay-staging", "refs/tags/replay-staging"),
+    ] {
+        let (main_state, staging_state) = (main.state(), staging.state());
+        let push = clone.push(&[pushed]);
+        assert_eq!(push.code, Some(1), "{pushed}: {}", push.stderr);
+        assert!(
+            push.remote_line(&format!("error: this push made a tag, {tag}"))
+                .is_some(),
+            "{pushed}: {}",
+            push.stderr
+        );
+        let tags = String::from_utf8(main.repo_git(&["tag", "--list"])).unwrap();
+        assert_eq!(tags, "", "{pushed} left a tag behind");
+        main.assert_unchanged_since(&main_state);
+        staging.assert_unchanged_since(&staging_state);
+    }
+    let push = clone.push(&["s1:replay-staging"]);
+    let printed = push.printed_commands("error: this push made a tag");
+    assert!(
+        printed[0].ends_with(&format!("{}:refs/heads/replay-staging", &commit[..7])),
+        "{printed:?}"
+    );
+    let staging_builds = staging.builds().len();
+    let main_state = main.state();
+    clone.run_printed(&printed[0]).success();
+    assert_eq!(staging.builds().len(), staging_builds + 1);
+    main.assert_unchanged_since(&main_state);
 }

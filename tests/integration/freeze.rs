@@ -69,6 +69,12 @@ fn a_frozen_push_moves_the_branch_deploys_nothing_and_fails_through_the_wrapper(
     let log = server.deploy_log();
     let last = log.last().unwrap();
     assert_eq!(last["outcome"], "failed", "{last}");
+    // The commit waiting for the unfreeze is named, with the command that deploys it then.
+    assert_eq!(last["commit"], v3.as_str(), "{last}");
+    assert_eq!(server.builds_json()[0]["commit"], v3.as_str());
+    let error = push.remote_line("error: deploys are frozen").unwrap();
+    let replay = format!("git push production {}:refs/heads/replay", &v3[..7]);
+    assert!(error.ends_with(&format!(": `{replay}`")), "{error}");
     assert!(
         last["error"]
             .as_str()
@@ -88,6 +94,8 @@ fn a_frozen_push_moves_the_branch_deploys_nothing_and_fails_through_the_wrapper(
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("frozen by alice"), "{said}");
     assert!(!server.root.join(".atomdeploy/freeze.json").exists());
+    clone.run_printed(&replay).success();
+    assert_eq!(server.live_revision(), v3);
     let v4 = clone.deploy_version("v4");
     assert_eq!(server.live_revision(), v4);
     assert!(server.read_live("src/Version.php").contains("'v4'"));

@@ -267,6 +267,21 @@ fn a_primary_killed_mid_switch_leaves_complete_builds_and_the_next_deploy_brings
     g.assert_all_live_on(&v3);
 }
 
+/// `atomdeploy-hook hosts | head -1`: a reader that has gone ends the listing quietly, with
+/// the exit status the hosts' state gives (0: every server on the group's commit).
+#[test]
+fn hosts_whose_reader_has_gone_ends_quietly() {
+    let (g, _) = Group::deployed(1);
+    for args in [["hosts"].as_slice(), &["hosts", "--json"]] {
+        let out = g.primary.run_into_closed_pipe(args);
+        assert_eq!(
+            (out.status.code(), String::from_utf8_lossy(&out.stderr)),
+            (Some(0), "".into()),
+            "{args:?}"
+        );
+    }
+}
+
 #[test]
 fn rollback_takes_every_server_back_to_one_commit() {
     let (g, v1) = Group::deployed(2);

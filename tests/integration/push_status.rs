@@ -24,7 +24,7 @@ fn assert_failed_with_summary(push: &Push, step: &str) {
     assert!(push.remote_line("atomdeploy:   live now:  ").is_some());
     assert!(
         push.stderr
-            .contains("or deploy a commit again: `git push production <commit>:replay`"),
+            .contains("or deploy a commit again: `git push production "),
         "{}",
         push.stderr
     );

@@ -346,6 +346,62 @@ fn a_failing_health_command_rolls_back_automatically() {
     assert_eq!(rollback_ref(&clone), None);
 }
 
+/// A deploy its health check rolled back is a failed deploy: once the next good deploy's
+/// cleanup removed its bad build, `builds` still lists it (with its error) and `log` still
+/// shows its output, as for every other failed attempt.
+#[test]
+fn a_deploy_rolled_back_by_its_health_check_stays_listed_after_the_next_deploy() {
+    let server = Server::builder()
+        .config(
+            "healthcheck",
+            "{command: 'grep -q healthy latest/public/status.txt', retries: 0, interval: 0.05}",
+        )
+        .install();
+    let clone = server.clone_fixture("example-app");
+    deploy_versions(&server, &clone, &["v1"]);
+    clone.set_version("v2");
+    clone.write("public/status.txt", "sick\n");
+    let sick_commit = clone.commit("v2");
+    clone.push_main().deploy_failed();
+    let sick = server.builds_json()[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(server.builds_json()[0]["state"], "bad");
+
+    let v3 = deploy_versions(&server, &clone, &["v3"]);
+    assert!(
+        !server.builds().contains(&sick),
+        "cleanup removes bad builds"
+    );
+    let rows = server.builds_json();
+    let row = rows
+        .iter()
+        .find(|r| r["commit"] == sick_commit.as_str())
+        .unwrap_or_else(|| panic!("the rolled-back deploy vanished: {rows:?}"));
+    assert_eq!(row["state"], "failed", "{row}");
+    assert_eq!(row["name"], sick.as_str(), "{row}");
+    assert!(
+        row["error"]
+            .as_str()
+            .unwrap()
+            .contains("health check failed"),
+        "{row}"
+    );
+    assert_eq!(rows[0]["name"], v3[0].0.as_str());
+
+    let out = server.run(&["builds"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table.contains(&format!("log: atomdeploy-hook log {sick}")),
+        "{table}"
+    );
+    let out = server.run(&["log", &sick]);
+    harness::assert_success(&out, "log of the removed bad build");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("health check failed"), "{text}");
+}
+
 /// A tiny web server that answers 200 while the live build's status.txt says healthy, 503
 /// otherwise. Stands in for the site's own web server; the live build decides the answer.
 fn status_server(latest: PathBuf) -> String {
@@ -399,4 +455,145 @@ fn a_failing_health_url_rolls_back_and_a_passing_one_keeps_the_build() {
     assert_eq!(server.live(), Some(v[1].0.clone()));
     assert!(server.page().contains("v2"));
     assert_eq!(rollback_ref(&clone).as_deref(), Some(v[0].1.as_str()));
+}
+
+/// `atomdeploy-hook builds | head -1`: a reader that stopped reading wanted no more, so the
+/// listing ends quietly and successfully, as `ls` would (`hosts`: see group.rs).
+#[test]
+fn a_listing_whose_reader_has_gone_ends_quietly() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1"]);
+    for args in [
+        vec!["builds"],
+        vec!["builds", "--json"],
+        vec!["log"],
+        vec!["log", v[0].0.as_str()],
+    ] {
+        let out = server.run_into_closed_pipe(&args);
+        assert_eq!(
+            (out.status.code(), String::from_utf8_lossy(&out.stderr)),
+            (Some(0), "".into()),
+            "{args:?}"
+        );
+    }
+}
+
+/// `git push production v1.0:replay` (or `:rollback`) with a tag as the source makes git
+/// create a tag on the server, which would deploy nothing and from then on make git refuse
+/// `main:replay` ("tag already exists"). The hook deletes it, fails the push with why and
+/// what to push instead, and that command works as printed.
+#[test]
+fn a_tag_pushed_as_replay_or_rollback_is_deleted_and_refused_with_what_works() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.wrap();
+    let mut v = deploy_versions(&server, &clone, &["v1"]);
+    clone.git(&["tag", "-a", "v1.0", "-m", "release 1.0", &v[0].1]);
+    clone.git(&["tag", "light", &v[0].1]);
+    for (pushed, tag) in [
+        // While there is nothing to roll back to, the server has no `rollback` branch.
+        ("v1.0:rollback", "refs/tags/rollback"),
+        ("v1.0:replay", "refs/tags/replay"),
+        ("light:replay", "refs/tags/replay"),
+    ] {
+        if v.len() == 1 && tag.ends_with("replay") {
+            v.extend(deploy_versions(&server, &clone, &["v2"]));
+        }
+        let before = server.state();
+        let push = clone.push(&[pushed]);
+        assert_eq!(push.code, Some(1), "{pushed}: {}", push.stderr);
+        let error = push
+            .remote_line(&format!("error: this push made a tag, {tag}"))
+            .unwrap_or_else(|| panic!("{pushed}: {}", push.stderr));
+        assert!(error.contains("the tag was deleted"), "{error}");
+        assert!(
+            push.stderr.contains(
+                "error: the push was received, but its deploy failed: push: this push made a tag"
+            ),
+            "{}",
+            push.stderr
+        );
+        let tags = String::from_utf8(server.repo_git(&["tag", "--list"])).unwrap();
+        assert_eq!(tags, "", "{pushed} left a tag behind");
+        server.assert_unchanged_since(&before);
+        assert_eq!(server.live_revision(), v.last().unwrap().1);
+        assert!(
+            error.contains(&format!(
+                "`git push production {}:refs/heads/replay`",
+                &v[0].1[..7]
+            )),
+            "{error}"
+        );
+    }
+    // What the error says works, and git no longer stands in the way of `main:replay`.
+    let push = clone.push(&["v1.0:replay"]);
+    let printed = push.printed_commands("error: this push made a tag");
+    clone.run_printed(&printed[0]).success();
+    assert_eq!(server.live_revision(), v[0].1);
+    clone.push(&["main:replay"]).success();
+    assert_eq!(server.live_revision(), v[1].1);
+    clone
+        .run_printed("git push production v1.0~0:refs/heads/replay")
+        .success();
+    assert_eq!(server.live_revision(), v[0].1);
+}
+
+/// A rollback right after a replay goes to the previous commit: the replay's build and the
+/// one it replayed hold the same commit, and swapping them would change nothing.
+#[test]
+fn a_rollback_after_a_replay_goes_to_the_previous_commit() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2"]);
+    clone.push(&["main:replay"]).success();
+    let replayed = server.live().unwrap();
+    assert_ne!(replayed, v[1].0);
+    assert_eq!(server.live_revision(), v[1].1);
+    assert_eq!(rollback_ref(&clone).as_deref(), Some(v[0].1.as_str()));
+    let rows = server.builds_json();
+    assert_eq!(harness::build_state(&rows, &v[0].0), "rollback target");
+
+    clone
+        .push(&[":rollback"])
+        .success()
+        .stderr_has(&format!("rolled back to builds/{} (", v[0].0));
+    assert_eq!(server.live(), Some(v[0].0.clone()));
+    assert!(server.page().contains("v1"));
+
+    // The command, too.
+    clone.push(&["main:replay"]).success();
+    let out = server.run(&["rollback"]);
+    harness::assert_success(&out, "rollback");
+    assert_eq!(server.live(), Some(v[0].0.clone()));
+}
+
+/// Deploying a tag is a one-liner, and the deploy names the tag: in the pusher's output, the
+/// log and `builds` (a tag the push carried along, or one the repository has already).
+#[test]
+fn a_tag_deployed_through_replay_is_named_by_its_deploy() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let v = deploy_versions(&server, &clone, &["v1", "v2"]);
+    clone.git(&["tag", "-a", "v1.0", "-m", "release 1.0", &v[0].1]);
+
+    let push = clone
+        .push(&["v1.0", "v1.0~0:refs/heads/replay"])
+        .success()
+        .stderr_has(&format!("deploying v1.0 ({}) from", &v[0].1[..7]));
+    assert_eq!(server.live_revision(), v[0].1, "{}", push.stderr);
+    let last = server.deploy_log().pop().unwrap();
+    assert_eq!(last["tag"], "v1.0", "{last}");
+    let rows = server.builds_json();
+    assert_eq!(rows[0]["tag"], "v1.0", "{rows:?}");
+    let out = server.run(&["builds"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.contains("    tag v1.0: \"v1\""), "{table}");
+
+    // A commit no tag names is named by its id alone, as before.
+    clone
+        .push(&["main:replay"])
+        .success()
+        .stderr_has(&format!("deploying {} from", &v[1].1[..7]));
+    assert_eq!(server.deploy_log().pop().unwrap().get("tag"), None);
 }
