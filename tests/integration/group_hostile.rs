@@ -22,6 +22,25 @@ fn primary_with_host(server: Server, url: &str) -> (Server, Clone) {
     (server, clone)
 }
 
+/// A primary (live, pushed to through the wrapper) whose one host is a TCP listener on
+/// `host_addr(n)` that accepts and never answers, the primary's ssh given a client key and
+/// `known_hosts` of the test's own.
+fn primary_with_silent_host(n: u8) -> (tempfile::TempDir, SilentListener, Server, Clone) {
+    let tmp = tempfile::tempdir().unwrap();
+    let client = SshClient::new(&tmp.path().join("client"));
+    let bin = client.ssh_on_path(&tmp.path().join("bin"));
+    let silent = SilentListener::start(host_addr(n));
+    let server = Server::builder()
+        .path(&format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap()
+        ))
+        .install();
+    let (server, clone) = primary_with_host(server, &silent.url());
+    (tmp, silent, server, clone)
+}
+
 /// The highest VmHWM (kB) of the primary's own hook (`atomdeploy-hook post-receive`) while
 /// `push` runs: VmHWM only grows, so its last reading before the hook exits is its peak.
 fn hook_peak_kb(server: &Server, push: &mut harness::RunningPush) -> u64 {
@@ -322,19 +341,8 @@ fn wait_for_warning(push: &harness::RunningPush, label: &str, start: Instant) ->
 /// the next deploy goes without it.
 #[test]
 fn a_host_that_never_answers_is_named_within_seconds_and_the_levers_work_meanwhile() {
-    let tmp = tempfile::tempdir().unwrap();
-    let client = SshClient::new(&tmp.path().join("client"));
-    let bin = client.ssh_on_path(&tmp.path().join("bin"));
-    let silent = SilentListener::start(host_addr(40));
+    let (_tmp, silent, server, clone) = primary_with_silent_host(40);
     let label = silent.addr.ip().to_string();
-    let server = Server::builder()
-        .path(&format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap()
-        ))
-        .install();
-    let (server, clone) = primary_with_host(server, &silent.url());
     server.set_config("host_timeout", "600");
     let before = server.state();
 
@@ -431,18 +439,7 @@ fn kill_hosts_while_it_waits(server: &Server, signal: i32) {
 
 #[test]
 fn killing_hosts_leaves_no_ssh_behind() {
-    let tmp = tempfile::tempdir().unwrap();
-    let client = SshClient::new(&tmp.path().join("client"));
-    let bin = client.ssh_on_path(&tmp.path().join("bin"));
-    let silent = SilentListener::start(host_addr(41));
-    let server = Server::builder()
-        .path(&format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap()
-        ))
-        .install();
-    let (server, _clone) = primary_with_host(server, &silent.url());
+    let (_tmp, _silent, server, _clone) = primary_with_silent_host(41);
     for signal in [libc::SIGKILL, libc::SIGTERM, libc::SIGINT] {
         kill_hosts_while_it_waits(&server, signal);
     }
