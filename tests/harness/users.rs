@@ -73,6 +73,16 @@ pub struct DeployUser {
 }
 
 impl DeployUser {
+    /// A new deploy user, or `None` (said as SKIPPED) where the tests do not run as root.
+    #[track_caller]
+    pub fn create_as_root() -> Option<DeployUser> {
+        if !is_root() {
+            eprintln!("SKIPPED: making a deploy user needs root");
+            return None;
+        }
+        Some(DeployUser::create())
+    }
+
     #[track_caller]
     pub fn create() -> DeployUser {
         static NEXT: AtomicUsize = AtomicUsize::new(0);

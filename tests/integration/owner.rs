@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::harness::users::{DeployUser, hand_over, is_root, let_in, push_as};
+use crate::harness::users::{DeployUser, hand_over, let_in, push_as};
 use crate::harness::{BIN, Clone, Server, tree_listing};
 
 /// A server whose repository and root belong to a fresh deploy user, which pushed v1.
@@ -47,11 +47,9 @@ fn owned_by(dir: &Path, uid: u32) -> Vec<String> {
 
 #[test]
 fn replay_run_as_root_runs_as_the_owner_and_the_next_push_works() {
-    if !is_root() {
-        eprintln!("SKIPPED: making a deploy user needs root");
+    let Some(user) = DeployUser::create_as_root() else {
         return;
-    }
-    let user = DeployUser::create();
+    };
     let (server, clone) = deployed_by(&user);
 
     let out = command(&server, &["replay"], |cmd| cmd.output().unwrap());
@@ -78,11 +76,9 @@ fn replay_run_as_root_runs_as_the_owner_and_the_next_push_works() {
 
 #[test]
 fn another_users_replay_is_refused_naming_the_owner_and_changes_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED: making a deploy user needs root");
+    let Some(user) = DeployUser::create_as_root() else {
         return;
-    }
-    let user = DeployUser::create();
+    };
     let other = DeployUser::create();
     let (server, _clone) = deployed_by(&user);
     let before = server.state();
@@ -114,11 +110,9 @@ fn another_users_replay_is_refused_naming_the_owner_and_changes_nothing() {
 
 #[test]
 fn builds_answer_whoever_asks() {
-    if !is_root() {
-        eprintln!("SKIPPED: making a deploy user needs root");
+    let Some(user) = DeployUser::create_as_root() else {
         return;
-    }
-    let user = DeployUser::create();
+    };
     let other = DeployUser::create();
     let (server, _clone) = deployed_by(&user);
     let live = server.live().unwrap();
@@ -140,11 +134,9 @@ fn builds_answer_whoever_asks() {
 /// install makes is the deploy user's, whose pushes then deploy.
 #[test]
 fn install_run_as_root_for_the_deploy_users_root_leaves_it_theirs() {
-    if !is_root() {
-        eprintln!("SKIPPED: making a deploy user needs root");
+    let Some(user) = DeployUser::create_as_root() else {
         return;
-    }
-    let user = DeployUser::create();
+    };
     let place = tempfile::tempdir().unwrap();
     std::fs::set_permissions(place.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = place.path().join("app");
@@ -188,11 +180,9 @@ fn owner_finding(server: &Server) -> (String, String) {
 
 #[test]
 fn doctor_fails_on_a_root_owned_vendor_and_passes_after_its_fix() {
-    if !is_root() {
-        eprintln!("SKIPPED: making a deploy user needs root");
+    let Some(user) = DeployUser::create_as_root() else {
         return;
-    }
-    let user = DeployUser::create();
+    };
     let (server, _clone) = deployed_by(&user);
     let (line, _) = owner_finding(&server);
     assert!(line.starts_with("ok "), "{line}");

@@ -271,11 +271,9 @@ fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
 
 #[test]
 fn a_deploy_user_that_left_the_group_is_refused_before_shared_changes() {
-    if !is_root() {
-        eprintln!("SKIPPED: making a deploy user needs root");
+    let Some(user) = DeployUser::create_as_root() else {
         return;
-    }
-    let user = DeployUser::create();
+    };
     let (server, clone) = deploying_with_www_data(&user, "5");
     admin(&["gpasswd", "--delete", &user.name, "www-data"]);
 
