@@ -338,16 +338,23 @@ fn a_single_server_refuses_every_group_operation_through_every_door() {
     assert_refused(&server, &before, &push, NOT_THE_PRIMARY, "with main");
 }
 
-#[test]
-fn a_member_host_refuses_every_group_operation_from_anyone_but_its_primary() {
+/// A server that joined its group: v2 prepared for group `g` through the primary's door.
+/// Returns it, its clone, v2 and the config fingerprint.
+fn member_with_v2_prepared() -> (Server, Clone, String, String) {
     let (server, clone) = marked_server();
     clone.set_version("v2");
     let v2 = clone.commit("v2");
     let fp = fingerprint(&clone);
-    // A member with group g's v2 live: an accepted restore or abort would act on it.
     clone
         .group_push(&[&refspec(&v2, "g", &Op::Prepare(fp.clone()))])
         .success();
+    (server, clone, v2, fp)
+}
+
+#[test]
+fn a_member_host_refuses_every_group_operation_from_anyone_but_its_primary() {
+    // A member with group g's v2 live: an accepted restore or abort would act on it.
+    let (server, clone, v2, fp) = member_with_v2_prepared();
     clone
         .group_push(&[&refspec(&v2, "g", &Op::Switch)])
         .success();
@@ -819,13 +826,7 @@ fn a_status_file_a_client_names_is_never_written() {
 /// too. Either way no ref is left that nothing deployed.
 #[test]
 fn a_group_operation_pushed_with_the_deploy_branch_to_a_host_leaves_neither_ref() {
-    let (server, clone) = marked_server();
-    clone.set_version("v2");
-    let v2 = clone.commit("v2");
-    let fp = fingerprint(&clone);
-    clone
-        .group_push(&[&refspec(&v2, "g", &Op::Prepare(fp.clone()))])
-        .success();
+    let (server, clone, v2, _) = member_with_v2_prepared();
     clone
         .group_push(&[&refspec(&v2, "g", &Op::Abort)])
         .success();
