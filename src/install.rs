@@ -645,7 +645,4 @@ mod tests {
         assert!(with_branch_replaced("branch: production\n", "main").is_none());
         assert!(with_branch_replaced("  branch: rollback\n", "main").is_none());
     }
-
-    #[test]
-    fn quoting_survives_quotes() {}
 }

@@ -304,6 +304,18 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// `builds --names`: the builds on disk, newest first, for the shell's completion; a reader
+/// gone early (`| head -1`) ends it quietly, as for `builds`.
+pub(crate) fn print_build_names(layout: &Layout) -> Result<()> {
+    let names = builds::list(layout)?;
+    report::to_stdout(|out| {
+        for build in names.iter().rev() {
+            writeln!(out, "{build}")?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Builds { json, names, root } => {
             let layout = Plan::load(&root.dir()?)?.layout;
             if names {
-                print_build_names(&layout)
+                inventory::print_build_names(&layout)
             } else {
                 inventory::print_builds(&layout, json)
             }
@@ -148,16 +148,6 @@ fn replay(rev: Option<&str>, root: &std::path::Path) -> Result<()> {
         always_new: true,
     };
     deploy::deploy(&plan, &request, &reporter)
-}
-
-/// `builds --names`: the builds on disk, newest first, for the shell's completion.
-fn print_build_names(layout: &crate::state::plan::Layout) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    for build in crate::state::builds::list(layout)?.iter().rev() {
-        writeln!(out, "{build}")?;
-    }
-    Ok(())
 }
 
 /// The wrappers' status is git's answer to the pusher: passed on as it is.
