@@ -278,16 +278,21 @@ pub fn save_output(
     Ok(name)
 }
 
-/// Keeps the newest [`FAILED_OUTPUTS_KEPT`] outputs of failed attempts in `dir`.
+/// Keeps the newest [`FAILED_OUTPUTS_KEPT`] outputs of failed attempts in `dir`, newest by
+/// when they were written: their names do not sort by time (an attempt's
+/// `failed-2026-12-03T…` and a removed bad build's `failed-20261203-…` side by side).
 pub(crate) fn prune_failed(dir: &Path) -> Result<()> {
-    let mut failed: Vec<_> = std::fs::read_dir(dir)?
+    let mut failed: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("failed-"))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let written = e.metadata().and_then(|m| m.modified()).ok()?;
+            name.starts_with("failed-").then_some((written, name))
+        })
         .collect();
     failed.sort();
     let excess = failed.len().saturating_sub(FAILED_OUTPUTS_KEPT);
-    for name in &failed[..excess] {
+    for (_, name) in &failed[..excess] {
         let _ = std::fs::remove_file(dir.join(name));
     }
     Ok(())
@@ -308,6 +313,37 @@ pub struct HostLog {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_newest_failed_outputs_are_kept_whatever_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        // Oldest first, the two kinds of name interleaved; sorted by name, every
+        // `failed-2026-…` would come before every `failed-2026120…`.
+        let names: Vec<String> = (0..FAILED_OUTPUTS_KEPT + 6)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("failed-20261203-1500{i:02}.log")
+                } else {
+                    format!("failed-2026-12-03T1500{i:02}Z-1.log")
+                }
+            })
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            let file = std::fs::File::create(dir.path().join(name)).unwrap();
+            file.set_modified(t0 + std::time::Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        prune_failed(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut newest = names[6..].to_vec();
+        newest.sort();
+        assert_eq!(left, newest);
+    }
+
     use super::*;
 
     fn entry(commit: &str) -> Entry {
