@@ -78,7 +78,13 @@ pub(crate) fn handle_reported(
     reporter: &Reporter,
 ) -> std::result::Result<(), String> {
     if !request.control_tags.is_empty() {
-        let why = drop_control_tags(plan, branches, request, reporter);
+        // Branches pushed along are put back, as for every refused push: left moved, pushing
+        // them again would be "Everything up-to-date" and deploy nothing.
+        let why = format!(
+            "{}{}",
+            drop_control_tags(plan, branches, request, reporter),
+            group::trust::put_back_claimed(plan, request)
+        );
         report::error(&why);
         return Err(failure("push", &why));
     }

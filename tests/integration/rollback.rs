@@ -537,6 +537,16 @@ fn a_tag_pushed_as_replay_or_rollback_is_deleted_and_refused_with_what_works() {
         .run_printed("git push production v1.0~0:refs/heads/replay")
         .success();
     assert_eq!(server.live_revision(), v[0].1);
+    // The deploy branch pushed along with such a tag is put back, so that pushing it again
+    // deploys instead of being "Everything up-to-date".
+    clone.set_version("v3");
+    let v3 = clone.commit("v3");
+    let main_before = server.branch_head("main");
+    let push = clone.push(&["main", "v1.0:replay"]);
+    assert_eq!(push.code, Some(1), "{}", push.stderr);
+    assert_eq!(server.branch_head("main"), main_before);
+    clone.push_main().success();
+    assert_eq!(server.live_revision(), v3);
 }
 
 /// A rollback right after a replay goes to the previous commit: the replay's build and the
