@@ -62,6 +62,11 @@ impl RefUpdate {
         is_zero(&self.new)
     }
 
+    /// The push made the ref (it did not exist before).
+    pub fn is_creation(&self) -> bool {
+        is_zero(&self.old)
+    }
+
     /// The ref's name for people: bytes that are not UTF-8 shown as U+FFFD.
     pub fn name(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.refname)

@@ -205,17 +205,17 @@ pub(crate) fn put_back_all<'a>(
     failed
 }
 
-/// Sets the ref of `update` back to its old value if it still holds the new one.
+/// Sets the ref of `update` back to its old value if it still holds the new one; a ref the
+/// push made goes again.
 fn put_back(repo: &std::path::Path, update: &RefUpdate) -> Result<()> {
     let name = update.name();
-    let mut git = std::process::Command::new("git");
-    git.arg("--git-dir").arg(repo).arg("update-ref");
-    if update.old.bytes().all(|b| b == b'0') {
-        git.args(["-d", &*name, &update.new]);
-    } else {
-        git.args([&*name, &update.old, &update.new]);
+    if update.is_creation() {
+        return crate::state::refs::delete_ref(repo, &name, &update.new);
     }
-    let out = git
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["update-ref", &*name, &update.old, &update.new])
         .stdin(std::process::Stdio::null())
         .output()
         .context("cannot run git")?;
