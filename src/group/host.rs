@@ -101,11 +101,13 @@ fn drop_other_records(layout: &Layout, gid: &str) {
 /// Handles a push that carries group refs: the one operation it asks for, then the ref is
 /// deleted again, whatever happened. Nothing else of the push is deployed.
 pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
+    // Whether the operation is refused or run, the branches this push claims go back: a
+    // deploy branch moved without its deploy would make the next push of that commit deploy
+    // nothing. (It prints nothing of this server's configuration.)
+    let failed = trust::put_back_claimed(plan, request);
     // Before anything else, and before a word of this server's configuration is printed.
     if let Err(err) = trust::admit(plan) {
         delete_pushed(plan, &request.group, reporter);
-        // Nothing of a refused push stays, the deploy branch pushed along with it included.
-        let failed = trust::put_back_claimed(plan, request);
         let why = format!("{err:#}{failed}");
         // In the log (not notified: a host's group operations never are, its primary's are).
         let refused: Vec<&RefUpdate> = request.group.iter().collect();
@@ -118,9 +120,6 @@ pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result
             update.name()
         ));
     }
-    // A deploy branch moved without its deploy would make the next push of that commit
-    // deploy nothing: the branches this push claims go back, as for a refused push.
-    let failed = trust::put_back_claimed(plan, request);
     if let Some(failed) = failed.strip_prefix("; ") {
         reporter.warn(failed);
     }
