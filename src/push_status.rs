@@ -41,11 +41,10 @@ use std::process::{Command, ExitStatus};
 
 use anyhow::{Context, Result, bail};
 
-/// Names the file this push's hook reports its outcome in.
-pub const STATUS_ENV: &str = "ATOMDEPLOY_PUSH_STATUS";
-
-/// Carries `serve --group-primary`'s secret to the hook; see the module's documentation.
-pub const PRIMARY_ENV: &str = "ATOMDEPLOY_GROUP_PRIMARY";
+/// The file this push's hook reports its outcome in ([`STATUS_ENV`]), and `serve
+/// --group-primary`'s secret ([`PRIMARY_ENV`]; see the module's documentation). Defined where
+/// every command the hook runs is made, which removes both.
+pub use crate::infra::child::{PRIMARY_ENV, STATUS_ENV};
 
 /// The secret's length in hex digits (128 random bits).
 const SECRET_LEN: usize = 32;
@@ -255,20 +254,12 @@ fn is_own_ancestor(pid: u32) -> bool {
         if at == pid {
             return true;
         }
-        match parent_of(at) {
+        match crate::infra::child::parent_of(at) {
             Some(parent) if parent > 1 => at = parent,
             _ => return false,
         }
     }
     false
-}
-
-/// The parent of `pid`, from /proc/<pid>/stat (its 4th field, after the name in parentheses,
-/// which may itself hold spaces and parentheses).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -652,7 +643,10 @@ mod tests {
             assert_eq!(wrapper_pid(other), None, "{other}");
         }
         let parent = std::os::unix::process::parent_id();
-        assert_eq!(parent_of(std::process::id()), Some(parent));
+        assert_eq!(
+            crate::infra::child::parent_of(std::process::id()),
+            Some(parent)
+        );
         assert!(is_own_ancestor(parent));
         assert!(!is_own_ancestor(std::process::id()), "not its own ancestor");
         assert!(constant_time_eq(b"abc", b"abc"));

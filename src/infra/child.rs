@@ -69,11 +69,11 @@ pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
     cmd.env_remove(COMPOSER_AUTH);
     // The log's business, not the commands': a deploy must not run differently by pusher.
     cmd.env_remove(crate::state::history::PUSHER_ENV);
-    // A secret of this push only (see push_status.rs): no command's business, nor its output's.
-    cmd.env_remove(crate::push_status::PRIMARY_ENV);
+    // A secret of this push only: no command's business, nor its output's.
+    cmd.env_remove(PRIMARY_ENV);
     // The status file holds the same secret as its first line, and is the wrapper's word on
     // how the deploy went: a command must neither read the one nor write the other.
-    cmd.env_remove(crate::push_status::STATUS_ENV);
+    cmd.env_remove(STATUS_ENV);
     if let Some(run) = RUN.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         // `RUN:N`, N per child: the run's marker for the next deploy, and the command's own
         // for its timeout (see [`run_limited`]).
@@ -365,6 +365,21 @@ fn kill_tree(root: i32) {
     }
 }
 
+/// Names the file a push's hook reports its outcome in: the `receive-pack` wrapper's
+/// (push_status.rs).
+pub const STATUS_ENV: &str = "ATOMDEPLOY_PUSH_STATUS";
+
+/// Carries `serve --group-primary`'s secret to the hook (push_status.rs).
+pub const PRIMARY_ENV: &str = "ATOMDEPLOY_GROUP_PRIMARY";
+
+/// The parent of `pid`, from /proc/<pid>/stat (its 4th field, after the name in parentheses,
+/// which may itself hold spaces and parentheses).
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Every process whose chain of parents leads to `root`, read from /proc.
 fn descendants(root: i32) -> Vec<i32> {
     let mut parents = Vec::new();
@@ -372,19 +387,8 @@ fn descendants(root: i32) -> Vec<i32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if let Some(ppid) = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<i32>().ok())
-        {
-            parents.push((pid, ppid));
+        if let Some(ppid) = parent_of(pid as u32) {
+            parents.push((pid, ppid as i32));
         }
     }
     let mut tree = vec![root];
