@@ -186,18 +186,9 @@ fn log_refusal(
     err: &anyhow::Error,
     reporter: &Reporter,
 ) {
-    let mut entry = history::Entry {
-        finished_at: builds::utc_now_rfc3339(),
-        outcome: Outcome::Failed,
-        error: Some(format!("{err:#}")),
-        seconds: reporter.elapsed().as_secs_f64(),
-        ..history::Entry::begin(started_at, "", request.source, commit)
-    };
-    entry.describe_at(&plan.config.repository);
-    // A single appended line: safe without the lock.
-    if let Err(e) = history::append(&plan.layout, &entry) {
-        reporter.warn(&format!("could not write the deploy log: {e:#}"));
-    }
+    let why = format!("{err:#}");
+    let at = (started_at, builds::utc_now_rfc3339());
+    let entry = history::append_refusal(plan, at, (request.source, commit), &why, reporter);
     crate::notify::send(plan, &entry, reporter);
 }
 

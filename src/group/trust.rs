@@ -162,17 +162,8 @@ pub(crate) fn log_refusal(
         .find(|u| !u.is_deletion())
         .map(|u| u.new.as_str())
         .unwrap_or_default();
-    let mut entry = history::Entry {
-        finished_at: now.clone(),
-        error: Some(why.to_string()),
-        seconds: reporter.elapsed().as_secs_f64(),
-        ..history::Entry::begin(&now, "", &names.join(", "), commit)
-    };
-    entry.describe_at(&plan.config.repository);
-    if let Err(e) = history::append(&plan.layout, &entry) {
-        reporter.warn(&format!("could not write the deploy log: {e:#}"));
-    }
-    entry
+    let at = (now.as_str(), now.clone());
+    history::append_refusal(plan, at, (&names.join(", "), commit), why, reporter)
 }
 
 /// The deploy branch's and the control branches' updates of a push.

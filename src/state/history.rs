@@ -278,6 +278,30 @@ pub fn save_output(
     Ok(name)
 }
 
+/// Appends the entry of a push refused before any deploy began (a freeze, a host of a group,
+/// a group operation from anyone but the primary), `failed` with `why`, and returns it for
+/// whoever tells the webhooks. A single appended line: safe without the lock.
+pub(crate) fn append_refusal(
+    plan: &crate::state::plan::Plan,
+    (started_at, finished_at): (&str, String),
+    (source, commit): (&str, &str),
+    why: &str,
+    reporter: &crate::infra::report::Reporter,
+) -> Entry {
+    let mut entry = Entry {
+        finished_at,
+        outcome: Outcome::Failed,
+        error: Some(why.to_string()),
+        seconds: reporter.elapsed().as_secs_f64(),
+        ..Entry::begin(started_at, "", source, commit)
+    };
+    entry.describe_at(&plan.config.repository);
+    if let Err(e) = append(&plan.layout, &entry) {
+        reporter.warn(&format!("could not write the deploy log: {e:#}"));
+    }
+    entry
+}
+
 /// Keeps the newest [`FAILED_OUTPUTS_KEPT`] outputs of failed attempts in `dir`, newest by
 /// when they were written: their names do not sort by time (an attempt's
 /// `failed-2026-12-03T…` and a removed bad build's `failed-20261203-…` side by side).
