@@ -44,17 +44,17 @@ impl WebServer {
         // php-fpm: the shipped pool, with this machine's user and socket.
         let pool = fs::read_to_string(project.join("php-fpm-pool.conf"))
             .unwrap()
-            .replace("user = deploy", &format!("user = {user}"))
+            .replace("listen.owner = www-data", &format!("listen.owner = {user}"))
+            .replace("listen.group = www-data", "")
+            .replace("\nuser = www-data", &format!("\nuser = {user}"))
             .replace(
-                "group = deploy",
-                &format!("group = {}", if as_root { "root" } else { &user }),
+                "\ngroup = www-data",
+                &format!("\ngroup = {}", if as_root { "root" } else { &user }),
             )
             .replace(
                 "listen = /run/php/app.sock",
                 &format!("listen = {}", socket.display()),
-            )
-            .replace("listen.owner = www-data", &format!("listen.owner = {user}"))
-            .replace("listen.group = www-data", "");
+            );
         let pool = edit_pool(pool);
         let fpm_conf = dir.join("php-fpm.conf");
         fs::write(
