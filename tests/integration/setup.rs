@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::harness::sshd::{SshClient, Sshd, host_addr};
-use crate::harness::users::is_root;
+use crate::harness::users::{DeployUser, is_root};
 use crate::harness::web::{Group, free_port, living};
 use crate::harness::{BIN, assert_success, copy_tree, exclusive, fixture, wait_until};
 
@@ -665,4 +665,61 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
     let page = page.expect("the README's developer block fetches no page with curl");
     assert!(page.contains("Hello from the example app v1"), "{page}");
     assert!(page.contains(&format!("build: {head}")), "{page}");
+}
+
+/// `install` run as the deploy user before root made its directories: refused before anything
+/// is made, with the command that makes them (which then lets install through), not a bare
+/// "Permission denied".
+#[test]
+fn install_where_the_user_may_not_create_says_what_root_runs() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let srv = tempfile::tempdir().unwrap();
+    fs::set_permissions(srv.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (root, repo) = (srv.path().join("app"), srv.path().join("app.git"));
+    let install = || {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .arg("install")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--root")
+            .arg(&root)
+            .args(["--branch", "main"])
+            .current_dir(srv.path());
+        user.run(&mut cmd)
+    };
+    let out = install();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let fix = format!(
+        "sudo install -d -o {0} -g {0} {1} {2}",
+        user.name,
+        root.display(),
+        repo.display()
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot create {}: {} is not writable by {}",
+            root.display(),
+            srv.path().display(),
+            user.name
+        )) && stderr.contains(&format!("`{fix}`")),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read_dir(srv.path()).unwrap().count(),
+        0,
+        "install made something"
+    );
+    // The command it names is the fix (`sudo` aside: the test is root).
+    let args: Vec<&str> = fix.split(' ').skip(1).collect();
+    assert_success(
+        &Command::new(args[0]).args(&args[1..]).output().unwrap(),
+        &fix,
+    );
+    let out = install();
+    assert_success(&out, "install once root made the directories");
 }
