@@ -42,6 +42,7 @@ pub fn install(args: &Install) -> Result<()> {
         .transpose()?;
 
     let _lock = lock_repository(args.repo)?;
+    refuse_unwritable_parents(args)?;
     let repaired = refuse_other_repository(args.root, args.repo, args.branch)?;
     let place = place_root(args)?;
     fs::create_dir_all(args.root)
@@ -171,6 +172,40 @@ fn share_with_web_user(layout: &Layout, web: &WebUser) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A deploy user may not make directories in /srv: refused before anything is made, with the
+/// command root runs to make them this user's, rather than a bare "Permission denied".
+fn refuse_unwritable_parents(args: &Install) -> Result<()> {
+    use nix::unistd::{AccessFlags, access};
+    let missing: Vec<&Path> = [args.root, args.repo]
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).is_err())
+        .collect();
+    let blocked = missing.iter().find_map(|path| {
+        let absolute = std::path::absolute(path).ok()?;
+        let parent = absolute.ancestors().skip(1).find(|dir| dir.is_dir())?;
+        access(parent, AccessFlags::W_OK | AccessFlags::X_OK)
+            .is_err()
+            .then(|| (path, parent.to_path_buf()))
+    });
+    let Some((path, parent)) = blocked else {
+        return Ok(());
+    };
+    let user = crate::infra::users::user_or_uid(nix::unistd::geteuid().as_raw());
+    let group = crate::infra::users::group_or_gid(nix::unistd::getegid().as_raw());
+    let paths: Vec<String> = missing
+        .iter()
+        .map(|p| quote_if_needed(&p.to_string_lossy()))
+        .collect();
+    bail!(
+        "cannot create {}: {} is not writable by {user}. As root, make {} for {user} first: \
+         `sudo install -d -o {user} -g {group} {}`, then run install again as {user}",
+        path.display(),
+        parent.display(),
+        if paths.len() == 1 { "it" } else { "them" },
+        paths.join(" ")
+    )
 }
 
 /// Refuses, before anything exists, a branch or a path that the hook and deploy.yml could not

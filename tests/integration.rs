@@ -77,6 +77,8 @@ mod review13;
 mod rollback;
 #[path = "integration/root_here.rs"]
 mod root_here;
+#[path = "integration/setup.rs"]
+mod setup;
 #[path = "integration/submodules.rs"]
 mod submodules;
 #[path = "integration/web.rs"]

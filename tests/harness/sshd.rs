@@ -164,9 +164,18 @@ pub struct SshdBuilder {
     keys: Vec<(String, PathBuf)>,
     env: Vec<(String, String)>,
     accept_env: Vec<String>,
+    users_own_keys: bool,
 }
 
 impl SshdBuilder {
+    /// Keys from each user's own `~/.ssh/authorized_keys`, their modes checked (`StrictModes
+    /// yes`), as a stock sshd reads them: for a test of a server set up by hand for a real
+    /// user. Without PAM, as here, sshd also refuses a locked account (`!` in /etc/shadow).
+    pub fn users_own_keys(mut self) -> Self {
+        self.users_own_keys = true;
+        self
+    }
+
     pub fn addr(mut self, addr: Ipv4Addr) -> Self {
         self.addr = addr;
         self
@@ -240,6 +249,7 @@ impl SshdBuilder {
             marker,
             set_env: env.join(" "),
             accept_env: self.accept_env.join(" "),
+            users_own_keys: self.users_own_keys,
         };
         // The port is found free and then given to sshd: another process may take it in
         // between, so a failed bind tries another one.
@@ -271,6 +281,8 @@ pub struct Sshd {
     set_env: String,
     /// sshd's `AcceptEnv`, if any.
     accept_env: String,
+    /// See [`SshdBuilder::users_own_keys`].
+    users_own_keys: bool,
 }
 
 impl Sshd {
@@ -282,6 +294,7 @@ impl Sshd {
             keys: Vec::new(),
             env: Vec::new(),
             accept_env: Vec::new(),
+            users_own_keys: false,
         }
     }
 
@@ -352,17 +365,24 @@ impl Sshd {
 
     fn launch(&mut self) -> Result<(), String> {
         let config = self.dir.join("sshd_config");
+        let keys = if self.users_own_keys {
+            "AuthorizedKeysFile .ssh/authorized_keys\nStrictModes yes".to_string()
+        } else {
+            format!(
+                "AuthorizedKeysFile {}\nStrictModes no",
+                self.dir.join("authorized_keys").display()
+            )
+        };
         fs::write(
             &config,
             format!(
-                "Port {}\nListenAddress {}\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                "Port {}\nListenAddress {}\nHostKey {}\n{keys}\n\
+                 UsePAM no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
                  PidFile none\nMaxStartups 100\nMaxSessions 100\nSetEnv {}\n{}",
                 self.port,
                 self.addr,
                 self.host_key().display(),
-                self.dir.join("authorized_keys").display(),
                 self.set_env,
                 if self.accept_env.is_empty() {
                     String::new()

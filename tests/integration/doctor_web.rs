@@ -8,8 +8,9 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::Output;
 
+use crate::harness::users::{DeployUser, hand_over};
 use crate::harness::web::WebServer;
-use crate::harness::{Server, tree_listing};
+use crate::harness::{BIN, Server, tree_listing};
 
 /// The checks this module is about; the root's own checks may warn on a test machine.
 const WEB_CHECKS: [&str; 5] = ["nginx", "php-fpm pool", "web access", "shared", "opcache"];
@@ -559,5 +560,73 @@ fn opcache_settings_are_those_of_the_running_pool() {
         "$realpath_root",
     );
     assert!(line.contains("realpath_cache_ttl=600s"), "{line}");
+    web.stop_leaving_nothing();
+}
+
+/// What a deploy user logged in over ssh runs: doctor with a login's PATH, which leaves out
+/// /usr/sbin where Debian puts nginx, and without the root `nginx -T` needs to open its pid and
+/// log files. doctor finds nginx all the same, reads the files itself, and names the one it may
+/// not read with a warning rather than failing; the site it can read is checked as usual.
+#[test]
+fn doctor_as_the_deploy_user_finds_nginx_in_sbin_and_reads_what_it_may() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let server = Server::builder().config("shared", "[uploads/]").install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    hand_over(&server, &clone, user.uid, user.gid);
+    let secret = web_dir(&server).join("secret.conf");
+    fs::create_dir_all(web_dir(&server)).unwrap();
+    fs::write(
+        &secret,
+        "# a file only root may read, as a key's or a password's\n",
+    )
+    .unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let web = start(
+        &server,
+        // The deploy user reaches the pool as a member of its socket's group would.
+        &|pool| format!("{pool}\nlisten.mode = 0666\n"),
+        &|site| format!("{site}\ninclude {};\n", secret.display()),
+    );
+    let conf = web_dir(&server).join("nginx.conf");
+    let pool = web_dir(&server).join("php-fpm.conf");
+    let out = user.run(
+        server
+            .command(BIN)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .arg("doctor")
+            .arg("--root")
+            .arg(&server.root)
+            .arg("--nginx-config")
+            .arg(&conf)
+            .arg("--fpm-pool")
+            .arg(&pool),
+    );
+    let said = text(&out);
+    let (line, fix) = finding(
+        &out,
+        "warning",
+        "nginx",
+        &format!("cannot read {}", secret.display()),
+    );
+    assert!(
+        line.contains("`/usr/sbin/nginx -T` needs root"),
+        "{line}\n{said}"
+    );
+    assert!(fix.contains("run doctor as root"), "{fix}");
+    finding(
+        &out,
+        "ok",
+        "nginx",
+        &format!("has `root {}/latest/public`", root_of(&server)),
+    );
+    assert!(!said.contains("not installed"), "{said}");
+    let nginx_fails: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("FAIL     nginx"))
+        .collect();
+    assert_eq!(nginx_fails, Vec::<&str>::new(), "{said}");
     web.stop_leaving_nothing();
 }

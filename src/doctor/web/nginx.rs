@@ -3,9 +3,12 @@
 //!
 //! The configuration is what `nginx -T` prints (every file it really read, includes and all);
 //! where nginx is not installed, or refuses the configuration, the files are read directly.
+//! A deploy user's PATH lacks /usr/sbin, where Debian puts nginx, and `nginx -T` needs root
+//! (it opens the pid and log files): run as that user, doctor finds nginx in /usr/sbin and
+//! reads the files it may read, naming those it may not.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -67,6 +70,10 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
     }
     let (source, how) = Source::load(&file);
     let (config, loops, too_deep) = read(&source, &file);
+    let unreadable = source.unreadable();
+    if !unreadable.is_empty() {
+        out.push(unreadable_files(&unreadable, &how));
+    }
     if let Some(at) = too_deep {
         out.push(Finding::warn(
             CHECK,
@@ -91,20 +98,7 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
     }
     let servers = serving(&config, context);
     if servers.is_empty() {
-        out.push(Finding::fail(
-            CHECK,
-            format!(
-                "no server block in {} ({how}) has its root in {}: the site is not served \
-                 from this deploy root",
-                file.display(),
-                context.layout.latest.display()
-            ),
-            format!(
-                "add the server block of webserver/nginx-site.conf with `root {}/public;` \
-                 (and enable it), then `nginx -t && systemctl reload nginx`",
-                context.layout.latest.display()
-            ),
-        ));
+        out.push(no_server(&file, &how, context, !unreadable.is_empty()));
         return None;
     }
     let upstreams = upstreams(&config);
@@ -126,32 +120,107 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
     Some(Site { passes })
 }
 
-/// Where the configuration's files come from: nginx's own dump, or the disk.
+/// Files the configuration includes that this user may not read (doctor run as the deploy
+/// user, the site's key or a password in a root-only file).
+fn unreadable_files(files: &[String], how: &str) -> Finding {
+    Finding::warn(
+        CHECK,
+        format!(
+            "cannot read {} ({how}): what {} hold is not checked",
+            files.join(", "),
+            if files.len() == 1 {
+                "it would"
+            } else {
+                "they would"
+            }
+        ),
+        "run doctor as root (`sudo atomdeploy-hook doctor …`), or let this user read them",
+    )
+}
+
+/// No server block serves this root: a FAIL, unless some files could not be read, where the
+/// block may be.
+fn no_server(file: &Path, how: &str, context: &Context, skipped_files: bool) -> Finding {
+    let seen = format!(
+        "no server block in {} ({how}) has its root in {}",
+        file.display(),
+        context.layout.latest.display()
+    );
+    let fix = format!(
+        "add the server block of webserver/nginx-site.conf with `root {}/public;` \
+         (and enable it), then `nginx -t && systemctl reload nginx`",
+        context.layout.latest.display()
+    );
+    if skipped_files {
+        Finding::warn(
+            CHECK,
+            format!("{seen} among the files this user can read"),
+            fix,
+        )
+    } else {
+        Finding::fail(
+            CHECK,
+            format!("{seen}: the site is not served from this deploy root"),
+            fix,
+        )
+    }
+}
+
+/// Where the configuration's files come from: nginx's own dump, or the disk (with the files
+/// that could not be read there, for a warning).
 enum Source {
     Dump(BTreeMap<PathBuf, String>),
-    Files,
+    Files(RefCell<BTreeSet<PathBuf>>),
+}
+
+/// Where nginx is when it is not on PATH: Debian installs it in /usr/sbin, which a
+/// non-root user's PATH leaves out.
+const SBIN: [&str; 2] = ["/usr/sbin/nginx", "/sbin/nginx"];
+
+fn nginx_program() -> Option<PathBuf> {
+    which::which("nginx").ok().or_else(|| {
+        SBIN.iter().map(PathBuf::from).find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 impl Source {
     /// nginx's dump when it gives one; and how the configuration was read, for the findings.
     fn load(file: &Path) -> (Source, String) {
-        let run = Command::new("nginx").arg("-T").arg("-c").arg(file).output();
+        let files = || Source::Files(RefCell::default());
+        let Some(nginx) = nginx_program() else {
+            return (
+                files(),
+                "read directly: nginx is not installed here".to_string(),
+            );
+        };
+        let run = Command::new(&nginx).arg("-T").arg("-c").arg(file).output();
         match run {
             Ok(done) if done.status.success() => (
                 Source::Dump(split_dump(&String::from_utf8_lossy(&done.stdout))),
                 "as `nginx -T` prints it".to_string(),
             ),
+            // Not root: nginx cannot open its pid or log files, whatever the configuration.
+            Ok(done) if String::from_utf8_lossy(&done.stderr).contains("Permission denied") => (
+                files(),
+                format!(
+                    "read directly: `{} -T` needs root to open its pid and log files",
+                    nginx.display()
+                ),
+            ),
             Ok(done) => {
                 let why = String::from_utf8_lossy(&done.stderr);
                 let why = why.lines().find(|l| l.contains("emerg")).unwrap_or("");
                 (
-                    Source::Files,
+                    files(),
                     format!("read directly: `nginx -T` failed: {}", why.trim()),
                 )
             }
             Err(_) => (
-                Source::Files,
-                "read directly: nginx is not installed here".to_string(),
+                files(),
+                format!("read directly: {} does not run", nginx.display()),
             ),
         }
     }
@@ -159,7 +228,27 @@ impl Source {
     fn read(&self, path: &Path) -> Option<String> {
         match self {
             Source::Dump(files) => files.get(path).cloned(),
-            Source::Files => std::fs::read_to_string(path).ok(),
+            Source::Files(unreadable) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text),
+                Err(err) => {
+                    if err.kind() == std::io::ErrorKind::PermissionDenied {
+                        unreadable.borrow_mut().insert(path.to_path_buf());
+                    }
+                    None
+                }
+            },
+        }
+    }
+
+    /// The files that were there but could not be read, for the warning.
+    fn unreadable(&self) -> Vec<String> {
+        match self {
+            Source::Dump(_) => Vec::new(),
+            Source::Files(unreadable) => unreadable
+                .borrow()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         }
     }
 
@@ -180,7 +269,7 @@ impl Source {
                 })
                 .cloned()
                 .collect(),
-            Source::Files => glob::expand(pattern),
+            Source::Files(_) => glob::expand(pattern),
         }
     }
 }
