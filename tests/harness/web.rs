@@ -24,6 +24,14 @@ impl WebServer {
         WebServer::start_edited(root, dir, &|pool| pool, &|site| site)
     }
 
+    /// As [`WebServer::start`], php-fpm running as the shipped pool says: as www-data, the
+    /// web server's user, not as the test's user. Needs root; the deploy root must be open to
+    /// www-data (as [`super::users::let_in`] makes it).
+    #[track_caller]
+    pub fn start_as_shipped(root: &Path, dir: &Path) -> WebServer {
+        WebServer::start_with(root, dir, true, &|pool| pool, &|site| site)
+    }
+
     /// As [`WebServer::start`], with the pool and the server block changed by `pool` and
     /// `site` (given the shipped files as adapted to this test). php-fpm counts as started
     /// once it says it is ready, so that it may listen on TCP.
@@ -34,6 +42,17 @@ impl WebServer {
         edit_pool: &dyn Fn(String) -> String,
         edit_site: &dyn Fn(String) -> String,
     ) -> WebServer {
+        WebServer::start_with(root, dir, false, edit_pool, edit_site)
+    }
+
+    #[track_caller]
+    fn start_with(
+        root: &Path,
+        dir: &Path,
+        as_shipped: bool,
+        edit_pool: &dyn Fn(String) -> String,
+        edit_site: &dyn Fn(String) -> String,
+    ) -> WebServer {
         fs::create_dir_all(dir).unwrap();
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("webserver");
         // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
@@ -41,20 +60,38 @@ impl WebServer {
         let user = whoami();
         let socket = dir.join("fpm.sock");
 
-        // php-fpm: the shipped pool, with this machine's user and socket.
+        // php-fpm: the shipped pool, with this machine's socket, and (unless `as_shipped`)
+        // this machine's user: most tests deploy as root into a private temporary directory,
+        // whose shared/ is root's. (The listen lines first: `group = www-data` is in one.)
         let pool = fs::read_to_string(project.join("php-fpm-pool.conf"))
             .unwrap()
-            .replace("user = deploy", &format!("user = {user}"))
-            .replace(
-                "group = deploy",
-                &format!("group = {}", if as_root { "root" } else { &user }),
-            )
             .replace(
                 "listen = /run/php/app.sock",
                 &format!("listen = {}", socket.display()),
             )
             .replace("listen.owner = www-data", &format!("listen.owner = {user}"))
             .replace("listen.group = www-data", "");
+        assert!(
+            pool.contains("\nuser = www-data\ngroup = www-data\n"),
+            "the shipped pool runs as www-data"
+        );
+        let pool = if as_shipped {
+            assert!(
+                as_root,
+                "php-fpm runs a pool as www-data only when started as root"
+            );
+            // Where the pool's PHP logs its diagnostics: its own user must be able to write it.
+            let log = dir.join("php.log");
+            fs::write(&log, "").unwrap();
+            std::os::unix::fs::chown(&log, Some(33), Some(33)).unwrap();
+            pool
+        } else {
+            pool.replace("user = www-data", &format!("user = {user}"))
+                .replace(
+                    "group = www-data",
+                    &format!("group = {}", if as_root { "root" } else { &user }),
+                )
+        };
         let pool = edit_pool(pool);
         let fpm_conf = dir.join("php-fpm.conf");
         fs::write(
