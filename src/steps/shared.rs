@@ -127,7 +127,11 @@ fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) ->
         Linked::CreatedEmpty => fs::create_dir(&in_shared)
             .with_context(|| format!("cannot create {}", in_shared.display()))?,
     }
-    // What install --web-user did to shared/, done to what this deploy added to it.
+    // A secret seeded from the commit (a `.env`) is not left readable by every user of the
+    // server; then what install --web-user did to shared/, done to what this deploy added.
+    if *linked == Linked::SeededFromBuild {
+        crate::infra::perms::protect_secrets(&in_shared)?;
+    }
     if let Some(made) = made {
         crate::infra::perms::treat_new(&layout.shared, &made)?;
     }
