@@ -1034,3 +1034,47 @@ fn write_env_local(server: &Server) {
     fs::write(&path, SYMFONY_ENV_LOCAL).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
 }
+
+/// The Laravel recipe as the shipped pool runs it: config cached in the build by the deploy
+/// user, sessions written by www-data into shared storage/, nothing into the build.
+#[test]
+fn laravel_recipe_served_by_a_www_data_pool_writes_nothing_into_builds() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let (server, _clone) = deployed_for_www_data(
+        &user,
+        "laravel",
+        &recipe("laravel"),
+        "laravel-app",
+        |server| {
+            fs::create_dir_all(server.root.join("shared")).unwrap();
+            fs::write(shared(server, ".env"), LARAVEL_ENV).unwrap();
+        },
+    );
+    let v1 = server.build_path(&server.live().unwrap());
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    for _ in 0..2 {
+        let page = get_page(&web);
+        let expected = format!(
+            "laravel app v1\nname: Recipe Shop\nbase: {}\nconfig: cached\n",
+            v1.display()
+        );
+        assert!(page.starts_with(&expected), "{page}");
+    }
+    assert_eq!(
+        builds_listing(&server),
+        untouched,
+        "a request changed builds/"
+    );
+    assert_no_build_file_of_www_data(&server);
+    let sessions = session_files(&server);
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    for name in sessions {
+        let path = shared(&server, "storage/framework/sessions").join(name);
+        assert_eq!(owner_and_lines(&path).0, WWW_DATA);
+    }
+    web.stop_clean();
+}
