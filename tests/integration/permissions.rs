@@ -514,3 +514,58 @@ fn a_seeded_secret_is_closed_to_others_and_doctor_warns_when_one_is_not() {
     let said = doctor_lines(&server, "secrets");
     assert!(said.iter().all(|(level, ..)| level == "ok"), "{said:?}");
 }
+
+/// install's one-line notes when what it leaves is not what the shipped pool (www-data)
+/// expects: no `--web-user` where www-data exists, or a `--web-user` that owns the root.
+#[test]
+fn install_notes_a_shared_dir_not_given_to_www_data_and_a_web_user_that_owns_the_root() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let (server, _clone) = server_for(&user, "[uploads/]", "5");
+    let notes = |out: &Output| -> Vec<String> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("note: "))
+            .map(str::to_string)
+            .collect()
+    };
+    // Without --web-user: shared/ is not www-data's, and the note says how to make it so.
+    let said = notes(&user.install(&server, &[]));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains(&format!(
+            "{}/shared is not given to www-data, the user the shipped php-fpm pool runs as",
+            server.root.display()
+        )) && said[0].contains(&format!("usermod -aG www-data {}", user.name))
+            && said[0].contains(&format!(
+                "atomdeploy-hook install --repo {} --root {} --web-user www-data",
+                server.repo.display(),
+                server.root.display()
+            )),
+        "{said:?}"
+    );
+    // --web-user naming the deploy user itself: its pool could write every build.
+    let said = notes(&user.install(&server, &["--web-user", &user.name]));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains(&format!(
+            "`{}` owns {}, so a php-fpm pool running as it can write into every build",
+            user.name,
+            server.root.display()
+        )) && said[0].contains("`user = www-data`"),
+        "{said:?}"
+    );
+    // The model: nothing to say, then or after.
+    admin(&["usermod", "-aG", "www-data", &user.name]);
+    assert_eq!(
+        notes(&install_as(&server, &user, "www-data")),
+        Vec::<String>::new()
+    );
+    assert_eq!(notes(&user.install(&server, &[])), Vec::<String>::new());
+}
