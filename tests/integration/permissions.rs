@@ -97,17 +97,9 @@ fn push_as(server: &Server, clone: &Clone, user: &DeployUser) -> Push {
     crate::harness::users::push_as(server, clone, |cmd| user.run(cmd))
 }
 
-/// php-fpm running as www-data (and nginx) serving the server's `latest/public`.
+/// php-fpm running as www-data, as shipped (and nginx), serving the server's `latest/public`.
 fn www_data_pool(server: &Server) -> WebServer {
-    WebServer::start_edited(
-        &server.root,
-        &server.base().join("web"),
-        &|pool| {
-            pool.replace("user = root", "user = www-data")
-                .replace("group = root", "group = www-data")
-        },
-        &|site| site,
-    )
+    WebServer::start_as_shipped(&server.root, &server.base().join("web"))
 }
 
 fn get(web: &WebServer, query: &str) -> String {
