@@ -475,10 +475,8 @@ fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
         .iter()
         .filter_map(|p| Some((p, fs::symlink_metadata(p).ok()?)))
         .filter(|(_, m)| !m.file_type().is_symlink() && m.uid() != me)
-        .filter(|(_, m)| {
-            m.gid() != web.gid
-                || m.mode() & 0o060 != 0o060
-                || (m.is_dir() && m.mode() & libc::S_ISGID == 0)
+        .filter(|(p, m)| {
+            m.gid() != web.gid || m.mode() & 0o7777 != wanted_mode(m.mode(), m.is_dir(), p)
         })
         .collect();
     if let Some((path, meta)) = foreign.first() {
