@@ -1078,3 +1078,31 @@ fn laravel_recipe_served_by_a_www_data_pool_writes_nothing_into_builds() {
     }
     web.stop_clean();
 }
+
+/// The plain PHP recipe as the shipped pool runs it: its health check (the PHP CLI, as the
+/// deploy user) and the pool's requests leave the build as the deploy made it.
+#[test]
+fn plain_php_recipe_served_by_a_www_data_pool_writes_nothing_into_builds() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let (server, _clone) = deployed_for_www_data(
+        &user,
+        "plain-php",
+        &recipe("plain-php"),
+        "example-app",
+        |_| {},
+    );
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    let page = get_page(&web);
+    assert!(page.starts_with("Hello from the example app"), "{page}");
+    assert_eq!(
+        builds_listing(&server),
+        untouched,
+        "a request changed builds/"
+    );
+    assert_no_build_file_of_www_data(&server);
+    web.stop_clean();
+}
