@@ -346,11 +346,12 @@ pub fn secret_mode(mode: u32) -> u32 {
     (mode | 0o040) & !0o027 & 0o7777
 }
 
-/// Called by a deploy on what it just seeded into shared/ from the build: every file there
-/// named like a secret ([`is_secret_name`]) gets [`secret_mode`], whatever umask the checkout
-/// ran with (the deploy's own gives everyone read). A file that is still a hard link to one of
-/// another build (`snapshot: link` links unchanged files to the live build's) is replaced by
-/// a copy first: its mode is the live build's copy's too, which must stay as it is.
+/// Called by a deploy on an entry of the new build it is about to seed shared/ with: every
+/// file there named like a secret ([`is_secret_name`]) gets [`secret_mode`], whatever umask
+/// the checkout ran with (the deploy's own gives everyone read). The snapshot copies shared
+/// entries, never links them to the live build's; should a file still have other names, it is
+/// replaced by a copy of its own all the same, since a mode belongs to every name of a file.
+/// Symlinks are neither followed nor changed.
 pub fn protect_secrets(path: &Path) -> Result<()> {
     for entry in walkdir::WalkDir::new(path) {
         let entry = entry.with_context(|| format!("cannot read {}", path.display()))?;

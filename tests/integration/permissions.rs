@@ -561,3 +561,35 @@ fn install_notes_a_shared_dir_not_given_to_www_data_and_a_web_user_that_owns_the
     );
     assert_eq!(notes(&user.install(&server, &[])), Vec::<String>::new());
 }
+
+/// `snapshot: link` links a file unchanged since the live build to the live build's copy, but
+/// never a shared entry: a `.env` that becomes one in a later deploy is closed to others in
+/// shared/ without changing the live build's copy, which serves until the switch.
+#[test]
+fn a_secret_shared_in_a_later_deploy_leaves_the_earlier_builds_copy_as_it_was() {
+    let server = Server::builder()
+        .config("composer", "false")
+        .config("shared", "[config/]")
+        .install();
+    let clone = clone_with_secrets(&server);
+    clone.push_main().success();
+    let v1 = server.build_path(&server.live().unwrap());
+    let before = mode_and_group(&v1.join(".env")).0;
+    assert_eq!(before & 0o004, 0o004, "the build's .env is readable by all");
+
+    server.set_config("shared", "[config/, .env]");
+    clone.write("VERSION", "v2\n");
+    clone.commit("v2");
+    clone.push_main().success();
+    let v2 = server.build_path(&server.live().unwrap());
+    assert_ne!(v1, v2);
+    let shared = server.root.join("shared/.env");
+    assert_eq!(mode_and_group(&shared).0, 0o640);
+    assert_eq!(
+        fs::read_to_string(&shared).unwrap(),
+        "GREETING=hello from .env\n"
+    );
+    let earlier = fs::metadata(v1.join(".env")).unwrap();
+    assert_eq!(earlier.mode() & 0o7777, before, "v1's .env was changed");
+    assert_ne!(earlier.ino(), fs::metadata(&shared).unwrap().ino());
+}
