@@ -208,11 +208,17 @@ fn web_user_note(layout: &Layout, repo: &Path, web: Option<&WebUser>) -> Option<
     if given || web_uid == owner {
         return None;
     }
-    let deploy = crate::infra::users::user_or_uid(owner);
+    // Root needs no group to change what the web server makes.
+    let first = if owner == 0 {
+        String::new()
+    } else {
+        let deploy = crate::infra::users::user_or_uid(owner);
+        format!("once `usermod -aG {SHIPPED_WEB_USER} {deploy}`, ")
+    };
     Some(format!(
         "note: {} is not given to {SHIPPED_WEB_USER}, the user the shipped php-fpm pool runs \
-         as: the app could not write its shared entries (uploads, sessions, logs); once \
-         `usermod -aG {SHIPPED_WEB_USER} {deploy}`, run {install}",
+         as: the app could not write its shared entries (uploads, sessions, logs); {first}run \
+         {install}",
         layout.shared.display()
     ))
 }
