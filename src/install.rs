@@ -1,7 +1,7 @@
 //! `atomdeploy-hook install`: a bare repository, its post-receive hook and a deploy root.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -93,6 +93,9 @@ pub fn install(args: &Install) -> Result<()> {
     }
     if let Some(web) = &web_user {
         share_with_web_user(&layout, web)?;
+    }
+    if let Some(note) = web_user_note(&layout, &repo_path, web_user.as_ref()) {
+        println!("{note}");
     }
 
     println!(
@@ -206,6 +209,53 @@ fn refuse_unwritable_parents(args: &Install) -> Result<()> {
         if paths.len() == 1 { "it" } else { "them" },
         paths.join(" ")
     )
+}
+
+/// The user the shipped php-fpm pool runs as.
+const SHIPPED_WEB_USER: &str = "www-data";
+
+/// One line when the set-up install leaves is not the one the shipped pool expects (php-fpm as
+/// www-data, another user than the deploy user, shared/ given to its group): `--web-user`
+/// naming the deploy user itself, whose pool could write into every build; or no
+/// `--web-user` where www-data exists and shared/ was never given to it, so the app could not
+/// write its shared entries.
+fn web_user_note(layout: &Layout, repo: &Path, web: Option<&WebUser>) -> Option<String> {
+    let owner = crate::infra::owner::owner_of(&layout.root)?;
+    let install = format!(
+        "`atomdeploy-hook install --repo {} --root {} --web-user {SHIPPED_WEB_USER}`",
+        quote_if_needed(&repo.to_string_lossy()),
+        quote_if_needed(&layout.root.to_string_lossy())
+    );
+    if let Some(web) = web {
+        return (web.uid == owner).then(|| {
+            format!(
+                "note: `{}` owns {}, so a php-fpm pool running as it can write into every \
+                 build; run the pool as the web server's user (`user = {SHIPPED_WEB_USER}`, \
+                 as webserver/php-fpm-pool.conf does) and give shared/ to it: {install}",
+                web.name,
+                layout.root.display()
+            )
+        });
+    }
+    let shared = fs::metadata(&layout.shared).ok()?;
+    let given = shared.mode() & libc::S_ISGID != 0;
+    let (web_uid, _) = crate::infra::users::by_name(SHIPPED_WEB_USER)?;
+    if given || web_uid == owner {
+        return None;
+    }
+    // Root needs no group to change what the web server makes.
+    let first = if owner == 0 {
+        String::new()
+    } else {
+        let deploy = crate::infra::users::user_or_uid(owner);
+        format!("once `usermod -aG {SHIPPED_WEB_USER} {deploy}`, ")
+    };
+    Some(format!(
+        "note: {} is not given to {SHIPPED_WEB_USER}, the user the shipped php-fpm pool runs \
+         as: the app could not write its shared entries (uploads, sessions, logs); {first}run \
+         {install}",
+        layout.shared.display()
+    ))
 }
 
 /// Refuses, before anything exists, a branch or a path that the hook and deploy.yml could not

@@ -1,5 +1,5 @@
 //! The deploy root's own checks: the repository and its hook, deploy.yml, the tools a deploy
-//! runs, the disk, and `latest`.
+//! runs, the disk, `latest`, and the secrets in shared/.
 
 use crate::infra::quote::quote_if_needed;
 use crate::state::plan::Plan;
@@ -10,6 +10,7 @@ mod disk;
 mod hook;
 mod latest;
 mod owner;
+mod secrets;
 mod tools;
 
 /// Loads deploy.yml, saying whether it is valid.
@@ -54,6 +55,7 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) {
     latest::check(&context.layout, out);
     latest::freeze(&context.layout, out);
     owner::check(&context.layout, out);
+    secrets::check(&context.layout, context.plan.as_ref(), out);
     membership(&context.layout, out);
 }
 

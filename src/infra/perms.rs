@@ -273,7 +273,7 @@ impl Tree {
                 .map_err(io::Error::from)
                 .with_context(|| format!("cannot change the group of {}", path.display()))?;
         }
-        let wanted = wanted_mode(meta.st_mode, is_dir);
+        let wanted = wanted_mode(meta.st_mode, is_dir, path);
         if cleared || meta.st_mode & 0o7777 != wanted {
             nix::sys::stat::fchmod(fd, mode(wanted))
                 .map_err(io::Error::from)
@@ -314,7 +314,7 @@ impl Tree {
             .map_err(io::Error::from)
             .with_context(|| format!("cannot change the group of {}", path.display()))?;
         }
-        let wanted = wanted_mode(meta.st_mode, false);
+        let wanted = wanted_mode(meta.st_mode, false, path);
         if cleared || meta.st_mode & 0o7777 != wanted {
             chmod_no_follow(dir, name, wanted)
                 .with_context(|| format!("cannot change the mode of {}", path.display()))?;
@@ -323,9 +323,73 @@ impl Tree {
     }
 }
 
-fn wanted_mode(mode: u32, is_dir: bool) -> u32 {
+/// What a path in shared/ gets: setgid and the group's rwx for a directory, the group's rw
+/// for a file; a file named like a secret, the group's read only and nothing for others.
+fn wanted_mode(mode: u32, is_dir: bool, path: &Path) -> u32 {
+    if !is_dir && path.file_name().is_some_and(is_secret_name) {
+        return secret_mode(mode);
+    }
     let added = if is_dir { libc::S_ISGID | 0o070 } else { 0o060 };
     (mode | added) & 0o7777
+}
+
+/// Whether a file's name says it holds secrets: `.env` and `.env.<anything>` (Laravel's,
+/// Symfony's `.env.local`), composer's `auth.json`.
+pub fn is_secret_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_bytes();
+    name == b".env" || name.starts_with(b".env.") || name == b"auth.json"
+}
+
+/// The mode of a file named like a secret: the owner's bits, read for the group (shared/'s:
+/// the web server's with --web-user, whose PHP reads it), nothing for others. 0644 → 0640.
+pub fn secret_mode(mode: u32) -> u32 {
+    (mode | 0o040) & !0o027 & 0o7777
+}
+
+/// Called by a deploy on an entry of the new build it is about to seed shared/ with: every
+/// file there named like a secret ([`is_secret_name`]) gets [`secret_mode`], whatever umask
+/// the checkout ran with (the deploy's own gives everyone read). The snapshot copies shared
+/// entries, never links them to the live build's; should a file still have other names, it is
+/// replaced by a copy of its own all the same, since a mode belongs to every name of a file.
+/// Symlinks are neither followed nor changed.
+pub fn protect_secrets(path: &Path) -> Result<()> {
+    for entry in walkdir::WalkDir::new(path) {
+        let entry = entry.with_context(|| format!("cannot read {}", path.display()))?;
+        if !entry.file_type().is_file() || !is_secret_name(entry.file_name()) {
+            continue;
+        }
+        let file = entry.path();
+        let meta = fs::symlink_metadata(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let wanted = secret_mode(meta.mode());
+        if meta.nlink() > 1 {
+            copy_with_mode(file, wanted)?;
+        } else if meta.mode() & 0o7777 != wanted {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(file, fs::Permissions::from_mode(wanted))
+                .with_context(|| format!("cannot change the mode of {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `file` by a copy of its own with mode `bits`, in one rename.
+fn copy_with_mode(file: &Path, bits: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".atomdeploy-secret-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    fs::set_permissions(temp.path(), fs::Permissions::from_mode(bits))
+        .with_context(|| format!("cannot change the mode of {}", temp.path().display()))?;
+    let mut from =
+        fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    io::copy(&mut from, &mut temp.as_file())
+        .with_context(|| format!("cannot copy {}", file.display()))?;
+    temp.persist(file)
+        .with_context(|| format!("cannot replace {}", file.display()))?;
+    Ok(())
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -412,10 +476,8 @@ fn check_changeable(entries: &[PathBuf], web: &WebUser) -> Result<()> {
         .iter()
         .filter_map(|p| Some((p, fs::symlink_metadata(p).ok()?)))
         .filter(|(_, m)| !m.file_type().is_symlink() && m.uid() != me)
-        .filter(|(_, m)| {
-            m.gid() != web.gid
-                || m.mode() & 0o060 != 0o060
-                || (m.is_dir() && m.mode() & libc::S_ISGID == 0)
+        .filter(|(p, m)| {
+            m.gid() != web.gid || m.mode() & 0o7777 != wanted_mode(m.mode(), m.is_dir(), p)
         })
         .collect();
     if let Some((path, meta)) = foreign.first() {
@@ -554,5 +616,60 @@ mod tests {
         let root = WebUser::resolve("root").unwrap();
         assert_eq!((root.uid, root.gid), (0, 0));
         assert_eq!(user_name(0).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn files_named_like_secrets_are_closed_to_others_and_read_only_to_the_group() {
+        for name in [".env", ".env.local", ".env.prod.local", "auth.json"] {
+            assert!(is_secret_name(name.as_ref()), "{name}");
+            assert_eq!(
+                wanted_mode(0o100644, false, Path::new(name)),
+                0o640,
+                "{name}"
+            );
+        }
+        for name in [
+            "env",
+            "x.env",
+            ".environment",
+            "auth.json.dist",
+            "index.php",
+        ] {
+            assert!(!is_secret_name(name.as_ref()), "{name}");
+            assert_eq!(wanted_mode(0o100644, false, Path::new(name)), 0o664);
+        }
+        for (mode, secret) in [
+            (0o644, 0o640),
+            (0o600, 0o640),
+            (0o666, 0o640),
+            (0o755, 0o750),
+        ] {
+            assert_eq!(secret_mode(mode), secret, "{mode:o}");
+        }
+        // A directory named like one is a directory like any other.
+        assert_eq!(wanted_mode(0o040755, true, Path::new(".env")), 0o2775);
+    }
+
+    #[test]
+    fn a_seeded_secret_linked_to_a_build_gets_a_copy_of_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let build = dir.path().join("build.env");
+        let shared = dir.path().join("config");
+        fs::create_dir(&shared).unwrap();
+        fs::write(&build, "APP_KEY=x\n").unwrap();
+        fs::set_permissions(&build, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::hard_link(&build, shared.join(".env")).unwrap();
+        fs::write(shared.join("app.php"), "<?php").unwrap();
+        let other = fs::metadata(shared.join("app.php")).unwrap().mode();
+        protect_secrets(&shared).unwrap();
+        let meta = fs::metadata(shared.join(".env")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.nlink()), (0o640, 1));
+        assert_eq!(
+            fs::read_to_string(shared.join(".env")).unwrap(),
+            "APP_KEY=x\n"
+        );
+        assert_eq!(fs::metadata(&build).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(fs::metadata(shared.join("app.php")).unwrap().mode(), other);
     }
 }

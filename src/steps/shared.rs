@@ -122,8 +122,14 @@ fn apply(layout: &Layout, build: &Path, entry: &SharedEntry, linked: &Linked) ->
     }
     match linked {
         Linked::Existing => {}
-        Linked::SeededFromBuild => fs::rename(&in_build, &in_shared)
-            .with_context(|| format!("cannot seed {}", in_shared.display()))?,
+        Linked::SeededFromBuild => {
+            // A secret seeded from the commit (a `.env`) is not left readable by every user
+            // of the server. Done in the build, which only the deploy user writes: in
+            // shared/, the web server could swap a name for a symlink while it runs.
+            crate::infra::perms::protect_secrets(&in_build)?;
+            fs::rename(&in_build, &in_shared)
+                .with_context(|| format!("cannot seed {}", in_shared.display()))?
+        }
         Linked::CreatedEmpty => fs::create_dir(&in_shared)
             .with_context(|| format!("cannot create {}", in_shared.display()))?,
     }

@@ -118,11 +118,16 @@ impl DeployUser {
     /// `cmd` run as this user with the groups a fresh login gives it (std's `uid()` would drop
     /// the supplementary ones), and a hardened server's umask, 077.
     pub fn run(&self, cmd: &mut Command) -> Output {
+        self.run_with_umask(cmd, 0o077)
+    }
+
+    /// [`DeployUser::run`] with the umask `umask`.
+    pub fn run_with_umask(&self, cmd: &mut Command, umask: libc::mode_t) -> Output {
         let (uid, gid, groups) = (self.uid, self.gid, self.groups());
         // SAFETY: only async-signal-safe system calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                libc::umask(0o077);
+                libc::umask(umask);
                 if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(gid) != 0
                     || libc::setuid(uid) != 0
@@ -150,6 +155,46 @@ impl DeployUser {
             self.name,
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+impl DeployUser {
+    /// `atomdeploy-hook install --repo <repository> --root <root> ARGS` as this user.
+    pub fn install(&self, server: &Server, args: &[&str]) -> Output {
+        self.run(
+            server
+                .command(super::BIN)
+                .arg("install")
+                .arg("--repo")
+                .arg(&server.repo)
+                .arg("--root")
+                .arg(&server.root)
+                .args(args),
+        )
+    }
+
+    /// The set-up the shipped php-fpm pool expects: this user put in www-data's group, the
+    /// server (and `clone`) handed over to it, and `install --web-user www-data` run by it.
+    #[track_caller]
+    pub fn set_up_with_www_data(&self, server: &Server, clone: &Clone) {
+        admin(&["usermod", "-aG", "www-data", &self.name]);
+        hand_over(server, clone, self.uid, self.gid);
+        let out = self.install(server, &["--web-user", "www-data"]);
+        assert!(
+            out.status.success(),
+            "install --web-user www-data: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `git push <repository> HEAD:main` from `clone` as this user.
+    pub fn push(&self, server: &Server, clone: &Clone) -> Push {
+        self.push_with_umask(server, clone, 0o077)
+    }
+
+    /// [`DeployUser::push`] with the umask `umask`.
+    pub fn push_with_umask(&self, server: &Server, clone: &Clone, umask: libc::mode_t) -> Push {
+        push_as(server, clone, |cmd| self.run_with_umask(cmd, umask))
     }
 }
 

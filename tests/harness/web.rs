@@ -24,6 +24,14 @@ impl WebServer {
         WebServer::start_edited(root, dir, &|pool| pool, &|site| site)
     }
 
+    /// As [`WebServer::start`], php-fpm running as the shipped pool says: as www-data, the
+    /// web server's user, not as the test's user. Needs root; the deploy root must be open to
+    /// www-data (as [`super::users::let_in`] makes it).
+    #[track_caller]
+    pub fn start_as_shipped(root: &Path, dir: &Path) -> WebServer {
+        WebServer::start_with(root, dir, true, &|pool| pool, &|site| site)
+    }
+
     /// As [`WebServer::start`], with the pool and the server block changed by `pool` and
     /// `site` (given the shipped files as adapted to this test). php-fpm counts as started
     /// once it says it is ready, so that it may listen on TCP.
@@ -34,6 +42,17 @@ impl WebServer {
         edit_pool: &dyn Fn(String) -> String,
         edit_site: &dyn Fn(String) -> String,
     ) -> WebServer {
+        WebServer::start_with(root, dir, false, edit_pool, edit_site)
+    }
+
+    #[track_caller]
+    fn start_with(
+        root: &Path,
+        dir: &Path,
+        as_shipped: bool,
+        edit_pool: &dyn Fn(String) -> String,
+        edit_site: &dyn Fn(String) -> String,
+    ) -> WebServer {
         fs::create_dir_all(dir).unwrap();
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("webserver");
         // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
@@ -41,20 +60,41 @@ impl WebServer {
         let user = whoami();
         let socket = dir.join("fpm.sock");
 
-        // php-fpm: the shipped pool, with this machine's user and socket.
+        // php-fpm: the shipped pool, with this machine's socket, and (unless `as_shipped`)
+        // this machine's user: most tests deploy as root into a private temporary directory,
+        // whose shared/ is root's. (The listen lines first: `group = www-data` is in one.)
         let pool = fs::read_to_string(project.join("php-fpm-pool.conf"))
             .unwrap()
-            .replace("listen.owner = www-data", &format!("listen.owner = {user}"))
-            .replace("listen.group = www-data", "")
-            .replace("\nuser = www-data", &format!("\nuser = {user}"))
-            .replace(
-                "\ngroup = www-data",
-                &format!("\ngroup = {}", if as_root { "root" } else { &user }),
-            )
             .replace(
                 "listen = /run/php/app.sock",
                 &format!("listen = {}", socket.display()),
+            )
+            .replace("listen.owner = www-data", &format!("listen.owner = {user}"))
+            .replace("listen.group = www-data", "");
+        assert!(
+            pool.contains("\nuser = www-data\ngroup = www-data\n"),
+            "the shipped pool runs as www-data"
+        );
+        if as_root {
+            // Where the pool's PHP logs its diagnostics: whichever user the pool runs as
+            // (www-data, or another a test gives it) must be able to write it.
+            let log = dir.join("php.log");
+            fs::write(&log, "").unwrap();
+            fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        }
+        let pool = if as_shipped {
+            assert!(
+                as_root,
+                "php-fpm runs a pool as www-data only when started as root"
             );
+            pool
+        } else {
+            pool.replace("user = www-data", &format!("user = {user}"))
+                .replace(
+                    "group = www-data",
+                    &format!("group = {}", if as_root { "root" } else { &user }),
+                )
+        };
         let pool = edit_pool(pool);
         let fpm_conf = dir.join("php-fpm.conf");
         fs::write(
@@ -238,13 +278,13 @@ impl Drop for WebServer {
 
 /// A server's master process, started as the leader of a new process group that its
 /// workers inherit, so that the whole server can be signalled and watched as one.
-pub struct Group {
+struct Group {
     child: Child,
     stopped: bool,
 }
 
 impl Group {
-    pub fn spawn(mut command: Command, what: &str) -> Group {
+    fn spawn(mut command: Command, what: &str) -> Group {
         command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -267,13 +307,13 @@ impl Group {
         }
     }
 
-    pub fn pgid(&self) -> i32 {
+    fn pgid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Whether the master has exited; if so it is reaped, and the group is not signalled
     /// again (its id may be another's by then).
-    pub fn reaped(&mut self) -> bool {
+    fn reaped(&mut self) -> bool {
         let gone = !matches!(self.child.try_wait(), Ok(None));
         self.stopped |= gone;
         gone
@@ -281,7 +321,7 @@ impl Group {
 
     /// Signals the group, then SIGKILLs it if any member is still alive after a bounded
     /// wait, then reaps the master. Never panics: it runs in Drop, during unwinding too.
-    pub fn stop(&mut self, signal: i32) {
+    fn stop(&mut self, signal: i32) {
         if self.stopped {
             return;
         }
@@ -399,7 +439,7 @@ fn find_fpm() -> PathBuf {
         .expect("php-fpm in /usr/sbin (scripts/install-deps installs it)")
 }
 
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -15,12 +15,19 @@ use crate::harness::{BIN, Server, tree_listing};
 /// The checks this module is about; the root's own checks may warn on a test machine.
 const WEB_CHECKS: [&str; 5] = ["nginx", "php-fpm pool", "web access", "shared", "opcache"];
 
-/// A server with v1 of the example app live and `uploads/` shared.
+/// A server with v1 of the example app live and `uploads/` shared, set up as the shipped pool
+/// expects: shared/ given to www-data (`install --web-user www-data`), the test's temporary
+/// directory open to it as a server's /srv is.
 fn deployed(config: &[(&str, &str)]) -> (Server, String) {
-    deployed_at(config, None)
+    let (server, build) = deployed_at(config, None);
+    fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    crate::harness::assert_success(&out, "install --web-user www-data");
+    (server, build)
 }
 
-/// [`deployed`], the deploy root at `root` when given.
+/// The example app's v1 deployed, the deploy root at `root` when given; shared/ left as the
+/// deploy made it.
 fn deployed_at(config: &[(&str, &str)], root: Option<&std::path::Path>) -> (Server, String) {
     let mut builder = Server::builder().config("shared", "[uploads/]");
     for (key, value) in config {
@@ -40,12 +47,19 @@ fn web_dir(server: &Server) -> PathBuf {
     server.base().join("web")
 }
 
+/// nginx and php-fpm with the shipped files, the pool as www-data as shipped, then edited by
+/// `pool` and `site`.
 fn start(
     server: &Server,
     pool: &dyn Fn(String) -> String,
     site: &dyn Fn(String) -> String,
 ) -> WebServer {
-    WebServer::start_edited(&server.root, &web_dir(server), pool, site)
+    WebServer::start_edited(
+        &server.root,
+        &web_dir(server),
+        &|text| pool(as_www_data(text)),
+        site,
+    )
 }
 
 fn unchanged(s: String) -> String {
@@ -429,13 +443,13 @@ fn as_www_data(pool: String) -> String {
 
 #[test]
 fn shared_owned_by_root_is_not_writable_by_a_www_data_pool() {
-    let (server, _) = deployed(&[]);
+    let (server, _) = deployed_at(&[], None);
     // Whatever the test's temporary directory is, a server's /srv is open to all.
     fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
     let uploads = server.root.join("shared/uploads");
     let meta = fs::metadata(&uploads).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o755));
-    let web = start(&server, &as_www_data, &unchanged);
+    let web = start(&server, &unchanged, &unchanged);
     let out = doctor_pool(&server);
     let line = assert_fails(
         &out,
@@ -497,7 +511,7 @@ fn a_root_under_a_directory_the_pool_cannot_enter_fails() {
     let base = fs::canonicalize(home.path()).unwrap();
     fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).unwrap();
     let (server, _) = deployed_at(&[], Some(&base.join("srv")));
-    let web = start(&server, &as_www_data, &unchanged);
+    let web = start(&server, &unchanged, &unchanged);
     let line = assert_fails(
         &doctor_pool(&server),
         "web access",
@@ -628,5 +642,123 @@ fn doctor_as_the_deploy_user_finds_nginx_in_sbin_and_reads_what_it_may() {
         .filter(|l| l.starts_with("FAIL     nginx"))
         .collect();
     assert_eq!(nginx_fails, Vec::<&str>::new(), "{said}");
+    web.stop_leaving_nothing();
+}
+
+/// The set-up the shipped pool replaced: php-fpm running as the deploy user, who owns the
+/// builds. Every page works, and PHP can write into every build.
+#[test]
+fn a_pool_running_as_the_deploy_user_fails() {
+    let Some(user) = crate::harness::users::DeployUser::create_as_root() else {
+        return;
+    };
+    let (server, _) = deployed_at(&[], None);
+    let clone = server.empty_clone("unused");
+    crate::harness::users::hand_over(&server, &clone, user.uid, user.gid);
+    let name = user.name.clone();
+    let web = start(
+        &server,
+        &|pool| {
+            pool.replace("user = www-data", &format!("user = {name}"))
+                .replace("group = www-data", &format!("group = {name}"))
+        },
+        &unchanged,
+    );
+    let out = doctor_pool(&server);
+    let line = assert_fails(
+        &out,
+        "web access",
+        &format!(
+            "the pool's user {name}:{name} (uid {}, groups {name}) is the owner of {} (the \
+             deploy user): PHP can write into every build",
+            user.uid,
+            server.root.display()
+        ),
+        "`user = www-data` and `group = www-data` in its pool file",
+    );
+    let (_, fix) = finding(&out, "FAIL", "web access", "PHP can write into every build");
+    assert!(fix.contains("--web-user www-data"), "{fix}");
+    assert!(line.contains("writable, e.g. "), "{line}");
+    // Its pages work: nothing else is wrong.
+    finding(
+        &out,
+        "ok",
+        "web access",
+        "can reach and read the live build",
+    );
+    web.stop_leaving_nothing();
+}
+
+/// The usual advice for a cache the app cannot write, `chmod 777`, in the live build: the pool
+/// as www-data, but a directory of the build open to it.
+#[test]
+fn a_live_build_directory_the_pool_can_write_fails() {
+    let (server, build) = deployed(&[]);
+    let web = start(&server, &unchanged, &unchanged);
+    let out = doctor_pool(&server);
+    assert_web_clean(&out);
+    let build_dir = server.build_path(&build);
+    let cache = build_dir.join("cache");
+    fs::create_dir(&cache).unwrap();
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "web access",
+        "can write 1 path(s) of the live build",
+        &format!("`chmod -R go-w {}`", build_dir.display()),
+    );
+    assert!(
+        line.contains(&format!(
+            "{} dir, mode 777 owner root:root",
+            cache.display()
+        )),
+        "{line}"
+    );
+    // The fix it gives is enough.
+    let chmod = server
+        .command("chmod")
+        .args(["-R", "go-w"])
+        .arg(&build_dir)
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    assert_web_clean(&doctor_pool(&server));
+    web.stop_leaving_nothing();
+}
+
+/// A shared file the pool only reads, a `.env`: 0640 for www-data's group (as install
+/// --web-user leaves it) passes; 0600 fails, with the fix.
+#[test]
+fn a_shared_env_the_pool_cannot_read_fails() {
+    let server = Server::builder()
+        .config("shared", "[uploads/, .env]")
+        .install();
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    let env = server.root.join("shared/.env");
+    fs::write(&env, "APP_KEY=secret\n").unwrap();
+    server.clone_fixture("example-app").deploy_version("v1");
+    fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    crate::harness::assert_success(&out, "install --web-user www-data");
+    let meta = fs::metadata(&env).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o640, 33));
+    let web = start(&server, &unchanged, &unchanged);
+    let out = doctor_pool(&server);
+    assert_web_clean(&out);
+    finding(
+        &out,
+        "ok",
+        "shared",
+        &format!(".env ({}) is readable", env.display()),
+    );
+
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o600)).unwrap();
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "shared",
+        ".env is not readable by the pool's user www-data:www-data",
+        &format!("`chgrp www-data {0} && chmod 640 {0}`", env.display()),
+    );
+    assert!(line.contains("mode 600 owner root:www-data"), "{line}");
     web.stop_leaving_nothing();
 }

@@ -97,17 +97,9 @@ fn push_as(server: &Server, clone: &Clone, user: &DeployUser) -> Push {
     crate::harness::users::push_as(server, clone, |cmd| user.run(cmd))
 }
 
-/// php-fpm running as www-data (and nginx) serving the server's `latest/public`.
+/// php-fpm running as www-data, as shipped (and nginx), serving the server's `latest/public`.
 fn www_data_pool(server: &Server) -> WebServer {
-    WebServer::start_edited(
-        &server.root,
-        &server.base().join("web"),
-        &|pool| {
-            pool.replace("user = root", "user = www-data")
-                .replace("group = root", "group = www-data")
-        },
-        &|site| site,
-    )
+    WebServer::start_as_shipped(&server.root, &server.base().join("web"))
 }
 
 fn get(web: &WebServer, query: &str) -> String {
@@ -377,4 +369,227 @@ fn without_acls_shared_is_still_setgid_and_group_writable_and_install_says_what_
         assert_eq!((meta.mode() & 0o7777, meta.gid()), (mode, 33), "{path}");
     }
     drop(server);
+}
+
+/// The app of the secret tests: shows a value from the shared .env, as a framework's Dotenv
+/// would read it.
+const ENV_INDEX: &str = r#"<?php
+$env = parse_ini_file(dirname(__DIR__) . '/.env');
+echo $env === false ? 'no .env' : 'greeting: ' . $env['GREETING'];
+"#;
+
+/// A clone with a `.env` and a `config/auth.json` committed (what `shared:` seeds from), and
+/// a file of another name beside them.
+fn clone_with_secrets(server: &Server) -> Clone {
+    let clone = server.empty_clone("app");
+    clone.write("public/index.php", ENV_INDEX);
+    clone.write(".env", "GREETING=hello from .env\n");
+    clone.write("config/auth.json", "{\"http-basic\": {}}\n");
+    clone.write("config/app.php", "<?php\n");
+    clone.commit("v1");
+    clone
+}
+
+fn mode_and_group(path: &std::path::Path) -> (u32, u32) {
+    let meta = fs::symlink_metadata(path).unwrap();
+    (meta.mode() & 0o7777, meta.gid())
+}
+
+#[test]
+fn secrets_seeded_into_shared_are_0640_for_the_web_servers_group_whatever_the_umask() {
+    if !is_root() {
+        eprintln!("SKIPPED: making a deploy user and a www-data pool needs root");
+        return;
+    }
+    let _heavy = crate::harness::exclusive();
+    for umask in [0o077, 0o022] {
+        let user = DeployUser::create();
+        admin(&["usermod", "-aG", "www-data", &user.name]);
+        let server = Server::builder()
+            .config("composer", "false")
+            .config("shared", "[.env, config/]")
+            .install();
+        let clone = clone_with_secrets(&server);
+        crate::harness::users::hand_over(&server, &clone, user.uid, user.gid);
+        install_ok(&server, &user);
+        user.push_with_umask(&server, &clone, umask).success();
+        let shared = server.root.join("shared");
+        for secret in [".env", "config/auth.json"] {
+            assert_eq!(
+                mode_and_group(&shared.join(secret)),
+                (0o640, 33),
+                "{secret}, umask {umask:03o}"
+            );
+        }
+        // Only secrets: the rest of what was seeded is as install --web-user makes it.
+        assert_eq!(
+            mode_and_group(&shared.join("config/app.php")).0 & 0o064,
+            0o064
+        );
+        // The pool, www-data, still reads it through its group.
+        let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+        assert_eq!(get(&web, ""), "greeting: hello from .env");
+        web.stop_clean();
+    }
+}
+
+/// Doctor's lines of `check`: (level, message, fix).
+fn doctor_lines(server: &Server, check: &str) -> Vec<(String, String, String)> {
+    let out = server.run(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = format!(" {check}: ");
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with(' ') && l.contains(&start))
+        .map(|(i, l)| {
+            let (level, message) = l.split_once(&start).unwrap();
+            let fix = lines
+                .get(i + 1)
+                .and_then(|f| f.trim_start().strip_prefix("fix: "))
+                .unwrap_or("");
+            (
+                level.trim().to_string(),
+                message.to_string(),
+                fix.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_seeded_secret_is_closed_to_others_and_doctor_warns_when_one_is_not() {
+    // Root deploys with the test's umask; shared/ not given to a web user.
+    let server = Server::builder()
+        .config("composer", "false")
+        .config("shared", "[.env, config/]")
+        .install();
+    let clone = clone_with_secrets(&server);
+    clone.push_main().success();
+    let env = server.root.join("shared/.env");
+    assert_eq!(mode_and_group(&env).0, 0o640);
+    let said = doctor_lines(&server, "secrets");
+    assert!(
+        said.iter().all(|(level, ..)| level == "ok") && !said.is_empty(),
+        "{said:?}"
+    );
+
+    // The operator wrote it again with a umask of 022.
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o644)).unwrap();
+    let said = doctor_lines(&server, "secrets");
+    let warned: Vec<_> = said
+        .iter()
+        .filter(|(level, ..)| level == "warning")
+        .collect();
+    assert_eq!(warned.len(), 1, "{said:?}");
+    let (_, message, fix) = warned[0];
+    assert!(
+        message.contains(&format!(
+            "{} is readable by every user of the server (mode 644)",
+            env.display()
+        )),
+        "{message}"
+    );
+    let chmod = format!("chmod 640 {}", env.display());
+    assert!(fix.contains(&format!("`{chmod}`")), "{fix}");
+    // The fix it gives is enough.
+    let args: Vec<&str> = chmod.split(' ').collect();
+    assert!(
+        server
+            .command(args[0])
+            .args(&args[1..])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let said = doctor_lines(&server, "secrets");
+    assert!(said.iter().all(|(level, ..)| level == "ok"), "{said:?}");
+}
+
+/// install's one-line notes when what it leaves is not what the shipped pool (www-data)
+/// expects: no `--web-user` where www-data exists, or a `--web-user` that owns the root.
+#[test]
+fn install_notes_a_shared_dir_not_given_to_www_data_and_a_web_user_that_owns_the_root() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let (server, _clone) = server_for(&user, "[uploads/]", "5");
+    let notes = |out: &Output| -> Vec<String> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("note: "))
+            .map(str::to_string)
+            .collect()
+    };
+    // Without --web-user: shared/ is not www-data's, and the note says how to make it so.
+    let said = notes(&user.install(&server, &[]));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains(&format!(
+            "{}/shared is not given to www-data, the user the shipped php-fpm pool runs as",
+            server.root.display()
+        )) && said[0].contains(&format!("usermod -aG www-data {}", user.name))
+            && said[0].contains(&format!(
+                "atomdeploy-hook install --repo {} --root {} --web-user www-data",
+                server.repo.display(),
+                server.root.display()
+            )),
+        "{said:?}"
+    );
+    // --web-user naming the deploy user itself: its pool could write every build.
+    let said = notes(&user.install(&server, &["--web-user", &user.name]));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains(&format!(
+            "`{}` owns {}, so a php-fpm pool running as it can write into every build",
+            user.name,
+            server.root.display()
+        )) && said[0].contains("`user = www-data`"),
+        "{said:?}"
+    );
+    // The model: nothing to say, then or after.
+    admin(&["usermod", "-aG", "www-data", &user.name]);
+    assert_eq!(
+        notes(&install_as(&server, &user, "www-data")),
+        Vec::<String>::new()
+    );
+    assert_eq!(notes(&user.install(&server, &[])), Vec::<String>::new());
+}
+
+/// `snapshot: link` links a file unchanged since the live build to the live build's copy, but
+/// never a shared entry: a `.env` that becomes one in a later deploy is closed to others in
+/// shared/ without changing the live build's copy, which serves until the switch.
+#[test]
+fn a_secret_shared_in_a_later_deploy_leaves_the_earlier_builds_copy_as_it_was() {
+    let server = Server::builder()
+        .config("composer", "false")
+        .config("shared", "[config/]")
+        .install();
+    let clone = clone_with_secrets(&server);
+    clone.push_main().success();
+    let v1 = server.build_path(&server.live().unwrap());
+    let before = mode_and_group(&v1.join(".env")).0;
+    assert_eq!(before & 0o004, 0o004, "the build's .env is readable by all");
+
+    server.set_config("shared", "[config/, .env]");
+    clone.write("VERSION", "v2\n");
+    clone.commit("v2");
+    clone.push_main().success();
+    let v2 = server.build_path(&server.live().unwrap());
+    assert_ne!(v1, v2);
+    let shared = server.root.join("shared/.env");
+    assert_eq!(mode_and_group(&shared).0, 0o640);
+    assert_eq!(
+        fs::read_to_string(&shared).unwrap(),
+        "GREETING=hello from .env\n"
+    );
+    let earlier = fs::metadata(v1.join(".env")).unwrap();
+    assert_eq!(earlier.mode() & 0o7777, before, "v1's .env was changed");
+    assert_ne!(earlier.ino(), fs::metadata(&shared).unwrap().ino());
 }

@@ -7,7 +7,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::harness::web::get;
+use crate::harness::users::DeployUser;
+use crate::harness::web::{WebServer, get};
 use crate::harness::{Clone, Server, fixture};
 
 /// The recipe's text, as the README prints it.
@@ -19,8 +20,14 @@ fn recipe(name: &str) -> String {
 /// A server whose deploy.yml is the recipe, with only the repository's path changed.
 #[track_caller]
 fn server_with_recipe(name: &str) -> Server {
+    server_with_deploy_yml(name, &recipe(name))
+}
+
+/// A server whose deploy.yml is `text` (the recipe `name`, maybe edited), with the repository's
+/// path changed.
+#[track_caller]
+fn server_with_deploy_yml(name: &str, text: &str) -> Server {
     let server = Server::install();
-    let text = recipe(name);
     let line = "repository: /srv/app.git\n";
     assert!(text.contains(line), "the {name} recipe names /srv/app.git");
     let text = text.replace(line, &format!("repository: {}\n", server.repo.display()));
@@ -453,7 +460,7 @@ fn symfony_recipe_compiles_the_prod_container_in_the_build_and_keeps_logs() {
     );
     let text = fs::read_to_string(&container).unwrap();
     assert!(text.contains("symfony app v1"), "{text}");
-    server.assert_only_complete_builds(&[".env.local", "var/log"]);
+    server.assert_only_complete_builds(&[".env.local", "var/log", "var/pools"]);
 }
 
 /// Without debug, Symfony keeps any container it finds. One that a command run in
@@ -686,7 +693,7 @@ fn the_readme_prints_each_recipe_exactly_as_deployed() {
     let section = &section[..section[1..]
         .find("\n## ")
         .map_or(section.len(), |end| end + 1)];
-    for name in ["laravel", "symfony", "plain-php"] {
+    for name in ["laravel", "symfony", "slim", "plain-php"] {
         let block = format!("```yaml\n{}```\n", recipe(name));
         assert!(
             section.contains(&block),
@@ -759,4 +766,343 @@ fn a_config_cache_left_in_application_is_replaced_in_the_next_build() {
             format!("base: {}", v2.display()),
         ]
     );
+}
+
+/// The web server's user in the shipped pool.
+const WWW_DATA: u32 = 33;
+
+/// Everything under builds/, each path with its owner, inode and modification time to the
+/// nanosecond: what a request must never change.
+fn builds_listing(server: &Server) -> Vec<(String, u32, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let builds = server.root.join("builds");
+    walkdir::WalkDir::new(&builds)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            let path = e
+                .path()
+                .strip_prefix(&builds)
+                .unwrap()
+                .display()
+                .to_string();
+            (
+                path,
+                meta.uid(),
+                meta.ino(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+            )
+        })
+        .collect()
+}
+
+/// Nothing in builds/ belongs to the web server's user.
+#[track_caller]
+fn assert_no_build_file_of_www_data(server: &Server) {
+    let owned: Vec<String> = builds_listing(server)
+        .into_iter()
+        .filter(|(_, uid, ..)| *uid == WWW_DATA)
+        .map(|(path, ..)| path)
+        .collect();
+    assert_eq!(owned, Vec::<String>::new(), "www-data wrote into builds/");
+}
+
+/// The owner of a file, and its lines.
+#[track_caller]
+fn owner_and_lines(path: &Path) -> (u32, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let owner = fs::metadata(path).unwrap().uid();
+    (owner, text.lines().map(str::to_string).collect())
+}
+
+/// `GET /` from `web`: must answer 200; its body.
+#[track_caller]
+fn get_page(web: &WebServer) -> String {
+    let (status, body) = get(&web.url("/"));
+    assert_eq!(status, 200, "{body}\n{}", web.error_log());
+    body
+}
+
+/// A server deploying `fixture` with `deploy_yml` as the shipped pool expects it: a real deploy
+/// user (not root) in www-data's group, `install --web-user www-data`, v1 pushed by that
+/// user. `before` runs first, on the root as the operator prepares it.
+#[track_caller]
+fn deployed_for_www_data(
+    user: &DeployUser,
+    name: &str,
+    deploy_yml: &str,
+    fixture: &str,
+    before: impl FnOnce(&Server),
+) -> (Server, Clone) {
+    let server = server_with_deploy_yml(name, deploy_yml);
+    before(&server);
+    let clone = server.clone_fixture(fixture);
+    user.set_up_with_www_data(&server, &clone);
+    user.push(&server, &clone).success();
+    (server, clone)
+}
+
+fn slim_page(build: &Path, greeting: &str) -> String {
+    format!(
+        "{greeting}\nroot: {b}\ncontainer: {b}/var/cache/CompiledContainer.php\nlog: {b}/logs/app.log\n",
+        b = build.display()
+    )
+}
+
+/// The Slim recipe as the shipped pool runs it: php-fpm as www-data reads a build the deploy
+/// user made and compiled the container in, and writes only its log, in shared/.
+#[test]
+fn slim_recipe_served_by_a_www_data_pool_writes_nothing_into_builds() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let (server, clone) = deployed_for_www_data(&user, "slim", &recipe("slim"), "slim-app", |_| {});
+    let v1 = server.build_path(&server.live().unwrap());
+    // before_switch compiled PHP-DI's container in the build, as the deploy user, with the
+    // build's own paths.
+    let (owner, lines) = owner_and_lines(&v1.join("var/cache/CompiledContainer.php"));
+    assert_eq!(owner, user.uid);
+    assert!(
+        lines
+            .concat()
+            .contains(&format!("'{}/logs/app.log'", v1.display())),
+        "{lines:?}"
+    );
+
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    for _ in 0..3 {
+        assert_eq!(get_page(&web), slim_page(&v1, "slim app v1"));
+    }
+    assert_eq!(
+        builds_listing(&server),
+        untouched,
+        "a request changed builds/"
+    );
+    // Monolog's log is in shared/, made by the pool's user, one line a request.
+    let (owner, lines) = owner_and_lines(&shared(&server, "logs/app.log"));
+    assert_eq!(owner, WWW_DATA);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("slim-app.INFO: Home page viewed"))
+    );
+
+    let settings = fs::read_to_string(clone.path.join("app/settings.php")).unwrap();
+    clone.write(
+        "app/settings.php",
+        &settings.replace("slim app v1", "slim app v2"),
+    );
+    clone.commit("v2");
+    user.push(&server, &clone).success();
+    let v2 = server.build_path(&server.live().unwrap());
+    assert_ne!(v1, v2);
+    let untouched = builds_listing(&server);
+    assert_eq!(get_page(&web), slim_page(&v2, "slim app v2"));
+    assert_eq!(
+        builds_listing(&server),
+        untouched,
+        "a request changed builds/"
+    );
+    assert_no_build_file_of_www_data(&server);
+    assert_eq!(owner_and_lines(&shared(&server, "logs/app.log")).1.len(), 4);
+    web.stop_clean();
+}
+
+/// The recipe's before_switch is what makes a read-only build work: without it the first
+/// request compiles the container, as www-data, into a build it cannot write, and every page
+/// answers 500.
+#[test]
+fn slim_without_compiling_the_container_at_deploy_answers_500() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let text = recipe("slim");
+    let step = "before_switch:\n  - php bin/compile-container.php\n";
+    assert!(text.contains(step), "the recipe compiles the container");
+    let (server, _clone) =
+        deployed_for_www_data(&user, "slim", &text.replace(step, ""), "slim-app", |_| {});
+    let v1 = server.build_path(&server.live().unwrap());
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    let (status, body) = get(&web.url("/"));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains(&format!(
+            "Compilation directory does not exist and cannot be created: {}/var/cache",
+            v1.display()
+        )),
+        "{body}"
+    );
+    assert_eq!(builds_listing(&server), untouched);
+    web.stop_leaving_nothing();
+}
+
+/// The Symfony recipe as the shipped pool runs it: the container compiled by before_switch,
+/// the log and cache.app's items written by www-data into shared/, never into the build.
+#[test]
+fn symfony_recipe_served_by_a_www_data_pool_writes_nothing_into_builds() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let (server, _clone) = deployed_for_www_data(
+        &user,
+        "symfony",
+        &recipe("symfony"),
+        "symfony-app",
+        write_env_local,
+    );
+    let v1 = server.build_path(&server.live().unwrap());
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    for _ in 0..2 {
+        let page = get_page(&web);
+        assert!(
+            page.starts_with(&format!(
+                "symfony app v1\nenv: prod debug: false\nproject: {}\n",
+                v1.display()
+            )),
+            "{page}"
+        );
+    }
+    assert_eq!(
+        builds_listing(&server),
+        untouched,
+        "a request changed builds/"
+    );
+    assert_no_build_file_of_www_data(&server);
+    let (owner, lines) = owner_and_lines(&shared(&server, "var/log/prod.log"));
+    assert_eq!(owner, WWW_DATA);
+    assert_eq!(lines.len(), 2, "one line a request, no warning: {lines:?}");
+    // cache.app's item, saved once by the first request, read by the second.
+    let items: Vec<PathBuf> = walkdir::WalkDir::new(shared(&server, "var/pools"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        owner_and_lines(&items[0]),
+        (WWW_DATA, vec!["symfony app v1".to_string()])
+    );
+    web.stop_clean();
+}
+
+/// Symfony's default puts cache.app in var/cache/prod/pools/ of the build: as www-data every
+/// save fails, which Symfony only logs. The recipe's `framework.cache.directory` is what
+/// makes it work.
+#[test]
+fn symfony_cache_pools_left_in_the_build_fail_to_save_under_a_www_data_pool() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let server = server_with_recipe("symfony");
+    write_env_local(&server);
+    let clone = server.clone_fixture("symfony-app");
+    clone.remove("config/packages/cache.php");
+    clone.commit("cache.app at Symfony's default");
+    user.set_up_with_www_data(&server, &clone);
+    user.push(&server, &clone).success();
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    get_page(&web);
+    get_page(&web);
+    assert_eq!(builds_listing(&server), untouched);
+    let (_, lines) = owner_and_lines(&shared(&server, "var/log/prod.log"));
+    let failed = lines
+        .iter()
+        .filter(|l| l.contains("cache.WARNING: Failed to save key \"home.greeting\""))
+        .count();
+    assert_eq!(failed, 2, "{lines:?}");
+    web.stop_leaving_nothing();
+}
+
+/// shared/.env.local as the operator makes it: readable by the web server's group only.
+fn write_env_local(server: &Server) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    let path = shared(server, ".env.local");
+    fs::write(&path, SYMFONY_ENV_LOCAL).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+/// The Laravel recipe as the shipped pool runs it: config cached in the build by the deploy
+/// user, sessions written by www-data into shared storage/, nothing into the build.
+#[test]
+fn laravel_recipe_served_by_a_www_data_pool_writes_nothing_into_builds() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let (server, _clone) = deployed_for_www_data(
+        &user,
+        "laravel",
+        &recipe("laravel"),
+        "laravel-app",
+        |server| {
+            fs::create_dir_all(server.root.join("shared")).unwrap();
+            fs::write(shared(server, ".env"), LARAVEL_ENV).unwrap();
+        },
+    );
+    let v1 = server.build_path(&server.live().unwrap());
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    for _ in 0..2 {
+        let page = get_page(&web);
+        let expected = format!(
+            "laravel app v1\nname: Recipe Shop\nbase: {}\nconfig: cached\n",
+            v1.display()
+        );
+        assert!(page.starts_with(&expected), "{page}");
+    }
+    assert_eq!(
+        builds_listing(&server),
+        untouched,
+        "a request changed builds/"
+    );
+    assert_no_build_file_of_www_data(&server);
+    let sessions = session_files(&server);
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    for name in sessions {
+        let path = shared(&server, "storage/framework/sessions").join(name);
+        assert_eq!(owner_and_lines(&path).0, WWW_DATA);
+    }
+    web.stop_clean();
+}
+
+/// The plain PHP recipe as the shipped pool runs it: its health check (the PHP CLI, as the
+/// deploy user) and the pool's requests leave the build as the deploy made it.
+#[test]
+fn plain_php_recipe_served_by_a_www_data_pool_writes_nothing_into_builds() {
+    let Some(user) = DeployUser::create_as_root() else {
+        return;
+    };
+    let _heavy = crate::harness::exclusive();
+    let (server, _clone) = deployed_for_www_data(
+        &user,
+        "plain-php",
+        &recipe("plain-php"),
+        "example-app",
+        |_| {},
+    );
+    let web = WebServer::start_as_shipped(&server.root, &server.base().join("web"));
+    let untouched = builds_listing(&server);
+    let page = get_page(&web);
+    assert!(page.starts_with("Hello from the example app"), "{page}");
+    assert_eq!(
+        builds_listing(&server),
+        untouched,
+        "a request changed builds/"
+    );
+    assert_no_build_file_of_www_data(&server);
+    web.stop_clean();
 }

@@ -1,6 +1,9 @@
 //! What the pool's user can reach: every directory from / down to the live build's public/,
 //! the live build's files, the state folder when `reset_opcache:` runs a script from it, and
-//! each `shared:` entry, which the app writes into.
+//! each `shared:` entry, which the app writes into (a file entry, a `.env`, it only reads).
+//! And what it must not: write into the live build. The pool runs as the web server's user,
+//! not as the deploy user who owns the builds: a build stays what the deploy made, and what
+//! PHP writes at run time goes to shared/.
 //!
 //! Run as root, doctor asks the kernel: a child process takes the pool's uid, gid and groups
 //! and calls access(2) on each path, so ACLs, read-only mounts and the like count. Otherwise
@@ -30,6 +33,8 @@ enum Tag {
     /// A directory above the live build's public/.
     Traverse,
     Live,
+    /// A path of the live build, checked for write: allowed is what fails.
+    LiveWrite,
     /// The state folder, where `reset_opcache:` writes the script the pool runs.
     State,
     /// A directory on the way to a `shared:` entry, or the entry (and what it holds).
@@ -68,7 +73,7 @@ pub fn check(context: &Context, pool: Option<&Pool>, out: &mut Vec<Finding>) {
     let denied: Vec<&Need> = needs
         .iter()
         .zip(&allowed)
-        .filter(|(_, ok)| !**ok)
+        .filter(|(n, ok)| !**ok && n.tag != Tag::LiveWrite)
         .map(|(n, _)| n)
         .collect();
     let who = format!(
@@ -79,6 +84,13 @@ pub fn check(context: &Context, pool: Option<&Pool>, out: &mut Vec<Finding>) {
         groups(ident)
     );
     live(context, &needs, &denied, &who, how, out);
+    let writable: Vec<&Need> = needs
+        .iter()
+        .zip(&allowed)
+        .filter(|(n, ok)| n.tag == Tag::LiveWrite && **ok)
+        .map(|(n, _)| n)
+        .collect();
+    writes_builds(context, ident, &writable, &who, how, out);
     // A directory above the root that the user cannot enter refuses every shared/ entry
     // too: one finding says so, not one per entry.
     let above = |n: &&&Need| n.tag == Tag::Traverse && context.layout.root.starts_with(&n.path);
@@ -116,6 +128,7 @@ fn needs(context: &Context) -> Vec<Need> {
                 continue; // shared/ entries, checked below
             }
             let mode = if kind.is_dir() { R | X } else { R };
+            needs.push(need(entry.path().to_path_buf(), W, Tag::LiveWrite));
             needs.push(need(entry.into_path(), mode, Tag::Live));
         }
     }
@@ -139,7 +152,9 @@ fn needs(context: &Context) -> Vec<Need> {
                 }
             }
         } else if path.exists() {
-            needs.push(need(path, R | W, Tag::Shared(i)));
+            // A shared file is the app's to read (a `.env`, 0640 for the web server's group);
+            // what it writes goes in shared directories.
+            needs.push(need(path, R, Tag::Shared(i)));
         }
     }
     needs
@@ -335,6 +350,68 @@ fn live(
     }
 }
 
+/// The pool can write into the live build: it runs as the deploy user who owns the builds
+/// (or as root), or a path there was opened to it (`chmod 777`).
+fn writes_builds(
+    context: &Context,
+    ident: &Ident,
+    writable: &[&Need],
+    who: &str,
+    how: &str,
+    out: &mut Vec<Finding>,
+) {
+    let check = "web access";
+    let Some(first) = writable.first() else {
+        return;
+    };
+    let root = &context.layout.root;
+    let owner = crate::infra::owner::owner_of(root);
+    let install = format!(
+        "`atomdeploy-hook install --repo <repository> --root {} --web-user www-data` (after \
+         `usermod -aG www-data <deploy user>`), so that it writes shared/",
+        root.display()
+    );
+    if owner == Some(ident.uid) || ident.uid == 0 {
+        let owner = if ident.uid == 0 {
+            "root".to_string()
+        } else {
+            format!("the owner of {} (the deploy user)", root.display())
+        };
+        out.push(Finding::fail(
+            check,
+            format!(
+                "{who} is {owner}: PHP can write into every build ({} path(s) of the live build \
+                 writable, e.g. {}); a build no longer is what the deploy made, and what the app \
+                 writes there is lost at the next deploy",
+                writable.len(),
+                describe(&first.path)
+            ),
+            format!(
+                "run the pool as the web server's user: `user = www-data` and `group = www-data` \
+                 in its pool file (webserver/php-fpm-pool.conf), then {install}"
+            ),
+        ));
+        return;
+    }
+    let examples: Vec<String> = writable.iter().take(3).map(|n| describe(&n.path)).collect();
+    out.push(Finding::fail(
+        check,
+        format!(
+            "{who} can write {} path(s) of the live build ({how}), e.g. {}: what the app \
+             writes there is lost at the next deploy, and cleanup cannot remove it",
+            writable.len(),
+            examples.join("; ")
+        ),
+        format!(
+            "`chmod -R go-w {}`, and keep the pool's `user = www-data`: what the app writes \
+             belongs in a `shared:` entry, given to www-data by {install}",
+            fs::canonicalize(&context.layout.latest)
+                .unwrap_or_default()
+                .display()
+        ),
+    ));
+}
+
 fn shared(context: &Context, ident: &Ident, denied: &[&Need], who: &str, out: &mut Vec<Finding>) {
     let entries = context.plan.as_ref().map(|p| p.config.shared.as_slice());
     for (i, entry) in entries.unwrap_or_default().iter().enumerate() {
@@ -343,7 +420,9 @@ fn shared(context: &Context, ident: &Ident, denied: &[&Need], who: &str, out: &m
         let Some(first) = blocked.first() else {
             out.push(Finding::ok(
                 "shared",
-                if path.exists() {
+                if path.is_file() {
+                    format!("{entry} ({}) is readable by {who}", path.display())
+                } else if path.exists() {
                     format!("{entry} ({}) is writable by {who}", path.display())
                 } else {
                     format!("{entry} is not in shared/ yet: the next deploy creates it")
@@ -352,6 +431,22 @@ fn shared(context: &Context, ident: &Ident, denied: &[&Need], who: &str, out: &m
             continue;
         };
         let group = ident.group();
+        if first.mode == R {
+            out.push(Finding::fail(
+                "shared",
+                format!(
+                    "{entry} is not readable by {who}: {}: every request that needs it fails",
+                    describe(&first.path)
+                ),
+                format!(
+                    "`chgrp {group} {p} && chmod 640 {p}`, or `atomdeploy-hook install \
+                     --web-user {}`",
+                    ident.user(),
+                    p = path.display()
+                ),
+            ));
+            continue;
+        }
         out.push(Finding::fail(
             "shared",
             format!(
