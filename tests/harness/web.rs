@@ -278,13 +278,13 @@ impl Drop for WebServer {
 
 /// A server's master process, started as the leader of a new process group that its
 /// workers inherit, so that the whole server can be signalled and watched as one.
-struct Group {
+pub struct Group {
     child: Child,
     stopped: bool,
 }
 
 impl Group {
-    fn spawn(mut command: Command, what: &str) -> Group {
+    pub fn spawn(mut command: Command, what: &str) -> Group {
         command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -307,13 +307,13 @@ impl Group {
         }
     }
 
-    fn pgid(&self) -> i32 {
+    pub fn pgid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Whether the master has exited; if so it is reaped, and the group is not signalled
     /// again (its id may be another's by then).
-    fn reaped(&mut self) -> bool {
+    pub fn reaped(&mut self) -> bool {
         let gone = !matches!(self.child.try_wait(), Ok(None));
         self.stopped |= gone;
         gone
@@ -321,7 +321,7 @@ impl Group {
 
     /// Signals the group, then SIGKILLs it if any member is still alive after a bounded
     /// wait, then reaps the master. Never panics: it runs in Drop, during unwinding too.
-    fn stop(&mut self, signal: i32) {
+    pub fn stop(&mut self, signal: i32) {
         if self.stopped {
             return;
         }
@@ -439,7 +439,7 @@ fn find_fpm() -> PathBuf {
         .expect("php-fpm in /usr/sbin (scripts/install-deps installs it)")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
