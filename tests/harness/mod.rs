@@ -564,6 +564,9 @@ impl Server {
     /// inherit. Every other test, in this process or another, has a HOME of its own.
     pub fn processes(&self) -> Vec<String> {
         use std::os::unix::ffi::OsStrExt;
+        // A cleanup after a push ends by itself (a host's, over ssh, is not its pusher's to
+        // wait for): what is left is what still runs after it.
+        self.env.wait_for_cleanups();
         let home = [b"HOME=", self.base().join("home").as_os_str().as_bytes()].concat();
         let mut found = Vec::new();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
@@ -615,6 +618,8 @@ impl Server {
     /// [`Server::assert_nothing_left_behind`], its failure prefixed with `what`.
     #[track_caller]
     pub fn assert_nothing_left_behind_in(&self, what: &str) {
+        // The trash is emptied after the push; a deploy has ended once that is over.
+        self.env.wait_for_cleanups();
         assert_eq!(
             self.leftovers(),
             Vec::<String>::new(),
