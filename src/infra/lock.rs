@@ -176,12 +176,13 @@ impl DeployLock {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Whatever the hook inherited without close-on-exec (git's pipes among them)
-                // stays with the hook.
+                // stays with the hook. Marked, not closed: the pipe on which spawn() learns
+                // whether exec failed is among them. (Best effort: Linux 5.11 and later.)
                 libc::syscall(
                     libc::SYS_close_range,
                     TAKEN_OVER_FD + 1,
                     libc::c_uint::MAX,
-                    0,
+                    libc::CLOSE_RANGE_CLOEXEC,
                 );
                 Ok(())
             });
