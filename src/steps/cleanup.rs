@@ -36,7 +36,7 @@ impl fmt::Display for Cleaned {
             self.removed, self.keep
         )?;
         if self.removed > 0 {
-            write!(f, "; their files are deleted after the push")?;
+            write!(f, "; their files are deleted in the background")?;
         }
         Ok(())
     }
@@ -116,7 +116,7 @@ pub fn empty_trash(root: &Path) -> Result<()> {
     let started = Instant::now();
     let emptied = builds::empty_trash(&layout);
     reporter.line(&format!(
-        "cleanup after the push: {} old build{} deleted from the trash in {:.2}s",
+        "cleanup in the background: {} old build{} deleted from the trash in {:.2}s",
         emptied.deleted,
         if emptied.deleted == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64()

@@ -65,7 +65,7 @@ fn the_push_returns_before_the_old_builds_are_deleted_and_the_lock_is_held_until
         .push_leaving_cleanup(&["main"], &[(var, &value)])
         .success()
         .stderr_has(
-            "1 old builds removed (keep_builds: 1); their files are deleted after the push",
+            "1 old builds removed (keep_builds: 1); their files are deleted in the background",
         );
     assert!(push.remote_line("deployed ").is_some(), "{}", push.stderr);
 
@@ -96,7 +96,7 @@ fn the_push_returns_before_the_old_builds_are_deleted_and_the_lock_is_held_until
     harness::assert_success(&log, "log");
     let log = String::from_utf8_lossy(&log.stdout);
     assert!(
-        log.contains("cleanup after the push: 1 old build deleted from the trash in "),
+        log.contains("cleanup in the background: 1 old build deleted from the trash in "),
         "{log}"
     );
 }
