@@ -181,6 +181,13 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// What a deploy starts to delete the old builds' files once the push has its answer,
+    /// holding the deploy lock it hands over; not for people.
+    #[command(name = "empty-trash", hide = true)]
+    EmptyTrash {
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// List every build, newest first, and the failed deploys since the oldest.
     Builds {
         /// Print a JSON array, for scripts.

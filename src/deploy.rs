@@ -298,8 +298,9 @@ fn finish(
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
     // Everything the next deploy reads is written: a webhook that is slow to answer holds
-    // this pusher (at most notify::TOTAL_BOUND), never the pushes queued behind the lock.
-    drop(lock);
+    // this pusher (at most notify::TOTAL_BOUND), never the pushes queued behind the lock. The
+    // old builds' files are deleted meanwhile, and after the push, under the lock.
+    crate::steps::cleanup::after_the_push(layout, lock, entry.output.as_deref(), reporter);
     crate::notify::send(plan, &entry, reporter);
     error.map_or(Ok(()), Err)
 }

@@ -547,10 +547,10 @@ fn unhealthy(d: &Deploy, build: &BuildName, err: anyhow::Error) -> anyhow::Error
     }
 }
 
-/// `spare`: a build kept whatever keep_builds says (see [`GoLive::Group`]).
+/// `spare`: a build kept whatever keep_builds says (see [`GoLive::Group`]). The builds leave
+/// builds/ here; their files are deleted once the push has its answer (see [`cleanup`]).
 fn cleanup_step(d: &Deploy, spare: Option<&BuildName>) {
     let step = d.reporter.step("cleanup");
-    fault::point("cleanup");
     let keep = d.plan.config.keep_builds;
     match cleanup::cleanup(&d.plan.layout, keep, spare) {
         Ok(cleaned) => steps::close(d.reporter, step, Duration::ZERO, &cleaned),

@@ -79,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
             &Plan::load(&root.dir()?)?.layout,
             &Reporter::new(Output::detect(false)),
         ),
+        Command::EmptyTrash { root } => crate::steps::cleanup::empty_trash(&root.dir()?),
         Command::Builds { json, names, root } => {
             let layout = Plan::load(&root.dir()?)?.layout;
             if names {
@@ -117,6 +118,7 @@ fn written_roots(command: &Command) -> Result<Vec<PathBuf>> {
         | Command::Rollback { root, .. }
         | Command::Freeze { root, .. }
         | Command::Unfreeze { root }
+        | Command::EmptyTrash { root }
         | Command::LeaveGroup { root } => vec![cli::root_or_here(root.root.clone())?],
         Command::Hosts {
             action: Some(_),

@@ -11,6 +11,8 @@ mod harness;
 mod assets;
 #[path = "integration/build.rs"]
 mod build;
+#[path = "integration/cleanup.rs"]
+mod cleanup;
 #[path = "integration/composer.rs"]
 mod composer;
 #[path = "integration/composer_refs.rs"]

@@ -194,8 +194,14 @@ fn one(
                 gid: group.gid.clone(),
                 op: op.name().to_string(),
             });
-            let result = locked(&ctx, op, &mut entry);
-            finish(&ctx, entry, result)
+            match DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)
+            {
+                Ok(mut lock) => {
+                    let result = locked(&ctx, op, &mut entry, &mut lock);
+                    finish(&ctx, entry, result, Some(lock))
+                }
+                Err(err) => finish(&ctx, entry, Err(err), None),
+            }
         }
     };
     // The last word, logged or not: without it the primary cannot tell a host that finished
@@ -211,13 +217,7 @@ fn one(
 }
 
 /// Every operation but `status`, under the lock; fills the log entry in.
-fn locked(ctx: &Ctx, op: &Op, entry: &mut history::Entry) -> Result<()> {
-    let layout = &ctx.plan.layout;
-    let mut lock = DeployLock::acquire(
-        &layout.lock_file(),
-        ctx.plan.config.lock_timeout,
-        ctx.reporter,
-    )?;
+fn locked(ctx: &Ctx, op: &Op, entry: &mut history::Entry, lock: &mut DeployLock) -> Result<()> {
     entry.locked_at = builds::utc_now_rfc3339();
     lock.record(Some(&ctx.commit.to_string()))?;
     fault::point("group-locked");
@@ -658,8 +658,14 @@ fn status(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Logs the attempt with its output, as a deploy does.
-fn finish(ctx: &Ctx, mut entry: history::Entry, result: Result<()>) -> Result<()> {
+/// Logs the attempt with its output, as a deploy does, then lets go of the lock (after which
+/// the old builds' files are deleted, as after a deploy: the primary's push does not wait).
+fn finish(
+    ctx: &Ctx,
+    mut entry: history::Entry,
+    result: Result<()>,
+    lock: Option<DeployLock>,
+) -> Result<()> {
     let layout = &ctx.plan.layout;
     if let Err(err) = &result {
         let message = format!("{err:#}");
@@ -690,6 +696,9 @@ fn finish(ctx: &Ctx, mut entry: history::Entry, result: Result<()>) -> Result<()
     if let Err(e) = history::append(layout, &entry) {
         ctx.reporter
             .warn(&format!("could not write the deploy log: {e:#}"));
+    }
+    if let Some(lock) = lock {
+        crate::steps::cleanup::after_the_push(layout, lock, entry.output.as_deref(), ctx.reporter);
     }
     result
 }

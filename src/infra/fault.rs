@@ -44,3 +44,30 @@ pub fn point(name: &str) {
 #[cfg(not(debug_assertions))]
 #[inline(always)]
 pub fn point(_: &str) {}
+
+/// Holds the process at a named point until a test lets it go, compiled into debug builds
+/// only: how a test makes a step slow without guessing how slow. `ATOMDEPLOY_HOLD=NAME:DIR`
+/// writes this process's pid into `DIR/NAME.held` when `NAME` is reached, then waits until
+/// `DIR/NAME.open` exists.
+#[cfg(debug_assertions)]
+pub fn hold(name: &str) {
+    let Some(dir) = std::env::var("ATOMDEPLOY_HOLD")
+        .ok()
+        .and_then(|v| Some(v.strip_prefix(name)?.strip_prefix(':')?.to_string()))
+    else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    // Whole or not at all: the test reads the pid as soon as the file is there.
+    let held = dir.join(format!("{name}.held"));
+    let partial = dir.join(format!("{name}.held.partial"));
+    let _ = std::fs::write(&partial, std::process::id().to_string())
+        .and_then(|()| std::fs::rename(&partial, &held));
+    while !dir.join(format!("{name}.open")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn hold(_: &str) {}

@@ -15,7 +15,10 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,6 +35,9 @@ struct Holder {
     pid: u32,
     commit: Option<String>,
     since: String,
+    /// What a holder that deploys nothing does (the cleanup after a push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    doing: Option<String>,
 }
 
 impl std::fmt::Display for Holder {
@@ -39,6 +45,9 @@ impl std::fmt::Display for Holder {
         write!(f, "pid {}", self.pid)?;
         if let Some(commit) = &self.commit {
             write!(f, " deploying {}", crate::infra::report::short_id(commit))?;
+        }
+        if let Some(doing) = &self.doing {
+            write!(f, " {doing}")?;
         }
         write!(f, " since {}", self.since)
     }
@@ -101,17 +110,129 @@ impl DeployLock {
 
     /// Says which commit the holder deploys, for anyone who has to wait.
     pub fn record(&mut self, commit: Option<&str>) -> Result<()> {
-        let holder = Holder {
+        self.write_holder(Holder {
             pid: std::process::id(),
             commit: commit.map(str::to_string),
             since: self.since.clone(),
-        };
+            doing: None,
+        })
+    }
+
+    /// Says what the holder does, when it deploys nothing, for anyone who has to wait.
+    pub fn record_doing(&mut self, doing: &str) -> Result<()> {
+        self.write_holder(Holder {
+            pid: std::process::id(),
+            commit: None,
+            since: self.since.clone(),
+            doing: Some(doing.to_string()),
+        })
+    }
+
+    fn write_holder(&mut self, holder: Holder) -> Result<()> {
         let text = serde_json::to_string(&holder)?;
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
         self.file.write_all(text.as_bytes())?;
         Ok(())
     }
+}
+
+/// Where a process started by [`DeployLock::hand_over`] finds the lock, and the pipe it
+/// closes once it has taken the lock over.
+const HANDED_LOCK_FD: RawFd = 3;
+const TAKEN_OVER_FD: RawFd = 4;
+
+impl DeployLock {
+    /// Starts `cmd` holding this lock on after this process has let go of it and exited: the
+    /// child inherits the lock's open file description, which keeps the flock(2) for as long
+    /// as one descriptor of it is open, so no other deploy can take the lock in between. The
+    /// child runs in a session of its own (an ssh session that ends, a pusher's Ctrl-C, do
+    /// not reach it) and is not killed with this process; it gets no descriptor of this one
+    /// but its standard ones, which are the caller's to set: git waits for every copy of the
+    /// hook's stdout and stderr to close before the push returns. Returns the child's pid
+    /// once it has taken the lock over (see [`DeployLock::take_over`]) or died.
+    pub fn hand_over(&self, cmd: &mut Command) -> std::io::Result<u32> {
+        let lock = self.file.as_raw_fd();
+        let (taken_over, write) = std::io::pipe()?;
+        let write_fd = write.as_raw_fd();
+        // SAFETY: prctl(2), setsid(2), fcntl(2), dup2(2) and close_range(2) are
+        // async-signal-safe and touch no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                // child::command arms this; a process that must outlive the hook disarms it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong) != 0
+                    || libc::setsid() < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Above 4 first, so that neither lands on the other's number.
+                let high_lock = libc::fcntl(lock, libc::F_DUPFD, 10);
+                let high_write = libc::fcntl(write_fd, libc::F_DUPFD, 10);
+                if high_lock < 0
+                    || high_write < 0
+                    || libc::dup2(high_lock, HANDED_LOCK_FD) < 0
+                    || libc::dup2(high_write, TAKEN_OVER_FD) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Whatever the hook inherited without close-on-exec (git's pipes among them)
+                // stays with the hook. Marked, not closed: the pipe on which spawn() learns
+                // whether exec failed is among them. (Best effort: Linux 5.11 and later.)
+                libc::syscall(
+                    libc::SYS_close_range,
+                    TAKEN_OVER_FD + 1,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(write);
+        // Returns at end of file: the child closed its end, or died.
+        let _ = std::io::copy(&mut &taken_over, &mut std::io::sink());
+        Ok(child.id())
+    }
+
+    /// The lock [`DeployLock::hand_over`] gave this process, if it was given one for `path`;
+    /// otherwise the lock taken as [`DeployLock::acquire`] takes it (an operator running the
+    /// command by hand). The holder's record then names this process.
+    pub fn take_over(path: &Path, timeout: Duration, reporter: &Reporter) -> Result<DeployLock> {
+        let Some(file) = handed_lock(path) else {
+            return DeployLock::acquire(path, timeout, reporter);
+        };
+        // The open file description holds the lock already: this cannot block.
+        file.try_lock_exclusive()
+            .context("the deploy lock handed over is not held")?;
+        // SAFETY: TAKEN_OVER_FD is the pipe hand_over gave, this process's only use of it.
+        unsafe { libc::close(TAKEN_OVER_FD) };
+        let mut lock = DeployLock {
+            file,
+            since: crate::state::builds::utc_now_rfc3339(),
+            run: None,
+        };
+        lock.record(None)?;
+        Ok(lock)
+    }
+}
+
+/// The descriptor [`DeployLock::hand_over`] leaves the lock on, if it is open on `path`.
+fn handed_lock(path: &Path) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let wanted = std::fs::metadata(path).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat(2) fills `stat` when it returns 0.
+    if unsafe { libc::fstat(HANDED_LOCK_FD, stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat returned 0.
+    let stat = unsafe { stat.assume_init() };
+    if stat.st_dev != wanted.dev() || stat.st_ino != wanted.ino() {
+        return None;
+    }
+    // SAFETY: the descriptor is open, on the lock file, and nothing else in this process
+    // owns it.
+    Some(unsafe { File::from_raw_fd(HANDED_LOCK_FD) })
 }
 
 /// Blocks in flock(2) on another thread so the wait can end on the timeout: flock itself has

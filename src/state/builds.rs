@@ -150,7 +150,9 @@ pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
 }
 
 /// Removes every bad build and the oldest good builds beyond `keep`; never the live one.
-/// Returns what it removed.
+/// Returns what it removed. Each build leaves `builds/` in one rename, as [`park_build`] does;
+/// its files stay in the trash for [`empty_trash`], which the deploy runs after the push
+/// has its answer (see steps/cleanup.rs).
 pub fn cleanup(layout: &Layout, keep: usize) -> Result<Vec<BuildName>> {
     cleanup_sparing(layout, keep, None)
 }
@@ -178,20 +180,45 @@ pub fn cleanup_sparing(
             continue;
         }
         // One build that cannot go does not keep the others.
-        match remove_build(layout, name) {
-            Ok(()) => removed.push(name.clone()),
-            Err(err) => {
-                if err.is::<Stuck>() {
-                    removed.push(name.clone());
-                }
-                problems.push(format!("builds/{name}: {err:#}"));
-            }
+        match park_build(layout, name) {
+            Ok(_) => removed.push(name.clone()),
+            Err(err) => problems.push(format!("builds/{name}: {err:#}")),
         }
     }
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.join("; "));
     }
     Ok(removed)
+}
+
+/// What [`empty_trash`] deleted, and what it could not.
+#[derive(Debug, Default)]
+pub struct Emptied {
+    pub deleted: usize,
+    /// One line for each tree left in the trash (a [`Stuck`] one says why and what to do).
+    pub problems: Vec<String>,
+}
+
+/// Deletes everything in the trash: the builds a cleanup moved out of `builds/`, and what a
+/// killed run left there. Under the lock, so nothing else is moving trees in meanwhile.
+pub fn empty_trash(layout: &Layout) -> Emptied {
+    let mut emptied = Emptied::default();
+    let Ok(entries) = std::fs::read_dir(layout.trash()) else {
+        return emptied;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        crate::infra::fault::point("removing");
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => delete_tree(&path),
+            _ => std::fs::remove_file(&path).map_err(Into::into),
+        };
+        match removed {
+            Ok(()) => emptied.deleted += 1,
+            Err(err) => emptied.problems.push(format!("{err:#}")),
+        }
+    }
+    emptied
 }
 
 /// The space builds take, for deciding which to delete.
@@ -233,14 +260,20 @@ pub fn disk_usage(builds: &[std::path::PathBuf]) -> Vec<Usage> {
 /// half-deleted build. A build that left `builds/` but could not be deleted (a [`Stuck`]
 /// error) is gone as far as anything else goes: its records go with it.
 pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
+    let parked = park_build(layout, name)?;
+    crate::infra::fault::point("removing");
+    delete_tree(&parked)
+}
+
+/// The first half of [`remove_build`]: the build leaves `builds/` in one rename, into the
+/// trash, and its records go. Returns the tree in the trash that is still to be deleted
+/// (by [`delete_tree`], [`empty_trash`], or the next deploy's recovery after a kill).
+pub fn park_build(layout: &Layout, name: &BuildName) -> Result<std::path::PathBuf> {
     if live(layout).as_ref() == Some(name) {
         anyhow::bail!("refusing to remove builds/{name}: it is live");
     }
     let bad = is_bad(layout, name);
-    let removed = remove_dir(layout, &layout.build_dir(name));
-    if removed.as_ref().is_err_and(|e| !e.is::<Stuck>()) {
-        return removed;
-    }
+    let parked = park_dir(layout, &layout.build_dir(name))?;
     // Its record and output go with it; a build that is gone is never shown. But a bad
     // build's deploy failed (its health check, or someone marked it): `builds` lists it with
     // the other failed attempts, so its output is kept with theirs (and pruned with theirs).
@@ -254,7 +287,7 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     } else {
         let _ = std::fs::remove_file(output);
     }
-    removed
+    Ok(parked)
 }
 
 /// The name under which the output of the bad build `name` is kept once the build is gone.
@@ -264,6 +297,13 @@ pub fn failed_output_of(name: &BuildName) -> String {
 
 /// Removes a directory tree by first renaming it into the trash.
 pub fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
+    let parked = park_dir(layout, dir)?;
+    crate::infra::fault::point("removing");
+    delete_tree(&parked)
+}
+
+/// Renames `dir` into a folder of its own in the trash; returns that folder.
+fn park_dir(layout: &Layout, dir: &Path) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(layout.trash())?;
     let parked = tempfile::Builder::new()
         .prefix("removing-")
@@ -272,8 +312,7 @@ pub fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
     let target = parked.join("tree");
     std::fs::rename(dir, &target)
         .with_context(|| format!("cannot move {} out of the way", dir.display()))?;
-    crate::infra::fault::point("removing");
-    delete_tree(&parked)
+    Ok(parked)
 }
 
 /// A tree in the trash that could not be deleted, because a directory in it is not the deploy
@@ -418,6 +457,8 @@ mod tests {
         let removed = cleanup(&layout, 1).unwrap();
         assert_eq!(removed.len(), 2);
         assert_eq!(names(&layout), [all[0], all[3]]);
+        let emptied = empty_trash(&layout);
+        assert_eq!((emptied.deleted, emptied.problems.len()), (2, 0));
         assert!(
             std::fs::read_dir(layout.trash()).unwrap().next().is_none(),
             "trash emptied"

@@ -71,6 +71,52 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Waits until no deploy of this test deletes old builds in the background (`atomdeploy-hook
+    /// empty-trash`, which the hook leaves running with the deploy lock once the push has its
+    /// answer): what a test checks after a push is then what the next deploy would find. A
+    /// process is this test's by its HOME, as in [`Server::processes`]; the hook makes sure
+    /// the process runs (and so shows its environment) before it exits.
+    #[track_caller]
+    pub fn wait_for_cleanups(&self) {
+        wait_until(
+            Duration::from_secs(120),
+            || self.cleanups().is_empty(),
+            || {
+                format!(
+                    "the cleanup after the push still runs: {:?}",
+                    self.cleanups()
+                )
+            },
+        );
+    }
+
+    /// The background cleanups of this test, by pid.
+    pub fn cleanups(&self) -> Vec<i32> {
+        use std::os::unix::ffi::OsStrExt;
+        let home = [b"HOME=", self.base.join("home").as_os_str().as_bytes()].concat();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let mut args = cmdline.split(|b| *b == 0);
+            let (program, command) = (args.next().unwrap_or_default(), args.next());
+            if !program.ends_with(b"atomdeploy-hook") || command != Some(b"empty-trash".as_slice())
+            {
+                continue;
+            }
+            // Gone already, or a zombie (its environment reads empty): neither runs.
+            let environ = fs::read(entry.path().join("environ")).unwrap_or_default();
+            if environ.split(|b| *b == 0).any(|var| var == home.as_slice()) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+}
+
 #[must_use]
 pub struct ServerBuilder {
     config: Vec<(String, String)>,
@@ -247,14 +293,18 @@ impl Server {
         }
     }
 
-    /// Runs the binary against this server's root.
+    /// Runs the binary against this server's root (and waits for the cleanup a `replay`
+    /// leaves running, see [`TestEnv::wait_for_cleanups`]).
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(BIN)
+        let out = self
+            .command(BIN)
             .args(args)
             .arg("--root")
             .arg(&self.root)
             .output()
-            .unwrap()
+            .unwrap();
+        self.env.wait_for_cleanups();
+        out
     }
 
     /// Runs the binary against this server's root with its stdout a pipe whose reading end
@@ -514,6 +564,9 @@ impl Server {
     /// inherit. Every other test, in this process or another, has a HOME of its own.
     pub fn processes(&self) -> Vec<String> {
         use std::os::unix::ffi::OsStrExt;
+        // A cleanup after a push ends by itself (a host's, over ssh, is not its pusher's to
+        // wait for): what is left is what still runs after it.
+        self.env.wait_for_cleanups();
         let home = [b"HOME=", self.base().join("home").as_os_str().as_bytes()].concat();
         let mut found = Vec::new();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
@@ -565,6 +618,8 @@ impl Server {
     /// [`Server::assert_nothing_left_behind`], its failure prefixed with `what`.
     #[track_caller]
     pub fn assert_nothing_left_behind_in(&self, what: &str) {
+        // The trash is emptied after the push; a deploy has ended once that is over.
+        self.env.wait_for_cleanups();
         assert_eq!(
             self.leftovers(),
             Vec::<String>::new(),
@@ -598,6 +653,63 @@ impl Server {
             .as_i64()
             .unwrap();
         i32::try_from(pid).unwrap()
+    }
+}
+
+impl Server {
+    /// Makes the hook's processes that reach `point` (see src/infra/fault.rs `hold`) stop
+    /// there until [`Hold::release`]; armed by [`Hold::var`] in a push's environment.
+    pub fn hold_at(&self, point: &str) -> Hold {
+        Hold {
+            dir: unique_dir(&self.base(), "hold"),
+            point: point.to_string(),
+        }
+    }
+
+    /// Whether the deploy lock is free: taken and let go at once.
+    pub fn lock_is_free(&self) -> bool {
+        use fs2::FileExt;
+        let file = fs::File::open(self.root.join(".atomdeploy/lock")).unwrap();
+        file.try_lock_exclusive().is_ok()
+    }
+}
+
+/// A process held at a named point; see [`Server::hold_at`].
+pub struct Hold {
+    dir: PathBuf,
+    point: String,
+}
+
+impl Hold {
+    /// The variable that arms the hold.
+    pub fn var(&self) -> (&'static str, String) {
+        (
+            "ATOMDEPLOY_HOLD",
+            format!("{}:{}", self.point, self.dir.display()),
+        )
+    }
+
+    /// Waits until a process is held; returns its pid.
+    #[track_caller]
+    pub fn wait_held(&self) -> i32 {
+        let held = self.dir.join(format!("{}.held", self.point));
+        wait_until(
+            Duration::from_secs(60),
+            || held.exists(),
+            || format!("nothing reached {}", self.point),
+        );
+        fs::read_to_string(&held).unwrap().parse().unwrap()
+    }
+
+    pub fn release(&self) {
+        fs::write(self.dir.join(format!("{}.open", self.point)), "").unwrap();
+    }
+}
+
+impl Drop for Hold {
+    /// A test that failed midway leaves no process held for ever.
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join(format!("{}.open", self.point)), "");
     }
 }
 
@@ -725,6 +837,28 @@ impl Clone {
     #[must_use = "assert on what the pusher saw"]
     pub fn push(&self, args: &[&str]) -> Push {
         let out = self.push_command(args).output().unwrap();
+        self.pushed(&out)
+    }
+
+    /// What the pusher saw of a push that has ended, once the cleanup it left running is
+    /// over too (see [`TestEnv::wait_for_cleanups`]).
+    fn pushed(&self, out: &Output) -> Push {
+        self.env.wait_for_cleanups();
+        Push {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// [`Clone::push_with_env`] that returns as soon as the push has ended, leaving the
+    /// cleanup after it running: the one way to see it run.
+    #[must_use = "assert on what the pusher saw"]
+    pub fn push_leaving_cleanup(&self, args: &[&str], vars: &[(&str, &str)]) -> Push {
+        let out = self
+            .push_command(args)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
         Push {
             code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -780,10 +914,7 @@ impl Clone {
             )
             .current_dir(&self.path);
         let out = cmd.output().unwrap();
-        Push {
-            code: out.status.code(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.pushed(&out)
     }
 
     /// Runs a `git …` command line the hook printed, word for word (no shell: the printed
@@ -800,10 +931,7 @@ impl Clone {
             .current_dir(&self.path)
             .output()
             .unwrap();
-        Push {
-            code: out.status.code(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.pushed(&out)
     }
 
     /// `git push production main`.
@@ -840,6 +968,7 @@ impl Clone {
             child,
             seen,
             reader: Some(reader),
+            env: self.env.clone(),
         }
     }
 
@@ -851,10 +980,7 @@ impl Clone {
         let mut cmd = self.push_command(args);
         cmd.env("ATOMDEPLOY_FAULT", fault).process_group(0);
         let out = cmd.output().unwrap();
-        Push {
-            code: out.status.code(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.pushed(&out)
     }
 
     /// A commit that leaves many loose objects (the 50,000 files of faults.rs) makes git start
@@ -882,10 +1008,7 @@ impl Clone {
         let mut cmd = self.push_command(args);
         cmd.envs(vars.iter().copied());
         let out = cmd.output().unwrap();
-        Push {
-            code: out.status.code(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.pushed(&out)
     }
 
     /// Makes composer.json require a package no repository has, so that `composer install`
@@ -1000,6 +1123,7 @@ pub struct RunningPush {
     child: Child,
     seen: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    env: TestEnv,
 }
 
 impl RunningPush {
@@ -1031,6 +1155,7 @@ impl RunningPush {
     pub fn finish(mut self) -> Push {
         let status = self.child.wait().unwrap();
         self.reader.take().unwrap().join().unwrap();
+        self.env.wait_for_cleanups();
         let stderr = self.seen.lock().unwrap().clone();
         Push {
             code: status.code(),

@@ -59,6 +59,7 @@ pub fn push_as(server: &Server, clone: &Clone, run: impl FnOnce(&mut Command) ->
         .env("GIT_CONFIG_KEY_0", "safe.directory")
         .env("GIT_CONFIG_VALUE_0", "*")
         .current_dir(&clone.path));
+    server.env.wait_for_cleanups();
     Push {
         code: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -87,10 +87,12 @@ const DEPLOY_FAULTS: &[&str] = &[
     "switch-linked",
     "switched",
     "after_switch",
-    "cleanup",
-    "removing@1",
     "finish",
 ];
+
+/// Kills in the cleanup after the push (src/steps/cleanup.rs), which runs on after the hook
+/// has exited: before it deletes anything, and after it deleted the first old build.
+const CLEANUP_FAULTS: &[&str] = &["cleanup", "removing@2"];
 
 /// Pushes `args` with `fault` armed and checks what must hold right after the kill: the kill
 /// happened, builds/ holds only complete builds, `latest` is where it was (`before`) or a
@@ -183,6 +185,43 @@ fn kill_9_anywhere_in_a_deploy_breaks_nothing_and_the_next_deploy_succeeds() {
         "{} kills across every deploy step: 0 broken states",
         DEPLOY_FAULTS.len()
     );
+}
+
+#[test]
+fn kill_9_in_the_cleanup_after_the_push_touches_nothing_live_and_the_next_deploy_finishes_it() {
+    let (server, clone) = busy_server();
+    for (i, fault) in CLEANUP_FAULTS.iter().enumerate() {
+        // Builds to delete at once, so that a kill can come between two of them.
+        server.set_config("keep_builds", "4");
+        for n in 0..3 {
+            commit_many(&clone, &format!("c{i}-{n}"));
+            clone.push_main().success();
+        }
+        server.set_config("keep_builds", "1");
+        let shared = shared_listing(&server);
+        let old = server.builds().len();
+        let commit = commit_many(&clone, &format!("k{i}"));
+        // The push has its answer before the cleanup starts: it succeeds, and only the
+        // cleanup's own process (a group of its own) is killed.
+        let push = clone.push_with_fault(&["main"], fault).success();
+        assert!(push.remote_line("deployed ").is_some(), "{fault}");
+        let trash = fs::read_dir(server.root.join(".atomdeploy/trash"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let left = if *fault == "cleanup" { old } else { old - 1 };
+        assert_eq!(
+            trash, left,
+            "{fault}: what the killed cleanup left in the trash"
+        );
+        assert_eq!(server.live_revision(), commit, "{fault}");
+        assert_eq!(server.builds(), [server.live().unwrap()], "{fault}");
+        server.assert_only_complete_builds(SHARED);
+        assert_eq!(shared_listing(&server), shared, "{fault}: shared/ changed");
+
+        let commit = commit_many(&clone, &format!("r{i}"));
+        deploys_after_kill(&server, &clone, &commit, fault, &shared);
+        assert!(server.page().contains(&format!("r{i}")));
+    }
 }
 
 /// Kills while composer's dump-autoload and the snapshot run side by side, in the health

@@ -629,6 +629,53 @@ fn the_build_before_survives_the_cleanup_after_a_group_switch_for_a_restore() {
 }
 
 #[test]
+fn a_hosts_switch_returns_before_its_old_builds_are_deleted_and_restore_still_finds_the_build_before()
+ {
+    let (server, clone, oldest, _) = host_with_v1_live();
+    clone.set_version("v1.1");
+    clone.commit("v1.1");
+    clone.push_main().success();
+    let v1 = server.live().unwrap();
+    server.set_config("keep_builds", "1");
+    clone.set_version("v2");
+    let v2 = clone.commit("v2");
+    let fp = fingerprint(&clone);
+    let (build, _) = prepared(&group_push(&clone, &v2, "g", &format!("prepare/{fp}")).success());
+
+    let hold = server.hold_at("cleanup");
+    let (var, value) = hold.var();
+    clone.drive_as_primary();
+    let push = clone.push_leaving_cleanup(
+        &[&format!("{v2}:refs/atomdeploy/group/g/switch")],
+        &[(var, &value)],
+    );
+    clone.push_directly();
+    // The primary has the host's answer before the host deletes the oldest build's files.
+    assert!(
+        lines(&push)
+            .iter()
+            .any(|l| matches!(l, Line::Switched { .. })),
+        "{}",
+        push.stderr
+    );
+    let pid = hold.wait_held();
+    assert_eq!(server.lock_holder(), pid);
+    assert!(!server.lock_is_free());
+    assert_eq!(
+        server.builds(),
+        [v1.clone(), build.clone()],
+        "{oldest} went, the build before the switch is spared"
+    );
+    hold.release();
+    server.env.wait_for_cleanups();
+    server.assert_nothing_left_behind();
+
+    group_push(&clone, &v2, "g", "restore").success();
+    assert_eq!(server.live(), Some(v1));
+    assert!(server.page().contains("v1.1"));
+}
+
+#[test]
 fn a_host_killed_during_its_switch_is_brought_back_by_restore_whether_or_not_it_switched() {
     // `switch-linked`: killed before the rename; `switched`: right after it, before the
     // `switched` line. Either way the primary heard nothing, and `restore` is the answer.

@@ -228,9 +228,16 @@ fn a_directory_the_web_server_made_in_a_build_never_fails_a_deploy() {
         push
     };
     // keep_builds: 1 removes v1: it leaves builds/ whole, in one rename, and stays in the
-    // trash with a warning that names the directory and the fix.
-    let push = deploy("v2");
-    let warning = push.remote_line("warning: ").expect("a warning");
+    // trash with a warning that names the directory and the fix. Its files are deleted after
+    // the push: the warning is in the deploy's output, which `log` shows.
+    deploy("v2");
+    let log = server.run(&["log"]);
+    crate::harness::assert_success(&log, "log");
+    let log = String::from_utf8(log.stdout).unwrap();
+    let warning = log
+        .lines()
+        .find(|l| l.starts_with("warning: "))
+        .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
     assert!(
         warning.contains("its cache/views belongs to www-data (mode 755)")
             && warning.contains("sudo rm -rf"),
