@@ -1,0 +1,133 @@
+//! What the Debian package holds beside the binary: the man pages examples/gen-docs.rs renders
+//! from the clap definitions.
+
+use std::path::Path;
+use std::process::Command;
+
+use atomdeploy_hook::cli::Cli;
+use clap::CommandFactory;
+
+/// The generator itself, as scripts/package runs it: an example is not built for
+/// `cargo test --test integration`, so its code is compiled in here instead.
+#[allow(dead_code)] // its `main`, which only the example calls
+#[path = "../../examples/gen-docs.rs"]
+mod gen_docs;
+
+/// Every page gen-docs writes, as `man` shows it (no roff warning allowed), by file name.
+fn rendered_pages(dir: &Path) -> Vec<(String, String)> {
+    gen_docs::man_pages(dir).unwrap();
+    let mut pages: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let out = Command::new("man")
+                .args(["--warnings", "-l"])
+                .arg(&path)
+                .env("MANWIDTH", "1000")
+                .output()
+                .expect("man (the man-db package)");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stderr.is_empty(),
+                "man {}: {stderr}",
+                path.display()
+            );
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, String::from_utf8(out.stdout).unwrap())
+        })
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// The text of a page's section `heading`, up to the next heading (man indents all but those).
+fn section<'a>(page: &'a str, heading: &str) -> &'a str {
+    let start = page
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no {heading} in {page}"))
+        + heading.len()
+        + 2;
+    let rest = &page[start..];
+    let end = rest
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| rest[i..].starts_with(|c: char| c.is_ascii_uppercase()))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn every_flag_with_a_value_shows_it_in_its_synopsis_and_the_root_variable_is_documented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pages = rendered_pages(tmp.path());
+    let page = |file: &str| {
+        &pages
+            .iter()
+            .find(|(name, _)| name == file)
+            .unwrap_or_else(|| panic!("no {file}"))
+            .1
+    };
+
+    // Every option of every (sub)command that takes a value, from the definitions: its page's
+    // synopsis shows it as --help does, `--to <BUILD>`.
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut todo = vec![cmd];
+    let mut checked = 0;
+    while let Some(cmd) = todo.pop() {
+        let name = cmd.get_bin_name().unwrap_or(cmd.get_name());
+        let file = format!("{}.1", name.replace(' ', "-"));
+        let synopsis = section(page(&file), "SYNOPSIS");
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+            let (Some(long), Some(values), true) =
+                (arg.get_long(), arg.get_value_names(), takes_value)
+            else {
+                continue;
+            };
+            let shown = format!("--{long} <{}>", values[0]);
+            assert!(
+                synopsis.contains(&shown),
+                "{file}: no {shown} in\n{synopsis}"
+            );
+            checked += 1;
+        }
+        todo.extend(
+            cmd.get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+                .cloned(),
+        );
+    }
+    assert!(checked >= 15, "only {checked} options with a value");
+    let rollback = section(page("atomdeploy-hook-rollback.1"), "SYNOPSIS");
+    assert!(
+        rollback.contains("atomdeploy-hook rollback [--to <BUILD>] [--root <DIR>] [-h|--help]"),
+        "{rollback}"
+    );
+
+    // Where --root is documented, so is the variable that stands in for it.
+    for (file, text) in &pages {
+        let options = section(text, "OPTIONS");
+        if options.contains("--root <DIR>") {
+            assert!(
+                options.contains(
+                    "May also be specified with the ATOMDEPLOY_ROOT environment variable"
+                ),
+                "{file}: {options}"
+            );
+        }
+    }
+    let environment = section(page("atomdeploy-hook.1"), "ENVIRONMENT");
+    for var in [
+        "ATOMDEPLOY_ROOT",
+        "COMPOSER_AUTH",
+        "ATOMDEPLOY_BUILD",
+        "ATOMDEPLOY_RUN",
+    ] {
+        assert!(
+            environment.contains(var),
+            "no {var} in ENVIRONMENT:\n{environment}"
+        );
+    }
+    assert!(environment.contains("rollback"), "{environment}");
+}
