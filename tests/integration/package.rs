@@ -1,5 +1,5 @@
 //! What the Debian package holds beside the binary: the man pages examples/gen-docs.rs renders
-//! from the clap definitions.
+//! from the clap definitions, and the Maintainer scripts/maintainer names.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,6 +12,8 @@ use clap::CommandFactory;
 #[allow(dead_code)] // its `main`, which only the example calls
 #[path = "../../examples/gen-docs.rs"]
 mod gen_docs;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Every page gen-docs writes, as `man` shows it (no roff warning allowed), by file name.
 fn rendered_pages(dir: &Path) -> Vec<(String, String)> {
@@ -130,4 +132,75 @@ fn every_flag_with_a_value_shows_it_in_its_synopsis_and_the_root_variable_is_doc
         );
     }
     assert!(environment.contains("rollback"), "{environment}");
+}
+
+/// scripts/maintainer's output and warning, with only `env` set: no git identity of the machine's.
+fn maintainer(env: &[(&str, &str)]) -> (String, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(Path::new(ROOT).join("scripts/maintainer"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home.path())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn the_maintainer_is_who_builds_and_a_placeholder_is_warned_about() {
+    let real = "Jane Doe <jane@corp.org>";
+    let git = |name: &'static str, email: &'static str| {
+        [
+            ("GIT_CONFIG_COUNT", "2"),
+            ("GIT_CONFIG_KEY_0", "user.name"),
+            ("GIT_CONFIG_VALUE_0", name),
+            ("GIT_CONFIG_KEY_1", "user.email"),
+            ("GIT_CONFIG_VALUE_1", email),
+        ]
+    };
+    // Debian's variables, in either spelling, before the builder's git identity.
+    let debian = [("DEBFULLNAME", "Jane Doe"), ("DEBEMAIL", "jane@corp.org")];
+    let debian_and_git: Vec<_> = debian
+        .into_iter()
+        .chain(git("Git Person", "g@corp.org"))
+        .collect();
+    assert_eq!(
+        maintainer(&debian_and_git),
+        (real.to_string(), String::new())
+    );
+    assert_eq!(
+        maintainer(&[("DEBEMAIL", real)]),
+        (real.to_string(), String::new())
+    );
+    assert_eq!(
+        maintainer(&git("Jane Doe", "jane@corp.org")),
+        (real.to_string(), String::new())
+    );
+
+    // A placeholder address, from anywhere, still builds, with a warning naming what to set.
+    let placeholders = [
+        maintainer(&[("DEBEMAIL", "ci@build.example")]),
+        maintainer(&git("ci", "ci@example.com")),
+        // No identity at all: the first commit's author, whoever that was.
+        maintainer(&[]),
+    ];
+    for (named, warning) in placeholders {
+        assert!(named.contains('<') && named.ends_with('>'), "{named}");
+        assert!(
+            warning.starts_with("scripts/package: warning: ")
+                && warning.contains("DEBFULLNAME and DEBEMAIL")
+                && warning.contains("git config user.name and user.email"),
+            "{named}: {warning}"
+        );
+    }
 }
