@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use atomdeploy_hook::cli::Cli;
-use clap::CommandFactory;
+use clap::{Arg, ArgAction, Command, CommandFactory};
 use clap_complete::{Generator, Shell};
+use clap_mangen::Man;
+use clap_mangen::roff::{Roff, bold, italic, roman};
 
 fn main() -> Result<()> {
     let mut args = std::env::args_os().skip(1);
@@ -27,11 +29,228 @@ fn main() -> Result<()> {
 }
 
 /// One page for the command and one for each subcommand, nested ones included; the top page's
-/// SUBCOMMANDS section names each of them with its page.
-fn man_pages(dir: &Path) -> Result<()> {
+/// SUBCOMMANDS section names each of them with its page, and its ENVIRONMENT section the
+/// variables a user sets. clap_mangen renders every section but the synopsis, whose options it
+/// writes without their values (`[--to]` for `--to <BUILD>`), so that one is ours.
+pub fn man_pages(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), dir)
-        .with_context(|| format!("cannot write the man pages into {}", dir.display()))
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // Gives each subcommand its full name (`atomdeploy-hook hosts exclude`) and the global
+    // --root of `hosts` to its subcommands, as parsing sees them.
+    cmd.build();
+    let environment = environment(&cmd);
+    write_pages(&cmd, Some(&environment), dir)
+}
+
+fn write_pages(cmd: &Command, environment: Option<&Roff>, dir: &Path) -> Result<()> {
+    for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        write_pages(sub, None, dir)?;
+    }
+    let man = Man::new(cmd.clone());
+    let path = dir.join(man.get_filename());
+    let mut sections: Vec<Vec<u8>> = Vec::new();
+    let mut section = |render: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
+        let mut text = Vec::new();
+        render(&mut text).map(|()| sections.push(text))
+    };
+    section(&|w| man.render_title(w))?;
+    section(&|w| man.render_name_section(w))?;
+    section(&|w| synopsis(cmd).to_writer(w))?;
+    section(&|w| man.render_description_section(w))?;
+    section(&|w| man.render_options_section(w))?;
+    if cmd.has_subcommands() {
+        section(&|w| man.render_subcommands_section(w))?;
+    }
+    if cmd.get_after_help().is_some() || cmd.get_after_long_help().is_some() {
+        section(&|w| man.render_extra_section(w))?;
+    }
+    if let Some(environment) = environment {
+        section(&|w| environment.to_writer(w))?;
+    }
+    if cmd.get_version().is_some() {
+        section(&|w| man.render_version_section(w))?;
+    }
+    // Each section comes with roff's preamble (the apostrophe string): the page needs one.
+    let preamble = Roff::new().render();
+    let mut page = Vec::new();
+    for (i, text) in sections.iter().enumerate() {
+        let body = match text.strip_prefix(preamble.as_bytes()) {
+            Some(body) if i > 0 => body,
+            _ => text,
+        };
+        page.extend_from_slice(body);
+    }
+    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `atomdeploy-hook rollback [--to <BUILD>] [--root <DIR>] [-h|--help]`: every option with its
+/// value, as `--help`'s OPTIONS list shows it, optional ones first (as clap_mangen orders them),
+/// then the arguments and the subcommand.
+fn synopsis(cmd: &Command) -> Roff {
+    let name = cmd.get_bin_name().unwrap_or_else(|| cmd.get_name());
+    let mut line = vec![bold(name)];
+    let options: Vec<&Arg> = cmd
+        .get_arguments()
+        .filter(|arg| !arg.is_hide_set() && !arg.is_positional())
+        .collect();
+    let (required, optional): (Vec<&Arg>, Vec<&Arg>) =
+        options.into_iter().partition(|arg| arg.is_required_set());
+    for arg in optional.into_iter().chain(required) {
+        // As clap's usage line: a required option bare, an optional one in brackets.
+        let (open, close) = if arg.is_required_set() {
+            ("", "")
+        } else {
+            ("[", "]")
+        };
+        line.push(roman(format!(" {open}")));
+        match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => line.extend([
+                bold(format!("-{short}")),
+                roman("|"),
+                bold(format!("--{long}")),
+            ]),
+            (Some(short), None) => line.push(bold(format!("-{short}"))),
+            (None, Some(long)) => line.push(bold(format!("--{long}"))),
+            (None, None) => {}
+        }
+        if arg.get_num_args().is_some_and(|n| n.takes_values()) {
+            line.push(roman(" "));
+            line.push(italic(format!("<{}>", value_name(arg))));
+        }
+        if matches!(arg.get_action(), ArgAction::Append | ArgAction::Count) {
+            line.push(roman("..."));
+        }
+        line.push(roman(close));
+    }
+    for arg in cmd.get_positionals().filter(|arg| !arg.is_hide_set()) {
+        let (open, close) = brackets(arg.is_required_set());
+        line.push(roman(format!(" {open}")));
+        line.push(italic(value_name(arg)));
+        line.push(roman(close));
+    }
+    if cmd.has_subcommands() {
+        let (open, close) = brackets(cmd.is_subcommand_required_set());
+        line.push(roman(format!(" {open}")));
+        line.push(italic(cmd.get_subcommand_value_name().unwrap_or("COMMAND")));
+        line.push(roman(close));
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]).text(line);
+    roff
+}
+
+fn brackets(required: bool) -> (&'static str, &'static str) {
+    if required { ("<", ">") } else { ("[", "]") }
+}
+
+/// What clap's help calls the value: the declared value name, else the argument's id in capitals.
+fn value_name(arg: &Arg) -> String {
+    match arg.get_value_names() {
+        Some(names) => names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => arg.get_id().as_str().to_uppercase(),
+    }
+}
+
+/// The variables a user sets, for the top page: those clap reads in place of a flag (found in
+/// the definitions, so a new one appears here by itself), then those the code reads by hand,
+/// then those a deploy sets for the commands it runs.
+fn environment(cmd: &Command) -> Roff {
+    let mut flags: Vec<EnvFlag> = Vec::new();
+    collect_env(cmd, &mut flags);
+    let mut roff = Roff::new();
+    roff.control("SH", ["ENVIRONMENT"]);
+    for flag in &flags {
+        let mut text = vec![
+            roman("Read in place of "),
+            bold(format!("--{}", flag.long)),
+            roman(format!(
+                " when it is not given, by {}.",
+                flag.commands.join(", ")
+            )),
+        ];
+        if flag.long == "root" {
+            let needed: Vec<&str> = flag.required.iter().map(String::as_str).collect();
+            text.push(roman(format!(
+                " With neither, {} the deploy root the current directory is in: the nearest \
+                 directory at or above it that holds deploy.yml and .atomdeploy/.",
+                match needed.as_slice() {
+                    [] => "every command takes".to_string(),
+                    needed => format!("every command but {} takes", needed.join(" and ")),
+                }
+            )));
+        }
+        roff.control("TP", [])
+            .text([bold(flag.var.as_str())])
+            .text(text);
+    }
+    roff.control("TP", [])
+        .text([bold("COMPOSER_AUTH")])
+        .text([roman(
+            "Credentials for composer, passed to composer when the deploy root has no \
+             auth.json; no other program a deploy starts receives it.",
+        )]);
+    roff.control("PP", []).text([
+        roman("A deploy sets "),
+        bold("ATOMDEPLOY_ROOT"),
+        roman(", "),
+        bold("ATOMDEPLOY_BUILD"),
+        roman(" (the new build) and "),
+        bold("ATOMDEPLOY_COMMIT"),
+        roman(" for the commands of deploy.yml, and "),
+        bold("ATOMDEPLOY_RUN"),
+        roman(
+            " for every program it starts: the next deploy stops what a killed one left \
+             running by it.",
+        ),
+    ]);
+    roff
+}
+
+/// A variable clap reads for a flag: the commands that take the flag (`rollback`,
+/// `hosts exclude`, …), and those of them that cannot do without it.
+struct EnvFlag {
+    var: String,
+    long: String,
+    commands: Vec<String>,
+    required: Vec<String>,
+}
+
+/// Each variable clap reads for a flag, in the order of the definitions.
+fn collect_env(cmd: &Command, found: &mut Vec<EnvFlag>) {
+    let name = cmd.get_bin_name().unwrap_or_else(|| cmd.get_name());
+    let short = name
+        .split_once(' ')
+        .map_or(name, |(_, rest)| rest)
+        .to_string();
+    for arg in cmd.get_arguments().filter(|arg| !arg.is_hide_env_set()) {
+        let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let var = var.to_string_lossy().into_owned();
+        let at = match found.iter().position(|f| f.var == var && f.long == long) {
+            Some(at) => at,
+            None => {
+                found.push(EnvFlag {
+                    var,
+                    long: long.to_string(),
+                    commands: Vec::new(),
+                    required: Vec::new(),
+                });
+                found.len() - 1
+            }
+        };
+        found[at].commands.push(short.clone());
+        if arg.is_required_set() {
+            found[at].required.push(short.clone());
+        }
+    }
+    for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        collect_env(sub, found);
+    }
 }
 
 fn completions(dir: &Path) -> Result<()> {

@@ -61,6 +61,8 @@ mod opcache;
 mod orphans;
 #[path = "integration/owner.rs"]
 mod owner;
+#[path = "integration/package.rs"]
+mod package;
 #[path = "integration/permissions.rs"]
 mod permissions;
 #[path = "integration/preflight.rs"]

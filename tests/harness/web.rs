@@ -582,3 +582,14 @@ pub fn get(url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.body_mut().read_to_string().unwrap())
 }
+
+/// GET `url`: its status, the value of its header `header` (if it has one) and its body.
+pub fn get_with_header(url: &str, header: &str) -> (u16, Option<String>, String) {
+    let mut response = agent().get(url).call().unwrap();
+    let status = response.status().as_u16();
+    let value = response
+        .headers()
+        .get(header)
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, value, response.body_mut().read_to_string().unwrap())
+}

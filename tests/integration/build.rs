@@ -12,7 +12,7 @@ use crate::harness::{Clone, Push, Server, wait_until};
 const BUILD: &str = "{commands: [{run: npm ci --prefer-offline, inputs: [package.json, package-lock.json]}, \
                      npm run build], inputs: [package.json, package-lock.json, resources/, build.mjs]}";
 
-fn frontend_server() -> (Server, Clone) {
+pub(crate) fn frontend_server() -> (Server, Clone) {
     let server = Server::builder()
         .config("build", BUILD)
         .config("exclude", "[node_modules/]")
@@ -26,7 +26,7 @@ fn application(server: &Server) -> PathBuf {
 }
 
 /// The asset the live page links to, `assets/app-<hash>.js`, as the PHP app prints it.
-fn live_script(server: &Server) -> String {
+pub(crate) fn live_script(server: &Server) -> String {
     let page = server.page();
     let line = page
         .lines()

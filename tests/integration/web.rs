@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::harness::web::{WebServer, living, naming};
+use crate::harness::web::{WebServer, get_with_header, living, naming};
 use crate::harness::{Server, exclusive, wait_until};
 
 const CLIENTS: usize = 4;
@@ -327,4 +327,50 @@ fn a_panicking_test_leaves_no_nginx_or_php_fpm_process_behind() {
     assert!(unwound.is_err());
     assert_ne!(groups, [0; 2]);
     assert_no_process_left(&groups, &dir);
+}
+
+#[test]
+fn hashed_assets_are_cached_for_a_year_and_nothing_else_is() {
+    let _heavy = exclusive();
+    // The front-end app: its build step writes public/build/assets/app-<hash>.js, as Vite does,
+    // and its page names that file.
+    let (server, clone) = crate::build::frontend_server();
+    clone.push_main().success();
+    let asset = crate::build::live_script(&server);
+    let web = WebServer::start(&server.root, &server.base().join("web"));
+    const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+    let (status, cache, body) =
+        get_with_header(&web.url(&format!("/build/{asset}")), "cache-control");
+    assert_eq!(
+        (status, cache.as_deref()),
+        (200, Some(IMMUTABLE)),
+        "{}",
+        web.error_log()
+    );
+    assert_eq!(body, server.read_live(&format!("public/build/{asset}")));
+
+    // The page, from index.php, and a static file whose name carries no hash: asked for anew.
+    let (status, cache, page) = get_with_header(&web.url("/"), "cache-control");
+    assert_eq!((status, cache), (200, None));
+    assert!(page.contains(&format!("script: /build/{asset}")), "{page}");
+    let (status, cache, _) = get_with_header(&web.url("/build/manifest.json"), "cache-control");
+    assert_eq!((status, cache), (200, None));
+
+    // An asset that is not there is a 404 from nginx, not a page from the front controller.
+    let missing = asset.replace("app-", "app-0");
+    let (status, cache, body) =
+        get_with_header(&web.url(&format!("/build/{missing}")), "cache-control");
+    assert_eq!((status, cache), (404, None));
+    assert!(!body.contains("the front-end app"), "{body}");
+
+    assert_eq!(web.diagnostics(), Vec::<String>::new());
+
+    // The dot-file deny still comes first below /build/assets/ (nginx logs the refusal).
+    let hidden = server.latest().join("public/build/assets/.secret");
+    std::fs::write(&hidden, "not for the web").unwrap();
+    let (status, _, body) = get_with_header(&web.url("/build/assets/.secret"), "cache-control");
+    assert_eq!(status, 403, "{body}");
+
+    web.stop_leaving_nothing();
 }
