@@ -586,6 +586,9 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
     for dir in ["admin", "app"] {
         fs::create_dir_all(run.dir.join(dir)).unwrap();
     }
+    // The administrator's home, where the server's lines run, is closed to other users as
+    // Debian 12's adduser makes it: `sudo -u deploy …` starts there.
+    fs::set_permissions(run.dir.join("admin"), fs::Permissions::from_mode(0o700)).unwrap();
     let head = developer_repository(&run.dir.join("app"));
     // The developer's key pair, its public half copied to the server as the README says.
     let client = SshClient::new(&run.dir.join("developer/.ssh"));
@@ -665,6 +668,45 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
     let page = page.expect("the README's developer block fetches no page with curl");
     assert!(page.contains("Hello from the example app v1"), "{page}");
     assert!(page.contains(&format!("build: {head}")), "{page}");
+    // The site listens on a port of the test's (CHANGES), where Debian's default site never
+    // competes; on the server both want port 80, and a request not naming example.com (by the
+    // server's address, say) would get Debian's page. So nginx's own configuration must hold
+    // no other server on port 80 once the README's lines ran.
+    let others = other_servers_on_port_80();
+    assert!(
+        others.is_empty(),
+        "besides the app's site, nginx serves port 80 with {others:?}: Debian's default site \
+         would answer requests that do not name the server"
+    );
+}
+
+/// `listen` directives on port 80 in nginx's configuration (as `nginx -T` prints it), outside
+/// the README's site, as "file: line".
+fn other_servers_on_port_80() -> Vec<String> {
+    let out = Command::new("nginx").arg("-T").output().unwrap();
+    assert_success(&out, "nginx -T");
+    let mut file = String::new();
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(name) = line
+            .strip_prefix("# configuration file ")
+            .and_then(|rest| rest.strip_suffix(':'))
+        {
+            file = name.to_string();
+            continue;
+        }
+        let Some(address) = line.trim().strip_prefix("listen ") else {
+            continue;
+        };
+        let address = address.split([' ', ';']).next().unwrap_or_default();
+        // `80`, `[::]:80`, `127.0.0.1:80`; an address without a port is port 80 too.
+        let port = address.rsplit(':').next().unwrap_or_default();
+        let is_80 = port == "80" || (port.parse::<u16>().is_err() && !address.starts_with("unix:"));
+        if is_80 && file != SITE_LINK && file != SITE {
+            found.push(format!("{file}: {}", line.trim()));
+        }
+    }
+    found
 }
 
 /// `install` run as the deploy user before root made its directories: refused before anything
