@@ -36,8 +36,10 @@ const DEFAULT_SITE: &str = "/etc/nginx/sites-enabled/default";
 
 /// Held while the test runs, by any test process on this machine.
 const LOCK: &str = "/tmp/atomdeploy-readme-setup.lock";
-/// Written before the first change, removed after the last undo: while it exists, what the
-/// README's names hold is this test's, left by a run that could not clean up (killed).
+/// Written before the first change, removed after the last undo: the default site's link as
+/// it was, then what the README's lines made, each recorded by identity (a path's inode, the
+/// user's uid and home) as soon as the line that made it ran. Only what it records is undone,
+/// by a later run too when this one was killed: whatever took those names since is left.
 const MARKER: &str = "/var/tmp/atomdeploy-readme-setup.made";
 
 /// How a README line is changed to run here.
@@ -192,15 +194,18 @@ impl Machine {
             .collect();
         assert!(
             taken.is_empty(),
-            "refusing to run: {} exist(s), and this test did not make them (no {MARKER}). It \
-             sets up a server as README.md says, with these very names: run it on a machine \
-             of its own, not on one that serves",
+            "refusing to run: {} exist(s), and this test did not make them (not recorded in \
+             {MARKER}). It sets up a server as README.md says, with these very names: run it \
+             on a machine of its own, not on one that serves",
             taken.join(", ")
         );
         let default_site = fs::read_link(DEFAULT_SITE).ok();
         fs::write(
             MARKER,
-            default_site.map_or(String::new(), |t| t.display().to_string()),
+            format!(
+                "{}\n",
+                default_site.map_or(String::new(), |t| t.display().to_string())
+            ),
         )
         .unwrap();
         Machine {
@@ -209,6 +214,23 @@ impl Machine {
             fpm: None,
             sshd: None,
             _lock: lock,
+        }
+    }
+
+    /// Adds to the marker what of the README's names exists now and is not in it yet: made
+    /// by the line that just ran, since the names were free when the test began.
+    fn record(&self) {
+        let marker = read_marker();
+        let mut added = String::new();
+        for made in identities(&self.php) {
+            if !marker.lines().skip(1).any(|l| l == made) {
+                added.push_str(&format!("{made}\n"));
+            }
+        }
+        if !added.is_empty() {
+            let mut file = fs::OpenOptions::new().append(true).open(MARKER).unwrap();
+            std::io::Write::write_all(&mut file, added.as_bytes()).unwrap();
+            file.sync_all().unwrap();
         }
     }
 
@@ -272,6 +294,7 @@ impl Drop for Machine {
         // Its sessions first (the hook, composer), so that the user can be deleted.
         drop(self.sshd.take());
         left.extend(users_processes());
+        self.record();
         undo(&self.php, &read_marker());
         if !std::thread::panicking() {
             assert_eq!(left, Vec::<String>::new(), "processes outlived the test");
@@ -294,21 +317,53 @@ fn made_paths(php: &str) -> Vec<PathBuf> {
     paths
 }
 
-/// The default site's link as it was before the test (empty: there was none).
 fn read_marker() -> String {
     fs::read_to_string(MARKER).unwrap_or_default()
 }
 
-/// Undoes what the README made (whatever of it exists), then the marker.
-fn undo(php: &str, default_site: &str) {
-    if user_exists() {
-        // -r: its home and mail spool too.
-        let _ = Command::new("userdel").args(["-r", USER]).output();
+/// What of the README's names exists, one line each: "path PATH DEV:INO", "user UID HOME-INO".
+fn identities(php: &str) -> Vec<String> {
+    let mut found: Vec<String> = made_paths(php)
+        .into_iter()
+        .filter_map(|p| identity(&p))
+        .collect();
+    if let Some(uid) = uid_of(USER) {
+        let home = fs::symlink_metadata(format!("/home/{USER}"))
+            .map_or("none".to_string(), |m| format!("{}:{}", m.dev(), m.ino()));
+        found.push(format!("user {uid} {home}"));
     }
-    for path in made_paths(php) {
+    found
+}
+
+fn identity(path: &Path) -> Option<String> {
+    let meta = path.symlink_metadata().ok()?;
+    Some(format!(
+        "path {} {}:{}",
+        path.display(),
+        meta.dev(),
+        meta.ino()
+    ))
+}
+
+/// Undoes what `marker` records that is still the same thing (see [`MARKER`]), then removes
+/// the marker. The default site's link (its first line) is put back.
+fn undo(php: &str, marker: &str) {
+    let mut lines = marker.lines();
+    let default_site = lines.next().unwrap_or_default();
+    let recorded: Vec<&str> = lines.collect();
+    let ours = identities(php)
+        .into_iter()
+        .filter(|made| recorded.contains(&made.as_str()));
+    for made in ours {
+        if made.starts_with("user ") {
+            // -r: its home and mail spool too.
+            let _ = Command::new("userdel").args(["-r", USER]).output();
+            continue;
+        }
+        let path = Path::new(made.split(' ').nth(1).unwrap_or_default());
         match path.symlink_metadata() {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).unwrap(),
-            Ok(_) => fs::remove_file(&path).unwrap(),
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(path).unwrap(),
+            Ok(_) => fs::remove_file(path).unwrap(),
             Err(_) => {}
         }
     }
@@ -639,6 +694,7 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
             if line.starts_with("curl ") {
                 page = Some(stdout);
             }
+            machine.record();
             let requests = fs::read_to_string(run.requests()).unwrap_or_default();
             let _ = fs::remove_file(run.requests());
             for request in requests.lines() {
@@ -764,4 +820,52 @@ fn install_where_the_user_may_not_create_says_what_root_runs() {
     );
     let out = install();
     assert_success(&out, "install once root made the directories");
+}
+
+/// A run killed before it recorded anything leaves its marker; someone then makes
+/// /srv/app.git of their own. The next run must refuse, not take the name for its leftover.
+#[test]
+fn a_leftover_marker_never_removes_what_the_run_did_not_record() {
+    if !is_root() {
+        eprintln!("SKIPPED: the README set-up's names are the machine's: needs root");
+        return;
+    }
+    let _heavy = exclusive();
+    let php = php_version();
+    let theirs = Path::new(DIRS[1]);
+    if theirs.symlink_metadata().is_ok()
+        || Path::new(MARKER).exists()
+        || !Path::new("/srv").is_dir()
+    {
+        eprintln!(
+            "SKIPPED: {} or {MARKER} exists, or /srv does not",
+            theirs.display()
+        );
+        return;
+    }
+    {
+        use fs2::FileExt;
+        let lock = fs::File::create(LOCK).unwrap();
+        lock.lock_exclusive().unwrap();
+        fs::write(MARKER, "\n").unwrap();
+    }
+    fs::create_dir(theirs).unwrap();
+    fs::write(theirs.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    let taken = std::panic::catch_unwind(|| Machine::take(&php));
+    let kept = theirs.join("HEAD").exists();
+    let _ = fs::remove_dir_all(theirs);
+    let _ = fs::remove_file(MARKER);
+    assert!(
+        kept,
+        "a leftover marker removed {}, which it never recorded",
+        theirs.display()
+    );
+    let refusal = taken
+        .err()
+        .and_then(|e| e.downcast::<String>().ok())
+        .expect("the run went ahead with the name taken");
+    assert!(
+        refusal.contains("refusing to run: /srv/app.git exist(s)"),
+        "{refusal}"
+    );
 }
