@@ -81,9 +81,10 @@ const CHANGES: &[(&str, Change, &str)] = &[
          block runs instead",
     ),
     (
-        "sudo apt install git php-cli composer nginx php-fpm",
+        "sudo apt install git php-cli composer nginx php-fpm build-essential",
         Change::Skip,
-        "no network: scripts/install-deps installed them on this machine",
+        "no network: scripts/install-deps installed them on this machine (and the C compiler \
+         is there: `cargo test` built the binary with it)",
     ),
     (
         "cargo build --release",
