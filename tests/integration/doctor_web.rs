@@ -762,3 +762,41 @@ fn a_shared_env_the_pool_cannot_read_fails() {
     assert!(line.contains("mode 600 owner root:www-data"), "{line}");
     web.stop_leaving_nothing();
 }
+
+/// A shared file that is not a secret is there because the app writes it (an SQLite
+/// database): install --web-user makes it 0664 for www-data's group, which passes; one the
+/// pool can only read fails, as a shared directory it cannot write does.
+#[test]
+fn a_shared_database_the_pool_cannot_write_fails() {
+    let server = Server::builder()
+        .config("shared", "[uploads/, database.sqlite]")
+        .install();
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    let db = server.root.join("shared/database.sqlite");
+    fs::write(&db, "").unwrap();
+    server.clone_fixture("example-app").deploy_version("v1");
+    fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    crate::harness::assert_success(&out, "install --web-user www-data");
+    let meta = fs::metadata(&db).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o664, 33));
+    let web = start(&server, &unchanged, &unchanged);
+    let out = doctor_pool(&server);
+    assert_web_clean(&out);
+    finding(
+        &out,
+        "ok",
+        "shared",
+        &format!("database.sqlite ({}) is writable", db.display()),
+    );
+
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "shared",
+        "database.sqlite is not writable by the pool's user www-data:www-data",
+        &format!("`chgrp -R www-data {0} && chmod -R g+w {0}", db.display()),
+    );
+    assert!(line.contains("mode 644 owner root:www-data"), "{line}");
+    web.stop_leaving_nothing();
+}
