@@ -800,3 +800,46 @@ fn a_shared_database_the_pool_cannot_write_fails() {
     assert!(line.contains("mode 644 owner root:www-data"), "{line}");
     web.stop_leaving_nothing();
 }
+
+/// A pool in the deploy user's group (`group = deploy`, to read builds closed to others),
+/// and a deploy user with the umask 002 that README's Operating suggests for shared/: every
+/// directory of the build is group-writable, so PHP can write into it though the pool is not
+/// the deploy user. Doctor asks with the pool's groups, so it fails this too.
+#[test]
+fn a_pool_in_the_deploy_users_group_with_builds_made_under_umask_002_fails() {
+    let Some(user) = crate::harness::users::DeployUser::create_as_root() else {
+        return;
+    };
+    let server = Server::builder().config("shared", "[uploads/]").install();
+    let clone = server.clone_fixture("example-app");
+    crate::harness::users::hand_over(&server, &clone, user.uid, user.gid);
+    clone.set_version("v1");
+    clone.commit("v1");
+    user.push_with_umask(&server, &clone, 0o002).success();
+    let build = server.build_path(&server.live().expect("a live build"));
+    let group_writable: Vec<String> = walkdir::WalkDir::new(&build)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.path_is_symlink() && e.metadata().unwrap().mode() & 0o020 != 0)
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(
+        !group_writable.is_empty(),
+        "nothing in {} is group-writable",
+        build.display()
+    );
+    let name = user.name.clone();
+    let web = start(
+        &server,
+        &|pool| pool.replace("group = www-data", &format!("group = {name}")),
+        &unchanged,
+    );
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "web access",
+        &format!("the pool's user www-data:{name}"),
+        &format!("`chmod -R go-w {}`", build.display()),
+    );
+    assert!(line.contains("path(s) of the live build"), "{line}");
+    web.stop_leaving_nothing();
+}
