@@ -200,6 +200,7 @@ impl Machine {
              on a machine of its own, not on one that serves",
             taken.join(", ")
         );
+        refuse_what_cannot_be_undone(php);
         let default_site = fs::read_link(DEFAULT_SITE).ok();
         fs::write(
             MARKER,
@@ -306,6 +307,31 @@ impl Drop for Machine {
             assert!(still.is_empty(), "not removed: {still:?}");
             assert!(!user_exists(), "the user `{USER}` is still there");
         }
+    }
+}
+
+/// Refuses a machine where the README's lines would change what the test cannot put back:
+/// Debian's default site kept as a file, not a link (the README's `rm` deletes it, and only a
+/// link is put back), or an nginx or php-fpm of the machine's running (the test's own, started
+/// from the same configuration, would take over their pid files and remove them on leaving).
+fn refuse_what_cannot_be_undone(php: &str) {
+    let default_is_a_file = fs::symlink_metadata(DEFAULT_SITE).is_ok_and(|m| !m.is_symlink());
+    assert!(
+        !default_is_a_file,
+        "refusing to run: {DEFAULT_SITE} is a file, not a link to sites-available, and the \
+         README's `rm` would delete it for good"
+    );
+    for pid_file in [
+        "/run/nginx.pid".to_string(),
+        format!("/run/php/php{php}-fpm.pid"),
+    ] {
+        let pid = fs::read_to_string(&pid_file).unwrap_or_default();
+        let pid = pid.trim();
+        assert!(
+            pid.is_empty() || !Path::new(&format!("/proc/{pid}")).exists(),
+            "refusing to run: the machine's own server runs ({pid_file}: {pid}); the test \
+             starts nginx and php-fpm from the same configuration and pid files"
+        );
     }
 }
 
@@ -869,4 +895,33 @@ fn a_leftover_marker_never_removes_what_the_run_did_not_record() {
         refusal.contains("refusing to run: /srv/app.git exist(s)"),
         "{refusal}"
     );
+}
+
+/// A machine whose default site is a file of its own (not Debian's link): the README's `rm`
+/// would delete it, and the test could not put it back. Refused, the file kept.
+#[test]
+fn a_default_site_that_is_a_file_is_refused_not_deleted() {
+    if !is_root() {
+        eprintln!("SKIPPED: the README set-up's names are the machine's: needs root");
+        return;
+    }
+    let _heavy = exclusive();
+    let php = php_version();
+    let Ok(link) = fs::read_link(DEFAULT_SITE) else {
+        eprintln!("SKIPPED: {DEFAULT_SITE} is not a link here");
+        return;
+    };
+    let text = fs::read(Path::new(DEFAULT_SITE)).unwrap();
+    fs::remove_file(DEFAULT_SITE).unwrap();
+    fs::write(DEFAULT_SITE, &text).unwrap();
+    let taken = std::panic::catch_unwind(|| Machine::take(&php));
+    let kept = fs::symlink_metadata(DEFAULT_SITE).is_ok_and(|m| m.is_file());
+    let _ = fs::remove_file(DEFAULT_SITE);
+    std::os::unix::fs::symlink(&link, DEFAULT_SITE).unwrap();
+    assert!(kept, "{DEFAULT_SITE}, a file, is gone");
+    let refusal = taken
+        .err()
+        .and_then(|e| e.downcast::<String>().ok())
+        .expect("the run went ahead, to delete the default site");
+    assert!(refusal.contains("is a file, not a link"), "{refusal}");
 }
