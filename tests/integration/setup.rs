@@ -60,7 +60,8 @@ enum Value {
     BinDir,
     /// A temporary directory standing for the package's examples.
     Examples,
-    /// The site's edit: `listen 80;` becomes `listen 127.0.0.1:<free port>;`.
+    /// The site's edit: `listen 80;` becomes `listen 127.0.0.1:<free port>;`, and
+    /// `listen [::]:80;` the same port on `[::1]`.
     EditSite,
     /// This machine's PHP version.
     Php,
@@ -111,7 +112,8 @@ const CHANGES: &[(&str, Change, &str)] = &[
         "sudoedit /etc/nginx/sites-available/app",
         Change::Instead(Value::EditSite),
         "the edit step: server_name stays example.com; `listen 80` becomes 127.0.0.1 and a free \
-         port, so that the test takes no port of the machine's",
+         port, `listen [::]:80` ::1 and that port, so that the test takes no port of the \
+         machine's",
     ),
     (
         "8.2",
@@ -471,7 +473,9 @@ impl Run {
             Value::BinDir => format!("{}/", self.bin_dir().display()),
             Value::Examples => self.dir.join("examples").display().to_string(),
             Value::EditSite => format!(
-                "sed -i 's/^    listen 80;$/    listen 127.0.0.1:{}; # the test/' {SITE} && grep -q 127.0.0.1 {SITE}",
+                "sed -i -e 's/^    listen 80;$/    listen 127.0.0.1:{0}; # the test/' \
+                 -e 's/^    listen \\[::\\]:80;$/    listen [::1]:{0}; # the test/' {SITE} \
+                 && grep -q 127.0.0.1 {SITE}",
                 self.site_port
             ),
             Value::Php => self.php.clone(),
@@ -751,6 +755,26 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
     let page = page.expect("the README's developer block fetches no page with curl");
     assert!(page.contains("Hello from the example app v1"), "{page}");
     assert!(page.contains(&format!("build: {head}")), "{page}");
+    // The server's name may resolve to its IPv6 address first: the app answers there too.
+    let v6 = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "-H",
+            "Host: example.com",
+        ])
+        .arg(format!("http://[::1]:{}/", run.site_port))
+        .output()
+        .unwrap();
+    let v6_page = String::from_utf8_lossy(&v6.stdout);
+    assert!(
+        v6.status.success() && v6_page.contains(&format!("build: {head}")),
+        "the app is not served over IPv6 ({}): {v6_page}{}",
+        v6.status,
+        String::from_utf8_lossy(&v6.stderr)
+    );
     // The site listens on a port of the test's (CHANGES), where Debian's default site never
     // competes; on the server both want port 80, and a request not naming example.com (by the
     // server's address, say) would get Debian's page. So nginx's own configuration must hold
