@@ -74,6 +74,9 @@ enum Value {
 /// reloads and restarts nginx and php-fpm itself, as their parent), and `example.com`, the
 /// server's name, which the developer's ssh (an ssh config's Host alias, through
 /// GIT_SSH_COMMAND) and curl (CURL_HOME's `connect-to`) reach on the test's own sshd and nginx.
+/// The developer's ssh knows the server's host key beforehand: the first push on a real
+/// machine asks to confirm it (answer after checking the key's fingerprint with the server's
+/// administrator), which a test cannot type.
 const CHANGES: &[(&str, Change, &str)] = &[
     (
         "sudo apt install ./atomdeploy-hook_",
