@@ -155,6 +155,8 @@ impl WebServer {
             let site = fs::read_to_string(project.join("nginx-site.conf"))
                 .unwrap()
                 .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+                // Tests reach nginx on 127.0.0.1 alone.
+                .replace("    listen [::]:80;\n", "")
                 .replace(
                     "/srv/app/latest/public",
                     &root.join("latest/public").display().to_string(),

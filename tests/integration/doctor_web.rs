@@ -762,3 +762,84 @@ fn a_shared_env_the_pool_cannot_read_fails() {
     assert!(line.contains("mode 600 owner root:www-data"), "{line}");
     web.stop_leaving_nothing();
 }
+
+/// A shared file that is not a secret is there because the app writes it (an SQLite
+/// database): install --web-user makes it 0664 for www-data's group, which passes; one the
+/// pool can only read fails, as a shared directory it cannot write does.
+#[test]
+fn a_shared_database_the_pool_cannot_write_fails() {
+    let server = Server::builder()
+        .config("shared", "[uploads/, database.sqlite]")
+        .install();
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    let db = server.root.join("shared/database.sqlite");
+    fs::write(&db, "").unwrap();
+    server.clone_fixture("example-app").deploy_version("v1");
+    fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    crate::harness::assert_success(&out, "install --web-user www-data");
+    let meta = fs::metadata(&db).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o664, 33));
+    let web = start(&server, &unchanged, &unchanged);
+    let out = doctor_pool(&server);
+    assert_web_clean(&out);
+    finding(
+        &out,
+        "ok",
+        "shared",
+        &format!("database.sqlite ({}) is writable", db.display()),
+    );
+
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "shared",
+        "database.sqlite is not writable by the pool's user www-data:www-data",
+        &format!("`chgrp -R www-data {0} && chmod -R g+w {0}", db.display()),
+    );
+    assert!(line.contains("mode 644 owner root:www-data"), "{line}");
+    web.stop_leaving_nothing();
+}
+
+/// A pool in the deploy user's group (`group = deploy`, to read builds closed to others),
+/// and a deploy user with the umask 002 that README's Operating suggests for shared/: every
+/// directory of the build is group-writable, so PHP can write into it though the pool is not
+/// the deploy user. Doctor asks with the pool's groups, so it fails this too.
+#[test]
+fn a_pool_in_the_deploy_users_group_with_builds_made_under_umask_002_fails() {
+    let Some(user) = crate::harness::users::DeployUser::create_as_root() else {
+        return;
+    };
+    let server = Server::builder().config("shared", "[uploads/]").install();
+    let clone = server.clone_fixture("example-app");
+    crate::harness::users::hand_over(&server, &clone, user.uid, user.gid);
+    clone.set_version("v1");
+    clone.commit("v1");
+    user.push_with_umask(&server, &clone, 0o002).success();
+    let build = server.build_path(&server.live().expect("a live build"));
+    let group_writable: Vec<String> = walkdir::WalkDir::new(&build)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.path_is_symlink() && e.metadata().unwrap().mode() & 0o020 != 0)
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(
+        !group_writable.is_empty(),
+        "nothing in {} is group-writable",
+        build.display()
+    );
+    let name = user.name.clone();
+    let web = start(
+        &server,
+        &|pool| pool.replace("group = www-data", &format!("group = {name}")),
+        &unchanged,
+    );
+    let line = assert_fails(
+        &doctor_pool(&server),
+        "web access",
+        &format!("the pool's user www-data:{name}"),
+        &format!("`chmod -R go-w {}`", build.display()),
+    );
+    assert!(line.contains("path(s) of the live build"), "{line}");
+    web.stop_leaving_nothing();
+}

@@ -4,9 +4,11 @@
 //! comes from a build that is not the group's current or previous one.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::harness::users::is_root;
 use crate::harness::web::{Balancer, WebServer, living, naming};
 use crate::harness::{Server, exclusive, wait_until};
 use crate::web::{APP_NAME, Load, Sample, parse_time};
@@ -91,8 +93,19 @@ fn group_deploys_and_rollbacks_behind_a_balancer_serve_only_the_current_or_previ
     let first = primary.live_revision();
     assert_eq!(host.live_revision(), first);
 
-    let web1 = WebServer::start(&primary.root, &primary.base().join("web"));
-    let web2 = WebServer::start(&host.root, &host.base().join("web"));
+    // Each server's pool as shipped, as www-data: the group's builds are served by a user that
+    // can read them and write none (as root, the only user that can start such a pool).
+    let serve = |server: &Server| {
+        if is_root() {
+            std::fs::set_permissions(server.base(), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            WebServer::start_as_shipped(&server.root, &server.base().join("web"))
+        } else {
+            WebServer::start(&server.root, &server.base().join("web"))
+        }
+    };
+    let web1 = serve(&primary);
+    let web2 = serve(&host);
     let balancer = Balancer::start(&primary.base().join("balancer"), &[web1.port, web2.port]);
     let backends = [
         format!("127.0.0.1:{}", web1.port),

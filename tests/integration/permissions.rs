@@ -600,3 +600,35 @@ fn a_secret_shared_in_a_later_deploy_leaves_the_earlier_builds_copy_as_it_was() 
     assert_eq!(earlier.mode() & 0o7777, before, "v1's .env was changed");
     assert_ne!(earlier.ino(), fs::metadata(&shared).unwrap().ino());
 }
+
+/// The operator keeps the secret elsewhere and links it: shared/.env is a symlink to a file
+/// outside shared/. Neither a deploy, nor install --web-user, nor doctor changes that file
+/// through the link; it is the operator's, mode and group as they made them.
+#[test]
+fn a_secret_linked_from_elsewhere_is_never_changed_through_the_link() {
+    let server = Server::builder()
+        .config("composer", "false")
+        .config("shared", "[.env, config/]")
+        .install();
+    let elsewhere = server.base().join("secrets");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let target = elsewhere.join("app.env");
+    fs::write(&target, "APP_KEY=kept-elsewhere\n").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o604)).unwrap();
+    fs::create_dir_all(server.root.join("shared")).unwrap();
+    std::os::unix::fs::symlink(&target, server.root.join("shared/.env")).unwrap();
+    let before = mode_and_group(&target);
+    clone_with_secrets(&server).push_main().success();
+    assert_eq!(mode_and_group(&target), before, "a deploy changed it");
+    if crate::harness::users::is_root() {
+        let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+        crate::harness::assert_success(&out, "install --web-user www-data");
+        assert_eq!(mode_and_group(&target), before, "install changed it");
+    }
+    doctor_lines(&server, "secrets");
+    assert_eq!(mode_and_group(&target), before, "doctor changed it");
+    assert_eq!(
+        fs::read_to_string(&target).unwrap(),
+        "APP_KEY=kept-elsewhere\n"
+    );
+}

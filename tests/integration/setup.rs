@@ -36,8 +36,10 @@ const DEFAULT_SITE: &str = "/etc/nginx/sites-enabled/default";
 
 /// Held while the test runs, by any test process on this machine.
 const LOCK: &str = "/tmp/atomdeploy-readme-setup.lock";
-/// Written before the first change, removed after the last undo: while it exists, what the
-/// README's names hold is this test's, left by a run that could not clean up (killed).
+/// Written before the first change, removed after the last undo: the default site's link as
+/// it was, then what the README's lines made, each recorded by identity (a path's inode, the
+/// user's uid and home) as soon as the line that made it ran. Only what it records is undone,
+/// by a later run too when this one was killed: whatever took those names since is left.
 const MARKER: &str = "/var/tmp/atomdeploy-readme-setup.made";
 
 /// How a README line is changed to run here.
@@ -58,7 +60,8 @@ enum Value {
     BinDir,
     /// A temporary directory standing for the package's examples.
     Examples,
-    /// The site's edit: `listen 80;` becomes `listen 127.0.0.1:<free port>;`.
+    /// The site's edit: `listen 80;` becomes `listen 127.0.0.1:<free port>;`, and
+    /// `listen [::]:80;` the same port on `[::1]`.
     EditSite,
     /// This machine's PHP version.
     Php,
@@ -71,6 +74,9 @@ enum Value {
 /// reloads and restarts nginx and php-fpm itself, as their parent), and `example.com`, the
 /// server's name, which the developer's ssh (an ssh config's Host alias, through
 /// GIT_SSH_COMMAND) and curl (CURL_HOME's `connect-to`) reach on the test's own sshd and nginx.
+/// The developer's ssh knows the server's host key beforehand: the first push on a real
+/// machine asks to confirm it (answer after checking the key's fingerprint with the server's
+/// administrator), which a test cannot type.
 const CHANGES: &[(&str, Change, &str)] = &[
     (
         "sudo apt install ./atomdeploy-hook_",
@@ -79,9 +85,10 @@ const CHANGES: &[(&str, Change, &str)] = &[
          block runs instead",
     ),
     (
-        "sudo apt install git php-cli composer nginx php-fpm",
+        "sudo apt install git php-cli composer nginx php-fpm build-essential",
         Change::Skip,
-        "no network: scripts/install-deps installed them on this machine",
+        "no network: scripts/install-deps installed them on this machine (and the C compiler \
+         is there: `cargo test` built the binary with it)",
     ),
     (
         "cargo build --release",
@@ -108,7 +115,8 @@ const CHANGES: &[(&str, Change, &str)] = &[
         "sudoedit /etc/nginx/sites-available/app",
         Change::Instead(Value::EditSite),
         "the edit step: server_name stays example.com; `listen 80` becomes 127.0.0.1 and a free \
-         port, so that the test takes no port of the machine's",
+         port, `listen [::]:80` ::1 and that port, so that the test takes no port of the \
+         machine's",
     ),
     (
         "8.2",
@@ -192,15 +200,19 @@ impl Machine {
             .collect();
         assert!(
             taken.is_empty(),
-            "refusing to run: {} exist(s), and this test did not make them (no {MARKER}). It \
-             sets up a server as README.md says, with these very names: run it on a machine \
-             of its own, not on one that serves",
+            "refusing to run: {} exist(s), and this test did not make them (not recorded in \
+             {MARKER}). It sets up a server as README.md says, with these very names: run it \
+             on a machine of its own, not on one that serves",
             taken.join(", ")
         );
+        refuse_what_cannot_be_undone(php);
         let default_site = fs::read_link(DEFAULT_SITE).ok();
         fs::write(
             MARKER,
-            default_site.map_or(String::new(), |t| t.display().to_string()),
+            format!(
+                "{}\n",
+                default_site.map_or(String::new(), |t| t.display().to_string())
+            ),
         )
         .unwrap();
         Machine {
@@ -209,6 +221,23 @@ impl Machine {
             fpm: None,
             sshd: None,
             _lock: lock,
+        }
+    }
+
+    /// Adds to the marker what of the README's names exists now and is not in it yet: made
+    /// by the line that just ran, since the names were free when the test began.
+    fn record(&self) {
+        let marker = read_marker();
+        let mut added = String::new();
+        for made in identities(&self.php) {
+            if !marker.lines().skip(1).any(|l| l == made) {
+                added.push_str(&format!("{made}\n"));
+            }
+        }
+        if !added.is_empty() {
+            let mut file = fs::OpenOptions::new().append(true).open(MARKER).unwrap();
+            std::io::Write::write_all(&mut file, added.as_bytes()).unwrap();
+            file.sync_all().unwrap();
         }
     }
 
@@ -272,6 +301,7 @@ impl Drop for Machine {
         // Its sessions first (the hook, composer), so that the user can be deleted.
         drop(self.sshd.take());
         left.extend(users_processes());
+        self.record();
         undo(&self.php, &read_marker());
         if !std::thread::panicking() {
             assert_eq!(left, Vec::<String>::new(), "processes outlived the test");
@@ -285,6 +315,31 @@ impl Drop for Machine {
     }
 }
 
+/// Refuses a machine where the README's lines would change what the test cannot put back:
+/// Debian's default site kept as a file, not a link (the README's `rm` deletes it, and only a
+/// link is put back), or an nginx or php-fpm of the machine's running (the test's own, started
+/// from the same configuration, would take over their pid files and remove them on leaving).
+fn refuse_what_cannot_be_undone(php: &str) {
+    let default_is_a_file = fs::symlink_metadata(DEFAULT_SITE).is_ok_and(|m| !m.is_symlink());
+    assert!(
+        !default_is_a_file,
+        "refusing to run: {DEFAULT_SITE} is a file, not a link to sites-available, and the \
+         README's `rm` would delete it for good"
+    );
+    for pid_file in [
+        "/run/nginx.pid".to_string(),
+        format!("/run/php/php{php}-fpm.pid"),
+    ] {
+        let pid = fs::read_to_string(&pid_file).unwrap_or_default();
+        let pid = pid.trim();
+        assert!(
+            pid.is_empty() || !Path::new(&format!("/proc/{pid}")).exists(),
+            "refusing to run: the machine's own server runs ({pid_file}: {pid}); the test \
+             starts nginx and php-fpm from the same configuration and pid files"
+        );
+    }
+}
+
 /// Everything the README's lines make outside the user's home.
 fn made_paths(php: &str) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = DIRS.iter().map(PathBuf::from).collect();
@@ -294,21 +349,53 @@ fn made_paths(php: &str) -> Vec<PathBuf> {
     paths
 }
 
-/// The default site's link as it was before the test (empty: there was none).
 fn read_marker() -> String {
     fs::read_to_string(MARKER).unwrap_or_default()
 }
 
-/// Undoes what the README made (whatever of it exists), then the marker.
-fn undo(php: &str, default_site: &str) {
-    if user_exists() {
-        // -r: its home and mail spool too.
-        let _ = Command::new("userdel").args(["-r", USER]).output();
+/// What of the README's names exists, one line each: "path PATH DEV:INO", "user UID HOME-INO".
+fn identities(php: &str) -> Vec<String> {
+    let mut found: Vec<String> = made_paths(php)
+        .into_iter()
+        .filter_map(|p| identity(&p))
+        .collect();
+    if let Some(uid) = uid_of(USER) {
+        let home = fs::symlink_metadata(format!("/home/{USER}"))
+            .map_or("none".to_string(), |m| format!("{}:{}", m.dev(), m.ino()));
+        found.push(format!("user {uid} {home}"));
     }
-    for path in made_paths(php) {
+    found
+}
+
+fn identity(path: &Path) -> Option<String> {
+    let meta = path.symlink_metadata().ok()?;
+    Some(format!(
+        "path {} {}:{}",
+        path.display(),
+        meta.dev(),
+        meta.ino()
+    ))
+}
+
+/// Undoes what `marker` records that is still the same thing (see [`MARKER`]), then removes
+/// the marker. The default site's link (its first line) is put back.
+fn undo(php: &str, marker: &str) {
+    let mut lines = marker.lines();
+    let default_site = lines.next().unwrap_or_default();
+    let recorded: Vec<&str> = lines.collect();
+    let ours = identities(php)
+        .into_iter()
+        .filter(|made| recorded.contains(&made.as_str()));
+    for made in ours {
+        if made.starts_with("user ") {
+            // -r: its home and mail spool too.
+            let _ = Command::new("userdel").args(["-r", USER]).output();
+            continue;
+        }
+        let path = Path::new(made.split(' ').nth(1).unwrap_or_default());
         match path.symlink_metadata() {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).unwrap(),
-            Ok(_) => fs::remove_file(&path).unwrap(),
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(path).unwrap(),
+            Ok(_) => fs::remove_file(path).unwrap(),
             Err(_) => {}
         }
     }
@@ -389,7 +476,9 @@ impl Run {
             Value::BinDir => format!("{}/", self.bin_dir().display()),
             Value::Examples => self.dir.join("examples").display().to_string(),
             Value::EditSite => format!(
-                "sed -i 's/^    listen 80;$/    listen 127.0.0.1:{}; # the test/' {SITE} && grep -q 127.0.0.1 {SITE}",
+                "sed -i -e 's/^    listen 80;$/    listen 127.0.0.1:{0}; # the test/' \
+                 -e 's/^    listen \\[::\\]:80;$/    listen [::1]:{0}; # the test/' {SITE} \
+                 && grep -q 127.0.0.1 {SITE}",
                 self.site_port
             ),
             Value::Php => self.php.clone(),
@@ -586,6 +675,9 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
     for dir in ["admin", "app"] {
         fs::create_dir_all(run.dir.join(dir)).unwrap();
     }
+    // The administrator's home, where the server's lines run, is closed to other users as
+    // Debian 12's adduser makes it: `sudo -u deploy …` starts there.
+    fs::set_permissions(run.dir.join("admin"), fs::Permissions::from_mode(0o700)).unwrap();
     let head = developer_repository(&run.dir.join("app"));
     // The developer's key pair, its public half copied to the server as the README says.
     let client = SshClient::new(&run.dir.join("developer/.ssh"));
@@ -636,6 +728,7 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
             if line.starts_with("curl ") {
                 page = Some(stdout);
             }
+            machine.record();
             let requests = fs::read_to_string(run.requests()).unwrap_or_default();
             let _ = fs::remove_file(run.requests());
             for request in requests.lines() {
@@ -665,6 +758,65 @@ fn the_readme_server_setup_serves_the_first_page_verbatim() {
     let page = page.expect("the README's developer block fetches no page with curl");
     assert!(page.contains("Hello from the example app v1"), "{page}");
     assert!(page.contains(&format!("build: {head}")), "{page}");
+    // The server's name may resolve to its IPv6 address first: the app answers there too.
+    let v6 = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "-H",
+            "Host: example.com",
+        ])
+        .arg(format!("http://[::1]:{}/", run.site_port))
+        .output()
+        .unwrap();
+    let v6_page = String::from_utf8_lossy(&v6.stdout);
+    assert!(
+        v6.status.success() && v6_page.contains(&format!("build: {head}")),
+        "the app is not served over IPv6 ({}): {v6_page}{}",
+        v6.status,
+        String::from_utf8_lossy(&v6.stderr)
+    );
+    // The site listens on a port of the test's (CHANGES), where Debian's default site never
+    // competes; on the server both want port 80, and a request not naming example.com (by the
+    // server's address, say) would get Debian's page. So nginx's own configuration must hold
+    // no other server on port 80 once the README's lines ran.
+    let others = other_servers_on_port_80();
+    assert!(
+        others.is_empty(),
+        "besides the app's site, nginx serves port 80 with {others:?}: Debian's default site \
+         would answer requests that do not name the server"
+    );
+}
+
+/// `listen` directives on port 80 in nginx's configuration (as `nginx -T` prints it), outside
+/// the README's site, as "file: line".
+fn other_servers_on_port_80() -> Vec<String> {
+    let out = Command::new("nginx").arg("-T").output().unwrap();
+    assert_success(&out, "nginx -T");
+    let mut file = String::new();
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(name) = line
+            .strip_prefix("# configuration file ")
+            .and_then(|rest| rest.strip_suffix(':'))
+        {
+            file = name.to_string();
+            continue;
+        }
+        let Some(address) = line.trim().strip_prefix("listen ") else {
+            continue;
+        };
+        let address = address.split([' ', ';']).next().unwrap_or_default();
+        // `80`, `[::]:80`, `127.0.0.1:80`; an address without a port is port 80 too.
+        let port = address.rsplit(':').next().unwrap_or_default();
+        let is_80 = port == "80" || (port.parse::<u16>().is_err() && !address.starts_with("unix:"));
+        if is_80 && file != SITE_LINK && file != SITE {
+            found.push(format!("{file}: {}", line.trim()));
+        }
+    }
+    found
 }
 
 /// `install` run as the deploy user before root made its directories: refused before anything
@@ -722,4 +874,81 @@ fn install_where_the_user_may_not_create_says_what_root_runs() {
     );
     let out = install();
     assert_success(&out, "install once root made the directories");
+}
+
+/// A run killed before it recorded anything leaves its marker; someone then makes
+/// /srv/app.git of their own. The next run must refuse, not take the name for its leftover.
+#[test]
+fn a_leftover_marker_never_removes_what_the_run_did_not_record() {
+    if !is_root() {
+        eprintln!("SKIPPED: the README set-up's names are the machine's: needs root");
+        return;
+    }
+    let _heavy = exclusive();
+    let php = php_version();
+    let theirs = Path::new(DIRS[1]);
+    if theirs.symlink_metadata().is_ok()
+        || Path::new(MARKER).exists()
+        || !Path::new("/srv").is_dir()
+    {
+        eprintln!(
+            "SKIPPED: {} or {MARKER} exists, or /srv does not",
+            theirs.display()
+        );
+        return;
+    }
+    {
+        use fs2::FileExt;
+        let lock = fs::File::create(LOCK).unwrap();
+        lock.lock_exclusive().unwrap();
+        fs::write(MARKER, "\n").unwrap();
+    }
+    fs::create_dir(theirs).unwrap();
+    fs::write(theirs.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    let taken = std::panic::catch_unwind(|| Machine::take(&php));
+    let kept = theirs.join("HEAD").exists();
+    let _ = fs::remove_dir_all(theirs);
+    let _ = fs::remove_file(MARKER);
+    assert!(
+        kept,
+        "a leftover marker removed {}, which it never recorded",
+        theirs.display()
+    );
+    let refusal = taken
+        .err()
+        .and_then(|e| e.downcast::<String>().ok())
+        .expect("the run went ahead with the name taken");
+    assert!(
+        refusal.contains("refusing to run: /srv/app.git exist(s)"),
+        "{refusal}"
+    );
+}
+
+/// A machine whose default site is a file of its own (not Debian's link): the README's `rm`
+/// would delete it, and the test could not put it back. Refused, the file kept.
+#[test]
+fn a_default_site_that_is_a_file_is_refused_not_deleted() {
+    if !is_root() {
+        eprintln!("SKIPPED: the README set-up's names are the machine's: needs root");
+        return;
+    }
+    let _heavy = exclusive();
+    let php = php_version();
+    let Ok(link) = fs::read_link(DEFAULT_SITE) else {
+        eprintln!("SKIPPED: {DEFAULT_SITE} is not a link here");
+        return;
+    };
+    let text = fs::read(Path::new(DEFAULT_SITE)).unwrap();
+    fs::remove_file(DEFAULT_SITE).unwrap();
+    fs::write(DEFAULT_SITE, &text).unwrap();
+    let taken = std::panic::catch_unwind(|| Machine::take(&php));
+    let kept = fs::symlink_metadata(DEFAULT_SITE).is_ok_and(|m| m.is_file());
+    let _ = fs::remove_file(DEFAULT_SITE);
+    std::os::unix::fs::symlink(&link, DEFAULT_SITE).unwrap();
+    assert!(kept, "{DEFAULT_SITE}, a file, is gone");
+    let refusal = taken
+        .err()
+        .and_then(|e| e.downcast::<String>().ok())
+        .expect("the run went ahead, to delete the default site");
+    assert!(refusal.contains("is a file, not a link"), "{refusal}");
 }

@@ -152,12 +152,19 @@ fn needs(context: &Context) -> Vec<Need> {
                 }
             }
         } else if path.exists() {
-            // A shared file is the app's to read (a `.env`, 0640 for the web server's group);
-            // what it writes goes in shared directories.
-            needs.push(need(path, R, Tag::Shared(i)));
+            // A secret (a `.env`, 0640 for the web server's group) is the app's to read; any
+            // other shared file is there because the app writes it (an SQLite database), and
+            // install --web-user makes it so.
+            let mode = if is_secret(&path) { R } else { R | W };
+            needs.push(need(path, mode, Tag::Shared(i)));
         }
     }
     needs
+}
+
+fn is_secret(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(crate::infra::perms::is_secret_name)
 }
 
 fn need(path: PathBuf, mode: i32, tag: Tag) -> Need {
@@ -420,7 +427,7 @@ fn shared(context: &Context, ident: &Ident, denied: &[&Need], who: &str, out: &m
         let Some(first) = blocked.first() else {
             out.push(Finding::ok(
                 "shared",
-                if path.is_file() {
+                if path.is_file() && is_secret(&path) {
                     format!("{entry} ({}) is readable by {who}", path.display())
                 } else if path.exists() {
                     format!("{entry} ({}) is writable by {who}", path.display())
