@@ -355,13 +355,21 @@ pub(super) fn overlapping(
         };
         match list {
             PathList::Shared => entries.extend(
-                (shared.iter().enumerate()).map(|(i, w)| listed(i, &w.value.path, w.text.clone())),
+                shared
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| listed(i, &w.value.path, w.text.clone())),
             ),
             PathList::Exclude => entries.extend(
-                (exclude.iter().enumerate()).map(|(i, w)| listed(i, &w.value, w.text.clone())),
+                exclude
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| listed(i, &w.value, w.text.clone())),
             ),
             PathList::KeepAssets => entries.extend(
-                (keep_assets.iter().enumerate())
+                keep_assets
+                    .iter()
+                    .enumerate()
                     .map(|(i, dir)| listed(i, dir, dir.display().to_string())),
             ),
         }
