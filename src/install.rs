@@ -535,7 +535,7 @@ fn with_branch_replaced(text: &str, branch: &str) -> Option<String> {
             Some(value) if RESERVED_BRANCHES.contains(&value) => {
                 out.push_str(&format!(
                     "branch: {}",
-                    serde_yaml::to_string(branch).ok()?.trim_end()
+                    crate::config::yaml_scalar(branch).ok()?
                 ));
                 found = true;
             }
@@ -658,9 +658,7 @@ fn write_hook(repo: &Path, roots: &[PathBuf]) -> Result<()> {
 
 /// The documented template with `repository` and `branch` filled in.
 fn config_text(repo: &Path, branch: &str) -> Result<String> {
-    let scalar = |value: &str| -> Result<String> {
-        Ok(serde_yaml::to_string(value)?.trim_end().to_string())
-    };
+    let scalar = crate::config::yaml_scalar;
     let mut out = String::new();
     for line in CONFIG_TEMPLATE.lines() {
         if line.starts_with("repository:") {
