@@ -726,20 +726,27 @@ fn a_live_build_directory_the_pool_can_write_fails() {
     web.stop_leaving_nothing();
 }
 
-/// A shared file the pool only reads, a `.env`: 0640 for www-data's group (as install
-/// --web-user leaves it) passes; 0600 fails, with the fix.
-#[test]
-fn a_shared_env_the_pool_cannot_read_fails() {
+/// A deployed root whose shared/ holds the file `name` (written with `content` before the
+/// first deploy), then given to www-data by `install --web-user www-data`.
+fn shared_file_given_to_www_data(name: &str, content: &str) -> (Server, PathBuf) {
     let server = Server::builder()
-        .config("shared", "[uploads/, .env]")
+        .config("shared", &format!("[uploads/, {name}]"))
         .install();
     fs::create_dir_all(server.root.join("shared")).unwrap();
-    let env = server.root.join("shared/.env");
-    fs::write(&env, "APP_KEY=secret\n").unwrap();
+    let file = server.root.join("shared").join(name);
+    fs::write(&file, content).unwrap();
     server.clone_fixture("example-app").deploy_version("v1");
     fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
     let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
     crate::harness::assert_success(&out, "install --web-user www-data");
+    (server, file)
+}
+
+/// A shared file the pool only reads, a `.env`: 0640 for www-data's group (as install
+/// --web-user leaves it) passes; 0600 fails, with the fix.
+#[test]
+fn a_shared_env_the_pool_cannot_read_fails() {
+    let (server, env) = shared_file_given_to_www_data(".env", "APP_KEY=secret\n");
     let meta = fs::metadata(&env).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.gid()), (0o640, 33));
     let web = start(&server, &unchanged, &unchanged);
@@ -768,16 +775,7 @@ fn a_shared_env_the_pool_cannot_read_fails() {
 /// pool can only read fails, as a shared directory it cannot write does.
 #[test]
 fn a_shared_database_the_pool_cannot_write_fails() {
-    let server = Server::builder()
-        .config("shared", "[uploads/, database.sqlite]")
-        .install();
-    fs::create_dir_all(server.root.join("shared")).unwrap();
-    let db = server.root.join("shared/database.sqlite");
-    fs::write(&db, "").unwrap();
-    server.clone_fixture("example-app").deploy_version("v1");
-    fs::set_permissions(server.base(), fs::Permissions::from_mode(0o755)).unwrap();
-    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
-    crate::harness::assert_success(&out, "install --web-user www-data");
+    let (server, db) = shared_file_given_to_www_data("database.sqlite", "");
     let meta = fs::metadata(&db).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.gid()), (0o664, 33));
     let web = start(&server, &unchanged, &unchanged);
