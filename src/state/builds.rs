@@ -395,19 +395,15 @@ pub fn delete_tree(tree: &Path) -> Result<()> {
 
 /// Whether this process may delete what `dir` holds (write and search permission).
 fn may_empty(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: path is a valid NUL-terminated string for the call.
-    unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        ) == 0
-    }
+    use nix::unistd::AccessFlags;
+    // AT_EACCESS: the effective ids decide, as they do when the files are deleted.
+    nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
