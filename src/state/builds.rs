@@ -77,19 +77,11 @@ pub fn write_meta(layout: &Layout, build: &BuildName, meta: &Meta) -> Result<()>
     replace_file(&layout.meta_file(build), &serde_json::to_vec_pretty(meta)?)
 }
 
-/// Writes `bytes` whole under a temporary name beside `path` (its folder made if missing),
-/// then renames it over `path`: a reader, maybe the next deploy after a kill, finds the old
-/// file or the new one, never half of one. Every record in the state folder is written so.
+/// Replaces the file at `path` by `bytes`, whole or not at all (see infra/fsutil.rs), its
+/// folder made if missing. Every record in the state folder is written so.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("a file lies in a folder");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::write(tmp.path(), bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    use std::io::Write;
+    crate::infra::fsutil::write_atomically(path, None, |out| out.write_all(bytes))
 }
 
 /// Removes the file at `path`; one that is already gone is fine (a record never written,
