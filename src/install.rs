@@ -1,13 +1,14 @@
 //! `atomdeploy-hook install`: a bare repository, its post-receive hook and a deploy root.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use git2::Repository;
 
 use crate::hook_file;
+use crate::infra::fsutil;
 use crate::infra::perms::{self, WebUser};
 use crate::infra::quote::{quote_if_needed, sh_quote};
 use crate::push::Branches;
@@ -674,13 +675,8 @@ fn config_text(repo: &Path, branch: &str) -> Result<String> {
 }
 
 fn write_atomically(path: &Path, text: &str, mode: u32) -> Result<()> {
-    let dir = path.parent().expect("a file has a parent");
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    fs::write(tmp.path(), text)?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    use std::io::Write;
+    fsutil::write_atomically(path, Some(mode), |out| out.write_all(text.as_bytes()))
 }
 
 #[cfg(test)]

@@ -225,8 +225,7 @@ pub fn primary_asks() -> bool {
 /// unlinked regular file of that uid. None for anything else.
 fn wrapper_file(path: &OsStr, options: &OpenOptions) -> Option<File> {
     let pid = wrapper_pid(&path.to_string_lossy())?;
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     let own_process = std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
     if !own_process || !is_own_ancestor(pid) {
         return None;

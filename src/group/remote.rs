@@ -498,8 +498,9 @@ pub fn close_connections(layout: &Layout) {
             exit_old_master(&dir, &entry);
             continue;
         };
-        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-        let gone = pid != me && unsafe { libc::kill(pid as libc::pid_t, 0) } != 0;
+        // kill(2) with no signal only asks whether the process exists.
+        let gone = pid != me
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err();
         if pid == me || gone {
             let _ = std::fs::remove_dir_all(entry.path());
         }

@@ -12,6 +12,9 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::infra::fault;
 use crate::infra::report::Reporter;
@@ -82,16 +85,14 @@ pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
         marker.push(format!(":{}", CHILDREN.fetch_add(1, Ordering::Relaxed) + 1));
         cmd.env(RUN_VAR, marker);
     }
-    let parent = std::process::id() as libc::pid_t;
+    let parent = Pid::this();
     // SAFETY: prctl(2) and getppid(2) are async-signal-safe and touch no memory of the parent.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The hook died before the signal was armed: the child would run on unwatched.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            if nix::unistd::getppid() != parent {
+                return Err(Errno::ESRCH.into());
             }
             Ok(())
         });
@@ -343,8 +344,8 @@ fn kill_timed_out(pid: i32, marker: Option<&std::ffi::OsString>, what: &str, rep
 /// can fork away or be re-parented while the tree is read.
 fn kill_tree(root: i32) {
     let mut stopped = vec![root];
-    // SAFETY: kill(2) with a pid we spawned and have not reaped.
-    unsafe { libc::kill(root, libc::SIGSTOP) };
+    // A pid we spawned and have not reaped.
+    let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
     loop {
         let found: Vec<i32> = descendants(root)
             .into_iter()
@@ -354,14 +355,13 @@ fn kill_tree(root: i32) {
             break;
         }
         for pid in found {
-            // SAFETY: kill(2) of a descendant of our own child.
-            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            // A descendant of our own child.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
             stopped.push(pid);
         }
     }
     for pid in stopped {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 
@@ -478,11 +478,11 @@ impl Process {
     }
 
     /// kill(2), unless its pid now belongs to another process.
-    fn signal(&self, signal: i32) {
+    fn signal(&self, signal: Signal) {
         if !self.gone() {
-            // SAFETY: kill(2) of a process just checked to be this one; the window in which
-            // its pid could be reused is the few instructions since.
-            unsafe { libc::kill(self.pid, signal) };
+            // A process just checked to be this one: the window in which its pid could be
+            // reused is the few instructions since.
+            let _ = kill(Pid::from_raw(self.pid), signal);
         }
     }
 }
@@ -567,7 +567,7 @@ pub fn stop_marked(markers: &[OsString], limit: Duration) -> Result<Vec<Process>
             break;
         }
         for process in new {
-            process.signal(libc::SIGSTOP);
+            process.signal(Signal::SIGSTOP);
             found.push(process);
         }
         // kill(2) returns before the process has stopped; a fork it is in the middle of
@@ -578,7 +578,7 @@ pub fn stop_marked(markers: &[OsString], limit: Duration) -> Result<Vec<Process>
         }
     }
     for process in &found {
-        process.signal(libc::SIGKILL);
+        process.signal(Signal::SIGKILL);
     }
     poll_until(Instant::now() + limit, || found.iter().all(Process::gone));
     let left: Vec<String> = found

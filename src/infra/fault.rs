@@ -35,9 +35,12 @@ pub fn point(name: &str) {
     let mut hits = HITS.lock().unwrap();
     *hits += 1;
     if *hits == nth {
+        // Pid 0: the whole process group.
         let target = if alone { std::process::id() as i32 } else { 0 };
-        // SAFETY: kill(2) of our own process or group; nothing returns from it.
-        unsafe { libc::kill(target, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(target),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

@@ -15,7 +15,7 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -156,28 +156,28 @@ impl DeployLock {
         let (taken_over, write) = std::io::pipe()?;
         let write_fd = write.as_raw_fd();
         // SAFETY: prctl(2), setsid(2), fcntl(2), dup2(2) and close_range(2) are
-        // async-signal-safe and touch no memory of the parent.
+        // async-signal-safe and touch no memory of the parent. `lock` and `write_fd` are
+        // open in the parent until spawn() returns, so in the forked child too.
         unsafe {
             cmd.pre_exec(move || {
+                use nix::fcntl::{FcntlArg, fcntl};
                 // child::command arms this; a process that must outlive the hook disarms it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong) != 0
-                    || libc::setsid() < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(None)?;
+                nix::unistd::setsid()?;
                 // Above 4 first, so that neither lands on the other's number.
-                let high_lock = libc::fcntl(lock, libc::F_DUPFD, 10);
-                let high_write = libc::fcntl(write_fd, libc::F_DUPFD, 10);
-                if high_lock < 0
-                    || high_write < 0
-                    || libc::dup2(high_lock, HANDED_LOCK_FD) < 0
+                let high_lock = fcntl(BorrowedFd::borrow_raw(lock), FcntlArg::F_DUPFD(10))?;
+                let high_write = fcntl(BorrowedFd::borrow_raw(write_fd), FcntlArg::F_DUPFD(10))?;
+                // libc's: nix's dup2 wants the target open and owned already, which 3 and 4
+                // need not be.
+                if libc::dup2(high_lock, HANDED_LOCK_FD) < 0
                     || libc::dup2(high_write, TAKEN_OVER_FD) < 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Whatever the hook inherited without close-on-exec (git's pipes among them)
                 // stays with the hook. Marked, not closed: the pipe on which spawn() learns
-                // whether exec failed is among them. (Best effort: Linux 5.11 and later.)
+                // whether exec failed is among them. (Best effort: Linux 5.11 and later; nix
+                // has no close_range.)
                 libc::syscall(
                     libc::SYS_close_range,
                     TAKEN_OVER_FD + 1,
@@ -205,7 +205,7 @@ impl DeployLock {
         file.try_lock_exclusive()
             .context("the deploy lock handed over is not held")?;
         // SAFETY: TAKEN_OVER_FD is the pipe hand_over gave, this process's only use of it.
-        unsafe { libc::close(TAKEN_OVER_FD) };
+        let _ = nix::unistd::close(unsafe { OwnedFd::from_raw_fd(TAKEN_OVER_FD) });
         let mut lock = DeployLock {
             file,
             since: crate::state::builds::utc_now_rfc3339(),
@@ -220,13 +220,8 @@ impl DeployLock {
 fn handed_lock(path: &Path) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
     let wanted = std::fs::metadata(path).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat(2) fills `stat` when it returns 0.
-    if unsafe { libc::fstat(HANDED_LOCK_FD, stat.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat returned 0.
-    let stat = unsafe { stat.assume_init() };
+    // SAFETY: only fstat(2) uses the borrow, which fails if nothing is open there.
+    let stat = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(HANDED_LOCK_FD) }).ok()?;
     if stat.st_dev != wanted.dev() || stat.st_ino != wanted.ino() {
         return None;
     }

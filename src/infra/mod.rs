@@ -2,10 +2,11 @@
 //! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
 //! crash points of the kill tests ([`fault`]), and shared/ shared with the web server's user
 //! ([`perms`]), who a uid or gid is ([`users`]), who may write into a deploy root
-//! ([`owner`]), and text quoted for sh ([`quote`]).
+//! ([`owner`]), text quoted for sh ([`quote`]), and files replaced whole ([`fsutil`]).
 
 pub mod child;
 pub mod fault;
+pub mod fsutil;
 pub mod lock;
 pub mod owner;
 pub mod perms;

@@ -77,19 +77,11 @@ pub fn write_meta(layout: &Layout, build: &BuildName, meta: &Meta) -> Result<()>
     replace_file(&layout.meta_file(build), &serde_json::to_vec_pretty(meta)?)
 }
 
-/// Writes `bytes` whole under a temporary name beside `path` (its folder made if missing),
-/// then renames it over `path`: a reader, maybe the next deploy after a kill, finds the old
-/// file or the new one, never half of one. Every record in the state folder is written so.
+/// Replaces the file at `path` by `bytes`, whole or not at all (see infra/fsutil.rs), its
+/// folder made if missing. Every record in the state folder is written so.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("a file lies in a folder");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::write(tmp.path(), bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    use std::io::Write;
+    crate::infra::fsutil::write_atomically(path, None, |out| out.write_all(bytes))
 }
 
 /// Removes the file at `path`; one that is already gone is fine (a record never written,
@@ -395,19 +387,15 @@ pub fn delete_tree(tree: &Path) -> Result<()> {
 
 /// Whether this process may delete what `dir` holds (write and search permission).
 fn may_empty(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: path is a valid NUL-terminated string for the call.
-    unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        ) == 0
-    }
+    use nix::unistd::AccessFlags;
+    // AT_EACCESS: the effective ids decide, as they do when the files are deleted.
+    nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]

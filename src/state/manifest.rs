@@ -24,12 +24,14 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::infra::fsutil::NewFile;
 
 /// A file of application/ as the kernel knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,22 +178,26 @@ impl Manifest {
 /// Writes a manifest as a snapshot goes, file by file, into a temporary file that
 /// [`ManifestWriter::finish`] puts in place.
 pub struct ManifestWriter {
-    out: BufWriter<tempfile::NamedTempFile>,
+    /// None once finished.
+    out: Option<NewFile>,
 }
 
 impl ManifestWriter {
     pub fn new(dir: &Path) -> Result<ManifestWriter> {
-        std::fs::create_dir_all(dir)?;
-        let mut out = BufWriter::new(tempfile::NamedTempFile::new_in(dir)?);
+        let mut out = NewFile::new_in(dir)?;
         out.write_all(HEADER)?;
-        Ok(ManifestWriter { out })
+        Ok(ManifestWriter { out: Some(out) })
     }
 
     pub fn add(&mut self, name: &Path, record: &Record) -> std::io::Result<()> {
         let (s, p) = (&record.source, &record.placed);
-        self.out.write_all(name.as_os_str().as_bytes())?;
+        let out = self
+            .out
+            .as_mut()
+            .expect("a manifest is not added to once finished");
+        out.write_all(name.as_os_str().as_bytes())?;
         writeln!(
-            self.out,
+            out,
             "\0{} {} {} {} {} {} {} {} {} {}",
             s.ino,
             s.ctime,
@@ -206,13 +212,14 @@ impl ManifestWriter {
         )
     }
 
-    /// Puts the manifest at `path` (on the same filesystem as the temporary file).
+    /// Puts the manifest at `path`, on the filesystem of the folder given to
+    /// [`ManifestWriter::new`], in one rename.
     pub fn finish(&mut self, path: &Path) -> Result<()> {
-        self.out.flush()?;
         std::fs::create_dir_all(path.parent().expect("a manifest lives in a folder"))?;
-        std::fs::hard_link(self.out.get_ref().path(), path)
-            .or_else(|_| std::fs::copy(self.out.get_ref().path(), path).map(|_| ()))
-            .with_context(|| format!("cannot write {}", path.display()))
+        self.out
+            .take()
+            .expect("a manifest is finished once")
+            .put(path)
     }
 }
 

@@ -375,22 +375,14 @@ fn read_carried(path: &Path) -> Option<HashSet<PathBuf>> {
 
 /// Records what `name` carried, whole or not at all (a temporary file renamed into place).
 fn write_carried(layout: &Layout, name: &BuildName, carried: &[PathBuf]) -> Result<()> {
-    let path = layout.carried_file(name);
-    let dir = path.parent().expect("records live in a folder");
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    {
-        let mut out = io::BufWriter::new(tmp.as_file_mut());
+    crate::infra::fsutil::write_atomically(&layout.carried_file(name), None, |out| {
         out.write_all(HEADER)?;
         for relative in carried {
             out.write_all(relative.as_os_str().as_bytes())?;
             out.write_all(b"\0")?;
         }
-        out.flush()?;
-    }
-    tmp.persist(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

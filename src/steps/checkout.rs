@@ -765,6 +765,7 @@ fn check_entries(
 /// Why git refuses `name` as a tree entry of `mode` (fsck.c and read-cache.c's
 /// verify_path, NTFS and HFS+ protections included), or None.
 fn refused_name(name: &[u8], mode: i32) -> Option<&'static str> {
+    use gix_validate::path::component::{Error, Mode};
     if name.is_empty() {
         return Some("an empty name");
     }
@@ -777,110 +778,51 @@ fn refused_name(name: &[u8], mode: i32) -> Option<&'static str> {
     if name == b"." || name == b".." {
         return Some("a name that means this or the parent directory");
     }
-    // NTFS takes `\` as a separator: every part after one counts as a name of its own.
-    let parts = || name.split(|b| *b == b'\\');
-    if hfs_is(name, b"git") || parts().any(ntfs_is_dotgit) {
+    // Which names HFS+ and NTFS read as `.git` or `.gitmodules` is gix-validate's, as git
+    // has them. Only those two verdicts count: its others here are about a `\` part or the
+    // HFS+ reading being empty, `.` or `..`, which git lets through. Windows' own rules
+    // (device names such as `aux.php`, a `:`, a trailing dot) stay off: git does not apply
+    // them on Linux, and they would refuse ordinary names.
+    let verdicts = |mode| {
+        hfs_and_ntfs_views(name).filter_map(move |(view, options)| {
+            gix_validate::path::component(view.into(), mode, options).err()
+        })
+    };
+    if verdicts(None).any(|err| matches!(err, Error::DotGitDir)) {
         return Some("a name that means `.git` (on NTFS or HFS+, if not here)");
     }
     if mode == LINK_MODE
-        && (hfs_is(name, b"gitmodules")
-            || parts().any(|p| ntfs_is_dot(p, b"gitmodules", b"gi7eba")))
+        && verdicts(Some(Mode::Symlink)).any(|err| matches!(err, Error::SymlinkedGitModules))
     {
         return Some("`.gitmodules` as a symlink");
     }
     None
 }
 
-/// Whether HFS+ reads `name` as `.` + `needle` (ASCII, any case): it ignores some invisible
-/// code points, wherever they are. Invalid UTF-8 (and U+FFFE, U+FFFF) ends the name, as
-/// for git.
-fn hfs_is(name: &[u8], needle: &[u8]) -> bool {
+/// `name` as HFS+ reads it, then as NTFS does, each with the options that check it so.
+/// HFS+: up to invalid UTF-8 or U+FFFE/U+FFFF, where git (utf8.c) ends the name and
+/// gix-validate would read on past a U+FFFD. NTFS takes `\` as a separator: every part
+/// after one counts as a name of its own.
+fn hfs_and_ntfs_views(
+    name: &[u8],
+) -> impl Iterator<Item = (&[u8], gix_validate::path::component::Options)> {
+    use gix_validate::path::component::Options;
     let valid = match std::str::from_utf8(name) {
         Ok(text) => text,
         Err(e) => std::str::from_utf8(&name[..e.valid_up_to()]).unwrap_or_default(),
     };
-    let mut chars = valid
-        .chars()
-        .take_while(|c| !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
-        .filter(|c| {
-            !matches!(c,
-                '\u{200C}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{206A}'..='\u{206F}' | '\u{FEFF}')
-        });
-    chars.next() == Some('.')
-        && needle.iter().all(|n| {
-            chars
-                .next()
-                .is_some_and(|c| c.eq_ignore_ascii_case(&char::from(*n)))
-        })
-        && chars.next().is_none()
-}
-
-/// Whether NTFS reads `name` as `.git`: `.git` or its short name `git~1`, in any case, with
-/// any trailing dots and spaces, or with an alternate data stream (`.git::$INDEX_ALLOCATION`).
-fn ntfs_is_dotgit(name: &[u8]) -> bool {
-    let rest = if name.len() >= 4 && name[0] == b'.' && name[1..4].eq_ignore_ascii_case(b"git") {
-        &name[4..]
-    } else if name.len() >= 5 && name[..3].eq_ignore_ascii_case(b"git") && &name[3..5] == b"~1" {
-        &name[5..]
-    } else {
-        return false;
+    let hfs = valid
+        .find(['\u{FFFE}', '\u{FFFF}'])
+        .map_or(valid, |end| &valid[..end]);
+    let only = |protect_hfs, protect_ntfs| Options {
+        protect_windows: false,
+        protect_hfs,
+        protect_ntfs,
     };
-    only_dots_and_spaces(rest)
-}
-
-/// Whether NTFS reads `name` as `.` + `needle`: the name itself, its usual short name (the
-/// first six letters, `~1` to `~4`), or the hashed short name `prefix~N` NTFS falls back on;
-/// with trailing dots, spaces or a data stream.
-fn ntfs_is_dot(name: &[u8], needle: &[u8], prefix: &[u8]) -> bool {
-    if name.first() == Some(&b'.')
-        && name.len() > needle.len()
-        && name[1..=needle.len()].eq_ignore_ascii_case(needle)
-    {
-        return only_dots_and_spaces(&name[needle.len() + 1..]);
-    }
-    if name.len() >= 8
-        && name[..6].eq_ignore_ascii_case(&needle[..6])
-        && name[6] == b'~'
-        && (b'1'..=b'4').contains(&name[7])
-    {
-        return only_dots_and_spaces(&name[8..]);
-    }
-    // The fall-back: up to six letters of `prefix`, `~`, a digit 1-9, more digits; 8 bytes.
-    let mut i = 0;
-    let mut saw_tilde = false;
-    while i < 8 {
-        let Some(&c) = name.get(i) else {
-            return false;
-        };
-        if saw_tilde {
-            if !c.is_ascii_digit() {
-                return false;
-            }
-        } else if c == b'~' {
-            i += 1;
-            if !name.get(i).is_some_and(|d| (b'1'..=b'9').contains(d)) {
-                return false;
-            }
-            saw_tilde = true;
-        } else if i >= 6 || !c.is_ascii() || c.to_ascii_lowercase() != prefix[i] {
-            return false;
-        }
-        i += 1;
-    }
-    only_dots_and_spaces(&name[i..])
-}
-
-/// Whether `rest` is empty up to its end or a `:` (a data stream), dots and spaces aside.
-fn only_dots_and_spaces(rest: &[u8]) -> bool {
-    for &c in rest {
-        if c == b':' {
-            return true;
-        }
-        if c != b'.' && c != b' ' {
-            return false;
-        }
-    }
-    true
+    std::iter::once((hfs.as_bytes(), only(true, false))).chain(
+        name.split(|b| *b == b'\\')
+            .map(move |part| (part, only(false, true))),
+    )
 }
 
 /// `dir` joined with `path` when `path` is a relative path of names git accepts (no `..`,

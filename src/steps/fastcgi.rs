@@ -6,7 +6,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -288,38 +287,30 @@ impl<S: Timed> Read for Deadlined<S> {
 /// it indefinitely. (On Linux SO_SNDTIMEO bounds a unix-socket connect; std sets options
 /// only after connecting.)
 fn connect_unix(path: &Path, limit: Duration) -> Result<UnixStream> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
-        bail!("the socket path {} is too long", path.display());
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
-        *to = *from as libc::c_char;
-    }
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error()).context("socket(2)");
-    }
-    // SAFETY: fd is a new socket owned by no one else; UnixStream takes it over and closes it.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    stream.set_write_timeout(Some(limit))?;
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    // SAFETY: addr is a valid sockaddr_un and len does not exceed its size.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
-        )
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    // nix's errors are shown as std's are: "… (os error N)".
+    let addr = match UnixAddr::new(path) {
+        Err(nix::errno::Errno::ENAMETOOLONG) => {
+            bail!("the socket path {} is too long", path.display())
+        }
+        addr => addr
+            .map_err(io::Error::from)
+            .with_context(|| format!("the socket path {}", path.display()))?,
     };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(err).with_context(|| format!("connect to {}", path.display()));
-    }
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
+    .context("socket(2)")?;
+    let stream = UnixStream::from(fd);
+    stream.set_write_timeout(Some(limit))?;
+    connect(stream.as_raw_fd(), &addr)
+        .map_err(io::Error::from)
+        .with_context(|| format!("connect to {}", path.display()))?;
     Ok(stream)
 }
 

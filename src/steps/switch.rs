@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -154,10 +153,5 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
 /// Flushes the filesystem `path` is on (syncfs(2)).
 pub fn syncfs(path: &Path) -> std::io::Result<()> {
     let dir = File::open(path)?;
-    // SAFETY: syncfs(2) on a descriptor we own for the duration of the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(nix::unistd::syncfs(&dir)?)
 }

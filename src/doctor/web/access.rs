@@ -12,7 +12,6 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::Read;
-use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 #[cfg(test)]
@@ -216,70 +215,83 @@ fn by_mode(ident: &Ident, need: &Need) -> bool {
 /// access(2) of each path in a child process that became the pool's user; one byte per
 /// path back through a pipe.
 fn as_user(ident: &Ident, needs: &[Need]) -> Result<Vec<bool>, String> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::{AccessFlags, ForkResult, Gid};
     // Everything the child uses is made before fork(2): after it, only system calls.
     let paths: Vec<CString> = needs
         .iter()
         .map(|n| CString::new(n.path.as_os_str().as_bytes()).unwrap_or_default())
         .collect();
-    let modes: Vec<i32> = needs.iter().map(|n| n.mode).collect();
+    let modes: Vec<AccessFlags> = needs
+        .iter()
+        .map(|n| AccessFlags::from_bits_truncate(n.mode))
+        .collect();
+    let groups: Vec<Gid> = ident.groups.iter().copied().map(Gid::from_raw).collect();
     let mut answers = vec![0u8; needs.len()];
-    let mut fds = [0; 2];
-    // SAFETY: pipe2(2) fills the two descriptors it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe: {}", std::io::Error::from(e)))?;
     // SAFETY: doctor runs no other thread; the child below calls only async-signal-safe
     // system calls on memory allocated before the fork, then _exit(2).
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: see above; each call's arguments are valid for the call.
-        unsafe {
-            libc::close(fds[0]);
-            let groups = ident.groups.as_ptr();
-            if libc::setgroups(ident.groups.len(), groups) != 0
-                || libc::setgid(ident.gid) != 0
-                || libc::setuid(ident.uid) != 0
-            {
-                libc::_exit(2);
-            }
-            for (i, path) in paths.iter().enumerate() {
-                answers[i] = u8::from(libc::access(path.as_ptr(), modes[i]) == 0);
-            }
-            let mut sent = 0;
-            while sent < answers.len() {
-                let n = libc::write(
-                    fds[1],
-                    answers.as_ptr().add(sent).cast(),
-                    answers.len() - sent,
-                );
-                if n <= 0 {
-                    libc::_exit(3);
-                }
-                sent += n as usize;
-            }
-            libc::_exit(0);
+    let pid = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => {
+            drop(read_end);
+            let code = answer_as(ident, &groups, &paths, &modes, &mut answers, write_end);
+            // SAFETY: _exit(2), not exit(3): the child must not run the parent's exit
+            // handlers nor flush buffers it shares with the parent.
+            unsafe { libc::_exit(code) }
         }
-    }
-    // SAFETY: the write end belongs to the child now; the read end is ours alone.
-    let mut reader = unsafe {
-        libc::close(fds[1]);
-        fs::File::from_raw_fd(fds[0])
+        Ok(ForkResult::Parent { child }) => child,
+        Err(err) => return Err(format!("fork: {}", std::io::Error::from(err))),
     };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
+    // The write end belongs to the child now: closed here, the read below ends with it.
+    drop(write_end);
     let mut got = Vec::new();
-    let read = reader.read_to_end(&mut got);
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if read.is_err() || got.len() != needs.len() || status != 0 {
+    let read = fs::File::from(read_end).read_to_end(&mut got);
+    let status = waitpid(pid, None);
+    if read.is_err() || got.len() != needs.len() || status != Ok(WaitStatus::Exited(pid, 0)) {
+        let status = match status {
+            Ok(WaitStatus::Exited(_, code)) => format!("exit code {code}"),
+            Ok(WaitStatus::Signaled(_, signal, _)) => format!("killed by {signal}"),
+            Ok(other) => format!("{other:?}"),
+            Err(err) => std::io::Error::from(err).to_string(),
+        };
         return Err(format!(
-            "could not take the user {} to test access (status {status})",
+            "could not take the user {} to test access ({status})",
             ident.uid
         ));
     }
     Ok(got.into_iter().map(|b| b == 1).collect())
+}
+
+/// The child's part of [`as_user`], between fork(2) and _exit(2), so system calls only:
+/// becomes the pool's user, asks access(2) about each path and sends the answers to `out`.
+/// Returns the child's exit code.
+fn answer_as(
+    ident: &Ident,
+    groups: &[nix::unistd::Gid],
+    paths: &[CString],
+    modes: &[nix::unistd::AccessFlags],
+    answers: &mut [u8],
+    out: std::os::fd::OwnedFd,
+) -> i32 {
+    use nix::unistd::{Gid, Uid, access, setgid, setgroups, setuid, write};
+    if setgroups(groups).is_err()
+        || setgid(Gid::from_raw(ident.gid)).is_err()
+        || setuid(Uid::from_raw(ident.uid)).is_err()
+    {
+        return 2;
+    }
+    for ((answer, path), mode) in answers.iter_mut().zip(paths).zip(modes) {
+        *answer = u8::from(access(path.as_c_str(), *mode).is_ok());
+    }
+    let mut sent = 0;
+    while sent < answers.len() {
+        match write(&out, &answers[sent..]) {
+            Ok(n) if n > 0 => sent += n,
+            _ => return 3,
+        }
+    }
+    0
 }
 
 /// `drwx------ root:root`, for a message.
