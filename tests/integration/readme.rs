@@ -6,7 +6,8 @@
 //! - every relative link and `#anchor` of README.md, docs/ and the maintainers' pages leads
 //!   somewhere;
 //! - the keys deploy.yml's parser accepts, the commented deploy.yml (from which deploy.yml(5) is
-//!   rendered) and the reference docs/deploy.yml.md name the same keys.
+//!   rendered) and the reference docs/deploy.yml.md name the same keys;
+//! - every `atomdeploy-hook …` line the pages' shell blocks show parses as a command.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -422,4 +423,100 @@ fn deploy_yml_its_reference_and_the_parser_name_the_same_keys() {
         }
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// The `atomdeploy-hook …` lines of the shell blocks of README.md and docs/, continuation lines
+/// joined, without their `sudo -u USER` and their comment.
+fn shown_commands() -> Vec<(String, String)> {
+    let mut shown = Vec::new();
+    for page in pages() {
+        let name = page.strip_prefix(ROOT).unwrap().display().to_string();
+        let text = std::fs::read_to_string(&page).unwrap();
+        let (mut shell, mut line) = (false, String::new());
+        for raw in text.lines() {
+            if let Some(info) = raw.strip_prefix("```") {
+                shell = !shell && (info == "sh" || info == "bash");
+                continue;
+            }
+            if !shell {
+                continue;
+            }
+            line.push_str(raw.trim());
+            if line.ends_with('\\') {
+                line.pop();
+                line.push(' ');
+                continue;
+            }
+            let command = std::mem::take(&mut line);
+            let command = command.split(" #").next().unwrap().trim();
+            let command = command.strip_prefix("sudo -u deploy ").unwrap_or(command);
+            if command.starts_with("atomdeploy-hook ") {
+                shown.push((name.clone(), command.to_string()));
+            }
+        }
+    }
+    shown
+}
+
+/// Each way to write a command line with optional parts: `[--json|--names]` left out or one of
+/// its alternatives, `[REV]` left out or an example value.
+fn spellings(command: &str) -> Vec<String> {
+    let Some(open) = command.find('[') else {
+        return vec![command.to_string()];
+    };
+    let close = open + command[open..].find(']').expect("a [ without its ]");
+    let inner = &command[open + 1..close];
+    let mut choices = vec![String::new()];
+    if inner.starts_with('-') {
+        choices.extend(inner.split('|').map(|c| c.trim().to_string()));
+    } else {
+        choices.push("main".to_string());
+    }
+    choices
+        .iter()
+        .flat_map(|choice| {
+            spellings(&format!(
+                "{}{choice}{}",
+                &command[..open],
+                &command[close + 1..]
+            ))
+        })
+        .collect()
+}
+
+/// Words as sh splits them, for the quoting the pages use: '…' and "…" around a word.
+fn words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote) = (Vec::new(), None::<String>, None::<char>);
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_default().push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_default();
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_default().push(c),
+        }
+    }
+    words.extend(word);
+    words
+}
+
+/// Every `atomdeploy-hook` command line the pages show is one the command line accepts: a
+/// renamed flag or subcommand cannot leave the documentation showing the old one.
+#[test]
+fn every_command_the_docs_show_is_one_the_command_line_accepts() {
+    use clap::Parser;
+    let shown = shown_commands();
+    assert!(shown.len() > 15, "only {} command lines found", shown.len());
+    let mut refused = Vec::new();
+    for (page, command) in &shown {
+        for spelling in spellings(command) {
+            if let Err(err) = atomdeploy_hook::cli::Cli::try_parse_from(words(&spelling)) {
+                refused.push(format!("{page}: `{spelling}`: {}", err.kind()));
+            }
+        }
+    }
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
 }
