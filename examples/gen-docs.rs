@@ -5,7 +5,8 @@
 //!     cargo run --release --example gen-docs -- OUT_DIR
 //!
 //! gives OUT_DIR/man1/atomdeploy-hook.1 and one page per subcommand (atomdeploy-hook-install.1,
-//! atomdeploy-hook-hosts-exclude.1, …), and OUT_DIR/completions/ for bash, zsh and fish.
+//! atomdeploy-hook-hosts-exclude.1, …), OUT_DIR/man5/deploy.yml.5 rendered from the commented
+//! deploy.yml at the repository's root, and OUT_DIR/completions/ for bash, zsh and fish.
 //! An example rather than a hidden subcommand: the shipped binary and the normal build do not
 //! carry clap_mangen and clap_complete (dev-dependencies), and main.rs stays a parse and a call.
 
@@ -25,6 +26,7 @@ fn main() -> Result<()> {
     };
     let out = PathBuf::from(out);
     man_pages(&out.join("man1"))?;
+    deploy_yml_page(&out.join("man5"))?;
     completions(&out.join("completions"))
 }
 
@@ -250,6 +252,110 @@ fn collect_env(cmd: &Command, found: &mut Vec<EnvFlag>) {
     }
     for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         collect_env(sub, found);
+    }
+}
+
+/// The commented example that `install` writes into a new deploy root and the package ships:
+/// the one place each key of deploy.yml is described, so deploy.yml(5) is rendered from it
+/// rather than written a second time, and the two cannot disagree.
+const DEPLOY_YML: &str = include_str!("../deploy.yml");
+
+/// deploy.yml(5): the file's opening comment as the description, then one entry per group of
+/// keys (the file separates them with blank lines), tagged with the keys, whose body is the
+/// group's comments as text and its YAML (commented out or not) as an example, in the file's
+/// order.
+pub fn deploy_yml_page(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut groups = DEPLOY_YML.split("\n\n").filter(|g| !g.trim().is_empty());
+    let header = groups.next().context("deploy.yml is empty")?;
+    let mut header = header.lines().map(uncomment);
+    let title = header.next().context("deploy.yml has no title line")?;
+    let summary = title
+        .split_once(" — ")
+        .map_or(title, |(_, summary)| summary)
+        .trim_end_matches('.');
+    let version = format!("atomdeploy-hook {}", env!("CARGO_PKG_VERSION"));
+    let mut roff = Roff::new();
+    roff.control("TH", ["DEPLOY.YML", "5", "", version.as_str()])
+        .control("SH", ["NAME"])
+        .text([roman(format!("deploy.yml - {summary}"))])
+        .control("SH", ["DESCRIPTION"]);
+    let header: Vec<&str> = header.collect();
+    segments(&mut roff, &header, |line| line.starts_with(' '));
+    roff.control("SH", ["KEYS"]);
+    for group in groups {
+        let mut yaml = false;
+        // A line is YAML when it is a key at the left margin, or indented right after YAML (a
+        // list item, a nested key); any other comment is text.
+        let lines: Vec<(bool, &str)> = group
+            .lines()
+            .map(|line| {
+                let text = uncomment(line);
+                yaml = top_level_key(text).is_some() || (yaml && text.starts_with(' '));
+                (yaml, text)
+            })
+            .collect();
+        let keys: Vec<&str> = lines
+            .iter()
+            .filter(|(yaml, _)| *yaml)
+            .filter_map(|(_, text)| top_level_key(text))
+            .collect();
+        roff.control("TP", []).text([bold(keys.join(", "))]);
+        let text: Vec<&str> = lines.iter().map(|(_, text)| *text).collect();
+        let is_yaml = |line: &str| lines.iter().any(|(yaml, text)| *yaml && *text == line);
+        segments(&mut roff, &text, is_yaml);
+    }
+    roff.control("SH", ["SEE ALSO"]).text([
+        bold("atomdeploy-hook"),
+        roman("(1), "),
+        bold("atomdeploy-hook-install"),
+        roman(
+            "(1); the example /usr/share/doc/atomdeploy-hook/examples/deploy.yml, and every key \
+             explained in /usr/share/doc/atomdeploy-hook/docs/deploy.yml.md.gz",
+        ),
+    ]);
+    let path = dir.join("deploy.yml.5");
+    std::fs::write(&path, roff.render()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A line of deploy.yml without its comment sign and the one space after it.
+fn uncomment(line: &str) -> &str {
+    match line.strip_prefix('#') {
+        Some(rest) => rest.strip_prefix(' ').unwrap_or(rest),
+        None => line,
+    }
+}
+
+/// `keep_builds` of `keep_builds: 5`: a key at the left margin.
+fn top_level_key(line: &str) -> Option<&str> {
+    let (key, rest) = line.split_once(':')?;
+    let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    (is_key && (rest.is_empty() || rest.starts_with(' '))).then_some(key)
+}
+
+/// `lines` as paragraphs of filled text, and those `verbatim` picks out as unfilled examples,
+/// each run of either kind a paragraph of its own, at the indentation of the entry.
+fn segments(roff: &mut Roff, lines: &[&str], verbatim: impl Fn(&str) -> bool) {
+    let mut i = 0;
+    while i < lines.len() {
+        let kind = verbatim(lines[i]);
+        let run = lines[i..]
+            .iter()
+            .take_while(|l| verbatim(l) == kind)
+            .count();
+        if i > 0 {
+            roff.control("IP", []);
+        }
+        if kind {
+            roff.control("nf", []);
+            for line in &lines[i..i + run] {
+                roff.text([roman(*line)]);
+            }
+            roff.control("fi", []);
+        } else {
+            roff.text([roman(lines[i..i + run].join(" "))]);
+        }
+        i += run;
     }
 }
 

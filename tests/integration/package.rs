@@ -156,6 +156,55 @@ fn maintainer(env: &[(&str, &str)]) -> (String, String) {
     )
 }
 
+/// deploy.yml(5), rendered from the commented deploy.yml, renders without a roff warning and
+/// has an entry for each key deploy.yml shows (`readme::` checks those are the parser's keys),
+/// with the file's own words under it.
+#[test]
+fn the_deploy_yml_page_has_an_entry_for_every_key_of_the_example() {
+    let tmp = tempfile::tempdir().unwrap();
+    gen_docs::deploy_yml_page(tmp.path()).unwrap();
+    let path = tmp.path().join("deploy.yml.5");
+    let out = Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(&path)
+        .env("MANWIDTH", "1000")
+        .output()
+        .expect("man (the man-db package)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "man: {stderr}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    // An entry's tag: its keys at the left, `build, exclude`, maybe followed by the text when
+    // the tag is short (`branch Pushes to this branch …`).
+    let mut tagged = std::collections::BTreeSet::new();
+    for line in section(&page, "KEYS").lines() {
+        let Some(tag) = line
+            .strip_prefix("       ")
+            .filter(|t| t.starts_with(char::is_lowercase))
+        else {
+            continue;
+        };
+        for part in tag.split(", ") {
+            tagged.insert(part.split(' ').next().unwrap().to_string());
+            if part.contains(' ') {
+                break;
+            }
+        }
+    }
+    let example = std::fs::read_to_string(Path::new(ROOT).join("deploy.yml")).unwrap();
+    let keys = super::readme::example_keys(&example);
+    assert!(keys.len() > 15, "only {keys:?} in deploy.yml");
+    let missing: Vec<&String> = keys.difference(&tagged).collect();
+    assert!(missing.is_empty(), "no entry for {missing:?} in:\n{page}");
+    // The words are the file's: a sentence of its comments, joined into one line as man fills it.
+    let said =
+        "Pushes to this branch deploy; pushes to any other branch or tag are only acknowledged.";
+    assert!(
+        example.contains("Pushes to this branch deploy;"),
+        "deploy.yml changed its words"
+    );
+    assert!(page.contains(said), "{page}");
+}
+
 #[test]
 fn the_maintainer_is_who_builds_and_a_placeholder_is_warned_about() {
     let real = "Jane Doe <jane@corp.org>";

@@ -680,24 +680,17 @@ fn laravel_recipe_works_for_a_deploy_user_with_read_only_builds() {
     assert_eq!(page_lines(&server)[0], "laravel app v2");
 }
 
-/// The README prints each recipe verbatim, in a yaml block of its "Recipes" section: the text
-/// these tests deploy is the text users copy. (Vacuous until the section exists.)
+/// docs/recipes.md prints each recipe verbatim, in a yaml block: the text these tests deploy is
+/// the text users copy.
 #[test]
 fn the_readme_prints_each_recipe_exactly_as_deployed() {
-    let readme =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let Some(start) = readme.find("\n## Recipes\n") else {
-        return;
-    };
-    let section = &readme[start..];
-    let section = &section[..section[1..]
-        .find("\n## ")
-        .map_or(section.len(), |end| end + 1)];
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recipes.md");
+    let page = fs::read_to_string(&page).unwrap();
     for name in ["laravel", "symfony", "slim", "plain-php"] {
         let block = format!("```yaml\n{}```\n", recipe(name));
         assert!(
-            section.contains(&block),
-            "README's Recipes section must print fixtures/recipes/{name}.deploy.yml as is:\n{block}"
+            page.contains(&block),
+            "docs/recipes.md must print fixtures/recipes/{name}.deploy.yml as is:\n{block}"
         );
     }
 }
