@@ -5,14 +5,14 @@ use crate::harness;
 
 use std::fs;
 
-use crate::harness::{Clone, Server};
+use crate::harness::{DevClone, Server};
 
 /// The class map composer wrote into the live build.
 fn classmap(server: &Server) -> String {
     server.read_live("vendor/composer/autoload_classmap.php")
 }
 
-fn push_expecting(clone: &Clone, composer_did: &str) -> harness::Push {
+fn push_expecting(clone: &DevClone, composer_did: &str) -> harness::Push {
     let push = clone.push_main().success();
     // The step's closing line: `    composer 0.12s: install (first run)`.
     let line = push.step_line("composer");

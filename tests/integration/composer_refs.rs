@@ -7,7 +7,7 @@ use crate::harness;
 use std::fs;
 use std::path::Path;
 
-use crate::harness::{Clone, Server};
+use crate::harness::{DevClone, Server};
 
 /// The configured (default) composer arguments, from the crate itself rather than a copy.
 const COMPOSER_INSTALL: &[&str] = atomdeploy_hook::config::DEFAULT_COMPOSER_ARGS;
@@ -70,7 +70,7 @@ fn packages(installed: &serde_json::Value) -> Vec<String> {
 
 /// Pushes, and checks that the live build's vendor/ is what a fresh clone would install.
 #[track_caller]
-fn push_and_compare(server: &Server, clone: &Clone, expected: &[&str]) -> harness::Push {
+fn push_and_compare(server: &Server, clone: &DevClone, expected: &[&str]) -> harness::Push {
     let push = clone.push_main().success();
     let live = installed(&server.latest());
     assert_eq!(packages(&live), expected, "{}", push.stderr);
@@ -214,12 +214,12 @@ fn a_composer_run_that_failed_is_named_by_the_next_one() {
 }
 
 /// The refs of the server's repository, as `git ls-remote` shows them to a client.
-fn remote_refs(clone: &Clone) -> String {
+fn remote_refs(clone: &DevClone) -> String {
     clone.git(&["ls-remote", "production"])
 }
 
 /// Deploys the example app at `version`; returns the new build and its commit.
-fn deploy(server: &Server, clone: &Clone, version: &str) -> (String, String) {
+fn deploy(server: &Server, clone: &DevClone, version: &str) -> (String, String) {
     let commit = clone.deploy_version(version);
     (server.live().unwrap(), commit)
 }
@@ -255,7 +255,7 @@ fn builds_with_commits(server: &Server) -> Vec<(String, String)> {
 
 /// Amends the last commit to the example app at `version` and force-pushes it: the new
 /// build's commit does not descend from the one before.
-fn deploy_amended(server: &Server, clone: &Clone, version: &str) -> (String, String) {
+fn deploy_amended(server: &Server, clone: &DevClone, version: &str) -> (String, String) {
     clone.set_version(version);
     clone.git(&["add", "-A"]);
     clone.git(&["commit", "-q", "--amend", "-m", version]);

@@ -12,13 +12,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::harness::tmpfs::Tmpfs;
-use crate::harness::{Clone, Server, tree_listing};
+use crate::harness::{DevClone, Server, tree_listing};
 
 const SHARED: &[&str] = &[".env", "storage/sessions"];
 
 /// A server with shared data a user wrote, and hooks in every step, so that every fault
 /// point is on the path of a deploy.
-fn busy_server() -> (Server, Clone) {
+fn busy_server() -> (Server, DevClone) {
     let server = Server::builder()
         .config("shared", "[.env, storage/sessions/]")
         .config("keep_builds", "2")
@@ -38,7 +38,7 @@ fn busy_server() -> (Server, Clone) {
 
 /// A commit that changes a dozen files, so that a checkout has steps to be killed in, and
 /// composer.json, so that composer runs in full and has output to be killed in.
-fn commit_many(clone: &Clone, label: &str) -> String {
+fn commit_many(clone: &DevClone, label: &str) -> String {
     clone.set_version(label);
     let json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
     let description = json
@@ -100,7 +100,7 @@ const CLEANUP_FAULTS: &[&str] = &["cleanup", "removing@2"];
 #[track_caller]
 fn push_killed(
     server: &Server,
-    clone: &Clone,
+    clone: &DevClone,
     args: &[&str],
     fault: &str,
     allowed: &str,
@@ -127,7 +127,7 @@ fn push_killed(
 #[track_caller]
 fn deploys_after_kill(
     server: &Server,
-    clone: &Clone,
+    clone: &DevClone,
     commit: &str,
     fault: &str,
     shared: &[(String, String)],

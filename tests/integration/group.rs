@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{self, Clone, Server};
+use crate::harness::{self, DevClone, Server};
 
 /// A primary and its hosts, the primary's deploy.yml listing them as `web2`, `web3`, ….
 /// (Shared with group_faults.rs.)
@@ -14,7 +14,7 @@ pub(crate) struct Group {
     pub(crate) hosts: Vec<Server>,
     /// The hosts as the primary's deploy.yml lists them.
     pub(crate) urls: Vec<PathBuf>,
-    pub(crate) clone: Clone,
+    pub(crate) clone: DevClone,
 }
 
 impl Group {
@@ -24,7 +24,7 @@ impl Group {
 
     /// A group whose clone holds what `app` commits: a smaller app than the example's, for
     /// tests that deploy many times.
-    pub(crate) fn with_app(hosts: usize, app: impl FnOnce(&Server) -> Clone) -> Group {
+    pub(crate) fn with_app(hosts: usize, app: impl FnOnce(&Server) -> DevClone) -> Group {
         let primary = Server::install();
         let hosts: Vec<Server> = (0..hosts).map(|_| Server::install()).collect();
         // Named links, so that each host's lines carry a short name of its own.

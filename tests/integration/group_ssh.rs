@@ -277,7 +277,7 @@ impl Group {
 
     /// A clone of the example app pushing to the primary through the receive-pack wrapper,
     /// so that a failed group deploy fails the push.
-    fn clone(&self) -> crate::harness::Clone {
+    fn clone(&self) -> crate::harness::DevClone {
         let clone = self.primary.clone_fixture("example-app");
         clone.git(&[
             "config",

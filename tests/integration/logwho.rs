@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::harness::sshd::{SshClient, Sshd};
-use crate::harness::{self, BIN, Clone, Server};
+use crate::harness::{self, BIN, DevClone, Server};
 
 const AUTHOR: &str = "Test Author <author@example.com>";
 
@@ -21,7 +21,7 @@ fn builds_text(server: &Server) -> String {
 
 /// Commits a version with `subject` as its message's first line (and a body that must not
 /// show).
-fn commit_version(clone: &Clone, version: &str, subject: &str) -> String {
+fn commit_version(clone: &DevClone, version: &str, subject: &str) -> String {
     clone.set_version(version);
     clone.commit(&format!("{subject}\n\nA body the log leaves out."))
 }
@@ -29,7 +29,7 @@ fn commit_version(clone: &Clone, version: &str, subject: &str) -> String {
 /// Makes `git push production` in `clone` go through `serve`, as sshd runs the forced command
 /// `atomdeploy-hook serve --repo R <args>` with what the client asked for in
 /// SSH_ORIGINAL_COMMAND.
-fn through_serve(server: &Server, clone: &Clone, args: &str) {
+fn through_serve(server: &Server, clone: &DevClone, args: &str) {
     let script = server.base().join(format!("forced-command-{}", args.len()));
     fs::write(
         &script,

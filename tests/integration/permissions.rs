@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 
 use crate::harness::users::{DeployUser, admin, is_root};
 use crate::harness::web::WebServer;
-use crate::harness::{Clone, Push, Server};
+use crate::harness::{DevClone, Push, Server};
 
 /// The app: reports its version, and writes or appends, as the pool's user, to a path under
 /// the app's root (shared entries among them).
@@ -41,7 +41,7 @@ default:
 
 /// A server whose root and repository belong to a fresh deploy user (as on a server that user
 /// set up), its clone holding the app at `v1`.
-fn server_for(user: &DeployUser, shared: &str, keep_builds: &str) -> (Server, Clone) {
+fn server_for(user: &DeployUser, shared: &str, keep_builds: &str) -> (Server, DevClone) {
     let server = Server::builder()
         .config("composer", "false")
         .config("shared", shared)
@@ -84,7 +84,7 @@ fn install_ok(server: &Server, user: &DeployUser) {
 /// The deploy user, put in www-data's group, installed with `--web-user www-data` and
 /// pushed v1.
 #[track_caller]
-fn deploying_with_www_data(user: &DeployUser, keep_builds: &str) -> (Server, Clone) {
+fn deploying_with_www_data(user: &DeployUser, keep_builds: &str) -> (Server, DevClone) {
     admin(&["usermod", "-aG", "www-data", &user.name]);
     let (server, clone) = server_for(user, "[uploads/]", keep_builds);
     install_ok(&server, user);
@@ -93,7 +93,7 @@ fn deploying_with_www_data(user: &DeployUser, keep_builds: &str) -> (Server, Clo
 }
 
 /// `git push <repository> HEAD:main` from `clone` as the deploy user.
-fn push_as(server: &Server, clone: &Clone, user: &DeployUser) -> Push {
+fn push_as(server: &Server, clone: &DevClone, user: &DeployUser) -> Push {
     crate::harness::users::push_as(server, clone, |cmd| user.run(cmd))
 }
 
@@ -387,7 +387,7 @@ echo $env === false ? 'no .env' : 'greeting: ' . $env['GREETING'];
 
 /// A clone with a `.env` and a `config/auth.json` committed (what `shared:` seeds from), and
 /// a file of another name beside them.
-fn clone_with_secrets(server: &Server) -> Clone {
+fn clone_with_secrets(server: &Server) -> DevClone {
     let clone = server.empty_clone("app");
     clone.write("public/index.php", ENV_INDEX);
     clone.write(".env", "GREETING=hello from .env\n");

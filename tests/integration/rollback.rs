@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use crate::harness::{Clone, Server};
+use crate::harness::{DevClone, Server};
 
 /// Deploys one version per name; returns each version's build and commit.
-fn deploy_versions(server: &Server, clone: &Clone, versions: &[&str]) -> Vec<(String, String)> {
+fn deploy_versions(server: &Server, clone: &DevClone, versions: &[&str]) -> Vec<(String, String)> {
     versions
         .iter()
         .map(|v| {
@@ -25,7 +25,7 @@ fn deploy_versions(server: &Server, clone: &Clone, versions: &[&str]) -> Vec<(St
 }
 
 /// Where `git push production :rollback` would land, as the developer sees it.
-fn rollback_ref(clone: &Clone) -> Option<String> {
+fn rollback_ref(clone: &DevClone) -> Option<String> {
     let out = clone.git(&["ls-remote", "production", "rollback"]);
     out.split_whitespace().next().map(str::to_string)
 }
