@@ -1,6 +1,6 @@
-//! Several web servers, one push (issue #12), the primary's side: every host prepares, then
+//! Several web servers, one push, the primary's side: every host prepares, then
 //! all switch together, or none does. Hosts are reached by local path here (each its own
-//! `install`, bare repository and deploy root); ssh is the fix/group-ssh suite's.
+//! `install`, bare repository and deploy root); ssh is group_ssh.rs's.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -565,9 +565,9 @@ fn a_rollback_a_host_cannot_follow_switches_nobody() {
     assert_eq!(entry["hosts"][1]["outcome"], "failed", "{entry}");
 }
 
-/// The figure of issue #12: the spread of the switches of a primary and 3 local hosts, median
-/// of several deploys. `cargo test --test integration group::switch_spread -- --ignored
-/// --nocapture`.
+/// The figure a group deploy is judged by: the spread of the switches of a primary and 3 local
+/// hosts, median of several deploys.
+/// `cargo test --test integration group::switch_spread -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a check"]
 fn switch_spread_of_three_local_hosts() {

@@ -440,7 +440,7 @@ fn hosts_hard_link_unchanged_files_like_the_primary() {
     group.assert_nothing_running();
 }
 
-/// Issue #12's promise over real ssh: one push to the primary deploys it and three hosts,
+/// A group's promise over real ssh: one push to the primary deploys it and three hosts,
 /// each reached as a git-shell-only account with its host key checked; every server is on the
 /// commit, the hosts' progress is shown prefixed, and the switches land together.
 #[test]
