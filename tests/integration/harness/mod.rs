@@ -1002,6 +1002,22 @@ impl DevClone {
         cmd
     }
 
+    /// `git push production <args>` allowed at most `limit` open descriptors (RLIMIT_NOFILE,
+    /// soft and hard, set by prlimit(1)), which the hook inherits and cannot raise.
+    #[must_use = "assert on what the pusher saw"]
+    pub fn push_with_open_file_limit(&self, limit: u32, args: &[&str]) -> Push {
+        let out = self
+            .env
+            .command("prlimit")
+            .arg(format!("--nofile={limit}"))
+            .args(["--", "git", "push", "production"])
+            .args(args)
+            .current_dir(&self.path)
+            .output()
+            .unwrap();
+        self.pushed(&out)
+    }
+
     /// `git push production <args>` with `vars` added to the environment, which the hook
     /// inherits (as it would from an operator's shell or an SSH `SetEnv`).
     #[must_use = "assert on what the pusher saw"]
