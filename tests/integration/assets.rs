@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::harness::web::get;
-use crate::harness::{self, Clone, Push, Server, tree_listing};
+use crate::harness::{self, DevClone, Push, Server, tree_listing};
 
 const ASSETS: &str = "public/build/assets";
 
@@ -26,7 +26,7 @@ fn assets_server(config: &[(&str, &str)]) -> Server {
 
 /// Commits `files` as the whole of public/build/assets/ (what `vite build` leaves), with
 /// `version` in public/version.txt, and pushes.
-fn push_assets(clone: &Clone, version: &str, files: &[(&str, &str)]) -> Push {
+fn push_assets(clone: &DevClone, version: &str, files: &[(&str, &str)]) -> Push {
     let dir = clone.path.join(ASSETS);
     match fs::symlink_metadata(&dir) {
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(&dir).unwrap(),
@@ -45,7 +45,7 @@ fn push_assets(clone: &Clone, version: &str, files: &[(&str, &str)]) -> Push {
 #[track_caller]
 fn deploy_assets(
     server: &Server,
-    clone: &Clone,
+    clone: &DevClone,
     version: &str,
     files: &[(&str, &str)],
 ) -> (String, Push) {

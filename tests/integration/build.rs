@@ -5,14 +5,14 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{Clone, Push, Server, wait_until};
+use crate::harness::{DevClone, Push, Server, wait_until};
 
 /// The recipe the README gives for a Vite app: `npm ci` only for a changed lockfile,
 /// `npm run build` whenever a front-end input changed, node_modules/ kept out of builds.
 const BUILD: &str = "{commands: [{run: npm ci --prefer-offline, inputs: [package.json, package-lock.json]}, \
                      npm run build], inputs: [package.json, package-lock.json, resources/, build.mjs]}";
 
-pub(crate) fn frontend_server() -> (Server, Clone) {
+pub(crate) fn frontend_server() -> (Server, DevClone) {
     let server = Server::builder()
         .config("build", BUILD)
         .config("exclude", "[node_modules/]")

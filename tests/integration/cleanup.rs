@@ -5,11 +5,11 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::harness::{self, Clone, Server};
+use crate::harness::{self, DevClone, Server};
 
 /// A server that keeps `keep` builds of a tiny app (no composer: each deploy takes a blink),
 /// with `n` builds deployed.
-fn server_with_builds(keep: usize, n: usize) -> (Server, Clone) {
+fn server_with_builds(keep: usize, n: usize) -> (Server, DevClone) {
     let server = Server::builder()
         .config("composer", "false")
         .config("keep_builds", &keep.to_string())
@@ -26,7 +26,7 @@ fn server_with_builds(keep: usize, n: usize) -> (Server, Clone) {
     (server, clone)
 }
 
-fn commit_version(clone: &Clone, version: &str) -> String {
+fn commit_version(clone: &DevClone, version: &str) -> String {
     clone.write("v.txt", version);
     clone.commit(version)
 }

@@ -1,18 +1,21 @@
 //! Composer runs only as much as a commit needs, and the result is always what a full
-//! `composer install` would make of that commit.
+//! `composer install` would make of that commit: also without a committed composer.lock, and
+//! keeping the files the commit tracks under vendor/. A composer run that failed is named by
+//! the next one, and composer gone from PATH fails the deploy changing nothing.
 
 use crate::harness;
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
-use crate::harness::{Clone, Server};
+use crate::harness::{DevClone, Server};
 
 /// The class map composer wrote into the live build.
 fn classmap(server: &Server) -> String {
     server.read_live("vendor/composer/autoload_classmap.php")
 }
 
-fn push_expecting(clone: &Clone, composer_did: &str) -> harness::Push {
+fn push_expecting(clone: &DevClone, composer_did: &str) -> harness::Push {
     let push = clone.push_main().success();
     // The step's closing line: `    composer 0.12s: install (first run)`.
     let line = push.step_line("composer");
@@ -226,4 +229,336 @@ fn arguments_dump_autoload_cannot_repeat_mean_a_full_install_every_time() {
     clone.commit("class added");
     let _ = push_expecting(&clone, "install (custom arguments)");
     assert!(classmap(&server).contains("App\\\\Added"));
+}
+
+/// The configured (default) composer arguments, from the crate itself rather than a copy.
+const COMPOSER_INSTALL: &[&str] = atomdeploy_hook::config::DEFAULT_COMPOSER_ARGS;
+
+/// The closing line of the composer step: `0.12s: install (first run)`, say.
+#[track_caller]
+fn composer_line(push: &harness::Push) -> String {
+    push.step_line("composer")
+}
+
+/// vendor/composer/installed.json as a fresh clone of `commit` gets it from the configured
+/// `composer install`.
+fn fresh_installed(server: &Server, commit: &str) -> serde_json::Value {
+    let dir = server.base().join(format!("fresh-{commit}"));
+    let out = server
+        .command("git")
+        .args(["clone", "-q"])
+        .arg(&server.repo)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "git clone");
+    let out = server
+        .command("git")
+        .args(["checkout", "-q", "--detach", commit])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "git checkout");
+    let out = server
+        .command("composer")
+        .args(COMPOSER_INSTALL)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "composer install in a fresh clone");
+    installed(&dir)
+}
+
+fn installed(app: &Path) -> serde_json::Value {
+    let path = app.join("vendor/composer/installed.json");
+    serde_json::from_slice(&fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))).unwrap()
+}
+
+/// `name version` of each installed package.
+fn packages(installed: &serde_json::Value) -> Vec<String> {
+    installed["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Pushes, and checks that the live build's vendor/ is what a fresh clone would install.
+#[track_caller]
+fn push_and_compare(server: &Server, clone: &DevClone, expected: &[&str]) -> harness::Push {
+    let push = clone.push_main().success();
+    let live = installed(&server.latest());
+    assert_eq!(packages(&live), expected, "{}", push.stderr);
+    assert_eq!(
+        live,
+        fresh_installed(server, &clone.head()),
+        "the live build's vendor/ differs from a fresh clone's"
+    );
+    push
+}
+
+fn alpha_manifest(version: &str) -> String {
+    format!(
+        r#"{{
+    "name": "atomdeploy/alpha",
+    "version": "{version}",
+    "type": "library",
+    "license": "MIT",
+    "autoload": {{"psr-4": {{"Atomdeploy\\Alpha\\": "src/"}}}}
+}}
+"#
+    )
+}
+
+/// The app's composer.json requiring `require` (a JSON object's members).
+fn app_manifest(require: &str) -> String {
+    format!(
+        r#"{{
+    "name": "atomdeploy/unlocked-app",
+    "type": "project",
+    "license": "MIT",
+    "require": {{{require}}},
+    "repositories": [
+        {{"packagist.org": false}},
+        {{"type": "path", "url": "packages/*", "options": {{"symlink": false}}}}
+    ]
+}}
+"#
+    )
+}
+
+#[test]
+fn without_a_committed_lock_vendor_is_what_a_fresh_clone_installs() {
+    let server = Server::install();
+    let clone = server.clone_fixture("unlocked-app");
+    assert!(
+        clone.git(&["ls-files", "composer.lock"]).is_empty(),
+        "the fixture must not commit its lock"
+    );
+    let push = push_and_compare(
+        &server,
+        &clone,
+        &["atomdeploy/alpha 1.0.0", "atomdeploy/beta 1.0.0"],
+    );
+    push.stderr_has("remote:     notice: the commit has no composer.lock");
+    assert!(
+        server.root.join("application/composer.lock").is_file(),
+        "composer wrote a lock that git ignores: the case this test is about"
+    );
+
+    // A new version of a package and a requirement only it satisfies. A lock left from the
+    // last run would pin 1.0.0 and composer would refuse (exit 4).
+    clone.write("packages/alpha/composer.json", &alpha_manifest("2.0.0"));
+    clone.write(
+        "composer.json",
+        &app_manifest(r#""atomdeploy/alpha": "^2.0", "atomdeploy/beta": "^1.0""#),
+    );
+    clone.commit("alpha 2");
+    push_and_compare(
+        &server,
+        &clone,
+        &["atomdeploy/alpha 2.0.0", "atomdeploy/beta 1.0.0"],
+    );
+
+    // A package no longer required: gone from vendor/, not kept by an old lock.
+    clone.write(
+        "composer.json",
+        &app_manifest(r#""atomdeploy/alpha": "^2.0""#),
+    );
+    fs::remove_dir_all(clone.path.join("packages/beta")).unwrap();
+    clone.commit("beta removed");
+    push_and_compare(&server, &clone, &["atomdeploy/alpha 2.0.0"]);
+    assert!(!server.latest().join("vendor/atomdeploy/beta").exists());
+
+    // Nothing composer reads changed, but without a lock composer is never skipped: what it
+    // resolves depends on the repositories, not only on the tree.
+    clone.write("public/robots.txt", "User-agent: *\n");
+    clone.commit("content");
+    let push = push_and_compare(&server, &clone, &["atomdeploy/alpha 2.0.0"]);
+    assert_eq!(
+        composer_line(&push).split_once(": ").unwrap().1,
+        "install (the commit has no composer.lock)"
+    );
+
+    // Committing the lock brings the incremental runs back, and the notice goes.
+    let app = server.root.join("application");
+    fs::copy(app.join("composer.lock"), clone.path.join("composer.lock")).unwrap();
+    clone.git(&["add", "-f", "composer.lock"]);
+    clone.commit("lock committed");
+    let push = push_and_compare(&server, &clone, &["atomdeploy/alpha 2.0.0"]);
+    let push = push.stderr_lacks("notice: the commit has no composer.lock");
+    assert!(composer_line(&push).contains("install (composer.json or composer.lock changed)"));
+    clone.write("public/robots.txt", "User-agent: none\n");
+    clone.commit("content again");
+    let push = push_and_compare(&server, &clone, &["atomdeploy/alpha 2.0.0"]);
+    assert!(composer_line(&push).contains("skipped"), "{}", push.stderr);
+}
+
+#[test]
+fn a_composer_run_that_failed_is_named_by_the_next_one() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let good = fs::read_to_string(clone.path.join("composer.json")).unwrap();
+    clone.write(
+        "composer.json",
+        &good.replace(
+            r#""post-install-cmd": ["@php bin/post-install.php"]"#,
+            r#""post-install-cmd": ["@php bin/post-install.php", "exit 3"]"#,
+        ),
+    );
+    clone.commit("a failing composer script");
+    clone
+        .push_main()
+        .deploy_failed()
+        .stderr_has("error: composer failed");
+
+    clone.write("composer.json", &good);
+    clone.commit("script fixed");
+    let push = clone.push_main().success();
+    assert!(
+        composer_line(&push).ends_with(": install (the last run failed)"),
+        "{}",
+        push.stderr
+    );
+    // Once a run finished, the next one is incremental again.
+    clone.write("public/robots.txt", "x\n");
+    clone.commit("content");
+    let push = clone.push_main().success();
+    assert!(composer_line(&push).contains("skipped"), "{}", push.stderr);
+}
+
+/// An app whose .gitignore says nothing of composer's output (many do not have one at all):
+/// vendor/ and the lock composer writes are composer's, not files added by hand. Neither is
+/// removed by the next checkout (which would mean a full install on every deploy) nor reported.
+#[test]
+fn composer_output_the_app_does_not_ignore_is_neither_removed_nor_reported() {
+    let server = Server::install();
+    let clone = server.clone_fixture("unlocked-app");
+    clone.remove(".gitignore");
+    clone.commit("no .gitignore");
+    clone.push_main().success();
+
+    clone.write("public/robots.txt", "User-agent: *\n");
+    clone.commit("content");
+    let push = clone
+        .push_main()
+        .success()
+        .stderr_lacks("removed files added on the server");
+    assert_eq!(
+        composer_line(&push).split_once(": ").unwrap().1,
+        "install (the commit has no composer.lock)",
+        "vendor/ was kept: no install into an empty vendor/"
+    );
+
+    // With the lock committed and nothing composer reads changed, composer is skipped: vendor/
+    // survived the checkout.
+    let app = server.root.join("application");
+    fs::copy(app.join("composer.lock"), clone.path.join("composer.lock")).unwrap();
+    clone.commit("lock committed");
+    clone.push_main().success();
+    clone.write("public/robots.txt", "User-agent: none\n");
+    clone.commit("content again");
+    let push = clone
+        .push_main()
+        .success()
+        .stderr_lacks("removed files added on the server");
+    assert!(composer_line(&push).contains("skipped"), "{}", push.stderr);
+    server.assert_only_complete_builds(&[]);
+}
+
+/// A commit may track files under vendor/ (an Apache `vendor/.htaccess`, a patched class).
+/// A reinstall into an empty vendor/ (here: vendor/ changed by hand on the server) empties it
+/// of composer's files, never of the commit's own, which composer would not make again.
+#[test]
+fn a_reinstall_keeps_the_files_the_commit_tracks_under_vendor() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.write("vendor/.htaccess", "Require all denied\n");
+    clone.git(&["add", "-f", "vendor/.htaccess"]);
+    clone.commit("vendor/.htaccess tracked");
+    clone.push_main().success();
+    assert!(server.latest().join("vendor/.htaccess").is_file());
+
+    let app = server.root.join("application");
+    fs::write(app.join("vendor/added-by-hand.php"), "<?php\n").unwrap();
+    clone.write("public/robots.txt", "User-agent: *\n");
+    clone.commit("content");
+    let push = clone.push_main().success();
+    assert!(
+        composer_line(&push).contains("install into an empty vendor/"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(server.latest().join("vendor/.htaccess")).unwrap(),
+        "Require all denied\n"
+    );
+    assert!(!server.latest().join("vendor/added-by-hand.php").exists());
+    server.assert_only_complete_builds(&[]);
+
+    // And the next deploy sees nothing edited on the server.
+    clone.write("public/robots.txt", "User-agent: none\n");
+    clone.commit("content again");
+    clone
+        .push_main()
+        .success()
+        .stderr_lacks("overwrote edits made on the server");
+    assert!(server.latest().join("vendor/.htaccess").is_file());
+}
+
+/// Where `program` is on the test's own PATH.
+fn which(program: &str) -> PathBuf {
+    std::env::var("PATH")
+        .unwrap()
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} on PATH"))
+}
+
+/// Guarantee 7, with a build live: deploy.rs's missing-composer test pushes to an empty root,
+/// where "changes nothing" cannot show. Here composer leaves the hook's PATH after a deploy;
+/// the next push must fail naming it and leave the live build, builds/ and shared/ as they
+/// were, with nothing of the attempt behind. (application/, the working checkout, does hold
+/// the new commit: composer is looked for after the checkout.)
+#[test]
+fn composer_gone_from_path_fails_the_next_deploy_and_changes_nothing() {
+    let probe = Server::install();
+    let bin = probe.base().join("tools");
+    fs::create_dir(&bin).unwrap();
+    // composer is a PHP script run through `env php`: php must be on the PATH too.
+    for program in ["git", "php", "composer"] {
+        std::os::unix::fs::symlink(which(program), bin.join(program)).unwrap();
+    }
+    let server = Server::builder()
+        .path(bin.to_str().unwrap())
+        .config("shared", "[.env]")
+        .install();
+    fs::write(server.root.join("shared/.env"), "APP_KEY=precious\n").unwrap();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let before = server.state();
+
+    fs::remove_file(bin.join("composer")).unwrap();
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().deploy_failed();
+    let error = push.remote_line("error: ").unwrap();
+    assert!(
+        error.contains("`composer` is not on the hook's PATH"),
+        "{error}"
+    );
+    server.assert_unchanged_since(&before);
+    assert_eq!(
+        fs::read_to_string(server.root.join("shared/.env")).unwrap(),
+        "APP_KEY=precious\n"
+    );
 }

@@ -841,3 +841,139 @@ fn a_pool_in_the_deploy_users_group_with_builds_made_under_umask_002_fails() {
     assert!(line.contains("path(s) of the live build"), "{line}");
     web.stop_leaving_nothing();
 }
+
+/// `include conf.d/*.conf;` inside a file of conf.d/ is a loop nginx itself dies of (it
+/// segfaults): doctor read each of n such files in every order (n!·16 levels) and never
+/// finished. It must say which file includes itself, and end.
+#[test]
+fn doctor_names_an_nginx_include_loop_and_ends() {
+    let server = Server::install();
+    let conf = server.base().join("nginx");
+    fs::create_dir_all(conf.join("conf.d")).unwrap();
+    for i in 0..8 {
+        fs::write(
+            conf.join(format!("conf.d/{i}.conf")),
+            format!("include {}/conf.d/*.conf;\n", conf.display()),
+        )
+        .unwrap();
+    }
+    fs::write(
+        conf.join("nginx.conf"),
+        format!(
+            "events {{}}\nhttp {{ include {}/conf.d/*.conf; server {{ listen 80; root {}/latest/public; }} }}\n",
+            conf.display(),
+            server.root.display()
+        ),
+    )
+    .unwrap();
+    let mut child = server
+        .command(BIN)
+        .arg("doctor")
+        .arg("--root")
+        .arg(&server.root)
+        .arg("--nginx-config")
+        .arg(conf.join("nginx.conf"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("doctor still reading nginx's includes after a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "FAIL     nginx: {}/conf.d/0.conf includes itself",
+            conf.display()
+        )),
+        "{said}"
+    );
+    assert!(!out.status.success());
+}
+
+/// A pool listening on 127.0.0.1:9000 is not reached at [::1]:9000 (two sockets): doctor took
+/// them for one pool and then blamed php-fpm for not running; it must say no pool listens
+/// there, and name the listen php-fpm understands for IPv6 (`[::1]:9000`, not `::1:9000`).
+#[test]
+fn doctor_tells_an_ipv4_pool_from_an_ipv6_fastcgi_pass() {
+    let server = Server::install();
+    let dir = server.base().join("web");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("app.conf"),
+        "[app]\nuser = www-data\ngroup = www-data\nlisten = 127.0.0.1:9000\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "events {{}}\nhttp {{ server {{ listen 80; root {}/latest/public;\n\
+             location ~ \\.php$ {{ fastcgi_pass [::1]:9000; }} }} }}\n",
+            server.root.display()
+        ),
+    )
+    .unwrap();
+    let out = server
+        .command(BIN)
+        .arg("doctor")
+        .arg("--root")
+        .arg(&server.root)
+        .arg("--nginx-config")
+        .arg(dir.join("nginx.conf"))
+        .arg("--fpm-pools")
+        .arg(dir.join("*.conf"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("FAIL     php-fpm pool: no pool in"), "{said}");
+    assert!(said.contains("`listen = [::1]:9000`"), "{said}");
+}
+
+/// An nginx configuration nested 100,000 blocks deep (nginx -T refuses it, so doctor reads the
+/// file itself) overflowed doctor's stack: it aborted instead of reporting. It must end with
+/// findings, saying what it did not read.
+#[test]
+fn doctor_survives_an_nginx_configuration_nested_without_end() {
+    let server = Server::install();
+    let conf = server.base().join("deep.conf");
+    let depth = 100_000;
+    fs::write(
+        &conf,
+        format!(
+            "events {{}}\nhttp {{ {}{} }}\n",
+            "location / { ".repeat(depth),
+            "}".repeat(depth)
+        ),
+    )
+    .unwrap();
+    let out = server.run(&["doctor", "--nginx-config", conf.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("blocks nested more than 100 deep"), "{said}");
+}
+
+/// `--nginx-config` given relative to where doctor runs: nginx -T read it relative to its own
+/// prefix (/usr/share/nginx), failed, and doctor said so, or read another file if one was there.
+#[test]
+fn doctor_hands_nginx_the_configuration_it_was_given() {
+    let server = Server::install();
+    let dir = server.base().join("web");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("nginx.conf"), "events {}\nhttp { }\n").unwrap();
+    let out = server
+        .command(BIN)
+        .args(["doctor", "--nginx-config", "web/nginx.conf", "--root"])
+        .arg(&server.root)
+        .current_dir(server.base())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("(as `nginx -T` prints it)"), "{said}");
+}

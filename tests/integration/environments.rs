@@ -3,9 +3,10 @@
 //! branches (`rollback-staging`, `replay-staging`).
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Server, assert_success};
+use crate::harness::{BIN, Server, assert_success};
 
 fn hook_text(server: &Server) -> String {
     fs::read_to_string(server.repo.join("hooks/post-receive")).unwrap()
@@ -516,4 +517,104 @@ fn a_tag_pushed_as_a_further_roots_control_branch_is_deleted_and_refused() {
     clone.run_printed(&printed[0]).success();
     assert_eq!(staging.builds().len(), staging_builds + 1);
     main.assert_unchanged_since(&main_state);
+}
+
+/// Installs adding roots to one repository at the same moment (two operators, a config
+/// management run) each read the hook's list of roots and write it back with their own added:
+/// without a lock every install but the last one is lost from the hook, and two of them may
+/// both take the repository's own `rollback`/`replay` branches.
+#[test]
+fn installs_adding_roots_at_once_lose_none() {
+    let main = Server::install();
+    let roots: Vec<(String, PathBuf)> = (0..6)
+        .map(|i| (format!("env{i}"), main.base().join(format!("srv-env{i}"))))
+        .collect();
+    let running: Vec<_> = roots
+        .iter()
+        .map(|(branch, root)| {
+            main.command(BIN)
+                .arg("install")
+                .arg("--repo")
+                .arg(&main.repo)
+                .arg("--root")
+                .arg(root)
+                .args(["--branch", branch])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in running {
+        assert_success(&child.wait_with_output().unwrap(), "a concurrent install");
+    }
+    let hook = fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap();
+    for (branch, root) in &roots {
+        assert!(
+            hook.contains(&format!("'{}'", root.display())),
+            "{} lost from the hook: {hook}",
+            root.display()
+        );
+        let own = fs::read_to_string(root.join(".atomdeploy/control-branches")).unwrap();
+        assert_eq!(
+            own,
+            format!("rollback: rollback-{branch}\nreplay: replay-{branch}\n")
+        );
+    }
+    assert!(hook.contains(&format!("--root '{}'", main.root.display())));
+}
+
+/// A further root's rollback branch is `rollback-<branch>`; git cannot make it while a branch
+/// `rollback-<branch>/…` exists (a ref is a file, and that name is a folder): install took the
+/// root, and then each deploy only warned that the rollback branch could not be kept, so
+/// `git push production :rollback-staging` had nothing to delete. Refused at install, nothing
+/// changed.
+#[test]
+fn a_branch_in_the_way_of_a_further_roots_rollback_branch_is_refused_at_install() {
+    let main = Server::install();
+    let clone = main.clone_fixture("example-app");
+    clone.commit("v1");
+    clone
+        .push(&["HEAD:refs/heads/rollback-staging/old"])
+        .success();
+    let staging = main.other_root(&main.base().join("srv-staging"));
+    let hook_before = fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap();
+    let out = staging.run_install(&main.repo, &["--branch", "staging"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("refs/heads/rollback-staging/old") && said.contains("`rollback-staging`"),
+        "{said}"
+    );
+    assert_eq!(
+        fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap(),
+        hook_before
+    );
+    assert!(!staging.root.exists());
+}
+
+/// The hook names each root in a line of sh: a root whose path is not UTF-8 was written with
+/// U+FFFD for its bytes (every push then failed on a root that does not exist), and one with a
+/// line break cut the line the next install reads the roots from. Refused, nothing made.
+#[test]
+fn a_root_path_the_hook_cannot_name_is_refused_at_install() {
+    let main = Server::install();
+    let hook_before = fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap();
+    for name in [&b"srv-caf\xe9"[..], b"srv\nstaging"] {
+        let root = main.base().join(std::ffi::OsStr::from_bytes(name));
+        let out = main
+            .other_root(&root)
+            .run_install(&main.repo, &["--branch", "staging"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains("must be UTF-8 and hold no line break"),
+            "{said}"
+        );
+        assert!(!root.exists());
+        assert_eq!(
+            fs::read_to_string(main.repo.join("hooks/post-receive")).unwrap(),
+            hook_before
+        );
+    }
 }

@@ -1,11 +1,11 @@
-//! Several web servers, one push (issue #12), the primary's side: every host prepares, then
+//! Several web servers, one push, the primary's side: every host prepares, then
 //! all switch together, or none does. Hosts are reached by local path here (each its own
-//! `install`, bare repository and deploy root); ssh is the fix/group-ssh suite's.
+//! `install`, bare repository and deploy root); ssh is group_ssh.rs's.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{self, Clone, Server};
+use crate::harness::{self, DevClone, Server};
 
 /// A primary and its hosts, the primary's deploy.yml listing them as `web2`, `web3`, ….
 /// (Shared with group_faults.rs.)
@@ -14,7 +14,7 @@ pub(crate) struct Group {
     pub(crate) hosts: Vec<Server>,
     /// The hosts as the primary's deploy.yml lists them.
     pub(crate) urls: Vec<PathBuf>,
-    pub(crate) clone: Clone,
+    pub(crate) clone: DevClone,
 }
 
 impl Group {
@@ -24,7 +24,7 @@ impl Group {
 
     /// A group whose clone holds what `app` commits: a smaller app than the example's, for
     /// tests that deploy many times.
-    pub(crate) fn with_app(hosts: usize, app: impl FnOnce(&Server) -> Clone) -> Group {
+    pub(crate) fn with_app(hosts: usize, app: impl FnOnce(&Server) -> DevClone) -> Group {
         let primary = Server::install();
         let hosts: Vec<Server> = (0..hosts).map(|_| Server::install()).collect();
         // Named links, so that each host's lines carry a short name of its own.
@@ -565,9 +565,9 @@ fn a_rollback_a_host_cannot_follow_switches_nobody() {
     assert_eq!(entry["hosts"][1]["outcome"], "failed", "{entry}");
 }
 
-/// The figure of issue #12: the spread of the switches of a primary and 3 local hosts, median
-/// of several deploys. `cargo test --test integration group::switch_spread -- --ignored
-/// --nocapture`.
+/// The figure a group deploy is judged by: the spread of the switches of a primary and 3 local
+/// hosts, median of several deploys.
+/// `cargo test --test integration group::switch_spread -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a check"]
 fn switch_spread_of_three_local_hosts() {

@@ -13,10 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::group::{Group, errors};
-use crate::harness::{self, Clone, Server};
+use crate::harness::{self, DevClone, Server};
 
 /// The smallest app: two PHP files, no composer.
-fn tiny_app(primary: &Server) -> Clone {
+fn tiny_app(primary: &Server) -> DevClone {
     let clone = primary.empty_clone("tiny");
     clone.write(
         "public/index.php",

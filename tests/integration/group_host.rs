@@ -7,15 +7,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use atomdeploy_hook::group::{Line, Status};
 
-use crate::harness::{self, Clone, Push, Server};
+use crate::harness::{self, DevClone, Push, Server};
 
 /// `git push production <commit>:refs/atomdeploy/group/<gid>/<op>`, as the group's primary.
-fn group_push(clone: &Clone, commit: &str, gid: &str, op: &str) -> Push {
+fn group_push(clone: &DevClone, commit: &str, gid: &str, op: &str) -> Push {
     clone.group_push(&[&format!("{commit}:refs/atomdeploy/group/{gid}/{op}")])
 }
 
-/// [`group_push`] with a fault armed in the host's hook (see `Clone::push_with_fault`).
-fn group_push_with_fault(clone: &Clone, refspec: &str, fault: &str) -> Push {
+/// [`group_push`] with a fault armed in the host's hook (see `DevClone::push_with_fault`).
+fn group_push_with_fault(clone: &DevClone, refspec: &str, fault: &str) -> Push {
     clone.drive_as_primary();
     let push = clone.push_with_fault(&[refspec], fault);
     clone.push_directly();
@@ -62,7 +62,7 @@ fn only_line(push: &Push) -> Line {
 }
 
 #[track_caller]
-fn status(clone: &Clone, gid: &str) -> Status {
+fn status(clone: &DevClone, gid: &str) -> Status {
     let push = group_push(clone, "HEAD", gid, "status").success();
     match only_line(&push) {
         Line::Status(status) => *status,
@@ -71,7 +71,7 @@ fn status(clone: &Clone, gid: &str) -> Status {
 }
 
 /// The host's own config fingerprint, as its `status` says.
-fn fingerprint(clone: &Clone) -> String {
+fn fingerprint(clone: &DevClone) -> String {
     status(clone, "fp").fingerprint
 }
 
@@ -108,7 +108,7 @@ fn now_ns() -> u64 {
 }
 
 /// A host with v1 live (deployed the ordinary way) and v2 committed in the clone, not pushed.
-fn host_with_v1_live() -> (Server, Clone, String, String) {
+fn host_with_v1_live() -> (Server, DevClone, String, String) {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
     clone.set_version("v1");

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::harness::fake_host::{SilentListener, scripted_host};
 use crate::harness::sshd::{SshClient, SshGroup, host_addr};
-use crate::harness::{self, Clone, Server, wait_until};
+use crate::harness::{self, DevClone, Server, wait_until};
 
 /// A primary whose only host is `url`, with its first deploy live (made before the host was
 /// listed), and a clone that pushes to it through the receive-pack wrapper.
-fn primary_with_host(server: Server, url: &str) -> (Server, Clone) {
+fn primary_with_host(server: Server, url: &str) -> (Server, DevClone) {
     let clone = server.clone_fixture("example-app");
     clone.wrap();
     clone.push_main().success();
@@ -25,7 +25,7 @@ fn primary_with_host(server: Server, url: &str) -> (Server, Clone) {
 /// A primary (live, pushed to through the wrapper) whose one host is a TCP listener on
 /// `host_addr(n)` that accepts and never answers, the primary's ssh given a client key and
 /// `known_hosts` of the test's own.
-fn primary_with_silent_host(n: u8) -> (tempfile::TempDir, SilentListener, Server, Clone) {
+fn primary_with_silent_host(n: u8) -> (tempfile::TempDir, SilentListener, Server, DevClone) {
     let tmp = tempfile::tempdir().unwrap();
     let client = SshClient::new(&tmp.path().join("client"));
     let bin = client.ssh_on_path(&tmp.path().join("bin"));
@@ -153,7 +153,7 @@ fn a_host_that_prints_one_endless_line_is_cut_off_and_the_primary_stays_small() 
 fn group_with_a_host_that_freezes(
     host_timeout: u64,
     switch_window: u64,
-) -> (Server, Server, Clone, PathBuf) {
+) -> (Server, Server, DevClone, PathBuf) {
     let server = Server::install();
     let web2 = Server::install();
     let link = server.base().join("web2.git");

@@ -277,7 +277,7 @@ impl Group {
 
     /// A clone of the example app pushing to the primary through the receive-pack wrapper,
     /// so that a failed group deploy fails the push.
-    fn clone(&self) -> crate::harness::Clone {
+    fn clone(&self) -> crate::harness::DevClone {
         let clone = self.primary.clone_fixture("example-app");
         clone.git(&[
             "config",
@@ -440,7 +440,7 @@ fn hosts_hard_link_unchanged_files_like_the_primary() {
     group.assert_nothing_running();
 }
 
-/// Issue #12's promise over real ssh: one push to the primary deploys it and three hosts,
+/// A group's promise over real ssh: one push to the primary deploys it and three hosts,
 /// each reached as a git-shell-only account with its host key checked; every server is on the
 /// commit, the hosts' progress is shown prefixed, and the switches land together.
 #[test]

@@ -13,7 +13,7 @@ use atomdeploy_hook::group::{GroupRef, Line, Op};
 use atomdeploy_hook::push_status::{PRIMARY_ENV, STATUS_ENV};
 
 use crate::harness::sshd::{GIT_SHELL_ONLY, SshClient, Sshd, group_primary_only, host_addr};
-use crate::harness::{self, BIN, Clone, Push, Server, ServerState};
+use crate::harness::{self, BIN, DevClone, Push, Server, ServerState};
 
 /// In deploy.yml's commands: no refusal may show them.
 const BEFORE_SWITCH_MARKER: &str = "trust-marker-before-switch-5d1e";
@@ -25,7 +25,7 @@ const NOT_THE_PRIMARY: &str = "accepted only from the group's primary";
 const A_PRIMARY: &str = "takes group operations from nobody";
 
 /// A server whose deploy.yml carries the markers, with v1 live; and its clone.
-fn marked_server() -> (Server, Clone) {
+fn marked_server() -> (Server, DevClone) {
     let server = Server::builder()
         .config("before_switch", &format!("['true {BEFORE_SWITCH_MARKER}']"))
         .config(
@@ -73,7 +73,7 @@ fn refspec(commit: &str, gid: &str, op: &Op) -> String {
 }
 
 /// The host's config fingerprint, as an accepted `status` says.
-fn fingerprint(clone: &Clone) -> String {
+fn fingerprint(clone: &DevClone) -> String {
     let push = clone
         .group_push(&[&refspec("HEAD", "fp", &Op::Status)])
         .success();
@@ -166,7 +166,7 @@ impl Doors {
     }
 
     /// `git push` of `spec` to `server` through `door`.
-    fn push(&self, server: &Server, clone: &Clone, door: Door, spec: &str) -> Push {
+    fn push(&self, server: &Server, clone: &DevClone, door: Door, spec: &str) -> Push {
         let repo = server.repo.display().to_string();
         let url = self.sshd.url(&server.repo);
         let mut git = server.command("git");
@@ -307,7 +307,13 @@ fn assert_unchanged_but_for_the_error(
 }
 
 /// Each way in × each operation, on `server`: all refused, nothing changed.
-fn assert_every_door_refused(server: &Server, clone: &Clone, commit: &str, fp: &str, says: &str) {
+fn assert_every_door_refused(
+    server: &Server,
+    clone: &DevClone,
+    commit: &str,
+    fp: &str,
+    says: &str,
+) {
     let doors = Doors::open(server, 10);
     let gid = "g";
     for door in Door::ALL {
@@ -340,7 +346,7 @@ fn a_single_server_refuses_every_group_operation_through_every_door() {
 
 /// A server that joined its group: v2 prepared for group `g` through the primary's door.
 /// Returns it, its clone, v2 and the config fingerprint.
-fn member_with_v2_prepared() -> (Server, Clone, String, String) {
+fn member_with_v2_prepared() -> (Server, DevClone, String, String) {
     let (server, clone) = marked_server();
     clone.set_version("v2");
     let v2 = clone.commit("v2");

@@ -1,4 +1,4 @@
-//! Zero downtime for a group (issue #12), with real nginx and php-fpm: a primary and one host,
+//! Zero downtime for a group, with real nginx and php-fpm: a primary and one host,
 //! each behind its own nginx and php-fpm, and a third nginx balancing between them. Under load
 //! through the balancer, group deploys and rollbacks never fail a request, and no answer ever
 //! comes from a build that is not the group's current or previous one.

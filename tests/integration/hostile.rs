@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::harness::trees::{self, Gen, HOSTILE, Hostile, Node, Objects, Rng, Tree, file};
-use crate::harness::{Clone, Push, Server, ServerState, tree_listing};
+use crate::harness::{DevClone, Push, Server, ServerState, tree_listing};
 
 const SHARED: &[&str] = &[".env", "uploads"];
 
@@ -24,7 +24,7 @@ const SHARED: &[&str] = &[".env", "uploads"];
 /// own checks are all that stands between a pushed tree and the disk.
 struct World {
     server: Server,
-    clone: Clone,
+    clone: DevClone,
     objects: Objects,
 }
 

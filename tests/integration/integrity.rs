@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Clone, Server};
+use crate::harness::{DevClone, Server};
 
 /// Every file and link of `commit`, as git has them, checked out afresh into a temp dir.
 fn fresh_checkout(server: &Server, commit: &str) -> tempfile::TempDir {
@@ -369,7 +369,7 @@ fn du(args: &[&str], path: &Path) -> u64 {
         .unwrap()
 }
 
-fn push_versions(clone: &Clone, versions: &[&str]) {
+fn push_versions(clone: &DevClone, versions: &[&str]) {
     for v in versions {
         clone.deploy_version(v);
     }

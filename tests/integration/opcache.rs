@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::web::WebServer;
-use crate::harness::{Clone, Server, exclusive, fixture};
+use crate::harness::{DevClone, Server, exclusive, fixture};
 
 const WORKERS: usize = 4;
 
@@ -74,7 +74,7 @@ fn start_document_root_web(server: &Server, listen: &Listen) -> (WebServer, Stri
 }
 
 /// The example app, its page also naming the php-fpm worker that rendered it.
-fn clone_app(server: &Server) -> Clone {
+fn clone_app(server: &Server) -> DevClone {
     let clone = server.clone_fixture("example-app");
     let index = fs::read_to_string(fixture("example-app").join("public/index.php")).unwrap();
     clone.write(
@@ -130,7 +130,7 @@ fn assert_all_serve(seen: &BTreeMap<String, BTreeSet<String>>, version: &str, co
 }
 
 /// Deploys v1 and warms every worker with it; returns v1's commit.
-fn deploy_v1_and_warm(server: &Server, clone: &Clone, web: &WebServer) -> String {
+fn deploy_v1_and_warm(server: &Server, clone: &DevClone, web: &WebServer) -> String {
     let v1 = clone.deploy_version("v1");
     assert_eq!(server.live_revision(), v1);
     assert_all_serve(&serve(web, 3), "v1", &v1);

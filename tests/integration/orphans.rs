@@ -8,7 +8,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{Clone, Server, wait_until};
+use crate::harness::{DevClone, Server, wait_until};
 
 /// Every process but this test that works in the deploy root (composer runs in
 /// application/, commands in a build) or runs a script of the test: what the hook started.
@@ -149,7 +149,7 @@ impl Orphan {
 
 /// A commit that touches no PHP and no composer file, so that composer stays quiet and the
 /// first output of the deploy is the command's.
-fn commit_content(clone: &Clone, label: &str) -> String {
+fn commit_content(clone: &DevClone, label: &str) -> String {
     clone.write("content/label.txt", label);
     clone.commit(label)
 }
@@ -157,7 +157,7 @@ fn commit_content(clone: &Clone, label: &str) -> String {
 /// The push after the kill: it deploys `commit`, says it stopped the orphan before it began,
 /// the orphan is gone, and its file is neither in the new build nor in application/.
 #[track_caller]
-fn next_deploy_stops_the_orphan(server: &Server, clone: &Clone, orphan: i32, commit: &str) {
+fn next_deploy_stops_the_orphan(server: &Server, clone: &DevClone, orphan: i32, commit: &str) {
     let push = clone.push_main().success();
     assert_eq!(server.live_revision(), commit, "{}", push.stderr);
     assert!(

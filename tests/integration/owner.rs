@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::harness::users::{DeployUser, hand_over, let_in, push_as};
-use crate::harness::{BIN, Clone, Server, tree_listing};
+use crate::harness::{BIN, DevClone, Server, tree_listing};
 
 /// A server whose repository and root belong to a fresh deploy user, which pushed v1.
-fn deployed_by(user: &DeployUser) -> (Server, Clone) {
+fn deployed_by(user: &DeployUser) -> (Server, DevClone) {
     let server = Server::install();
     let clone = server.clone_fixture("example-app");
     hand_over(&server, &clone, user.uid, user.gid);

@@ -8,13 +8,14 @@
 //! SKIPPED.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use crate::harness::users::{DeployUser, admin, is_root};
 use crate::harness::web::WebServer;
-use crate::harness::{Clone, Push, Server};
+use crate::harness::{BIN, DevClone, Push, Server, assert_success};
 
 /// The app: reports its version, and writes or appends, as the pool's user, to a path under
 /// the app's root (shared entries among them).
@@ -41,7 +42,7 @@ default:
 
 /// A server whose root and repository belong to a fresh deploy user (as on a server that user
 /// set up), its clone holding the app at `v1`.
-fn server_for(user: &DeployUser, shared: &str, keep_builds: &str) -> (Server, Clone) {
+fn server_for(user: &DeployUser, shared: &str, keep_builds: &str) -> (Server, DevClone) {
     let server = Server::builder()
         .config("composer", "false")
         .config("shared", shared)
@@ -84,7 +85,7 @@ fn install_ok(server: &Server, user: &DeployUser) {
 /// The deploy user, put in www-data's group, installed with `--web-user www-data` and
 /// pushed v1.
 #[track_caller]
-fn deploying_with_www_data(user: &DeployUser, keep_builds: &str) -> (Server, Clone) {
+fn deploying_with_www_data(user: &DeployUser, keep_builds: &str) -> (Server, DevClone) {
     admin(&["usermod", "-aG", "www-data", &user.name]);
     let (server, clone) = server_for(user, "[uploads/]", keep_builds);
     install_ok(&server, user);
@@ -93,7 +94,7 @@ fn deploying_with_www_data(user: &DeployUser, keep_builds: &str) -> (Server, Clo
 }
 
 /// `git push <repository> HEAD:main` from `clone` as the deploy user.
-fn push_as(server: &Server, clone: &Clone, user: &DeployUser) -> Push {
+fn push_as(server: &Server, clone: &DevClone, user: &DeployUser) -> Push {
     crate::harness::users::push_as(server, clone, |cmd| user.run(cmd))
 }
 
@@ -387,7 +388,7 @@ echo $env === false ? 'no .env' : 'greeting: ' . $env['GREETING'];
 
 /// A clone with a `.env` and a `config/auth.json` committed (what `shared:` seeds from), and
 /// a file of another name beside them.
-fn clone_with_secrets(server: &Server) -> Clone {
+fn clone_with_secrets(server: &Server) -> DevClone {
     let clone = server.empty_clone("app");
     clone.write("public/index.php", ENV_INDEX);
     clone.write(".env", "GREETING=hello from .env\n");
@@ -631,4 +632,195 @@ fn a_secret_linked_from_elsewhere_is_never_changed_through_the_link() {
         fs::read_to_string(&target).unwrap(),
         "APP_KEY=kept-elsewhere\n"
     );
+}
+
+/// shared/ is where the web server (and whoever breaks into it) writes: `install --web-user`,
+/// run as root, must change nothing outside it, whatever it finds there: a symlink to a
+/// directory outside, a hard link to a file outside (chmod of one name is the chmod of all),
+/// a FIFO (never opened), a socket, a name that is not UTF-8, a deep tree.
+#[test]
+fn web_user_changes_nothing_outside_shared_through_links() {
+    let server = Server::install();
+    let outside = server.base().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let secret = outside.join("secret");
+    fs::write(&secret, "root's").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+    let before = |p: &PathBuf| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.mode(), m.uid(), m.gid())
+    };
+    let (secret_before, outside_before) = (before(&secret), before(&outside));
+
+    let shared = server.root.join("shared");
+    std::os::unix::fs::symlink(&outside, shared.join("evil")).unwrap();
+    fs::hard_link(&secret, shared.join("linked")).unwrap();
+    let fifo = std::ffi::CString::new(shared.join("fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    drop(std::os::unix::net::UnixListener::bind(shared.join("sock")).unwrap());
+    fs::write(
+        shared.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+        "x",
+    )
+    .unwrap();
+    let mut deep = shared.join("deep");
+    for _ in 0..600 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f"), "x").unwrap();
+
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_success(&out, "install --web-user");
+    assert_eq!(
+        before(&secret),
+        secret_before,
+        "the file outside shared/ changed"
+    );
+    assert_eq!(
+        before(&outside),
+        outside_before,
+        "the directory outside changed"
+    );
+    assert!(
+        said.contains("linked") && said.contains("other names"),
+        "the hard-linked file left alone is named: {said}"
+    );
+    for name in ["fifo", "sock"] {
+        assert_eq!(fs::symlink_metadata(shared.join(name)).unwrap().gid(), 33);
+    }
+    let name = shared.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    assert_eq!(fs::metadata(&name).unwrap().mode() & 0o070, 0o060);
+    assert_eq!(fs::metadata(deep.join("f")).unwrap().gid(), 33);
+}
+
+/// The web user writes in shared/ while root runs `install --web-user` over it: when it swaps
+/// a directory for a symlink to one outside, after install listed shared/ and before it got
+/// to that directory's files, install must not follow it. strace stops install right after its
+/// first change of a group (shared/'s own) and the swap happens then, deterministically.
+#[test]
+fn web_user_follows_no_directory_swapped_for_a_symlink_while_it_runs() {
+    let server = Server::install();
+    let outside = server.base().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("b"), "root's").unwrap();
+    fs::set_permissions(outside.join("b"), fs::Permissions::from_mode(0o600)).unwrap();
+    let before = fs::metadata(outside.join("b")).unwrap();
+    let shared = server.root.join("shared");
+    fs::create_dir(shared.join("a")).unwrap();
+    fs::write(shared.join("a/b"), "the app's").unwrap();
+
+    let mut strace = server
+        .command("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "trace=lchown,fchown,fchownat"])
+        .args(["-e", "inject=lchown,fchown,fchownat:signal=SIGSTOP:when=1"])
+        .arg(BIN)
+        .arg("install")
+        .arg("--repo")
+        .arg(&server.repo)
+        .arg("--root")
+        .arg(&server.root)
+        .args(["--web-user", "www-data"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut swapped = false;
+    // Once shared/ has its new group, install is past that lchown and, stopped by the signal
+    // strace gives it there, runs no code of its own until SIGCONT: the swap lands between
+    // its listing of shared/ and its changes below it, every time.
+    while strace.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "install never ended");
+        if !swapped && fs::metadata(&shared).unwrap().gid() == 33 {
+            fs::remove_dir_all(shared.join("a")).unwrap();
+            std::os::unix::fs::symlink(&outside, shared.join("a")).unwrap();
+            swapped = true;
+        }
+        if swapped {
+            let children = fs::read_to_string(format!(
+                "/proc/{}/task/{}/children",
+                strace.id(),
+                strace.id()
+            ))
+            .unwrap_or_default();
+            for pid in children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: signals the install process this test started.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = strace.wait_with_output().unwrap();
+    assert!(swapped, "install never changed a group");
+    assert_success(&out, "install --web-user under strace");
+    let after = fs::metadata(outside.join("b")).unwrap();
+    assert_eq!(
+        (after.mode(), after.gid()),
+        (before.mode(), before.gid()),
+        "install changed a file outside shared/ through the swapped directory"
+    );
+}
+
+/// shared/ as a symlink the operator made to a data volume is still what install --web-user
+/// gives to the web user's group (only links found inside shared/ are left alone).
+#[test]
+fn web_user_treats_a_shared_folder_that_is_a_symlink_to_a_volume() {
+    let server = Server::install();
+    let volume = server.base().join("volume");
+    fs::create_dir_all(volume.join("uploads")).unwrap();
+    fs::write(volume.join("uploads/a.txt"), "a").unwrap();
+    let shared = server.root.join("shared");
+    fs::remove_dir(&shared).unwrap();
+    std::os::unix::fs::symlink(&volume, &shared).unwrap();
+    let out = server.run_install(&server.repo, &["--web-user", "www-data"]);
+    assert_success(&out, "install --web-user");
+    for (path, mode) in [("", 0o2070), ("uploads", 0o2070), ("uploads/a.txt", 0o060)] {
+        let meta = fs::metadata(volume.join(path)).unwrap();
+        assert_eq!(
+            (meta.mode() & mode, meta.gid()),
+            (mode, 33),
+            "volume/{path}"
+        );
+    }
+}
+
+/// Without root, install --web-user reaches each file through a descriptor it opens: a file of
+/// the deploy user's own that it may not read (mode 0200: a drop box) is still its own to
+/// chmod, and must not fail the install. Here www-data is both the deploy user and the web one.
+#[test]
+fn web_user_as_its_owner_changes_an_unreadable_file_of_its_own() {
+    let server = Server::install();
+    let base = server.base();
+    let shared = server.root.join("shared");
+    fs::write(shared.join("dropbox"), "x").unwrap();
+    fs::set_permissions(shared.join("dropbox"), fs::Permissions::from_mode(0o200)).unwrap();
+    for dir in [server.repo.clone(), server.root.clone(), base.join("home")] {
+        for entry in walkdir::WalkDir::new(dir) {
+            std::os::unix::fs::lchown(entry.unwrap().path(), Some(33), Some(33)).unwrap();
+        }
+    }
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = server
+        .command("setpriv")
+        .args(["--reuid=33", "--regid=33", "--init-groups", "--"])
+        .arg(BIN)
+        .arg("install")
+        .arg("--repo")
+        .arg(&server.repo)
+        .arg("--root")
+        .arg(&server.root)
+        .args(["--web-user", "www-data"])
+        .output()
+        .unwrap();
+    assert_success(&out, "install --web-user as www-data");
+    let meta = fs::symlink_metadata(shared.join("dropbox")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o260);
 }

@@ -7,11 +7,11 @@ use std::fs;
 use std::time::Duration;
 
 use crate::harness::web::{WebServer, get};
-use crate::harness::{Clone, Server, exclusive};
+use crate::harness::{DevClone, Server, exclusive};
 use crate::web::{APP_NAME, Load};
 
 /// The example app deployed once (v1), with php-fpm and nginx serving it.
-fn live_v1(server: &Server, edit_pool: &dyn Fn(String) -> String) -> (Clone, String, WebServer) {
+fn live_v1(server: &Server, edit_pool: &dyn Fn(String) -> String) -> (DevClone, String, WebServer) {
     let clone = server.clone_fixture("example-app");
     let v1 = clone.deploy_version("v1");
     let web = WebServer::start_edited(
@@ -36,7 +36,7 @@ fn assert_serves(web: &WebServer, version: &str) {
 }
 
 /// `public/index.php` of the example app with `php` run first.
-fn prepend_to_index(clone: &Clone, php: &str) {
+fn prepend_to_index(clone: &DevClone, php: &str) {
     let index = fs::read_to_string(crate::harness::fixture("example-app").join("public/index.php"))
         .unwrap();
     let rest = index.strip_prefix("<?php").unwrap();
@@ -281,7 +281,7 @@ fn a_host_whose_preflight_fails_stops_every_switch() {
 }
 
 /// Commits v2, whose pages answer 500 on a server whose deploy root holds `preflight-fails`.
-fn clone_breaks_where_marked(clone: &Clone) {
+fn clone_breaks_where_marked(clone: &DevClone) {
     clone.set_version("v2");
     prepend_to_index(
         clone,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::harness::{self, Clone, Server};
+use crate::harness::{self, DevClone, Server};
 
 const USER: &str = "deploy-bot";
 /// Distinctive, so that a copy of it anywhere in a build can be searched for.
@@ -183,7 +183,7 @@ fn dist_zip(server: &Server) -> Vec<u8> {
 
 /// An app that requires the private package (no lock: composer asks the repository on every
 /// deploy, as an app does whose lock changed).
-fn private_app(server: &Server, repo: &PrivateRepo) -> Clone {
+fn private_app(server: &Server, repo: &PrivateRepo) -> DevClone {
     let clone = server.empty_clone("private");
     let composer = serde_json::json!({
         "name": "test/private-app",
@@ -389,7 +389,7 @@ fn an_unsafe_or_broken_server_auth_json_refuses_the_deploy_before_anything_chang
 }
 
 /// A monorepo: the example app under backend/, a front end beside it.
-fn monorepo(server: &Server) -> Clone {
+fn monorepo(server: &Server) -> DevClone {
     let clone = server.empty_clone("monorepo");
     harness::copy_tree(
         &harness::fixture("example-app"),
@@ -483,7 +483,7 @@ fn app_dir_deploys_one_directory_and_composer_skips_changes_outside_it() {
 }
 
 /// Puts something other than a directory (or nothing) at backend/ in a clone.
-type MakeBackend = fn(&Clone);
+type MakeBackend = fn(&DevClone);
 
 #[test]
 fn a_commit_without_the_app_dir_is_refused_naming_commit_and_path() {

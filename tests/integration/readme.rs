@@ -125,11 +125,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Where `file` may mean: the integration module of that name, a file under tests/ (the
-/// harness), or a source file (unit tests) whose path ends so.
+/// Where `file` may mean: the integration module of that name or a harness file (`harness/…`,
+/// both in tests/integration/), or a source file (unit tests) whose path ends so.
 fn candidates(file: &str) -> Vec<PathBuf> {
-    let tests = Path::new(ROOT).join("tests");
-    let mut all = vec![tests.join("integration").join(file), tests.join(file)];
+    let mut all = vec![Path::new(ROOT).join("tests/integration").join(file)];
     let mut sources = Vec::new();
     rust_files(&Path::new(ROOT).join("src"), &mut sources);
     all.extend(sources.into_iter().filter(|p| p.ends_with(file)));

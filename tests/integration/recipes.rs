@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::harness::users::DeployUser;
 use crate::harness::web::{WebServer, get};
-use crate::harness::{Clone, Server, fixture};
+use crate::harness::{DevClone, Server, fixture};
 
 /// The recipe's text, as the README prints it.
 fn recipe(name: &str) -> String {
@@ -45,7 +45,7 @@ const LARAVEL_ENV: &str = "APP_NAME=\"Recipe Shop\"\nAPP_ENV=production\nAPP_KEY
 /// The Laravel-like app deployed once through the recipe, shared/.env made beforehand as the
 /// recipe says.
 #[track_caller]
-fn laravel_v1() -> (Server, Clone) {
+fn laravel_v1() -> (Server, DevClone) {
     let server = server_with_recipe("laravel");
     fs::create_dir_all(server.root.join("shared")).unwrap();
     fs::write(shared(&server, ".env"), LARAVEL_ENV).unwrap();
@@ -382,7 +382,7 @@ fn a_failing_migration_fails_the_push_and_the_old_build_keeps_serving() {
 const SYMFONY_ENV_LOCAL: &str = "APP_ENV=prod\nAPP_SECRET=4f1b2c3d5e6f7a8b9c0d\n";
 
 #[track_caller]
-fn symfony_v1() -> (Server, Clone) {
+fn symfony_v1() -> (Server, DevClone) {
     let server = server_with_recipe("symfony");
     fs::create_dir_all(server.root.join("shared")).unwrap();
     fs::write(shared(&server, ".env.local"), SYMFONY_ENV_LOCAL).unwrap();
@@ -391,7 +391,7 @@ fn symfony_v1() -> (Server, Clone) {
     (server, clone)
 }
 
-fn set_greeting(clone: &Clone, greeting: &str) {
+fn set_greeting(clone: &DevClone, greeting: &str) {
     clone.write(
         "config/services.php",
         &format!(
@@ -610,7 +610,7 @@ const NOBODY: u32 = 65534;
 
 /// `git push <repository> HEAD:main` from `clone` as the deploy user.
 #[track_caller]
-fn push_as_deploy_user(server: &Server, clone: &Clone) -> String {
+fn push_as_deploy_user(server: &Server, clone: &DevClone) -> String {
     use std::os::unix::process::CommandExt;
     let push = crate::harness::users::push_as(server, clone, |cmd| {
         cmd.uid(NOBODY).gid(NOBODY).output().unwrap()
@@ -830,7 +830,7 @@ fn deployed_for_www_data(
     deploy_yml: &str,
     fixture: &str,
     before: impl FnOnce(&Server),
-) -> (Server, Clone) {
+) -> (Server, DevClone) {
     let server = server_with_deploy_yml(name, deploy_yml);
     before(&server);
     let clone = server.clone_fixture(fixture);

@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use crate::harness::{Clone, Server};
+use crate::harness::{DevClone, Server, assert_success};
 
 /// Deploys one version per name; returns each version's build and commit.
-fn deploy_versions(server: &Server, clone: &Clone, versions: &[&str]) -> Vec<(String, String)> {
+fn deploy_versions(server: &Server, clone: &DevClone, versions: &[&str]) -> Vec<(String, String)> {
     versions
         .iter()
         .map(|v| {
@@ -25,7 +25,7 @@ fn deploy_versions(server: &Server, clone: &Clone, versions: &[&str]) -> Vec<(St
 }
 
 /// Where `git push production :rollback` would land, as the developer sees it.
-fn rollback_ref(clone: &Clone) -> Option<String> {
+fn rollback_ref(clone: &DevClone) -> Option<String> {
     let out = clone.git(&["ls-remote", "production", "rollback"]);
     out.split_whitespace().next().map(str::to_string)
 }
@@ -606,4 +606,57 @@ fn a_tag_deployed_through_replay_is_named_by_its_deploy() {
         .success()
         .stderr_has(&format!("deploying {} from", &v[1].1[..7]));
     assert_eq!(server.deploy_log().pop().unwrap().get("tag"), None);
+}
+
+/// A replay pushed to a root whose deploy.yml is broken fails; the replay branch must go all
+/// the same (as after any replay), or the same `git push production <commit>:replay-staging`
+/// once deploy.yml is mended is "Everything up-to-date" and deploys nothing.
+#[test]
+fn a_replay_refused_for_a_broken_deploy_yml_can_be_pushed_again() {
+    let main = Server::install();
+    let staging = main.other_root(&main.base().join("srv-staging"));
+    assert_success(
+        &staging.run_install(&main.repo, &["--branch", "staging"]),
+        "install of the second root",
+    );
+    let commit = replay_refused_then_pushed_again(&main, &staging, "replay-staging", || {
+        assert_eq!(staging.live(), None);
+    });
+    assert_eq!(staging.live_revision(), commit);
+    assert_eq!(main.live(), None);
+}
+
+/// The same for a repository's only root: its `replay` branch goes even when deploy.yml
+/// cannot load, so the push deploys once deploy.yml is mended.
+#[test]
+fn a_replay_refused_for_a_broken_deploy_yml_of_the_only_root_can_be_pushed_again() {
+    let server = Server::install();
+    let commit = replay_refused_then_pushed_again(&server, &server, "replay", || {});
+    assert_eq!(server.live_revision(), commit);
+}
+
+/// Breaks `root`'s deploy.yml, pushes a new commit of the example app to `replay_branch`
+/// (refused, naming the bad key; then `refused` checks what it left), mends deploy.yml and
+/// pushes the same again, which must deploy. Returns the commit.
+fn replay_refused_then_pushed_again(
+    repo: &Server,
+    root: &Server,
+    replay_branch: &str,
+    refused: impl FnOnce(),
+) -> String {
+    let good = fs::read_to_string(root.config_path()).unwrap();
+    fs::write(root.config_path(), format!("{good}no_such_key: 1\n")).unwrap();
+    let clone = repo.clone_fixture("example-app");
+    clone.set_version("replayed");
+    let commit = clone.commit("replayed");
+    let refspec = format!("HEAD:refs/heads/{replay_branch}");
+    clone
+        .push(&[&refspec])
+        .deploy_failed()
+        .stderr_has("no_such_key");
+    refused();
+
+    fs::write(root.config_path(), &good).unwrap();
+    clone.push(&[&refspec]).success();
+    commit
 }

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::harness::trees::{self, Node, Objects};
-use crate::harness::{Clone, Push, Server, assert_success, tree_listing};
+use crate::harness::{DevClone, Push, Server, assert_success, tree_listing};
 
 /// A repository a submodule comes from: a bare repository next to the server's (so that
 /// `../<name>.git` reaches it from there and from the developer's clone alike) and a working
@@ -102,7 +102,7 @@ fn server() -> Server {
 
 /// An app with an index.php, committed.
 #[track_caller]
-fn app(server: &Server) -> Clone {
+fn app(server: &Server) -> DevClone {
     let clone = server.empty_clone("app");
     clone.write("index.php", "<?php echo 'app';\n");
     clone.commit("app");
@@ -260,7 +260,7 @@ fn a_gitlink_becomes_a_directory_or_a_file_and_back() {
         &[("a.txt", "from lib\n"), ("sub/b.txt", "b\n")],
     );
     let clone = app(&server);
-    let as_submodule = |clone: &Clone| {
+    let as_submodule = |clone: &DevClone| {
         git(
             &server,
             &clone.path,
@@ -273,7 +273,7 @@ fn a_gitlink_becomes_a_directory_or_a_file_and_back() {
             ["a.txt", "sub", "sub/b.txt"]
         );
     };
-    let unlink = |clone: &Clone| {
+    let unlink = |clone: &DevClone| {
         // (git rm also takes its section out of .gitmodules.)
         git(&server, &clone.path, &["rm", "-q", "lib"]);
         let _ = fs::remove_dir_all(clone.path.join(".git/modules/lib"));
@@ -398,7 +398,13 @@ fn a_submodule_commit_missing_from_its_repository_is_a_clear_error() {
 #[track_caller]
 /// Commits `gitmodules` and a gitlink at `lib` to `target`, with no directory behind it (not
 /// `git add -A`, which would drop a gitlink that has none).
-fn commit_gitlink(server: &Server, clone: &Clone, gitmodules: &str, target: &str, message: &str) {
+fn commit_gitlink(
+    server: &Server,
+    clone: &DevClone,
+    gitmodules: &str,
+    target: &str,
+    message: &str,
+) {
     clone.write(".gitmodules", gitmodules);
     git(server, &clone.path, &["add", ".gitmodules"]);
     let cacheinfo = format!("160000,{target},lib");

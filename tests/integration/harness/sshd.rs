@@ -611,7 +611,7 @@ impl SshGroup {
 
     /// A clone of the example app pushing to the primary through the receive-pack wrapper, so
     /// that a failed group deploy fails the push.
-    pub fn clone(&self) -> super::Clone {
+    pub fn clone(&self) -> super::DevClone {
         let clone = self.primary.clone_fixture("example-app");
         clone.wrap();
         clone

@@ -363,7 +363,7 @@ impl Server {
     /// A developer's clone holding a copy of `fixtures/<name>`, committed on the deploy branch,
     /// with `production` pointing at this server.
     #[track_caller]
-    pub fn clone_fixture(&self, name: &str) -> Clone {
+    pub fn clone_fixture(&self, name: &str) -> DevClone {
         let clone = self.empty_clone(name);
         copy_tree(&fixture(name), &clone.path);
         clone.commit("initial version");
@@ -372,9 +372,9 @@ impl Server {
 
     /// An empty repository on the deploy branch with the `production` remote.
     #[track_caller]
-    pub fn empty_clone(&self, label: &str) -> Clone {
+    pub fn empty_clone(&self, label: &str) -> DevClone {
         let path = unique_dir(&self.base(), &format!("clone-{label}"));
-        let clone = Clone {
+        let clone = DevClone {
             path,
             env: self.env.clone(),
         };
@@ -386,7 +386,7 @@ impl Server {
 
     /// Another developer's clone of what the server's repository holds.
     #[track_caller]
-    pub fn clone_repo(&self, label: &str) -> Clone {
+    pub fn clone_repo(&self, label: &str) -> DevClone {
         let path = unique_dir(&self.base(), &format!("clone-{label}"));
         fs::remove_dir(&path).unwrap();
         let out = self
@@ -397,7 +397,7 @@ impl Server {
             .output()
             .unwrap();
         assert_success(&out, "git clone");
-        let clone = Clone {
+        let clone = DevClone {
             path,
             env: self.env.clone(),
         };
@@ -771,13 +771,14 @@ pub fn tree_listing(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-/// A developer's working copy.
-pub struct Clone {
+/// A developer's clone of the server's repository, the working copy pushes come from. (Not
+/// `Clone`: that would shadow the std trait in every file that uses it.)
+pub struct DevClone {
     pub path: PathBuf,
     env: TestEnv,
 }
 
-impl Clone {
+impl DevClone {
     #[track_caller]
     pub fn git(&self, args: &[&str]) -> String {
         let out = self
@@ -850,7 +851,7 @@ impl Clone {
         }
     }
 
-    /// [`Clone::push_with_env`] that returns as soon as the push has ended, leaving the
+    /// [`DevClone::push_with_env`] that returns as soon as the push has ended, leaving the
     /// cleanup after it running: the one way to see it run.
     #[must_use = "assert on what the pusher saw"]
     pub fn push_leaving_cleanup(&self, args: &[&str], vars: &[(&str, &str)]) -> Push {
@@ -886,7 +887,7 @@ impl Clone {
         ]);
     }
 
-    /// Undoes [`Clone::drive_as_primary`]: pushes go to git's own receive-pack again.
+    /// Undoes [`DevClone::drive_as_primary`]: pushes go to git's own receive-pack again.
     pub fn push_directly(&self) {
         self.git(&["config", "--unset", "remote.production.receivepack"]);
     }
@@ -945,7 +946,7 @@ impl Clone {
         self.spawn_push_with_env(args, &[])
     }
 
-    /// [`Clone::spawn_push`] with `vars` added to the environment.
+    /// [`DevClone::spawn_push`] with `vars` added to the environment.
     pub fn spawn_push_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> RunningPush {
         let mut child = self
             .push_command(args)
@@ -999,6 +1000,22 @@ impl Clone {
             .args(args)
             .current_dir(&self.path);
         cmd
+    }
+
+    /// `git push production <args>` allowed at most `limit` open descriptors (RLIMIT_NOFILE,
+    /// soft and hard, set by prlimit(1)), which the hook inherits and cannot raise.
+    #[must_use = "assert on what the pusher saw"]
+    pub fn push_with_open_file_limit(&self, limit: u32, args: &[&str]) -> Push {
+        let out = self
+            .env
+            .command("prlimit")
+            .arg(format!("--nofile={limit}"))
+            .args(["--", "git", "push", "production"])
+            .args(args)
+            .current_dir(&self.path)
+            .output()
+            .unwrap();
+        self.pushed(&out)
     }
 
     /// `git push production <args>` with `vars` added to the environment, which the hook

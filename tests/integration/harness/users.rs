@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Clone, Push, Server};
+use super::{DevClone, Push, Server};
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) reads the process's own user id; it cannot fail.
@@ -19,14 +19,14 @@ pub fn is_root() -> bool {
 /// Hands the server (repository, deploy root, home, composer's home) to `uid:gid`, and lets
 /// that user reach the root-owned clone. Once: changing an owner changes a file's ctime,
 /// which link mode reads.
-pub fn hand_over(server: &Server, clone: &Clone, uid: u32, gid: u32) {
+pub fn hand_over(server: &Server, clone: &DevClone, uid: u32, gid: u32) {
     give(&[server.repo.clone(), server.root.clone()], uid, gid);
     let_in(server, clone, uid, gid);
 }
 
 /// Gives the test's home and composer's home to `uid:gid`, and lets that user reach the
 /// root-owned clone: what a push as that user needs besides the repository and the root.
-pub fn let_in(server: &Server, clone: &Clone, uid: u32, gid: u32) {
+pub fn let_in(server: &Server, clone: &DevClone, uid: u32, gid: u32) {
     let base = server.base();
     give(&[base.join("home"), base.join("composer-home")], uid, gid);
     for dir in [&base, &clone.path] {
@@ -48,7 +48,11 @@ fn give(dirs: &[PathBuf], uid: u32, gid: u32) {
 /// `git push <repository> HEAD:main` from `clone`, run by `run` (which makes it another
 /// user's). By path, so that git has no remote-tracking ref to write into the root-owned
 /// clone.
-pub fn push_as(server: &Server, clone: &Clone, run: impl FnOnce(&mut Command) -> Output) -> Push {
+pub fn push_as(
+    server: &Server,
+    clone: &DevClone,
+    run: impl FnOnce(&mut Command) -> Output,
+) -> Push {
     let out = run(server
         .command("git")
         .arg("push")
@@ -177,7 +181,7 @@ impl DeployUser {
     /// The set-up the shipped php-fpm pool expects: this user put in www-data's group, the
     /// server (and `clone`) handed over to it, and `install --web-user www-data` run by it.
     #[track_caller]
-    pub fn set_up_with_www_data(&self, server: &Server, clone: &Clone) {
+    pub fn set_up_with_www_data(&self, server: &Server, clone: &DevClone) {
         admin(&["usermod", "-aG", "www-data", &self.name]);
         hand_over(server, clone, self.uid, self.gid);
         let out = self.install(server, &["--web-user", "www-data"]);
@@ -189,12 +193,12 @@ impl DeployUser {
     }
 
     /// `git push <repository> HEAD:main` from `clone` as this user.
-    pub fn push(&self, server: &Server, clone: &Clone) -> Push {
+    pub fn push(&self, server: &Server, clone: &DevClone) -> Push {
         self.push_with_umask(server, clone, 0o077)
     }
 
     /// [`DeployUser::push`] with the umask `umask`.
-    pub fn push_with_umask(&self, server: &Server, clone: &Clone, umask: libc::mode_t) -> Push {
+    pub fn push_with_umask(&self, server: &Server, clone: &DevClone, umask: libc::mode_t) -> Push {
         push_as(server, clone, |cmd| self.run_with_umask(cmd, umask))
     }
 }

@@ -1,11 +1,12 @@
 //! The log says who and what: every deploy log entry and every `builds` row names the commit's
-//! subject and author, and who pushed (`serve --pusher`, else the hook's user).
+//! subject and author, and who pushed (`serve --pusher`, else the hook's user); `log` shows any
+//! attempt, failed ones included.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::harness::sshd::{SshClient, Sshd};
-use crate::harness::{self, BIN, Clone, Server};
+use crate::harness::{self, BIN, DevClone, Server};
 
 const AUTHOR: &str = "Test Author <author@example.com>";
 
@@ -21,7 +22,7 @@ fn builds_text(server: &Server) -> String {
 
 /// Commits a version with `subject` as its message's first line (and a body that must not
 /// show).
-fn commit_version(clone: &Clone, version: &str, subject: &str) -> String {
+fn commit_version(clone: &DevClone, version: &str, subject: &str) -> String {
     clone.set_version(version);
     clone.commit(&format!("{subject}\n\nA body the log leaves out."))
 }
@@ -29,7 +30,7 @@ fn commit_version(clone: &Clone, version: &str, subject: &str) -> String {
 /// Makes `git push production` in `clone` go through `serve`, as sshd runs the forced command
 /// `atomdeploy-hook serve --repo R <args>` with what the client asked for in
 /// SSH_ORIGINAL_COMMAND.
-fn through_serve(server: &Server, clone: &Clone, args: &str) {
+fn through_serve(server: &Server, clone: &DevClone, args: &str) {
     let script = server.base().join(format!("forced-command-{}", args.len()));
     fs::write(
         &script,
@@ -270,4 +271,64 @@ fn over_ssh_the_forced_command_names_the_key() {
     // The URL logs in as root: sshd's $USER for the session.
     assert_eq!(entry["pusher"], "root");
     drop(sshd);
+}
+
+#[test]
+fn log_shows_any_attempt_builds_lists_failed_ones_included() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.deploy_version("v1");
+    let v1 = server.live().unwrap();
+
+    server.set_config("before_switch", "['echo first failure; exit 4']");
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone.push_main().deploy_failed();
+    server.set_config("before_switch", "['echo second failure; exit 5']");
+    clone.set_version("v3");
+    clone.commit("v3");
+    clone.push_main().deploy_failed();
+
+    let out = server.run(&["builds"]);
+    harness::assert_success(&out, "builds");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let ids: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("    log: atomdeploy-hook log "))
+        .collect();
+    assert_eq!(ids.len(), 2, "one id per failed attempt:\n{table}");
+
+    // Newest first: the second failure, then the first.
+    for (id, said) in ids.iter().zip(["second failure", "first failure"]) {
+        let out = server.run(&["log", id]);
+        harness::assert_success(&out, &format!("log {id}"));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(&format!("    {said}")), "{text}");
+        assert!(text.contains("error: before_switch failed"), "{text}");
+    }
+    // No argument: the latest attempt, failed or not.
+    let out = server.run(&["log"]);
+    harness::assert_success(&out, "log");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("    second failure")
+    );
+    // A build's name still shows its deploy.
+    let out = server.run(&["log", &v1]);
+    harness::assert_success(&out, "log BUILD");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains(&format!("as builds/{v1}"))
+    );
+
+    // An id that names no attempt: a clear error.
+    let out = server.run(&["log", "failed-2020-01-01T000000000000Z"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a failed attempt that `atomdeploy-hook builds` lists"),
+        "{stderr}"
+    );
 }

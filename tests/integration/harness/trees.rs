@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use super::{Clone, TestEnv, assert_success};
+use super::{DevClone, TestEnv, assert_success};
 
 /// What a tree entry holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct Objects {
 
 impl Objects {
     /// Objects in a developer's clone, ready to be pushed from it.
-    pub fn in_clone(clone: &Clone) -> Objects {
+    pub fn in_clone(clone: &DevClone) -> Objects {
         Objects {
             git_dir: clone.path.join(".git"),
             env: clone.env.clone(),
