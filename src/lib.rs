@@ -1,37 +1,23 @@
 //! atomdeploy-hook: `git push production main` as an atomic deploy of a PHP application.
 //!
-//! The binary (`main.rs`) only parses its command line and calls [`run::run`]; everything
-//! else is here, so that a test can call a deploy in-process.
+//! The binary (`main.rs`) only parses its command line and calls [`commands::run`];
+//! everything else is here. Its folders are layers, each importing only from itself or the
+//! layers below it (`scripts/shape/cycles.py` fails the build on an upward import):
 //!
-//! - Entry points: [`run`] dispatches a command; [`hook`] is the `post-receive` hook, above
-//!   both [`deploy`] and [`rollback`]; [`install`] sets a server up; [`inventory`] lists what
-//!   is on it; [`cli`] and [`push`] read what the operator and git hand over; [`push_status`]
-//!   makes `git push` exit non-zero when its deploy failed (`receive-pack`, `serve`);
-//!   [`hook`]`::several` lets one repository serve several deploy roots.
-//! - A deploy: [`deploy`] takes the lock, decides, runs [`pipeline`] and logs; the pipeline
-//!   runs the [`steps`] (one module each, in the README's order); [`rollback`] goes back.
+//! - [`commands`]: what `run` dispatches (install, doctor, builds/log, freeze, hosts, serve
+//!   and receive-pack, rollback and replay by hand…), and the command line ([`commands::cli`]).
+//! - [`receive`]: what a push sets going: the `post-receive` hook, a deploy and its pipeline,
+//!   a rollback, the group of web servers (the protocol, the primary's and a host's side).
+//! - [`steps`]: one module per step of a deploy, in the README's order (checkout, composer,
+//!   snapshot, shared, the flip in [`steps::switch`], …).
 //! - [`state`]: what a deploy root holds between runs (its layout, the builds, the deploy log,
-//!   the manifests, the refs), and [`config`], deploy.yml.
-//! - [`group`]: several web servers, one push (the protocol, and a host's side of it).
+//!   the manifests, the refs, a freeze).
 //! - [`infra`]: what every step leans on (running programs, the report, the lock, recovery
-//!   after a kill, crash points for the tests).
+//!   after a kill, crash points for the tests), and [`config`], deploy.yml, at the ground.
 
-pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod deploy;
-pub mod doctor;
-pub mod freeze;
-pub mod group;
-pub mod hook;
-pub mod hook_file;
 pub mod infra;
-pub mod install;
-pub mod inventory;
-pub mod notify;
-pub mod pipeline;
-pub mod push;
-pub mod push_status;
-pub mod rollback;
-pub mod run;
+pub mod receive;
 pub mod state;
 pub mod steps;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use crate::push::Branches;
+use crate::receive::push::Branches;
 use crate::state::plan::Layout;
 
 /// In a root's state folder: its own control branches, when it is not its repository's first

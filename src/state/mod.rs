@@ -7,6 +7,7 @@ pub mod app_tree;
 pub mod build_name;
 pub mod builds;
 pub mod control_branches;
+pub mod freeze;
 pub mod history;
 pub mod manifest;
 pub mod plan;

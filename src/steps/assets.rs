@@ -31,7 +31,7 @@ use walkdir::WalkDir;
 
 use crate::config::SnapshotMode;
 use crate::infra::report::Reporter;
-use crate::pipeline::Deploy;
+use crate::receive::pipeline::Deploy;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Layout;

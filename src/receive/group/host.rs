@@ -14,13 +14,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use crate::group::{GroupRef, Line, Op, REF_PREFIX, Status, trust};
 use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::recover;
 use crate::infra::report::{Reporter, short_id};
-use crate::pipeline::{self, Deploy, GoLive, Prepared, Problem};
-use crate::push::{PushRequest, RefUpdate};
+use crate::receive::group::{GroupRef, Line, Op, REF_PREFIX, Status, trust};
+use crate::receive::pipeline::{self, Deploy, GoLive, Prepared, Problem};
+use crate::receive::push::{PushRequest, RefUpdate};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::history::{self, GroupOp, Outcome};
@@ -257,7 +257,7 @@ enum Making {
 fn prepare(ctx: &Ctx, fp: &str, making: Making, entry: &mut history::Entry) -> Result<()> {
     let layout = &ctx.plan.layout;
     // As a single server refuses a push: a freeze holds whoever asks.
-    crate::freeze::check(layout)?;
+    crate::state::freeze::check(layout)?;
     recover::recover(layout, ctx.reporter)
         .context("cleaning up after an interrupted deploy failed")?;
     drop_other_records(layout, ctx.gid);
@@ -672,7 +672,7 @@ fn finish(
         ctx.reporter.record_error(&message);
         entry.error = Some(message);
     }
-    entry.steps = crate::deploy::step_times(ctx.reporter);
+    entry.steps = crate::receive::deploy::step_times(ctx.reporter);
     entry.finished_at = builds::utc_now_rfc3339();
     entry.seconds = ctx.reporter.elapsed().as_secs_f64();
     // A prepared build's output is kept with it, and a switch's added after it.

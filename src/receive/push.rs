@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use anyhow::{Result, bail};
 
 use crate::config::{REPLAY_BRANCH, ROLLBACK_BRANCH};
-use crate::group::GroupRef;
+use crate::receive::group::GroupRef;
 
 /// The branches that mean something to one deploy root: the one it deploys, and the two it
 /// controls (see `hook/several.rs`: a repository's first root has `rollback` and `replay`,

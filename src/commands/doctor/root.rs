@@ -62,7 +62,7 @@ pub fn check(context: &Context, out: &mut Vec<Finding>) {
 /// A host of a group says so: its own pushes are refused, which an operator looking at the
 /// server should not have to find out by pushing. Nothing on a server of its own.
 fn membership(layout: &crate::state::plan::Layout, out: &mut Vec<Finding>) {
-    if let Some(member) = crate::group::trust::membership(layout) {
+    if let Some(member) = crate::receive::group::trust::membership(layout) {
         out.push(Finding::ok(
             "group",
             format!(

@@ -20,10 +20,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::commands::serve as push_status;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::Reporter;
-use crate::push::{PushRequest, RefUpdate};
-use crate::push_status;
+use crate::receive::push::{PushRequest, RefUpdate};
 use crate::state::builds;
 use crate::state::history::{self, PUSHER_ENV};
 use crate::state::plan::{Layout, Plan};
@@ -141,7 +141,7 @@ pub fn refuse_direct_push(plan: &Plan, request: &PushRequest, reporter: &Reporte
     let why = format!("{why}{}", put_back_claimed(plan, request));
     // Logged and notified as a frozen push is: a deploy that was asked for and refused.
     let entry = log_refusal(plan, &touched, &why, reporter);
-    crate::notify::send(plan, &entry, reporter);
+    crate::receive::notify::send(plan, &entry, reporter);
     bail!("{why}")
 }
 

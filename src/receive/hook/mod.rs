@@ -1,6 +1,7 @@
 //! The `post-receive` hook: what git hands it, which repository it runs for, and what each
 //! pushed ref asks of it (a deploy, a rollback, a group operation, or nothing).
 
+pub mod file;
 mod several;
 
 use std::io::Read;
@@ -8,16 +9,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::deploy::{self, Request};
+use crate::commands::serve::StatusFile;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{self, Output, Reported, Reporter};
-use crate::push::{Branches, PushRequest};
-use crate::push_status::StatusFile;
+use crate::receive::deploy::{self, Request};
+use crate::receive::push::{Branches, PushRequest};
+use crate::receive::{group, push, rollback};
 use crate::state::builds;
 use crate::state::control_branches;
 use crate::state::plan::Plan;
 use crate::state::refs;
-use crate::{group, push, rollback};
 
 /// Runs the hook for the deploy roots `roots` (one, or several sharing the repository: see
 /// `hook/several.rs`), reading the pushed refs from stdin, and tells a waiting

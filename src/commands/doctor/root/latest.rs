@@ -1,10 +1,10 @@
 //! `latest`: a relative symlink to a complete build in `builds/`, as the switch leaves it; and
 //! a freeze in effect.
 
-use crate::doctor::Finding;
-use crate::freeze;
+use crate::commands::doctor::Finding;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
+use crate::state::freeze;
 use crate::state::plan::Layout;
 
 use super::shell_path;

@@ -2,8 +2,8 @@
 //! one answers, builds with this server's app keys, and serves this server's live commit. One
 //! line each.
 
-use crate::group::view::{self, Row};
 use crate::infra::report::{Output, Reporter, short_id};
+use crate::receive::group::view::{self, Row};
 use crate::state::plan::Plan;
 
 use super::Finding;

@@ -6,11 +6,11 @@ use std::io::Write;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use crate::group::excluded;
-use crate::group::primary::{self, Group, HostBuild, Local};
-use crate::group::remote::{self, GroupLine, Host};
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{Reporter, short_id};
+use crate::receive::group::excluded;
+use crate::receive::group::primary::{self, Group, HostBuild, Local};
+use crate::receive::group::remote::{self, GroupLine, Host};
 use crate::state::builds;
 use crate::state::plan::Plan;
 
@@ -58,7 +58,7 @@ pub fn rows_of(
     let (live, commit) = primary_live(plan)?;
     let exclusions = excluded::read(&plan.layout)?;
     let gid = primary::new_gid();
-    let status_ref = primary::group_ref(&gid, crate::group::Op::Status);
+    let status_ref = primary::group_ref(&gid, crate::receive::group::Op::Status);
     let answers = primary::on_all(hosts, |host| {
         remote::push(plan, host, &commit, &status_ref, reporter, &|_| {})
     });

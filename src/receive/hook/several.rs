@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
 
+use crate::commands::serve::StatusFile;
 use crate::infra::report::{self, Output, Reported, Reporter};
-use crate::push::{self, Branches, RefUpdate};
-use crate::push_status::StatusFile;
+use crate::receive::push::{self, Branches, RefUpdate};
 use crate::state::control_branches::branches;
 use crate::state::plan::{Layout, Plan};
 use crate::state::refs;
@@ -277,7 +277,7 @@ fn refuse_group(
             .any(|(_, l)| l.branches().is_some_and(|b| b.claims(&u.refname)))
     });
     let failed = match &repo {
-        Some(repo) => crate::group::trust::put_back_all(repo, claimed),
+        Some(repo) => crate::receive::group::trust::put_back_all(repo, claimed),
         None => String::new(),
     };
     let listed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use git2::Repository;
 
-use crate::doctor::Finding;
-use crate::hook_file::{Invocation, invocations};
-use crate::install::HOOK_MARKER;
+use crate::commands::doctor::Finding;
+use crate::commands::install::HOOK_MARKER;
+use crate::receive::hook::file::{Invocation, invocations};
 use crate::state::plan::Plan;
 
 use super::{install_fix, shell_path};

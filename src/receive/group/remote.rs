@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
-use crate::group::excluded;
 use crate::infra::child;
 use crate::infra::quote::sh_quote;
 use crate::infra::report::Reporter;
+use crate::receive::group::excluded;
 use crate::state::plan::{Layout, Plan};
 
-pub use crate::group::Line as GroupLine;
-use crate::group::{GroupRef, LINE_PREFIX, Op};
+pub use crate::receive::group::Line as GroupLine;
+use crate::receive::group::{GroupRef, LINE_PREFIX, Op};
 
 /// Lines of a host's errors kept for the primary's report.
 const ERRORS_KEPT: usize = 3;

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
-use crate::group::excluded::{self, Exclusion};
-use crate::group::remote::{self, GroupLine, Host, Pushed};
-use crate::group::{GroupRef, Op};
 use crate::infra::fault;
 use crate::infra::report::{Reporter, short_id};
+use crate::receive::group::excluded::{self, Exclusion};
+use crate::receive::group::remote::{self, GroupLine, Host, Pushed};
+use crate::receive::group::{GroupRef, Op};
 use crate::state::builds;
 pub use crate::state::history::HostLog;
 use crate::state::plan::Plan;

@@ -8,7 +8,7 @@ use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::recover;
 use crate::infra::report::{self, Reporter};
-use crate::pipeline::{self, Deployed, Problem, pipeline};
+use crate::receive::pipeline::{self, Deployed, Problem, pipeline};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::history::{self, Outcome, StepTime};
@@ -41,7 +41,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let locked_at = builds::utc_now_rfc3339();
     // Under the lock, so a push that waited for a deploy still honours a freeze set meanwhile;
     // before recovery, so that a refused push touches neither application/ nor builds/.
-    if let Err(err) = crate::freeze::check(&plan.layout) {
+    if let Err(err) = crate::state::freeze::check(&plan.layout) {
         drop(lock);
         return Err(refuse_frozen(plan, request, &started_at, err, reporter));
     }
@@ -75,7 +75,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         entry.outcome = Outcome::Unchanged;
         // A group: hosts a killed deploy or an exclusion left behind catch up.
         if !config.hosts.is_empty() {
-            match crate::group::local::unchanged(plan, &commit_id, reporter) {
+            match crate::receive::group::local::unchanged(plan, &commit_id, reporter) {
                 Ok(group) => entry.hosts = group.hosts,
                 Err(err) => {
                     entry.outcome = Outcome::Failed;
@@ -111,7 +111,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
     let result = if config.hosts.is_empty() {
         pipeline(&d)
     } else {
-        let (result, group) = crate::group::local::deploy(&d);
+        let (result, group) = crate::receive::group::local::deploy(&d);
         entry.hosts = group.hosts;
         entry.switch_spread_ms = group.switch_spread_ms;
         result
@@ -189,7 +189,7 @@ fn log_refusal(
     let why = format!("{err:#}");
     let at = (started_at, builds::utc_now_rfc3339());
     let entry = history::append_refusal(plan, at, (request.source, commit), &why, reporter);
-    crate::notify::send(plan, &entry, reporter);
+    crate::receive::notify::send(plan, &entry, reporter);
 }
 
 /// Logs a deploy refused by a freeze, naming the commit that waits for the unfreeze (in the
@@ -301,7 +301,7 @@ fn finish(
     // this pusher (at most notify::TOTAL_BOUND), never the pushes queued behind the lock. The
     // old builds' files are deleted meanwhile, and after the push, under the lock.
     crate::steps::cleanup::after_the_push(layout, lock, entry.output.as_deref(), reporter);
-    crate::notify::send(plan, &entry, reporter);
+    crate::receive::notify::send(plan, &entry, reporter);
     error.map_or(Ok(()), Err)
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::doctor::{Finding, Level};
+use crate::commands::doctor::{Finding, Level};
 use crate::state::plan::Plan;
 
 pub fn check(plan: &Plan, out: &mut Vec<Finding>) {

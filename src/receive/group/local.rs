@@ -4,10 +4,10 @@
 
 use anyhow::{Result, anyhow};
 
-use crate::group::primary::{self, Group, GroupDone, HostBuild, HostLog, Local};
-use crate::group::view;
 use crate::infra::report::Reporter;
-use crate::pipeline::{self, Deploy, Deployed, GoLive, Prepared, Problem};
+use crate::receive::group::primary::{self, Group, GroupDone, HostBuild, HostLog, Local};
+use crate::receive::group::view;
+use crate::receive::pipeline::{self, Deploy, Deployed, GoLive, Prepared, Problem};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Plan;

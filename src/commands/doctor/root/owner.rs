@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::doctor::Finding;
+use crate::commands::doctor::Finding;
 use crate::infra::owner::owner_of;
 use crate::infra::users::{by_name, groups_of, user_name, user_or_uid};
 use crate::state::builds;

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use git2::Repository;
 
-use crate::hook_file;
 use crate::infra::perms::{self, WebUser};
 use crate::infra::quote::{quote_if_needed, sh_quote};
-use crate::push::Branches;
+use crate::receive::hook::file as hook_file;
+use crate::receive::push::Branches;
 use crate::state::control_branches;
 use crate::state::plan::{Layout, Plan};
 
-const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
-const CONFIG_TEMPLATE: &str = include_str!("../deploy.yml");
+const HOOK_TEMPLATE: &str = include_str!("../../hooks/post-receive");
+const CONFIG_TEMPLATE: &str = include_str!("../../deploy.yml");
 /// Identifies a hook we wrote, so that reinstalling never replaces somebody else's hook.
 pub(crate) const HOOK_MARKER: &str = "installed by `atomdeploy-hook install`";
 

@@ -45,12 +45,12 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     reporter.line(&format!(
         "atomdeploy: rolling back from builds/{live} to builds/{target}"
     ));
-    let mut group = crate::group::local::GroupLog::default();
+    let mut group = crate::receive::group::local::GroupLog::default();
     let restored = if plan.config.hosts.is_empty() {
         restore(plan, &live, &target, reporter)?
     } else {
         let (restored, log) =
-            crate::group::local::rollback(plan, &live, &target, &commit, reporter);
+            crate::receive::group::local::rollback(plan, &live, &target, &commit, reporter);
         match restored {
             Ok(restored) => {
                 group = log;
@@ -109,7 +109,7 @@ fn log_and_notify(plan: &Plan, mut entry: history::Entry, lock: DeployLock, repo
         reporter.warn(&format!("could not write the deploy log: {e:#}"));
     }
     drop(lock);
-    crate::notify::send(plan, &entry, reporter);
+    crate::receive::notify::send(plan, &entry, reporter);
 }
 
 /// `(live, target)`, or `None` when the target is live already.

@@ -1,13 +1,25 @@
-//! Dispatches a parsed command line.
+//! The top layer: what an operator (or git, or ssh) runs. [`run`] dispatches a parsed
+//! command line to the module that does it, or down to the layer below ([`crate::receive`])
+//! for what a push also does: a deploy, a rollback by hand, a group operation.
+//!
+//! Layers, top to bottom: `commands`, `receive`, `steps`, `state`, `infra`, `config`. A
+//! module imports only from its own layer or below (`scripts/shape/cycles.py` checks it).
+
+pub mod cli;
+pub mod doctor;
+pub mod install;
+pub mod inventory;
+pub mod serve;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cli::{self, Cli, Command, HostsAction};
 use crate::infra::report::{Output, Reporter};
+use crate::receive::{deploy, group, hook, rollback};
+use crate::state::freeze;
 use crate::state::plan::Plan;
-use crate::{deploy, doctor, freeze, group, hook, install, inventory, push_status, rollback};
+use cli::{Cli, Command, HostsAction};
 
 pub fn run(cli: Cli) -> Result<()> {
     // Before anything is read or written, and while this process has one thread.
@@ -41,19 +53,17 @@ pub fn run(cli: Cli) -> Result<()> {
             exit_with(if healthy { 0 } else { 1 })
         }
         Command::PostReceive { root } => hook::run(&root),
-        Command::ReceivePack { repo } => exit_with(push_status::receive_pack(
-            &repo,
-            None,
-            push_status::Caller::Anyone,
-        )?),
+        Command::ReceivePack { repo } => {
+            exit_with(serve::receive_pack(&repo, None, serve::Caller::Anyone)?)
+        }
         Command::Serve {
             repo,
             pusher,
             group_primary,
             appended,
         } => {
-            let caller = push_status::Caller::from_flag(group_primary);
-            exit_with(push_status::serve(
+            let caller = serve::Caller::from_flag(group_primary);
+            exit_with(serve::serve(
                 &repo,
                 pusher.as_deref(),
                 caller,

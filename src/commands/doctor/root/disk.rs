@@ -12,9 +12,9 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::commands::doctor::{Finding, Level};
+use crate::commands::inventory::human_size;
 use crate::config::SnapshotMode;
-use crate::doctor::{Finding, Level};
-use crate::inventory::human_size;
 use crate::state::builds;
 use crate::state::plan::Plan;
 

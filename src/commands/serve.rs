@@ -425,8 +425,10 @@ fn serve_read(repo: &Path, read: &ReadCommand, asked: &str) -> Result<()> {
     })?;
     let layout = crate::state::plan::Plan::load(&root)?.layout;
     match read {
-        ReadCommand::Builds { json, .. } => crate::inventory::print_builds(&layout, *json),
-        ReadCommand::Log { .. } => crate::inventory::print_log(&layout, build.as_deref()),
+        ReadCommand::Builds { json, .. } => {
+            crate::commands::inventory::print_builds(&layout, *json)
+        }
+        ReadCommand::Log { .. } => crate::commands::inventory::print_log(&layout, build.as_deref()),
     }
 }
 
@@ -436,7 +438,7 @@ fn read_target(repo: &Path, read: &ReadCommand) -> Result<(PathBuf, Option<Strin
     let hook = repo.join("hooks/post-receive");
     let roots = std::fs::read_to_string(&hook)
         .ok()
-        .and_then(|text| crate::hook_file::hook_roots(&text))
+        .and_then(|text| crate::receive::hook::file::hook_roots(&text))
         .with_context(|| format!("{} names no deploy root", hook.display()))?;
     let (ReadCommand::Builds { words, .. } | ReadCommand::Log { words }) = read;
     let mut words = words.iter().map(String::as_str);

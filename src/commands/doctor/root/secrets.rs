@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use crate::doctor::Finding;
+use crate::commands::doctor::Finding;
 use crate::infra::perms::{is_secret_name, secret_mode};
 use crate::state::plan::{Layout, Plan};
 
