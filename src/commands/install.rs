@@ -10,8 +10,8 @@ use git2::Repository;
 use crate::infra::perms::{self, WebUser};
 use crate::infra::quote::{quote_if_needed, sh_quote};
 use crate::receive::hook::file as hook_file;
-use crate::receive::push::Branches;
 use crate::state::control_branches;
+use crate::state::control_branches::Branches;
 use crate::state::plan::{Layout, Plan};
 
 const HOOK_TEMPLATE: &str = include_str!("../../hooks/post-receive");

@@ -13,10 +13,11 @@ use crate::commands::serve::StatusFile;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{self, Output, Reported, Reporter};
 use crate::receive::deploy::{self, Request};
-use crate::receive::push::{Branches, PushRequest};
+use crate::receive::push::PushRequest;
 use crate::receive::{group, push, rollback};
 use crate::state::builds;
 use crate::state::control_branches;
+use crate::state::control_branches::Branches;
 use crate::state::plan::Plan;
 use crate::state::refs;
 

@@ -15,7 +15,8 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::commands::serve::StatusFile;
 use crate::infra::report::{self, Output, Reported, Reporter};
-use crate::receive::push::{self, Branches, RefUpdate};
+use crate::receive::push::{self, RefUpdate};
+use crate::state::control_branches::Branches;
 use crate::state::control_branches::branches;
 use crate::state::plan::{Layout, Plan};
 use crate::state::refs;
