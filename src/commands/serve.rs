@@ -154,7 +154,7 @@ pub fn receive_pack(repo: &Path, pusher: Option<&str>, caller: Caller) -> Result
         }
     }
     if let Some(pusher) = pusher {
-        git.env(crate::state::history::PUSHER_ENV, pusher);
+        git.env(crate::infra::child::PUSHER_ENV, pusher);
     }
     let status = git.status().context("cannot run git receive-pack")?;
     if !status.success() {

@@ -2,9 +2,10 @@
 //! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
 //! crash points of the kill tests ([`fault`]), and shared/ shared with the web server's user
 //! ([`perms`]), who a uid or gid is ([`users`]), who may write into a deploy root
-//! ([`owner`]), and text quoted for sh ([`quote`]).
+//! ([`owner`]), and text quoted for sh ([`quote`]), and the time as records write it ([`clock`]).
 
 pub mod child;
+pub mod clock;
 pub mod fault;
 pub mod lock;
 pub mod owner;

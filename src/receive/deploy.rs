@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use git2::{ErrorCode, Oid, Repository};
 
+use crate::infra::clock;
 use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::recover;
@@ -32,13 +33,13 @@ pub struct Request<'a> {
 pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()> {
     let layout = &plan.layout;
     let config = &plan.config;
-    let started_at = builds::utc_now_rfc3339();
+    let started_at = clock::utc_now_rfc3339();
     let mut lock = DeployLock::acquire(&layout.lock_file(), config.lock_timeout, reporter)
         .inspect_err(|err| {
             let commit = asked_commit(plan, request).unwrap_or_default();
             log_refusal(plan, request, &started_at, &commit, err, reporter);
         })?;
-    let locked_at = builds::utc_now_rfc3339();
+    let locked_at = clock::utc_now_rfc3339();
     // Under the lock, so a push that waited for a deploy still honours a freeze set meanwhile;
     // before recovery, so that a refused push touches neither application/ nor builds/.
     if let Err(err) = crate::state::freeze::check(&plan.layout) {
@@ -187,7 +188,7 @@ fn log_refusal(
     reporter: &Reporter,
 ) {
     let why = format!("{err:#}");
-    let at = (started_at, builds::utc_now_rfc3339());
+    let at = (started_at, clock::utc_now_rfc3339());
     let entry = history::append_refusal(plan, at, (request.source, commit), &why, reporter);
     crate::receive::notify::send(plan, &entry, reporter);
 }
@@ -282,7 +283,7 @@ fn finish(
         reporter.record_error(&message);
         entry.error = Some(message);
     }
-    entry.finished_at = builds::utc_now_rfc3339();
+    entry.finished_at = clock::utc_now_rfc3339();
     entry.seconds = reporter.elapsed().as_secs_f64();
     if entry.outcome != Outcome::Unchanged {
         let build = entry

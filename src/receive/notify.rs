@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::config::{NotifyFormat, redacted_url};
+use crate::infra::clock;
 use crate::infra::report::Reporter;
-use crate::state::builds;
 use crate::state::history::{Entry, Outcome};
 use crate::state::plan::Plan;
 
@@ -53,7 +53,7 @@ pub fn send(plan: &Plan, entry: &Entry, reporter: &Reporter) {
             Err(e) => reporter.warn(&format!("notifying #{n} {url} failed: {e}")),
         }
         let line = json!({
-            "at": builds::utc_now_rfc3339(),
+            "at": clock::utc_now_rfc3339(),
             "target": n,
             "url": url.to_string(),
             "format": match target.format { NotifyFormat::Json => "json", NotifyFormat::Slack => "slack" },

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use git2::{Oid, Repository};
 
 use crate::config::SnapshotMode;
+use crate::infra::clock;
 use crate::infra::fault;
 use crate::infra::report::Reporter;
 use crate::state::build_name::BuildName;
@@ -440,7 +441,7 @@ fn publish(d: &Deploy, name: &BuildName, mut snap: Snapshot) -> Result<PathBuf> 
     let meta = builds::Meta {
         commit: d.commit.to_string(),
         source: d.source.to_string(),
-        deployed_at: builds::utc_now_rfc3339(),
+        deployed_at: clock::utc_now_rfc3339(),
         bad: false,
         went_live: false,
     };

@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::infra::clock;
 use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::recover;
@@ -24,9 +25,9 @@ use crate::steps::switch;
 /// `source` names who asked, for the log.
 pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter) -> Result<()> {
     let layout = &plan.layout;
-    let started_at = builds::utc_now_rfc3339();
+    let started_at = clock::utc_now_rfc3339();
     let mut lock = DeployLock::acquire(&layout.lock_file(), plan.config.lock_timeout, reporter)?;
-    let locked_at = builds::utc_now_rfc3339();
+    let locked_at = clock::utc_now_rfc3339();
     fault::point("rollback-locked");
     recover::recover(layout, reporter).context("cleaning up after an interrupted deploy failed")?;
     switch::check_latest(layout)?;
@@ -60,7 +61,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
                 // Nothing moved (or everything went back): the branch and the log say so.
                 open_and_sync_ref(plan, reporter);
                 let entry = history::Entry {
-                    finished_at: builds::utc_now_rfc3339(),
+                    finished_at: clock::utc_now_rfc3339(),
                     from: Some(live.to_string()),
                     error: Some(format!("{err:#}")),
                     seconds: reporter.elapsed().as_secs_f64(),
@@ -79,7 +80,7 @@ pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter
     reporter.line(&summary);
 
     let entry = history::Entry {
-        finished_at: builds::utc_now_rfc3339(),
+        finished_at: clock::utc_now_rfc3339(),
         build: Some(target.to_string()),
         from: Some(live.to_string()),
         switched_at: Some(switched_at),

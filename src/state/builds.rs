@@ -4,20 +4,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::macros::format_description;
 
 use crate::state::build_name::BuildName;
 use crate::state::plan::Layout;
-
-/// RFC 3339 in UTC with a fixed number of digits, so that times sort as text.
-pub fn utc_now_rfc3339() -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    OffsetDateTime::now_utc()
-        .format(format)
-        .expect("a UTC time always formats")
-}
 
 /// Every build in `builds/`, oldest first. Anything else there is not ours and is left alone.
 pub fn list(layout: &Layout) -> Result<Vec<BuildName>> {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::infra::clock;
 use crate::infra::report::Reporter;
-use crate::state::builds;
 use crate::state::plan::Layout;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ pub fn freeze(layout: &Layout, message: &str, reporter: &Reporter) -> Result<()>
         message: message.to_string(),
         // The person behind sudo, else the login, else the uid's name.
         who: crate::state::history::operator(),
-        when: builds::utc_now_rfc3339(),
+        when: clock::utc_now_rfc3339(),
     };
     write(layout, &freeze)?;
     match previous {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::infra::clock;
 use crate::state::builds;
 use crate::state::plan::Layout;
 
@@ -93,5 +94,5 @@ pub fn who() -> String {
 }
 
 pub fn now() -> String {
-    builds::utc_now_rfc3339()
+    clock::utc_now_rfc3339()
 }

@@ -14,6 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
+use crate::infra::clock;
 use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::recover;
@@ -187,7 +188,7 @@ fn one(
     let result = match &group.op {
         Op::Status => status(&ctx),
         op => {
-            let started_at = builds::utc_now_rfc3339();
+            let started_at = clock::utc_now_rfc3339();
             let mut entry = history::Entry::begin(&started_at, "", refname, &commit.to_string());
             entry.describe_at(&plan.config.repository);
             entry.group = Some(GroupOp {
@@ -218,7 +219,7 @@ fn one(
 
 /// Every operation but `status`, under the lock; fills the log entry in.
 fn locked(ctx: &Ctx, op: &Op, entry: &mut history::Entry, lock: &mut DeployLock) -> Result<()> {
-    entry.locked_at = builds::utc_now_rfc3339();
+    entry.locked_at = clock::utc_now_rfc3339();
     lock.record(Some(&ctx.commit.to_string()))?;
     fault::point("group-locked");
     match op {
@@ -378,7 +379,7 @@ fn new_record(op: &str, build: &BuildName, commit: Oid, previous: Option<&BuildN
         build: build.to_string(),
         commit: commit.to_string(),
         previous: previous.map(ToString::to_string),
-        prepared_at: builds::utc_now_rfc3339(),
+        prepared_at: clock::utc_now_rfc3339(),
         switched_at: None,
     }
 }
@@ -673,7 +674,7 @@ fn finish(
         entry.error = Some(message);
     }
     entry.steps = crate::receive::deploy::step_times(ctx.reporter);
-    entry.finished_at = builds::utc_now_rfc3339();
+    entry.finished_at = clock::utc_now_rfc3339();
     entry.seconds = ctx.reporter.elapsed().as_secs_f64();
     // A prepared build's output is kept with it, and a switch's added after it.
     let build = entry

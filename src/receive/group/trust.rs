@@ -21,11 +21,13 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::serve as push_status;
+use crate::infra::child::PUSHER_ENV;
+use crate::infra::clock;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::Reporter;
 use crate::receive::push::{PushRequest, RefUpdate};
 use crate::state::builds;
-use crate::state::history::{self, PUSHER_ENV};
+use crate::state::history;
 use crate::state::plan::{Layout, Plan};
 
 /// What a host keeps of the group it belongs to.
@@ -82,7 +84,7 @@ pub fn join(layout: &Layout) -> Result<()> {
     }
     let membership = Membership {
         primary: primary_name(),
-        since: builds::utc_now_rfc3339(),
+        since: clock::utc_now_rfc3339(),
     };
     builds::replace_file(&file(layout), &serde_json::to_vec_pretty(&membership)?)
         .context("cannot record that this server belongs to a group")
@@ -155,7 +157,7 @@ pub(crate) fn log_refusal(
     why: &str,
     reporter: &Reporter,
 ) -> history::Entry {
-    let now = builds::utc_now_rfc3339();
+    let now = clock::utc_now_rfc3339();
     let names: Vec<String> = refused.iter().map(|u| u.name().into_owned()).collect();
     let commit = refused
         .iter()

@@ -6,6 +6,7 @@ use std::io::Write;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
+use crate::infra::clock;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{Reporter, short_id};
 use crate::receive::group::excluded;
@@ -270,7 +271,7 @@ pub fn catch_up(plan: &Plan, commit: &str, hosts: &[Host], reporter: &Reporter) 
 
 /// One line in the deploy log for an exclusion or an inclusion.
 fn log(plan: &Plan, what: &str, host: &Host, why: Option<&str>, reporter: &Reporter) {
-    let now = builds::utc_now_rfc3339();
+    let now = clock::utc_now_rfc3339();
     let mut entry = crate::state::history::Entry::begin(&now, &now, what, "");
     entry.finished_at = now;
     entry.outcome = crate::state::history::Outcome::Unchanged;
