@@ -1,8 +1,8 @@
 //! What the steps lean on: running programs ([`child`]), what the pusher sees ([`report`]),
-//! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
-//! crash points of the kill tests ([`fault`]), and shared/ shared with the web server's user
-//! ([`perms`]), who a uid or gid is ([`users`]), who may write into a deploy root
-//! ([`owner`]), and text quoted for sh ([`quote`]), and the time as records write it ([`clock`]).
+//! one deploy at a time ([`lock`]), the crash points of the kill tests ([`fault`]), and
+//! shared/ shared with the web server's user ([`perms`]), who a uid or gid is ([`users`]),
+//! who may write into a deploy root ([`owner`]), text quoted for sh ([`quote`]), and the time
+//! as records write it ([`clock`]). Below state: nothing here knows a deploy root's layout.
 
 pub mod child;
 pub mod clock;
@@ -11,6 +11,5 @@ pub mod lock;
 pub mod owner;
 pub mod perms;
 pub mod quote;
-pub mod recover;
 pub mod report;
 pub mod users;

@@ -7,13 +7,13 @@ use git2::{ErrorCode, Oid, Repository};
 use crate::infra::clock;
 use crate::infra::fault;
 use crate::infra::lock::DeployLock;
-use crate::infra::recover;
 use crate::infra::report::{self, Reporter};
 use crate::receive::pipeline::{self, Deployed, Problem, pipeline};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::history::{self, Outcome, StepTime};
 use crate::state::plan::Plan;
+use crate::state::recover;
 use crate::state::refs;
 use crate::steps::switch;
 

@@ -1,7 +1,8 @@
 //! What a deploy root holds between runs, and the types that name it: the root's layout and
 //! configuration ([`plan`]), build names ([`build_name`]), the builds and their records
-//! ([`builds`]), the deploy log ([`history`]), what each build file came from ([`manifest`])
-//! and the refs kept in the bare repository ([`refs`]).
+//! ([`builds`]), the deploy log ([`history`]), what each build file came from ([`manifest`]),
+//! the refs kept in the bare repository ([`refs`]), a freeze ([`freeze`]), and cleaning up
+//! after a killed deploy ([`recover`]).
 
 pub mod app_tree;
 pub mod build_name;
@@ -11,4 +12,5 @@ pub mod freeze;
 pub mod history;
 pub mod manifest;
 pub mod plan;
+pub mod recover;
 pub mod refs;
