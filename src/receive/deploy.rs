@@ -8,7 +8,7 @@ use crate::infra::clock;
 use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{self, Reporter};
-use crate::receive::pipeline::{self, Deployed, Problem, pipeline};
+use crate::receive::pipeline::{Deployed, Problem, pipeline};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::history::{self, Outcome, StepTime};
@@ -100,7 +100,7 @@ pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()>
         "atomdeploy: deploying {what} from {}",
         request.source
     ));
-    let d = pipeline::Deploy {
+    let d = crate::steps::Deploy {
         plan,
         repo: &repo,
         commit,

@@ -6,16 +6,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use git2::{Oid, Repository};
 
 use crate::config::SnapshotMode;
 use crate::infra::clock;
 use crate::infra::fault;
-use crate::infra::report::Reporter;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::manifest::Manifest;
-use crate::state::plan::Plan;
+use crate::steps::Deploy;
 use crate::steps::commands::{self, DeployEnv};
 use crate::steps::composer::{self, Decision, Outcome};
 use crate::steps::restore;
@@ -23,21 +21,6 @@ use crate::steps::snapshot::{self, Linking, Snapshot};
 use crate::steps::{
     self, build, checkout, cleanup, health, opcache, preflight, shared, submodules, switch,
 };
-
-/// One deploy, from the checkout on: what every step reads.
-pub struct Deploy<'a> {
-    pub plan: &'a Plan,
-    /// The bare repository, opened once for the whole deploy.
-    pub repo: &'a Repository,
-    pub commit: Oid,
-    /// The ref or command that asked, for the build's record.
-    pub source: &'a str,
-    /// `replay`: the build links nothing from the live one.
-    pub replay: bool,
-    /// The live build, which the new one replaces (and links from).
-    pub previous: Option<&'a BuildName>,
-    pub reporter: &'a Reporter,
-}
 
 /// A new build that went live, and what went wrong after it did.
 pub struct Deployed {

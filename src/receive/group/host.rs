@@ -19,7 +19,7 @@ use crate::infra::fault;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{Reporter, short_id};
 use crate::receive::group::{GroupRef, Line, Op, REF_PREFIX, Status, trust};
-use crate::receive::pipeline::{self, Deploy, GoLive, Prepared, Problem};
+use crate::receive::pipeline::{self, GoLive, Prepared, Problem};
 use crate::receive::push::{PushRequest, RefUpdate};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
@@ -27,6 +27,7 @@ use crate::state::history::{self, GroupOp, Outcome};
 use crate::state::plan::{Layout, Plan};
 use crate::state::recover;
 use crate::state::refs;
+use crate::steps::Deploy;
 use crate::steps::restore;
 use crate::steps::switch;
 

@@ -7,10 +7,11 @@ use anyhow::{Result, anyhow};
 use crate::infra::report::Reporter;
 use crate::receive::group::primary::{self, Group, GroupDone, HostBuild, HostLog, Local};
 use crate::receive::group::view;
-use crate::receive::pipeline::{self, Deploy, Deployed, GoLive, Prepared, Problem};
+use crate::receive::pipeline::{self, Deployed, GoLive, Prepared, Problem};
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Plan;
+use crate::steps::Deploy;
 use crate::steps::restore::{self, Restored};
 
 /// What a group operation adds to the deploy log.
