@@ -366,10 +366,10 @@ fn kill_tree(root: i32) {
 }
 
 /// Names the file a push's hook reports its outcome in: the `receive-pack` wrapper's
-/// (push_status.rs).
+/// (commands/serve.rs).
 pub const STATUS_ENV: &str = "ATOMDEPLOY_PUSH_STATUS";
 
-/// Carries `serve --group-primary`'s secret to the hook (push_status.rs).
+/// Carries `serve --group-primary`'s secret to the hook (commands/serve.rs).
 pub const PRIMARY_ENV: &str = "ATOMDEPLOY_GROUP_PRIMARY";
 
 /// Carries `serve --pusher` from the forced command to the hook, which logs it.

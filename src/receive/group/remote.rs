@@ -721,7 +721,7 @@ fn push_command(
 
 /// How the primary reaches a host that is a local path: through the same door as an ssh
 /// host's forced command, `serve --group-primary` (a host takes group operations through it
-/// only; see push_status.rs).
+/// only; see commands/serve.rs).
 struct LocalReceivePack {
     /// For `--receive-pack`; git appends the quoted path and runs it with `sh -c`.
     command: String,

@@ -10,7 +10,7 @@
 //! | and `rollback`                         |                                | [`refuse_if_member`]  |
 //! | `atomdeploy-hook leave-group`          | the host's operator (its uid)  | file permissions      |
 //!
-//! How the primary is recognised is in `push_status.rs`. A host joins a group with its first
+//! How the primary is recognised is in `commands/serve.rs`. A host joins a group with its first
 //! accepted `prepare`/`replay`/`reuse` ([`join`]): from then on it deploys only what the
 //! primary sends, so that the group never runs two commits (nor `release:` twice) because a
 //! developer pushed to a host by mistake.
@@ -20,11 +20,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::serve as push_status;
 use crate::infra::child::PUSHER_ENV;
 use crate::infra::clock;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::Reporter;
+use crate::receive::hook::status;
 use crate::receive::push::{PushRequest, RefUpdate};
 use crate::state::builds;
 use crate::state::history;
@@ -65,7 +65,7 @@ pub fn admit(plan: &Plan) -> Result<()> {
             plan.layout.config_file.display()
         );
     }
-    if !push_status::primary_asks() {
+    if !status::primary_asks() {
         bail!(
             "group operations are accepted only from the group's primary, through \
              `atomdeploy-hook serve --repo {} --group-primary` as the forced command of the \

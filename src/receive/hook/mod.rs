@@ -3,16 +3,17 @@
 
 pub mod file;
 mod several;
+pub mod status;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::commands::serve::StatusFile;
 use crate::infra::lock::DeployLock;
 use crate::infra::report::{self, Output, Reported, Reporter};
 use crate::receive::deploy::{self, Request};
+use crate::receive::hook::status::StatusFile;
 use crate::receive::push::PushRequest;
 use crate::receive::{group, push, rollback};
 use crate::state::builds;

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::commands::serve::StatusFile;
 use crate::infra::report::{self, Output, Reported, Reporter};
+use crate::receive::hook::status::StatusFile;
 use crate::receive::push::{self, RefUpdate};
 use crate::state::control_branches::Branches;
 use crate::state::control_branches::branches;
