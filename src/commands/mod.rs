@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod doctor;
+pub mod hosts;
 pub mod install;
 pub mod inventory;
 pub mod serve;
@@ -105,13 +106,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let plan = Plan::load(&cli::root_or_here(root)?)?;
             let reporter = Reporter::new(Output::detect(false));
             match action {
-                None => exit_with(group::view::print(&plan, json)?),
+                None => exit_with(hosts::print(&plan, json)?),
                 Some(HostsAction::Exclude { host, reason }) => {
-                    group::view::exclude(&plan, &host, &reason, &reporter)
+                    hosts::exclude(&plan, &host, &reason, &reporter)
                 }
-                Some(HostsAction::Include { host }) => {
-                    group::view::include(&plan, &host, &reporter)
-                }
+                Some(HostsAction::Include { host }) => hosts::include(&plan, &host, &reporter),
             }
         }
     }
