@@ -61,7 +61,7 @@ pub struct Config {
     pub healthcheck: Option<Healthcheck>,
     pub snapshot: SnapshotMode,
     /// `app_dir:` the directory of the commit that is the app (a monorepo's `backend/`),
-    /// normalized; empty for the whole commit. See [`crate::state::app_tree`].
+    /// normalized; empty for the whole commit (read through it: `state/app_tree.rs`).
     pub app_dir: PathBuf,
     /// Directories of the app (normalized, relative) whose files the builds still on disk
     /// lend to each new build (see `steps/assets.rs`).
