@@ -79,7 +79,7 @@ for m in sorted(graph):
         continue
     for d in graph[m]:
         if area(d) in LAYERS and LAYERS.index(area(d)) < LAYERS.index(area(m)):
-            print(f"UPWARD IMPORT: {m} -> {d} ({area(m)} is below {area(d)} in LAYERS)")
+            print(f"UPWARD IMPORT: {m} imports {d}, but {area(m)} is below {area(d)} in LAYERS")
             failed = True
 if failed:
     sys.exit(1)
