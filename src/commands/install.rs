@@ -325,7 +325,7 @@ fn print_exit_status_setup(repo: &Path) -> Result<()> {
     println!(
         "    command=\"{binary} serve --repo {repo}\",no-pty,no-port-forwarding,no-X11-forwarding,no-agent-forwarding ssh-ed25519 AAAA…"
     );
-    // A host takes group operations through this line only (see group/trust.rs).
+    // A host takes group operations through this line only (see receive/group/trust.rs).
     println!(
         "if this server is a host of a group (the primary's deploy.yml lists it in `hosts:`), the \
          primary's key gets this line instead, and developers' keys plain `serve` or nothing:"
@@ -337,7 +337,7 @@ fn print_exit_status_setup(repo: &Path) -> Result<()> {
 }
 
 /// Where the root goes among the roots the repository's hook names already (environments:
-/// see `hook/several.rs`), and its branches.
+/// see `receive/hook/several.rs`), and its branches.
 struct Placement {
     /// The other roots, in the hook's order.
     others: Vec<PathBuf>,

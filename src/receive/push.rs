@@ -48,7 +48,8 @@ pub struct PushRequest {
     /// `refs/heads/replay` was pushed to: deploy that commit as a new build.
     pub replay: Option<RefUpdate>,
     /// `refs/atomdeploy/group/…` pushed to: a group's primary asks this server, one of its
-    /// hosts, for something (see `group/host.rs`). A push carrying one deploys nothing else.
+    /// hosts, for something (see `receive/group/host.rs`). A push carrying one deploys nothing
+    /// else.
     pub group: Vec<RefUpdate>,
     /// Tags named like a control branch, created or moved by this push: the hook deletes
     /// them and refuses the push (left alone, such a tag deploys nothing, and makes git
@@ -57,7 +58,7 @@ pub struct PushRequest {
     /// Every other ref in the push; they only get a notice.
     pub ignored: Vec<RefUpdate>,
     /// The updates behind `branch_deleted`, `rollback` and `rollback_moved`, as pushed: what a
-    /// host of a group puts back when it refuses them (see `group/trust.rs`).
+    /// host of a group puts back when it refuses them (see `receive/group/trust.rs`).
     pub controls: Vec<RefUpdate>,
 }
 

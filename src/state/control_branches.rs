@@ -1,6 +1,6 @@
 //! A deploy root's control branches: `rollback` and `replay` can mean one root only, so they
 //! stay its repository's first root's (nothing changes for a repository with one root) and
-//! each root added later (environments: see `hook/several.rs`) gets `rollback-<branch>` and
+//! each root added later (environments: see `receive/hook/several.rs`) gets `rollback-<branch>` and
 //! `replay-<branch>`, recorded by `install` in its state folder, where the CLI's
 //! `rollback --root` finds them without the hook.
 
@@ -13,7 +13,7 @@ use crate::config::{REPLAY_BRANCH, ROLLBACK_BRANCH};
 use crate::state::plan::Layout;
 
 /// The branches that mean something to one deploy root: the one it deploys, and the two it
-/// controls (see `hook/several.rs`: a repository's first root has `rollback` and `replay`,
+/// controls (see `receive/hook/several.rs`: a repository's first root has `rollback` and `replay`,
 /// each further root `rollback-<branch>` and `replay-<branch>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Branches {

@@ -21,8 +21,8 @@ pub struct Freeze {
 }
 
 impl Freeze {
-    /// The refusal a deploy or replay ends with; `hook.rs` names its step `freeze` by its
-    /// first words.
+    /// The refusal a deploy or replay ends with; `receive/hook/mod.rs` names its step `freeze`
+    /// by its first words.
     pub fn refusal(&self) -> String {
         format!(
             "deploys are frozen: \"{}\" (frozen by {} at {}); the pushed commit is kept in the \

@@ -67,7 +67,7 @@ pub struct Entry {
     pub pusher: Option<String>,
 }
 
-/// A group operation a host was asked for (see `group/host.rs`).
+/// A group operation a host was asked for (see `receive/group/host.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupOp {
     pub gid: String,
