@@ -1,9 +1,9 @@
 //! The `post-receive` hook: what git hands it, which repository it runs for, and what each
 //! pushed ref asks of it (a deploy, a rollback, a group operation, or nothing).
 
-pub mod file;
+pub(crate) mod file;
 mod several;
-pub mod status;
+pub(crate) mod status;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -284,13 +284,6 @@ pub(crate) fn check_repository(plan: &Plan) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Handles one post-receive invocation: deploys if the push touched the deploy branch, rolls
-/// back if it deleted the rollback branch.
-pub fn post_receive(plan: &Plan, input: &[u8], reporter: &Reporter) -> Result<()> {
-    let branches = control_branches::branches(&plan.layout, &plan.config.branch)?;
-    handle(plan, &branches, &push::parse(input, &branches)?, reporter)
 }
 
 fn handle(
