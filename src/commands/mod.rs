@@ -6,10 +6,10 @@
 //! module imports only from its own layer or below (`scripts/shape/cycles.py` checks it).
 
 pub mod cli;
-pub mod doctor;
-pub mod hosts;
-pub mod install;
-pub mod inventory;
+pub(crate) mod doctor;
+pub(crate) mod hosts;
+pub(crate) mod install;
+pub(crate) mod inventory;
 pub mod serve;
 
 use std::path::PathBuf;

@@ -9,7 +9,8 @@
 //! `/proc/<wrapper pid>/fd/<fd>`, which receive-pack's environment passes on to the hook. Two
 //! pushes at once each read their own file.
 //!
-//! The same file carries the mark of a group's primary ([`primary_asks`]).
+//! The same file carries the mark of a group's primary, which the hook checks
+//! (`receive/hook/status.rs`).
 //!
 //! # Who may drive a host
 //!

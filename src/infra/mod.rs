@@ -4,12 +4,12 @@
 //! who may write into a deploy root ([`owner`]), text quoted for sh ([`quote`]), and the time
 //! as records write it ([`clock`]). Below state: nothing here knows a deploy root's layout.
 
-pub mod child;
-pub mod clock;
-pub mod fault;
-pub mod lock;
-pub mod owner;
+pub(crate) mod child;
+pub(crate) mod clock;
+pub(crate) mod fault;
+pub(crate) mod lock;
+pub(crate) mod owner;
 pub mod perms;
-pub mod quote;
+pub(crate) mod quote;
 pub mod report;
-pub mod users;
+pub(crate) mod users;

@@ -3,10 +3,10 @@
 //! then [`notify`]), a [`rollback`], or a [`group`] operation (several web servers, one push:
 //! the protocol, the primary's side and a host's side). Below the commands, above the steps.
 
-pub mod deploy;
+pub(crate) mod deploy;
 pub mod group;
-pub mod hook;
-pub mod notify;
-pub mod pipeline;
-pub mod push;
-pub mod rollback;
+pub(crate) mod hook;
+pub(crate) mod notify;
+pub(crate) mod pipeline;
+pub(crate) mod push;
+pub(crate) mod rollback;

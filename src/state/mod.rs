@@ -4,13 +4,13 @@
 //! the refs kept in the bare repository ([`refs`]), a freeze ([`freeze`]), and cleaning up
 //! after a killed deploy ([`recover`]).
 
-pub mod app_tree;
-pub mod build_name;
-pub mod builds;
-pub mod control_branches;
-pub mod freeze;
-pub mod history;
-pub mod manifest;
-pub mod plan;
-pub mod recover;
-pub mod refs;
+pub(crate) mod app_tree;
+pub(crate) mod build_name;
+pub(crate) mod builds;
+pub(crate) mod control_branches;
+pub(crate) mod freeze;
+pub(crate) mod history;
+pub(crate) mod manifest;
+pub(crate) mod plan;
+pub(crate) mod recover;
+pub(crate) mod refs;

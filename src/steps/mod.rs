@@ -32,21 +32,21 @@ use crate::infra::report::{Reporter, Step};
 use crate::state::build_name::BuildName;
 use crate::state::plan::Plan;
 
-pub mod assets;
-pub mod build;
-pub mod checkout;
-pub mod cleanup;
-pub mod commands;
-pub mod composer;
-pub mod fastcgi;
-pub mod health;
-pub mod opcache;
-pub mod preflight;
-pub mod restore;
-pub mod shared;
-pub mod snapshot;
-pub mod submodules;
-pub mod switch;
+pub(crate) mod assets;
+pub(crate) mod build;
+pub(crate) mod checkout;
+pub(crate) mod cleanup;
+pub(crate) mod commands;
+pub(crate) mod composer;
+pub(crate) mod fastcgi;
+pub(crate) mod health;
+pub(crate) mod opcache;
+pub(crate) mod preflight;
+pub(crate) mod restore;
+pub(crate) mod shared;
+pub(crate) mod snapshot;
+pub(crate) mod submodules;
+pub(crate) mod switch;
 
 /// One deploy, from the checkout on: what every step reads.
 pub struct Deploy<'a> {

@@ -6,13 +6,13 @@
 //! `atomdeploy-group: …` lines that the primary reads among git's `remote:` lines.
 //! Everything here is pure: ref names, group ids, the lines.
 
-pub mod excluded;
-pub mod host;
-pub mod local;
-pub mod primary;
-pub mod remote;
-pub mod trust;
-pub mod view;
+pub(crate) mod excluded;
+pub(crate) mod host;
+pub(crate) mod local;
+pub(crate) mod primary;
+pub(crate) mod remote;
+pub(crate) mod trust;
+pub(crate) mod view;
 
 use std::fmt;
 
