@@ -49,7 +49,7 @@ pub use crate::infra::child::{PRIMARY_ENV, STATUS_ENV};
 
 /// Who runs a push: anyone, or the group's primary (`serve --group-primary`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
+pub(crate) enum Caller {
     Anyone,
     GroupPrimary,
 }
@@ -70,7 +70,7 @@ impl Caller {
 /// exit status. Returns the status to exit with.
 ///
 /// `pusher`, when given, is who the log names as having pushed (see [`serve`]).
-pub fn receive_pack(repo: &Path, pusher: Option<&str>, caller: Caller) -> Result<i32> {
+pub(crate) fn receive_pack(repo: &Path, pusher: Option<&str>, caller: Caller) -> Result<i32> {
     // Unlinked from the start (O_TMPFILE where the filesystem has it): a wrapper killed with
     // SIGKILL leaves no file behind.
     let mut status_file = tempfile::tempfile()
@@ -159,7 +159,7 @@ enum Service {
 /// the group primary's key on a host says so (see the module's documentation). `appended` is
 /// the path git adds to a local `--receive-pack` command (how a primary reaches a host that is
 /// a local path); it must name the same repository.
-pub fn serve(
+pub(crate) fn serve(
     repo: &Path,
     pusher: Option<&str>,
     caller: Caller,

@@ -20,20 +20,20 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// Where every group ref lives.
-pub const REF_PREFIX: &str = "refs/atomdeploy/group/";
+pub(crate) const REF_PREFIX: &str = "refs/atomdeploy/group/";
 
 /// What starts every protocol line a host prints.
-pub const LINE_PREFIX: &str = "atomdeploy-group: ";
+pub(crate) const LINE_PREFIX: &str = "atomdeploy-group: ";
 
 /// A group id: `[0-9A-Za-z-]{1,64}`, chosen by the primary for one group operation (a
 /// deploy, a rollback), the same on every host.
-pub fn valid_gid(gid: &str) -> bool {
+pub(crate) fn valid_gid(gid: &str) -> bool {
     (1..=64).contains(&gid.len()) && gid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A config fingerprint as [`crate::config::Config::app_fingerprint`] makes it: 16 lowercase
 /// hex digits.
-pub fn valid_fingerprint(fp: &str) -> bool {
+pub(crate) fn valid_fingerprint(fp: &str) -> bool {
     fp.len() == 16 && fp.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
