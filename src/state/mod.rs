@@ -3,6 +3,8 @@
 //! ([`builds`]), the deploy log ([`history`]), what each build file came from ([`manifest`]),
 //! the refs kept in the bare repository ([`refs`]), a freeze ([`freeze`]), and cleaning up
 //! after a killed deploy ([`recover`]).
+//!
+//! A layer below the steps and above infra and config: nothing here runs a step.
 
 pub(crate) mod app_tree;
 pub(crate) mod build_name;

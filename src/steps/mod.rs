@@ -21,7 +21,11 @@
 //! 11. **cleanup** — [`cleanup`]: old and bad builds removed, never the live one;
 //! 12. **log** — `state/history.rs`, and `state/refs.rs` moves the `rollback` branch.
 //!
-//! `receive/pipeline.rs` runs 3 to 11, handing each step a [`Deploy`]; every step there returns a summary that knows its own line.
+//! `receive/pipeline.rs` runs 3 to 11, handing each step a [`Deploy`]; every step there
+//! returns a summary that knows its own line.
+//!
+//! A layer below `receive` and above `state`: a step uses state, infra and config, and never
+//! the pipeline or the hook that run it.
 
 use std::fmt;
 use std::time::Duration;
