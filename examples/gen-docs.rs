@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use atomdeploy_hook::cli::Cli;
+use atomdeploy_hook::commands::cli::Cli;
 use clap::{Arg, ArgAction, Command, CommandFactory};
 use clap_complete::{Generator, Shell};
 use clap_mangen::Man;

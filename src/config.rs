@@ -61,7 +61,7 @@ pub struct Config {
     pub healthcheck: Option<Healthcheck>,
     pub snapshot: SnapshotMode,
     /// `app_dir:` the directory of the commit that is the app (a monorepo's `backend/`),
-    /// normalized; empty for the whole commit. See [`crate::state::app_tree`].
+    /// normalized; empty for the whole commit (read through it: `state/app_tree.rs`).
     pub app_dir: PathBuf,
     /// Directories of the app (normalized, relative) whose files the builds still on disk
     /// lend to each new build (see `steps/assets.rs`).
@@ -73,7 +73,7 @@ pub struct Config {
     /// Paths kept in application/ (and through checkouts) but never copied into a build.
     pub exclude: Vec<PathBuf>,
     /// The other web servers of a group (`hosts:`), as git push takes them; empty on a single
-    /// server. The group deploy is in `src/group/primary.rs`.
+    /// server. The group deploy is in `src/receive/group/primary.rs`.
     pub hosts: Vec<String>,
     /// Hosts prepared at once.
     pub hosts_at_once: usize,
@@ -85,7 +85,7 @@ pub struct Config {
     /// `release:` commands run once per deploy in the new build, after before_switch and
     /// right before the switch (on a group's primary only, once every host has prepared).
     pub release: Vec<String>,
-    /// `notify:` webhooks told of each deploy, rollback and failure (see `src/notify.rs`).
+    /// `notify:` webhooks told of each deploy, rollback and failure (see `src/receive/notify.rs`).
     pub notify: Vec<NotifyTarget>,
     /// Requests sent to php-fpm with the new build as document root before the switch
     /// (`preflight:`, see `steps/preflight.rs`).

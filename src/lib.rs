@@ -1,37 +1,32 @@
 //! atomdeploy-hook: `git push production main` as an atomic deploy of a PHP application.
 //!
-//! The binary (`main.rs`) only parses its command line and calls [`run::run`]; everything
-//! else is here, so that a test can call a deploy in-process.
+//! The binary (`main.rs`) only parses its command line and calls [`commands::run`];
+//! everything else is here. Public are only the modules main.rs, the tests and
+//! `examples/gen-docs.rs` reach into (the command line and its run, the report, the web
+//! server's read access, the group's protocol lines, the status file's variables,
+//! deploy.yml's defaults); every other module is `pub(crate)`, so that the compiler names
+//! dead code in it. The folders are layers, each importing only from itself or the layers
+//! below it (`scripts/shape/cycles.py` fails the build on an upward import):
 //!
-//! - Entry points: [`run`] dispatches a command; [`hook`] is the `post-receive` hook, above
-//!   both [`deploy`] and [`rollback`]; [`install`] sets a server up; [`inventory`] lists what
-//!   is on it; [`cli`] and [`push`] read what the operator and git hand over; [`push_status`]
-//!   makes `git push` exit non-zero when its deploy failed (`receive-pack`, `serve`);
-//!   [`hook`]`::several` lets one repository serve several deploy roots.
-//! - A deploy: [`deploy`] takes the lock, decides, runs [`pipeline`] and logs; the pipeline
-//!   runs the [`steps`] (one module each, in the README's order); [`rollback`] goes back.
+//! - [`commands`]: what `run` dispatches (install, doctor, builds/log, freeze, hosts, serve
+//!   and receive-pack, rollback and replay by hand…), and the command line ([`commands::cli`]).
+//! - [`receive`]: what a push sets going: the `post-receive` hook, a deploy and its pipeline,
+//!   a rollback, the group of web servers (the protocol, the primary's and a host's side).
+//! - [`steps`]: one module per step of a deploy, in the README's order (checkout, composer,
+//!   snapshot, shared, the flip in [`steps::switch`], …).
 //! - [`state`]: what a deploy root holds between runs (its layout, the builds, the deploy log,
-//!   the manifests, the refs), and [`config`], deploy.yml.
-//! - [`group`]: several web servers, one push (the protocol, and a host's side of it).
-//! - [`infra`]: what every step leans on (running programs, the report, the lock, recovery
-//!   after a kill, crash points for the tests).
+//!   the manifests, the refs, a freeze, cleaning up after a killed deploy).
+//! - [`infra`]: what every step leans on (running programs, the report, the lock, the clock,
+//!   crash points for the tests), and [`config`], deploy.yml, at the ground.
 
-pub mod cli;
+// The maps above and in each layer's module link to modules that are the crate's own
+// business (`pub(crate)`): they are for whoever reads the source, not for a user of the
+// library, whose surface is what main.rs and the tests need.
+#![allow(rustdoc::private_intra_doc_links)]
+
+pub mod commands;
 pub mod config;
-pub mod deploy;
-pub mod doctor;
-pub mod freeze;
-pub mod group;
-pub mod hook;
-pub mod hook_file;
 pub mod infra;
-pub mod install;
-pub mod inventory;
-pub mod notify;
-pub mod pipeline;
-pub mod push;
-pub mod push_status;
-pub mod rollback;
-pub mod run;
-pub mod state;
-pub mod steps;
+pub mod receive;
+pub(crate) mod state;
+pub(crate) mod steps;

@@ -1,15 +1,15 @@
 //! atomdeploy-hook: `git push production main` as an atomic deploy of a PHP application.
 //! Everything but the command line is in the library (lib.rs).
 
+use atomdeploy_hook::commands::{self, cli};
 use atomdeploy_hook::infra::report;
-use atomdeploy_hook::{cli, run};
 use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
     // Before anything is made: see the function for why.
     atomdeploy_hook::infra::perms::let_the_web_server_read();
-    if let Err(err) = run::run(cli) {
+    if let Err(err) = commands::run(cli) {
         if err.is::<report::Reported>() {
             std::process::exit(1);
         }

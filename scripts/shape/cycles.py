@@ -2,8 +2,13 @@
 """Module import graph of src/ (from `use crate::…` and `crate::x::` paths) and its cycles.
 
 Exits 1 on a cycle: modules that import each other cannot be read (or changed) one at a time,
-which is what the layout of src/ promises (issue 9)."""
+which is what the layout of src/ promises. The same graph collapsed to src/'s top-level
+folders must follow LAYERS: each imports only from itself or a layer below, so that a file's
+place tells what it may use. A new top-level module must be given a layer here."""
 import re, sys, pathlib
+
+# src/'s top-level modules, top layer first.
+LAYERS = ["commands", "receive", "steps", "state", "infra", "config"]
 src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "src")
 mods = {}
 for f in sorted(src.rglob("*.rs")):
@@ -60,7 +65,22 @@ def visit(v):
 sys.setrecursionlimit(10000)
 for v in sorted(graph):
     if v not in idx: visit(v)
+failed = False
 if sccs:
     for s in sccs: print("CYCLE among:", ", ".join(s))
+    failed = True
+# Layers: every top-level area known, and every import between two areas downward (which
+# also rules out a cycle among areas).
+area = lambda m: m.split("::")[0]
+for m in sorted(graph):
+    if area(m) not in LAYERS:
+        print(f"NO LAYER for {area(m)} (src/{area(m)}): add it to LAYERS in {sys.argv[0]}")
+        failed = True
+        continue
+    for d in graph[m]:
+        if area(d) in LAYERS and LAYERS.index(area(d)) < LAYERS.index(area(m)):
+            print(f"UPWARD IMPORT: {m} imports {d}, but {area(m)} is below {area(d)} in LAYERS")
+            failed = True
+if failed:
     sys.exit(1)
-print(f"no cycles among {len(graph)} modules")
+print(f"no cycles among {len(graph)} modules; {len(LAYERS)} layers, every import downward")

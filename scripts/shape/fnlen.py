@@ -2,7 +2,7 @@
 """Lengths of the functions in src/ (from `fn` to its closing brace), longest first.
 
 With --max N, exits 1 when any function is longer than N lines: a function that grows past a
-screen or two is a step that wants splitting (issue 9's rule for src/)."""
+screen or two is a step that wants splitting (the rule for src/)."""
 import re, sys, pathlib
 args = sys.argv[1:]
 limit = None

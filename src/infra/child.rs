@@ -71,7 +71,7 @@ pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
     }
     cmd.env_remove(COMPOSER_AUTH);
     // The log's business, not the commands': a deploy must not run differently by pusher.
-    cmd.env_remove(crate::state::history::PUSHER_ENV);
+    cmd.env_remove(PUSHER_ENV);
     // A secret of this push only: no command's business, nor its output's.
     cmd.env_remove(PRIMARY_ENV);
     // The status file holds the same secret as its first line, and is the wrapper's word on
@@ -366,11 +366,14 @@ fn kill_tree(root: i32) {
 }
 
 /// Names the file a push's hook reports its outcome in: the `receive-pack` wrapper's
-/// (push_status.rs).
+/// (commands/serve.rs).
 pub const STATUS_ENV: &str = "ATOMDEPLOY_PUSH_STATUS";
 
-/// Carries `serve --group-primary`'s secret to the hook (push_status.rs).
+/// Carries `serve --group-primary`'s secret to the hook (commands/serve.rs).
 pub const PRIMARY_ENV: &str = "ATOMDEPLOY_GROUP_PRIMARY";
+
+/// Carries `serve --pusher` from the forced command to the hook, which logs it.
+pub const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
 
 /// The parent of `pid`, from /proc/<pid>/stat (its 4th field, after the name in parentheses,
 /// which may itself hold spaces and parentheses).

@@ -98,7 +98,7 @@ impl DeployLock {
         }
         let mut lock = DeployLock {
             file,
-            since: crate::state::builds::utc_now_rfc3339(),
+            since: crate::infra::clock::utc_now_rfc3339(),
             run: None,
         };
         lock.record(None)?;
@@ -208,7 +208,7 @@ impl DeployLock {
         let _ = nix::unistd::close(unsafe { OwnedFd::from_raw_fd(TAKEN_OVER_FD) });
         let mut lock = DeployLock {
             file,
-            since: crate::state::builds::utc_now_rfc3339(),
+            since: crate::infra::clock::utc_now_rfc3339(),
             run: None,
         };
         lock.record(None)?;
@@ -271,7 +271,7 @@ fn begin_run(runs: &Path) -> Result<PathBuf> {
     let record = runs.join(format!("{pid}-{start}-{n}"));
     std::fs::write(
         &record,
-        format!("{}\n", crate::state::builds::utc_now_rfc3339()),
+        format!("{}\n", crate::infra::clock::utc_now_rfc3339()),
     )
     .with_context(|| format!("cannot write {}", record.display()))?;
     child::mark_run(Some(OsString::from(&record)));

@@ -1,16 +1,17 @@
 //! What the steps lean on: running programs ([`child`]), what the pusher sees ([`report`]),
-//! one deploy at a time ([`lock`]), cleaning up after a killed one ([`recover`]), and the
-//! crash points of the kill tests ([`fault`]), and shared/ shared with the web server's user
-//! ([`perms`]), who a uid or gid is ([`users`]), who may write into a deploy root
-//! ([`owner`]), text quoted for sh ([`quote`]), and files replaced whole ([`fsutil`]).
+//! one deploy at a time ([`lock`]), the crash points of the kill tests ([`fault`]), and
+//! shared/ shared with the web server's user ([`perms`]), who a uid or gid is ([`users`]),
+//! who may write into a deploy root ([`owner`]), text quoted for sh ([`quote`]), files
+//! replaced whole ([`fsutil`]), and the time as records write it ([`clock`]). Below state:
+//! nothing here knows a deploy root's layout.
 
-pub mod child;
-pub mod fault;
-pub mod fsutil;
-pub mod lock;
-pub mod owner;
+pub(crate) mod child;
+pub(crate) mod clock;
+pub(crate) mod fault;
+pub(crate) mod fsutil;
+pub(crate) mod lock;
+pub(crate) mod owner;
 pub mod perms;
-pub mod quote;
-pub mod recover;
+pub(crate) mod quote;
 pub mod report;
-pub mod users;
+pub(crate) mod users;

@@ -4,20 +4,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::macros::format_description;
 
 use crate::state::build_name::BuildName;
 use crate::state::plan::Layout;
-
-/// RFC 3339 in UTC with a fixed number of digits, so that times sort as text.
-pub fn utc_now_rfc3339() -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    OffsetDateTime::now_utc()
-        .format(format)
-        .expect("a UTC time always formats")
-}
 
 /// Every build in `builds/`, oldest first. Anything else there is not ours and is left alone.
 pub fn list(layout: &Layout) -> Result<Vec<BuildName>> {
@@ -141,16 +130,11 @@ pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
         .find(|b| *b < live && !is_bad(layout, b) && !same_commit(b)))
 }
 
-/// Removes every bad build and the oldest good builds beyond `keep`; never the live one.
-/// Returns what it removed. Each build leaves `builds/` in one rename, as [`park_build`] does;
-/// its files stay in the trash for [`empty_trash`], which the deploy runs after the push
-/// has its answer (see steps/cleanup.rs).
-pub fn cleanup(layout: &Layout, keep: usize) -> Result<Vec<BuildName>> {
-    cleanup_sparing(layout, keep, None)
-}
-
-/// [`cleanup`], never removing `spare` either (a group's build before the one just switched
-/// to, which the primary may still switch back to).
+/// Removes every bad build and the oldest good builds beyond `keep`; never the live one, nor
+/// `spare` (a group's build before the one just switched to, which the primary may still
+/// switch back to). Returns what it removed. Each build leaves `builds/` in one rename, as
+/// [`park_build`] does; its files stay in the trash for [`empty_trash`], which the deploy runs
+/// after the push has its answer (see steps/cleanup.rs).
 pub fn cleanup_sparing(
     layout: &Layout,
     keep: usize,
@@ -442,7 +426,7 @@ mod tests {
     fn cleanup_never_removes_the_live_build_even_when_it_is_the_oldest() {
         let all = FOUR;
         let (_tmp, layout) = root_with(&all, all[0]);
-        let removed = cleanup(&layout, 1).unwrap();
+        let removed = cleanup_sparing(&layout, 1, None).unwrap();
         assert_eq!(removed.len(), 2);
         assert_eq!(names(&layout), [all[0], all[3]]);
         let emptied = empty_trash(&layout);
@@ -460,7 +444,7 @@ mod tests {
         mark_bad(&layout, &name(all[3])).unwrap();
         mark_bad(&layout, &name(all[2])).unwrap();
         // Live and bad: kept. Newest: bad, removed. Two good ones kept for keep=2.
-        cleanup(&layout, 2).unwrap();
+        cleanup_sparing(&layout, 2, None).unwrap();
         assert_eq!(names(&layout), [all[0], all[1], all[2]]);
         assert!(
             !layout.meta_file(&name(all[3])).exists(),

@@ -1,6 +1,6 @@
 //! A deploy root's control branches: `rollback` and `replay` can mean one root only, so they
 //! stay its repository's first root's (nothing changes for a repository with one root) and
-//! each root added later (environments: see `hook/several.rs`) gets `rollback-<branch>` and
+//! each root added later (environments: see `receive/hook/several.rs`) gets `rollback-<branch>` and
 //! `replay-<branch>`, recorded by `install` in its state folder, where the CLI's
 //! `rollback --root` finds them without the hook.
 
@@ -9,8 +9,47 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use crate::push::Branches;
+use crate::config::{REPLAY_BRANCH, ROLLBACK_BRANCH};
 use crate::state::plan::Layout;
+
+/// The branches that mean something to one deploy root: the one it deploys, and the two it
+/// controls (see `receive/hook/several.rs`: a repository's first root has `rollback` and `replay`,
+/// each further root `rollback-<branch>` and `replay-<branch>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branches {
+    pub deploy: String,
+    pub rollback: String,
+    pub replay: String,
+}
+
+impl Branches {
+    /// A repository's first (or only) root's: `rollback` and `replay`.
+    pub fn first(deploy: &str) -> Branches {
+        Branches {
+            deploy: deploy.to_string(),
+            rollback: ROLLBACK_BRANCH.to_string(),
+            replay: REPLAY_BRANCH.to_string(),
+        }
+    }
+
+    /// Whether `refname` is one of these three branches (deleted or not), or a tag named
+    /// like a control branch (the hook deletes such a tag and refuses the push).
+    pub fn claims(&self, refname: &[u8]) -> bool {
+        [&self.deploy, &self.rollback, &self.replay]
+            .iter()
+            .any(|b| refname == format!("refs/heads/{b}").as_bytes())
+            || self.is_control_tag(refname)
+    }
+
+    /// `refs/tags/rollback` or `refs/tags/replay` (or a further root's names): what git makes
+    /// of `git push production v1.0:replay`, since a tag as the source makes the new remote
+    /// ref a tag.
+    pub fn is_control_tag(&self, refname: &[u8]) -> bool {
+        [&self.rollback, &self.replay]
+            .iter()
+            .any(|b| !b.is_empty() && refname == format!("refs/tags/{b}").as_bytes())
+    }
+}
 
 /// In a root's state folder: its own control branches, when it is not its repository's first
 /// root. Two lines, `rollback: <name>` and `replay: <name>`.

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::infra::child::PUSHER_ENV;
 use crate::state::plan::Layout;
 
 /// How many outputs of failed deploys (which left no build to keep them with) are kept.
@@ -66,7 +67,7 @@ pub struct Entry {
     pub pusher: Option<String>,
 }
 
-/// A group operation a host was asked for (see `group/host.rs`).
+/// A group operation a host was asked for (see `receive/group/host.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupOp {
     pub gid: String,
@@ -194,9 +195,6 @@ pub fn pusher() -> Option<String> {
 pub fn operator() -> String {
     first_named(&["SUDO_USER", "USER", "LOGNAME"])
 }
-
-/// Carries `serve --pusher` from the forced command to the hook.
-pub const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
 
 /// The first of the environment variables `keys` that is set and not empty, else the name of
 /// the uid this process runs as: an environment without `$USER` (cron, systemd, a cleared

@@ -23,7 +23,7 @@ const BUILD_REFS: &str = "refs/atomdeploy/builds/";
 
 /// Gives every build on disk a ref at its commit and removes the refs of builds that are gone,
 /// then points the root's rollback branch (`refs/heads/rollback`, or `rollback-<branch>` for a
-/// root added to a repository that has others: see `hook/several.rs`) at the commit of the
+/// root added to a repository that has others: see `receive/hook/several.rs`) at the commit of the
 /// current rollback target, or deletes it when there is none. Call under the lock, after every
 /// deploy and rollback. A failure only warns: the site is unaffected.
 pub fn sync_ref(plan: &Plan, repo: &Repository, reporter: &Reporter) {

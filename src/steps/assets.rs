@@ -31,10 +31,10 @@ use walkdir::WalkDir;
 
 use crate::config::SnapshotMode;
 use crate::infra::report::Reporter;
-use crate::pipeline::Deploy;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Layout;
+use crate::steps::Deploy;
 use crate::steps::{self, Summary};
 
 /// How carried files are placed.

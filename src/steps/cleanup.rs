@@ -45,7 +45,8 @@ impl fmt::Display for Cleaned {
 impl Summary for Cleaned {}
 
 /// Moves every bad build and the oldest good ones beyond `keep` out of `builds/` (see
-/// [`builds::cleanup`]), never `spare`; their files wait in the trash for [`after_the_push`].
+/// [`builds::cleanup_sparing`]), never `spare`; their files wait in the trash for
+/// [`after_the_push`].
 pub fn cleanup(layout: &Layout, keep: usize, spare: Option<&BuildName>) -> Result<Cleaned> {
     let removed = builds::cleanup_sparing(layout, keep, spare)?.len();
     Ok(Cleaned { removed, keep })

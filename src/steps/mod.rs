@@ -1,8 +1,8 @@
 //! The steps of a deploy, each a module of its own, in the order a deploy runs them (the
 //! README's "The deploy, step by step" tells the same list):
 //!
-//! 1. **lock** — `infra/lock.rs`, then `infra/recover.rs` cleans up what a killed deploy left;
-//! 2. **decide** — `deploy.rs`: the branch head under the lock, or nothing when it is live;
+//! 1. **lock** — `infra/lock.rs`, then `state/recover.rs` cleans up what a killed deploy left;
+//! 2. **decide** — `receive/deploy.rs`: the branch head under the lock, or nothing when it is live;
 //! 3. **checkout** — [`checkout`]: the commit into `application/`;
 //! 4. **composer** — [`composer`]: only as much as the commit needs;
 //!    then **build** — [`build`]: the front-end commands, when their inputs changed;
@@ -17,32 +17,55 @@
 //!    set, [`opcache`] asks php-fpm to forget the old build's compiled scripts (also after
 //!    every rollback's switch);
 //! 9. **after_switch** — [`commands`];
-//! 10. **healthcheck** — [`health`]; failing, `rollback.rs` puts the previous build back;
+//! 10. **healthcheck** — [`health`]; failing, `receive/rollback.rs` puts the previous build back;
 //! 11. **cleanup** — [`cleanup`]: old and bad builds removed, never the live one;
 //! 12. **log** — `state/history.rs`, and `state/refs.rs` moves the `rollback` branch.
 //!
-//! `pipeline.rs` runs 3 to 11; every step there returns a summary that knows its own line.
+//! `receive/pipeline.rs` runs 3 to 11, handing each step a [`Deploy`]; every step there
+//! returns a summary that knows its own line.
+//!
+//! A layer below `receive` and above `state`: a step uses state, infra and config, and never
+//! the pipeline or the hook that run it.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::infra::report::{Reporter, Step};
+use git2::{Oid, Repository};
 
-pub mod assets;
-pub mod build;
-pub mod checkout;
-pub mod cleanup;
-pub mod commands;
-pub mod composer;
-pub mod fastcgi;
-pub mod health;
-pub mod opcache;
-pub mod preflight;
-pub mod restore;
-pub mod shared;
-pub mod snapshot;
-pub mod submodules;
-pub mod switch;
+use crate::infra::report::{Reporter, Step};
+use crate::state::build_name::BuildName;
+use crate::state::plan::Plan;
+
+pub(crate) mod assets;
+pub(crate) mod build;
+pub(crate) mod checkout;
+pub(crate) mod cleanup;
+pub(crate) mod commands;
+pub(crate) mod composer;
+pub(crate) mod fastcgi;
+pub(crate) mod health;
+pub(crate) mod opcache;
+pub(crate) mod preflight;
+pub(crate) mod restore;
+pub(crate) mod shared;
+pub(crate) mod snapshot;
+pub(crate) mod submodules;
+pub(crate) mod switch;
+
+/// One deploy, from the checkout on: what every step reads.
+pub struct Deploy<'a> {
+    pub plan: &'a Plan,
+    /// The bare repository, opened once for the whole deploy.
+    pub repo: &'a Repository,
+    pub commit: Oid,
+    /// The ref or command that asked, for the build's record.
+    pub source: &'a str,
+    /// `replay`: the build links nothing from the live one.
+    pub replay: bool,
+    /// The live build, which the new one replaces (and links from).
+    pub previous: Option<&'a BuildName>,
+    pub reporter: &'a Reporter,
+}
 
 /// What a step did, as the detail of its line (`    checkout 0.04s: 12 files, …`).
 pub trait Summary: fmt::Display {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::infra::clock;
 use crate::infra::fault;
 use crate::infra::report::{self, Reporter};
 use crate::state::build_name::BuildName;
@@ -130,7 +131,7 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
     let ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let at = builds::utc_now_rfc3339();
+    let at = clock::utc_now_rfc3339();
     fault::point("switched");
     // The build is live from here on: nothing after this point may fail the switch, or the
     // caller would treat a live build as one that never went live. These can only warn

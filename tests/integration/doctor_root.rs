@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use atomdeploy_hook::group::Line;
+use atomdeploy_hook::receive::group::Line;
 
 use crate::harness::tmpfs::Tmpfs;
 use crate::harness::{BIN, Server, assert_success};

@@ -5,7 +5,7 @@
 use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use atomdeploy_hook::group::{Line, Status};
+use atomdeploy_hook::receive::group::{Line, Status};
 
 use crate::harness::{self, DevClone, Push, Server};
 

@@ -9,8 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use atomdeploy_hook::group::{GroupRef, Line, Op};
-use atomdeploy_hook::push_status::{PRIMARY_ENV, STATUS_ENV};
+use atomdeploy_hook::commands::serve::{PRIMARY_ENV, STATUS_ENV};
+use atomdeploy_hook::receive::group::{GroupRef, Line, Op};
 
 use crate::harness::sshd::{GIT_SHELL_ONLY, SshClient, Sshd, group_primary_only, host_addr};
 use crate::harness::{self, BIN, DevClone, Push, Server, ServerState};

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use atomdeploy_hook::cli::Cli;
+use atomdeploy_hook::commands::cli::Cli;
 use clap::CommandFactory;
 
 /// The generator itself, as scripts/package runs it: an example is not built for

@@ -512,7 +512,8 @@ fn every_command_the_docs_show_is_one_the_command_line_accepts() {
     let mut refused = Vec::new();
     for (page, command) in &shown {
         for spelling in spellings(command) {
-            if let Err(err) = atomdeploy_hook::cli::Cli::try_parse_from(words(&spelling)) {
+            if let Err(err) = atomdeploy_hook::commands::cli::Cli::try_parse_from(words(&spelling))
+            {
                 refused.push(format!("{page}: `{spelling}`: {}", err.kind()));
             }
         }
