@@ -27,75 +27,70 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
 
-pub use branch::{REPLAY_BRANCH, ROLLBACK_BRANCH};
-pub use build::{Build, BuildCommand};
-pub use composer::{Composer, DEFAULT_COMPOSER_ARGS};
-pub use health::{FpmAddress, Healthcheck, Preflight, Probe};
-pub use hosts::check_host_url;
-pub use limits::{
-    BUILD_TIMEOUT, COMMAND_TIMEOUT, COMPOSER_TIMEOUT, HEALTHCHECK_INTERVAL, HEALTHCHECK_RETRIES,
-    HEALTHCHECK_TIMEOUT, HOST_TIMEOUT, HOSTS_AT_ONCE, KEEP_BUILDS, LOCK_TIMEOUT, Limit,
-    PREFLIGHT_TIMEOUT, SWITCH_WINDOW,
-};
-pub use notify::{NotifyFormat, NotifyTarget, NotifyUrl, redacted_url};
-pub use paths::{SharedEntry, same_path};
-pub use raw::yaml_scalar;
+pub(crate) use branch::{REPLAY_BRANCH, ROLLBACK_BRANCH};
+pub(crate) use build::{Build, BuildCommand};
+pub(crate) use composer::Composer;
+pub use composer::DEFAULT_COMPOSER_ARGS;
+pub(crate) use health::{FpmAddress, Healthcheck, Preflight, Probe};
+pub(crate) use notify::{NotifyFormat, NotifyTarget, redacted_url};
+pub(crate) use paths::{SharedEntry, same_path};
+pub(crate) use raw::yaml_scalar;
 
 use paths::PathList;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The bare repository, absolute (relative paths in the file are taken from the deploy root).
-    pub repository: PathBuf,
-    pub branch: String,
-    pub keep_builds: usize,
-    pub shared: Vec<SharedEntry>,
+    pub(crate) repository: PathBuf,
+    pub(crate) branch: String,
+    pub(crate) keep_builds: usize,
+    pub(crate) shared: Vec<SharedEntry>,
     /// `None` when composer is switched off.
-    pub composer: Option<Composer>,
-    pub before_switch: Vec<String>,
-    pub after_switch: Vec<String>,
+    pub(crate) composer: Option<Composer>,
+    pub(crate) before_switch: Vec<String>,
+    pub(crate) after_switch: Vec<String>,
     /// Limit of each before_switch and after_switch command (its children included).
-    pub command_timeout: Duration,
+    pub(crate) command_timeout: Duration,
     /// Zero: give up at once when another deploy holds the lock.
-    pub lock_timeout: Duration,
-    pub healthcheck: Option<Healthcheck>,
-    pub snapshot: SnapshotMode,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) healthcheck: Option<Healthcheck>,
+    pub(crate) snapshot: SnapshotMode,
     /// `app_dir:` the directory of the commit that is the app (a monorepo's `backend/`),
     /// normalized; empty for the whole commit (read through it: `state/app_tree.rs`).
-    pub app_dir: PathBuf,
+    pub(crate) app_dir: PathBuf,
     /// Directories of the app (normalized, relative) whose files the builds still on disk
     /// lend to each new build (see `steps/assets.rs`).
-    pub keep_assets: Vec<PathBuf>,
+    pub(crate) keep_assets: Vec<PathBuf>,
     /// The php-fpm pool whose opcache is reset after every switch (`reset_opcache:`).
-    pub reset_opcache: Option<FpmAddress>,
+    pub(crate) reset_opcache: Option<FpmAddress>,
     /// The front-end build step (`build:`), run in application/ after composer.
-    pub build: Option<Build>,
+    pub(crate) build: Option<Build>,
     /// Paths kept in application/ (and through checkouts) but never copied into a build.
-    pub exclude: Vec<PathBuf>,
+    pub(crate) exclude: Vec<PathBuf>,
     /// The other web servers of a group (`hosts:`), as git push takes them; empty on a single
     /// server. The group deploy is in `src/receive/group/primary.rs`.
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     /// Hosts prepared at once.
-    pub hosts_at_once: usize,
+    pub(crate) hosts_at_once: usize,
     /// Limit of one host's prepare (its `git push`, with everything it started).
-    pub host_timeout: Duration,
+    pub(crate) host_timeout: Duration,
     /// How long after the first server of a group switched every other one must have: past
     /// it, the group goes back rather than serve two versions for longer (`switch_window:`).
-    pub switch_window: Duration,
+    pub(crate) switch_window: Duration,
     /// `release:` commands run once per deploy in the new build, after before_switch and
     /// right before the switch (on a group's primary only, once every host has prepared).
-    pub release: Vec<String>,
+    pub(crate) release: Vec<String>,
     /// `notify:` webhooks told of each deploy, rollback and failure (see `src/receive/notify.rs`).
-    pub notify: Vec<NotifyTarget>,
+    pub(crate) notify: Vec<NotifyTarget>,
     /// Requests sent to php-fpm with the new build as document root before the switch
     /// (`preflight:`, see `steps/preflight.rs`).
-    pub preflight: Option<Preflight>,
+    pub(crate) preflight: Option<Preflight>,
 }
 
 /// How a build gets the files of application/.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SnapshotMode {
+pub(crate) enum SnapshotMode {
     /// Every file copied: builds share nothing.
     Copy,
     /// Files of the live build hard-linked into the next one while application/ still has the
@@ -225,7 +220,7 @@ fn located(origin: &Path, position: Option<(usize, usize)>, message: &str) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
-    use limits::NUMBERS;
+    use limits::{Limit, NUMBERS};
 
     fn parse_ok(text: &str) -> Config {
         parse(text, Path::new("deploy.yml"), Path::new("/srv/app")).unwrap()

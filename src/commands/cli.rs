@@ -17,20 +17,20 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Args)]
-pub struct RootArg {
+pub(crate) struct RootArg {
     /// The deploy root (holds application/, builds/, shared/, latest and deploy.yml); default:
     /// the deploy root that holds the current directory.
     #[arg(long, env = "ATOMDEPLOY_ROOT", value_name = "DIR")]
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
 }
 
 impl RootArg {
     /// The root given, or the one the current directory is in (see [`root_or_here`]).
-    pub fn dir(self) -> Result<PathBuf> {
+    pub(crate) fn dir(self) -> Result<PathBuf> {
         root_or_here(self.root)
     }
 }
@@ -40,7 +40,7 @@ impl RootArg {
 /// operator standing in `application/` or `builds/<name>/public` need not name it. A commit may
 /// carry a deploy.yml of its own, but never .atomdeploy/, so a build or application/ is never
 /// taken for the root.
-pub fn root_or_here(given: Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn root_or_here(given: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(root) = given {
         return Ok(root);
     }
@@ -62,7 +62,7 @@ fn is_deploy_root(dir: &Path) -> bool {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Set up a bare repository and a deploy root, and print the remote to add.
     Install {
         /// The bare repository to push to (created if missing; an existing one is kept).
@@ -228,7 +228,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum HostsAction {
+pub(crate) enum HostsAction {
     /// Deploy without this host until `hosts include`: every deploy warns meanwhile.
     Exclude {
         /// The host as deploy.yml lists it (or its short name, as deploys prefix its lines).

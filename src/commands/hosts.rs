@@ -17,7 +17,7 @@ use crate::state::plan::Plan;
 /// What `hosts` exits with, for scripts: 0 when every host that is not excluded answered and
 /// is live on the primary's live commit, 1 when one is on another commit (or none), 2 when one
 /// did not answer. An excluded host counts for neither: it is known to be out.
-pub fn exit_code(rows: &[Row]) -> i32 {
+pub(crate) fn exit_code(rows: &[Row]) -> i32 {
     let counted = || rows.iter().filter(|r| r.excluded.is_none());
     if counted().any(|r| r.error.is_some()) {
         2
@@ -29,7 +29,7 @@ pub fn exit_code(rows: &[Row]) -> i32 {
 }
 
 /// `atomdeploy-hook hosts [--json]`; returns its exit status ([`exit_code`]).
-pub fn print(plan: &Plan, json: bool) -> Result<i32> {
+pub(crate) fn print(plan: &Plan, json: bool) -> Result<i32> {
     if plan.config.hosts.is_empty() {
         bail!(
             "{} lists no `hosts:`; this server deploys alone",
@@ -106,7 +106,7 @@ fn find_host(plan: &Plan, name: &str) -> Result<Host> {
 }
 
 /// `atomdeploy-hook hosts exclude <url> --reason …`.
-pub fn exclude(plan: &Plan, name: &str, reason: &str, reporter: &Reporter) -> Result<()> {
+pub(crate) fn exclude(plan: &Plan, name: &str, reason: &str, reporter: &Reporter) -> Result<()> {
     if reason.trim().is_empty() {
         bail!("say why the host is left out: --reason \"…\"");
     }
@@ -132,7 +132,7 @@ pub fn exclude(plan: &Plan, name: &str, reason: &str, reporter: &Reporter) -> Re
 /// `atomdeploy-hook hosts include <url>`: the host is brought to the primary's live commit at
 /// once (prepare and switch on it alone), then deploys reach it again. Should that fail, it
 /// stays excluded, so that deploys keep working.
-pub fn include(plan: &Plan, name: &str, reporter: &Reporter) -> Result<()> {
+pub(crate) fn include(plan: &Plan, name: &str, reporter: &Reporter) -> Result<()> {
     let host = find_host(plan, name)?;
     let _lock = DeployLock::acquire(&plan.layout.lock_file(), plan.config.lock_timeout, reporter)?;
     if !excluded::read(&plan.layout)?

@@ -20,20 +20,20 @@ const CONFIG_TEMPLATE: &str = include_str!("../../deploy.yml");
 /// Identifies a hook we wrote, so that reinstalling never replaces somebody else's hook.
 pub(crate) const HOOK_MARKER: &str = "installed by `atomdeploy-hook install`";
 
-pub struct Install<'a> {
-    pub repo: &'a Path,
-    pub root: &'a Path,
-    pub branch: &'a str,
-    pub url: Option<&'a str>,
+pub(crate) struct Install<'a> {
+    pub(crate) repo: &'a Path,
+    pub(crate) root: &'a Path,
+    pub(crate) branch: &'a str,
+    pub(crate) url: Option<&'a str>,
     /// `--web-user`: give shared/ to this user's group (see [`share_with_web_user`]).
-    pub web_user: Option<&'a str>,
+    pub(crate) web_user: Option<&'a str>,
 }
 
 /// Branches the hook gives a meaning of its own: `rollback` (kept at the rollback target,
 /// deleting it rolls back) and `replay`, reserved for the same kind of use.
 const RESERVED_BRANCHES: &[&str] = &["rollback", "replay"];
 
-pub fn install(args: &Install) -> Result<()> {
+pub(crate) fn install(args: &Install) -> Result<()> {
     refuse_names(args)?;
     let remote_url = remote_url(args.url, args.repo)?;
     // Looked up before anything exists, so that a wrong name changes nothing.

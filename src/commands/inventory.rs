@@ -12,35 +12,35 @@ use crate::state::plan::Layout;
 
 /// One row of `builds`: a build on disk, or a failed deploy that left none.
 #[derive(Debug, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// The build's name; `null` for a failed deploy, but for one whose build went live and was
     /// rolled back by its health check (then removed by cleanup): `log` takes that name.
-    pub name: Option<String>,
-    pub commit: String,
+    pub(crate) name: Option<String>,
+    pub(crate) commit: String,
     #[serde(rename = "ref")]
-    pub source: String,
+    pub(crate) source: String,
     /// UTC, RFC 3339.
-    pub deployed_at: String,
+    pub(crate) deployed_at: String,
     /// `live`, `bad`, `rollback target` (comma-separated when several hold), `failed`, or "".
-    pub state: String,
+    pub(crate) state: String,
     /// Bytes on disk this build adds to the builds newer than it (each file counted once, in
     /// the newest build that has it): the figures of all builds add up to what `builds/` takes
     /// on disk. `null` for a failed deploy.
-    pub disk_bytes: Option<u64>,
+    pub(crate) disk_bytes: Option<u64>,
     /// The build's full size, shared files included (`du -s --apparent-size`).
-    pub apparent_bytes: Option<u64>,
-    pub error: Option<String>,
+    pub(crate) apparent_bytes: Option<u64>,
+    pub(crate) error: Option<String>,
     /// The commit's subject, its author (`name <email>`) and who pushed it, as the deploy log
     /// has them; `null` for builds made before the log kept them.
-    pub subject: Option<String>,
-    pub author: Option<String>,
-    pub pusher: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) author: Option<String>,
+    pub(crate) pusher: Option<String>,
     /// For a replay of a tagged commit: its tags (`v1.0`), as the deploy log has them.
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
 }
 
 /// Every build, newest first, with the failed deploys since the oldest of them.
-pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
+pub(crate) fn rows(layout: &Layout) -> Result<Vec<Row>> {
     let log = history::read(layout)?;
     let live = builds::live(layout);
     let target = builds::rollback_target(layout)?;
@@ -127,7 +127,7 @@ pub fn rows(layout: &Layout) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-pub fn print_builds(layout: &Layout, json: bool) -> Result<()> {
+pub(crate) fn print_builds(layout: &Layout, json: bool) -> Result<()> {
     let rows = rows(layout)?;
     if json {
         let text = serde_json::to_string_pretty(&rows)?;
@@ -196,7 +196,7 @@ fn write_builds(out: &mut dyn Write, layout: &Layout, rows: &[Row]) -> std::io::
 
 /// The full output of a deploy attempt: of `id` — a build's name, or the `failed-…` id
 /// `builds` shows under a failed attempt — or of the latest attempt, failed or not.
-pub fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
+pub(crate) fn print_log(layout: &Layout, id: Option<&str>) -> Result<()> {
     let (file, what) = match id {
         Some(id) if id.starts_with("failed-") => {
             let entry = history::read(layout)?
@@ -289,7 +289,7 @@ fn failed_output(layout: &Layout, started_at: &str) -> Option<String> {
         .find(|name| name.starts_with(&prefix) && name.ends_with(".log"))
 }
 
-pub fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
     let mut value = bytes as f64;
     let mut unit = 0;

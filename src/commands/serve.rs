@@ -56,7 +56,7 @@ pub(crate) enum Caller {
 
 impl Caller {
     /// `serve --group-primary` or not.
-    pub fn from_flag(group_primary: bool) -> Caller {
+    pub(crate) fn from_flag(group_primary: bool) -> Caller {
         if group_primary {
             Caller::GroupPrimary
         } else {

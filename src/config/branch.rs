@@ -4,9 +4,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 /// The branch atomdeploy-hook keeps at the commit a rollback would go to.
-pub const ROLLBACK_BRANCH: &str = "rollback";
+pub(crate) const ROLLBACK_BRANCH: &str = "rollback";
 /// The branch a push to deploys its commit as a new build; the hook deletes it again.
-pub const REPLAY_BRANCH: &str = "replay";
+pub(crate) const REPLAY_BRANCH: &str = "replay";
 
 pub(super) fn branch_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;

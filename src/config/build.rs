@@ -14,22 +14,22 @@ use super::visit::NonEmpty;
 /// The front-end build step (`build:`): commands run with `sh -c` in application/ after
 /// composer, so that their caches (node_modules/) persist there between deploys.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Build {
-    pub commands: Vec<BuildCommand>,
+pub(crate) struct Build {
+    pub(crate) commands: Vec<BuildCommand>,
     /// The step runs only when a path of the commit under one of these changed since its last
     /// successful run; `None`: on every deploy.
-    pub inputs: Option<Vec<PathBuf>>,
+    pub(crate) inputs: Option<Vec<PathBuf>>,
     /// Limit of each command, with everything it started.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// One command of the build step.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildCommand {
-    pub run: String,
+pub(crate) struct BuildCommand {
+    pub(crate) run: String,
     /// When the step runs, this command runs only if a path under these changed since it last
     /// succeeded (`npm ci`, which empties node_modules/, only for a changed lockfile).
-    pub inputs: Option<Vec<PathBuf>>,
+    pub(crate) inputs: Option<Vec<PathBuf>>,
 }
 
 const DEFAULT_BUILD_TIMEOUT: u64 = 900;

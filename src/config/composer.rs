@@ -18,10 +18,10 @@ pub const DEFAULT_COMPOSER_ARGS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Composer {
-    pub args: Vec<String>,
+pub(crate) struct Composer {
+    pub(crate) args: Vec<String>,
     /// A composer run (scripts included) that takes longer is killed and the deploy fails.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 const DEFAULT_COMPOSER_TIMEOUT: u64 = 900;

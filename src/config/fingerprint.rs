@@ -11,7 +11,7 @@ impl Config {
     /// `host_timeout`, `switch_window`, `release`, `preflight.fastcgi`), as canonical JSON, and its xxh3-64 in hex. A host refuses a
     /// group deploy whose fingerprint differs from its own, rather than build the app another
     /// way than the primary does.
-    pub fn app_fingerprint(&self) -> (String, serde_json::Value) {
+    pub(crate) fn app_fingerprint(&self) -> (String, serde_json::Value) {
         use serde_json::json;
         // Taken apart field by field: a key added to Config does not compile until it is
         // placed here, on one side or the other.

@@ -19,29 +19,29 @@ use super::{Refusal, Spot};
 /// build another would have refused), while `fastcgi` is where this server's own pool
 /// listens, which differs from server to server just like `reset_opcache:`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Preflight {
+pub(crate) struct Preflight {
     /// `preflight.fastcgi`, or `reset_opcache:` when it is not given.
-    pub fastcgi: FpmAddress,
+    pub(crate) fastcgi: FpmAddress,
     /// Paths (with any query) as a browser would request them; each starts with `/`.
-    pub urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
     /// Limit of each request, connection included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Checked after the switch; a build that fails it is rolled back.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Healthcheck {
-    pub probe: Probe,
+pub(crate) struct Healthcheck {
+    pub(crate) probe: Probe,
     /// Further attempts after a failed one.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Pause between attempts.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Limit of one attempt.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// `sh -c` in the deploy root; healthy when it exits 0.
     Command(String),
     /// An HTTP GET; healthy when it answers 2xx.
@@ -108,7 +108,7 @@ pub(super) fn healthcheck<'de, D: Deserializer<'de>>(
 
 /// Where a php-fpm pool listens: `unix:/run/php/app.sock` or `tcp://127.0.0.1:9000`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FpmAddress {
+pub(crate) enum FpmAddress {
     Unix(PathBuf),
     Tcp { host: String, port: u16 },
 }

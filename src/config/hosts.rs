@@ -34,7 +34,7 @@ pub(super) fn switch_window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::E
 /// Checks one `hosts:` entry on its own: a URL `git push` reaches over ssh or a local path,
 /// and nothing in it that ssh or git could take for an option (`-oProxyCommand=…` as a host
 /// runs a command on the primary).
-pub fn check_host_url(text: &str) -> Result<gix_url::Url, String> {
+pub(crate) fn check_host_url(text: &str) -> Result<gix_url::Url, String> {
     if text.trim().is_empty() {
         return Err("a host must not be empty".into());
     }

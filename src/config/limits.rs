@@ -12,24 +12,24 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 /// `Instant + Duration` of 2^64 seconds panics, and a panic after the switch would leave an
 /// unchecked build live.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limit {
+pub(crate) struct Limit {
     /// As written in deploy.yml, with its section: `healthcheck.timeout`.
-    pub key: &'static str,
-    pub min: f64,
-    pub max: f64,
+    pub(crate) key: &'static str,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
     /// Seconds (else a count).
-    pub seconds: bool,
+    pub(crate) seconds: bool,
     /// Fractions allowed (else a whole number).
-    pub fractional: bool,
+    pub(crate) fractional: bool,
     /// What the smallest value means, when that needs saying.
-    pub min_means: Option<&'static str>,
+    pub(crate) min_means: Option<&'static str>,
 }
 
 /// A day: no deploy step should take longer, and no clock overflows adding it.
 const DAY: f64 = 86_400.0;
 const HOUR: f64 = 3_600.0;
 
-pub const KEEP_BUILDS: Limit = Limit {
+pub(crate) const KEEP_BUILDS: Limit = Limit {
     key: "keep_builds",
     min: 1.0,
     max: 1000.0,
@@ -37,7 +37,7 @@ pub const KEEP_BUILDS: Limit = Limit {
     fractional: false,
     min_means: Some("the live build only"),
 };
-pub const LOCK_TIMEOUT: Limit = Limit {
+pub(crate) const LOCK_TIMEOUT: Limit = Limit {
     key: "lock_timeout",
     min: 0.0,
     max: DAY,
@@ -45,7 +45,7 @@ pub const LOCK_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: Some("do not wait"),
 };
-pub const COMMAND_TIMEOUT: Limit = Limit {
+pub(crate) const COMMAND_TIMEOUT: Limit = Limit {
     key: "command_timeout",
     min: 1.0,
     max: DAY,
@@ -53,7 +53,7 @@ pub const COMMAND_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
-pub const COMPOSER_TIMEOUT: Limit = Limit {
+pub(crate) const COMPOSER_TIMEOUT: Limit = Limit {
     key: "composer.timeout",
     min: 1.0,
     max: DAY,
@@ -61,7 +61,7 @@ pub const COMPOSER_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
-pub const HEALTHCHECK_RETRIES: Limit = Limit {
+pub(crate) const HEALTHCHECK_RETRIES: Limit = Limit {
     key: "healthcheck.retries",
     min: 0.0,
     max: 100.0,
@@ -69,7 +69,7 @@ pub const HEALTHCHECK_RETRIES: Limit = Limit {
     fractional: false,
     min_means: Some("one attempt only"),
 };
-pub const HEALTHCHECK_INTERVAL: Limit = Limit {
+pub(crate) const HEALTHCHECK_INTERVAL: Limit = Limit {
     key: "healthcheck.interval",
     min: 0.0,
     max: HOUR,
@@ -77,7 +77,7 @@ pub const HEALTHCHECK_INTERVAL: Limit = Limit {
     fractional: true,
     min_means: Some("retry at once"),
 };
-pub const HEALTHCHECK_TIMEOUT: Limit = Limit {
+pub(crate) const HEALTHCHECK_TIMEOUT: Limit = Limit {
     key: "healthcheck.timeout",
     min: 0.001,
     max: DAY,
@@ -86,7 +86,7 @@ pub const HEALTHCHECK_TIMEOUT: Limit = Limit {
     min_means: None,
 };
 
-pub const BUILD_TIMEOUT: Limit = Limit {
+pub(crate) const BUILD_TIMEOUT: Limit = Limit {
     key: "build.timeout",
     min: 1.0,
     max: DAY,
@@ -94,7 +94,7 @@ pub const BUILD_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
-pub const HOSTS_AT_ONCE: Limit = Limit {
+pub(crate) const HOSTS_AT_ONCE: Limit = Limit {
     key: "hosts_at_once",
     min: 1.0,
     max: 64.0,
@@ -102,7 +102,7 @@ pub const HOSTS_AT_ONCE: Limit = Limit {
     fractional: false,
     min_means: Some("one host after the other"),
 };
-pub const HOST_TIMEOUT: Limit = Limit {
+pub(crate) const HOST_TIMEOUT: Limit = Limit {
     key: "host_timeout",
     min: 1.0,
     max: DAY,
@@ -110,7 +110,7 @@ pub const HOST_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
-pub const PREFLIGHT_TIMEOUT: Limit = Limit {
+pub(crate) const PREFLIGHT_TIMEOUT: Limit = Limit {
     key: "preflight.timeout",
     min: 1.0,
     max: HOUR,
@@ -118,7 +118,7 @@ pub const PREFLIGHT_TIMEOUT: Limit = Limit {
     fractional: false,
     min_means: None,
 };
-pub const SWITCH_WINDOW: Limit = Limit {
+pub(crate) const SWITCH_WINDOW: Limit = Limit {
     key: "switch_window",
     min: 1.0,
     max: HOUR,
@@ -129,7 +129,7 @@ pub const SWITCH_WINDOW: Limit = Limit {
 
 /// Every number deploy.yml holds (the tests go through them all).
 #[cfg(test)]
-pub const NUMBERS: [Limit; 12] = [
+pub(crate) const NUMBERS: [Limit; 12] = [
     KEEP_BUILDS,
     LOCK_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -146,7 +146,7 @@ pub const NUMBERS: [Limit; 12] = [
 
 impl Limit {
     /// `a whole number of seconds from 0 (do not wait) to 86400 (24 hours)`.
-    pub fn range(&self) -> String {
+    pub(crate) fn range(&self) -> String {
         let what = match (self.fractional, self.seconds) {
             (false, false) => "a whole number",
             (false, true) => "a whole number of seconds",

@@ -10,16 +10,16 @@ use serde::de::{self, Deserializer, Visitor};
 /// One `notify:` entry: where to POST, and the body's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotifyTarget {
+pub(crate) struct NotifyTarget {
     #[serde(deserialize_with = "notify_url")]
-    pub url: NotifyUrl,
+    pub(crate) url: NotifyUrl,
     #[serde(default)]
-    pub format: NotifyFormat,
+    pub(crate) format: NotifyFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum NotifyFormat {
+pub(crate) enum NotifyFormat {
     /// The deploy log's facts as a JSON object.
     #[default]
     Json,
@@ -48,11 +48,11 @@ fn notify_url<'de, D: Deserializer<'de>>(d: D) -> Result<NotifyUrl, D::Error> {
 /// in Display and Debug alike, only as [`redacted_url`] gives it, whatever prints it (the
 /// pusher's lines, notify.jsonl, a warning); [`NotifyUrl::secret`] is for sending to it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct NotifyUrl(String);
+pub(crate) struct NotifyUrl(String);
 
 impl NotifyUrl {
     /// The whole URL, secret parts and all: only to send to, never to show.
-    pub fn secret(&self) -> &str {
+    pub(crate) fn secret(&self) -> &str {
         &self.0
     }
 }
@@ -73,7 +73,7 @@ impl fmt::Debug for NotifyUrl {
 /// `scheme://host[:port]/…`, the same shape whatever the path (an empty one included, so
 /// that the shape tells nothing either). Parsed by the http crate, the parser ureq sends
 /// with; what it cannot parse shows its scheme at most.
-pub fn redacted_url(text: &str) -> String {
+pub(crate) fn redacted_url(text: &str) -> String {
     if let Ok(uri) = text.parse::<ureq::http::Uri>()
         && let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority())
         && !authority.host().is_empty()

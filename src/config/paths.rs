@@ -15,10 +15,10 @@ use super::{Refusal, Spot};
 
 /// One `shared:` entry: a normalized relative path inside the build.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SharedEntry {
-    pub path: PathBuf,
+pub(crate) struct SharedEntry {
+    pub(crate) path: PathBuf,
     /// Written with a trailing `/`: starts as an empty directory when nothing seeds it.
-    pub is_dir: bool,
+    pub(crate) is_dir: bool,
 }
 
 impl fmt::Display for SharedEntry {
@@ -292,7 +292,7 @@ pub(super) fn exclude_list<'de, D: Deserializer<'de>>(
 }
 
 /// Whether two paths name the same place, whether or not it exists yet.
-pub fn same_path(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
     let resolve = |p: &Path| {
         std::fs::canonicalize(p)
             .or_else(|_| std::path::absolute(p))

@@ -273,7 +273,7 @@ fn strings_in(value: &serde_yaml::Value, out: &mut Vec<String>) {
 
 /// `value` as a YAML scalar, quoted when it must be, for a line of deploy.yml written by
 /// `install`.
-pub fn yaml_scalar(value: &str) -> anyhow::Result<String> {
+pub(crate) fn yaml_scalar(value: &str) -> anyhow::Result<String> {
     Ok(serde_yaml::to_string(value)?.trim_end().to_string())
 }
 

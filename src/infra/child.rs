@@ -25,30 +25,30 @@ use crate::infra::report::Reporter;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// How long processes may take to die after SIGKILL before a deploy says they would not.
-pub const STOP_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Lines of one command's output shown to the pusher (and kept for `log`); a command that
 /// prints without end must not flood the pusher's terminal or the hook's memory.
 const MAX_LINES: usize = 5000;
 /// Bytes of one line shown; the rest of a longer line comes as further lines.
-pub const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// The environment variable that marks every process a deploy starts, and so everything they
 /// start in turn: unlike a process group or a parent, an environment survives `setsid`, double
 /// forks and the death of the hook, so the next deploy can find a killed deploy's processes.
-pub const RUN_VAR: &str = "ATOMDEPLOY_RUN";
+pub(crate) const RUN_VAR: &str = "ATOMDEPLOY_RUN";
 
 /// Composer's credentials in the environment. No child gets it from the hook's environment:
 /// a before_switch command, a build step or a health check that prints its environment (or
 /// an `env` in a log) would show the credentials for private packages. Composer alone is
 /// given them, by the composer step.
-pub const COMPOSER_AUTH: &str = "COMPOSER_AUTH";
+pub(crate) const COMPOSER_AUTH: &str = "COMPOSER_AUTH";
 
 /// The marker of the run that holds the deploy lock (see lock.rs), given to every child.
 static RUN: Mutex<Option<OsString>> = Mutex::new(None);
 
 /// Sets (or, with `None`, clears) the marker children get from now on.
-pub fn mark_run(marker: Option<OsString>) {
+pub(crate) fn mark_run(marker: Option<OsString>) {
     *RUN.lock().unwrap_or_else(|e| e.into_inner()) = marker;
 }
 
@@ -61,7 +61,7 @@ pub fn mark_run(marker: Option<OsString>) {
 /// (`PR_SET_PDEATHSIG`): a hook killed alone (the OOM killer, an operator's `kill -9 PID`)
 /// does not leave composer or a command working on. That covers the child only, not what it
 /// started; those the next deploy finds by the marker.
-pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
+pub(crate) fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(cwd).stdin(Stdio::null());
     for (key, _) in std::env::vars_os() {
@@ -101,7 +101,7 @@ pub fn command(program: impl AsRef<OsStr>, cwd: &Path) -> Command {
 }
 
 /// `sh -c COMMAND` in `cwd`.
-pub fn shell(script: &str, cwd: &Path) -> Command {
+pub(crate) fn shell(script: &str, cwd: &Path) -> Command {
     let mut cmd = command("sh", cwd);
     cmd.arg("-c").arg(script);
     cmd
@@ -121,7 +121,7 @@ enum Event {
 /// Children stay in the hook's process group, so that whoever kills that group (an SSH
 /// session that drops, an operator's kill -9) stops them too and none is left working in
 /// application/ while the next deploy starts.
-pub fn run_limited(
+pub(crate) fn run_limited(
     cmd: Command,
     what: &str,
     limit: Option<Duration>,
@@ -137,7 +137,7 @@ pub fn run_limited(
 /// [`run_limited`], each line of output handed to `on_line` instead of shown as it is (a
 /// group's host: its lines are prefixed with the host, and its protocol lines kept), with
 /// whether it is within the lines shown to the pusher.
-pub fn run_limited_lines(
+pub(crate) fn run_limited_lines(
     cmd: Command,
     what: &str,
     limit: Option<Duration>,
@@ -155,23 +155,23 @@ pub fn run_limited_lines(
 
 /// Bytes of one line a host of the group may send whole: its protocol lines are the
 /// project's own, and a status with a long `before_switch` is longer than [`MAX_LINE`].
-pub const MAX_LONG_LINE: usize = 1 << 20;
+pub(crate) const MAX_LONG_LINE: usize = 1 << 20;
 
 /// How often [`Watch::on_tick`] is called while a command runs.
-pub const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 
 /// How [`run_watched`] watches a command besides its lines.
-pub struct Watch<'a> {
+pub(crate) struct Watch<'a> {
     /// Killed once this has passed since `since`.
-    pub limit: Option<Duration>,
+    pub(crate) limit: Option<Duration>,
     /// When the limit started to run: before the command, when its caller waited for
     /// something on its behalf (a connection) first.
-    pub since: Instant,
+    pub(crate) since: Instant,
     /// Bytes of one line handed over whole; the rest of a longer line comes as further lines.
-    pub max_line: usize,
+    pub(crate) max_line: usize,
     /// Called every [`TICK`] while the command runs, with how long it has printed nothing;
     /// `Some(why)` kills it as its limit would (the error: "… was stopped ({why}) and killed").
-    pub on_tick: &'a mut dyn FnMut(Duration) -> Option<String>,
+    pub(crate) on_tick: &'a mut dyn FnMut(Duration) -> Option<String>,
 }
 
 /// Why a command was killed.
@@ -181,7 +181,7 @@ enum Killed {
 }
 
 /// [`run_limited_lines`] with a say in when the command is given up (see [`Watch`]).
-pub fn run_watched(
+pub(crate) fn run_watched(
     mut cmd: Command,
     what: &str,
     watch: Watch,
@@ -288,7 +288,7 @@ fn killed_why(killed: Option<&Killed>, limit: Option<Duration>) -> String {
 /// `line` without its control characters (tab aside): what a program or a host prints must
 /// not move the cursor, clear the screen, retitle the window or ring the bell of whoever
 /// reads it. The C1 controls go too (U+009B is a CSI to some terminals).
-pub fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn printable(line: &str) -> std::borrow::Cow<'_, str> {
     if line.chars().all(|c| c == '\t' || !c.is_control()) {
         return std::borrow::Cow::Borrowed(line);
     }
@@ -373,7 +373,7 @@ pub const STATUS_ENV: &str = "ATOMDEPLOY_PUSH_STATUS";
 pub const PRIMARY_ENV: &str = "ATOMDEPLOY_GROUP_PRIMARY";
 
 /// Carries `serve --pusher` from the forced command to the hook, which logs it.
-pub const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
+pub(crate) const PUSHER_ENV: &str = "ATOMDEPLOY_PUSHER";
 
 /// The parent of `pid`, from /proc/<pid>/stat (its 4th field, after the name in parentheses,
 /// which may itself hold spaces and parentheses).
@@ -434,11 +434,11 @@ fn spawn_relay(stream: impl Read + Send + 'static, tx: mpsc::SyncSender<Event>, 
 /// A process as /proc showed it. The start time tells it from a later process that got the
 /// same pid.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Process {
-    pub pid: i32,
+pub(crate) struct Process {
+    pub(crate) pid: i32,
     start: u64,
     /// Its command line, for the pusher.
-    pub command: String,
+    pub(crate) command: String,
 }
 
 impl std::fmt::Display for Process {
@@ -460,7 +460,7 @@ fn stat_of(pid: i32) -> Option<(char, u64)> {
 }
 
 /// The start time of process `pid` (clock ticks after boot), if it runs; a zombie does not.
-pub fn start_time(pid: i32) -> Option<u64> {
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
     stat_of(pid)
         .filter(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
         .map(|(_, start)| start)
@@ -493,7 +493,7 @@ impl Process {
 /// Every process but this one whose environment holds `RUN_VAR=MARKER` or `RUN_VAR=MARKER:N`
 /// for one of `markers` (a run's marker finds the processes of all its commands).
 /// Processes whose environment cannot be read (another user's) are not seen.
-pub fn marked(markers: &[OsString]) -> Vec<Process> {
+pub(crate) fn marked(markers: &[OsString]) -> Vec<Process> {
     let wanted: Vec<Vec<u8>> = markers
         .iter()
         .map(|m| [RUN_VAR.as_bytes(), b"=", m.as_bytes()].concat())
@@ -557,7 +557,7 @@ fn command_line(pid: i32) -> String {
 /// are gone. They are all stopped (SIGSTOP) before any is killed, and /proc is read again
 /// until no new one shows, so that none can fork away meanwhile. Returns what it killed, or
 /// an error naming what was still there after `limit`.
-pub fn stop_marked(markers: &[OsString], limit: Duration) -> Result<Vec<Process>> {
+pub(crate) fn stop_marked(markers: &[OsString], limit: Duration) -> Result<Vec<Process>> {
     // A process that does not stop (in uninterruptible sleep) must leave the kill its time.
     let deadline = Instant::now() + limit / 2;
     let mut found: Vec<Process> = Vec::new();

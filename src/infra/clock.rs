@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 /// RFC 3339 in UTC with a fixed number of digits, so that times sort as text.
-pub fn utc_now_rfc3339() -> String {
+pub(crate) fn utc_now_rfc3339() -> String {
     let format =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     OffsetDateTime::now_utc()

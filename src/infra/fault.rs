@@ -8,7 +8,7 @@
 //! it started running.
 
 #[cfg(debug_assertions)]
-pub fn point(name: &str) {
+pub(crate) fn point(name: &str) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -46,14 +46,14 @@ pub fn point(name: &str) {
 
 #[cfg(not(debug_assertions))]
 #[inline(always)]
-pub fn point(_: &str) {}
+pub(crate) fn point(_: &str) {}
 
 /// Holds the process at a named point until a test lets it go, compiled into debug builds
 /// only: how a test makes a step slow without guessing how slow. `ATOMDEPLOY_HOLD=NAME:DIR`
 /// writes this process's pid into `DIR/NAME.held` when `NAME` is reached, then waits until
 /// `DIR/NAME.open` exists.
 #[cfg(debug_assertions)]
-pub fn hold(name: &str) {
+pub(crate) fn hold(name: &str) {
     let Some(dir) = std::env::var("ATOMDEPLOY_HOLD")
         .ok()
         .and_then(|v| Some(v.strip_prefix(name)?.strip_prefix(':')?.to_string()))
@@ -73,4 +73,4 @@ pub fn hold(name: &str) {
 
 #[cfg(not(debug_assertions))]
 #[inline(always)]
-pub fn hold(_: &str) {}
+pub(crate) fn hold(_: &str) {}

@@ -18,7 +18,7 @@ use tempfile::TempPath;
 
 /// A file being written under a temporary name, until [`NewFile::put`] renames it over
 /// the path it is for. Dropped without that, it is removed.
-pub struct NewFile {
+pub(crate) struct NewFile {
     out: BufWriter<File>,
     tmp: TempPath,
 }
@@ -26,7 +26,7 @@ pub struct NewFile {
 impl NewFile {
     /// A new empty file in `dir` (made if missing), which must be on the filesystem of the
     /// path the file is put at.
-    pub fn new_in(dir: &Path) -> io::Result<NewFile> {
+    pub(crate) fn new_in(dir: &Path) -> io::Result<NewFile> {
         fs::create_dir_all(dir)?;
         let (file, tmp) = tempfile::NamedTempFile::new_in(dir)?.into_parts();
         Ok(NewFile {
@@ -36,7 +36,7 @@ impl NewFile {
     }
 
     /// Renames the file, written whole, over `path`.
-    pub fn put(self, path: &Path) -> Result<()> {
+    pub(crate) fn put(self, path: &Path) -> Result<()> {
         let NewFile { out, tmp } = self;
         out.into_inner()
             .map_err(io::IntoInnerError::into_error)
@@ -60,7 +60,7 @@ impl Write for NewFile {
 
 /// Replaces the file at `path` by what `write` writes, whole or not at all (see the module
 /// comment); its folder is made if missing. The file gets `mode` if given, else 0600.
-pub fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     mode: Option<u32>,
     write: impl FnOnce(&mut NewFile) -> io::Result<()>,

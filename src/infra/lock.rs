@@ -54,7 +54,7 @@ impl std::fmt::Display for Holder {
 }
 
 /// Held until dropped.
-pub struct DeployLock {
+pub(crate) struct DeployLock {
     file: File,
     since: String,
     /// This run's record in `runs/`, once made.
@@ -74,7 +74,11 @@ impl Drop for DeployLock {
 
 impl DeployLock {
     /// Waits up to `timeout` for the lock. A waiting deploy says once whom it waits for.
-    pub fn acquire(path: &Path, timeout: Duration, reporter: &Reporter) -> Result<DeployLock> {
+    pub(crate) fn acquire(
+        path: &Path,
+        timeout: Duration,
+        reporter: &Reporter,
+    ) -> Result<DeployLock> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -109,7 +113,7 @@ impl DeployLock {
     }
 
     /// Says which commit the holder deploys, for anyone who has to wait.
-    pub fn record(&mut self, commit: Option<&str>) -> Result<()> {
+    pub(crate) fn record(&mut self, commit: Option<&str>) -> Result<()> {
         self.write_holder(Holder {
             pid: std::process::id(),
             commit: commit.map(str::to_string),
@@ -119,7 +123,7 @@ impl DeployLock {
     }
 
     /// Says what the holder does, when it deploys nothing, for anyone who has to wait.
-    pub fn record_doing(&mut self, doing: &str) -> Result<()> {
+    pub(crate) fn record_doing(&mut self, doing: &str) -> Result<()> {
         self.write_holder(Holder {
             pid: std::process::id(),
             commit: None,
@@ -151,7 +155,7 @@ impl DeployLock {
     /// but its standard ones, which are the caller's to set: git waits for every copy of the
     /// hook's stdout and stderr to close before the push returns. Returns the child's pid
     /// once it has taken the lock over (see [`DeployLock::take_over`]) or died.
-    pub fn hand_over(&self, cmd: &mut Command) -> std::io::Result<u32> {
+    pub(crate) fn hand_over(&self, cmd: &mut Command) -> std::io::Result<u32> {
         let lock = self.file.as_raw_fd();
         let (taken_over, write) = std::io::pipe()?;
         let write_fd = write.as_raw_fd();
@@ -197,7 +201,11 @@ impl DeployLock {
     /// The lock [`DeployLock::hand_over`] gave this process, if it was given one for `path`;
     /// otherwise the lock taken as [`DeployLock::acquire`] takes it (an operator running the
     /// command by hand). The holder's record then names this process.
-    pub fn take_over(path: &Path, timeout: Duration, reporter: &Reporter) -> Result<DeployLock> {
+    pub(crate) fn take_over(
+        path: &Path,
+        timeout: Duration,
+        reporter: &Reporter,
+    ) -> Result<DeployLock> {
         let Some(file) = handed_lock(path) else {
             return DeployLock::acquire(path, timeout, reporter);
         };

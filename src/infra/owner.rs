@@ -18,7 +18,7 @@ use super::users::{user_name, user_or_uid};
 /// mount point, a directory an administrator made), the owner of its `.atomdeploy/`, where
 /// every deploy writes. `None` when neither can be read: the command then fails on its own
 /// with its usual message.
-pub fn owner_of(root: &Path) -> Option<u32> {
+pub(crate) fn owner_of(root: &Path) -> Option<u32> {
     let dir = std::fs::metadata(root).ok()?.uid();
     if dir != 0 {
         return Some(dir);
@@ -32,7 +32,7 @@ pub fn owner_of(root: &Path) -> Option<u32> {
 /// so; as anyone else, refuses, naming the owner and the command to run instead.
 ///
 /// Must be called while the process has one thread: it sets environment variables.
-pub fn become_owner(roots: &[PathBuf]) -> Result<()> {
+pub(crate) fn become_owner(roots: &[PathBuf]) -> Result<()> {
     let mut owners: Vec<(u32, &Path)> = roots
         .iter()
         .filter_map(|root| owner_of(root).map(|uid| (uid, root.as_path())))
@@ -109,7 +109,7 @@ fn switch_to(uid: u32, root: &Path) -> Result<()> {
 /// config, `builds/` or `.atomdeploy/`. Only entries root owns are changed; what is in
 /// `application/`, `builds/` and `shared/` install never makes. Returns the owner's name and
 /// how many entries changed, or `None` when nothing was to be done.
-pub fn give_installed(root: &Path, repo: &Path) -> Result<Option<(String, usize)>> {
+pub(crate) fn give_installed(root: &Path, repo: &Path) -> Result<Option<(String, usize)>> {
     let Some(uid) = owner_of(root).filter(|uid| *uid != 0) else {
         return Ok(None);
     };

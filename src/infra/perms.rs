@@ -28,16 +28,16 @@ use super::users::{by_name as user_by_name, group_or_gid, user_name, user_or_uid
 
 /// The user php-fpm's pool runs as, and its primary group.
 #[derive(Debug, Clone)]
-pub struct WebUser {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub group: String,
+pub(crate) struct WebUser {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) group: String,
 }
 
 impl WebUser {
     /// Looks `name` up in the user database; touches nothing.
-    pub fn resolve(name: &str) -> Result<WebUser> {
+    pub(crate) fn resolve(name: &str) -> Result<WebUser> {
         let Some((uid, gid)) = user_by_name(name) else {
             bail!(
                 "--web-user: there is no user `{name}` on this server (`getent passwd {name}` \
@@ -66,17 +66,17 @@ pub fn let_the_web_server_read() {
 }
 
 /// What [`share`] did, for install's output.
-pub struct Shared {
-    pub entries: usize,
-    pub acls: bool,
+pub(crate) struct Shared {
+    pub(crate) entries: usize,
+    pub(crate) acls: bool,
     /// Files left alone because they have other names (see [`share`]).
-    pub linked: Vec<PathBuf>,
+    pub(crate) linked: Vec<PathBuf>,
 }
 
 /// Looks `name` up and checks everything that could stop [`share`] half-way (the deploy
 /// user, who owns `root` or will, not in the group; files of other users in `shared` when not
 /// root), before anything is changed.
-pub fn prepare(root: &Path, shared: &Path, name: &str) -> Result<WebUser> {
+pub(crate) fn prepare(root: &Path, shared: &Path, name: &str) -> Result<WebUser> {
     let web = WebUser::resolve(name)?;
     let deploy_uid = fs::metadata(root).map_or(geteuid().as_raw(), |m| m.uid());
     check_membership(deploy_uid, &web)?;
@@ -93,7 +93,7 @@ pub fn prepare(root: &Path, shared: &Path, name: &str) -> Result<WebUser> {
 /// A file with more than one name (a hard link) is left alone: a mode and a group belong to
 /// the file, not to a name, and its other names may be outside shared/ (the web server can
 /// link any file it may write, and this runs as root). Its path is returned for install to say.
-pub fn share(shared: &Path, web: &WebUser) -> Result<Shared> {
+pub(crate) fn share(shared: &Path, web: &WebUser) -> Result<Shared> {
     check_changeable(&walk(shared)?, web)?;
     let mut tree = Tree {
         gid: web.gid,
@@ -112,7 +112,7 @@ pub fn share(shared: &Path, web: &WebUser) -> Result<Shared> {
 /// Called by a deploy on a path it just made in shared/ (an entry seeded or created, with the
 /// directories made above it): if shared/ was shared with the web user, `path` gets the same
 /// treatment. Otherwise nothing happens.
-pub fn treat_new(shared: &Path, path: &Path) -> Result<()> {
+pub(crate) fn treat_new(shared: &Path, path: &Path) -> Result<()> {
     let meta = fs::metadata(shared)?;
     if meta.mode() & libc::S_ISGID == 0 {
         return Ok(());
@@ -129,7 +129,7 @@ pub fn treat_new(shared: &Path, path: &Path) -> Result<()> {
 
 /// Refuses, before a deploy adds anything to shared/, when what it adds could not be given to
 /// shared/'s group (the deploy user left it since install): nothing in shared/ is touched.
-pub fn check_can_add(shared: &Path) -> Result<()> {
+pub(crate) fn check_can_add(shared: &Path) -> Result<()> {
     let Ok(meta) = fs::metadata(shared) else {
         return Ok(());
     };
@@ -335,14 +335,14 @@ fn wanted_mode(mode: u32, is_dir: bool, path: &Path) -> u32 {
 
 /// Whether a file's name says it holds secrets: `.env` and `.env.<anything>` (Laravel's,
 /// Symfony's `.env.local`), composer's `auth.json`.
-pub fn is_secret_name(name: &std::ffi::OsStr) -> bool {
+pub(crate) fn is_secret_name(name: &std::ffi::OsStr) -> bool {
     let name = name.as_bytes();
     name == b".env" || name.starts_with(b".env.") || name == b"auth.json"
 }
 
 /// The mode of a file named like a secret: the owner's bits, read for the group (shared/'s:
 /// the web server's with --web-user, whose PHP reads it), nothing for others. 0644 → 0640.
-pub fn secret_mode(mode: u32) -> u32 {
+pub(crate) fn secret_mode(mode: u32) -> u32 {
     (mode | 0o040) & !0o027 & 0o7777
 }
 
@@ -352,7 +352,7 @@ pub fn secret_mode(mode: u32) -> u32 {
 /// entries, never links them to the live build's; should a file still have other names, it is
 /// replaced by a copy of its own all the same, since a mode belongs to every name of a file.
 /// Symlinks are neither followed nor changed.
-pub fn protect_secrets(path: &Path) -> Result<()> {
+pub(crate) fn protect_secrets(path: &Path) -> Result<()> {
     for entry in walkdir::WalkDir::new(path) {
         let entry = entry.with_context(|| format!("cannot read {}", path.display()))?;
         if !entry.file_type().is_file() || !is_secret_name(entry.file_name()) {
@@ -554,7 +554,7 @@ fn default_acl_of_fd(dir: BorrowedFd) -> Option<Vec<u8>> {
 }
 
 /// The raw default ACL of `dir`, if it has one.
-pub fn default_acl_of(dir: &Path) -> Option<Vec<u8>> {
+pub(crate) fn default_acl_of(dir: &Path) -> Option<Vec<u8>> {
     let path = c_path(dir).ok()?;
     // SAFETY: the buffer is valid for its length; the kernel writes at most that much.
     read_xattr(|buf, len| unsafe { libc::lgetxattr(path.as_ptr(), ACL_DEFAULT.as_ptr(), buf, len) })

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 /// How stderr is drawn on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// A terminal: indicatif's own drawing.
     Terminal,
     /// git's sideband: redraws with `\r`, a few times a second.
@@ -25,7 +25,7 @@ pub enum Output {
 
 impl Output {
     /// `in_hook`: we were started by git, whose sideband relays `\r` redraws to the pusher.
-    pub fn detect(in_hook: bool) -> Output {
+    pub(crate) fn detect(in_hook: bool) -> Output {
         let stderr = std::io::stderr();
         if stderr.is_terminal() {
             Output::Terminal
@@ -65,7 +65,9 @@ pub fn error(message: &str) {
 /// Writes a listing (`builds`, `log`, `hosts`) to stdout with `write`. A reader that stops
 /// early (`atomdeploy-hook builds | head -1`) wanted no more: the closed pipe ends the
 /// listing quietly and successfully, as it ends `ls` or `git log`.
-pub fn to_stdout(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+pub(crate) fn to_stdout(
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match write(&mut out).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -85,7 +87,7 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
-pub struct Reporter {
+pub(crate) struct Reporter {
     output: Output,
     /// The step begun last: the one a failure happened in, for the summary.
     last_step: Mutex<Option<&'static str>>,
@@ -99,13 +101,13 @@ pub struct Reporter {
 
 /// A step under way; hand it back to [`Reporter::done`].
 #[must_use]
-pub struct Step {
+pub(crate) struct Step {
     name: &'static str,
     started: Instant,
 }
 
 impl Reporter {
-    pub fn new(output: Output) -> Reporter {
+    pub(crate) fn new(output: Output) -> Reporter {
         Reporter {
             output,
             last_step: Mutex::new(None),
@@ -116,7 +118,7 @@ impl Reporter {
         }
     }
 
-    pub fn line(&self, text: &str) {
+    pub(crate) fn line(&self, text: &str) {
         let mut transcript = self.transcript.lock().unwrap();
         let _ = writeln!(std::io::stderr().lock(), "{text}");
         transcript.push_str(text);
@@ -124,31 +126,31 @@ impl Reporter {
     }
 
     /// Keeps an error in the transcript; showing it is left to whoever handles the error.
-    pub fn record_error(&self, message: &str) {
+    pub(crate) fn record_error(&self, message: &str) {
         let mut transcript = self.transcript.lock().unwrap();
         transcript.push_str(&format!("error: {message}\n"));
     }
 
     /// Reports an error now, for one that does not end the run.
-    pub fn error(&self, message: &str) {
+    pub(crate) fn error(&self, message: &str) {
         error(message);
         self.record_error(message);
     }
 
-    pub fn transcript(&self) -> String {
+    pub(crate) fn transcript(&self) -> String {
         self.transcript.lock().unwrap().clone()
     }
 
     /// Output of a child process, indented under its step header.
-    pub fn child_line(&self, text: &str) {
+    pub(crate) fn child_line(&self, text: &str) {
         self.line(&format!("    {text}"));
     }
 
-    pub fn warn(&self, text: &str) {
+    pub(crate) fn warn(&self, text: &str) {
         self.line(&format!("warning: {text}"));
     }
 
-    pub fn step(&self, name: &'static str) -> Step {
+    pub(crate) fn step(&self, name: &'static str) -> Step {
         self.line(&format!("==> {name}"));
         *self.last_step.lock().unwrap() = Some(name);
         Step {
@@ -158,12 +160,12 @@ impl Reporter {
     }
 
     /// Closes a step with its duration and, if given, what it did.
-    pub fn done(&self, step: Step, detail: &str) -> Duration {
+    pub(crate) fn done(&self, step: Step, detail: &str) -> Duration {
         self.done_after(step, Duration::ZERO, detail)
     }
 
     /// Closes a step part of whose work (`before`) was done before it started.
-    pub fn done_after(&self, step: Step, before: Duration, detail: &str) -> Duration {
+    pub(crate) fn done_after(&self, step: Step, before: Duration, detail: &str) -> Duration {
         let took = step.started.elapsed() + before;
         let sep = if detail.is_empty() { "" } else { ": " };
         self.line(&format!("    {} {}{sep}{detail}", step.name, seconds(took)));
@@ -175,18 +177,18 @@ impl Reporter {
     }
 
     /// The step begun last, if any.
-    pub fn last_step(&self) -> Option<&'static str> {
+    pub(crate) fn last_step(&self) -> Option<&'static str> {
         *self.last_step.lock().unwrap()
     }
 
     /// Durations of the finished steps, in order, for the deploy log.
-    pub fn step_durations(&self) -> Vec<(String, Duration)> {
+    pub(crate) fn step_durations(&self) -> Vec<(String, Duration)> {
         self.steps.lock().unwrap().clone()
     }
 
     /// Where the time went, for the summary line:
     /// `checkout 0.04s · composer skipped · snapshot 0.21s · switch 0.1ms`.
-    pub fn breakdown(&self) -> String {
+    pub(crate) fn breakdown(&self) -> String {
         let skipped = self.skipped.lock().unwrap();
         self.steps
             .lock()
@@ -201,17 +203,17 @@ impl Reporter {
     }
 
     /// Closes a step that had nothing to do.
-    pub fn skipped(&self, step: Step, why: &str) -> Duration {
+    pub(crate) fn skipped(&self, step: Step, why: &str) -> Duration {
         self.skipped.lock().unwrap().push(step.name.to_string());
         self.done(step, why)
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// A bar counting `len` items, drawn where the pusher can see it.
-    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
+    pub(crate) fn progress(&self, len: u64, what: &str) -> ProgressBar {
         let target = match self.output {
             Output::Terminal => ProgressDrawTarget::stderr_with_hz(10),
             Output::Sideband => ProgressDrawTarget::term_like_with_hz(Box::new(Sideband::new()), 4),
@@ -227,12 +229,12 @@ impl Reporter {
 }
 
 /// A commit id as the report lines show it: its first seven characters.
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     &id[..id.len().min(7)]
 }
 
 /// `0.04s`, or milliseconds for the steps that take less than one.
-pub fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     if d < Duration::from_millis(10) {
         format!("{:.1}ms", d.as_secs_f64() * 1000.0)
     } else {

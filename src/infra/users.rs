@@ -7,46 +7,46 @@ use std::ffi::CString;
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// uid and primary gid of the user `name`.
-pub fn by_name(name: &str) -> Option<(u32, u32)> {
+pub(crate) fn by_name(name: &str) -> Option<(u32, u32)> {
     let user = User::from_name(name).ok().flatten()?;
     Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
 /// The name of the user with `uid`.
-pub fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     Some(User::from_uid(Uid::from_raw(uid)).ok().flatten()?.name)
 }
 
 /// The name of the group with `gid`.
-pub fn group_name(gid: u32) -> Option<String> {
+pub(crate) fn group_name(gid: u32) -> Option<String> {
     Some(Group::from_gid(Gid::from_raw(gid)).ok().flatten()?.name)
 }
 
 /// The group's name, or its number when it has none: for a message.
-pub fn group_or_gid(gid: u32) -> String {
+pub(crate) fn group_or_gid(gid: u32) -> String {
     group_name(gid).unwrap_or_else(|| gid.to_string())
 }
 
 /// The user's name, or `uid N` when it has none: for a message.
-pub fn user_or_uid(uid: u32) -> String {
+pub(crate) fn user_or_uid(uid: u32) -> String {
     user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// The gid of the group `name`.
-pub fn group_id(name: &str) -> Option<u32> {
+pub(crate) fn group_id(name: &str) -> Option<u32> {
     Some(Group::from_name(name).ok().flatten()?.gid.as_raw())
 }
 
 /// Every group the database gives `user`, `primary` included; `None` when it cannot say
 /// (more groups than the system allows, a name with a NUL byte).
-pub fn groups_of(user: &str, primary: u32) -> Option<Vec<u32>> {
+pub(crate) fn groups_of(user: &str, primary: u32) -> Option<Vec<u32>> {
     let name = CString::new(user).ok()?;
     let groups = nix::unistd::getgrouplist(&name, Gid::from_raw(primary)).ok()?;
     Some(groups.into_iter().map(Gid::as_raw).collect())
 }
 
 /// The uid this process runs as.
-pub fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 

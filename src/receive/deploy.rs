@@ -18,19 +18,19 @@ use crate::state::refs;
 use crate::steps::switch;
 
 /// What to deploy.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The ref or command that asked, for the log.
-    pub source: &'a str,
+    pub(crate) source: &'a str,
     /// A revision to deploy instead of the deploy branch's head.
-    pub rev: Option<&'a str>,
+    pub(crate) rev: Option<&'a str>,
     /// Make a new build even when the commit is live already (`replay`).
-    pub always_new: bool,
+    pub(crate) always_new: bool,
 }
 
 /// Deploys, under the lock, the deploy branch's head as it is once the lock is ours (or the
 /// revision asked for). Taking the head under the lock, not the commit a push named, is what
 /// makes concurrent pushes end with the branch head live whatever order their hooks ran in.
-pub fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()> {
+pub(crate) fn deploy(plan: &Plan, request: &Request, reporter: &Reporter) -> Result<()> {
     let layout = &plan.layout;
     let config = &plan.config;
     let started_at = clock::utc_now_rfc3339();

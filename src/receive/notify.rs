@@ -23,15 +23,15 @@ use crate::state::history::{Entry, Outcome};
 use crate::state::plan::Plan;
 
 /// The whole of one URL's delivery: connect, send, answer.
-pub const PER_URL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PER_URL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest the pusher waits for all of them; a URL still unanswered by then is logged as
 /// such and left behind (the process exits soon after, ending its thread).
-pub const TOTAL_BOUND: Duration = Duration::from_secs(6);
+pub(crate) const TOTAL_BOUND: Duration = Duration::from_secs(6);
 
 /// Tells every `notify:` URL of `entry`, a finished attempt as the deploy log has it.
 /// Attempts that changed nothing (`unchanged`) and a group host's own steps are not told:
 /// the primary tells of the group's deploy once.
-pub fn send(plan: &Plan, entry: &Entry, reporter: &Reporter) {
+pub(crate) fn send(plan: &Plan, entry: &Entry, reporter: &Reporter) {
     let targets = &plan.config.notify;
     if targets.is_empty() || entry.group.is_some() {
         return;

@@ -23,16 +23,16 @@ use crate::steps::{
 };
 
 /// A new build that went live, and what went wrong after it did.
-pub struct Deployed {
-    pub build: BuildName,
-    pub switched_at: String,
+pub(crate) struct Deployed {
+    pub(crate) build: BuildName,
+    pub(crate) switched_at: String,
     /// The rename's instant in CLOCK_REALTIME nanoseconds (see [`switch::SwitchedAt`]).
-    pub switched_ns: u64,
-    pub problem: Problem,
+    pub(crate) switched_ns: u64,
+    pub(crate) problem: Problem,
 }
 
 /// What went wrong once the new build was live.
-pub enum Problem {
+pub(crate) enum Problem {
     None,
     /// after_switch failed: reported, not undone.
     AfterSwitch(anyhow::Error),
@@ -47,7 +47,7 @@ pub enum Problem {
 impl Problem {
     /// How the deploy of `build`, live now, ends: the push fails on any problem, and says the
     /// build stays live.
-    pub fn into_result(self, build: &BuildName) -> Result<()> {
+    pub(crate) fn into_result(self, build: &BuildName) -> Result<()> {
         match self {
             Problem::None => Ok(()),
             Problem::AfterSwitch(err) => {
@@ -62,16 +62,16 @@ impl Problem {
 }
 
 /// A build made up to its switch: published in builds/, before_switch run, never live yet.
-pub struct Prepared {
-    pub build: BuildName,
-    pub build_dir: PathBuf,
+pub(crate) struct Prepared {
+    pub(crate) build: BuildName,
+    pub(crate) build_dir: PathBuf,
     /// The build that was live when it was made, which it replaces.
-    pub previous: Option<BuildName>,
+    pub(crate) previous: Option<BuildName>,
 }
 
 /// How [`go_live`] treats what follows the switch.
 #[derive(Clone, Copy)]
-pub enum GoLive<'a> {
+pub(crate) enum GoLive<'a> {
     /// A single server: a build that fails its health check is rolled back at once.
     Alone,
     /// One server of a group: `switched` hears of the switch right after the rename (with its
@@ -84,7 +84,7 @@ pub enum GoLive<'a> {
 }
 
 /// Runs steps 3 to 11 in order: [`prepare`], [`release`], [`go_live`].
-pub fn pipeline(d: &Deploy) -> Result<Deployed> {
+pub(crate) fn pipeline(d: &Deploy) -> Result<Deployed> {
     let prepared = prepare(d)?;
     release(d, &prepared)?;
     go_live(d, prepared, GoLive::Alone)
@@ -93,7 +93,7 @@ pub fn pipeline(d: &Deploy) -> Result<Deployed> {
 /// Everything up to the switch: checkout, composer, the build step, snapshot, shared,
 /// keep_assets, publishing into builds/, before_switch, preflight. On failure nothing is live
 /// that was not before, and the build is gone from builds/.
-pub fn prepare(d: &Deploy) -> Result<Prepared> {
+pub(crate) fn prepare(d: &Deploy) -> Result<Prepared> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
     // Read before anything changes: an auth.json others can read, or that is not JSON,
@@ -140,7 +140,7 @@ pub fn prepare(d: &Deploy) -> Result<Prepared> {
 
 /// `release:` in the new build, once per deploy, right before the switch. A failure removes
 /// the build: nothing went live.
-pub fn release(d: &Deploy, prepared: &Prepared) -> Result<()> {
+pub(crate) fn release(d: &Deploy, prepared: &Prepared) -> Result<()> {
     let config = &d.plan.config;
     if config.release.is_empty() {
         return Ok(());
@@ -152,7 +152,7 @@ pub fn release(d: &Deploy, prepared: &Prepared) -> Result<()> {
 /// The switch, then php-fpm's opcache reset, after_switch, the health check and the cleanup.
 /// Only a failed switch is an error (the build is removed then); what fails once the build is
 /// live is the returned [`Problem`].
-pub fn go_live(d: &Deploy, prepared: Prepared, mode: GoLive) -> Result<Deployed> {
+pub(crate) fn go_live(d: &Deploy, prepared: Prepared, mode: GoLive) -> Result<Deployed> {
     let layout = &d.plan.layout;
     let config = &d.plan.config;
     let name = prepared.build;
@@ -216,7 +216,7 @@ pub fn go_live(d: &Deploy, prepared: Prepared, mode: GoLive) -> Result<Deployed>
 
 /// Removes a build that never went live, so that only builds that made it stay in builds/.
 /// (Checked, not assumed: the one build that must never be removed is the live one.)
-pub fn discard(d: &Deploy, build: &BuildName) {
+pub(crate) fn discard(d: &Deploy, build: &BuildName) {
     let layout = &d.plan.layout;
     if builds::live(layout).as_ref() != Some(build)
         && let Err(cleanup) = builds::remove_build(layout, build)

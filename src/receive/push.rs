@@ -11,55 +11,55 @@ use crate::receive::group::GroupRef;
 use crate::state::control_branches::Branches;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefUpdate {
-    pub old: String,
-    pub new: String,
+pub(crate) struct RefUpdate {
+    pub(crate) old: String,
+    pub(crate) new: String,
     /// As git sent it; see [`RefUpdate::name`] to show it.
-    pub refname: Vec<u8>,
+    pub(crate) refname: Vec<u8>,
 }
 
 impl RefUpdate {
-    pub fn is_deletion(&self) -> bool {
+    pub(crate) fn is_deletion(&self) -> bool {
         is_zero(&self.new)
     }
 
     /// The push made the ref (it did not exist before).
-    pub fn is_creation(&self) -> bool {
+    pub(crate) fn is_creation(&self) -> bool {
         is_zero(&self.old)
     }
 
     /// The ref's name for people: bytes that are not UTF-8 shown as U+FFFD.
-    pub fn name(&self) -> Cow<'_, str> {
+    pub(crate) fn name(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.refname)
     }
 }
 
 /// What one push asks of the hook.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct PushRequest {
+pub(crate) struct PushRequest {
     /// The deploy branch moved to a commit: deploy (once, however many lines said so).
-    pub deploy: Option<RefUpdate>,
+    pub(crate) deploy: Option<RefUpdate>,
     /// The deploy branch was deleted: the site is left alone.
-    pub branch_deleted: bool,
+    pub(crate) branch_deleted: bool,
     /// `refs/heads/rollback` was deleted: `git push production :rollback`.
-    pub rollback: bool,
+    pub(crate) rollback: bool,
     /// `refs/heads/rollback` was pushed to: it is ours to keep, so it is reset.
-    pub rollback_moved: bool,
+    pub(crate) rollback_moved: bool,
     /// `refs/heads/replay` was pushed to: deploy that commit as a new build.
-    pub replay: Option<RefUpdate>,
+    pub(crate) replay: Option<RefUpdate>,
     /// `refs/atomdeploy/group/…` pushed to: a group's primary asks this server, one of its
     /// hosts, for something (see `receive/group/host.rs`). A push carrying one deploys nothing
     /// else.
-    pub group: Vec<RefUpdate>,
+    pub(crate) group: Vec<RefUpdate>,
     /// Tags named like a control branch, created or moved by this push: the hook deletes
     /// them and refuses the push (left alone, such a tag deploys nothing, and makes git
     /// refuse every later `main:replay` with "tag already exists").
-    pub control_tags: Vec<RefUpdate>,
+    pub(crate) control_tags: Vec<RefUpdate>,
     /// Every other ref in the push; they only get a notice.
-    pub ignored: Vec<RefUpdate>,
+    pub(crate) ignored: Vec<RefUpdate>,
     /// The updates behind `branch_deleted`, `rollback` and `rollback_moved`, as pushed: what a
     /// host of a group puts back when it refuses them (see `receive/group/trust.rs`).
-    pub controls: Vec<RefUpdate>,
+    pub(crate) controls: Vec<RefUpdate>,
 }
 
 fn is_zero(id: &str) -> bool {
@@ -74,7 +74,7 @@ fn object_id(field: &[u8]) -> Option<String> {
 
 /// Parses git's post-receive input. Malformed lines are an error: git never writes them, so
 /// something other than git is calling us and guessing would be worse than stopping.
-pub fn parse(input: &[u8], branches: &Branches) -> Result<PushRequest> {
+pub(crate) fn parse(input: &[u8], branches: &Branches) -> Result<PushRequest> {
     let deploy_ref = format!("refs/heads/{}", branches.deploy);
     let rollback_ref = format!("refs/heads/{}", branches.rollback);
     let replay_ref = format!("refs/heads/{}", branches.replay);

@@ -23,7 +23,12 @@ use crate::steps::switch;
 /// Rolls back from the live build to the newest older good build of another commit, or to
 /// `to`.
 /// `source` names who asked, for the log.
-pub fn rollback(plan: &Plan, to: Option<&str>, source: &str, reporter: &Reporter) -> Result<()> {
+pub(crate) fn rollback(
+    plan: &Plan,
+    to: Option<&str>,
+    source: &str,
+    reporter: &Reporter,
+) -> Result<()> {
     let layout = &plan.layout;
     let started_at = clock::utc_now_rfc3339();
     let mut lock = DeployLock::acquire(&layout.lock_file(), plan.config.lock_timeout, reporter)?;

@@ -12,7 +12,7 @@ use git2::{ErrorCode, ObjectType, Oid, Repository, Tree};
 /// directory at `app_dir` (a normalized relative path, as deploy.yml's `app_dir:` is). A
 /// commit without that directory, or with a file, a symlink or a submodule there, is refused
 /// with an error naming the commit and the path.
-pub fn app_tree<'r>(repo: &'r Repository, commit: Oid, app_dir: &Path) -> Result<Tree<'r>> {
+pub(crate) fn app_tree<'r>(repo: &'r Repository, commit: Oid, app_dir: &Path) -> Result<Tree<'r>> {
     let root = repo
         .find_commit(commit)
         .and_then(|c| c.tree())
@@ -47,7 +47,7 @@ pub fn app_tree<'r>(repo: &'r Repository, commit: Oid, app_dir: &Path) -> Result
 /// The app's paths that differ between the commit `since` names and `commit` (both sides of
 /// a rename; a submodule as its one directory), or None when `since` names no commit of the
 /// repository any more: a step that compares against its last run runs again then.
-pub fn changed_since(
+pub(crate) fn changed_since(
     repo: &Repository,
     since: &str,
     commit: Oid,

@@ -9,13 +9,13 @@ use time::macros::format_description;
 
 /// `YYYYMMDD-HHMMSS` in UTC, with `-2`, `-3`… when several builds land in one second.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildName {
+pub(crate) struct BuildName {
     stamp: String,
     seq: u32,
 }
 
 impl BuildName {
-    pub fn parse(name: &str) -> Option<BuildName> {
+    pub(crate) fn parse(name: &str) -> Option<BuildName> {
         let (stamp, seq) = match name.get(15..) {
             Some("") => (name, 1),
             Some(rest) => (
@@ -41,7 +41,7 @@ impl BuildName {
 
     /// The name for a build made at `now`, after every build in `existing`. If the clock went
     /// back, the newest stamp is reused with a higher sequence, so names keep sorting by age.
-    pub fn next(now: OffsetDateTime, existing: &[BuildName]) -> BuildName {
+    pub(crate) fn next(now: OffsetDateTime, existing: &[BuildName]) -> BuildName {
         let format = format_description!("[year][month][day]-[hour][minute][second]");
         let stamp = now.format(format).expect("a UTC time always formats");
         match existing.iter().max() {

@@ -9,7 +9,7 @@ use crate::state::build_name::BuildName;
 use crate::state::plan::Layout;
 
 /// Every build in `builds/`, oldest first. Anything else there is not ours and is left alone.
-pub fn list(layout: &Layout) -> Result<Vec<BuildName>> {
+pub(crate) fn list(layout: &Layout) -> Result<Vec<BuildName>> {
     let mut names = Vec::new();
     let entries = std::fs::read_dir(&layout.builds)
         .with_context(|| format!("cannot list {}", layout.builds.display()))?;
@@ -24,14 +24,14 @@ pub fn list(layout: &Layout) -> Result<Vec<BuildName>> {
 }
 
 /// The build `latest` points at, if any.
-pub fn live(layout: &Layout) -> Option<BuildName> {
+pub(crate) fn live(layout: &Layout) -> Option<BuildName> {
     let target = std::fs::read_link(&layout.latest).ok()?;
     let name = target.file_name()?.to_str()?;
     BuildName::parse(name)
 }
 
 /// The commit a build was made from (its `REVISION` file).
-pub fn revision(layout: &Layout, build: &BuildName) -> Option<String> {
+pub(crate) fn revision(layout: &Layout, build: &BuildName) -> Option<String> {
     let text = std::fs::read_to_string(layout.build_dir(build).join("REVISION")).ok()?;
     Some(text.trim().to_string())
 }
@@ -39,43 +39,43 @@ pub fn revision(layout: &Layout, build: &BuildName) -> Option<String> {
 /// What is recorded of a build beside its files (in the state folder, since builds are
 /// immutable and `builds/` holds nothing but builds).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Meta {
-    pub commit: String,
+pub(crate) struct Meta {
+    pub(crate) commit: String,
     /// The ref that was deployed, or the revision `replay` was given.
-    pub source: String,
-    pub deployed_at: String,
+    pub(crate) source: String,
+    pub(crate) deployed_at: String,
     /// Rolled back from, or failed its health check: never a rollback target again.
     #[serde(default)]
-    pub bad: bool,
+    pub(crate) bad: bool,
     /// Set once `latest` pointed at it. A build that never went live and is not live was
     /// left by an interrupted deploy. (Records without the field predate it: live once.)
     #[serde(default = "went_live_default")]
-    pub went_live: bool,
+    pub(crate) went_live: bool,
 }
 
 fn went_live_default() -> bool {
     true
 }
 
-pub fn read_meta(layout: &Layout, build: &BuildName) -> Option<Meta> {
+pub(crate) fn read_meta(layout: &Layout, build: &BuildName) -> Option<Meta> {
     let text = std::fs::read_to_string(layout.meta_file(build)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
-pub fn write_meta(layout: &Layout, build: &BuildName, meta: &Meta) -> Result<()> {
+pub(crate) fn write_meta(layout: &Layout, build: &BuildName, meta: &Meta) -> Result<()> {
     replace_file(&layout.meta_file(build), &serde_json::to_vec_pretty(meta)?)
 }
 
 /// Replaces the file at `path` by `bytes`, whole or not at all (see infra/fsutil.rs), its
 /// folder made if missing. Every record in the state folder is written so.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     crate::infra::fsutil::write_atomically(path, None, |out| out.write_all(bytes))
 }
 
 /// Removes the file at `path`; one that is already gone is fine (a record never written,
 /// or removed by a run that was killed right after).
-pub fn remove_file_if_present(path: &Path) -> Result<()> {
+pub(crate) fn remove_file_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("cannot remove {}", path.display()))
@@ -84,11 +84,11 @@ pub fn remove_file_if_present(path: &Path) -> Result<()> {
     }
 }
 
-pub fn is_bad(layout: &Layout, build: &BuildName) -> bool {
+pub(crate) fn is_bad(layout: &Layout, build: &BuildName) -> bool {
     read_meta(layout, build).is_some_and(|m| m.bad)
 }
 
-pub fn mark_bad(layout: &Layout, build: &BuildName) -> Result<()> {
+pub(crate) fn mark_bad(layout: &Layout, build: &BuildName) -> Result<()> {
     let mut meta = read_meta(layout, build).unwrap_or_else(|| Meta {
         commit: revision(layout, build).unwrap_or_default(),
         source: String::new(),
@@ -101,7 +101,7 @@ pub fn mark_bad(layout: &Layout, build: &BuildName) -> Result<()> {
 }
 
 /// Notes that `build` went live (see [`Meta::went_live`]).
-pub fn record_went_live(layout: &Layout, build: &BuildName) -> Result<()> {
+pub(crate) fn record_went_live(layout: &Layout, build: &BuildName) -> Result<()> {
     match read_meta(layout, build) {
         Some(meta) if !meta.went_live => write_meta(
             layout,
@@ -118,7 +118,7 @@ pub fn record_went_live(layout: &Layout, build: &BuildName) -> Result<()> {
 /// Where a rollback from the live build goes: the newest older build that is not bad and is
 /// of another commit. A `replay` makes a second build of the live commit; going back to the
 /// first would change nothing a PHP team can see, so a rollback goes to the previous commit.
-pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
+pub(crate) fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
     let Some(live) = live(layout) else {
         return Ok(None);
     };
@@ -135,7 +135,7 @@ pub fn rollback_target(layout: &Layout) -> Result<Option<BuildName>> {
 /// switch back to). Returns what it removed. Each build leaves `builds/` in one rename, as
 /// [`park_build`] does; its files stay in the trash for [`empty_trash`], which the deploy runs
 /// after the push has its answer (see steps/cleanup.rs).
-pub fn cleanup_sparing(
+pub(crate) fn cleanup_sparing(
     layout: &Layout,
     keep: usize,
     spare: Option<&BuildName>,
@@ -169,15 +169,15 @@ pub fn cleanup_sparing(
 
 /// What [`empty_trash`] deleted, and what it could not.
 #[derive(Debug, Default)]
-pub struct Emptied {
-    pub deleted: usize,
+pub(crate) struct Emptied {
+    pub(crate) deleted: usize,
     /// One line for each tree left in the trash (a [`Stuck`] one says why and what to do).
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 /// Deletes everything in the trash: the builds a cleanup moved out of `builds/`, and what a
 /// killed run left there. Under the lock, so nothing else is moving trees in meanwhile.
-pub fn empty_trash(layout: &Layout) -> Emptied {
+pub(crate) fn empty_trash(layout: &Layout) -> Emptied {
     let mut emptied = Emptied::default();
     let Ok(entries) = std::fs::read_dir(layout.trash()) else {
         return emptied;
@@ -199,18 +199,18 @@ pub fn empty_trash(layout: &Layout) -> Emptied {
 
 /// The space builds take, for deciding which to delete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Bytes on disk of the files (and directories) that no newer build shares: each file is
     /// counted once, in the newest build that has it. The builds' figures add up to what
     /// `builds/` takes on disk, and deleting a build together with every older one frees the
     /// sum of their figures (the oldest build's own is what deleting it alone frees).
-    pub disk: u64,
+    pub(crate) disk: u64,
     /// The build's full size, as if it shared nothing: `du -s --apparent-size`.
-    pub apparent: u64,
+    pub(crate) apparent: u64,
 }
 
 /// The usage of each of `builds` (directories, given newest first), in that order.
-pub fn disk_usage(builds: &[std::path::PathBuf]) -> Vec<Usage> {
+pub(crate) fn disk_usage(builds: &[std::path::PathBuf]) -> Vec<Usage> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
     builds
@@ -235,7 +235,7 @@ pub fn disk_usage(builds: &[std::path::PathBuf]) -> Vec<Usage> {
 /// Moves a build out of `builds/` in one rename, then deletes it, so `builds/` never holds a
 /// half-deleted build. A build that left `builds/` but could not be deleted (a [`Stuck`]
 /// error) is gone as far as anything else goes: its records go with it.
-pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
+pub(crate) fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
     let parked = park_build(layout, name)?;
     crate::infra::fault::point("removing");
     delete_tree(&parked)
@@ -244,7 +244,7 @@ pub fn remove_build(layout: &Layout, name: &BuildName) -> Result<()> {
 /// The first half of [`remove_build`]: the build leaves `builds/` in one rename, into the
 /// trash, and its records go. Returns the tree in the trash that is still to be deleted
 /// (by [`delete_tree`], [`empty_trash`], or the next deploy's recovery after a kill).
-pub fn park_build(layout: &Layout, name: &BuildName) -> Result<std::path::PathBuf> {
+pub(crate) fn park_build(layout: &Layout, name: &BuildName) -> Result<std::path::PathBuf> {
     if live(layout).as_ref() == Some(name) {
         anyhow::bail!("refusing to remove builds/{name}: it is live");
     }
@@ -267,12 +267,12 @@ pub fn park_build(layout: &Layout, name: &BuildName) -> Result<std::path::PathBu
 }
 
 /// The name under which the output of the bad build `name` is kept once the build is gone.
-pub fn failed_output_of(name: &BuildName) -> String {
+pub(crate) fn failed_output_of(name: &BuildName) -> String {
     format!("failed-{name}.log")
 }
 
 /// Removes a directory tree by first renaming it into the trash.
-pub fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
+pub(crate) fn remove_dir(layout: &Layout, dir: &Path) -> Result<()> {
     let parked = park_dir(layout, dir)?;
     crate::infra::fault::point("removing");
     delete_tree(&parked)
@@ -295,11 +295,11 @@ fn park_dir(layout: &Layout, dir: &Path) -> Result<std::path::PathBuf> {
 /// user's to empty: the web server made it in a build, most likely. It stays in the trash,
 /// where nothing reads it, and every later deploy tries again.
 #[derive(Debug)]
-pub struct Stuck {
-    pub tree: std::path::PathBuf,
-    pub blocker: std::path::PathBuf,
-    pub owner: u32,
-    pub mode: u32,
+pub(crate) struct Stuck {
+    pub(crate) tree: std::path::PathBuf,
+    pub(crate) blocker: std::path::PathBuf,
+    pub(crate) owner: u32,
+    pub(crate) mode: u32,
 }
 
 impl std::fmt::Display for Stuck {
@@ -329,7 +329,7 @@ impl std::error::Error for Stuck {}
 
 /// Deletes `tree`. When some of it cannot go, deletes all that can and names, as [`Stuck`],
 /// the first directory this user cannot empty.
-pub fn delete_tree(tree: &Path) -> Result<()> {
+pub(crate) fn delete_tree(tree: &Path) -> Result<()> {
     let err = match std::fs::remove_dir_all(tree) {
         Ok(()) => return Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -16,15 +16,15 @@ use crate::state::plan::Layout;
 /// controls (see `receive/hook/several.rs`: a repository's first root has `rollback` and `replay`,
 /// each further root `rollback-<branch>` and `replay-<branch>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Branches {
-    pub deploy: String,
-    pub rollback: String,
-    pub replay: String,
+pub(crate) struct Branches {
+    pub(crate) deploy: String,
+    pub(crate) rollback: String,
+    pub(crate) replay: String,
 }
 
 impl Branches {
     /// A repository's first (or only) root's: `rollback` and `replay`.
-    pub fn first(deploy: &str) -> Branches {
+    pub(crate) fn first(deploy: &str) -> Branches {
         Branches {
             deploy: deploy.to_string(),
             rollback: ROLLBACK_BRANCH.to_string(),
@@ -34,7 +34,7 @@ impl Branches {
 
     /// Whether `refname` is one of these three branches (deleted or not), or a tag named
     /// like a control branch (the hook deletes such a tag and refuses the push).
-    pub fn claims(&self, refname: &[u8]) -> bool {
+    pub(crate) fn claims(&self, refname: &[u8]) -> bool {
         [&self.deploy, &self.rollback, &self.replay]
             .iter()
             .any(|b| refname == format!("refs/heads/{b}").as_bytes())
@@ -44,7 +44,7 @@ impl Branches {
     /// `refs/tags/rollback` or `refs/tags/replay` (or a further root's names): what git makes
     /// of `git push production v1.0:replay`, since a tag as the source makes the new remote
     /// ref a tag.
-    pub fn is_control_tag(&self, refname: &[u8]) -> bool {
+    pub(crate) fn is_control_tag(&self, refname: &[u8]) -> bool {
         [&self.rollback, &self.replay]
             .iter()
             .any(|b| !b.is_empty() && refname == format!("refs/tags/{b}").as_bytes())
@@ -60,7 +60,7 @@ fn control_file(layout: &Layout) -> PathBuf {
 }
 
 /// The branches of the root at `layout`, which deploys `deploy`.
-pub fn branches(layout: &Layout, deploy: &str) -> Result<Branches> {
+pub(crate) fn branches(layout: &Layout, deploy: &str) -> Result<Branches> {
     let file = control_file(layout);
     let text = match fs::read_to_string(&file) {
         Ok(text) => text,
@@ -100,7 +100,7 @@ pub fn branches(layout: &Layout, deploy: &str) -> Result<Branches> {
 }
 
 /// The control branches a root added to a repository that has others gets.
-pub fn further_root(deploy: &str) -> Branches {
+pub(crate) fn further_root(deploy: &str) -> Branches {
     Branches {
         deploy: deploy.to_string(),
         rollback: format!("{}-{deploy}", crate::config::ROLLBACK_BRANCH),
@@ -109,7 +109,7 @@ pub fn further_root(deploy: &str) -> Branches {
 }
 
 /// Records `branches` as the root's own, in `.atomdeploy/control-branches`.
-pub fn record_branches(layout: &Layout, branches: &Branches) -> Result<()> {
+pub(crate) fn record_branches(layout: &Layout, branches: &Branches) -> Result<()> {
     let text = format!(
         "rollback: {}\nreplay: {}\n",
         branches.rollback, branches.replay

@@ -13,17 +13,17 @@ use crate::infra::report::Reporter;
 use crate::state::plan::Layout;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Freeze {
-    pub message: String,
-    pub who: String,
+pub(crate) struct Freeze {
+    pub(crate) message: String,
+    pub(crate) who: String,
     /// UTC, RFC 3339.
-    pub when: String,
+    pub(crate) when: String,
 }
 
 impl Freeze {
     /// The refusal a deploy or replay ends with; `receive/hook/mod.rs` names its step `freeze`
     /// by its first words.
-    pub fn refusal(&self) -> String {
+    pub(crate) fn refusal(&self) -> String {
         format!(
             "deploys are frozen: \"{}\" (frozen by {} at {}); the pushed commit is kept in the \
              repository, not deployed: `atomdeploy-hook unfreeze`, then replay it",
@@ -38,7 +38,7 @@ fn file(layout: &Layout) -> PathBuf {
 
 /// The freeze in effect, if any. An unreadable file is an error, not "not frozen": deploying
 /// through a freeze someone set is the worse mistake.
-pub fn read(layout: &Layout) -> Result<Option<Freeze>> {
+pub(crate) fn read(layout: &Layout) -> Result<Option<Freeze>> {
     let path = file(layout);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -50,7 +50,7 @@ pub fn read(layout: &Layout) -> Result<Option<Freeze>> {
 }
 
 /// Refuses when deploys are frozen. Touches nothing but the freeze file.
-pub fn check(layout: &Layout) -> Result<()> {
+pub(crate) fn check(layout: &Layout) -> Result<()> {
     match read(layout)? {
         Some(freeze) => bail!("{}", freeze.refusal()),
         None => Ok(()),
@@ -58,7 +58,7 @@ pub fn check(layout: &Layout) -> Result<()> {
 }
 
 /// `atomdeploy-hook freeze`: freezes, or replaces the message of the freeze in effect.
-pub fn freeze(layout: &Layout, message: &str, reporter: &Reporter) -> Result<()> {
+pub(crate) fn freeze(layout: &Layout, message: &str, reporter: &Reporter) -> Result<()> {
     let message = message.trim();
     if message.is_empty() {
         bail!("--message is empty: say why deploys are frozen, the pushers will read it");
@@ -86,7 +86,7 @@ pub fn freeze(layout: &Layout, message: &str, reporter: &Reporter) -> Result<()>
 }
 
 /// `atomdeploy-hook unfreeze`: ends the freeze, saying whose it was.
-pub fn unfreeze(layout: &Layout, reporter: &Reporter) -> Result<()> {
+pub(crate) fn unfreeze(layout: &Layout, reporter: &Reporter) -> Result<()> {
     let path = file(layout);
     // Read first, so that a damaged file is still removed (it blocks deploys as a freeze).
     let old = read(layout);

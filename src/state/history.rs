@@ -16,68 +16,68 @@ use crate::state::plan::Layout;
 const FAILED_OUTPUTS_KEPT: usize = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Entry {
-    pub started_at: String,
+pub(crate) struct Entry {
+    pub(crate) started_at: String,
     /// When the lock was ours: the attempts on one root never overlap from here to
     /// `finished_at`.
-    pub locked_at: String,
-    pub finished_at: String,
-    pub pid: u32,
+    pub(crate) locked_at: String,
+    pub(crate) finished_at: String,
+    pub(crate) pid: u32,
     /// The ref that triggered it (`refs/heads/main`, `refs/heads/rollback`), or the command.
     #[serde(rename = "ref")]
-    pub refname: String,
-    pub commit: String,
+    pub(crate) refname: String,
+    pub(crate) commit: String,
     /// The build made or switched to.
-    pub build: Option<String>,
+    pub(crate) build: Option<String>,
     /// For rollbacks: the build that was live before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     /// When `latest` was switched, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switched_at: Option<String>,
-    pub outcome: Outcome,
-    pub error: Option<String>,
+    pub(crate) switched_at: Option<String>,
+    pub(crate) outcome: Outcome,
+    pub(crate) error: Option<String>,
     #[serde(default)]
-    pub steps: Vec<StepTime>,
-    pub seconds: f64,
+    pub(crate) steps: Vec<StepTime>,
+    pub(crate) seconds: f64,
     /// The file in the output folder holding what the pusher saw.
     #[serde(default)]
-    pub output: Option<String>,
+    pub(crate) output: Option<String>,
     /// A group's other web servers (`hosts:`), each as this attempt left it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<HostLog>,
+    pub(crate) hosts: Vec<HostLog>,
     /// Between the first and the last server's switch, the primary's included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switch_spread_ms: Option<f64>,
+    pub(crate) switch_spread_ms: Option<f64>,
     /// On a host of a group: the group operation this attempt was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<GroupOp>,
+    pub(crate) group: Option<GroupOp>,
     /// The commit's first line, and its author as `name <email>`: who and what, without the
     /// repository at hand. Absent in lines older hooks wrote, and when the commit is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
+    pub(crate) author: Option<String>,
     /// For a replay: the tags of the repository that name the commit deployed (`v1.0`), so
     /// that a tag deployed by `git push production v1.0~0:refs/heads/replay` is named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
     /// Who pushed (or ran the command): `serve --pusher`, else the hook's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pusher: Option<String>,
+    pub(crate) pusher: Option<String>,
 }
 
 /// A group operation a host was asked for (see `receive/group/host.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupOp {
-    pub gid: String,
+pub(crate) struct GroupOp {
+    pub(crate) gid: String,
     /// `prepare`, `reuse`, `switch`, `restore` or `abort`.
-    pub op: String,
+    pub(crate) op: String,
 }
 
 /// How an attempt ended, as the log spells it (scripts read these strings: keep them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A new build went live (after_switch may have failed).
     #[serde(rename = "deployed")]
     Deployed,
@@ -103,14 +103,14 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepTime {
-    pub step: String,
-    pub seconds: f64,
+pub(crate) struct StepTime {
+    pub(crate) step: String,
+    pub(crate) seconds: f64,
 }
 
 impl Entry {
     /// An attempt by this process, its outcome and the rest still to be filled in.
-    pub fn begin(started_at: &str, locked_at: &str, refname: &str, commit: &str) -> Entry {
+    pub(crate) fn begin(started_at: &str, locked_at: &str, refname: &str, commit: &str) -> Entry {
         Entry {
             started_at: started_at.to_string(),
             locked_at: locked_at.to_string(),
@@ -139,7 +139,7 @@ impl Entry {
 
     /// Fills in the commit's subject and author from the bare repository; an unknown commit
     /// (refused before it was resolved, a build without its revision) leaves them out.
-    pub fn describe(&mut self, repo: &git2::Repository) {
+    pub(crate) fn describe(&mut self, repo: &git2::Repository) {
         let Some(commit) = git2::Oid::from_str(&self.commit)
             .ok()
             .and_then(|id| repo.find_commit(id).ok())
@@ -158,7 +158,7 @@ impl Entry {
     }
 
     /// [`Entry::describe`] with the repository at `path`, for callers that have not opened it.
-    pub fn describe_at(&mut self, path: &Path) {
+    pub(crate) fn describe_at(&mut self, path: &Path) {
         if let Ok(repo) = git2::Repository::open_bare(path) {
             self.describe(&repo);
         }
@@ -167,7 +167,7 @@ impl Entry {
 
 /// The tags of `repo` that point at `commit` (through an annotated tag too), in order, as
 /// one `v1.0, stable`; `None` when there is none.
-pub fn tags_of(repo: &git2::Repository, commit: git2::Oid) -> Option<String> {
+pub(crate) fn tags_of(repo: &git2::Repository, commit: git2::Oid) -> Option<String> {
     let mut names = Vec::new();
     let _ = repo.tag_foreach(|id, name| {
         let peeled = repo
@@ -186,13 +186,13 @@ pub fn tags_of(repo: &git2::Repository, commit: git2::Oid) -> Option<String> {
 
 /// Who pushed, as `atomdeploy-hook serve --pusher` names it (the key's owner; passed on through
 /// receive-pack in [`PUSHER_ENV`]), else the user the hook runs as.
-pub fn pusher() -> Option<String> {
+pub(crate) fn pusher() -> Option<String> {
     Some(first_named(&[PUSHER_ENV, "USER"]))
 }
 
 /// Who runs this command (`freeze`, `hosts exclude`): the person behind sudo, else the login,
 /// else the uid's name.
-pub fn operator() -> String {
+pub(crate) fn operator() -> String {
     first_named(&["SUDO_USER", "USER", "LOGNAME"])
 }
 
@@ -208,7 +208,7 @@ fn first_named(keys: &[&str]) -> String {
         })
 }
 
-pub fn append(layout: &Layout, entry: &Entry) -> Result<()> {
+pub(crate) fn append(layout: &Layout, entry: &Entry) -> Result<()> {
     let mut line = serde_json::to_string(entry)?;
     line.push('\n');
     let mut file = std::fs::OpenOptions::new()
@@ -239,7 +239,7 @@ fn ends_torn(file: &File) -> std::io::Result<bool> {
 
 /// Every entry, oldest first. Lines that do not parse (a torn last line after a crash) are
 /// skipped rather than failing the listing.
-pub fn read(layout: &Layout) -> Result<Vec<Entry>> {
+pub(crate) fn read(layout: &Layout) -> Result<Vec<Entry>> {
     let text = match std::fs::read_to_string(layout.deploy_log()) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -253,7 +253,7 @@ pub fn read(layout: &Layout) -> Result<Vec<Entry>> {
 
 /// Keeps a deploy's output: with its build's name when it made one, else as a failed
 /// attempt. Returns the file's name.
-pub fn save_output(
+pub(crate) fn save_output(
     layout: &Layout,
     build: Option<&str>,
     started_at: &str,
@@ -322,15 +322,15 @@ pub(crate) fn prune_failed(dir: &Path) -> Result<()> {
 
 /// One host's part, for the deploy log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HostLog {
-    pub url: String,
-    pub label: String,
+pub(crate) struct HostLog {
+    pub(crate) url: String,
+    pub(crate) label: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build: Option<String>,
+    pub(crate) build: Option<String>,
     /// `switched`, `failed`, `aborted`, `restored`, `excluded`.
-    pub outcome: String,
+    pub(crate) outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 #[cfg(test)]

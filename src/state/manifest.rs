@@ -35,7 +35,7 @@ use crate::infra::fsutil::NewFile;
 
 /// A file of application/ as the kernel knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     ino: u64,
     ctime: i64,
     ctime_nsec: i64,
@@ -44,7 +44,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn of(meta: &std::fs::Metadata) -> Identity {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Identity {
         Identity {
             ino: meta.ino(),
             ctime: meta.ctime(),
@@ -57,7 +57,7 @@ impl Identity {
 
 /// A file of a build as it was placed there (see the module's comment for why not its ctime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placed {
+pub(crate) struct Placed {
     ino: u64,
     size: u64,
     mode: u32,
@@ -66,7 +66,7 @@ pub struct Placed {
 }
 
 impl Placed {
-    pub fn of(meta: &std::fs::Metadata) -> Placed {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Placed {
         Placed {
             ino: meta.ino(),
             size: meta.len(),
@@ -79,16 +79,16 @@ impl Placed {
 
 /// One file of a build: where it came from and what was placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record {
-    pub source: Identity,
-    pub placed: Placed,
+pub(crate) struct Record {
+    pub(crate) source: Identity,
+    pub(crate) placed: Placed,
 }
 
 /// Files by a 64-bit hash of their path, not the path itself: at 50,000 files the paths
 /// would be most of the hook's memory. A collision cannot link a wrong file: the identity
 /// found must still be that of the file at hand, and no two files share an inode and ctime.
 #[derive(Debug, Default)]
-pub struct Manifest(HashMap<u64, Record>);
+pub(crate) struct Manifest(HashMap<u64, Record>);
 
 fn key(path: &Path) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -102,12 +102,12 @@ fn key(path: &Path) -> u64 {
 const HEADER: &[u8] = b"\0atomdeploy-manifest 2\n";
 
 impl Manifest {
-    pub fn get(&self, relative: &Path) -> Option<&Record> {
+    pub(crate) fn get(&self, relative: &Path) -> Option<&Record> {
         self.0.get(&key(relative))
     }
 
     /// Reads a manifest; a missing, damaged or older one is empty (nothing is linked then).
-    pub fn read(path: &Path) -> Manifest {
+    pub(crate) fn read(path: &Path) -> Manifest {
         let Ok(file) = std::fs::File::open(path) else {
             return Manifest::default();
         };
@@ -177,19 +177,19 @@ impl Manifest {
 
 /// Writes a manifest as a snapshot goes, file by file, into a temporary file that
 /// [`ManifestWriter::finish`] puts in place.
-pub struct ManifestWriter {
+pub(crate) struct ManifestWriter {
     /// None once finished.
     out: Option<NewFile>,
 }
 
 impl ManifestWriter {
-    pub fn new(dir: &Path) -> Result<ManifestWriter> {
+    pub(crate) fn new(dir: &Path) -> Result<ManifestWriter> {
         let mut out = NewFile::new_in(dir)?;
         out.write_all(HEADER)?;
         Ok(ManifestWriter { out: Some(out) })
     }
 
-    pub fn add(&mut self, name: &Path, record: &Record) -> std::io::Result<()> {
+    pub(crate) fn add(&mut self, name: &Path, record: &Record) -> std::io::Result<()> {
         let (s, p) = (&record.source, &record.placed);
         let out = self
             .out
@@ -214,7 +214,7 @@ impl ManifestWriter {
 
     /// Puts the manifest at `path`, on the filesystem of the folder given to
     /// [`ManifestWriter::new`], in one rename.
-    pub fn finish(&mut self, path: &Path) -> Result<()> {
+    pub(crate) fn finish(&mut self, path: &Path) -> Result<()> {
         std::fs::create_dir_all(path.parent().expect("a manifest lives in a folder"))?;
         self.out
             .take()

@@ -10,19 +10,19 @@ use crate::state::build_name::BuildName;
 
 /// Where everything lives under one deploy root.
 #[derive(Debug, Clone)]
-pub struct Layout {
-    pub root: PathBuf,
-    pub application: PathBuf,
-    pub builds: PathBuf,
-    pub shared: PathBuf,
-    pub latest: PathBuf,
-    pub config_file: PathBuf,
+pub(crate) struct Layout {
+    pub(crate) root: PathBuf,
+    pub(crate) application: PathBuf,
+    pub(crate) builds: PathBuf,
+    pub(crate) shared: PathBuf,
+    pub(crate) latest: PathBuf,
+    pub(crate) config_file: PathBuf,
     /// Private state: the lock, the deploy log, the checkout's index, builds in the making.
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
 }
 
 impl Layout {
-    pub fn new(root: &Path) -> Layout {
+    pub(crate) fn new(root: &Path) -> Layout {
         let state = root.join(".atomdeploy");
         Layout {
             root: root.to_path_buf(),
@@ -36,63 +36,63 @@ impl Layout {
     }
 
     /// `builds/<name>`: the build's files.
-    pub fn build_dir(&self, build: &BuildName) -> PathBuf {
+    pub(crate) fn build_dir(&self, build: &BuildName) -> PathBuf {
         self.builds.join(build.to_string())
     }
-    pub fn lock_file(&self) -> PathBuf {
+    pub(crate) fn lock_file(&self) -> PathBuf {
         self.state.join("lock")
     }
-    pub fn deploy_log(&self) -> PathBuf {
+    pub(crate) fn deploy_log(&self) -> PathBuf {
         self.state.join("deploys.jsonl")
     }
     /// The index of `application/`, kept out of the bare repository so that git's own tools
     /// on the server never see a half-updated index of a working tree they do not know.
-    pub fn index_file(&self) -> PathBuf {
+    pub(crate) fn index_file(&self) -> PathBuf {
         self.state.join("application.index")
     }
     /// The indexes of the submodules' directories in `application/`, one each.
-    pub fn submodule_indexes(&self) -> PathBuf {
+    pub(crate) fn submodule_indexes(&self) -> PathBuf {
         self.state.join("modules").join("checkouts")
     }
     /// Builds in the making; on the same filesystem as `builds/` so a rename publishes them.
-    pub fn tmp(&self) -> PathBuf {
+    pub(crate) fn tmp(&self) -> PathBuf {
         self.state.join("tmp")
     }
     /// Builds being removed: renamed here first so `builds/` never shows a half-deleted one.
-    pub fn trash(&self) -> PathBuf {
+    pub(crate) fn trash(&self) -> PathBuf {
         self.state.join("trash")
     }
     /// What is known of each build beyond its files: commit, ref, time, whether it is bad.
-    pub fn meta_dir(&self) -> PathBuf {
+    pub(crate) fn meta_dir(&self) -> PathBuf {
         self.state.join("builds")
     }
-    pub fn meta_file(&self, build: &BuildName) -> PathBuf {
+    pub(crate) fn meta_file(&self, build: &BuildName) -> PathBuf {
         self.meta_dir().join(format!("{build}.json"))
     }
     /// Which application/ files the build's files came from (see `manifest`).
-    pub fn manifest_file(&self, build: &BuildName) -> PathBuf {
+    pub(crate) fn manifest_file(&self, build: &BuildName) -> PathBuf {
         self.meta_dir().join(format!("{build}.files"))
     }
     /// The files `keep_assets:` carried into the build from earlier ones (see
     /// `steps/assets.rs`): not its own, so never carried on again.
-    pub fn carried_file(&self, build: &BuildName) -> PathBuf {
+    pub(crate) fn carried_file(&self, build: &BuildName) -> PathBuf {
         self.meta_dir().join(format!("{build}.carried"))
     }
     /// The full output of each deploy attempt, as the pusher saw it.
-    pub fn output_dir(&self) -> PathBuf {
+    pub(crate) fn output_dir(&self) -> PathBuf {
         self.state.join("output")
     }
 }
 
 /// A validated deploy root: its layout and its configuration.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub layout: Layout,
-    pub config: Config,
+pub(crate) struct Plan {
+    pub(crate) layout: Layout,
+    pub(crate) config: Config,
 }
 
 impl Plan {
-    pub fn load(root: &Path) -> Result<Plan> {
+    pub(crate) fn load(root: &Path) -> Result<Plan> {
         let root = std::fs::canonicalize(root)
             .with_context(|| format!("deploy root {} is not usable", root.display()))?;
         let layout = Layout::new(&root);

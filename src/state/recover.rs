@@ -10,13 +10,13 @@ use crate::state::build_name::BuildName;
 use crate::state::builds;
 use crate::state::plan::Layout;
 
-pub fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
+pub(crate) fn recover(layout: &Layout, reporter: &Reporter) -> Result<()> {
     recover_sparing(layout, None, reporter)
 }
 
 /// [`recover`], leaving `spare` alone: a group's prepared build, which never went live yet
 /// and is about to.
-pub fn recover_sparing(
+pub(crate) fn recover_sparing(
     layout: &Layout,
     spare: Option<&BuildName>,
     reporter: &Reporter,

@@ -26,12 +26,12 @@ const BUILD_REFS: &str = "refs/atomdeploy/builds/";
 /// root added to a repository that has others: see `receive/hook/several.rs`) at the commit of the
 /// current rollback target, or deletes it when there is none. Call under the lock, after every
 /// deploy and rollback. A failure only warns: the site is unaffected.
-pub fn sync_ref(plan: &Plan, repo: &Repository, reporter: &Reporter) {
+pub(crate) fn sync_ref(plan: &Plan, repo: &Repository, reporter: &Reporter) {
     sync_in(plan, Ok(repo), reporter);
 }
 
 /// [`sync_ref`] for a caller that has not opened the repository (a rollback).
-pub fn open_and_sync_ref(plan: &Plan, reporter: &Reporter) {
+pub(crate) fn open_and_sync_ref(plan: &Plan, reporter: &Reporter) {
     match Repository::open_bare(&plan.config.repository) {
         Ok(repo) => sync_in(plan, Ok(&repo), reporter),
         Err(err) => sync_in(plan, Err(&err), reporter),
@@ -187,7 +187,7 @@ fn sync_build_refs(plan: &Plan, repo: &Repository, prefix: &str) -> Result<()> {
 /// Set by `install` for new and existing repositories, and by the hook when missing. An
 /// older install hid all of `refs/atomdeploy` from pushes too: that entry is replaced. Writes
 /// the config only when something is missing.
-pub fn hide_internal_refs(repo: &Repository) -> Result<()> {
+pub(crate) fn hide_internal_refs(repo: &Repository) -> Result<()> {
     const FROM_FETCHES: (&str, &str) = ("uploadpack.hideRefs", "refs/atomdeploy");
     const FROM_BOTH: (&str, &str) = ("transfer.hideRefs", "refs/atomdeploy/builds");
     const OLDER: (&str, &str) = ("transfer.hideRefs", "refs/atomdeploy");
@@ -221,7 +221,7 @@ pub fn hide_internal_refs(repo: &Repository) -> Result<()> {
 
 /// Deletes `refname` from the bare repository `repo` if it still names `commit` (a push may
 /// have moved it meanwhile, and its own hook will see to it). A ref already gone is no error.
-pub fn delete_ref(repo: &Path, refname: &str, commit: &str) -> Result<()> {
+pub(crate) fn delete_ref(repo: &Path, refname: &str, commit: &str) -> Result<()> {
     let out = std::process::Command::new("git")
         .arg("--git-dir")
         .arg(repo)

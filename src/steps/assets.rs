@@ -39,7 +39,7 @@ use crate::steps::{self, Summary};
 
 /// How carried files are placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Carry {
+pub(crate) enum Carry {
     /// `snapshot: link`: hard links to read-only files, read-only copies of the rest.
     Link,
     /// Copies; `read_only` drops their write bits.
@@ -47,11 +47,11 @@ pub enum Carry {
 }
 
 /// The step's line.
-pub struct Kept {
-    pub files: u64,
-    pub bytes_copied: u64,
-    pub copied: u64,
-    pub builds: usize,
+pub(crate) struct Kept {
+    pub(crate) files: u64,
+    pub(crate) bytes_copied: u64,
+    pub(crate) copied: u64,
+    pub(crate) builds: usize,
 }
 
 impl fmt::Display for Kept {
@@ -77,7 +77,7 @@ impl Summary for Kept {}
 
 /// The step, between the snapshot (and shared) and the publication of the build in the
 /// making at `build`, named `name`. Does nothing without `keep_assets:`.
-pub fn step(d: &Deploy, name: &BuildName, build: &Path) -> Result<()> {
+pub(crate) fn step(d: &Deploy, name: &BuildName, build: &Path) -> Result<()> {
     let config = &d.plan.config;
     if config.keep_assets.is_empty() {
         return Ok(());
@@ -105,7 +105,7 @@ pub fn step(d: &Deploy, name: &BuildName, build: &Path) -> Result<()> {
 
 /// Carries the own files of `dirs` from every earlier good build on disk into `build` (not
 /// yet in builds/), and records what it carried as `name`'s.
-pub fn keep(
+pub(crate) fn keep(
     layout: &Layout,
     name: &BuildName,
     build: &Path,

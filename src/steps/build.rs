@@ -36,7 +36,7 @@ use crate::steps::Summary;
 
 /// What the build step will do for a commit, decided with the repository before composer
 /// runs (a snapshot may overlap composer only when the step writes nothing).
-pub struct Decision {
+pub(crate) struct Decision {
     commit: Oid,
     /// deploy.yml's `app_dir:`, which the inputs are paths in.
     app_dir: PathBuf,
@@ -52,13 +52,13 @@ pub struct Decision {
 
 impl Decision {
     /// Whether the step writes into application/ this time.
-    pub fn runs(&self) -> bool {
+    pub(crate) fn runs(&self) -> bool {
         self.why.is_some()
     }
 }
 
 /// What the step did, for its line.
-pub enum Outcome {
+pub(crate) enum Outcome {
     Skipped(String),
     Ran {
         why: String,
@@ -141,7 +141,7 @@ fn config_key(build: &Build, app_dir: &Path) -> String {
 /// checkout that undid such files, or that did not finish (killed, failed), may have removed
 /// what the step wrote, and the records are dropped before anything else can fail. Without a
 /// build step they are dropped too: nothing keeps them true meanwhile.
-pub fn around_checkout(
+pub(crate) fn around_checkout(
     layout: &Layout,
     configured: bool,
     checkout: impl FnOnce() -> Result<bool>,
@@ -204,7 +204,7 @@ fn list(paths: &[PathBuf]) -> String {
 }
 
 /// Why every command runs, whatever the records say.
-pub enum Force {
+pub(crate) enum Force {
     No,
     /// The checkout removed or rewrote files in application/ that the last run may have
     /// written.
@@ -214,7 +214,7 @@ pub enum Force {
 }
 
 impl Force {
-    pub fn new(replay: bool, undone: bool) -> Force {
+    pub(crate) fn new(replay: bool, undone: bool) -> Force {
         match (replay, undone) {
             (true, _) => Force::Replay,
             (false, true) => Force::Undone,
@@ -224,7 +224,7 @@ impl Force {
 }
 
 /// Decides what the step does for `commit`.
-pub fn decide(
+pub(crate) fn decide(
     repo: &Repository,
     commit: Oid,
     app_dir: &Path,
@@ -314,7 +314,7 @@ pub fn decide(
 
 /// Runs what `decision` says, in application/; each command is killed, with everything it
 /// started, after `build.timeout`.
-pub fn run(
+pub(crate) fn run(
     decision: Decision,
     layout: &Layout,
     build: &Build,

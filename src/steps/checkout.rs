@@ -21,28 +21,28 @@ use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 #[derive(Debug, Default)]
-pub struct Checkout {
+pub(crate) struct Checkout {
     /// Files in the commit.
-    pub files: usize,
+    pub(crate) files: usize,
     /// Files written because they were added or changed since the last checkout.
-    pub written: usize,
+    pub(crate) written: usize,
     /// Files removed because the commit no longer has them.
-    pub removed: usize,
+    pub(crate) removed: usize,
     /// Tracked files that had been edited on the server; their edits are gone now.
-    pub overwritten: Vec<String>,
+    pub(crate) overwritten: Vec<String>,
     /// Symlinks made on the server where the commit has a file or a directory; removed.
-    pub unlinked: Vec<String>,
+    pub(crate) unlinked: Vec<String>,
     /// Files added on the server that git neither tracks nor ignores; removed.
-    pub added_by_hand: Vec<String>,
+    pub(crate) added_by_hand: Vec<String>,
     /// The app's tree has composer's `auth.json`: credentials in the repository.
-    pub committed_auth: bool,
+    pub(crate) committed_auth: bool,
     /// Submodules checked out, nested ones included (their files are in the counts above).
-    pub submodules: usize,
+    pub(crate) submodules: usize,
 }
 
 impl Checkout {
     /// Adds the checkout of the submodule at `path` (in application/) to this one.
-    pub fn absorb(&mut self, path: &Path, sub: Checkout) {
+    pub(crate) fn absorb(&mut self, path: &Path, sub: Checkout) {
         let at = |list: Vec<String>| {
             list.into_iter()
                 .map(|p| format!("{}/{p}", display(path)))
@@ -58,7 +58,7 @@ impl Checkout {
     }
 
     /// What the pusher must know was undone on the server, one warning each.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         if !self.overwritten.is_empty() {
             warnings.push(format!(
@@ -112,7 +112,7 @@ impl Summary for Checkout {}
 /// Checks `commit` (its directory at `app_dir`, see [`app_tree`]) out into `application/`.
 /// The deploy's repository gets `application/` as its working directory and the state
 /// folder's index for it; nothing after this step reads a working tree through it.
-pub fn checkout(
+pub(crate) fn checkout(
     repo: &Repository,
     commit: Oid,
     app_dir: &Path,
@@ -139,17 +139,17 @@ pub fn checkout(
 
 /// A directory checked out from one repository, with its own index in the state folder:
 /// `application/` itself, or a submodule's directory in it (see `submodules.rs`).
-pub struct Worktree {
-    pub dir: PathBuf,
-    pub index: PathBuf,
+pub(crate) struct Worktree {
+    pub(crate) dir: PathBuf,
+    pub(crate) index: PathBuf,
     /// Commits whose checkout into `dir` started and has not completed.
-    pub pending: PathBuf,
+    pub(crate) pending: PathBuf,
     /// The index as the pusher is shown it: `.atomdeploy/application.index`.
-    pub shown_index: String,
+    pub(crate) shown_index: String,
 }
 
 impl Worktree {
-    pub fn application(layout: &Layout) -> Worktree {
+    pub(crate) fn application(layout: &Layout) -> Worktree {
         Worktree {
             dir: layout.application.clone(),
             index: layout.index_file(),
@@ -161,7 +161,7 @@ impl Worktree {
 
 /// [`checkout`] of `commit` of `repo` into `wt.dir`, which the caller made sure is a real
 /// directory (no symlink on the way) or absent.
-pub fn checkout_worktree(
+pub(crate) fn checkout_worktree(
     repo: &Repository,
     commit: Oid,
     app_dir: &Path,
@@ -693,9 +693,9 @@ pub(crate) fn walk(
 
 /// A path of a tree that git refuses, and why.
 #[derive(Debug)]
-pub struct Refused {
-    pub path: Vec<u8>,
-    pub why: String,
+pub(crate) struct Refused {
+    pub(crate) path: Vec<u8>,
+    pub(crate) why: String,
 }
 
 /// A tree libgit2 cannot parse (an empty name, say, which git itself cannot even push): the

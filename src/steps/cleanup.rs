@@ -23,9 +23,9 @@ use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 /// How many builds went, and the setting that decided it.
-pub struct Cleaned {
-    pub removed: usize,
-    pub keep: usize,
+pub(crate) struct Cleaned {
+    pub(crate) removed: usize,
+    pub(crate) keep: usize,
 }
 
 impl fmt::Display for Cleaned {
@@ -47,19 +47,19 @@ impl Summary for Cleaned {}
 /// Moves every bad build and the oldest good ones beyond `keep` out of `builds/` (see
 /// [`builds::cleanup_sparing`]), never `spare`; their files wait in the trash for
 /// [`after_the_push`].
-pub fn cleanup(layout: &Layout, keep: usize, spare: Option<&BuildName>) -> Result<Cleaned> {
+pub(crate) fn cleanup(layout: &Layout, keep: usize, spare: Option<&BuildName>) -> Result<Cleaned> {
     let removed = builds::cleanup_sparing(layout, keep, spare)?.len();
     Ok(Cleaned { removed, keep })
 }
 
 /// The hidden command that deletes the trash in the background.
-pub const EMPTY_TRASH: &str = "empty-trash";
+pub(crate) const EMPTY_TRASH: &str = "empty-trash";
 
 /// Lets go of the deploy lock: at once when the trash is empty, else by handing it to a
 /// process that deletes what the trash holds and then exits (`atomdeploy-hook empty-trash`),
 /// its output appended to the deploy's (`output`, a file in the output folder). Called once
 /// the deploy's log and output are written, when nothing but the lock is left to let go of.
-pub fn after_the_push(
+pub(crate) fn after_the_push(
     layout: &Layout,
     lock: DeployLock,
     output: Option<&str>,
@@ -105,7 +105,7 @@ fn start_emptying(layout: &Layout, lock: &DeployLock, output: Option<&str>) -> R
 /// here), deletes what the trash holds, and says so, with whatever could not go, in the
 /// deploy's output (`atomdeploy-hook log`). What stays in the trash, the next deploy tries
 /// again and warns of.
-pub fn empty_trash(root: &Path) -> Result<()> {
+pub(crate) fn empty_trash(root: &Path) -> Result<()> {
     let layout = Layout::new(root);
     let reporter = Reporter::new(Output::Plain);
     // Only when the command is run by hand with a deploy running: the lock's usual wait.

@@ -13,15 +13,15 @@ use crate::state::builds;
 use crate::state::plan::Plan;
 
 /// What a command learns of the deploy, as `ATOMDEPLOY_*` variables.
-pub struct DeployEnv<'a> {
-    pub root: &'a Path,
-    pub build: &'a Path,
-    pub commit: &'a str,
+pub(crate) struct DeployEnv<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) build: &'a Path,
+    pub(crate) commit: &'a str,
 }
 
 /// Runs deploy.yml commands in the build, one after the other; the first failure stops them.
 /// Each is killed, with everything it started, after `limit` (`command_timeout`).
-pub fn run_commands(
+pub(crate) fn run_commands(
     commands: &[String],
     env: &DeployEnv,
     limit: Duration,
@@ -39,7 +39,7 @@ pub fn run_commands(
 }
 
 /// after_switch for a build that has just gone live (deployed or rolled back to).
-pub fn run_after_switch(plan: &Plan, build: &BuildName, reporter: &Reporter) -> Result<()> {
+pub(crate) fn run_after_switch(plan: &Plan, build: &BuildName, reporter: &Reporter) -> Result<()> {
     let build_dir = plan.layout.build_dir(build);
     let commit = builds::revision(&plan.layout, build).unwrap_or_default();
     let env = DeployEnv {

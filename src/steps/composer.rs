@@ -34,7 +34,7 @@ use crate::steps::Summary;
 
 /// What composer did, for the step's line.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Install(&'static str),
     /// vendor/ is removed and installed afresh, for what composer would not notice (it
     /// trusts its installed.json): vendor/ changed by hand, a path package's files changed.
@@ -65,8 +65,8 @@ impl Summary for Outcome {
 /// What composer will do for a commit, and what it needs to know of the commit to do it:
 /// decided before it runs, with the repository, so that the run itself needs none (it may
 /// run on a thread of its own, where the deploy's repository cannot go).
-pub struct Decision {
-    pub outcome: Outcome,
+pub(crate) struct Decision {
+    pub(crate) outcome: Outcome,
     commit: Oid,
     /// Whether the commit's tree has composer.lock, and vendor/.
     has_lock: bool,
@@ -81,7 +81,7 @@ pub struct Decision {
 impl Decision {
     /// Gives composer the server's credentials, read (and checked) before the deploy
     /// changed anything.
-    pub fn with_auth(mut self, auth: Option<ServerAuth>) -> Decision {
+    pub(crate) fn with_auth(mut self, auth: Option<ServerAuth>) -> Decision {
         self.auth = auth;
         self
     }
@@ -91,10 +91,10 @@ impl Decision {
 /// so outside every build): composer's credentials for private repositories. Composer gets
 /// them as `COMPOSER_AUTH`; no other program the deploy starts does (see
 /// [`child::command`]).
-pub struct ServerAuth(String);
+pub(crate) struct ServerAuth(String);
 
 /// Where the server's credentials for composer are kept.
-pub fn server_auth_file(layout: &Layout) -> PathBuf {
+pub(crate) fn server_auth_file(layout: &Layout) -> PathBuf {
     layout.root.join("auth.json")
 }
 
@@ -105,7 +105,7 @@ impl ServerAuth {
     /// past, and ssh refuses a readable key for the same reason), and one that is not a JSON
     /// object (composer would fail later, half-way through the deploy). The error never shows
     /// the file's contents.
-    pub fn read(layout: &Layout) -> Result<Option<ServerAuth>> {
+    pub(crate) fn read(layout: &Layout) -> Result<Option<ServerAuth>> {
         use std::io::Read;
         let path = server_auth_file(layout);
         // Non-blocking: a FIFO put there must fail the check below, not hang the deploy.
@@ -199,7 +199,7 @@ fn state_file(layout: &Layout) -> PathBuf {
 
 /// What composer's run for a commit will write, decided before it runs.
 /// Every tree read is the app's ([`app_tree`] with `app_dir`), the one application/ holds.
-pub fn decide_for(
+pub(crate) fn decide_for(
     repo: &Repository,
     commit: Oid,
     app_dir: &Path,
@@ -242,7 +242,7 @@ impl App<'_> {
 
 /// Forgets composer's last run, as when it never ran: application/ is being emptied (see
 /// checkout's `app_dir` change), vendor/ with it.
-pub fn forget_last_run(layout: &Layout) -> Result<()> {
+pub(crate) fn forget_last_run(layout: &Layout) -> Result<()> {
     crate::state::builds::remove_file_if_present(&state_file(layout))?;
     crate::state::builds::remove_file_if_present(&unfinished_marker(layout))
 }
@@ -348,7 +348,7 @@ fn last_run_failed(marker: &Path) -> bool {
 /// The only paths `outcome` writes, when they are known: `dump-autoload` of an app whose
 /// composer.json has no autoload-dump scripts and the usual vendor-dir writes nothing but
 /// the autoloader. A snapshot may copy everything else while composer runs.
-pub fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
+pub(crate) fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
     if !matches!(outcome, Outcome::DumpAutoload) {
         return None;
     }
@@ -375,7 +375,7 @@ pub fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
 }
 
 /// Runs what `decision` says (see [`decide_for`]).
-pub fn run(
+pub(crate) fn run(
     decision: Decision,
     layout: &Layout,
     composer: &Composer,

@@ -107,18 +107,18 @@ fn encode_request(pairs: &[(String, String)]) -> Vec<u8> {
 
 /// What the pool sent back.
 #[derive(Debug, Default, PartialEq)]
-pub struct Response {
+pub(crate) struct Response {
     /// The CGI response: headers, a blank line, the body.
-    pub stdout: Vec<u8>,
+    pub(crate) stdout: Vec<u8>,
     /// What PHP logged to FastCGI's stderr (errors, with `log_errors` to stderr).
-    pub stderr: Vec<u8>,
-    pub app_status: u32,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) app_status: u32,
 }
 
 impl Response {
     /// The CGI response split into its status line (`Status:` header; none means `200 OK`)
     /// and its body.
-    pub fn status_and_body(&self) -> (String, String) {
+    pub(crate) fn status_and_body(&self) -> (String, String) {
         let stdout = String::from_utf8_lossy(&self.stdout).replace("\r\n", "\n");
         let (head, body) = stdout.split_once("\n\n").unwrap_or(("", &stdout));
         let status = head
@@ -199,7 +199,7 @@ fn read_failed(err: io::Error, where_: &str) -> anyhow::Error {
 
 /// Connects, sends one request and reads its answer, all before `deadline`; `limit` is the
 /// time that deadline allowed, for the error that says it passed.
-pub fn request(
+pub(crate) fn request(
     address: &FpmAddress,
     pairs: &[(String, String)],
     deadline: Instant,

@@ -12,7 +12,7 @@ use crate::infra::report::Reporter;
 use crate::steps::Summary;
 
 /// A check that passed, and at which attempt.
-pub struct Healthy(pub u32);
+pub(crate) struct Healthy(pub u32);
 
 impl fmt::Display for Healthy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -23,7 +23,7 @@ impl fmt::Display for Healthy {
 impl Summary for Healthy {}
 
 /// Probes until one attempt succeeds or the retries are spent.
-pub fn check(
+pub(crate) fn check(
     check: &Healthcheck,
     root: &Path,
     build: &Path,

@@ -53,22 +53,22 @@ pub(crate) mod submodules;
 pub(crate) mod switch;
 
 /// One deploy, from the checkout on: what every step reads.
-pub struct Deploy<'a> {
-    pub plan: &'a Plan,
+pub(crate) struct Deploy<'a> {
+    pub(crate) plan: &'a Plan,
     /// The bare repository, opened once for the whole deploy.
-    pub repo: &'a Repository,
-    pub commit: Oid,
+    pub(crate) repo: &'a Repository,
+    pub(crate) commit: Oid,
     /// The ref or command that asked, for the build's record.
-    pub source: &'a str,
+    pub(crate) source: &'a str,
     /// `replay`: the build links nothing from the live one.
-    pub replay: bool,
+    pub(crate) replay: bool,
     /// The live build, which the new one replaces (and links from).
-    pub previous: Option<&'a BuildName>,
-    pub reporter: &'a Reporter,
+    pub(crate) previous: Option<&'a BuildName>,
+    pub(crate) reporter: &'a Reporter,
 }
 
 /// What a step did, as the detail of its line (`    checkout 0.04s: 12 files, …`).
-pub trait Summary: fmt::Display {
+pub(crate) trait Summary: fmt::Display {
     /// A step that had nothing to do: its line says why, and the summary line says `skipped`.
     fn skipped(&self) -> bool {
         false
@@ -77,7 +77,7 @@ pub trait Summary: fmt::Display {
 
 /// Closes `step` with the line `summary` gives; `before` is work done before the step's
 /// header (the part of a snapshot made while composer ran).
-pub fn close(reporter: &Reporter, step: Step, before: Duration, summary: &impl Summary) {
+pub(crate) fn close(reporter: &Reporter, step: Step, before: Duration, summary: &impl Summary) {
     let detail = summary.to_string();
     if summary.skipped() {
         reporter.skipped(step, &detail);

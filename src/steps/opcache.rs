@@ -35,7 +35,7 @@ use crate::steps::{self, Summary};
 
 /// The whole reset, connection, restart and all, never takes longer: it runs while the
 /// deploy lock is held and the new build is live already.
-pub const LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const LIMIT: Duration = Duration::from_secs(5);
 
 /// Versioned: opcache (with `validate_timestamps=0`) would run a cached older script of the
 /// same name after an upgrade of the hook.
@@ -75,11 +75,11 @@ struct Report {
 }
 
 /// A reset that was done, or could not be done for a reason that is not an error.
-pub struct Reset {
-    pub address: FpmAddress,
-    pub php: String,
+pub(crate) struct Reset {
+    pub(crate) address: FpmAddress,
+    pub(crate) php: String,
     /// Pending past [`LIMIT`] (a long request in the pool), or opcache off in the pool.
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 impl fmt::Display for Reset {
@@ -92,7 +92,7 @@ impl Summary for Reset {}
 
 /// The step after a switch: resets the pool's opcache and reports it. Returns the error that
 /// makes the deploy (or rollback) end failed, with the build left live.
-pub fn reset_step(
+pub(crate) fn reset_step(
     layout: &Layout,
     address: &FpmAddress,
     reporter: &Reporter,
@@ -111,7 +111,7 @@ pub fn reset_step(
 }
 
 /// Asks the pool at `address` to reset its opcache, then until its restart happened.
-pub fn reset(layout: &Layout, address: &FpmAddress) -> Result<Reset> {
+pub(crate) fn reset(layout: &Layout, address: &FpmAddress) -> Result<Reset> {
     let deadline = Instant::now() + LIMIT;
     let script = write_script(layout)?;
     let first = ask(address, &script, "do=reset", deadline)?;
@@ -203,7 +203,7 @@ fn ask(address: &FpmAddress, script: &Path, query: &str, deadline: Instant) -> R
 /// running pool for its real settings): the rest of the line of its output that starts with
 /// `marker`. Fails, saying why, when the pool cannot be reached (the error's root cause is
 /// the connection's) or answers without that line.
-pub fn run_script(
+pub(crate) fn run_script(
     address: &FpmAddress,
     script: &Path,
     query: &str,

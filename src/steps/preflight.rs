@@ -55,7 +55,7 @@ impl Summary for Passed {}
 
 /// The step: requests every URL with `build_dir` as the build to serve. An error (which
 /// names the URL and what it answered) means the build must not go live.
-pub fn step(settings: &Preflight, build_dir: &Path, reporter: &Reporter) -> Result<()> {
+pub(crate) fn step(settings: &Preflight, build_dir: &Path, reporter: &Reporter) -> Result<()> {
     let step = reporter.step("preflight");
     let passed =
         check(settings, build_dir).context("preflight failed (the new build never went live)")?;

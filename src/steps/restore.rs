@@ -12,17 +12,17 @@ use crate::state::plan::Plan;
 use crate::steps::{commands, opcache, switch};
 
 /// A switch back that happened.
-pub struct Restored {
+pub(crate) struct Restored {
     /// When the switch happened.
-    pub switched_at: String,
+    pub(crate) switched_at: String,
     /// Why php-fpm's opcache could not be reset (`reset_opcache:`), if it could not.
-    pub opcache: Option<anyhow::Error>,
+    pub(crate) opcache: Option<anyhow::Error>,
 }
 
 /// Switches from `from` (live) to `to`, marking `from` bad when going back in time, resets
 /// php-fpm's opcache when configured, then runs after_switch for `to`. A failing
 /// after_switch is reported; `to` stays live.
-pub fn restore(
+pub(crate) fn restore(
     plan: &Plan,
     from: &BuildName,
     to: &BuildName,

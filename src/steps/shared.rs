@@ -16,7 +16,7 @@ use crate::steps::Summary;
 
 /// What happened to one entry, for the step's line.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Linked {
+pub(crate) enum Linked {
     Existing,
     SeededFromBuild,
     CreatedEmpty,
@@ -29,7 +29,7 @@ pub enum Linked {
 /// was. Seeding then moves the build's copy into shared/ in one rename per entry: an entry is
 /// in the build or in shared/, never half in each.
 /// What the step did to every entry, for its line.
-pub struct Shared(pub Vec<Linked>);
+pub(crate) struct Shared(pub Vec<Linked>);
 
 impl fmt::Display for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,7 +40,7 @@ impl fmt::Display for Shared {
 
 impl Summary for Shared {}
 
-pub fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Result<Shared> {
+pub(crate) fn link_all(layout: &Layout, build: &Path, entries: &[SharedEntry]) -> Result<Shared> {
     let planned = entries
         .iter()
         .map(|entry| plan(layout, build, entry).with_context(|| format!("shared entry `{entry}`")))

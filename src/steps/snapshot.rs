@@ -32,13 +32,13 @@ use crate::state::plan::Layout;
 use crate::steps::Summary;
 
 /// A build in the making. Dropping it before [`Snapshot::publish`] removes it.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     dir: TempDir,
     /// Files copied, and their bytes.
-    pub copied: u64,
-    pub bytes: u64,
+    pub(crate) copied: u64,
+    pub(crate) bytes: u64,
     /// Files hard-linked from the previous build.
-    pub linked: u64,
+    pub(crate) linked: u64,
     /// Files of the previous build that application/ still has as they were, but that were
     /// changed in the build since it was made: copied afresh instead of linked.
     changed: Mutex<Vec<PathBuf>>,
@@ -52,12 +52,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Which application/ file each of the build's files came from, to be kept beside it.
-    pub fn write_manifest(self: &mut Snapshot, path: &Path) -> Result<()> {
+    pub(crate) fn write_manifest(self: &mut Snapshot, path: &Path) -> Result<()> {
         self.files
             .get_mut()
             .expect("no thread panicked holding it")
@@ -65,7 +65,7 @@ impl Snapshot {
     }
 
     /// Says which files of the live build were written in place since it was made, if any.
-    pub fn changed_warning(&mut self) -> Option<String> {
+    pub(crate) fn changed_warning(&mut self) -> Option<String> {
         let changed = self
             .changed
             .get_mut()
@@ -86,7 +86,7 @@ impl Snapshot {
     }
 
     /// Copies what [`Options::later`] left out, now that it is written.
-    pub fn add(&mut self, app: &Path, paths: &[PathBuf], options: &Options) -> Result<()> {
+    pub(crate) fn add(&mut self, app: &Path, paths: &[PathBuf], options: &Options) -> Result<()> {
         for path in paths {
             for entry in WalkDir::new(app.join(path))
                 .follow_links(false)
@@ -147,7 +147,7 @@ impl Snapshot {
     }
 
     /// The step's line, once every file is placed.
-    pub fn summary(&self, linking: Linking, meanwhile: Duration) -> Made {
+    pub(crate) fn summary(&self, linking: Linking, meanwhile: Duration) -> Made {
         Made {
             linking,
             copied: self.copied,
@@ -158,7 +158,7 @@ impl Snapshot {
     }
 
     /// Renames the finished build to `dest` in one step.
-    pub fn publish(self, dest: &Path) -> Result<PathBuf> {
+    pub(crate) fn publish(self, dest: &Path) -> Result<PathBuf> {
         fs::rename(self.dir.path(), dest)
             .with_context(|| format!("cannot move the new build to {}", dest.display()))?;
         // The directory is gone from the temporary name; nothing is left for TempDir to remove.
@@ -169,7 +169,7 @@ impl Snapshot {
 
 /// How the files of a build were placed, as the step's line tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Linking {
+pub(crate) enum Linking {
     /// `snapshot: copy`.
     Copy,
     /// `snapshot: link`, linking from the live build.
@@ -180,12 +180,12 @@ pub enum Linking {
 
 /// The snapshot step's line: what was linked and copied, and how much of it was done while
 /// composer ran.
-pub struct Made {
-    pub linking: Linking,
-    pub copied: u64,
-    pub linked: u64,
-    pub bytes: u64,
-    pub meanwhile: Duration,
+pub(crate) struct Made {
+    pub(crate) linking: Linking,
+    pub(crate) copied: u64,
+    pub(crate) linked: u64,
+    pub(crate) bytes: u64,
+    pub(crate) meanwhile: Duration,
 }
 
 impl fmt::Display for Made {
@@ -217,26 +217,26 @@ fn megabytes(bytes: u64) -> String {
 }
 
 /// How a build gets its files.
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     /// `snapshot: link`: hard-link files from this build (the live one) instead of copying
     /// them, as `rsync --link-dest` does, when its manifest shows that application/ still has
     /// the very file its copy came from and that the copy is still what was placed. Files of such builds are made read-only, so
     /// that writing one in place fails loudly instead of changing every build that shares it.
-    pub link_from: Option<(&'a Path, &'a Manifest)>,
+    pub(crate) link_from: Option<(&'a Path, &'a Manifest)>,
     /// Drop the write bits of every file copied: set for every build in `snapshot: link`, the
     /// first one too, since the next build will share its files.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Paths that are always copied, never linked, and kept out of the manifest (the shared
     /// entries: they may be seeded into shared/, where users write, and the build has a
     /// symlink into shared/ there, through which nothing may ever be linked back into a build).
-    pub never_link: &'a [PathBuf],
+    pub(crate) never_link: &'a [PathBuf],
     /// Paths left out, to be added with [`Snapshot::add`] once written (composer's autoloader
     /// while composer runs).
-    pub later: &'a [PathBuf],
+    pub(crate) later: &'a [PathBuf],
     /// `exclude:`: never copied, so never in the manifest and never linked.
-    pub exclude: &'a [PathBuf],
+    pub(crate) exclude: &'a [PathBuf],
     /// Show a progress bar (not while another step prints).
-    pub progress: bool,
+    pub(crate) progress: bool,
 }
 
 /// Copies `application/` (all of it but `.git` directories and gitfiles, at any depth, and
@@ -244,7 +244,7 @@ pub struct Options<'a> {
 ///
 /// Directories are made first, in order; files and links are then copied in parallel, since
 /// a deploy's snapshot is many small files and one thread waits on each in turn.
-pub fn snapshot(
+pub(crate) fn snapshot(
     layout: &Layout,
     commit: &str,
     options: &Options,

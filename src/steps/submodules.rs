@@ -32,7 +32,7 @@ use crate::steps::checkout::{self, Checkout, Worktree, display};
 const MAX_DEPTH: usize = 8;
 
 /// One submodule of the commit, ready to be checked out.
-pub struct Module {
+pub(crate) struct Module {
     name: String,
     /// Its directory, relative to `application/`.
     path: PathBuf,
@@ -43,18 +43,18 @@ pub struct Module {
 }
 
 /// What resolving reads besides the repositories.
-pub struct Fetching<'a> {
-    pub layout: &'a Layout,
+pub(crate) struct Fetching<'a> {
+    pub(crate) layout: &'a Layout,
     /// Limit of one fetch.
-    pub timeout: Duration,
-    pub reporter: &'a Reporter,
+    pub(crate) timeout: Duration,
+    pub(crate) reporter: &'a Reporter,
 }
 
 /// The submodules of `commit` whose directories are in the app, every commit they need
 /// fetched. `app_dir` is the directory of the repository deployed as the app (empty: all of
 /// it): `.gitmodules` paths are relative to the repository's root, and a submodule outside
 /// `app_dir` is no part of the app.
-pub fn resolve(
+pub(crate) fn resolve(
     repo: &Repository,
     commit: Oid,
     app_dir: &Path,
@@ -458,7 +458,7 @@ fn fetch(cache: &Path, url: &str, refspecs: &[String], what: &str, cx: &Fetching
 
 /// Checks every submodule out into its directory of `application/`, after the commit's own
 /// checkout made (or kept) that directory; their counts and warnings go into `result`.
-pub fn checkout_all(
+pub(crate) fn checkout_all(
     modules: &[Module],
     layout: &Layout,
     result: &mut Checkout,

@@ -21,7 +21,7 @@ use crate::steps::{self, Summary};
 
 /// Refuses a `latest` that is not a symlink (a hand-made layout): replacing it would delete
 /// what someone put there.
-pub fn check_latest(layout: &Layout) -> Result<()> {
+pub(crate) fn check_latest(layout: &Layout) -> Result<()> {
     match fs::symlink_metadata(&layout.latest) {
         Ok(meta) if !meta.file_type().is_symlink() => bail!(
             "{} is a real {}, not a symlink; nothing was changed. Move it aside \
@@ -38,21 +38,25 @@ pub fn check_latest(layout: &Layout) -> Result<()> {
 
 /// The switch as a step of a deploy or rollback, with what it took shown to the pusher.
 /// Returns when the rename happened (UTC, as in the deploy log).
-pub fn switch_step(layout: &Layout, build: &BuildName, reporter: &Reporter) -> Result<String> {
+pub(crate) fn switch_step(
+    layout: &Layout,
+    build: &BuildName,
+    reporter: &Reporter,
+) -> Result<String> {
     switch_step_at(layout, build, reporter).map(|at| at.at)
 }
 
 /// When a switch happened.
-pub struct SwitchedAt {
+pub(crate) struct SwitchedAt {
     /// UTC, as in the deploy log.
-    pub at: String,
+    pub(crate) at: String,
     /// CLOCK_REALTIME nanoseconds taken right after rename(2): the servers of a group
     /// compare theirs to tell how far apart they switched.
-    pub ns: u64,
+    pub(crate) ns: u64,
 }
 
 /// [`switch_step`], returning the instant of the rename to the nanosecond as well.
-pub fn switch_step_at(
+pub(crate) fn switch_step_at(
     layout: &Layout,
     build: &BuildName,
     reporter: &Reporter,
@@ -70,18 +74,18 @@ pub fn switch_step_at(
 }
 
 /// The build that went live, and how long the parts of the switch took.
-pub struct Switched {
-    pub build: BuildName,
+pub(crate) struct Switched {
+    pub(crate) build: BuildName,
     /// Writing the build's files to disk before it may go live.
-    pub flush: Duration,
+    pub(crate) flush: Duration,
     /// The rename itself: the instant readers go from one build to the other.
-    pub rename: Duration,
+    pub(crate) rename: Duration,
     /// When the rename happened.
-    pub at: String,
+    pub(crate) at: String,
     /// The same instant as CLOCK_REALTIME nanoseconds (see [`SwitchedAt::ns`]).
-    pub ns: u64,
+    pub(crate) ns: u64,
     /// What went wrong after the rename (the build is live all the same).
-    pub after: Option<anyhow::Error>,
+    pub(crate) after: Option<anyhow::Error>,
 }
 
 impl fmt::Display for Switched {
@@ -103,7 +107,7 @@ impl Summary for Switched {}
 /// The build's filesystem is flushed first (syncfs(2)), so that a power cut right after the
 /// switch cannot leave `latest` pointing at files that never reached the disk; the root folder
 /// is flushed after, so that the new `latest` itself survives one.
-pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
+pub(crate) fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
     check_latest(layout)?;
     let build_dir = layout.build_dir(build);
     let started = Instant::now();
@@ -152,7 +156,7 @@ pub fn switch(layout: &Layout, build: &BuildName) -> Result<Switched> {
 }
 
 /// Flushes the filesystem `path` is on (syncfs(2)).
-pub fn syncfs(path: &Path) -> std::io::Result<()> {
+pub(crate) fn syncfs(path: &Path) -> std::io::Result<()> {
     let dir = File::open(path)?;
     Ok(nix::unistd::syncfs(&dir)?)
 }

@@ -9,7 +9,7 @@ use crate::state::plan::Plan;
 use super::Finding;
 use super::root::shell_path;
 
-pub fn check(plan: &Plan, out: &mut Vec<Finding>) {
+pub(crate) fn check(plan: &Plan, out: &mut Vec<Finding>) {
     if plan.config.hosts.is_empty() {
         return;
     }

@@ -18,7 +18,7 @@ mod web;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     /// Works now, but something will go wrong later (or a check could not be made).
     Warn,
@@ -38,16 +38,16 @@ impl fmt::Display for Level {
 
 /// One thing doctor found: which check, what it saw, and (unless all is well) the fix.
 #[derive(Debug, Clone)]
-pub struct Finding {
-    pub level: Level,
+pub(crate) struct Finding {
+    pub(crate) level: Level,
     /// A short, stable name (`hook`, `fsck`, `php-fpm pool`...): tests and scripts match it.
-    pub check: &'static str,
-    pub message: String,
-    pub fix: Option<String>,
+    pub(crate) check: &'static str,
+    pub(crate) message: String,
+    pub(crate) fix: Option<String>,
 }
 
 impl Finding {
-    pub fn ok(check: &'static str, message: impl Into<String>) -> Finding {
+    pub(crate) fn ok(check: &'static str, message: impl Into<String>) -> Finding {
         Finding {
             level: Level::Ok,
             check,
@@ -55,7 +55,7 @@ impl Finding {
             fix: None,
         }
     }
-    pub fn warn(
+    pub(crate) fn warn(
         check: &'static str,
         message: impl Into<String>,
         fix: impl Into<String>,
@@ -67,7 +67,7 @@ impl Finding {
             fix: Some(fix.into()),
         }
     }
-    pub fn fail(
+    pub(crate) fn fail(
         check: &'static str,
         message: impl Into<String>,
         fix: impl Into<String>,
@@ -83,36 +83,36 @@ impl Finding {
 
 /// What doctor was asked to look at.
 #[derive(Debug, Clone)]
-pub struct Options {
-    pub root: PathBuf,
+pub(crate) struct Options {
+    pub(crate) root: PathBuf,
     /// The php-fpm pool file serving the app; default: found among the pool files.
-    pub fpm_pool: Option<PathBuf>,
+    pub(crate) fpm_pool: Option<PathBuf>,
     /// nginx's main configuration file; default: /etc/nginx/nginx.conf.
-    pub nginx_config: Option<PathBuf>,
+    pub(crate) nginx_config: Option<PathBuf>,
     /// Where php-fpm's pool files are searched when `fpm_pool` is not given (a path whose
     /// components may hold `*`); default: [`web::POOL_FILES`].
-    pub fpm_pools: Option<String>,
+    pub(crate) fpm_pools: Option<String>,
 }
 
 /// What every check may read: the options, the root's layout, and its validated plan when
 /// deploy.yml could be loaded (a broken deploy.yml is itself a finding, and the checks that
 /// need it are skipped with a warning rather than failing doctor).
-pub struct Context<'a> {
-    pub options: &'a Options,
-    pub layout: Layout,
-    pub plan: Option<Plan>,
+pub(crate) struct Context<'a> {
+    pub(crate) options: &'a Options,
+    pub(crate) layout: Layout,
+    pub(crate) plan: Option<Plan>,
 }
 
 /// Runs every check and prints the findings; `Ok(false)` when one would break a deploy or
 /// a request.
-pub fn doctor(options: &Options) -> Result<bool> {
+pub(crate) fn doctor(options: &Options) -> Result<bool> {
     let findings = findings(options);
     print!("{}", render(&findings));
     Ok(findings.iter().all(|f| f.level != Level::Fail))
 }
 
 /// Every check's findings, in the order an operator would fix them.
-pub fn findings(options: &Options) -> Vec<Finding> {
+pub(crate) fn findings(options: &Options) -> Vec<Finding> {
     let layout = Layout::new(&std::fs::canonicalize(&options.root).unwrap_or(options.root.clone()));
     let mut out = Vec::new();
     let plan = root::load(options, &mut out);
@@ -130,7 +130,7 @@ pub fn findings(options: &Options) -> Vec<Finding> {
 }
 
 /// One line per finding, its fix indented under it, then a one-line verdict.
-pub fn render(findings: &[Finding]) -> String {
+pub(crate) fn render(findings: &[Finding]) -> String {
     let mut text = String::new();
     for finding in findings {
         text.push_str(&format!(

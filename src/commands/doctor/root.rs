@@ -14,7 +14,7 @@ mod secrets;
 mod tools;
 
 /// Loads deploy.yml, saying whether it is valid.
-pub fn load(options: &Options, out: &mut Vec<Finding>) -> Option<Plan> {
+pub(crate) fn load(options: &Options, out: &mut Vec<Finding>) -> Option<Plan> {
     match Plan::load(&options.root) {
         Ok(plan) => {
             out.push(Finding::ok(
@@ -34,7 +34,7 @@ pub fn load(options: &Options, out: &mut Vec<Finding>) -> Option<Plan> {
     }
 }
 
-pub fn check(context: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn check(context: &Context, out: &mut Vec<Finding>) {
     match &context.plan {
         Some(plan) => {
             hook::check(plan, out);

@@ -15,9 +15,9 @@ mod php;
 mod pool;
 
 /// Where php-fpm's pool files are searched for by default (Debian's layout).
-pub const POOL_FILES: &str = "/etc/php/*/fpm/pool.d/*.conf";
+pub(crate) const POOL_FILES: &str = "/etc/php/*/fpm/pool.d/*.conf";
 
-pub fn check(context: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn check(context: &Context, out: &mut Vec<Finding>) {
     let site = nginx::check(context, out);
     let pool = pool::check(context, site.as_ref(), out);
     access::check(context, pool.as_ref(), out);

@@ -11,17 +11,17 @@ use crate::state::builds;
 use crate::state::plan::Layout;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Exclusion {
+pub(crate) struct Exclusion {
     /// As deploy.yml lists it (local paths made absolute).
-    pub url: String,
-    pub when: String,
-    pub who: String,
-    pub why: String,
+    pub(crate) url: String,
+    pub(crate) when: String,
+    pub(crate) who: String,
+    pub(crate) why: String,
 }
 
 impl Exclusion {
     /// Shown in every deploy while the exclusion lasts.
-    pub fn warning(&self) -> String {
+    pub(crate) fn warning(&self) -> String {
         format!(
             "deploying without {} (excluded {} by {}: {})",
             self.url, self.when, self.who, self.why
@@ -35,7 +35,7 @@ fn file(layout: &Layout) -> PathBuf {
 
 /// The exclusions in effect; none when the file is missing. A file that cannot be read is an
 /// error: deploying to a host someone meant to leave out would be worse than not deploying.
-pub fn read(layout: &Layout) -> Result<Vec<Exclusion>> {
+pub(crate) fn read(layout: &Layout) -> Result<Vec<Exclusion>> {
     let path = file(layout);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -46,7 +46,7 @@ pub fn read(layout: &Layout) -> Result<Vec<Exclusion>> {
 }
 
 /// Replaces the file in one rename, so that a deploy reading it sees the old list or the new.
-pub fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
+pub(crate) fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
     let path = file(layout);
     if exclusions.is_empty() {
         return builds::remove_file_if_present(&path);
@@ -60,7 +60,7 @@ pub fn write(layout: &Layout, exclusions: &[Exclusion]) -> Result<()> {
 /// (`hosts-excluded.lock`) meanwhile, so that two `hosts exclude`/`include` at once cannot
 /// lose one another's change. Not the deploy lock: a deploy stuck on a dead host holds that
 /// for up to `host_timeout`, and leaving the host out is what the operator needs then.
-pub fn update<T>(
+pub(crate) fn update<T>(
     layout: &Layout,
     change: impl FnOnce(&mut Vec<Exclusion>) -> Result<T>,
 ) -> Result<T> {
@@ -82,7 +82,7 @@ pub fn update<T>(
 }
 
 /// Who ran the command: the login name, and the ssh client's address when there is one.
-pub fn who() -> String {
+pub(crate) fn who() -> String {
     let user = crate::state::history::operator();
     match std::env::var("SSH_CLIENT") {
         Ok(client) => match client.split_whitespace().next() {
@@ -93,6 +93,6 @@ pub fn who() -> String {
     }
 }
 
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     clock::utc_now_rfc3339()
 }

@@ -102,7 +102,7 @@ fn drop_other_records(layout: &Layout, gid: &str) {
 
 /// Handles a push that carries group refs: the one operation it asks for, then the ref is
 /// deleted again, whatever happened. Nothing else of the push is deployed.
-pub fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
+pub(crate) fn handle(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
     // Whether the operation is refused or run, the branches this push claims go back: a
     // deploy branch moved without its deploy would make the next push of that commit deploy
     // nothing. (It prints nothing of this server's configuration.)

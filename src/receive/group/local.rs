@@ -16,9 +16,9 @@ use crate::steps::restore::{self, Restored};
 
 /// What a group operation adds to the deploy log.
 #[derive(Default)]
-pub struct GroupLog {
-    pub hosts: Vec<HostLog>,
-    pub switch_spread_ms: Option<f64>,
+pub(crate) struct GroupLog {
+    pub(crate) hosts: Vec<HostLog>,
+    pub(crate) switch_spread_ms: Option<f64>,
 }
 
 impl GroupLog {
@@ -104,7 +104,7 @@ impl Local for LocalDeploy<'_, '_> {
 
 /// A group deploy from the primary (deploy.rs, once it holds the lock and chose the commit).
 /// `Ok(Deployed)` with [`Problem::Unhealthy`] when the group switched and went back.
-pub fn deploy(d: &Deploy) -> (Result<Deployed>, GroupLog) {
+pub(crate) fn deploy(d: &Deploy) -> (Result<Deployed>, GroupLog) {
     let (hosts, left_out) = match primary::active_hosts(d.plan, d.reporter) {
         Ok(active) => active,
         Err(err) => return (Err(err), GroupLog::default()),
@@ -156,7 +156,7 @@ pub fn deploy(d: &Deploy) -> (Result<Deployed>, GroupLog) {
 
 /// The commit is live here already: hosts that are not on it (one included again, one a
 /// killed deploy left behind) are brought to it.
-pub fn unchanged(plan: &Plan, commit: &str, reporter: &Reporter) -> Result<GroupLog> {
+pub(crate) fn unchanged(plan: &Plan, commit: &str, reporter: &Reporter) -> Result<GroupLog> {
     let (hosts, left_out) = primary::active_hosts(plan, reporter)?;
     // The active hosts alone: an excluded one may be dead, and asking it would hold this push
     // for its bound and warn of a wait nobody needs.
@@ -225,7 +225,7 @@ fn rfc3339_ns(at: &str) -> Option<u128> {
 
 /// A rollback of the whole group to `target`'s commit: every host switches to its newest
 /// good build of it (`reuse`), the primary to `target`.
-pub fn rollback(
+pub(crate) fn rollback(
     plan: &Plan,
     live: &BuildName,
     target: &BuildName,

@@ -80,7 +80,7 @@ pub struct GroupRef {
 
 impl GroupRef {
     /// Whether a pushed ref is a group ref at all (well formed or not).
-    pub fn is_group_ref(refname: &[u8]) -> bool {
+    pub(crate) fn is_group_ref(refname: &[u8]) -> bool {
         refname.starts_with(REF_PREFIX.as_bytes())
     }
 

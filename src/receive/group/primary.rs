@@ -17,11 +17,11 @@ use crate::receive::group::excluded::{self, Exclusion};
 use crate::receive::group::remote::{self, GroupLine, Host, Pushed};
 use crate::receive::group::{GroupRef, Op};
 use crate::state::builds;
-pub use crate::state::history::HostLog;
+pub(crate) use crate::state::history::HostLog;
 use crate::state::plan::Plan;
 
 /// A ref the primary pushes, named as the host parses it.
-pub fn group_ref(gid: &str, op: Op) -> String {
+pub(crate) fn group_ref(gid: &str, op: Op) -> String {
     GroupRef {
         gid: gid.to_string(),
         op,
@@ -31,7 +31,7 @@ pub fn group_ref(gid: &str, op: Op) -> String {
 
 /// A new id for one group operation: `[0-9A-Za-z-]{1,64}`, unique per primary (its lock
 /// serialises operations; the pid and nanoseconds tell two within one second apart).
-pub fn new_gid() -> String {
+pub(crate) fn new_gid() -> String {
     let now = time::OffsetDateTime::now_utc();
     let format = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
     let stamp = now.format(format).expect("a UTC time always formats");
@@ -44,7 +44,7 @@ pub fn new_gid() -> String {
 
 /// How the hosts get their build of the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostBuild {
+pub(crate) enum HostBuild {
     /// Build it (a deploy).
     Prepare,
     /// Build it linking nothing from the live build (`replay`).
@@ -54,7 +54,7 @@ pub enum HostBuild {
 }
 
 /// The primary's own part of a group operation, driven by [`run`].
-pub trait Local {
+pub(crate) trait Local {
     /// Everything up to the switch (a deploy's build, or nothing for a rollback).
     fn prepare(&mut self) -> Result<()>;
     /// `release:`, once, after every host has prepared.
@@ -72,32 +72,32 @@ pub trait Local {
 
 /// A group operation that switched everywhere.
 #[derive(Debug)]
-pub struct GroupDone {
-    pub hosts: Vec<HostLog>,
+pub(crate) struct GroupDone {
+    pub(crate) hosts: Vec<HostLog>,
     /// max − min of every rename(2) (the primary's included).
-    pub spread: Duration,
+    pub(crate) spread: Duration,
     /// Servers switched, the primary included.
-    pub servers: usize,
+    pub(crate) servers: usize,
 }
 
 /// A group operation that did not switch everywhere: what happened to each host, and why.
 #[derive(Debug)]
-pub struct GroupFailed {
-    pub hosts: Vec<HostLog>,
-    pub error: anyhow::Error,
+pub(crate) struct GroupFailed {
+    pub(crate) hosts: Vec<HostLog>,
+    pub(crate) error: anyhow::Error,
     /// Whether the primary's own build went live (and was switched back).
-    pub switched: bool,
+    pub(crate) switched: bool,
 }
 
 /// What a group operation needs to know.
-pub struct Group<'a> {
-    pub plan: &'a Plan,
-    pub reporter: &'a Reporter,
+pub(crate) struct Group<'a> {
+    pub(crate) plan: &'a Plan,
+    pub(crate) reporter: &'a Reporter,
     /// The commit every server goes to.
-    pub commit: &'a str,
-    pub build: HostBuild,
+    pub(crate) commit: &'a str,
+    pub(crate) build: HostBuild,
     /// The primary takes part (a deploy, a rollback), or only hosts catch up.
-    pub here: bool,
+    pub(crate) here: bool,
 }
 
 impl Group<'_> {
@@ -108,7 +108,7 @@ impl Group<'_> {
 
 /// The hosts a deploy goes to, each exclusion in effect shown as a warning; and the excluded
 /// ones, for the log.
-pub fn active_hosts(plan: &Plan, reporter: &Reporter) -> Result<(Vec<Host>, Vec<HostLog>)> {
+pub(crate) fn active_hosts(plan: &Plan, reporter: &Reporter) -> Result<(Vec<Host>, Vec<HostLog>)> {
     let exclusions = excluded::read(&plan.layout)?;
     let mut active = Vec::new();
     let mut left_out = Vec::new();
@@ -164,7 +164,7 @@ fn on_hosts<T: Send>(
 }
 
 /// Runs `f` on every host at once, the results in the hosts' order.
-pub fn on_all<T: Send>(hosts: &[Host], f: impl Fn(&Host) -> T + Sync) -> Vec<T> {
+pub(crate) fn on_all<T: Send>(hosts: &[Host], f: impl Fn(&Host) -> T + Sync) -> Vec<T> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = hosts.iter().map(|h| scope.spawn(|| f(h))).collect();
         handles
@@ -182,7 +182,7 @@ enum Prep {
 
 /// Prepare everywhere, release, switch everywhere, for `hosts` and the primary (`local`).
 /// The ssh connections it opened are closed when it ends, however it ends.
-pub fn run(
+pub(crate) fn run(
     g: &Group,
     hosts: &[Host],
     left_out: Vec<HostLog>,
@@ -936,14 +936,14 @@ fn go_back(
 }
 
 /// CLOCK_REALTIME now, in nanoseconds, as the hosts stamp their switches.
-pub fn now_ns() -> u128 {
+pub(crate) fn now_ns() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
 }
 
 /// `switched 3 servers within 12 ms`.
-pub fn spread_summary(done: &GroupDone) -> String {
+pub(crate) fn spread_summary(done: &GroupDone) -> String {
     format!(
         "switched {} servers within {} ms",
         done.servers,
@@ -951,7 +951,7 @@ pub fn spread_summary(done: &GroupDone) -> String {
     )
 }
 
-pub fn format_ms(d: Duration) -> String {
+pub(crate) fn format_ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 10.0 {
         format!("{ms:.1}")
@@ -961,7 +961,7 @@ pub fn format_ms(d: Duration) -> String {
 }
 
 /// Tells `exclusions` a host is out, for `atomdeploy-hook hosts exclude`.
-pub fn exclusion(url: &str, why: &str) -> Exclusion {
+pub(crate) fn exclusion(url: &str, why: &str) -> Exclusion {
     Exclusion {
         url: url.to_string(),
         when: excluded::now(),

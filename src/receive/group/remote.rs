@@ -26,7 +26,7 @@ use crate::infra::report::Reporter;
 use crate::receive::group::excluded;
 use crate::state::plan::{Layout, Plan};
 
-pub use crate::receive::group::Line as GroupLine;
+pub(crate) use crate::receive::group::Line as GroupLine;
 use crate::receive::group::{GroupRef, LINE_PREFIX, Op};
 
 /// Lines of a host's errors kept for the primary's report.
@@ -54,16 +54,16 @@ const QUIET: Duration = Duration::from_secs(10);
 
 /// A host of the group as the primary reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
+pub(crate) struct Host {
     /// As deploy.yml lists it (local paths made absolute); what `git push` is given.
-    pub url: String,
+    pub(crate) url: String,
     /// Short, for prefixing its lines: `web2` for `deploy@web2.internal:/srv/app.git`.
-    pub label: String,
+    pub(crate) label: String,
 }
 
 impl Host {
     /// The hosts of `urls`, each with a label of its own.
-    pub fn all(urls: &[String]) -> Vec<Host> {
+    pub(crate) fn all(urls: &[String]) -> Vec<Host> {
         let labels: Vec<String> = urls.iter().map(|url| label(url)).collect();
         urls.iter()
             .zip(&labels)
@@ -119,26 +119,26 @@ fn label(url: &str) -> String {
 
 /// What one push to a host brought back.
 #[derive(Debug)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     /// The protocol lines, in order (the first few of each kind).
-    pub lines: Vec<GroupLine>,
+    pub(crate) lines: Vec<GroupLine>,
     /// The host's last `error:` lines.
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
     /// git's own last `fatal:` and `error:` lines (a host never reached, a connection lost).
-    pub transport: Vec<String>,
+    pub(crate) transport: Vec<String>,
     /// What ssh said was wrong (`Permission denied (publickey).`), if it did.
-    pub ssh: Option<String>,
+    pub(crate) ssh: Option<String>,
     /// The push was given up (its bound passed, or the host was excluded meanwhile): its
     /// result says so better than what git printed as it was killed.
-    pub gave_up: bool,
+    pub(crate) gave_up: bool,
     /// Whether `git push` itself succeeded.
-    pub result: Result<()>,
+    pub(crate) result: Result<()>,
 }
 
 impl Pushed {
     /// Why the host did not answer as asked: its own error, else ssh's reason, else git's,
     /// else `missing`.
-    pub fn why(&self, missing: &str) -> String {
+    pub(crate) fn why(&self, missing: &str) -> String {
         if !self.errors.is_empty() {
             return self.errors.join("; ");
         }
@@ -172,7 +172,7 @@ impl Pushed {
 /// The directory of the ssh ControlMaster sockets: `<pid>/<host>`, one per host for each
 /// process that talks to hosts. The prepare's connection is still open at the switch, so that
 /// the switches start together instead of each waiting for an ssh handshake.
-pub fn ssh_dir(layout: &Layout) -> PathBuf {
+pub(crate) fn ssh_dir(layout: &Layout) -> PathBuf {
     layout.state.join("ssh")
 }
 
@@ -190,7 +190,7 @@ fn base_ssh(plan: &Plan) -> String {
 /// password prompt nobody sees. Host keys are checked as the deploy user's `known_hosts`
 /// says; nothing here relaxes that. The ControlPath is relative: a socket's path may not
 /// exceed 107 bytes, and one under a deploy root of any length could.
-pub fn ssh_command(plan: &Plan, socket: Option<&str>, connect: Duration) -> String {
+pub(crate) fn ssh_command(plan: &Plan, socket: Option<&str>, connect: Duration) -> String {
     with_group_options(&base_ssh(plan), socket, connect)
 }
 
@@ -474,7 +474,7 @@ fn ssh_reason(lines: &[String]) -> Option<String> {
 /// process killed before it could left). Called when a group operation, or `hosts`, ends: no
 /// connection to a host outlives the command that opened it, so a key taken off a host's
 /// `authorized_keys` stops working at once.
-pub fn close_connections(layout: &Layout) {
+pub(crate) fn close_connections(layout: &Layout) {
     let masters = MASTERS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -590,7 +590,7 @@ fn is_excluded(plan: &Plan, host: &Host) -> bool {
 ///
 /// The bound is `host_timeout`; a `status`, and a push to a host that already did not answer
 /// in this operation, get [`QUICK_LIMIT`].
-pub fn push(
+pub(crate) fn push(
     plan: &Plan,
     host: &Host,
     commit: &str,

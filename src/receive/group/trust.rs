@@ -32,11 +32,11 @@ use crate::state::plan::{Layout, Plan};
 
 /// What a host keeps of the group it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Membership {
+pub(crate) struct Membership {
     /// Who the primary is, as far as the host can tell (see [`primary_name`]).
-    pub primary: String,
+    pub(crate) primary: String,
     /// UTC, RFC 3339: the first operation the host accepted from it.
-    pub since: String,
+    pub(crate) since: String,
 }
 
 fn file(layout: &Layout) -> PathBuf {
@@ -45,7 +45,7 @@ fn file(layout: &Layout) -> PathBuf {
 
 /// The group this server belongs to, if any. A file that does not read still says the server
 /// is a host: deploying by itself is the worse mistake.
-pub fn membership(layout: &Layout) -> Option<Membership> {
+pub(crate) fn membership(layout: &Layout) -> Option<Membership> {
     let bytes = std::fs::read(file(layout)).ok()?;
     Some(
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Membership {
@@ -57,7 +57,7 @@ pub fn membership(layout: &Layout) -> Option<Membership> {
 
 /// Refuses a group operation unless the group's primary sent it to a server that is no
 /// primary itself. Prints nothing of the server's configuration.
-pub fn admit(plan: &Plan) -> Result<()> {
+pub(crate) fn admit(plan: &Plan) -> Result<()> {
     if !plan.config.hosts.is_empty() {
         bail!(
             "this server is a group's primary ({} lists `hosts:`): it takes group operations \
@@ -78,7 +78,7 @@ pub fn admit(plan: &Plan) -> Result<()> {
 
 /// Records that this server is a host of a group, once: at its first accepted operation
 /// that deploys.
-pub fn join(layout: &Layout) -> Result<()> {
+pub(crate) fn join(layout: &Layout) -> Result<()> {
     if file(layout).exists() {
         return Ok(());
     }
@@ -116,7 +116,7 @@ fn refusal(layout: &Layout, member: &Membership, what: &str) -> String {
 }
 
 /// `atomdeploy-hook replay` and `rollback` by hand: refused on a host of a group.
-pub fn refuse_if_member(plan: &Plan, what: &str) -> Result<()> {
+pub(crate) fn refuse_if_member(plan: &Plan, what: &str) -> Result<()> {
     match membership(&plan.layout) {
         Some(member) => bail!("{}", refusal(&plan.layout, &member, what)),
         None => Ok(()),
@@ -126,7 +126,11 @@ pub fn refuse_if_member(plan: &Plan, what: &str) -> Result<()> {
 /// A push to the deploy branch or a control branch of a host of a group: refused, each of
 /// those refs put back where it was (only if nobody moved it since), so that the push moves
 /// nothing.
-pub fn refuse_direct_push(plan: &Plan, request: &PushRequest, reporter: &Reporter) -> Result<()> {
+pub(crate) fn refuse_direct_push(
+    plan: &Plan,
+    request: &PushRequest,
+    reporter: &Reporter,
+) -> Result<()> {
     let Some(member) = membership(&plan.layout) else {
         return Ok(());
     };
@@ -177,7 +181,7 @@ fn claimed(request: &PushRequest) -> Vec<&RefUpdate> {
 
 /// Puts every branch `request` claims back where it was, for a refused push (a group
 /// operation's, or one to a host of a group) to move nothing; says what could not be.
-pub fn put_back_claimed(plan: &Plan, request: &PushRequest) -> String {
+pub(crate) fn put_back_claimed(plan: &Plan, request: &PushRequest) -> String {
     put_back_all(&plan.config.repository, claimed(request))
 }
 
@@ -222,7 +226,7 @@ fn put_back(repo: &std::path::Path, update: &RefUpdate) -> Result<()> {
 /// lock, as every deploy: a group operation running here (which may have just recorded the
 /// membership) ends first, so that the host is never building for its group while it takes
 /// itself for a server on its own.
-pub fn leave(root: &std::path::Path, reporter: &Reporter) -> Result<()> {
+pub(crate) fn leave(root: &std::path::Path, reporter: &Reporter) -> Result<()> {
     let layout = &Layout::new(root);
     if !layout.config_file.is_file() {
         bail!(

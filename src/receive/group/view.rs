@@ -14,21 +14,21 @@ use crate::state::plan::Plan;
 
 /// One host as `hosts` shows it.
 #[derive(Debug, Serialize)]
-pub struct Row {
-    pub label: String,
-    pub url: String,
-    pub live_build: Option<String>,
-    pub live_commit: Option<String>,
-    pub bad: Option<bool>,
+pub(crate) struct Row {
+    pub(crate) label: String,
+    pub(crate) url: String,
+    pub(crate) live_build: Option<String>,
+    pub(crate) live_commit: Option<String>,
+    pub(crate) bad: Option<bool>,
     /// Its config fingerprint (the app keys of its deploy.yml).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
     /// Live on the primary's live commit.
-    pub on_group_commit: bool,
+    pub(crate) on_group_commit: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub excluded: Option<excluded::Exclusion>,
+    pub(crate) excluded: Option<excluded::Exclusion>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// The primary's live build and commit.
@@ -43,12 +43,12 @@ pub(crate) fn primary_live(plan: &Plan) -> Result<(String, String)> {
 /// Asks every host for its `status`, in parallel (no lock is taken on the hosts), each within
 /// a short bound (a dead host is UNREACHABLE within seconds, a deploy stuck on it or not).
 /// The ssh connections it opened are closed before it returns.
-pub fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row>)> {
+pub(crate) fn rows(plan: &Plan, reporter: &Reporter) -> Result<(String, String, Vec<Row>)> {
     rows_of(plan, &Host::all(&plan.config.hosts), reporter)
 }
 
 /// [`rows`] of `hosts` alone.
-pub fn rows_of(
+pub(crate) fn rows_of(
     plan: &Plan,
     hosts: &[Host],
     reporter: &Reporter,
@@ -110,7 +110,12 @@ impl Local for Nothing {
 
 /// Brings `hosts` to `commit` (prepare, then switch), the primary untouched. The caller holds
 /// the primary's lock.
-pub fn catch_up(plan: &Plan, commit: &str, hosts: &[Host], reporter: &Reporter) -> Result<()> {
+pub(crate) fn catch_up(
+    plan: &Plan,
+    commit: &str,
+    hosts: &[Host],
+    reporter: &Reporter,
+) -> Result<()> {
     let group = Group {
         plan,
         reporter,

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 /// One `… post-receive --root DIR…` command in the hook: the program and the roots it names.
 #[derive(Debug, PartialEq)]
-pub struct Invocation {
-    pub program: PathBuf,
-    pub roots: Vec<PathBuf>,
+pub(crate) struct Invocation {
+    pub(crate) program: PathBuf,
+    pub(crate) roots: Vec<PathBuf>,
 }
 
 /// Every command line of a shell script that runs `post-receive`, with its program and `--root`
 /// arguments.
-pub fn invocations(script: &str) -> Vec<Invocation> {
+pub(crate) fn invocations(script: &str) -> Vec<Invocation> {
     let mut found = Vec::new();
     for line in script.lines() {
         let Some(mut words) = sh_words(line) else {
@@ -45,7 +45,7 @@ pub fn invocations(script: &str) -> Vec<Invocation> {
 /// The roots a hook written by `install` names: the `--root` arguments of its `exec` line,
 /// read as sh reads them (install quotes each one). None if the hook has no such line, or one
 /// this cannot read (rewriting it would drop roots without a word).
-pub fn hook_roots(hook: &str) -> Option<Vec<PathBuf>> {
+pub(crate) fn hook_roots(hook: &str) -> Option<Vec<PathBuf>> {
     let line = hook.lines().find(|l| l.trim_start().starts_with("exec "))?;
     let call = invocations(line).pop()?;
     (!call.roots.is_empty()).then_some(call.roots)

@@ -25,7 +25,7 @@ use crate::state::refs;
 /// Runs the hook for the deploy roots `roots` (one, or several sharing the repository: see
 /// `hook/several.rs`), reading the pushed refs from stdin, and tells a waiting
 /// `atomdeploy-hook receive-pack` (if any) how it went.
-pub fn run(roots: &[PathBuf]) -> Result<()> {
+pub(crate) fn run(roots: &[PathBuf]) -> Result<()> {
     let status = StatusFile::from_env();
     let result = run_reported(roots, &status);
     match &result {

@@ -79,7 +79,7 @@ enum Part<'a> {
 /// The hook for a repository with several roots: each root handles the refs that are its own,
 /// one root after the other, each under its own lock and with its own output heading; the
 /// push fails (through the receive-pack wrapper) if any root's part failed.
-pub fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Result<()> {
+pub(crate) fn run_several(roots: &[PathBuf], input: &[u8], status: &StatusFile) -> Result<()> {
     // Every ref of the push, whatever it is for: no branch is named `refs/heads/`.
     let nothing = Branches {
         deploy: String::new(),

@@ -19,13 +19,13 @@ const SECRET_LEN: usize = 32;
 /// The hook's side: where it reports, if a wrapper asked. Written line by line, appended, so
 /// that the last line is the latest word: `pending` once there is work that can fail, then
 /// `ok` or `failed <why>`.
-pub struct StatusFile(Option<File>);
+pub(crate) struct StatusFile(Option<File>);
 
 impl StatusFile {
     /// Only a wrapper's own file ([`wrapper_file`]): a path a client sent along (ssh's
     /// `SendEnv`) or a stale variable names a file the hook must not append to, deploy.yml
     /// say, nor create.
-    pub fn from_env() -> StatusFile {
+    pub(crate) fn from_env() -> StatusFile {
         let path = std::env::var_os(STATUS_ENV);
         StatusFile(path.and_then(|p| wrapper_file(&p, OpenOptions::new().append(true))))
     }
@@ -38,15 +38,15 @@ impl StatusFile {
     }
 
     /// The push asked for a deploy or a rollback: from here on, silence means "unknown".
-    pub fn pending(&self) {
+    pub(crate) fn pending(&self) {
         self.write("pending");
     }
 
-    pub fn ok(&self) {
+    pub(crate) fn ok(&self) {
         self.write("ok");
     }
 
-    pub fn failed(&self, why: &str) {
+    pub(crate) fn failed(&self, why: &str) {
         self.write(&format!("failed {why}"));
     }
 }
@@ -84,7 +84,7 @@ pub(crate) fn new_secret() -> Result<String> {
 /// secret in [`PRIMARY_ENV`] is the first line of the status file named in [`STATUS_ENV`],
 /// and that file is what a wrapper makes, held by an ancestor of this process. See the
 /// module's documentation for who can get here and why nobody else can.
-pub fn primary_asks() -> bool {
+pub(crate) fn primary_asks() -> bool {
     let (Some(secret), Some(path)) = (std::env::var_os(PRIMARY_ENV), std::env::var_os(STATUS_ENV))
     else {
         return false;

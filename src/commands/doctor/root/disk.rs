@@ -41,7 +41,7 @@ fn link_floor(build: &Need, dirs: &Need) -> Need {
     }
 }
 
-pub fn check(plan: &Plan, out: &mut Vec<Finding>) {
+pub(crate) fn check(plan: &Plan, out: &mut Vec<Finding>) {
     let layout = &plan.layout;
     let source = match builds::live(layout) {
         Some(live) if layout.build_dir(&live).is_dir() => layout.build_dir(&live),

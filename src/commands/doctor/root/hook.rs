@@ -13,7 +13,7 @@ use crate::state::plan::Plan;
 
 use super::{install_fix, shell_path};
 
-pub fn check(plan: &Plan, out: &mut Vec<Finding>) {
+pub(crate) fn check(plan: &Plan, out: &mut Vec<Finding>) {
     let path = &plan.config.repository;
     match Repository::open_bare(path) {
         Ok(repo) => {

@@ -9,7 +9,7 @@ use crate::state::plan::Layout;
 
 use super::shell_path;
 
-pub fn check(layout: &Layout, out: &mut Vec<Finding>) {
+pub(crate) fn check(layout: &Layout, out: &mut Vec<Finding>) {
     let finding = match std::fs::symlink_metadata(&layout.latest) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => missing(layout),
         Err(err) => Finding::fail(
@@ -155,7 +155,7 @@ fn newest_good(layout: &Layout) -> Option<BuildName> {
 }
 
 /// A freeze works as meant, but whoever runs doctor may not know of it.
-pub fn freeze(layout: &Layout, out: &mut Vec<Finding>) {
+pub(crate) fn freeze(layout: &Layout, out: &mut Vec<Finding>) {
     match freeze::read(layout) {
         Ok(None) => {}
         Ok(Some(f)) => out.push(Finding::warn(

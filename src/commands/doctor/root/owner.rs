@@ -53,7 +53,7 @@ struct Found {
     cut_short: bool,
 }
 
-pub fn check(layout: &Layout, out: &mut Vec<Finding>) {
+pub(crate) fn check(layout: &Layout, out: &mut Vec<Finding>) {
     let Some(uid) = owner_of(&layout.root) else {
         return;
     };

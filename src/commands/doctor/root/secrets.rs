@@ -15,7 +15,7 @@ use super::shell_path;
 
 const CHECK: &str = "secrets";
 
-pub fn check(layout: &Layout, plan: Option<&Plan>, out: &mut Vec<Finding>) {
+pub(crate) fn check(layout: &Layout, plan: Option<&Plan>, out: &mut Vec<Finding>) {
     for path in candidates(layout, plan) {
         // A symlink is the operator's (a secret kept elsewhere): its target is not shared/'s.
         let Ok(meta) = fs::symlink_metadata(&path) else {

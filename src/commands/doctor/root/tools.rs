@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use crate::commands::doctor::{Finding, Level};
 use crate::state::plan::Plan;
 
-pub fn check(plan: &Plan, out: &mut Vec<Finding>) {
+pub(crate) fn check(plan: &Plan, out: &mut Vec<Finding>) {
     out.push(program(
         "php",
         &["-r", "echo PHP_VERSION;"],

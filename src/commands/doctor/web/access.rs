@@ -46,7 +46,7 @@ struct Need {
     tag: Tag,
 }
 
-pub fn check(context: &Context, pool: Option<&Pool>, out: &mut Vec<Finding>) {
+pub(crate) fn check(context: &Context, pool: Option<&Pool>, out: &mut Vec<Finding>) {
     let Some(ident) = pool.and_then(|p| p.ident.as_ref()) else {
         if pool.is_some() {
             out.push(Finding::warn(

@@ -15,7 +15,7 @@ const OPTIONS: MatchOptions = MatchOptions {
 
 /// The existing paths `pattern` names, sorted; a pattern without a wildcard names itself if
 /// it exists.
-pub fn expand(pattern: &Path) -> Vec<PathBuf> {
+pub(crate) fn expand(pattern: &Path) -> Vec<PathBuf> {
     let pattern = pattern.to_string_lossy();
     let paths = ::glob::glob_with(&pattern, OPTIONS)
         // glob(3) reads a bracket it cannot close as itself.
@@ -31,7 +31,7 @@ pub fn expand(pattern: &Path) -> Vec<PathBuf> {
 }
 
 /// Whether the file name `name` matches the one-component `pattern`.
-pub fn matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn matches(pattern: &str, name: &str) -> bool {
     match Pattern::new(pattern) {
         Ok(pattern) => pattern.matches_with(name, OPTIONS),
         Err(_) => pattern == name,

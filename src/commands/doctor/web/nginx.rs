@@ -20,18 +20,18 @@ use super::glob;
 const CHECK: &str = "nginx";
 
 /// What the server blocks serving this root hand to PHP.
-pub struct Site {
-    pub passes: Vec<Pass>,
+pub(crate) struct Site {
+    pub(crate) passes: Vec<Pass>,
 }
 
 /// One `fastcgi_pass` of a server block serving this root.
-pub struct Pass {
+pub(crate) struct Pass {
     /// Where it connects; `None` when nginx only knows at request time (a variable).
-    pub target: Option<FpmAddress>,
-    pub raw: String,
-    pub at: String,
+    pub(crate) target: Option<FpmAddress>,
+    pub(crate) raw: String,
+    pub(crate) at: String,
     /// SCRIPT_FILENAME is built from `$realpath_root`: PHP is handed `builds/<name>/...`.
-    pub resolved: bool,
+    pub(crate) resolved: bool,
 }
 
 /// One directive of nginx's configuration, includes expanded in place.
@@ -48,7 +48,7 @@ impl Directive {
     }
 }
 
-pub fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
+pub(crate) fn check(context: &Context, out: &mut Vec<Finding>) -> Option<Site> {
     let file = context
         .options
         .nginx_config
@@ -725,7 +725,7 @@ fn locations<'a>(
 }
 
 /// `fastcgi_pass`'s address (`unix:/path`, `host:port`) as the hook names pools.
-pub fn address(text: &str) -> Option<FpmAddress> {
+pub(crate) fn address(text: &str) -> Option<FpmAddress> {
     if text.contains('$') {
         return None;
     }

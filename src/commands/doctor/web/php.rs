@@ -31,7 +31,12 @@ const START_UP_ONLY: [&str; 5] = [
     "realpath_cache_ttl",
 ];
 
-pub fn check(context: &Context, site: Option<&Site>, pool: Option<&Pool>, out: &mut Vec<Finding>) {
+pub(crate) fn check(
+    context: &Context,
+    site: Option<&Site>,
+    pool: Option<&Pool>,
+    out: &mut Vec<Finding>,
+) {
     let Some(pool) = pool else {
         return;
     };

@@ -21,21 +21,21 @@ use super::nginx::Site;
 const CHECK: &str = "php-fpm pool";
 
 /// One `[name]` section of a php-fpm pool file.
-pub struct Pool {
-    pub name: String,
-    pub at: String,
-    pub listen: Option<FpmAddress>,
+pub(crate) struct Pool {
+    pub(crate) name: String,
+    pub(crate) at: String,
+    pub(crate) listen: Option<FpmAddress>,
     /// Every `key = value` of the section, with its line.
-    pub settings: Vec<(String, String, usize)>,
+    pub(crate) settings: Vec<(String, String, usize)>,
     /// Who the pool's workers run as: as the running pool says, else as its file says.
-    pub ident: Option<Ident>,
+    pub(crate) ident: Option<Ident>,
     /// The running pool's own report, or why there is none.
-    pub probe: Result<Probe, String>,
+    pub(crate) probe: Result<Probe, String>,
 }
 
 impl Pool {
     /// "pool `app` (file:line)", or what nginx passes to when no pool file listens there.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if self.at.is_empty() {
             "the pool nginx passes to (no pool file found)".to_string()
         } else {
@@ -54,35 +54,35 @@ impl Pool {
 
 /// A user, its group and supplementary groups.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ident {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
+pub(crate) struct Ident {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
 }
 
 impl Ident {
-    pub fn user(&self) -> String {
+    pub(crate) fn user(&self) -> String {
         users::user_name(self.uid).unwrap_or_else(|| self.uid.to_string())
     }
-    pub fn group(&self) -> String {
+    pub(crate) fn group(&self) -> String {
         users::group_or_gid(self.gid)
     }
 }
 
 /// What the probe run in the pool reports.
 #[derive(Debug, Deserialize)]
-pub struct Probe {
-    pub php: String,
+pub(crate) struct Probe {
+    pub(crate) php: String,
     uid: Option<u32>,
     gid: Option<u32>,
     groups: Option<Vec<u32>>,
-    pub opcache: bool,
+    pub(crate) opcache: bool,
     /// ini_get() of the settings doctor looks at; `None` for an unknown one.
-    pub ini: BTreeMap<String, Option<String>>,
+    pub(crate) ini: BTreeMap<String, Option<String>>,
 }
 
 impl Probe {
-    pub fn ini(&self, key: &str) -> Option<&str> {
+    pub(crate) fn ini(&self, key: &str) -> Option<&str> {
         self.ini.get(key).and_then(|v| v.as_deref())
     }
 }
@@ -104,7 +104,11 @@ foreach (['opcache.enable', 'opcache.validate_timestamps', 'opcache.revalidate_f
 echo "\nATOMDEPLOY-DOCTOR ", json_encode($out), "\n";
 "#;
 
-pub fn check(context: &Context, site: Option<&Site>, out: &mut Vec<Finding>) -> Option<Pool> {
+pub(crate) fn check(
+    context: &Context,
+    site: Option<&Site>,
+    out: &mut Vec<Finding>,
+) -> Option<Pool> {
     let target = target(context, site);
     if site.is_some() && target.is_none() {
         return None;
