@@ -12,7 +12,7 @@
 //!   and receive-pack, rollback and replay by hand…), and the command line ([`commands::cli`]).
 //! - [`receive`]: what a push sets going: the `post-receive` hook, a deploy and its pipeline,
 //!   a rollback, the group of web servers (the protocol, the primary's and a host's side).
-//! - [`steps`]: one module per step of a deploy, in the README's order (checkout, composer,
+//! - [`steps`]: one module per step of a deploy, in the order a deploy runs them (checkout, composer,
 //!   snapshot, shared, the flip in [`steps::switch`], …).
 //! - [`state`]: what a deploy root holds between runs (its layout, the builds, the deploy log,
 //!   the manifests, the refs, a freeze, cleaning up after a killed deploy).

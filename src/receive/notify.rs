@@ -7,7 +7,7 @@
 //! `.atomdeploy/notify.jsonl` and reported to the pusher in one line.
 //!
 //! A webhook's URL is its secret: every line about one shows it redacted (see
-//! [`crate::config::NotifyUrl`]) with its place in the `notify:` list (`#2`), which tells two
+//! `NotifyUrl` in `config/notify.rs`) with its place in the `notify:` list (`#2`), which tells two
 //! webhooks on one host apart without saying anything of their tokens.
 
 use std::io::Write;

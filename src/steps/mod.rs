@@ -1,5 +1,5 @@
-//! The steps of a deploy, each a module of its own, in the order a deploy runs them (the
-//! README's "The deploy, step by step" tells the same list):
+//! The steps of a deploy, each a module of its own, in the order a deploy runs them
+//! (docs/deploying.md, "The deploy, step by step", tells the same list):
 //!
 //! 1. **lock** — `infra/lock.rs`, then `state/recover.rs` cleans up what a killed deploy left;
 //! 2. **decide** — `receive/deploy.rs`: the branch head under the lock, or nothing when it is live;
