@@ -485,15 +485,7 @@ fn shared_owned_by_root_is_not_writable_by_a_www_data_pool() {
         format!("chgrp -R www-data {}", uploads.display()),
         format!("chmod -R g+w {}", uploads.display()),
     ] {
-        let args: Vec<&str> = command.split(' ').collect();
-        assert!(
-            server
-                .command(args[0])
-                .args(&args[1..])
-                .status()
-                .unwrap()
-                .success()
-        );
+        server.run_fix(&command);
     }
     let out = doctor_pool(&server);
     assert_web_clean(&out);
@@ -715,13 +707,7 @@ fn a_live_build_directory_the_pool_can_write_fails() {
         "{line}"
     );
     // The fix it gives is enough.
-    let chmod = server
-        .command("chmod")
-        .args(["-R", "go-w"])
-        .arg(&build_dir)
-        .status()
-        .unwrap();
-    assert!(chmod.success());
+    server.run_fix(&format!("chmod -R go-w {}", build_dir.display()));
     assert_web_clean(&doctor_pool(&server));
     web.stop_leaving_nothing();
 }

@@ -502,15 +502,7 @@ fn a_seeded_secret_is_closed_to_others_and_doctor_warns_when_one_is_not() {
     let chmod = format!("chmod 640 {}", env.display());
     assert!(fix.contains(&format!("`{chmod}`")), "{fix}");
     // The fix it gives is enough.
-    let args: Vec<&str> = chmod.split(' ').collect();
-    assert!(
-        server
-            .command(args[0])
-            .args(&args[1..])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.run_fix(&chmod);
     let said = doctor_lines(&server, "secrets");
     assert!(said.iter().all(|(level, ..)| level == "ok"), "{said:?}");
 }

@@ -224,6 +224,16 @@ impl Server {
         self.env.command(program)
     }
 
+    /// Runs a fix a finding printed (`chmod 640 /srv/app/shared/.env`), word for word (no
+    /// shell: the paths of a test's root hold no space), and asserts it succeeded.
+    #[track_caller]
+    pub fn run_fix(&self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (program, args) = words.split_first().expect("an empty fix");
+        let status = self.command(program).args(args).status().unwrap();
+        assert!(status.success(), "`{line}` failed: {status}");
+    }
+
     /// `git ARGS` in the server's bare repository; its output, once it succeeded.
     #[track_caller]
     pub fn repo_git(&self, args: &[&str]) -> Vec<u8> {
