@@ -22,24 +22,29 @@ fn rendered_pages(dir: &Path) -> Vec<(String, String)> {
         .unwrap()
         .map(|entry| {
             let path = entry.unwrap().path();
-            let out = Command::new("man")
-                .args(["--warnings", "-l"])
-                .arg(&path)
-                .env("MANWIDTH", "1000")
-                .output()
-                .expect("man (the man-db package)");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && stderr.is_empty(),
-                "man {}: {stderr}",
-                path.display()
-            );
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, String::from_utf8(out.stdout).unwrap())
+            (name, rendered(&path))
         })
         .collect();
     pages.sort();
     pages
+}
+
+/// The page at `path` as `man` shows it, one paragraph a line; a roff warning fails the test.
+fn rendered(path: &Path) -> String {
+    let out = Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(path)
+        .env("MANWIDTH", "1000")
+        .output()
+        .expect("man (the man-db package)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.is_empty(),
+        "man {}: {stderr}",
+        path.display()
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The text of a page's section `heading`, up to the next heading (man indents all but those).
@@ -163,16 +168,7 @@ fn maintainer(env: &[(&str, &str)]) -> (String, String) {
 fn the_deploy_yml_page_has_an_entry_for_every_key_of_the_example() {
     let tmp = tempfile::tempdir().unwrap();
     gen_docs::deploy_yml_page(tmp.path()).unwrap();
-    let path = tmp.path().join("deploy.yml.5");
-    let out = Command::new("man")
-        .args(["--warnings", "-l"])
-        .arg(&path)
-        .env("MANWIDTH", "1000")
-        .output()
-        .expect("man (the man-db package)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.is_empty(), "man: {stderr}");
-    let page = String::from_utf8(out.stdout).unwrap();
+    let page = rendered(&tmp.path().join("deploy.yml.5"));
     // An entry's tag: its keys at the left, `build, exclude`, maybe followed by the text when
     // the tag is short (`branch Pushes to this branch …`).
     let mut tagged = std::collections::BTreeSet::new();
