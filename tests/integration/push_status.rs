@@ -494,7 +494,19 @@ fn over_ssh_serve_shows_builds_and_logs_and_refuses_everything_else() {
     };
     let history = || fs::read_to_string(server.root.join(".atomdeploy/deploys.jsonl")).unwrap();
     let (before, refs_before, history_before) = (server.state(), refs(), history());
-    for asked in [
+    // Every other command the binary has, the hidden ones included (`empty-trash`,
+    // `post-receive`, …), read from its own definitions so that a command added later is
+    // asked too.
+    let commands: Vec<String> = {
+        use clap::CommandFactory;
+        atomdeploy_hook::commands::cli::Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|name| name != "builds" && name != "log")
+            .collect()
+    };
+    assert!(commands.iter().any(|c| c == "empty-trash"), "{commands:?}");
+    let hand_picked = [
         "log ../../etc/passwd",
         "log /etc/passwd",
         "log 20261126-101500/../../../etc/passwd",
@@ -510,7 +522,12 @@ fn over_ssh_serve_shows_builds_and_logs_and_refuses_everything_else() {
         "replay",
         "sh",
         "sh -c id",
-    ] {
+    ];
+    for asked in hand_picked
+        .iter()
+        .copied()
+        .chain(commands.iter().map(String::as_str))
+    {
         let (code, stdout, stderr) = ssh(asked);
         assert_eq!(
             code,
