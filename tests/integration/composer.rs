@@ -28,6 +28,13 @@ fn push_expecting(clone: &DevClone, composer_did: &str) -> harness::Push {
 
 /// The class map a fresh `composer install` (the configured arguments) makes of `commit`.
 fn fresh_classmap(server: &Server, commit: &str) -> String {
+    let dir = fresh_install_of_archive(server, commit);
+    fs::read_to_string(dir.join("vendor/composer/autoload_classmap.php")).unwrap()
+}
+
+/// `commit`'s files from `git archive` (no repository's metadata, as in application/), and
+/// the configured `composer install` run there by hand, outside the hook.
+fn fresh_install_of_archive(server: &Server, commit: &str) -> PathBuf {
     let dir = server.base().join(format!("fresh-{commit}"));
     fs::create_dir(&dir).unwrap();
     let archive = server.repo_git(&["archive", commit]);
@@ -48,7 +55,51 @@ fn fresh_classmap(server: &Server, commit: &str) -> String {
         .output()
         .unwrap();
     harness::assert_success(&out, "composer install");
-    fs::read_to_string(dir.join("vendor/composer/autoload_classmap.php")).unwrap()
+    dir
+}
+
+/// The root package's name and versions as composer recorded them in `app`'s
+/// vendor/composer/installed.php (not its path, which names `app`).
+fn root_package(server: &Server, app: &Path) -> String {
+    let out = server
+        .command("php")
+        .arg("-r")
+        .arg("$r = (require $argv[1])['root']; unset($r['install_path']); var_export($r);")
+        .arg(app.join("vendor/composer/installed.php"))
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "php reading installed.php");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The hook tells composer the root package's version rather than let it ask git, hg, fossil
+/// and svn about a checkout none of them knows (a dozen processes a run): what composer
+/// records is still what it finds out by itself in the same files, and a `version` in
+/// composer.json still wins.
+#[test]
+fn the_root_package_version_is_the_one_composer_finds_by_itself() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let by_itself = root_package(&server, &fresh_install_of_archive(&server, &clone.head()));
+    assert!(
+        by_itself.contains("'pretty_version' => '1.0.0+no-version-set'"),
+        "{by_itself}"
+    );
+    assert_eq!(root_package(&server, &server.latest()), by_itself);
+
+    let manifest = fs::read_to_string(clone.path.join("composer.json")).unwrap();
+    let versioned = manifest.replacen('{', "{\n    \"version\": \"2.3.4\",", 1);
+    clone
+        .write("composer.json", &versioned)
+        .commit("the app says its version");
+    push_expecting(&clone, "install");
+    let by_itself = root_package(&server, &fresh_install_of_archive(&server, &clone.head()));
+    assert!(
+        by_itself.contains("'pretty_version' => '2.3.4'"),
+        "{by_itself}"
+    );
+    assert_eq!(root_package(&server, &server.latest()), by_itself);
 }
 
 #[test]
