@@ -710,13 +710,7 @@ fn web_user_follows_no_directory_swapped_for_a_symlink_while_it_runs() {
         .args(["-f", "-qq", "-o", "/dev/null"])
         .args(["-e", "trace=lchown,fchown,fchownat"])
         .args(["-e", "inject=lchown,fchown,fchownat:signal=SIGSTOP:when=1"])
-        .arg(BIN)
-        .arg("install")
-        .arg("--repo")
-        .arg(&server.repo)
-        .arg("--root")
-        .arg(&server.root)
-        .args(["--web-user", "www-data"])
+        .args(install_for_www_data(&server))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -803,16 +797,23 @@ fn web_user_as_its_owner_changes_an_unreadable_file_of_its_own() {
     let out = server
         .command("setpriv")
         .args(["--reuid=33", "--regid=33", "--init-groups", "--"])
-        .arg(BIN)
-        .arg("install")
-        .arg("--repo")
-        .arg(&server.repo)
-        .arg("--root")
-        .arg(&server.root)
-        .args(["--web-user", "www-data"])
+        .args(install_for_www_data(&server))
         .output()
         .unwrap();
     assert_success(&out, "install --web-user as www-data");
     let meta = fs::symlink_metadata(shared.join("dropbox")).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o260);
+}
+
+/// The binary and its arguments installing `server`'s repository and root with www-data as
+/// the web user, for a command that runs it under another program (strace, setpriv).
+fn install_for_www_data(server: &Server) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![BIN.into(), "install".into(), "--repo".into()];
+    args.extend([
+        server.repo.clone().into(),
+        "--root".into(),
+        server.root.clone().into(),
+    ]);
+    args.extend(["--web-user".into(), "www-data".into()]);
+    args
 }
