@@ -331,11 +331,15 @@ fn composer_and_snapshot(
     let layout = &d.plan.layout;
     // A build step that runs writes into application/ after composer: nothing may be copied
     // before it has finished.
-    let later = decision
-        .as_ref()
-        .filter(|_| !build_decision.as_ref().is_some_and(build::Decision::runs))
-        .and_then(|decision| composer::writes_only(&decision.outcome, &layout.application))
-        .unwrap_or_default();
+    let later = match (&d.plan.config.composer, &decision) {
+        (Some(settings), Some(decision))
+            if !build_decision.as_ref().is_some_and(build::Decision::runs) =>
+        {
+            composer::writes_only(decision, &settings.args, &layout.application)
+        }
+        _ => None,
+    }
+    .unwrap_or_default();
     let inputs = SnapshotInputs::new(d, later);
     let options = inputs.options();
     let mut early = None;
@@ -367,7 +371,7 @@ fn composer_and_snapshot(
             Duration::ZERO,
         ),
     };
-    snap.add(&layout.application, &inputs.later, &options)
+    snap.add(&layout.application, &inputs.later, &options, d.reporter)
         .context("snapshot failed")?;
     let linking = inputs.linking;
     // The previous build's manifest is a map of every file: let it go before what follows.

@@ -345,33 +345,127 @@ fn last_run_failed(marker: &Path) -> bool {
     failure_in(marker).is_some()
 }
 
-/// The only paths `outcome` writes, when they are known: `dump-autoload` of an app whose
-/// composer.json has no autoload-dump scripts and the usual vendor-dir writes nothing but
-/// the autoloader. A snapshot may copy everything else while composer runs.
-pub(crate) fn writes_only(outcome: &Outcome, app: &Path) -> Option<Vec<PathBuf>> {
-    if !matches!(outcome, Outcome::DumpAutoload) {
+/// The only paths composer's run writes, when they are known, so that a snapshot may copy
+/// everything else while it runs:
+/// - `dump-autoload`: the autoloader, `vendor/autoload.php` and `vendor/composer/`;
+/// - `install` from the commit's composer.lock, with arguments that change nothing else:
+///   `vendor/`.
+///
+/// Known only when nothing but composer's own code runs: no composer.json script on an event
+/// the run fires, no plugin (installed, coming with the lock, or installed globally for the
+/// user the hook runs as: any of them may write anywhere), and vendor/ (with its bin/) where
+/// composer puts it by default.
+pub(crate) fn writes_only(
+    decision: &Decision,
+    args: &[String],
+    app: &Path,
+) -> Option<Vec<PathBuf>> {
+    let (fires, written): (fn(&str) -> bool, _) = match decision.outcome {
+        Outcome::DumpAutoload => (
+            fired_by_dump_autoload,
+            vec![
+                PathBuf::from("vendor/autoload.php"),
+                PathBuf::from("vendor/composer"),
+            ],
+        ),
+        // Without a lock, install writes composer.lock too.
+        Outcome::Install(_) | Outcome::Reinstall(_)
+            if decision.has_lock && incremental_safe(args) =>
+        {
+            (fired_by_install, vec![PathBuf::from("vendor")])
+        }
+        _ => return None,
+    };
+    let json = read_json(&app.join("composer.json"))?;
+    let scripts_run = !args.iter().any(|a| a == "--no-scripts");
+    let scripts = json["scripts"].as_object();
+    if scripts_run && scripts.is_some_and(|s| s.keys().any(|event| fires(event))) {
         return None;
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(app.join("composer.json")).ok()?).ok()?;
-    // A composer plugin may write anywhere on the autoload-dump event.
-    let installed = std::fs::read(app.join("vendor/composer/installed.json")).ok()?;
-    let installed: serde_json::Value = serde_json::from_slice(&installed).ok()?;
-    let packages = installed["packages"].as_array().or(installed.as_array())?;
-    if packages.iter().any(|p| p["type"] == "composer-plugin") {
+    let config = &json["config"];
+    if !config["vendor-dir"].is_null() || !config["bin-dir"].is_null() {
         return None;
     }
-    let scripts = &json["scripts"];
-    if !scripts["pre-autoload-dump"].is_null()
-        || !scripts["post-autoload-dump"].is_null()
-        || !json["config"]["vendor-dir"].is_null()
+    // Each changes where composer reads or writes, whatever composer.json says.
+    if ["COMPOSER", "COMPOSER_VENDOR_DIR", "COMPOSER_BIN_DIR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
     {
         return None;
     }
-    Some(vec![
-        PathBuf::from("vendor/autoload.php"),
-        PathBuf::from("vendor/composer"),
-    ])
+    let installed = app.join("vendor/composer/installed.json");
+    let lists = match decision.outcome {
+        // dump-autoload loads the plugins vendor/ has; install those too, and the lock's.
+        Outcome::DumpAutoload => vec![read_json(&installed)?],
+        _ => {
+            let mut lists = vec![read_json(&app.join(LOCK))?];
+            // No vendor/ yet (a first run, a reinstall): no plugin installed either.
+            if installed.exists() {
+                lists.push(read_json(&installed)?);
+            }
+            lists
+        }
+    };
+    if lists.iter().any(has_plugin) || global_plugins() {
+        return None;
+    }
+    Some(written)
+}
+
+/// The events a `dump-autoload` fires that a composer.json script may listen to: its own, and
+/// those of every command.
+fn fired_by_dump_autoload(event: &str) -> bool {
+    matches!(
+        event,
+        "pre-autoload-dump" | "post-autoload-dump" | "init" | "command" | "pre-command-run"
+    )
+}
+
+/// Every event an `install` may fire (composer's command, installer, package and plugin
+/// events, and any it adds later under the same names).
+fn fired_by_install(event: &str) -> bool {
+    event.starts_with("pre-") || event.starts_with("post-") || matches!(event, "init" | "command")
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Whether a composer.lock or installed.json lists a plugin. (installed.json is a list in
+/// composer 1's format, an object with `packages` in composer 2's.)
+fn has_plugin(list: &serde_json::Value) -> bool {
+    let plugin = |p: &serde_json::Value| {
+        matches!(
+            p["type"].as_str(),
+            Some("composer-plugin" | "composer-installer")
+        )
+    };
+    let packages = [&list["packages"], &list["packages-dev"], list];
+    packages
+        .iter()
+        .filter_map(|l| l.as_array())
+        .any(|l| l.iter().any(plugin))
+}
+
+/// Whether composer's home for this user (where `composer global require` installs) holds a
+/// plugin, which composer loads for every project. Every directory composer may take as its
+/// home is looked at (`COMPOSER_HOME`, else `$XDG_CONFIG_HOME/composer` or
+/// `~/.config/composer`, and `~/.composer`).
+fn global_plugins() -> bool {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".config")));
+    let homes = [
+        std::env::var_os("COMPOSER_HOME").map(PathBuf::from),
+        xdg.map(|x| x.join("composer")),
+        home.map(|h| h.join(".composer")),
+    ];
+    homes.iter().flatten().any(|dir| {
+        let installed = dir.join("vendor/composer/installed.json");
+        // One that cannot be read is taken for one with a plugin.
+        installed.exists() && read_json(&installed).is_none_or(|list| has_plugin(&list))
+    })
 }
 
 /// Runs what `decision` says (see [`decide_for`]).

@@ -85,11 +85,23 @@ impl Snapshot {
         ))
     }
 
-    /// Copies what [`Options::later`] left out, now that it is written.
-    pub(crate) fn add(&mut self, app: &Path, paths: &[PathBuf], options: &Options) -> Result<()> {
+    /// Copies what [`Options::later`] left out, now that it is written: composer's autoloader
+    /// after a `dump-autoload`, all of vendor/ after an `install`, placed in parallel as the
+    /// rest was.
+    pub(crate) fn add(
+        &mut self,
+        app: &Path,
+        paths: &[PathBuf],
+        options: &Options,
+        reporter: &Reporter,
+    ) -> Result<()> {
+        let mut entries = Vec::new();
         for path in paths {
-            for entry in WalkDir::new(app.join(path))
+            // A later path that is a symlink is copied as one, as the rest of the snapshot
+            // copies links: never followed.
+            let walk = WalkDir::new(app.join(path))
                 .follow_links(false)
+                .follow_root_links(false)
                 .sort_by_file_name()
                 .into_iter()
                 .filter_entry(|e| {
@@ -98,51 +110,35 @@ impl Snapshot {
                             .path()
                             .strip_prefix(app)
                             .is_ok_and(|r| options.exclude.iter().any(|p| r.starts_with(p)))
-                })
-            {
-                let entry = match entry {
+                });
+            for entry in walk {
+                match entry {
                     Err(e)
                         if e.io_error()
-                            .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
-                    {
-                        continue;
-                    }
-                    entry => entry?,
-                };
-                let relative = entry
-                    .path()
-                    .strip_prefix(app)
-                    .expect("walk stays below its root");
-                let dest = self.path().join(relative);
-                let meta = entry.metadata()?;
-                if meta.is_dir() {
-                    fs::create_dir(&dest)?;
-                    fs::set_permissions(&dest, meta.permissions())?;
-                    if let Some((from, _)) = options.link_from
-                        && real_dir(from, relative, &self.real_dirs)
-                    {
-                        self.real_dirs.insert(relative.to_path_buf());
-                    }
-                } else if meta.file_type().is_symlink() {
-                    // As in the main copy: an absolute link into application/ becomes relative.
-                    let target = fs::read_link(entry.path())?;
-                    std::os::unix::fs::symlink(within_build(&target, app, relative), &dest)?;
-                } else {
-                    let place = Place {
-                        options,
-                        real_dirs: &self.real_dirs,
-                        changed: &self.changed,
-                    };
-                    match place.file(entry.path(), relative, &dest, &meta, &self.files)? {
-                        Outcome::Linked => self.linked += 1,
-                        Outcome::Copied(n) => {
-                            self.copied += 1;
-                            self.bytes += n;
-                        }
-                    }
+                            .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) => {}
+                    entry => entries.push(entry?),
                 }
             }
         }
+        let build = self.path().to_path_buf();
+        let dir_modes = make_dirs(&entries, &build, app, options, &mut self.real_dirs)?;
+        let placed = Place {
+            options,
+            real_dirs: &self.real_dirs,
+            changed: &self.changed,
+        }
+        .all(
+            &entries,
+            app,
+            &build,
+            &self.files,
+            &indicatif::ProgressBar::hidden(),
+            reporter,
+        )?;
+        apply_modes(dir_modes)?;
+        self.copied += placed.copied;
+        self.linked += placed.linked;
+        self.bytes += placed.bytes;
         Ok(())
     }
 
@@ -254,72 +250,29 @@ pub(crate) fn snapshot(
     let source = &layout.application;
     let entries = entries(source, options)?;
     let build = dir.path().to_path_buf();
-    let relative = |entry: &walkdir::DirEntry| {
-        entry
-            .path()
-            .strip_prefix(source)
-            .expect("walk stays below its root")
-            .to_path_buf()
-    };
-    let (dir_modes, real_dirs) = make_dirs(&entries, &build, source, options)?;
+    let mut real_dirs = HashSet::new();
+    if let Some((from, _)) = options.link_from
+        && fs::symlink_metadata(from).is_ok_and(|m| m.is_dir())
+    {
+        real_dirs.insert(PathBuf::new());
+    }
+    let dir_modes = make_dirs(&entries, &build, source, options, &mut real_dirs)?;
 
     let bar = match options.progress {
         true => reporter.progress(entries.len() as u64, "copying"),
         false => indicatif::ProgressBar::hidden(),
     };
     bar.inc(dir_modes.len() as u64);
-    let copied = AtomicU64::new(0);
-    let linked = AtomicU64::new(0);
-    let bytes = AtomicU64::new(0);
     let files = Mutex::new(ManifestWriter::new(&layout.tmp())?);
     let changed = Mutex::new(Vec::new());
-    let place = Place {
+    let placed = Place {
         options,
         real_dirs: &real_dirs,
         changed: &changed,
-    };
-    entries
-        .par_iter()
-        .filter(|e| !e.file_type().is_dir())
-        .try_for_each(|entry| -> Result<()> {
-            let relative = relative(entry);
-            let dest = build.join(&relative);
-            let meta = entry
-                .metadata()
-                .with_context(|| format!("cannot read {}", entry.path().display()))?;
-            let kind = meta.file_type();
-            let done = if kind.is_symlink() {
-                fs::read_link(entry.path()).and_then(|target| {
-                    std::os::unix::fs::symlink(within_build(&target, source, &relative), &dest)
-                })
-            } else if kind.is_file() {
-                place
-                    .file(entry.path(), &relative, &dest, &meta, &files)
-                    .map(|outcome| match outcome {
-                        Outcome::Linked => {
-                            linked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Outcome::Copied(n) => {
-                            copied.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(n, Ordering::Relaxed);
-                        }
-                    })
-            } else {
-                reporter.warn(&format!(
-                    "skipped {} (not a file, directory or symlink)",
-                    relative.display()
-                ));
-                Ok(())
-            };
-            done.with_context(|| format!("cannot copy {} into the build", relative.display()))?;
-            bar.inc(1);
-            fault::point("snapshot-file");
-            Ok(())
-        })?;
-    bar.finish_and_clear();
-    for (path, permissions) in dir_modes.into_iter().rev() {
-        fs::set_permissions(&path, permissions)?;
     }
+    .all(&entries, source, &build, &files, &bar, reporter)?;
+    bar.finish_and_clear();
+    apply_modes(dir_modes)?;
     write_revision(&build, commit, reporter).context("cannot write REVISION")?;
     // The web server reads the build as another user: give it application/'s mode, not
     // the 0700 of a fresh temporary directory.
@@ -327,9 +280,9 @@ pub(crate) fn snapshot(
     fs::set_permissions(&build, Permissions::from_mode(mode))?;
     Ok(Snapshot {
         dir,
-        copied: copied.into_inner(),
-        linked: linked.into_inner(),
-        bytes: bytes.into_inner(),
+        copied: placed.copied,
+        linked: placed.linked,
+        bytes: placed.bytes,
         changed,
         files,
         real_dirs,
@@ -376,21 +329,16 @@ fn entries(source: &Path, options: &Options) -> Result<Vec<walkdir::DirEntry>> {
 /// A directory of the build, and the mode it gets once it is filled.
 type DirMode = (PathBuf, Permissions);
 
-/// Makes the build's directories, in order. Returns their modes, to apply last, and which
-/// are real directories in the build linked from (see [`real_dir`]).
+/// Makes the build's directories, in order. Returns their modes, to apply last (see
+/// [`apply_modes`]), and adds those that are real directories in the build linked from to
+/// `real_dirs` (see [`real_dir`]).
 fn make_dirs(
     entries: &[walkdir::DirEntry],
     build: &Path,
     source: &Path,
     options: &Options,
-) -> Result<(Vec<DirMode>, HashSet<PathBuf>)> {
-    let mut real_dirs = HashSet::new();
-    if let Some((from, _)) = options.link_from
-        && fs::symlink_metadata(from).is_ok_and(|m| m.is_dir())
-    {
-        real_dirs.insert(PathBuf::new());
-    }
-    // Directory modes are applied last, so a read-only directory can still be filled.
+    real_dirs: &mut HashSet<PathBuf>,
+) -> Result<Vec<DirMode>> {
     let mut dir_modes = Vec::new();
     for entry in entries.iter().filter(|e| e.file_type().is_dir()) {
         let relative = entry
@@ -402,7 +350,7 @@ fn make_dirs(
         fs::create_dir(&dest)
             .with_context(|| format!("cannot create {} in the build", relative.display()))?;
         if let Some((from, _)) = options.link_from
-            && real_dir(from, &relative, &real_dirs)
+            && real_dir(from, &relative, real_dirs)
         {
             real_dirs.insert(relative);
         }
@@ -411,7 +359,23 @@ fn make_dirs(
             .with_context(|| format!("cannot read {}", entry.path().display()))?;
         dir_modes.push((dest, meta.permissions()));
     }
-    Ok((dir_modes, real_dirs))
+    Ok(dir_modes)
+}
+
+/// Gives the build's directories their modes, deepest first, once they are filled: a
+/// read-only directory can still be filled until then.
+fn apply_modes(dir_modes: Vec<DirMode>) -> Result<()> {
+    for (path, permissions) in dir_modes.into_iter().rev() {
+        fs::set_permissions(&path, permissions)?;
+    }
+    Ok(())
+}
+
+/// What [`Place::all`] placed.
+struct Counts {
+    copied: u64,
+    linked: u64,
+    bytes: u64,
 }
 
 enum Outcome {
@@ -436,6 +400,68 @@ struct Place<'a> {
 }
 
 impl Place<'_> {
+    /// Places every file and symlink of `entries` (all below `source`) into `build`, in
+    /// parallel: a deploy's snapshot is many small files, and one thread would wait on each in
+    /// turn. Their directories are made already.
+    fn all(
+        &self,
+        entries: &[walkdir::DirEntry],
+        source: &Path,
+        build: &Path,
+        files: &Mutex<ManifestWriter>,
+        bar: &indicatif::ProgressBar,
+        reporter: &Reporter,
+    ) -> Result<Counts> {
+        let copied = AtomicU64::new(0);
+        let linked = AtomicU64::new(0);
+        let bytes = AtomicU64::new(0);
+        entries
+            .par_iter()
+            .filter(|e| !e.file_type().is_dir())
+            .try_for_each(|entry| -> Result<()> {
+                let relative = entry
+                    .path()
+                    .strip_prefix(source)
+                    .expect("walk stays below its root");
+                let dest = build.join(relative);
+                let meta = entry
+                    .metadata()
+                    .with_context(|| format!("cannot read {}", entry.path().display()))?;
+                let kind = meta.file_type();
+                let done = if kind.is_symlink() {
+                    fs::read_link(entry.path()).and_then(|target| {
+                        std::os::unix::fs::symlink(within_build(&target, source, relative), &dest)
+                    })
+                } else if kind.is_file() {
+                    self.file(entry.path(), relative, &dest, &meta, files)
+                        .map(|outcome| match outcome {
+                            Outcome::Linked => {
+                                linked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Outcome::Copied(n) => {
+                                copied.fetch_add(1, Ordering::Relaxed);
+                                bytes.fetch_add(n, Ordering::Relaxed);
+                            }
+                        })
+                } else {
+                    reporter.warn(&format!(
+                        "skipped {} (not a file, directory or symlink)",
+                        relative.display()
+                    ));
+                    Ok(())
+                };
+                done.with_context(|| format!("cannot copy {} into the build", relative.display()))?;
+                bar.inc(1);
+                fault::point("snapshot-file");
+                Ok(())
+            })?;
+        Ok(Counts {
+            copied: copied.into_inner(),
+            linked: linked.into_inner(),
+            bytes: bytes.into_inner(),
+        })
+    }
+
     /// Puts one file of application/ into the build — a hard link to the previous build's
     /// copy when application/ still has the file that copy came from and the copy is still
     /// what was placed, a copy otherwise — and records it in the manifest (shared entries

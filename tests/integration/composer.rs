@@ -613,3 +613,185 @@ fn composer_gone_from_path_fails_the_next_deploy_and_changes_nothing() {
         "APP_KEY=precious\n"
     );
 }
+
+/// Sets the greeting package's version to `version` and rewrites composer.lock for it, as
+/// `composer update` on a developer's machine would.
+fn release_greeting(server: &Server, clone: &DevClone, version: &str) {
+    let package = clone.path.join("packages/greeting/composer.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&package).unwrap()).unwrap();
+    let old = json["version"].as_str().unwrap().to_string();
+    clone.write(
+        "packages/greeting/composer.json",
+        &fs::read_to_string(&package)
+            .unwrap()
+            .replace(&format!("\"{old}\""), &format!("\"{version}\"")),
+    );
+    let out = server
+        .command("composer")
+        .args(["update", "--no-install", "--no-interaction", "--no-audit"])
+        .current_dir(&clone.path)
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "composer update --no-install");
+    clone.commit(&format!("greeting {version}"));
+}
+
+const WRITER_PLUGIN: &str = r#"<?php
+
+namespace Atomdeploy\Writer;
+
+use Composer\Composer;
+use Composer\EventDispatcher\EventSubscriberInterface;
+use Composer\IO\IOInterface;
+use Composer\Plugin\PluginInterface;
+use Composer\Script\ScriptEvents;
+
+// Writes outside vendor/ at the end of every install, as framework plugins do.
+final class Plugin implements PluginInterface, EventSubscriberInterface
+{
+    public function activate(Composer $composer, IOInterface $io): void {}
+    public function deactivate(Composer $composer, IOInterface $io): void {}
+    public function uninstall(Composer $composer, IOInterface $io): void {}
+
+    public static function getSubscribedEvents(): array
+    {
+        return [ScriptEvents::POST_INSTALL_CMD => 'write'];
+    }
+
+    public function write(): void
+    {
+        $greeting = json_decode(file_get_contents('packages/greeting/composer.json'));
+        file_put_contents('by-plugin.txt', $greeting->version);
+    }
+}
+"#;
+
+#[test]
+fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_write_in_it() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let json_path = clone.path.join("composer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("scripts");
+    let write_json = |json: &serde_json::Value| {
+        clone.write(
+            "composer.json",
+            &serde_json::to_string_pretty(json).unwrap(),
+        );
+    };
+    write_json(&json);
+    clone.commit("no composer scripts");
+    let _ = push_expecting(&clone, "install (first run)");
+
+    // Only composer runs: it writes nothing but vendor/, and the rest is copied meanwhile.
+    release_greeting(&server, &clone, "1.0.1");
+    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    push.stderr_has("of it while composer ran");
+    assert!(
+        server
+            .read_live("vendor/composer/installed.json")
+            .contains("\"version\": \"1.0.1\"")
+    );
+    assert!(server.page().contains("Hello from the example app"));
+
+    // A script on an install event writes beside vendor/: nothing is copied before it ran.
+    json["scripts"] = serde_json::json!({
+        "post-install-cmd": [
+            "@php -r \"file_put_contents('by-script.txt', json_decode(file_get_contents('packages/greeting/composer.json'))->version);\""
+        ]
+    });
+    write_json(&json);
+    clone.commit("a script that writes the greeting's version");
+    release_greeting(&server, &clone, "1.0.2");
+    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    assert!(
+        !push.stderr.contains("while composer ran"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.read_live("by-script.txt"), "1.0.2");
+
+    // A plugin, first coming with the lock, then installed: the same.
+    json.as_object_mut().unwrap().remove("scripts");
+    json["require"]["atomdeploy/writer"] = "^1.0".into();
+    json["repositories"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "path", "url": "packages/writer", "options": {"symlink": false}}));
+    json["config"]["allow-plugins"] = serde_json::json!({"atomdeploy/writer": true});
+    write_json(&json);
+    clone.write(
+        "packages/writer/composer.json",
+        r#"{
+    "name": "atomdeploy/writer",
+    "version": "1.0.0",
+    "type": "composer-plugin",
+    "require": {"composer-plugin-api": "^2.0"},
+    "autoload": {"psr-4": {"Atomdeploy\\Writer\\": "src/"}},
+    "extra": {"class": "Atomdeploy\\Writer\\Plugin"}
+}
+"#,
+    );
+    clone.write("packages/writer/src/Plugin.php", WRITER_PLUGIN);
+    release_greeting(&server, &clone, "1.0.3");
+    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    assert!(
+        !push.stderr.contains("while composer ran"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.read_live("by-plugin.txt"), "1.0.3");
+    release_greeting(&server, &clone, "1.0.4");
+    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    assert!(
+        !push.stderr.contains("while composer ran"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.read_live("by-plugin.txt"), "1.0.4");
+
+    // The same plugin installed globally for the user the hook runs as, and gone from the app
+    // (the app still allows it: composer refuses to start with an installed plugin it does
+    // not allow).
+    let writer = clone.path.join("packages/writer");
+    let repository =
+        serde_json::json!({"type": "path", "url": writer, "options": {"symlink": false}});
+    for args in [
+        vec!["config", "repositories.packagist.org", "false"],
+        vec!["config", "repositories.writer", &repository.to_string()],
+        vec!["config", "allow-plugins.atomdeploy/writer", "true"],
+        vec![
+            "require",
+            "--no-interaction",
+            "--no-audit",
+            "atomdeploy/writer",
+        ],
+    ] {
+        let out = server
+            .command("composer")
+            .arg("global")
+            .args(&args)
+            .output()
+            .unwrap();
+        harness::assert_success(&out, &format!("composer global {}", args.join(" ")));
+    }
+    json["require"]
+        .as_object_mut()
+        .unwrap()
+        .remove("atomdeploy/writer");
+    json["repositories"].as_array_mut().unwrap().pop();
+    write_json(&json);
+    release_greeting(&server, &clone, "1.0.5");
+    let _ = push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    assert!(!server.latest().join("vendor/atomdeploy/writer").exists());
+    release_greeting(&server, &clone, "1.0.6");
+    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    assert!(
+        !push.stderr.contains("while composer ran"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.read_live("by-plugin.txt"), "1.0.6");
+}
