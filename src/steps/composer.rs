@@ -530,6 +530,7 @@ pub(crate) fn run(
     let mut cmd = child::command(&program, app);
     cmd.args(&args);
     answer_what_composer_would_guess(&mut cmd);
+    keep_composers_compiled_code(&mut cmd, layout, reporter);
     // child::command gives no program COMPOSER_AUTH; composer alone gets the credentials:
     // the server's auth.json, or else the hook's own COMPOSER_AUTH, if it has one.
     if let Some(credentials) = auth
@@ -572,6 +573,92 @@ fn answer_what_composer_would_guess(cmd: &mut std::process::Command) {
             cmd.env(key, value);
         }
     }
+}
+
+/// Where composer's own PHP is kept compiled between runs, with the ini file that says so.
+fn php_dir(layout: &Layout) -> PathBuf {
+    layout.state.join("php")
+}
+
+/// Lets composer's PHP keep its own compiled code between deploys (opcache's file cache) instead
+/// of compiling composer's 300 files on every run: about 70 ms of a 600 ms `dump-autoload` at
+/// 14,000 files, 90 ms of an `install` with nothing to install. Through PHP_INI_SCAN_DIR,
+/// which keeps the system's ini files and adds one from the state folder, so that it works
+/// however `composer` starts PHP (Debian's script, a phar).
+///
+/// Nothing under the deploy root is ever cached (opcache's blacklist): the app's code, and
+/// vendor/'s that composer scripts and plugins run, change between deploys, and opcache would
+/// tell a changed file only by its modification time. What is cached (composer itself, global
+/// plugins) is checked against its modification time on every load, as PHP does for a web
+/// server. The variable reaches what composer starts too, with the same blacklist.
+///
+/// Left out when the hook's environment sets PHP_INI_SCAN_DIR (it is the admin's), and when
+/// a path cannot be written safely in an ini file. A cache that cannot be written costs only
+/// the time it would save; so does a PHP without opcache, which ignores the settings.
+fn keep_composers_compiled_code(
+    cmd: &mut std::process::Command,
+    layout: &Layout,
+    reporter: &Reporter,
+) {
+    if std::env::var_os("PHP_INI_SCAN_DIR").is_some() {
+        return;
+    }
+    let dir = php_dir(layout);
+    let cache = dir.join("cache");
+    let blacklist = dir.join("blacklist.txt");
+    let mut roots = vec![layout.root.clone()];
+    if let Ok(real) = layout.root.canonicalize()
+        && real != layout.root
+    {
+        roots.push(real);
+    }
+    // Written in an ini file's double quotes (where `$` and `{` expand) or one per line.
+    let plain = |p: &Path| {
+        p.to_str()
+            .is_some_and(|s| !s.contains(['"', '$', '{', '}', '\\', '\n', '\r', ';']))
+    };
+    if !roots.iter().chain([&cache, &blacklist]).all(|p| plain(p)) {
+        return;
+    }
+    let ini = format!(
+        "; Written by atomdeploy-hook for the composer it runs (see the deploy guide).\n\
+         opcache.enable_cli=1\n\
+         opcache.file_cache=\"{}\"\n\
+         opcache.file_cache_only=1\n\
+         opcache.validate_timestamps=1\n\
+         opcache.blacklist_filename=\"{}\"\n\
+         opcache.preload=\n",
+        cache.display(),
+        blacklist.display()
+    );
+    let listed: String = roots
+        .iter()
+        .map(|r| format!("{}/\n", r.display()))
+        .collect();
+    let written = std::fs::create_dir_all(&cache)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| write_if_changed(&blacklist, &listed))
+        .and_then(|()| write_if_changed(&dir.join("atomdeploy.ini"), &ini));
+    match written {
+        Ok(()) => {
+            // An empty entry is PHP's own scan directory: the system's ini files still load.
+            let mut scan = std::ffi::OsString::from(":");
+            scan.push(dir.as_os_str());
+            cmd.env("PHP_INI_SCAN_DIR", scan);
+        }
+        Err(err) => reporter.warn(&format!(
+            "composer runs without its compiled-code cache: {err:#}"
+        )),
+    }
+}
+
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    crate::infra::fsutil::write_atomically(path, Some(0o644), |file| {
+        std::io::Write::write_all(file, text.as_bytes())
+    })
 }
 
 /// When the commit carries no composer.lock, removes the one in `application/` (an earlier

@@ -795,3 +795,89 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
     );
     assert_eq!(server.read_live("by-plugin.txt"), "1.0.6");
 }
+
+/// The source of every file opcache compiled into `cache` (`<cache>/<PHP's build id><source
+/// path>.bin`).
+fn compiled_sources(cache: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(cache)
+        .min_depth(2)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let inside = e.path().strip_prefix(cache).unwrap();
+            let source: PathBuf = inside.components().skip(1).collect();
+            let source = format!("/{}", source.display());
+            source.strip_suffix(".bin").unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn composer_keeps_its_own_code_compiled_but_never_the_apps() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    // A composer script that runs the app's own PHP inside composer's process, as
+    // framework installers do: code opcache must never keep, for a file rewritten within the
+    // same second would look unchanged to it.
+    clone.write(
+        "src/Installer.php",
+        "<?php\n\nnamespace App;\n\nfinal class Installer\n{\n    public static function run(): void\n    {\n        file_put_contents('installer-ran', 'v1');\n    }\n}\n",
+    );
+    let json = fs::read_to_string(clone.path.join("composer.json")).unwrap();
+    clone.write(
+        "composer.json",
+        &json.replace(
+            r#""post-install-cmd": ["@php bin/post-install.php"]"#,
+            r#""post-install-cmd": ["@php bin/post-install.php", "App\\Installer::run"]"#,
+        ),
+    );
+    clone.commit("an installer class run inside composer");
+    clone.push_main().success();
+    assert_eq!(server.read_live("installer-ran"), "v1");
+
+    // An hour later, composer runs again (opcache never keeps a file younger than 2 s, and
+    // every file of a fresh checkout is): the app's files that composer loads are old enough
+    // now, and must still not be kept.
+    let app = server.root.join("application");
+    // (vendor/ aside: changed by hand, it would be installed afresh.)
+    let out = std::process::Command::new("find")
+        .arg(&app)
+        .args(["-path", "*/vendor", "-prune", "-o"])
+        .args(["-exec", "touch", "-h", "-d", "1 hour ago", "{}", "+"])
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "touch");
+    clone.write("composer.json", &json.replace(
+        r#""post-install-cmd": ["@php bin/post-install.php"]"#,
+        r#""post-install-cmd": ["@php bin/post-install.php", "App\\Installer::run", "@php -r \"echo 'again';\""]"#,
+    ));
+    clone.commit("one more script");
+    push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    let cache = server.root.join(".atomdeploy/php/cache");
+    let compiled = compiled_sources(&cache);
+    assert!(
+        compiled.iter().any(|p| p.contains("/Composer/")),
+        "composer's own code is kept compiled: {compiled:?}"
+    );
+    let root = server.root.canonicalize().unwrap();
+    let under_root: Vec<_> = compiled
+        .iter()
+        .filter(|p| Path::new(p).starts_with(&root))
+        .collect();
+    assert!(
+        under_root.is_empty(),
+        "nothing under the deploy root is: {under_root:?}"
+    );
+
+    // The installer changes, composer runs again with the cache warm: the new code runs.
+    let installer = fs::read_to_string(clone.path.join("src/Installer.php")).unwrap();
+    clone.write("src/Installer.php", &installer.replace("'v1'", "'v2'"));
+    clone.write("composer.json", &json.replace(
+        r#""post-install-cmd": ["@php bin/post-install.php"]"#,
+        r#""post-install-cmd": ["@php bin/post-install.php", "App\\Installer::run", "@php -r \"echo 'v2';\""]"#,
+    ));
+    clone.commit("installer v2");
+    push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    assert_eq!(server.read_live("installer-ran"), "v2");
+}
