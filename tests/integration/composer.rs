@@ -637,6 +637,18 @@ fn release_greeting(server: &Server, clone: &DevClone, version: &str) {
     clone.commit(&format!("greeting {version}"));
 }
 
+/// Releases greeting `version` and pushes it: composer installs it, and nothing of the app was
+/// copied while composer ran.
+fn release_copied_after_composer(server: &Server, clone: &DevClone, version: &str) {
+    release_greeting(server, clone, version);
+    let push = push_expecting(clone, "install (composer.json or composer.lock changed)");
+    assert!(
+        !push.stderr.contains("while composer ran"),
+        "{}",
+        push.stderr
+    );
+}
+
 const WRITER_PLUGIN: &str = r#"<?php
 
 namespace Atomdeploy\Writer;
@@ -704,13 +716,7 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
     });
     write_json(&json);
     clone.commit("a script that writes the greeting's version");
-    release_greeting(&server, &clone, "1.0.2");
-    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
-    assert!(
-        !push.stderr.contains("while composer ran"),
-        "{}",
-        push.stderr
-    );
+    release_copied_after_composer(&server, &clone, "1.0.2");
     assert_eq!(server.read_live("by-script.txt"), "1.0.2");
 
     // A plugin, first coming with the lock, then installed: the same.
@@ -735,21 +741,9 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
 "#,
     );
     clone.write("packages/writer/src/Plugin.php", WRITER_PLUGIN);
-    release_greeting(&server, &clone, "1.0.3");
-    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
-    assert!(
-        !push.stderr.contains("while composer ran"),
-        "{}",
-        push.stderr
-    );
+    release_copied_after_composer(&server, &clone, "1.0.3");
     assert_eq!(server.read_live("by-plugin.txt"), "1.0.3");
-    release_greeting(&server, &clone, "1.0.4");
-    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
-    assert!(
-        !push.stderr.contains("while composer ran"),
-        "{}",
-        push.stderr
-    );
+    release_copied_after_composer(&server, &clone, "1.0.4");
     assert_eq!(server.read_live("by-plugin.txt"), "1.0.4");
 
     // The same plugin installed globally for the user the hook runs as, and gone from the app
@@ -786,13 +780,7 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
     release_greeting(&server, &clone, "1.0.5");
     let _ = push_expecting(&clone, "install (composer.json or composer.lock changed)");
     assert!(!server.latest().join("vendor/atomdeploy/writer").exists());
-    release_greeting(&server, &clone, "1.0.6");
-    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
-    assert!(
-        !push.stderr.contains("while composer ran"),
-        "{}",
-        push.stderr
-    );
+    release_copied_after_composer(&server, &clone, "1.0.6");
     assert_eq!(server.read_live("by-plugin.txt"), "1.0.6");
 }
 
