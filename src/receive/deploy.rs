@@ -308,11 +308,26 @@ fn finish(
 
 /// Says so plainly when a step failed because the disk is full (ENOSPC, EDQUOT).
 fn explain_disk_full(err: anyhow::Error) -> anyhow::Error {
+    let codes = [libc::ENOSPC, libc::EDQUOT];
+    // libgit2 keeps no errno, only strerror's text in its message (the checkout's writes):
+    // the text this process's strerror gives, in the same locale.
+    let texts = codes.map(|code| std::io::Error::from_raw_os_error(code).to_string());
     let full = err.chain().any(|cause| {
-        cause
+        let io = cause
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+            .is_some_and(|code| codes.contains(&code));
+        let git = cause
+            .downcast_ref::<git2::Error>()
+            .filter(|e| e.class() == git2::ErrorClass::Os)
+            .is_some_and(|e| {
+                texts.iter().any(|text| {
+                    // io::Error's text ends with ` (os error N)`.
+                    let text = text.split(" (os error").next().unwrap_or(text);
+                    e.message().contains(text)
+                })
+            });
+        io || git
     });
     if full {
         err.context("the disk is full; free space and push again (the live build was not touched)")

@@ -337,7 +337,7 @@ fn a_lock_holder_killed_with_9_frees_the_lock_at_once() {
 
 #[test]
 fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
-    let Some(disk) = Tmpfs::mount("size=12m") else {
+    let Some(disk) = Tmpfs::mount("size=24m") else {
         return;
     };
     let server = Server::builder()
@@ -352,19 +352,29 @@ fn a_full_disk_fails_the_deploy_clearly_and_the_next_one_that_fits_succeeds() {
     )
     .unwrap();
     let before = server.state();
+    // What is free once the first deploy (and composer's compiled-code cache) took its share.
+    let free = fs2::available_space(&disk.path).unwrap() as usize;
 
-    // 7 MB fits in application/, but not a second time in a build.
-    clone.write("public/video.bin", "");
-    fs::write(clone.path.join("public/video.bin"), noise(7_000_000)).unwrap();
-    clone.set_version("too big");
-    clone.commit("too big");
-    let push = clone.push_main().deploy_failed();
+    // A file that fits in application/, but not a second time in a build: the snapshot fails.
+    // Then one that does not even fit in application/: the checkout fails.
+    for (share, failed_in) in [(0.6, "snapshot failed"), (1.2, "checkout failed")] {
+        clone.write("public/video.bin", "");
+        fs::write(
+            clone.path.join("public/video.bin"),
+            noise((free as f64 * share) as usize),
+        )
+        .unwrap();
+        clone.set_version("too big");
+        clone.commit("too big");
+        let push = clone.push_main().deploy_failed();
 
-    let error = push.remote_line("error: ").unwrap();
-    assert!(error.starts_with("error: the disk is full"), "{error}");
-    assert!(error.contains("No space left on device"), "{error}");
-    server.assert_unchanged_since(&before);
-    assert!(server.page().contains("v1"));
+        let error = push.remote_line("error: ").unwrap();
+        assert!(error.starts_with("error: the disk is full"), "{error}");
+        assert!(error.contains(failed_in), "{error}");
+        assert!(error.contains("No space left on device"), "{error}");
+        server.assert_unchanged_since(&before);
+        assert!(server.page().contains("v1"));
+    }
 
     clone.remove("public/video.bin");
     clone.deploy_version("fits");
