@@ -575,16 +575,59 @@ fn answer_what_composer_would_guess(cmd: &mut std::process::Command) {
     }
 }
 
-/// Where composer's own PHP is kept compiled between runs, with the ini file that says so.
+/// The ini file composer's PHP gets, and the blacklist it names: the deploy root's own.
 fn php_dir(layout: &Layout) -> PathBuf {
     layout.state.join("php")
 }
 
+/// Where composer's compiled code is kept: the deploy user's cache
+/// (`$XDG_CACHE_HOME/atomdeploy/php-opcache`, else `~/.cache/atomdeploy/php-opcache`), shared by
+/// every deploy root it deploys, since composer's files are the same for all: compiled once
+/// per machine and composer version, not once per deploy root. A directory that is not the
+/// user's own, or that others may write to, is never used (what is in it runs as composer):
+/// then, and without a home, the deploy root's state folder holds it.
+fn compiled_code_cache(layout: &Layout) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .filter(|p| p.is_absolute());
+    if let Some(shared) = base.map(|b| b.join("atomdeploy").join("php-opcache"))
+        && private_dir(&shared).is_ok()
+    {
+        return Ok(shared);
+    }
+    let own = php_dir(layout).join("cache");
+    private_dir(&own)?;
+    Ok(own)
+}
+
+/// Makes `dir` (mode 0700) if missing, and checks that it is a directory of this user's that
+/// nobody else may write to.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{} is not a directory of this user's that only it may write to",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Lets composer's PHP keep its own compiled code between deploys (opcache's file cache) instead
 /// of compiling composer's 300 files on every run: about 70 ms of a 600 ms `dump-autoload` at
-/// 14,000 files, 90 ms of an `install` with nothing to install. Through PHP_INI_SCAN_DIR,
-/// which keeps the system's ini files and adds one from the state folder, so that it works
-/// however `composer` starts PHP (Debian's script, a phar).
+/// 14,000 files, 65 ms of an `install` with nothing to install (one run that fills the cache
+/// costs about 170 ms more, once per user: see [`compiled_code_cache`]). Through
+/// PHP_INI_SCAN_DIR, which keeps the system's ini files and adds one from the state folder, so
+/// that it works however `composer` starts PHP (Debian's script, a phar).
 ///
 /// Nothing under the deploy root is ever cached (opcache's blacklist): the app's code, and
 /// vendor/'s that composer scripts and plugins run, change between deploys, and opcache would
@@ -604,8 +647,16 @@ fn keep_composers_compiled_code(
         return;
     }
     let dir = php_dir(layout);
-    let cache = dir.join("cache");
     let blacklist = dir.join("blacklist.txt");
+    let cache = match compiled_code_cache(layout) {
+        Ok(cache) => cache,
+        Err(err) => {
+            reporter.warn(&format!(
+                "composer runs without its compiled-code cache: {err:#}"
+            ));
+            return;
+        }
+    };
     let mut roots = vec![layout.root.clone()];
     if let Ok(real) = layout.root.canonicalize()
         && real != layout.root
@@ -635,7 +686,7 @@ fn keep_composers_compiled_code(
         .iter()
         .map(|r| format!("{}/\n", r.display()))
         .collect();
-    let written = std::fs::create_dir_all(&cache)
+    let written = std::fs::create_dir_all(&dir)
         .map_err(anyhow::Error::from)
         .and_then(|()| write_if_changed(&blacklist, &listed))
         .and_then(|()| write_if_changed(&dir.join("atomdeploy.ini"), &ini));

@@ -6,6 +6,7 @@
 use crate::harness;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::harness::{DevClone, Server};
@@ -842,7 +843,8 @@ fn composer_keeps_its_own_code_compiled_but_never_the_apps() {
     ));
     clone.commit("one more script");
     push_expecting(&clone, "install (composer.json or composer.lock changed)");
-    let cache = server.root.join(".atomdeploy/php/cache");
+    // The deploy user's cache, shared by its deploy roots (here by the whole test run).
+    let cache = harness::suite_cache_home().join("atomdeploy/php-opcache");
     let compiled = compiled_sources(&cache);
     assert!(
         compiled.iter().any(|p| p.contains("/Composer/")),
@@ -868,4 +870,33 @@ fn composer_keeps_its_own_code_compiled_but_never_the_apps() {
     clone.commit("installer v2");
     push_expecting(&clone, "install (composer.json or composer.lock changed)");
     assert_eq!(server.read_live("installer-ran"), "v2");
+}
+
+#[test]
+fn a_compiled_code_cache_others_may_write_to_is_never_used() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    // Whatever is in the cache runs as composer: one anybody may write to would let anybody
+    // run code as the deploy user.
+    let open = server.root.parent().unwrap().join("open-cache");
+    let shared = open.join("atomdeploy/php-opcache");
+    fs::create_dir_all(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let cache_home = open.to_str().unwrap();
+    clone
+        .push_with_env(&["main"], &[("XDG_CACHE_HOME", cache_home)])
+        .success();
+    assert!(server.page().contains("Hello from the example app"));
+    assert_eq!(
+        fs::read_dir(&shared).unwrap().count(),
+        0,
+        "nothing kept in it"
+    );
+    let ini = fs::read_to_string(server.root.join(".atomdeploy/php/atomdeploy.ini")).unwrap();
+    let own = server.root.join(".atomdeploy/php/cache");
+    assert!(
+        ini.contains(&format!("opcache.file_cache=\"{}\"", own.display())),
+        "the deploy root's own cache instead: {ini}"
+    );
+    assert!(!compiled_sources(&own).is_empty());
 }
