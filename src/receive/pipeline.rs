@@ -232,10 +232,16 @@ fn checkout_step(d: &Deploy) -> Result<bool> {
     let step = d.reporter.step("checkout");
     let layout = &d.plan.layout;
     let composer = d.plan.config.composer.is_some();
+    // A handle of its own, dropped when the checkout is done: what libgit2 keeps for it (the
+    // objects it read, the pack windows it mapped) would otherwise stay through the snapshot,
+    // and add about 8 MB to the deploy's peak at 50,000 files.
+    let repo = git2::Repository::open_bare(d.repo.path())
+        .with_context(|| format!("checkout failed: cannot open {}", d.repo.path().display()))?;
+    let repo = &repo;
     // Fetched before application/ is touched: a submodule that cannot be had fails the
     // deploy with nothing changed. (Each fetch is limited like a deploy command.)
     let modules = submodules::resolve(
-        d.repo,
+        repo,
         d.commit,
         &d.plan.config.app_dir,
         &submodules::Fetching {
@@ -247,7 +253,7 @@ fn checkout_step(d: &Deploy) -> Result<bool> {
     .context("checkout failed")?;
     let excluded = &d.plan.config.exclude;
     let mut done = checkout::checkout(
-        d.repo,
+        repo,
         d.commit,
         &d.plan.config.app_dir,
         layout,
