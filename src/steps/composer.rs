@@ -29,6 +29,7 @@ use crate::config::Composer;
 use crate::infra::child;
 use crate::infra::report::Reporter;
 use crate::state::app_tree::{app_tree, changed_since};
+use crate::state::builds::replace_file;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -452,20 +453,26 @@ fn has_plugin(list: &serde_json::Value) -> bool {
 /// home is looked at (`COMPOSER_HOME`, else `$XDG_CONFIG_HOME/composer` or
 /// `~/.config/composer`, and `~/.composer`).
 fn global_plugins() -> bool {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let xdg = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| home.as_ref().map(|h| h.join(".config")));
     let homes = [
         std::env::var_os("COMPOSER_HOME").map(PathBuf::from),
-        xdg.map(|x| x.join("composer")),
-        home.map(|h| h.join(".composer")),
+        user_dir("XDG_CONFIG_HOME", ".config").map(|x| x.join("composer")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".composer")),
     ];
     homes.iter().flatten().any(|dir| {
         let installed = dir.join("vendor/composer/installed.json");
         // One that cannot be read is taken for one with a plugin.
         installed.exists() && read_json(&installed).is_none_or(|list| has_plugin(&list))
     })
+}
+
+/// One of the user's XDG base directories: `$var` when it is an absolute path, else
+/// `~/<default>` (`XDG_CONFIG_HOME` → `~/.config`, `XDG_CACHE_HOME` → `~/.cache`).
+fn user_dir(var: &str, default: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(default)))
+        .filter(|p| p.is_absolute())
 }
 
 /// Runs what `decision` says (see [`decide_for`]).
@@ -587,12 +594,8 @@ fn php_dir(layout: &Layout) -> PathBuf {
 /// user's own, or that others may write to, is never used (what is in it runs as composer):
 /// then, and without a home, the deploy root's state folder holds it.
 fn compiled_code_cache(layout: &Layout) -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .filter(|p| p.is_absolute());
-    if let Some(shared) = base.map(|b| b.join("atomdeploy").join("php-opcache"))
+    if let Some(shared) =
+        user_dir("XDG_CACHE_HOME", ".cache").map(|b| b.join("atomdeploy").join("php-opcache"))
         && private_dir(&shared).is_ok()
     {
         return Ok(shared);
@@ -646,17 +649,26 @@ fn keep_composers_compiled_code(
     if std::env::var_os("PHP_INI_SCAN_DIR").is_some() {
         return;
     }
+    match write_composers_ini(layout) {
+        Ok(Some(dir)) => {
+            // An empty entry is PHP's own scan directory: the system's ini files still load.
+            let mut scan = std::ffi::OsString::from(":");
+            scan.push(dir.as_os_str());
+            cmd.env("PHP_INI_SCAN_DIR", scan);
+        }
+        Ok(None) => {}
+        Err(err) => reporter.warn(&format!(
+            "composer runs without its compiled-code cache: {err:#}"
+        )),
+    }
+}
+
+/// Writes the ini file (and the blacklist it names) that turns the cache on, and returns its
+/// folder; nothing when a path cannot be written safely in an ini file.
+fn write_composers_ini(layout: &Layout) -> Result<Option<PathBuf>> {
     let dir = php_dir(layout);
     let blacklist = dir.join("blacklist.txt");
-    let cache = match compiled_code_cache(layout) {
-        Ok(cache) => cache,
-        Err(err) => {
-            reporter.warn(&format!(
-                "composer runs without its compiled-code cache: {err:#}"
-            ));
-            return;
-        }
-    };
+    let cache = compiled_code_cache(layout)?;
     let mut roots = vec![layout.root.clone()];
     if let Ok(real) = layout.root.canonicalize()
         && real != layout.root
@@ -669,7 +681,7 @@ fn keep_composers_compiled_code(
             .is_some_and(|s| !s.contains(['"', '$', '{', '}', '\\', '\n', '\r', ';']))
     };
     if !roots.iter().chain([&cache, &blacklist]).all(|p| plain(p)) {
-        return;
+        return Ok(None);
     }
     let ini = format!(
         "; Written by atomdeploy-hook for the composer it runs (see the deploy guide).\n\
@@ -686,30 +698,18 @@ fn keep_composers_compiled_code(
         .iter()
         .map(|r| format!("{}/\n", r.display()))
         .collect();
-    let written = std::fs::create_dir_all(&dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| write_if_changed(&blacklist, &listed))
-        .and_then(|()| write_if_changed(&dir.join("atomdeploy.ini"), &ini));
-    match written {
-        Ok(()) => {
-            // An empty entry is PHP's own scan directory: the system's ini files still load.
-            let mut scan = std::ffi::OsString::from(":");
-            scan.push(dir.as_os_str());
-            cmd.env("PHP_INI_SCAN_DIR", scan);
-        }
-        Err(err) => reporter.warn(&format!(
-            "composer runs without its compiled-code cache: {err:#}"
-        )),
-    }
+    write_if_changed(&blacklist, &listed)?;
+    write_if_changed(&dir.join("atomdeploy.ini"), &ini)?;
+    Ok(Some(dir))
 }
 
+/// [`replace_file`], skipped when the file already holds `text` (it does on every run but the
+/// first).
 fn write_if_changed(path: &Path, text: &str) -> Result<()> {
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(());
     }
-    crate::infra::fsutil::write_atomically(path, Some(0o644), |file| {
-        std::io::Write::write_all(file, text.as_bytes())
-    })
+    replace_file(path, text.as_bytes())
 }
 
 /// When the commit carries no composer.lock, removes the one in `application/` (an earlier
