@@ -329,13 +329,7 @@ fn a_composer_source_install_does_not_bring_its_clone_into_the_build() {
     );
     clone.write(".gitignore", "/vendor/\n");
     clone.write("public/index.php", "<?php echo 'source';\n");
-    let lock = server
-        .command("composer")
-        .args(["update", "--no-install", "--no-interaction", "--quiet"])
-        .current_dir(&clone.path)
-        .output()
-        .unwrap();
-    harness::assert_success(&lock, "composer update");
+    clone.update_composer_lock();
     clone.commit("app");
     clone.push_main().success();
     let app = server.root.join("application");

@@ -800,6 +800,27 @@ pub struct DevClone {
 }
 
 impl DevClone {
+    /// Writes composer.lock for the clone's composer.json (`composer update --no-install`), as
+    /// a developer does before committing a dependency change.
+    #[track_caller]
+    pub fn update_composer_lock(&self) -> &Self {
+        let out = self
+            .env
+            .command("composer")
+            .args([
+                "update",
+                "--no-install",
+                "--no-interaction",
+                "--no-audit",
+                "--quiet",
+            ])
+            .current_dir(&self.path)
+            .output()
+            .unwrap();
+        assert_success(&out, "composer update --no-install");
+        self
+    }
+
     #[track_caller]
     pub fn git(&self, args: &[&str]) -> String {
         let out = self
