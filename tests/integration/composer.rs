@@ -174,27 +174,7 @@ fn composer_runs_only_as_much_as_each_commit_needs() {
     assert!(server.page().contains("Hello from the example app"));
 
     // A new composer.lock: a full install, with the new version in vendor/.
-    let package = clone.path.join("packages/greeting/composer.json");
-    fs::write(
-        &package,
-        fs::read_to_string(&package)
-            .unwrap()
-            .replace("\"1.0.0\"", "\"1.0.1\""),
-    )
-    .unwrap();
-    let out = server
-        .command("composer")
-        .args([
-            "update",
-            "--no-install",
-            "--no-interaction",
-            "atomdeploy/greeting",
-        ])
-        .current_dir(&clone.path)
-        .output()
-        .unwrap();
-    harness::assert_success(&out, "composer update --no-install");
-    clone.commit("greeting 1.0.1");
+    release_greeting(&clone, "1.0.1");
     let _ = push_expecting(&clone, "install (composer.json or composer.lock changed)");
     assert!(
         server
@@ -617,7 +597,7 @@ fn composer_gone_from_path_fails_the_next_deploy_and_changes_nothing() {
 
 /// Sets the greeting package's version to `version` and rewrites composer.lock for it, as
 /// `composer update` on a developer's machine would.
-fn release_greeting(server: &Server, clone: &DevClone, version: &str) {
+fn release_greeting(clone: &DevClone, version: &str) {
     let package = clone.path.join("packages/greeting/composer.json");
     let json: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&package).unwrap()).unwrap();
@@ -628,20 +608,14 @@ fn release_greeting(server: &Server, clone: &DevClone, version: &str) {
             .unwrap()
             .replace(&format!("\"{old}\""), &format!("\"{version}\"")),
     );
-    let out = server
-        .command("composer")
-        .args(["update", "--no-install", "--no-interaction", "--no-audit"])
-        .current_dir(&clone.path)
-        .output()
-        .unwrap();
-    harness::assert_success(&out, "composer update --no-install");
+    clone.update_composer_lock();
     clone.commit(&format!("greeting {version}"));
 }
 
 /// Releases greeting `version` and pushes it: composer installs it, and nothing of the app was
 /// copied while composer ran.
-fn release_copied_after_composer(server: &Server, clone: &DevClone, version: &str) {
-    release_greeting(server, clone, version);
+fn release_copied_after_composer(clone: &DevClone, version: &str) {
+    release_greeting(clone, version);
     let push = push_expecting(clone, "install (composer.json or composer.lock changed)");
     assert!(
         !push.stderr.contains("while composer ran"),
@@ -699,7 +673,7 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
     let _ = push_expecting(&clone, "install (first run)");
 
     // Only composer runs: it writes nothing but vendor/, and the rest is copied meanwhile.
-    release_greeting(&server, &clone, "1.0.1");
+    release_greeting(&clone, "1.0.1");
     let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
     push.stderr_has("of it while composer ran");
     assert!(
@@ -717,7 +691,7 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
     });
     write_json(&json);
     clone.commit("a script that writes the greeting's version");
-    release_copied_after_composer(&server, &clone, "1.0.2");
+    release_copied_after_composer(&clone, "1.0.2");
     assert_eq!(server.read_live("by-script.txt"), "1.0.2");
 
     // A plugin, first coming with the lock, then installed: the same.
@@ -742,9 +716,9 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
 "#,
     );
     clone.write("packages/writer/src/Plugin.php", WRITER_PLUGIN);
-    release_copied_after_composer(&server, &clone, "1.0.3");
+    release_copied_after_composer(&clone, "1.0.3");
     assert_eq!(server.read_live("by-plugin.txt"), "1.0.3");
-    release_copied_after_composer(&server, &clone, "1.0.4");
+    release_copied_after_composer(&clone, "1.0.4");
     assert_eq!(server.read_live("by-plugin.txt"), "1.0.4");
 
     // The same plugin installed globally for the user the hook runs as, and gone from the app
@@ -778,10 +752,10 @@ fn an_install_copies_the_app_while_composer_runs_unless_a_script_or_plugin_may_w
         .remove("atomdeploy/writer");
     json["repositories"].as_array_mut().unwrap().pop();
     write_json(&json);
-    release_greeting(&server, &clone, "1.0.5");
+    release_greeting(&clone, "1.0.5");
     let _ = push_expecting(&clone, "install (composer.json or composer.lock changed)");
     assert!(!server.latest().join("vendor/atomdeploy/writer").exists());
-    release_copied_after_composer(&server, &clone, "1.0.6");
+    release_copied_after_composer(&clone, "1.0.6");
     assert_eq!(server.read_live("by-plugin.txt"), "1.0.6");
 }
 
@@ -899,4 +873,18 @@ fn a_compiled_code_cache_others_may_write_to_is_never_used() {
         "the deploy root's own cache instead: {ini}"
     );
     assert!(!compiled_sources(&own).is_empty());
+}
+
+#[test]
+fn a_php_ini_scan_dir_the_admin_set_is_left_as_it_is() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    // ":" is PHP's own scan directory and nothing else: the admin's choice, kept whole.
+    let push = clone.push_with_env(&["main"], &[("PHP_INI_SCAN_DIR", ":")]);
+    push.success();
+    assert!(server.page().contains("Hello from the example app"));
+    assert!(
+        !server.root.join(".atomdeploy/php").exists(),
+        "no ini file of atomdeploy's was written, so none was given to composer"
+    );
 }
