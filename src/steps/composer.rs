@@ -675,6 +675,7 @@ fn write_composers_ini(layout: &Layout) -> Result<Option<PathBuf>> {
     {
         roots.push(real);
     }
+    roots.extend(outside_path_packages(layout, &roots));
     // Written in an ini file's double quotes (where `$` and `{` expand) or one per line.
     let plain = |p: &Path| {
         p.to_str()
@@ -701,6 +702,46 @@ fn write_composers_ini(layout: &Layout) -> Result<Option<PathBuf>> {
     write_if_changed(&blacklist, &listed)?;
     write_if_changed(&dir.join("atomdeploy.ini"), &ini)?;
     Ok(Some(dir))
+}
+
+/// The `path` repositories of application/'s composer.json that lie outside the deploy root
+/// (`/srv/libs/billing`, `../../shared`): with `symlink: true`, vendor/ reaches their code
+/// there, and a plugin or script composer runs may load it. They change between deploys like
+/// the app, so they are blacklisted too. (A glob stays a glob: opcache's blacklist reads `*`.)
+fn outside_path_packages(layout: &Layout, roots: &[PathBuf]) -> Vec<PathBuf> {
+    let Ok(inputs) = Inputs::read(&layout.application.join("composer.json")) else {
+        return Vec::new();
+    };
+    inputs
+        .packages
+        .iter()
+        .map(|p| resolved(&layout.application.join(p)))
+        .filter(|p| !roots.iter().any(|r| p.starts_with(r)))
+        .collect()
+}
+
+/// `path` with its symlinks and `..` resolved up to its first glob component (`packages/*`),
+/// which is kept as written; lexically where the path does not exist (yet).
+fn resolved(path: &Path) -> PathBuf {
+    let glob = path
+        .components()
+        .position(|c| c.as_os_str().as_bytes().contains(&b'*'));
+    let split = glob.unwrap_or(usize::MAX);
+    let base: PathBuf = path.components().take(split).collect();
+    let rest: PathBuf = path.components().skip(split).collect();
+    let base = base.canonicalize().unwrap_or_else(|_| {
+        base.components().fold(PathBuf::new(), |mut out, c| {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                c => out.push(c),
+            }
+            out
+        })
+    });
+    base.join(rest)
 }
 
 /// [`replace_file`], skipped when the file already holds `text` (it does on every run but the
@@ -946,6 +987,19 @@ fn fingerprint(vendor: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_repository_resolves_up_to_its_glob() {
+        // Lexically where nothing exists, `..` included; the glob and what follows as written.
+        assert_eq!(
+            resolved(Path::new("/nonexistent-atomdeploy/app/../../libs/*/src")),
+            PathBuf::from("/libs/*/src")
+        );
+        assert_eq!(
+            resolved(Path::new("/nonexistent-atomdeploy/app/./lib")),
+            PathBuf::from("/nonexistent-atomdeploy/app/lib")
+        );
+    }
 
     #[test]
     fn dump_autoload_keeps_the_configured_optimisation() {

@@ -888,3 +888,65 @@ fn a_php_ini_scan_dir_the_admin_set_is_left_as_it_is() {
         "no ini file of atomdeploy's was written, so none was given to composer"
     );
 }
+
+#[test]
+fn a_path_package_outside_the_deploy_root_is_never_kept_compiled_either() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    // A package beside the deploy root, linked into vendor/ (`symlink: true`), whose class a
+    // composer script runs inside composer: it changes between deploys like the app.
+    let libs = server.root.parent().unwrap().join("libs/hooks");
+    fs::create_dir_all(libs.join("src")).unwrap();
+    fs::write(
+        libs.join("composer.json"),
+        r#"{"name": "atomdeploy/hooks", "version": "1.0.0",
+            "autoload": {"psr-4": {"Hooks\\": "src/"}}}"#,
+    )
+    .unwrap();
+    fs::write(
+        libs.join("src/Installer.php"),
+        "<?php\n\nnamespace Hooks;\n\nfinal class Installer\n{\n    public static function run(): void\n    {\n        file_put_contents('hooks-ran', 'yes');\n    }\n}\n",
+    )
+    .unwrap();
+    let path = clone.path.join("composer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    json["require"]["atomdeploy/hooks"] = "^1.0".into();
+    json["repositories"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "path", "url": libs, "options": {"symlink": true}}));
+    json["scripts"]["post-install-cmd"] = serde_json::json!(["Hooks\\Installer::run"]);
+    clone.write(
+        "composer.json",
+        &serde_json::to_string_pretty(&json).unwrap(),
+    );
+    clone.update_composer_lock();
+    clone.commit("hooks from beside the deploy root");
+    clone.push_main().success();
+    assert_eq!(server.read_live("hooks-ran"), "yes");
+
+    // An hour later (opcache keeps no file younger than 2 s), composer runs again.
+    let out = std::process::Command::new("touch")
+        .args(["-h", "-d", "1 hour ago"])
+        .arg(libs.join("src/Installer.php"))
+        .output()
+        .unwrap();
+    harness::assert_success(&out, "touch");
+    json["scripts"]["post-install-cmd"] =
+        serde_json::json!(["Hooks\\Installer::run", "@php -r \"echo 'again';\""]);
+    clone.write(
+        "composer.json",
+        &serde_json::to_string_pretty(&json).unwrap(),
+    );
+    clone.update_composer_lock();
+    clone.commit("one more script");
+    push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    let libs = libs.canonicalize().unwrap();
+    let kept: Vec<_> =
+        compiled_sources(&harness::suite_cache_home().join("atomdeploy/php-opcache"))
+            .into_iter()
+            .filter(|p| Path::new(p).starts_with(&libs))
+            .collect();
+    assert!(kept.is_empty(), "kept compiled: {kept:?}");
+}
