@@ -2,7 +2,7 @@
 // php hostsreport.php META RESULTS
 // Turns what benches/hosts collects into its Markdown report (stdout).
 //   META     key value
-//   RESULTS  n flow round live done spread_ms reported_ms
+//   RESULTS  n flow round live done spread_ms reported_ms cpu
 
 declare(strict_types=1);
 
@@ -24,8 +24,9 @@ function ms(?float $ms): string
 
 // $by[n][flow] = list of [live, done, spread_ms, reported_ms]
 $by = [];
-foreach (rows($resultsFile) as [$n, $flow, $round, $live, $done, $spread, $reported]) {
-    $by[(int) $n][$flow][] = ['live' => $live, 'done' => $done, 'spread' => $spread, 'reported' => $reported];
+foreach (rows($resultsFile) as $row) {
+    [$n, $flow, $round, $live, $done, $spread, $reported, $cpu] = $row + array_fill(0, 8, '-');
+    $by[(int) $n][$flow][] = ['live' => $live, 'done' => $done, 'spread' => $spread, 'reported' => $reported, 'cpu' => $cpu];
 }
 ksort($by);
 $med = fn (int $n, string $flow, string $key) => median(array_column($by[$n][$flow] ?? [], $key));
@@ -38,6 +39,7 @@ $title = 'One push, several web servers: atomdeploy' . ($others === [] ? '' : ' 
 $md = report_head($title, $m, 'every server on it', array_values(array_filter([
     ['tools', sprintf('%s, git %s, PHP %s, Composer %s', $m('openssh'), $m('git'), $m('php'), $m('composer'))],
     ['atomdeploy-hook', sprintf('%s, commit %s', $m('atomdeploy'), $m('commit'))],
+    ['ssh key exchange', sprintf('atomdeploy: %s; Capistrano: net-ssh\'s own', $m('kex'))],
     $has('before') ? ["atomdeploy-hook $before", $m('before')] : null,
     $has('capistrano') ? ['Capistrano', $m('capistrano')] : null,
     ['app', sprintf('%s files in the commit (benches/lib/genapp.php)', $m('files'))],
@@ -76,6 +78,10 @@ the pushed files, composer's class map, the linked `storage`).
   different releases. A new inode's ctime comes from the kernel's coarse clock (one timer
   tick, 4 ms at `HZ=250`): that is the resolution of this figure. atomdeploy also reports its
   own (from the `CLOCK_REALTIME` taken right after each `rename(2)`), shown in brackets.
+- **CPU**: the machine's busy CPU time (user, system, interrupts) from the push until it is
+  done, every server's processes together, ssh, git and composer included; beside it, the
+  share of the machine's {$m('nproc')} CPUs that was busy over push → done. A share near 100 %
+  means the servers were waiting on each other's CPU, not on ssh or git transfers.
 - Medians over the rounds; ratios are Capistrano / atomdeploy and $before / atomdeploy (above
   1×: atomdeploy faster).
 
@@ -136,6 +142,29 @@ if ($rows !== []) {
     ], $rows, range(1, 9));
 }
 
+$cpus = max(1, (int) $m('nproc'));
+$rows = [];
+foreach ($by as $n => $flows) {
+    foreach (array_keys($flows) as $flow) {
+        $cpu = $med($n, $flow, 'cpu');
+        $done = $med($n, $flow, 'done');
+        if ($cpu === null || $done === null) {
+            continue;
+        }
+        $rows[] = [
+            (string) $n, $flow === 'before' ? "atomdeploy $before" : $flow, sprintf('%.2f s', $cpu),
+            sec($done), sprintf('%.0f %%', 100 * $cpu / ($done * $cpus)),
+        ];
+    }
+}
+if ($rows !== []) {
+    $md .= "\n### Where the time goes: CPU and waiting\n\n" . table(
+        ['servers', 'tool', 'CPU, all servers', 'push → done', "busy share of {$cpus} CPUs"],
+        $rows,
+        [0, 2, 3, 4],
+    );
+}
+
 $md .= "\n## Every deploy\n\n";
 $rows = [];
 foreach ($by as $n => $flows) {
@@ -144,9 +173,10 @@ foreach ($by as $n => $flows) {
             $rows[] = [
                 (string) $n, $flow === 'before' ? "atomdeploy $before" : $flow, (string) ($i + 1), sec((float) $r['live']), sec((float) $r['done']),
                 ms((float) $r['spread']), $r['reported'] === '-' ? '' : ms((float) $r['reported']),
+                $r['cpu'] === '-' ? '' : sprintf('%.2f s', (float) $r['cpu']),
             ];
         }
     }
 }
-$md .= table(['servers', 'tool', 'round', 'push → all live', 'push → done', 'switch spread', 'reported'], $rows, [0, 2, 3, 4, 5, 6]);
+$md .= table(['servers', 'tool', 'round', 'push → all live', 'push → done', 'switch spread', 'reported', 'CPU'], $rows, [0, 2, 3, 4, 5, 6, 7]);
 echo $md;
