@@ -604,14 +604,13 @@ fn clear_symlinks_in_the_way(
             if !seen.insert(path.to_path_buf()) {
                 break; // this and everything above it was looked at already
             }
-            // A link the commit itself has at this very path is the checkout's to update.
-            if path == file.as_path()
-                && tree.get_path(path).is_ok_and(|e| e.filemode() == LINK_MODE)
-            {
-                continue;
-            }
             let full = app.join(path);
-            if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+            // A link the commit itself has at this very path is the checkout's to update.
+            // (Asked of the tree only for a link on disk: a first checkout writes every file.)
+            if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink())
+                && !(path == file.as_path()
+                    && tree.get_path(path).is_ok_and(|e| e.filemode() == LINK_MODE))
+            {
                 std::fs::remove_file(&full)
                     .with_context(|| format!("cannot remove the symlink {}", full.display()))?;
                 if index
