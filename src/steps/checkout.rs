@@ -20,6 +20,8 @@ use crate::state::app_tree::app_tree;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
+mod fresh;
+
 #[derive(Debug, Default)]
 pub(crate) struct Checkout {
     /// Files in the commit.
@@ -196,6 +198,12 @@ pub(crate) fn checkout_worktree(
         strays.extend(untracked_files_of(repo, *other, &index, reporter)?);
     }
     let interrupted = (!interrupted.is_empty()).then_some(interrupted);
+    // An empty application/ (a first deploy) with nothing interrupted to clean up after:
+    // written in parallel, see `fresh`.
+    let fresh = match interrupted {
+        None => fresh::plan(repo, &tree, &wt.dir, &index)?,
+        Some(_) => None,
+    };
     // Forced, the checkout also rewrites what was edited on the server; after an
     // interruption, or without an index, nothing says what it will write: every path.
     if interrupted.is_some() || index_lost {
@@ -235,7 +243,14 @@ pub(crate) fn checkout_worktree(
                 .with_context(|| format!("cannot remove the submodule {}", full.display()))?;
         }
     }
-    result.added_by_hand = write_tree(repo, &tree, commit, &wt.dir, reporter)?;
+    match fresh {
+        Some(fresh) => {
+            fresh
+                .write(repo, &wt.dir, &mut index, reporter)
+                .with_context(|| format!("cannot check {commit} out into {}", wt.dir.display()))?;
+        }
+        None => result.added_by_hand = write_tree(repo, &tree, commit, &wt.dir, reporter)?,
+    }
     remove_old_gitlinks(repo, &old_gitlinks, &tree, &wt.dir)
         .with_context(|| format!("cannot check {commit} out where submodules were"))?;
     index.write().context("cannot save the checkout's index")?;

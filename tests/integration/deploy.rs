@@ -1225,3 +1225,111 @@ fn the_retry_commands_of_a_failed_push_deploy_as_printed() {
         assert_eq!(server.builds().len(), builds + 1, "{line}: a new build");
     }
 }
+
+/// A first deploy writes application/ with a parallel checkout of its own: what it writes
+/// must be the commit as git has it, and its index must know every file as written, or the
+/// next push would read every file again (or miss an edit).
+#[test]
+fn a_first_checkout_is_the_commit_as_git_has_it_and_its_index_knows_every_file() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("fresh");
+    for n in 0..400 {
+        clone.write(
+            format!("src/Part{}/Sub{}/File{n}.php", n % 7, n % 3),
+            &format!("<?php // file {n}\n"),
+        );
+    }
+    clone.write("public/index.php", "<?php echo 'fresh';\n");
+    clone.write("empty.txt", "");
+    clone.write("big.txt", &"0123456789abcdef\n".repeat(200_000));
+    clone.write("crlf.txt", "kept\r\nas is\r\n");
+    clone.write("bin/console", "#!/bin/sh\necho console\n");
+    fs::set_permissions(
+        clone.path.join("bin/console"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../src/Part1", clone.path.join("public/part")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", clone.path.join("dangling")).unwrap();
+    clone.commit("many files");
+
+    clone.push_main().success();
+
+    let app = server.root.join("application");
+    let expected = server.base().join("archive");
+    fs::create_dir(&expected).unwrap();
+    let archive = server
+        .command("sh")
+        .args(["-c", "git archive HEAD | tar -x -C \"$1\"", "sh"])
+        .arg(&expected)
+        .current_dir(&clone.path)
+        .output()
+        .unwrap();
+    assert!(archive.status.success(), "{archive:?}");
+    assert_eq!(
+        harness::tree_listing(&app),
+        harness::tree_listing(&expected)
+    );
+    assert!(is_executable(&app.join("bin/console")));
+    assert!(!is_executable(&app.join("public/index.php")));
+    let mode = |path: &str| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(app.join(path)).unwrap().permissions(),
+        ) & 0o7777
+    };
+    assert_eq!((mode("bin/console"), mode("empty.txt")), (0o755, 0o644));
+
+    // git compares each file's lstat with the index: none may differ.
+    let stat_dirty = server
+        .command("git")
+        .args(["diff-files", "--name-only"])
+        .env("GIT_DIR", &server.repo)
+        .env("GIT_WORK_TREE", &app)
+        .env(
+            "GIT_INDEX_FILE",
+            server.root.join(".atomdeploy/application.index"),
+        )
+        .output()
+        .unwrap();
+    assert!(stat_dirty.status.success(), "{stat_dirty:?}");
+    assert_eq!(String::from_utf8_lossy(&stat_dirty.stdout), "");
+
+    clone.write("src/Part0/Sub0/File0.php", "<?php // changed\n");
+    clone.commit("one file");
+    let push = clone.push_main().success();
+    assert!(
+        push.stderr.contains("407 files, 1 written, 0 removed"),
+        "{}",
+        push.stderr
+    );
+    assert!(push.remote_line("warning:").is_none(), "{}", push.stderr);
+    assert_eq!(
+        server.read_live("src/Part0/Sub0/File0.php"),
+        "<?php // changed\n"
+    );
+}
+
+/// What libgit2 converts on the way out (gitattributes, `core.autocrlf`) is converted on a
+/// first deploy too: the parallel checkout writes blobs as they are, so it stands aside.
+#[test]
+fn a_first_checkout_converts_line_endings_where_gitattributes_or_autocrlf_say_so() {
+    for how in ["gitattributes", "autocrlf"] {
+        let server = Server::builder().config("composer", "false").install();
+        let clone = server.empty_clone(how);
+        clone.write("public/index.php", "<?php echo 'eol';\n");
+        clone.write("notes/a.txt", "one\ntwo\n");
+        if how == "gitattributes" {
+            clone.write("notes/.gitattributes", "*.txt text eol=crlf\n");
+        } else {
+            server.repo_git(&["config", "core.autocrlf", "true"]);
+        }
+        clone.commit(how);
+        clone.push_main().success();
+        assert_eq!(
+            fs::read_to_string(server.root.join("application/notes/a.txt")).unwrap(),
+            "one\r\ntwo\r\n",
+            "{how}"
+        );
+        assert_eq!(server.read_live("notes/a.txt"), "one\r\ntwo\r\n", "{how}");
+    }
+}

@@ -679,3 +679,49 @@ fn the_build_is_flushed_before_latest_moves_and_latest_is_flushed_after() {
         calls.join("\n")
     );
 }
+
+/// A first deploy's checkout (application/ empty, written in parallel) killed half-way: the
+/// next push finishes it, and nothing of the killed commit that the next one lacks is left.
+#[test]
+fn kill_9_in_a_first_checkout_leaves_nothing_the_next_push_does_not_deploy() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("first");
+    clone.write("public/index.php", "<?php echo 'first';\n");
+    for n in 0..40 {
+        clone.write(format!("content/first{n}.txt"), &format!("first {n}\n"));
+    }
+    clone.commit("first");
+    let push = clone.push_with_fault(&["main"], "checkout-file@20");
+    assert_eq!(
+        push.code, None,
+        "the fault was never reached:\n{}",
+        push.stderr
+    );
+    assert_eq!(server.live(), None);
+    assert!(server.builds().is_empty(), "{:?}", server.builds());
+
+    for n in 0..40 {
+        clone.remove(&format!("content/first{n}.txt"));
+        clone.write(format!("content/second{n}.txt"), &format!("second {n}\n"));
+    }
+    clone.write("public/index.php", "<?php echo 'second';\n");
+    let commit = clone.commit("second");
+    clone.push_main().success();
+
+    assert_eq!(server.live_revision(), commit);
+    server.assert_nothing_left_behind();
+    let app = server.root.join("application");
+    let mut expected: Vec<PathBuf> = server.files_of(&commit);
+    expected.sort();
+    let mut found: Vec<PathBuf> = walkdir::WalkDir::new(&app)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| e.path().strip_prefix(&app).unwrap().to_path_buf())
+        .collect();
+    found.sort();
+    assert_eq!(found, expected);
+    assert_eq!(server.read_live("content/second7.txt"), "second 7\n");
+    assert!(!server.root.join(".atomdeploy/checkout.pending").exists());
+}
