@@ -1333,3 +1333,66 @@ fn a_first_checkout_converts_line_endings_where_gitattributes_or_autocrlf_say_so
         assert_eq!(server.read_live("notes/a.txt"), "one\r\ntwo\r\n", "{how}");
     }
 }
+
+/// A tree of very old git may hold a file as `100664`, which fsck lets through: a first
+/// deploy writes it as an ordinary file, and the next push finds it unchanged.
+#[test]
+fn a_first_checkout_takes_old_gits_group_writable_mode_as_a_plain_file() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("legacy");
+    clone.write("public/index.php", "<?php echo 'legacy';\n");
+    clone.commit("base");
+    let git = |args: &[&str], input: &[u8]| {
+        let mut child = server
+            .command("git")
+            .args(args)
+            .current_dir(&clone.path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = |hex: &str| -> Vec<u8> {
+        (0..20)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    };
+    let blob = git(&["hash-object", "-w", "--stdin"], b"old git\n");
+    let public = git(&["rev-parse", "HEAD:public"], b"");
+    // Written raw: git mktree would make the mode 100644.
+    let mut raw = b"100664 legacy.txt\0".to_vec();
+    raw.extend(id(&blob));
+    raw.extend(b"40000 public\0");
+    raw.extend(id(&public));
+    let tree = git(
+        &["hash-object", "-t", "tree", "--literally", "-w", "--stdin"],
+        &raw,
+    );
+    // (ls-tree would show the mode as git reads it, 100644; the object keeps 100664.)
+    let listed = git(&["cat-file", "tree", &tree], b"");
+    assert!(listed.starts_with("100664 legacy.txt"), "{listed}");
+    let commit = git(
+        &["commit-tree", &tree, "-p", "HEAD", "-m", "legacy mode"],
+        b"",
+    );
+    git(&["update-ref", "refs/heads/main", &commit], b"");
+
+    clone.push_main().success();
+    assert_eq!(server.read_live("legacy.txt"), "old git\n");
+    let app = server.root.join("application");
+    assert!(!is_executable(&app.join("legacy.txt")));
+    clone.git(&["reset", "-q", "--hard"]);
+    clone.write("public/index.php", "<?php echo 'next';\n");
+    clone.commit("next");
+    let push = clone.push_main().success();
+    assert!(
+        push.stderr.contains("2 files, 1 written, 0 removed"),
+        "{}",
+        push.stderr
+    );
+    assert!(push.remote_line("warning:").is_none(), "{}", push.stderr);
+}
