@@ -224,25 +224,7 @@ pub(crate) fn checkout_worktree(
     std::fs::write(pending, noted.join("\n") + "\n")
         .context("cannot note the checkout in progress")?;
     result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &wt.dir)?;
-    for path in &new_gitlinks {
-        if let Some(full) = inside_real(&wt.dir, path)
-            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
-        {
-            std::fs::remove_file(&full)
-                .with_context(|| format!("cannot remove {}", full.display()))?;
-        }
-    }
-
-    // What a submodule's checkout wrote there is the submodule's: gone with it, before
-    // libgit2 writes what the commit has at that path (a directory, a file).
-    for path in &old_gitlinks {
-        if let Some(full) = inside_real(&wt.dir, path)
-            && std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir())
-        {
-            std::fs::remove_dir_all(&full)
-                .with_context(|| format!("cannot remove the submodule {}", full.display()))?;
-        }
-    }
+    clear_where_submodules_come_and_go(&wt.dir, &new_gitlinks, &old_gitlinks)?;
     match fresh {
         Some(fresh) => {
             fresh
@@ -267,6 +249,33 @@ pub(crate) fn checkout_worktree(
     }
     std::fs::remove_file(pending).context("cannot note the checkout as done")?;
     Ok(result)
+}
+
+/// Makes room where submodules come and go, before the checkout writes: a file where the
+/// commit has a new submodule, and what an old submodule's checkout wrote there (the
+/// submodule's, gone with it) before libgit2 writes what the commit has at that path.
+fn clear_where_submodules_come_and_go(
+    dir: &Path,
+    new_gitlinks: &[PathBuf],
+    old_gitlinks: &[PathBuf],
+) -> Result<()> {
+    for path in new_gitlinks {
+        if let Some(full) = inside_real(dir, path)
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
+        {
+            std::fs::remove_file(&full)
+                .with_context(|| format!("cannot remove {}", full.display()))?;
+        }
+    }
+    for path in old_gitlinks {
+        if let Some(full) = inside_real(dir, path)
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir())
+        {
+            std::fs::remove_dir_all(&full)
+                .with_context(|| format!("cannot remove the submodule {}", full.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The app's tree of the commit, once every path in it is one git accepts.
