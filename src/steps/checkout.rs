@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use git2::build::CheckoutBuilder;
-use git2::{CheckoutNotificationType, Delta, DiffOptions, FileMode, Index, Oid, Repository};
+use git2::{CheckoutNotificationType, Delta, FileMode, Index, Oid, Repository};
 
 use crate::infra::fault;
 use crate::infra::report::Reporter;
@@ -20,6 +20,7 @@ use crate::state::app_tree::app_tree;
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
+mod edited;
 mod fresh;
 
 #[derive(Debug, Default)]
@@ -206,13 +207,14 @@ pub(crate) fn checkout_worktree(
     };
     // Forced, the checkout also rewrites what was edited on the server; after an
     // interruption, or without an index, nothing says what it will write: every path.
+    let mut edited = Vec::new();
     if interrupted.is_some() || index_lost {
         to_write = tree_files(repo, &tree)?;
     } else {
         // (After an interruption, differences are the interrupted checkout's, not edits.)
-        let edited = edited_on_server(repo, &index)?;
+        edited = edited::edited_on_server(repo, &index)?;
         result.overwritten = edited.iter().map(|p| display(p)).collect();
-        to_write.extend(edited);
+        to_write.extend(edited.iter().cloned());
     }
     let mut noted: Vec<String> = interrupted
         .iter()
@@ -225,6 +227,7 @@ pub(crate) fn checkout_worktree(
         .context("cannot note the checkout in progress")?;
     result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &wt.dir)?;
     clear_where_submodules_come_and_go(&wt.dir, &new_gitlinks, &old_gitlinks)?;
+    edited::remove(&wt.dir, &edited)?;
     match fresh {
         Some(fresh) => {
             fresh
@@ -582,24 +585,6 @@ fn write_blob(repo: &Repository, entry: &git2::TreeEntry, full: &Path) -> Result
             .and_then(|mut file| std::io::Write::write_all(&mut file, blob.content()))
     };
     written.with_context(|| format!("cannot write {}", full.display()))
-}
-
-/// Tracked files whose content in `application/` differs from the last checkout: edits made
-/// by hand on the server, which the forced checkout is about to replace.
-fn edited_on_server(repo: &Repository, index: &Index) -> Result<Vec<PathBuf>> {
-    let mut options = DiffOptions::new();
-    // A submodule's files are its own checkout's to compare (libgit2 would look for a
-    // repository in its directory, find none, and call it edited).
-    options
-        .include_untracked(false)
-        .include_ignored(false)
-        .include_typechange(true)
-        .ignore_submodules(true);
-    let diff = repo.diff_index_to_workdir(Some(index), Some(&mut options))?;
-    Ok(diff
-        .deltas()
-        .filter_map(|d| d.old_file().path().map(Path::to_path_buf))
-        .collect())
 }
 
 /// Removes every symlink in `app` that stands where the checkout will write a file, or above

@@ -1396,3 +1396,55 @@ fn a_first_checkout_takes_old_gits_group_writable_mode_as_a_plain_file() {
     );
     assert!(push.remote_line("warning:").is_none(), "{}", push.stderr);
 }
+
+/// Tracked files are compared with what the last checkout wrote by their stat data first: an
+/// edit that keeps the size and puts the modification time back, or only flips the executable
+/// bit, must still be found, undone and reported.
+#[test]
+fn edits_that_keep_a_files_size_and_time_are_still_undone_and_reported() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let app = server.root.join("application");
+    let index_php = app.join("public/index.php");
+    let original = fs::read(&index_php).unwrap();
+    let modified = fs::metadata(&index_php).unwrap().modified().unwrap();
+    let mut same_size = original.clone();
+    let last = same_size.len() - 2;
+    same_size[last] = if same_size[last] == b'#' { b'%' } else { b'#' };
+    fs::write(&index_php, &same_size).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&index_php)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    assert_eq!(
+        fs::metadata(&index_php).unwrap().modified().unwrap(),
+        modified
+    );
+    let composer_json = app.join("composer.json");
+    fs::set_permissions(
+        &composer_json,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    clone.write("README.md", "v2\n");
+    clone.commit("v2");
+    let push = clone.push_main().success();
+
+    let warning = push
+        .remote_line("warning: overwrote")
+        .expect("a warning naming the edited files");
+    assert!(
+        warning.contains("public/index.php") && warning.contains("composer.json"),
+        "{warning}"
+    );
+    assert_eq!(fs::read(&index_php).unwrap(), original);
+    assert!(!is_executable(&composer_json));
+    assert_eq!(
+        fs::read(server.latest().join("public/index.php")).unwrap(),
+        original
+    );
+}
