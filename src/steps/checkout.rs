@@ -212,7 +212,7 @@ pub(crate) fn checkout_worktree(
         to_write = tree_files(repo, &tree)?;
     } else {
         // (After an interruption, differences are the interrupted checkout's, not edits.)
-        edited = edited::edited_on_server(repo, &index)?;
+        edited = edited::edited_on_server(repo, &index, &wt.index, &wt.dir)?;
         result.overwritten = edited.iter().map(|p| display(p)).collect();
         to_write.extend(edited.iter().cloned());
     }
