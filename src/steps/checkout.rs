@@ -262,20 +262,27 @@ fn clear_where_submodules_come_and_go(
     new_gitlinks: &[PathBuf],
     old_gitlinks: &[PathBuf],
 ) -> Result<()> {
-    for path in new_gitlinks {
-        if let Some(full) = inside_real(dir, path)
-            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
-        {
-            std::fs::remove_file(&full)
-                .with_context(|| format!("cannot remove {}", full.display()))?;
-        }
-    }
+    remove_non_dirs(dir, new_gitlinks)?;
     for path in old_gitlinks {
         if let Some(full) = inside_real(dir, path)
             && std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir())
         {
             std::fs::remove_dir_all(&full)
                 .with_context(|| format!("cannot remove the submodule {}", full.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes whatever is not a directory at each of `paths` in `dir`, reached through real
+/// directories only (what a symlink above it points to is not the working copy's).
+fn remove_non_dirs(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        if let Some(full) = inside_real(dir, path)
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
+        {
+            std::fs::remove_file(&full)
+                .with_context(|| format!("cannot remove {}", full.display()))?;
         }
     }
     Ok(())

@@ -15,11 +15,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use git2::{DiffOptions, Index, IndexEntry, Repository};
 use rayon::prelude::*;
 
-use super::{LINK_MODE, inside_real};
+use super::{LINK_MODE, remove_non_dirs};
 
 const GITLINK_MODE: u32 = 0o160000;
 
@@ -100,18 +100,9 @@ pub(super) fn edited_on_server(
 /// Removes the edited files before the checkout writes them again. libgit2's checkout takes a
 /// file whose size and modification time are still the index's for unchanged, and an edit
 /// can keep both (same length, `touch -r`): removed, it is written whatever its stat says.
+/// (A symlink at such a path was removed already, with those in the way.)
 pub(super) fn remove(dir: &Path, edited: &[PathBuf]) -> Result<()> {
-    for path in edited {
-        // Only through real directories: a symlink above it was removed already, and what
-        // it pointed to is not application/'s.
-        if let Some(full) = inside_real(dir, path)
-            && std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_file())
-        {
-            std::fs::remove_file(&full)
-                .with_context(|| format!("cannot remove the edited {}", full.display()))?;
-        }
-    }
-    Ok(())
+    remove_non_dirs(dir, edited)
 }
 
 fn is_real_dir(path: &Path) -> bool {
