@@ -1,8 +1,10 @@
 //! The user and group databases (passwd, group, and whatever NSS adds: LDAP, sssd), looked
 //! up through the `nix` crate's safe wrappers of the reentrant `get*_r` calls. A lookup that
 //! fails for any reason reads as "no such entry": every caller then says the id instead.
+//! And where the hook's own user keeps its configuration and caches (XDG).
 
 use std::ffi::CString;
+use std::path::PathBuf;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -48,6 +50,16 @@ pub(crate) fn groups_of(user: &str, primary: u32) -> Option<Vec<u32>> {
 /// The uid this process runs as.
 pub(crate) fn current_uid() -> u32 {
     nix::unistd::getuid().as_raw()
+}
+
+/// One of the hook user's XDG base directories: `$var` when it is an absolute path, else
+/// `~/<default>` (`XDG_CONFIG_HOME` → `~/.config`, `XDG_CACHE_HOME` → `~/.cache`).
+pub(crate) fn xdg_dir(var: &str, default: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(default)))
+        .filter(|p| p.is_absolute())
 }
 
 #[cfg(test)]

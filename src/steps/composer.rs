@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Composer;
 use crate::infra::child;
 use crate::infra::report::Reporter;
+use crate::infra::users;
 use crate::state::app_tree::{app_tree, changed_since};
 use crate::state::builds::replace_file;
 use crate::state::plan::Layout;
@@ -455,7 +456,7 @@ fn has_plugin(list: &serde_json::Value) -> bool {
 fn global_plugins() -> bool {
     let homes = [
         std::env::var_os("COMPOSER_HOME").map(PathBuf::from),
-        user_dir("XDG_CONFIG_HOME", ".config").map(|x| x.join("composer")),
+        users::xdg_dir("XDG_CONFIG_HOME", ".config").map(|x| x.join("composer")),
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".composer")),
     ];
     homes.iter().flatten().any(|dir| {
@@ -463,16 +464,6 @@ fn global_plugins() -> bool {
         // One that cannot be read is taken for one with a plugin.
         installed.exists() && read_json(&installed).is_none_or(|list| has_plugin(&list))
     })
-}
-
-/// One of the user's XDG base directories: `$var` when it is an absolute path, else
-/// `~/<default>` (`XDG_CONFIG_HOME` → `~/.config`, `XDG_CACHE_HOME` → `~/.cache`).
-fn user_dir(var: &str, default: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(default)))
-        .filter(|p| p.is_absolute())
 }
 
 /// Runs what `decision` says (see [`decide_for`]).
@@ -595,7 +586,7 @@ fn php_dir(layout: &Layout) -> PathBuf {
 /// then, and without a home, the deploy root's state folder holds it.
 fn compiled_code_cache(layout: &Layout) -> Result<PathBuf> {
     if let Some(shared) =
-        user_dir("XDG_CACHE_HOME", ".cache").map(|b| b.join("atomdeploy").join("php-opcache"))
+        users::xdg_dir("XDG_CACHE_HOME", ".cache").map(|b| b.join("atomdeploy").join("php-opcache"))
         && private_dir(&shared).is_ok()
     {
         return Ok(shared);

@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use crate::infra::fault;
 use crate::infra::report::Reporter;
+use crate::infra::users;
 
 use super::{LINK_MODE, walk};
 
@@ -181,10 +182,8 @@ fn converts(repo: &Repository) -> bool {
         .get_string("core.autocrlf")
         .is_ok_and(|v| !v.eq_ignore_ascii_case("false"));
     let no_symlinks = config.get_bool("core.symlinks").is_ok_and(|v| !v);
-    let home_attributes = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(|v| Path::new(&v).join("git/attributes"))
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config/git/attributes")));
+    let home_attributes =
+        users::xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("git/attributes"));
     crlf || no_symlinks
         || set("core.attributesFile")
         || repo.path().join("info/attributes").exists()
