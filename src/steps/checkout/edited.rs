@@ -1,5 +1,4 @@
-//! Which tracked files of a working copy were edited since its last checkout, and making
-//! sure the checkout writes them again.
+//! Which tracked files of a working copy were edited since its last checkout.
 //!
 //! libgit2 answers by walking the whole working copy in order, one `lstat` after another:
 //! 100 ms of a content push at 50,000 files. Most files are what the index says, down to the
@@ -19,9 +18,7 @@ use anyhow::Result;
 use git2::{DiffOptions, Index, IndexEntry, Repository};
 use rayon::prelude::*;
 
-use super::{LINK_MODE, remove_non_dirs};
-
-const GITLINK_MODE: u32 = 0o160000;
+use super::{BLOB_MODE, EXEC_MODE, GITLINK_MODE, LINK_MODE};
 
 /// Tracked files whose content in `dir` differs from `index` (read from `index_file`): edits
 /// made by hand on the server, which the forced checkout is about to replace.
@@ -65,7 +62,7 @@ pub(super) fn edited_on_server(
         .filter(|e| {
             let path = dir.join(OsStr::from_bytes(&e.path));
             below_not_dir(&e.path)
-                || if e.mode == GITLINK_MODE {
+                || if e.mode == GITLINK_MODE as u32 {
                     // A submodule's files are its own checkout's; here only its directory.
                     !is_real_dir(&path)
                 } else {
@@ -97,14 +94,6 @@ pub(super) fn edited_on_server(
         .collect())
 }
 
-/// Removes the edited files before the checkout writes them again. libgit2's checkout takes a
-/// file whose size and modification time are still the index's for unchanged, and an edit
-/// can keep both (same length, `touch -r`): removed, it is written whatever its stat says.
-/// (A symlink at such a path was removed already, with those in the way.)
-pub(super) fn remove(dir: &Path, edited: &[PathBuf]) -> Result<()> {
-    remove_non_dirs(dir, edited)
-}
-
 fn is_real_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
@@ -116,11 +105,11 @@ fn differs(entry: &IndexEntry, meta: &Metadata, index_mtime: Option<(i64, i64)>)
     let mode = if kind.is_symlink() {
         LINK_MODE as u32
     } else if kind.is_file() {
-        if meta.mode() & 0o100 != 0 {
-            0o100755
+        (if meta.mode() & 0o100 != 0 {
+            EXEC_MODE
         } else {
-            0o100644
-        }
+            BLOB_MODE
+        }) as u32
     } else {
         return true;
     };

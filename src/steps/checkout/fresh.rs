@@ -9,10 +9,9 @@
 //! submodule, or a repository that asks for no symlinks leaves the checkout to libgit2.
 
 use std::ffi::OsStr;
-use std::fs::{DirBuilder, Metadata, OpenOptions};
-use std::io::Write;
+use std::fs::{DirBuilder, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -23,11 +22,7 @@ use crate::infra::fault;
 use crate::infra::report::Reporter;
 use crate::infra::users;
 
-use super::{LINK_MODE, walk};
-
-const TREE_MODE: i32 = 0o040000;
-const GITLINK_MODE: i32 = 0o160000;
-const EXEC_MODE: i32 = 0o100755;
+use super::{GITLINK_MODE, TREE_MODE, walk, write_blob};
 
 /// A file of the tree: its path (below the app), blob and mode.
 struct File {
@@ -110,8 +105,9 @@ impl Fresh {
                         .as_ref()
                         .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
                     let path = join(&file.path);
-                    let meta = write_file(repo, file, &path)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    write_blob(repo, file.id, file.mode, &path)?;
+                    let meta = std::fs::symlink_metadata(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
                     bar.inc(1);
                     fault::point("checkout-file");
                     Ok(meta)
@@ -126,21 +122,6 @@ impl Fresh {
         }
         Ok(())
     }
-}
-
-fn write_file(repo: &Repository, file: &File, path: &Path) -> Result<Metadata> {
-    let blob = repo.find_blob(file.id)?;
-    if file.mode == LINK_MODE {
-        std::os::unix::fs::symlink(OsStr::from_bytes(blob.content()), path)?;
-    } else {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(if file.mode == EXEC_MODE { 0o755 } else { 0o644 })
-            .open(path)?;
-        out.write_all(blob.content())?;
-    }
-    Ok(std::fs::symlink_metadata(path)?)
 }
 
 /// The index entry of `file` as written: git's stat fields, truncated to 32 bits as git's
