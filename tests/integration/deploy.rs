@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::harness::trees::{self, Objects};
 use crate::harness::{Server, is_executable};
 
 #[test]
@@ -1340,46 +1341,27 @@ fn a_first_checkout_converts_line_endings_where_gitattributes_or_autocrlf_say_so
 fn a_first_checkout_takes_old_gits_group_writable_mode_as_a_plain_file() {
     let server = Server::builder().config("composer", "false").install();
     let clone = server.empty_clone("legacy");
-    clone.write("public/index.php", "<?php echo 'legacy';\n");
-    clone.commit("base");
-    let git = |args: &[&str], input: &[u8]| {
-        let mut child = server
-            .command("git")
-            .args(args)
-            .current_dir(&clone.path)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let id = |hex: &str| -> Vec<u8> {
-        (0..20)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-            .collect()
-    };
-    let blob = git(&["hash-object", "-w", "--stdin"], b"old git\n");
-    let public = git(&["rev-parse", "HEAD:public"], b"");
+    let mut objects = Objects::in_clone(&clone);
+    let legacy = objects.blob(b"old git\n");
+    let public = objects.tree(&trees::tree(vec![(
+        b"index.php",
+        trees::file("<?php echo 'legacy';\n"),
+    )]));
     // Written raw: git mktree would make the mode 100644.
-    let mut raw = b"100664 legacy.txt\0".to_vec();
-    raw.extend(id(&blob));
-    raw.extend(b"40000 public\0");
-    raw.extend(id(&public));
-    let tree = git(
-        &["hash-object", "-t", "tree", "--literally", "-w", "--stdin"],
-        &raw,
-    );
+    let tree = objects.raw_tree(&[
+        ("100664", b"legacy.txt", legacy),
+        ("40000", b"public", public),
+    ]);
+    let commit = objects.commit_tree(&tree, "legacy mode");
     // (ls-tree would show the mode as git reads it, 100644; the object keeps 100664.)
-    let listed = git(&["cat-file", "tree", &tree], b"");
-    assert!(listed.starts_with("100664 legacy.txt"), "{listed}");
-    let commit = git(
-        &["commit-tree", &tree, "-p", "HEAD", "-m", "legacy mode"],
-        b"",
-    );
-    git(&["update-ref", "refs/heads/main", &commit], b"");
+    let raw = server
+        .command("git")
+        .args(["cat-file", "tree", &trees::hex(&tree)])
+        .current_dir(&clone.path)
+        .output()
+        .unwrap();
+    assert!(raw.stdout.starts_with(b"100664 legacy.txt\0"), "{raw:?}");
+    clone.git(&["update-ref", "refs/heads/main", &commit]);
 
     clone.push_main().success();
     assert_eq!(server.read_live("legacy.txt"), "old git\n");

@@ -126,8 +126,18 @@ impl Objects {
             k
         };
         entries.sort_by_key(key);
+        let entries: Vec<(&str, &[u8], [u8; 20])> = entries
+            .iter()
+            .map(|(name, mode, id)| (*mode, name.as_slice(), *id))
+            .collect();
+        self.raw_tree(&entries)
+    }
+
+    /// A tree of `(mode, name, id)` entries written byte for byte in the order given, modes
+    /// no working copy makes (the `100664` of very old git) included.
+    pub fn raw_tree(&mut self, entries: &[(&str, &[u8], [u8; 20])]) -> [u8; 20] {
         let mut raw = Vec::new();
-        for (name, mode, id) in &entries {
+        for (mode, name, id) in entries {
             raw.extend_from_slice(mode.as_bytes());
             raw.push(b' ');
             raw.extend_from_slice(name);
@@ -142,7 +152,13 @@ impl Objects {
 
     /// A commit of `tree` without parents (pushed with force, it replaces whatever was there).
     pub fn commit(&mut self, tree: &Tree, message: &str) -> String {
-        let id = hex(&self.tree(tree));
+        let id = self.tree(tree);
+        self.commit_tree(&id, message)
+    }
+
+    /// A commit of the tree `id` without parents.
+    pub fn commit_tree(&mut self, id: &[u8; 20], message: &str) -> String {
+        let id = hex(id);
         self.commits += 1;
         // The counter keeps two commits of the same tree apart.
         let message = format!("{message} ({})", self.commits);
