@@ -1313,16 +1313,34 @@ fn a_first_checkout_is_the_commit_as_git_has_it_and_its_index_knows_every_file()
 /// What libgit2 converts on the way out (gitattributes, `core.autocrlf`) is converted on a
 /// first deploy too: the parallel checkout writes blobs as they are, so it stands aside.
 #[test]
-fn a_first_checkout_converts_line_endings_where_gitattributes_or_autocrlf_say_so() {
-    for how in ["gitattributes", "autocrlf"] {
+fn a_first_checkout_converts_line_endings_where_any_attributes_or_autocrlf_say_so() {
+    for how in [
+        "gitattributes",
+        "autocrlf",
+        "info/attributes",
+        "core.attributesFile",
+    ] {
         let server = Server::builder().config("composer", "false").install();
-        let clone = server.empty_clone(how);
+        let clone = server.empty_clone(&how.replace('/', "-"));
         clone.write("public/index.php", "<?php echo 'eol';\n");
         clone.write("notes/a.txt", "one\ntwo\n");
-        if how == "gitattributes" {
-            clone.write("notes/.gitattributes", "*.txt text eol=crlf\n");
-        } else {
-            server.repo_git(&["config", "core.autocrlf", "true"]);
+        let rule = "*.txt text eol=crlf\n";
+        match how {
+            "gitattributes" => {
+                clone.write("notes/.gitattributes", rule);
+            }
+            "autocrlf" => {
+                server.repo_git(&["config", "core.autocrlf", "true"]);
+            }
+            "info/attributes" => {
+                fs::create_dir_all(server.repo.join("info")).unwrap();
+                fs::write(server.repo.join("info/attributes"), rule).unwrap();
+            }
+            _ => {
+                let file = server.base().join("attributes");
+                fs::write(&file, rule).unwrap();
+                server.repo_git(&["config", "core.attributesFile", file.to_str().unwrap()]);
+            }
         }
         clone.commit(how);
         clone.push_main().success();
