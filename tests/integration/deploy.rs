@@ -1319,9 +1319,10 @@ fn a_first_checkout_converts_line_endings_where_any_attributes_or_autocrlf_say_s
         "autocrlf",
         "info/attributes",
         "core.attributesFile",
+        "~/.config/git/attributes",
     ] {
         let server = Server::builder().config("composer", "false").install();
-        let clone = server.empty_clone(&how.replace('/', "-"));
+        let clone = server.empty_clone(&how.replace(['/', '~'], "-"));
         clone.write("public/index.php", "<?php echo 'eol';\n");
         clone.write("notes/a.txt", "one\ntwo\n");
         let rule = "*.txt text eol=crlf\n";
@@ -1335,6 +1336,12 @@ fn a_first_checkout_converts_line_endings_where_any_attributes_or_autocrlf_say_s
             "info/attributes" => {
                 fs::create_dir_all(server.repo.join("info")).unwrap();
                 fs::write(server.repo.join("info/attributes"), rule).unwrap();
+            }
+            "~/.config/git/attributes" => {
+                // The hook's HOME is the test's (harness TestEnv).
+                let dir = server.base().join("home/.config/git");
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(dir.join("attributes"), rule).unwrap();
             }
             _ => {
                 let file = server.base().join("attributes");
@@ -1447,4 +1454,20 @@ fn edits_that_keep_a_files_size_and_time_are_still_undone_and_reported() {
         fs::read(server.latest().join("public/index.php")).unwrap(),
         original
     );
+}
+
+/// A repository set to `core.symlinks=false` gets a commit's symlinks written as small files
+/// of their target, as libgit2 writes them; a first checkout does the same.
+#[test]
+fn a_first_checkout_writes_links_as_files_where_core_symlinks_is_false() {
+    let server = Server::builder().config("composer", "false").install();
+    server.repo_git(&["config", "core.symlinks", "false"]);
+    let clone = server.empty_clone("nolinks");
+    clone.write("public/index.php", "<?php echo 'links';\n");
+    std::os::unix::fs::symlink("index.php", clone.path.join("public/link.php")).unwrap();
+    clone.commit("a link");
+    clone.push_main().success();
+    let link = server.root.join("application/public/link.php");
+    assert!(fs::symlink_metadata(&link).unwrap().is_file());
+    assert_eq!(fs::read_to_string(&link).unwrap(), "index.php");
 }
