@@ -1471,3 +1471,45 @@ fn a_first_checkout_writes_links_as_files_where_core_symlinks_is_false() {
     assert!(fs::symlink_metadata(&link).unwrap().is_file());
     assert_eq!(fs::read_to_string(&link).unwrap(), "index.php");
 }
+
+/// A tracked directory moved aside on the server and replaced by a symlink to where it went:
+/// every file below it is still the same file (inode, times), so only the symlink tells. The
+/// next checkout must remove the link and write the directory again, never through the link.
+#[test]
+fn a_tracked_directory_swapped_for_a_link_to_itself_is_put_back() {
+    let server = Server::builder().config("composer", "false").install();
+    let clone = server.empty_clone("swap");
+    clone.write("public/index.php", "<?php echo 'swap';\n");
+    clone.write("public/css/app.css", "body {}\n");
+    clone.commit("v1");
+    clone.push_main().success();
+    // A push that writes its index well after public/'s files were written: within one
+    // timer tick of it they would be "racily clean", looked at whatever their stat says.
+    clone.write("README.md", "v1\n");
+    clone.commit("v1 readme");
+    clone.push_main().success();
+    let public = server.root.join("application/public");
+    let aside = server.root.join("application/public-aside");
+    fs::rename(&public, &aside).unwrap();
+    std::os::unix::fs::symlink("public-aside", &public).unwrap();
+
+    clone.write("README.md", "v2\n");
+    clone.commit("v2");
+    let push = clone.push_main().success();
+
+    let warning = push
+        .remote_line("warning: removed symlinks made on the server")
+        .unwrap_or_else(|| panic!("no warning:\n{}", push.stderr));
+    assert!(warning.contains("public"), "{warning}");
+    assert!(fs::symlink_metadata(&public).unwrap().is_dir());
+    assert_eq!(
+        fs::read_to_string(public.join("css/app.css")).unwrap(),
+        "body {}\n"
+    );
+    assert!(!server.latest().join("public-aside").exists());
+    assert!(
+        fs::symlink_metadata(server.latest().join("public"))
+            .unwrap()
+            .is_dir()
+    );
+}
