@@ -1,10 +1,12 @@
-//! What the steps lean on: running programs ([`child`]), what the pusher sees ([`report`]),
-//! one deploy at a time ([`lock`]), the crash points of the kill tests ([`fault`]), and
-//! shared/ shared with the web server's user ([`perms`]), who a uid or gid is ([`users`]),
-//! who may write into a deploy root ([`owner`]), text quoted for sh ([`quote`]), files
-//! replaced whole ([`fsutil`]), and the time as records write it ([`clock`]). Below state:
-//! nothing here knows a deploy root's layout.
+//! What the steps lean on: the file system through open directories ([`at`]), running
+//! programs ([`child`]), what the pusher sees ([`report`]), one deploy at a time ([`lock`]),
+//! the crash points of the kill tests ([`fault`]), and shared/ shared with the web server's
+//! user ([`perms`]), who a uid or gid is ([`users`]), who may write into a deploy root
+//! ([`owner`]), text quoted for sh ([`quote`]), files replaced whole ([`fsutil`]), and the
+//! time as records write it ([`clock`]). Below state: nothing here knows a deploy root's
+//! layout.
 
+pub(crate) mod at;
 pub(crate) mod child;
 pub(crate) mod clock;
 pub(crate) mod fault;

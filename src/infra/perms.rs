@@ -11,7 +11,7 @@
 //! ACLs are written as the kernel's `system.posix_acl_default` attribute (what `setfacl -d`
 //! writes), so neither the `acl` package nor libacl is needed.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -24,6 +24,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FchmodatFlags, Mode};
 use nix::unistd::{Gid, geteuid};
 
+use super::at::{c_path, names, open_at, stat_at, stat_fd};
 use super::users::{by_name as user_by_name, group_or_gid, user_name, user_or_uid};
 
 /// The user php-fpm's pool runs as, and its primary group.
@@ -404,38 +405,6 @@ fn mode(bits: u32) -> Mode {
     Mode::from_bits_truncate(bits as libc::mode_t)
 }
 
-/// `name` in `dir` ([`AT_FDCWD`] for a path from the working directory), opened read-only.
-fn open_at(dir: BorrowedFd, name: &CStr, flags: OFlag) -> io::Result<OwnedFd> {
-    let flags = flags | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-    Ok(nix::fcntl::openat(dir, name, flags, Mode::empty())?)
-}
-
-fn stat_at(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
-    Ok(nix::sys::stat::fstatat(
-        dir,
-        name,
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?)
-}
-
-fn stat_fd(fd: BorrowedFd) -> io::Result<libc::stat> {
-    Ok(nix::sys::stat::fstat(fd)?)
-}
-
-/// The names in the directory open as `fd`, but `.` and `..`.
-fn names(fd: BorrowedFd) -> io::Result<Vec<CString>> {
-    // A copy, which the stream owns and closes: `fd` stays open for the *at calls.
-    let mut dir = nix::dir::Dir::from_fd(fd.try_clone_to_owned()?)?;
-    let mut names = Vec::new();
-    for entry in dir.iter() {
-        let name = entry?.file_name().to_owned();
-        if name.as_c_str() != c"." && name.as_c_str() != c".." {
-            names.push(name);
-        }
-    }
-    Ok(names)
-}
-
 /// The deploy user writes what the web user made only through the group; refused before
 /// anything changes when it is not in it.
 fn check_membership(deploy_uid: u32, web: &WebUser) -> Result<()> {
@@ -569,11 +538,6 @@ fn read_xattr(get: impl FnOnce(*mut libc::c_void, usize) -> isize) -> Option<Vec
         buf.truncate(n as usize);
         buf
     })
-}
-
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
 }
 
 /// Every group the user database gives `user` (primary and supplementary).
