@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::Result;
@@ -44,13 +43,15 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    pub(crate) fn of(meta: &std::fs::Metadata) -> Identity {
+    /// From `lstat(2)`'s answer (the same fields `std::fs::Metadata` gives, so manifests of
+    /// either kind compare).
+    pub(crate) fn of(st: &libc::stat) -> Identity {
         Identity {
-            ino: meta.ino(),
-            ctime: meta.ctime(),
-            ctime_nsec: meta.ctime_nsec(),
-            size: meta.len(),
-            mode: meta.mode(),
+            ino: st.st_ino,
+            ctime: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec,
+            size: st.st_size as u64,
+            mode: st.st_mode,
         }
     }
 }
@@ -66,13 +67,13 @@ pub(crate) struct Placed {
 }
 
 impl Placed {
-    pub(crate) fn of(meta: &std::fs::Metadata) -> Placed {
+    pub(crate) fn of(st: &libc::stat) -> Placed {
         Placed {
-            ino: meta.ino(),
-            size: meta.len(),
-            mode: meta.mode(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mode: st.st_mode,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
         }
     }
 }
