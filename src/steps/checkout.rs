@@ -22,6 +22,7 @@ use crate::steps::Summary;
 
 mod edited;
 mod fresh;
+mod known;
 
 #[derive(Debug, Default)]
 pub(crate) struct Checkout {
@@ -173,11 +174,16 @@ pub(crate) fn checkout_worktree(
     excluded: &[PathBuf],
     reporter: &Reporter,
 ) -> Result<Checkout> {
-    let tree = checked_tree(repo, commit, app_dir)?;
-    let (mut index, index_lost) = prepare(repo, wt, composer, excluded, reporter)?;
+    let known = known::read(&wt.index);
+    let tree = checked_tree(repo, commit, app_dir, known.as_ref().map(|k| k.tree))?;
+    let rules = added_ignore_rules(composer, excluded);
+    let ignores = known::ignores(repo, &rules);
+    let (mut index, index_lost) = prepare(repo, wt, &rules, reporter)?;
+    let known = known.filter(|k| k.holds(&wt.index, ignores));
     let mut result = Checkout::default();
     let Changes {
         mut to_write,
+        to_remove,
         old_gitlinks,
         new_gitlinks,
     } = changes(repo, &tree, &index, &mut result)?;
@@ -234,13 +240,36 @@ pub(crate) fn checkout_worktree(
     // unchanged, and an edit can keep both (same length, `touch -r`): removed, an edited file
     // is written again whatever its stat says. (A symlink there went with those in the way.)
     remove_non_dirs(&wt.dir, &edited)?;
+    // What libgit2 looks at: with the last checkout's record, the paths written and the
+    // directories that moved since; everything when the record cannot tell (see `known`).
+    let gitignore = |p: &PathBuf| p.file_name() == Some(OsStr::new(".gitignore"));
+    // libgit2 decides with the .gitignore files the working copy has before it writes the
+    // new ones: what it kept as ignored is not known to be so under the new rules.
+    let rules_change = to_write.iter().chain(&to_remove).any(gitignore);
+    let partial = interrupted.is_none()
+        && !index_lost
+        && old_gitlinks.is_empty()
+        && new_gitlinks.is_empty()
+        && !rules_change;
+    let look_at = known
+        .filter(|_| partial)
+        .and_then(|k| k.to_look_at(&wt.dir))
+        .map(|moved| {
+            let mut paths = [to_write, to_remove, moved].concat();
+            paths.sort();
+            paths.dedup();
+            paths
+        });
     match fresh {
         Some(fresh) => {
             fresh
                 .write(repo, &wt.dir, &mut index, reporter)
                 .with_context(|| format!("cannot check {commit} out into {}", wt.dir.display()))?;
         }
-        None => result.added_by_hand = write_tree(repo, &tree, commit, &wt.dir, reporter)?,
+        None => {
+            result.added_by_hand =
+                write_tree(repo, &tree, commit, &wt.dir, look_at.as_deref(), reporter)?;
+        }
     }
     remove_old_gitlinks(repo, &old_gitlinks, &tree, &wt.dir)
         .with_context(|| format!("cannot check {commit} out where submodules were"))?;
@@ -256,6 +285,12 @@ pub(crate) fn checkout_worktree(
             let _ = std::fs::remove_file(full);
         }
     }
+    // Only a shortcut for the next checkout: one that cannot be kept is one the next
+    // checkout does without (a record left from before names another index file).
+    let _ = match rules_change {
+        true => known::forget(&wt.index),
+        false => known::write(&wt.index, tree.id(), &index, &wt.dir, ignores),
+    };
     std::fs::remove_file(pending).context("cannot note the checkout as done")?;
     Ok(result)
 }
@@ -295,10 +330,12 @@ fn remove_non_dirs(dir: &Path, paths: &[PathBuf]) -> Result<()> {
 }
 
 /// The app's tree of the commit, once every path in it is one git accepts.
+/// `checked`, a tree checked before, spares reading the subtrees the two have in common.
 pub(crate) fn checked_tree<'r>(
     repo: &'r Repository,
     commit: Oid,
     app_dir: &Path,
+    checked: Option<Oid>,
 ) -> Result<git2::Tree<'r>> {
     // The root tree first, for a refusal that names its unreadable directory as `/`.
     repo.find_commit(commit)?
@@ -308,7 +345,8 @@ pub(crate) fn checked_tree<'r>(
     let tree = app_tree(repo, commit, app_dir)?;
     // Before anything is touched: a path git refuses would be joined onto application/ below
     // (and by libgit2), and `..` or `.git` there reach outside it.
-    if let Err(refused) = check_tree(repo, &tree) {
+    let checked = checked.and_then(|id| repo.find_tree(id).ok());
+    if let Err(refused) = check_tree(repo, &tree, checked.as_ref()) {
         bail!(
             "refusing commit {commit}: {refused}; nothing was changed (git refuses such trees \
              at push time when receive.fsckObjects is on, as `atomdeploy-hook install` sets it)"
@@ -322,24 +360,14 @@ pub(crate) fn checked_tree<'r>(
 fn prepare(
     repo: &Repository,
     wt: &Worktree,
-    composer: bool,
-    excluded: &[PathBuf],
+    rules: &str,
     reporter: &Reporter,
 ) -> Result<(Index, bool)> {
     std::fs::create_dir_all(&wt.dir)
         .with_context(|| format!("cannot create {}", wt.dir.display()))?;
     repo.set_workdir(&wt.dir, false)?;
-    if composer {
-        // What composer writes is its own, not files added by hand: an app that ignores
-        // neither vendor/ nor its lock must not lose vendor/ (a full install every deploy) or
-        // be told on every push that they were removed. For this checkout only; a tracked
-        // path stays tracked whatever an ignore rule says.
-        repo.add_ignore_rule("/vendor/\n/composer.lock\n")?;
-    }
-    if !excluded.is_empty() {
-        // `exclude:` paths are kept in application/ (node_modules/ between builds), never
-        // removed as files added by hand.
-        repo.add_ignore_rule(&ignore_rules(excluded))?;
+    if !rules.is_empty() {
+        repo.add_ignore_rule(rules)?;
     }
     remove_stale_index_lock(wt, reporter)?;
     let (mut index, index_lost) = open_index(wt, reporter)?;
@@ -393,10 +421,31 @@ fn start_afresh_for_another_app_dir(
         std::fs::remove_dir_all(&indexes)
             .with_context(|| format!("cannot remove {}", indexes.display()))?;
     }
-    for stale in [layout.index_file(), layout.state.join("checkout.pending")] {
+    let stale = [
+        known::path(&layout.index_file()),
+        layout.index_file(),
+        layout.state.join("checkout.pending"),
+    ];
+    for stale in stale {
         crate::state::builds::remove_file_if_present(&stale)?;
     }
     crate::state::builds::replace_file(&file, app_dir.as_os_str().as_bytes())
+}
+
+/// The ignore rules a checkout adds to the working copy's own, for this checkout only (a
+/// tracked path stays tracked whatever a rule says).
+fn added_ignore_rules(composer: bool, excluded: &[PathBuf]) -> String {
+    let mut rules = String::new();
+    if composer {
+        // What composer writes is its own, not files added by hand: an app that ignores
+        // neither vendor/ nor its lock must not lose vendor/ (a full install every deploy) or
+        // be told on every push that they were removed.
+        rules.push_str("/vendor/\n/composer.lock\n");
+    }
+    // `exclude:` paths are kept in application/ (node_modules/ between builds), never
+    // removed as files added by hand.
+    rules.push_str(&ignore_rules(excluded));
+    rules
 }
 
 /// Gitignore lines matching exactly `paths` (relative to the app) and what is below them.
@@ -424,6 +473,8 @@ fn ignore_rules(paths: &[PathBuf]) -> String {
 struct Changes {
     /// Paths the checkout is about to write.
     to_write: Vec<PathBuf>,
+    /// Paths the checkout is about to remove.
+    to_remove: Vec<PathBuf>,
     /// Submodule directories the commit no longer has as submodules: libgit2 leaves them.
     old_gitlinks: Vec<PathBuf>,
     /// Where the commit has a new submodule: libgit2 cannot make its directory over a file.
@@ -438,6 +489,7 @@ fn changes(
 ) -> Result<Changes> {
     let diff = repo.diff_tree_to_index(Some(tree), Some(index), None)?;
     let mut to_write: Vec<PathBuf> = Vec::new();
+    let mut to_remove: Vec<PathBuf> = Vec::new();
     let mut old_gitlinks: Vec<PathBuf> = Vec::new();
     let mut new_gitlinks: Vec<PathBuf> = Vec::new();
     for delta in diff.deltas() {
@@ -447,7 +499,10 @@ fn changes(
                 result.written += 1;
                 to_write.extend(delta.old_file().path().map(Path::to_path_buf));
             }
-            Delta::Added => result.removed += 1,
+            Delta::Added => {
+                result.removed += 1;
+                to_remove.extend(delta.new_file().path().map(Path::to_path_buf));
+            }
             _ => {}
         }
         let (commit_has, index_had) = (delta.old_file(), delta.new_file());
@@ -460,23 +515,37 @@ fn changes(
     }
     Ok(Changes {
         to_write,
+        to_remove,
         old_gitlinks,
         new_gitlinks,
     })
 }
 
-/// The checkout itself, forced. Returns the files added by hand that it removed.
+/// The checkout itself, forced: of `paths` only (and what is below them) when given, of
+/// the whole tree otherwise. Returns the files added by hand that it removed.
 fn write_tree(
     repo: &Repository,
     tree: &git2::Tree,
     commit: Oid,
     dir: &Path,
+    paths: Option<&[PathBuf]>,
     reporter: &Reporter,
 ) -> Result<Vec<String>> {
+    // (libgit2 reads no paths as all of them.)
+    if paths.is_some_and(|p| p.is_empty()) {
+        return Ok(Vec::new());
+    }
     // Its length comes with the first progress call.
     let bar = reporter.progress(0, "checking out");
     let mut added_by_hand = Vec::new();
     let mut builder = CheckoutBuilder::new();
+    if let Some(paths) = paths {
+        // Exact paths: a pathspec would read `*` or `\` in a name.
+        builder.disable_pathspec_match(true);
+        for path in paths {
+            builder.path(path);
+        }
+    }
     // Files added on the server that git neither tracks nor ignores go too, so that the
     // working copy is the commit (ignored ones, vendor/ above all, stay).
     builder
@@ -674,7 +743,7 @@ fn untracked_files_of(
         return Ok(Vec::new()); // gone from the repository: nothing to go by
     };
     // Noted by a version that did not check trees: its paths may lead anywhere.
-    if let Err(refused) = check_tree(repo, &tree) {
+    if let Err(refused) = check_tree(repo, &tree, None) {
         reporter.warn(&format!(
             "ignoring the files of {id}, whose checkout was interrupted: {refused}"
         ));
@@ -743,15 +812,22 @@ impl std::fmt::Display for Refused {
 }
 
 /// Checks every entry of `tree` the way git's fsck and `verify_path` do, before any of its
-/// paths is used. Trees met twice (the same directory in two places) are read once.
-fn check_tree(repo: &Repository, tree: &git2::Tree) -> Result<(), Refused> {
+/// paths is used. Trees met twice (the same directory in two places) are read once, and
+/// those that `checked`, a tree checked before, has at the same path are not read at all:
+/// what is checked of a tree depends on nothing but its entries.
+fn check_tree(
+    repo: &Repository,
+    tree: &git2::Tree,
+    checked: Option<&git2::Tree>,
+) -> Result<(), Refused> {
     let mut seen = std::collections::HashSet::new();
-    check_entries(repo, tree, &mut Vec::new(), &mut seen)
+    check_entries(repo, tree, checked, &mut Vec::new(), &mut seen)
 }
 
 fn check_entries(
     repo: &Repository,
     tree: &git2::Tree,
+    checked: Option<&git2::Tree>,
     prefix: &mut Vec<u8>,
     seen: &mut std::collections::HashSet<Oid>,
 ) -> Result<(), Refused> {
@@ -772,12 +848,17 @@ fn check_entries(
         if !names.insert(name.to_vec()) {
             return Err(refuse("a name the directory has twice"));
         }
-        if entry.kind() == Some(git2::ObjectType::Tree) && seen.insert(entry.id()) {
+        let before = checked
+            .and_then(|c| c.get_name_bytes(name))
+            .filter(|b| b.kind() == Some(git2::ObjectType::Tree));
+        let unchanged = before.as_ref().is_some_and(|b| b.id() == entry.id());
+        if entry.kind() == Some(git2::ObjectType::Tree) && !unchanged && seen.insert(entry.id()) {
             let subtree = repo
                 .find_tree(entry.id())
                 .map_err(|e| unreadable(prefix, &e))?;
+            let before = before.and_then(|b| repo.find_tree(b.id()).ok());
             prefix.push(b'/');
-            check_entries(repo, &subtree, prefix, seen)?;
+            check_entries(repo, &subtree, before.as_ref(), prefix, seen)?;
         }
         prefix.truncate(len);
     }

@@ -127,7 +127,7 @@ fn modules_of(
         let sub = fetched(&cache, &url, id, &shown, cx)?;
         // Its paths are checked now, while application/ is as it was (its checkout checks
         // them again: a tree is cheap to read, a half-updated application/ is not).
-        checkout::checked_tree(&sub, id, Path::new("")).with_context(|| shown.clone())?;
+        checkout::checked_tree(&sub, id, Path::new(""), None).with_context(|| shown.clone())?;
         let children = modules_of(&sub, id, &url, Path::new(""), &at, cx, depth + 1)
             .with_context(|| format!("in {shown} at {id}"))?;
         modules.push(Module {

@@ -902,6 +902,137 @@ fn edits_and_files_added_on_the_server_are_undone_and_reported() {
     assert!(app.join("vendor/autoload.php").is_file());
 }
 
+/// A checkout reads again only the directories whose stat moved since the last one, and
+/// trusts a directory's stat only once its times are a second older than that record (file
+/// times are coarser than the clock). Without this wait every directory of these tests would
+/// be read again anyway, and they could not fail.
+fn outlast_the_racy_window() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+#[test]
+fn files_added_by_hand_are_removed_wherever_they_are_and_however_hidden() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    outlast_the_racy_window();
+    // A push that writes nothing leaves directories whose stat the next push trusts.
+    clone.write("public/part.php", "<?php echo 'part 2';\n");
+    clone.commit("part 2");
+    clone.push_main().success();
+    let app = server.root.join("application");
+    let mut added = Vec::new();
+    for (i, dir) in [
+        "",
+        "src",
+        "lib/Legacy",
+        "packages/greeting/src",
+        "storage/sessions",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = Path::new(dir).join(format!("added-{i}.php"));
+        fs::write(app.join(&file), "<?php // left on the server\n").unwrap();
+        added.push(file);
+    }
+    // A whole directory, and a file whose directory's mtime is set back as it was (its ctime
+    // cannot be).
+    fs::create_dir_all(app.join("lib/Legacy/Extra/Deeper")).unwrap();
+    fs::write(app.join("lib/Legacy/Extra/Deeper/x.php"), "<?php\n").unwrap();
+    let before = fs::metadata(app.join("packages/greeting")).unwrap();
+    fs::write(app.join("packages/greeting/hidden.php"), "<?php\n").unwrap();
+    filetime_set_back(&app.join("packages/greeting"), &before);
+    added.push("packages/greeting/hidden.php".into());
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().success();
+
+    let removed = push
+        .remote_line("warning: removed files added on the server")
+        .expect("a warning naming the added files");
+    for file in &added {
+        assert!(
+            !app.join(file).exists(),
+            "{} is still there",
+            file.display()
+        );
+        assert!(!server.latest().join(file).exists());
+        assert!(removed.contains(&*file.to_string_lossy()), "{removed}");
+    }
+    assert!(removed.contains("lib/Legacy/Extra/"), "{removed}");
+    assert!(!app.join("lib/Legacy/Extra").exists());
+    assert!(app.join("vendor/autoload.php").is_file());
+    assert!(server.page().starts_with("Hello from the example app v2"));
+}
+
+/// Gives `dir` the access and modification times of `was`.
+fn filetime_set_back(dir: &Path, was: &fs::Metadata) {
+    let file = fs::File::open(dir).unwrap();
+    file.set_times(
+        fs::FileTimes::new()
+            .set_accessed(was.accessed().unwrap())
+            .set_modified(was.modified().unwrap()),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_file_the_ignore_rules_stop_ignoring_goes_like_any_file_added_by_hand() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.write(
+        ".gitignore",
+        "/vendor/\n/composer-script-ran\n/lib/Legacy/cache.txt\n",
+    );
+    clone.commit("ignore the page cache");
+    let exclude = server.repo.join("info/exclude");
+    fs::create_dir_all(exclude.parent().unwrap()).unwrap();
+    fs::write(&exclude, "notes.txt\n").unwrap();
+    clone.push_main().success();
+    let app = server.root.join("application");
+    fs::write(app.join("lib/Legacy/notes.txt"), "the admin's notes\n").unwrap();
+    fs::write(app.join("lib/Legacy/cache.txt"), "cached\n").unwrap();
+    outlast_the_racy_window();
+    clone.set_version("v2");
+    clone.commit("v2");
+    let push = clone.push_main().success();
+    assert!(push.remote_line("warning: removed files").is_none());
+    assert!(app.join("lib/Legacy/notes.txt").is_file());
+    assert!(app.join("lib/Legacy/cache.txt").is_file());
+
+    // The repository's own rules change: lib/Legacy/ is as it was.
+    fs::write(&exclude, "").unwrap();
+    clone.set_version("v3");
+    clone.commit("v3");
+    let push = clone.push_main().success();
+    let removed = push
+        .remote_line("warning: removed files added on the server")
+        .expect("a warning naming the file no longer ignored");
+    assert!(removed.contains("lib/Legacy/notes.txt"), "{removed}");
+    assert!(!app.join("lib/Legacy/notes.txt").exists());
+    assert!(app.join("lib/Legacy/cache.txt").is_file());
+
+    // The commit's rules change. libgit2 decides with the rules the working copy had when
+    // the checkout began, so the file goes with the push after, and nothing is trusted that
+    // was decided under the old rules.
+    outlast_the_racy_window();
+    clone.write(".gitignore", "/vendor/\n/composer-script-ran\n");
+    clone.commit("cache no longer ignored");
+    let first = clone.push_main().success();
+    clone.set_version("v4");
+    clone.commit("v4");
+    let second = clone.push_main().success();
+    let removed = [first, second]
+        .iter()
+        .filter_map(|push| push.remote_line("warning: removed files added on the server"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(removed.contains("lib/Legacy/cache.txt"), "{removed}");
+    assert!(!app.join("lib/Legacy/cache.txt").exists());
+}
+
 #[test]
 fn without_composer_on_path_a_composer_app_fails_clearly() {
     let probe = Server::install();

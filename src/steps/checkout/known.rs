@@ -1,0 +1,285 @@
+//! What the last complete checkout of a working copy left, so that the next one need not
+//! look at all of it again.
+//!
+//! libgit2's forced checkout compares every file of the working copy with the index and reads
+//! every directory for files added by hand (to remove them): 40 ms of a 14,000-file content
+//! push that writes 10 files. A directory's list of names changes only with its mtime and
+//! ctime (adding, removing or renaming an entry sets both, and nobody can set a ctime back),
+//! so once a checkout is complete its tracked directories' stat is kept here. The next
+//! checkout reads only the directories whose stat moved since, and hands libgit2 the paths it
+//! writes and the entries of those directories rather than the whole tree; what libgit2
+//! decides for each path is what it decided before. The record also names the tree that was
+//! written, every path of it checked: the next tree's check reads only the subtrees that
+//! differ from it.
+//!
+//! The record is trusted only as far as it can be. It names the index file written with it
+//! (libgit2 writes a new file each time) and the ignore rules in force (with other rules, a
+//! file that was ignored may be neither tracked nor ignored, and must then go). A directory
+//! whose times are within a second of the record's own may still change without its stat
+//! showing it (file times are coarser than the clock): it is read next time whatever its stat
+//! says. A checkout that ends early leaves its note that it is in progress, and the next one
+//! looks at everything.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use git2::{Index, Oid, Repository};
+use rayon::prelude::*;
+
+use crate::infra::fsutil;
+use crate::infra::users;
+
+use super::GITLINK_MODE;
+
+/// With the version that wrote it: another version may check trees for more than this one.
+const HEADER: &str = concat!("atomdeploy checkout record 1 ", env!("CARGO_PKG_VERSION"));
+
+/// How close to the record's own time a directory's times make it racy.
+const RACY: Duration = Duration::from_secs(1);
+
+/// The record kept beside the index at `index_file`.
+pub(super) fn path(index_file: &Path) -> PathBuf {
+    let mut path = index_file.as_os_str().to_owned();
+    path.push(".known");
+    PathBuf::from(path)
+}
+
+/// A directory as `lstat` saw it, or racy: to be read whatever its stat.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// The last complete checkout's record.
+pub(super) struct Known {
+    /// The tree written; every path of it was checked.
+    pub(super) tree: Oid,
+    /// The index written with the record: (inode, size, mtime).
+    index: (u64, u64, (i64, i64)),
+    ignores: u64,
+    /// Every directory of the index, the working copy's top as "" (None: racy).
+    dirs: Vec<(Vec<u8>, Option<Stamp>)>,
+}
+
+/// The record kept for `index_file`, if there is a readable one.
+pub(super) fn read(index_file: &Path) -> Option<Known> {
+    let bytes = std::fs::read(path(index_file)).ok()?;
+    let split = bytes.windows(2).position(|w| w == b"\n\n")?;
+    let header = std::str::from_utf8(&bytes[..split]).ok()?;
+    let mut lines = header.lines();
+    (lines.next()? == HEADER).then_some(())?;
+    let tree = Oid::from_str(lines.next()?.strip_prefix("tree ")?).ok()?;
+    let index = match numbers(lines.next()?.strip_prefix("index ")?)?[..] {
+        [ino, size, s, ns] => (ino as u64, size as u64, (s, ns)),
+        _ => return None,
+    };
+    let ignores = lines.next()?.strip_prefix("ignores ")?.parse().ok()?;
+    let mut dirs = Vec::new();
+    for record in bytes[split + 2..].split(|b| *b == 0) {
+        if record.is_empty() {
+            continue;
+        }
+        let (fields, dir) = record.split_at(record.iter().position(|b| *b == b'\t')?);
+        let stamp = match numbers(std::str::from_utf8(fields).ok()?)?[..] {
+            [0] => None,
+            [1, ino, ms, mns, cs, cns] => Some(Stamp {
+                ino: ino as u64,
+                mtime: (ms, mns),
+                ctime: (cs, cns),
+            }),
+            _ => return None,
+        };
+        dirs.push((dir[1..].to_vec(), stamp));
+    }
+    Some(Known {
+        tree,
+        index,
+        ignores,
+        dirs,
+    })
+}
+
+impl Known {
+    /// Whether the record still describes `index_file` under the ignore rules `ignores`.
+    pub(super) fn holds(&self, index_file: &Path, ignores: u64) -> bool {
+        self.ignores == ignores && index_identity(index_file).is_some_and(|id| id == self.index)
+    }
+
+    /// What libgit2 must look at in `dir` beyond the paths the checkout writes: the entries of
+    /// every directory whose stat moved since the record (or is racy), but the tracked
+    /// directories among them, which answer for themselves. None when the top itself is not a
+    /// directory any more: everything, then.
+    pub(super) fn to_look_at(&self, dir: &Path) -> Option<Vec<PathBuf>> {
+        let tracked: HashSet<&[u8]> = self.dirs.iter().map(|(d, _)| d.as_slice()).collect();
+        let moved: Vec<(&[u8], Option<std::fs::Metadata>)> = self
+            .dirs
+            .par_iter()
+            .filter_map(|(relative, stamp)| {
+                let meta = std::fs::symlink_metadata(join(dir, relative))
+                    .ok()
+                    .filter(|m| m.is_dir());
+                let same = matches!((&meta, stamp), (Some(m), Some(s)) if Stamp::of(m) == *s);
+                (!same).then_some((relative.as_slice(), meta))
+            })
+            .collect();
+        let listed: Vec<Option<Vec<PathBuf>>> = moved
+            .par_iter()
+            .map(|(relative, meta)| {
+                let here = Path::new(OsStr::from_bytes(relative));
+                // Gone, or something else in its place: libgit2 decides for all of it.
+                if meta.is_none() {
+                    return (!relative.is_empty()).then(|| vec![here.to_path_buf()]);
+                }
+                let Ok(entries) = std::fs::read_dir(join(dir, relative)) else {
+                    return Some(vec![here.to_path_buf()]);
+                };
+                let mut paths = Vec::new();
+                for entry in entries {
+                    let Ok(entry) = entry else {
+                        return Some(vec![here.to_path_buf()]);
+                    };
+                    let path = here.join(entry.file_name());
+                    if !tracked.contains(path.as_os_str().as_bytes()) {
+                        paths.push(path);
+                    }
+                }
+                Some(paths)
+            })
+            .collect();
+        let mut paths = Vec::new();
+        for list in listed {
+            paths.extend(list?);
+        }
+        Some(paths)
+    }
+}
+
+/// Keeps the record of a complete checkout of `tree` into `dir`, whose index was just
+/// written to `index_file`. A working copy with a submodule gets none (its directory's
+/// files are the submodule's checkout's, not this index's): every checkout looks at all.
+pub(super) fn write(
+    index_file: &Path,
+    tree: Oid,
+    index: &Index,
+    dir: &Path,
+    ignores: u64,
+) -> Result<()> {
+    let record = path(index_file);
+    let identity = index_identity(index_file);
+    let gitlinks = index.iter().any(|e| e.mode == GITLINK_MODE as u32);
+    let Some((ino, size, (s, ns))) = identity.filter(|_| !gitlinks) else {
+        return forget(index_file);
+    };
+    let mut dirs: HashSet<Vec<u8>> = HashSet::new();
+    dirs.insert(Vec::new());
+    for entry in index.iter() {
+        let mut path = entry.path.as_slice();
+        while let Some(slash) = path.iter().rposition(|b| *b == b'/') {
+            path = &path[..slash];
+            if !dirs.insert(path.to_vec()) {
+                break; // and everything above it, inserted with it
+            }
+        }
+    }
+    // Taken before any directory is looked at: a change after it has later times.
+    let now = SystemTime::now();
+    let stamps: Vec<(Vec<u8>, Option<Stamp>)> = dirs
+        .into_par_iter()
+        .map(|relative| {
+            let stamp = std::fs::symlink_metadata(join(dir, &relative))
+                .ok()
+                .filter(|m| m.is_dir() && !racy(m, now))
+                .map(|m| Stamp::of(&m));
+            (relative, stamp)
+        })
+        .collect();
+    fsutil::write_atomically(&record, None, |out| {
+        writeln!(out, "{HEADER}\ntree {tree}\nindex {ino} {size} {s} {ns}")?;
+        writeln!(out, "ignores {ignores}\n")?;
+        for (relative, stamp) in &stamps {
+            match stamp {
+                None => write!(out, "0\t")?,
+                Some(Stamp {
+                    ino,
+                    mtime: (ms, mns),
+                    ctime: (cs, cns),
+                }) => write!(out, "1 {ino} {ms} {mns} {cs} {cns}\t")?,
+            }
+            out.write_all(relative)?;
+            out.write_all(b"\0")?;
+        }
+        Ok(())
+    })
+}
+
+/// Drops the record: the next checkout looks at everything.
+pub(super) fn forget(index_file: &Path) -> Result<()> {
+    match std::fs::remove_file(path(index_file)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e)
+                .context(format!("cannot remove {}", path(index_file).display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The ignore rules a checkout of `repo` runs under: `added`, the rules the checkout adds,
+/// and the files git reads them from beside the working copy's own `.gitignore` files (which
+/// are tracked, and checked by the caller, or files added by hand, which it looks at).
+pub(super) fn ignores(repo: &Repository, added: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    added.hash(&mut hasher);
+    let config = repo.config().ok();
+    let excludes = config
+        .as_ref()
+        .and_then(|c| c.get_path("core.excludesFile").ok())
+        .or_else(|| {
+            users::xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("git").join("ignore"))
+        });
+    for file in [Some(repo.path().join("info/exclude")), excludes] {
+        file.hash(&mut hasher);
+        file.and_then(|f| std::fs::read(f).ok()).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn numbers(line: &str) -> Option<Vec<i64>> {
+    line.split(' ').map(|n| n.parse().ok()).collect()
+}
+
+fn index_identity(index_file: &Path) -> Option<(u64, u64, (i64, i64))> {
+    let meta = std::fs::symlink_metadata(index_file).ok()?;
+    Some((meta.ino(), meta.len(), (meta.mtime(), meta.mtime_nsec())))
+}
+
+fn racy(meta: &std::fs::Metadata, now: SystemTime) -> bool {
+    let latest = (meta.mtime(), meta.mtime_nsec()).max((meta.ctime(), meta.ctime_nsec()));
+    let latest = UNIX_EPOCH + Duration::new(latest.0.max(0) as u64, latest.1 as u32);
+    latest + RACY > now
+}
+
+fn join(dir: &Path, relative: &[u8]) -> PathBuf {
+    match relative.is_empty() {
+        true => dir.to_path_buf(),
+        false => dir.join(OsStr::from_bytes(relative)),
+    }
+}
