@@ -1,15 +1,16 @@
 <?php
-// php report.php META APPS RESULTS MEMORY DISK
+// php report.php META APPS RESULTS MEMORY DISK FLOOR
 // Turns the tab-separated files benches/run collects into the Markdown report (stdout).
 //   META     key value
 //   APPS     size files lib src templates build_files build_kb
 //   RESULTS  size kind round flow live done switch flush rename hook method steps mtime_live
 //   MEMORY   size kind hook_kb tree_kb
 //   DISK     size flow what kb entries
+//   FLOOR    size round seconds
 
 declare(strict_types=1);
 
-[, $metaFile, $appsFile, $resultsFile, $memoryFile, $diskFile] = $argv + array_fill(0, 6, '');
+[, $metaFile, $appsFile, $resultsFile, $memoryFile, $diskFile, $floorFile] = $argv + array_fill(0, 7, '');
 
 require __DIR__ . '/markdown.php';
 
@@ -148,6 +149,27 @@ foreach (['live' => 'push → live', 'done' => 'push → done'] as $key => $titl
         }
     }
     $md .= table(['app', 'push', 'atomdeploy', 'seed recipe', 'fresh release', 'seed / atomdeploy', 'fresh / atomdeploy'], $rows, [2, 3, 4, 5, 6]);
+}
+
+$floor = [];
+foreach ($floorFile !== '' && is_file($floorFile) ? rows($floorFile) : [] as [$size, $round, $secs]) {
+    $floor[$size][] = (float) $secs;
+}
+if ($floor !== []) {
+    $md .= "\n## A content push against the hard-link floor (median of $rounds)\n\n";
+    $md .= "The floor: `cp -al` of atomdeploy's live build beside it, right after each round's content "
+        . "push, with the same `sync` first: the least a flow that makes each build of hard links "
+        . "can spend, with no checkout, no look at what changed and no flush. Ratio: atomdeploy's "
+        . "time over the floor's, 1× being the floor.\n\n";
+    $rows = [];
+    foreach ($sizes as $size) {
+        $rs = $by[$size]['content']['atomdeploy'] ?? [];
+        $f = median($floor[$size] ?? []);
+        $live = median($col($rs, 'live'));
+        $hook = median($col($rs, 'hook'));
+        $rows[] = [$label($size), sec($f), sec($live), ratio($live, $f), sec($hook), ratio($hook, $f)];
+    }
+    $md .= table(['app', 'floor: cp -al', 'push → live', 'live / floor', 'the hook', 'hook / floor'], $rows, [1, 2, 3, 4, 5]);
 }
 
 $md .= "\n## atomdeploy's steps (median of $rounds)\n\n";
