@@ -16,7 +16,7 @@ use git2::{CheckoutNotificationType, Delta, FileMode, Index, Oid, Repository};
 
 use crate::infra::fault;
 use crate::infra::report::Reporter;
-use crate::state::app_tree::app_tree;
+use crate::state::app_tree::{app_tree, tree_diff};
 use crate::state::plan::Layout;
 use crate::steps::Summary;
 
@@ -186,7 +186,12 @@ pub(crate) fn checkout_worktree(
         to_remove,
         old_gitlinks,
         new_gitlinks,
-    } = changes(repo, &tree, &index, &mut result)?;
+    } = match known.as_ref().and_then(|k| repo.find_tree(k.tree).ok()) {
+        // The index is the tree the record names: comparing the two trees reads only the
+        // subtrees that differ, where the index has no subtrees to skip.
+        Some(was) => changes_since(repo, &was, &tree, &mut result)?,
+        None => changes(repo, &tree, &index, &mut result)?,
+    };
 
     // A checkout killed half-way leaves files the index does not know: those of the tree
     // it was writing. Remember which, to remove the ones this tree does not have.
@@ -519,6 +524,38 @@ fn changes(
         old_gitlinks,
         new_gitlinks,
     })
+}
+
+/// [`changes`] from `was`, the tree the index holds, to `tree`.
+fn changes_since(
+    repo: &Repository,
+    was: &git2::Tree,
+    tree: &git2::Tree,
+    result: &mut Checkout,
+) -> Result<Changes> {
+    let mut changes = Changes {
+        to_write: Vec::new(),
+        to_remove: Vec::new(),
+        old_gitlinks: Vec::new(),
+        new_gitlinks: Vec::new(),
+    };
+    let gitlink = |side: Option<(Oid, i32)>| side.is_some_and(|(_, mode)| mode == GITLINK_MODE);
+    for change in tree_diff(repo, was, tree)? {
+        if change.new.is_some() {
+            result.written += 1;
+            changes.to_write.push(change.path.clone());
+        } else {
+            result.removed += 1;
+            changes.to_remove.push(change.path.clone());
+        }
+        if gitlink(change.old) && !gitlink(change.new) {
+            changes.old_gitlinks.push(change.path.clone());
+        }
+        if gitlink(change.new) && !gitlink(change.old) {
+            changes.new_gitlinks.push(change.path);
+        }
+    }
+    Ok(changes)
 }
 
 /// The checkout itself, forced: of `paths` only (and what is below them) when given, of
