@@ -283,3 +283,137 @@ fn join(dir: &Path, relative: &[u8]) -> PathBuf {
         false => dir.join(OsStr::from_bytes(relative)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index file of `paths` (blobs that need not exist) in `state`, as a checkout leaves it.
+    fn index_of(state: &Path, paths: &[&str]) -> (PathBuf, Index) {
+        let file = state.join("application.index");
+        let mut index = Index::open(&file).unwrap();
+        for path in paths {
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: 0,
+                id: Oid::from_str(&"1".repeat(40)).unwrap(),
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).unwrap();
+        }
+        index.write().unwrap();
+        (file, index)
+    }
+
+    fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn a_record_holds_for_its_index_and_rules_only() {
+        let state = tempfile::tempdir().unwrap();
+        let app = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(app.path().join("a/b")).unwrap();
+        let (file, index) = index_of(state.path(), &["a/b/x.php", "a/y.php", "z.php"]);
+        let tree = Oid::from_str(&"2".repeat(40)).unwrap();
+        write(&file, tree, &index, app.path(), 7).unwrap();
+        let known = read(&file).expect("a record");
+        assert_eq!(known.tree, tree);
+        assert!(known.holds(&file, 7));
+        assert!(!known.holds(&file, 8), "other ignore rules");
+        // Every directory was made just now: racy, all of them read whatever their stat.
+        assert!(known.dirs.iter().all(|(_, stamp)| stamp.is_none()));
+        assert_eq!(known.dirs.len(), 3);
+        std::fs::write(app.path().join("a/b/x.php"), "").unwrap();
+        std::fs::write(app.path().join("z.php"), "").unwrap();
+        assert_eq!(
+            sorted(known.to_look_at(app.path()).unwrap()),
+            [Path::new("a/b/x.php"), Path::new("z.php")].map(Path::to_path_buf),
+            "the entries of every racy directory, but its tracked directories"
+        );
+        // A new index file (libgit2 writes one each time): the record is not for it.
+        let (file, _) = index_of(state.path(), &["z.php"]);
+        assert!(!known.holds(&file, 7));
+    }
+
+    #[test]
+    fn only_directories_whose_stat_moved_are_read() {
+        let app = tempfile::tempdir().unwrap();
+        for dir in ["a/b", "c"] {
+            std::fs::create_dir_all(app.path().join(dir)).unwrap();
+        }
+        let stamp = |dir: &str| Some(Stamp::of(&std::fs::metadata(app.path().join(dir)).unwrap()));
+        let known = Known {
+            tree: Oid::ZERO_SHA1,
+            index: (0, 0, (0, 0)),
+            ignores: 0,
+            dirs: ["", "a", "a/b", "c"]
+                .map(|d| (d.as_bytes().to_vec(), stamp(d)))
+                .into(),
+        };
+        assert_eq!(known.to_look_at(app.path()), Some(Vec::new()));
+        std::fs::write(app.path().join("a/b/added.php"), "").unwrap();
+        std::fs::create_dir(app.path().join("c/new")).unwrap();
+        assert_eq!(
+            sorted(known.to_look_at(app.path()).unwrap()),
+            [Path::new("a/b/added.php"), Path::new("c/new")].map(Path::to_path_buf)
+        );
+        // A tracked directory gone, or a symlink in its place: the path itself, for libgit2.
+        std::fs::remove_dir_all(app.path().join("c")).unwrap();
+        std::os::unix::fs::symlink("/", app.path().join("c")).unwrap();
+        assert!(
+            known
+                .to_look_at(app.path())
+                .unwrap()
+                .contains(&PathBuf::from("c"))
+        );
+        // The top itself gone: everything.
+        std::fs::remove_dir_all(app.path()).unwrap();
+        assert_eq!(known.to_look_at(app.path()), None);
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_record_is_no_record() {
+        let state = tempfile::tempdir().unwrap();
+        let (file, index) = index_of(state.path(), &["a/x.php"]);
+        let app = tempfile::tempdir().unwrap();
+        std::fs::create_dir(app.path().join("a")).unwrap();
+        write(&file, Oid::ZERO_SHA1, &index, app.path(), 1).unwrap();
+        let good = std::fs::read(path(&file)).unwrap();
+        let split = good.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+        let mut damaged: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"atomdeploy checkout record 1 0.0.0-other\n".to_vec(),
+            good[..split - 1].to_vec(),
+            [&good[..split], b"1 2 3\tno-number".as_slice(), b"\0"].concat(),
+            [&good[..split], b"no tab at all\0".as_slice()].concat(),
+            good.iter()
+                .map(|b| if *b == b'\t' { b' ' } else { *b })
+                .collect(),
+        ];
+        // Another version's record: it may check trees for less.
+        let first_line = good.iter().position(|b| *b == b'\n').unwrap();
+        damaged.push(
+            [
+                b"atomdeploy checkout record 1 9.9.9".as_slice(),
+                &good[first_line..],
+            ]
+            .concat(),
+        );
+        for bytes in damaged {
+            std::fs::write(path(&file), &bytes).unwrap();
+            assert!(read(&file).is_none(), "{}", String::from_utf8_lossy(&bytes));
+        }
+        std::fs::write(path(&file), &good).unwrap();
+        assert!(read(&file).is_some());
+    }
+}
