@@ -103,13 +103,25 @@ pub(crate) fn prepare(d: &Deploy) -> Result<Prepared> {
         None => None,
     };
     let undone = build::around_checkout(layout, config.build.is_some(), || checkout_step(d))?;
-    let decision = match &config.composer {
-        Some(settings) => Some(
-            composer::decide_for(d.repo, d.commit, &config.app_dir, layout, settings)
+    // Composer's look at vendor/ and the read of the live build's manifest, side by side:
+    // both only read, and nothing writes before composer runs. (The manifest, much the larger,
+    // on this thread: see `composer_while_copying` on memory.)
+    let (vendor, previous_manifest) = std::thread::scope(|scope| {
+        let vendor = config
+            .composer
+            .as_ref()
+            .map(|_| scope.spawn(|| composer::vendor_print(layout)));
+        let manifest = SnapshotInputs::previous_manifest(d);
+        let vendor = vendor.map(|v| v.join().expect("the fingerprint does not panic"));
+        (vendor, manifest)
+    });
+    let decision = match (&config.composer, vendor) {
+        (Some(settings), Some(vendor)) => Some(
+            composer::decide_for(d.repo, d.commit, &config.app_dir, layout, settings, vendor)
                 .context("composer failed")?
                 .with_auth(composer_auth),
         ),
-        None => None,
+        _ => None,
     };
     let build_decision = match &config.build {
         Some(settings) => {
@@ -122,7 +134,7 @@ pub(crate) fn prepare(d: &Deploy) -> Result<Prepared> {
         None => None,
     };
     let name = BuildName::next(time::OffsetDateTime::now_utc(), &builds::list(layout)?);
-    let snap = composer_and_snapshot(d, decision, build_decision)?;
+    let snap = composer_and_snapshot(d, decision, build_decision, previous_manifest)?;
     shared_step(d, &snap)?;
     // keep_assets: before the build is published, so that it is complete at the switch.
     steps::assets::step(d, &name, snap.path())?;
@@ -284,29 +296,35 @@ struct SnapshotInputs {
 }
 
 impl SnapshotInputs {
-    fn new(d: &Deploy, later: Vec<PathBuf>) -> SnapshotInputs {
-        let layout = &d.plan.layout;
+    fn new(d: &Deploy, later: Vec<PathBuf>, previous_manifest: Manifest) -> SnapshotInputs {
         let config = &d.plan.config;
-        // `replay` links nothing: it is how a build equal to a fresh checkout is made, whatever
-        // happened to the builds on disk.
-        let linking = match config.snapshot {
-            SnapshotMode::Copy => Linking::Copy,
-            SnapshotMode::Link if d.replay => Linking::Replay,
-            SnapshotMode::Link => Linking::Link,
-        };
-        let previous_manifest = match d.previous {
-            Some(previous) if linking == Linking::Link => {
-                Manifest::read(&layout.manifest_file(previous))
-            }
-            _ => Manifest::default(),
-        };
         SnapshotInputs {
-            previous_dir: d.previous.map(|b| layout.build_dir(b)),
+            previous_dir: d.previous.map(|b| d.plan.layout.build_dir(b)),
             previous_manifest,
             never_link: config.shared.iter().map(|e| e.path.clone()).collect(),
             later,
             exclude: config.exclude.clone(),
-            linking,
+            linking: Self::linking(d),
+        }
+    }
+
+    fn linking(d: &Deploy) -> Linking {
+        // `replay` links nothing: it is how a build equal to a fresh checkout is made, whatever
+        // happened to the builds on disk.
+        match d.plan.config.snapshot {
+            SnapshotMode::Copy => Linking::Copy,
+            SnapshotMode::Link if d.replay => Linking::Replay,
+            SnapshotMode::Link => Linking::Link,
+        }
+    }
+
+    /// The live build's manifest, when the snapshot links from it.
+    fn previous_manifest(d: &Deploy) -> Manifest {
+        match d.previous {
+            Some(previous) if Self::linking(d) == Linking::Link => {
+                Manifest::read(&d.plan.layout.manifest_file(previous))
+            }
+            _ => Manifest::default(),
         }
     }
 
@@ -333,6 +351,7 @@ fn composer_and_snapshot(
     d: &Deploy,
     decision: Option<Decision>,
     build_decision: Option<build::Decision>,
+    previous_manifest: Manifest,
 ) -> Result<Snapshot> {
     let layout = &d.plan.layout;
     // A build step that runs writes into application/ after composer: nothing may be copied
@@ -346,7 +365,7 @@ fn composer_and_snapshot(
         _ => None,
     }
     .unwrap_or_default();
-    let inputs = SnapshotInputs::new(d, later);
+    let inputs = SnapshotInputs::new(d, later, previous_manifest);
     let options = inputs.options();
     let mut early = None;
     if let (Some(settings), Some(decision)) = (&d.plan.config.composer, decision) {

@@ -199,17 +199,28 @@ fn state_file(layout: &Layout) -> PathBuf {
     layout.state.join("composer.json")
 }
 
-/// What composer's run for a commit will write, decided before it runs.
-/// Every tree read is the app's ([`app_tree`] with `app_dir`), the one application/ holds.
+/// What application/vendor/ holds now, as [`fingerprint`] sums it up: taken by the caller, who
+/// may have it taken while it does something else (every entry's `lstat`: 35 ms at 12,000
+/// files).
+pub(crate) struct VendorPrint(String);
+
+pub(crate) fn vendor_print(layout: &Layout) -> VendorPrint {
+    VendorPrint(fingerprint(&layout.application.join("vendor")))
+}
+
+/// What composer's run for a commit will write, decided before it runs, `vendor` taken
+/// after the checkout. Every tree read is the app's ([`app_tree`] with `app_dir`), the one
+/// application/ holds.
 pub(crate) fn decide_for(
     repo: &Repository,
     commit: Oid,
     app_dir: &Path,
     layout: &Layout,
     composer: &Composer,
+    vendor: VendorPrint,
 ) -> Result<Decision> {
     let app = App { repo, app_dir };
-    let outcome = outcome_for(&app, commit, layout, composer)?;
+    let outcome = outcome_for(&app, commit, layout, composer, vendor)?;
     // Only a reinstall needs them: no tree walk on the deploys that skip composer.
     let vendor_tracked = match outcome {
         Outcome::Reinstall(_) => tracked_under(&app, commit, "vendor")?,
@@ -271,7 +282,13 @@ fn tracked_under(app: &App, commit: Oid, dir: &str) -> Result<std::collections::
     Ok(found)
 }
 
-fn outcome_for(app: &App, commit: Oid, layout: &Layout, composer: &Composer) -> Result<Outcome> {
+fn outcome_for(
+    app: &App,
+    commit: Oid,
+    layout: &Layout,
+    composer: &Composer,
+    vendor: VendorPrint,
+) -> Result<Outcome> {
     let composer_json = layout.application.join("composer.json");
     if !composer_json.is_file() {
         return Ok(Outcome::NoComposerJson);
@@ -305,7 +322,7 @@ fn outcome_for(app: &App, commit: Oid, layout: &Layout, composer: &Composer) -> 
         ),
         None => Outcome::Install("first run"),
         Some(Recorded::Older) => Outcome::Install("recorded by an older version"),
-        Some(Recorded::Run(last)) => match decide(app, last, commit, layout, composer)? {
+        Some(Recorded::Run(last)) => match decide(app, last, commit, layout, composer, vendor)? {
             // The tree diff cannot tell whether composer would resolve differently today.
             Outcome::Skipped | Outcome::DumpAutoload if !app.has(commit, LOCK)? => {
                 Outcome::Install(NO_LOCK)
@@ -767,12 +784,13 @@ fn decide(
     commit: Oid,
     layout: &Layout,
     composer: &Composer,
+    vendor: VendorPrint,
 ) -> Result<Outcome> {
     let app = &layout.application;
     if last.args != composer.args {
         return Ok(Outcome::Install("composer arguments changed"));
     }
-    if fingerprint(&app.join("vendor")) != last.vendor_xxh3 {
+    if vendor.0 != last.vendor_xxh3 {
         return Ok(Outcome::Reinstall(
             "vendor/ was changed since composer last ran",
         ));
@@ -1077,7 +1095,9 @@ mod tests {
         let tree = repo.find_tree(tree).unwrap();
         let who = git2::Signature::now("t", "t@example.com").unwrap();
         let commit = repo.commit(None, &who, &who, "empty", &tree, &[]).unwrap();
-        let decision = decide_for(&repo, commit, Path::new(""), &layout, &composer).unwrap();
+        let vendor = vendor_print(&layout);
+        let decision =
+            decide_for(&repo, commit, Path::new(""), &layout, &composer, vendor).unwrap();
         assert!(matches!(
             decision.outcome,
             Outcome::Install("recorded by an older version")
