@@ -161,6 +161,24 @@ fn diff_entries(
 mod tests {
     use super::*;
 
+    /// An index entry of `path`, with no stat data.
+    fn entry(path: &str, mode: u32, id: Oid) -> git2::IndexEntry {
+        git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+            file_size: 0,
+            id,
+            flags: 0,
+            flags_extended: 0,
+            path: path.as_bytes().to_vec(),
+        }
+    }
+
     /// A commit of `files` (path, content); `link:` content makes a symlink, `gitlink` a
     /// submodule entry.
     fn commit(repo: &Repository, files: &[(&str, &str)]) -> Oid {
@@ -171,21 +189,7 @@ mod tests {
                 c if c.starts_with("link:") => (0o120000, repo.blob(&c.as_bytes()[5..]).unwrap()),
                 c => (0o100644, repo.blob(c.as_bytes()).unwrap()),
             };
-            let entry = git2::IndexEntry {
-                ctime: git2::IndexTime::new(0, 0),
-                mtime: git2::IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode,
-                uid: 0,
-                gid: 0,
-                file_size: 0,
-                id,
-                flags: 0,
-                flags_extended: 0,
-                path: path.as_bytes().to_vec(),
-            };
-            index.add(&entry).unwrap();
+            index.add(&entry(path, mode, id)).unwrap();
         }
         let tree = index.write_tree_to(repo).unwrap();
         let tree = repo.find_tree(tree).unwrap();
@@ -247,21 +251,7 @@ mod tests {
                 0o160000 => Oid::hash_object(ObjectType::Blob, content.as_bytes()).unwrap(),
                 _ => repo.blob(content.as_bytes()).unwrap(),
             };
-            let entry = git2::IndexEntry {
-                ctime: git2::IndexTime::new(0, 0),
-                mtime: git2::IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode: *mode as u32,
-                uid: 0,
-                gid: 0,
-                file_size: 0,
-                id,
-                flags: 0,
-                flags_extended: 0,
-                path: path.as_bytes().to_vec(),
-            };
-            index.add(&entry).unwrap();
+            index.add(&entry(path, *mode as u32, id)).unwrap();
         }
         index.write_tree_to(repo).unwrap()
     }
