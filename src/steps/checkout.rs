@@ -186,12 +186,7 @@ pub(crate) fn checkout_worktree(
         to_remove,
         old_gitlinks,
         new_gitlinks,
-    } = match known.as_ref().and_then(|k| repo.find_tree(k.tree).ok()) {
-        // The index is the tree the record names: comparing the two trees reads only the
-        // subtrees that differ, where the index has no subtrees to skip.
-        Some(was) => changes_since(repo, &was, &tree, &mut result)?,
-        None => changes(repo, &tree, &index, &mut result)?,
-    };
+    } = changes(repo, &tree, &index, known.as_ref(), &mut result)?;
 
     // A checkout killed half-way leaves files the index does not know: those of the tree
     // it was writing. Remember which, to remove the ones this tree does not have.
@@ -200,15 +195,12 @@ pub(crate) fn checkout_worktree(
     // the commit, is noted: with `app_dir:` only a directory of the commit was written.
     // Versions before it noted commits, whose tree the id leads to just as well.)
     let pending = &wt.pending;
-    let interrupted: Vec<Oid> = std::fs::read_to_string(pending)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| Oid::from_str(line.trim()).ok())
-        .collect();
-    let mut strays = Vec::new();
-    for other in &interrupted {
-        strays.extend(untracked_files_of(repo, *other, &index, reporter)?);
-    }
+    let interrupted = interrupted_trees(pending);
+    let strays = interrupted
+        .iter()
+        .map(|other| untracked_files_of(repo, *other, &index, reporter))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
     let interrupted = (!interrupted.is_empty()).then_some(interrupted);
     // An empty application/ (a first deploy) with nothing interrupted to clean up after:
     // written in parallel, see `fresh`.
@@ -227,15 +219,11 @@ pub(crate) fn checkout_worktree(
         result.overwritten = edited.iter().map(|p| display(p)).collect();
         to_write.extend(edited.iter().cloned());
     }
-    let mut noted: Vec<String> = interrupted
-        .iter()
-        .flatten()
-        .filter(|id| **id != tree.id())
-        .map(Oid::to_string)
-        .collect();
-    noted.push(tree.id().to_string());
-    std::fs::write(pending, noted.join("\n") + "\n")
-        .context("cannot note the checkout in progress")?;
+    note_in_progress(
+        pending,
+        interrupted.as_deref().unwrap_or_default(),
+        tree.id(),
+    )?;
     // (An empty application/ has no symlink in anybody's way: 50,000 lstat calls saved.)
     if fresh.is_none() {
         result.unlinked = clear_symlinks_in_the_way(&to_write, &tree, &index, &wt.dir)?;
@@ -245,26 +233,15 @@ pub(crate) fn checkout_worktree(
     // unchanged, and an edit can keep both (same length, `touch -r`): removed, an edited file
     // is written again whatever its stat says. (A symlink there went with those in the way.)
     remove_non_dirs(&wt.dir, &edited)?;
-    // What libgit2 looks at: with the last checkout's record, the paths written and the
-    // directories that moved since; everything when the record cannot tell (see `known`).
-    let gitignore = |p: &PathBuf| p.file_name() == Some(OsStr::new(".gitignore"));
     // libgit2 decides with the .gitignore files the working copy has before it writes the
     // new ones: what it kept as ignored is not known to be so under the new rules.
+    let gitignore = |p: &PathBuf| p.file_name() == Some(OsStr::new(".gitignore"));
     let rules_change = to_write.iter().chain(&to_remove).any(gitignore);
-    let partial = interrupted.is_none()
-        && !index_lost
-        && old_gitlinks.is_empty()
-        && new_gitlinks.is_empty()
-        && !rules_change;
+    let partial = interrupted.is_none() && !index_lost && !rules_change;
+    let partial = partial && old_gitlinks.is_empty() && new_gitlinks.is_empty();
     let look_at = known
         .filter(|_| partial)
-        .and_then(|k| k.to_look_at(&wt.dir))
-        .map(|moved| {
-            let mut paths = [to_write, to_remove, moved].concat();
-            paths.sort();
-            paths.dedup();
-            paths
-        });
+        .and_then(|k| look_at(&k, &wt.dir, [to_write, to_remove]));
     match fresh {
         Some(fresh) => {
             fresh
@@ -280,24 +257,65 @@ pub(crate) fn checkout_worktree(
         .with_context(|| format!("cannot check {commit} out where submodules were"))?;
     index.write().context("cannot save the checkout's index")?;
     result.files = index.len();
+    remove_strays(&tree, &wt.dir, strays);
+    keep_record(wt, &tree, &index, ignores, rules_change);
+    std::fs::remove_file(pending).context("cannot note the checkout as done")?;
+    Ok(result)
+}
+
+/// Keeps the record of this checkout for the next one, unless the ignore rules changed with
+/// it (see `look_at`). Only a shortcut: a record that cannot be kept is one the next
+/// checkout does without (one left from before names another index file).
+fn keep_record(wt: &Worktree, tree: &git2::Tree, index: &Index, ignores: u64, rules_change: bool) {
+    let _ = match rules_change {
+        true => known::forget(&wt.index),
+        false => known::write(&wt.index, tree.id(), index, &wt.dir, ignores),
+    };
+}
+
+/// The trees of checkouts that were interrupted, as noted in `pending`.
+fn interrupted_trees(pending: &Path) -> Vec<Oid> {
+    std::fs::read_to_string(pending)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| Oid::from_str(line.trim()).ok())
+        .collect()
+}
+
+/// Notes in `pending` that `tree` is being checked out, beside the `interrupted` ones.
+fn note_in_progress(pending: &Path, interrupted: &[Oid], tree: Oid) -> Result<()> {
+    let mut noted: Vec<String> = interrupted
+        .iter()
+        .filter(|id| **id != tree)
+        .map(Oid::to_string)
+        .collect();
+    noted.push(tree.to_string());
+    std::fs::write(pending, noted.join("\n") + "\n").context("cannot note the checkout in progress")
+}
+
+/// Removes what interrupted checkouts wrote that `tree` does not have.
+fn remove_strays(tree: &git2::Tree, dir: &Path, strays: Vec<PathBuf>) {
     for stray in strays {
         // Only where the path still leads through real directories of application/: the
         // commit now live may have a symlink (into shared/, anywhere) above it.
         if tree.get_path(&stray).is_err()
-            && let Some(full) = inside_real(&wt.dir, &stray)
+            && let Some(full) = inside_real(dir, &stray)
             && std::fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir())
         {
             let _ = std::fs::remove_file(full);
         }
     }
-    // Only a shortcut for the next checkout: one that cannot be kept is one the next
-    // checkout does without (a record left from before names another index file).
-    let _ = match rules_change {
-        true => known::forget(&wt.index),
-        false => known::write(&wt.index, tree.id(), &index, &wt.dir, ignores),
-    };
-    std::fs::remove_file(pending).context("cannot note the checkout as done")?;
-    Ok(result)
+}
+
+/// What libgit2 looks at, given the last checkout's record: the paths written and removed,
+/// and the entries of the directories that moved since; None (everything) when the record
+/// cannot tell (see `known`).
+fn look_at(known: &known::Known, dir: &Path, changed: [Vec<PathBuf>; 2]) -> Option<Vec<PathBuf>> {
+    let [to_write, to_remove] = changed;
+    let mut paths = [to_write, to_remove, known.to_look_at(dir)?].concat();
+    paths.sort();
+    paths.dedup();
+    Some(paths)
 }
 
 /// Makes room where submodules come and go, before the checkout writes: a file where the
@@ -486,12 +504,19 @@ struct Changes {
     new_gitlinks: Vec<PathBuf>,
 }
 
+/// The [`Changes`] from the index to `tree`, `known` the last checkout's record if it holds.
 fn changes(
     repo: &Repository,
     tree: &git2::Tree,
     index: &Index,
+    known: Option<&known::Known>,
     result: &mut Checkout,
 ) -> Result<Changes> {
+    // When the record holds, the index is the tree it names: comparing the two trees reads
+    // only the subtrees that differ, where the index has no subtrees to skip.
+    if let Some(was) = known.and_then(|k| repo.find_tree(k.tree).ok()) {
+        return changes_since(repo, &was, tree, result);
+    }
     let diff = repo.diff_tree_to_index(Some(tree), Some(index), None)?;
     let mut to_write: Vec<PathBuf> = Vec::new();
     let mut to_remove: Vec<PathBuf> = Vec::new();
