@@ -217,6 +217,29 @@ fn number(text: &[u8]) -> Option<i64> {
     Some(if negative { -n } else { n })
 }
 
+/// Appends the manifest's line for the file `name` to `lines`: `<path>\0<10 numbers>\n`.
+/// (itoa: the ten numbers of every file of a build, formatted without `fmt`'s machinery.)
+pub(crate) fn line(lines: &mut Vec<u8>, name: &Path, record: &Record) {
+    let (s, p) = (&record.source, &record.placed);
+    lines.extend_from_slice(name.as_os_str().as_bytes());
+    let mut push = |separator: u8, number: &str| {
+        lines.push(separator);
+        lines.extend_from_slice(number.as_bytes());
+    };
+    let mut n = itoa::Buffer::new();
+    push(0, n.format(s.ino));
+    push(b' ', n.format(s.ctime));
+    push(b' ', n.format(s.ctime_nsec));
+    push(b' ', n.format(s.size));
+    push(b' ', n.format(s.mode));
+    push(b' ', n.format(p.ino));
+    push(b' ', n.format(p.size));
+    push(b' ', n.format(p.mode));
+    push(b' ', n.format(p.mtime));
+    push(b' ', n.format(p.mtime_nsec));
+    lines.push(b'\n');
+}
+
 /// Writes a manifest as a snapshot goes, file by file, into a temporary file that
 /// [`ManifestWriter::finish`] puts in place.
 pub(crate) struct ManifestWriter {
@@ -231,27 +254,20 @@ impl ManifestWriter {
         Ok(ManifestWriter { out: Some(out) })
     }
 
+    #[cfg(test)]
     pub(crate) fn add(&mut self, name: &Path, record: &Record) -> std::io::Result<()> {
-        let (s, p) = (&record.source, &record.placed);
-        let out = self
-            .out
+        let mut lines = Vec::new();
+        line(&mut lines, name, record);
+        self.add_lines(&lines)
+    }
+
+    /// Adds lines made with [`line`]: a snapshot makes a directory's lines at once, so
+    /// that the threads placing files take the writer once a directory, not once a file.
+    pub(crate) fn add_lines(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        self.out
             .as_mut()
-            .expect("a manifest is not added to once finished");
-        out.write_all(name.as_os_str().as_bytes())?;
-        writeln!(
-            out,
-            "\0{} {} {} {} {} {} {} {} {} {}",
-            s.ino,
-            s.ctime,
-            s.ctime_nsec,
-            s.size,
-            s.mode,
-            p.ino,
-            p.size,
-            p.mode,
-            p.mtime,
-            p.mtime_nsec
-        )
+            .expect("a manifest is not added to once finished")
+            .write_all(lines)
     }
 
     /// Puts the manifest at `path`, on the filesystem of the folder given to

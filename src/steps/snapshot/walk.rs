@@ -28,7 +28,7 @@ use super::Options;
 use crate::infra::at::{self, c_path, open_at, open_dir_at, stat_at, stat_fd};
 use crate::infra::fault;
 use crate::infra::report::Reporter;
-use crate::state::manifest::{Identity, ManifestWriter, Placed, Record};
+use crate::state::manifest::{self, Identity, ManifestWriter, Placed, Record};
 
 /// application/, the live build linked from, and the build in the making, open as directories.
 pub(super) struct Trees<'a> {
@@ -73,6 +73,21 @@ struct Here {
     app: OwnedFd,
     prev: Option<OwnedFd>,
     new: OwnedFd,
+    /// The manifest's lines of its files, added to the manifest at once when it is placed.
+    /// (Only its own job writes them: the lock is never waited on.)
+    lines: Mutex<Vec<u8>>,
+}
+
+impl Here {
+    fn new(relative: PathBuf, app: OwnedFd, prev: Option<OwnedFd>, new: OwnedFd) -> Here {
+        Here {
+            relative,
+            app,
+            prev,
+            new,
+            lines: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// What a walk placed.
@@ -168,12 +183,7 @@ impl<'a> Walk<'a> {
             .prev
             .as_ref()
             .and_then(|p| beneath(p.as_fd(), parent).ok());
-        let here = Here {
-            relative: parent.to_path_buf(),
-            app,
-            prev,
-            new,
-        };
+        let here = Here::new(parent.to_path_buf(), app, prev, new);
         let name = CString::new(name.as_bytes()).context("a path with a NUL byte")?;
         match stat_at(here.app.as_fd(), &name) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -182,7 +192,8 @@ impl<'a> Walk<'a> {
             }
             Ok(st) => {
                 let kind = type_of(&st);
-                self.run(|s| self.entry(s, &here, &name, kind, relative.to_path_buf()))
+                self.run(|s| self.entry(s, &here, &name, kind, relative.to_path_buf()))?;
+                self.record(&here)
             }
         }
     }
@@ -267,6 +278,7 @@ impl<'a> Walk<'a> {
             };
             self.entry(s, &here, &name, kind, relative)?;
         }
+        self.record(&here)?;
         // The top's mode is the snapshot's to give, once REVISION is written.
         if here.relative.as_os_str().is_empty() {
             return Ok(());
@@ -318,12 +330,20 @@ impl<'a> Walk<'a> {
         };
         let new = opened(&t.build)
             .with_context(|| format!("cannot open {} in the build", job.relative.display()))?;
-        Ok(Here {
-            relative: job.relative,
-            app,
-            prev,
-            new,
-        })
+        Ok(Here::new(job.relative, app, prev, new))
+    }
+
+    /// Adds the manifest's lines of `here`'s files to the manifest.
+    fn record(&self, here: &Here) -> Result<()> {
+        let lines = std::mem::take(&mut *here.lines.lock().expect("no thread panicked holding it"));
+        if !lines.is_empty() {
+            self.files
+                .lock()
+                .expect("no thread panicked holding it")
+                .add_lines(&lines)
+                .context("cannot write the build's manifest")?;
+        }
+        Ok(())
     }
 
     /// Places one entry of `here`: a directory is made and becomes a job, a file is linked or
@@ -416,10 +436,8 @@ impl<'a> Walk<'a> {
                 source: identity,
                 placed,
             };
-            self.files
-                .lock()
-                .expect("no thread panicked holding it")
-                .add(relative, &record)?;
+            let mut lines = here.lines.lock().expect("no thread panicked holding it");
+            manifest::line(&mut lines, relative, &record);
         }
         Ok(outcome)
     }
