@@ -23,12 +23,12 @@
 //!   well rewrite this manifest; `replay` never links, for a build made from scratch.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::Result;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::infra::fsutil::NewFile;
 
@@ -89,33 +89,12 @@ pub(crate) struct Record {
 /// would be most of the hook's memory. A collision cannot link a wrong file: the identity
 /// found must still be that of the file at hand, and no two files share an inode and ctime.
 #[derive(Debug, Default)]
-pub(crate) struct Manifest(HashMap<u64, Record, BuildHasherDefault<AlreadyHashed>>);
+pub(crate) struct Manifest(HashMap<u64, Record, Xxh3DefaultBuilder>);
 
 /// XXH3: several times SipHash's speed on paths, and a manifest of 60,000 files is hashed
 /// once per deploy. (Keys live in memory only: the file holds the paths.)
 fn key(path: &Path) -> u64 {
     xxhash_rust::xxh3::xxh3_64(path.as_os_str().as_bytes())
-}
-
-/// The map's keys are hashes already: hashing them again is time for nothing.
-#[derive(Default)]
-struct AlreadyHashed(u64);
-
-impl Hasher for AlreadyHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys reach here; any other input still hashes, if slowly.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// The first line of a manifest: an empty name, then the format. Manifests of format 1 had no
