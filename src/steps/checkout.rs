@@ -273,6 +273,21 @@ fn keep_record(wt: &Worktree, tree: &git2::Tree, index: &Index, ignores: u64, ru
     };
 }
 
+/// Every directory above the index's `entries`, the top (empty path) aside.
+fn directories_of(entries: &[git2::IndexEntry]) -> std::collections::HashSet<&[u8]> {
+    let mut dirs = std::collections::HashSet::new();
+    for entry in entries {
+        let mut path = entry.path.as_slice();
+        while let Some(slash) = path.iter().rposition(|b| *b == b'/') {
+            path = &path[..slash];
+            if !dirs.insert(path) {
+                break; // and everything above it, inserted with it
+            }
+        }
+    }
+    dirs
+}
+
 /// The trees of checkouts that were interrupted, as noted in `pending`.
 fn interrupted_trees(pending: &Path) -> Vec<Oid> {
     std::fs::read_to_string(pending)

@@ -18,7 +18,7 @@ use anyhow::Result;
 use git2::{DiffOptions, Index, IndexEntry, Repository};
 use rayon::prelude::*;
 
-use super::{BLOB_MODE, EXEC_MODE, GITLINK_MODE, LINK_MODE};
+use super::{BLOB_MODE, EXEC_MODE, GITLINK_MODE, LINK_MODE, directories_of};
 
 /// Tracked files whose content in `dir` differs from `index` (read from `index_file`): edits
 /// made by hand on the server, which the forced checkout is about to replace.
@@ -36,17 +36,7 @@ pub(super) fn edited_on_server(
     // lstat follows a symlink above the file; libgit2 does not descend through one (and
     // what stands there is what the checkout must not write through): every entry below a
     // directory that is not a real one any more goes to libgit2.
-    let mut dirs: HashSet<&[u8]> = HashSet::new();
-    for entry in &entries {
-        let mut path = entry.path.as_slice();
-        while let Some(slash) = path.iter().rposition(|b| *b == b'/') {
-            path = &path[..slash];
-            if !dirs.insert(path) {
-                break; // and everything above it, inserted with it
-            }
-        }
-    }
-    let not_dirs: HashSet<&[u8]> = dirs
+    let not_dirs: HashSet<&[u8]> = directories_of(&entries)
         .into_par_iter()
         .filter(|d| !is_real_dir(&dir.join(OsStr::from_bytes(d))))
         .collect();

@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use crate::infra::fsutil;
 use crate::infra::users;
 
-use super::GITLINK_MODE;
+use super::{GITLINK_MODE, directories_of};
 
 /// With the version that wrote it: another version may check trees for more than this one.
 const HEADER: &str = concat!("atomdeploy checkout record 1 ", env!("CARGO_PKG_VERSION"));
@@ -189,27 +189,19 @@ pub(super) fn write(
     let Some((ino, size, (s, ns))) = identity.filter(|_| !gitlinks) else {
         return forget(index_file);
     };
-    let mut dirs: HashSet<Vec<u8>> = HashSet::new();
-    dirs.insert(Vec::new());
-    for entry in index.iter() {
-        let mut path = entry.path.as_slice();
-        while let Some(slash) = path.iter().rposition(|b| *b == b'/') {
-            path = &path[..slash];
-            if !dirs.insert(path.to_vec()) {
-                break; // and everything above it, inserted with it
-            }
-        }
-    }
+    let entries: Vec<git2::IndexEntry> = index.iter().collect();
+    let mut dirs = directories_of(&entries);
+    dirs.insert(&[]);
     // Taken before any directory is looked at: a change after it has later times.
     let now = SystemTime::now();
     let stamps: Vec<(Vec<u8>, Option<Stamp>)> = dirs
         .into_par_iter()
         .map(|relative| {
-            let stamp = std::fs::symlink_metadata(join(dir, &relative))
+            let stamp = std::fs::symlink_metadata(join(dir, relative))
                 .ok()
                 .filter(|m| m.is_dir() && !racy(m, now))
                 .map(|m| Stamp::of(&m));
-            (relative, stamp)
+            (relative.to_vec(), stamp)
         })
         .collect();
     fsutil::write_atomically(&record, None, |out| {
