@@ -942,7 +942,10 @@ fn files_added_by_hand_are_removed_wherever_they_are_and_however_hidden() {
     fs::write(app.join("lib/Legacy/Extra/Deeper/x.php"), "<?php\n").unwrap();
     let before = fs::metadata(app.join("packages/greeting")).unwrap();
     fs::write(app.join("packages/greeting/hidden.php"), "<?php\n").unwrap();
-    filetime_set_back(&app.join("packages/greeting"), &before);
+    fs::File::open(app.join("packages/greeting"))
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
     added.push("packages/greeting/hidden.php".into());
 
     clone.set_version("v2");
@@ -965,17 +968,6 @@ fn files_added_by_hand_are_removed_wherever_they_are_and_however_hidden() {
     assert!(!app.join("lib/Legacy/Extra").exists());
     assert!(app.join("vendor/autoload.php").is_file());
     assert!(server.page().starts_with("Hello from the example app v2"));
-}
-
-/// Gives `dir` the access and modification times of `was`.
-fn filetime_set_back(dir: &Path, was: &fs::Metadata) {
-    let file = fs::File::open(dir).unwrap();
-    file.set_times(
-        fs::FileTimes::new()
-            .set_accessed(was.accessed().unwrap())
-            .set_modified(was.modified().unwrap()),
-    )
-    .unwrap();
 }
 
 #[test]
