@@ -970,6 +970,47 @@ fn files_added_by_hand_are_removed_wherever_they_are_and_however_hidden() {
     assert!(server.page().starts_with("Hello from the example app v2"));
 }
 
+/// What the app writes beside its tracked files keeps its directories' modes in every build,
+/// a directory its owner may not search among them: the snapshot places what is below it first.
+#[test]
+fn kept_directories_keep_their_modes_in_the_build_even_without_search_permission() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.write(".gitignore", "/vendor/\n/composer-script-ran\n/cache/\n");
+    clone.commit("a cache the app writes");
+    clone.push_main().success();
+    let app = server.root.join("application");
+    for (dir, mode) in [
+        ("cache/closed", 0o640),
+        ("cache/closed/deeper", 0o600),
+        ("cache/open", 0o710),
+    ] {
+        fs::create_dir_all(app.join(dir)).unwrap();
+        fs::write(app.join(dir).join("data.txt"), dir).unwrap();
+        fs::set_permissions(app.join(dir), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // The first build with them copies them; the next links them from it.
+    for version in ["v2", "v3"] {
+        clone.set_version(version);
+        clone.commit(version);
+        clone.push_main().success();
+        let live = server.latest();
+        for (dir, mode) in [
+            ("cache/closed", 0o640),
+            ("cache/closed/deeper", 0o600),
+            ("cache/open", 0o710),
+        ] {
+            let meta = fs::metadata(live.join(dir)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, mode, "{version}: {dir}");
+            assert_eq!(
+                fs::read_to_string(live.join(dir).join("data.txt")).unwrap(),
+                dir
+            );
+        }
+    }
+}
+
 #[test]
 fn a_file_the_ignore_rules_stop_ignoring_goes_like_any_file_added_by_hand() {
     let server = Server::install();
