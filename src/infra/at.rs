@@ -4,7 +4,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -58,8 +58,66 @@ pub(crate) fn names(fd: BorrowedFd) -> io::Result<Vec<CString>> {
     Ok(entries(fd)?.into_iter().map(|(name, _)| name).collect())
 }
 
+/// Reads from `fd` at `offset` only what the page cache holds (`preadv2(2)` with
+/// `RWF_NOWAIT`): `None` when the next byte would have to come from the disk (or the kernel
+/// cannot tell), so that a caller reading only to save work never waits on the disk for it.
+pub(crate) fn read_cached(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> Option<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let offset = libc::off_t::try_from(offset).ok()?;
+    // SAFETY: one iovec over `buf`, which outlives the call; the fd is open for its duration.
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    usize::try_from(n).ok()
+}
+
 /// `path` as the system calls take it.
 pub(crate) fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    /// What the snapshot's comparison relies on: bytes the page cache holds are read, and a
+    /// file dropped from it gives `None` rather than a wait on the disk.
+    #[test]
+    fn reads_only_what_the_page_cache_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let bytes: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        file.write_all(&bytes).unwrap();
+        file.sync_all().unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut buf = vec![0; 4096];
+        assert_eq!(read_cached(file.as_fd(), &mut buf, 8192), Some(4096));
+        assert_eq!(buf, bytes[8192..8192 + 4096]);
+        assert_eq!(
+            read_cached(file.as_fd(), &mut buf, 1 << 20),
+            Some(0),
+            "at the end"
+        );
+
+        // Written back above, so the kernel may drop the pages; tmpfs has nowhere to drop them.
+        let fs = nix::sys::statfs::fstatfs(&file).unwrap();
+        if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
+            eprintln!("skipped the uncached half: {} is on tmpfs", path.display());
+            return;
+        }
+        nix::fcntl::posix_fadvise(
+            file.as_fd(),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        )
+        .unwrap();
+        assert_eq!(read_cached(file.as_fd(), &mut buf, 8192), None);
+    }
 }

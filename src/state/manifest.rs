@@ -1,7 +1,8 @@
 //! What each file of a build is, for `snapshot: link`: the application/ file it came from and
 //! the file as it was placed in the build.
 //!
-//! A file is hard-linked from the live build into the next one only when both still hold:
+//! A file is hard-linked from the live build into the next one by its record alone, without
+//! reading it, only when both still hold (otherwise only when the bytes compare equal):
 //!
 //! - **application/ still has the very file the build's copy came from.** Size and
 //!   modification time cannot tell: composer mirrors path packages with whole-second mtimes, so
@@ -75,6 +76,12 @@ impl Placed {
             mtime: st.st_mtime,
             mtime_nsec: st.st_mtime_nsec,
         }
+    }
+
+    /// Whether a file of `size` bytes placed with `mode` (type and permission bits) would be
+    /// placed as this one was, its contents aside.
+    pub(crate) fn fits(&self, size: u64, mode: u32) -> bool {
+        self.size == size && self.mode == mode
     }
 }
 

@@ -7,6 +7,8 @@
 //! while both hold: `application/` still has the very file the live build's copy came from
 //! (its inode and ctime, recorded with each build in its manifest), and that copy is still
 //! what was placed (inode, size, mode, mtime). Why these and not others: see `manifest.rs`.
+//! A file application/ has anew is linked as well when its bytes, size and mode are those of
+//! the live build's copy (still as placed), compared from the page cache only.
 //! Nothing is looked up through a symlink, shared entries are never linked, and `replay`
 //! links nothing.
 
@@ -38,6 +40,8 @@ pub(crate) struct Snapshot {
     pub(crate) bytes: u64,
     /// Files hard-linked from the previous build.
     pub(crate) linked: u64,
+    /// Of those, files application/ has anew with the very same bytes.
+    pub(crate) same: u64,
     /// Files of the previous build that application/ still has as they were, but that were
     /// changed in the build since it was made: copied afresh instead of linked.
     changed: Mutex<Vec<PathBuf>>,
@@ -111,6 +115,7 @@ impl Snapshot {
         let placed = walk.counts();
         self.copied += placed.copied;
         self.linked += placed.linked;
+        self.same += placed.same;
         self.bytes += placed.bytes;
         Ok(())
     }
@@ -121,6 +126,7 @@ impl Snapshot {
             linking,
             copied: self.copied,
             linked: self.linked,
+            same: self.same,
             bytes: self.bytes,
             meanwhile,
         }
@@ -153,6 +159,7 @@ pub(crate) struct Made {
     pub(crate) linking: Linking,
     pub(crate) copied: u64,
     pub(crate) linked: u64,
+    pub(crate) same: u64,
     pub(crate) bytes: u64,
     pub(crate) meanwhile: Duration,
 }
@@ -163,6 +170,12 @@ impl fmt::Display for Made {
         match self.linking {
             Linking::Copy => write!(f, "{copied} files copied, {size}")?,
             Linking::Replay => write!(f, "{copied} files copied, {size} (replay: nothing linked)")?,
+            Linking::Link if self.same > 0 => write!(
+                f,
+                "{linked} files linked to the live build ({} of them written anew with the same \
+                 bytes), {copied} copied ({size})",
+                self.same
+            )?,
             Linking::Link => write!(
                 f,
                 "{linked} files linked to the live build, {copied} copied ({size})"
@@ -240,6 +253,7 @@ pub(crate) fn snapshot(
         dir,
         copied: placed.copied,
         linked: placed.linked,
+        same: placed.same,
         bytes: placed.bytes,
         changed,
         files,

@@ -244,6 +244,107 @@ fn changed_files_of_a_path_package_reach_vendor() {
     );
 }
 
+/// Composer writes every file of a package it installs anew. The build links to the live
+/// build's copy only the files whose bytes are the same, and copies every other: files of
+/// generated sizes around the comparison's 16 KiB reads, each changed (or not) by one byte at
+/// a generated place, its size kept, so that only the bytes tell.
+#[test]
+fn a_reinstalled_package_shares_only_the_files_whose_bytes_did_not_change() {
+    use std::os::unix::fs::MetadataExt;
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let mut rng = harness::trees::Rng::new(0x5a3e);
+    let sizes = [
+        0, 1, 2, 100, 4095, 4096, 16383, 16384, 16385, 32768, 40000, 70001,
+    ];
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        for variant in 0..4 {
+            let bytes: Vec<u8> = (0..*size).map(|_| rng.next() as u8).collect();
+            files.push((format!("data/f{i}-{variant}.bin"), bytes));
+        }
+    }
+    let write = |files: &[(String, Vec<u8>)]| {
+        for (name, bytes) in files {
+            let path = clone.path.join("packages/greeting").join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, bytes).unwrap();
+        }
+    };
+    write(&files);
+    clone.commit("greeting with data");
+    clone.push_main().success();
+    let first = server.build_path(&server.live().unwrap());
+
+    let mut changed = Vec::new();
+    for (name, bytes) in &mut files {
+        if bytes.is_empty() || rng.chance(50) {
+            continue;
+        }
+        let places = [0, bytes.len() - 1, 16383, 16384, rng.below(bytes.len())];
+        let at = *rng.pick(&places);
+        if at < bytes.len() {
+            bytes[at] ^= 1 << rng.below(8);
+            changed.push(name.clone());
+        }
+    }
+    assert!(changed.len() > 10, "{changed:?}");
+    write(&files);
+    // A new version in the lock: composer removes the package and writes it anew.
+    release_greeting(&clone, "1.0.1");
+    let push = push_expecting(&clone, "install (composer.json or composer.lock changed)");
+    let second = server.build_path(&server.live().unwrap());
+    let same = files.len() - changed.len();
+    assert!(
+        push.stderr.contains("written anew with the same bytes"),
+        "{}",
+        push.stderr
+    );
+    for (name, bytes) in &files {
+        let vendored = Path::new("vendor/atomdeploy/greeting").join(name);
+        assert_eq!(&fs::read(second.join(&vendored)).unwrap(), bytes, "{name}");
+        let shared = fs::metadata(first.join(&vendored)).unwrap().ino()
+            == fs::metadata(second.join(&vendored)).unwrap().ino();
+        assert_eq!(shared, !changed.contains(name), "{name} ({same} the same)");
+    }
+    // The package's composer.json changed (its version): copied. The autoloader's files are
+    // linked only where composer wrote them with the same bytes, and run as they should.
+    let package = Path::new("vendor/atomdeploy/greeting/composer.json");
+    assert_ne!(
+        fs::metadata(first.join(package)).unwrap().ino(),
+        fs::metadata(second.join(package)).unwrap().ino()
+    );
+    assert!(
+        server.page().starts_with("Hello from the example app"),
+        "{}",
+        server.page()
+    );
+}
+
+/// A file whose bytes are the same but whose mode is not must not take the live build's
+/// copy, mode and all.
+#[test]
+fn a_file_whose_mode_alone_changed_is_copied_with_its_new_mode() {
+    use std::os::unix::fs::MetadataExt;
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let first = server.build_path(&server.live().unwrap());
+    let script = "bin/post-install.php";
+    let mode = |build: &Path| fs::metadata(build.join(script)).unwrap().mode() & 0o777;
+    assert_eq!(mode(&first), 0o444);
+    fs::set_permissions(clone.path.join(script), fs::Permissions::from_mode(0o755)).unwrap();
+    clone.commit("the script is executable");
+    clone.push_main().success();
+    let second = server.build_path(&server.live().unwrap());
+    assert_eq!(mode(&second), 0o555, "the new mode, read-only");
+    assert_eq!(mode(&first), 0o444, "the live build's copy was not changed");
+    assert_eq!(
+        fs::read(first.join(script)).unwrap(),
+        fs::read(second.join(script)).unwrap()
+    );
+}
+
 #[test]
 fn arguments_dump_autoload_cannot_repeat_mean_a_full_install_every_time() {
     let server = Server::builder()

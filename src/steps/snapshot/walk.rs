@@ -95,6 +95,8 @@ impl Here {
 pub(super) struct Counts {
     pub(super) copied: u64,
     pub(super) linked: u64,
+    /// Of the linked files, those application/ has anew with the very same bytes.
+    pub(super) same: u64,
     pub(super) bytes: u64,
 }
 
@@ -112,6 +114,7 @@ pub(super) struct Walk<'a> {
     pub(super) reporter: &'a Reporter,
     copied: AtomicU64,
     linked: AtomicU64,
+    same: AtomicU64,
     bytes: AtomicU64,
     failed: Mutex<Option<anyhow::Error>>,
     /// Directories whose mode denies their owner search, which the jobs below them need:
@@ -121,6 +124,8 @@ pub(super) struct Walk<'a> {
 
 enum Outcome {
     Linked,
+    /// Linked: application/'s file is another one, with the very same bytes.
+    Same,
     Copied(u64),
 }
 
@@ -145,6 +150,7 @@ impl<'a> Walk<'a> {
             reporter,
             copied: AtomicU64::new(0),
             linked: AtomicU64::new(0),
+            same: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failed: Mutex::new(None),
             closed: Mutex::new(Vec::new()),
@@ -203,6 +209,7 @@ impl<'a> Walk<'a> {
         Counts {
             copied: self.copied.load(Ordering::Relaxed),
             linked: self.linked.load(Ordering::Relaxed),
+            same: self.same.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
         }
     }
@@ -386,6 +393,10 @@ impl<'a> Walk<'a> {
                 Outcome::Linked => {
                     self.linked.fetch_add(1, Ordering::Relaxed);
                 }
+                Outcome::Same => {
+                    self.linked.fetch_add(1, Ordering::Relaxed);
+                    self.same.fetch_add(1, Ordering::Relaxed);
+                }
                 Outcome::Copied(n) => {
                     self.copied.fetch_add(1, Ordering::Relaxed);
                     self.bytes.fetch_add(n, Ordering::Relaxed);
@@ -417,12 +428,17 @@ impl<'a> Walk<'a> {
         let shareable = !options.never_link.iter().any(|p| relative.starts_with(p));
         let identity = Identity::of(st);
         let (outcome, placed) = match shareable
-            .then(|| self.previous(here, name, relative, &identity))
+            .then(|| {
+                let linked = |(fd, placed)| (fd, placed, Outcome::Linked);
+                let same = |(fd, placed)| (fd, placed, Outcome::Same);
+                (self.previous(here, name, relative, &identity).map(linked))
+                    .or_else(|| self.same_bytes(here, name, relative, st).map(same))
+            })
             .flatten()
         {
-            Some((previous, placed)) => {
+            Some((previous, placed, outcome)) => {
                 nix::unistd::linkat(previous, name, here.new.as_fd(), name, AtFlags::empty())?;
-                (Outcome::Linked, placed)
+                (outcome, placed)
             }
             None => {
                 let read_only = options.read_only && shareable;
@@ -471,6 +487,76 @@ impl<'a> Walk<'a> {
         // later in the live one; the manifest keeps what was checked, so the next build copies.
         Some((prev, record.placed))
     }
+
+    /// The live build's file at `relative` when application/'s is another file with the very
+    /// same bytes, size and mode, and the live build's is still what was placed. Composer
+    /// writes every file of a package it reinstalls anew, though a version bump changes few of
+    /// them; linking those spares their copy and the flush of it. Both files are read from
+    /// the page cache only: one that would have to be read from the disk is copied instead,
+    /// which costs no more than before.
+    fn same_bytes<'h>(
+        &self,
+        here: &'h Here,
+        name: &CStr,
+        relative: &Path,
+        st: &libc::stat,
+    ) -> Option<(BorrowedFd<'h>, Placed)> {
+        let (_, manifest) = self.options.link_from?;
+        let record = manifest.get(relative)?;
+        let mode = libc::S_IFREG | (st.st_mode & 0o7777 & writable(self.options.read_only));
+        if !record.placed.fits(st.st_size as u64, mode) {
+            return None;
+        }
+        let prev = here.prev.as_ref()?.as_fd();
+        let theirs = open_at(prev, name, OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).ok()?;
+        if Placed::of(&stat_fd(theirs.as_fd()).ok()?) != record.placed {
+            return None;
+        }
+        let ours = open_at(
+            here.app.as_fd(),
+            name,
+            OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+        )
+        .ok()?;
+        // The manifest records the identity `st` was taken with: should the file change after
+        // it, its ctime moves, and the next build compares (or copies) it again.
+        (stat_fd(ours.as_fd()).ok()?.st_ino == st.st_ino
+            && same_cached_bytes(ours.as_fd(), theirs.as_fd(), st.st_size as u64))
+        .then_some((prev, record.placed))
+    }
+}
+
+/// The permission bits a build's file keeps: read-only ones lose every write bit.
+fn writable(read_only: bool) -> u32 {
+    if read_only { !0o222 } else { !0 }
+}
+
+/// Whether the first `size` bytes of `a` and `b` are the same, read from the page cache only
+/// (false as soon as either would have to be read from the disk).
+fn same_cached_bytes(a: BorrowedFd, b: BorrowedFd, size: u64) -> bool {
+    const CHUNK: usize = 16 * 1024;
+    let (mut ours, mut theirs) = ([0u8; CHUNK], [0u8; CHUNK]);
+    let mut offset = 0;
+    while offset < size {
+        let want = CHUNK.min((size - offset) as usize);
+        let Some(n) = at::read_cached(a, &mut ours[..want], offset).filter(|n| *n > 0) else {
+            return false;
+        };
+        // Read `b` to the same length: a short read from `a` is fine, a mismatch in lengths
+        // is only a cache boundary.
+        let mut got = 0;
+        while got < n {
+            match at::read_cached(b, &mut theirs[got..n], offset + got as u64) {
+                Some(m) if m > 0 => got += m,
+                _ => return false,
+            }
+        }
+        if ours[..n] != theirs[..n] {
+            return false;
+        }
+        offset += n as u64;
+    }
+    true
 }
 
 /// The directory `relative` below `root`, each step of the way a real directory.
@@ -550,7 +636,7 @@ fn copy_at(
     )?);
     let bytes = io::copy(&mut src, &mut dst)?;
     // The umask may have narrowed the mode given at creation.
-    let mode = mode & if read_only { !0o222 } else { !0 };
+    let mode = mode & writable(read_only);
     dst.set_permissions(Permissions::from_mode(mode))?;
     nix::sys::stat::futimens(
         dst.as_fd(),
