@@ -508,8 +508,13 @@ impl<'a> Walk<'a> {
             return None;
         }
         let prev = here.prev.as_ref()?.as_fd();
+        // Looked at before it is opened: only a regular file, still as placed, is read.
+        let placed = stat_at(prev, name).ok()?;
+        if Placed::of(&placed) != record.placed {
+            return None;
+        }
         let theirs = open_at(prev, name, OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).ok()?;
-        if Placed::of(&stat_fd(theirs.as_fd()).ok()?) != record.placed {
+        if stat_fd(theirs.as_fd()).ok()?.st_ino != placed.st_ino {
             return None;
         }
         let ours = open_at(
