@@ -2,7 +2,7 @@
 // php hostsreport.php META RESULTS
 // Turns what benches/hosts collects into its Markdown report (stdout).
 //   META     key value
-//   RESULTS  n flow round live done spread_ms reported_ms cpu
+//   RESULTS  n flow round live done spread_ms reported_ms cpu own_ms reach_ms host_prepare_ms
 
 declare(strict_types=1);
 
@@ -25,8 +25,11 @@ function ms(?float $ms): string
 // $by[n][flow] = list of [live, done, spread_ms, reported_ms]
 $by = [];
 foreach (rows($resultsFile) as $row) {
-    [$n, $flow, $round, $live, $done, $spread, $reported, $cpu] = $row + array_fill(0, 8, '-');
-    $by[(int) $n][$flow][] = ['live' => $live, 'done' => $done, 'spread' => $spread, 'reported' => $reported, 'cpu' => $cpu];
+    [$n, $flow, $round, $live, $done, $spread, $reported, $cpu, $own, $reach, $hostPrepare] = $row + array_fill(0, 11, '-');
+    $by[(int) $n][$flow][] = [
+        'live' => $live, 'done' => $done, 'spread' => $spread, 'reported' => $reported, 'cpu' => $cpu,
+        'own' => $own, 'reach' => $reach, 'host_prepare' => $hostPrepare,
+    ];
 }
 ksort($by);
 $med = fn (int $n, string $flow, string $key) => median(array_column($by[$n][$flow] ?? [], $key));
@@ -163,6 +166,31 @@ if ($rows !== []) {
         $rows,
         [0, 2, 3, 4],
     );
+}
+
+$rows = [];
+foreach ($by as $n => $flows) {
+    foreach (array_keys($flows) as $flow) {
+        $reach = $med($n, $flow, 'reach');
+        if ($reach === null || $flow === 'capistrano') {
+            continue;
+        }
+        $rows[] = [
+            (string) $n, $flow === 'before' ? "atomdeploy $before" : $flow, ms($med($n, $flow, 'own')),
+            ms($reach), ms($med($n, $flow, 'host_prepare')), sec($med($n, $flow, 'live')),
+        ];
+    }
+}
+if ($rows !== []) {
+    $md .= "\n### Where the time goes: reaching the hosts\n\n"
+        . "From the deploy logs (medians): the primary's own prepare (its steps before the switch); how long after the "
+        . "primary's hook started the last host's hook started (ssh's connection, git's transfer and the host's start: "
+        . "waiting on the network or on the CPU); the longest host prepare (its hook's own time).\n\n"
+        . table(
+            ['servers', 'tool', "primary's own prepare", 'last host started after', 'longest host prepare', 'push → all live'],
+            $rows,
+            [0, 2, 3, 4, 5],
+        );
 }
 
 $md .= "\n## Every deploy\n\n";
