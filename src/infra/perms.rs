@@ -334,6 +334,12 @@ fn wanted_mode(mode: u32, is_dir: bool, path: &Path) -> u32 {
     (mode | added) & 0o7777
 }
 
+/// `mode` as a build's file keeps it: a build that shares its files with others (link mode)
+/// makes each read-only, so that writing one in place fails instead of changing them all.
+pub(crate) fn without_write_bits(mode: u32, read_only: bool) -> u32 {
+    if read_only { mode & !0o222 } else { mode }
+}
+
 /// Whether a file's name says it holds secrets: `.env` and `.env.<anything>` (Laravel's,
 /// Symfony's `.env.local`), composer's `auth.json`.
 pub(crate) fn is_secret_name(name: &std::ffi::OsStr) -> bool {

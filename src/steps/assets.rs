@@ -30,6 +30,7 @@ use anyhow::{Context, Result};
 use walkdir::WalkDir;
 
 use crate::config::SnapshotMode;
+use crate::infra::perms;
 use crate::infra::report::Reporter;
 use crate::state::build_name::BuildName;
 use crate::state::builds;
@@ -336,7 +337,7 @@ fn place(from: &Path, to: &Path, carry: Carry) -> io::Result<Option<u64>> {
         .open(to)?;
     let bytes = io::copy(&mut src, &mut dst)?;
     // The umask may have narrowed the mode given at creation.
-    let mode = mode & if read_only { !0o222 } else { !0 };
+    let mode = perms::without_write_bits(mode, read_only);
     dst.set_permissions(Permissions::from_mode(mode))?;
     dst.set_modified(meta.modified()?)?;
     Ok(Some(bytes))
