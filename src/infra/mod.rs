@@ -1,4 +1,5 @@
-//! What the steps lean on: the file system through open directories ([`at`]), running
+//! What the steps lean on: the file system through open directories ([`at`]), whether a
+//! file is in memory ([`cache`]), running
 //! programs ([`child`]), what the pusher sees ([`report`]), one deploy at a time ([`lock`]),
 //! the crash points of the kill tests ([`fault`]), and shared/ shared with the web server's
 //! user ([`perms`]), who a uid or gid is ([`users`]), who may write into a deploy root
@@ -7,6 +8,7 @@
 //! layout.
 
 pub(crate) mod at;
+pub(crate) mod cache;
 pub(crate) mod child;
 pub(crate) mod clock;
 pub(crate) mod fault;

@@ -2,7 +2,8 @@
 //! the file as it was placed in the build.
 //!
 //! A file is hard-linked from the live build into the next one by its record alone, without
-//! reading it, only when both still hold (otherwise only when the bytes compare equal):
+//! reading it, only when both of these hold. (When only the second holds, it is linked if its
+//! bytes, size and mode are those of application/'s file: see the snapshot's walk.)
 //!
 //! - **application/ still has the very file the build's copy came from.** Size and
 //!   modification time cannot tell: composer mirrors path packages with whole-second mtimes, so
@@ -94,7 +95,8 @@ pub(crate) struct Record {
 
 /// Files by a 64-bit hash of their path, not the path itself: at 50,000 files the paths
 /// would be most of the hook's memory. A collision cannot link a wrong file: the identity
-/// found must still be that of the file at hand, and no two files share an inode and ctime.
+/// found must still be that of the file at hand, and no two files share an inode and ctime;
+/// a file linked for its bytes is compared with the one at hand whatever record led to it.
 #[derive(Debug, Default)]
 pub(crate) struct Manifest(HashMap<u64, Record, Xxh3DefaultBuilder>);
 

@@ -307,8 +307,7 @@ fn a_reinstalled_package_shares_only_the_files_whose_bytes_did_not_change() {
             == fs::metadata(second.join(&vendored)).unwrap().ino();
         assert_eq!(shared, !changed.contains(name), "{name} ({same} the same)");
     }
-    // The package's composer.json changed (its version): copied. The autoloader's files are
-    // linked only where composer wrote them with the same bytes, and run as they should.
+    // The package's composer.json changed (its version): copied. The app runs.
     let package = Path::new("vendor/atomdeploy/greeting/composer.json");
     assert_ne!(
         fs::metadata(first.join(package)).unwrap().ino(),
@@ -319,6 +318,22 @@ fn a_reinstalled_package_shares_only_the_files_whose_bytes_did_not_change() {
         "{}",
         server.page()
     );
+
+    // The next build links them by the record alone: nothing is compared again.
+    clone.set_version("v3");
+    clone.commit("v3");
+    let push = clone.push_main().success();
+    assert!(!push.stderr.contains("written anew"), "{}", push.stderr);
+    let third = server.build_path(&server.live().unwrap());
+    assert_ne!(third, second);
+    for (name, _) in &files {
+        let vendored = Path::new("vendor/atomdeploy/greeting").join(name);
+        assert_eq!(
+            fs::metadata(second.join(&vendored)).unwrap().ino(),
+            fs::metadata(third.join(&vendored)).unwrap().ino(),
+            "{name}"
+        );
+    }
 }
 
 /// A file whose bytes are the same but whose mode is not must not take the live build's

@@ -12,7 +12,7 @@ use std::fs::{File, Permissions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +26,8 @@ use rayon::Scope;
 
 use super::Options;
 use crate::infra::at::{self, c_path, open_at, open_dir_at, stat_at, stat_fd};
-use crate::infra::fault;
 use crate::infra::report::Reporter;
+use crate::infra::{cache, fault, perms};
 use crate::state::manifest::{self, Identity, ManifestWriter, Placed, Record};
 
 /// application/, the live build linked from, and the build in the making, open as directories.
@@ -491,9 +491,9 @@ impl<'a> Walk<'a> {
     /// The live build's file at `relative` when application/'s is another file with the very
     /// same bytes, size and mode, and the live build's is still what was placed. Composer
     /// writes every file of a package it reinstalls anew, though a version bump changes few of
-    /// them; linking those spares their copy and the flush of it. Both files are read from
-    /// the page cache only: one that would have to be read from the disk is copied instead,
-    /// which costs no more than before.
+    /// them; linking those spares their copy and the flush of it. Only files the page cache
+    /// holds whole are compared: one that would have to be read from the disk is copied, which
+    /// costs no more than before.
     fn same_bytes<'h>(
         &self,
         here: &'h Here,
@@ -503,63 +503,76 @@ impl<'a> Walk<'a> {
     ) -> Option<(BorrowedFd<'h>, Placed)> {
         let (_, manifest) = self.options.link_from?;
         let record = manifest.get(relative)?;
-        let mode = libc::S_IFREG | (st.st_mode & 0o7777 & writable(self.options.read_only));
-        if !record.placed.fits(st.st_size as u64, mode) {
+        let identity = Identity::of(st);
+        let mode = perms::without_write_bits(st.st_mode & 0o7777, self.options.read_only);
+        let size = st.st_size as u64;
+        // The same file as recorded: `previous` has judged it already.
+        if record.source == identity || !record.placed.fits(size, libc::S_IFREG | mode) {
             return None;
         }
         let prev = here.prev.as_ref()?.as_fd();
-        // Looked at before it is opened: only a regular file, still as placed, is read.
-        let placed = stat_at(prev, name).ok()?;
-        if Placed::of(&placed) != record.placed {
+        // Looked at before it is opened, so that only a regular file still as placed is (the
+        // fstat after the open catches one put in its place since).
+        if Placed::of(&stat_at(prev, name).ok()?) != record.placed {
             return None;
         }
-        let theirs = open_at(prev, name, OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).ok()?;
-        if stat_fd(theirs.as_fd()).ok()?.st_ino != placed.st_ino {
-            return None;
-        }
-        let ours = open_at(
-            here.app.as_fd(),
-            name,
-            OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
-        )
-        .ok()?;
-        // The manifest records the identity `st` was taken with: should the file change after
-        // it, its ctime moves, and the next build compares (or copies) it again.
-        (stat_fd(ours.as_fd()).ok()?.st_ino == st.st_ino
-            && same_cached_bytes(ours.as_fd(), theirs.as_fd(), st.st_size as u64))
-        .then_some((prev, record.placed))
+        let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        let theirs = File::from(open_at(prev, name, flags).ok()?);
+        let ours = File::from(open_at(here.app.as_fd(), name, flags).ok()?);
+        let as_recorded = || {
+            stat_fd(ours.as_fd()).is_ok_and(|s| Identity::of(&s) == identity)
+                && stat_fd(theirs.as_fd()).is_ok_and(|s| Placed::of(&s) == record.placed)
+        };
+        let same = as_recorded()
+            && cache::resident(ours.as_fd(), size)
+            && cache::resident(theirs.as_fd(), size)
+            && same_contents(
+                size,
+                |buf, at| ours.read_at(buf, at).ok(),
+                |buf, at| theirs.read_at(buf, at).ok(),
+            )
+            // Neither was written to while they were compared.
+            && as_recorded();
+        same.then_some((prev, record.placed))
     }
 }
 
-/// The permission bits a build's file keeps: read-only ones lose every write bit.
-fn writable(read_only: bool) -> u32 {
-    if read_only { !0o222 } else { !0 }
-}
-
-/// Whether the first `size` bytes of `a` and `b` are the same, read from the page cache only
-/// (false as soon as either would have to be read from the disk).
-fn same_cached_bytes(a: BorrowedFd, b: BorrowedFd, size: u64) -> bool {
+/// Whether the first `size` bytes that `ours` and `theirs` read (as `pread`: into the buffer,
+/// from the offset; `None` on an error) are the same. A read that ends before `size` is a
+/// file that shrank: not the same.
+fn same_contents(
+    size: u64,
+    mut ours: impl FnMut(&mut [u8], u64) -> Option<usize>,
+    mut theirs: impl FnMut(&mut [u8], u64) -> Option<usize>,
+) -> bool {
     const CHUNK: usize = 16 * 1024;
-    let (mut ours, mut theirs) = ([0u8; CHUNK], [0u8; CHUNK]);
+    let (mut a, mut b) = ([0u8; CHUNK], [0u8; CHUNK]);
     let mut offset = 0;
     while offset < size {
-        let want = CHUNK.min((size - offset) as usize);
-        let Some(n) = at::read_cached(a, &mut ours[..want], offset).filter(|n| *n > 0) else {
-            return false;
-        };
-        // Read `b` to the same length: a short read from `a` is fine, a mismatch in lengths
-        // is only a cache boundary.
-        let mut got = 0;
-        while got < n {
-            match at::read_cached(b, &mut theirs[got..n], offset + got as u64) {
-                Some(m) if m > 0 => got += m,
-                _ => return false,
-            }
-        }
-        if ours[..n] != theirs[..n] {
+        let want = usize::try_from(size - offset).map_or(CHUNK, |left| left.min(CHUNK));
+        if !fill(&mut ours, &mut a[..want], offset) || !fill(&mut theirs, &mut b[..want], offset) {
             return false;
         }
-        offset += n as u64;
+        if a[..want] != b[..want] {
+            return false;
+        }
+        offset += want as u64;
+    }
+    true
+}
+
+/// Reads all of `buf` from `offset` on, however short each read; false at an error or the end.
+fn fill(
+    read: &mut impl FnMut(&mut [u8], u64) -> Option<usize>,
+    buf: &mut [u8],
+    offset: u64,
+) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        match read(&mut buf[got..], offset + got as u64) {
+            Some(n) if n > 0 => got += n,
+            _ => return false,
+        }
     }
     true
 }
@@ -641,7 +654,7 @@ fn copy_at(
     )?);
     let bytes = io::copy(&mut src, &mut dst)?;
     // The umask may have narrowed the mode given at creation.
-    let mode = mode & writable(read_only);
+    let mode = perms::without_write_bits(mode, read_only);
     dst.set_permissions(Permissions::from_mode(mode))?;
     nix::sys::stat::futimens(
         dst.as_fd(),
@@ -654,6 +667,84 @@ fn copy_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader of `data` as `pread` would be, each read cut short to a length `cut` picks
+    /// (at least 1), failing every read that reaches offset `fail_at`, if given.
+    fn reader<'d>(
+        data: &'d [u8],
+        mut cut: impl FnMut(usize) -> usize + 'd,
+        fail_at: Option<u64>,
+    ) -> impl FnMut(&mut [u8], u64) -> Option<usize> + 'd {
+        move |buf, at| {
+            if fail_at.is_some_and(|f| at + buf.len() as u64 > f) {
+                return None;
+            }
+            let from = usize::try_from(at).ok()?.min(data.len());
+            let n = buf.len().min(data.len() - from);
+            let n = if n == 0 { 0 } else { cut(n).clamp(1, n) };
+            buf[..n].copy_from_slice(&data[from..from + n]);
+            Some(n)
+        }
+    }
+
+    /// Sizes around the comparison's 16 KiB reads, a byte flipped at generated places, reads
+    /// cut short at generated lengths: equal only when every byte is.
+    #[test]
+    fn contents_compare_equal_only_when_every_byte_is_however_the_reads_are_cut() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for size in [0usize, 1, 2, 100, 16383, 16384, 16385, 32768, 40000, 70001] {
+            let data: Vec<u8> = (0..size).map(|_| next() as u8).collect();
+            for round in 0..20 {
+                let cut_a = next();
+                let cut_b = next();
+                let whole = |n: usize| n;
+                let short_a = move |n: usize| (cut_a as usize % n) + 1;
+                let short_b = move |n: usize| (cut_b as usize % n) + 1;
+                assert!(
+                    same_contents(
+                        size as u64,
+                        reader(&data, short_a, None),
+                        reader(&data, short_b, None)
+                    ),
+                    "size {size}, round {round}"
+                );
+                if size == 0 {
+                    continue;
+                }
+                let places = [0, size - 1, 16383, 16384, next() as usize % size];
+                let at = places[next() as usize % places.len()].min(size - 1);
+                let mut other = data.clone();
+                other[at] ^= 1 << (next() % 8);
+                assert!(
+                    !same_contents(
+                        size as u64,
+                        reader(&data, short_a, None),
+                        reader(&other, whole, None)
+                    ),
+                    "size {size}: byte {at} differs"
+                );
+                // A file that shrank, or a read that failed, is never the same.
+                let shorter = &data[..size - 1];
+                assert!(!same_contents(
+                    size as u64,
+                    reader(&data, whole, None),
+                    reader(shorter, short_b, None)
+                ));
+                let fail = next() % size as u64;
+                assert!(!same_contents(
+                    size as u64,
+                    reader(&data, whole, None),
+                    reader(&data, whole, Some(fail))
+                ));
+            }
+        }
+    }
 
     #[test]
     fn absolute_links_into_the_app_become_relative() {
