@@ -16,14 +16,7 @@ declare(strict_types=1);
 
 [, $log, $commit, $pushStart, $output] = $argv + [null, '', '', '', ''];
 
-function epoch(string $rfc3339): float
-{
-    if (!preg_match('/^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$/', $rfc3339, $m)) {
-        throw new RuntimeException("not an RFC 3339 UTC time: $rfc3339");
-    }
-    $whole = (new DateTimeImmutable($m[1], new DateTimeZone('UTC')))->getTimestamp();
-    return $whole + (isset($m[2]) ? (float) ('0.' . $m[2]) : 0.0);
-}
+require __DIR__ . '/deploys.php';
 
 /** "3.3ms", "0.16s", "12µs" as seconds */
 function duration(string $value, string $unit): float
@@ -31,13 +24,7 @@ function duration(string $value, string $unit): float
     return (float) $value * match ($unit) { 's' => 1.0, 'ms' => 1e-3, 'µs', 'us' => 1e-6, 'ns' => 1e-9 };
 }
 
-$entry = null;
-foreach (file($log, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [] as $line) {
-    $e = json_decode($line, true);
-    if (is_array($e) && ($e['commit'] ?? '') === $commit) {
-        $entry = $e;
-    }
-}
+$entry = last_entry($log, fn (array $e) => ($e['commit'] ?? '') === $commit);
 if ($entry === null) {
     fwrite(STDERR, "no deploy of $commit in $log\n");
     exit(1);

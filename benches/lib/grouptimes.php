@@ -13,27 +13,7 @@ declare(strict_types=1);
 [, $primaryLog] = $argv + [null, ''];
 $hostLogs = array_slice($argv, 2);
 
-function epoch(string $rfc3339): float
-{
-    if (!preg_match('/^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$/', $rfc3339, $m)) {
-        throw new RuntimeException("not an RFC 3339 UTC time: $rfc3339");
-    }
-    $whole = (new DateTimeImmutable($m[1], new DateTimeZone('UTC')))->getTimestamp();
-    return $whole + (isset($m[2]) ? (float) ('0.' . $m[2]) : 0.0);
-}
-
-/** The last entry of a deploy log that `$is` accepts. */
-function last_entry(string $log, callable $is): ?array
-{
-    $found = null;
-    foreach (file($log, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [] as $line) {
-        $e = json_decode($line, true);
-        if (is_array($e) && $is($e)) {
-            $found = $e;
-        }
-    }
-    return $found;
-}
+require __DIR__ . '/deploys.php';
 
 $primary = last_entry($primaryLog, fn (array $e) => ($e['outcome'] ?? '') === 'deployed');
 $gid = $primary === null ? null : last_entry(
