@@ -981,11 +981,12 @@ fn kept_directories_keep_their_modes_in_the_build_even_without_search_permission
     clone.commit("a cache the app writes");
     clone.push_main().success();
     let app = server.root.join("application");
-    for (dir, mode) in [
+    let dirs = [
         ("cache/closed", 0o640),
         ("cache/closed/deeper", 0o600),
         ("cache/open", 0o710),
-    ] {
+    ];
+    for (dir, mode) in dirs {
         fs::create_dir_all(app.join(dir)).unwrap();
         fs::write(app.join(dir).join("data.txt"), dir).unwrap();
         fs::set_permissions(app.join(dir), fs::Permissions::from_mode(mode)).unwrap();
@@ -996,11 +997,7 @@ fn kept_directories_keep_their_modes_in_the_build_even_without_search_permission
         clone.commit(version);
         clone.push_main().success();
         let live = server.latest();
-        for (dir, mode) in [
-            ("cache/closed", 0o640),
-            ("cache/closed/deeper", 0o600),
-            ("cache/open", 0o710),
-        ] {
+        for (dir, mode) in dirs {
             let meta = fs::metadata(live.join(dir)).unwrap();
             assert_eq!(meta.permissions().mode() & 0o7777, mode, "{version}: {dir}");
             assert_eq!(
