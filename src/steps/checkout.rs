@@ -239,9 +239,8 @@ pub(crate) fn checkout_worktree(
     let rules_change = to_write.iter().chain(&to_remove).any(gitignore);
     let partial = interrupted.is_none() && !index_lost && !rules_change;
     let partial = partial && old_gitlinks.is_empty() && new_gitlinks.is_empty();
-    let look_at = known
-        .filter(|_| partial)
-        .and_then(|k| look_at(&k, &wt.dir, [to_write, to_remove]));
+    let trusted = known.as_ref().filter(|_| partial);
+    let look_at = trusted.and_then(|k| look_at(k, &wt.dir, [to_write, to_remove]));
     match fresh {
         Some(fresh) => {
             fresh
@@ -258,7 +257,7 @@ pub(crate) fn checkout_worktree(
     index.write().context("cannot save the checkout's index")?;
     result.files = index.len();
     remove_strays(&tree, &wt.dir, strays);
-    keep_record(wt, &tree, &index, ignores, rules_change);
+    keep_record(repo, wt, &tree, &index, ignores, rules_change, trusted);
     std::fs::remove_file(pending).context("cannot note the checkout as done")?;
     Ok(result)
 }
@@ -266,10 +265,18 @@ pub(crate) fn checkout_worktree(
 /// Keeps the record of this checkout for the next one, unless the ignore rules changed with
 /// it (see `look_at`). Only a shortcut: a record that cannot be kept is one the next
 /// checkout does without (one left from before names another index file).
-fn keep_record(wt: &Worktree, tree: &git2::Tree, index: &Index, ignores: u64, rules_change: bool) {
+fn keep_record(
+    repo: &Repository,
+    wt: &Worktree,
+    tree: &git2::Tree,
+    index: &Index,
+    ignores: u64,
+    rules_change: bool,
+    trusted: Option<&known::Known>,
+) {
     let _ = match rules_change {
         true => known::forget(&wt.index),
-        false => known::write(&wt.index, tree.id(), index, &wt.dir, ignores),
+        false => known::write(repo, &wt.index, tree.id(), index, &wt.dir, ignores, trusted),
     };
 }
 

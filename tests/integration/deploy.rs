@@ -1008,6 +1008,53 @@ fn kept_directories_keep_their_modes_in_the_build_even_without_search_permission
     }
 }
 
+/// A directory git does not track survives a checkout when all it holds is ignored (logs the
+/// app writes): a file added there by hand, or in a directory below it, goes all the same.
+#[test]
+fn files_added_by_hand_in_a_directory_of_ignored_files_are_removed_too() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.write(".gitignore", "/vendor/\n/composer-script-ran\n*.log\n");
+    clone.commit("logs are not the app's");
+    clone.push_main().success();
+    let app = server.root.join("application");
+    // (src/ changes with every push; lib/ with none, so its stat is trusted throughout.)
+    for dir in ["src/logs", "src/logs/old", "lib/cache"] {
+        fs::create_dir_all(app.join(dir)).unwrap();
+        fs::write(app.join(dir).join("app.log"), "a line\n").unwrap();
+    }
+    // A push that sees them kept, one that finds their stat settled, one that trusts it.
+    for version in ["v2", "v3", "v4"] {
+        clone.set_version(version);
+        clone.commit(version);
+        clone.push_main().success();
+        outlast_the_racy_window();
+    }
+    let added = [
+        "src/logs/evil.php",
+        "src/logs/old/evil.php",
+        "lib/cache/evil.php",
+    ];
+    for file in added {
+        fs::write(app.join(file), "<?php // left on the server\n").unwrap();
+    }
+    clone.set_version("v5");
+    clone.commit("v5");
+    let push = clone.push_main().success();
+    let removed = push
+        .remote_line("warning: removed files added on the server")
+        .expect("a warning naming the added files");
+    for file in added {
+        assert!(removed.contains(file), "{removed}");
+        assert!(!app.join(file).exists(), "{file} is still there");
+        assert!(!server.latest().join(file).exists());
+    }
+    assert!(
+        app.join("src/logs/old/app.log").is_file(),
+        "ignored files stay"
+    );
+}
+
 #[test]
 fn a_file_the_ignore_rules_stop_ignoring_goes_like_any_file_added_by_hand() {
     let server = Server::install();

@@ -20,7 +20,7 @@
 //! says. A checkout that ends early leaves its note that it is in progress, and the next one
 //! looks at everything.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
@@ -76,7 +76,8 @@ pub(super) struct Known {
     /// The index written with the record: (inode, size, mtime).
     index: (u64, u64, (i64, i64)),
     ignores: u64,
-    /// Every directory of the index, the working copy's top as "" (None: racy).
+    /// Every directory of the index, the working copy's top as "", and those the checkout
+    /// kept that hold only ignored files (None: racy).
     dirs: Vec<(Vec<u8>, Option<Stamp>)>,
 }
 
@@ -176,12 +177,15 @@ impl Known {
 /// Keeps the record of a complete checkout of `tree` into `dir`, whose index was just
 /// written to `index_file`. A working copy with a submodule gets none (its directory's
 /// files are the submodule's checkout's, not this index's): every checkout looks at all.
+/// `previous` is the record this checkout trusted, when it looked only where it said.
 pub(super) fn write(
+    repo: &Repository,
     index_file: &Path,
     tree: Oid,
     index: &Index,
     dir: &Path,
     ignores: u64,
+    previous: Option<&Known>,
 ) -> Result<()> {
     let record = path(index_file);
     let identity = index_identity(index_file);
@@ -190,20 +194,25 @@ pub(super) fn write(
         return forget(index_file);
     };
     let entries: Vec<git2::IndexEntry> = index.iter().collect();
-    let mut dirs = directories_of(&entries);
-    dirs.insert(&[]);
+    let mut tracked = directories_of(&entries);
+    tracked.insert(&[]);
     // Taken before any directory is looked at: a change after it has later times.
     let now = SystemTime::now();
-    let stamps: Vec<(Vec<u8>, Option<Stamp>)> = dirs
-        .into_par_iter()
-        .map(|relative| {
-            let stamp = std::fs::symlink_metadata(join(dir, relative))
-                .ok()
-                .filter(|m| m.is_dir() && !racy(m, now))
-                .map(|m| Stamp::of(&m));
-            (relative.to_vec(), stamp)
-        })
+    let stamp = |relative: &[u8]| {
+        std::fs::symlink_metadata(join(dir, relative))
+            .ok()
+            .filter(|m| m.is_dir() && !racy(m, now))
+            .map(|m| Stamp::of(&m))
+    };
+    let mut stamps: Vec<(Vec<u8>, Option<Stamp>)> = tracked
+        .par_iter()
+        .map(|relative| (relative.to_vec(), stamp(relative)))
         .collect();
+    let kept = kept_directories(repo, dir, &tracked, &stamps, previous);
+    stamps.extend(kept.into_iter().map(|relative| {
+        let stamp = stamp(&relative);
+        (relative, stamp)
+    }));
     fsutil::write_atomically(&record, None, |out| {
         writeln!(out, "{HEADER}\ntree {tree}\nindex {ino} {size} {s} {ns}")?;
         writeln!(out, "ignores {ignores}\n")?;
@@ -221,6 +230,71 @@ pub(super) fn write(
         }
         Ok(())
     })
+}
+
+/// The directories git does not track that the checkout left in `dir` and that no rule
+/// ignores as a whole: those holding only ignored files (logs the app writes). A file added
+/// there changes only their stat, not a tracked directory's, so the record keeps theirs too.
+/// Found by reading the tracked directories that changed since `previous` (all of them
+/// without one) and what is below the directories found; those `previous` kept and still
+/// there are kept again, read anew when their stat moved.
+fn kept_directories(
+    repo: &Repository,
+    dir: &Path,
+    tracked: &HashSet<&[u8]>,
+    stamps: &[(Vec<u8>, Option<Stamp>)],
+    previous: Option<&Known>,
+) -> Vec<Vec<u8>> {
+    let before: HashMap<&[u8], &Option<Stamp>> = previous
+        .map(|p| p.dirs.iter().map(|(d, s)| (d.as_slice(), s)).collect())
+        .unwrap_or_default();
+    let unchanged = |relative: &[u8], now: &Option<Stamp>| {
+        now.is_some() && before.get(relative).is_some_and(|was| *was == now)
+    };
+    let mut to_read: Vec<Vec<u8>> = stamps
+        .iter()
+        .filter(|(relative, now)| !unchanged(relative, now))
+        .map(|(relative, _)| relative.clone())
+        .collect();
+    let mut kept = HashSet::new();
+    for (relative, was) in previous.map_or(&[][..], |p| &p.dirs[..]) {
+        if tracked.contains(relative.as_slice()) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(join(dir, relative)).ok();
+        let Some(meta) = meta.filter(|m| m.is_dir()) else {
+            continue;
+        };
+        kept.insert(relative.clone());
+        if was.as_ref() != Some(&Stamp::of(&meta)) {
+            to_read.push(relative.clone());
+        }
+    }
+    while let Some(relative) = to_read.pop() {
+        let Ok(entries) = std::fs::read_dir(join(dir, &relative)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let mut path = relative.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(entry.file_name().as_bytes());
+            let ignored = || repo.is_path_ignored(Path::new(OsStr::from_bytes(&path)));
+            if tracked.contains(path.as_slice())
+                || kept.contains(&path)
+                || ignored().unwrap_or(true)
+            {
+                continue;
+            }
+            kept.insert(path.clone());
+            to_read.push(path);
+        }
+    }
+    kept.into_iter().collect()
 }
 
 /// Drops the record: the next checkout looks at everything.
@@ -305,6 +379,13 @@ mod tests {
         (file, index)
     }
 
+    /// A bare repository with `app` as its working directory, as the checkout has it.
+    fn repo_for(state: &Path, app: &Path) -> Repository {
+        let repo = Repository::init_bare(state.join("repo.git")).unwrap();
+        repo.set_workdir(app, false).unwrap();
+        repo
+    }
+
     fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
         paths.sort();
         paths
@@ -317,7 +398,8 @@ mod tests {
         std::fs::create_dir_all(app.path().join("a/b")).unwrap();
         let (file, index) = index_of(state.path(), &["a/b/x.php", "a/y.php", "z.php"]);
         let tree = Oid::from_str(&"2".repeat(40)).unwrap();
-        write(&file, tree, &index, app.path(), 7).unwrap();
+        let repo = repo_for(state.path(), app.path());
+        write(&repo, &file, tree, &index, app.path(), 7, None).unwrap();
         let known = read(&file).expect("a record");
         assert_eq!(known.tree, tree);
         assert!(known.holds(&file, 7));
@@ -379,7 +461,8 @@ mod tests {
         let (file, index) = index_of(state.path(), &["a/x.php"]);
         let app = tempfile::tempdir().unwrap();
         std::fs::create_dir(app.path().join("a")).unwrap();
-        write(&file, Oid::ZERO_SHA1, &index, app.path(), 1).unwrap();
+        let repo = repo_for(state.path(), app.path());
+        write(&repo, &file, Oid::ZERO_SHA1, &index, app.path(), 1, None).unwrap();
         let good = std::fs::read(path(&file)).unwrap();
         let split = good.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
         let mut damaged: Vec<Vec<u8>> = vec![
