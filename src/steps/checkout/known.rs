@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -32,9 +32,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use git2::{Index, Oid, Repository};
 use rayon::prelude::*;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::infra::fsutil;
 use crate::infra::users;
+use crate::state::builds;
 
 use super::{GITLINK_MODE, directories_of};
 
@@ -299,20 +301,15 @@ fn kept_directories(
 
 /// Drops the record: the next checkout looks at everything.
 pub(super) fn forget(index_file: &Path) -> Result<()> {
-    match std::fs::remove_file(path(index_file)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(anyhow::Error::new(e)
-                .context(format!("cannot remove {}", path(index_file).display())))
-        }
-        _ => Ok(()),
-    }
+    builds::remove_file_if_present(&path(index_file))
 }
 
 /// The ignore rules a checkout of `repo` runs under: `added`, the rules the checkout adds,
 /// and the files git reads them from beside the working copy's own `.gitignore` files (which
 /// are tracked, and checked by the caller, or files added by hand, which it looks at).
 pub(super) fn ignores(repo: &Repository, added: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    // XXH3, not std's hasher: what is stored must hash alike after a Rust upgrade.
+    let mut hasher = Xxh3::new();
     added.hash(&mut hasher);
     let config = repo.config().ok();
     let excludes = config
