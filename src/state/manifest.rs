@@ -25,7 +25,7 @@
 //!   well rewrite this manifest; `replay` never links, for a build made from scratch.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -111,6 +111,13 @@ fn key(path: &Path) -> u64 {
 /// (and any other format) read as empty: the next build is one full copy.
 const HEADER: &[u8] = b"\0atomdeploy-manifest 2\n";
 
+/// How many files a manifest's map is sized for before reading it: 62,000 at 50,000 files.
+const MOST_LINES_AT_ONCE: u64 = 1 << 17;
+/// The longest path a line may hold, its NUL included (Linux's PATH_MAX).
+const PATH_MAX: u64 = 4096;
+/// The longest numbers part of a line, its newline included.
+const FIELDS_MAX: u64 = 10 * 21;
+
 impl Manifest {
     pub(crate) fn get(&self, relative: &Path) -> Option<&Record> {
         self.0.get(&key(relative))
@@ -121,8 +128,12 @@ impl Manifest {
         let Ok(file) = std::fs::File::open(path) else {
             return Manifest::default();
         };
-        // A line is 90 to 150 bytes: room for every file at once, no growing on the way.
-        let lines = file.metadata().map_or(0, |m| m.len() / 100) as usize;
+        // A line is 90 to 150 bytes: room for every file at once, no growing on the way. (Up
+        // to a bound: a damaged file's size says nothing, and must not cost its size in memory.)
+        let lines = file
+            .metadata()
+            .map_or(0, |m| m.len() / 100)
+            .min(MOST_LINES_AT_ONCE) as usize;
         Self::parse(BufReader::new(file), lines).unwrap_or_default()
     }
 
@@ -137,11 +148,22 @@ impl Manifest {
         loop {
             name.clear();
             fields.clear();
-            // `<path>\0<10 numbers>\n`: paths may hold any byte but NUL.
-            if reader.read_until(0, &mut name).ok()? == 0 {
+            // `<path>\0<10 numbers>\n`: paths may hold any byte but NUL, and are no longer
+            // than the system's; the numbers take at most 10 × 20 bytes and their spaces.
+            if reader
+                .by_ref()
+                .take(PATH_MAX)
+                .read_until(0, &mut name)
+                .ok()?
+                == 0
+            {
                 return Some(Manifest(map));
             }
-            reader.read_until(b'\n', &mut fields).ok()?;
+            reader
+                .by_ref()
+                .take(FIELDS_MAX)
+                .read_until(b'\n', &mut fields)
+                .ok()?;
             if name.pop() != Some(0) || fields.pop() != Some(b'\n') {
                 return None;
             }
@@ -359,6 +381,15 @@ mod tests {
                 "{fields}"
             );
         }
+        // A file whose size says millions of lines, or one endless line, of zeros (a sparse
+        // file): empty, without its size in memory.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 40).unwrap();
+        drop(file);
+        let mut sparse = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut sparse, HEADER).unwrap();
+        drop(sparse);
+        assert!(Manifest::read(&path).get(Path::new("")).is_none());
         // The extremes it does write.
         let mut extremes = HEADER.to_vec();
         extremes.extend_from_slice(
