@@ -29,7 +29,7 @@ struct Stat {
     nr_recently_evicted: u64,
 }
 
-/// Set once cachestat(2) answered ENOSYS (an older kernel): mincore(2) from then on.
+/// Set once cachestat(2) is refused (ENOSYS, EPERM): mincore(2) from then on.
 static NO_CACHESTAT: AtomicBool = AtomicBool::new(false);
 
 /// Whether all of the first `len` bytes of the file open as `fd` are in memory; false when
@@ -41,7 +41,8 @@ pub(crate) fn resident(fd: BorrowedFd, len: u64) -> bool {
     if !NO_CACHESTAT.load(Ordering::Relaxed) {
         match by_cachestat(fd, len) {
             Ok(all) => return all,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            // An older kernel, or a sandbox (seccomp) that refuses the call it does not know.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
                 NO_CACHESTAT.store(true, Ordering::Relaxed);
             }
             Err(_) => return false,
