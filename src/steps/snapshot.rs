@@ -170,16 +170,17 @@ impl fmt::Display for Made {
         match self.linking {
             Linking::Copy => write!(f, "{copied} files copied, {size}")?,
             Linking::Replay => write!(f, "{copied} files copied, {size} (replay: nothing linked)")?,
-            Linking::Link if self.same > 0 => write!(
-                f,
-                "{linked} files linked to the live build ({} of them written anew with the same \
-                 bytes), {copied} copied ({size})",
-                self.same
-            )?,
-            Linking::Link => write!(
-                f,
-                "{linked} files linked to the live build, {copied} copied ({size})"
-            )?,
+            Linking::Link => {
+                write!(f, "{linked} files linked to the live build")?;
+                if self.same > 0 {
+                    write!(
+                        f,
+                        " ({} of them written anew with the same bytes)",
+                        self.same
+                    )?;
+                }
+                write!(f, ", {copied} copied ({size})")?;
+            }
         }
         if !self.meanwhile.is_zero() {
             write!(

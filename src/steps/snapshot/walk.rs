@@ -91,7 +91,6 @@ impl Here {
 }
 
 /// What a walk placed.
-#[derive(Default)]
 pub(super) struct Counts {
     pub(super) copied: u64,
     pub(super) linked: u64,
@@ -374,22 +373,24 @@ impl<'a> Walk<'a> {
             s.spawn(move |s| self.job(s, job));
             return Ok(());
         }
-        self.place(here, name, kind, &relative)
+        self.place(here, name, &relative)
             .with_context(|| format!("cannot copy {} into the build", relative.display()))?;
         self.bar.inc(1);
         fault::point("snapshot-file");
         Ok(())
     }
 
-    fn place(&self, here: &Here, name: &CStr, kind: Type, relative: &Path) -> Result<()> {
+    /// Places one entry that is not a directory, by what it is now (the directory listing's
+    /// type may be out of date).
+    fn place(&self, here: &Here, name: &CStr, relative: &Path) -> Result<()> {
         let st = stat_at(here.app.as_fd(), name)?;
-        match (kind, st.st_mode & libc::S_IFMT) {
-            (_, libc::S_IFLNK) => {
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => {
                 let target = nix::fcntl::readlinkat(here.app.as_fd(), name)?;
                 let target = within_build(Path::new(&target), self.trees.source, relative);
                 nix::unistd::symlinkat(&target, here.new.as_fd(), name)?;
             }
-            (_, libc::S_IFREG) => match self.file(here, name, relative, &st)? {
+            libc::S_IFREG => match self.file(here, name, relative, &st)? {
                 Outcome::Linked => {
                     self.linked.fetch_add(1, Ordering::Relaxed);
                 }
@@ -402,7 +403,7 @@ impl<'a> Walk<'a> {
                     self.bytes.fetch_add(n, Ordering::Relaxed);
                 }
             },
-            (_, libc::S_IFDIR) => {
+            libc::S_IFDIR => {
                 return Err(anyhow!("it became a directory while the build was made"));
             }
             _ => self.reporter.warn(&format!(
