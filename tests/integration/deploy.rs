@@ -1379,10 +1379,22 @@ fn link_mode_shares_unchanged_files_read_only_and_never_shared_entries() {
             "{p} is writable ({mode:o}) in a build that shares files"
         );
     }
-    // What went into shared/ is the user's own file: not shared with a build, writable.
-    let seeded = fs::metadata(server.root.join("shared/storage/sessions/seed")).unwrap();
-    assert_eq!(seeded.nlink(), 1);
-    assert_ne!(seeded.mode() & 0o200, 0);
+    // What went into shared/ is the user's own file: not shared with a build, writable. That
+    // holds for a file the live build had too (.gitkeep), which link mode would have linked.
+    for seeded in ["seed", ".gitkeep"] {
+        let seeded = server.root.join("shared/storage/sessions").join(seeded);
+        let meta = fs::metadata(&seeded).unwrap();
+        assert_eq!(meta.nlink(), 1, "{}", seeded.display());
+        assert_ne!(meta.mode() & 0o200, 0);
+    }
+    assert_ne!(
+        fs::metadata(old.join("storage/sessions/.gitkeep"))
+            .unwrap()
+            .ino(),
+        fs::metadata(server.root.join("shared/storage/sessions/.gitkeep"))
+            .unwrap()
+            .ino()
+    );
 
     // Read-only builds are still removed by cleanup.
     for v in ["v3", "v4"] {

@@ -95,6 +95,31 @@ fn live_file(server: &Server, path: &str) -> PathBuf {
     server.latest().join(path)
 }
 
+/// A directory of the live build swapped for a symlink (to anywhere: shared/, another
+/// disk) is not looked through: nothing below it is linked into the next build, which has
+/// its own copies.
+#[test]
+fn nothing_is_linked_through_a_symlink_in_the_live_builds_tree() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    clone.push_main().success();
+    let live = server.build_path(&server.live().unwrap());
+    let elsewhere = server.base().join("elsewhere-lib");
+    fs::rename(live.join("lib"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, live.join("lib")).unwrap();
+
+    clone.set_version("v2");
+    clone.commit("v2");
+    clone.push_main().success();
+    let second = server.live().unwrap();
+    assert_build_is_its_commit(&server, &second, &[]);
+    let helper = "Legacy/Helper.php";
+    let ours = fs::metadata(server.build_path(&second).join("lib").join(helper)).unwrap();
+    let theirs = fs::metadata(elsewhere.join(helper)).unwrap();
+    assert_ne!(ours.ino(), theirs.ino(), "linked through the symlink");
+    assert_eq!(theirs.nlink(), 1);
+}
+
 #[test]
 fn a_write_into_a_live_build_never_reaches_a_later_build_or_a_replay() {
     let server = Server::install();
