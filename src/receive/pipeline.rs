@@ -106,22 +106,27 @@ pub(crate) fn prepare(d: &Deploy) -> Result<Prepared> {
     // Composer's look at vendor/ and the read of the live build's manifest, side by side:
     // both only read, and nothing writes before composer runs. (The manifest, much the larger,
     // on this thread: see `composer_while_copying` on memory.)
-    let (vendor, previous_manifest) = std::thread::scope(|scope| {
-        let vendor = config
+    let (inputs, previous_manifest) = std::thread::scope(|scope| {
+        let running = config
             .composer
             .as_ref()
-            .map(|_| scope.spawn(|| composer::vendor_print(layout)));
+            .map(|settings| (settings, scope.spawn(|| composer::vendor_print(layout))));
         let manifest = SnapshotInputs::previous_manifest(d);
-        let vendor = vendor.map(|v| v.join().expect("the fingerprint does not panic"));
-        (vendor, manifest)
+        let inputs = running.map(|(settings, vendor)| {
+            (
+                settings,
+                vendor.join().expect("the fingerprint does not panic"),
+            )
+        });
+        (inputs, manifest)
     });
-    let decision = match (&config.composer, vendor) {
-        (Some(settings), Some(vendor)) => Some(
+    let decision = match inputs {
+        Some((settings, vendor)) => Some(
             composer::decide_for(d.repo, d.commit, &config.app_dir, layout, settings, vendor)
                 .context("composer failed")?
                 .with_auth(composer_auth),
         ),
-        _ => None,
+        None => None,
     };
     let build_decision = match &config.build {
         Some(settings) => {
