@@ -1055,6 +1055,69 @@ fn files_added_by_hand_in_a_directory_of_ignored_files_are_removed_too() {
     );
 }
 
+/// The other two places ignore rules come from beside the commit: the repository's
+/// `core.excludesFile` and deploy.yml's `exclude:`. A file they stop ignoring goes at once,
+/// though its directory's stat says nothing changed.
+#[test]
+fn a_file_the_excludes_file_or_exclude_stop_ignoring_goes_at_once() {
+    let server = Server::install();
+    let clone = server.clone_fixture("example-app");
+    let excludes = server.base().join("excludes");
+    fs::write(&excludes, "draft.txt\n").unwrap();
+    let excludes_path = excludes.to_str().unwrap();
+    server.repo_git(&["config", "core.excludesFile", excludes_path]);
+    server.set_config("exclude", "[packages/greeting/drafts/]");
+    clone.push_main().success();
+    let app = server.root.join("application");
+    fs::write(app.join("lib/Legacy/draft.txt"), "kept while ignored\n").unwrap();
+    fs::create_dir(app.join("packages/greeting/drafts")).unwrap();
+    fs::write(
+        app.join("packages/greeting/drafts/x.txt"),
+        "kept while excluded\n",
+    )
+    .unwrap();
+    for version in ["v2", "v3"] {
+        outlast_the_racy_window();
+        clone.set_version(version);
+        clone.commit(version);
+        assert!(
+            clone
+                .push_main()
+                .success()
+                .remote_line("warning: removed")
+                .is_none()
+        );
+    }
+    // (The warning names a directory that goes whole.)
+    let unignore: [(&str, &str, Box<dyn Fn()>); 2] = [
+        (
+            "lib/Legacy/draft.txt",
+            "lib/Legacy/draft.txt",
+            Box::new(|| fs::write(&excludes, "").unwrap()),
+        ),
+        (
+            "packages/greeting/drafts/x.txt",
+            "packages/greeting/drafts/",
+            Box::new(|| server.set_config("exclude", "[]")),
+        ),
+    ];
+    // Each in a directory of its own, whose stat the record trusts when its rule goes.
+    for (i, (file, named, stop_ignoring)) in unignore.iter().enumerate() {
+        assert!(app.join(file).is_file(), "{file}");
+        stop_ignoring();
+        let version = format!("v{}", i + 4);
+        clone.set_version(&version);
+        clone.commit(&version);
+        let push = clone.push_main().success();
+        let removed = push
+            .remote_line("warning: removed files added on the server")
+            .expect("a warning naming the file no longer ignored");
+        assert!(removed.contains(named), "{removed}");
+        assert!(!app.join(file).exists(), "{file}");
+        assert!(!server.latest().join(file).exists(), "{file}");
+    }
+}
+
 #[test]
 fn a_file_the_ignore_rules_stop_ignoring_goes_like_any_file_added_by_hand() {
     let server = Server::install();
