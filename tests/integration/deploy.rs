@@ -1088,26 +1088,11 @@ fn a_file_the_excludes_file_or_exclude_stop_ignoring_goes_at_once() {
                 .is_none()
         );
     }
-    // (The warning names a directory that goes whole.)
-    let unignore: [(&str, &str, Box<dyn Fn()>); 2] = [
-        (
-            "lib/Legacy/draft.txt",
-            "lib/Legacy/draft.txt",
-            Box::new(|| fs::write(&excludes, "").unwrap()),
-        ),
-        (
-            "packages/greeting/drafts/x.txt",
-            "packages/greeting/drafts/",
-            Box::new(|| server.set_config("exclude", "[]")),
-        ),
-    ];
     // Each in a directory of its own, whose stat the record trusts when its rule goes.
-    for (i, (file, named, stop_ignoring)) in unignore.iter().enumerate() {
+    let goes = |version: &str, file: &str, named: &str| {
         assert!(app.join(file).is_file(), "{file}");
-        stop_ignoring();
-        let version = format!("v{}", i + 4);
-        clone.set_version(&version);
-        clone.commit(&version);
+        clone.set_version(version);
+        clone.commit(version);
         let push = clone.push_main().success();
         let removed = push
             .remote_line("warning: removed files added on the server")
@@ -1115,7 +1100,16 @@ fn a_file_the_excludes_file_or_exclude_stop_ignoring_goes_at_once() {
         assert!(removed.contains(named), "{removed}");
         assert!(!app.join(file).exists(), "{file}");
         assert!(!server.latest().join(file).exists(), "{file}");
-    }
+    };
+    fs::write(&excludes, "").unwrap();
+    goes("v4", "lib/Legacy/draft.txt", "lib/Legacy/draft.txt");
+    server.set_config("exclude", "[]");
+    // (The warning names a directory that goes whole.)
+    goes(
+        "v5",
+        "packages/greeting/drafts/x.txt",
+        "packages/greeting/drafts/",
+    );
 }
 
 #[test]
