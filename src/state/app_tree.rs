@@ -158,11 +158,11 @@ fn diff_entries(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An index entry of `path`, with no stat data.
-    fn entry(path: &str, mode: u32, id: Oid) -> git2::IndexEntry {
+    pub(crate) fn entry(path: &str, mode: u32, id: Oid) -> git2::IndexEntry {
         git2::IndexEntry {
             ctime: git2::IndexTime::new(0, 0),
             mtime: git2::IndexTime::new(0, 0),

@@ -350,26 +350,15 @@ fn join(dir: &Path, relative: &[u8]) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::app_tree;
 
     /// An index file of `paths` (blobs that need not exist) in `state`, as a checkout leaves it.
     fn index_of(state: &Path, paths: &[&str]) -> (PathBuf, Index) {
         let file = state.join("application.index");
         let mut index = Index::open(&file).unwrap();
         for path in paths {
-            let entry = git2::IndexEntry {
-                ctime: git2::IndexTime::new(0, 0),
-                mtime: git2::IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode: 0o100644,
-                uid: 0,
-                gid: 0,
-                file_size: 0,
-                id: Oid::from_str(&"1".repeat(40)).unwrap(),
-                flags: 0,
-                flags_extended: 0,
-                path: path.as_bytes().to_vec(),
-            };
+            let entry =
+                app_tree::tests::entry(path, 0o100644, Oid::from_str(&"1".repeat(40)).unwrap());
             index.add(&entry).unwrap();
         }
         index.write().unwrap();
