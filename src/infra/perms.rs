@@ -24,7 +24,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FchmodatFlags, Mode};
 use nix::unistd::{Gid, geteuid};
 
-use super::at::{c_path, names, open_at, stat_at, stat_fd};
+use super::at::{c_path, names, open_at, open_dir_at, stat_at, stat_fd};
 use super::users::{by_name as user_by_name, group_or_gid, user_name, user_or_uid};
 
 /// The user php-fpm's pool runs as, and its primary group.
@@ -211,7 +211,7 @@ impl Tree {
         self.entries += 1;
         let kind = meta.st_mode & libc::S_IFMT;
         let opened = match kind {
-            libc::S_IFDIR => open_at(dir, name, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+            libc::S_IFDIR => open_dir_at(dir, name),
             libc::S_IFREG => open_at(dir, name, OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK),
             // Its target is what matters, and a link into shared/ is listed on its own.
             libc::S_IFLNK => return Ok(()),
