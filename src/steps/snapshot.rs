@@ -97,15 +97,7 @@ impl Snapshot {
     ) -> Result<()> {
         let trees = Trees::open(app, options, self.dir.path())?;
         let bar = indicatif::ProgressBar::hidden();
-        let walk = Walk::new(
-            options,
-            &trees,
-            false,
-            &self.changed,
-            &self.files,
-            &bar,
-            reporter,
-        );
+        let walk = Walk::new(options, &trees, &self.changed, &self.files, &bar, reporter);
         for path in paths {
             let excluded = options.exclude.iter().any(|p| path.starts_with(p));
             if !excluded && !path.iter().any(|part| part == ".git") {
@@ -241,7 +233,7 @@ pub(crate) fn snapshot(
     let files = Mutex::new(ManifestWriter::new(&layout.tmp())?);
     let changed = Mutex::new(Vec::new());
     let trees = Trees::open(source, options, &build)?;
-    let walk = Walk::new(options, &trees, true, &changed, &files, &bar, reporter);
+    let walk = Walk::new(options, &trees, &changed, &files, &bar, reporter);
     walk.everything()?;
     let placed = walk.counts();
     bar.finish_and_clear();

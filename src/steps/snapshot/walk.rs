@@ -102,15 +102,12 @@ pub(super) struct Counts {
 /// One placing of files: the whole of application/ ([`Walk::everything`]) or paths it left
 /// out ([`Walk::later`]).
 pub(super) struct Walk<'a> {
-    pub(super) options: &'a Options<'a>,
-    pub(super) trees: &'a Trees<'a>,
-    /// Whether this is the walk from the top, which leaves out `later` and a top-level
-    /// `auth.json`.
-    pub(super) top: bool,
-    pub(super) changed: &'a Mutex<Vec<PathBuf>>,
-    pub(super) files: &'a Mutex<ManifestWriter>,
-    pub(super) bar: &'a indicatif::ProgressBar,
-    pub(super) reporter: &'a Reporter,
+    options: &'a Options<'a>,
+    trees: &'a Trees<'a>,
+    changed: &'a Mutex<Vec<PathBuf>>,
+    files: &'a Mutex<ManifestWriter>,
+    bar: &'a indicatif::ProgressBar,
+    reporter: &'a Reporter,
     copied: AtomicU64,
     linked: AtomicU64,
     same: AtomicU64,
@@ -129,11 +126,9 @@ enum Outcome {
 }
 
 impl<'a> Walk<'a> {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         options: &'a Options<'a>,
         trees: &'a Trees<'a>,
-        top: bool,
         changed: &'a Mutex<Vec<PathBuf>>,
         files: &'a Mutex<ManifestWriter>,
         bar: &'a indicatif::ProgressBar,
@@ -142,7 +137,6 @@ impl<'a> Walk<'a> {
         Walk {
             options,
             trees,
-            top,
             changed,
             files,
             bar,
@@ -311,10 +305,12 @@ impl<'a> Walk<'a> {
         // Git never tracks a `.git`, so none is the commit's: the working copy's own, or the
         // clones composer leaves in vendor/ for source installs (most of some apps' size).
         let git = name == ".git";
-        // Never copied: composer's credentials, should a commit carry them (checkout warns)
-        // or someone leave them in application/ (the server's belong beside deploy.yml).
-        let credentials = self.top && relative.as_os_str() == "auth.json";
-        let later = self.top && self.options.later.iter().any(|p| p == relative);
+        // Never copied: composer's credentials at the top, should a commit carry them
+        // (checkout warns) or someone leave them in application/ (the server's belong beside
+        // deploy.yml). `relative` is from the top, so this is the top's only.
+        let credentials = relative.as_os_str() == "auth.json";
+        // Left out of every walk but its own, which starts at it (`later`).
+        let later = self.options.later.iter().any(|p| p == relative);
         let excluded = self.options.exclude.iter().any(|p| p == relative);
         !(git || credentials || later || excluded)
     }
